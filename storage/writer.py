@@ -1,0 +1,249 @@
+"""The evidence file writer: encrypt, chunk, fsync (docs/evidence-format.md section 5).
+
+Synchronous and single-owner: one thread at a time drives a writer (the async shell in
+`storage/aio_store.py` gives each writer its own worker thread). The durability contract: when
+`sync()` or `seal()` returns, everything appended before it survives a power cut.
+
+No plaintext media ever reaches the disk: media is buffered in RAM until it is sealed into a chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from storage.card import CardLayout, Sidecar, write_sidecar
+from storage.chunk_crypto import ChunkSealer
+from storage.errors import StoreError, WriterClosed
+from storage.evidence_format import KIND_MEDIA, KIND_METADATA, EvidenceHeader
+from storage.fsutil import fsync_dir
+
+DEFAULT_CHUNK_MAX_BYTES = 256 * 1024
+
+SpaceCheck = Callable[[int], None]
+"""Called with the bytes about to be written; raises (e.g. CardFullError) to refuse them."""
+
+
+class BackgroundSha256:
+    """SHA-256 fed in order from the writer thread, computed on a thread of its own.
+
+    hashlib releases the GIL on large buffers, so hashing overlaps encryption and the write
+    syscall. Bounded: at most `max_pending` buffers wait; `update` blocks beyond that.
+    """
+
+    def __init__(self, max_pending: int = 8) -> None:
+        self._hash = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        self._pending: deque[Future[None]] = deque()
+        self._max_pending = max_pending
+
+    def update(self, data: bytes) -> None:
+        while len(self._pending) >= self._max_pending:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._hash.update, data))
+
+    def hexdigest(self) -> str:
+        while self._pending:
+            self._pending.popleft().result()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DurablePoint:
+    """What has survived a power cut once `sync()` returned."""
+
+    chunks: int
+    media_bytes: int
+    file_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SealedFile:
+    path: Path
+    sidecar: Sidecar
+
+
+class EvidenceFileWriter:
+    """Writes one evidence file from `create` to `seal`.
+
+    Invariants: records are written whole or the file is truncated back to the last whole record;
+    chunk indexes are consecutive from 0; exactly one LAST chunk, written by `seal`.
+    """
+
+    def __init__(
+        self,
+        layout: CardLayout,
+        header: EvidenceHeader,
+        file_key: bytes,
+        *,
+        space_check: SpaceCheck | None = None,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._layout = layout
+        self._header = header
+        self._recording_id = header.recording_id.hex()
+        self._file_id = header.file_id.hex()
+        self._part_path = layout.part_path(self._recording_id, self._file_id)
+        self._space_check = space_check
+        self._clock_ms = clock_ms
+        header_bytes = header.encode()
+        self._sealer: ChunkSealer | None = ChunkSealer(file_key, header_bytes, header.nonce_prefix)
+        self._media_limit = header.chunk_max_bytes - 1
+        self._pending = bytearray([KIND_MEDIA])  # the next media chunk's plaintext
+        self._next_index = 0
+        self._media_bytes = 0
+        self._hasher = BackgroundSha256()
+        self._part_path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self._part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._offset = 0
+        self._write(header_bytes, check_space=True)
+        os.fsync(self._fd)
+        fsync_dir(self._part_path.parent)
+
+    @property
+    def path(self) -> Path:
+        return self._part_path
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes written so far plus media still pending in RAM (what the file will hold)."""
+        return self._offset + self._pending_media_bytes
+
+    @property
+    def media_bytes(self) -> int:
+        return self._media_bytes + self._pending_media_bytes
+
+    @property
+    def closed(self) -> bool:
+        return self._sealer is None
+
+    @property
+    def _pending_media_bytes(self) -> int:
+        return len(self._pending) - 1  # the kind byte leads the buffer
+
+    def append_media(self, data: bytes | memoryview) -> None:
+        """Buffer media; full chunks are encrypted and written (not yet fsynced)."""
+        self._require_open()
+        view = memoryview(data)
+        while view:
+            room = self._media_limit - self._pending_media_bytes
+            self._pending += view[:room]
+            view = view[room:]
+            if self._pending_media_bytes == self._media_limit:
+                self._flush_pending_media()
+
+    def append_metadata(self, obj: dict[str, Any]) -> None:
+        """Write one metadata object as its own chunk, after any pending media."""
+        self._require_open()
+        self._flush_pending_media()
+        self._write_chunk(bytes([KIND_METADATA]) + _json_bytes(obj), last=False)
+
+    def sync(self) -> DurablePoint:
+        """Write pending media as a short chunk and fsync: a segment boundary (spec 5.3)."""
+        self._require_open()
+        self._flush_pending_media()
+        os.fsync(self._fd)
+        return DurablePoint(self._next_index, self._media_bytes, self._offset)
+
+    def seal(self, end: dict[str, Any] | None = None) -> SealedFile:
+        """Write the LAST chunk, fsync, rename to `.mvbe`, fsync dir, write the sidecar.
+
+        Space is not checked here: the card reserve exists so that sealing always fits.
+        """
+        self._require_open()
+        self._flush_pending_media(check_space=False)
+        sealed_at_ms = self._clock_ms()
+        end_obj: dict[str, Any] = {
+            **(end or {}),
+            "type": "end",
+            "media_bytes": self._media_bytes,
+            "sealed_at_ms": sealed_at_ms,
+        }
+        last = bytes([KIND_METADATA]) + _json_bytes(end_obj)
+        self._write_chunk(last, last=True, check_space=False)
+        os.fsync(self._fd)
+        os.close(self._fd)
+        sealed_path = self._layout.sealed_path(self._recording_id, self._file_id)
+        self._part_path.replace(sealed_path)
+        fsync_dir(sealed_path.parent)
+        sidecar = Sidecar(
+            recording_id=self._recording_id,
+            file_id=self._file_id,
+            file_seq=self._header.file_seq,
+            created_at_ms=self._header.created_at_ms,
+            size_bytes=self._offset,
+            sha256_hex=self._finish_hash(),
+            sealed_at_ms=sealed_at_ms,
+            interrupted_at_chunk=None,
+        )
+        write_sidecar(self._layout, sidecar)
+        return SealedFile(sealed_path, sidecar)
+
+    def abandon(self) -> None:
+        """Stop without sealing (process shutdown after a fault); recovery finishes the file."""
+        if self._sealer is None:
+            return
+        self._pending[:] = bytes(len(self._pending))  # do not leave footage lying in RAM
+        os.close(self._fd)
+        self._finish_hash()
+
+    def _finish_hash(self) -> str:
+        self._sealer = None  # drops the file key with the AEAD context
+        digest = self._hasher.hexdigest()
+        self._hasher.close()
+        return digest
+
+    def _require_open(self) -> None:
+        if self._sealer is None:
+            raise WriterClosed(f"evidence file {self._file_id} is already closed")
+
+    def _flush_pending_media(self, *, check_space: bool = True) -> None:
+        if self._pending_media_bytes == 0:
+            return
+        media_bytes = self._pending_media_bytes
+        self._write_chunk(self._pending, last=False, check_space=check_space)
+        self._media_bytes += media_bytes
+        self._pending = bytearray([KIND_MEDIA])
+
+    def _write_chunk(
+        self, plaintext: bytes | bytearray, *, last: bool, check_space: bool = True
+    ) -> None:
+        assert self._sealer is not None
+        framing, sealed = self._sealer.seal(self._next_index, plaintext, last=last)
+        self._write(framing, sealed, check_space=check_space)
+        self._next_index += 1
+
+    def _write(self, *parts: bytes, check_space: bool) -> None:
+        """Write a whole record or nothing: on failure the file is cut back to its old end."""
+        total = sum(len(p) for p in parts)
+        if check_space and self._space_check is not None:
+            self._space_check(total)
+        try:
+            written = os.writev(self._fd, parts)
+            if written < total:  # rare short write: finish it from one joined buffer
+                rest = memoryview(b"".join(parts))[written:]
+                while rest:
+                    rest = rest[os.write(self._fd, rest) :]
+        except OSError as exc:
+            os.ftruncate(self._fd, self._offset)
+            os.lseek(self._fd, self._offset, os.SEEK_SET)
+            raise StoreError(f"write to evidence file failed: {exc.strerror}") from exc
+        for part in parts:
+            self._hasher.update(part)
+        self._offset += total
+
+
+def _json_bytes(obj: dict[str, Any]) -> bytes:
+    if "type" not in obj:
+        raise ValueError("a metadata object needs a 'type' member")
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()

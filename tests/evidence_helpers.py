@@ -1,0 +1,77 @@
+"""Shared builders for evidence tests: keys, headers and writers with known content."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.card import CardLayout
+from storage.envelope import RecipientPrivateKey, RecordingKey
+from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
+from storage.writer import EvidenceFileWriter, SealedFile
+
+FIXED_NOW_MS = 1_790_000_000_000
+
+
+def fixed_clock() -> int:
+    return FIXED_NOW_MS
+
+
+@dataclass
+class WrittenFile:
+    path: Path
+    media: bytes
+    sealed: SealedFile | None
+    key: RecordingKey
+
+
+def new_header(
+    key: RecordingKey, *, chunk_max_bytes: int = 4096, file_seq: int = 0
+) -> EvidenceHeader:
+    return EvidenceHeader(
+        recording_id=key.recording_id,
+        file_id=uuid.uuid4().bytes,
+        file_seq=file_seq,
+        created_at_ms=FIXED_NOW_MS,
+        chunk_max_bytes=chunk_max_bytes,
+        nonce_prefix=os.urandom(NONCE_PREFIX_BYTES),
+        recipients=key.stanzas,
+    )
+
+
+def open_writer(
+    card: Path,
+    recipient: RecipientPrivateKey,
+    *,
+    chunk_max_bytes: int = 4096,
+    key: RecordingKey | None = None,
+) -> tuple[EvidenceFileWriter, RecordingKey]:
+    key = key or RecordingKey(uuid.uuid4().bytes, (recipient.public(),))
+    header = new_header(key, chunk_max_bytes=chunk_max_bytes)
+    writer = EvidenceFileWriter(
+        CardLayout(card), header, key.file_key(header.file_id), clock_ms=fixed_clock
+    )
+    return writer, key
+
+
+def write_file(
+    card: Path,
+    recipient: RecipientPrivateKey,
+    media: bytes,
+    *,
+    segments: int = 4,
+    chunk_max_bytes: int = 4096,
+    key: RecordingKey | None = None,
+) -> WrittenFile:
+    """A sealed file whose media is `media`, cut into `segments` segment boundaries."""
+    writer, key = open_writer(card, recipient, chunk_max_bytes=chunk_max_bytes, key=key)
+    writer.append_metadata({"type": "recording", "camera": "dashcam", "container": "mpegts"})
+    step = max(1, len(media) // segments)
+    for index, start in enumerate(range(0, len(media), step)):
+        writer.append_media(media[start : start + step])
+        writer.append_metadata({"type": "segment", "index": index})
+        writer.sync()
+    sealed = writer.seal()
+    return WrittenFile(sealed.path, media, sealed, key)
