@@ -1,0 +1,362 @@
+"""The evidence store: recordings in, sealed encrypted files + catalog + audit events out.
+
+This is the synchronous shell around the pure parts (format, retention, space policy). The async
+shell (`storage/aio_store.py`) gives each camera stream a worker thread so the event loop never
+blocks on the card.
+
+Invariants:
+- a recording's data key lives in its `Recording` object only and is destroyed when it closes;
+- every file written or recovered is in the catalog with its SHA-256 before anything reports it;
+- nothing un-attested or held is ever deleted to make room: a full card refuses new recordings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from storage.audit import AuditLog
+from storage.card import PART_SUFFIX, CardLayout
+from storage.catalog import Catalog
+from storage.devicekey import DeviceKey
+from storage.envelope import RecipientPublicKey, RecordingKey
+from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
+from storage.fsutil import durable_unlink, fsync_dir
+from storage.models import FileRecord, FileState
+from storage.recovery import RecoveryReport, recover_card
+from storage.retention import Deletion, RetentionPolicy, plan_retention
+from storage.space import (
+    CardFullError,
+    SpacePolicy,
+    card_free_bytes,
+    decide_admission,
+    write_guard,
+)
+from storage.writer import DEFAULT_CHUNK_MAX_BYTES, DurablePoint, EvidenceFileWriter, SealedFile
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RecordingRefused(Exception):
+    """A new recording cannot start (full card); the message says why, for the officer."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """What the store needs from configuration. Units in the names."""
+
+    card_dir: Path
+    chunk_max_bytes: int = DEFAULT_CHUNK_MAX_BYTES
+    file_target_s: float = 60.0
+    file_target_bytes: int = 64 * 1024 * 1024
+    space: SpacePolicy = field(
+        default_factory=lambda: SpacePolicy(
+            reserve_bytes=64 * 1024 * 1024, min_free_to_start_bytes=256 * 1024 * 1024
+        )
+    )
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+
+class EvidenceStore:
+    """Owns the card: recovery at open, recordings, catalog, retention."""
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        recipients: tuple[RecipientPublicKey, ...],
+        device_key: DeviceKey,
+        audit: AuditLog,
+        catalog: Catalog,
+        clock_ms: Clock,
+    ) -> None:
+        self.settings = settings
+        self.layout = CardLayout(settings.card_dir)
+        self.recipients = recipients
+        self.device_key = device_key
+        self.audit = audit
+        self.catalog = catalog
+        self.clock_ms = clock_ms
+        self.alarms: dict[str, str] = {}
+        self.check_space = write_guard(self.layout.root, settings.space)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        settings: StoreSettings,
+        recipients: tuple[RecipientPublicKey, ...],
+        device_key: DeviceKey,
+        audit: AuditLog,
+        clock_ms: Clock = wall_clock_ms,
+    ) -> tuple[EvidenceStore, RecoveryReport]:
+        """Recover the card, open (or rebuild) the catalog, and register recovered files."""
+        layout = CardLayout(settings.card_dir)
+        layout.evidence_root.mkdir(parents=True, exist_ok=True)
+        report = recover_card(layout, device_key, audit.append, clock_ms())
+        catalog = Catalog.open(layout)
+        if catalog.rebuilt_reason is not None:
+            audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
+        store = cls(settings, recipients, device_key, audit, catalog, clock_ms)
+        for sidecar in report.recovered:
+            store._register_sealed(sidecar.file_id, sidecar.recording_id, sidecar)
+        for discarded in report.discarded:
+            store._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
+        return store, report
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # -- recordings -------------------------------------------------------------------------
+
+    def start_recording(self, facts: dict[str, Any]) -> Recording:
+        """Begin a recording (one incident); refuse with an alarm when the card is too full.
+
+        `facts` are the plaintext-free recording facts (device serial, officer, vehicle, trigger):
+        they go into each file's encrypted `recording` metadata object, never into plaintext.
+        """
+        admission = decide_admission(card_free_bytes(self.layout.root), self.settings.space)
+        if not admission.admitted:
+            reason = str(admission.reason)
+            self.alarms["card_full"] = reason
+            self.audit.append("storage.recording_refused", reason=reason)
+            raise RecordingRefused(f"recording refused: {reason}")
+        recording_id = uuid.uuid4().bytes
+        key = RecordingKey(recording_id, self.recipients)
+        self.audit.append("storage.recording_started", recording_id=recording_id.hex())
+        return Recording(self, key, facts)
+
+    def _register_recording_file(self, header: EvidenceHeader) -> None:
+        record = FileRecord(
+            file_id=header.file_id.hex(),
+            recording_id=header.recording_id.hex(),
+            file_seq=header.file_seq,
+            created_at_ms=header.created_at_ms,
+            state=FileState.RECORDING,
+        )
+        with self._lock:
+            self.catalog.put(record)
+
+    def _forget_discarded(self, file_id: str) -> None:
+        """A `.part` that recovery deleted (no durable header) leaves the catalog as DELETED."""
+        with self._lock:
+            record = self.catalog.get(file_id)
+            if record is not None and record.state is FileState.RECORDING:
+                self.catalog.transition(file_id, FileState.DELETED, deleted_at_ms=self.clock_ms())
+
+    def _register_sealed(self, file_id: str, recording_id: str, sealed: Any) -> None:
+        """Catalog a sealed or recovered file with its checksum (`sealed` is a Sidecar)."""
+        with self._lock:
+            existing = self.catalog.get(file_id)
+            base = existing or FileRecord(
+                file_id=file_id,
+                recording_id=recording_id,
+                file_seq=sealed.file_seq,
+                created_at_ms=sealed.created_at_ms,
+                state=FileState.RECORDING,
+            )
+            self.catalog.put(
+                base.with_changes(
+                    state=FileState.SEALED,
+                    size_bytes=sealed.size_bytes,
+                    sha256_hex=sealed.sha256_hex,
+                    sealed_at_ms=sealed.sealed_at_ms,
+                    interrupted_at_chunk=sealed.interrupted_at_chunk,
+                )
+            )
+
+    # -- retention --------------------------------------------------------------------------
+
+    def apply_retention(self) -> list[Deletion]:
+        """Delete what retention allows (attested, or expired and not held); audit each one."""
+        now_ms = self.clock_ms()
+        with self._lock:
+            plan = plan_retention(self.catalog.all(), now_ms, self.settings.retention)
+        for deletion in plan:
+            self._delete_file(deletion, now_ms)
+        return plan
+
+    def _delete_file(self, deletion: Deletion, now_ms: int) -> None:
+        durable_unlink(self.layout.sealed_path(deletion.recording_id, deletion.file_id))
+        durable_unlink(self.layout.sidecar_path(deletion.recording_id, deletion.file_id))
+        with self._lock:
+            self.catalog.transition(deletion.file_id, FileState.DELETED, deleted_at_ms=now_ms)
+        self.audit.append(
+            "storage.file_deleted",
+            file_id=deletion.file_id,
+            recording_id=deletion.recording_id,
+            reason=deletion.reason.value,
+        )
+        _remove_empty_dir(self.layout.recording_dir(deletion.recording_id))
+
+
+def _remove_empty_dir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        return  # not empty (other files of the recording) or already gone
+    fsync_dir(path.parent)
+
+
+class Recording:
+    """One incident: one data key, one stream writer per camera. Close it to destroy the key."""
+
+    def __init__(self, store: EvidenceStore, key: RecordingKey, facts: dict[str, Any]) -> None:
+        self.store = store
+        self.key = key
+        self.facts = dict(facts)
+        self.recording_id = key.recording_id.hex()
+        self.streams: dict[str, StreamWriter] = {}
+        self.sealed: list[SealedFile] = []
+
+    def open_stream(
+        self, camera: str, *, container: str = "mpegts", **camera_facts: Any
+    ) -> StreamWriter:
+        if camera in self.streams:
+            raise ValueError(f"camera {camera!r} already has a stream in this recording")
+        stream = StreamWriter(self, camera, container, camera_facts)
+        self.streams[camera] = stream
+        return stream
+
+    def close(self) -> list[SealedFile]:
+        """Seal every stream, destroy the data key, and audit the recording as sealed."""
+        try:
+            for stream in self.streams.values():
+                stream.close()
+        finally:
+            self.key.destroy()
+        self.store.audit.append(
+            "storage.recording_sealed", recording_id=self.recording_id, files=len(self.sealed)
+        )
+        return self.sealed
+
+
+class StreamWriter:
+    """One camera's files within a recording; rolls to a new file at segment boundaries.
+
+    Not thread-safe: exactly one thread drives it (the async shell's worker for this camera).
+    """
+
+    def __init__(
+        self, recording: Recording, camera: str, container: str, camera_facts: dict[str, Any]
+    ) -> None:
+        self.recording = recording
+        self.camera = camera
+        self.container = container
+        self.camera_facts = camera_facts
+        self._file_seq = 0
+        self._writer: EvidenceFileWriter | None = None
+        self._file_opened_mono_s = 0.0
+        self._closed = False
+
+    @property
+    def store(self) -> EvidenceStore:
+        return self.recording.store
+
+    def append_media(self, data: bytes) -> None:
+        with self._stop_on_full_card():
+            self._current().append_media(data)
+
+    def add_metadata(self, obj: dict[str, Any]) -> None:
+        with self._stop_on_full_card():
+            self._current().append_metadata(obj)
+
+    def end_segment(self, segment: dict[str, Any]) -> DurablePoint:
+        """Record the segment's facts, make everything durable, roll the file if it is full."""
+        writer = self._current()
+        with self._stop_on_full_card():
+            writer.append_metadata({"type": "segment", **segment})
+            durable = writer.sync()
+        elapsed_s = time.monotonic() - self._file_opened_mono_s
+        settings = self.store.settings
+        if writer.file_bytes >= settings.file_target_bytes or elapsed_s >= settings.file_target_s:
+            self._seal_current()
+        return durable
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._seal_current()
+        self._closed = True
+
+    @contextlib.contextmanager
+    def _stop_on_full_card(self) -> Iterator[None]:
+        """On a full card: seal what was written (the reserve pays for it), alarm, re-raise.
+
+        Older evidence is never touched to make room (issue: refuse rather than destroy).
+        """
+        try:
+            yield
+        except CardFullError as exc:
+            self.store.alarms["card_full"] = str(exc)
+            self.store.audit.append("storage.card_full", camera_stream=self.camera)
+            self.close()
+            raise
+
+    def _current(self) -> EvidenceFileWriter:
+        if self._closed:
+            raise ValueError(f"stream {self.camera!r} is closed")
+        if self._writer is None:
+            self._writer = self._open_file()
+        return self._writer
+
+    def _open_file(self) -> EvidenceFileWriter:
+        store = self.store
+        header = EvidenceHeader(
+            recording_id=self.recording.key.recording_id,
+            file_id=uuid.uuid4().bytes,
+            file_seq=self._file_seq,
+            created_at_ms=store.clock_ms(),
+            chunk_max_bytes=store.settings.chunk_max_bytes,
+            nonce_prefix=os.urandom(NONCE_PREFIX_BYTES),
+            recipients=self.recording.key.stanzas,
+        )
+        store._register_recording_file(header)
+        writer = EvidenceFileWriter(
+            store.layout,
+            header,
+            self.recording.key.file_key(header.file_id),
+            space_check=store.check_space,
+            clock_ms=store.clock_ms,
+        )
+        writer.append_metadata(
+            {
+                "type": "recording",
+                "recording_id": header.recording_id.hex(),
+                "file_id": header.file_id.hex(),
+                "file_seq": header.file_seq,
+                "camera": self.camera,
+                "container": self.container,
+                **self.recording.facts,
+                **self.camera_facts,
+            }
+        )
+        self._file_seq += 1
+        self._file_opened_mono_s = time.monotonic()
+        return writer
+
+    def _seal_current(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        sealed = writer.seal()
+        self.recording.sealed.append(sealed)
+        self.store._register_sealed(
+            sealed.sidecar.file_id, sealed.sidecar.recording_id, sealed.sidecar
+        )
+        self.store.audit.append(
+            "storage.file_sealed",
+            file_id=sealed.sidecar.file_id,
+            recording_id=sealed.sidecar.recording_id,
+            size_bytes=sealed.sidecar.size_bytes,
+            sha256=sealed.sidecar.sha256_hex,
+        )

@@ -1,0 +1,200 @@
+"""The store as the box uses it: recordings, the box's inability to decrypt, retention, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from storage.aio_store import AsyncRecording
+from storage.audit import AuditLog, verify_audit_log
+from storage.devicekey import DeviceKey
+from storage.envelope import RecipientKeyError, RecipientPrivateKey
+from storage.errors import EvidenceError
+from storage.models import FileState
+from storage.reader import read_evidence
+from storage.retention import MS_PER_DAY, RetentionPolicy
+from storage.space import SpacePolicy
+from storage.store import EvidenceStore, StoreSettings
+
+DAY_MS = MS_PER_DAY
+START_MS = 1_790_000_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_ms = START_MS
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, recipient: RecipientPrivateKey, clock: Clock) -> EvidenceStore:
+    state = tmp_path / "state"
+    state.mkdir()
+    device = DeviceKey.load_or_create(state)
+    audit = AuditLog.open(state / "audit.jsonl", device, clock_ms=clock)
+    settings = StoreSettings(
+        card_dir=tmp_path / "card",
+        chunk_max_bytes=8192,
+        space=SpacePolicy(reserve_bytes=0, min_free_to_start_bytes=1),
+        retention=RetentionPolicy(retention_days=14),
+    )
+    opened, _ = EvidenceStore.open(settings, (recipient.public(),), device, audit, clock)
+    return opened
+
+
+def record(store: EvidenceStore, media: bytes, camera: str = "dashcam") -> str:
+    recording = store.start_recording({"officer_id": "boa-17", "vehicle_id": "veh-3"})
+    stream = recording.open_stream(camera)
+    stream.append_media(media)
+    stream.end_segment({"index": 0})
+    recording.close()
+    return recording.recording_id
+
+
+def decrypt_all(store: EvidenceStore, key: RecipientPrivateKey) -> bytes:
+    out = io.BytesIO()
+    for path in store.layout.sealed_files():
+        with path.open("rb") as handle:
+            read_evidence(handle, key, media_out=out)
+    return out.getvalue()
+
+
+def test_closed_recording_cannot_be_decrypted_with_anything_the_box_keeps(
+    tmp_path: Path, store: EvidenceStore, recipient: RecipientPrivateKey
+) -> None:
+    recording = store.start_recording({"officer_id": "boa-17"})
+    stream = recording.open_stream("bodycam")
+    stream.append_media(os.urandom(30_000))
+    stream.end_segment({"index": 0})
+    data_key = bytes(recording.key._data_key)  # captured only to prove it is gone afterwards
+    file_id = bytes.fromhex(store.catalog.all()[0].file_id)
+    file_key = recording.key.file_key(file_id)
+    recording.close()
+
+    assert recording.key.destroyed
+    assert not any(recording.key._data_key)
+    with pytest.raises(RuntimeError):
+        recording.key.file_key(file_id)
+    everything_kept = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert everything_kept, "the box must have written something"
+    for path in everything_kept:
+        content = path.read_bytes()
+        assert data_key not in content, f"data key found in {path}"
+        assert file_key not in content, f"file key found in {path}"
+    evidence = next(store.layout.sealed_files())
+    for path in everything_kept:  # try every file the box keeps as a recording private key
+        try:
+            candidate = RecipientPrivateKey.load(path)
+        except RecipientKeyError:
+            continue
+        with pytest.raises(EvidenceError), evidence.open("rb") as handle:
+            read_evidence(handle, candidate)
+    assert len(decrypt_all(store, recipient)) == 30_000  # the back office still can
+
+
+def test_every_step_is_in_a_verifying_audit_log(
+    tmp_path: Path, store: EvidenceStore, clock: Clock
+) -> None:
+    record(store, os.urandom(5000))
+    clock.now_ms += 15 * DAY_MS
+    store.apply_retention()
+    log = (tmp_path / "state" / "audit.jsonl").read_bytes()
+    events = [line.split(b'"event":"')[1].split(b'"')[0].decode() for line in log.splitlines()]
+    assert events == [
+        "storage.recording_started",
+        "storage.file_sealed",
+        "storage.recording_sealed",
+        "storage.file_deleted",
+    ]
+    report = verify_audit_log(log, store.device_key.public_key())
+    assert report.ok
+    assert report.entries == 4
+    assert b"boa-17" not in log, "personal data must not reach the audit log"
+
+
+def test_retention_deletes_attested_now_and_unattested_only_when_expired(
+    store: EvidenceStore, clock: Clock
+) -> None:
+    attested = record(store, b"a" * 4000)
+    young = record(store, b"b" * 4000)
+    held = record(store, b"c" * 4000)
+    files = {r.recording_id: r for r in store.catalog.all()}
+    store.catalog.record_attestation(files[attested].file_id, str(files[attested].sha256_hex))
+    store.catalog.set_held(files[held].file_id, True)
+
+    deleted = store.apply_retention()
+    assert [d.recording_id for d in deleted] == [attested]
+    assert not store.layout.recording_dir(attested).exists()
+    assert store.catalog.get(files[attested].file_id).state is FileState.DELETED  # type: ignore[union-attr]
+
+    clock.now_ms += 14 * DAY_MS
+    assert store.apply_retention() == []  # exactly 14 days: kept
+    clock.now_ms += 1
+    assert [d.recording_id for d in store.apply_retention()] == [young]
+    assert store.layout.recording_dir(held).exists()
+
+
+async def test_two_cameras_record_concurrently_without_blocking_the_loop(
+    store: EvidenceStore, recipient: RecipientPrivateKey
+) -> None:
+    recording = await AsyncRecording.start(store, {"officer_id": "boa-17"})
+    media = {name: os.urandom(100_000) for name in ("dashcam", "bodycam")}
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def feed(name: str) -> None:
+        stream = recording.open_stream(name)
+        for index, start in enumerate(range(0, 100_000, 10_000)):
+            await stream.append_media(media[name][start : start + 10_000])
+            await stream.end_segment({"index": index})
+
+    tick_task = asyncio.create_task(ticker())
+    await asyncio.gather(feed("dashcam"), feed("bodycam"))
+    sealed = await recording.close()
+    tick_task.cancel()
+    assert ticks > 20, "the event loop kept running while the card was written"
+    by_camera: dict[str, bytes] = {}
+    for item in sealed:
+        out = io.BytesIO()
+        with item.path.open("rb") as handle:
+            report = read_evidence(handle, recipient, media_out=out)
+        by_camera[report.metadata[0]["camera"]] = out.getvalue()
+    assert by_camera == media
+
+
+def test_discarded_empty_file_leaves_the_catalog_as_deleted(
+    tmp_path: Path, store: EvidenceStore, recipient: RecipientPrivateKey, clock: Clock
+) -> None:
+    recording = store.start_recording({})
+    stream = recording.open_stream("dashcam")
+    stream.append_media(b"x" * 100)  # opens the file: header written, catalog says RECORDING
+    assert stream._writer is not None
+    part = stream._writer.path
+    stream._writer.abandon()
+    part.write_bytes(part.read_bytes()[:20])  # power cut before the header was durable
+    store.close()
+    store.audit.close()
+    state = tmp_path / "state"
+    audit = AuditLog.open(state / "audit.jsonl", store.device_key, clock_ms=clock)
+    reopened, report = EvidenceStore.open(
+        store.settings, (recipient.public(),), store.device_key, audit, clock
+    )
+    assert report.discarded == [part]
+    [only] = reopened.catalog.all()
+    assert only.state is FileState.DELETED

@@ -1,0 +1,180 @@
+"""The power-cut torture: a writer process is SIGKILLed at a random moment, recovery runs, and
+every segment the writer acknowledged before the kill must decrypt byte-exact.
+
+Used by tests/storage/test_torture.py (50 kills) and bench/torture.py (as many as asked).
+Run as a script, this module is the writer child: `python -m tests.torture_harness CONFIG SEED`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.local import load_config
+from gateway.box import AUDIT_LOG_NAME, open_box
+from storage.card import CardLayout
+from storage.devicekey import DevicePublicKey
+from storage.envelope import RecipientPrivateKey
+from storage.reader import read_evidence
+
+MEDIA_BYTES_PER_RUN = 3 * 1024 * 1024
+
+
+def media_for(seed: int) -> bytes:
+    """The deterministic 'footage' of run `seed`: both processes can produce it."""
+    return random.Random(seed).randbytes(MEDIA_BYTES_PER_RUN)
+
+
+def write_config(root: Path, recipient_pub: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "box.toml"
+    config.write_text(
+        f"""
+[box]
+device_serial = "MVB-TORTURE"
+vehicle_id = "veh-1"
+state_dir = "{root / "state"}"
+card_dir = "{root / "card"}"
+recipient_keys = ["{recipient_pub}"]
+
+[storage]
+chunk_max_bytes = 65536
+file_target_s = 600
+file_target_bytes = 1048576
+card_reserve_bytes = 0
+min_free_to_start_bytes = 1
+"""
+    )
+    return config
+
+
+def child_main(config_path: Path, seed: int) -> None:
+    """Write one recording in random-sized segments; print `ACK n` once n bytes are durable."""
+    rng = random.Random(seed ^ 0x5EED)
+    media = media_for(seed)
+    box = open_box(load_config(config_path))
+    recording = box.store.start_recording(box.facts)
+    print(f"REC {recording.recording_id}", flush=True)
+    stream = recording.open_stream("dashcam")
+    offset = 0
+    while offset < len(media):
+        size = rng.randint(1, 200_000)
+        stream.append_media(media[offset : offset + size])
+        offset = min(offset + size, len(media))
+        stream.end_segment({"index": offset})
+        print(f"ACK {offset}", flush=True)
+        time.sleep(rng.uniform(0, 0.03))  # a camera delivers segments over time
+    recording.close()
+    print("DONE", flush=True)
+    box.close()
+
+
+@dataclass
+class TortureResult:
+    kills: int = 0
+    recordings_checked: int = 0
+    acked_bytes_checked: int = 0
+    interrupted_files: int = 0
+    completed_runs: int = 0
+    recovery_s: list[float] = field(default_factory=list)
+
+
+def run_one(config: Path, seed: int, kill_after_s: float) -> tuple[str | None, int, bool]:
+    """Start the child, SIGKILL it after `kill_after_s`; return (recording, acked bytes, done)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.torture_harness", str(config), str(seed)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    time.sleep(kill_after_s)
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate()
+    recording_id, acked, done = None, 0, False
+    for line in out.decode().splitlines():
+        word, _, value = line.partition(" ")
+        if word == "REC":
+            recording_id = value
+        elif word == "ACK":
+            acked = int(value)
+        elif word == "DONE":
+            done = True
+    return recording_id, acked, done
+
+
+def check_recording(
+    card: Path,
+    recording_id: str,
+    seed: int,
+    acked: int,
+    key: RecipientPrivateKey,
+    device_key: DevicePublicKey,
+) -> int:
+    """Decrypt every file of the recording in order; return how many were interrupted.
+
+    Raises AssertionError if acknowledged media is missing or anything decrypts differently.
+    """
+    layout = CardLayout(card)
+    files = list(layout.recording_dir(recording_id).glob("*.mvbe"))
+    reports = []
+    for path in files:
+        media = io.BytesIO()
+        with path.open("rb") as handle:
+            report = read_evidence(handle, key, media_out=media, device_key=device_key)
+        reports.append((report.header.file_seq, media.getvalue(), report))
+    reports.sort(key=lambda item: item[0])
+    assert [seq for seq, _, _ in reports] == list(range(len(reports))), "a file is missing"
+    got = b"".join(m for _, m, _ in reports)
+    expected = media_for(seed)
+    assert len(got) >= acked, f"acknowledged {acked} bytes, recovered only {len(got)}"
+    assert got == expected[: len(got)], "recovered media differs from what was written"
+    interrupted = [r for _, _, r in reports if r.interrupted_at_chunk is not None]
+    assert all(r.interruption_signature_checked for r in interrupted)
+    assert len(interrupted) <= 1, "only the file open at the kill may be interrupted"
+    return len(interrupted)
+
+
+def torture(
+    root: Path,
+    kills: int,
+    key: RecipientPrivateKey,
+    recipient_pub: Path,
+    rng_seed: int,
+    max_delay_s: float = 1.2,
+) -> TortureResult:
+    config = write_config(root, recipient_pub)
+    rng = random.Random(rng_seed)
+    result = TortureResult()
+    for run in range(kills):
+        seed = rng_seed * 100_000 + run
+        recording_id, acked, done = run_one(config, seed, rng.uniform(0.0, max_delay_s))
+        result.kills += 0 if done else 1
+        result.completed_runs += 1 if done else 0
+        started = time.perf_counter()
+        box = open_box(load_config(config))  # recovery runs here, as at a real start
+        result.recovery_s.append(time.perf_counter() - started)
+        device_key = box.device_key.public_key()
+        box.close()
+        if recording_id is not None:
+            result.interrupted_files += check_recording(
+                root / "card", recording_id, seed, acked, key, device_key
+            )
+            result.recordings_checked += 1
+            result.acked_bytes_checked += acked
+        assert not list(CardLayout(root / "card").part_files()), "a .part file survived recovery"
+    return result
+
+
+def audit_log_path(root: Path) -> Path:
+    return root / "state" / AUDIT_LOG_NAME
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    child_main(Path(sys.argv[1]), int(sys.argv[2]))
