@@ -1,0 +1,87 @@
+"""Decrypting evidence in the back office: exact media bytes out, metadata as JSON.
+
+Nothing is left behind for a file that fails: media goes to a temporary file that is renamed into
+place only after the whole file authenticated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.envelope import RecipientPrivateKey
+from storage.reader import ReadReport, SignatureVerifier, read_evidence
+
+_EXTENSIONS = {"mpegts": ".ts", "mp4": ".mp4", "matroska": ".mkv"}
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptedFile:
+    media_path: Path
+    metadata_path: Path
+    report: ReadReport
+
+
+def _extension(report: ReadReport) -> str:
+    container = next(
+        (m.get("container") for m in report.metadata if m.get("type") == "recording"), None
+    )
+    return _EXTENSIONS.get(str(container), ".bin")
+
+
+def decrypt_file(
+    path: Path,
+    key: RecipientPrivateKey,
+    out_dir: Path,
+    device_key: SignatureVerifier | None = None,
+) -> DecryptedFile:
+    """Decrypt `path` into `out_dir`; raises EvidenceError (one-line message) on any fault."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{path.name}.partial"
+    try:
+        with path.open("rb") as source, tmp.open("wb") as media_out:
+            report = read_evidence(source, key, media_out=media_out, device_key=device_key)
+            media_out.flush()
+            os.fsync(media_out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    stem = report.header.file_id.hex()
+    media_path = out_dir / (stem + _extension(report))
+    tmp.replace(media_path)
+    metadata_path = out_dir / (stem + ".json")
+    metadata_path.write_text(json.dumps(_metadata_document(path, report), indent=2) + "\n")
+    return DecryptedFile(media_path, metadata_path, report)
+
+
+def _metadata_document(path: Path, report: ReadReport) -> dict[str, object]:
+    header = report.header
+    return {
+        "source_file": path.name,
+        "source_sha256": report.file_sha256_hex,
+        "recording_id": header.recording_id.hex(),
+        "file_id": header.file_id.hex(),
+        "file_seq": header.file_seq,
+        "created_at_ms": header.created_at_ms,
+        "chunks": report.chunks,
+        "media_bytes": report.media_bytes,
+        "interrupted_at_chunk": report.interrupted_at_chunk,
+        "interruption_signature_checked": report.interruption_signature_checked,
+        "metadata": report.metadata,
+    }
+
+
+def describe(result: DecryptedFile) -> str:
+    """One line for the CLI."""
+    r = result.report
+    state = "sealed"
+    if r.interrupted_at_chunk is not None:
+        signed = (
+            "device signature verified"
+            if r.interruption_signature_checked
+            else ("device signature not checked: pass --device-key")
+        )
+        state = f"interrupted at chunk {r.interrupted_at_chunk} (power cut; {signed})"
+    return f"{result.media_path.name}: {r.media_bytes} media bytes, {r.chunks} chunks, {state}"

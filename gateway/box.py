@@ -1,0 +1,64 @@
+"""Opening the box's durable parts from its configuration: device key, audit log, evidence store.
+
+The order matters: the device key signs recovery records, and the audit log must be open before
+recovery so that every repair it makes is an audit event (RULES S5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.local import LocalConfig
+from storage.audit import AuditLog
+from storage.devicekey import DeviceKey
+from storage.envelope import RecipientPublicKey
+from storage.recovery import RecoveryReport
+from storage.retention import RetentionPolicy
+from storage.space import SpacePolicy
+from storage.store import EvidenceStore, StoreSettings
+
+AUDIT_LOG_NAME = "audit.jsonl"
+
+
+@dataclass(slots=True)
+class Box:
+    config: LocalConfig
+    device_key: DeviceKey
+    audit: AuditLog
+    store: EvidenceStore
+    recovery: RecoveryReport
+
+    @property
+    def facts(self) -> dict[str, str]:
+        """Recording facts from configuration (RULES R5); they go inside the encryption."""
+        return {
+            "device_serial": self.config.box.device_serial,
+            "vehicle_id": self.config.box.vehicle_id,
+        }
+
+    def close(self) -> None:
+        self.store.close()
+        self.audit.close()
+
+
+def store_settings(config: LocalConfig) -> StoreSettings:
+    s = config.storage
+    return StoreSettings(
+        card_dir=config.card_dir,
+        chunk_max_bytes=s.chunk_max_bytes,
+        file_target_s=s.file_target_s,
+        file_target_bytes=s.file_target_bytes,
+        space=SpacePolicy(
+            reserve_bytes=s.card_reserve_bytes, min_free_to_start_bytes=s.min_free_to_start_bytes
+        ),
+        retention=RetentionPolicy(retention_days=s.retention_days),
+    )
+
+
+def open_box(config: LocalConfig) -> Box:
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    device_key = DeviceKey.load_or_create(config.state_dir)
+    audit = AuditLog.open(config.state_dir / AUDIT_LOG_NAME, device_key)
+    recipients = tuple(RecipientPublicKey.load(p) for p in config.recipient_key_paths)
+    store, report = EvidenceStore.open(store_settings(config), recipients, device_key, audit)
+    return Box(config, device_key, audit, store, report)
