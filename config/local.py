@@ -43,7 +43,9 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("storage", "chunk_max_bytes"): (4096, 16 * 1024 * 1024),
     ("storage", "file_target_s"): (2, 600),
     ("storage", "file_target_bytes"): (1024 * 1024, 1024 * 1024 * 1024),
-    ("storage", "card_reserve_bytes"): (0, 1 << 40),
+    # The reserve pays for sealing, the catalog and the audit log once recording stops on a full
+    # card; below a few MiB sqlite itself runs out of room first.
+    ("storage", "card_reserve_bytes"): (4 * 1024 * 1024, 1 << 40),
     ("storage", "min_free_to_start_bytes"): (0, 1 << 40),
     ("storage", "retention_days"): (1, 28),
 }

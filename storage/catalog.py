@@ -352,7 +352,7 @@ class Catalog:
         self.rebuilt_reason = _rebuilt_reason(broken, was_empty, len(self.adopted_from_card))
 
     def _adopt(self, card_records: Iterable[FileRecord]) -> list[FileRecord]:
-        """Merge what the card says into the catalog; return the records written.
+        """Merge what the card says into the catalog; return the files it did not know.
 
         Unknown files are added. A file the catalog still thinks is RECORDING but the card shows
         SEALED takes the sealed facts. Everything else the catalog knows better (uploads,
@@ -364,13 +364,11 @@ class Catalog:
             for found in card_records:
                 current = self.get(found.file_id)
                 if current is None:
-                    merged = found
+                    self._store(found)
+                    adopted.append(found)
                 elif current.state is FileState.RECORDING and found.state is FileState.SEALED:
-                    merged = found.with_changes(held=current.held)
-                else:
-                    continue
-                self._store(merged)
-                adopted.append(merged)
+                    # A file the catalog knew, sealed or recovered since: an update, not news.
+                    self._store(found.with_changes(held=current.held))
         return adopted
 
 

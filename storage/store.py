@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from typing import Any
 
 from storage.audit import AuditLog
 from storage.card import PART_SUFFIX, CardLayout
-from storage.catalog import Catalog
+from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPublicKey, RecordingKey
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
@@ -133,7 +134,13 @@ class EvidenceStore:
             raise RecordingRefused(f"recording refused: {reason}")
         recording_id = uuid.uuid4().bytes
         key = RecordingKey(recording_id, self.recipients)
-        self.audit.append("storage.recording_started", recording_id=recording_id.hex())
+        trigger = facts.get("trigger")
+        source = trigger.get("source") if isinstance(trigger, dict) else None
+        self.audit.append(
+            "storage.recording_started",
+            recording_id=recording_id.hex(),
+            trigger_source=None if source is None else str(source),
+        )
         return Recording(self, key, facts)
 
     def _register_recording_file(self, header: EvidenceHeader) -> None:
@@ -144,7 +151,7 @@ class EvidenceStore:
             created_at_ms=header.created_at_ms,
             state=FileState.RECORDING,
         )
-        with self._lock:
+        with self._lock, _catalog_full_is_card_full(self.layout.root, self.settings.space):
             self.catalog.put(record)
 
     def _forget_discarded(self, file_id: str) -> None:
@@ -175,6 +182,23 @@ class EvidenceStore:
                 )
             )
 
+    def record_attestation(self, file_id: str, sha256_hex: str) -> FileRecord:
+        """The back office echoed `sha256_hex` for `file_id`: note it, audit it (RULES S5).
+
+        A match moves the file to VERIFIED (deletable, S3); a mismatch is audited and raises
+        AttestationMismatch, and the file stays on the card.
+        """
+        try:
+            with self._lock:
+                record = self.catalog.record_attestation(file_id, sha256_hex)
+        except AttestationMismatch:
+            self.audit.append(
+                "storage.attestation_mismatch", file_id=file_id, echoed_sha256=sha256_hex
+            )
+            raise
+        self.audit.append("storage.file_attested", file_id=file_id, sha256=sha256_hex)
+        return record
+
     # -- retention --------------------------------------------------------------------------
 
     def apply_retention(self) -> list[Deletion]:
@@ -198,6 +222,17 @@ class EvidenceStore:
             reason=deletion.reason.value,
         )
         _remove_empty_dir(self.layout.recording_dir(deletion.recording_id))
+
+
+@contextlib.contextmanager
+def _catalog_full_is_card_full(card: Path, space: SpacePolicy) -> Iterator[None]:
+    """sqlite's own "database or disk is full" is the card being full: say so by fault."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "full" not in str(exc):
+            raise
+        raise CardFullError(card_free_bytes(card), space.reserve_bytes) from exc
 
 
 def _remove_empty_dir(path: Path) -> None:
@@ -328,6 +363,16 @@ class StreamWriter:
             space_check=store.check_space,
             clock_ms=store.clock_ms,
         )
+        try:
+            self._write_recording_facts(writer, header)
+        except BaseException:
+            writer.abandon()  # the .part holds whole records; recovery closes it at next start
+            raise
+        self._file_seq += 1
+        self._file_opened_mono_s = time.monotonic()
+        return writer
+
+    def _write_recording_facts(self, writer: EvidenceFileWriter, header: EvidenceHeader) -> None:
         writer.append_metadata(
             {
                 "type": "recording",
@@ -340,9 +385,6 @@ class StreamWriter:
                 **self.camera_facts,
             }
         )
-        self._file_seq += 1
-        self._file_opened_mono_s = time.monotonic()
-        return writer
 
     def _seal_current(self) -> None:
         writer, self._writer = self._writer, None

@@ -23,7 +23,7 @@ from storage.card import CardLayout, Sidecar, write_sidecar
 from storage.chunk_crypto import ChunkSealer
 from storage.errors import StoreError, WriterClosed
 from storage.evidence_format import KIND_MEDIA, KIND_METADATA, EvidenceHeader
-from storage.fsutil import fsync_dir
+from storage.fsutil import durable_unlink, fsync_dir
 
 DEFAULT_CHUNK_MAX_BYTES = 256 * 1024
 
@@ -106,9 +106,15 @@ class EvidenceFileWriter:
         self._part_path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self._part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self._offset = 0
-        self._write(header_bytes, check_space=True)
-        os.fsync(self._fd)
-        fsync_dir(self._part_path.parent)
+        try:
+            self._write(header_bytes, check_space=True)
+            os.fsync(self._fd)
+            fsync_dir(self._part_path.parent)
+        except BaseException:
+            # Nothing was reported durable: close and remove the file rather than leak the fd.
+            self.abandon()
+            durable_unlink(self._part_path)
+            raise
 
     @property
     def path(self) -> Path:
@@ -161,17 +167,21 @@ class EvidenceFileWriter:
         Space is not checked here: the card reserve exists so that sealing always fits.
         """
         self._require_open()
-        self._flush_pending_media(check_space=False)
-        sealed_at_ms = self._clock_ms()
-        end_obj: dict[str, Any] = {
-            **(end or {}),
-            "type": "end",
-            "media_bytes": self._media_bytes,
-            "sealed_at_ms": sealed_at_ms,
-        }
-        last = bytes([KIND_METADATA]) + _json_bytes(end_obj)
-        self._write_chunk(last, last=True, check_space=False)
-        os.fsync(self._fd)
+        try:
+            self._flush_pending_media(check_space=False)
+            sealed_at_ms = self._clock_ms()
+            end_obj: dict[str, Any] = {
+                **(end or {}),
+                "type": "end",
+                "media_bytes": self._media_bytes,
+                "sealed_at_ms": sealed_at_ms,
+            }
+            last = bytes([KIND_METADATA]) + _json_bytes(end_obj)
+            self._write_chunk(last, last=True, check_space=False)
+            os.fsync(self._fd)
+        except BaseException:
+            self.abandon()  # e.g. ENOSPC: close the fd; the .part holds whole records for recovery
+            raise
         os.close(self._fd)
         sealed_path = self._layout.sealed_path(self._recording_id, self._file_id)
         self._part_path.replace(sealed_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -75,3 +76,15 @@ def write_file(
         writer.sync()
     sealed = writer.seal()
     return WrittenFile(sealed.path, media, sealed, key)
+
+
+def open_evidence_fds(card: Path) -> list[str]:
+    """Evidence files on the card this process still holds open (the catalog's sqlite aside)."""
+    evidence = str(CardLayout(card).evidence_root)
+    found: list[str] = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed meanwhile (the listing's own, say)
+            target = str(fd.readlink())
+            if target.startswith(evidence):
+                found.append(target)
+    return found

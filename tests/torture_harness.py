@@ -48,8 +48,8 @@ recipient_keys = ["{recipient_pub}"]
 chunk_max_bytes = 65536
 file_target_s = 600
 file_target_bytes = 1048576
-card_reserve_bytes = 0
-min_free_to_start_bytes = 1
+card_reserve_bytes = 4194304
+min_free_to_start_bytes = 8388608
 """
     )
     return config

@@ -17,8 +17,9 @@ from storage.errors import EvidenceError
 from storage.models import FileState
 from storage.reader import read_evidence
 from storage.retention import MS_PER_DAY, RetentionPolicy
-from storage.space import SpacePolicy
+from storage.space import CardFullError, SpacePolicy
 from storage.store import EvidenceStore, StoreSettings
+from tests.evidence_helpers import open_evidence_fds
 
 DAY_MS = MS_PER_DAY
 START_MS = 1_790_000_000_000
@@ -130,7 +131,7 @@ def test_retention_deletes_attested_now_and_unattested_only_when_expired(
     young = record(store, b"b" * 4000)
     held = record(store, b"c" * 4000)
     files = {r.recording_id: r for r in store.catalog.all()}
-    store.catalog.record_attestation(files[attested].file_id, str(files[attested].sha256_hex))
+    store.record_attestation(files[attested].file_id, str(files[attested].sha256_hex))
     store.catalog.set_held(files[held].file_id, True)
 
     deleted = store.apply_retention()
@@ -198,3 +199,19 @@ def test_discarded_empty_file_leaves_the_catalog_as_deleted(
     assert report.discarded == [part]
     [only] = reopened.catalog.all()
     assert only.state is FileState.DELETED
+
+
+def test_card_full_at_file_open_leaks_nothing(
+    store: EvidenceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(_incoming: int) -> None:
+        raise CardFullError(0, 0)
+
+    monkeypatch.setattr(store, "check_space", full)
+    recording = store.start_recording({})
+    stream = recording.open_stream("dashcam")
+    with pytest.raises(CardFullError):
+        stream.append_media(b"x" * 100)
+    assert not list(store.layout.part_files()), "no file is left when its header never landed"
+    assert open_evidence_fds(store.layout.root) == []
+    assert store.alarms["card_full"]

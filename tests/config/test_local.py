@@ -1,0 +1,62 @@
+"""The local configuration file: closed schema, ranges, messages that name the key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.local import ConfigError, load_config, parse_config
+
+MINIMAL = {"box": {"recipient_keys": ["recording.pub"]}}
+
+
+def test_defaults_are_the_strictest_protocol_values() -> None:
+    config = parse_config(MINIMAL, "box.toml")
+    assert config.storage.retention_days == 28  # RULES S4: at most 28 days
+    assert config.storage.card_reserve_bytes >= 4 * 1024 * 1024
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "box.toml"
+    path.write_text('[box]\nrecipient_keys = ["k.pub"]\ncard_dir = "card"\n')
+    config = load_config(path)
+    assert config.card_dir == tmp_path / "card"
+    assert config.recipient_key_paths == (tmp_path / "k.pub",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({**MINIMAL, "extra": {}}, "unknown section [extra]"),
+        ({"box": {"recipient_keys": ["k"], "colour": "red"}}, "unknown key box.colour"),
+        ({"box": {"recipient_keys": []}}, "box.recipient_keys needs one or two"),
+        ({"box": {"recipient_keys": ["a", "b", "c"]}}, "box.recipient_keys needs one or two"),
+        ({**MINIMAL, "storage": {"retention_days": 40}}, "storage.retention_days = 40"),
+        ({**MINIMAL, "storage": {"retention_days": "28"}}, "must be int, not str"),
+        ({**MINIMAL, "storage": {"retention_days": True}}, "booleans are not accepted"),
+        ({**MINIMAL, "storage": {"card_reserve_bytes": 0}}, "storage.card_reserve_bytes = 0"),
+        (
+            {
+                **MINIMAL,
+                "storage": {"card_reserve_bytes": 8 << 20, "min_free_to_start_bytes": 8 << 20},
+            },
+            "min_free_to_start_bytes must exceed",
+        ),
+        ({"box": "not a table"}, "[box] must be a table"),
+    ],
+)
+def test_bad_values_name_file_and_key(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "/etc/mvb/box.toml")
+    assert message in str(info.value)
+    assert str(info.value).startswith("/etc/mvb/box.toml: ")
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[box\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
