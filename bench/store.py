@@ -99,10 +99,11 @@ def encrypted_write(card: Path, data: bytes, segment_bytes: int | None, key: Rec
     writer.seal()
 
 
-def bench_write(workdir: Path, mib: int, reps: int) -> list[tuple[str, str, Sample]]:
+def bench_write(workdir: Path, mib: int, reps: int) -> dict[str, dict[str, list[Sample]]]:
+    """cadence -> variant -> one Sample per rep (reps interleaved across variants)."""
     data = os.urandom(mib * MiB)
     key = RecordingKey(uuid.uuid4().bytes, (RecipientPrivateKey.generate().public(),))
-    rows = []
+    results: dict[str, dict[str, list[Sample]]] = {}
     for cadence, segment in (("bulk", None), ("segment", 1 * MiB)):
         runs: dict[str, list[Sample]] = {"plain": [], "plain+sha256": [], "encrypted": []}
         for rep in range(reps):  # interleaved, so drift in the disk hits all variants alike
@@ -118,8 +119,14 @@ def bench_write(workdir: Path, mib: int, reps: int) -> list[tuple[str, str, Samp
             for name in order[shift:] + order[:shift]:  # variant must not tax only the next
                 runs[name].append(_measure(variants[name]))
             shutil.rmtree(target)
-        rows += [(cadence, name, _median(samples)) for name, samples in runs.items()]
-    return rows
+        results[cadence] = runs
+    return results
+
+
+def _ratio_range(base: list[Sample], other: list[Sample]) -> str:
+    """min..max over reps of base time / other time (each rep ran both back to back)."""
+    ratios = [b.wall_s / o.wall_s for b, o in zip(base, other, strict=True)]
+    return f"{min(ratios):.2f}..{max(ratios):.2f}"
 
 
 def bench_aead(mib: int) -> dict[str, float]:
@@ -202,18 +209,25 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mvb-bench-", dir=args.out or Path.cwd()))
     try:
         print(f"# bench/store.py: {args.mib} MiB per variant, median of {args.reps}, in {workdir}")
-        rows = bench_write(workdir, args.mib, args.reps)
-        print("\n| cadence | variant | MB/s | ratio to plain | ratio to plain+sha256 | CPU s/GB |")
+        results = bench_write(workdir, args.mib, args.reps)
+        print(
+            "\n| cadence | variant | MB/s | ratio to plain (range) "
+            "| ratio to plain+sha256 (range) | CPU s/GB |"
+        )
         print("|---|---|---:|---:|---:|---:|")
-        by_key = {(c, n): s for c, n, s in rows}
         size_gb = args.mib * MiB / 1e9
-        for cadence, name, sample in rows:
-            plain, hashed = by_key[(cadence, "plain")], by_key[(cadence, "plain+sha256")]
-            print(
-                f"| {cadence} | {name} | {size_gb * 1000 / sample.wall_s:.0f} | "
-                f"{plain.wall_s / sample.wall_s:.2f} | {hashed.wall_s / sample.wall_s:.2f} | "
-                f"{sample.cpu_s / size_gb:.2f} |"
-            )
+        for cadence, runs in results.items():
+            plain, hashed = _median(runs["plain"]), _median(runs["plain+sha256"])
+            for name, samples in runs.items():
+                sample = _median(samples)
+                print(
+                    f"| {cadence} | {name} | {size_gb * 1000 / sample.wall_s:.0f} | "
+                    f"{plain.wall_s / sample.wall_s:.2f} "
+                    f"({_ratio_range(runs['plain'], samples)}) | "
+                    f"{hashed.wall_s / sample.wall_s:.2f} "
+                    f"({_ratio_range(runs['plain+sha256'], samples)}) | "
+                    f"{sample.cpu_s / size_gb:.2f} |"
+                )
         print("\n| AES-256-GCM, 256 KiB chunks | MB/s |")
         print("|---|---:|")
         for name, mb_s in bench_aead(min(args.mib, 256)).items():

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from storage.card import CardLayout
 from storage.envelope import RecipientPrivateKey, RecordingKey
@@ -88,3 +92,26 @@ def open_evidence_fds(card: Path) -> list[str]:
             if target.startswith(evidence):
                 found.append(target)
     return found
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A real size-limited file system (the suite runs as root), unmounted whatever happens.
+
+    A mount still busy at the end means the code under test leaked an open file: it is detached
+    lazily (never left behind) and the test fails with the reason.
+    """
+    assert os.geteuid() == 0, "mounting a tmpfs needs root; the suite runs as root"
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], check=True
+    )
+    try:
+        yield mountpoint
+    finally:
+        done = subprocess.run(
+            ["umount", str(mountpoint)], check=False, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+            pytest.fail(f"card still in use at teardown: {done.stderr.strip()}")

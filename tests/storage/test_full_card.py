@@ -10,7 +10,6 @@ import hashlib
 import io
 import os
 import random
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from storage.recovery import recover_card, scan_intact_prefix
 from storage.retention import DeletionReason
 from storage.space import CardFullError, SpacePolicy, card_free_bytes
 from storage.store import EvidenceStore, RecordingRefused, StoreSettings
-from tests.evidence_helpers import open_evidence_fds
+from tests.evidence_helpers import mounted_tmpfs, open_evidence_fds
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -76,22 +75,9 @@ class Box:
 
 @pytest.fixture
 def card(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs, unmounted whatever the test does. The suite runs as root."""
-    assert os.geteuid() == 0, "this test mounts a tmpfs and needs root"
-    mountpoint = tmp_path / "card"
-    mountpoint.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={CARD_SIZE}", "tmpfs", str(mountpoint)], check=True
-    )
-    try:
+    """An 8 MiB tmpfs card."""
+    with mounted_tmpfs(tmp_path / "card", CARD_SIZE) as mountpoint:
         yield mountpoint
-    finally:
-        done = subprocess.run(
-            ["umount", str(mountpoint)], check=False, capture_output=True, text=True
-        )
-        if done.returncode != 0:  # never leave a mount behind, but report why it was busy
-            subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
-            pytest.fail(f"card still in use at teardown: {done.stderr.strip()}")
 
 
 def open_box(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from storage.space import (
     must_stop_writing,
     write_guard,
 )
+from tests.evidence_helpers import mounted_tmpfs
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -86,16 +86,9 @@ def test_card_free_bytes_matches_statvfs(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_card(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, unmounted whatever the test does."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mountpoint = tmp_path / "card"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], check=True)
-    try:
+    """A 2 MiB tmpfs card."""
+    with mounted_tmpfs(tmp_path / "card", "2m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
 
 
 def _write_file(path: Path, size: int) -> None:
