@@ -115,3 +115,34 @@ def mounted_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
         if done.returncode != 0:
             subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
             pytest.fail(f"card still in use at teardown: {done.stderr.strip()}")
+
+
+def write_box_config(
+    root: Path,
+    recipient_pub: Path,
+    *,
+    device_serial: str = "MVB-TEST-0001",
+    vehicle_id: str = "veh-test-1",
+    storage_lines: str = "",
+) -> Path:
+    """`root/box.toml` for a box whose card and state live under `root`; `storage_lines` are
+    appended to [storage] (tests use it to set sizes, or to break the file on purpose)."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "box.toml"
+    config.write_text(
+        f"""
+[box]
+device_serial = "{device_serial}"
+vehicle_id = "{vehicle_id}"
+state_dir = "{root / "state"}"
+card_dir = "{root / "card"}"
+recipient_keys = ["{recipient_pub}"]
+
+[storage]
+chunk_max_bytes = 65536
+card_reserve_bytes = 4194304
+min_free_to_start_bytes = 8388608
+{storage_lines}
+"""
+    )
+    return config

@@ -23,6 +23,7 @@ import pytest
 
 from gateway.synthetic import generate_clip
 from storage.evidence_format import RECORD_FRAMING_BYTES, decode_framing, decode_header
+from tests.evidence_helpers import write_box_config as shared_box_config
 from tests.torture_harness import media_for, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,26 +66,9 @@ def create_keys(directory: Path) -> tuple[Path, Path]:
 
 
 def write_box_config(root: Path, recipient_pub: Path, *, storage_extra: str = "") -> Path:
-    """A box configuration like tests/torture_harness.write_config, with its own facts."""
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "box.toml"
-    config.write_text(
-        f"""
-[box]
-device_serial = "{SERIAL}"
-vehicle_id = "{VEHICLE}"
-state_dir = "{root / "state"}"
-card_dir = "{root / "card"}"
-recipient_keys = ["{recipient_pub}"]
-
-[storage]
-chunk_max_bytes = 65536
-card_reserve_bytes = 4194304
-min_free_to_start_bytes = 8388608
-{storage_extra}
-"""
+    return shared_box_config(
+        root, recipient_pub, device_serial=SERIAL, vehicle_id=VEHICLE, storage_lines=storage_extra
     )
-    return config
 
 
 def catalog_rows(config: Path) -> list[list[str]]:

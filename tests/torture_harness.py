@@ -23,6 +23,7 @@ from storage.card import CardLayout
 from storage.devicekey import DevicePublicKey
 from storage.envelope import RecipientPrivateKey
 from storage.reader import read_evidence
+from tests.evidence_helpers import write_box_config
 
 MEDIA_BYTES_PER_RUN = 3 * 1024 * 1024
 
@@ -33,26 +34,13 @@ def media_for(seed: int) -> bytes:
 
 
 def write_config(root: Path, recipient_pub: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "box.toml"
-    config.write_text(
-        f"""
-[box]
-device_serial = "MVB-TORTURE"
-vehicle_id = "veh-1"
-state_dir = "{root / "state"}"
-card_dir = "{root / "card"}"
-recipient_keys = ["{recipient_pub}"]
-
-[storage]
-chunk_max_bytes = 65536
-file_target_s = 600
-file_target_bytes = 1048576
-card_reserve_bytes = 4194304
-min_free_to_start_bytes = 8388608
-"""
+    """Files roll at 1 MiB, so a 3 MiB run spans several files and kills land in any of them."""
+    return write_box_config(
+        root,
+        recipient_pub,
+        device_serial="MVB-TORTURE",
+        storage_lines="file_target_s = 600\nfile_target_bytes = 1048576",
     )
-    return config
 
 
 def child_main(config_path: Path, seed: int) -> None:
