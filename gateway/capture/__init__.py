@@ -1,0 +1,1 @@
+"""Capture: camera sources, segments, the pre-record ring and the recorder."""

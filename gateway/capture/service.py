@@ -1,0 +1,311 @@
+"""The capture service: cameras -> pre-record rings -> recorder -> evidence store.
+
+The asyncio shell around the pure parts (ring, recorder, segmenter). Per camera: a source thread,
+a coroutine that moves packets into the ring (and, while recording, to the camera's muxer), and
+during a recording a worker thread of its own for muxing and card I/O. The event loop never
+touches the card.
+
+Ordering without locks: a camera's work reaches its worker through `loop.run_in_executor` on a
+one-thread executor, which runs jobs in submission order. A recording's start submits the ring
+snapshot *synchronously* when it attaches to the camera, so every later packet queues after it:
+no packet is lost or doubled between pre-record and live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.capture.muxer import GpsWindow, SegmentMuxer
+from gateway.capture.packet import CapturedPacket
+from gateway.capture.ring import PrerecordRing
+from gateway.capture.source import ThreadedSource
+from gateway.recorder import (
+    Action,
+    Event,
+    EventKind,
+    FinishRecording,
+    NoteStop,
+    NoteTrigger,
+    Recorder,
+    RecorderPolicy,
+    RefuseStop,
+    StartRecording,
+    WarnMaxContinuous,
+)
+from storage.errors import StoreError
+from storage.store import EvidenceStore, Recording, RecordingRefused
+
+log = logging.getLogger(__name__)
+
+NS_PER_S = 1_000_000_000
+
+
+def no_gps(_start_ns: int, _end_ns: int) -> list[dict[str, Any]]:
+    return []
+
+
+class CameraRecording:
+    """One camera's part of the current recording, driven on the camera's own worker thread."""
+
+    def __init__(self, recording: Recording, camera: Camera, gps_window: GpsWindow) -> None:
+        stream = recording.open_stream(camera.name, container="mpegts", camera_serial=camera.serial)
+        self.muxer = SegmentMuxer(stream, gps_window, camera.segment_min_s)
+        self._stream = stream
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"record-{camera.name}")
+        self.failed: str | None = None
+
+    def submit_packets(self, packets: list[CapturedPacket]) -> asyncio.Future[None]:
+        """Queue packets in order (synchronous call: the order of calls is the order on card)."""
+        return asyncio.get_running_loop().run_in_executor(self._worker, self._feed, packets)
+
+    def submit_metadata(self, obj: dict[str, Any]) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().run_in_executor(self._worker, self._note, obj)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._worker, self._close)
+        finally:
+            self._worker.shutdown(wait=False)
+
+    def _feed(self, packets: list[CapturedPacket]) -> None:
+        if self.failed:
+            return
+        try:
+            for captured in packets:
+                self.muxer.feed(captured)
+        except StoreError as exc:  # a full card: the store sealed the file and raised the alarm
+            self.failed = str(exc)
+
+    def _note(self, obj: dict[str, Any]) -> None:
+        if self.failed:
+            return
+        try:
+            self._stream.add_metadata(obj)
+        except StoreError as exc:
+            self.failed = str(exc)
+
+    def _close(self) -> None:
+        if not self.failed:
+            try:
+                self.muxer.close()
+            except StoreError as exc:
+                self.failed = str(exc)
+        self._stream.close()
+
+
+@dataclass
+class Camera:
+    """A camera of the vehicle with its ring. Name and serial identify it in evidence (R5)."""
+
+    source: ThreadedSource
+    prerecord_s: float
+    ring_max_bytes: int
+    segment_min_s: float = 1.0
+    ring: PrerecordRing[CapturedPacket] = field(init=False)
+    recording: CameraRecording | None = None
+
+    def __post_init__(self) -> None:
+        window_ns = int(self.prerecord_s * NS_PER_S)
+        self.ring = PrerecordRing(window_ns, self.ring_max_bytes)
+
+    @property
+    def name(self) -> str:
+        return self.source.spec.name
+
+    @property
+    def serial(self) -> str:
+        return self.source.spec.serial
+
+
+class CaptureService:
+    def __init__(
+        self,
+        store: EvidenceStore,
+        cameras: list[Camera],
+        policy: RecorderPolicy,
+        facts: dict[str, Any],
+        *,
+        gps_window: GpsWindow = no_gps,
+        tick_s: float = 0.25,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.store = store
+        self.cameras = {c.name: c for c in cameras}
+        self.recorder = Recorder(policy)
+        self.facts = dict(facts)
+        self.gps_window = gps_window
+        self.tick_s = tick_s
+        self.clock_ns = clock_ns
+        self.recording: Recording | None = None
+        self.recording_started_ns = 0
+        self.alarms: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for camera in self.cameras.values():
+            queue = camera.source.start(loop)
+            self._tasks.append(asyncio.create_task(self._camera_loop(camera, queue)))
+        self._tasks.append(asyncio.create_task(self._tick_loop()))
+
+    async def stop(self) -> None:
+        """Ignition off: stop the sources, seal whatever is being recorded."""
+        for camera in self.cameras.values():
+            await camera.source.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        async with self._lock:
+            if self.recording is not None:
+                await self._finish()
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def trigger(self, source: str, **facts: Any) -> list[Action]:
+        return await self.submit(Event(EventKind.TRIGGER, self.clock_ns(), source, facts))
+
+    async def stop_recording(self, source: str = "officer") -> list[Action]:
+        return await self.submit(Event(EventKind.STOP, self.clock_ns(), source))
+
+    async def submit(self, event: Event) -> list[Action]:
+        """Run one event through the recorder and carry out its actions. IllegalTransition
+        (e.g. a stop while standing by) propagates to the caller, which tells the officer."""
+        async with self._lock:
+            actions = self.recorder.handle(event)
+            for action in actions:
+                await self._execute(action, event)
+            return actions
+
+    # -- loops ----------------------------------------------------------------------------------
+
+    async def _camera_loop(self, camera: Camera, queue: asyncio.Queue[CapturedPacket]) -> None:
+        while True:
+            captured = await queue.get()
+            camera.ring.push(captured)
+            if camera.recording is not None:
+                await camera.recording.submit_packets([captured])
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            await self.submit(Event(EventKind.TICK, self.clock_ns()))
+
+    # -- actions --------------------------------------------------------------------------------
+
+    async def _execute(self, action: Action, event: Event) -> None:
+        if isinstance(action, StartRecording):
+            await self._start(action)
+        elif isinstance(action, NoteTrigger):
+            self._audit_trigger(action.source, started=False)
+            self._attach_cameras(action.cameras, event.now_ns)
+            await self._broadcast(
+                {
+                    "type": "event",
+                    "name": "trigger",
+                    "source": action.source,
+                    "at_ms": _wall_ms(),
+                    **_scalars(action.facts),
+                }
+            )
+        elif isinstance(action, NoteStop):
+            self.store.audit.append("gateway.stop", source=action.source)
+            await self._broadcast(
+                {"type": "event", "name": "stop", "source": action.source, "at_ms": _wall_ms()}
+            )
+        elif isinstance(action, RefuseStop):
+            self.store.audit.append("gateway.stop_refused", source=action.source)
+        elif isinstance(action, WarnMaxContinuous):
+            self.alarms["max_continuous"] = (
+                f"recording for {action.recording_for_s / 60:.0f} min: stop when the threat is over"
+            )
+            self.store.audit.append(
+                "gateway.max_continuous_warning", recording_for_s=round(action.recording_for_s)
+            )
+        elif isinstance(action, FinishRecording):
+            await self._finish()
+
+    async def _start(self, action: StartRecording) -> None:
+        self._audit_trigger(action.source, started=True)
+        trigger = {"source": action.source, "at_ms": _wall_ms(), **_scalars(action.facts)}
+        try:
+            self.recording = await asyncio.to_thread(
+                self.store.start_recording, {**self.facts, "trigger": trigger}
+            )
+        except RecordingRefused as exc:
+            self.alarms["card_full"] = str(exc)
+            self.recorder.handle(Event(EventKind.ABORT, self.clock_ns(), action.source))
+            return
+        self.recording_started_ns = self.clock_ns()
+        self._attach_cameras(action.cameras, action.prerecord_from_ns)
+
+    def _attach_cameras(self, names: frozenset[str] | None, since_ns: int) -> None:
+        """Give each selected camera not yet recording its part, fed from its ring first.
+        Synchronous on purpose: see the module docstring on ordering."""
+        assert self.recording is not None
+        for camera in self.cameras.values():
+            if camera.recording is not None or (names is not None and camera.name not in names):
+                continue
+            camera.recording = CameraRecording(self.recording, camera, self.gps_window)
+            camera.recording.submit_packets(camera.ring.snapshot(since_ns))
+
+    async def _broadcast(self, obj: dict[str, Any]) -> None:
+        parts = [c.recording for c in self.cameras.values() if c.recording is not None]
+        await asyncio.gather(*(p.submit_metadata(obj) for p in parts))
+
+    async def _finish(self) -> None:
+        parts = [c for c in self.cameras.values() if c.recording is not None]
+        for camera in parts:
+            assert camera.recording is not None
+            await camera.recording.close()
+            if camera.recording.failed:
+                self.alarms[f"camera_{camera.name}"] = camera.recording.failed
+            camera.recording = None
+        recording, self.recording = self.recording, None
+        if recording is not None:
+            await asyncio.to_thread(recording.close)
+        self.alarms.pop("max_continuous", None)
+
+    def _audit_trigger(self, source: str, *, started: bool) -> None:
+        # RULES R3: every start is registered, with its source.
+        self.store.audit.append("gateway.trigger", source=source, started_recording=started)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock_ns()
+        cameras = {}
+        for camera in self.cameras.values():
+            cameras[camera.name] = {
+                **camera.source.health.snapshot(now),
+                "prerecord_filled_s": round(camera.ring.span_ns() / NS_PER_S, 1),
+                "prerecord_bytes": camera.ring.bytes,
+                "recording": camera.recording is not None,
+            }
+        recording_for_s = (now - self.recording_started_ns) / NS_PER_S if self.recording else 0.0
+        return {
+            "state": self.recorder.state.value,
+            "recording_for_s": round(recording_for_s, 1),
+            "cameras": cameras,
+            "alarms": {**self.store.alarms, **self.alarms},
+        }
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _scalars(facts: dict[str, object]) -> dict[str, object]:
+    """Trigger facts travel into encrypted metadata; keep them JSON scalars."""
+    return {k: v for k, v in facts.items() if isinstance(v, str | int | float | bool) or v is None}

@@ -1,0 +1,266 @@
+"""Camera sources: a PyAV demux loop on a thread of its own, bridged to asyncio.
+
+Each source reconnects by itself with bounded, jittered backoff; a garbage, stalled or vanished
+stream shows in its health (connected, fps, bitrate, last-packet age, errors) and never touches
+another camera: every camera has its own thread, its own bounded queue, and its own failures.
+
+Kinds (all stream copy):
+- `rtsp_pull`: an IP camera / ONVIF dashcam, RTSP over TCP or UDP;
+- `ts_listen`: a bodycam pushing MPEG-TS over TCP to the box;
+- `rtsp_listen`: a bodycam pushing RTSP (ANNOUNCE/RECORD) to the box;
+- `synthetic`: generated H.264 for the demo and tests (gateway.capture.synthetic_source).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+
+from gateway.capture.packet import CapturedPacket, StreamTemplate
+
+NS_PER_S = 1_000_000_000
+RATE_WINDOW_NS = 5 * NS_PER_S
+
+
+def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter, bounded by `max_s` (pure)."""
+    ceiling = min(max_s, min_s * (2 ** min(attempt, 30)))
+    return rng.uniform(min_s, max(min_s, ceiling))
+
+
+@dataclass(slots=True)
+class SourceHealth:
+    """What the officer's status page and /metrics show per camera. No content, only facts."""
+
+    connected: bool = False
+    packets: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_packet_mono_ns: int | None = None
+    _window: deque[tuple[int, int]] = field(default_factory=deque)
+    # written by the source thread, read by the event loop
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def note_packet(self, at_mono_ns: int, size_bytes: int) -> None:
+        self.packets += 1
+        self.last_packet_mono_ns = at_mono_ns
+        with self._lock:
+            self._window.append((at_mono_ns, size_bytes))
+        self._prune(at_mono_ns)
+
+    def _prune(self, now_mono_ns: int) -> None:
+        with self._lock:
+            while self._window and self._window[0][0] < now_mono_ns - RATE_WINDOW_NS:
+                self._window.popleft()
+
+    def fps(self, now_mono_ns: int) -> float:
+        self._prune(now_mono_ns)
+        return len(self._window) / (RATE_WINDOW_NS / NS_PER_S)
+
+    def bitrate_bps(self, now_mono_ns: int) -> float:
+        self._prune(now_mono_ns)
+        with self._lock:
+            total_bytes = sum(size for _, size in self._window)
+        return total_bytes * 8 / (RATE_WINDOW_NS / NS_PER_S)
+
+    def last_packet_age_s(self, now_mono_ns: int) -> float | None:
+        if self.last_packet_mono_ns is None:
+            return None
+        return (now_mono_ns - self.last_packet_mono_ns) / NS_PER_S
+
+    def snapshot(self, now_mono_ns: int) -> dict[str, object]:
+        age = self.last_packet_age_s(now_mono_ns)
+        return {
+            "connected": self.connected,
+            "fps": round(self.fps(now_mono_ns), 1),
+            "bitrate_bps": round(self.bitrate_bps(now_mono_ns)),
+            "last_packet_age_s": None if age is None else round(age, 2),
+            "packets": self.packets,
+            "dropped": self.dropped,
+            "reconnects": self.reconnects,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """How to reach one camera. Units in names."""
+
+    name: str
+    kind: str  # rtsp_pull | ts_listen | rtsp_listen | synthetic
+    url: str = ""
+    rtsp_transport: str = "tcp"
+    open_timeout_s: float = 5.0
+    read_timeout_s: float = 5.0
+    listen_timeout_s: float = 5.0  # also bounds how long stop() waits for an idle listener
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+    queue_packets: int = 512
+    serial: str = ""
+
+
+def pyav_open_args(spec: SourceSpec) -> tuple[str, dict[str, Any]]:
+    """The PyAV `open` arguments for a network source kind (pure)."""
+    if spec.kind == "rtsp_pull":
+        options = {"rtsp_transport": spec.rtsp_transport}
+        return spec.url, {"options": options, "timeout": (spec.open_timeout_s, spec.read_timeout_s)}
+    if spec.kind == "ts_listen":
+        url = spec.url + ("&" if "?" in spec.url else "?") + "listen=1"
+        return url, {"format": "mpegts", "timeout": (spec.listen_timeout_s, spec.read_timeout_s)}
+    if spec.kind == "rtsp_listen":
+        options = {"rtsp_flags": "listen"}
+        return spec.url, {
+            "options": options,
+            "timeout": (spec.listen_timeout_s, spec.read_timeout_s),
+        }
+    raise ValueError(f"camera {spec.name}: unknown source kind {spec.kind!r}")
+
+
+class PacketBridge:
+    """Thread -> event loop hand-over with a bound. When the queue is full the packet is dropped
+    and counted, and so is everything up to the next keyframe: what is stored stays decodable."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int, health: SourceHealth) -> None:
+        self.queue: asyncio.Queue[CapturedPacket] = asyncio.Queue(maxsize)
+        self._loop = loop
+        self._health = health
+        self._skip_until_keyframe = False
+
+    def deliver(self, captured: CapturedPacket) -> None:
+        """Called from the source thread."""
+        self._loop.call_soon_threadsafe(self._put, captured)
+
+    def _put(self, captured: CapturedPacket) -> None:
+        if self._skip_until_keyframe and not captured.is_keyframe:
+            self._health.dropped += 1
+            return
+        try:
+            self.queue.put_nowait(captured)
+            self._skip_until_keyframe = False
+        except asyncio.QueueFull:
+            self._health.dropped += 1
+            self._skip_until_keyframe = True
+
+
+class ThreadedSource(abc.ABC):
+    """Runs `produce` (a blocking loop) on a thread with reconnects; packets go to `bridge`."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self.health = SourceHealth()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._generation = 0
+        self._rng = random.Random()
+        self.bridge: PacketBridge | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[CapturedPacket]:
+        self.bridge = PacketBridge(loop, self.spec.queue_packets, self.health)
+        self._thread = threading.Thread(
+            target=self._run, name=f"camera-{self.spec.name}", daemon=True
+        )
+        self._thread.start()
+        return self.bridge.queue
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self._generation += 1
+            delivered = self._connect_once()
+            attempt = 0 if delivered else attempt + 1
+            if not self._stop.is_set():
+                self.health.reconnects += 1
+                self._stop.wait(
+                    backoff_s(attempt, self.spec.backoff_min_s, self.spec.backoff_max_s, self._rng)
+                )
+
+    def _connect_once(self) -> bool:
+        """One connection's life; True if it delivered any packet (then backoff restarts)."""
+        delivered = False
+        try:
+            for captured in self.produce(self._generation):
+                if self._stop.is_set():
+                    break
+                self.health.connected = True
+                self.health.note_packet(captured.at_mono_ns, captured.size_bytes)
+                assert self.bridge is not None
+                self.bridge.deliver(captured)
+                delivered = True
+            else:
+                self._note_error("stream ended")
+        except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
+            self._note_error(_describe(exc))
+        finally:
+            self.health.connected = False
+        return delivered
+
+    def _note_error(self, message: str) -> None:
+        self.health.errors += 1
+        self.health.last_error = message
+
+    @abc.abstractmethod
+    def produce(self, generation: int) -> Iterator[CapturedPacket]:
+        """Yield CapturedPackets from one connection until it ends or fails (blocking)."""
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+
+class PyavSource(ThreadedSource):
+    """A network camera read with PyAV (rtsp_pull, ts_listen, rtsp_listen)."""
+
+    def __init__(self, spec: SourceSpec, opener: Callable[..., Any] = av.open) -> None:
+        super().__init__(spec)
+        self._url, self._kwargs = pyav_open_args(spec)
+        self._opener = opener
+
+    def produce(self, generation: int) -> Iterator[CapturedPacket]:
+        container = self._opener(self._url, **self._kwargs)
+        try:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            template = StreamTemplate(stream, generation)
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.dts is None:
+                    continue  # demuxer flush markers and packets without timing
+                yield captured_now(packet, template)
+                if self.stopping():
+                    return
+        finally:
+            container.close()
+
+
+def captured_now(packet: Any, template: StreamTemplate) -> CapturedPacket:
+    return CapturedPacket(
+        packet=packet,
+        template=template,
+        is_keyframe=bool(packet.is_keyframe),
+        size_bytes=int(packet.size),
+        at_mono_ns=time.monotonic_ns(),
+        at_wall_ms=time.time_ns() // 1_000_000,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the health page: the fault, never a URL with credentials in it."""
+    if isinstance(exc, av.error.FFmpegError):
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}"
