@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
@@ -38,6 +38,51 @@ class StorageSection:
     retention_days: int = 28
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingSection:
+    """RULES R1/R2: pre-record is 30 s (Borsele), 60 s (H2O) or 120 s (Westerkwartier); the
+    strictest, 30 s, is the default."""
+
+    prerecord_s: float = 30.0
+    postrecord_s: float = 30.0
+    max_continuous_s: float = 1800.0
+    segment_min_s: float = 1.0
+    ring_max_bytes: int = 96 * 1024 * 1024  # per camera: 120 s at 6 Mbit/s fits
+
+
+@dataclass(frozen=True, slots=True)
+class GpsSection:
+    host: str = "127.0.0.1"
+    port: int = 2947
+    stale_after_s: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSection:
+    """One camera: `kind` is rtsp_pull, ts_listen, rtsp_listen, synthetic or replay."""
+
+    name: str = ""
+    kind: str = "synthetic"
+    url: str = ""
+    serial: str = ""
+    rtsp_transport: str = "tcp"
+    width: int = 640
+    height: int = 360
+    fps: int = 25
+    bitrate_bps: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerSection:
+    """Per trigger source (officer, lights, siren, crash, speed, door): what it does."""
+
+    postrecord_s: float = 30.0
+    may_stop: bool = False
+    cameras: tuple[str, ...] = ()  # empty: every camera of the vehicle
+
+
+CAMERA_KINDS = frozenset({"rtsp_pull", "ts_listen", "rtsp_listen", "synthetic", "replay"})
+
 # (section, key) -> (min, max) for numeric settings; the protocols bound retention at 28 days.
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("storage", "chunk_max_bytes"): (4096, 16 * 1024 * 1024),
@@ -48,6 +93,18 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("storage", "card_reserve_bytes"): (4 * 1024 * 1024, 1 << 40),
     ("storage", "min_free_to_start_bytes"): (0, 1 << 40),
     ("storage", "retention_days"): (1, 28),
+    ("recording", "prerecord_s"): (5, 120),
+    ("recording", "postrecord_s"): (0, 120),
+    ("recording", "max_continuous_s"): (60, 8 * 3600),
+    ("recording", "segment_min_s"): (0.5, 10),
+    ("recording", "ring_max_bytes"): (1024 * 1024, 1024 * 1024 * 1024),
+    ("gps", "port"): (1, 65535),
+    ("gps", "stale_after_s"): (1, 60),
+    ("cameras", "width"): (16, 7680),
+    ("cameras", "height"): (16, 4320),
+    ("cameras", "fps"): (1, 120),
+    ("cameras", "bitrate_bps"): (10_000, 100_000_000),
+    ("triggers", "postrecord_s"): (0, 120),
 }
 
 
@@ -55,6 +112,10 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
 class LocalConfig:
     box: BoxSection = field(default_factory=BoxSection)
     storage: StorageSection = field(default_factory=StorageSection)
+    recording: RecordingSection = field(default_factory=RecordingSection)
+    gps: GpsSection = field(default_factory=GpsSection)
+    cameras: tuple[CameraSection, ...] = ()
+    triggers: dict[str, TriggerSection] = field(default_factory=dict)
     source: str = "<defaults>"
 
     def resolve(self, relative: str) -> Path:
@@ -77,10 +138,16 @@ class LocalConfig:
         return tuple(self.resolve(p) for p in self.box.recipient_keys)
 
 
-_SECTIONS: dict[str, type[BoxSection] | type[StorageSection]] = {
+Section = (
+    BoxSection | StorageSection | RecordingSection | GpsSection | CameraSection | TriggerSection
+)
+_SECTIONS: dict[str, type[Section]] = {
     "box": BoxSection,
     "storage": StorageSection,
+    "recording": RecordingSection,
+    "gps": GpsSection,
 }
+_COLLECTIONS = frozenset({"cameras", "triggers"})
 
 
 def load_config(path: Path) -> LocalConfig:
@@ -95,25 +162,61 @@ def load_config(path: Path) -> LocalConfig:
 
 
 def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
-    unknown = sorted(set(raw) - set(_SECTIONS))
+    unknown = sorted(set(raw) - set(_SECTIONS) - _COLLECTIONS)
     if unknown:
         raise ConfigError(f"{source}: unknown section [{unknown[0]}]")
     box = _parse_section(raw.get("box", {}), "box", BoxSection, source)
     storage = _parse_section(raw.get("storage", {}), "storage", StorageSection, source)
-    assert isinstance(box, BoxSection)
-    assert isinstance(storage, StorageSection)
+    recording = _parse_section(raw.get("recording", {}), "recording", RecordingSection, source)
+    gps = _parse_section(raw.get("gps", {}), "gps", GpsSection, source)
+    cameras = _parse_cameras(raw.get("cameras", []), source)
+    triggers = _parse_triggers(raw.get("triggers", {}), {c.name for c in cameras}, source)
     if not 1 <= len(box.recipient_keys) <= 2:
         raise ConfigError(f"{source}: box.recipient_keys needs one or two public key files")
     if storage.min_free_to_start_bytes <= storage.card_reserve_bytes:
         raise ConfigError(
             f"{source}: storage.min_free_to_start_bytes must exceed storage.card_reserve_bytes"
         )
-    return LocalConfig(box=box, storage=storage, source=source)
+    return LocalConfig(box, storage, recording, gps, cameras, triggers, source)
 
 
-def _parse_section(
-    values: Any, name: str, cls: type[BoxSection] | type[StorageSection], source: str
-) -> BoxSection | StorageSection:
+def _parse_cameras(values: Any, source: str) -> tuple[CameraSection, ...]:
+    if not isinstance(values, list):
+        raise ConfigError(f"{source}: cameras must be an array of tables ([[cameras]])")
+    cameras = tuple(_parse_section(v, "cameras", CameraSection, source) for v in values)
+    names = [c.name for c in cameras]
+    for camera in cameras:
+        if not camera.name:
+            raise ConfigError(f"{source}: cameras.name is required")
+        if camera.kind not in CAMERA_KINDS:
+            raise ConfigError(
+                f"{source}: cameras.kind {camera.kind!r} is not one of "
+                f"{sorted(CAMERA_KINDS)} (camera {camera.name})"
+            )
+        if names.count(camera.name) > 1:
+            raise ConfigError(f"{source}: cameras.name {camera.name!r} appears twice")
+    return cameras
+
+
+def _parse_triggers(values: Any, cameras: set[str], source: str) -> dict[str, TriggerSection]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [triggers] must be a table of tables")
+    triggers = {}
+    for name, table in values.items():
+        trigger = _parse_section(table, "triggers", TriggerSection, source)
+        unknown = sorted(set(trigger.cameras) - cameras)
+        if unknown:
+            raise ConfigError(
+                f"{source}: triggers.{name}.cameras names unknown camera {unknown[0]}"
+            )
+        triggers[name] = trigger
+    return triggers
+
+
+S = TypeVar("S", bound=Section)
+
+
+def _parse_section(values: Any, name: str, cls: type[S], source: str) -> S:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: [{name}] must be a table")
     declared = {f.name: f for f in fields(cls)}
@@ -132,8 +235,10 @@ def _check_value(section: str, key: str, value: Any, default: Any, source: str) 
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
         return tuple(value)
-    if isinstance(default, bool) or isinstance(value, bool):
-        raise ConfigError(f"{where}: booleans are not accepted here")
+    if isinstance(default, bool) != isinstance(value, bool):
+        raise ConfigError(f"{where} must be {type(default).__name__}, not {type(value).__name__}")
+    if isinstance(default, bool):
+        return value
     if isinstance(default, float) and isinstance(value, int):
         value = float(value)
     if type(value) is not type(default):

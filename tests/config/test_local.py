@@ -34,7 +34,13 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
         ({"box": {"recipient_keys": ["a", "b", "c"]}}, "box.recipient_keys needs one or two"),
         ({**MINIMAL, "storage": {"retention_days": 40}}, "storage.retention_days = 40"),
         ({**MINIMAL, "storage": {"retention_days": "28"}}, "must be int, not str"),
-        ({**MINIMAL, "storage": {"retention_days": True}}, "booleans are not accepted"),
+        ({**MINIMAL, "storage": {"retention_days": True}}, "must be int, not bool"),
+        ({**MINIMAL, "triggers": {"lights": {"may_stop": 1}}}, "must be bool, not int"),
+        ({**MINIMAL, "cameras": [{"name": "a", "kind": "webcam"}]}, "cameras.kind 'webcam'"),
+        ({**MINIMAL, "cameras": [{"kind": "synthetic"}]}, "cameras.name is required"),
+        ({**MINIMAL, "cameras": [{"name": "a"}, {"name": "a"}]}, "appears twice"),
+        ({**MINIMAL, "triggers": {"speed": {"cameras": ["roof"]}}}, "unknown camera roof"),
+        ({**MINIMAL, "recording": {"prerecord_s": 600}}, "recording.prerecord_s = 600"),
         ({**MINIMAL, "storage": {"card_reserve_bytes": 0}}, "storage.card_reserve_bytes = 0"),
         (
             {
@@ -60,3 +66,37 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("[box\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_cameras_triggers_and_recording_policy(tmp_path: Path) -> None:
+    path = tmp_path / "box.toml"
+    path.write_text(
+        """
+[box]
+recipient_keys = ["k.pub"]
+[recording]
+prerecord_s = 60
+[[cameras]]
+name = "dashcam"
+kind = "rtsp_pull"
+url = "rtsp://127.0.0.1:8554/cam"
+rtsp_transport = "udp"
+serial = "DC-1"
+[[cameras]]
+name = "bodycam"
+kind = "ts_listen"
+url = "tcp://127.0.0.1:9000"
+[triggers.lights]
+postrecord_s = 60
+may_stop = true
+[triggers.speed]
+cameras = ["dashcam"]
+"""
+    )
+    config = load_config(path)
+    assert config.recording.prerecord_s == 60.0
+    assert [c.name for c in config.cameras] == ["dashcam", "bodycam"]
+    assert config.cameras[0].rtsp_transport == "udp"
+    assert config.triggers["lights"].may_stop is True
+    assert config.triggers["speed"].cameras == ("dashcam",)
+    assert config.triggers["speed"].postrecord_s == 30.0
