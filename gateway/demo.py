@@ -259,7 +259,7 @@ def step_clips(paths: DemoPaths, facts: DemoFacts) -> None:
     heading(3, "cameras: generate two synthetic H.264 clips (no hardware needed)")
     paths.clips.mkdir(parents=True)
     for camera, seconds in CLIPS:
-        clip = generate_clip(paths.clip(camera), seconds=seconds)
+        clip = generate_clip(paths.clip(camera), seconds=seconds, camera=camera)
         data = clip.read_bytes()
         facts.clip_bytes[camera] = data
         probe = probe_clip(clip)
