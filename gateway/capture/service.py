@@ -84,8 +84,8 @@ class CameraRecording:
             self.failed = str(exc)
 
     def _note(self, obj: dict[str, Any]) -> None:
-        if self.failed:
-            return
+        if self.failed or self.muxer.stats.packets == 0:
+            return  # a camera that delivered nothing yet gets no file; the others carry the event
         try:
             self._stream.add_metadata(obj)
         except StoreError as exc:
