@@ -58,6 +58,14 @@ class GpsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSection:
+    """The local JSON API (loopback only until the officer UI issue adds HTTPS and accounts)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+
+
+@dataclass(frozen=True, slots=True)
 class CameraSection:
     """One camera: `kind` is rtsp_pull, ts_listen, rtsp_listen, synthetic or replay."""
 
@@ -79,6 +87,7 @@ class TriggerSection:
     postrecord_s: float = 30.0
     may_stop: bool = False
     cameras: tuple[str, ...] = ()  # empty: every camera of the vehicle
+    threshold_mps: float = 25.0  # the speed trigger only: 90 km/h
 
 
 CAMERA_KINDS = frozenset({"rtsp_pull", "ts_listen", "rtsp_listen", "synthetic", "replay"})
@@ -99,12 +108,14 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("recording", "segment_min_s"): (0.5, 10),
     ("recording", "ring_max_bytes"): (1024 * 1024, 1024 * 1024 * 1024),
     ("gps", "port"): (1, 65535),
+    ("api", "port"): (1, 65535),
     ("gps", "stale_after_s"): (1, 60),
     ("cameras", "width"): (16, 7680),
     ("cameras", "height"): (16, 4320),
     ("cameras", "fps"): (1, 120),
     ("cameras", "bitrate_bps"): (10_000, 100_000_000),
     ("triggers", "postrecord_s"): (0, 120),
+    ("triggers", "threshold_mps"): (1, 100),
 }
 
 
@@ -114,6 +125,7 @@ class LocalConfig:
     storage: StorageSection = field(default_factory=StorageSection)
     recording: RecordingSection = field(default_factory=RecordingSection)
     gps: GpsSection = field(default_factory=GpsSection)
+    api: ApiSection = field(default_factory=ApiSection)
     cameras: tuple[CameraSection, ...] = ()
     triggers: dict[str, TriggerSection] = field(default_factory=dict)
     source: str = "<defaults>"
@@ -139,13 +151,20 @@ class LocalConfig:
 
 
 Section = (
-    BoxSection | StorageSection | RecordingSection | GpsSection | CameraSection | TriggerSection
+    BoxSection
+    | StorageSection
+    | RecordingSection
+    | GpsSection
+    | ApiSection
+    | CameraSection
+    | TriggerSection
 )
 _SECTIONS: dict[str, type[Section]] = {
     "box": BoxSection,
     "storage": StorageSection,
     "recording": RecordingSection,
     "gps": GpsSection,
+    "api": ApiSection,
 }
 _COLLECTIONS = frozenset({"cameras", "triggers"})
 
@@ -169,6 +188,9 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
     storage = _parse_section(raw.get("storage", {}), "storage", StorageSection, source)
     recording = _parse_section(raw.get("recording", {}), "recording", RecordingSection, source)
     gps = _parse_section(raw.get("gps", {}), "gps", GpsSection, source)
+    api = _parse_section(raw.get("api", {}), "api", ApiSection, source)
+    if api.host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(f"{source}: api.host must be loopback until the API has accounts")
     cameras = _parse_cameras(raw.get("cameras", []), source)
     triggers = _parse_triggers(raw.get("triggers", {}), {c.name for c in cameras}, source)
     if not 1 <= len(box.recipient_keys) <= 2:
@@ -177,7 +199,7 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
         raise ConfigError(
             f"{source}: storage.min_free_to_start_bytes must exceed storage.card_reserve_bytes"
         )
-    return LocalConfig(box, storage, recording, gps, cameras, triggers, source)
+    return LocalConfig(box, storage, recording, gps, api, cameras, triggers, source)
 
 
 def _parse_cameras(values: Any, source: str) -> tuple[CameraSection, ...]:

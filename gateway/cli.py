@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from config.local import ConfigError, load_config
+from config.local import ConfigError, LocalConfig, load_config
 from gateway.box import Box, open_box
 from gateway.importer import ClipError, import_clip
+from gateway.run import run
 from storage.errors import StoreError
 from storage.store import RecordingRefused
 
@@ -33,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("recover", help="recover the card (also done at every start)")
     sub.add_parser("retention", help="delete what retention allows now")
     sub.add_parser("device-key", help="print the box's public device key (for audit verify)")
+    sub.add_parser("run", help="run the box: cameras, recorder, GPS, inputs, local API")
+    sub.add_parser("status", help="the running box's status (local API)")
+    rec = sub.add_parser("record", help="start or stop a recording on the running box")
+    rec.add_argument("action", choices=["start", "stop"])
     return parser
 
 
@@ -40,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
+        if args.command in _SERVICE_COMMANDS:
+            return _SERVICE_COMMANDS[args.command](config, args)
         box = open_box(config)
     except (ConfigError, OSError, ValueError) as exc:
         print(f"mvb: {exc}", file=sys.stderr)
@@ -110,6 +123,46 @@ def _device_key(box: Box, _args: argparse.Namespace) -> int:
     sys.stdout.write(box.device_key.public_pem().decode())
     return 0
 
+
+def _run(config: LocalConfig, _args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run(config))
+
+
+def _api_call(config: LocalConfig, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    url = f"http://{config.api.host}:{config.api.port}{path}"
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _status(config: LocalConfig, _args: argparse.Namespace) -> int:
+    try:
+        _, document = _api_call(config, "GET", "/api/status")
+    except OSError as exc:
+        print(f"mvb status: the box is not running ({exc})", file=sys.stderr)
+        return 1
+    print(json.dumps(document, indent=2, sort_keys=True))
+    return 0
+
+
+def _record(config: LocalConfig, args: argparse.Namespace) -> int:
+    try:
+        code, document = _api_call(config, "POST", f"/api/record/{args.action}")
+    except OSError as exc:
+        print(f"mvb record: the box is not running ({exc})", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"mvb record {args.action}: {document.get('error', code)}", file=sys.stderr)
+        return 1
+    print(f"recorder: {document['state']}")
+    return 0
+
+
+_SERVICE_COMMANDS = {"run": _run, "status": _status, "record": _record}
 
 _COMMANDS = {
     "import": _import,

@@ -1,0 +1,69 @@
+"""The box's local JSON API: what `mvb status` and `mvb record start|stop` (and, later, the
+officer's web UI) use. Loopback only until the officer-UI issue adds HTTPS and accounts.
+
+It reads state and sends commands. It never serves footage (RULES S2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.recorder import IllegalTransition
+
+if TYPE_CHECKING:
+    from gateway.run import RunningBox
+
+RUNNING: web.AppKey[RunningBox] = web.AppKey("running")
+
+
+def status_document(running: RunningBox) -> dict[str, Any]:
+    now_ns = time.monotonic_ns()
+    gps = running.gps
+    fix = gps.fix
+    return {
+        **running.service.status(),
+        "gps": {
+            "status": gps.status(now_ns).value,
+            "mode": None if fix is None else fix.mode,
+            "speed_mps": gps.speed_mps(now_ns),
+            "clock_offset_ms": gps.clock_offset_ms,
+        },
+        "storage": {
+            "files": len(running.box.store.catalog.all()),
+        },
+    }
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(status_document(request.app[RUNNING]))
+
+
+async def _record_start(request: web.Request) -> web.Response:
+    service = request.app[RUNNING].service
+    await service.trigger("officer", via="api")
+    return web.json_response({"state": service.recorder.state.value})
+
+
+async def _record_stop(request: web.Request) -> web.Response:
+    service = request.app[RUNNING].service
+    try:
+        await service.stop_recording("officer")
+    except IllegalTransition:
+        return web.json_response({"error": "not recording"}, status=409)
+    return web.json_response({"state": service.recorder.state.value})
+
+
+async def start_api(running: RunningBox, host: str, port: int) -> Callable[[], Awaitable[None]]:
+    app = web.Application(client_max_size=4096)
+    app[RUNNING] = running
+    app.router.add_get("/api/status", _status)
+    app.router.add_post("/api/record/start", _record_start)
+    app.router.add_post("/api/record/stop", _record_stop)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner.cleanup
