@@ -19,10 +19,20 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-# Debian packages the tests use (none needed beyond coreutils/util-linux yet; later issues add
-# gpsd-clients, ffmpeg, chromium). Kept as a target so CI and a fresh machine run the same step.
+# Debian packages the tests use as real peers: gpsd + gpsfake (GPS), the ffmpeg CLI (pushing
+# cameras, the capture benchmark's baseline), gst-rtsp-server through Debian's python3-gi (an RTSP
+# camera on loopback). Installed only when missing, so a prepared machine starts at once.
+APT_PACKAGES := gpsd gpsd-clients ffmpeg python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 system-deps:
-	@command -v mount >/dev/null || { apt-get update -qq && apt-get install -y -qq mount; }
+	@if ! command -v gpsfake >/dev/null || ! command -v ffmpeg >/dev/null || \
+	    ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); \
+	      gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; \
+	      Gst.init(None); assert Gst.ElementFactory.find('x264enc')" 2>/dev/null; then \
+		echo "installing Debian packages for the tests: $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
 
 demo: $(STAMP)
 	$(PY) -m gateway.demo

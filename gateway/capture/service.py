@@ -265,13 +265,17 @@ class CaptureService:
         await asyncio.gather(*(p.submit_metadata(obj) for p in parts))
 
     async def _finish(self) -> None:
-        parts = [c for c in self.cameras.values() if c.recording is not None]
-        for camera in parts:
-            assert camera.recording is not None
-            await camera.recording.close()
-            if camera.recording.failed:
-                self.alarms[f"camera_{camera.name}"] = camera.recording.failed
-            camera.recording = None
+        # Detach every part first: the camera loops then stop submitting at once, and each
+        # part's close runs after the packets already queued on its worker.
+        parts = []
+        for camera in self.cameras.values():
+            if camera.recording is not None:
+                parts.append((camera.name, camera.recording))
+                camera.recording = None
+        for name, part in parts:
+            await part.close()
+            if part.failed:
+                self.alarms[f"camera_{name}"] = part.failed
         recording, self.recording = self.recording, None
         if recording is not None:
             await asyncio.to_thread(recording.close)

@@ -116,7 +116,7 @@ async def test_prerecord_trigger_stop_postrecord(rig: Rig, recipient: RecipientP
     await asyncio.sleep(1.0)
     stop_ns = time.monotonic_ns()
     await service.stop_recording()
-    await wait_for(lambda: service.recorder.state.value == "standby")
+    await wait_for(lambda: service.recorder.state.value == "standby" and service.recording is None)
 
     [(report, media)] = decrypt(rig.store, recipient)  # the broken bodycam recorded nothing
     segments = [m for m in report.metadata if m["type"] == "segment"]
@@ -143,7 +143,7 @@ async def test_every_trigger_is_audited_with_its_source(rig: Rig) -> None:
     await rig.service.trigger("officer")
     await rig.service.trigger("lights")
     await rig.service.stop_recording()
-    await wait_for(lambda: rig.service.recorder.state.value == "standby")
+    await wait_for(lambda: rig.service.recording is None)
     entries = [json.loads(line) for line in rig.audit_path.read_text().splitlines()]
     triggers = [e["fields"] for e in entries if e["event"] == "gateway.trigger"]
     assert triggers == [
