@@ -115,12 +115,18 @@ def pyav_open_args(spec: SourceSpec) -> tuple[str, dict[str, Any]]:
     """The PyAV `open` arguments for a network source kind (pure)."""
     if spec.kind == "rtsp_pull":
         options = {"rtsp_transport": spec.rtsp_transport}
+        if spec.rtsp_transport == "udp":
+            options["rtsp_flags"] = "filter_src"  # accept RTP only from the negotiated peer
         return spec.url, {"options": options, "timeout": (spec.open_timeout_s, spec.read_timeout_s)}
     if spec.kind == "ts_listen":
         url = spec.url + ("&" if "?" in spec.url else "?") + "listen=1"
         return url, {"format": "mpegts", "timeout": (spec.listen_timeout_s, spec.read_timeout_s)}
     if spec.kind == "rtsp_listen":
-        options = {"rtsp_flags": "listen"}
+        # listen_timeout (seconds) is required here: FFmpeg's default -1 fails the open at once
+        options = {
+            "rtsp_flags": "listen",
+            "listen_timeout": str(max(1, int(spec.listen_timeout_s))),
+        }
         return spec.url, {
             "options": options,
             "timeout": (spec.listen_timeout_s, spec.read_timeout_s),
