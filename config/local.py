@@ -90,6 +90,21 @@ class TriggerSection:
     threshold_mps: float = 25.0  # the speed trigger only: 90 km/h
 
 
+@dataclass(frozen=True, slots=True)
+class InputSection:
+    """A vehicle input line (lights, siren, door, ...): `kind` sysfs (`path` is a gpioN/value
+    file) or gpiochip (`path` is /dev/gpiochipN, `line` the offset on it)."""
+
+    source: str = ""
+    kind: str = "sysfs"
+    path: str = ""
+    line: int = 0
+    active_low: bool = False
+    debounce_ms: int = 50
+    stop_on_release: bool = False
+
+
+INPUT_KINDS = frozenset({"sysfs", "gpiochip"})
 CAMERA_KINDS = frozenset({"rtsp_pull", "ts_listen", "rtsp_listen", "synthetic", "replay"})
 
 # (section, key) -> (min, max) for numeric settings; the protocols bound retention at 28 days.
@@ -114,6 +129,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("cameras", "height"): (16, 4320),
     ("cameras", "fps"): (1, 120),
     ("cameras", "bitrate_bps"): (10_000, 100_000_000),
+    ("inputs", "line"): (0, 511),
+    ("inputs", "debounce_ms"): (0, 5000),
     ("triggers", "postrecord_s"): (0, 120),
     ("triggers", "threshold_mps"): (1, 100),
 }
@@ -127,6 +144,7 @@ class LocalConfig:
     gps: GpsSection = field(default_factory=GpsSection)
     api: ApiSection = field(default_factory=ApiSection)
     cameras: tuple[CameraSection, ...] = ()
+    inputs: tuple[InputSection, ...] = ()
     triggers: dict[str, TriggerSection] = field(default_factory=dict)
     source: str = "<defaults>"
 
@@ -157,6 +175,7 @@ Section = (
     | GpsSection
     | ApiSection
     | CameraSection
+    | InputSection
     | TriggerSection
 )
 _SECTIONS: dict[str, type[Section]] = {
@@ -166,7 +185,7 @@ _SECTIONS: dict[str, type[Section]] = {
     "gps": GpsSection,
     "api": ApiSection,
 }
-_COLLECTIONS = frozenset({"cameras", "triggers"})
+_COLLECTIONS = frozenset({"cameras", "inputs", "triggers"})
 
 
 def load_config(path: Path) -> LocalConfig:
@@ -193,13 +212,14 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
         raise ConfigError(f"{source}: api.host must be loopback until the API has accounts")
     cameras = _parse_cameras(raw.get("cameras", []), source)
     triggers = _parse_triggers(raw.get("triggers", {}), {c.name for c in cameras}, source)
+    inputs = _parse_inputs(raw.get("inputs", []), source)
     if not 1 <= len(box.recipient_keys) <= 2:
         raise ConfigError(f"{source}: box.recipient_keys needs one or two public key files")
     if storage.min_free_to_start_bytes <= storage.card_reserve_bytes:
         raise ConfigError(
             f"{source}: storage.min_free_to_start_bytes must exceed storage.card_reserve_bytes"
         )
-    return LocalConfig(box, storage, recording, gps, api, cameras, triggers, source)
+    return LocalConfig(box, storage, recording, gps, api, cameras, inputs, triggers, source)
 
 
 def _parse_cameras(values: Any, source: str) -> tuple[CameraSection, ...]:
@@ -218,6 +238,21 @@ def _parse_cameras(values: Any, source: str) -> tuple[CameraSection, ...]:
         if names.count(camera.name) > 1:
             raise ConfigError(f"{source}: cameras.name {camera.name!r} appears twice")
     return cameras
+
+
+def _parse_inputs(values: Any, source: str) -> tuple[InputSection, ...]:
+    if not isinstance(values, list):
+        raise ConfigError(f"{source}: inputs must be an array of tables ([[inputs]])")
+    inputs = tuple(_parse_section(v, "inputs", InputSection, source) for v in values)
+    for item in inputs:
+        if not item.source or not item.path:
+            raise ConfigError(f"{source}: inputs.source and inputs.path are required")
+        if item.kind not in INPUT_KINDS:
+            raise ConfigError(
+                f"{source}: inputs.kind {item.kind!r} is not one of "
+                f"{sorted(INPUT_KINDS)} (input {item.source})"
+            )
+    return inputs
 
 
 def _parse_triggers(values: Any, cameras: set[str], source: str) -> dict[str, TriggerSection]:

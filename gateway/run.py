@@ -24,7 +24,7 @@ from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import PyavSource, SourceSpec, ThreadedSource
 from gateway.capture.synthetic_source import SyntheticSource
 from gateway.gps import GpsdClient, GpsTracker
-from gateway.inputs import InputRule, SpeedRule
+from gateway.inputs import GpioChardevInput, InputRule, SpeedRule, SysfsGpioInput
 from gateway.recorder import Event, IllegalTransition, RecorderPolicy, TriggerPolicy
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,25 @@ def make_source(camera: CameraSection) -> ThreadedSource:
     if camera.kind == "replay":
         return ReplaySource(spec)
     return PyavSource(spec)
+
+
+def input_lines(
+    config: LocalConfig, events: asyncio.Queue[Event]
+) -> list[SysfsGpioInput | GpioChardevInput]:
+    """The vehicle's input lines, each feeding the recorder's event queue through its rule."""
+    lines: list[SysfsGpioInput | GpioChardevInput] = []
+    for item in config.inputs:
+        rule = InputRule.level(
+            item.source,
+            active_low=item.active_low,
+            debounce_ms=item.debounce_ms,
+            on_fall=item.stop_on_release,
+        )
+        if item.kind == "sysfs":
+            lines.append(SysfsGpioInput(config.resolve(item.path), rule, events))
+        else:
+            lines.append(GpioChardevInput(item.path, item.line, rule, events))
+    return lines
 
 
 def recorder_policy(config: LocalConfig) -> RecorderPolicy:
@@ -104,6 +123,9 @@ async def start_box(config: LocalConfig) -> RunningBox:
     running.tasks += [
         asyncio.create_task(gpsd.run()),
         asyncio.create_task(_consume_events(running)),
+    ]
+    running.tasks += [
+        asyncio.create_task(line.run()) for line in input_lines(config, running.events)
     ]
     if SPEED_SOURCE in config.triggers:
         running.tasks.append(asyncio.create_task(_watch_speed(running, config)))

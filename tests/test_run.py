@@ -1,0 +1,131 @@
+"""`mvb run` as a real process: a vehicle input line and the officer's CLI drive the recorder
+through the local API; SIGTERM seals what is being recorded."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.synthetic import generate_clip
+from tests.cameras import free_port
+from tests.evidence_helpers import write_box_config
+
+MVB = Path(sys.executable).with_name("mvb")
+MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
+
+
+def mvb(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MVB), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def status(config: Path) -> dict[str, object]:
+    result = mvb(config, "status")
+    assert result.returncode == 0, result.stderr
+    document: dict[str, object] = json.loads(result.stdout)
+    return document
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen[str]]]:
+    keys = tmp_path / "backoffice"
+    subprocess.run(
+        [str(MVB_ADMIN), "keys", "create", "--dir", str(keys)], check=True, capture_output=True
+    )
+    clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
+    lights = tmp_path / "gpio-lights-value"
+    lights.write_text("0\n")
+    config = write_box_config(
+        tmp_path / "box",
+        keys / "recording.pub",
+        storage_lines=f"""
+[recording]
+prerecord_s = 5
+postrecord_s = 1
+[gps]
+port = {free_port()}
+[api]
+port = {free_port()}
+[[cameras]]
+name = "dashcam"
+kind = "replay"
+url = "{clip}"
+serial = "DC-9"
+[[inputs]]
+source = "lights"
+kind = "sysfs"
+path = "{lights}"
+debounce_ms = 20
+[triggers.lights]
+postrecord_s = 1
+""",
+    )
+    process = subprocess.Popen(
+        [str(MVB), "--config", str(config), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
+        yield config, lights, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
+    box: tuple[Path, Path, subprocess.Popen[str]],
+) -> None:
+    config, lights, process = box
+    assert status(config)["state"] == "standby"
+
+    lights.write_text("1\n")  # emergency lights on
+    wait_for(lambda: status(config)["state"] == "recording", "the lights to start a recording")
+    stopped = mvb(config, "record", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    wait_for(lambda: status(config)["state"] == "standby", "post-record to end")
+    again = mvb(config, "record", "stop")
+    assert again.returncode == 1
+    assert "not recording" in again.stderr
+
+    started = mvb(config, "record", "start")
+    assert started.returncode == 0
+    assert "recording" in started.stdout
+    gps = status(config)["gps"]
+    assert isinstance(gps, dict)
+    assert gps["status"] == "no_gpsd"  # no gpsd on that port: reported, nothing else disturbed
+
+    process.send_signal(signal.SIGTERM)  # ignition off in the middle of a recording
+    assert process.wait(30) == 0
+    catalog = mvb(config, "catalog")
+    assert catalog.returncode == 0
+    rows = [line for line in catalog.stdout.splitlines() if " sealed " in line]
+    assert len(rows) == 2, catalog.stdout
+    audit = (config.parent / "state" / "audit.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in audit]
+    triggers = [e["fields"]["source"] for e in events if e["event"] == "gateway.trigger"]
+    assert triggers == ["lights", "officer"]
+    names = [e["event"] for e in events]
+    assert names[0] == "gateway.started"
+    assert "gateway.stopped" in names
