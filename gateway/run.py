@@ -130,7 +130,7 @@ async def start_box(config: LocalConfig) -> RunningBox:
     if SPEED_SOURCE in config.triggers:
         running.tasks.append(asyncio.create_task(_watch_speed(running, config)))
     running.stop_api = await start_api(running, config.api.host, config.api.port)
-    box.audit.append("gateway.started", cameras=len(cameras))
+    await asyncio.to_thread(box.audit.append, "gateway.started", cameras=len(cameras))
     return running
 
 
@@ -144,7 +144,7 @@ async def stop_box(running: RunningBox) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await running.service.stop()
-    running.box.audit.append("gateway.stopped")
+    await asyncio.to_thread(running.box.audit.append, "gateway.stopped")
     await asyncio.to_thread(running.box.close)
 
 

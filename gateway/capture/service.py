@@ -208,7 +208,7 @@ class CaptureService:
         if isinstance(action, StartRecording):
             await self._start(action)
         elif isinstance(action, NoteTrigger):
-            self._audit_trigger(action.source, started=False)
+            await self._audit_trigger(action.source, started=False)
             self._attach_cameras(action.cameras, event.now_ns)
             await self._broadcast(
                 {
@@ -220,24 +220,24 @@ class CaptureService:
                 }
             )
         elif isinstance(action, NoteStop):
-            self.store.audit.append("gateway.stop", source=action.source)
+            await self._audit("gateway.stop", source=action.source)
             await self._broadcast(
                 {"type": "event", "name": "stop", "source": action.source, "at_ms": _wall_ms()}
             )
         elif isinstance(action, RefuseStop):
-            self.store.audit.append("gateway.stop_refused", source=action.source)
+            await self._audit("gateway.stop_refused", source=action.source)
         elif isinstance(action, WarnMaxContinuous):
             self.alarms["max_continuous"] = (
                 f"recording for {action.recording_for_s / 60:.0f} min: stop when the threat is over"
             )
-            self.store.audit.append(
+            await self._audit(
                 "gateway.max_continuous_warning", recording_for_s=round(action.recording_for_s)
             )
         elif isinstance(action, FinishRecording):
             await self._finish()
 
     async def _start(self, action: StartRecording) -> None:
-        self._audit_trigger(action.source, started=True)
+        await self._audit_trigger(action.source, started=True)
         trigger = {"source": action.source, "at_ms": _wall_ms(), **_scalars(action.facts)}
         try:
             self.recording = await asyncio.to_thread(
@@ -281,9 +281,13 @@ class CaptureService:
             await asyncio.to_thread(recording.close)
         self.alarms.pop("max_continuous", None)
 
-    def _audit_trigger(self, source: str, *, started: bool) -> None:
+    async def _audit_trigger(self, source: str, *, started: bool) -> None:
         # RULES R3: every start is registered, with its source.
-        self.store.audit.append("gateway.trigger", source=source, started_recording=started)
+        await self._audit("gateway.trigger", source=source, started_recording=started)
+
+    async def _audit(self, event: str, **fields: str | int | float | bool | None) -> None:
+        """Audit appends fsync: off the event loop."""
+        await asyncio.to_thread(self.store.audit.append, event, **fields)
 
     # -- status ---------------------------------------------------------------------------------
 
