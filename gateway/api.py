@@ -6,6 +6,7 @@ It reads state and sends commands. It never serves footage (RULES S2).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.recorder import IllegalTransition
+from storage.models import FileState
 
 if TYPE_CHECKING:
     from gateway.run import RunningBox
@@ -20,7 +22,18 @@ if TYPE_CHECKING:
 RUNNING: web.AppKey[RunningBox] = web.AppKey("running")
 
 
-def status_document(running: RunningBox) -> dict[str, Any]:
+def storage_summary(running: RunningBox) -> dict[str, Any]:
+    """Reads the catalog (sqlite): call it off the event loop."""
+    records = running.box.store.catalog.all()
+    on_card = [r for r in records if r.state is not FileState.DELETED]
+    return {
+        "files_on_card": len(on_card),
+        "bytes_on_card": sum(r.size_bytes for r in on_card),
+        "interrupted_files": sum(r.interrupted_at_chunk is not None for r in on_card),
+    }
+
+
+def status_document(running: RunningBox, storage: dict[str, Any]) -> dict[str, Any]:
     now_ns = time.monotonic_ns()
     gps = running.gps
     fix = gps.fix
@@ -32,14 +45,14 @@ def status_document(running: RunningBox) -> dict[str, Any]:
             "speed_mps": gps.speed_mps(now_ns),
             "clock_offset_ms": gps.clock_offset_ms,
         },
-        "storage": {
-            "files": len(running.box.store.catalog.all()),
-        },
+        "storage": storage,
     }
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(status_document(request.app[RUNNING]))
+    running = request.app[RUNNING]
+    storage = await asyncio.to_thread(storage_summary, running)
+    return web.json_response(status_document(running, storage))
 
 
 async def _record_start(request: web.Request) -> web.Response:
