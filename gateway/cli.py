@@ -126,7 +126,11 @@ def _device_key(box: Box, _args: argparse.Namespace) -> int:
 
 def _run(config: LocalConfig, _args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run(config))
+    try:
+        return asyncio.run(run(config))
+    except OSError as exc:  # e.g. the API port is taken; everything started was stopped again
+        print(f"mvb run: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def _api_call(config: LocalConfig, method: str, path: str) -> tuple[int, dict[str, Any]]:

@@ -1,78 +1,120 @@
-"""`make demo`: the box end to end on a machine without hardware, saying plainly what it does.
+"""`make demo`: the real box service end to end on a machine without hardware, saying what it does.
 
-Until the capture issue lands the demo exercises what exists, through the same code paths as the
-commands (`gateway.cli.main`, `backoffice.cli.main`), in a fresh folder (default `demo-out/` at the
-repository root; `--out DIR` for another):
+It runs the service `mvb run` runs (`gateway.run.start_box`), in-process, with two synthetic
+cameras and a simulated gpsd (`gateway.gps_sim`: no receiver, no Debian gpsd), plays one scripted
+incident, and then looks at the result as a thief and as the back office would, through the same
+entry points as the commands (`gateway.cli.main`, `backoffice.cli.main`). In a fresh folder
+(default `demo-out/` at the repository root; `--out DIR` for another):
 
  1. the back office creates its recording key pair;
- 2. a box configuration is written and the box starts for the first time (device key);
- 3. two synthetic H.264 clips stand in for a dashcam and a bodycam;
- 4. both are imported as evidence (`mvb import`);
+ 2. a box configuration is written (dashcam and bodycam, 10 s pre-record, the simulated gpsd, the
+    local API, the emergency lights as a trigger) and the box starts once (device key);
+ 3. the simulated gpsd and the box service start; the demo waits, reading the local API
+    (GET /api/status), until both pre-record rings hold 10 s and GPS has a fix;
+ 4. the incident: the emergency lights go on (a trigger); 6 s later the officer presses stop
+    (POST /api/record/stop); post-record runs out; the box stops (ignition off);
  5. the catalog is listed (`mvb catalog`);
- 6. the card is searched for any byte sequence of the clips and for the box's identity;
- 7. the back office decrypts (`mvb-admin decrypt`) and the media is compared with the clips;
- 8. a writer process is SIGKILLed mid-recording (a power cut) and the card recovered
+ 6. the card is searched for plaintext: camera names and serials, device serial, vehicle id, GPS
+    members, and the MPEG-TS sync pattern that any plaintext footage would show;
+ 7. the back office decrypts (`mvb-admin decrypt`);
+ 8. what was recorded is checked and shown per camera: duration by PTS, keyframe start, pre-record
+    before the trigger, post-record after the stop, GPS samples on the route, trigger and stop
+    sources; one frame per camera, at the trigger, is saved as PNG;
+ 9. a writer process is SIGKILLed mid-recording (a power cut) and the card recovered
     (`mvb recover`); decryption reports the file as interrupted, signed by the box;
- 9. the back office attests the first file, and retention deletes it (`mvb retention`, RULES S3);
-10. the audit log is verified (`mvb-admin audit verify`);
-11. a summary says what was shown and where the files are.
+10. the back office attests the dashcam's file; retention deletes it (`mvb retention`, RULES S3);
+11. the audit log is verified (`mvb-admin audit verify`), trigger and stop included (RULES R3);
+12. a summary says what was shown and where the files are.
 
 Every check that fails stops the demo with a message and exit status 1. The private helper
-`--child-writer CONFIG CLIP` is the process that step 8 kills; it is not a product command.
+`--child-writer CONFIG CLIP` is the process that step 9 kills; it is not a product command.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import hashlib
 import io
 import json
 import os
-import queue
 import shutil
-import signal
-import subprocess
+import socket
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
 
 from backoffice import cli as admin_cli
 from backoffice.keys import create_recording_keys
 from config.local import load_config
 from gateway import cli as box_cli
 from gateway.box import AUDIT_LOG_NAME, open_box
-from gateway.importer import probe_clip
+from gateway.demo_steps import (
+    STEPS,
+    CameraReport,
+    DemoFailure,
+    Incident,
+    LivePlan,
+    PowerCut,
+    camera_report,
+    check,
+    check_report,
+    child_writer,
+    describe_report,
+    echo,
+    heading,
+    kill_writer,
+    media_of,
+    parts_by_camera,
+    run_live,
+    save_frame_png,
+    say,
+    ts_sync_run,
+)
 from gateway.synthetic import generate_clip
 from storage.models import FileState
 
-STEPS = 11
+__all__ = ["MARKER", "STEPS", "DemoFailure", "main", "prepare_out", "ts_sync_run"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "demo-out"
 MARKER = ".mvb-demo"  # only a folder holding this marker (or an empty one) is ever wiped
 DEVICE_SERIAL = "MVB-DEMO-0001"
 VEHICLE_ID = "demo-vehicle-1"
-CLIPS = (("dashcam", 8.0), ("bodycam", 6.0))  # (camera, seconds)
-WINDOW_BYTES = 64
-WINDOWS_PER_CLIP = 8
-PIECES_PER_SEGMENT = 4  # the child delivers each segment in pieces, as a camera does over time
-PIECE_INTERVAL_S = 0.1
-ACKS_BEFORE_POWER_CUT = 2
-POWER_CUT_DELAY_S = 0.25  # after the last awaited ACK: mid-way through the next segment
-CHILD_TIMEOUT_S = 30.0
+CAMERAS = (  # (name, serial, bitrate)
+    ("dashcam", "DC-DEMO-0042", 1_000_000),
+    ("bodycam", "BC-DEMO-0117", 800_000),
+)
+PRERECORD_S = 10.0
+POSTRECORD_S = 5.0
+INCIDENT_S = 6.0  # lights on -> the officer's stop
+POWER_CUT_CLIP_S = 8.0
+
+CAMERA_TOML = """
+[[cameras]]
+name = "{name}"
+kind = "synthetic"  # painted and encoded live (libx264): no hardware
+serial = "{serial}"
+width = 640
+height = 360
+fps = 25
+bitrate_bps = {bitrate}
+"""
 
 # Paths are relative to this file's folder (config.local resolves them), so the tree is movable.
 # Reserve and minimum free space are tiny so the demo runs on any disk; chunks are small so that a
 # segment spans several chunks and the power cut lands between them.
-BOX_TOML = f"""\
+BOX_TOML = """\
 # Written by `make demo` (gateway/demo.py): a box with no hardware, on a folder as its SD card.
 [box]
-device_serial = "{DEVICE_SERIAL}"
-vehicle_id = "{VEHICLE_ID}"
+device_serial = "{device_serial}"
+vehicle_id = "{vehicle_id}"
 state_dir = "state"
 card_dir = "../card"
 recipient_keys = ["recording.pub"]
@@ -80,17 +122,58 @@ recipient_keys = ["recording.pub"]
 [storage]
 chunk_max_bytes = 65536
 file_target_s = 60
-file_target_bytes = 1048576
+file_target_bytes = 16777216
 card_reserve_bytes = 4194304
 min_free_to_start_bytes = 8388608
 retention_days = 28
+
+# The demo is short, so 10 s of pre-record. The municipalities' protocols ask 30 s (Borsele),
+# 60 s (Hattem/Heerde/Oldebroek) or 120 s (Westerkwartier); the box's default is 30 s.
+[recording]
+prerecord_s = {prerecord_s:g}
+postrecord_s = {postrecord_s:g}
+
+[gps]  # the simulated gpsd of gateway/gps_sim.py
+host = "127.0.0.1"
+port = {gps_port}
+
+[api]  # the local JSON API (loopback only)
+host = "127.0.0.1"
+port = {api_port}
+{cameras}
+[triggers.lights]  # the emergency lights: a trigger that may also stop
+may_stop = true
+postrecord_s = {postrecord_s:g}
 """
 
 CliMain = Callable[[Sequence[str] | None], int]
 
 
-class DemoFailure(Exception):
-    """A check of the demo failed; the message says which and why."""
+def box_toml(gps_port: int, api_port: int) -> str:
+    """The demo box's configuration file."""
+    cameras = "".join(
+        CAMERA_TOML.format(name=name, serial=serial, bitrate=bitrate)
+        for name, serial, bitrate in CAMERAS
+    )
+    return BOX_TOML.format(
+        device_serial=DEVICE_SERIAL,
+        vehicle_id=VEHICLE_ID,
+        prerecord_s=PRERECORD_S,
+        postrecord_s=POSTRECORD_S,
+        gps_port=gps_port,
+        api_port=api_port,
+        cameras=cameras,
+    )
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback TCP ports nobody listens on right now (held open together while
+    the OS picks them, so it cannot hand out the same one twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +203,10 @@ class DemoPaths:
         return self.backoffice / "decrypted"
 
     @property
+    def frames(self) -> Path:
+        return self.backoffice / "frames"
+
+    @property
     def box(self) -> Path:
         return self.out / "box"
 
@@ -140,53 +227,19 @@ class DemoPaths:
 
 
 @dataclass(slots=True)
-class PowerCut:
-    """What step 8 learned: the killed recording, its acknowledged and recovered media."""
-
-    recording_id: str
-    acked_bytes: int
-    recovered_bytes: int = 0
-    describe_line: str = ""
-
-
-@dataclass(slots=True)
 class DemoFacts:
     """Facts gathered along the way, for the checks and the summary."""
 
-    clip_bytes: dict[str, bytes] = field(default_factory=dict)
-    recording_of: dict[str, str] = field(default_factory=dict)  # camera -> recording id
-    identical: list[str] = field(default_factory=list)
+    plan: LivePlan
+    incident: Incident = field(default_factory=Incident)
+    reports: dict[str, CameraReport] = field(default_factory=dict)
+    frames: list[Path] = field(default_factory=list)
+    clip_bytes: bytes = b""
     power_cut: PowerCut | None = None
     files_recorded: int = 0
     encrypted_bytes: int = 0
     deleted: list[str] = field(default_factory=list)
     audit_entries: int = 0
-    audit_line: str = ""
-
-
-# --- output ------------------------------------------------------------------------------------
-
-
-def heading(number: int, text: str) -> None:
-    """The one-line heading of a step."""
-    print(f"\n[{number}/{STEPS}] {text}", flush=True)
-
-
-def say(text: str) -> None:
-    """A line of the demo's own narration, indented under the heading."""
-    print(f"  {text}", flush=True)
-
-
-def echo(output: str) -> None:
-    """Show a command's real output, indented one level further."""
-    for line in output.rstrip("\n").splitlines():
-        print(f"    {line}", flush=True)
-
-
-def check(condition: bool, message: str) -> None:
-    """Raise DemoFailure with `message` unless `condition` holds."""
-    if not condition:
-        raise DemoFailure(message)
 
 
 class Runner:
@@ -240,42 +293,34 @@ def step_keys(paths: DemoPaths) -> None:
     say(f"public key  {public_path.relative_to(paths.out)} (given to every box)")
 
 
-def step_config(paths: DemoPaths, run: Runner) -> None:
-    """2: the box's configuration, and its first start (the device key)."""
-    heading(2, f"box: write the configuration and start it ({DEVICE_SERIAL}, {VEHICLE_ID})")
+def step_config(paths: DemoPaths, run: Runner) -> int:
+    """2: the box's configuration, and its first start (the device key). Returns the GPS port."""
+    heading(2, f"box: write the configuration and start it once ({DEVICE_SERIAL}, {VEHICLE_ID})")
     paths.box.mkdir(parents=True)
     shutil.copyfile(paths.keys / "recording.pub", paths.box / "recording.pub")
-    paths.config.write_text(BOX_TOML)
+    gps_port, api_port = free_ports(2)
+    text = box_toml(gps_port, api_port)
+    paths.config.write_text(text)
     say(f"{paths.config.relative_to(paths.out)}:")
-    echo(BOX_TOML)
+    echo(text)
     say("first start creates the box's device key; the back office registers its public half:")
     pem = run.mvb("device-key")
     paths.device_pub.write_text(pem)
     say(f"saved as {paths.device_pub.relative_to(paths.out)}")
+    return gps_port
 
 
-def step_clips(paths: DemoPaths, facts: DemoFacts) -> None:
-    """3: synthetic footage standing in for the cameras."""
-    heading(3, "cameras: generate two synthetic H.264 clips (no hardware needed)")
-    paths.clips.mkdir(parents=True)
-    for camera, seconds in CLIPS:
-        clip = generate_clip(paths.clip(camera), seconds=seconds, camera=camera)
-        data = clip.read_bytes()
-        facts.clip_bytes[camera] = data
-        probe = probe_clip(clip)
-        say(
-            f"{clip.relative_to(paths.out)}: {seconds:g} s {probe.codec} {probe.container}, "
-            f"{len(data):,} bytes, {len(probe.segment_offsets)} segments, "
-            f"sha256 {_sha256(data)[:16]}..."
-        )
-
-
-def step_import(paths: DemoPaths, run: Runner) -> None:
-    """4: both clips become evidence through the real CLI."""
-    heading(4, "box: import both clips as evidence (mvb import)")
-    for camera, _seconds in CLIPS:
-        output = run.mvb("import", paths.clip(camera), "--camera", camera)
-        check(output.startswith("imported "), f"import of {camera} printed no result")
+def step_live(facts: DemoFacts) -> None:
+    """3 and 4: the box service, the simulated gpsd and the scripted incident (asyncio)."""
+    try:
+        facts.incident = asyncio.run(run_live(facts.plan))
+    except (OSError, aiohttp.ClientError) as exc:  # a port taken, the API not answering
+        raise DemoFailure(f"the live box failed: {type(exc).__name__}: {exc}") from exc
+    check(bool(facts.incident.recording_id), "the incident recorded nothing")
+    say(
+        f"the incident: recording {facts.incident.recording_id}, "
+        f"{facts.incident.files_on_card} evidence files on the card"
+    )
 
 
 def step_catalog(run: Runner) -> None:
@@ -284,17 +329,22 @@ def step_catalog(run: Runner) -> None:
     run.mvb("catalog")
 
 
-def step_no_plaintext(paths: DemoPaths, facts: DemoFacts) -> None:
-    """6: no clip bytes and no identity of the box anywhere on the card."""
+def plaintext_needles() -> dict[str, bytes]:
+    """What a thief must not find on the card: the box's and the cameras' identities, and the
+    metadata member every GPS position is written with."""
+    needles = {f"device serial {DEVICE_SERIAL!r}": DEVICE_SERIAL.encode()}
+    needles[f"vehicle id {VEHICLE_ID!r}"] = VEHICLE_ID.encode()
+    for name, serial, _bitrate in CAMERAS:
+        needles[f"camera name {name!r}"] = name.encode()
+        needles[f"camera serial {serial!r}"] = serial.encode()
+    needles["GPS member '\"lat\"'"] = b'"lat"'
+    return needles
+
+
+def step_no_plaintext(paths: DemoPaths) -> None:
+    """6: nothing readable on the card: no identity, no position, no MPEG-TS."""
     heading(6, "card: search it for plaintext (what a thief would find)")
-    windows = {
-        f"{camera} bytes at {offset:,}": window
-        for camera, data in facts.clip_bytes.items()
-        for offset, window in sample_windows(data)
-    }
-    identity = {f"device serial {DEVICE_SERIAL!r}": DEVICE_SERIAL.encode()}
-    identity[f"vehicle id {VEHICLE_ID!r}"] = VEHICLE_ID.encode()
-    needles = windows | identity
+    needles = plaintext_needles()
     files = [p for p in sorted(paths.card.rglob("*")) if p.is_file()]
     scanned = 0
     for path in files:
@@ -302,42 +352,24 @@ def step_no_plaintext(paths: DemoPaths, facts: DemoFacts) -> None:
         scanned += len(blob)
         found = [name for name, needle in needles.items() if needle in blob]
         check(not found, f"plaintext on the card: {', '.join(found)} in {path}")
+        offset = ts_sync_run(blob)
+        check(offset is None, f"plaintext MPEG-TS on the card: {path} at offset {offset}")
     check(scanned > 0, "the card is empty: nothing was recorded")
-    say(f"searched {len(files)} files, {scanned:,} bytes (evidence, sidecars, catalog)")
+    say(f"searched {len(files)} files, {scanned:,} bytes (evidence, sidecars, catalog) for:")
+    for name in needles:
+        say(f"  {name}")
     say(
-        f"for {len(windows)} windows of {WINDOW_BYTES} bytes taken across the clips, "
-        "the device serial and the vehicle id"
+        "  the MPEG-TS sync pattern (0x47 every 188 bytes, 10 packets in a row) that any "
+        "plaintext footage shows"
     )
-    say("found none of them: the card holds no plaintext footage or identity (RULES S1)")
-
-
-def sample_windows(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """Windows of WINDOW_BYTES spread over the middle of `data`, skipping low-entropy runs
-    (padding and headers, which could repeat by chance and prove nothing)."""
-    start, end = len(data) // 10, len(data) * 9 // 10
-    step = max((end - start) // WINDOWS_PER_CLIP, WINDOW_BYTES)
-    for offset in range(start, end - WINDOW_BYTES, step):
-        for candidate in range(offset, min(offset + step, end) - WINDOW_BYTES, WINDOW_BYTES):
-            window = data[candidate : candidate + WINDOW_BYTES]
-            if len(set(window)) >= WINDOW_BYTES // 2:
-                yield candidate, window
-                break
+    say("found none of them: the card holds no plaintext footage, identity or position (RULES S1)")
 
 
 def step_decrypt(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:
-    """7: the back office decrypts; the media must equal the clips byte for byte."""
+    """7: the back office decrypts every file on the card."""
     heading(7, "back office: decrypt with the recording key (mvb-admin decrypt)")
-    files = sorted(paths.card.rglob("*.mvbe"))
-    decrypt(run, paths, files)
-    by_source = decrypted_by_source(paths.decrypted)
-    for camera, original in facts.clip_bytes.items():
-        name = paths.clip(camera).name
-        check(name in by_source, f"no decrypted recording of {name}")
-        recording_id, media = by_source[name]
-        facts.recording_of[camera] = recording_id
-        check(media == original, f"{name}: decrypted media differs from the clip")
-        facts.identical.append(name)
-        say(f"{name}: {len(media):,} bytes decrypted, byte-identical with the original clip")
+    output = decrypt(run, paths, sorted(paths.card.rglob("*.mvbe")))
+    check("interrupted" not in output, "a file of the incident was not sealed")
 
 
 def decrypt(run: Runner, paths: DemoPaths, files: Sequence[Path]) -> str:
@@ -348,34 +380,38 @@ def decrypt(run: Runner, paths: DemoPaths, files: Sequence[Path]) -> str:
     )
 
 
-def decrypted_by_source(folder: Path) -> dict[str, tuple[str, bytes]]:
-    """Imported clip name -> (recording id, its media: every file of the recording in order)."""
-    files: dict[str, list[tuple[int, bytes]]] = collections.defaultdict(list)
-    sources: dict[str, str] = {}
-    for meta_path in folder.glob("*.json"):
-        meta = json.loads(meta_path.read_text())
-        recording_id = meta["recording_id"]
-        files[recording_id].append((meta["file_seq"], media_of(meta_path)))
-        for obj in meta["metadata"]:
-            if obj.get("type") == "event" and obj.get("name") == "import":
-                sources[recording_id] = obj["source_name"]
-    return {
-        name: (rid, b"".join(media for _, media in sorted(files[rid])))
-        for rid, name in sources.items()
-    }
-
-
-def media_of(meta_path: Path) -> bytes:
-    """The decrypted media next to a decrypted file's metadata JSON."""
-    media = [p for p in meta_path.parent.glob(meta_path.stem + ".*") if p.suffix != ".json"]
-    check(len(media) == 1, f"expected one media file for {meta_path.name}, found {len(media)}")
-    return media[0].read_bytes()
+def step_recorded(paths: DemoPaths, facts: DemoFacts) -> None:
+    """8: what each camera recorded, checked against the incident; one frame each as PNG."""
+    heading(8, "back office: what was recorded (checked per camera)")
+    parts = parts_by_camera(paths.decrypted, facts.incident.recording_id)
+    names = [name for name, _serial, _bitrate in CAMERAS]
+    check(sorted(parts) == sorted(names), f"cameras in the recording: {sorted(parts)}")
+    paths.frames.mkdir(parents=True)
+    for name in names:
+        report = camera_report(name, parts[name], facts.incident)
+        check_report(report, facts.plan, facts.incident)
+        facts.reports[name] = report
+        frame = paths.frames / f"{name}-at-trigger.png"
+        offset_s = save_frame_png(report.media, report.prerecord_s, frame)
+        facts.frames.append(frame)
+        lines = describe_report(report)
+        lines.append(f"  frame at {offset_s:.2f} s (the trigger): {frame.relative_to(paths.out)}")
+        echo("\n".join(lines))
+    say("step 6's search finds the MPEG-TS sync pattern in every decrypted file: it would have")
+    say("found it on the card, had anything been written there in plaintext")
 
 
 def step_power_cut(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:
-    """8: kill a writer mid-recording, recover the card, decrypt the interrupted file."""
-    heading(8, "power cut: SIGKILL a recording writer, then recover (mvb recover)")
-    cut = kill_writer(paths)
+    """9: kill a writer mid-recording, recover the card, decrypt the interrupted file."""
+    heading(9, "power cut: SIGKILL a recording writer, then recover (mvb recover)")
+    paths.clips.mkdir(parents=True)
+    clip = generate_clip(paths.clip("dashcam"), seconds=POWER_CUT_CLIP_S, camera="dashcam")
+    facts.clip_bytes = clip.read_bytes()
+    say(
+        f"{clip.relative_to(paths.out)}: {POWER_CUT_CLIP_S:g} s of synthetic H.264, "
+        f"{len(facts.clip_bytes):,} bytes, fed to a writer process as a camera would"
+    )
+    cut = kill_writer(paths.config, paths.clip("dashcam"))
     facts.power_cut = cut
     output = run.mvb("recover")
     check("interrupted at chunk" in output, "recovery reported no interrupted file")
@@ -398,80 +434,19 @@ def check_recovered_media(paths: DemoPaths, facts: DemoFacts, cut: PowerCut) -> 
         for meta_path in sorted(paths.decrypted.glob("*.json"))
         if json.loads(meta_path.read_text())["recording_id"] == cut.recording_id
     )
-    original = facts.clip_bytes["dashcam"]
     cut.recovered_bytes = len(media)
     check(len(media) >= cut.acked_bytes, f"acknowledged {cut.acked_bytes} bytes, got {len(media)}")
-    check(media == original[: len(media)], "recovered media differs from what was written")
+    check(media == facts.clip_bytes[: len(media)], "recovered media differs from what was written")
     say(
         f"writer acknowledged {cut.acked_bytes:,} bytes before the cut; {len(media):,} bytes "
         "recovered, every one equal to the clip"
     )
 
 
-def kill_writer(paths: DemoPaths) -> PowerCut:
-    """Start the child writer, SIGKILL it shortly after its ACKS_BEFORE_POWER_CUT-th ACK."""
-    argv = [sys.executable, "-m", "gateway.demo", "--child-writer"]
-    argv += [str(paths.config), str(paths.clip("dashcam"))]
-    say("$ python -m gateway.demo --child-writer box/box.toml clips/dashcam.ts &")
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as child:
-        try:
-            recording_id, acked = await_acks(child_lines(child))
-            time.sleep(POWER_CUT_DELAY_S)
-            child.send_signal(signal.SIGKILL)
-            say(f"SIGKILL to writer pid {child.pid} while it writes the next segment (power cut)")
-        finally:
-            child.kill()  # no-op if already dead; never leaves a writer behind
-            child.wait()
-    check(child.returncode == -signal.SIGKILL, f"writer ended with status {child.returncode}")
-    return PowerCut(recording_id, acked)
-
-
-def child_lines(child: subprocess.Popen[str]) -> queue.Queue[str | None]:
-    """The child's stdout lines, read by a thread into a queue; None marks the end."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            lines.put(line.strip())
-        lines.put(None)
-
-    threading.Thread(target=pump, name="demo-writer-stdout", daemon=True).start()
-    return lines
-
-
-def await_acks(lines: queue.Queue[str | None]) -> tuple[str, int]:
-    """Read the child's lines until enough ACKs; return (recording id, acknowledged bytes)."""
-    recording_id, acks, acked = "", 0, 0
-    deadline = time.monotonic() + CHILD_TIMEOUT_S
-    while acks < ACKS_BEFORE_POWER_CUT:
-        line = next_line(lines, deadline)
-        say(f"writer: {line}")
-        word, *rest = line.split()
-        if word == "REC":
-            recording_id = rest[0]
-        elif word == "ACK":
-            acks, acked = acks + 1, int(rest[-1].partition("=")[2])
-        check(word != "DONE", "the writer finished before the power cut")
-    check(bool(recording_id), "the writer never reported its recording id")
-    return recording_id, acked
-
-
-def next_line(lines: queue.Queue[str | None], deadline: float) -> str:
-    """The child's next line, or DemoFailure at the deadline or at the end of its output."""
-    try:
-        line = lines.get(timeout=max(deadline - time.monotonic(), 0.0))
-    except queue.Empty:
-        raise DemoFailure(f"the writer printed nothing for {CHILD_TIMEOUT_S:g} s") from None
-    if line is None:
-        raise DemoFailure("the writer stopped before the power cut (see its error above)")
-    return line
-
-
 def step_retention(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:
-    """9: the back office attests the dashcam file; retention deletes it (RULES S3)."""
-    heading(9, "back office attests the first recording; retention deletes it (mvb retention)")
-    file_id = attest_first_recording(paths, facts)
+    """10: the back office attests the dashcam's file; retention deletes it (RULES S3)."""
+    heading(10, "back office attests the dashcam's file; retention deletes it (mvb retention)")
+    file_id = attest_dashcam_file(paths, facts)
     output = run.mvb("retention")
     check(f"deleted {file_id}" in output, f"retention did not delete attested file {file_id}")
     check(not list(paths.card.rglob(f"{file_id}*")), f"file {file_id} is still on the card")
@@ -482,100 +457,82 @@ def step_retention(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:
     check(FileState.DELETED.value in line.split(), "the catalog does not show the deletion")
 
 
-def attest_first_recording(paths: DemoPaths, facts: DemoFacts) -> str:
-    """Record the back office's echoed sha256 for the dashcam file, as the uplink will."""
-    recording_id = facts.recording_of["dashcam"]
+def attest_dashcam_file(paths: DemoPaths, facts: DemoFacts) -> str:
+    """Record the back office's echoed sha256 for the dashcam's first file, as the uplink will."""
+    file_id = facts.reports["dashcam"].file_ids[0]
+    recording_id = facts.incident.recording_id
     box = open_box(load_config(paths.config))
     try:
         records = box.store.catalog.all()
         facts.files_recorded = len(records)
         facts.encrypted_bytes = sum(r.size_bytes for r in records)
-        record = next(r for r in records if r.recording_id == recording_id)
-        sha256_hex = _sha256(box.store.layout.sealed_path(recording_id, record.file_id))
-        attested = box.store.record_attestation(record.file_id, sha256_hex)
+        sha256_hex = _sha256(box.store.layout.sealed_path(recording_id, file_id))
+        attested = box.store.record_attestation(file_id, sha256_hex)
     finally:
         box.close()
-    check(attested.state is FileState.VERIFIED, f"attestation left {record.file_id} unverified")
+    check(attested.state is FileState.VERIFIED, f"attestation left {file_id} unverified")
     say(
-        f"back office echoes sha256 {sha256_hex[:16]}... for {record.file_id} (dashcam); "
+        f"back office echoes sha256 {sha256_hex[:16]}... for {file_id} (dashcam); "
         "catalog state -> verified"
     )
     say("(simulated: the uplink issue will carry this echo from the back office)")
-    return record.file_id
+    return file_id
 
 
 def step_audit(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:
-    """10: the audit log's chain and signatures, checked with the box's public key."""
-    heading(10, "back office: verify the box's audit log (mvb-admin audit verify)")
+    """11: the audit log's chain and signatures, checked with the box's public key."""
+    heading(11, "back office: verify the box's audit log (mvb-admin audit verify)")
     output = run.admin("audit", "verify", paths.audit_log, "--device-key", paths.device_pub)
-    facts.audit_line = output.strip()
-    check(facts.audit_line.startswith("audit log OK"), "the audit log does not verify")
-    events = [json.loads(line)["event"] for line in paths.audit_log.read_text().splitlines()]
-    facts.audit_entries = len(events)
+    check(output.strip().startswith("audit log OK"), "the audit log does not verify")
+    entries = [json.loads(line) for line in paths.audit_log.read_text().splitlines()]
+    facts.audit_entries = len(entries)
+    seen = {(e["event"], e["fields"].get("source")) for e in entries}
+    check(("gateway.trigger", "lights") in seen, "no audit entry for the lights' trigger")
+    check(("gateway.stop", "officer") in seen, "no audit entry for the officer's stop")
     say("events logged:")
-    for event, count in collections.Counter(events).items():
+    for event, count in collections.Counter(e["event"] for e in entries).items():
         say(f"  {count:2} x {event}")
+    say("gateway.trigger (source 'lights') and gateway.stop (source 'officer') are among them")
 
 
 def step_summary(paths: DemoPaths, facts: DemoFacts, elapsed_s: float) -> None:
-    """11: what the demo showed, and where everything is."""
-    heading(11, "summary")
+    """12: what the demo showed, and where everything is."""
+    heading(12, "summary")
     cut = facts.power_cut
     assert cut is not None
+    dash, body = facts.reports["dashcam"], facts.reports["bodycam"]
     rel = paths.out
-    say(f"recorded:   {facts.files_recorded} evidence files (2 imported clips, 1 power-cut write)")
+    say(
+        f"recorded:   dashcam {dash.video.duration_s:.1f} s, bodycam {body.video.duration_s:.1f} s "
+        f"in one incident ({facts.incident.recording_id}), both starting on a keyframe"
+    )
+    say(
+        f"trigger:    lights; pre-record {dash.prerecord_s:.1f} s / {body.prerecord_s:.1f} s "
+        f"before it (configured {PRERECORD_S:g} s)"
+    )
+    say(
+        f"stop:       officer via the local API; post-record {dash.postrecord_s:.1f} s / "
+        f"{body.postrecord_s:.1f} s after it (configured {POSTRECORD_S:g} s)"
+    )
+    say(
+        f"gps:        {len(dash.gps)} / {len(body.gps)} positions in the evidence, all on the route"
+    )
     say(f"encrypted:  {facts.encrypted_bytes:,} bytes written to the card; no plaintext on it")
-    say(f"decrypted:  {', '.join(facts.identical)} byte-identical with the originals")
+    say(f"frames:     {', '.join(p.name for p in facts.frames)} decoded by the back office")
     say(f"power cut:  interrupted file recovered: {cut.describe_line}")
     say(f"            {cut.acked_bytes:,} bytes acknowledged, {cut.recovered_bytes:,} recovered")
     say(f"retention:  {len(facts.deleted)} file deleted after attestation (RULES S3)")
     say(f"audit:      audit OK, {facts.audit_entries} audit log entries verified")
-    say(f"files:      {rel}/clips        the original clips")
-    say(f"            {rel}/card         the SD card (evidence/, catalog/)")
+    say(f"files:      {rel}/card         the SD card (evidence/, catalog/)")
     say(f"            {rel}/box          box.toml, state/ (device key, {AUDIT_LOG_NAME})")
-    say(f"            {rel}/backoffice   keys/, decrypted/, the box's device public key")
+    say(f"            {rel}/backoffice   keys/, decrypted/, frames/, the box's device public key")
+    say(f"            {rel}/clips        the power-cut step's clip")
     say(f"demo took {elapsed_s:.1f} s")
 
 
 def _sha256(source: bytes | Path) -> str:
     data = source.read_bytes() if isinstance(source, Path) else source
     return hashlib.sha256(data).hexdigest()
-
-
-# --- the child writer (step 8) -----------------------------------------------------------------
-
-
-def child_writer(config_path: Path, clip: Path) -> int:
-    """Record `clip` as a live dashcam would deliver it; print ACK once a segment is durable.
-
-    Lines: `REC <recording id>`, then per segment `ACK segment=<i> clip_bytes=<n>` where n clip
-    bytes are durable, then `DONE` (never reached in the demo: the parent kills this process).
-    """
-    probe = probe_clip(clip)
-    data = clip.read_bytes()
-    box = open_box(load_config(config_path))
-    recording = box.store.start_recording(
-        {**box.facts, "trigger": {"source": "demo", "at_ms": box.store.clock_ms()}}
-    )
-    print(f"REC {recording.recording_id}", flush=True)
-    stream = recording.open_stream("dashcam", container=probe.container)
-    bounds = [*probe.segment_offsets[1:], len(data)]
-    for index, (start, end) in enumerate(zip(probe.segment_offsets, bounds, strict=True)):
-        for piece in split(data[start:end], PIECES_PER_SEGMENT):
-            stream.append_media(piece)
-            time.sleep(PIECE_INTERVAL_S)
-        stream.end_segment({"index": index, "media_offset": start, "media_bytes": end - start})
-        print(f"ACK segment={index} clip_bytes={end}", flush=True)
-    recording.close()
-    box.close()
-    print("DONE", flush=True)
-    return 0
-
-
-def split(data: bytes, parts: int) -> list[bytes]:
-    """`data` in `parts` nearly equal pieces (the last may be shorter)."""
-    size = -(-len(data) // parts)
-    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -598,14 +555,16 @@ def run_demo(out: Path) -> None:
     paths = DemoPaths(out.resolve())
     prepare_out(paths.out)
     print(f"Mobile Video Box demo in {paths.out} (no hardware; paths below are relative to it)")
-    run, facts = Runner(paths.out), DemoFacts()
+    print("Times are UTC, as the synthetic cameras paint them into the picture.")
+    run = Runner(paths.out)
     step_keys(paths)
-    step_config(paths, run)
-    step_clips(paths, facts)
-    step_import(paths, run)
+    gps_port = step_config(paths, run)
+    facts = DemoFacts(LivePlan(paths.config, gps_port, PRERECORD_S, INCIDENT_S, POSTRECORD_S))
+    step_live(facts)
     step_catalog(run)
-    step_no_plaintext(paths, facts)
+    step_no_plaintext(paths)
     step_decrypt(paths, run, facts)
+    step_recorded(paths, facts)
     step_power_cut(paths, run, facts)
     step_retention(paths, run, facts)
     step_audit(paths, run, facts)
@@ -613,7 +572,7 @@ def run_demo(out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo (or, privately, the child writer of step 8)."""
+    """Run the demo (or, privately, the child writer of step 9)."""
     args = _parser().parse_args(argv)
     if args.child_writer:
         return child_writer(*args.child_writer)

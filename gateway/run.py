@@ -119,9 +119,19 @@ async def start_box(config: LocalConfig) -> RunningBox:
     )
     gpsd = GpsdClient(gps, config.gps.host, config.gps.port)
     running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE))
-    await service.start()
+    try:
+        await _start_parts(running, config)
+    except BaseException:
+        await stop_box(running)  # e.g. the API port is taken: stop what already runs
+        raise
+    await asyncio.to_thread(box.audit.append, "gateway.started", cameras=len(cameras))
+    return running
+
+
+async def _start_parts(running: RunningBox, config: LocalConfig) -> None:
+    await running.service.start()
     running.tasks += [
-        asyncio.create_task(gpsd.run()),
+        asyncio.create_task(running.gpsd.run()),
         asyncio.create_task(_consume_events(running)),
     ]
     running.tasks += [
@@ -130,8 +140,6 @@ async def start_box(config: LocalConfig) -> RunningBox:
     if SPEED_SOURCE in config.triggers:
         running.tasks.append(asyncio.create_task(_watch_speed(running, config)))
     running.stop_api = await start_api(running, config.api.host, config.api.port)
-    await asyncio.to_thread(box.audit.append, "gateway.started", cameras=len(cameras))
-    return running
 
 
 async def stop_box(running: RunningBox) -> None:

@@ -1,7 +1,9 @@
-"""`make demo` (gateway/demo.py): it runs end to end without hardware and says what it proved."""
+"""`make demo` (gateway/demo.py): it runs the real box service end to end without hardware and
+says what it proved."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -9,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway import demo
+from config.local import load_config
+from gateway import demo, demo_steps
 
-DEMO_TIMEOUT_S = 120
+DEMO_TIMEOUT_S = 180
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,20 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     return DemoRun(out, done.returncode, done.stdout, done.stderr)
 
 
-def _summary(run: DemoRun) -> str:
-    marker = f"[{demo.STEPS}/{demo.STEPS}] summary"
+def _step(run: DemoRun, number: int) -> str:
+    """The output of step `number` (from its heading to the next one)."""
+    marker = f"[{number}/{demo.STEPS}] "
     assert marker in run.stdout, run.stdout + run.stderr
-    return run.stdout.split(marker, 1)[1]
+    text = run.stdout.split(marker, 1)[1]
+    return text.split(f"[{number + 1}/{demo.STEPS}] ", 1)[0]
+
+
+def _numbers(pattern: str, text: str) -> list[float]:
+    """Every number the groups of `pattern` capture in `text`, in order."""
+    return [float(n) for match in re.finditer(pattern, text) for n in match.groups()]
+
+
+# -- one real run ---------------------------------------------------------------------------------
 
 
 def test_demo_exits_zero(demo_run: DemoRun) -> None:
@@ -52,9 +66,54 @@ def test_every_step_has_a_heading(demo_run: DemoRun) -> None:
         assert f"[{number}/{demo.STEPS}] " in demo_run.stdout
 
 
+def test_the_box_reports_ready_through_its_api(demo_run: DemoRun) -> None:
+    ready = _step(demo_run, 3)
+    assert "GET /api/status:" in ready
+    assert "pre-record dashcam 10.0 s, bodycam 10.0 s; GPS fix" in ready
+    assert "gps: fix (mode 3), speed 13 m/s" in ready
+    assert "dashcam: connected, 25.0 fps" in ready
+    assert "bodycam: connected, 25.0 fps" in ready
+
+
+def test_the_incident_is_played_through_inputs_and_api(demo_run: DemoRun) -> None:
+    incident = _step(demo_run, 4)
+    assert "emergency lights ON (input 'lights'" in incident
+    assert "recorder: recording, recording " in incident
+    assert "POST /api/record/stop" in incident
+    assert '{"state": "postrecord"}' in incident
+    assert "post-record done" in incident
+    assert "2 evidence files on the card" in incident
+
+
+def test_what_was_recorded_is_shown_per_camera(demo_run: DemoRun) -> None:
+    recorded = _step(demo_run, 8)
+    for camera in ("dashcam", "bodycam"):
+        assert f"{camera} (serial " in recorded
+        assert f"frames/{camera}-at-trigger.png" in recorded
+    assert recorded.count("starts on a keyframe: yes; trigger 'lights'") == 2
+    assert recorded.count("stop by 'officer'") == 2
+    assert recorded.count("all on the route") == 2
+    durations = _numbers(r"(\d+\.\d+) s of h264 640x360 by PTS", recorded)
+    pre = _numbers(
+        r"pre-record (\d+\.\d+) s before the trigger \(monotonic (\d+\.\d+) s\)", recorded
+    )
+    post = _numbers(r"post-record (\d+\.\d+) s after the stop \(monotonic (\d+\.\d+) s\)", recorded)
+    assert len(durations) == 2
+    assert all(d >= 20.0 for d in durations)
+    assert len(pre) == 4
+    assert all(demo.PRERECORD_S - 0.05 <= p <= demo.PRERECORD_S + 2 for p in pre)
+    assert len(post) == 4
+    assert all(p >= demo.POSTRECORD_S - 0.3 for p in post)
+
+
 def test_summary_states_what_was_proved(demo_run: DemoRun) -> None:
-    summary = _summary(demo_run)
-    assert "dashcam.ts, bodycam.ts byte-identical with the originals" in summary
+    summary = _step(demo_run, demo.STEPS)
+    assert "in one incident" in summary
+    assert "both starting on a keyframe" in summary
+    assert "trigger:    lights; pre-record" in summary
+    assert "stop:       officer via the local API; post-record" in summary
+    assert "positions in the evidence, all on the route" in summary
+    assert "dashcam-at-trigger.png, bodycam-at-trigger.png decoded by the back office" in summary
     assert "interrupted file recovered: interrupted at chunk" in summary
     assert "(power cut; device signature verified)" in summary
     assert "1 file deleted after attestation" in summary
@@ -62,12 +121,28 @@ def test_summary_states_what_was_proved(demo_run: DemoRun) -> None:
     assert "no plaintext on it" in summary
 
 
+def test_the_audit_log_holds_trigger_and_stop(demo_run: DemoRun) -> None:
+    audit = _step(demo_run, 11)
+    assert "audit log OK" in audit
+    for event in ("gateway.started", "gateway.trigger", "gateway.stop", "gateway.stopped"):
+        assert f"x {event}\n" in audit
+
+
 def test_demo_leaves_its_files_where_it_says(demo_run: DemoRun) -> None:
     out = demo_run.out
-    assert (out / "box" / "box.toml").is_file()
-    assert len(list((out / "card" / "evidence").glob("*/*.mvbe"))) == 2  # one deleted by retention
+    config = load_config(out / "box" / "box.toml")
+    assert [c.name for c in config.cameras] == ["dashcam", "bodycam"]
+    assert config.recording.prerecord_s == demo.PRERECORD_S
+    # one incident (dashcam + bodycam) and the power cut's file; retention deleted the dashcam's
+    assert len(list((out / "card" / "evidence").glob("*/*.mvbe"))) == 2
     assert len(list((out / "backoffice" / "decrypted").glob("*.ts"))) == 3
+    frames = sorted((out / "backoffice" / "frames").glob("*.png"))
+    assert [f.name for f in frames] == ["bodycam-at-trigger.png", "dashcam-at-trigger.png"]
+    assert all(f.read_bytes().startswith(PNG_MAGIC) for f in frames)
     assert not list((out / "card").rglob("*.part"))
+
+
+# -- the parts, without running the demo ---------------------------------------------------------
 
 
 def test_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
@@ -85,10 +160,37 @@ def test_wipes_its_own_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == [demo.MARKER]
 
 
-def test_sample_windows_are_varied_and_from_the_data() -> None:
-    data = bytes(range(256)) * 64
-    windows = list(demo.sample_windows(data))
-    assert len(windows) == demo.WINDOWS_PER_CLIP
-    for offset, window in windows:
-        assert data[offset : offset + demo.WINDOW_BYTES] == window
-    assert not list(demo.sample_windows(b"\xff" * 10_000)), "padding proves nothing"
+def test_the_demo_configuration_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "box.toml"
+    path.write_text(demo.box_toml(gps_port=2947, api_port=8088))
+    config = load_config(path)
+    assert [(c.name, c.kind, c.width, c.height, c.bitrate_bps) for c in config.cameras] == [
+        ("dashcam", "synthetic", 640, 360, 1_000_000),
+        ("bodycam", "synthetic", 640, 360, 800_000),
+    ]
+    assert (config.recording.prerecord_s, config.recording.postrecord_s) == (10.0, 5.0)
+    assert (config.gps.port, config.api.port) == (2947, 8088)
+    assert config.triggers["lights"].may_stop
+    assert config.triggers["lights"].postrecord_s == 5.0
+
+
+def _ts_packets(count: int) -> bytes:
+    return b"".join(bytes([0x47]) + bytes([i % 251]) * 187 for i in range(count))
+
+
+def test_ts_sync_search_finds_plaintext_mpeg_ts() -> None:
+    noise = bytes((i * 7919 + 13) % 251 for i in range(5000))
+    assert demo.ts_sync_run(noise) is None
+    assert demo.ts_sync_run(noise[:1234] + _ts_packets(10) + noise) == 1234
+    assert demo.ts_sync_run(noise[:77] + _ts_packets(9) + noise) is None, "nine is too few"
+
+
+def test_readiness_needs_every_ring_and_a_fix() -> None:
+    def status(dash: float, body: float, gps: str) -> dict[str, object]:
+        cameras = {"dashcam": {"prerecord_filled_s": dash}, "bodycam": {"prerecord_filled_s": body}}
+        return {"cameras": cameras, "gps": {"status": gps}}
+
+    assert demo_steps.is_ready(status(10.0, 10.2, "fix"), 10.0)
+    assert not demo_steps.is_ready(status(10.0, 9.9, "fix"), 10.0)
+    assert not demo_steps.is_ready(status(10.0, 10.0, "no_fix"), 10.0)
+    assert not demo_steps.is_ready({"cameras": {}, "gps": {"status": "fix"}}, 10.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,3 +130,31 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     names = [e["event"] for e in events]
     assert names[0] == "gateway.started"
     assert "gateway.stopped" in names
+
+
+def test_a_taken_api_port_fails_cleanly(tmp_path: Path) -> None:
+    keys = tmp_path / "backoffice"
+    subprocess.run(
+        [str(MVB_ADMIN), "keys", "create", "--dir", str(keys)], check=True, capture_output=True
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_box_config(
+            tmp_path / "box",
+            keys / "recording.pub",
+            storage_lines=f"[api]\nport = {port}\n[gps]\nport = {free_port()}\n",
+        )
+        result = subprocess.run(
+            [str(MVB), "--config", str(config), "run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "mvb run: cannot start" in result.stderr
+    assert "Traceback" not in result.stderr
+    audit = (config.parent / "state" / "audit.jsonl").read_text()
+    assert "gateway.stopped" in audit

@@ -108,7 +108,7 @@ class SegmentMuxer:
         """Mux one packet; returns the durable point when it closed a segment."""
         durable = None
         if captured.is_keyframe and self._segment_is_due(captured):
-            durable = self._end_segment()
+            durable = self._end_segment(until_mono_ns=captured.at_mono_ns)
         if self._segment is None:
             if not captured.is_keyframe:
                 self.stats.skipped_until_keyframe += 1  # a segment must start decodable
@@ -122,7 +122,9 @@ class SegmentMuxer:
         if self._muxer is not None:
             self._write_media(self._muxer.close())
             self._muxer = None
-        return self._end_segment() if self._segment is not None else None
+        if self._segment is None:
+            return None
+        return self._end_segment(until_mono_ns=self._segment.end_mono_ns + 1)
 
     def _segment_is_due(self, captured: CapturedPacket) -> bool:
         segment = self._segment
@@ -175,10 +177,12 @@ class SegmentMuxer:
         if self._segment is not None:
             self._segment.media_bytes += len(data)
 
-    def _end_segment(self) -> DurablePoint:
+    def _end_segment(self, until_mono_ns: int) -> DurablePoint:
+        """`until_mono_ns` is where the next segment starts: the GPS windows of consecutive
+        segments meet, so no sample falls between them."""
         segment, self._segment = self._segment, None
         assert segment is not None
-        for sample in self._gps_window(segment.start_mono_ns, segment.end_mono_ns):
+        for sample in self._gps_window(segment.start_mono_ns, until_mono_ns):
             self._writer.add_metadata({"type": "gps", **sample})
         durable = self._writer.end_segment(
             {
