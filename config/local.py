@@ -92,8 +92,10 @@ class TriggerSection:
 
 @dataclass(frozen=True, slots=True)
 class InputSection:
-    """A vehicle input line (lights, siren, door, ...): `kind` sysfs (`path` is a gpioN/value
-    file) or gpiochip (`path` is /dev/gpiochipN, `line` the offset on it)."""
+    """A vehicle input (lights, siren, door, crash, ...): `kind` sysfs (`path` is a gpioN/value
+    file), gpiochip (`path` is /dev/gpiochipN, `line` the offset on it) or iio_accel (`path` is
+    an IIO accelerometer's sysfs folder; it triggers above `threshold_g` of horizontal
+    acceleration: hard braking or a collision)."""
 
     source: str = ""
     kind: str = "sysfs"
@@ -102,9 +104,10 @@ class InputSection:
     active_low: bool = False
     debounce_ms: int = 50
     stop_on_release: bool = False
+    threshold_g: float = 0.5
 
 
-INPUT_KINDS = frozenset({"sysfs", "gpiochip"})
+INPUT_KINDS = frozenset({"sysfs", "gpiochip", "iio_accel"})
 CAMERA_KINDS = frozenset({"rtsp_pull", "ts_listen", "rtsp_listen", "synthetic", "replay"})
 
 # (section, key) -> (min, max) for numeric settings; the protocols bound retention at 28 days.
@@ -131,6 +134,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("cameras", "bitrate_bps"): (10_000, 100_000_000),
     ("inputs", "line"): (0, 511),
     ("inputs", "debounce_ms"): (0, 5000),
+    ("inputs", "threshold_g"): (0.1, 20),
     ("triggers", "postrecord_s"): (0, 120),
     ("triggers", "threshold_mps"): (1, 100),
 }

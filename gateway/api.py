@@ -7,6 +7,7 @@ It reads state and sends commands. It never serves footage (RULES S2).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,24 @@ async def _record_start(request: web.Request) -> web.Response:
     return web.json_response({"state": service.recorder.state.value})
 
 
+TRIGGER_SOURCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+async def _trigger(request: web.Request) -> web.Response:
+    """A trigger from another device of the vehicle (a bodycam's record button, a control
+    panel): `{"source": "bodycam"}`. The source is recorded with the trigger (R3)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "body must be JSON"}, status=400)
+    source = body.get("source") if isinstance(body, dict) else None
+    if not isinstance(source, str) or not TRIGGER_SOURCE.fullmatch(source):
+        return web.json_response({"error": "source must match [a-z][a-z0-9_]{0,31}"}, status=400)
+    service = request.app[RUNNING].service
+    await service.trigger(source, via="api")
+    return web.json_response({"state": service.recorder.state.value})
+
+
 async def _record_stop(request: web.Request) -> web.Response:
     service = request.app[RUNNING].service
     try:
@@ -76,6 +95,7 @@ async def start_api(running: RunningBox, host: str, port: int) -> Callable[[], A
     app.router.add_get("/api/status", _status)
     app.router.add_post("/api/record/start", _record_start)
     app.router.add_post("/api/record/stop", _record_stop)
+    app.router.add_post("/api/trigger", _trigger)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -507,6 +507,71 @@ class SysfsGpioInput:
         return self._outlet.health(self.debouncer)
 
 
+# -- shell: IIO accelerometer (sysfs) -------------------------------------------------------
+
+
+def parse_iio_number(data: bytes) -> float:
+    """An IIO sysfs attribute: one decimal number (`b"-123\n"`, `b"0.009576\n"`)."""
+    value = float(data.strip().decode("ascii"))
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite IIO value: {data[:24]!r}")
+    return value
+
+
+class IioAccelerometerInput:
+    """Polls a Linux IIO accelerometer (`/sys/bus/iio/devices/iio:deviceN`) every `poll_ms`
+    and feeds a CrashRule: `in_accel_{x,y,z}_raw` times `in_accel_scale` are m/s^2 (IIO ABI).
+
+    Failures (device gone, garbage) set the health error and back off like the GPIO inputs; the
+    rule's state is kept meanwhile. Reads are sysfs attributes, answered without disk I/O.
+    """
+
+    AXES = ("x", "y", "z")
+
+    def __init__(
+        self,
+        device_dir: str | os.PathLike[str],
+        rule: CrashRule,
+        queue: asyncio.Queue[Event],
+        *,
+        poll_ms: float = 10.0,
+        max_backoff_ms: float = 1000.0,
+        clock: Clock = time.monotonic_ns,
+    ) -> None:
+        if poll_ms <= 0:
+            raise ValueError(f"poll_ms must be > 0, not {poll_ms}")
+        self.device_dir = Path(device_dir)
+        self.rule = rule
+        self._outlet = _Outlet(queue, clock)
+        self._poll_s = poll_ms / 1000
+        self._backoff = _Backoff(self._poll_s, max_backoff_ms / 1000)
+
+    def _read(self, name: str) -> float:
+        with (self.device_dir / name).open("rb") as attribute:
+            return parse_iio_number(attribute.read(32))
+
+    def poll_once(self) -> float:
+        """Read one sample of the three axes; returns the seconds until the next poll."""
+        now_ns = self._outlet.clock()
+        try:
+            scale = self._read("in_accel_scale")
+            ax, ay, az = (self._read(f"in_accel_{axis}_raw") * scale for axis in self.AXES)
+        except (OSError, ValueError) as exc:
+            self._outlet.fail(exc)
+            return self._backoff.next()
+        self._outlet.recovered()
+        self._backoff.reset()
+        self._outlet.emit(self.rule.sample(ax, ay, az, now_ns))
+        return self._poll_s
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_once())
+
+    def health(self) -> InputHealth:
+        return self._outlet.health(self.rule)
+
+
 # -- shell: GPIO character device (linux/gpio.h, v2 uAPI) -------------------------------------
 
 # asm-generic ioctl encoding (x86, arm, arm64, riscv): dir:2 | size:14 | type:8 | nr:8.

@@ -24,7 +24,14 @@ from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import PyavSource, SourceSpec, ThreadedSource
 from gateway.capture.synthetic_source import SyntheticSource
 from gateway.gps import GpsdClient, GpsTracker
-from gateway.inputs import GpioChardevInput, InputRule, SpeedRule, SysfsGpioInput
+from gateway.inputs import (
+    CrashRule,
+    GpioChardevInput,
+    IioAccelerometerInput,
+    InputRule,
+    SpeedRule,
+    SysfsGpioInput,
+)
 from gateway.recorder import Event, IllegalTransition, RecorderPolicy, TriggerPolicy
 
 log = logging.getLogger(__name__)
@@ -54,12 +61,17 @@ def make_source(camera: CameraSection) -> ThreadedSource:
     return PyavSource(spec)
 
 
-def input_lines(
-    config: LocalConfig, events: asyncio.Queue[Event]
-) -> list[SysfsGpioInput | GpioChardevInput]:
-    """The vehicle's input lines, each feeding the recorder's event queue through its rule."""
-    lines: list[SysfsGpioInput | GpioChardevInput] = []
+InputLine = SysfsGpioInput | GpioChardevInput | IioAccelerometerInput
+
+
+def input_lines(config: LocalConfig, events: asyncio.Queue[Event]) -> list[InputLine]:
+    """The vehicle's inputs, each feeding the recorder's event queue through its rule."""
+    lines: list[InputLine] = []
     for item in config.inputs:
+        if item.kind == "iio_accel":
+            crash = CrashRule(item.source, threshold_g=item.threshold_g)
+            lines.append(IioAccelerometerInput(config.resolve(item.path), crash, events))
+            continue
         rule = InputRule.level(
             item.source,
             active_low=item.active_low,

@@ -9,6 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,6 +58,11 @@ def box(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen[str]]]:
     clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
     lights = tmp_path / "gpio-lights-value"
     lights.write_text("0\n")
+    accel = tmp_path / "iio:device0"
+    accel.mkdir()
+    (accel / "in_accel_scale").write_text("0.009806650\n")
+    for axis, value in (("x", 0), ("y", 0), ("z", 1000)):
+        (accel / f"in_accel_{axis}_raw").write_text(f"{value}\n")
     config = write_box_config(
         tmp_path / "box",
         keys / "recording.pub",
@@ -76,6 +84,11 @@ source = "lights"
 kind = "sysfs"
 path = "{lights}"
 debounce_ms = 20
+[[inputs]]
+source = "crash"
+kind = "iio_accel"
+path = "{accel}"
+threshold_g = 0.5
 [triggers.lights]
 postrecord_s = 1
 """,
@@ -88,7 +101,7 @@ postrecord_s = 1
     )
     try:
         wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
-        yield config, lights, process
+        yield config, tmp_path, process
     finally:
         if process.poll() is None:
             process.kill()
@@ -98,7 +111,8 @@ postrecord_s = 1
 def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     box: tuple[Path, Path, subprocess.Popen[str]],
 ) -> None:
-    config, lights, process = box
+    config, root, process = box
+    lights = root / "gpio-lights-value"
     assert status(config)["state"] == "standby"
 
     lights.write_text("1\n")  # emergency lights on
@@ -158,3 +172,44 @@ def test_a_taken_api_port_fails_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     audit = (config.parent / "state" / "audit.jsonl").read_text()
     assert "gateway.stopped" in audit
+
+
+def post(config: Path, path: str, body: bytes) -> tuple[int, dict[str, object]]:
+    port = tomllib.loads(config.read_text())["api"]["port"]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_bodycam_event_and_hard_braking_are_triggers(
+    box: tuple[Path, Path, subprocess.Popen[str]],
+) -> None:
+    config, root, process = box
+    code, reply = post(config, "/api/trigger", b'{"source": "bodycam"}')
+    assert (code, reply["state"]) == (200, "recording")
+    assert post(config, "/api/trigger", b"not json")[0] == 400
+    assert post(config, "/api/trigger", b'{"source": "../etc"}')[0] == 400
+    (root / "iio:device0" / "in_accel_x_raw").write_text("-700\n")  # 0.7 g: hard braking
+    wait_for(
+        lambda: (
+            "gateway.trigger" in (config.parent / "state" / "audit.jsonl").read_text()
+            and '"source":"crash"' in (config.parent / "state" / "audit.jsonl").read_text()
+        ),
+        "the accelerometer to trigger",
+    )
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    events = [json.loads(line) for line in (config.parent / "state" / "audit.jsonl").open()]
+    triggers = [e["fields"] for e in events if e["event"] == "gateway.trigger"]
+    assert triggers == [
+        {"source": "bodycam", "started_recording": True},
+        {"source": "crash", "started_recording": False},
+    ]

@@ -21,6 +21,7 @@ from gateway.inputs import (
     LINE_REQUEST,
     CrashRule,
     GpioChardevInput,
+    IioAccelerometerInput,
     InputDebouncer,
     InputRule,
     SimulatedInputs,
@@ -514,3 +515,47 @@ async def test_simulated_inputs_run_with_the_clock() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+# -- IIO accelerometer ---------------------------------------------------------------------------
+
+
+def iio_device(directory: Path, x: int, y: int, z: int, scale: str = "0.009806650") -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / "in_accel_scale").write_text(scale + "\n")
+    for axis, value in zip("xyz", (x, y, z), strict=True):
+        (directory / f"in_accel_{axis}_raw").write_text(f"{value}\n")
+    return directory
+
+
+def test_iio_accelerometer_triggers_on_hard_braking(tmp_path: Path) -> None:
+    device = iio_device(tmp_path / "iio:device0", 0, 0, 1000)  # at rest: 1 g down, 0 horizontal
+    queue: asyncio.Queue[Event] = asyncio.Queue(8)
+    accel = IioAccelerometerInput(device, CrashRule(threshold_g=0.5), queue, clock=lambda: 1)
+    accel.poll_once()
+    assert queue.empty()
+    iio_device(device, -700, 0, 1000)  # 0.7 g deceleration
+    accel.poll_once()
+    event = queue.get_nowait()
+    assert event.kind is EventKind.TRIGGER
+    assert event.source == "crash"
+    assert event.facts["peak_g"] == pytest.approx(0.7, abs=0.01)
+    assert accel.health().ok
+
+
+def test_iio_accelerometer_faults_are_reported_and_recovered(tmp_path: Path) -> None:
+    device = iio_device(tmp_path / "iio:device0", 0, 0, 1000)
+    queue: asyncio.Queue[Event] = asyncio.Queue(8)
+    accel = IioAccelerometerInput(device, CrashRule(), queue, clock=lambda: 1)
+    (device / "in_accel_y_raw").write_text("garbage\n")
+    first = accel.poll_once()
+    assert not accel.health().ok
+    assert "ValueError" in str(accel.health().error)
+    assert accel.poll_once() > first, "backs off while the device is broken"
+    (device / "in_accel_y_raw").unlink()
+    accel.poll_once()
+    assert "FileNotFoundError" in str(accel.health().error)
+    iio_device(device, 0, 0, 1000)
+    accel.poll_once()
+    assert accel.health().ok
+    assert accel.health().errors == 3
