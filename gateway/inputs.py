@@ -21,6 +21,7 @@ clock the kernel stamps GPIO edge events with).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import fcntl
@@ -456,15 +457,67 @@ def parse_sysfs_level(data: bytes) -> int:
     raise ValueError(f"not a GPIO level: {data[:16]!r}")
 
 
-class SysfsGpioInput:
-    """Polls a sysfs GPIO value file (`/sys/class/gpio/gpioN/value`) every `poll_ms`.
+class _PolledSysfsInput(abc.ABC):
+    """The loop shared by sysfs inputs: read every `poll_ms`, feed the rule, emit its event.
 
     A plain read in the event loop: a sysfs attribute read is answered by the kernel from the
-    pin register, without disk I/O (microseconds; about a millisecond for an I2C expander).
+    device's registers, without disk I/O (microseconds; about a millisecond over I2C).
     A failing read (file gone, garbage) sets the health error and is retried with backoff from
-    `poll_ms` up to `max_backoff_ms`; the debounced state is kept meanwhile, because an unknown
-    level is not an off level. The loop itself never ends on an input error.
+    `poll_ms` up to `max_backoff_ms`; the rule's state is kept meanwhile, because an unknown
+    reading is not an off reading. The loop itself never ends on an input error.
     """
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[Event],
+        *,
+        poll_ms: float,
+        max_backoff_ms: float,
+        clock: Clock,
+    ) -> None:
+        if poll_ms <= 0:
+            raise ValueError(f"poll_ms must be > 0, not {poll_ms}")
+        self._outlet = _Outlet(queue, clock)
+        self._poll_s = poll_ms / 1000
+        self._backoff = _Backoff(self._poll_s, max_backoff_ms / 1000)
+
+    @abc.abstractmethod
+    def _sample(self, now_ns: int) -> Event | None:
+        """Read the device once and feed the rule (raises OSError or ValueError on a bad read)."""
+
+    @property
+    @abc.abstractmethod
+    def _detector(self) -> _Detector: ...
+
+    def poll_once(self) -> float:
+        """Read and feed one sample; returns the seconds to wait before the next poll."""
+        now_ns = self._outlet.clock()
+        try:
+            event = self._sample(now_ns)
+        except (OSError, ValueError) as exc:
+            self._outlet.fail(exc)
+            return self._backoff.next()
+        self._outlet.recovered()
+        self._backoff.reset()
+        self._outlet.emit(event)
+        return self._poll_s
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            await asyncio.sleep(self.poll_once())
+
+    def health(self) -> InputHealth:
+        return self._outlet.health(self._detector)
+
+
+def _read_attribute(path: Path, max_bytes: int = 32) -> bytes:
+    with path.open("rb") as attribute:
+        return attribute.read(max_bytes)
+
+
+class SysfsGpioInput(_PolledSysfsInput):
+    """Polls a sysfs GPIO value file (`/sys/class/gpio/gpioN/value`) every `poll_ms`."""
 
     def __init__(
         self,
@@ -476,55 +529,32 @@ class SysfsGpioInput:
         max_backoff_ms: float = 1000.0,
         clock: Clock = time.monotonic_ns,
     ) -> None:
-        if poll_ms <= 0:
-            raise ValueError(f"poll_ms must be > 0, not {poll_ms}")
+        super().__init__(queue, poll_ms=poll_ms, max_backoff_ms=max_backoff_ms, clock=clock)
         self.path = Path(path)
         self.debouncer = InputDebouncer(rule)
-        self._outlet = _Outlet(queue, clock)
-        self._poll_s = poll_ms / 1000
-        self._backoff = _Backoff(self._poll_s, max_backoff_ms / 1000)
 
-    def poll_once(self) -> float:
-        """Read and feed one sample; returns the seconds to wait before the next poll."""
-        now_ns = self._outlet.clock()
-        try:
-            with self.path.open("rb") as value_file:
-                raw = parse_sysfs_level(value_file.read(16))
-        except (OSError, ValueError) as exc:
-            self._outlet.fail(exc)
-            return self._backoff.next()
-        self._outlet.recovered()
-        self._backoff.reset()
-        self._outlet.emit(self.debouncer.sample(raw, now_ns))
-        return self._poll_s
+    @property
+    def _detector(self) -> _Detector:
+        return self.debouncer
 
-    async def run(self) -> None:
-        """Poll until cancelled."""
-        while True:
-            await asyncio.sleep(self.poll_once())
-
-    def health(self) -> InputHealth:
-        return self._outlet.health(self.debouncer)
+    def _sample(self, now_ns: int) -> Event | None:
+        return self.debouncer.sample(parse_sysfs_level(_read_attribute(self.path, 16)), now_ns)
 
 
 # -- shell: IIO accelerometer (sysfs) -------------------------------------------------------
 
 
 def parse_iio_number(data: bytes) -> float:
-    """An IIO sysfs attribute: one decimal number (`b"-123\n"`, `b"0.009576\n"`)."""
+    """An IIO sysfs attribute: one decimal number (`b"-123\\n"`, `b"0.009576\\n"`)."""
     value = float(data.strip().decode("ascii"))
     if not math.isfinite(value):
         raise ValueError(f"not a finite IIO value: {data[:24]!r}")
     return value
 
 
-class IioAccelerometerInput:
+class IioAccelerometerInput(_PolledSysfsInput):
     """Polls a Linux IIO accelerometer (`/sys/bus/iio/devices/iio:deviceN`) every `poll_ms`
-    and feeds a CrashRule: `in_accel_{x,y,z}_raw` times `in_accel_scale` are m/s^2 (IIO ABI).
-
-    Failures (device gone, garbage) set the health error and back off like the GPIO inputs; the
-    rule's state is kept meanwhile. Reads are sysfs attributes, answered without disk I/O.
-    """
+    and feeds a CrashRule: `in_accel_{x,y,z}_raw` times `in_accel_scale` are m/s^2 (IIO ABI)."""
 
     AXES = ("x", "y", "z")
 
@@ -538,38 +568,21 @@ class IioAccelerometerInput:
         max_backoff_ms: float = 1000.0,
         clock: Clock = time.monotonic_ns,
     ) -> None:
-        if poll_ms <= 0:
-            raise ValueError(f"poll_ms must be > 0, not {poll_ms}")
+        super().__init__(queue, poll_ms=poll_ms, max_backoff_ms=max_backoff_ms, clock=clock)
         self.device_dir = Path(device_dir)
         self.rule = rule
-        self._outlet = _Outlet(queue, clock)
-        self._poll_s = poll_ms / 1000
-        self._backoff = _Backoff(self._poll_s, max_backoff_ms / 1000)
+
+    @property
+    def _detector(self) -> _Detector:
+        return self.rule
 
     def _read(self, name: str) -> float:
-        with (self.device_dir / name).open("rb") as attribute:
-            return parse_iio_number(attribute.read(32))
+        return parse_iio_number(_read_attribute(self.device_dir / name))
 
-    def poll_once(self) -> float:
-        """Read one sample of the three axes; returns the seconds until the next poll."""
-        now_ns = self._outlet.clock()
-        try:
-            scale = self._read("in_accel_scale")
-            ax, ay, az = (self._read(f"in_accel_{axis}_raw") * scale for axis in self.AXES)
-        except (OSError, ValueError) as exc:
-            self._outlet.fail(exc)
-            return self._backoff.next()
-        self._outlet.recovered()
-        self._backoff.reset()
-        self._outlet.emit(self.rule.sample(ax, ay, az, now_ns))
-        return self._poll_s
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_once())
-
-    def health(self) -> InputHealth:
-        return self._outlet.health(self.rule)
+    def _sample(self, now_ns: int) -> Event | None:
+        scale = self._read("in_accel_scale")
+        ax, ay, az = (self._read(f"in_accel_{axis}_raw") * scale for axis in self.AXES)
+        return self.rule.sample(ax, ay, az, now_ns)
 
 
 # -- shell: GPIO character device (linux/gpio.h, v2 uAPI) -------------------------------------

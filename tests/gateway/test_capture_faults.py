@@ -10,10 +10,9 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import av
 import pytest
@@ -24,12 +23,9 @@ from gateway.capture.source import PyavSource, SourceSpec
 from gateway.gps import GpsdClient, GpsStatus, GpsTracker
 from gateway.recorder import RecorderPolicy, TriggerPolicy
 from gateway.synthetic import generate_clip
-from storage.audit import AuditLog
-from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey
 from storage.reader import ReadReport, read_evidence
-from storage.space import SpacePolicy
-from storage.store import EvidenceStore, StoreSettings
+from storage.store import EvidenceStore
 from tests.cameras import (
     ffmpeg_push_ts,
     free_port,
@@ -38,6 +34,7 @@ from tests.cameras import (
     push_mid_gop_drop,
     push_stalling_ts,
 )
+from tests.capture_helpers import segments, store_on, wait_for
 from tests.gpsfake import Gpsfake
 
 S = 1_000_000_000
@@ -49,13 +46,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_clip(path, seconds=6, fps=25, keyframe_interval_frames=25)
 
 
-async def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 @dataclass
 class Rig:
     service: CaptureService
@@ -63,19 +53,6 @@ class Rig:
     pushed: Camera
     steady: Camera
     port: int
-
-
-@contextlib.contextmanager
-def store_on(tmp_path: Path, recipient: RecipientPrivateKey) -> Iterator[EvidenceStore]:
-    device = DeviceKey.load_or_create(tmp_path / "state")
-    audit = AuditLog.open(tmp_path / "state" / "audit.jsonl", device)
-    settings = StoreSettings(card_dir=tmp_path / "card", space=SpacePolicy(1 << 20, 2 << 20))
-    store, _ = EvidenceStore.open(settings, (recipient.public(),), device, audit)
-    try:
-        yield store
-    finally:
-        store.close()
-        audit.close()
 
 
 @contextlib.asynccontextmanager
@@ -139,10 +116,6 @@ def decrypted(
 def decodable_frames(media: bytes) -> int:
     with av.open(io.BytesIO(media), mode="r", format="mpegts") as container:
         return sum(1 for _ in container.decode(video=0))
-
-
-def segments(report: ReadReport) -> list[dict[str, Any]]:
-    return [m for m in report.metadata if m["type"] == "segment"]
 
 
 async def test_garbage_stream_is_reported_and_disturbs_nothing(

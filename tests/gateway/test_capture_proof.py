@@ -11,53 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import av
 import pytest
 
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import PyavSource, SourceSpec
 from gateway.gps import GpsdClient, GpsTracker
 from gateway.recorder import RecorderPolicy, TriggerPolicy
-from storage.audit import AuditLog
-from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey
-from storage.reader import ReadReport, read_evidence
-from storage.space import SpacePolicy
-from storage.store import EvidenceStore, StoreSettings
 from tests.cameras import rtsp_camera
+from tests.capture_helpers import decrypt_all, segments, store_on, video_packets, wait_for
 from tests.gpsfake import Gpsfake, free_port, read_route
 
 S = 1_000_000_000
 PRERECORD_S = 10.0
 RECORD_S = 5.0
 POSTRECORD_S = 3.0
-
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-@contextlib.contextmanager
-def store_on(tmp_path: Path, recipient: RecipientPrivateKey) -> Iterator[EvidenceStore]:
-    device = DeviceKey.load_or_create(tmp_path / "state")
-    audit = AuditLog.open(tmp_path / "state" / "audit.jsonl", device)
-    settings = StoreSettings(card_dir=tmp_path / "card", space=SpacePolicy(1 << 20, 2 << 20))
-    store, _ = EvidenceStore.open(settings, (recipient.public(),), device, audit)
-    try:
-        yield store
-    finally:
-        store.close()
-        audit.close()
 
 
 @contextlib.asynccontextmanager
@@ -73,20 +46,6 @@ async def gps_from_gpsfake(tmp_path: Path) -> AsyncIterator[GpsTracker]:
         client.stop()
         await asyncio.wait_for(task, 5)
         fake.stop()
-
-
-def decrypt_all(store: EvidenceStore, key: RecipientPrivateKey) -> list[tuple[ReadReport, bytes]]:
-    out = []
-    for path in store.layout.sealed_files():
-        media = io.BytesIO()
-        with path.open("rb") as handle:
-            out.append((read_evidence(handle, key, media_out=media), media.getvalue()))
-    return out
-
-
-def video_packets(media: bytes) -> list[Any]:
-    with av.open(io.BytesIO(media), mode="r", format="mpegts") as container:
-        return [p for p in container.demux(video=0) if p.size]
 
 
 @pytest.mark.slow
@@ -134,11 +93,11 @@ async def test_rtsp_camera_prerecord_trigger_stop_postrecord_with_gps(
                 await service.stop()
 
         [(report, media)] = decrypt_all(store, recipient)
-    segments = [m for m in report.metadata if m["type"] == "segment"]
+    segs = segments(report)
     packets = video_packets(media)
     assert packets[0].is_keyframe, "the recording starts decodable"
-    assert segments[0]["start_mono_ns"] <= trigger_ns - PRERECORD_S * S
-    assert segments[-1]["end_mono_ns"] >= stop_ns + (POSTRECORD_S - 0.2) * S
+    assert segs[0]["start_mono_ns"] <= trigger_ns - PRERECORD_S * S
+    assert segs[-1]["end_mono_ns"] >= stop_ns + (POSTRECORD_S - 0.2) * S
     pts_steps = {b.pts - a.pts for a, b in itertools.pairwise(packets)}
     assert pts_steps == {3600}, f"gap or repeat in presentation timestamps: {pts_steps}"
     duration_s = (packets[-1].pts - packets[0].pts) / 90_000

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import av
 import pytest
 
 from gateway.capture.replay_source import ReplaySource
@@ -20,12 +17,9 @@ from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import SourceSpec
 from gateway.recorder import IllegalTransition, RecorderPolicy, TriggerPolicy
 from gateway.synthetic import generate_clip
-from storage.audit import AuditLog
-from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey
-from storage.reader import ReadReport, read_evidence
-from storage.space import SpacePolicy
-from storage.store import EvidenceStore, StoreSettings
+from storage.store import EvidenceStore
+from tests.capture_helpers import decrypt_all, store_on, video_packets, wait_for
 
 S = 1_000_000_000
 PRERECORD_S = 2.0
@@ -47,19 +41,8 @@ class Rig:
     audit_path: Path
 
 
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def rig(tmp_path: Path, clip: Path, recipient: RecipientPrivateKey) -> AsyncIterator[Rig]:
-    device = DeviceKey.load_or_create(tmp_path / "state")
-    audit = AuditLog.open(tmp_path / "state" / "audit.jsonl", device)
-    settings = StoreSettings(card_dir=tmp_path / "card", space=SpacePolicy(1 << 20, 2 << 20))
-    store, _ = EvidenceStore.open(settings, (recipient.public(),), device, audit)
     cameras = [
         Camera(
             ReplaySource(SourceSpec(name="dashcam", kind="replay", url=str(clip), serial="DC-1")),
@@ -84,45 +67,30 @@ async def rig(tmp_path: Path, clip: Path, recipient: RecipientPrivateKey) -> Asy
     policy = RecorderPolicy(
         prerecord_s=PRERECORD_S, default_trigger=TriggerPolicy(postrecord_s=POSTRECORD_S)
     )
-    service = CaptureService(store, cameras, policy, FACTS, tick_s=0.05)
-    await service.start()
-    try:
-        yield Rig(service, store, tmp_path / "state" / "audit.jsonl")
-    finally:
-        await service.stop()
-        store.close()
-        audit.close()
-
-
-def decrypt(store: EvidenceStore, key: RecipientPrivateKey) -> list[tuple[ReadReport, bytes]]:
-    out = []
-    for path in store.layout.sealed_files():
-        media = io.BytesIO()
-        with path.open("rb") as handle:
-            out.append((read_evidence(handle, key, media_out=media), media.getvalue()))
-    return out
-
-
-def demux(media: bytes) -> list[Any]:
-    with av.open(io.BytesIO(media), mode="r", format="mpegts") as container:
-        return [p for p in container.demux(video=0) if p.size]
+    with store_on(tmp_path, recipient) as store:
+        service = CaptureService(store, cameras, policy, FACTS, tick_s=0.05)
+        await service.start()
+        try:
+            yield Rig(service, store, tmp_path / "state" / "audit.jsonl")
+        finally:
+            await service.stop()
 
 
 async def test_prerecord_trigger_stop_postrecord(rig: Rig, recipient: RecipientPrivateKey) -> None:
     service = rig.service
-    await wait_for(lambda: service.cameras["dashcam"].ring.span_ns() >= (PRERECORD_S + 1) * S)
+    await wait_for(lambda: service.cameras["dashcam"].ring.span_ns() >= PRERECORD_S * S, "the ring")
     trigger_ns = time.monotonic_ns()
     await service.trigger("officer", button="web")
     await asyncio.sleep(1.0)
     stop_ns = time.monotonic_ns()
     await service.stop_recording()
-    await wait_for(lambda: service.recorder.state.value == "standby" and service.recording is None)
+    await wait_for(lambda: service.recording is None, "post-record to finish")
 
-    [(report, media)] = decrypt(rig.store, recipient)  # the broken bodycam recorded nothing
+    [(report, media)] = decrypt_all(rig.store, recipient)  # the broken bodycam recorded nothing
     segments = [m for m in report.metadata if m["type"] == "segment"]
     assert segments[0]["start_mono_ns"] <= trigger_ns - PRERECORD_S * S
     assert segments[-1]["end_mono_ns"] >= stop_ns + POSTRECORD_S * S - 0.1 * S
-    packets = demux(media)
+    packets = video_packets(media)
     assert packets[0].is_keyframe
     steps = {b.pts - a.pts for a, b in itertools.pairwise(packets)}
     assert steps == {3600}, "no gap (and no repeat) in presentation timestamps"
@@ -139,11 +107,11 @@ async def test_prerecord_trigger_stop_postrecord(rig: Rig, recipient: RecipientP
 
 
 async def test_every_trigger_is_audited_with_its_source(rig: Rig) -> None:
-    await wait_for(lambda: rig.service.cameras["dashcam"].ring.gops > 0)
+    await wait_for(lambda: rig.service.cameras["dashcam"].ring.gops > 0, "a keyframe")
     await rig.service.trigger("officer")
     await rig.service.trigger("lights")
     await rig.service.stop_recording()
-    await wait_for(lambda: rig.service.recording is None)
+    await wait_for(lambda: rig.service.recording is None, "the recording to end")
     entries = [json.loads(line) for line in rig.audit_path.read_text().splitlines()]
     triggers = [e["fields"] for e in entries if e["event"] == "gateway.trigger"]
     assert triggers == [
@@ -160,8 +128,8 @@ async def test_stop_while_standing_by_is_refused_and_nothing_breaks(rig: Rig) ->
 
 async def test_a_broken_camera_does_not_disturb_the_other(rig: Rig) -> None:
     service = rig.service
-    await wait_for(lambda: service.cameras["bodycam"].source.health.reconnects >= 3)
-    await wait_for(lambda: service.cameras["dashcam"].ring.span_ns() >= 2 * S)
+    await wait_for(lambda: service.cameras["bodycam"].source.health.reconnects >= 3, "retries")
+    await wait_for(lambda: service.cameras["dashcam"].ring.span_ns() >= 2 * S, "the ring")
     status = service.status()["cameras"]
     assert status["bodycam"]["connected"] is False
     assert status["bodycam"]["errors"] >= 3
