@@ -22,6 +22,8 @@ from gateway.capture.packet import CapturedPacket, StreamTemplate
 from storage.store import StreamWriter
 from storage.writer import DurablePoint
 
+SEGMENT_JITTER_ALLOWANCE = 0.9
+
 GpsWindow = Callable[[int, int], list[dict[str, Any]]]
 """(start_mono_ns, end_mono_ns) -> GPS samples taken in that window (JSON-able dicts)."""
 
@@ -131,7 +133,10 @@ class SegmentMuxer:
         if segment is None:
             return False
         new_connection = captured.template.generation != segment.generation
-        long_enough = captured.at_mono_ns - segment.start_mono_ns >= self._segment_min_ns
+        # Arrival times jitter by milliseconds: with a GOP equal to segment_min_s, a keyframe
+        # arriving a hair early would otherwise miss the cut and double the segment at random.
+        elapsed_ns = captured.at_mono_ns - segment.start_mono_ns
+        long_enough = elapsed_ns >= self._segment_min_ns * SEGMENT_JITTER_ALLOWANCE
         return new_connection or long_enough
 
     def _start_segment(self, captured: CapturedPacket) -> None:
