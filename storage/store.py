@@ -1,8 +1,8 @@
 """The evidence store: recordings in, sealed encrypted files + catalog + audit events out.
 
 This is the synchronous shell around the pure parts (format, retention, space policy). The async
-shell (`storage/aio_store.py`) gives each camera stream a worker thread so the event loop never
-blocks on the card.
+shell (`gateway/capture/service.py`) gives each camera stream a worker thread so the event loop
+never blocks on the card.
 
 Invariants:
 - a recording's data key lives in its `Recording` object only and is destroyed when it closes;
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.audit import AuditLog
-from storage.card import PART_SUFFIX, CardLayout
+from storage.card import PART_SUFFIX, CardLayout, Sidecar
 from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPublicKey, RecordingKey
@@ -110,7 +110,7 @@ class EvidenceStore:
             audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
         store = cls(settings, recipients, device_key, audit, catalog, clock_ms)
         for sidecar in report.recovered:
-            store._register_sealed(sidecar.file_id, sidecar.recording_id, sidecar)
+            store._register_sealed(sidecar)
         for discarded in report.discarded:
             store._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
         return store, report
@@ -161,8 +161,9 @@ class EvidenceStore:
             if record is not None and record.state is FileState.RECORDING:
                 self.catalog.transition(file_id, FileState.DELETED, deleted_at_ms=self.clock_ms())
 
-    def _register_sealed(self, file_id: str, recording_id: str, sealed: Any) -> None:
-        """Catalog a sealed or recovered file with its checksum (`sealed` is a Sidecar)."""
+    def _register_sealed(self, sealed: Sidecar) -> None:
+        """Catalog a sealed or recovered file with its checksum."""
+        file_id, recording_id = sealed.file_id, sealed.recording_id
         with self._lock:
             existing = self.catalog.get(file_id)
             base = existing or FileRecord(
@@ -392,9 +393,7 @@ class StreamWriter:
             return
         sealed = writer.seal()
         self.recording.sealed.append(sealed)
-        self.store._register_sealed(
-            sealed.sidecar.file_id, sealed.sidecar.recording_id, sealed.sidecar
-        )
+        self.store._register_sealed(sealed.sidecar)
         self.store.audit.append(
             "storage.file_sealed",
             file_id=sealed.sidecar.file_id,

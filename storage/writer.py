@@ -1,8 +1,8 @@
 """The evidence file writer: encrypt, chunk, fsync (docs/evidence-format.md section 5).
 
 Synchronous and single-owner: one thread at a time drives a writer (the async shell in
-`storage/aio_store.py` gives each writer its own worker thread). The durability contract: when
-`sync()` or `seal()` returns, everything appended before it survives a power cut.
+`gateway/capture/service.py` gives each camera its own worker thread). The durability contract:
+when `sync()` or `seal()` returns, everything appended before it survives a power cut.
 
 No plaintext media ever reaches the disk: media is buffered in RAM until it is sealed into a chunk.
 """

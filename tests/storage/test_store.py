@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 from pathlib import Path
 
 import pytest
 
-from storage.aio_store import AsyncRecording
 from storage.audit import AuditLog, verify_audit_log
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
@@ -144,39 +142,6 @@ def test_retention_deletes_attested_now_and_unattested_only_when_expired(
     clock.now_ms += 1
     assert [d.recording_id for d in store.apply_retention()] == [young]
     assert store.layout.recording_dir(held).exists()
-
-
-async def test_two_cameras_record_concurrently_without_blocking_the_loop(
-    store: EvidenceStore, recipient: RecipientPrivateKey
-) -> None:
-    recording = await AsyncRecording.start(store, {"officer_id": "boa-17"})
-    media = {name: os.urandom(100_000) for name in ("dashcam", "bodycam")}
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    async def feed(name: str) -> None:
-        stream = recording.open_stream(name)
-        for index, start in enumerate(range(0, 100_000, 10_000)):
-            await stream.append_media(media[name][start : start + 10_000])
-            await stream.end_segment({"index": index})
-
-    tick_task = asyncio.create_task(ticker())
-    await asyncio.gather(feed("dashcam"), feed("bodycam"))
-    sealed = await recording.close()
-    tick_task.cancel()
-    assert ticks > 20, "the event loop kept running while the card was written"
-    by_camera: dict[str, bytes] = {}
-    for item in sealed:
-        out = io.BytesIO()
-        with item.path.open("rb") as handle:
-            report = read_evidence(handle, recipient, media_out=out)
-        by_camera[report.metadata[0]["camera"]] = out.getvalue()
-    assert by_camera == media
 
 
 def test_discarded_empty_file_leaves_the_catalog_as_deleted(
