@@ -171,10 +171,15 @@ def _open_chunk(
                 f"position {index} holds chunk {framing.index} (chunks moved or removed)", index
             )
         raise CorruptChunk(f"chunk {index}: index field damaged", index)
+    crc_matches = crc32(sealed) == framing.crc32
     plaintext = opener.open(framing, sealed, index)
     if plaintext is None:
-        damage = "bits damaged" if crc32(sealed) != framing.crc32 else "authentication failed"
+        damage = "authentication failed" if crc_matches else "bits damaged"
         raise CorruptChunk(f"chunk {index} does not authenticate ({damage})", index)
+    if not crc_matches:
+        # The crc is outside the AEAD, so an authentic chunk with a wrong crc means the framing
+        # itself was damaged on the card; the spec counts any flipped bit as corruption.
+        raise CorruptChunk(f"chunk {index}: crc32 field damaged", index)
     return plaintext
 
 

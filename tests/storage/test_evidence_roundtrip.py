@@ -231,3 +231,32 @@ def test_any_flipped_bit_is_an_evidence_error(
     data[position % len(data)] ^= 1 << bit
     with pytest.raises(EvidenceError):
         read_bytes(bytes(data), recipient)
+
+
+def test_a_flipped_crc_on_an_authentic_chunk_is_corruption(
+    sealed: tuple[bytes, bytes], recipient: RecipientPrivateKey
+) -> None:
+    data = bytearray(sealed[0])
+    first_record_start, _ = record_spans(bytes(data))[0]
+    data[first_record_start + 12] ^= 0x01  # framing bytes 12..15 hold the crc32
+    with pytest.raises(CorruptChunk, match="crc32"):
+        read_bytes(bytes(data), recipient)
+
+
+def test_every_byte_of_header_first_records_and_tail_is_covered(
+    sealed: tuple[bytes, bytes], recipient: RecipientPrivateKey
+) -> None:
+    """Exhaustive over the structured parts, where the random test may miss a 4-byte field."""
+    data = sealed[0]
+    _, second_record_end = record_spans(data)[1]
+    positions = [*range(second_record_end), *range(len(data) - 200, len(data))]
+    undetected = []
+    for position in positions:
+        damaged = bytearray(data)
+        damaged[position] ^= 0x01
+        try:
+            read_bytes(bytes(damaged), recipient)
+        except EvidenceError:
+            continue
+        undetected.append(position)
+    assert undetected == []
