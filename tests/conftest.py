@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storage.envelope import RecipientPrivateKey
+from tests.tls_helpers import TestPki, make_test_pki
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +17,9 @@ def recipient() -> RecipientPrivateKey:
 @pytest.fixture(scope="session")
 def second_recipient() -> RecipientPrivateKey:
     return RecipientPrivateKey.generate()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """One throwaway back office PKI per test session (see tests/tls_helpers.py)."""
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
