@@ -1,0 +1,1 @@
+"""Emulated networks for tests and benchmarks: a fault-injecting proxy and netns links."""
