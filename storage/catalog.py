@@ -58,7 +58,7 @@ from storage.evidence_format import (
     file_tag,
 )
 from storage.fsutil import fsync_dir
-from storage.models import FileRecord, FileState
+from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -165,7 +165,16 @@ def record_from_json(raw: object) -> FileRecord:
         attested_sha256_hex=_opt(obj, "attested_sha256_hex", str),
         held=_req(obj, "held", bool),
         deleted_at_ms=_opt(obj, "deleted_at_ms", int),
+        upload_class=_upload_class(obj),
     )
+
+
+def _upload_class(obj: dict[str, Any]) -> str:
+    """Records written before upload classes existed are evidence (P1), the safe middle."""
+    value = _opt(obj, "upload_class", str) or "P1"
+    if value not in UPLOAD_CLASSES:
+        raise CatalogCorruptError(f"unknown upload class {value!r}")
+    return value
 
 
 def _req(obj: dict[str, Any], name: str, kind: type[_T]) -> _T:
@@ -304,6 +313,15 @@ class Catalog:
         """Hold (request, complaint, police demand) or release a file; any state."""
         with self._cache.transact():
             updated = self._require(file_id).with_changes(held=held)
+            self._store(updated)
+        return updated
+
+    def set_upload_class(self, file_id: str, upload_class: str) -> FileRecord:
+        """Change a file's upload priority (an incident flagged after the fact); any state."""
+        if upload_class not in UPLOAD_CLASSES:
+            raise ValueError(f"unknown upload class {upload_class!r}")
+        with self._cache.transact():
+            updated = self._require(file_id).with_changes(upload_class=upload_class)
             self._store(updated)
         return updated
 

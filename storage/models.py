@@ -8,6 +8,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+UPLOAD_CLASSES = ("P0", "P1", "P2")
+
 
 class FileState(enum.StrEnum):
     """Life of one evidence file on the card.
@@ -43,6 +45,9 @@ class FileRecord:
     attested_sha256_hex: str | None = None
     held: bool = False
     deleted_at_ms: int | None = None
+    upload_class: str = "P1"
+    """Upload priority (transport/scheduler.py): "P0" flagged incident, "P1" evidence, "P2" routine.
+    Storage only carries it; the uplink decides what it means."""
 
     @property
     def is_attested(self) -> bool:

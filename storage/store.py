@@ -30,7 +30,7 @@ from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPublicKey, RecordingKey
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.fsutil import durable_unlink, fsync_dir
-from storage.models import FileRecord, FileState
+from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 from storage.recovery import RecoveryReport, recover_card
 from storage.retention import Deletion, RetentionPolicy, plan_retention
 from storage.space import (
@@ -89,6 +89,8 @@ class EvidenceStore:
         self.catalog = catalog
         self.clock_ms = clock_ms
         self.alarms: dict[str, str] = {}
+        # Upload class of each recording still being written (its future files inherit it).
+        self._live_upload_classes: dict[str, str] = {}
         self.check_space = write_guard(self.layout.root, settings.space)
         self._lock = threading.Lock()
 
@@ -132,7 +134,11 @@ class EvidenceStore:
             self.alarms["card_full"] = reason
             self.audit.append("storage.recording_refused", reason=reason)
             raise RecordingRefused(f"recording refused: {reason}")
+        upload_class = str(facts.get("upload_class", "P1"))
+        if upload_class not in UPLOAD_CLASSES:
+            raise ValueError(f"unknown upload class {upload_class!r}")
         recording_id = uuid.uuid4().bytes
+        self._live_upload_classes[recording_id.hex()] = upload_class
         key = RecordingKey(recording_id, self.recipients)
         trigger = facts.get("trigger")
         source = trigger.get("source") if isinstance(trigger, dict) else None
@@ -150,9 +156,31 @@ class EvidenceStore:
             file_seq=header.file_seq,
             created_at_ms=header.created_at_ms,
             state=FileState.RECORDING,
+            upload_class=self._live_upload_classes.get(header.recording_id.hex(), "P1"),
         )
         with self._lock, _catalog_full_is_card_full(self.layout.root, self.settings.space):
             self.catalog.put(record)
+
+    def flag_incident(self, recording_id: str) -> list[FileRecord]:
+        """Make every file of a recording, present and future, a P0 upload (officer's flag).
+
+        Audited; deleted files are left as they are. Returns the files that changed.
+        """
+        with self._lock:
+            if recording_id in self._live_upload_classes:
+                self._live_upload_classes[recording_id] = "P0"
+            changed = [
+                self.catalog.set_upload_class(record.file_id, "P0")
+                for record in self.catalog.by_recording(recording_id)
+                if record.state is not FileState.DELETED and record.upload_class != "P0"
+            ]
+        self.audit.append(
+            "storage.recording_flagged", recording_id=recording_id, files=len(changed)
+        )
+        return changed
+
+    def _end_recording(self, recording_id: str) -> None:
+        self._live_upload_classes.pop(recording_id, None)
 
     def _forget_discarded(self, file_id: str) -> None:
         """A `.part` that recovery deleted (no durable header) leaves the catalog as DELETED."""
@@ -271,6 +299,7 @@ class Recording:
                 stream.close()
         finally:
             self.key.destroy()
+            self.store._end_recording(self.recording_id)
         self.store.audit.append(
             "storage.recording_sealed", recording_id=self.recording_id, files=len(self.sealed)
         )

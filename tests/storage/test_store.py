@@ -180,3 +180,26 @@ def test_card_full_at_file_open_leaks_nothing(
     assert not list(store.layout.part_files()), "no file is left when its header never landed"
     assert open_evidence_fds(store.layout.root) == []
     assert store.alarms["card_full"]
+
+
+def test_upload_class_follows_the_recording_and_an_incident_flag(
+    tmp_path: Path, store: EvidenceStore
+) -> None:
+    recording = store.start_recording({"upload_class": "P2"})
+    stream = recording.open_stream("dash")
+    stream.append_media(b"x" * 1000)
+    stream.end_segment({"seq": 0})
+    first = store.catalog.by_recording(recording.recording_id)
+    assert [r.upload_class for r in first] == ["P2"]
+    changed = store.flag_incident(recording.recording_id)
+    assert [r.upload_class for r in changed] == ["P0"]
+    recording.close()
+    sealed = store.catalog.by_recording(recording.recording_id)
+    assert {r.upload_class for r in sealed} == {"P0"}
+    log = (tmp_path / "state" / "audit.jsonl").read_bytes()
+    assert b"storage.recording_flagged" in log
+
+
+def test_an_unknown_upload_class_is_refused(store: EvidenceStore) -> None:
+    with pytest.raises(ValueError, match="upload class"):
+        store.start_recording({"upload_class": "P9"})
