@@ -88,6 +88,17 @@ class TriggerSection:
     may_stop: bool = False
     cameras: tuple[str, ...] = ()  # empty: every camera of the vehicle
     threshold_mps: float = 25.0  # the speed trigger only: 90 km/h
+    upload_class: str = ""  # "P0", "P1" or "P2"; empty: DEFAULT_UPLOAD_CLASSES, else P1
+
+
+DEFAULT_UPLOAD_CLASSES = {"crash": "P0"}
+"""A collision is an incident without anyone flagging it: upload at once over any link."""
+
+
+def upload_class_for(source: str, triggers: dict[str, TriggerSection]) -> str:
+    """The upload class of recordings started (or escalated) by trigger `source`."""
+    configured = triggers[source].upload_class if source in triggers else ""
+    return configured or DEFAULT_UPLOAD_CLASSES.get(source, "P1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +281,8 @@ def _parse_triggers(values: Any, cameras: set[str], source: str) -> dict[str, Tr
             raise ConfigError(
                 f"{source}: triggers.{name}.cameras names unknown camera {unknown[0]}"
             )
+        if trigger.upload_class not in ("", "P0", "P1", "P2"):
+            raise ConfigError(f"{source}: triggers.{name}.upload_class must be P0, P1 or P2")
         triggers[name] = trigger
     return triggers
 

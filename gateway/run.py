@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.local import CameraSection, LocalConfig
+from config.local import CameraSection, LocalConfig, upload_class_for
 from gateway.api import start_api
 from gateway.box import Box, open_box
 from gateway.capture.replay_source import ReplaySource
@@ -127,7 +127,12 @@ async def start_box(config: LocalConfig) -> RunningBox:
     ]
     facts = {**box.facts, "officer_id": None}
     service = CaptureService(
-        box.store, cameras, recorder_policy(config), facts, gps_window=gps.samples_between
+        box.store,
+        cameras,
+        recorder_policy(config),
+        facts,
+        gps_window=gps.samples_between,
+        upload_class_of=lambda source: upload_class_for(source, config.triggers),
     )
     gpsd = GpsdClient(gps, config.gps.host, config.gps.port)
     running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE))

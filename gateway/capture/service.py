@@ -135,8 +135,10 @@ class CaptureService:
         gps_window: GpsWindow = no_gps,
         tick_s: float = 0.25,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        upload_class_of: Callable[[str], str] = lambda _source: "P1",
     ) -> None:
         self.store = store
+        self.upload_class_of = upload_class_of
         self.cameras = {c.name: c for c in cameras}
         self.recorder = Recorder(policy)
         self.facts = dict(facts)
@@ -209,6 +211,7 @@ class CaptureService:
             await self._start(action)
         elif isinstance(action, NoteTrigger):
             await self._audit_trigger(action.source, started=False)
+            await self._escalate(action.source)
             self._attach_cameras(action.cameras, event.now_ns)
             await self._broadcast(
                 {
@@ -240,15 +243,20 @@ class CaptureService:
         await self._audit_trigger(action.source, started=True)
         trigger = {"source": action.source, "at_ms": _wall_ms(), **_scalars(action.facts)}
         try:
-            self.recording = await asyncio.to_thread(
-                self.store.start_recording, {**self.facts, "trigger": trigger}
-            )
+            facts = {**self.facts, "trigger": trigger}
+            facts["upload_class"] = self.upload_class_of(action.source)
+            self.recording = await asyncio.to_thread(self.store.start_recording, facts)
         except RecordingRefused as exc:
             self.alarms["card_full"] = str(exc)
             self.recorder.handle(Event(EventKind.ABORT, self.clock_ns(), action.source))
             return
         self.recording_started_ns = self.clock_ns()
         self._attach_cameras(action.cameras, action.prerecord_from_ns)
+
+    async def _escalate(self, source: str) -> None:
+        """A P0 trigger (a crash) during a running recording makes the whole recording P0."""
+        if self.recording is not None and self.upload_class_of(source) == "P0":
+            await asyncio.to_thread(self.store.flag_incident, self.recording.recording_id)
 
     def _attach_cameras(self, names: frozenset[str] | None, since_ns: int) -> None:
         """Give each selected camera not yet recording its part, fed from its ring first.

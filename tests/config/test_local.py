@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config.local import ConfigError, load_config, parse_config
+from config.local import ConfigError, load_config, parse_config, upload_class_for
 
 MINIMAL = {"box": {"recipient_keys": ["recording.pub"]}}
 
@@ -100,3 +100,15 @@ cameras = ["dashcam"]
     assert config.triggers["lights"].may_stop is True
     assert config.triggers["speed"].cameras == ("dashcam",)
     assert config.triggers["speed"].postrecord_s == 30.0
+
+
+def test_upload_class_per_trigger_defaults_crash_to_p0() -> None:
+    config = parse_config(
+        {**MINIMAL, "triggers": {"siren": {"upload_class": "P2"}, "lights": {}}}, "box.toml"
+    )
+    assert upload_class_for("siren", config.triggers) == "P2"
+    assert upload_class_for("lights", config.triggers) == "P1"
+    assert upload_class_for("crash", config.triggers) == "P0"
+    assert upload_class_for("officer", config.triggers) == "P1"
+    with pytest.raises(ConfigError, match=r"triggers\.siren\.upload_class"):
+        parse_config({**MINIMAL, "triggers": {"siren": {"upload_class": "P7"}}}, "box.toml")

@@ -68,7 +68,14 @@ async def rig(tmp_path: Path, clip: Path, recipient: RecipientPrivateKey) -> Asy
         prerecord_s=PRERECORD_S, default_trigger=TriggerPolicy(postrecord_s=POSTRECORD_S)
     )
     with store_on(tmp_path, recipient) as store:
-        service = CaptureService(store, cameras, policy, FACTS, tick_s=0.05)
+        service = CaptureService(
+            store,
+            cameras,
+            policy,
+            FACTS,
+            tick_s=0.05,
+            upload_class_of=lambda source: {"crash": "P0", "lights": "P2"}.get(source, "P1"),
+        )
         await service.start()
         try:
             yield Rig(service, store, tmp_path / "state" / "audit.jsonl")
@@ -118,6 +125,19 @@ async def test_every_trigger_is_audited_with_its_source(rig: Rig) -> None:
         {"source": "officer", "started_recording": True},
         {"source": "lights", "started_recording": False},
     ]
+
+
+async def test_a_crash_during_a_recording_makes_it_an_incident(rig: Rig) -> None:
+    await wait_for(lambda: rig.service.cameras["dashcam"].ring.gops > 0, "a keyframe")
+    await rig.service.trigger("lights")
+    assert rig.service.recording is not None
+    recording_id = rig.service.recording.recording_id
+    await wait_for(lambda: rig.store.catalog.by_recording(recording_id), "the first file")
+    assert {r.upload_class for r in rig.store.catalog.by_recording(recording_id)} == {"P2"}
+    await rig.service.trigger("crash")
+    await rig.service.stop_recording()
+    await wait_for(lambda: rig.service.recording is None, "the recording to end")
+    assert {r.upload_class for r in rig.store.catalog.by_recording(recording_id)} == {"P0"}
 
 
 async def test_stop_while_standing_by_is_refused_and_nothing_breaks(rig: Rig) -> None:
