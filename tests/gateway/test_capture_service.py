@@ -132,7 +132,7 @@ async def test_a_crash_during_a_recording_makes_it_an_incident(rig: Rig) -> None
     await rig.service.trigger("lights")
     assert rig.service.recording is not None
     recording_id = rig.service.recording.recording_id
-    await wait_for(lambda: rig.store.catalog.by_recording(recording_id), "the first file")
+    await wait_for(lambda: bool(rig.store.catalog.by_recording(recording_id)), "the first file")
     assert {r.upload_class for r in rig.store.catalog.by_recording(recording_id)} == {"P2"}
     await rig.service.trigger("crash")
     await rig.service.stop_recording()
