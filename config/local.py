@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from transport.pinning import PinFormatError, parse_pin
+
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
 
@@ -63,6 +65,52 @@ class ApiSection:
 
     host: str = "127.0.0.1"
     port: int = 8088
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSection:
+    """The back office the box uploads to (docs/tus-profile.md), pinned and mutually authenticated.
+
+    `host` is where to connect (name or address); `server_name` is the name its certificate must
+    carry. `h3_port` 0 means the back office offers no HTTP/3. Paths are relative to this file.
+    """
+
+    enabled: bool = False
+    host: str = ""
+    port: int = 443
+    h3_port: int = 0
+    server_name: str = ""
+    endpoint_path: str = "/files/"
+    ca_file: str = ""
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    pins: tuple[str, ...] = ()
+    chunk_bytes: int = 4 * 1024 * 1024
+    max_parallel_per_link: int = 2
+    cellular_max_file_bytes: int = 64 * 1024 * 1024
+    retry_initial_s: float = 2.0
+    retry_max_s: float = 300.0
+    attempts_per_assignment: int = 6
+    connect_timeout_s: float = 15.0
+    request_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSection:
+    """One uplink ([[links]]): `cost_class` wifi or cellular; bound by `interface` and/or
+    `source_address`. Caps of 0 mean none. `p0_reserve_bytes` of the monthly cap is kept for
+    flagged incidents (P0)."""
+
+    name: str = ""
+    cost_class: str = "wifi"
+    interface: str = ""
+    source_address: str = ""
+    monthly_cap_bytes: int = 0
+    billing_day: int = 1
+    rate_cap_bytes_per_s: int = 0
+    headroom_fraction: float = 0.2
+    p0_reserve_bytes: int = 0
+    udp_allowed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +196,21 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("inputs", "threshold_g"): (0.1, 20),
     ("triggers", "postrecord_s"): (0, 120),
     ("triggers", "threshold_mps"): (1, 100),
+    ("uplink", "port"): (1, 65535),
+    ("uplink", "h3_port"): (0, 65535),
+    ("uplink", "chunk_bytes"): (64 * 1024, 64 * 1024 * 1024),
+    ("uplink", "max_parallel_per_link"): (1, 8),
+    ("uplink", "cellular_max_file_bytes"): (0, 1 << 40),
+    ("uplink", "retry_initial_s"): (0.01, 600),
+    ("uplink", "retry_max_s"): (0.1, 3600),
+    ("uplink", "attempts_per_assignment"): (1, 100),
+    ("uplink", "connect_timeout_s"): (1, 300),
+    ("uplink", "request_timeout_s"): (1, 3600),
+    ("links", "monthly_cap_bytes"): (0, 1 << 50),
+    ("links", "billing_day"): (1, 28),
+    ("links", "rate_cap_bytes_per_s"): (0, 1 << 40),
+    ("links", "headroom_fraction"): (0, 0.5),
+    ("links", "p0_reserve_bytes"): (0, 1 << 50),
 }
 
 
@@ -161,6 +224,8 @@ class LocalConfig:
     cameras: tuple[CameraSection, ...] = ()
     inputs: tuple[InputSection, ...] = ()
     triggers: dict[str, TriggerSection] = field(default_factory=dict)
+    uplink: UplinkSection = field(default_factory=UplinkSection)
+    links: tuple[LinkSection, ...] = ()
     source: str = "<defaults>"
 
     def resolve(self, relative: str) -> Path:
@@ -192,6 +257,8 @@ Section = (
     | CameraSection
     | InputSection
     | TriggerSection
+    | UplinkSection
+    | LinkSection
 )
 _SECTIONS: dict[str, type[Section]] = {
     "box": BoxSection,
@@ -199,8 +266,9 @@ _SECTIONS: dict[str, type[Section]] = {
     "recording": RecordingSection,
     "gps": GpsSection,
     "api": ApiSection,
+    "uplink": UplinkSection,
 }
-_COLLECTIONS = frozenset({"cameras", "inputs", "triggers"})
+_COLLECTIONS = frozenset({"cameras", "inputs", "triggers", "links"})
 
 
 def load_config(path: Path) -> LocalConfig:
@@ -234,7 +302,48 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
         raise ConfigError(
             f"{source}: storage.min_free_to_start_bytes must exceed storage.card_reserve_bytes"
         )
-    return LocalConfig(box, storage, recording, gps, api, cameras, inputs, triggers, source)
+    uplink = _parse_section(raw.get("uplink", {}), "uplink", UplinkSection, source)
+    links = _parse_links(raw.get("links", []), source)
+    _check_uplink(uplink, links, source)
+    return LocalConfig(
+        box, storage, recording, gps, api, cameras, inputs, triggers, uplink, links, source
+    )
+
+
+def _parse_links(values: Any, source: str) -> tuple[LinkSection, ...]:
+    if not isinstance(values, list):
+        raise ConfigError(f"{source}: links must be an array of tables ([[links]])")
+    links = tuple(_parse_section(v, "links", LinkSection, source) for v in values)
+    names = [link.name for link in links]
+    for link in links:
+        if not link.name or names.count(link.name) > 1:
+            raise ConfigError(f"{source}: links.name must be set and unique ({link.name!r})")
+        if link.cost_class not in ("wifi", "cellular"):
+            raise ConfigError(f"{source}: links.cost_class must be wifi or cellular ({link.name})")
+        if link.p0_reserve_bytes > link.monthly_cap_bytes > 0:
+            raise ConfigError(f"{source}: links.p0_reserve_bytes exceeds the cap ({link.name})")
+    return links
+
+
+def _check_uplink(uplink: UplinkSection, links: tuple[LinkSection, ...], source: str) -> None:
+    """An enabled uplink must be fully pinned: there is no unverified or unpinned mode (L1)."""
+    if not uplink.enabled:
+        return
+    required = ("host", "server_name", "ca_file", "client_cert_file", "client_key_file")
+    for key in required:
+        if not getattr(uplink, key):
+            raise ConfigError(f"{source}: uplink.{key} is required when the uplink is enabled")
+    if not 1 <= len(uplink.pins) <= 4:
+        raise ConfigError(f"{source}: uplink.pins needs a primary and a backup pin (1 to 4)")
+    for pin in uplink.pins:
+        try:
+            parse_pin(pin)
+        except PinFormatError as exc:
+            raise ConfigError(f"{source}: uplink.pins: {exc}") from exc
+    if not links:
+        raise ConfigError(f"{source}: the uplink is enabled but no [[links]] are configured")
+    if not uplink.endpoint_path.startswith("/"):
+        raise ConfigError(f"{source}: uplink.endpoint_path must start with /")
 
 
 def _parse_cameras(values: Any, source: str) -> tuple[CameraSection, ...]:

@@ -112,3 +112,46 @@ def test_upload_class_per_trigger_defaults_crash_to_p0() -> None:
     assert upload_class_for("officer", config.triggers) == "P1"
     with pytest.raises(ConfigError, match=r"triggers\.siren\.upload_class"):
         parse_config({**MINIMAL, "triggers": {"siren": {"upload_class": "P7"}}}, "box.toml")
+
+
+PIN = "sha256/" + "A" * 43 + "="
+UPLINK = {
+    "enabled": True,
+    "host": "127.0.0.1",
+    "server_name": "backoffice.test",
+    "ca_file": "ca.crt",
+    "client_cert_file": "client.crt",
+    "client_key_file": "client.key",
+    "pins": [PIN],
+}
+WIFI = {"name": "wlan0", "cost_class": "wifi", "interface": "wlan0"}
+
+
+def test_an_enabled_uplink_with_links_parses() -> None:
+    lte = {"name": "wwan0", "cost_class": "cellular", "monthly_cap_bytes": 10, "billing_day": 15}
+    config = parse_config({**MINIMAL, "uplink": UPLINK, "links": [WIFI, lte]}, "box.toml")
+    assert config.uplink.pins == (PIN,)
+    assert [link.name for link in config.links] == ["wlan0", "wwan0"]
+    assert config.links[1].billing_day == 15
+
+
+@pytest.mark.parametrize(
+    ("uplink", "links", "message"),
+    [
+        ({**UPLINK, "pins": []}, [WIFI], "uplink.pins needs"),
+        ({**UPLINK, "pins": ["md5/abc"]}, [WIFI], "must start with 'sha256/'"),
+        ({**UPLINK, "pins": ["sha256/AAAA"]}, [WIFI], "a SHA-256 is 32"),
+        ({**UPLINK, "ca_file": ""}, [WIFI], "uplink.ca_file is required"),
+        (UPLINK, [], "no \\[\\[links\\]\\]"),
+        (UPLINK, [WIFI, WIFI], "links.name must be set and unique"),
+        (UPLINK, [{**WIFI, "cost_class": "satellite"}], "wifi or cellular"),
+        (UPLINK, [{**WIFI, "billing_day": 31}], "links.billing_day = 31"),
+        (UPLINK, [{**WIFI, "monthly_cap_bytes": 5, "p0_reserve_bytes": 6}], "exceeds the cap"),
+        ({**UPLINK, "verify": False}, [WIFI], "unknown key uplink.verify"),
+    ],
+)
+def test_an_incomplete_or_unpinned_uplink_is_refused(
+    uplink: dict[str, object], links: list[dict[str, object]], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**MINIMAL, "uplink": uplink, "links": links}, "box.toml")
