@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench torture clean system-deps
+.PHONY: demo test lint typecheck unit bench torture clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -21,11 +21,15 @@ $(STAMP): $(PY) pyproject.toml
 
 # Debian packages the tests use as real peers: gpsd + gpsfake (GPS), the ffmpeg CLI (pushing
 # cameras, the capture benchmark's baseline), gst-rtsp-server through Debian's python3-gi (an RTSP
-# camera on loopback). Installed only when missing, so a prepared machine starts at once.
+# camera on loopback), iproute2 + nftables (emulated links in network namespaces: tbf for rate,
+# nftables for loss). Installed only when missing, so a prepared machine starts at once.
 APT_PACKAGES := gpsd gpsd-clients ffmpeg python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 \
-	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 nftables
+# npm peers: @tus/server with its file store (the box's tus interop peer). Needs Node >= 20.19.
+TUS_NODE := tests/peers/tus_node
 system-deps:
 	@if ! command -v gpsfake >/dev/null || ! command -v ffmpeg >/dev/null || \
+	    ! command -v nft >/dev/null || ! command -v tc >/dev/null || \
 	    ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); \
 	      gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; \
 	      Gst.init(None); assert Gst.ElementFactory.find('x264enc')" 2>/dev/null; then \
@@ -44,7 +48,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP) system-deps
+npm-peers: $(TUS_NODE)/node_modules/.package-lock.json
+
+$(TUS_NODE)/node_modules/.package-lock.json: $(TUS_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node >= 20.19) is needed for the @tus/server peer"; exit 1; }
+	npm ci --prefix $(TUS_NODE) --no-audit --no-fund --loglevel=error
+
+unit: $(STAMP) system-deps npm-peers
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit
