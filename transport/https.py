@@ -1,0 +1,346 @@
+"""The HTTPS (HTTP/1.1 over TLS, aiohttp) transport: mutual TLS, SPKI-pinned before the first byte.
+
+Invariants:
+- Every new TLS connection is checked against the pins after its handshake and before a single
+  request byte is written; a mismatch drops that connection and raises PinMismatch (RULES L1). A
+  chain or host name that fails verification is PinMismatch too: an unknown certificate is
+  dropped, never trusted, never downgraded.
+- The chain and host name are verified against `tls.server_name` (SNI and `Host` name it too),
+  even when the endpoint `host` is an IP address chosen by the link.
+- Everything is bounded: at most `max_connections` connections, the connect + handshake by
+  `connect_timeout_s`, each socket read by `read_timeout_s`, the whole request (response body
+  included) by `request_timeout_s`, and the response body by MAX_RESPONSE_BODY_BYTES.
+- Errors leave by fault (transport/errors.py): TransientNetworkError when the outcome is unknown,
+  PinMismatch, HostileServer (invalid HTTP, endless body); no aiohttp exception escapes.
+- No redirect is followed, no cookie is kept or sent, no proxy is taken from the environment, and
+  no response is decompressed (a compressed body could expand past any bound before it is read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+from aiohappyeyeballs import AddrInfoType, SocketFactoryType
+from aiohttp.client_proto import ResponseHandler
+from yarl import URL
+
+from transport.binding import LinkBinding, bound_socket
+from transport.checksum import checksum_header
+from transport.errors import HostileServer, PinMismatch, TransientNetworkError, TransportError
+from transport.http import MAX_RESPONSE_BODY_BYTES, HttpRequest, HttpResponse
+from transport.pinning import PinSet
+from transport.tls import ClientTlsSettings, client_ssl_context
+
+READ_PIECE_BYTES = 16 * 1024
+"""A response body is read in pieces of at most this size, so at most one piece past the limit
+is ever held before HostileServer is raised."""
+
+READ_BUFFER_BYTES = 64 * 1024
+"""aiohttp's per-connection read buffer (it pauses the socket beyond about twice this)."""
+
+HTTPS_DEFAULT_PORT = 443
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+def request_url(host: str, port: int, target: str) -> URL:
+    """`https://{host}:{port}{target}`, sent exactly as given (no requoting).
+
+    `target` must be an absolute path (optionally with a query): it may come from a server's
+    Location header, and anything else ("@evil.test/", "//evil.test/") could move the request to
+    another authority. ValueError if it is not.
+    """
+    if not target.startswith("/") or target.startswith("//"):
+        raise ValueError(f"request target {target!r} is not an absolute path")
+    if not all("!" <= character <= "~" for character in target):
+        raise ValueError(f"request target {target!r} has a space, control or non-ASCII character")
+    origin = URL.build(scheme="https", host=host, port=port)
+    url = URL(str(origin) + target, encoded=True)
+    if url.origin() != origin:
+        raise ValueError(f"request target {target!r} changes the authority")
+    return url
+
+
+def host_header_value(server_name: str, port: int) -> str:
+    """The Host header: the back office's name, not the IP the link connects to, so a reverse
+    proxy routing by name sees the same name as SNI and the certificate."""
+    return server_name if port == HTTPS_DEFAULT_PORT else f"{server_name}:{port}"
+
+
+def outgoing_headers(
+    request: HttpRequest, body: bytes | None, server_name: str, port: int
+) -> list[tuple[str, str]]:
+    """The request's headers plus Host (unless given) and Upload-Checksum (when asked for).
+
+    ValueError when `body` does not match the request's BodySlice (a bug in the caller: sending
+    the wrong bytes under a checksum or offset would corrupt the upload).
+    """
+    headers = list(request.headers)
+    if not any(name.lower() == "host" for name, _ in headers):
+        headers.append(("Host", host_header_value(server_name, port)))
+    if request.body is None:
+        if body:
+            raise ValueError("body bytes given for a request without a BodySlice")
+        return headers
+    if body is None or len(body) != request.body.length_bytes:
+        got = "no body" if body is None else f"{len(body)} bytes"
+        raise ValueError(f"BodySlice is {request.body.length_bytes} bytes but got {got}")
+    if request.body.checksum_algorithm is not None:
+        headers.append(checksum_header(request.body.checksum_algorithm, body))
+    return headers
+
+
+def lower_case_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header names lower-cased; repeated fields joined with ", " (RFC 9110 section 5.3), so a
+    duplicated tus header reads as malformed rather than silently picking one value."""
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
+def _verify_message(exc: BaseException) -> str:
+    """OpenSSL's reason a certificate failed (e.g. "Hostname mismatch"); public, not secret."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        exc = exc.certificate_error
+    message = getattr(exc, "verify_message", None)
+    return message if isinstance(message, str) and message else type(exc).__name__
+
+
+def translate_error(exc: BaseException) -> TransportError | None:
+    """The transport error by fault for an exception out of aiohttp, or None if it is not one
+    of ours to translate (a programming error, which propagates as it is)."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc.__cause__, PinMismatch):
+        # Our connector raises PinMismatch inside aiohttp, which lets it through unwrapped today;
+        # should a later aiohttp wrap it, it must still not turn into a retryable network error.
+        return PinMismatch(str(exc.__cause__))
+    # Checked before the connection errors: aiohttp's certificate error is one of them too.
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PinMismatch(
+            f"the back office certificate chain failed verification ({_verify_message(exc)});"
+            " connection dropped"
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return HostileServer(f"the server's answer is not valid HTTP/1.1: {exc.message}")
+    if isinstance(
+        exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | OSError | TimeoutError
+    ):
+        return TransientNetworkError(f"https request failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+def peer_certificate(transport: asyncio.BaseTransport) -> bytes | None:
+    """The DER certificate the TLS peer presented, None if there is none (or no TLS)."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    return ssl_object.getpeercert(binary_form=True)
+
+
+def probe_binding(binding: LinkBinding) -> None:
+    """Apply `binding` to a throwaway socket, so a missing interface or foreign source address
+    fails at connect() with the OSError that names it instead of as a vague network error."""
+    family = socket.AF_INET
+    if (
+        binding.source_address is not None
+        and ipaddress.ip_address(binding.source_address).version == 6
+    ):
+        family = socket.AF_INET6
+    bound_socket(binding, family, socket.SOCK_STREAM).close()
+
+
+def link_socket_factory(binding: LinkBinding) -> SocketFactoryType:
+    """A socket factory for aiohttp that binds every new socket to the link before it connects."""
+
+    def make_socket(addr_info: AddrInfoType) -> socket.socket:
+        family, kind, proto, _, _ = addr_info
+        return bound_socket(binding, family, kind, proto)
+
+    return make_socket
+
+
+# --- I/O shell ---------------------------------------------------------------------------------
+
+
+class PinningConnector(aiohttp.TCPConnector):
+    """A TCPConnector that checks the SPKI pins of every new connection before handing it out.
+
+    Invariant: a connection in the pool has passed `pins.check`; `connections_opened` counts them.
+    """
+
+    def __init__(self, pins: PinSet, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pins = pins
+        self.connections_opened = 0
+
+    async def _wrap_create_connection(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[asyncio.Transport, ResponseHandler]:
+        # Why this hook: it is where aiohttp creates every new direct connection, it returns only
+        # after the TLS handshake (chain and host name already verified by the ssl context), and
+        # nothing has been written yet: the request is written only once connect() returns the
+        # connection. aiohttp's own `Fingerprint` would pin the whole certificate (not the key,
+        # so no key-preserving renewal) and makes aiohttp use an unverified context.
+        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
+        try:
+            self._pins.check(peer_certificate(transport))
+        except PinMismatch:
+            # abort(): drop at once, nothing more goes to a peer we do not trust.
+            transport.abort()
+            raise
+        self.connections_opened += 1
+        return transport, protocol
+
+
+async def read_bounded_body(
+    response: aiohttp.ClientResponse, method: str, limit_bytes: int
+) -> bytes:
+    """The whole response body, or HostileServer as soon as it is known to exceed `limit_bytes`."""
+    declared_bytes = response.content_length
+    # A HEAD answer's Content-Length describes a body that is not sent, so only trust it otherwise.
+    if method != "HEAD" and declared_bytes is not None and declared_bytes > limit_bytes:
+        raise HostileServer(
+            f"response body of {declared_bytes} bytes exceeds the {limit_bytes} byte bound"
+        )
+    body = bytearray()
+    while piece := await response.content.read(READ_PIECE_BYTES):
+        body += piece
+        if len(body) > limit_bytes:
+            raise HostileServer(f"response body exceeds the {limit_bytes} byte bound")
+    return bytes(body)
+
+
+class HttpsTransport:
+    """One back office over HTTPS on one link: mutual TLS, pinned, keep-alive, bounded.
+
+    Invariants: see the module docstring. `body_bytes_sent` counts the body bytes of requests the
+    server answered (so the server has read them, or chose not to); `connections_opened` counts
+    the connections that passed the pin check.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        connector: PinningConnector,
+        host: str,
+        port: int,
+        server_name: str,
+    ) -> None:
+        self._session = session
+        self._connector = connector
+        self._host = host
+        self._port = port
+        self._server_name = server_name
+        self._body_bytes_sent = 0
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        tls: ClientTlsSettings,
+        *,
+        binding: LinkBinding | None = None,
+        connect_timeout_s: float = 10.0,
+        request_timeout_s: float = 60.0,
+        max_connections: int = 2,
+        read_timeout_s: float = 15.0,
+    ) -> HttpsTransport:
+        """A transport to `host:port` (connections are opened lazily, by the first request).
+
+        OSError at once if `binding` cannot be applied (no such interface, foreign address).
+        """
+        if min(connect_timeout_s, request_timeout_s, read_timeout_s) <= 0:
+            raise ValueError("timeouts must be positive")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if binding is not None:
+            probe_binding(binding)
+        connector = PinningConnector(
+            tls.pins,
+            ssl=client_ssl_context(tls),
+            limit=max_connections,
+            socket_factory=None if binding is None else link_socket_factory(binding),
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=request_timeout_s,
+            # Waiting for a free pooled connection is bounded by `total`; the new connection's
+            # TCP connect and TLS handshake (both inside aiohttp's sock_connect) by this.
+            sock_connect=connect_timeout_s,
+            # Reset by every byte received: cuts a stalled server; a trickling one hits `total`.
+            sock_read=min(read_timeout_s, request_timeout_s),
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("Accept-Encoding",),
+            auto_decompress=False,
+            trust_env=False,
+            read_bufsize=READ_BUFFER_BYTES,
+        )
+        return cls(session, connector, host, port, tls.server_name)
+
+    @property
+    def name(self) -> str:
+        return "https"
+
+    @property
+    def body_bytes_sent(self) -> int:
+        return self._body_bytes_sent
+
+    @property
+    def connections_opened(self) -> int:
+        return self._connector.connections_opened
+
+    async def request(self, request: HttpRequest, body: bytes | None) -> HttpResponse:
+        """Send `request` with `body` and return the answer (see transport.http.Transport)."""
+        url = request_url(self._host, self._port, request.target)
+        headers = outgoing_headers(request, body, self._server_name, self._port)
+        try:
+            return await self._exchange(request.method, url, headers, body)
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is None or translated is exc:
+                raise
+            raise translated from exc
+
+    async def _exchange(
+        self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+    ) -> HttpResponse:
+        response = await self._session.request(
+            method,
+            url,
+            headers=headers,
+            data=body,
+            server_hostname=self._server_name,
+            allow_redirects=False,
+        )
+        try:
+            payload = await read_bounded_body(response, method, MAX_RESPONSE_BODY_BYTES)
+        except BaseException:
+            # close(), not release(): the connection's state is unknown (or hostile), so it must
+            # not go back to the pool.
+            response.close()
+            raise
+        response.release()
+        self._body_bytes_sent += len(body or b"")
+        return HttpResponse(
+            status=response.status,
+            headers=lower_case_headers(response.headers.items()),
+            body=payload,
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection; idempotent."""
+        await self._session.close()
