@@ -15,6 +15,8 @@ SERVER_HOSTS = [SERVER_NAME, "localhost", "127.0.0.1"]
 
 @dataclass(frozen=True)
 class TestPki:
+    __test__ = False  # a fixture value, not a test class
+
     """Paths of every file, plus pins. `rogue_*` is a server certificate from another CA (a
     middlebox); `impostor_*` is signed by *our* CA but with an unpinned key (a stolen CA key)."""
 
