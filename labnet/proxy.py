@@ -1,0 +1,670 @@
+"""Fault-injecting TCP and UDP proxies, for tests that break connections on purpose.
+
+A proxy listens on loopback, forwards to a real server, and applies a FaultPlan that the test may
+change at any moment: the plan is read again for every TCP chunk and every UDP datagram.
+
+    async with TcpFaultProxy("127.0.0.1", server_port, plan=FaultPlan(delay_s=0.05)) as proxy:
+        connect the client to ("127.0.0.1", proxy.port); later: proxy.reset_all()
+
+Invariants:
+- in each direction traffic leaves in the order it arrived, no earlier than arrival + delay_s and
+  no faster than rate_bytes_per_s: one token bucket (RATE_BURST_BYTES deep) per direction, shared
+  by all connections/flows of the proxy, like one link;
+- memory is bounded: a TCP direction holds at most QUEUE_CHUNKS chunks of at most CHUNK_BYTES and
+  stops reading when full (backpressure reaches the sender through TCP flow control); a UDP flow
+  direction holds at most UDP_QUEUE_DATAGRAMS (more are dropped and counted, as a router would) and
+  at most MAX_UDP_FLOWS client mappings are kept (the oldest is forgotten);
+- a cut (cut_after_client_bytes) fires once per setting: the plan field is reset to None;
+- counters only grow; wait_until() wakes on every counter change, so tests await events, not time.
+
+Loss is UDP only: TCP here is terminated at the proxy on both sides, so dropping bytes of a stream
+would corrupt it rather than emulate loss (the kernel retransmits below us). Packet loss for TCP
+belongs one layer down: labnet.netns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import math
+import random
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+CHUNK_BYTES = 65536
+MIN_PACED_CHUNK_BYTES = 512
+PACED_CHUNK_S = 0.01  # rate-limited reads take ~10 ms of line rate, so pacing stays smooth
+QUEUE_CHUNKS = 32
+RATE_BURST_BYTES = 16 * 1024
+CONNECT_TIMEOUT_S = 10.0
+UDP_DATAGRAM_MAX_BYTES = 65535
+UDP_READ_BURST = 64  # datagrams read per wakeup, so one busy socket cannot starve the others
+UDP_QUEUE_DATAGRAMS = 4096
+MAX_UDP_FLOWS = 1024
+DEFAULT_WAIT_S = 10.0
+
+
+@dataclass
+class FaultPlan:
+    """What the proxy does to traffic; mutable, read on every chunk/datagram.
+
+    delay_s: added one way, in each direction (order kept). rate_bytes_per_s: per direction cap,
+    None = unlimited. loss_fraction: UDP datagrams dropped at random (seeded; TCP ignores it, see
+    the module doc). blackhole: everything is swallowed, connections stay open. refuse: new TCP
+    connections are reset at once, new UDP sources ignored. cut_after_client_bytes: close a
+    connection after forwarding exactly this many client->server bytes, once (then None).
+    cuts: how many cuts have fired under this plan.
+    """
+
+    delay_s: float = 0.0
+    rate_bytes_per_s: float | None = None
+    loss_fraction: float = 0.0
+    blackhole: bool = False
+    refuse: bool = False
+    cut_after_client_bytes: int | None = None
+    cuts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.delay_s < 0 or not 0.0 <= self.loss_fraction <= 1.0:
+            raise ValueError("delay_s must be >= 0 and loss_fraction within [0, 1]")
+        if self.rate_bytes_per_s is not None and self.rate_bytes_per_s <= 0:
+            raise ValueError("rate_bytes_per_s must be > 0 (None = unlimited)")
+        if self.cut_after_client_bytes is not None and self.cut_after_client_bytes < 0:
+            raise ValueError("cut_after_client_bytes must be >= 0 (None = never)")
+
+
+class DirectionClock:
+    """When each unit of one direction may leave: token bucket first, then the fixed delay.
+
+    Pure. A chunk that fits the bucket leaves at once; otherwise when the link is free again.
+    Release times never decrease, so lowering delay_s mid-stream cannot reorder traffic.
+    """
+
+    def __init__(self) -> None:
+        self._link_free_at_s = -math.inf
+        self._last_release_s = -math.inf
+
+    def release_at(self, now_s: float, size_bytes: int, plan: FaultPlan) -> float:
+        departure_s = now_s
+        rate = plan.rate_bytes_per_s
+        if rate is not None:
+            # A full bucket is a link that was free RATE_BURST_BYTES' worth of time ago.
+            start_s = max(self._link_free_at_s, now_s - RATE_BURST_BYTES / rate)
+            self._link_free_at_s = start_s + size_bytes / rate
+            departure_s = max(now_s, self._link_free_at_s)
+        release_s = max(departure_s + plan.delay_s, self._last_release_s)
+        self._last_release_s = release_s
+        return release_s
+
+
+class _Observable:
+    """Counters that tests can await: wait_until(predicate) wakes on every change."""
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def _changed(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_until(
+        self, predicate: Callable[[], bool], timeout_s: float = DEFAULT_WAIT_S
+    ) -> None:
+        """Return once predicate() holds (checked after every counter change); TimeoutError."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                await waiter
+
+
+def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
+    """Close at once with a TCP RST (SO_LINGER 0): the peer sees ECONNRESET."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class _Signal(enum.Enum):
+    EOF = "eof"  # the source half-closed: half-close the destination
+    CUT = "cut"  # forwarded the cut point: end the connection
+
+
+_Item = tuple[float, bytes] | _Signal
+
+
+class _Cut(Exception):
+    """The connection reached its cut point (raised by the client->server writer)."""
+
+
+class _End(enum.Enum):
+    CLOSE = "close"  # FIN both sides (after flushing what is already written)
+    RESET = "reset"  # RST both sides
+
+
+class _TcpConnection:
+    """One proxied connection: per direction a reader task and a writer task joined by a queue.
+
+    The reader applies the plan (blackhole, cut) and stamps each chunk with its release time; the
+    writer waits for that time, writes and drains. Either side's failure ends both.
+    """
+
+    def __init__(
+        self,
+        proxy: TcpFaultProxy,
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        server: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    ) -> None:
+        self._proxy = proxy
+        self._client_reader, self._client_writer = client
+        self._server_reader, self._server_writer = server
+        self._client_bytes_accepted = 0  # client->server bytes taken for forwarding (cut counter)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ended = False
+
+    async def run(self) -> None:
+        to_server: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_CHUNKS)
+        to_client: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_CHUNKS)
+        proxy = self._proxy
+        self._tasks = [
+            asyncio.create_task(self._read_client(to_server)),
+            asyncio.create_task(self._write(to_server, self._server_writer, proxy.count_c2s)),
+            asyncio.create_task(self._read_server(to_client)),
+            asyncio.create_task(self._write(to_client, self._client_writer, proxy.count_s2c)),
+        ]
+        how = _End.CLOSE
+        errors: list[BaseException] = []
+        try:
+            done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+            errors = [e for task in done if not task.cancelled() and (e := task.exception())]
+            if any(isinstance(error, OSError) for error in errors):
+                how = _End.RESET  # a reset (or other socket error) on one side resets the other
+        finally:
+            self.end(how)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        bugs = [error for error in errors if not isinstance(error, _Cut | OSError)]
+        if bugs:
+            raise bugs[0]  # not a network fault: let it show
+
+    def end(self, how: _End) -> None:
+        """End both sides now (idempotent); the tasks are cancelled."""
+        if self._ended:
+            return
+        self._ended = True
+        for task in self._tasks:
+            task.cancel()
+        for writer in (self._client_writer, self._server_writer):
+            if how is _End.RESET:
+                _abort_with_rst(writer)
+            else:
+                writer.close()
+
+    async def _read_client(self, queue: asyncio.Queue[_Item]) -> None:
+        while True:
+            chunk = await self._client_reader.read(_read_size(self._proxy.plan))
+            plan = self._proxy.plan  # read afresh: the test may change or replace it any time
+            if not chunk:
+                await self._forward_eof(queue, plan)
+                return
+            if plan.blackhole:
+                self._proxy.count_swallowed(len(chunk))
+                continue
+            chunk, cut = self._take_until_cut(chunk, plan)
+            if chunk:
+                release_s = self._proxy.c2s_clock.release_at(_now(), len(chunk), plan)
+                await queue.put((release_s, chunk))
+            if cut:
+                await queue.put(_Signal.CUT)
+                return
+
+    def _take_until_cut(self, chunk: bytes, plan: FaultPlan) -> tuple[bytes, bool]:
+        """The part of `chunk` to forward and whether the cut fires after it (one-shot)."""
+        limit = plan.cut_after_client_bytes
+        remaining = None if limit is None else limit - self._client_bytes_accepted
+        if remaining is None or remaining > len(chunk):
+            self._client_bytes_accepted += len(chunk)
+            return chunk, False
+        plan.cut_after_client_bytes = None
+        plan.cuts += 1
+        self._proxy.count_cut()
+        taken = chunk[: max(0, remaining)]
+        self._client_bytes_accepted += len(taken)
+        return taken, True
+
+    async def _read_server(self, queue: asyncio.Queue[_Item]) -> None:
+        while True:
+            chunk = await self._server_reader.read(_read_size(self._proxy.plan))
+            plan = self._proxy.plan
+            if not chunk:
+                await self._forward_eof(queue, plan)
+                return
+            if plan.blackhole:
+                self._proxy.count_swallowed(len(chunk))
+                continue
+            release_s = self._proxy.s2c_clock.release_at(_now(), len(chunk), plan)
+            await queue.put((release_s, chunk))
+
+    @staticmethod
+    async def _forward_eof(queue: asyncio.Queue[_Item], plan: FaultPlan) -> None:
+        """Pass a half-close on, unless blackholed: then the FIN is swallowed like the data."""
+        if not plan.blackhole:
+            await queue.put(_Signal.EOF)
+
+    @staticmethod
+    async def _write(
+        queue: asyncio.Queue[_Item],
+        writer: asyncio.StreamWriter,
+        count: Callable[[int], None],
+    ) -> None:
+        while True:
+            item = await queue.get()
+            if item is _Signal.EOF:
+                if writer.can_write_eof():
+                    writer.write_eof()
+                return
+            if item is _Signal.CUT:
+                raise _Cut
+            release_s, chunk = item
+            wait_s = release_s - _now()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)  # the injected delay itself, not synchronisation
+            writer.write(chunk)
+            count(len(chunk))
+            await writer.drain()
+
+
+def _read_size(plan: FaultPlan) -> int:
+    if plan.rate_bytes_per_s is None:
+        return CHUNK_BYTES
+    paced = int(plan.rate_bytes_per_s * PACED_CHUNK_S)
+    return min(CHUNK_BYTES, max(MIN_PACED_CHUNK_BYTES, paced))
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+class TcpFaultProxy(_Observable):
+    """TCP proxy from (listen_host, port) to (upstream_host, upstream_port) applying `plan`.
+
+    Counters: connections (accepted, refused ones included), refused, upstream_failures (upstream
+    unreachable: the client is reset), bytes_client_to_server / bytes_server_to_client (written
+    onward), bytes_swallowed (blackholed), cuts.
+    """
+
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        plan: FaultPlan | None = None,
+        listen_host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__()
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.plan = plan if plan is not None else FaultPlan()
+        self.listen_host = listen_host
+        self.c2s_clock = DirectionClock()
+        self.s2c_clock = DirectionClock()
+        self.connections = 0
+        self.refused = 0
+        self.upstream_failures = 0
+        self.bytes_client_to_server = 0
+        self.bytes_server_to_client = 0
+        self.bytes_swallowed = 0
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+        self._live: set[_TcpConnection] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the proxy is not running (use `async with`)")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> TcpFaultProxy:
+        self._server = await asyncio.start_server(self._on_client, self.listen_host, 0)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.close_all()
+        handlers = list(self._handlers)
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def reset_all(self) -> None:
+        """Abort every live connection with a RST on both sides."""
+        for connection in list(self._live):
+            connection.end(_End.RESET)
+
+    def close_all(self) -> None:
+        """Close every live connection (FIN both sides, after flushing what is written)."""
+        for connection in list(self._live):
+            connection.end(_End.CLOSE)
+
+    def count_c2s(self, size_bytes: int) -> None:
+        self.bytes_client_to_server += size_bytes
+        self._changed()
+
+    def count_s2c(self, size_bytes: int) -> None:
+        self.bytes_server_to_client += size_bytes
+        self._changed()
+
+    def count_swallowed(self, size_bytes: int) -> None:
+        self.bytes_swallowed += size_bytes
+        self._changed()
+
+    def count_cut(self) -> None:
+        self.cuts += 1
+        self._changed()
+
+    async def _on_client(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            await self._serve(client_reader, client_writer)
+        finally:
+            self._handlers.discard(handler)
+
+    async def _serve(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections += 1
+        if self.plan.refuse:
+            self.refused += 1
+            _abort_with_rst(client_writer)
+            self._changed()
+            return
+        try:
+            server = await asyncio.wait_for(
+                asyncio.open_connection(self.upstream_host, self.upstream_port),
+                CONNECT_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError):
+            self.upstream_failures += 1
+            _abort_with_rst(client_writer)
+            self._changed()
+            return
+        connection = _TcpConnection(self, (client_reader, client_writer), server)
+        self._live.add(connection)
+        self._changed()
+        try:
+            await connection.run()
+        finally:
+            connection.end(_End.CLOSE)
+            self._live.discard(connection)
+
+
+class _DatagramLine:
+    """One UDP flow direction: a bounded FIFO released by a single timer, in order."""
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self._send = send
+        self._due: deque[tuple[float, bytes]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def push(self, release_s: float, datagram: bytes) -> bool:
+        """Queue for release at `release_s`; False when the FIFO is full (datagram dropped)."""
+        loop = asyncio.get_running_loop()
+        if not self._due and release_s <= loop.time():
+            self._send(datagram)
+            return True
+        if len(self._due) >= UDP_QUEUE_DATAGRAMS:
+            return False
+        self._due.append((release_s, datagram))
+        if self._timer is None:
+            self._timer = loop.call_at(release_s, self._release_due)
+        return True
+
+    def _release_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        now_s = loop.time()
+        while self._due and self._due[0][0] <= now_s:
+            self._send(self._due.popleft()[1])
+        self._timer = loop.call_at(self._due[0][0], self._release_due) if self._due else None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._due.clear()
+
+
+class _UdpFlow:
+    """One client address's mapping: its own upstream socket (a NAT binding)."""
+
+    def __init__(
+        self, proxy: UdpFaultProxy, client_addr: tuple[str, int], upstream: socket.socket
+    ) -> None:
+        self.client_addr = client_addr
+        self.upstream = upstream
+        self.to_server = _DatagramLine(self._send_to_server)
+        self.to_client = _DatagramLine(lambda data: proxy.send_to_client(data, client_addr))
+        self._proxy = proxy
+        self.closed = False
+
+    def _send_to_server(self, datagram: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.upstream.send(datagram)
+        except OSError:  # full buffer or ICMP error: lost, as on a real path
+            self._proxy.count_send_failed()
+        else:
+            self._proxy.count_c2s(len(datagram))
+
+    def close(self) -> None:
+        self.closed = True
+        self.to_server.close()
+        self.to_client.close()
+        with contextlib.suppress(ValueError, RuntimeError):
+            asyncio.get_running_loop().remove_reader(self.upstream.fileno())
+        self.upstream.close()
+
+
+class UdpFaultProxy(_Observable):
+    """UDP proxy (for QUIC): one upstream socket per client address, FaultPlan per datagram.
+
+    Loss draws come from random.Random(seed), one draw per datagram (either direction) while
+    loss_fraction > 0, so a test can replay them exactly. reset_all()/close_all() forget every
+    mapping: a client's next datagram leaves from a new upstream port (a NAT rebinding).
+    Counters: connections (mappings created), refused (datagrams from refused new sources),
+    bytes_/datagrams_client_to_server and _server_to_client (sent onward), dropped_by_loss,
+    dropped_queue_full, dropped_send_failed, datagrams_swallowed (blackholed).
+    """
+
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        plan: FaultPlan | None = None,
+        listen_host: str = "127.0.0.1",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.plan = plan if plan is not None else FaultPlan()
+        self.listen_host = listen_host
+        self.c2s_clock = DirectionClock()
+        self.s2c_clock = DirectionClock()
+        self._rng = random.Random(seed)
+        self.connections = 0
+        self.refused = 0
+        self.bytes_client_to_server = 0
+        self.bytes_server_to_client = 0
+        self.datagrams_client_to_server = 0
+        self.datagrams_server_to_client = 0
+        self.dropped_by_loss = 0
+        self.dropped_queue_full = 0
+        self.dropped_send_failed = 0
+        self.datagrams_swallowed = 0
+        self._listen: socket.socket | None = None
+        self._upstream_addr: tuple[int, tuple[str, int]] | None = None
+        self._flows: dict[tuple[str, int], _UdpFlow] = {}
+
+    @property
+    def port(self) -> int:
+        if self._listen is None:
+            raise RuntimeError("the proxy is not running (use `async with`)")
+        return int(self._listen.getsockname()[1])
+
+    async def __aenter__(self) -> UdpFaultProxy:
+        loop = asyncio.get_running_loop()
+        upstream = await loop.getaddrinfo(
+            self.upstream_host, self.upstream_port, type=socket.SOCK_DGRAM
+        )
+        family, _, _, _, address = upstream[0]
+        self._upstream_addr = (family, (str(address[0]), int(address[1])))
+        local = await loop.getaddrinfo(self.listen_host, 0, type=socket.SOCK_DGRAM)
+        listen = socket.socket(local[0][0], socket.SOCK_DGRAM)
+        try:
+            listen.setblocking(False)
+            listen.bind(local[0][4])
+        except BaseException:
+            listen.close()
+            raise
+        self._listen = listen
+        loop.add_reader(listen.fileno(), self._on_client_readable)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close_all()
+        if self._listen is not None:
+            asyncio.get_running_loop().remove_reader(self._listen.fileno())
+            self._listen.close()
+            self._listen = None
+
+    def reset_all(self) -> None:
+        """Forget every mapping (and what is queued on it): the next datagram gets a new port."""
+        for flow in self._flows.values():
+            flow.close()
+        self._flows.clear()
+        self._changed()
+
+    def close_all(self) -> None:
+        """UDP has no connections to close: the same as reset_all()."""
+        self.reset_all()
+
+    def _lost(self) -> bool:
+        fraction = self.plan.loss_fraction
+        return fraction > 0 and self._rng.random() < fraction
+
+    def _on_client_readable(self) -> None:
+        assert self._listen is not None
+        for _ in range(UDP_READ_BURST):
+            try:
+                datagram, client_addr = self._listen.recvfrom(UDP_DATAGRAM_MAX_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error for an earlier datagram to a client: ignore it
+                continue
+            self._from_client(datagram, (str(client_addr[0]), int(client_addr[1])))
+
+    def _from_client(self, datagram: bytes, client_addr: tuple[str, int]) -> None:
+        plan = self.plan
+        flow = self._flows.get(client_addr)
+        if plan.blackhole:
+            self.datagrams_swallowed += 1
+        elif flow is None and plan.refuse:
+            self.refused += 1
+        elif self._lost():
+            self.dropped_by_loss += 1
+        else:
+            if flow is None:
+                flow = self._open_flow(client_addr)
+            release_s = self.c2s_clock.release_at(_now(), len(datagram), plan)
+            if not flow.to_server.push(release_s, datagram):
+                self.dropped_queue_full += 1
+        self._changed()
+
+    def _open_flow(self, client_addr: tuple[str, int]) -> _UdpFlow:
+        assert self._upstream_addr is not None
+        if len(self._flows) >= MAX_UDP_FLOWS:
+            oldest = next(iter(self._flows))
+            self._flows.pop(oldest).close()
+        family, address = self._upstream_addr
+        upstream = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            upstream.setblocking(False)
+            upstream.connect(address)  # also filters: only the server's replies are accepted
+        except BaseException:
+            upstream.close()
+            raise
+        flow = _UdpFlow(self, client_addr, upstream)
+        self._flows[client_addr] = flow
+        asyncio.get_running_loop().add_reader(upstream.fileno(), self._on_upstream_readable, flow)
+        self.connections += 1
+        return flow
+
+    def _on_upstream_readable(self, flow: _UdpFlow) -> None:
+        for _ in range(UDP_READ_BURST):
+            if flow.closed:
+                return
+            try:
+                datagram = flow.upstream.recv(UDP_DATAGRAM_MAX_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP port unreachable from the server: nothing to forward
+                continue
+            self._from_server(flow, datagram)
+
+    def _from_server(self, flow: _UdpFlow, datagram: bytes) -> None:
+        plan = self.plan
+        if plan.blackhole:
+            self.datagrams_swallowed += 1
+        elif self._lost():
+            self.dropped_by_loss += 1
+        else:
+            release_s = self.s2c_clock.release_at(_now(), len(datagram), plan)
+            if not flow.to_client.push(release_s, datagram):
+                self.dropped_queue_full += 1
+        self._changed()
+
+    def send_to_client(self, datagram: bytes, client_addr: tuple[str, int]) -> None:
+        if self._listen is None:
+            return
+        try:
+            self._listen.sendto(datagram, client_addr)
+        except OSError:
+            self.count_send_failed()
+            return
+        self.bytes_server_to_client += len(datagram)
+        self.datagrams_server_to_client += 1
+        self._changed()
+
+    def count_c2s(self, size_bytes: int) -> None:
+        self.bytes_client_to_server += size_bytes
+        self.datagrams_client_to_server += 1
+        self._changed()
+
+    def count_send_failed(self) -> None:
+        self.dropped_send_failed += 1
+        self._changed()
