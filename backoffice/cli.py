@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from backoffice.decrypt import decrypt_file, describe
 from backoffice.keys import create_recording_keys
+from backoffice.pki import (
+    create_ca,
+    issue_client_cert,
+    issue_server_cert,
+    load_issued,
+)
+from backoffice.server import DEFAULT_IDLE_TIMEOUT_S, RunningServer, start_https_server
+from backoffice.tus_app import TusApp
+from backoffice.upload_store import DEFAULT_RESERVE_BYTES, StoreError, UploadStore
 from storage.audit import format_report, verify_audit_log
 from storage.devicekey import DeviceKeyError, DevicePublicKey
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
 from storage.errors import EvidenceError
+from transport.pinning import pin_of_pem_file
+
+DEFAULT_MAX_UPLOAD_BYTES: Final = 16 * 1024**3
+DEFAULT_MAX_CHUNK_BYTES: Final = 64 * 1024**2
+"""The box's largest chunk (transport/tus_session.py MAX_CHUNK_BYTES)."""
+SERIAL_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""A device serial becomes a certificate CN, the server's client id and a file name."""
+
+
+class CliError(Exception):
+    """An operator's request that cannot be carried out as given (exit code 2)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +62,60 @@ def _parser() -> argparse.ArgumentParser:
     verify = audit.add_parser("verify", help="verify a box's audit log")
     verify.add_argument("log", type=Path)
     verify.add_argument("--device-key", type=Path, required=True)
+
+    _add_serve(sub)
+    _add_pki(sub)
     return parser
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the reference tus back office (HTTPS, mutual TLS)")
+    serve.add_argument("--dir", type=Path, required=True, help="upload store directory")
+    serve.add_argument("--cert", type=Path, required=True, help="server certificate (PEM)")
+    serve.add_argument("--key", type=Path, required=True, help="server private key (PEM)")
+    serve.add_argument("--client-ca", type=Path, required=True, help="CA of box certificates")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8443, help="HTTPS port (0: any free port)")
+    serve.add_argument("--max-upload-bytes", type=_positive_int, default=DEFAULT_MAX_UPLOAD_BYTES)
+    serve.add_argument("--max-chunk-bytes", type=_positive_int, default=DEFAULT_MAX_CHUNK_BYTES)
+    serve.add_argument("--reserve-bytes", type=_non_negative_int, default=DEFAULT_RESERVE_BYTES)
+    serve.add_argument(
+        "--idle-timeout", type=_positive_float, default=DEFAULT_IDLE_TIMEOUT_S, help="seconds"
+    )
+    # HTTP/3 (`--h3-port`) is added here; `_start_listeners` starts its listener.
+
+
+def _add_pki(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pki = sub.add_parser("pki", help="the back office CA and certificates").add_subparsers(
+        dest="pki_command", required=True
+    )
+    init = pki.add_parser("init", help="create the CA and the server certificate")
+    init.add_argument("--dir", type=Path, required=True)
+    init.add_argument("--host", nargs="+", required=True, help="server DNS names / IPs")
+    client = pki.add_parser("issue-client", help="issue a box's client certificate")
+    client.add_argument("--dir", type=Path, required=True, help="the directory of `pki init`")
+    client.add_argument("--serial", required=True, help="the box's device serial (the CN)")
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,8 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys_create(args)
         if args.command == "decrypt":
             return _decrypt(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "pki":
+            return _pki_init(args) if args.pki_command == "init" else _pki_issue_client(args)
         return _audit_verify(args)
-    except (RecipientKeyError, DeviceKeyError, OSError) as exc:
+    except (RecipientKeyError, DeviceKeyError, OSError, StoreError, CliError) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)
         return 2
 
@@ -79,3 +161,71 @@ def _audit_verify(args: argparse.Namespace) -> int:
     report = verify_audit_log(args.log.read_bytes(), public_key)
     print(format_report(report))
     return 0 if report.ok else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return asyncio.run(_serve_until_signalled(args))
+
+
+async def _serve_until_signalled(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    with UploadStore.open(args.dir, reserve_bytes=args.reserve_bytes) as store:
+        app = TusApp(
+            store, max_upload_bytes=args.max_upload_bytes, max_chunk_bytes=args.max_chunk_bytes
+        )
+        listeners = await _start_listeners(app, args)
+        try:
+            await stop.wait()
+        finally:
+            for listener in listeners:
+                await listener.close()
+    return 0
+
+
+async def _start_listeners(app: TusApp, args: argparse.Namespace) -> list[RunningServer]:
+    """Every listener of one TusApp (HTTPS now; HTTP/3 joins here). Prints one line each."""
+    https = await start_https_server(
+        app,
+        host=args.host,
+        port=args.port,
+        cert_file=args.cert,
+        key_file=args.key,
+        client_ca_file=args.client_ca,
+        idle_timeout_s=args.idle_timeout,
+    )
+    print(f"serving https://{args.host}:{https.port}/files/ from {args.dir}", flush=True)
+    return [https]
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    if (directory / "ca.key").exists():
+        raise FileExistsError(f"{directory / 'ca.key'} exists; refusing to replace the CA")
+    ca = create_ca()
+    ca.write(directory, "ca")
+    server_cert, _ = issue_server_cert(ca, args.host).write(directory, "server")
+    # A second key, kept offline, whose pin the boxes carry too: the key can roll without
+    # re-pairing the fleet.
+    backup_cert, _ = issue_server_cert(ca, args.host).write(directory, "backup")
+    server_pin = pin_of_pem_file(server_cert.read_bytes())
+    backup_pin = pin_of_pem_file(backup_cert.read_bytes())
+    print(f"created CA and server certificate in {directory}; pins {server_pin} {backup_pin}")
+    return 0
+
+
+def _pki_issue_client(args: argparse.Namespace) -> int:
+    serial: str = args.serial
+    if not SERIAL_PATTERN.fullmatch(serial):
+        raise CliError(f"serial {serial!r} must be 1-64 of A-Z a-z 0-9 . _ -")
+    directory: Path = args.dir
+    clients = directory / "clients"
+    if (clients / f"{serial}.key").exists():
+        raise FileExistsError(f"{clients / serial}.key exists; refusing to replace it")
+    ca = load_issued(directory / "ca.crt", directory / "ca.key")
+    cert_path, key_path = issue_client_cert(ca, serial).write(clients, serial)
+    print(f"issued {cert_path} and {key_path} for {serial}")
+    return 0

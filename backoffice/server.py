@@ -1,0 +1,278 @@
+"""The HTTPS shell around TusApp: HTTP/1.1 over mutual TLS, on aiohttp.
+
+Invariants:
+- Only a client presenting a certificate the back office CA issued gets past the TLS handshake
+  (CERT_REQUIRED against `client_ca_file`); its client id is that certificate's CN, which must be
+  1-64 of `A-Z a-z 0-9 . _ -` (else 403: ids go into file names and log lines).
+- Request bodies reach TusApp as they stream, in pieces of at most BODY_PIECE_BYTES; nothing reads
+  a body whole (and `client_max_size` bounds what aiohttp would, were anything to).
+- No connection is held without progress: an idle connection, or one stuck in its request head, is
+  closed after `idle_timeout_s` (aiohttp's keep-alive timer); a body must deliver a byte at least
+  every `idle_timeout_s` and, after a grace of `idle_timeout_s`, average at least
+  `min_body_rate_bytes_per_s` (BodyPace), else TusApp answers 408 and the connection is closed.
+  After an answer that left a body unread, the connection lingers at most MAX_LINGER_S. The
+  TLS handshake is bounded by asyncio's default (60 s).
+- At most `max_concurrent_requests` requests are handled at once; more are answered 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from aiohttp import StreamReader, web
+
+from backoffice.tus_app import (
+    STATUS_CHECKSUM_MISMATCH,
+    TUS_VERSION,
+    IncomingRequest,
+    OutgoingResponse,
+    TusApp,
+)
+
+log = logging.getLogger(__name__)
+
+BODY_PIECE_BYTES: Final = 64 * 1024
+"""The largest piece of a body handed to TusApp at once (the server's memory per request)."""
+CLIENT_MAX_SIZE_BYTES: Final = 64 * 1024
+DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
+DEFAULT_MIN_BODY_RATE_BYTES_PER_S: Final = 1024.0
+"""Far below a poor 2G uplink (~5 KB/s); a slow-loris trickle of a few bytes falls under it."""
+DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 256
+DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10.0
+MAX_LINGER_S: Final = 2.0
+"""After an answer that left a body unread (an error, a stall), aiohttp reads and drops the rest
+for at most this long, so the client can read the answer before the close (a close with unread
+data would reset the connection and could destroy the answer in flight)."""
+CLIENT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_REASONS: Final = {STATUS_CHECKSUM_MISMATCH: "Checksum Mismatch"}
+
+
+@dataclass
+class BodyPace:
+    """How long the next body read may wait (pure: the caller passes monotonic `now_s`).
+
+    A read may wait at most `idle_timeout_s` after the last byte, and the body as a whole may be
+    no later than `idle_timeout_s` plus its size at `min_rate_bytes_per_s`. An honest slow link
+    stays ahead of that deadline; a trickle of a byte now and then falls behind it.
+    """
+
+    idle_timeout_s: float
+    min_rate_bytes_per_s: float
+    started_at_s: float
+    received_bytes: int = 0
+    last_progress_at_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout_s <= 0 or self.min_rate_bytes_per_s <= 0:
+            raise ValueError("idle_timeout_s and min_rate_bytes_per_s must be > 0")
+        self.last_progress_at_s = self.started_at_s
+
+    def record(self, piece_bytes: int, now_s: float) -> None:
+        if piece_bytes > 0:
+            self.received_bytes += piece_bytes
+            self.last_progress_at_s = now_s
+
+    def read_timeout_s(self, now_s: float) -> float:
+        idle_deadline_s = self.last_progress_at_s + self.idle_timeout_s
+        rate_deadline_s = (
+            self.started_at_s
+            + self.idle_timeout_s
+            + self.received_bytes / self.min_rate_bytes_per_s
+        )
+        return max(0.0, min(idle_deadline_s, rate_deadline_s) - now_s)
+
+
+class PacedBody:
+    """An aiohttp request body as TusApp's AsyncIterator[bytes], paced by a BodyPace.
+
+    Raises TimeoutError (and sets `timed_out`) when the pace is not kept."""
+
+    def __init__(self, content: StreamReader, pace: BodyPace, *, piece_bytes: int) -> None:
+        self._content = content
+        self._pace = pace
+        self._piece_bytes = piece_bytes
+        self.timed_out = False
+
+    def __aiter__(self) -> PacedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._pace.read_timeout_s(loop.time())):
+                piece = await self._content.read(self._piece_bytes)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        if not piece:
+            raise StopAsyncIteration
+        self._pace.record(len(piece), loop.time())
+        return piece
+
+
+def client_id_of(peercert: object) -> str | None:
+    """The CN of a verified peer certificate (as `SSLSocket.getpeercert()` gives it), if it is
+    exactly one CN made of CLIENT_ID_PATTERN; else None."""
+    if not isinstance(peercert, Mapping):
+        return None
+    subject = peercert.get("subject", ())
+    if not isinstance(subject, tuple):
+        return None
+    names = [
+        attribute[1]
+        for relative_name in subject
+        if isinstance(relative_name, tuple)
+        for attribute in relative_name
+        if isinstance(attribute, tuple) and len(attribute) == 2 and attribute[0] == "commonName"
+    ]
+    if len(names) != 1 or not isinstance(names[0], str):
+        return None
+    return names[0] if CLIENT_ID_PATTERN.fullmatch(names[0]) else None
+
+
+def server_ssl_context(cert_file: Path, key_file: Path, client_ca_file: Path) -> ssl.SSLContext:
+    """TLS 1.2+ server context that requires a client certificate from `client_ca_file`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(cert_file), str(key_file))
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def lowercase_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names lower-cased; a repeated header's values joined with ", " (so a repeated
+    Upload-Offset is not digits and is refused, rather than one copy being picked)."""
+    joined: dict[str, str] = {}
+    items = headers.items()
+    for name, value in items:
+        key = name.lower()
+        joined[key] = value if key not in joined else f"{joined[key]}, {value}"
+    return joined
+
+
+class _HttpsShell:
+    """Turns aiohttp requests into TusApp calls; counts requests in flight."""
+
+    def __init__(
+        self,
+        app: TusApp,
+        *,
+        idle_timeout_s: float,
+        min_body_rate_bytes_per_s: float,
+        max_concurrent_requests: int,
+    ) -> None:
+        self._app = app
+        self._idle_timeout_s = idle_timeout_s
+        self._min_body_rate_bytes_per_s = min_body_rate_bytes_per_s
+        self._max_concurrent_requests = max_concurrent_requests
+        self._in_flight = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        peercert = None if transport is None else transport.get_extra_info("peercert")
+        client_id = client_id_of(peercert)
+        if client_id is None:
+            return _plain(403, "the client certificate has no usable common name")
+        if self._in_flight >= self._max_concurrent_requests:
+            return _plain(503, "too many requests in flight", {"Retry-After": "5"})
+        loop = asyncio.get_running_loop()
+        pace = BodyPace(self._idle_timeout_s, self._min_body_rate_bytes_per_s, loop.time())
+        body = PacedBody(request.content, pace, piece_bytes=BODY_PIECE_BYTES)
+        incoming = IncomingRequest(
+            method=request.method,
+            target=request.raw_path,
+            headers=lowercase_headers(request.headers),
+            client_id=client_id,
+            body=body,
+        )
+        self._in_flight += 1
+        try:
+            outgoing = await self._app.handle(incoming)
+        finally:
+            self._in_flight -= 1
+        response = _to_aiohttp(outgoing)
+        if body.timed_out:
+            response.force_close()  # the rest of a stalled body is not worth waiting for
+        return response
+
+
+def _to_aiohttp(outgoing: OutgoingResponse) -> web.Response:
+    return web.Response(
+        status=outgoing.status,
+        reason=_REASONS.get(outgoing.status),
+        headers=outgoing.headers,
+        body=outgoing.body or None,
+    )
+
+
+def _plain(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        text=message + "\n",
+        headers={"Tus-Resumable": TUS_VERSION, **(headers or {})},
+    )
+
+
+class RunningServer:
+    """A started HTTPS server. `port` is the bound port (useful with port 0)."""
+
+    def __init__(self, runner: web.AppRunner, port: int) -> None:
+        self._runner = runner
+        self.port = port
+
+    async def close(self) -> None:
+        """Stop listening, let requests in flight finish (bounded by the shutdown timeout,
+        then cancelled: their received bytes are settled), close every connection."""
+        await self._runner.cleanup()
+
+
+async def start_https_server(
+    app: TusApp,
+    *,
+    host: str,
+    port: int,
+    cert_file: Path,
+    key_file: Path,
+    client_ca_file: Path,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    min_body_rate_bytes_per_s: float = DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+) -> RunningServer:
+    """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port)."""
+    if not (idle_timeout_s > 0 and min_body_rate_bytes_per_s > 0 and max_concurrent_requests > 0):
+        raise ValueError("timeouts, the body rate and the concurrency bound must be > 0")
+    context = server_ssl_context(cert_file, key_file, client_ca_file)
+    shell = _HttpsShell(
+        app,
+        idle_timeout_s=idle_timeout_s,
+        min_body_rate_bytes_per_s=min_body_rate_bytes_per_s,
+        max_concurrent_requests=max_concurrent_requests,
+    )
+    application = web.Application(client_max_size=CLIENT_MAX_SIZE_BYTES)
+    application.router.add_route("*", "/{tail:.*}", shell.handle)
+    runner = web.AppRunner(
+        application,
+        handler_cancellation=True,  # a vanished client's request stops (its bytes are settled)
+        keepalive_timeout=idle_timeout_s,
+        lingering_time=min(idle_timeout_s, MAX_LINGER_S),
+        access_log=None,  # TusApp logs what matters, without request lines
+        shutdown_timeout=shutdown_timeout_s,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=context)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("serving tus over https host=%s port=%d", host, site.port)
+    return RunningServer(runner, site.port)

@@ -1,0 +1,655 @@
+"""The reference back office's tus 1.0.0 server, framework-free.
+
+It speaks core tus plus the creation, creation-with-upload, termination and checksum (sha256,
+sha1, md5) extensions. Adapters (backoffice/server.py for HTTPS, an HTTP/3 one) turn what they
+received into an IncomingRequest and send back the OutgoingResponse; `TusApp.handle` is the only
+entry point and it never raises for anything a client can send.
+
+Invariants:
+- Every request but OPTIONS carries `Tus-Resumable: 1.0.0` or is refused (412) before any
+  upload is looked at. Targets and header blocks are bounded (414, 431).
+- An upload is visible only to the client (certificate CN) that created it; anyone else gets the
+  same 404 as for an id that never existed.
+- Body bytes are written as they arrive, one adapter piece at a time (memory is bounded by the
+  piece size, never by the body), never past Upload-Length nor past `max_chunk_bytes` per
+  request, and acknowledged only after fsync.
+- With Upload-Checksum a PATCH is all or nothing: unless the whole body arrived and matches, its
+  bytes are discarded (460 on a mismatch). Without one, whatever arrived is kept.
+- `Mvb-Stored-Sha256` is the SHA-256 this server computed over the bytes it stored, never the
+  metadata's value; it is on the response that completed the upload and on every later HEAD. A
+  difference from the declared SHA-256 is logged as an integrity incident and the bytes are kept
+  under `corrupt/` (the box sees the mismatch and keeps its own copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from backoffice.upload_store import (
+    FILE_ID_PATTERN,
+    UPLOAD_ID_PATTERN,
+    Appender,
+    InsufficientStorage,
+    OffsetMismatch,
+    StoreError,
+    UploadBusy,
+    UploadFinished,
+    UploadInfo,
+    UploadNotFound,
+    UploadState,
+    UploadStatus,
+    UploadStore,
+    is_out_of_space,
+)
+
+log = logging.getLogger(__name__)
+
+TUS_VERSION: Final = "1.0.0"
+TUS_EXTENSIONS: Final = ("creation", "creation-with-upload", "termination", "checksum")
+CHECKSUM_ALGORITHMS: Final = ("sha256", "sha1", "md5")
+OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
+STORED_SHA256_HEADER: Final = "Mvb-Stored-Sha256"
+STATUS_CHECKSUM_MISMATCH: Final = 460
+"""tus checksum extension: the body does not match Upload-Checksum."""
+
+MAX_TARGET_CHARS: Final = 1024
+MAX_HEADER_BLOCK_CHARS: Final = 16 * 1024
+"""Names plus values of all headers; real tus requests need well under 8 KiB."""
+MAX_METADATA_CHARS: Final = 4096
+ON_COMPLETE_TIMEOUT_S: Final = 60.0
+"""A deployment's completion step must not hold the box's final response for longer."""
+
+# At most 18 digits: every real size fits in an int64, and int() alone would accept "+5", " 5"
+# and non-ASCII digits.
+_DECIMAL: Final = re.compile(r"[0-9]{1,18}")
+_SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
+# tus metadata keys: non-empty, no space, no comma; we also keep them printable ASCII.
+_METADATA_KEY: Final = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
+# The header is echoed on HEAD: printable ASCII only, so it can never split a header line.
+_PRINTABLE: Final = re.compile(r"[\x20-\x7e]*")
+_COLLECTION_METHODS: Final = ("OPTIONS", "POST")
+_UPLOAD_METHODS: Final = ("OPTIONS", "HEAD", "PATCH", "DELETE")
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    """One request as an adapter received it.
+
+    `headers` has lower-case names (repeated headers joined with ", "); `client_id` is the CN of
+    the verified mTLS client certificate. `body` yields the body as it streams, in pieces the
+    adapter bounds; it raises TimeoutError when the peer stalls (answered 408) and any other
+    Exception when the stream breaks (answered 400).
+    """
+
+    method: str
+    target: str
+    headers: Mapping[str, str]
+    client_id: str
+    body: AsyncIterator[bytes]
+
+
+@dataclass
+class OutgoingResponse:
+    """What to send back. Header names are as tus spells them; HEAD responses have no body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class CompletedUpload:
+    """An upload this process just finished, for the `on_complete` hook."""
+
+    info: UploadInfo
+    stored_file: Path
+
+    @property
+    def verified(self) -> bool:
+        """Whether the stored bytes match the SHA-256 the box declared."""
+        return self.info.state is UploadState.COMPLETE
+
+
+OnComplete = Callable[[CompletedUpload], Awaitable[None]]
+"""A deployment's own step after an upload completes (ingest, notify). It runs before the box
+gets its final answer, bounded by ON_COMPLETE_TIMEOUT_S; its failure is logged, never returned
+to the box (the bytes are stored either way). At most once per completion: an upload finished
+while the store repairs itself at start is logged but not hooked."""
+
+
+class MetadataError(ValueError):
+    """Upload-Metadata is not valid tus metadata or lacks what the back office needs."""
+
+
+class ChecksumHeaderError(ValueError):
+    """Upload-Checksum is malformed or names an algorithm this server does not offer."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadChecksum:
+    algorithm: str
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredFile:
+    """What Upload-Metadata must say: the box's file id and the SHA-256 it computed."""
+
+    file_id: str
+    sha256: str
+
+
+# -- pure parsing ------------------------------------------------------------------------------
+
+
+def parse_decimal(text: str | None) -> int | None:
+    """A non-negative decimal of at most 18 ASCII digits, else None."""
+    if text is None or not _DECIMAL.fullmatch(text):
+        return None
+    return int(text)
+
+
+def parse_upload_metadata(header: str) -> dict[str, bytes]:
+    """tus Upload-Metadata: comma-separated `key base64value` (or a bare `key`), keys unique."""
+    if len(header) > MAX_METADATA_CHARS:
+        raise MetadataError(f"Upload-Metadata is longer than {MAX_METADATA_CHARS} characters")
+    if not _PRINTABLE.fullmatch(header):
+        raise MetadataError("Upload-Metadata must be printable ASCII")
+    pairs: dict[str, bytes] = {}
+    for item in header.split(","):
+        parts = item.strip().split(" ")
+        key = parts[0]
+        if len(parts) > 2 or not _METADATA_KEY.fullmatch(key):
+            raise MetadataError("Upload-Metadata pairs must be 'key base64value'")
+        if key in pairs:
+            raise MetadataError("Upload-Metadata repeats a key")
+        try:
+            pairs[key] = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
+        except ValueError as exc:  # binascii.Error, or a non-ASCII character
+            raise MetadataError("an Upload-Metadata value is not base64") from exc
+    return pairs
+
+
+def declared_file(metadata: Mapping[str, bytes]) -> DeclaredFile:
+    """The `file_id` (1-64 url-safe characters) and `sha256` (64 hex) the box must declare."""
+    file_id = _ascii(metadata.get("file_id"))
+    if file_id is None or not FILE_ID_PATTERN.fullmatch(file_id):
+        raise MetadataError("Upload-Metadata needs file_id: 1-64 of A-Z a-z 0-9 _ -")
+    sha256 = _ascii(metadata.get("sha256"))
+    if sha256 is None or not _SHA256_HEX.fullmatch(sha256):
+        raise MetadataError("Upload-Metadata needs sha256: 64 hex characters")
+    return DeclaredFile(file_id, sha256.lower())
+
+
+def _ascii(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_upload_checksum(header: str) -> UploadChecksum:
+    """tus Upload-Checksum: `<algorithm> <base64 digest>` with an offered algorithm."""
+    parts = header.strip().split(" ")
+    if len(parts) != 2:
+        raise ChecksumHeaderError("Upload-Checksum must be '<algorithm> <base64 digest>'")
+    algorithm, encoded = parts
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise ChecksumHeaderError(f"checksum algorithms offered: {','.join(CHECKSUM_ALGORITHMS)}")
+    try:
+        digest = base64.b64decode(encoded, validate=True)
+    except ValueError as exc:  # binascii.Error, or a non-ASCII character
+        raise ChecksumHeaderError("the Upload-Checksum digest is not base64") from exc
+    if len(digest) != hashlib.new(algorithm, usedforsecurity=False).digest_size:
+        raise ChecksumHeaderError(
+            f"the Upload-Checksum digest has the wrong length for {algorithm}"
+        )
+    return UploadChecksum(algorithm, digest)
+
+
+# -- the application ---------------------------------------------------------------------------
+
+
+class _Refusal(Exception):
+    """A request the server answers with an error status (raised inside, returned by handle)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class _Stream(enum.Enum):
+    """How reading one body ended."""
+
+    ENDED = enum.auto()  # the body ended within the limit
+    OVERFLOWED = enum.auto()  # more bytes came than fit (Upload-Length or max_chunk_bytes)
+    TIMED_OUT = enum.auto()  # the peer stalled
+    BROKEN = enum.auto()  # the stream failed (reset, cut)
+
+
+@dataclass(frozen=True, slots=True)
+class _Streamed:
+    outcome: _Stream
+    digest: bytes | None = None  # of the whole body, when it ended and a checksum was asked
+
+
+class TusApp:
+    """The tus server; see the module docstring for its rules and invariants."""
+
+    def __init__(
+        self,
+        store: UploadStore,
+        *,
+        base_path: str = "/files/",
+        max_upload_bytes: int,
+        max_chunk_bytes: int,
+        on_complete: OnComplete | None = None,
+    ) -> None:
+        if not (base_path.startswith("/") and base_path.endswith("/")):
+            raise ValueError(f"base_path must start and end with '/', got {base_path!r}")
+        if max_upload_bytes < 0 or max_chunk_bytes < 1:
+            raise ValueError("max_upload_bytes must be >= 0 and max_chunk_bytes >= 1")
+        self._store = store
+        self._base_path = base_path
+        self._max_upload_bytes = max_upload_bytes
+        self._max_chunk_bytes = max_chunk_bytes
+        self._on_complete = on_complete
+
+    async def handle(self, request: IncomingRequest) -> OutgoingResponse:
+        """Answer one request. Never raises for client input; a storage failure is a 500 (or
+        507 when the disk is full) and is logged."""
+        try:
+            response = await self._dispatch(request)
+        except _Refusal as refusal:
+            response = _error(refusal.status, refusal.message, refusal.headers)
+        except UploadNotFound:
+            response = _error(404, "no such upload")
+        except UploadBusy:
+            response = _error(423, "another request is writing this upload", {"Retry-After": "5"})
+        except OffsetMismatch:
+            response = _error(409, "Upload-Offset does not match the stored offset")
+        except UploadFinished:
+            response = _error(409, "the upload already has all its bytes")
+        except InsufficientStorage:
+            response = _error(507, "the back office is short of disk space")
+        except OSError as exc:
+            if not is_out_of_space(exc):
+                log.exception("storage failure method=%s", request.method)
+                response = _error(500, "storage failure")
+            else:
+                response = _error(507, "the back office is out of disk space")
+        except StoreError:
+            log.exception("store refused method=%s", request.method)
+            response = _error(500, "storage failure")
+        if request.method == "HEAD":
+            response.body = b""
+        return response
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def _dispatch(self, request: IncomingRequest) -> OutgoingResponse:
+        if len(request.target) > MAX_TARGET_CHARS:
+            raise _Refusal(414, f"request target longer than {MAX_TARGET_CHARS} characters")
+        header_chars = sum(len(name) + len(value) for name, value in request.headers.items())
+        if header_chars > MAX_HEADER_BLOCK_CHARS:
+            raise _Refusal(431, f"headers longer than {MAX_HEADER_BLOCK_CHARS} characters")
+        is_collection, upload_id = self._route(request.target)
+        if not is_collection and upload_id is None:
+            raise _Refusal(404, "no such resource")
+        if request.method == "OPTIONS":
+            return self._options()
+        allowed = _COLLECTION_METHODS if is_collection else _UPLOAD_METHODS
+        if request.method not in allowed:
+            raise _Refusal(405, "method not allowed here", {"Allow": ", ".join(allowed)})
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            raise _Refusal(
+                412, f"Tus-Resumable {TUS_VERSION} required", {"Tus-Version": TUS_VERSION}
+            )
+        if upload_id is None:
+            return await self._create(request)
+        status = self._owned_status(upload_id, request.client_id)
+        if request.method == "HEAD":
+            return self._head(status)
+        if request.method == "PATCH":
+            return await self._patch(request, status)
+        return self._delete(status)
+
+    def _route(self, target: str) -> tuple[bool, str | None]:
+        """(is the collection, upload id) of a target; (False, None) if it names nothing."""
+        path = target.split("?", 1)[0]
+        if path in (self._base_path, self._base_path.rstrip("/")):
+            return True, None
+        candidate = path.removeprefix(self._base_path)
+        if candidate != path and UPLOAD_ID_PATTERN.fullmatch(candidate):
+            return False, candidate
+        return False, None
+
+    def _owned_status(self, upload_id: str, client_id: str) -> UploadStatus:
+        status = self._store.status(upload_id)
+        if status.info.client_id != client_id:
+            # The same answer as for an unknown id: another box learns nothing.
+            raise UploadNotFound(upload_id)
+        return status
+
+    # -- methods --------------------------------------------------------------------------------
+
+    def _options(self) -> OutgoingResponse:
+        return _reply(
+            204,
+            {
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": ",".join(TUS_EXTENSIONS),
+                "Tus-Max-Size": str(self._max_upload_bytes),
+                "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+            },
+        )
+
+    def _head(self, status: UploadStatus) -> OutgoingResponse:
+        headers = {
+            "Upload-Length": str(status.info.length_bytes),
+            "Cache-Control": "no-store",
+            **_offset_headers(status),
+        }
+        if status.info.metadata_header:
+            headers["Upload-Metadata"] = status.info.metadata_header
+        return _reply(200, headers)
+
+    async def _create(self, request: IncomingRequest) -> OutgoingResponse:
+        headers = request.headers
+        if "upload-defer-length" in headers:
+            raise _Refusal(400, "Upload-Defer-Length is not supported: send Upload-Length")
+        length_bytes = parse_decimal(headers.get("upload-length"))
+        if length_bytes is None:
+            raise _Refusal(400, "Upload-Length must be decimal digits")
+        if length_bytes > self._max_upload_bytes:
+            raise _Refusal(
+                413,
+                f"Upload-Length exceeds Tus-Max-Size {self._max_upload_bytes}",
+                {"Tus-Max-Size": str(self._max_upload_bytes)},
+            )
+        metadata_header = headers.get("upload-metadata")
+        if metadata_header is None:
+            raise _Refusal(400, "Upload-Metadata with file_id and sha256 is required")
+        try:
+            declared = declared_file(parse_upload_metadata(metadata_header))
+        except MetadataError as exc:
+            raise _Refusal(400, str(exc)) from exc
+        with_upload = _is_offset_stream(headers)
+        declared_body_bytes = _content_length(headers)
+        if not with_upload and declared_body_bytes:
+            raise _Refusal(415, f"a creation body must be {OFFSET_CONTENT_TYPE}")
+        checksum = _checksum_of(headers) if with_upload else None
+        self._check_declared_body(declared_body_bytes, length_bytes)
+        status = self._store.create(
+            client_id=request.client_id,
+            length_bytes=length_bytes,
+            metadata_header=metadata_header,
+            file_id=declared.file_id,
+            declared_sha256=declared.sha256,
+        )
+        info = status.info
+        log.info(
+            "upload created upload_id=%s file_id=%s client_id=%s length_bytes=%d",
+            info.upload_id,
+            info.file_id,
+            info.client_id,
+            length_bytes,
+        )
+        location = {"Location": self._base_path + info.upload_id}
+        if not with_upload and length_bytes > 0:
+            return _reply(201, {**location, "Upload-Offset": "0"})
+        # An empty upload is complete at once; a creation body is a first PATCH. On an error the
+        # Location is still given: the upload exists and can be resumed.
+        response = await self._append(request.body, status, checksum, declared_body_bytes, 201)
+        response.headers.update(location)
+        return response
+
+    async def _patch(self, request: IncomingRequest, status: UploadStatus) -> OutgoingResponse:
+        headers = request.headers
+        if not _is_offset_stream(headers):
+            raise _Refusal(415, f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
+        offset_bytes = parse_decimal(headers.get("upload-offset"))
+        if offset_bytes is None:
+            raise _Refusal(400, "Upload-Offset must be decimal digits")
+        checksum = _checksum_of(headers)
+        declared_body_bytes = _content_length(headers)
+        if offset_bytes != status.offset_bytes:
+            raise _Refusal(409, "Upload-Offset does not match the stored offset")
+        if status.finished:
+            # A retried final PATCH whose answer was lost: answer it again, attestation included.
+            if declared_body_bytes:
+                raise _Refusal(400, "the upload already has all its bytes", _offset_headers(status))
+            return _reply(204, _offset_headers(status))
+        self._check_declared_body(declared_body_bytes, status.remaining_bytes)
+        return await self._append(request.body, status, checksum, declared_body_bytes, 204)
+
+    def _delete(self, status: UploadStatus) -> OutgoingResponse:
+        if status.finished:
+            raise _Refusal(403, "finished uploads are evidence and are not deleted through tus")
+        self._store.delete(status.info.upload_id)
+        log.info(
+            "upload terminated upload_id=%s file_id=%s client_id=%s offset_bytes=%d",
+            status.info.upload_id,
+            status.info.file_id,
+            status.info.client_id,
+            status.offset_bytes,
+        )
+        return _reply(204, {})
+
+    # -- receiving bytes ------------------------------------------------------------------------
+
+    def _check_declared_body(self, declared_body_bytes: int | None, remaining_bytes: int) -> None:
+        """Refuse before writing anything when Content-Length already says too much."""
+        if declared_body_bytes is None:
+            return
+        if declared_body_bytes > remaining_bytes:
+            raise _Refusal(400, "Content-Length runs past Upload-Length")
+        if declared_body_bytes > self._max_chunk_bytes:
+            raise _Refusal(413, f"Content-Length exceeds the {self._max_chunk_bytes}-byte maximum")
+
+    async def _append(
+        self,
+        body: AsyncIterator[bytes],
+        status: UploadStatus,
+        checksum: UploadChecksum | None,
+        declared_body_bytes: int | None,
+        success_status: int,
+    ) -> OutgoingResponse:
+        """Stream `body` into the upload at its offset; answer `success_status` or the error."""
+        remaining_bytes = status.remaining_bytes
+        limit_bytes = min(remaining_bytes, self._max_chunk_bytes)
+        expected_bytes = limit_bytes if declared_body_bytes is None else declared_body_bytes
+        self._store.ensure_space(min(expected_bytes, limit_bytes))
+        appender = self._store.begin_append(
+            status.info.upload_id, status.offset_bytes, all_or_nothing=checksum is not None
+        )
+        handed_off = False
+        try:
+            streamed = await _stream_into(body, appender, limit_bytes, checksum)
+            refusal = self._refusal_for(streamed, checksum, remaining_bytes)
+            keep = checksum is None or refusal is None
+            handed_off = True
+            settled = await self._settle(appender, status.info, keep=keep)
+        finally:
+            if not handed_off:
+                appender.release()  # cancelled mid-body: keep (or discard) what arrived
+        if settled.finished:
+            await self._completed(settled)
+        headers = _offset_headers(settled)
+        if refusal is not None:
+            return _error(refusal.status, refusal.message, headers)
+        return _reply(success_status, headers)
+
+    def _refusal_for(
+        self, streamed: _Streamed, checksum: UploadChecksum | None, remaining_bytes: int
+    ) -> _Refusal | None:
+        match streamed.outcome:
+            case _Stream.TIMED_OUT:
+                return _Refusal(408, "the request body stalled")
+            case _Stream.BROKEN:
+                return _Refusal(400, "the request body broke off")
+            case _Stream.OVERFLOWED if remaining_bytes <= self._max_chunk_bytes:
+                return _Refusal(400, "the body runs past Upload-Length; nothing beyond was stored")
+            case _Stream.OVERFLOWED:
+                return _Refusal(413, f"the body exceeds the {self._max_chunk_bytes}-byte maximum")
+            case _Stream.ENDED if checksum is not None and streamed.digest != checksum.digest:
+                return _Refusal(
+                    STATUS_CHECKSUM_MISMATCH, "Upload-Checksum does not match; bytes discarded"
+                )
+        return None
+
+    async def _settle(self, appender: Appender, info: UploadInfo, *, keep: bool) -> UploadStatus:
+        """Keep (fsync) or discard the append and, if the upload is full, finish it: in a worker
+        thread, so fsync and hashing never stall other uploads. The upload stays busy until the
+        thread is done, even if this request is cancelled meanwhile."""
+
+        def settle_blocking() -> UploadStatus:
+            if keep:
+                appender.keep()
+            else:
+                appender.discard()
+            if appender.end_offset_bytes == info.length_bytes:
+                return self._store.complete(info.upload_id)
+            return UploadStatus(info, appender.end_offset_bytes)
+
+        future = asyncio.get_running_loop().run_in_executor(None, settle_blocking)
+        future.add_done_callback(lambda _done: _release_quietly(appender))
+        return await asyncio.shield(future)
+
+    async def _completed(self, status: UploadStatus) -> None:
+        info = status.info
+        stored_file = self._store.path_of(info)
+        log.info(
+            "upload complete upload_id=%s file_id=%s client_id=%s size_bytes=%d sha256=%s "
+            "verified=%s stored_path=%s",
+            info.upload_id,
+            info.file_id,
+            info.client_id,
+            info.length_bytes,
+            info.stored_sha256,
+            info.state is UploadState.COMPLETE,
+            info.stored_path,
+        )
+        if info.state is UploadState.CORRUPT:
+            log.error(
+                "integrity incident=%s upload_id=%s file_id=%s client_id=%s size_bytes=%d "
+                "declared_sha256=%s stored_sha256=%s stored_path=%s",
+                info.incident,
+                info.upload_id,
+                info.file_id,
+                info.client_id,
+                info.length_bytes,
+                info.declared_sha256,
+                info.stored_sha256,
+                info.stored_path,
+            )
+        if self._on_complete is None or stored_file is None:
+            return
+        try:
+            async with asyncio.timeout(ON_COMPLETE_TIMEOUT_S):
+                await self._on_complete(CompletedUpload(info, stored_file))
+        except Exception as exc:  # a deployment's step must not fail the stored upload
+            log.error(
+                "on_complete hook failed upload_id=%s error=%s", info.upload_id, type(exc).__name__
+            )
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+async def _stream_into(
+    body: AsyncIterator[bytes],
+    appender: Appender,
+    limit_bytes: int,
+    checksum: UploadChecksum | None,
+) -> _Streamed:
+    """Write body pieces until the body ends or `limit_bytes` are written (one piece past it
+    tells an overflow). Only the body's own failures become outcomes; a write error raises."""
+    hasher = None if checksum is None else hashlib.new(checksum.algorithm, usedforsecurity=False)
+    while True:
+        try:
+            piece = await anext(body)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            return _Streamed(_Stream.TIMED_OUT)
+        except Exception as exc:  # whatever the adapter's stream raises: the peer's fault
+            log.info("request body broke off error=%s", type(exc).__name__)
+            return _Streamed(_Stream.BROKEN)
+        room_bytes = limit_bytes - appender.written_bytes
+        accepted = memoryview(piece)[:room_bytes]
+        if accepted:
+            appender.write(accepted)
+            if hasher is not None:
+                hasher.update(accepted)
+        if len(piece) > room_bytes:
+            return _Streamed(_Stream.OVERFLOWED)
+    return _Streamed(_Stream.ENDED, None if hasher is None else hasher.digest())
+
+
+def _release_quietly(appender: Appender) -> None:
+    try:
+        appender.release()
+    except OSError:
+        log.exception("releasing an append failed upload_id=%s", appender.upload_id)
+
+
+def _is_offset_stream(headers: Mapping[str, str]) -> bool:
+    content_type = headers.get("content-type", "")
+    return content_type.split(";", 1)[0].strip().lower() == OFFSET_CONTENT_TYPE
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    parsed = parse_decimal(value)
+    if parsed is None:
+        raise _Refusal(400, "Content-Length must be decimal digits")
+    return parsed
+
+
+def _checksum_of(headers: Mapping[str, str]) -> UploadChecksum | None:
+    value = headers.get("upload-checksum")
+    if value is None:
+        return None
+    try:
+        return parse_upload_checksum(value)
+    except ChecksumHeaderError as exc:
+        raise _Refusal(400, str(exc)) from exc
+
+
+def _offset_headers(status: UploadStatus) -> dict[str, str]:
+    headers = {"Upload-Offset": str(status.offset_bytes)}
+    if status.finished and status.info.stored_sha256 is not None:
+        headers[STORED_SHA256_HEADER] = status.info.stored_sha256
+    return headers
+
+
+def _reply(status: int, headers: Mapping[str, str]) -> OutgoingResponse:
+    return OutgoingResponse(status, {"Tus-Resumable": TUS_VERSION, **headers})
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> OutgoingResponse:
+    return OutgoingResponse(
+        status,
+        {
+            "Tus-Resumable": TUS_VERSION,
+            "Content-Type": "text/plain; charset=utf-8",
+            **(headers or {}),
+        },
+        (message + "\n").encode("utf-8"),
+    )
