@@ -53,7 +53,20 @@ def status_document(running: RunningBox, storage: dict[str, Any]) -> dict[str, A
 async def _status(request: web.Request) -> web.Response:
     running = request.app[RUNNING]
     storage = await asyncio.to_thread(storage_summary, running)
-    return web.json_response(status_document(running, storage))
+    document = status_document(running, storage)
+    uplink = running.uplink
+    document["uplink"] = None if uplink is None else await asyncio.to_thread(uplink.status)
+    return web.json_response(document)
+
+
+async def _record_flag(request: web.Request) -> web.Response:
+    """The officer flags the running recording as an incident: it uploads first (P0)."""
+    service = request.app[RUNNING].service
+    recording = service.recording
+    if recording is None:
+        return web.json_response({"error": "not recording"}, status=409)
+    changed = await asyncio.to_thread(service.store.flag_incident, recording.recording_id)
+    return web.json_response({"flagged_files": len(changed), "upload_class": "P0"})
 
 
 async def _record_start(request: web.Request) -> web.Response:
@@ -95,6 +108,7 @@ async def start_api(running: RunningBox, host: str, port: int) -> Callable[[], A
     app.router.add_get("/api/status", _status)
     app.router.add_post("/api/record/start", _record_start)
     app.router.add_post("/api/record/stop", _record_stop)
+    app.router.add_post("/api/record/flag", _record_flag)
     app.router.add_post("/api/trigger", _trigger)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

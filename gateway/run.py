@@ -33,6 +33,8 @@ from gateway.inputs import (
     SysfsGpioInput,
 )
 from gateway.recorder import Event, IllegalTransition, RecorderPolicy, TriggerPolicy
+from transport.from_config import build_uplink
+from transport.uplink import UplinkService
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class RunningBox:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stop_api: Callable[[], Any] | None = None
     ignored_events: int = 0
+    uplink: UplinkService | None = None
 
 
 async def start_box(config: LocalConfig) -> RunningBox:
@@ -147,6 +150,9 @@ async def start_box(config: LocalConfig) -> RunningBox:
 
 async def _start_parts(running: RunningBox, config: LocalConfig) -> None:
     await running.service.start()
+    running.uplink = build_uplink(config, running.box.store)
+    if running.uplink is not None:
+        await running.uplink.start()
     running.tasks += [
         asyncio.create_task(running.gpsd.run()),
         asyncio.create_task(_consume_events(running)),
@@ -169,6 +175,9 @@ async def stop_box(running: RunningBox) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await running.service.stop()
+    if running.uplink is not None:
+        await running.uplink.stop()
+        running.uplink.ledger.close()
     await asyncio.to_thread(running.box.audit.append, "gateway.stopped")
     await asyncio.to_thread(running.box.close)
 

@@ -1,0 +1,161 @@
+"""The uplink end to end: store -> scheduler -> tus over pinned mTLS -> reference back office.
+
+Real TLS, real back office, real sockets; links are fault proxies the tests cut and restore.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from storage.envelope import RecipientPrivateKey
+from storage.models import FileState
+from tests.tls_helpers import TestPki
+from tests.transport.uplink_rig import (
+    CHUNK_BYTES,
+    Rig,
+    lte,
+    record_evidence,
+    uplink_rig,
+    wifi,
+)
+from transport.links import HOLD_DOWN_MAX_S
+
+MIB = 1024 * 1024
+
+
+def audit_events(tmp_path: Path) -> list[str]:
+    lines = (tmp_path / "state" / "audit.jsonl").read_text().splitlines()
+    return [json.loads(line)["event"] for line in lines]
+
+
+def card_files(rig: Rig) -> list[Path]:
+    return list(rig.store.layout.sealed_files())
+
+
+async def test_every_file_is_attested_then_deleted_from_the_card(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(),)) as rig:
+        for size in (10_000, 3 * CHUNK_BYTES + 5, 0):
+            record_evidence(rig.store, size)
+        expected = {r.sha256_hex for r in rig.records()}
+        await rig.settle()
+        assert {r.state for r in rig.records()} == {FileState.DELETED}
+        assert card_files(rig) == []
+        assert rig.back_office.completed_sha256() == expected
+    events = audit_events(tmp_path)
+    assert events.count("uplink.uploaded") == 3
+    assert events.count("storage.file_attested") == 3
+    assert events.count("storage.file_deleted") == 3
+
+
+async def test_wifi_drops_mid_upload_and_the_upload_continues_on_lte(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(), lte())) as rig:
+        record_evidence(rig.store, 24 * CHUNK_BYTES)
+        [record] = rig.records()
+        await rig.probe()
+        wifi_proxy = rig.proxies["wifi"]
+        # WiFi fades out after about a third of the file: the radio loses carrier
+        wifi_proxy.plan.cut_after_client_bytes = 8 * CHUNK_BYTES
+        await rig.service.run_once()
+        await wifi_proxy.wait_until(lambda: wifi_proxy.cuts == 1, timeout_s=20)
+        rig.carrier["wifi"] = False
+        wifi_proxy.plan.blackhole = True
+        await rig.settle()
+        assert rig.store.catalog.get(record.file_id).state is FileState.DELETED  # type: ignore[union-attr]
+        via_lte = rig.proxies["lte"].bytes_client_to_server
+        via_wifi = wifi_proxy.bytes_client_to_server
+    resent_bytes = via_lte + via_wifi - record.size_bytes
+    assert via_lte < record.size_bytes, "LTE resumed from the server's offset, not from zero"
+    assert resent_bytes < 2 * CHUNK_BYTES + 64 * 1024, "about one chunk (plus HTTP/TLS) resent"
+
+
+async def test_lte_budget_runs_out_p2_waits_for_wifi_while_p0_still_goes(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    cap = 2 * MIB
+    links = (wifi(), lte(monthly_cap_bytes=cap, p0_reserve_bytes=MIB))
+    async with uplink_rig(tmp_path, recipient, pki, links) as rig:
+        rig.carrier["wifi"] = False
+        routine = record_evidence(rig.store, 200_000, upload_class="P2")
+        evidence = record_evidence(rig.store, int(1.5 * MIB), upload_class="P1")
+        incident = record_evidence(rig.store, int(0.8 * MIB), upload_class="P0")
+        await rig.settle()
+        state = {r.recording_id: r.state for r in rig.records()}
+        assert state[incident] is FileState.DELETED, "P0 goes over LTE from its reserve"
+        assert state[evidence] is FileState.SEALED, "P1 does not fit what is left for P1"
+        assert state[routine] is FileState.SEALED, "P2 never goes over LTE"
+        waiting = {w["file_id"]: w["reason"] for w in rig.service.status()["waiting"]}
+        assert any("WiFi" in reason for reason in waiting.values())
+        # WiFi comes back (after its hold-down, so a flapping WiFi is not trusted at once)
+        rig.carrier["wifi"] = True
+        rig.clock.advance(HOLD_DOWN_MAX_S + 1)
+        await rig.settle()
+        assert {r.state for r in rig.records()} == {FileState.DELETED}
+
+
+async def test_a_wrong_certificate_receives_zero_evidence_bytes(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    impostor = (pki.impostor_server_cert, pki.impostor_server_key)
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(),), server_cert=impostor) as rig:
+        record_evidence(rig.store, 100_000)
+        for _ in range(5):
+            await rig.settle()
+            rig.clock.advance(HOLD_DOWN_MAX_S + 1)
+        [record] = rig.records()
+        assert record.state is FileState.SEALED
+        assert len(card_files(rig)) == 1
+        assert rig.connector.connects["wifi"] == 1, "a pin mismatch is never retried"
+        assert any(k.startswith("uplink_pin_") for k in rig.store.alarms)
+        status = rig.service.status()["links"][0]
+        assert status["pin_blocked"] is True
+        assert status["usable"] is False
+        assert not (tmp_path / "backoffice" / "uploads").exists() or not any(
+            (tmp_path / "backoffice" / "uploads").iterdir()
+        )
+    assert "uplink.pin_mismatch" in audit_events(tmp_path)
+
+
+async def test_the_back_office_restarts_mid_upload(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(),)) as rig:
+        record_evidence(rig.store, 20 * CHUNK_BYTES)
+        [record] = rig.records()
+        proxy = rig.proxies["wifi"]
+        await rig.probe()
+        await rig.service.run_once()
+        await proxy.wait_until(lambda: proxy.bytes_client_to_server > 6 * CHUNK_BYTES, timeout_s=20)
+        await rig.back_office.stop()
+        await rig.back_office.start()
+        for _ in range(10):
+            await rig.settle()
+            if rig.store.catalog.get(record.file_id).state is FileState.DELETED:  # type: ignore[union-attr]
+                break
+            rig.clock.advance(HOLD_DOWN_MAX_S + 1)
+        assert rig.store.catalog.get(record.file_id).state is FileState.DELETED  # type: ignore[union-attr]
+        assert rig.back_office.completed_sha256() == {record.sha256_hex}
+
+
+async def test_a_week_offline_then_everything_goes(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(), lte())) as rig:
+        rig.carrier.update(wifi=False, lte=False)
+        for day in range(7):
+            record_evidence(rig.store, 50_000 + day)
+            for _ in range(24):
+                await rig.settle()
+                rig.clock.advance(3600)
+        assert {r.state for r in rig.records()} == {FileState.SEALED}
+        assert rig.connector.connects == {}, "nothing is tried without a carrier"
+        rig.carrier.update(wifi=True)
+        await rig.settle()
+        rig.clock.advance(HOLD_DOWN_MAX_S + 1)
+        await rig.settle()
+        assert {r.state for r in rig.records()} == {FileState.DELETED}
+        assert len(rig.back_office.completed_sha256()) == 7

@@ -1,0 +1,250 @@
+"""A box's store, two links (each its own fault proxy) and the reference back office, for tests.
+
+Each link reaches the same back office through its own `TcpFaultProxy`, so a test can cut,
+blackhole or reset "WiFi" while "LTE" keeps working, with real TLS, pins and client certificates
+end to end. Time for link health and budgets is a `FakeClock` the test advances; the network is
+real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backoffice.server import RunningServer, start_https_server
+from backoffice.tus_app import TusApp
+from backoffice.upload_store import UploadStore
+from labnet.proxy import FaultPlan, TcpFaultProxy
+from storage.envelope import RecipientPrivateKey
+from storage.models import FileRecord
+from storage.store import EvidenceStore
+from tests.capture_helpers import store_on
+from tests.tls_helpers import TestPki
+from transport.binding import LinkBinding
+from transport.http import Transport
+from transport.https import HttpsTransport
+from transport.ledger import UplinkLedger
+from transport.links import CostClass, LinkConfig
+from transport.scheduler import SchedulerPolicy
+from transport.tls import ClientTlsSettings
+from transport.uplink import UplinkService, UplinkSettings
+from transport.upload import RetryPolicy
+
+CHUNK_BYTES = 64 * 1024
+FAST_RETRY = RetryPolicy(initial_s=0.01, max_s=0.05, attempts=3)
+
+
+class FakeClock:
+    """Monotonic seconds and a calendar day that only move when the test says so."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+        self.day = datetime.date(2026, 11, 23)
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def today(self) -> datetime.date:
+        return self.day
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+        self.day += (
+            datetime.timedelta(seconds=seconds)
+            // datetime.timedelta(days=1)
+            * (datetime.timedelta(days=1))
+        )
+
+
+def wifi(**changes: object) -> LinkConfig:
+    return _link("wifi", CostClass.WIFI, changes)
+
+
+def lte(**changes: object) -> LinkConfig:
+    return _link("lte", CostClass.CELLULAR, changes)
+
+
+def _link(name: str, cost: CostClass, changes: dict[str, object]) -> LinkConfig:
+    fields: dict[str, object] = {
+        "name": name,
+        "cost_class": cost,
+        "binding": LinkBinding(),
+        "headroom_fraction": 0.0,
+        "udp_allowed": False,
+    }
+    fields.update(changes)
+    return LinkConfig(**fields)  # type: ignore[arg-type]
+
+
+@dataclass
+class LinkConnector:
+    """Connects link `name` through `proxies[name]`; counts connects per link."""
+
+    tls: ClientTlsSettings
+    proxies: dict[str, TcpFaultProxy]
+    connects: dict[str, int] = field(default_factory=dict)
+    request_timeout_s: float = 5.0
+
+    async def __call__(self, link: LinkConfig, kind: str) -> Transport:
+        assert kind == "https"
+        self.connects[link.name] = self.connects.get(link.name, 0) + 1
+        proxy = self.proxies[link.name]
+        return await HttpsTransport.connect(
+            "127.0.0.1",
+            proxy.port,
+            self.tls,
+            connect_timeout_s=2,
+            request_timeout_s=self.request_timeout_s,
+            read_timeout_s=min(self.request_timeout_s, 2.0),
+        )
+
+
+@dataclass
+class BackOfficeProcess:
+    """The reference back office in this process; `restart()` keeps its directory."""
+
+    directory: Path
+    pki: TestPki
+    cert_file: Path
+    key_file: Path
+    port: int = 0
+    server: RunningServer | None = None
+    store: UploadStore | None = None
+
+    async def start(self) -> None:
+        self.store = UploadStore.open(self.directory)
+        app = TusApp(self.store, max_upload_bytes=1 << 30, max_chunk_bytes=16 << 20)
+        self.server = await start_https_server(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            client_ca_file=self.pki.ca_cert,
+        )
+        self.port = self.server.port
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def completed_sha256(self) -> set[str]:
+        complete = self.directory / "complete"
+        if not complete.is_dir():
+            return set()
+        return {hashlib.sha256(p.read_bytes()).hexdigest() for p in complete.iterdir()}
+
+
+@dataclass
+class Rig:
+    store: EvidenceStore
+    service: UplinkService
+    clock: FakeClock
+    proxies: dict[str, TcpFaultProxy]
+    connector: LinkConnector
+    back_office: BackOfficeProcess
+    carrier: dict[str, bool]
+
+    async def settle(self, rounds: int = 60) -> None:
+        """Run scheduling rounds until nothing is in flight and nothing new starts."""
+        for _ in range(rounds):
+            started = await self.service.run_once()
+            pending = [
+                t
+                for link in self.service.links.values()
+                for t in [*link.uploads.values(), link.probing]
+                if t is not None
+            ]
+            if pending:
+                await asyncio.wait(pending, timeout=30)
+            elif not started:
+                return
+        raise AssertionError("the uplink did not settle")
+
+    async def probe(self) -> None:
+        """One round that probes the links; wait for the probes only (uploads may follow)."""
+        await self.service.run_once()
+        probes = [link.probing for link in self.service.links.values() if link.probing]
+        if probes:
+            await asyncio.wait(probes, timeout=30)
+
+    def records(self) -> list[FileRecord]:
+        return self.store.catalog.all()
+
+
+def record_evidence(store: EvidenceStore, size_bytes: int, upload_class: str = "P1") -> str:
+    """One sealed single-file recording of `size_bytes` of media; returns its recording id."""
+    recording = store.start_recording({"upload_class": upload_class})
+    stream = recording.open_stream("dashcam")
+    stream.append_media(os.urandom(size_bytes))
+    stream.end_segment({"index": 0})
+    recording.close()
+    return recording.recording_id
+
+
+@contextlib.asynccontextmanager
+async def uplink_rig(
+    tmp_path: Path,
+    recipient: RecipientPrivateKey,
+    pki: TestPki,
+    links: tuple[LinkConfig, ...],
+    *,
+    server_cert: tuple[Path, Path] | None = None,
+    policy: SchedulerPolicy | None = None,
+) -> AsyncIterator[Rig]:
+    cert_file, key_file = server_cert or (pki.server_cert, pki.server_key)
+    back_office = BackOfficeProcess(tmp_path / "backoffice", pki, cert_file, key_file)
+    await back_office.start()
+    clock = FakeClock()
+    carrier = {link.name: True for link in links}
+    try:
+        with _store(tmp_path, recipient) as store:
+            async with contextlib.AsyncExitStack() as stack:
+                proxies = {
+                    link.name: await stack.enter_async_context(
+                        TcpFaultProxy("127.0.0.1", back_office.port, FaultPlan())
+                    )
+                    for link in links
+                }
+                connector = LinkConnector(pki.client_settings(), proxies)
+                ledger = UplinkLedger(tmp_path / "card" / "uplink")
+                settings = UplinkSettings(
+                    links=links,
+                    chunk_bytes=CHUNK_BYTES,
+                    retry=FAST_RETRY,
+                    policy=policy or SchedulerPolicy(),
+                    device_serial="MVB-TEST-0001",
+                    h3_available=False,
+                )
+                service = UplinkService(
+                    store,
+                    ledger,
+                    settings,
+                    connector,
+                    carrier_up=lambda link: carrier[link.name],
+                    clock_s=clock,
+                    today=clock.today,
+                )
+                try:
+                    yield Rig(store, service, clock, proxies, connector, back_office, carrier)
+                finally:
+                    await service.stop()
+                    ledger.close()
+    finally:
+        await back_office.stop()
+
+
+@contextlib.contextmanager
+def _store(tmp_path: Path, recipient: RecipientPrivateKey) -> Iterator[EvidenceStore]:
+    with store_on(tmp_path, recipient) as store:
+        yield store

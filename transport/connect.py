@@ -1,0 +1,68 @@
+"""Opening pinned transports to the configured back office, and reading a link's carrier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from transport.h3 import H3Transport
+from transport.http import Transport
+from transport.https import HttpsTransport
+from transport.links import LinkConfig
+from transport.tls import ClientTlsSettings
+
+
+@dataclass(frozen=True, slots=True)
+class BackOffice:
+    """Where the back office listens. `h3_port` 0: it offers no HTTP/3."""
+
+    host: str
+    https_port: int
+    h3_port: int
+    tls: ClientTlsSettings
+    connect_timeout_s: float = 15.0
+    request_timeout_s: float = 120.0
+
+
+class BackOfficeConnector:
+    """The uplink's `Connector`: one pinned transport per (link, kind), bound to the link."""
+
+    def __init__(self, back_office: BackOffice) -> None:
+        self.back_office = back_office
+
+    async def __call__(self, link: LinkConfig, kind: str) -> Transport:
+        office = self.back_office
+        if kind == "h3":
+            if not office.h3_port:
+                raise ValueError("HTTP/3 asked for, but the back office has no h3_port")
+            return await H3Transport.connect(
+                office.host,
+                office.h3_port,
+                office.tls,
+                binding=link.binding,
+                connect_timeout_s=office.connect_timeout_s,
+                request_timeout_s=office.request_timeout_s,
+            )
+        return await HttpsTransport.connect(
+            office.host,
+            office.https_port,
+            office.tls,
+            binding=link.binding,
+            connect_timeout_s=office.connect_timeout_s,
+            request_timeout_s=office.request_timeout_s,
+        )
+
+
+def carrier_up(link: LinkConfig, sys_class_net: Path = Path("/sys/class/net")) -> bool:
+    """The OS's view of the link's interface (operstate); a link without interface is up.
+
+    "unknown" counts as up: tun devices and some modems never report "up".
+    """
+    interface = link.binding.interface
+    if interface is None:
+        return True
+    try:
+        state = (sys_class_net / interface / "operstate").read_text().strip()
+    except OSError:
+        return False
+    return state in ("up", "unknown")
