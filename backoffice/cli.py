@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from backoffice.decrypt import decrypt_file, describe
+from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.keys import create_recording_keys
 from backoffice.pki import (
     create_ca,
@@ -82,7 +83,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument(
         "--idle-timeout", type=_positive_float, default=DEFAULT_IDLE_TIMEOUT_S, help="seconds"
     )
-    # HTTP/3 (`--h3-port`) is added here; `_start_listeners` starts its listener.
+    serve.add_argument(
+        "--h3-port",
+        type=int,
+        default=None,
+        help="also serve HTTP/3 (QUIC) on this UDP port (0: any free port); off by default",
+    )
 
 
 def _add_pki(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -186,8 +192,10 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _start_listeners(app: TusApp, args: argparse.Namespace) -> list[RunningServer]:
-    """Every listener of one TusApp (HTTPS now; HTTP/3 joins here). Prints one line each."""
+async def _start_listeners(
+    app: TusApp, args: argparse.Namespace
+) -> list[RunningServer | RunningH3Server]:
+    """Every listener of one TusApp (HTTPS, and HTTP/3 when asked). Prints one line each."""
     https = await start_https_server(
         app,
         host=args.host,
@@ -198,7 +206,24 @@ async def _start_listeners(app: TusApp, args: argparse.Namespace) -> list[Runnin
         idle_timeout_s=args.idle_timeout,
     )
     print(f"serving https://{args.host}:{https.port}/files/ from {args.dir}", flush=True)
-    return [https]
+    listeners: list[RunningServer | RunningH3Server] = [https]
+    if args.h3_port is not None:
+        try:
+            h3 = await start_h3_server(
+                app,
+                host=args.host,
+                port=args.h3_port,
+                cert_file=args.cert,
+                key_file=args.key,
+                client_ca_file=args.client_ca,
+                idle_timeout_s=args.idle_timeout,
+            )
+        except BaseException:
+            await https.close()
+            raise
+        listeners.append(h3)
+        print(f"serving h3://{args.host}:{h3.port}/files/ from {args.dir}", flush=True)
+    return listeners
 
 
 def _pki_init(args: argparse.Namespace) -> int:
