@@ -1,0 +1,209 @@
+"""Benchmark of the uplink: our tus session over HTTPS and HTTP/3 against tuspy, on emulated links.
+
+Each link is a pair of network namespaces (labnet.netns.EmulatedLink: tbf for the rate on both
+directions, nftables for random loss on both directions, the project's TUN relay for the delay,
+since this kernel has no netem). The reference back office (`mvb-admin serve`, HTTPS and HTTP/3
+on one port number) runs in the back-office namespace; every client runs as its own process in
+the box namespace (bench/uplink_client.py), so its CPU time is its own.
+
+Per link and client: goodput (file bytes / wall time) against the link rate, and CPU seconds per
+GB uploaded. Clients: ours over HTTPS, ours over HTTP/3, and tuspy (the peer client, over HTTPS),
+each with one upload and with `--parallel` uploads at once (the box uploads several files at a
+time on a link; tuspy gets one thread per file). Then, on the cellular link: body bytes re-sent
+after 10 random cuts, for each of our transports (a fault proxy in the box namespace resets TCP,
+or blackholes and rebinds UDP).
+
+Run as root: `python -m bench.uplink [--quick] [--links wifi,cellular,bad] [--out DIR]`.
+Full: about 6 minutes; `--quick`: about 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backoffice.pki import create_ca, issue_client_cert, issue_server_cert
+from labnet.netns import EmulatedLink, is_available
+
+REPO = Path(__file__).resolve().parent.parent
+SERVING = re.compile(r"serving (?P<scheme>https|h3)://[^:]+:(?P<port>\d+)/files/ from .*")
+MVB_ADMIN = Path(sys.executable).parent / "mvb-admin"
+PORT = 8443
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    name: str
+    rate_mbit: float
+    rtt_ms: float
+    loss_fraction: float
+    seconds_of_data: float  # how long the whole transfer takes at the link rate
+    target_ratio: float | None  # the issue's goodput target (None: no target, only vs tuspy)
+
+    @property
+    def rate_bytes_per_s(self) -> float:
+        return self.rate_mbit * 1e6 / 8
+
+
+PROFILES = {
+    "wifi": LinkProfile("wifi", 100, 5, 0.0, 8, 0.9),
+    "cellular": LinkProfile("cellular", 20, 60, 0.001, 10, 0.8),
+    "bad": LinkProfile("bad", 5, 150, 0.01, 12, None),
+}
+
+
+def make_pki(directory: Path, bo_addr: str) -> None:
+    ca = create_ca()
+    ca.write(directory, "ca")
+    issue_server_cert(ca, ["backoffice.test", bo_addr]).write(directory, "server")
+    issue_client_cert(ca, "MVB-BENCH-0001").write(directory, "client")
+
+
+def start_back_office(link: EmulatedLink, pki: Path, store: Path, log: Path) -> None:
+    argv = [
+        str(MVB_ADMIN), "serve",
+        "--dir", str(store),
+        "--cert", str(pki / "server.crt"), "--key", str(pki / "server.key"),
+        "--client-ca", str(pki / "ca.crt"),
+        "--host", link.bo_addr, "--port", str(PORT), "--h3-port", str(PORT),
+        "--reserve-bytes", "0", "--max-chunk-bytes", str(64 << 20),
+        "--idle-timeout", "120",
+    ]  # fmt: skip
+    with log.open("w") as log_file:
+        process = link.popen(link.bo_ns, argv, stdout=subprocess.PIPE, stderr=log_file, text=True)
+    assert process.stdout is not None
+    for _ in range(2):
+        line = process.stdout.readline()
+        if not SERVING.fullmatch(line.strip()):
+            raise RuntimeError(f"back office did not start: {line!r}; {log.read_text()[-800:]}")
+
+
+def run_client(link: EmulatedLink, pki: Path, **options: Any) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.uplink_client", "--host", link.bo_addr]
+    argv += ["--port", str(PORT), "--pki", str(pki)]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = link.popen(
+        link.box_ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    out, err = process.communicate(timeout=900)
+    if process.returncode != 0:
+        return {"error": err.strip().splitlines()[-1] if err.strip() else "failed"}
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def measure_link(
+    profile: LinkProfile, index: int, parallel: int, quick: bool, work: Path, kinds: list[str]
+) -> dict[str, Any]:
+    total_bytes = int(profile.rate_bytes_per_s * profile.seconds_of_data * (0.5 if quick else 1))
+    rows = []
+    with EmulatedLink(
+        f"mvbu{index}", profile.rate_mbit, profile.rtt_ms, profile.loss_fraction
+    ) as link:
+        pki = work / f"pki-{profile.name}"
+        make_pki(pki, link.bo_addr)
+        start_back_office(
+            link, pki, work / f"store-{profile.name}", work / f"bo-{profile.name}.log"
+        )
+        for streams in (1, parallel):
+            for kind in kinds:
+                result = run_client(
+                    link, pki, kind=kind, files=streams, size_bytes=total_bytes // streams
+                )
+                result.update(streams=streams)
+                if "error" not in result:
+                    moved_bytes = result["size_bytes"] * result["files"]
+                    goodput = moved_bytes / result["seconds"]
+                    result["goodput_mbit_s"] = goodput * 8 / 1e6
+                    result["ratio_to_link"] = goodput / profile.rate_bytes_per_s
+                    result["cpu_s_per_gb"] = result["cpu_s"] / (moved_bytes / 1e9)
+                rows.append({"kind": kind, **result})
+                print(f"  {profile.name:8s} {kind:5s} x{streams}: {_brief(result)}", flush=True)
+        cuts = []
+        if profile.name == "cellular":
+            for kind in ("https", "h3"):
+                result = run_client(link, pki, kind=kind, files=1, size_bytes=total_bytes, cuts=10)
+                cuts.append({"kind": kind, **result})
+                print(f"  {profile.name:8s} {kind:5s} 10 cuts: {result}", flush=True)
+    return {"profile": vars(profile), "rows": rows, "cuts": cuts}
+
+
+def _brief(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"ERROR {result['error']}"
+    return (
+        f"{result['goodput_mbit_s']:6.2f} Mbit/s = {result['ratio_to_link']:.2f} of link, "
+        f"{result['cpu_s_per_gb']:6.1f} CPU s/GB, attested={result['attested']}"
+    )
+
+
+def summarise(results: list[dict[str, Any]]) -> None:
+    print("\nlink      client  best ratio (streams)  CPU s/GB (1 stream)  vs tuspy best")
+    for link in results:
+        best: dict[str, tuple[float, int]] = {}
+        cpu: dict[str, float] = {}
+        for row in link["rows"]:
+            if "error" in row:
+                continue
+            kind = row["kind"]
+            if kind not in best or row["ratio_to_link"] > best[kind][0]:
+                best[kind] = (row["ratio_to_link"], row["streams"])
+            if row["streams"] == 1:
+                cpu[kind] = row["cpu_s_per_gb"]
+        tuspy = best.get("tuspy", (float("nan"), 0))[0]
+        for kind, (ratio, streams) in sorted(best.items()):
+            print(
+                f"{link['profile']['name']:9s} {kind:6s}  {ratio:5.2f} (x{streams})"
+                f"             {cpu.get(kind, float('nan')):7.1f}"
+                f"             {ratio / tuspy:5.2f}x"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--links", default="wifi,cellular,bad")
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--kinds", default="https,h3,tuspy")
+    parser.add_argument("--out", type=Path, default=Path("mvb-bench-uplink"))
+    args = parser.parse_args()
+    if not is_available():
+        sys.exit("bench.uplink needs root, ip, tc, nft and /dev/net/tun (see labnet/netns.py)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    kinds = args.kinds.split(",")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mvb-bench-uplink-") as tmp:
+        for index, name in enumerate(args.links.split(",")):
+            profile = PROFILES[name]
+            print(f"{name}: {profile.rate_mbit} Mbit/s, {profile.rtt_ms} ms RTT, "
+                  f"{profile.loss_fraction:.1%} loss", flush=True)  # fmt: skip
+            measured = measure_link(profile, index, args.parallel, args.quick, Path(tmp), kinds)
+            results.append(measured)
+    summarise(results)
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "seconds": time.perf_counter() - started,
+        "links": results,
+    }
+    (args.out / "uplink.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out / 'uplink.json'} in {report['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
