@@ -22,7 +22,9 @@ entry points as the commands (`gateway.cli.main`, `backoffice.cli.main`). In a f
     sources; one frame per camera, at the trigger, is saved as PNG;
  9. a writer process is SIGKILLed mid-recording (a power cut) and the card recovered
     (`mvb recover`); decryption reports the file as interrupted, signed by the box;
-10. the back office attests the dashcam's file; retention deletes it (`mvb retention`, RULES S3);
+10. a local back office (`mvb-admin pki init`, `serve`) receives every file over tus with pinned
+    mutual TLS; each is attested with the SHA-256 the back office computed and deleted from the
+    card (RULES S3, S6); one is decrypted from the back office's store;
 11. the audit log is verified (`mvb-admin audit verify`), trigger and stop included (RULES R3);
 12. a summary says what was shown and where the files are.
 
@@ -36,7 +38,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -52,6 +53,9 @@ import aiohttp
 
 from backoffice import cli as admin_cli
 from backoffice.keys import create_recording_keys
+from backoffice.server import start_https_server
+from backoffice.tus_app import TusApp
+from backoffice.upload_store import UploadStore
 from config.local import load_config
 from gateway import cli as box_cli
 from gateway.box import AUDIT_LOG_NAME, open_box
@@ -76,9 +80,11 @@ from gateway.demo_steps import (
     save_frame_png,
     say,
     ts_sync_run,
+    wait_until,
 )
 from gateway.synthetic import generate_clip
 from storage.models import FileState
+from transport.from_config import build_uplink
 
 __all__ = ["MARKER", "STEPS", "DemoFailure", "main", "prepare_out", "ts_sync_run"]
 
@@ -95,6 +101,27 @@ PRERECORD_S = 10.0
 POSTRECORD_S = 5.0
 INCIDENT_S = 6.0  # lights on -> the officer's stop
 POWER_CUT_CLIP_S = 8.0
+BACKOFFICE_NAME = "backoffice.demo"
+UPLOAD_TIMEOUT_S = 60.0
+
+# Step 10 appends this to box.toml once the local back office listens. No interface: the demo's
+# one "WiFi" link is the default route (loopback).
+UPLINK_TOML = """
+[uplink]  # the local back office of step 10 (mvb-admin serve), pinned, mutual TLS
+enabled = true
+host = "127.0.0.1"
+port = {port}
+server_name = "{name}"
+ca_file = "../backoffice/pki/ca.crt"
+client_cert_file = "../backoffice/pki/clients/{serial}.crt"
+client_key_file = "../backoffice/pki/clients/{serial}.key"
+pins = {pins}
+chunk_bytes = 1048576
+
+[[links]]
+name = "wifi"
+cost_class = "wifi"
+"""
 
 CAMERA_TOML = """
 [[cameras]]
@@ -443,40 +470,83 @@ def check_recovered_media(paths: DemoPaths, facts: DemoFacts, cut: PowerCut) -> 
     )
 
 
-def step_retention(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:
-    """10: the back office attests the dashcam's file; retention deletes it (RULES S3)."""
-    heading(10, "back office attests the dashcam's file; retention deletes it (mvb retention)")
-    file_id = attest_dashcam_file(paths, facts)
-    output = run.mvb("retention")
-    check(f"deleted {file_id}" in output, f"retention did not delete attested file {file_id}")
-    check(not list(paths.card.rglob(f"{file_id}*")), f"file {file_id} is still on the card")
-    facts.deleted.append(file_id)
-    say(f"{file_id}.mvbe and its sidecar are gone from the card; the catalog keeps the record:")
+def step_uplink(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:
+    """10: a local back office; the box uploads every file, it is attested, the box deletes it."""
+    heading(10, "upload to a local back office (tus, pinned mutual TLS); attested files deleted")
+    pki = paths.backoffice / "pki"
+    output = run.admin("pki", "init", "--dir", pki, "--host", BACKOFFICE_NAME, "127.0.0.1")
+    pins = [word for word in output.split() if word.startswith("sha256/")]
+    check(len(pins) == 2, "pki init printed no primary and backup pin")
+    run.admin("pki", "issue-client", "--dir", pki, "--serial", DEVICE_SERIAL)
+    asyncio.run(upload_everything(paths, pins, facts))
     output = run.mvb("catalog")
-    line = next((line for line in output.splitlines() if line.startswith(file_id)), "")
-    check(FileState.DELETED.value in line.split(), "the catalog does not show the deletion")
+    rows = [line.split() for line in output.splitlines()[1:] if len(line.split()) >= 4]
+    states = {row[3] for row in rows}
+    check(states == {FileState.DELETED.value}, f"catalog still shows {sorted(states)}")
+    check(not list(paths.card.rglob("*.mvbe")), "evidence files remain on the card after upload")
+    stored = sorted((paths.backoffice / "store" / "complete").glob("*.mvbe"))
+    say(
+        f"back office holds {len(stored)} files; the card holds none; the catalog keeps the records"
+    )
+    output = decrypt(run, paths, stored[:1])
+    check("ok" in output or "->" in output, "the back office's copy does not decrypt")
 
 
-def attest_dashcam_file(paths: DemoPaths, facts: DemoFacts) -> str:
-    """Record the back office's echoed sha256 for the dashcam's first file, as the uplink will."""
-    file_id = facts.reports["dashcam"].file_ids[0]
-    recording_id = facts.incident.recording_id
-    box = open_box(load_config(paths.config))
+async def upload_everything(paths: DemoPaths, pins: list[str], facts: DemoFacts) -> None:
+    """Serve tus (HTTPS) from backoffice/store, let the box's uplink run until the card is empty."""
+    pki = paths.backoffice / "pki"
+    with UploadStore.open(paths.backoffice / "store", reserve_bytes=0) as store:
+        app = TusApp(store, max_upload_bytes=1 << 30, max_chunk_bytes=16 << 20)
+        server = await start_https_server(
+            app,
+            host="127.0.0.1",
+            port=0,
+            cert_file=pki / "server.crt",
+            key_file=pki / "server.key",
+            client_ca_file=pki / "ca.crt",
+        )
+        try:
+            say(f"back office: mvb-admin serve on https://127.0.0.1:{server.port}/files/")
+            write_uplink_config(paths, server.port, pins)
+            await run_uplink(paths, facts)
+        finally:
+            await server.close()
+
+
+def write_uplink_config(paths: DemoPaths, port: int, pins: list[str]) -> None:
+    text = paths.config.read_text() + UPLINK_TOML.format(
+        port=port, name=BACKOFFICE_NAME, serial=DEVICE_SERIAL, pins=json.dumps(pins)
+    )
+    paths.config.write_text(text)
+    say("box.toml gains [uplink] (pinned to both server keys, client certificate) and a WiFi link")
+
+
+async def run_uplink(paths: DemoPaths, facts: DemoFacts) -> None:
+    config = load_config(paths.config)
+    box = await asyncio.to_thread(open_box, config)
     try:
         records = box.store.catalog.all()
         facts.files_recorded = len(records)
         facts.encrypted_bytes = sum(r.size_bytes for r in records)
-        sha256_hex = _sha256(box.store.layout.sealed_path(recording_id, file_id))
-        attested = box.store.record_attestation(file_id, sha256_hex)
+        uplink = build_uplink(config, box.store)
+        assert uplink is not None
+        await uplink.start()
+        try:
+            await wait_until(
+                lambda: all(r.state is FileState.DELETED for r in box.store.catalog.all()),
+                UPLOAD_TIMEOUT_S,
+                "the uplink did not deliver every file",
+            )
+        finally:
+            await uplink.stop()
+            uplink.ledger.close()
+        facts.deleted = [r.file_id for r in box.store.catalog.all()]
+        say(
+            f"uploaded {uplink.uploaded_files} files ({uplink.uploaded_bytes:,} bytes); each "
+            "attested with the SHA-256 the back office computed, then deleted (RULES S3, S6)"
+        )
     finally:
-        box.close()
-    check(attested.state is FileState.VERIFIED, f"attestation left {file_id} unverified")
-    say(
-        f"back office echoes sha256 {sha256_hex[:16]}... for {file_id} (dashcam); "
-        "catalog state -> verified"
-    )
-    say("(simulated: the uplink issue will carry this echo from the back office)")
-    return file_id
+        await asyncio.to_thread(box.close)
 
 
 def step_audit(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:
@@ -521,18 +591,16 @@ def step_summary(paths: DemoPaths, facts: DemoFacts, elapsed_s: float) -> None:
     say(f"frames:     {', '.join(p.name for p in facts.frames)} decoded by the back office")
     say(f"power cut:  interrupted file recovered: {cut.describe_line}")
     say(f"            {cut.acked_bytes:,} bytes acknowledged, {cut.recovered_bytes:,} recovered")
-    say(f"retention:  {len(facts.deleted)} file deleted after attestation (RULES S3)")
+    say(
+        f"uplink:     {len(facts.deleted)} files uploaded, attested by the back office's SHA-256 "
+        "and deleted from the card (RULES S3)"
+    )
     say(f"audit:      audit OK, {facts.audit_entries} audit log entries verified")
     say(f"files:      {rel}/card         the SD card (evidence/, catalog/)")
     say(f"            {rel}/box          box.toml, state/ (device key, {AUDIT_LOG_NAME})")
-    say(f"            {rel}/backoffice   keys/, decrypted/, frames/, the box's device public key")
+    say(f"            {rel}/backoffice   keys/, pki/, store/ (uploads), decrypted/, frames/")
     say(f"            {rel}/clips        the power-cut step's clip")
     say(f"demo took {elapsed_s:.1f} s")
-
-
-def _sha256(source: bytes | Path) -> str:
-    data = source.read_bytes() if isinstance(source, Path) else source
-    return hashlib.sha256(data).hexdigest()
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -566,7 +634,7 @@ def run_demo(out: Path) -> None:
     step_decrypt(paths, run, facts)
     step_recorded(paths, facts)
     step_power_cut(paths, run, facts)
-    step_retention(paths, run, facts)
+    step_uplink(paths, run, facts)
     step_audit(paths, run, facts)
     step_summary(paths, facts, time.monotonic() - started)
 

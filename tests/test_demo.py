@@ -71,8 +71,11 @@ def test_the_box_reports_ready_through_its_api(demo_run: DemoRun) -> None:
     assert "GET /api/status:" in ready
     assert "pre-record dashcam 10.0 s, bodycam 10.0 s; GPS fix" in ready
     assert "gps: fix (mode 3), speed 13 m/s" in ready
-    assert "dashcam: connected, 25.0 fps" in ready
-    assert "bodycam: connected, 25.0 fps" in ready
+    for camera in ("dashcam", "bodycam"):
+        # measured over the last second: 25 fps give or take a frame under CI load
+        match = re.search(rf"{camera}: connected, ([0-9.]+) fps", ready)
+        assert match is not None
+        assert 23.0 <= float(match[1]) <= 27.0
 
 
 def test_the_incident_is_played_through_inputs_and_api(demo_run: DemoRun) -> None:
@@ -116,7 +119,7 @@ def test_summary_states_what_was_proved(demo_run: DemoRun) -> None:
     assert "dashcam-at-trigger.png, bodycam-at-trigger.png decoded by the back office" in summary
     assert "interrupted file recovered: interrupted at chunk" in summary
     assert "(power cut; device signature verified)" in summary
-    assert "1 file deleted after attestation" in summary
+    assert "3 files uploaded, attested by the back office's SHA-256 and deleted" in summary
     assert "audit OK" in summary
     assert "no plaintext on it" in summary
 
@@ -126,6 +129,8 @@ def test_the_audit_log_holds_trigger_and_stop(demo_run: DemoRun) -> None:
     assert "audit log OK" in audit
     for event in ("gateway.started", "gateway.trigger", "gateway.stop", "gateway.stopped"):
         assert f"x {event}\n" in audit
+    for event in ("uplink.uploaded", "storage.file_attested", "storage.file_deleted"):
+        assert f"3 x {event}\n" in audit
 
 
 def test_demo_leaves_its_files_where_it_says(demo_run: DemoRun) -> None:
@@ -133,8 +138,12 @@ def test_demo_leaves_its_files_where_it_says(demo_run: DemoRun) -> None:
     config = load_config(out / "box" / "box.toml")
     assert [c.name for c in config.cameras] == ["dashcam", "bodycam"]
     assert config.recording.prerecord_s == demo.PRERECORD_S
-    # one incident (dashcam + bodycam) and the power cut's file; retention deleted the dashcam's
-    assert len(list((out / "card" / "evidence").glob("*/*.mvbe"))) == 2
+    # one incident (dashcam + bodycam) and the power cut's file: all uploaded, none on the card
+    assert config.uplink.enabled
+    assert len(config.uplink.pins) == 2
+    assert list((out / "card" / "evidence").glob("*/*.mvbe")) == []
+    stored = list((out / "backoffice" / "store" / "complete").glob("*.mvbe"))
+    assert len(stored) == 3
     assert len(list((out / "backoffice" / "decrypted").glob("*.ts"))) == 3
     frames = sorted((out / "backoffice" / "frames").glob("*.png"))
     assert [f.name for f in frames] == ["bodycam-at-trigger.png", "dashcam-at-trigger.png"]
