@@ -22,6 +22,7 @@ class BackOffice:
     tls: ClientTlsSettings
     connect_timeout_s: float = 15.0
     request_timeout_s: float = 120.0
+    read_timeout_s: float = 15.0  # HTTPS: silence this long on a connection is a dead link
 
 
 class BackOfficeConnector:
@@ -50,6 +51,7 @@ class BackOfficeConnector:
             binding=link.binding,
             connect_timeout_s=office.connect_timeout_s,
             request_timeout_s=office.request_timeout_s,
+            read_timeout_s=office.read_timeout_s,
         )
 
 
