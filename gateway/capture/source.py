@@ -210,9 +210,11 @@ class ThreadedSource(abc.ABC):
                 self.bridge.deliver(captured)
                 delivered = True
             else:
-                self._note_error("stream ended")
+                if not self._stop.is_set():  # our own stop interrupts the read: not a fault
+                    self._note_error("stream ended")
         except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
-            self._note_error(_describe(exc))
+            if not self._stop.is_set():
+                self._note_error(_describe(exc))
         finally:
             self.health.connected = False
         return delivered
