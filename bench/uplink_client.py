@@ -33,7 +33,7 @@ from transport.https import HttpsTransport
 from transport.pinning import PinSet, pin_of_pem_file
 from transport.tls import ClientTlsSettings
 from transport.tus_session import TusSession, UploadOutcome, UploadSpec
-from transport.upload import Exchange, RetryPolicy, SliceReader, drive, drive_with_retries
+from transport.upload import RetryPolicy, SliceReader, drive, drive_with_retries
 
 SERVER_NAME = "backoffice.test"
 
@@ -74,10 +74,6 @@ async def connect(kind: str, host: str, port: int, pki: Path, streams: int) -> T
     )
 
 
-def ignore(_session: TusSession, _exchange: Exchange) -> None:
-    return None
-
-
 async def upload_ours(
     kind: str, host: str, port: int, pki: Path, uploads: list[Upload], chunk_bytes: int
 ) -> dict[str, Any]:
@@ -90,7 +86,7 @@ async def upload_ours(
         sessions.append(session)
         reader = SliceReader(upload.path)
         try:
-            return await drive(session, transport, reader, on_exchange=ignore)
+            return await drive(session, transport, reader)
         finally:
             reader.close()
 
@@ -172,7 +168,7 @@ async def upload_with_cuts(
         async def attempt() -> UploadOutcome:
             transport = await connect(kind, "127.0.0.1", proxy.port, pki, 1)
             try:
-                return await drive(session, transport, reader, on_exchange=ignore)
+                return await drive(session, transport, reader)
             finally:
                 await transport.aclose()
 

@@ -111,6 +111,7 @@ class LinkSection:
     headroom_fraction: float = 0.2
     p0_reserve_bytes: int = 0
     udp_allowed: bool = True
+    prefer_h3: bool = False  # HTTPS measured better on every emulated link (docs/benchmarks.md)
 
 
 @dataclass(frozen=True, slots=True)

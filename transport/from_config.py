@@ -31,6 +31,7 @@ def link_config(section: LinkSection) -> LinkConfig:
         headroom_fraction=section.headroom_fraction,
         p0_reserve_bytes=section.p0_reserve_bytes,
         udp_allowed=section.udp_allowed,
+        prefer_h3=section.prefer_h3,
     )
 
 

@@ -60,6 +60,10 @@ from transport.pinning import PinSet
 from transport.quic_peer import peer_certificate_der, stream_send_backlog_bytes
 from transport.tls import ClientTlsSettings
 
+CONGESTION_CONTROL = "cubic"
+"""The box is the sender. On the emulated 20 Mbit/s, 60 ms, 0.1 % loss link aioquic's CUBIC
+reached 0.57-0.66 of the link rate against 0.32-0.44 with its default Reno (bench/uplink.py)."""
+
 SEND_PIECE_BYTES = 64 * 1024
 """A request body is handed to aioquic in DATA frames of this size."""
 
@@ -333,6 +337,7 @@ def client_configuration(tls: ClientTlsSettings, idle_timeout_s: float) -> QuicC
         server_name=tls.server_name,
         verify_mode=ssl.CERT_REQUIRED,
         cafile=str(tls.ca_file),
+        congestion_control_algorithm=CONGESTION_CONTROL,
     )
     configuration.load_cert_chain(tls.client_cert_file, tls.client_key_file)
     return configuration

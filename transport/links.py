@@ -87,6 +87,10 @@ class LinkConfig:
     headroom_fraction: float = 0.0
     p0_reserve_bytes: int = 0
     udp_allowed: bool = True
+    prefer_h3: bool = False
+    """Upload over HTTP/3 on this link (falls back to HTTPS when UDP turns out blocked). Off by
+    default: on every emulated link of bench/uplink.py HTTPS over Linux TCP had the higher
+    goodput, and aioquic (pure Python) costs 15-60x the CPU (docs/benchmarks.md)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -102,6 +106,8 @@ class LinkConfig:
         self._check_reserve()
         if not isinstance(self.udp_allowed, bool):
             raise ValueError(f"udp_allowed must be a bool, not {self.udp_allowed!r}")
+        if not isinstance(self.prefer_h3, bool):
+            raise ValueError(f"prefer_h3 must be a bool, not {self.prefer_h3!r}")
 
     def _check_headroom(self) -> None:
         headroom = self.headroom_fraction

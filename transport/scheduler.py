@@ -39,10 +39,6 @@ TransportName = Literal["https", "h3"]
 HTTPS: Final = "https"
 H3: Final = "h3"
 
-H3_MIN_RTT_S: Final = 0.1
-"""From this smoothed RTT on, a cellular link uploads over HTTP/3 (QUIC recovers faster)."""
-H3_MIN_LOSS: Final = 0.005
-"""From this failed-request share on, a cellular link uploads over HTTP/3."""
 
 MIB: Final = 1024 * 1024
 
@@ -253,13 +249,18 @@ def plan(
 
 
 def choose_transport(link: LinkView) -> TransportName:
-    """HTTP/3 on a cellular link whose RTT >= H3_MIN_RTT_S or loss >= H3_MIN_LOSS; HTTPS
-    otherwise, and always when UDP is not allowed by config or was found blocked on the link."""
-    if not link.config.udp_allowed or link.udp_blocked or not link.is_cellular:
-        return HTTPS
-    slow = link.rtt_s is not None and link.rtt_s >= H3_MIN_RTT_S
-    lossy = link.loss_hint >= H3_MIN_LOSS
-    return H3 if slow or lossy else HTTPS
+    """HTTP/3 only on a link configured to prefer it, while UDP is allowed and not found
+    blocked; HTTPS otherwise.
+
+    Decided by bench/uplink.py (docs/benchmarks.md): on the WiFi-like, cellular and bad emulated
+    links HTTPS over the kernel's TCP reached 0.83-0.93 of the link rate, HTTP/3 over aioquic
+    0.14-0.89 (its loss recovery collapses at 0.1-1 % loss) at 15-60x the CPU per GB. HTTP/3
+    kept an upload alive through a NAT rebinding, so a link whose carrier proxies or throttles
+    TCP may still prefer it.
+    """
+    if link.config.prefer_h3 and link.config.udp_allowed and not link.udp_blocked:
+        return H3
+    return HTTPS
 
 
 def explain_waiting(

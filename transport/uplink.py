@@ -131,6 +131,7 @@ class UplinkService:
         self.links = {c.name: self._new_link(c) for c in settings.links}
         self._not_before_s: dict[str, float] = {}
         self._progress: dict[str, _Progress] = {}
+        self._known_urls: dict[str, str | None] = {}  # the ledger's upload URL of running uploads
         self._capabilities: ServerCapabilities | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self.uploaded_files = 0
@@ -194,7 +195,7 @@ class UplinkService:
                 for task in list(link.uploads.values()):
                     task.cancel()  # the file returns to the queue and resumes elsewhere
         records = await asyncio.to_thread(self.store.catalog.all)
-        candidates = self._candidates(records)
+        candidates = await asyncio.to_thread(self._candidates, records)  # ledger reads: sqlite
         in_flight = {f: link.config.name for link in self.links.values() for f in link.uploads}
         views = [self._view(link, now_s) for link in self.links.values()]
         by_id = {r.file_id: r for r in records}
@@ -328,6 +329,7 @@ class UplinkService:
             await self._requeue(file_id)
         finally:
             self._progress.pop(file_id, None)
+            self._known_urls.pop(file_id, None)
 
     def _https_works(self, link: _Link) -> bool:
         """UDP counts as blocked when HTTP/3 fails on a link whose HTTPS probe succeeded."""
@@ -335,7 +337,7 @@ class UplinkService:
 
     async def _transfer(self, record: FileRecord, link: _Link, kind: str) -> UploadOutcome:
         assert record.sha256_hex is not None
-        upload = self.ledger.file(record.file_id)
+        upload = await asyncio.to_thread(self.ledger.file, record.file_id)
         spec = UploadSpec(
             file_id=record.file_id,
             size_bytes=record.size_bytes,
@@ -349,6 +351,7 @@ class UplinkService:
             capabilities=self._capabilities,
             upload_url=upload.upload_url,
         )
+        self._known_urls[record.file_id] = upload.upload_url
         path = self.store.layout.sealed_path(record.recording_id, record.file_id)
         reader = await asyncio.to_thread(SliceReader, path)
         try:
@@ -385,7 +388,7 @@ class UplinkService:
                 await self._drop_transport(link, kind)
             raise
 
-    def _on_exchange(
+    async def _on_exchange(
         self, file_id: str, session: TusSession, exchange: Exchange, link: _Link
     ) -> None:
         now_s = self._clock_s()
@@ -396,12 +399,15 @@ class UplinkService:
             link.health.observe_success(now_s)
             if link.budget is not None:
                 link.budget.spend(exchange.body_bytes, self._today())
-                self.ledger.put_budget(link.config.name, link.budget.state.to_dict())
+                state = link.budget.state.to_dict()
+                await asyncio.to_thread(self.ledger.put_budget, link.config.name, state)
         else:
             link.health.observe_success(now_s, duration_s)
-        stored = self.ledger.file(file_id)
-        if session.upload_url != stored.upload_url:
-            self.ledger.put_file(file_id, FileUpload(upload_url=session.upload_url))
+        if session.upload_url != self._known_urls.get(file_id):
+            # Persisted before the next chunk: a box that loses power resumes this upload.
+            upload = FileUpload(upload_url=session.upload_url)
+            await asyncio.to_thread(self.ledger.put_file, file_id, upload)
+            self._known_urls[file_id] = session.upload_url
         if session.capabilities is not None:
             self._capabilities = session.capabilities
         progress = self._progress.get(file_id)
@@ -428,9 +434,8 @@ class UplinkService:
         self.uploaded_files += 1
         self.uploaded_bytes += record.size_bytes
         if outcome.attested_sha256_hex is None:
-            self.ledger.put_file(
-                file_id, FileUpload(upload_url=outcome.upload_url, completed_unattested=True)
-            )
+            done = FileUpload(upload_url=outcome.upload_url, completed_unattested=True)
+            await asyncio.to_thread(self.ledger.put_file, file_id, done)
             await self._requeue(file_id)
             await self._audit(
                 "uplink.uploaded_unattested", file_id=file_id, link=link.config.name, transport=kind
@@ -444,7 +449,7 @@ class UplinkService:
             raise IntegrityError(str(exc)) from exc
         await self._audit("uplink.uploaded", file_id=file_id, link=link.config.name, transport=kind)
         await asyncio.to_thread(self.store.apply_retention)  # S3: the attested copy goes now
-        self.ledger.forget_file(file_id)
+        await asyncio.to_thread(self.ledger.forget_file, file_id)
         self._not_before_s.pop(file_id, None)
 
     async def _block_link(self, link: _Link, exc: PinMismatch) -> None:
@@ -459,10 +464,9 @@ class UplinkService:
 
     async def _block_file(self, file_id: str, link: _Link, exc: TransportError) -> None:
         reason = f"{_kind(exc)}: {exc}"
-        upload = self.ledger.file(file_id)
-        self.ledger.put_file(
-            file_id, FileUpload(upload.upload_url, upload.completed_unattested, reason[:300])
-        )
+        upload = await asyncio.to_thread(self.ledger.file, file_id)
+        blocked = FileUpload(upload.upload_url, upload.completed_unattested, reason[:300])
+        await asyncio.to_thread(self.ledger.put_file, file_id, blocked)
         self.store.alarms[f"uplink_file_{file_id[:12]}"] = f"upload of {file_id} stopped: {reason}"
         await self._requeue(file_id)
         await self._audit(

@@ -54,7 +54,7 @@ class Exchange:
     status: int
 
 
-ExchangeHook = Callable[[TusSession, Exchange], None]
+ExchangeHook = Callable[[TusSession, Exchange], Awaitable[None]]
 Pacer = Callable[[int], Awaitable[None]]
 
 
@@ -67,13 +67,14 @@ async def drive(
     transport: Transport,
     reader: SliceReader,
     *,
-    on_exchange: ExchangeHook,
+    on_exchange: ExchangeHook | None = None,
     pace: Pacer = _no_pacing,
     clock_s: Callable[[], float] = time.monotonic,
 ) -> UploadOutcome:
     """Run `session` to its end over `transport`; raise the first fault by its kind.
 
-    `pace(n)` is awaited before each body of n bytes is sent (the link's rate cap).
+    `pace(n)` is awaited before each body of n bytes is sent (the link's rate cap);
+    `on_exchange` after each answered request (the shell's health, budget and ledger updates).
     """
     while (request := session.next_request()) is not None:
         started_s = clock_s()
@@ -90,7 +91,8 @@ async def drive(
             session.connection_lost()
             raise
         session.receive(response)  # raises ServerError, HostileServer, ... by fault
-        on_exchange(session, Exchange(body_bytes, clock_s() - started_s, response.status))
+        if on_exchange is not None:
+            await on_exchange(session, Exchange(body_bytes, clock_s() - started_s, response.status))
     if session.outcome is None:
         raise RuntimeError("tus session ended without an outcome (terminated?)")
     return session.outcome

@@ -20,14 +20,10 @@ from transport.h3 import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.tus_session import TusSession, UploadSpec
-from transport.upload import Exchange, SliceReader, drive
+from transport.upload import SliceReader, drive
 
 MVB_ADMIN = Path(sys.executable).parent / "mvb-admin"
 SERVING = re.compile(r"serving (?P<scheme>https|h3)://127\.0\.0\.1:(?P<port>\d+)/files/ from .*")
-
-
-def ignore(_session: TusSession, _exchange: Exchange) -> None:
-    return None
 
 
 async def upload(transport: Transport, path: Path, file_id: str) -> tuple[str | None, str]:
@@ -36,7 +32,7 @@ async def upload(transport: Transport, path: Path, file_id: str) -> tuple[str | 
     session = TusSession(UploadSpec(file_id, len(data), sha256_hex), chunk_bytes=256 * 1024)
     reader = SliceReader(path)
     try:
-        outcome = await drive(session, transport, reader, on_exchange=ignore)
+        outcome = await drive(session, transport, reader)
     finally:
         reader.close()
         await transport.aclose()

@@ -18,7 +18,7 @@ from tests.tls_helpers import TestPki
 from transport.errors import PinMismatch
 from transport.https import HttpsTransport
 from transport.tus_session import TusSession, UploadOutcome, UploadSpec
-from transport.upload import Exchange, RetryPolicy, SliceReader, drive, drive_with_retries
+from transport.upload import RetryPolicy, SliceReader, drive, drive_with_retries
 
 CHUNK_BYTES = 256 * 1024
 
@@ -40,10 +40,6 @@ def spec_for(path: Path, sha256_hex: str) -> UploadSpec:
     )
 
 
-def ignore(_session: TusSession, _exchange: Exchange) -> None:
-    return None
-
-
 async def test_whole_upload_to_tus_node_is_byte_exact_and_unattested(
     tmp_path: Path, pki: TestPki
 ) -> None:
@@ -53,7 +49,7 @@ async def test_whole_upload_to_tus_node_is_byte_exact_and_unattested(
         session = TusSession(spec_for(path, sha256_hex), chunk_bytes=CHUNK_BYTES)
         reader = SliceReader(path)
         try:
-            outcome = await drive(session, transport, reader, on_exchange=ignore)
+            outcome = await drive(session, transport, reader)
         finally:
             reader.close()
             await transport.aclose()
@@ -80,7 +76,7 @@ async def test_cuts_mid_upload_resume_from_the_servers_offset(tmp_path: Path, pk
                     cuts += 1
                 else:
                     proxy.plan.cut_after_client_bytes = None
-                return await drive(session, transport, reader, on_exchange=ignore)
+                return await drive(session, transport, reader)
 
             try:
                 await drive_with_retries(
@@ -104,7 +100,7 @@ async def test_a_wrong_pin_sends_nothing_to_tus_node(tmp_path: Path, pki: TestPk
         session = TusSession(spec_for(path, sha256_hex), chunk_bytes=CHUNK_BYTES)
         reader = SliceReader(path)
         with pytest.raises(PinMismatch):
-            await drive(session, transport, reader, on_exchange=ignore)
+            await drive(session, transport, reader)
         reader.close()
         await transport.aclose()
         assert peer.stored_files() == []
