@@ -372,9 +372,9 @@ class UplinkService:
     async def _attempt(
         self, file_id: str, session: TusSession, reader: SliceReader, link: _Link, kind: str
     ) -> UploadOutcome:
-        transport = await self._transport(link, kind)
         link.pacer.set_rate(rate_limit_bytes_per_s(link.config, link.health))
         try:
+            transport = await self._transport(link, kind)
             return await drive(
                 session,
                 transport,
@@ -383,9 +383,12 @@ class UplinkService:
                 pace=link.pacer.take,
             )
         except (TransientNetworkError, ServerError):
-            link.health.observe_failure(self._clock_s())
-            if kind == "h3":  # a QUIC connection does not recover from an idle timeout
+            if kind == "h3":
+                # A QUIC connection does not recover from an idle timeout; and a failing UDP
+                # path says nothing about the link (udp_blocked judges it, see _upload).
                 await self._drop_transport(link, kind)
+            else:
+                link.health.observe_failure(self._clock_s())
             raise
 
     async def _on_exchange(

@@ -159,3 +159,35 @@ async def test_a_week_offline_then_everything_goes(
         await rig.settle()
         assert {r.state for r in rig.records()} == {FileState.DELETED}
         assert len(rig.back_office.completed_sha256()) == 7
+
+
+async def test_a_link_that_prefers_http3_uploads_over_it(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    link = wifi(prefer_h3=True, udp_allowed=True)
+    async with uplink_rig(tmp_path, recipient, pki, (link,)) as rig:
+        record_evidence(rig.store, 6 * CHUNK_BYTES)
+        [record] = rig.records()
+        await rig.settle()
+        assert rig.store.catalog.get(record.file_id).state is FileState.DELETED  # type: ignore[union-attr]
+        assert rig.udp_proxies["wifi"].bytes_client_to_server > record.size_bytes
+        assert rig.service.status()["links"][0]["udp_blocked"] is False
+    assert rig.back_office.completed_sha256() == {record.sha256_hex}
+
+
+async def test_blocked_udp_falls_back_to_https(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    link = wifi(prefer_h3=True, udp_allowed=True)
+    async with uplink_rig(tmp_path, recipient, pki, (link,)) as rig:
+        rig.udp_proxies["wifi"].plan.blackhole = True  # a network that drops UDP
+        record_evidence(rig.store, 6 * CHUNK_BYTES)
+        [record] = rig.records()
+        for _ in range(3):
+            await rig.settle()
+            rig.clock.advance(HOLD_DOWN_MAX_S + 1)
+        assert rig.store.catalog.get(record.file_id).state is FileState.DELETED  # type: ignore[union-attr]
+        status = rig.service.status()["links"][0]
+        assert status["udp_blocked"] is True
+        assert status["usable"] is True, "a UDP failure does not take the link down"
+        assert rig.connector.h3_connects["wifi"] >= 1

@@ -17,16 +17,18 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.server import RunningServer, start_https_server
 from backoffice.tus_app import TusApp
 from backoffice.upload_store import UploadStore
-from labnet.proxy import FaultPlan, TcpFaultProxy
+from labnet.proxy import FaultPlan, TcpFaultProxy, UdpFaultProxy
 from storage.envelope import RecipientPrivateKey
 from storage.models import FileRecord
 from storage.store import EvidenceStore
 from tests.capture_helpers import store_on
 from tests.tls_helpers import TestPki
 from transport.binding import LinkBinding
+from transport.h3 import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.ledger import UplinkLedger
@@ -84,15 +86,27 @@ def _link(name: str, cost: CostClass, changes: dict[str, object]) -> LinkConfig:
 
 @dataclass
 class LinkConnector:
-    """Connects link `name` through `proxies[name]`; counts connects per link."""
+    """Connects link `name` through `proxies[name]` (HTTPS) or `udp_proxies[name]` (HTTP/3);
+    counts connects per link and kind."""
 
     tls: ClientTlsSettings
     proxies: dict[str, TcpFaultProxy]
+    udp_proxies: dict[str, UdpFaultProxy]
     connects: dict[str, int] = field(default_factory=dict)
+    h3_connects: dict[str, int] = field(default_factory=dict)
     request_timeout_s: float = 5.0
 
     async def __call__(self, link: LinkConfig, kind: str) -> Transport:
-        assert kind == "https"
+        if kind == "h3":
+            self.h3_connects[link.name] = self.h3_connects.get(link.name, 0) + 1
+            return await H3Transport.connect(
+                "127.0.0.1",
+                self.udp_proxies[link.name].port,
+                self.tls,
+                connect_timeout_s=1,
+                request_timeout_s=self.request_timeout_s,
+                idle_timeout_s=2,
+            )
         self.connects[link.name] = self.connects.get(link.name, 0) + 1
         proxy = self.proxies[link.name]
         return await HttpsTransport.connect(
@@ -114,23 +128,33 @@ class BackOfficeProcess:
     cert_file: Path
     key_file: Path
     port: int = 0
+    h3_port: int = 0
     server: RunningServer | None = None
+    h3_server: RunningH3Server | None = None
     store: UploadStore | None = None
 
     async def start(self) -> None:
         self.store = UploadStore.open(self.directory)
         app = TusApp(self.store, max_upload_bytes=1 << 30, max_chunk_bytes=16 << 20)
+        cert, key, ca = self.cert_file, self.key_file, self.pki.ca_cert
         self.server = await start_https_server(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            client_ca_file=self.pki.ca_cert,
+            app, host="127.0.0.1", port=self.port, cert_file=cert, key_file=key, client_ca_file=ca
         )
         self.port = self.server.port
+        self.h3_server = await start_h3_server(
+            app,
+            host="127.0.0.1",
+            port=self.h3_port,
+            cert_file=cert,
+            key_file=key,
+            client_ca_file=ca,
+        )
+        self.h3_port = self.h3_server.port
 
     async def stop(self) -> None:
+        if self.h3_server is not None:
+            await self.h3_server.close()
+            self.h3_server = None
         if self.server is not None:
             await self.server.close()
             self.server = None
@@ -151,6 +175,7 @@ class Rig:
     service: UplinkService
     clock: FakeClock
     proxies: dict[str, TcpFaultProxy]
+    udp_proxies: dict[str, UdpFaultProxy]
     connector: LinkConnector
     back_office: BackOfficeProcess
     carrier: dict[str, bool]
@@ -216,7 +241,13 @@ async def uplink_rig(
                     )
                     for link in links
                 }
-                connector = LinkConnector(pki.client_settings(), proxies)
+                udp_proxies = {
+                    link.name: await stack.enter_async_context(
+                        UdpFaultProxy("127.0.0.1", back_office.h3_port, FaultPlan())
+                    )
+                    for link in links
+                }
+                connector = LinkConnector(pki.client_settings(), proxies, udp_proxies)
                 ledger = UplinkLedger(tmp_path / "card" / "uplink")
                 settings = UplinkSettings(
                     links=links,
@@ -224,7 +255,7 @@ async def uplink_rig(
                     retry=FAST_RETRY,
                     policy=policy or SchedulerPolicy(),
                     device_serial="MVB-TEST-0001",
-                    h3_available=False,
+                    h3_available=True,
                 )
                 service = UplinkService(
                     store,
@@ -236,7 +267,9 @@ async def uplink_rig(
                     today=clock.today,
                 )
                 try:
-                    yield Rig(store, service, clock, proxies, connector, back_office, carrier)
+                    yield Rig(
+                        store, service, clock, proxies, udp_proxies, connector, back_office, carrier
+                    )
                 finally:
                     await service.stop()
                     ledger.close()
