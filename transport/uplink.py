@@ -142,7 +142,8 @@ class UplinkService:
         if config.monthly_cap_bytes is not None:
             budget = self._load_budget(config)
         health = LinkHealth(carrier_up=self._carrier_up(config))
-        return _Link(config, health, budget, Pacer(config.rate_cap_bytes_per_s, self._clock_s))
+        # The pacer sleeps in real time, so it measures real time whatever clock schedules.
+        return _Link(config, health, budget, Pacer(config.rate_cap_bytes_per_s))
 
     def _load_budget(self, config: LinkConfig) -> DataBudget:
         stored = self.ledger.budget(config.name)

@@ -6,6 +6,7 @@ Real TLS, real back office, real sockets; links are fault proxies the tests cut 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from storage.envelope import RecipientPrivateKey
@@ -20,6 +21,7 @@ from tests.transport.uplink_rig import (
     wifi,
 )
 from transport.links import HOLD_DOWN_MAX_S
+from transport.pacing import BURST_S
 
 MIB = 1024 * 1024
 
@@ -191,3 +193,21 @@ async def test_blocked_udp_falls_back_to_https(
         assert status["udp_blocked"] is True
         assert status["usable"] is True, "a UDP failure does not take the link down"
         assert rig.connector.h3_connects["wifi"] >= 1
+
+
+async def test_the_rate_cap_holds_an_upload_back(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    cap_bytes_per_s = 128 * 1024
+    async with uplink_rig(
+        tmp_path, recipient, pki, (wifi(rate_cap_bytes_per_s=cap_bytes_per_s),)
+    ) as rig:
+        record_evidence(rig.store, 5 * CHUNK_BYTES)
+        [record] = rig.records()
+        await rig.probe()
+        started_s = time.monotonic()
+        await rig.settle()
+        elapsed_s = time.monotonic() - started_s
+        assert rig.store.catalog.get(record.file_id).state is FileState.DELETED  # type: ignore[union-attr]
+    burst_bytes = cap_bytes_per_s * BURST_S
+    assert elapsed_s >= (record.size_bytes - burst_bytes) / cap_bytes_per_s
