@@ -43,6 +43,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -372,7 +373,8 @@ def step_no_plaintext(paths: DemoPaths) -> None:
     """6: nothing readable on the card: no identity, no position, no MPEG-TS."""
     heading(6, "card: search it for plaintext (what a thief would find)")
     needles = plaintext_needles()
-    files = [p for p in sorted(paths.card.rglob("*")) if p.is_file()]
+    copy = thief_copy(paths)
+    files = [p for p in sorted(copy.rglob("*")) if p.is_file()]
     scanned = 0
     for path in files:
         blob = path.read_bytes()
@@ -381,6 +383,7 @@ def step_no_plaintext(paths: DemoPaths) -> None:
         check(not found, f"plaintext on the card: {', '.join(found)} in {path}")
         offset = ts_sync_run(blob)
         check(offset is None, f"plaintext MPEG-TS on the card: {path} at offset {offset}")
+    shutil.rmtree(copy)
     check(scanned > 0, "the card is empty: nothing was recorded")
     say(f"searched {len(files)} files, {scanned:,} bytes (evidence, sidecars, catalog) for:")
     for name in needles:
@@ -390,6 +393,18 @@ def step_no_plaintext(paths: DemoPaths) -> None:
         "plaintext footage shows"
     )
     say("found none of them: the card holds no plaintext footage, identity or position (RULES S1)")
+
+
+def thief_copy(paths: DemoPaths) -> Path:
+    """The card as a thief copies it, by another process (`cp -a`).
+
+    Never read the catalog's sqlite files from this process: it holds connections to them, and
+    closing any descriptor of a file drops every POSIX lock the process has on it, so another
+    process would take the WAL for unused and delete it under our connections.
+    """
+    copy = paths.out / "thief-copy"
+    subprocess.run(["cp", "-a", str(paths.card), str(copy)], check=True)
+    return copy
 
 
 def step_decrypt(paths: DemoPaths, run: Runner, facts: DemoFacts) -> None:

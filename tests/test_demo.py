@@ -131,6 +131,8 @@ def test_the_audit_log_holds_trigger_and_stop(demo_run: DemoRun) -> None:
         assert f"x {event}\n" in audit
     for event in ("uplink.uploaded", "storage.file_attested", "storage.file_deleted"):
         assert f"3 x {event}\n" in audit
+    # the killed writer's RECORDING record reached the catalog: recovery adopts nothing
+    assert "storage.catalog_rebuilt" not in audit
 
 
 def test_demo_leaves_its_files_where_it_says(demo_run: DemoRun) -> None:
