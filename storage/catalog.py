@@ -14,6 +14,11 @@ Invariants:
   hold every fact except what only the catalog knows. A broken catalog is moved aside, never
   deleted, because it may matter to an investigator.
 
+A process that uses the catalog must never open and close its sqlite files (`catalog/`) by
+other means (a scan of the card, a copy, a checksum): closing any descriptor of a file drops all
+of that process's POSIX locks on it, and another process may then take the WAL for unused and
+delete it under the open connections (seen in the demo: a writer's records became invisible).
+
 What a rebuild cannot recover: attestations (`attested_sha256_hex`, hence VERIFIED), holds
 (`held`), UPLOADING and DELETED states exist only in the catalog. After a rebuild every file on the
 card is SEALED and unheld; the box asks the back office again which files it holds and which are
