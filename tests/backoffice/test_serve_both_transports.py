@@ -12,9 +12,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from tests.backoffice.test_tuspy_interop import read_line
 from tests.tls_helpers import TestPki
 from transport.h3 import H3Transport
 from transport.http import Transport
@@ -24,6 +24,22 @@ from transport.upload import SliceReader, drive
 
 MVB_ADMIN = Path(sys.executable).parent / "mvb-admin"
 SERVING = re.compile(r"serving (?P<scheme>https|h3)://127\.0\.0\.1:(?P<port>\d+)/files/ from .*")
+
+
+def read_lines(process: subprocess.Popen[str], count: int, timeout_s: float) -> list[str]:
+    """`count` stdout lines, read by a thread: a select() on the pipe would miss lines that the
+    first readline() already pulled into the text buffer."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        lines.extend(process.stdout.readline() for _ in range(count))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    assert not reader.is_alive(), f"only {len(lines)} of {count} lines in {timeout_s} s"
+    return lines
 
 
 async def upload(transport: Transport, path: Path, file_id: str) -> tuple[str | None, str]:
@@ -52,9 +68,9 @@ async def test_one_back_office_serves_https_and_http3(tmp_path: Path, pki: TestP
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         try:
             ports = {}
-            for _ in range(2):
-                match = SERVING.fullmatch(read_line(p, 20).strip())
-                assert match is not None
+            for line in read_lines(p, 2, timeout_s=20):
+                match = SERVING.fullmatch(line.strip())
+                assert match is not None, line
                 ports[match["scheme"]] = int(match["port"])
             settings = pki.client_settings()
             https = await HttpsTransport.connect("127.0.0.1", ports["https"], settings)
