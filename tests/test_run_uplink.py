@@ -14,7 +14,7 @@ from gateway.synthetic import generate_clip
 from tests.backoffice.test_tuspy_interop import read_line
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
-from tests.test_run import mvb, status, wait_for
+from tests.test_run import mvb, post, status, wait_for
 from tests.tls_helpers import SERVER_NAME, TestPki
 
 MVB = Path(sys.executable).with_name("mvb")
@@ -50,14 +50,18 @@ def test_mvb_run_uploads_what_the_officer_records(tmp_path: Path, pki: TestPki) 
     events = [json.loads(line)["event"] for line in audit]
     assert events.count("uplink.uploaded") == 1
     assert events.count("storage.file_deleted") == 1
+    assert events.count("storage.recording_flagged") == 1
 
 
 def run_and_record(config: Path) -> None:
     box = subprocess.Popen([str(MVB), "--config", str(config), "run"], text=True)
     try:
         wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
+        assert post(config, "/api/record/flag", b"")[0] == 409  # nothing to flag yet
         assert mvb(config, "record", "start").returncode == 0
         wait_for(lambda: status(config)["state"] == "recording", "the recording")
+        code, answer = post(config, "/api/record/flag", b"")  # the officer: "this is an incident"
+        assert (code, answer["upload_class"]) == (200, "P0")
         assert mvb(config, "record", "stop").returncode == 0
         wait_for(lambda: status(config)["state"] == "standby", "post-record to end")
         wait_for(lambda: card_is_empty(config), "the upload and the deletion", timeout_s=60)
