@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench torture clean system-deps npm-peers
+.PHONY: demo test lint typecheck unit bench bench-uplink torture clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -64,6 +64,9 @@ bench: $(STAMP)
 
 torture: $(STAMP)
 	$(PY) -m bench.torture --kills 500
+
+bench-uplink: $(STAMP) system-deps  # root: builds network namespaces
+	$(PY) -m bench.uplink
 
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache
