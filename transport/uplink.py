@@ -23,7 +23,7 @@ import datetime
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from storage.catalog import AttestationMismatch
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 QUEUED_STATES = frozenset({FileState.SEALED, FileState.UPLOADING})
 PROBE_TIMEOUT_S = 20.0
+QUEUE_REFRESH_S = 5.0
 MIN_DURATION_S = 1e-6  # a coarse clock can measure 0 s; the health model needs > 0
 
 
@@ -132,6 +133,9 @@ class UplinkService:
         self._not_before_s: dict[str, float] = {}
         self._progress: dict[str, _Progress] = {}
         self._known_urls: dict[str, str | None] = {}  # the ledger's upload URL of running uploads
+        self._queue_cache: tuple[list[FileRecord], list[UploadCandidate]] | None = None
+        self._queue_read_s = 0.0
+        self._queue_dirty = False
         self._capabilities: ServerCapabilities | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self.uploaded_files = 0
@@ -195,8 +199,7 @@ class UplinkService:
             if not link.usable(now_s):
                 for task in list(link.uploads.values()):
                     task.cancel()  # the file returns to the queue and resumes elsewhere
-        records = await asyncio.to_thread(self.store.catalog.all)
-        candidates = await asyncio.to_thread(self._candidates, records)  # ledger reads: sqlite
+        records, candidates = await self._queue(now_s)
         in_flight = {f: link.config.name for link in self.links.values() for f in link.uploads}
         views = [self._view(link, now_s) for link in self.links.values()]
         by_id = {r.file_id: r for r in records}
@@ -212,6 +215,22 @@ class UplinkService:
         return started
 
     # -- queue and views --------------------------------------------------------------------------
+
+    async def _queue(self, now_s: float) -> tuple[list[FileRecord], list[UploadCandidate]]:
+        """The catalog's records and the upload candidates, re-read at most every
+        QUEUE_REFRESH_S unless an upload ended (a card holding weeks of backlog has thousands of
+        records: decoding them every tick would cost a tenth of a core)."""
+        stale = now_s - self._queue_read_s >= QUEUE_REFRESH_S or self._queue_dirty
+        if stale or self._queue_cache is None:
+            records = await asyncio.to_thread(self.store.catalog.all)
+            candidates = await asyncio.to_thread(self._candidates, records)  # ledger: sqlite
+            self._queue_cache = (records, candidates)
+            self._queue_read_s, self._queue_dirty = now_s, False
+        records, candidates = self._queue_cache
+        # Backoffs change between reads; the rest of a candidate only changes with the catalog.
+        return records, [
+            replace(c, not_before_s=self._not_before_s.get(c.file_id, 0.0)) for c in candidates
+        ]
 
     def _candidates(self, records: list[FileRecord]) -> list[UploadCandidate]:
         candidates = []
@@ -331,6 +350,7 @@ class UplinkService:
         finally:
             self._progress.pop(file_id, None)
             self._known_urls.pop(file_id, None)
+            self._queue_dirty = True  # its state changed: the next round reads the catalog
 
     def _https_works(self, link: _Link) -> bool:
         """UDP counts as blocked when HTTP/3 fails on a link whose HTTPS probe succeeded."""
