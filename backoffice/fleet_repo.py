@@ -1,0 +1,619 @@
+"""The back office's TUF repository of fleet configuration, built with python-tuf's Metadata API.
+
+Roles (docs/fleet-config.md): `root` is held by offline keys with a threshold (2 of 3 by
+default); `targets` by the fleet admin, who signs configuration documents; `snapshot` and
+`timestamp` by online keys at the back office, which publishes. A box trusts the root it got at
+pairing and follows verified root rotations (config/fleet_client.py).
+
+Layout of `repo_dir` (the back office serves it read-only at /fleet/metadata/ and /fleet/targets/):
+
+    metadata/<N>.root.json       every root version, kept forever: boxes walk the chain
+    metadata/<N>.targets.json    signed by the targets key
+    metadata/<N>.snapshot.json   signed by the snapshot key
+    metadata/timestamp.json      signed by the timestamp key; the only file ever replaced
+    targets/boxes/<sha256>.<box_id>.toml, targets/groups/<sha256>.<group>.toml
+
+Invariants:
+- Nothing is written that a box would refuse for its signatures: every new version is checked
+  against the current root's threshold before it is written (a new root: old and new thresholds).
+- Versioned files are written once (never overwritten); `timestamp.json` is replaced atomically
+  and last, so it never names a snapshot that is not on disk (consistent snapshots).
+- `config_serial` grows fleet-wide: a new document's serial exceeds every serial in the current
+  targets, so it also grows per target path and per box.
+- A target's path and its custom fields agree: `boxes/<id>.toml` names box `id`,
+  `groups/<g>.toml` names group `g`. No key serves two roles.
+- Time comes in as `now`; only `FleetRepository` methods and the key helpers touch files.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import re
+import tarfile
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+# python-tuf and securesystemslib document these names in the modules imported here, which
+# re-export them without __all__; mypy --strict (no implicit re-export) needs the ignores.
+from securesystemslib.signer import CryptoSigner, Key, Signer
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+
+from config.fleet_client import (
+    BOX_TARGETS_DIR,
+    BUNDLE_METADATA_DIR,
+    BUNDLE_TARGETS_DIR,
+    DOCUMENT_SUFFIX,
+    GROUP_TARGETS_DIR,
+    MAX_DOCUMENT_BYTES,
+    METADATA_PREFIX,
+    TARGETS_PREFIX,
+    FleetCustom,
+    MalformedCustom,
+    is_valid_name,
+    parse_custom,
+)
+
+ROOT_KEY_COUNT = 3
+ROOT_THRESHOLD = 2
+TIMESTAMP_FILE = "timestamp.json"
+TOP_LEVEL_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
+_VERSIONED = re.compile(r"([1-9][0-9]{0,17})\.(root|targets|snapshot)\.json")
+_ROOT_KEY_FILE = re.compile(r"root-([1-9][0-9]{0,2})\.key")
+_HASH_ALGORITHMS = ["sha256"]
+_Role = TypeVar("_Role", Root, Targets, Snapshot, Timestamp)
+
+
+class FleetRepoError(Exception):
+    """The admin asked for something the fleet's rules forbid; the message says what."""
+
+
+class SerialNotIncreasing(FleetRepoError):
+    """A new document's config_serial does not exceed every serial already signed."""
+
+
+class ThresholdNotMet(FleetRepoError):
+    """The signers given do not meet a role's threshold (wrong key, or too few keys)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetimes:
+    """How long each role's metadata stays valid after it is signed. A short timestamp bounds
+    how long a frozen (replayed) repository can fool a box; the back office re-publishes well
+    within it."""
+
+    root: timedelta = timedelta(days=365)
+    targets: timedelta = timedelta(days=90)
+    snapshot: timedelta = timedelta(days=7)
+    timestamp: timedelta = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSigners:
+    """Every key of a fleet, as loaded by an admin tool. In production the root signers are
+    never in one place: each admin tool loads only the keys its step needs."""
+
+    root: tuple[Signer, ...]
+    targets: Signer
+    snapshot: Signer
+    timestamp: Signer
+
+
+# ---------------------------------------------------------------------------- keys (I/O)
+
+
+def generate_fleet_keys(keys_dir: Path, *, root_key_count: int = ROOT_KEY_COUNT) -> FleetSigners:
+    """Create `root-1.key`..`root-<n>.key`, `targets.key`, `snapshot.key`, `timestamp.key`
+    (ECDSA P-256, PEM PKCS#8, 0600) in `keys_dir` (0700). Never overwrites a key file.
+
+    P-256 because hardware tokens (PIV, PKCS#11) hold it: a root key can move to one and sign
+    through securesystemslib's HSMSigner without any change here.
+    """
+    if root_key_count < 1:
+        raise FleetRepoError("a fleet needs at least one root key")
+    names = [f"root-{index}.key" for index in range(1, root_key_count + 1)]
+    names += ["targets.key", "snapshot.key", "timestamp.key"]
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existing = [name for name in names if (keys_dir / name).exists()]
+    if existing:
+        raise FileExistsError(f"{keys_dir / existing[0]} exists; refusing to overwrite a key")
+    signers = {name: CryptoSigner.generate_ecdsa() for name in names}
+    for name, signer in signers.items():
+        _write_private_key(keys_dir / name, signer.private_bytes)
+    return FleetSigners(
+        root=tuple(signers[name] for name in names[:root_key_count]),
+        targets=signers["targets.key"],
+        snapshot=signers["snapshot.key"],
+        timestamp=signers["timestamp.key"],
+    )
+
+
+def _write_private_key(path: Path, pem: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def load_signer(path: Path) -> CryptoSigner:
+    """A signer from a PEM PKCS#8 private key file written by `generate_fleet_keys`."""
+    private_key = load_pem_private_key(path.read_bytes(), password=None)
+    return CryptoSigner(private_key)
+
+
+def load_fleet_signers(keys_dir: Path) -> FleetSigners:
+    """Every key in `keys_dir` (root keys in file-number order)."""
+    root_files = sorted(
+        (int(match.group(1)), path)
+        for path in keys_dir.iterdir()
+        if (match := _ROOT_KEY_FILE.fullmatch(path.name))
+    )
+    return FleetSigners(
+        root=tuple(load_signer(path) for _, path in root_files),
+        targets=load_signer(keys_dir / "targets.key"),
+        snapshot=load_signer(keys_dir / "snapshot.key"),
+        timestamp=load_signer(keys_dir / "timestamp.key"),
+    )
+
+
+# ---------------------------------------------------------------------------- pure core
+
+
+def new_root(
+    role_keys: Mapping[str, Sequence[Key]],
+    thresholds: Mapping[str, int],
+    *,
+    now: datetime,
+    lifetime: timedelta,
+) -> Root:
+    """Version 1 of the root: every top-level role with its keys and threshold."""
+    root = Root(version=1, expires=now + lifetime, consistent_snapshot=True)
+    for role in TOP_LEVEL_ROLES:
+        for key in role_keys[role]:
+            root.add_key(key, role)
+        root.roles[role].threshold = thresholds.get(role, 1)
+    check_root_roles(root)
+    return root
+
+
+def rotated_root(
+    current: Root,
+    *,
+    role_keys: Mapping[str, Sequence[Key]],
+    thresholds: Mapping[str, int],
+    now: datetime,
+    lifetime: timedelta,
+) -> Root:
+    """The next root version: the roles named in `role_keys` get exactly those keys, the roles
+    named in `thresholds` that threshold, the rest is kept. Unsigned."""
+    root = Root.from_dict(copy.deepcopy(current.to_dict()))
+    root.version = current.version + 1
+    root.expires = now + lifetime
+    for role, keys in role_keys.items():
+        for keyid in list(root.roles[role].keyids):
+            root.revoke_key(keyid, role)
+        for key in keys:
+            root.add_key(key, role)
+    for role, threshold in thresholds.items():
+        root.roles[role].threshold = threshold
+    check_root_roles(root)
+    return root
+
+
+def check_root_roles(root: Root) -> None:
+    """Each role has 1 <= threshold <= its key count; no key serves two roles (the online
+    back office must never hold a key that also signs configuration or roots)."""
+    seen: dict[str, str] = {}
+    for role in TOP_LEVEL_ROLES:
+        keyids = root.roles[role].keyids
+        threshold = root.roles[role].threshold
+        if not 1 <= threshold <= len(keyids):
+            raise FleetRepoError(f"{role}: threshold {threshold} with {len(keyids)} key(s)")
+        for keyid in keyids:
+            if keyid in seen:
+                raise FleetRepoError(f"key {keyid[:12]} serves both {seen[keyid]} and {role}")
+            seen[keyid] = role
+
+
+def signed_by(signed: _Role, signers: Sequence[Signer]) -> Metadata[_Role]:
+    """Metadata around `signed` with one signature per signer (none checked here)."""
+    metadata = Metadata(signed)
+    for signer in signers:
+        metadata.sign(signer, append=True)
+    return metadata
+
+
+def check_threshold(delegator: Root, role: str, metadata: Metadata[_Role]) -> None:
+    """Raise ThresholdNotMet unless `metadata` carries `role`'s threshold of `delegator`'s keys."""
+    try:
+        delegator.verify_delegate(role, metadata.signed_bytes, metadata.signatures)
+    except UnsignedMetadataError as error:
+        raise ThresholdNotMet(f"{role} v{metadata.signed.version}: {error}") from error
+
+
+def split_target_path(target_path: str) -> tuple[str, str]:
+    """(`boxes` or `groups`, name) of a conventional target path; FleetRepoError otherwise."""
+    folder, _, file_name = target_path.partition("/")
+    name = file_name.removesuffix(DOCUMENT_SUFFIX)
+    conventional = folder in (BOX_TARGETS_DIR, GROUP_TARGETS_DIR)
+    if not conventional or not file_name.endswith(DOCUMENT_SUFFIX) or not is_valid_name(name):
+        raise FleetRepoError(
+            f"target path {target_path!r} must be {BOX_TARGETS_DIR}/<box_id>{DOCUMENT_SUFFIX} "
+            f"or {GROUP_TARGETS_DIR}/<group>{DOCUMENT_SUFFIX}"
+        )
+    return folder, name
+
+
+def config_target_file(target_path: str, document: bytes, custom: FleetCustom) -> TargetFile:
+    """The TargetFile of a fleet document: length, SHA-256 and the custom fields, with the path
+    and the custom fields checked to agree. Policy (size, serial) is the repository's."""
+    folder, name = split_target_path(target_path)
+    try:
+        parse_custom(target_path, custom.to_custom())
+    except MalformedCustom as error:
+        raise FleetRepoError(str(error)) from error
+    named = custom.boxes if folder == BOX_TARGETS_DIR else custom.groups
+    if name not in named:
+        raise FleetRepoError(f"{target_path} must name {name!r} in its {folder}")
+    target = TargetFile.from_data(target_path, document, _HASH_ALGORITHMS)
+    target.unrecognized_fields["custom"] = custom.to_custom()
+    return target
+
+
+def highest_serial(targets: Targets) -> int:
+    """The highest config_serial signed in `targets` (0 when none)."""
+    serials = [0]
+    for target in targets.targets.values():
+        custom = target.custom
+        if isinstance(custom, dict) and isinstance(custom.get("config_serial"), int):
+            serials.append(custom["config_serial"])
+    return max(serials)
+
+
+def stored_target_name(target: TargetFile) -> str:
+    """Where a consistent-snapshot repository stores a target: `<dir>/<sha256>.<basename>`."""
+    folder, _, base = target.path.rpartition("/")
+    return f"{folder}/{target.hashes['sha256']}.{base}"
+
+
+# ---------------------------------------------------------------------------- the repository
+
+
+class FleetRepository:
+    """The repository in `repo_dir`. Methods write new versions; they never edit old ones.
+
+    Not safe for concurrent writers: the admin tools run one at a time.
+    """
+
+    def __init__(
+        self,
+        repo_dir: Path,
+        *,
+        lifetimes: Lifetimes | None = None,
+        max_document_bytes: int = MAX_DOCUMENT_BYTES,
+    ) -> None:
+        self.repo_dir = repo_dir
+        self.metadata_dir = repo_dir / BUNDLE_METADATA_DIR
+        self.targets_dir = repo_dir / BUNDLE_TARGETS_DIR
+        self.lifetimes = lifetimes or Lifetimes()
+        self.max_document_bytes = max_document_bytes
+        if not (self.metadata_dir / "1.root.json").exists():
+            raise FileNotFoundError(f"{repo_dir} holds no fleet repository (no 1.root.json)")
+
+    @classmethod
+    def create(
+        cls,
+        repo_dir: Path,
+        signers: FleetSigners,
+        *,
+        now: datetime,
+        root_threshold: int = ROOT_THRESHOLD,
+        lifetimes: Lifetimes | None = None,
+    ) -> FleetRepository:
+        """Write root v1 (signed by all root keys), empty targets v1, and publish them."""
+        lifetimes = lifetimes or Lifetimes()
+        metadata_dir = repo_dir / BUNDLE_METADATA_DIR
+        if metadata_dir.exists() and any(metadata_dir.iterdir()):
+            raise FileExistsError(f"{metadata_dir} is not empty; refusing to re-create a fleet")
+        metadata_dir.mkdir(parents=True, exist_ok=True)
+        (repo_dir / BUNDLE_TARGETS_DIR).mkdir(exist_ok=True)
+        role_keys = {
+            Root.type: [signer.public_key for signer in signers.root],
+            Targets.type: [signers.targets.public_key],
+            Snapshot.type: [signers.snapshot.public_key],
+            Timestamp.type: [signers.timestamp.public_key],
+        }
+        root = new_root(role_keys, {Root.type: root_threshold}, now=now, lifetime=lifetimes.root)
+        root_metadata = signed_by(root, signers.root)
+        check_threshold(root, Root.type, root_metadata)
+        _write_once(metadata_dir / "1.root.json", root_metadata.to_bytes())
+        targets = signed_by(Targets(version=1, expires=now + lifetimes.targets), [signers.targets])
+        check_threshold(root, Targets.type, targets)
+        _write_once(metadata_dir / "1.targets.json", targets.to_bytes())
+        repository = cls(repo_dir, lifetimes=lifetimes)
+        repository.publish(signers.snapshot, signers.timestamp, now=now)
+        return repository
+
+    # -- reading
+
+    def root(self) -> Metadata[Root]:
+        """The newest root version."""
+        return Metadata[Root].from_bytes(self._newest_bytes(Root.type))
+
+    def targets(self) -> Metadata[Targets]:
+        """The newest targets version (it may not be published yet)."""
+        return Metadata[Targets].from_bytes(self._newest_bytes(Targets.type))
+
+    def trust_root_bytes(self) -> bytes:
+        """The newest root, as handed to a box at pairing (its trust anchor)."""
+        return self._newest_bytes(Root.type)
+
+    def next_config_serial(self) -> int:
+        """The smallest serial `add_config` accepts now."""
+        return highest_serial(self.targets().signed) + 1
+
+    def served_path(self, url_path: str) -> Path | None:
+        """The file that answers GET `url_path` (METADATA_PREFIX/... or TARGETS_PREFIX/...), or
+        None: for the back office's HTTP handler and for tests. Never leaves `repo_dir`."""
+        for prefix, directory in (
+            (METADATA_PREFIX, self.metadata_dir),
+            (TARGETS_PREFIX, self.targets_dir),
+        ):
+            if url_path.startswith(prefix):
+                relative = url_path[len(prefix) :]
+                segments = relative.split("/")
+                if not relative or any(s in ("", ".", "..") or s.startswith(".") for s in segments):
+                    return None
+                path = directory.joinpath(*segments)
+                return path if path.is_file() else None
+        return None
+
+    # -- the admin's steps
+
+    def add_config(
+        self,
+        target_path: str,
+        document: bytes,
+        *,
+        boxes: Sequence[str] = (),
+        groups: Sequence[str] = (),
+        config_serial: int,
+        targets_signer: Signer,
+        now: datetime,
+    ) -> TargetFile:
+        """Add or replace the document at `target_path` and sign a new targets version.
+
+        Not visible to boxes until `publish`. Raises FleetRepoError (bad path, names, size),
+        SerialNotIncreasing, ThresholdNotMet (not the fleet's targets key).
+        """
+        if len(document) > self.max_document_bytes:
+            raise FleetRepoError(
+                f"{target_path}: {len(document)} bytes; boxes accept at most "
+                f"{self.max_document_bytes}"
+            )
+        custom = FleetCustom(tuple(boxes), tuple(groups), config_serial)
+        target = config_target_file(target_path, document, custom)
+        current = self.targets().signed
+        if config_serial <= highest_serial(current):
+            raise SerialNotIncreasing(
+                f"{target_path}: config_serial {config_serial} must exceed "
+                f"{highest_serial(current)}, the highest signed so far"
+            )
+        self._store_target(target, document)
+        self._write_targets(current, {target_path: target}, targets_signer, now=now)
+        return target
+
+    def sign_targets(self, targets_signer: Signer, *, now: datetime) -> int:
+        """Re-sign the current targets as a new version (fresh expiry, or after the targets key
+        was rotated). Returns the new version."""
+        return self._write_targets(self.targets().signed, {}, targets_signer, now=now)
+
+    def publish(self, snapshot_signer: Signer, timestamp_signer: Signer, *, now: datetime) -> int:
+        """New snapshot (naming the newest targets) and timestamp (naming that snapshot), signed
+        by the online keys. Run it after every change and well within the timestamp lifetime.
+        Returns the timestamp's version."""
+        root = self.root().signed
+        targets_version = self._newest_version(Targets.type)
+        targets_bytes = self._read(f"{targets_version}.{Targets.type}.json")
+        check_threshold(root, Targets.type, Metadata[Targets].from_bytes(targets_bytes))
+        snapshot_version = self._newest_version(Snapshot.type) + 1
+        snapshot = Snapshot(
+            version=snapshot_version,
+            expires=now + self.lifetimes.snapshot,
+            meta={
+                "targets.json": MetaFile.from_data(targets_version, targets_bytes, _HASH_ALGORITHMS)
+            },
+        )
+        snapshot_bytes = self._sign_checked(root, snapshot, [snapshot_signer])
+        timestamp = Timestamp(
+            version=self._timestamp_version() + 1,
+            expires=now + self.lifetimes.timestamp,
+            snapshot_meta=MetaFile.from_data(snapshot_version, snapshot_bytes, _HASH_ALGORITHMS),
+        )
+        timestamp_bytes = self._sign_checked(root, timestamp, [timestamp_signer])
+        _write_once(self.metadata_dir / f"{snapshot_version}.snapshot.json", snapshot_bytes)
+        # Last, and atomically: boxes never see a timestamp naming a snapshot not yet on disk.
+        _replace(self.metadata_dir / TIMESTAMP_FILE, timestamp_bytes)
+        return timestamp.version
+
+    def rotate_root(
+        self,
+        signers: Sequence[Signer],
+        *,
+        role_keys: Mapping[str, Sequence[Key]] | None = None,
+        thresholds: Mapping[str, int] | None = None,
+        now: datetime,
+    ) -> int:
+        """Write the next root version: new keys for the roles in `role_keys`, new thresholds.
+
+        `signers` MUST meet the threshold of the current root AND of the new one (a box accepts
+        nothing less); otherwise ThresholdNotMet and nothing is written. With no changes this
+        just renews the root's expiry. After rotating the targets key, `sign_targets` with the
+        new key; after rotating an online key, `publish` with it. Returns the new version.
+        """
+        current = self.root().signed
+        root = rotated_root(
+            current,
+            role_keys=role_keys or {},
+            thresholds=thresholds or {},
+            now=now,
+            lifetime=self.lifetimes.root,
+        )
+        metadata = signed_by(root, signers)
+        check_threshold(current, Root.type, metadata)
+        check_threshold(root, Root.type, metadata)
+        _write_once(self.metadata_dir / f"{root.version}.root.json", metadata.to_bytes())
+        return root.version
+
+    def export_bundle(self, target_paths: Sequence[str]) -> bytes:
+        """A push bundle: an uncompressed POSIX tar of the published metadata (every root, the
+        timestamp, its snapshot and targets) and the named documents, for a box without a link.
+        Name only the documents the box needs: a bundle on a USB stick may get lost."""
+        timestamp_bytes = self._read(TIMESTAMP_FILE)
+        snapshot_meta = Metadata[Timestamp].from_bytes(timestamp_bytes).signed.snapshot_meta
+        snapshot_name = f"{snapshot_meta.version}.snapshot.json"
+        snapshot_bytes = self._read(snapshot_name)
+        targets_meta = Metadata[Snapshot].from_bytes(snapshot_bytes).signed.meta["targets.json"]
+        targets_name = f"{targets_meta.version}.targets.json"
+        targets_bytes = self._read(targets_name)
+        published = Metadata[Targets].from_bytes(targets_bytes).signed.targets
+        members = {
+            f"{BUNDLE_METADATA_DIR}/{name}": self._read(name)
+            for name in (f"{v}.root.json" for v in self._versions(Root.type))
+        }
+        members[f"{BUNDLE_METADATA_DIR}/{TIMESTAMP_FILE}"] = timestamp_bytes
+        members[f"{BUNDLE_METADATA_DIR}/{snapshot_name}"] = snapshot_bytes
+        members[f"{BUNDLE_METADATA_DIR}/{targets_name}"] = targets_bytes
+        for target_path in target_paths:
+            target = published.get(target_path)
+            if target is None:
+                raise FleetRepoError(f"{target_path} is not in the published targets")
+            stored = stored_target_name(target)
+            members[f"{BUNDLE_TARGETS_DIR}/{stored}"] = (self.targets_dir / stored).read_bytes()
+        return _tar(members)
+
+    # -- private helpers
+
+    def _write_targets(
+        self,
+        current: Targets,
+        changes: Mapping[str, TargetFile],
+        signer: Signer,
+        *,
+        now: datetime,
+    ) -> int:
+        targets = Targets.from_dict(copy.deepcopy(current.to_dict()))
+        targets.version = current.version + 1
+        targets.expires = now + self.lifetimes.targets
+        targets.targets.update(changes)
+        data = self._sign_checked(self.root().signed, targets, [signer])
+        _write_once(self.metadata_dir / f"{targets.version}.targets.json", data)
+        return targets.version
+
+    @staticmethod
+    def _sign_checked(root: Root, signed: _Role, signers: Sequence[Signer]) -> bytes:
+        metadata = signed_by(signed, signers)
+        check_threshold(root, signed.type, metadata)
+        return metadata.to_bytes()
+
+    def _store_target(self, target: TargetFile, document: bytes) -> None:
+        path = self.targets_dir / stored_target_name(target)
+        if path.exists():
+            return  # content-addressed: the same name holds the same bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_once(path, document)
+
+    def _versions(self, role: str) -> list[int]:
+        versions = [
+            int(match.group(1))
+            for path in self.metadata_dir.iterdir()
+            if (match := _VERSIONED.fullmatch(path.name)) and match.group(2) == role
+        ]
+        return sorted(versions)
+
+    def _newest_version(self, role: str) -> int:
+        versions = self._versions(role)
+        return versions[-1] if versions else 0
+
+    def _newest_bytes(self, role: str) -> bytes:
+        return self._read(f"{self._newest_version(role)}.{role}.json")
+
+    def _timestamp_version(self) -> int:
+        path = self.metadata_dir / TIMESTAMP_FILE
+        if not path.exists():
+            return 0
+        return Metadata[Timestamp].from_bytes(path.read_bytes()).signed.version
+
+    def _read(self, name: str) -> bytes:
+        return (self.metadata_dir / name).read_bytes()
+
+
+def init_repository(
+    repo_dir: Path,
+    keys_dir: Path,
+    *,
+    now: datetime,
+    root_key_count: int = ROOT_KEY_COUNT,
+    root_threshold: int = ROOT_THRESHOLD,
+    lifetimes: Lifetimes | None = None,
+) -> FleetRepository:
+    """Generate the fleet's keys into `keys_dir` and create the repository in `repo_dir`.
+
+    Do this on an offline machine, then move each root key to its own offline medium and the
+    targets key to the fleet admin; only snapshot.key and timestamp.key go to the back office.
+    """
+    signers = generate_fleet_keys(keys_dir, root_key_count=root_key_count)
+    return FleetRepository.create(
+        repo_dir, signers, now=now, root_threshold=root_threshold, lifetimes=lifetimes
+    )
+
+
+# ---------------------------------------------------------------------------- file helpers
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    """Create `path` with `data`; a versioned file that exists is never overwritten."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    Path(handle.name).chmod(0o644)
+    Path(handle.name).replace(path)
+
+
+def _tar(members: Mapping[str, bytes]) -> bytes:
+    """A reproducible uncompressed tar: sorted names, no owners, mtime 0."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size = len(members[name])
+            info.mode = 0o644
+            info.mtime = 0
+            archive.addfile(info, io.BytesIO(members[name]))
+    return buffer.getvalue()

@@ -1,0 +1,605 @@
+"""The box's side of signed fleet configuration: a python-tuf ngclient over our own link.
+
+A fleet configuration document is a TUF target in the back office's TUF repository
+(`backoffice/fleet_repo.py`, spec in `docs/fleet-config.md`). The box trusts one TUF root,
+installed at pairing (`install_trust_root`) and advanced only by root rotations that python-tuf
+verified against the previous root's threshold and the new one's.
+
+Invariants:
+- A document is returned only after ngclient verified root -> timestamp -> snapshot -> targets
+  (signature thresholds, versions against the box's stored metadata, expiry, hashes) and the
+  document's bytes against the signed length and SHA-256.
+- A document is returned only if its signed custom fields name this box or one of its groups,
+  its `config_serial` is strictly greater than the highest serial applied, and its signed length
+  is at most `max_document_bytes` (checked before any byte of it is fetched).
+- Nothing here changes the applied state: the caller applies the document (schema, health check)
+  and then calls `record_applied`, and persists `state.to_json()` itself.
+- Every download is bounded: `fetch` is told the most bytes ngclient will accept for that file.
+- ngclient is synchronous and its fetches block: run `check` and `verify_bundle` off the event loop
+  (`await asyncio.to_thread(client.check)`). A lock serialises them, because one metadata
+  directory serves one Updater at a time.
+
+Errors by fault: `tuf.api.exceptions.RepositoryError` subclasses for metadata or bytes that fail
+verification (a hostile or broken back office, or a tampered bundle); `ConfigRejected` subclasses
+for correctly signed documents this box must refuse; `tuf.api.exceptions.DownloadError` for a link
+that failed (retry later); `transport.errors.TransportError` raised by `fetch` passes through
+unchanged, so a pin mismatch stays a pin mismatch. A file longer than its signed length is a
+`LengthOrHashMismatchError` (hostile), not a DownloadError.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from tuf.api.exceptions import (
+    DownloadError,
+    DownloadHTTPError,
+    DownloadLengthMismatchError,
+    LengthOrHashMismatchError,
+    RepositoryError,
+)
+
+# python-tuf documents these names in tuf.api.metadata, which re-exports them without __all__;
+# mypy --strict (no implicit re-export) would otherwise refuse the documented import.
+from tuf.api.metadata import Metadata, Root, TargetFile
+from tuf.ngclient.config import UpdaterConfig
+from tuf.ngclient.fetcher import FetcherInterface
+from tuf.ngclient.updater import Updater
+
+from transport.errors import TransportError
+
+logger = logging.getLogger(__name__)
+
+Fetch = Callable[[str, int], bytes]
+"""`fetch(url_path, max_bytes) -> body`: GET `url_path` on the back office over the pinned,
+mutually authenticated link. It MUST raise `DownloadHTTPError(message, status)` for an answer other
+than 200 (a 404 ends ngclient's search for newer roots) and MUST NOT return more than `max_bytes`
+bytes (it should stop reading there). Any other exception is a failed download."""
+
+MAX_DOCUMENT_BYTES = 256 * 1024
+"""A fleet document larger than this (by its signed length) is refused before it is fetched."""
+FETCH_CEILING_BYTES = 4 * 1024 * 1024
+"""No single file the client fetches is larger (the targets metadata bound)."""
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+MAX_BUNDLE_MEMBERS = 1024
+MAX_NAMES_PER_TARGET = 4096
+MAX_CONFIG_SERIAL = 2**63 - 1
+
+METADATA_PREFIX = "/fleet/metadata/"
+TARGETS_PREFIX = "/fleet/targets/"
+BUNDLE_METADATA_DIR = "metadata"
+BUNDLE_TARGETS_DIR = "targets"
+BOX_TARGETS_DIR = "boxes"
+GROUP_TARGETS_DIR = "groups"
+DOCUMENT_SUFFIX = ".toml"
+CUSTOM_BOXES = "boxes"
+CUSTOM_GROUPS = "groups"
+CUSTOM_SERIAL = "config_serial"
+ROOT_FILE = "root.json"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_MAX_PATH_CHARS = 512
+_STATE_FORMAT = 1
+
+
+class ConfigRejected(RepositoryError):
+    """A document that verified under TUF but that this box must not apply."""
+
+
+class SerialRollback(ConfigRejected):
+    """The document's config_serial is lower than the highest applied (or reuses it)."""
+
+
+class WrongBox(ConfigRejected):
+    """The document does not name this box or any of its groups."""
+
+
+class DocumentTooLarge(ConfigRejected):
+    """The document's signed length exceeds the box's maximum."""
+
+
+class MalformedCustom(ConfigRejected):
+    """The target's custom fields are not the fleet's (missing serial, bad names, a tie)."""
+
+
+class BadBundle(RepositoryError):
+    """A pushed bundle is not a readable bundle, or lacks a file the verification needs."""
+
+
+def is_valid_name(name: str) -> bool:
+    """Box ids and group names: 1-64 of [A-Za-z0-9._-], not starting with '.', '-' or '_'."""
+    return _NAME.fullmatch(name) is not None
+
+
+def box_target_path(box_id: str) -> str:
+    """The target path of the document for one box: `boxes/<box_id>.toml`."""
+    _require_name(box_id, "box id")
+    return f"{BOX_TARGETS_DIR}/{box_id}{DOCUMENT_SUFFIX}"
+
+
+def group_target_path(group: str) -> str:
+    """The target path of the document for a group of boxes: `groups/<group>.toml`."""
+    _require_name(group, "group name")
+    return f"{GROUP_TARGETS_DIR}/{group}{DOCUMENT_SUFFIX}"
+
+
+def candidate_paths(box_id: str, groups: Sequence[str]) -> tuple[str, ...]:
+    """Where a box looks for its document: its own path first, then each group's."""
+    return (box_target_path(box_id), *(group_target_path(group) for group in groups))
+
+
+def _require_name(name: str, what: str) -> None:
+    if not is_valid_name(name):
+        raise ValueError(f"{what} {name!r} must be 1-64 of [A-Za-z0-9._-], starting alphanumeric")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCustom:
+    """The signed custom fields of a fleet target (Uptane style): whom it is for, and its serial."""
+
+    boxes: tuple[str, ...]
+    groups: tuple[str, ...]
+    config_serial: int
+
+    def applies_to(self, box_id: str, groups: Sequence[str]) -> bool:
+        return box_id in self.boxes or any(group in self.groups for group in groups)
+
+    def to_custom(self) -> dict[str, object]:
+        """The JSON object stored as the target's `custom`."""
+        return {
+            CUSTOM_BOXES: list(self.boxes),
+            CUSTOM_GROUPS: list(self.groups),
+            CUSTOM_SERIAL: self.config_serial,
+        }
+
+
+def parse_custom(target_path: str, custom: object) -> FleetCustom:
+    """Read a target's `custom` (closed: unknown keys fail). Raises MalformedCustom."""
+    if not isinstance(custom, dict):
+        raise MalformedCustom(f"{target_path}: custom must be an object")
+    unknown = sorted(set(custom) - {CUSTOM_BOXES, CUSTOM_GROUPS, CUSTOM_SERIAL})
+    if unknown:
+        raise MalformedCustom(f"{target_path}: unknown custom field {unknown[0]!r}")
+    serial = custom.get(CUSTOM_SERIAL)
+    # bool is an int in Python; a JSON true is not a serial.
+    if not isinstance(serial, int) or isinstance(serial, bool):
+        raise MalformedCustom(f"{target_path}: {CUSTOM_SERIAL} must be an integer")
+    if not 1 <= serial <= MAX_CONFIG_SERIAL:
+        raise MalformedCustom(f"{target_path}: {CUSTOM_SERIAL} = {serial} is out of range")
+    boxes = _parse_names(target_path, CUSTOM_BOXES, custom.get(CUSTOM_BOXES, []))
+    groups = _parse_names(target_path, CUSTOM_GROUPS, custom.get(CUSTOM_GROUPS, []))
+    if not boxes and not groups:
+        raise MalformedCustom(f"{target_path}: names neither boxes nor groups")
+    return FleetCustom(boxes, groups, serial)
+
+
+def _parse_names(target_path: str, key: str, raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_NAMES_PER_TARGET:
+        raise MalformedCustom(
+            f"{target_path}: {key} must be a list of at most {MAX_NAMES_PER_TARGET} names"
+        )
+    names = tuple(raw)
+    for name in names:
+        if not isinstance(name, str) or not is_valid_name(name):
+            raise MalformedCustom(f"{target_path}: {key} holds an invalid name {name!r}")
+    if len(set(names)) != len(names):
+        raise MalformedCustom(f"{target_path}: {key} names an entry twice")
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A target found at one of this box's paths, with its custom fields read."""
+
+    target_path: str
+    custom: FleetCustom
+    length_bytes: int
+    sha256: str
+    info: TargetFile = field(compare=False, repr=False)
+
+
+def candidate_from_targetinfo(info: TargetFile) -> Candidate:
+    """Raises MalformedCustom when the custom fields or the SHA-256 are missing or malformed."""
+    custom = parse_custom(info.path, info.custom)
+    sha256 = info.hashes.get("sha256")
+    if sha256 is None or _SHA256_HEX.fullmatch(sha256) is None:
+        raise MalformedCustom(f"{info.path}: the target carries no SHA-256")
+    return Candidate(info.path, custom, info.length, sha256, info)
+
+
+def select_candidate(
+    candidates: Sequence[Candidate], box_id: str, groups: Sequence[str]
+) -> Candidate | None:
+    """The box's document: the found target with the highest serial; None when none was found.
+
+    Every target found at this box's paths must name the box or one of its groups (WrongBox
+    otherwise): a box never skips past a signed document that contradicts its path.
+    """
+    for candidate in candidates:
+        if not candidate.custom.applies_to(box_id, groups):
+            raise WrongBox(f"{candidate.target_path} is signed for other boxes, not {box_id}")
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda candidate: candidate.custom.config_serial)
+    for candidate in candidates:
+        same_serial = candidate.custom.config_serial == best.custom.config_serial
+        if same_serial and candidate.sha256 != best.sha256:
+            raise MalformedCustom(
+                f"{best.target_path} and {candidate.target_path} share config_serial "
+                f"{best.custom.config_serial} with different contents"
+            )
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDocument:
+    """A verified fleet document for this box. `document` is the raw bytes (TOML); its schema is
+    checked by whoever applies it. The bytes stay out of `repr` (they hold password hashes)."""
+
+    target_path: str
+    config_serial: int
+    sha256: str
+    boxes: tuple[str, ...]
+    groups: tuple[str, ...]
+    document: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedState:
+    """What the box last applied: the highest serial (0: none yet), its SHA-256 and path."""
+
+    config_serial: int = 0
+    sha256: str | None = None
+    target_path: str | None = None
+
+    def after_applying(self, document: FleetDocument) -> AppliedState:
+        """The state once `document` is applied. Raises SerialRollback if it is not newer."""
+        if not is_newer(self, document.config_serial, document.sha256):
+            raise SerialRollback(
+                f"{document.target_path}: config_serial {document.config_serial} is not above "
+                f"the applied {self.config_serial}"
+            )
+        return AppliedState(document.config_serial, document.sha256, document.target_path)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": _STATE_FORMAT,
+                "config_serial": self.config_serial,
+                "sha256": self.sha256,
+                "target_path": self.target_path,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AppliedState:
+        """Raises ValueError naming the problem (closed: unknown keys fail)."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or raw.get("format") != _STATE_FORMAT:
+            raise ValueError(f"applied state: format must be {_STATE_FORMAT}")
+        unknown = sorted(set(raw) - {"format", "config_serial", "sha256", "target_path"})
+        if unknown:
+            raise ValueError(f"applied state: unknown key {unknown[0]!r}")
+        serial, sha256, path = raw.get("config_serial"), raw.get("sha256"), raw.get("target_path")
+        if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+            raise ValueError("applied state: config_serial must be a non-negative integer")
+        if (serial == 0) != (sha256 is None) or (sha256 is None) != (path is None):
+            raise ValueError("applied state: serial, sha256 and target_path go together")
+        if sha256 is not None and (
+            not isinstance(sha256, str) or _SHA256_HEX.fullmatch(sha256) is None
+        ):
+            raise ValueError("applied state: sha256 must be 64 lower-case hex digits")
+        if path is not None and not isinstance(path, str):
+            raise ValueError("applied state: target_path must be a string")
+        return cls(serial, sha256, path)
+
+
+def is_newer(state: AppliedState, config_serial: int, sha256: str) -> bool:
+    """True: a newer document. False: the applied document itself. Raises SerialRollback for a
+    lower serial, or the applied serial on different bytes (a serial must never be reused)."""
+    if config_serial > state.config_serial:
+        return True
+    if config_serial == state.config_serial and sha256 == state.sha256:
+        return False
+    raise SerialRollback(
+        f"config_serial {config_serial} is not above the applied {state.config_serial}"
+    )
+
+
+def check_size(candidate: Candidate, max_document_bytes: int) -> None:
+    if candidate.length_bytes > max_document_bytes:
+        raise DocumentTooLarge(
+            f"{candidate.target_path} is {candidate.length_bytes} bytes; the box accepts at most "
+            f"{max_document_bytes}"
+        )
+
+
+def _checked_url_path(url: str) -> str:
+    """ngclient builds URLs from our base paths, role names and signed target paths; refuse any
+    that could leave those prefixes (a path with '..', a query, a scheme)."""
+    if not url.startswith("/") or len(url) > _MAX_PATH_CHARS:
+        raise DownloadError(f"refusing to fetch {url[:80]!r}: not an absolute path")
+    segments = url[1:].split("/")
+    if not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments):
+        raise DownloadError(f"refusing to fetch {url[:80]!r}: unexpected characters")
+    return url
+
+
+class LinkFetcher(FetcherInterface):
+    """ngclient's downloads through an injected synchronous `fetch(url_path, max_bytes)`.
+
+    The Updater's base URLs are plain paths (METADATA_PREFIX, TARGETS_PREFIX), so the URL that
+    ngclient forms is the path sent over the pinned link: no host name is ever looked up.
+    """
+
+    def __init__(self, fetch: Fetch, max_bytes: int) -> None:
+        self._fetch_fn = fetch
+        self._max_bytes = max_bytes
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        return iter((self._fetch_bounded(url, self._max_bytes),))
+
+    @contextmanager
+    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+        # ngclient knows each file's bound (from signed lengths or its config): pass it down so
+        # the link stops reading there instead of at the fetcher's ceiling.
+        bound_bytes = min(max_length, self._max_bytes)
+        try:
+            body = self._fetch_bounded(url, bound_bytes)
+        except (DownloadError, TransportError):
+            raise
+        except Exception as error:
+            raise DownloadError(f"failed to download {url}") from error
+        yield io.BytesIO(body)
+
+    def _fetch_bounded(self, url: str, max_bytes: int) -> bytes:
+        body = self._fetch_fn(_checked_url_path(url), max_bytes)
+        if len(body) > max_bytes:
+            raise DownloadLengthMismatchError(f"{url}: more than {max_bytes} bytes")
+        return body
+
+
+def _updater_config() -> UpdaterConfig:
+    return UpdaterConfig(
+        max_root_rotations=64,
+        # The fleet uses no delegated targets roles: never walk into one.
+        max_delegations=0,
+        root_max_length=64 * 1024,
+        timestamp_max_length=16 * 1024,
+        snapshot_max_length=64 * 1024,
+        targets_max_length=4 * 1024 * 1024,
+    )
+
+
+def install_trust_root(metadata_dir: Path, root_json: bytes, *, replace: bool = False) -> int:
+    """Install the fleet's root metadata (received at pairing) as this box's trust anchor.
+
+    The root must be signed by its own threshold. Refuses to replace an installed root unless
+    `replace` (an explicit re-pair), which also drops all stored metadata. Returns its version.
+    """
+    root = Metadata[Root].from_bytes(root_json)
+    if not isinstance(root.signed, Root):
+        raise RepositoryError("the trust root is not root metadata")
+    root.signed.verify_delegate(Root.type, root.signed_bytes, root.signatures)
+    root_path = metadata_dir / ROOT_FILE
+    if root_path.exists() or root_path.is_symlink():
+        if not replace:
+            raise FileExistsError(f"{root_path} exists: the box is paired; re-pair explicitly")
+        _drop_stored_metadata(metadata_dir)
+    metadata_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.NamedTemporaryFile(dir=metadata_dir, delete=False) as handle:
+        handle.write(root_json)
+        handle.flush()
+        os.fsync(handle.fileno())
+    Path(handle.name).replace(root_path)
+    return root.signed.version
+
+
+def _drop_stored_metadata(metadata_dir: Path) -> None:
+    """Forget what ngclient stored (only its own files: the directory may hold others)."""
+    for name in (ROOT_FILE, "timestamp.json", "snapshot.json", "targets.json"):
+        (metadata_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(metadata_dir / "root_history", ignore_errors=True)
+
+
+def read_bundle(
+    bundle_bytes: bytes,
+    *,
+    metadata_prefix: str = METADATA_PREFIX,
+    targets_prefix: str = TARGETS_PREFIX,
+) -> dict[str, bytes]:
+    """A push bundle (an uncompressed POSIX tar of `metadata/...` and `targets/...`) as a map from
+    the URL path the Updater will ask for to the member's bytes. Raises BadBundle."""
+    if len(bundle_bytes) > MAX_BUNDLE_BYTES:
+        raise BadBundle(f"bundle is {len(bundle_bytes)} bytes; at most {MAX_BUNDLE_BYTES}")
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(bundle_bytes), mode="r:") as archive:
+            for count, member in enumerate(archive, start=1):
+                if count > MAX_BUNDLE_MEMBERS:
+                    raise BadBundle(f"bundle holds more than {MAX_BUNDLE_MEMBERS} files")
+                url_path = _bundle_url_path(member, metadata_prefix, targets_prefix)
+                if url_path is None:
+                    continue
+                if url_path in files:
+                    raise BadBundle(f"bundle holds {member.name!r} twice")
+                budget_bytes = MAX_BUNDLE_BYTES - sum(len(data) for data in files.values())
+                files[url_path] = _read_member(archive, member, budget_bytes)
+    except (tarfile.TarError, EOFError, ValueError) as error:
+        raise BadBundle(f"bundle is not a readable tar: {error}") from error
+    return files
+
+
+def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo, budget_bytes: int) -> bytes:
+    # A sparse member can claim far more bytes than the archive holds: refuse it, and never
+    # unpack more than the whole bundle may be.
+    if member.issparse() or member.size > budget_bytes:
+        raise BadBundle(f"bundle member {member.name!r} is sparse or too large")
+    handle = archive.extractfile(member)
+    if handle is None:
+        raise BadBundle(f"bundle member {member.name!r} is unreadable")
+    return handle.read(budget_bytes + 1)
+
+
+def _bundle_url_path(
+    member: tarfile.TarInfo, metadata_prefix: str, targets_prefix: str
+) -> str | None:
+    """None for a directory entry; BadBundle for anything but a regular file in our two folders."""
+    if member.isdir():
+        return None
+    if not member.isreg():
+        raise BadBundle(f"bundle member {member.name!r} is not a regular file")
+    top, _, rest = member.name.partition("/")
+    segments = rest.split("/")
+    if not rest or not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments):
+        raise BadBundle(f"bundle member {member.name!r} has an unexpected path")
+    if top == BUNDLE_METADATA_DIR and len(segments) == 1:
+        return metadata_prefix + rest
+    if top == BUNDLE_TARGETS_DIR:
+        return targets_prefix + rest
+    raise BadBundle(f"bundle member {member.name!r} is outside metadata/ and targets/")
+
+
+def _serve_from(files: Mapping[str, bytes]) -> Fetch:
+    def fetch(url_path: str, max_bytes: int) -> bytes:
+        body = files.get(url_path)
+        if body is None:
+            raise DownloadHTTPError(f"{url_path} is not in the bundle", 404)
+        return body[: max_bytes + 1]  # one byte over is enough for the fetcher to refuse
+
+    return fetch
+
+
+class FleetConfigClient:
+    """One box's fleet configuration client over a local TUF metadata directory.
+
+    `metadata_dir` holds the trusted metadata (root installed at pairing, then whatever ngclient
+    verified); pull (`check`) and push (`verify_bundle`) share it, so neither can roll back what
+    the other has seen. `state` is the applied state the caller persisted.
+    """
+
+    def __init__(
+        self,
+        metadata_dir: Path,
+        box_id: str,
+        groups: Sequence[str],
+        fetch: Fetch,
+        state: AppliedState,
+        *,
+        max_document_bytes: int = MAX_DOCUMENT_BYTES,
+        metadata_prefix: str = METADATA_PREFIX,
+        targets_prefix: str = TARGETS_PREFIX,
+    ) -> None:
+        self._paths = candidate_paths(box_id, groups)
+        root_path = metadata_dir / ROOT_FILE
+        if not root_path.exists():
+            raise FileNotFoundError(f"{root_path}: no fleet trust root; pair the box first")
+        self._metadata_dir = metadata_dir
+        self._box_id = box_id
+        self._groups = tuple(groups)
+        self._fetch = fetch
+        self._state = state
+        self._max_document_bytes = max_document_bytes
+        self._metadata_prefix = metadata_prefix
+        self._targets_prefix = targets_prefix
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> AppliedState:
+        return self._state
+
+    def check(self) -> FleetDocument | None:
+        """Refresh over the link; the newer document for this box, or None (none published for
+        it, or the applied one is still current). Blocking: call via asyncio.to_thread."""
+        with self._lock:
+            return self._verify(self._fetch, require_document=False)
+
+    def verify_bundle(self, bundle_bytes: bytes) -> FleetDocument | None:
+        """The same verification for a pushed bundle (web upload or USB stick), no network.
+
+        Returns None when the bundle's document for this box is the one applied. Raises WrongBox
+        when the bundle holds no document for this box, BadBundle when it is unreadable or lacks
+        a file. Blocking: call via asyncio.to_thread.
+        """
+        files = read_bundle(
+            bundle_bytes,
+            metadata_prefix=self._metadata_prefix,
+            targets_prefix=self._targets_prefix,
+        )
+        with self._lock:
+            try:
+                return self._verify(_serve_from(files), require_document=True)
+            except DownloadError as error:
+                raise BadBundle(f"the bundle is incomplete: {error}") from error
+
+    def record_applied(self, document: FleetDocument) -> AppliedState:
+        """Call once `document` is applied and healthy; persist the returned state's JSON."""
+        with self._lock:
+            self._state = self._state.after_applying(document)
+            return self._state
+
+    def _verify(self, fetch: Fetch, *, require_document: bool) -> FleetDocument | None:
+        try:
+            return self._run_updater(fetch, require_document=require_document)
+        except DownloadLengthMismatchError as error:
+            # More bytes than the signed (or configured) length: a hostile or mixed-up server,
+            # not a flaky link, so not a DownloadError that a caller would retry.
+            raise LengthOrHashMismatchError(str(error)) from error
+
+    def _run_updater(self, fetch: Fetch, *, require_document: bool) -> FleetDocument | None:
+        updater = Updater(
+            metadata_dir=str(self._metadata_dir),
+            metadata_base_url=self._metadata_prefix,
+            target_base_url=self._targets_prefix,
+            fetcher=LinkFetcher(fetch, FETCH_CEILING_BYTES),
+            config=_updater_config(),
+            # The box's trust anchor is the root installed at pairing as advanced by verified
+            # rotations, which ngclient keeps as metadata_dir/root.json.
+            bootstrap=None,
+        )
+        updater.refresh()
+        found = [updater.get_targetinfo(path) for path in self._paths]
+        candidates = [candidate_from_targetinfo(info) for info in found if info is not None]
+        chosen = select_candidate(candidates, self._box_id, self._groups)
+        if chosen is None:
+            if require_document:
+                raise WrongBox(f"no document for box {self._box_id}")
+            return None
+        if not is_newer(self._state, chosen.custom.config_serial, chosen.sha256):
+            return None
+        check_size(chosen, self._max_document_bytes)
+        document = self._download(updater, chosen.info)
+        logger.info(
+            "fleet document %s serial %d verified", chosen.target_path, chosen.custom.config_serial
+        )
+        return FleetDocument(
+            chosen.target_path,
+            chosen.custom.config_serial,
+            chosen.sha256,
+            chosen.custom.boxes,
+            chosen.custom.groups,
+            document,
+        )
+
+    def _download(self, updater: Updater, info: TargetFile) -> bytes:
+        # ngclient verifies length and hashes while writing to a file; the copy lives only
+        # until it has been read back.
+        with tempfile.TemporaryDirectory(dir=self._metadata_dir, prefix=".download-") as tmp:
+            path = updater.download_target(info, filepath=str(Path(tmp) / "document"))
+            return Path(path).read_bytes()
