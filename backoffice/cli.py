@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import decrypt_file, describe
+from backoffice.fleet_repo import FleetRepoError
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.keys import create_recording_keys
 from backoffice.pki import (
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_serve(sub)
     _add_pki(sub)
+    add_config_parser(sub)
     return parser
 
 
@@ -135,8 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "pki":
             return _pki_init(args) if args.pki_command == "init" else _pki_issue_client(args)
+        if args.command == "config":
+            return run_config(args)
         return _audit_verify(args)
-    except (RecipientKeyError, DeviceKeyError, OSError, StoreError, CliError) as exc:
+    except (
+        RecipientKeyError,
+        DeviceKeyError,
+        OSError,
+        StoreError,
+        CliError,
+        FleetRepoError,
+    ) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)
         return 2
 

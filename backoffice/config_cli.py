@@ -1,0 +1,72 @@
+"""`mvb-admin config ...`: the fleet admin's steps on the signed configuration repository.
+
+init (offline: all keys made, root signed), sign (the admin's targets key signs a document for
+boxes or groups with the next config_serial), publish (the back office's online keys sign a new
+snapshot and timestamp), bundle (metadata + documents in one file for a box without a link).
+See docs/fleet-config.md for where each key lives.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+
+from backoffice.fleet_repo import FleetRepository, init_repository, load_signer
+
+
+def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = sub.add_parser("config", help="signed fleet configuration (TUF)").add_subparsers(
+        dest="config_command", required=True
+    )
+    init = config.add_parser("init", help="make the fleet's keys and the repository (offline)")
+    init.add_argument("--repo", type=Path, required=True)
+    init.add_argument("--keys", type=Path, required=True, help="where the new keys are written")
+    sign = config.add_parser("sign", help="sign a configuration document for boxes or groups")
+    sign.add_argument("--repo", type=Path, required=True)
+    sign.add_argument("--targets-key", type=Path, required=True)
+    sign.add_argument("--path", required=True, help="boxes/<box id>.toml or groups/<group>.toml")
+    sign.add_argument("--file", type=Path, required=True, help="the document")
+    sign.add_argument("--box", action="append", default=[], help="a box it applies to")
+    sign.add_argument("--group", action="append", default=[], help="a group it applies to")
+    publish = config.add_parser("publish", help="new snapshot and timestamp (online keys)")
+    publish.add_argument("--repo", type=Path, required=True)
+    publish.add_argument("--snapshot-key", type=Path, required=True)
+    publish.add_argument("--timestamp-key", type=Path, required=True)
+    bundle = config.add_parser("bundle", help="metadata + documents for a box without a link")
+    bundle.add_argument("--repo", type=Path, required=True)
+    bundle.add_argument("--out", type=Path, required=True)
+    bundle.add_argument("paths", nargs="+", help="target paths to include")
+
+
+def run_config(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    command: str = args.config_command
+    if command == "init":
+        repo = init_repository(args.repo, args.keys, now=now)
+        print(f"created the fleet repository in {args.repo} (root v{repo.root().signed.version})")
+        print(f"keys in {args.keys}: move each root key offline, targets.key to the fleet admin")
+        return 0
+    repo = FleetRepository(args.repo)
+    if command == "sign":
+        serial = repo.next_config_serial()
+        repo.add_config(
+            args.path,
+            args.file.read_bytes(),
+            boxes=args.box,
+            groups=args.group,
+            config_serial=serial,
+            targets_signer=load_signer(args.targets_key),
+            now=now,
+        )
+        print(f"signed {args.path} as config_serial {serial}; run `publish` to release it")
+        return 0
+    if command == "publish":
+        version = repo.publish(
+            load_signer(args.snapshot_key), load_signer(args.timestamp_key), now=now
+        )
+        print(f"published timestamp v{version}")
+        return 0
+    args.out.write_bytes(repo.export_bundle(args.paths))
+    print(f"wrote {args.out} with {len(args.paths)} document(s)")
+    return 0
