@@ -287,42 +287,50 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
     unknown = sorted(set(raw) - set(_SECTIONS) - _COLLECTIONS)
     if unknown:
         raise ConfigError(f"{source}: unknown section [{unknown[0]}]")
-    box = _parse_section(raw.get("box", {}), "box", BoxSection, source)
-    storage = _parse_section(raw.get("storage", {}), "storage", StorageSection, source)
-    recording = _parse_section(raw.get("recording", {}), "recording", RecordingSection, source)
-    gps = _parse_section(raw.get("gps", {}), "gps", GpsSection, source)
-    api = _parse_section(raw.get("api", {}), "api", ApiSection, source)
-    if api.host not in ("127.0.0.1", "::1", "localhost"):
-        raise ConfigError(f"{source}: api.host must be loopback until the API has accounts")
+    box = parse_section(raw.get("box", {}), "box", BoxSection, source)
+    storage = parse_section(raw.get("storage", {}), "storage", StorageSection, source)
+    recording = parse_section(raw.get("recording", {}), "recording", RecordingSection, source)
+    gps = parse_section(raw.get("gps", {}), "gps", GpsSection, source)
+    api = parse_section(raw.get("api", {}), "api", ApiSection, source)
     cameras = _parse_cameras(raw.get("cameras", []), source)
-    triggers = _parse_triggers(raw.get("triggers", {}), {c.name for c in cameras}, source)
+    triggers = parse_triggers(raw.get("triggers", {}), {c.name for c in cameras}, source)
     inputs = _parse_inputs(raw.get("inputs", []), source)
-    if not 1 <= len(box.recipient_keys) <= 2:
+    uplink = parse_section(raw.get("uplink", {}), "uplink", UplinkSection, source)
+    links = _parse_links(raw.get("links", []), source)
+    config = LocalConfig(
+        box, storage, recording, gps, api, cameras, inputs, triggers, uplink, links, source
+    )
+    check_config(config, source)
+    return config
+
+
+def check_config(config: LocalConfig, source: str) -> None:
+    """Rules across sections, for a local file and for a fleet document applied to one."""
+    if config.api.host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(f"{source}: api.host must be loopback until the API has accounts")
+    if not 1 <= len(config.box.recipient_keys) <= 2:
         raise ConfigError(f"{source}: box.recipient_keys needs one or two public key files")
+    storage = config.storage
     if storage.min_free_to_start_bytes <= storage.card_reserve_bytes:
         raise ConfigError(
             f"{source}: storage.min_free_to_start_bytes must exceed storage.card_reserve_bytes"
         )
-    uplink = _parse_section(raw.get("uplink", {}), "uplink", UplinkSection, source)
-    links = _parse_links(raw.get("links", []), source)
-    _check_uplink(uplink, links, source)
-    return LocalConfig(
-        box, storage, recording, gps, api, cameras, inputs, triggers, uplink, links, source
-    )
+    for link in config.links:
+        if link.p0_reserve_bytes > link.monthly_cap_bytes > 0:
+            raise ConfigError(f"{source}: links.p0_reserve_bytes exceeds the cap ({link.name})")
+    _check_uplink(config.uplink, config.links, source)
 
 
 def _parse_links(values: Any, source: str) -> tuple[LinkSection, ...]:
     if not isinstance(values, list):
         raise ConfigError(f"{source}: links must be an array of tables ([[links]])")
-    links = tuple(_parse_section(v, "links", LinkSection, source) for v in values)
+    links = tuple(parse_section(v, "links", LinkSection, source) for v in values)
     names = [link.name for link in links]
     for link in links:
         if not link.name or names.count(link.name) > 1:
             raise ConfigError(f"{source}: links.name must be set and unique ({link.name!r})")
         if link.cost_class not in ("wifi", "cellular"):
             raise ConfigError(f"{source}: links.cost_class must be wifi or cellular ({link.name})")
-        if link.p0_reserve_bytes > link.monthly_cap_bytes > 0:
-            raise ConfigError(f"{source}: links.p0_reserve_bytes exceeds the cap ({link.name})")
     return links
 
 
@@ -350,7 +358,7 @@ def _check_uplink(uplink: UplinkSection, links: tuple[LinkSection, ...], source:
 def _parse_cameras(values: Any, source: str) -> tuple[CameraSection, ...]:
     if not isinstance(values, list):
         raise ConfigError(f"{source}: cameras must be an array of tables ([[cameras]])")
-    cameras = tuple(_parse_section(v, "cameras", CameraSection, source) for v in values)
+    cameras = tuple(parse_section(v, "cameras", CameraSection, source) for v in values)
     names = [c.name for c in cameras]
     for camera in cameras:
         if not camera.name:
@@ -368,7 +376,7 @@ def _parse_cameras(values: Any, source: str) -> tuple[CameraSection, ...]:
 def _parse_inputs(values: Any, source: str) -> tuple[InputSection, ...]:
     if not isinstance(values, list):
         raise ConfigError(f"{source}: inputs must be an array of tables ([[inputs]])")
-    inputs = tuple(_parse_section(v, "inputs", InputSection, source) for v in values)
+    inputs = tuple(parse_section(v, "inputs", InputSection, source) for v in values)
     for item in inputs:
         if not item.source or not item.path:
             raise ConfigError(f"{source}: inputs.source and inputs.path are required")
@@ -380,12 +388,12 @@ def _parse_inputs(values: Any, source: str) -> tuple[InputSection, ...]:
     return inputs
 
 
-def _parse_triggers(values: Any, cameras: set[str], source: str) -> dict[str, TriggerSection]:
+def parse_triggers(values: Any, cameras: set[str], source: str) -> dict[str, TriggerSection]:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: [triggers] must be a table of tables")
     triggers = {}
     for name, table in values.items():
-        trigger = _parse_section(table, "triggers", TriggerSection, source)
+        trigger = parse_section(table, "triggers", TriggerSection, source)
         unknown = sorted(set(trigger.cameras) - cameras)
         if unknown:
             raise ConfigError(
@@ -400,7 +408,7 @@ def _parse_triggers(values: Any, cameras: set[str], source: str) -> dict[str, Tr
 S = TypeVar("S", bound=Section)
 
 
-def _parse_section(values: Any, name: str, cls: type[S], source: str) -> S:
+def parse_section(values: Any, name: str, cls: type[S], source: str) -> S:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: [{name}] must be a table")
     declared = {f.name: f for f in fields(cls)}

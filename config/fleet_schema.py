@@ -1,0 +1,139 @@
+"""Fleet configuration documents: the policy part of the one closed schema (config/local.py).
+
+A fleet document (TOML, signed by the fleet admin, verified by config/fleet_client.py) carries
+policy: the protocol numbers (pre-record, post-record, maximum continuous recording, retention
+days), trigger rules and upload classes, link budgets and rate caps, and uplink tuning. The local
+file keeps what is physical to one box: device serial, folders, cameras and their addresses,
+vehicle inputs, interface names, and (until pairing writes them) the back office's address and
+credentials. Both are parsed by the same section dataclasses and value checks, so a number means
+the same thing and has the same range wherever it is written.
+
+`apply_fleet_document(local, text)` returns the effective configuration: the local one with every
+policy key the document sets replaced. Invariants:
+- A key outside FLEET_KEYS fails, naming the key: a fleet document can never move the card, point
+  a camera elsewhere or turn the uplink's pins off.
+- Links are matched by name: a document may tune a link the box has, never add an interface.
+- The result passes the same whole-configuration checks as a local file (`check_config`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields, replace
+from typing import Any
+
+from config.local import (
+    ConfigError,
+    LinkSection,
+    LocalConfig,
+    RecordingSection,
+    TriggerSection,
+    check_config,
+    parse_section,
+    parse_triggers,
+)
+
+FLEET_KEYS: dict[str, frozenset[str]] = {
+    "recording": frozenset(f.name for f in fields(RecordingSection)),
+    "storage": frozenset({"retention_days", "file_target_s", "file_target_bytes"}),
+    "uplink": frozenset(
+        {
+            "chunk_bytes",
+            "max_parallel_per_link",
+            "cellular_max_file_bytes",
+            "retry_initial_s",
+            "retry_max_s",
+            "attempts_per_assignment",
+        }
+    ),
+    "links": frozenset(
+        {
+            "name",
+            "cost_class",
+            "monthly_cap_bytes",
+            "billing_day",
+            "rate_cap_bytes_per_s",
+            "headroom_fraction",
+            "p0_reserve_bytes",
+            "udp_allowed",
+            "prefer_h3",
+        }
+    ),
+    "triggers": frozenset(f.name for f in fields(TriggerSection)),
+    "fleet": frozenset({"name", "policy"}),
+}
+"""Every key a fleet document may set, by section; [fleet] names the document for people."""
+
+MAX_DOCUMENT_BYTES = 256 * 1024
+
+
+def parse_fleet_text(text: str, source: str) -> dict[str, Any]:
+    """TOML -> table, refusing what is not TOML or too large (the signed size is bounded too)."""
+    if len(text.encode()) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(f"{source}: a fleet document is at most {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+
+
+def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalConfig:
+    """The effective configuration: `local` with the document's policy keys applied."""
+    raw = parse_fleet_text(text, source)
+    unknown = sorted(set(raw) - set(FLEET_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: [{unknown[0]}] cannot be set by a fleet document")
+    _refuse_local_keys(raw, source)
+    effective = replace(
+        local,
+        recording=_merged(local.recording, raw.get("recording", {}), "recording", source),
+        storage=_merged(local.storage, raw.get("storage", {}), "storage", source),
+        uplink=_merged(local.uplink, raw.get("uplink", {}), "uplink", source),
+        links=_merged_links(local.links, raw.get("links", []), source),
+        triggers={**local.triggers, **_triggers(raw.get("triggers", {}), local, source)},
+        source=source,
+    )
+    check_config(effective, source)
+    return effective
+
+
+def _refuse_local_keys(raw: dict[str, Any], source: str) -> None:
+    for section, allowed in FLEET_KEYS.items():
+        value = raw.get(section)
+        tables = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+        if section == "triggers" and isinstance(value, dict):
+            tables = [t for t in value.values() if isinstance(t, dict)]
+        for table in tables:
+            extra = sorted(set(table) - allowed)
+            if extra:
+                raise ConfigError(
+                    f"{source}: {section}.{extra[0]} is not a fleet setting "
+                    "(it belongs to the box's local file, or does not exist)"
+                )
+
+
+def _merged(current: Any, values: Any, name: str, source: str) -> Any:
+    """`current` with the keys of `values` replaced, each checked as in a local file."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    parsed = parse_section(values, name, type(current), source)
+    return replace(current, **{key: getattr(parsed, key) for key in values})
+
+
+def _merged_links(
+    current: tuple[LinkSection, ...], values: Any, source: str
+) -> tuple[LinkSection, ...]:
+    if not isinstance(values, list):
+        raise ConfigError(f"{source}: links must be an array of tables ([[links]])")
+    by_name = {link.name: link for link in current}
+    for table in values:
+        name = table.get("name") if isinstance(table, dict) else None
+        if name not in by_name:
+            raise ConfigError(f"{source}: links.name {name!r} is not a link of this box")
+        by_name[name] = _merged(by_name[name], table, "links", source)
+    return tuple(by_name[link.name] for link in current)
+
+
+def _triggers(values: Any, local: LocalConfig, source: str) -> dict[str, TriggerSection]:
+    cameras = {camera.name for camera in local.cameras}
+    return parse_triggers(values, cameras, source)
