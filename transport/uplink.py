@@ -502,6 +502,11 @@ class UplinkService:
 
     # -- status -----------------------------------------------------------------------------------
 
+    def any_link_usable(self) -> bool:
+        """True when some link is UP and not pin-blocked (a configuration's health check)."""
+        now_s = self._clock_s()
+        return any(link.usable(now_s) for link in self.links.values())
+
     def status(self) -> dict[str, Any]:
         """For the local API / officer page: links, what uploads, and why the rest waits."""
         now_s = self._clock_s()

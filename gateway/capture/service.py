@@ -299,12 +299,33 @@ class CaptureService:
 
     # -- status ---------------------------------------------------------------------------------
 
+    def apply_policy(
+        self,
+        policy: RecorderPolicy,
+        ring_max_bytes: int,
+        upload_class_of: Callable[[str], str] | None = None,
+    ) -> None:
+        """A new recording policy (signed fleet configuration) on running cameras.
+
+        A recording in progress keeps the facts it started with; the next trigger uses the new
+        policy. A longer pre-record fills as the cameras deliver: the ring keeps more from now
+        on (it cannot recall what it already dropped), and `prerecord_filled_s` shows it.
+        """
+        self.recorder.policy = policy
+        if upload_class_of is not None:
+            self.upload_class_of = upload_class_of
+        for camera in self.cameras.values():
+            camera.prerecord_s = policy.prerecord_s
+            camera.ring.window_ns = int(policy.prerecord_s * NS_PER_S)
+            camera.ring.max_bytes = ring_max_bytes
+
     def status(self) -> dict[str, Any]:
         now = self.clock_ns()
         cameras = {}
         for camera in self.cameras.values():
             cameras[camera.name] = {
                 **camera.source.health.snapshot(now),
+                "prerecord_s": camera.prerecord_s,
                 "prerecord_filled_s": round(camera.ring.span_ns() / NS_PER_S, 1),
                 "prerecord_bytes": camera.ring.bytes,
                 "recording": camera.recording is not None,
