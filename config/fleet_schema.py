@@ -29,6 +29,7 @@ from config.local import (
     RecordingSection,
     TriggerSection,
     check_config,
+    parse_accounts,
     parse_section,
     parse_triggers,
 )
@@ -60,6 +61,7 @@ FLEET_KEYS: dict[str, frozenset[str]] = {
         }
     ),
     "triggers": frozenset(f.name for f in fields(TriggerSection)),
+    "accounts": frozenset({"name", "role", "password_hash"}),
     "fleet": frozenset({"name", "policy"}),
 }
 """Every key a fleet document may set, by section; [fleet] names the document for people."""
@@ -91,6 +93,8 @@ def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalCon
         uplink=_merged(local.uplink, raw.get("uplink", {}), "uplink", source),
         links=_merged_links(local.links, raw.get("links", []), source),
         triggers={**local.triggers, **_triggers(raw.get("triggers", {}), local, source)},
+        # accounts come as a whole list: a document that names accounts replaces the box's
+        accounts=parse_accounts(raw["accounts"], source) if "accounts" in raw else local.accounts,
         source=source,
     )
     check_config(effective, source)

@@ -7,11 +7,13 @@ naming the key and the file. Units are in the names.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from config.accounts import PasswordHashError, parse_password_hash
 from transport.pinning import PinFormatError, parse_pin
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
@@ -112,6 +114,16 @@ class LinkSection:
     p0_reserve_bytes: int = 0
     udp_allowed: bool = True
     prefer_h3: bool = False  # HTTPS measured better on every emulated link (docs/benchmarks.md)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSection:
+    """A web UI account ([[accounts]]): `role` officer or admin; only a PBKDF2 hash is kept
+    (config/accounts.py). Names are what the officer types, never shown in evidence."""
+
+    name: str = ""
+    role: str = "officer"
+    password_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +239,7 @@ class LocalConfig:
     triggers: dict[str, TriggerSection] = field(default_factory=dict)
     uplink: UplinkSection = field(default_factory=UplinkSection)
     links: tuple[LinkSection, ...] = ()
+    accounts: tuple[AccountSection, ...] = ()
     source: str = "<defaults>"
 
     def resolve(self, relative: str) -> Path:
@@ -260,6 +273,7 @@ Section = (
     | TriggerSection
     | UplinkSection
     | LinkSection
+    | AccountSection
 )
 _SECTIONS: dict[str, type[Section]] = {
     "box": BoxSection,
@@ -269,7 +283,7 @@ _SECTIONS: dict[str, type[Section]] = {
     "api": ApiSection,
     "uplink": UplinkSection,
 }
-_COLLECTIONS = frozenset({"cameras", "inputs", "triggers", "links"})
+_COLLECTIONS = frozenset({"cameras", "inputs", "triggers", "links", "accounts"})
 
 
 def load_config(path: Path) -> LocalConfig:
@@ -297,8 +311,20 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
     inputs = _parse_inputs(raw.get("inputs", []), source)
     uplink = parse_section(raw.get("uplink", {}), "uplink", UplinkSection, source)
     links = _parse_links(raw.get("links", []), source)
+    accounts = parse_accounts(raw.get("accounts", []), source)
     config = LocalConfig(
-        box, storage, recording, gps, api, cameras, inputs, triggers, uplink, links, source
+        box,
+        storage,
+        recording,
+        gps,
+        api,
+        cameras,
+        inputs,
+        triggers,
+        uplink,
+        links,
+        accounts,
+        source,
     )
     check_config(config, source)
     return config
@@ -332,6 +358,30 @@ def _parse_links(values: Any, source: str) -> tuple[LinkSection, ...]:
         if link.cost_class not in ("wifi", "cellular"):
             raise ConfigError(f"{source}: links.cost_class must be wifi or cellular ({link.name})")
     return links
+
+
+ACCOUNT_NAME = re.compile(r"[a-z][a-z0-9._-]{1,31}")
+
+
+def parse_accounts(values: Any, source: str) -> tuple[AccountSection, ...]:
+    """[[accounts]]: unique names, a known role, a hash in the one accepted format (U2)."""
+    if not isinstance(values, list):
+        raise ConfigError(f"{source}: accounts must be an array of tables ([[accounts]])")
+    accounts = tuple(parse_section(v, "accounts", AccountSection, source) for v in values)
+    names = [account.name for account in accounts]
+    for account in accounts:
+        if not ACCOUNT_NAME.fullmatch(account.name) or names.count(account.name) > 1:
+            raise ConfigError(
+                f"{source}: accounts.name {account.name!r} must be unique and match "
+                f"{ACCOUNT_NAME.pattern}"
+            )
+        if account.role not in ("officer", "admin"):
+            raise ConfigError(f"{source}: accounts.role must be officer or admin ({account.name})")
+        try:
+            parse_password_hash(account.password_hash)
+        except PasswordHashError as exc:
+            raise ConfigError(f"{source}: accounts.password_hash of {account.name}: {exc}") from exc
+    return accounts
 
 
 def _check_uplink(uplink: UplinkSection, links: tuple[LinkSection, ...], source: str) -> None:
