@@ -13,6 +13,12 @@ Invariants:
   After an answer that left a body unread, the connection lingers at most MAX_LINGER_S. The
   TLS handshake is bounded by asyncio's default (60 s).
 - At most `max_concurrent_requests` requests are handled at once; more are answered 503.
+- With a `client_gate`, every request (not only the handshake: keep-alive connections outlive
+  it) is first put to the gate with the client certificate's serial; a denied certificate gets
+  403 and its connection is closed, and a gate that cannot decide fails closed (503).
+- With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names (at most
+  MAX_FLEET_FILE_BYTES, read off the event loop) or 404; nothing under FLEET_PREFIX reaches
+  TusApp. Only clients past the TLS handshake and the gate get here.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -51,7 +57,29 @@ MAX_LINGER_S: Final = 2.0
 for at most this long, so the client can read the answer before the close (a close with unread
 data would reset the connection and could destroy the answer in flight)."""
 CLIENT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+FLEET_PREFIX: Final = "/fleet/"
+"""Paths under this prefix are the fleet's TUF repository (docs/fleet-config.md 3), never tus."""
+MAX_FLEET_FILE_BYTES: Final = 4 * 1024 * 1024
+"""The largest fleet file served (the box's own bound on targets metadata)."""
+_SERIAL_HEX: Final = re.compile(r"[0-9A-Fa-f]{1,40}")
 _REASONS: Final = {STATUS_CHECKSUM_MISMATCH: "Checksum Mismatch"}
+
+
+class ClientDenied(Exception):
+    """Raised by a client gate: this client certificate must not be served (403)."""
+
+
+class GateUnavailable(Exception):
+    """Raised by a client gate that cannot decide (its state is unreadable): fail closed (503)."""
+
+
+ClientGate = Callable[[int], Awaitable[None]]
+"""`await gate(serial)` before every request of a mutual-TLS client: returns to allow, raises
+ClientDenied or GateUnavailable otherwise (docs/pairing.md 5.2: an unpaired box stops at once)."""
+
+FleetFiles = Callable[[str], Path | None]
+"""`fleet_files(url_path)`: the file that answers GET `url_path` under FLEET_PREFIX, or None
+(`FleetRepository.served_path`)."""
 
 
 @dataclass
@@ -137,6 +165,27 @@ def client_id_of(peercert: object) -> str | None:
     return names[0] if CLIENT_ID_PATTERN.fullmatch(names[0]) else None
 
 
+def client_serial_of(peercert: object) -> int | None:
+    """The serial number of a verified peer certificate (as `SSLSocket.getpeercert()` gives it,
+    upper-case hex), or None when it is missing or not hex."""
+    if not isinstance(peercert, Mapping):
+        return None
+    serial = peercert.get("serialNumber")
+    if not isinstance(serial, str) or not _SERIAL_HEX.fullmatch(serial):
+        return None
+    return int(serial, 16)
+
+
+def read_fleet_file(path: Path, max_bytes: int) -> bytes | None:
+    """The file's bytes, or None when it is gone or larger than `max_bytes` (blocking)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return data if len(data) <= max_bytes else None
+
+
 def server_ssl_context(cert_file: Path, key_file: Path, client_ca_file: Path) -> ssl.SSLContext:
     """TLS 1.2+ server context that requires a client certificate from `client_ca_file`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca_file))
@@ -159,7 +208,8 @@ def lowercase_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class _HttpsShell:
-    """Turns aiohttp requests into TusApp calls; counts requests in flight."""
+    """Turns aiohttp requests into TusApp calls (or fleet file answers) for clients that pass
+    the gate; counts requests in flight."""
 
     def __init__(
         self,
@@ -168,11 +218,15 @@ class _HttpsShell:
         idle_timeout_s: float,
         min_body_rate_bytes_per_s: float,
         max_concurrent_requests: int,
+        client_gate: ClientGate | None = None,
+        fleet_files: FleetFiles | None = None,
     ) -> None:
         self._app = app
         self._idle_timeout_s = idle_timeout_s
         self._min_body_rate_bytes_per_s = min_body_rate_bytes_per_s
         self._max_concurrent_requests = max_concurrent_requests
+        self._client_gate = client_gate
+        self._fleet_files = fleet_files
         self._in_flight = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -183,6 +237,59 @@ class _HttpsShell:
             return _plain(403, "the client certificate has no usable common name")
         if self._in_flight >= self._max_concurrent_requests:
             return _plain(503, "too many requests in flight", {"Retry-After": "5"})
+        self._in_flight += 1
+        try:
+            refused = await self._gate(peercert, client_id)
+            if refused is not None:
+                return refused
+            if request.path.startswith(FLEET_PREFIX):
+                return await self._fleet_file(request)
+            return await self._tus(request, client_id)
+        finally:
+            self._in_flight -= 1
+
+    async def _gate(self, peercert: object, client_id: str) -> web.Response | None:
+        """None when the request may go on; else the answer that refuses it."""
+        if self._client_gate is None:
+            return None
+        serial = client_serial_of(peercert)
+        try:
+            if serial is None:
+                raise ClientDenied("the client certificate has no readable serial")
+            await self._client_gate(serial)
+        except ClientDenied as exc:
+            log.warning("refused a withdrawn client certificate client=%s: %s", client_id, exc)
+            response = _plain(403, "this box's certificate was withdrawn; the box must be paired")
+            response.force_close()  # nothing more is served on this connection
+            return response
+        except GateUnavailable as exc:
+            log.error("client gate unavailable, refusing client=%s: %s", client_id, exc)
+            return _plain(
+                503, "the back office cannot check certificates now", {"Retry-After": "30"}
+            )
+        return None
+
+    async def _fleet_file(self, request: web.Request) -> web.Response:
+        """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded."""
+        if self._fleet_files is None:
+            return _fleet_answer(404, b"not found\n")
+        if request.method not in ("GET", "HEAD"):
+            return _fleet_answer(405, b"fleet files are read only\n", {"Allow": "GET, HEAD"})
+        # The raw path must be the path itself: no query, no percent-encoding to decode into
+        # something served_path did not see.
+        if request.raw_path != request.path:
+            return _fleet_answer(404, b"not found\n")
+        path = self._fleet_files(request.path)
+        data = (
+            None
+            if path is None
+            else await asyncio.to_thread(read_fleet_file, path, MAX_FLEET_FILE_BYTES)
+        )
+        if data is None:
+            return _fleet_answer(404, b"not found\n")
+        return _fleet_answer(200, data, content_type="application/octet-stream")
+
+    async def _tus(self, request: web.Request, client_id: str) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         pace = BodyPace(self._idle_timeout_s, self._min_body_rate_bytes_per_s, loop.time())
         body = PacedBody(request.content, pace, piece_bytes=BODY_PIECE_BYTES)
@@ -193,11 +300,7 @@ class _HttpsShell:
             client_id=client_id,
             body=body,
         )
-        self._in_flight += 1
-        try:
-            outgoing = await self._app.handle(incoming)
-        finally:
-            self._in_flight -= 1
+        outgoing = await self._app.handle(incoming)
         response = _to_aiohttp(outgoing)
         if body.timed_out:
             response.force_close()  # the rest of a stalled body is not worth waiting for
@@ -210,6 +313,22 @@ def _to_aiohttp(outgoing: OutgoingResponse) -> web.Response:
         reason=_REASONS.get(outgoing.status),
         headers=outgoing.headers,
         body=outgoing.body or None,
+    )
+
+
+def _fleet_answer(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    *,
+    content_type: str = "text/plain",
+) -> web.Response:
+    # no-store: timestamp.json changes under the same name; nothing in between may keep it.
+    return web.Response(
+        status=status,
+        body=body,
+        content_type=content_type,
+        headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 
@@ -246,8 +365,13 @@ async def start_https_server(
     min_body_rate_bytes_per_s: float = DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    client_gate: ClientGate | None = None,
+    fleet_files: FleetFiles | None = None,
 ) -> RunningServer:
-    """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port)."""
+    """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
+
+    `client_gate` is asked before every request (see ClientGate); `fleet_files` serves the
+    fleet's TUF repository under FLEET_PREFIX (404 there without it)."""
     if not (idle_timeout_s > 0 and min_body_rate_bytes_per_s > 0 and max_concurrent_requests > 0):
         raise ValueError("timeouts, the body rate and the concurrency bound must be > 0")
     context = server_ssl_context(cert_file, key_file, client_ca_file)
@@ -256,6 +380,8 @@ async def start_https_server(
         idle_timeout_s=idle_timeout_s,
         min_body_rate_bytes_per_s=min_body_rate_bytes_per_s,
         max_concurrent_requests=max_concurrent_requests,
+        client_gate=client_gate,
+        fleet_files=fleet_files,
     )
     application = web.Application(client_max_size=CLIENT_MAX_SIZE_BYTES)
     application.router.add_route("*", "/{tail:.*}", shell.handle)

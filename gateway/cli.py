@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backoffice.pairing import CodeFormatError
 from config.local import ConfigError, LocalConfig, load_config
 from gateway.box import Box, open_box
 from gateway.importer import ClipError, import_clip
+from gateway.pairing import BoxIdInvalid, PairingFailed
+from gateway.pairing_client import officer_message, pair, pairing_files
 from gateway.run import run
 from storage.errors import StoreError
 from storage.store import RecordingRefused
@@ -44,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="the running box's status (local API)")
     rec = sub.add_parser("record", help="start or stop a recording on the running box")
     rec.add_argument("action", choices=["start", "stop"])
+    pairing = sub.add_parser("pair", help="pair the box with the back office (a one-time code)")
+    pairing.add_argument(
+        "code", nargs="+", help="the code from the admin: ADDRESS/XXXX-XXXX-... (spaces allowed)"
+    )
+    pairing.add_argument(
+        "--re-pair", action="store_true", help="replace this box's pairing (needs a re-pair code)"
+    )
     return parser
 
 
@@ -166,7 +176,28 @@ def _record(config: LocalConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-_SERVICE_COMMANDS = {"run": _run, "status": _status, "record": _record}
+def _pair(config: LocalConfig, args: argparse.Namespace) -> int:
+    """`mvb pair CODE`: the box id is the configured device serial; the credentials go to the
+    state directory. Any refusal is exit code 1 with one line saying what to do."""
+    box_id = config.box.device_serial
+    typed_code = " ".join(args.code)
+    try:
+        credentials = asyncio.run(pair(typed_code, box_id, config.state_dir, re_pair=args.re_pair))
+    except BoxIdInvalid as exc:
+        print(f"mvb pair: box.device_serial in {config.source}: {exc}", file=sys.stderr)
+        return 2
+    except (PairingFailed, CodeFormatError) as exc:
+        print(f"mvb pair: {officer_message(exc)}", file=sys.stderr)
+        return 1
+    directory = pairing_files(config.state_dir).directory
+    print(
+        f"paired box {box_id} with the back office at {credentials.address}: "
+        f"credentials in {directory}, fleet trust root installed"
+    )
+    return 0
+
+
+_SERVICE_COMMANDS = {"run": _run, "status": _status, "record": _record, "pair": _pair}
 
 _COMMANDS = {
     "import": _import,

@@ -1,0 +1,440 @@
+"""The back office's pairing shell (docs/pairing.md): the ledger on disk, `POST /pair/v1`, the gate.
+
+Around the pure core of backoffice/pairing.py:
+
+- `LedgerStore` keeps the PairingLedger as one JSON file, mode 0600, replaced atomically (temp
+  file, fsync, rename, fsync of the directory) after every change. A read-modify-write holds a
+  thread lock and an exclusive `flock` on a lock file next to it, so the server's requests and
+  the admin's `mvb-admin pair-code` / `unpair` (other processes) serialise.
+- `answer_request` (pure) turns a request body into the ledger to persist and the HTTP answer.
+- `PairingService` + `start_pairing_server` serve `POST /pair/v1` on a TLS listener of its own
+  that asks for no client certificate (the box has none yet) and presents the back office's
+  serving certificate, whose pin the pairing codes check.
+- `LedgerGate` is the mutual-TLS listener's client gate (backoffice/server.py): it denies a
+  serial on the ledger's deny list on every request. It re-reads the ledger whenever the file
+  changed (by identity, size and times), so an `unpair` in another process counts at the next
+  request.
+
+Invariants:
+- The ledger file is never seen half-written: readers see the old or the new version.
+- A refusal that changes the ledger (a failed proof withdraws the code) is persisted before it
+  is answered, like a grant.
+- The pairing listener reads at most MAX_REQUEST_BYTES + 1 of a body, within a time bound, and
+  handles at most `max_concurrent_requests` at once (503 beyond).
+- Nothing derived from a nonce (codes, proof keys) is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+from aiohttp import web
+
+from backoffice.pairing import (
+    MAX_LEDGER_BYTES,
+    MAX_REQUEST_BYTES,
+    PAIR_PATH,
+    BackOfficeTrust,
+    CertificateDenied,
+    CodeReused,
+    MalformedRequest,
+    PairingLedger,
+    PairingRefused,
+    ProofInvalid,
+    check_client_serial,
+    redeem,
+    refusal_json,
+)
+from backoffice.pki import Issued, load_issued
+from backoffice.server import ClientDenied, GateUnavailable, RunningServer
+from transport.pinning import pin_of_pem_file
+
+log = logging.getLogger(__name__)
+
+LEDGER_FILE: Final = "pairing-ledger.json"
+LOCK_FILE: Final = "pairing-ledger.lock"
+DEFAULT_LOCK_TIMEOUT_S: Final = 10.0
+LOCK_POLL_S: Final = 0.01
+"""flock has no timeout; a bounded wait polls the non-blocking form at this interval."""
+DEFAULT_PAIR_REQUEST_TIMEOUT_S: Final = 10.0
+DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS: Final = 16
+DEFAULT_PAIR_IDLE_TIMEOUT_S: Final = 10.0
+DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S: Final = 5.0
+READ_PIECE_BYTES: Final = 4 * 1024
+JSON_TYPE: Final = "application/json"
+GRANTED: Final = "granted"
+
+_T = TypeVar("_T")
+
+
+class LedgerUnavailable(Exception):
+    """The ledger file cannot be read (corrupt, too large) or its lock not taken in time."""
+
+
+# --- the ledger on disk ---------------------------------------------------------------------------
+
+
+StatKey = tuple[int, int, int, int, int]
+"""(device, inode, size, mtime ns, ctime ns) of the ledger file: a rename changes it."""
+
+
+class LedgerStore:
+    """The PairingLedger in `state_dir/LEDGER_FILE` (mode 0600; the directory 0700).
+
+    Invariants: writes replace the file atomically; `transact` runs one read-modify-write at a
+    time across threads (a lock) and processes (`flock` on LOCK_FILE), each waiting at most
+    `lock_timeout_s`. A missing file is the empty ledger.
+    """
+
+    def __init__(self, state_dir: Path, *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        if lock_timeout_s <= 0:
+            raise ValueError("lock_timeout_s must be > 0")
+        self.state_dir = state_dir
+        self.path = state_dir / LEDGER_FILE
+        self._lock_path = state_dir / LOCK_FILE
+        self._lock_timeout_s = lock_timeout_s
+        self._thread_lock = threading.Lock()
+
+    def stat_key(self) -> StatKey | None:
+        """The file's identity now, None when there is no ledger yet."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def read(self) -> PairingLedger:
+        """The persisted ledger (no lock needed: writes are atomic renames)."""
+        try:
+            with self.path.open("rb") as handle:
+                data = handle.read(MAX_LEDGER_BYTES + 1)
+        except FileNotFoundError:
+            return PairingLedger()
+        try:
+            return PairingLedger.from_json(data)
+        except ValueError as exc:  # LedgerFormatError, too large
+            raise LedgerUnavailable(f"{self.path}: {exc}") from None
+
+    def transact(self, operation: Callable[[PairingLedger], tuple[PairingLedger, _T]]) -> _T:
+        """Read the ledger, apply `operation`, persist its ledger if it changed, return its
+        result. An exception from `operation` leaves the file as it was, except a
+        PairingRefused carrying a changed ledger, which is persisted before it propagates."""
+        with self._locked():
+            ledger = self.read()
+            try:
+                new_ledger, result = operation(ledger)
+            except PairingRefused as refusal:
+                if refusal.ledger is not None and refusal.ledger != ledger:
+                    self._write(refusal.ledger)
+                raise
+            if new_ledger != ledger:
+                self._write(new_ledger)
+            return result
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if not self._thread_lock.acquire(timeout=self._lock_timeout_s):
+            raise LedgerUnavailable(f"{self.path}: busy for {self._lock_timeout_s:g} s")
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self._flock(fd)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
+        finally:
+            self._thread_lock.release()
+
+    def _flock(self, fd: int) -> None:
+        deadline_s = time.monotonic() + self._lock_timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline_s:
+                    raise LedgerUnavailable(
+                        f"{self.path}: locked by another process for {self._lock_timeout_s:g} s"
+                    ) from None
+                time.sleep(LOCK_POLL_S)
+
+    def _write(self, ledger: PairingLedger) -> None:
+        write_file_atomically(self.path, ledger.to_json(), mode=0o600)
+
+
+def write_file_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace `path` with `data`: temp file in the same directory (created with `mode`),
+    fsync, rename, fsync of the directory. A crash leaves the old or the new file."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp_path = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp_path.replace(path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the back office's keys -----------------------------------------------------------------------
+
+
+def back_office_pins(pki_dir: Path) -> tuple[str, ...]:
+    """The pin set the back office hands out, from a `mvb-admin pki init` directory: the serving
+    key (`server.crt`) first, which the pairing codes check, then the offline backup key."""
+    pins = [pin_of_pem_file((pki_dir / "server.crt").read_bytes())]
+    backup = pki_dir / "backup.crt"
+    if backup.exists():
+        pins.append(pin_of_pem_file(backup.read_bytes()))
+    return tuple(pins)
+
+
+def load_back_office_ca(pki_dir: Path) -> Issued:
+    """The CA that signs the boxes' certificates (`ca.crt`, `ca.key` of `pki init`)."""
+    return load_issued(pki_dir / "ca.crt", pki_dir / "ca.key")
+
+
+# --- the request (pure) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PairingAnswer:
+    """The HTTP answer to one request: `kind` is GRANTED or the refusal kind (for logs)."""
+
+    status: int
+    body: bytes
+    kind: str
+
+
+def refusal_answer(refusal: PairingRefused) -> PairingAnswer:
+    return PairingAnswer(refusal.http_status, refusal_json(refusal), refusal.kind)
+
+
+def answer_request(
+    ledger: PairingLedger, body: bytes, now_s: float, ca: Issued, trust: BackOfficeTrust
+) -> tuple[PairingLedger, PairingAnswer]:
+    """The ledger to persist and the answer to `POST /pair/v1` with `body` (docs/pairing.md 4.2)."""
+    try:
+        new_ledger, grant = redeem(ledger, body, now_s, ca, trust)
+    except PairingRefused as refusal:
+        kept = ledger if refusal.ledger is None else refusal.ledger
+        return kept, refusal_answer(refusal)
+    return new_ledger, PairingAnswer(200, grant.to_json(), GRANTED)
+
+
+# --- the service ----------------------------------------------------------------------------------
+
+
+class PairingService:
+    """Answers pairing requests against the ledger in `store`.
+
+    `pins` is the back office's pin set (the serving pin first); `tuf_root` gives the fleet's
+    current root metadata (read at each request: a rotated root goes to the next box paired).
+    """
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        ca: Issued,
+        pins: Sequence[str],
+        tuf_root: Callable[[], bytes],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._ca = ca
+        self._pins = tuple(pins)
+        self._tuf_root = tuf_root
+        self._clock = clock
+
+    async def answer(self, body: bytes) -> PairingAnswer:
+        """The answer to one request body; the ledger is persisted first. Off the event loop:
+        the CA signs, and the ledger is fsynced."""
+        answer = await asyncio.to_thread(self._answer_blocking, body)
+        if answer.kind == CodeReused.kind:
+            # docs/pairing.md 7: someone else may hold a certificate for this box.
+            log.warning("ALARM: a used pairing code was presented again (code-reused)")
+        elif answer.kind == ProofInvalid.kind:
+            log.warning("a pairing request failed its proof; the code is withdrawn")
+        else:
+            log.info("pairing request answered status=%d kind=%s", answer.status, answer.kind)
+        return answer
+
+    def _answer_blocking(self, body: bytes) -> PairingAnswer:
+        trust = BackOfficeTrust(self._pins, self._tuf_root())
+        # The clock is read inside the lock: a request that waited is judged when it runs.
+        return self._store.transact(
+            lambda ledger: answer_request(ledger, body, self._clock(), self._ca, trust)
+        )
+
+
+class LedgerGate:
+    """The mutual-TLS listener's client gate: `await gate(serial)` raises ClientDenied for a
+    withdrawn certificate and GateUnavailable when the ledger cannot be read (fail closed)."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+        self._cached: tuple[StatKey | None, PairingLedger] | None = None
+
+    async def __call__(self, serial: int) -> None:
+        try:
+            ledger = await self._current()
+        except (LedgerUnavailable, OSError) as exc:
+            raise GateUnavailable(str(exc)) from None
+        try:
+            check_client_serial(ledger, serial)
+        except CertificateDenied as exc:
+            raise ClientDenied(str(exc)) from None
+
+    async def _current(self) -> PairingLedger:
+        key = self._store.stat_key()  # one stat per request: cheap, and sees every rename
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
+        ledger = await asyncio.to_thread(self._store.read)
+        self._cached = (key, ledger)
+        return ledger
+
+
+# --- the HTTP shell -------------------------------------------------------------------------------
+
+
+def pairing_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """TLS 1.2+ server context that asks for no client certificate: a box pairs before it has
+    one. It presents the serving certificate, whose key the code's pin check names."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(str(cert_file), str(key_file))
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def read_bounded_request_body(request: web.Request, max_bytes: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed `max_bytes`."""
+    declared_bytes = request.content_length
+    if declared_bytes is not None and declared_bytes > max_bytes:
+        return None
+    body = bytearray()
+    while piece := await request.content.read(READ_PIECE_BYTES):
+        body += piece
+        if len(body) > max_bytes:
+            return None
+    return bytes(body)
+
+
+class _PairingHandler:
+    """`POST /pair/v1` only; bounded body, time and concurrency."""
+
+    def __init__(
+        self, service: PairingService, *, request_timeout_s: float, max_concurrent_requests: int
+    ) -> None:
+        self._service = service
+        self._request_timeout_s = request_timeout_s
+        self._max_concurrent_requests = max_concurrent_requests
+        self._in_flight = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path != PAIR_PATH:
+            return web.Response(status=404, text="not found\n")
+        if request.method != "POST":
+            return web.Response(status=405, text="POST only\n", headers={"Allow": "POST"})
+        if self._in_flight >= self._max_concurrent_requests:
+            return web.Response(status=503, text="busy\n", headers={"Retry-After": "5"})
+        self._in_flight += 1
+        try:
+            return await self._answer(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(self._request_timeout_s):
+                body = await read_bounded_request_body(request, MAX_REQUEST_BYTES)
+        except TimeoutError:
+            response = web.Response(status=408, text="the request body was too slow\n")
+            response.force_close()
+            return response
+        if body is None:
+            answer = refusal_answer(
+                MalformedRequest(f"the request is larger than {MAX_REQUEST_BYTES} bytes")
+            )
+            response = _json_answer(answer)
+            response.force_close()  # the rest of the body is not worth reading
+            return response
+        return _json_answer(await self._service.answer(body))
+
+
+def _json_answer(answer: PairingAnswer) -> web.Response:
+    return web.Response(
+        status=answer.status,
+        body=answer.body,
+        content_type=JSON_TYPE,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def start_pairing_server(
+    service: PairingService,
+    *,
+    host: str,
+    port: int,
+    cert_file: Path,
+    key_file: Path,
+    request_timeout_s: float = DEFAULT_PAIR_REQUEST_TIMEOUT_S,
+    max_concurrent_requests: int = DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS,
+    idle_timeout_s: float = DEFAULT_PAIR_IDLE_TIMEOUT_S,
+    shutdown_timeout_s: float = DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S,
+) -> RunningServer:
+    """Serve `POST /pair/v1` over TLS without client certificates on host:port (0: any)."""
+    if not (request_timeout_s > 0 and idle_timeout_s > 0 and max_concurrent_requests > 0):
+        raise ValueError("timeouts and the concurrency bound must be > 0")
+    context = pairing_ssl_context(cert_file, key_file)
+    handler = _PairingHandler(
+        service,
+        request_timeout_s=request_timeout_s,
+        max_concurrent_requests=max_concurrent_requests,
+    )
+    application = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    application.router.add_route("*", "/{tail:.*}", handler.handle)
+    runner = web.AppRunner(
+        application,
+        handler_cancellation=True,
+        keepalive_timeout=idle_timeout_s,
+        access_log=None,  # request lines add nothing; answers are logged by kind
+        shutdown_timeout=shutdown_timeout_s,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=context)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("serving pairing over https host=%s port=%d", host, site.port)
+    return RunningServer(runner, site.port)
