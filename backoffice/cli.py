@@ -279,10 +279,6 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
 
 
 def _check_serve_arguments(args: argparse.Namespace) -> None:
-    if args.pairing_state is not None and args.h3_port is not None:
-        # The HTTP/3 listener has no client gate yet: an unpaired box could go on uploading
-        # there, which docs/pairing.md 5.2 forbids. Refuse rather than serve it ungated.
-        raise CliError("--pairing-state cannot be combined with --h3-port yet (no gate on h3)")
     if args.pair_port is None:
         return
     missing = [
@@ -319,6 +315,7 @@ async def _start_listeners(
                 key_file=args.key,
                 client_ca_file=args.client_ca,
                 idle_timeout_s=args.idle_timeout,
+                client_gate=None if store is None else LedgerGate(store),
             )
             listeners.append(h3)
             print(f"serving h3://{args.host}:{h3.port}/files/ from {args.dir}", flush=True)

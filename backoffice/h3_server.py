@@ -71,6 +71,9 @@ from backoffice.server import (
     CLIENT_ID_PATTERN,
     DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
     BodyPace,
+    ClientDenied,
+    ClientGate,
+    GateUnavailable,
 )
 from backoffice.tus_app import IncomingRequest, OutgoingResponse
 from transport.h3 import (
@@ -171,6 +174,7 @@ class H3ServerStats:
     connections_refused: int = 0
     streams_refused: int = 0
     datagrams_dropped_for_backpressure: int = 0
+    requests_denied: int = 0
     peak_buffered_body_bytes: int = 0
 
 
@@ -270,6 +274,7 @@ class _ServerState:
     client_cas: Store
     idle_timeout_s: float
     min_body_rate_bytes_per_s: float
+    client_gate: ClientGate | None = None
     stats: H3ServerStats = field(default_factory=H3ServerStats)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -290,6 +295,7 @@ class _ServerProtocol(QuicConnectionProtocol):
         self._server = server
         self._h3: H3Connection | None = None
         self._client_id = ""
+        self._client_serial = 0
         self._terminated = False
         self._streams: dict[int, _Stream] = {}
         self._unidirectional_guards: dict[int, H3StreamGuard] = {}
@@ -314,9 +320,10 @@ class _ServerProtocol(QuicConnectionProtocol):
 
     def _admit_client(self) -> None:
         try:
-            self._client_id = client_id_of_certificate(
-                peer_certificate_der(self._quic), self._server.client_cas
-            )
+            der = peer_certificate_der(self._quic)
+            self._client_id = client_id_of_certificate(der, self._server.client_cas)
+            assert der is not None  # client_id_of_certificate refuses a missing certificate
+            self._client_serial = x509.load_der_x509_certificate(der).serial_number
         except ClientCertificateRejected as exc:
             self._server.stats.connections_refused += 1
             log.warning("HTTP/3 connection refused: %s", exc)
@@ -438,7 +445,7 @@ class _ServerProtocol(QuicConnectionProtocol):
 
     async def _serve(self, stream_id: int, stream: _Stream, request: IncomingRequest) -> None:
         try:
-            response = await self._server.handler.handle(request)
+            response = await self._gate() or await self._server.handler.handle(request)
         except Exception:
             # A handler bug must not take the connection (or the other requests) down.
             log.exception("the request handler failed method=%s", request.method)
@@ -447,6 +454,20 @@ class _ServerProtocol(QuicConnectionProtocol):
             if stream.body is not None:
                 stream.body.discard()
         self._respond(stream_id, stream, response)
+
+    async def _gate(self) -> OutgoingResponse | None:
+        """Before every request, as on the HTTPS listener: an unpaired box stops at once."""
+        gate = self._server.client_gate
+        if gate is None:
+            return None
+        try:
+            await gate(self._client_serial)
+        except ClientDenied:
+            self._server.stats.requests_denied += 1
+            return OutgoingResponse(403, {})
+        except GateUnavailable:
+            return OutgoingResponse(503, {"retry-after": "30"})
+        return None
 
     def _respond(self, stream_id: int, stream: _Stream, response: OutgoingResponse) -> None:
         stream.answered = True
@@ -526,6 +547,7 @@ async def start_h3_server(
     client_ca_file: Path,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     min_body_rate_bytes_per_s: float = DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
+    client_gate: ClientGate | None = None,
 ) -> RunningH3Server:
     """Serve `handler` over HTTP/3 with (verified) client certificates on host:port (UDP; 0
     picks a free port). RuntimeError at once if aioquic no longer has what mutual TLS needs."""
@@ -539,6 +561,7 @@ async def start_h3_server(
         client_cas=Store(x509.load_pem_x509_certificates(client_ca_file.read_bytes())),
         idle_timeout_s=idle_timeout_s,
         min_body_rate_bytes_per_s=min_body_rate_bytes_per_s,
+        client_gate=client_gate,
     )
     create_protocol = functools.partial(_ServerProtocol, server=state)
     udp_transport, quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
