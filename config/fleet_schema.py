@@ -45,6 +45,7 @@ FLEET_KEYS: dict[str, frozenset[str]] = {
             "retry_initial_s",
             "retry_max_s",
             "attempts_per_assignment",
+            "config_poll_s",
         }
     ),
     "links": frozenset(

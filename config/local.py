@@ -30,6 +30,7 @@ class BoxSection:
     state_dir: str = "/var/lib/mvb"
     card_dir: str = "/media/mvb-card"
     recipient_keys: tuple[str, ...] = ()
+    fleet_groups: tuple[str, ...] = ()  # which groups/<g>.toml fleet documents apply to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class UplinkSection:
     attempts_per_assignment: int = 6
     connect_timeout_s: float = 15.0
     request_timeout_s: float = 120.0
+    config_poll_s: float = 300.0  # how often a paired box asks for signed fleet configuration
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("uplink", "attempts_per_assignment"): (1, 100),
     ("uplink", "connect_timeout_s"): (1, 300),
     ("uplink", "request_timeout_s"): (1, 3600),
+    ("uplink", "config_poll_s"): (1, 86400),
     ("links", "monthly_cap_bytes"): (0, 1 << 50),
     ("links", "billing_day"): (1, 28),
     ("links", "rate_cap_bytes_per_s"): (0, 1 << 40),

@@ -56,6 +56,8 @@ async def _status(request: web.Request) -> web.Response:
     document = status_document(running, storage)
     uplink = running.uplink
     document["uplink"] = None if uplink is None else await asyncio.to_thread(uplink.status)
+    fleet = running.fleet
+    document["fleet"] = None if fleet is None else vars(fleet.status)
     return web.json_response(document)
 
 

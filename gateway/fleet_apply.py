@@ -96,7 +96,7 @@ class FleetApplier:
         health_checks: list[HealthCheck],
         *,
         settle_s: float = 5.0,
-        audit: Callable[..., None] = lambda _event, **_fields: None,
+        audit: Callable[..., object] = lambda _event, **_fields: None,
     ) -> None:
         self.local = local
         self.effective = local

@@ -9,11 +9,15 @@ the applier still validates them with the rest.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from config.local import LocalConfig, upload_class_for
 from gateway.fleet_apply import HealthCheck
-from gateway.run import RunningBox, recorder_policy
+from gateway.policy import recorder_policy
 from storage.retention import RetentionPolicy
+
+if TYPE_CHECKING:
+    from gateway.run import RunningBox
 
 
 class RunningBoxTarget:

@@ -16,13 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.local import CameraSection, LocalConfig, upload_class_for
+from config.fleet_schema import apply_fleet_document
+from config.local import CameraSection, ConfigError, LocalConfig, upload_class_for
 from gateway.api import start_api
 from gateway.box import Box, open_box
 from gateway.capture.replay_source import ReplaySource
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import PyavSource, SourceSpec, ThreadedSource
 from gateway.capture.synthetic_source import SyntheticSource
+from gateway.fleet_apply import ConfigSlots, FleetApplier
+from gateway.fleet_sync import FleetSync
+from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
 from gateway.gps import GpsdClient, GpsTracker
 from gateway.inputs import (
     CrashRule,
@@ -32,8 +36,10 @@ from gateway.inputs import (
     SpeedRule,
     SysfsGpioInput,
 )
-from gateway.recorder import Event, IllegalTransition, RecorderPolicy, TriggerPolicy
-from transport.from_config import build_uplink
+from gateway.pairing_client import fleet_metadata_dir, is_paired
+from gateway.policy import recorder_policy
+from gateway.recorder import Event, IllegalTransition
+from transport.from_config import back_office, build_uplink
 from transport.uplink import UplinkService
 
 log = logging.getLogger(__name__)
@@ -87,22 +93,6 @@ def input_lines(config: LocalConfig, events: asyncio.Queue[Event]) -> list[Input
     return lines
 
 
-def recorder_policy(config: LocalConfig) -> RecorderPolicy:
-    rec = config.recording
-    triggers = {
-        name: TriggerPolicy(
-            cameras=frozenset(t.cameras) or None, postrecord_s=t.postrecord_s, may_stop=t.may_stop
-        )
-        for name, t in config.triggers.items()
-    }
-    return RecorderPolicy(
-        prerecord_s=rec.prerecord_s,
-        max_continuous_s=rec.max_continuous_s,
-        triggers=triggers,
-        default_trigger=TriggerPolicy(postrecord_s=rec.postrecord_s),
-    )
-
-
 @dataclass
 class RunningBox:
     box: Box
@@ -114,9 +104,25 @@ class RunningBox:
     stop_api: Callable[[], Any] | None = None
     ignored_events: int = 0
     uplink: UplinkService | None = None
+    fleet: FleetSync | None = None
 
 
-async def start_box(config: LocalConfig) -> RunningBox:
+def effective_at_start(local: LocalConfig) -> LocalConfig:
+    """The local file with the last known good fleet document applied (a box restarts on the
+    configuration it last ran healthily, not on its defaults)."""
+    current = ConfigSlots(local.state_dir).current()
+    if current is None:
+        return local
+    serial, text = current
+    try:
+        return apply_fleet_document(local, text, f"fleet document serial {serial}")
+    except ConfigError as exc:  # the schema grew stricter since: run on the local file
+        log.warning("last fleet configuration no longer valid, using the local file: %s", exc)
+        return local
+
+
+async def start_box(local: LocalConfig) -> RunningBox:
+    config = effective_at_start(local)
     box = await asyncio.to_thread(open_box, config)
     gps = GpsTracker(stale_after_s=config.gps.stale_after_s)
     cameras = [
@@ -140,7 +146,7 @@ async def start_box(config: LocalConfig) -> RunningBox:
     gpsd = GpsdClient(gps, config.gps.host, config.gps.port)
     running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE))
     try:
-        await _start_parts(running, config)
+        await _start_parts(running, local, config)
     except BaseException:
         await stop_box(running)  # e.g. the API port is taken: stop what already runs
         raise
@@ -148,11 +154,41 @@ async def start_box(config: LocalConfig) -> RunningBox:
     return running
 
 
-async def _start_parts(running: RunningBox, config: LocalConfig) -> None:
+def build_fleet_sync(
+    running: RunningBox, local: LocalConfig, effective: LocalConfig
+) -> FleetSync | None:
+    """Signed fleet configuration, for a paired box whose uplink is configured."""
+    if not (effective.uplink.enabled and is_paired(local.state_dir)):
+        return None
+    applier = FleetApplier(
+        local,
+        RunningBoxTarget(running),
+        ConfigSlots(local.state_dir),
+        [cameras_delivering(running), back_office_reachable(running)],
+        audit=running.box.audit.append,
+    )
+    applier.effective = effective
+    return FleetSync(
+        state_dir=local.state_dir,
+        metadata_dir=fleet_metadata_dir(local.state_dir),
+        box_id=local.box.device_serial,
+        groups=local.box.fleet_groups,
+        back_office=back_office(effective),
+        applier=applier,
+        audit=running.box.audit,
+        alarms=running.service.alarms,
+        poll_s=effective.uplink.config_poll_s,
+    )
+
+
+async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalConfig) -> None:
     await running.service.start()
     running.uplink = build_uplink(config, running.box.store)
     if running.uplink is not None:
         await running.uplink.start()
+    running.fleet = build_fleet_sync(running, local, config)
+    if running.fleet is not None:
+        await running.fleet.start()
     running.tasks += [
         asyncio.create_task(running.gpsd.run()),
         asyncio.create_task(_consume_events(running)),
@@ -174,6 +210,8 @@ async def stop_box(running: RunningBox) -> None:
     for task in running.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if running.fleet is not None:
+        await running.fleet.stop()
     await running.service.stop()
     if running.uplink is not None:
         await running.uplink.stop()

@@ -8,6 +8,8 @@ later link (fleet metadata, tus) is our own pinned transports in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import secrets
 import signal
@@ -17,10 +19,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -50,9 +53,11 @@ from gateway.pairing_client import (
     recover_pairing_dir,
     store_credentials,
 )
+from gateway.synthetic import generate_clip
 from storage.envelope import RecipientPrivateKey
+from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
-from tests.tls_helpers import TestPki
+from tests.tls_helpers import SERVER_NAME, TestPki
 from transport.http import HttpRequest
 from transport.https import HttpsTransport
 
@@ -503,3 +508,126 @@ def test_an_interrupted_credentials_swap_is_finished_not_lost(pki: TestPki, tmp_
 
     assert pairing_files(state).address() == "newest.example"
     assert sorted(path.name for path in state.iterdir()) == ["pairing"]
+
+
+# --- the whole story: pair, receive signed configuration, apply it, refuse a bad one ------------
+
+
+def running_box_config(
+    root: Path, recipient_pub: Path, back_office: BackOffice, clip: Path
+) -> Path:
+    files = pairing_files(root / "state")
+    pins = ", ".join(f'"{pin}"' for pin in files.pins())
+    return write_box_config(
+        root,
+        recipient_pub,
+        device_serial=BOX,
+        storage_lines=f"""
+[recording]
+prerecord_s = 30
+[gps]
+port = {free_port()}
+[api]
+port = {free_port()}
+[[cameras]]
+name = "dashcam"
+kind = "replay"
+url = "{clip}"
+serial = "DC-9"
+[uplink]
+enabled = true
+host = "127.0.0.1"
+port = {back_office.mutual_port}
+server_name = "{SERVER_NAME}"
+ca_file = "{files.ca_cert}"
+client_cert_file = "{files.client_cert}"
+client_key_file = "{files.client_key}"
+pins = [{pins}]
+config_poll_s = 1
+[[links]]
+name = "wifi"
+cost_class = "wifi"
+""",
+    )
+
+
+def sign_and_publish(back_office: BackOffice, keys: Path, document: bytes) -> int:
+    now = datetime.now(UTC)
+    signers = load_fleet_signers(keys)
+    serial = back_office.fleet.next_config_serial()
+    back_office.fleet.add_config(
+        f"boxes/{BOX}.toml",
+        document,
+        boxes=[BOX],
+        config_serial=serial,
+        targets_signer=signers.targets,
+        now=now,
+    )
+    back_office.fleet.publish(signers.snapshot, signers.timestamp, now=now)
+    return serial
+
+
+def test_a_fresh_box_pairs_applies_its_signed_configuration_and_refuses_a_bad_one(
+    back_office: BackOffice, recipient_pub: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "box"
+    paired = mvb_pair(box_config(root, recipient_pub), back_office.code())
+    assert paired.returncode == 0, paired.stderr
+    clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
+    config = running_box_config(root, recipient_pub, back_office, clip)
+
+    with mvb_run(config):
+        # serial 1 (pre-record 60 s) was published before the box started
+        wait_for(lambda: fleet_status(config)["applied_serial"] == 1, "the first configuration")
+        assert camera_prerecord_s(config) == 60.0
+        # the admin signs a document outside the schema: correctly signed, still refused
+        bad = sign_and_publish(back_office, tmp_path / "fleet-keys", b'[box]\ncard_dir = "/x"\n')
+        wait_for(
+            lambda: "cannot be set" in str(fleet_status(config)["last_outcome"]),
+            "the refusal of the bad document",
+        )
+        assert fleet_status(config)["applied_serial"] == 1
+        assert camera_prerecord_s(config) == 60.0, "the last good configuration stays"
+        assert bad == 2
+    with mvb_run(config):  # after a restart the box runs on its last good configuration
+        assert camera_prerecord_s(config) == 60.0
+    audit = (root / "state" / "audit.jsonl").read_text()
+    assert audit.count('"config.applied"') == 1
+    assert '"config.refused"' in audit
+
+
+@contextlib.contextmanager
+def mvb_run(config: Path) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen([str(MVB), "--config", str(config), "run"], text=True)
+    try:
+        wait_for(lambda: run(MVB, "--config", config, "status").returncode == 0, "the API")
+        yield process
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def box_status(config: Path) -> dict[str, Any]:
+    result = run(MVB, "--config", config, "status")
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def fleet_status(config: Path) -> dict[str, Any]:
+    fleet: dict[str, Any] = box_status(config)["fleet"]
+    return fleet
+
+
+def camera_prerecord_s(config: Path) -> float:
+    return float(box_status(config)["cameras"]["dashcam"]["prerecord_s"])
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

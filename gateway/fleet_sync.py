@@ -1,0 +1,156 @@
+"""The box's fleet configuration loop: check the signed repository, apply, remember.
+
+Every `poll_s` (and at start) a paired box with its uplink configured asks the back office's TUF
+repository, over the pinned mutual-TLS link, for a newer document for itself or its groups
+(config/fleet_client.py, run off the event loop because ngclient is synchronous). A document
+that verifies is applied (gateway/fleet_apply.py); once healthy, the serial is recorded in
+`<state>/fleet-state.json` (tmp, fsync, rename), so a correctly signed older serial is refused
+for good. A document refused by the schema or rolled back is remembered by serial, so the box
+does not download and try it again every round; a newer serial is tried.
+
+Faults by kind: a failing link (DownloadError, TransportError) waits for the next round;
+a hostile or tampered repository (RepositoryError) is logged, audited and alarmed, and the box
+keeps its configuration. Nothing here can stop recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuf.api.exceptions import DownloadError, RepositoryError
+
+from config.fleet_client import AppliedState, FleetConfigClient, FleetDocument
+from config.fleet_fetch import FleetLink, LinkFetch
+from gateway.fleet_apply import ApplyOutcome, FleetApplier
+from storage.audit import AuditLog
+from storage.fsutil import fsync_dir
+from transport.connect import BackOffice
+from transport.errors import TransportError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "fleet-state.json"
+
+
+@dataclass
+class FleetSyncStatus:
+    """What the status page shows."""
+
+    applied_serial: int = 0
+    last_check: str = "never"
+    last_outcome: str | None = None
+
+
+class FleetSync:
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        metadata_dir: Path,
+        box_id: str,
+        groups: tuple[str, ...],
+        back_office: BackOffice,
+        applier: FleetApplier,
+        audit: AuditLog,
+        alarms: dict[str, str],
+        poll_s: float = 300.0,
+    ) -> None:
+        self.state_path = state_dir / STATE_FILE
+        self.metadata_dir = metadata_dir
+        self.box_id = box_id
+        self.groups = groups
+        self.back_office = back_office
+        self.applier = applier
+        self.audit = audit
+        self.alarms = alarms
+        self.poll_s = poll_s
+        self.status = FleetSyncStatus(applied_serial=self._load_state().config_serial)
+        self._refused_serials: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="fleet-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception:
+                log.exception("fleet configuration round failed")  # next round tries again
+            await asyncio.sleep(self.poll_s)
+
+    async def check_once(self) -> ApplyOutcome | None:
+        """One round: returns the outcome of applying a new document, or None."""
+        office = self.back_office
+        link = await FleetLink.connect(office.host, office.https_port, office.tls)
+        try:
+            client = FleetConfigClient(
+                self.metadata_dir,
+                self.box_id,
+                self.groups,
+                LinkFetch(link, asyncio.get_running_loop()),
+                self._load_state(),
+            )
+            document = await self._fetch(client)
+            if document is None or document.config_serial in self._refused_serials:
+                return None
+            outcome = await self.applier.apply(document)
+            await self._remember(client, document, outcome)
+            return outcome
+        finally:
+            await link.aclose()
+
+    async def _fetch(self, client: FleetConfigClient) -> FleetDocument | None:
+        try:
+            document = await asyncio.to_thread(client.check)
+        except (DownloadError, TransportError) as exc:
+            self.status.last_check = f"back office unreachable ({type(exc).__name__})"
+            return None
+        except RepositoryError as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:300]
+            self.status.last_check = f"refused: {reason}"
+            self.alarms["fleet_config"] = f"fleet configuration refused: {reason}"
+            await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
+            return None
+        self.status.last_check = "ok"
+        self.alarms.pop("fleet_config", None)
+        return document
+
+    async def _remember(
+        self, client: FleetConfigClient, document: FleetDocument, outcome: ApplyOutcome
+    ) -> None:
+        self.status.last_outcome = "applied" if outcome.applied else outcome.reason
+        if not outcome.applied:
+            self._refused_serials.add(document.config_serial)
+            return
+        state = client.record_applied(document)
+        await asyncio.to_thread(self._save_state, state)
+        self.status.applied_serial = state.config_serial
+
+    def _load_state(self) -> AppliedState:
+        try:
+            return AppliedState.from_json(self.state_path.read_text())
+        except FileNotFoundError:
+            return AppliedState()
+
+    def _save_state(self, state: AppliedState) -> None:
+        """tmp, fsync, rename, fsync dir: the highest serial survives a power cut."""
+        tmp = self.state_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(state.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.state_path)
+        fsync_dir(self.state_path.parent)
