@@ -61,6 +61,31 @@ async def _status(request: web.Request) -> web.Response:
     return web.json_response(document)
 
 
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024  # config/fleet_client.py's bundle bound
+
+
+async def _config_bundle(request: web.Request) -> web.Response:
+    """A signed configuration bundle pushed to the box (USB stick, web UI): verified like a
+    download, then applied. 409 when the box is not paired (no trust root to verify against)."""
+    fleet = request.app[RUNNING].fleet
+    if fleet is None:
+        return web.json_response({"error": "the box is not paired"}, status=409)
+    bundle = await request.read()
+    outcome = await fleet.push(bundle)
+    if isinstance(outcome, str):
+        return web.json_response({"applied": False, "reason": outcome}, status=422)
+    status = 200 if outcome.applied else 422
+    return web.json_response(
+        {
+            "applied": outcome.applied,
+            "config_serial": outcome.config_serial,
+            "sha256": outcome.sha256,
+            "reason": outcome.reason,
+        },
+        status=status,
+    )
+
+
 async def _record_flag(request: web.Request) -> web.Response:
     """The officer flags the running recording as an incident: it uploads first (P0)."""
     service = request.app[RUNNING].service
@@ -105,12 +130,13 @@ async def _record_stop(request: web.Request) -> web.Response:
 
 
 async def start_api(running: RunningBox, host: str, port: int) -> Callable[[], Awaitable[None]]:
-    app = web.Application(client_max_size=4096)
+    app = web.Application(client_max_size=MAX_BUNDLE_BYTES)
     app[RUNNING] = running
     app.router.add_get("/api/status", _status)
     app.router.add_post("/api/record/start", _record_start)
     app.router.add_post("/api/record/stop", _record_stop)
     app.router.add_post("/api/record/flag", _record_flag)
+    app.router.add_post("/api/config/bundle", _config_bundle)
     app.router.add_post("/api/trigger", _trigger)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

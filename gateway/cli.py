@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     pairing.add_argument(
         "--re-pair", action="store_true", help="replace this box's pairing (needs a re-pair code)"
     )
+    push = sub.add_parser("config", help="signed fleet configuration on the running box")
+    push.add_argument("action", choices=["push"])
+    push.add_argument("bundle", type=Path, help="a bundle from `mvb-admin config bundle`")
     return parser
 
 
@@ -153,6 +156,26 @@ def _api_call(config: LocalConfig, method: str, path: str) -> tuple[int, dict[st
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+def _config_push(config: LocalConfig, args: argparse.Namespace) -> int:
+    """`mvb config push BUNDLE`: hand a signed bundle to the running box; exit 1 if refused."""
+    url = f"http://{config.api.host}:{config.api.port}/api/config/bundle"
+    request = urllib.request.Request(url, method="POST", data=args.bundle.read_bytes())
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (loopback)
+            document = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        document = json.loads(exc.read() or b"{}")
+    except OSError as exc:
+        print(f"mvb config push: the box is not running ({exc})", file=sys.stderr)
+        return 1
+    if not document.get("applied"):
+        reason = document.get("reason") or document.get("error")
+        print(f"mvb config push: {reason}", file=sys.stderr)
+        return 1
+    print(f"applied configuration serial {document['config_serial']}")
+    return 0
+
+
 def _status(config: LocalConfig, _args: argparse.Namespace) -> int:
     try:
         _, document = _api_call(config, "GET", "/api/status")
@@ -197,7 +220,13 @@ def _pair(config: LocalConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-_SERVICE_COMMANDS = {"run": _run, "status": _status, "record": _record, "pair": _pair}
+_SERVICE_COMMANDS = {
+    "run": _run,
+    "status": _status,
+    "record": _record,
+    "pair": _pair,
+    "config": _config_push,
+}
 
 _COMMANDS = {
     "import": _import,

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 STATE_FILE = "fleet-state.json"
 
 
+def _no_link(url_path: str, _max_bytes: int) -> bytes:
+    raise DownloadError(f"a pushed bundle is verified without a link ({url_path} not in it)")
+
+
 @dataclass
 class FleetSyncStatus:
     """What the status page shows."""
@@ -54,7 +58,7 @@ class FleetSync:
         metadata_dir: Path,
         box_id: str,
         groups: tuple[str, ...],
-        back_office: BackOffice,
+        back_office: BackOffice | None,
         applier: FleetApplier,
         audit: AuditLog,
         alarms: dict[str, str],
@@ -90,9 +94,30 @@ class FleetSync:
                 log.exception("fleet configuration round failed")  # next round tries again
             await asyncio.sleep(self.poll_s)
 
+    async def push(self, bundle: bytes) -> ApplyOutcome | str:
+        """A signed bundle from the web UI or a USB stick, for a box without a link: the same
+        verification (trust root, thresholds, serial, this box) and the same apply. Returns the
+        outcome, or why the bundle was refused before applying."""
+        client = FleetConfigClient(
+            self.metadata_dir, self.box_id, self.groups, _no_link, self._load_state()
+        )
+        try:
+            document = await asyncio.to_thread(client.verify_bundle, bundle)
+        except RepositoryError as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:300]
+            await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
+            return f"refused: {reason}"
+        if document is None:
+            return "refused: this configuration is already applied"
+        outcome = await self.applier.apply(document)
+        await self._remember(client, document, outcome)
+        return outcome
+
     async def check_once(self) -> ApplyOutcome | None:
         """One round: returns the outcome of applying a new document, or None."""
         office = self.back_office
+        if office is None:
+            return None  # no uplink: configuration arrives by push only
         link = await FleetLink.connect(office.host, office.https_port, office.tls)
         try:
             client = FleetConfigClient(

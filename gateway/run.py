@@ -157,8 +157,9 @@ async def start_box(local: LocalConfig) -> RunningBox:
 def build_fleet_sync(
     running: RunningBox, local: LocalConfig, effective: LocalConfig
 ) -> FleetSync | None:
-    """Signed fleet configuration, for a paired box whose uplink is configured."""
-    if not (effective.uplink.enabled and is_paired(local.state_dir)):
+    """Signed fleet configuration for a paired box: polled over the uplink when it is on, and
+    pushed as a bundle (local API) always."""
+    if not is_paired(local.state_dir):
         return None
     applier = FleetApplier(
         local,
@@ -173,7 +174,7 @@ def build_fleet_sync(
         metadata_dir=fleet_metadata_dir(local.state_dir),
         box_id=local.box.device_serial,
         groups=local.box.fleet_groups,
-        back_office=back_office(effective),
+        back_office=back_office(effective) if effective.uplink.enabled else None,
         applier=applier,
         audit=running.box.audit,
         alarms=running.service.alarms,

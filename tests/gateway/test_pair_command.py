@@ -631,3 +631,32 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def test_a_box_without_a_link_takes_a_pushed_bundle_and_refuses_a_tampered_one(
+    back_office: BackOffice, recipient_pub: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "box"
+    assert mvb_pair(box_config(root, recipient_pub), back_office.code()).returncode == 0
+    clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
+    config = running_box_config(root, recipient_pub, back_office, clip)
+    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
+    bundle = back_office.fleet.export_bundle([f"boxes/{BOX}.toml"])
+    tampered = bundle.replace(b"prerecord_s = 60", b"prerecord_s = 90")
+    assert tampered != bundle
+    (tmp_path / "good.tar").write_bytes(bundle)
+    (tmp_path / "tampered.tar").write_bytes(tampered)
+
+    with mvb_run(config):
+        assert fleet_status(config)["applied_serial"] == 0, "no link: nothing was fetched"
+        refused = run(MVB, "--config", config, "config", "push", tmp_path / "tampered.tar")
+        assert refused.returncode == 1
+        assert "refused" in refused.stderr
+        assert camera_prerecord_s(config) == 30.0
+        pushed = run(MVB, "--config", config, "config", "push", tmp_path / "good.tar")
+        assert pushed.returncode == 0, pushed.stderr
+        assert "applied configuration serial 1" in pushed.stdout
+        assert camera_prerecord_s(config) == 60.0
+        again = run(MVB, "--config", config, "config", "push", tmp_path / "good.tar")
+        assert again.returncode == 1
+        assert "already applied" in again.stderr
