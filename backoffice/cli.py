@@ -18,6 +18,7 @@ from typing import Final
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import decrypt_file, describe
 from backoffice.fleet_repo import FleetRepoError, FleetRepository
+from backoffice.fleet_reports import ReportLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.keys import create_recording_keys
 from backoffice.pairing import (
@@ -278,6 +279,10 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
     return 0
 
 
+REPORTS_FILE = "fleet-reports.jsonl"
+"""Beside the uploads: each box's signed statement of the configuration it applied."""
+
+
 def _check_serve_arguments(args: argparse.Namespace) -> None:
     if args.pair_port is None:
         return
@@ -343,6 +348,7 @@ async def _start_https(
 ) -> RunningServer:
     gate: ClientGate | None = None if store is None else LedgerGate(store)
     fleet_files: FleetFiles | None = None if fleet is None else fleet.served_path
+    reports = None if fleet is None else ReportLog(args.dir / REPORTS_FILE)
     return await start_https_server(
         app,
         host=args.host,
@@ -353,6 +359,7 @@ async def _start_https(
         idle_timeout_s=args.idle_timeout,
         client_gate=gate,
         fleet_files=fleet_files,
+        fleet_reports=reports,
     )
 
 

@@ -34,6 +34,7 @@ from typing import Final
 
 from aiohttp import StreamReader, web
 
+from backoffice.fleet_reports import MAX_REPORT_BYTES, ReportLog, ReportRefused, parse_report
 from backoffice.tus_app import (
     STATUS_CHECKSUM_MISMATCH,
     TUS_VERSION,
@@ -58,6 +59,7 @@ for at most this long, so the client can read the answer before the close (a clo
 data would reset the connection and could destroy the answer in flight)."""
 CLIENT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FLEET_PREFIX: Final = "/fleet/"
+FLEET_REPORT_PATH: Final = "/fleet/report"
 """Paths under this prefix are the fleet's TUF repository (docs/fleet-config.md 3), never tus."""
 MAX_FLEET_FILE_BYTES: Final = 4 * 1024 * 1024
 """The largest fleet file served (the box's own bound on targets metadata)."""
@@ -220,6 +222,7 @@ class _HttpsShell:
         max_concurrent_requests: int,
         client_gate: ClientGate | None = None,
         fleet_files: FleetFiles | None = None,
+        fleet_reports: ReportLog | None = None,
     ) -> None:
         self._app = app
         self._idle_timeout_s = idle_timeout_s
@@ -227,6 +230,7 @@ class _HttpsShell:
         self._max_concurrent_requests = max_concurrent_requests
         self._client_gate = client_gate
         self._fleet_files = fleet_files
+        self._fleet_reports = fleet_reports
         self._in_flight = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -242,6 +246,8 @@ class _HttpsShell:
             refused = await self._gate(peercert, client_id)
             if refused is not None:
                 return refused
+            if request.path == FLEET_REPORT_PATH and request.method == "POST":
+                return await self._fleet_report(request, client_id)
             if request.path.startswith(FLEET_PREFIX):
                 return await self._fleet_file(request)
             return await self._tus(request, client_id)
@@ -268,6 +274,26 @@ class _HttpsShell:
                 503, "the back office cannot check certificates now", {"Retry-After": "30"}
             )
         return None
+
+    async def _fleet_report(self, request: web.Request, client_id: str) -> web.Response:
+        """A box's signed statement of the configuration it applied (backoffice/fleet_reports)."""
+        if self._fleet_reports is None:
+            return _fleet_answer(404, b"not found\n")
+        if (request.content_length or 0) > MAX_REPORT_BYTES:
+            return _fleet_answer(413, b"report too large\n")
+        body = await request.content.read(MAX_REPORT_BYTES + 1)
+        try:
+            report = parse_report(client_id, body)
+        except ReportRefused as exc:
+            return _fleet_answer(400, f"{exc}\n".encode())
+        await asyncio.to_thread(self._fleet_reports.append, report)
+        log.info(
+            "config applied client_id=%s config_serial=%d sha256=%s",
+            client_id,
+            report.config_serial,
+            report.sha256,
+        )
+        return _fleet_answer(204, b"")
 
     async def _fleet_file(self, request: web.Request) -> web.Response:
         """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded."""
@@ -367,6 +393,7 @@ async def start_https_server(
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
     client_gate: ClientGate | None = None,
     fleet_files: FleetFiles | None = None,
+    fleet_reports: ReportLog | None = None,
 ) -> RunningServer:
     """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
 
@@ -382,6 +409,7 @@ async def start_https_server(
         max_concurrent_requests=max_concurrent_requests,
         client_gate=client_gate,
         fleet_files=fleet_files,
+        fleet_reports=fleet_reports,
     )
     application = web.Application(client_max_size=CLIENT_MAX_SIZE_BYTES)
     application.router.add_route("*", "/{tail:.*}", shell.handle)

@@ -157,6 +157,29 @@ class FleetLink:
         response.release()
         return body
 
+    async def post_json(self, url_path: str, body: bytes) -> int:
+        """POST a small JSON body (a report) and return the status; the answer body is not read
+        beyond a few bytes. Link faults raise DownloadError, pin faults pass through."""
+        url = request_url(self._host, self._port, url_path)
+        headers = [
+            ("Host", host_header_value(self._server_name, self._port)),
+            ("Content-Type", "application/json"),
+        ]
+        try:
+            response = await self._session.post(
+                url, data=body, headers=headers, server_hostname=self._server_name,
+                allow_redirects=False,
+            )  # fmt: skip
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is None:
+                raise
+            if isinstance(translated, TransientNetworkError):
+                raise DownloadError(f"POST {url_path}: {translated}") from exc
+            raise translated from exc
+        response.close()
+        return response.status
+
     async def aclose(self) -> None:
         """Close every connection; idempotent."""
         await self._session.close()

@@ -16,14 +16,19 @@ keeps its configuration. Nothing here can stop recording.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuf.api.exceptions import DownloadError, RepositoryError
 
+from backoffice.fleet_reports import signed_message
 from config.fleet_client import AppliedState, FleetConfigClient, FleetDocument
 from config.fleet_fetch import FleetLink, LinkFetch
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
@@ -35,6 +40,7 @@ from transport.errors import TransportError
 log = logging.getLogger(__name__)
 
 STATE_FILE = "fleet-state.json"
+REPORT_PATH = "/fleet/report"
 
 
 def _no_link(url_path: str, _max_bytes: int) -> bytes:
@@ -46,6 +52,7 @@ class FleetSyncStatus:
     """What the status page shows."""
 
     applied_serial: int = 0
+    reported_serial: int = 0
     last_check: str = "never"
     last_outcome: str | None = None
 
@@ -62,6 +69,8 @@ class FleetSync:
         applier: FleetApplier,
         audit: AuditLog,
         alarms: dict[str, str],
+        sign: Callable[[bytes], bytes],
+        device_public_pem: bytes,
         poll_s: float = 300.0,
     ) -> None:
         self.state_path = state_dir / STATE_FILE
@@ -73,6 +82,9 @@ class FleetSync:
         self.audit = audit
         self.alarms = alarms
         self.poll_s = poll_s
+        self._sign = sign
+        self._device_public_pem = device_public_pem
+        self._unreported: FleetDocument | None = None  # applied, not yet told to the back office
         self.status = FleetSyncStatus(applied_serial=self._load_state().config_serial)
         self._refused_serials: set[int] = set()
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +132,7 @@ class FleetSync:
             return None  # no uplink: configuration arrives by push only
         link = await FleetLink.connect(office.host, office.https_port, office.tls)
         try:
+            await self._report(link)
             client = FleetConfigClient(
                 self.metadata_dir,
                 self.box_id,
@@ -132,9 +145,37 @@ class FleetSync:
                 return None
             outcome = await self.applier.apply(document)
             await self._remember(client, document, outcome)
+            await self._report(link)
             return outcome
         finally:
             await link.aclose()
+
+    async def _report(self, link: FleetLink) -> None:
+        """Tell the back office what was applied, signed with the device key (once accepted,
+        forgotten; a failed report is sent again next round)."""
+        document = self._unreported
+        if document is None:
+            return
+        at_ms = int(time.time() * 1000)
+        message = signed_message(
+            self.box_id, document.config_serial, document.sha256, document.target_path, at_ms
+        )
+        report = {
+            "config_serial": document.config_serial,
+            "sha256": document.sha256,
+            "target_path": document.target_path,
+            "at_ms": at_ms,
+            "device_public_key": self._device_public_pem.decode(),
+            "signature": base64.b64encode(self._sign(message)).decode(),
+        }
+        try:
+            status = await link.post_json(REPORT_PATH, json.dumps(report).encode())
+        except (DownloadError, TransportError) as exc:
+            log.info("configuration report not delivered: %s", type(exc).__name__)
+            return
+        if status == 204:
+            self._unreported = None
+            self.status.reported_serial = document.config_serial
 
     async def _fetch(self, client: FleetConfigClient) -> FleetDocument | None:
         try:
@@ -162,6 +203,7 @@ class FleetSync:
         state = client.record_applied(document)
         await asyncio.to_thread(self._save_state, state)
         self.status.applied_serial = state.config_serial
+        self._unreported = document
 
     def _load_state(self) -> AppliedState:
         try:

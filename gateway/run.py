@@ -178,6 +178,8 @@ def build_fleet_sync(
         applier=applier,
         audit=running.box.audit,
         alarms=running.service.alarms,
+        sign=running.box.device_key.sign,
+        device_public_pem=running.box.device_key.public_pem(),
         poll_s=effective.uplink.config_poll_s,
     )
 

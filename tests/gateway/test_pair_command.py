@@ -29,6 +29,7 @@ import pytest
 from cryptography import x509
 
 from backoffice.fleet_repo import FleetRepository, init_repository, load_fleet_signers
+from backoffice.fleet_reports import ReportLog
 from backoffice.pairing import (
     ALPHABET,
     CODE_VALIDITY_S,
@@ -580,6 +581,12 @@ def test_a_fresh_box_pairs_applies_its_signed_configuration_and_refuses_a_bad_on
         # serial 1 (pre-record 60 s) was published before the box started
         wait_for(lambda: fleet_status(config)["applied_serial"] == 1, "the first configuration")
         assert camera_prerecord_s(config) == 60.0
+        # the back office sees the applied serial, signed by the box's device key
+        wait_for(lambda: fleet_status(config)["reported_serial"] == 1, "the report")
+        reports = ReportLog(tmp_path / "uploads" / "fleet-reports.jsonl")
+        latest = reports.latest(BOX)
+        assert latest is not None
+        assert (latest.config_serial, latest.target_path) == (1, f"boxes/{BOX}.toml")
         # the admin signs a document outside the schema: correctly signed, still refused
         bad = sign_and_publish(back_office, tmp_path / "fleet-keys", b'[box]\ncard_dir = "/x"\n')
         wait_for(

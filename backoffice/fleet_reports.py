@@ -1,0 +1,121 @@
+"""What each box says it applied: `POST /fleet/report` on the mutual-TLS listener.
+
+The report (JSON) names the serial, the document's SHA-256 and path, and the box's clock, and is
+signed with the box's device key (Ed25519, the key that signs its audit log), so the fleet admin
+keeps a statement the box cannot later deny, next to the channel's own authentication (the
+client certificate names the box). The back office appends each accepted report to a JSONL file
+(fsync per line) and answers 204; `latest()` gives the newest per box.
+
+Message signed: b"mvb-config-report-v1\\n" + box id, serial, sha256, target path and at_ms, one
+per line. The box id is the client certificate's CN, never a field of the body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from storage.devicekey import DeviceKeyError, DevicePublicKey
+
+MAX_REPORT_BYTES = 8 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_PATH = re.compile(r"(boxes|groups)/[A-Za-z0-9._-]{1,64}\.toml")
+_FIELDS = frozenset(
+    {"config_serial", "sha256", "target_path", "at_ms", "device_public_key", "signature"}
+)
+
+
+class ReportRefused(ValueError):
+    """The report is malformed or its signature does not verify (400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigReport:
+    box_id: str
+    config_serial: int
+    sha256: str
+    target_path: str
+    at_ms: int
+    device_key_id: str
+
+
+def signed_message(box_id: str, serial: int, sha256: str, target_path: str, at_ms: int) -> bytes:
+    lines = ["mvb-config-report-v1", box_id, str(serial), sha256, target_path, str(at_ms)]
+    return "\n".join(lines).encode()
+
+
+def parse_report(box_id: str, body: bytes) -> ConfigReport:
+    """Check a report from client `box_id`; ReportRefused says what is wrong."""
+    if len(body) > MAX_REPORT_BYTES:
+        raise ReportRefused("report too large")
+    try:
+        raw: Any = json.loads(body)
+    except ValueError as exc:
+        raise ReportRefused("report is not JSON") from exc
+    if not isinstance(raw, dict) or set(raw) != _FIELDS:
+        raise ReportRefused(f"report must have exactly {sorted(_FIELDS)}")
+    serial, sha256, path, at_ms = (
+        raw["config_serial"],
+        raw["sha256"],
+        raw["target_path"],
+        raw["at_ms"],
+    )
+    if not (isinstance(serial, int) and serial > 0 and isinstance(at_ms, int)):
+        raise ReportRefused("config_serial and at_ms must be positive integers")
+    if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
+        raise ReportRefused("sha256 must be 64 lower-case hex characters")
+    if not (isinstance(path, str) and _PATH.fullmatch(path)):
+        raise ReportRefused("target_path must be boxes/<id>.toml or groups/<name>.toml")
+    key = _public_key(raw["device_public_key"])
+    signature = _base64(raw["signature"])
+    if not key.verify(signed_message(box_id, serial, sha256, path, at_ms), signature):
+        raise ReportRefused("the signature does not verify with the given device key")
+    return ConfigReport(box_id, serial, sha256, path, at_ms, key.key_id())
+
+
+def _public_key(value: object) -> DevicePublicKey:
+    if not isinstance(value, str):
+        raise ReportRefused("device_public_key must be a PEM string")
+    try:
+        return DevicePublicKey.from_pem(value.encode(), source="report device key")
+    except DeviceKeyError as exc:
+        raise ReportRefused(str(exc)) from exc
+
+
+def _base64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ReportRefused("signature must be base64")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ReportRefused("signature must be base64") from exc
+
+
+class ReportLog:
+    """The reports file (JSONL, one fsynced line per accepted report) and the newest per box."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._latest: dict[str, ConfigReport] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                report = ConfigReport(**json.loads(line))
+                self._latest[report.box_id] = report
+
+    def append(self, report: ConfigReport) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(json.dumps(asdict(report), sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._latest[report.box_id] = report
+
+    def latest(self, box_id: str) -> ConfigReport | None:
+        return self._latest.get(box_id)
