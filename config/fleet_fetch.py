@@ -34,15 +34,13 @@ from yarl import URL
 from transport.binding import LinkBinding
 from transport.errors import TransientNetworkError, TransportError
 from transport.https import (
-    READ_BUFFER_BYTES,
     PinningConnector,
     host_header_value,
-    link_socket_factory,
-    probe_binding,
+    pinned_session,
     request_url,
     translate_error,
 )
-from transport.tls import ClientTlsSettings, client_ssl_context
+from transport.tls import ClientTlsSettings
 
 READ_PIECE_BYTES: Final = 16 * 1024
 DEFAULT_CONNECT_TIMEOUT_S: Final = 15.0
@@ -93,27 +91,13 @@ class FleetLink:
         that cannot be applied. Call it on the loop that will run the GETs."""
         if min(connect_timeout_s, read_timeout_s, request_timeout_s) <= 0 or max_connections < 1:
             raise ValueError("timeouts must be positive and max_connections at least 1")
-        if binding is not None:
-            probe_binding(binding)
-        connector = PinningConnector(
-            tls.pins,
-            ssl=client_ssl_context(tls),
-            limit=max_connections,
-            socket_factory=None if binding is None else link_socket_factory(binding),
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=request_timeout_s,
-            sock_connect=connect_timeout_s,
-            sock_read=min(read_timeout_s, request_timeout_s),
-        )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("Accept-Encoding",),
-            auto_decompress=False,
-            trust_env=False,
-            read_bufsize=READ_BUFFER_BYTES,
+        session, connector = pinned_session(
+            tls,
+            binding,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            request_timeout_s=request_timeout_s,
+            max_connections=max_connections,
         )
         return cls(session, connector, host, port, tls.server_name, request_timeout_s)
 

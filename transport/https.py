@@ -264,30 +264,13 @@ class HttpsTransport:
             raise ValueError("timeouts must be positive")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        if binding is not None:
-            probe_binding(binding)
-        connector = PinningConnector(
-            tls.pins,
-            ssl=client_ssl_context(tls),
-            limit=max_connections,
-            socket_factory=None if binding is None else link_socket_factory(binding),
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=request_timeout_s,
-            # Waiting for a free pooled connection is bounded by `total`; the new connection's
-            # TCP connect and TLS handshake (both inside aiohttp's sock_connect) by this.
-            sock_connect=connect_timeout_s,
-            # Reset by every byte received: cuts a stalled server; a trickling one hits `total`.
-            sock_read=min(read_timeout_s, request_timeout_s),
-        )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("Accept-Encoding",),
-            auto_decompress=False,
-            trust_env=False,
-            read_bufsize=READ_BUFFER_BYTES,
+        session, connector = pinned_session(
+            tls,
+            binding,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            request_timeout_s=request_timeout_s,
+            max_connections=max_connections,
         )
         return cls(session, connector, host, port, tls.server_name)
 
@@ -344,3 +327,43 @@ class HttpsTransport:
     async def aclose(self) -> None:
         """Close every connection; idempotent."""
         await self._session.close()
+
+
+def pinned_session(
+    tls: ClientTlsSettings,
+    binding: LinkBinding | None,
+    *,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+    request_timeout_s: float,
+    max_connections: int,
+) -> tuple[aiohttp.ClientSession, PinningConnector]:
+    """An aiohttp session whose every connection is pinned, bound to the link and bounded in
+    time; no cookies, no proxies from the environment, no decompression (bodies stay bounded).
+    OSError at once if `binding` cannot be applied. Shared by the uplink and the fleet fetch."""
+    if binding is not None:
+        probe_binding(binding)
+    connector = PinningConnector(
+        tls.pins,
+        ssl=client_ssl_context(tls),
+        limit=max_connections,
+        socket_factory=None if binding is None else link_socket_factory(binding),
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=request_timeout_s,
+        # Waiting for a free pooled connection is bounded by `total`; the new connection's
+        # TCP connect and TLS handshake (both inside aiohttp's sock_connect) by this.
+        sock_connect=connect_timeout_s,
+        # Reset by every byte received: cuts a stalled server; a trickling one hits `total`.
+        sock_read=min(read_timeout_s, request_timeout_s),
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("Accept-Encoding",),
+        auto_decompress=False,
+        trust_env=False,
+        read_bufsize=READ_BUFFER_BYTES,
+    )
+    return session, connector
