@@ -1,5 +1,7 @@
-"""The box's local JSON API: what `mvb status` and `mvb record start|stop` (and, later, the
-officer's web UI) use. Loopback only until the officer-UI issue adds HTTPS and accounts.
+"""The box's JSON API (docs/webui.md): what the officer's page and the `mvb` commands use.
+
+This module holds the recording and configuration routes and the loopback (`local`) channel;
+gateway/web/ holds the HTTPS channel with accounts, and the shift, report and event routes.
 
 It reads state and sends commands. It never serves footage (RULES S2).
 """
@@ -9,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway.recorder import IllegalTransition
+from gateway.web.identity import LOCAL_IDENTITY, set_identity
+from gateway.web.routes import add_feature_routes
 from storage.models import FileState
 
 if TYPE_CHECKING:
@@ -129,16 +134,36 @@ async def _record_stop(request: web.Request) -> web.Response:
     return web.json_response({"state": service.recorder.state.value})
 
 
-async def start_api(running: RunningBox, host: str, port: int) -> Callable[[], Awaitable[None]]:
-    app = web.Application(client_max_size=MAX_BUNDLE_BYTES)
-    app[RUNNING] = running
+def add_routes(app: web.Application) -> None:
+    """The JSON routes of docs/webui.md section 2 that this module serves; the same on both
+    channels (the access layer in front of them decides who may call)."""
     app.router.add_get("/api/status", _status)
     app.router.add_post("/api/record/start", _record_start)
     app.router.add_post("/api/record/stop", _record_stop)
     app.router.add_post("/api/record/flag", _record_flag)
     app.router.add_post("/api/config/bundle", _config_bundle)
     app.router.add_post("/api/trigger", _trigger)
-    runner = web.AppRunner(app, access_log=None)
+    add_feature_routes(app)
+
+
+@web.middleware
+async def _local_identity(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The loopback channel: every caller is a process on the box itself (docs/webui.md 1)."""
+    set_identity(request, LOCAL_IDENTITY)
+    return await handler(request)
+
+
+def api_application(running: RunningBox, middlewares: Sequence[Middleware]) -> web.Application:
+    """The API as an aiohttp application; `middlewares` decide the caller's identity."""
+    app = web.Application(client_max_size=MAX_BUNDLE_BYTES, middlewares=list(middlewares))
+    app[RUNNING] = running
+    add_routes(app)
+    return app
+
+
+async def start_api(running: RunningBox, host: str, port: int) -> Callable[[], Awaitable[None]]:
+    """The loopback (`local`) channel, for the `mvb` commands on the box."""
+    runner = web.AppRunner(api_application(running, [_local_identity]), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner.cleanup

@@ -1,0 +1,49 @@
+"""Who is calling the local API: the contract between the access layer and the route handlers.
+
+The API is served on two channels (docs/webui.md, section 1):
+- `web`: HTTPS on the vehicle network; the access middleware (gateway/web/access.py) has checked a
+  session cookie (and, for a state change, the CSRF token) and sets the account's identity;
+- `local`: the loopback listener that `mvb status|record|shift` use on the box itself, trusted
+  because only processes on the box can reach it (config/local.py refuses a non-loopback host).
+
+Handlers read `identity_of(request)`; they never look at cookies or headers themselves.
+Invariant: every request that reaches a handler carries exactly one Identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+
+Channel = Literal["web", "local"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """`user` is the login name (never written into evidence or logs); `officer_id` is the
+    officer's service number from the account, the one recordings carry (RULES R5); empty for
+    the local channel and for accounts without one."""
+
+    channel: Channel
+    user: str
+    role: str
+    officer_id: str
+
+
+LOCAL_IDENTITY = Identity(channel="local", user="local", role="admin", officer_id="")
+
+_KEY = "mvb.identity"
+
+
+def set_identity(request: web.Request, identity: Identity) -> None:
+    request[_KEY] = identity
+
+
+def identity_of(request: web.Request) -> Identity:
+    """The caller; a request without one is a wiring bug, never a client's fault."""
+    identity = request.get(_KEY)
+    if not isinstance(identity, Identity):
+        raise RuntimeError("no identity on the request: the access middleware is not installed")
+    return identity
