@@ -22,14 +22,18 @@ $(STAMP): $(PY) pyproject.toml
 # Debian packages the tests use as real peers: gpsd + gpsfake (GPS), the ffmpeg CLI (pushing
 # cameras, the capture benchmark's baseline), gst-rtsp-server through Debian's python3-gi (an RTSP
 # camera on loopback), iproute2 + nftables (emulated links in network namespaces: tbf for rate,
-# nftables for loss). Installed only when missing, so a prepared machine starts at once.
+# nftables for loss), Chromium (the officer page's browser tests, driven by Playwright with
+# executable_path; Playwright's own browser download is never used). Installed only when
+# missing, so a prepared machine starts at once.
 APT_PACKAGES := gpsd gpsd-clients ffmpeg python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 \
-	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 nftables
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 nftables \
+	chromium fonts-dejavu-core
 # npm peers: @tus/server with its file store (the box's tus interop peer). Needs Node >= 20.19.
 TUS_NODE := tests/peers/tus_node
 system-deps:
 	@if ! command -v gpsfake >/dev/null || ! command -v ffmpeg >/dev/null || \
 	    ! command -v nft >/dev/null || ! command -v tc >/dev/null || \
+	    ! command -v chromium >/dev/null || \
 	    ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); \
 	      gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; \
 	      Gst.init(None); assert Gst.ElementFactory.find('x264enc')" 2>/dev/null; then \
