@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import re
 import secrets
@@ -15,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from cryptography import x509
+
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import decrypt_file, describe
 from backoffice.fleet_repo import FleetRepoError, FleetRepository
@@ -24,7 +28,6 @@ from backoffice.keys import create_recording_keys
 from backoffice.pairing import (
     CODE_VALIDITY_S,
     NONCE_BYTES,
-    PAIR_PATH,
     AdminInputError,
     AlreadyPaired,
     LedgerFormatError,
@@ -60,6 +63,8 @@ from backoffice.server import (
 )
 from backoffice.tus_app import TusApp
 from backoffice.upload_store import DEFAULT_RESERVE_BYTES, StoreError, UploadStore
+from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
+from protocol.pairing_messages import ServiceEndpoint
 from storage.audit import format_report, verify_audit_log
 from storage.devicekey import DeviceKeyError, DevicePublicKey
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
@@ -140,6 +145,16 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the pairing ledger's directory; withdrawn box certificates are refused",
     )
     serve.add_argument("--pki-dir", type=Path, help="the directory of `pki init` (CA, pins)")
+    serve.add_argument(
+        "--service-host",
+        help="with --pair-port: the host boxes connect to for uploads and fleet configuration, "
+        "handed out at pairing (default: --host, or --server-name when --host is a wildcard)",
+    )
+    serve.add_argument(
+        "--server-name",
+        help="with --pair-port: the name of --cert that boxes check (default: its first "
+        "subjectAltName)",
+    )
     serve.add_argument(
         "--fleet-repo", type=Path, help="serve this fleet TUF repository at /fleet/ (mutual TLS)"
     )
@@ -297,6 +312,54 @@ def _check_serve_arguments(args: argparse.Namespace) -> None:
     ]
     if missing:
         raise CliError(f"--pair-port needs {', '.join(missing)}")
+    _service_endpoint(args, https_port=443, h3_port=0)  # refuse bad names before any listener
+
+
+def _certificate_names(cert_file: Path) -> list[str]:
+    """The DNS names and IP addresses of a certificate's subjectAltName, in its order."""
+    certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    addresses = [str(address) for address in names.get_values_for_type(x509.IPAddress)]
+    return [*names.get_values_for_type(x509.DNSName), *addresses]
+
+
+def _exact_names(names: list[str]) -> list[str]:
+    """The names a box can check exactly, canonical, in order (`*.example` is not one)."""
+    exact: list[str] = []
+    for name in names:
+        with contextlib.suppress(CodeFormatError):
+            exact.append(normalise_server_name(name))
+    return exact
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return host in ("", "*")
+
+
+def _service_endpoint(
+    args: argparse.Namespace, *, https_port: int, h3_port: int
+) -> ServiceEndpoint:
+    """Where paired boxes reach the mutual-TLS listener (docs/pairing.md 3.2): the host they
+    connect to, the port it listens on, the name its certificate carries, its HTTP/3 port."""
+    names = _certificate_names(args.cert)
+    exact = _exact_names(names)
+    server_name: str | None = args.server_name or (exact[0] if exact else None)
+    if server_name is None:
+        raise CliError("--cert carries no exact subjectAltName: pass --server-name")
+    try:
+        if normalise_server_name(server_name) not in exact:
+            raise CliError(f"--server-name {server_name} is not a name of --cert ({names})")
+        host = args.service_host or (server_name if _is_wildcard(args.host) else args.host)
+        bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return ServiceEndpoint.of(f"{bracketed}:{https_port}", server_name, h3_port)
+    except CodeFormatError as exc:
+        raise CliError(f"the service endpoint handed out at pairing: {exc}") from None
 
 
 async def _start_listeners(
@@ -311,6 +374,7 @@ async def _start_listeners(
         https = await _start_https(app, args, store, fleet)
         listeners.append(https)
         print(f"serving https://{args.host}:{https.port}/files/ from {args.dir}", flush=True)
+        h3_port = 0  # none: what the grant says when there is no HTTP/3 listener
         if args.h3_port is not None:
             h3 = await start_h3_server(
                 app,
@@ -323,6 +387,7 @@ async def _start_listeners(
                 client_gate=None if store is None else LedgerGate(store),
             )
             listeners.append(h3)
+            h3_port = h3.port
             print(f"serving h3://{args.host}:{h3.port}/files/ from {args.dir}", flush=True)
         if fleet is not None:
             print(
@@ -330,7 +395,8 @@ async def _start_listeners(
                 flush=True,
             )
         if args.pair_port is not None and store is not None and fleet is not None:
-            pairing = await _start_pairing(args, store, fleet)
+            service = _service_endpoint(args, https_port=https.port, h3_port=h3_port)
+            pairing = await _start_pairing(args, store, fleet, service)
             listeners.append(pairing)
             print(f"serving pairing at https://{args.host}:{pairing.port}{PAIR_PATH}", flush=True)
     except BaseException:
@@ -364,16 +430,20 @@ async def _start_https(
 
 
 async def _start_pairing(
-    args: argparse.Namespace, store: LedgerStore, fleet: FleetRepository
+    args: argparse.Namespace,
+    store: LedgerStore,
+    fleet: FleetRepository,
+    service: ServiceEndpoint,
 ) -> RunningServer:
     pins = back_office_pins(args.pki_dir)
     if pin_of_pem_file(args.cert.read_bytes()) != pins[0]:
         raise CliError(
             f"--cert is not {args.pki_dir / 'server.crt'}'s key: pairing codes name that key"
         )
-    service = PairingService(store, load_back_office_ca(args.pki_dir), pins, fleet.trust_root_bytes)
+    ca = load_back_office_ca(args.pki_dir)
+    pairing = PairingService(store, ca, pins, fleet.trust_root_bytes, service=service)
     return await start_pairing_server(
-        service, host=args.host, port=args.pair_port, cert_file=args.cert, key_file=args.key
+        pairing, host=args.host, port=args.pair_port, cert_file=args.cert, key_file=args.key
     )
 
 

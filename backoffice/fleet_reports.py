@@ -6,8 +6,7 @@ keeps a statement the box cannot later deny, next to the channel's own authentic
 client certificate names the box). The back office appends each accepted report to a JSONL file
 (fsync per line) and answers 204; `latest()` gives the newest per box.
 
-Message signed: b"mvb-config-report-v1\\n" + box id, serial, sha256, target path and at_ms, one
-per line. The box id is the client certificate's CN, never a field of the body.
+The message format and the signed bytes are shared with the box: protocol/fleet_report.py.
 """
 
 from __future__ import annotations
@@ -21,14 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from protocol.fleet_report import MAX_REPORT_BYTES, REPORT_FIELDS, signed_message
 from storage.devicekey import DeviceKeyError, DevicePublicKey
 
-MAX_REPORT_BYTES = 8 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PATH = re.compile(r"(boxes|groups)/[A-Za-z0-9._-]{1,64}\.toml")
-_FIELDS = frozenset(
-    {"config_serial", "sha256", "target_path", "at_ms", "device_public_key", "signature"}
-)
 
 
 class ReportRefused(ValueError):
@@ -45,11 +41,6 @@ class ConfigReport:
     device_key_id: str
 
 
-def signed_message(box_id: str, serial: int, sha256: str, target_path: str, at_ms: int) -> bytes:
-    lines = ["mvb-config-report-v1", box_id, str(serial), sha256, target_path, str(at_ms)]
-    return "\n".join(lines).encode()
-
-
 def parse_report(box_id: str, body: bytes) -> ConfigReport:
     """Check a report from client `box_id`; ReportRefused says what is wrong."""
     if len(body) > MAX_REPORT_BYTES:
@@ -58,8 +49,8 @@ def parse_report(box_id: str, body: bytes) -> ConfigReport:
         raw: Any = json.loads(body)
     except ValueError as exc:
         raise ReportRefused("report is not JSON") from exc
-    if not isinstance(raw, dict) or set(raw) != _FIELDS:
-        raise ReportRefused(f"report must have exactly {sorted(_FIELDS)}")
+    if not isinstance(raw, dict) or set(raw) != REPORT_FIELDS:
+        raise ReportRefused(f"report must have exactly {sorted(REPORT_FIELDS)}")
     serial, sha256, path, at_ms = (
         raw["config_serial"],
         raw["sha256"],

@@ -1,10 +1,10 @@
-"""Pairing (docs/pairing.md): the one-time code, the messages, and the back office's pure core.
+"""The back office's pairing core (docs/pairing.md): the ledger and the back office's operations.
 
-The code and the messages are shared with the box (gateway/pairing.py), which imports them from
-here. The back office's side is a set of pure functions over an immutable `PairingLedger`:
-`issue_code`, `redeem`, `unpair`, `check_client_serial`. They take `now_s` (Unix seconds on the
-back office's clock) and return a new ledger. A thin shell persists it (mode 0600, atomically)
-and serves `POST /pair/v1`.
+The code and the messages are the wire format shared with the box: protocol/pairing_code.py and
+protocol/pairing_messages.py. This module is the back office's side: a set of pure functions over
+an immutable `PairingLedger`: `issue_code`, `redeem`, `unpair`, `check_client_serial`. They take
+`now_s` (Unix seconds on the back office's clock) and return a new ledger. A thin shell
+(backoffice/pairing_service.py) persists it (mode 0600, atomically) and serves `POST /pair/v1`.
 
 Invariants:
 - A code is redeemed at most once. The only answer a used code gives again is the same
@@ -20,75 +20,59 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
-import hashlib
 import hmac
-import ipaddress
-import json
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from backoffice.pki import LEAF_VALIDITY, Issued
+
+# ALPHABET, NONCE_BYTES and PairingCode are re-exported (`X as X`): the admin's tools and tests
+# reach the code through this module.
+from protocol.pairing_code import ALPHABET as ALPHABET
+from protocol.pairing_code import (
+    CODE_ID_BYTES,
+    PROOF_KEY_BYTES,
+    CodeFormatError,
+    proof_of,
+)
+from protocol.pairing_code import NONCE_BYTES as NONCE_BYTES
+from protocol.pairing_code import PairingCode as PairingCode
+from protocol.pairing_messages import (
+    BOX_ID_PATTERN,
+    MAX_BOX_ID_CHARS,
+    MAX_CERTIFICATE_PEM_CHARS,
+    MAX_PINS,
+    MAX_TUF_ROOT_BYTES,
+    MESSAGE_VERSION,
+    PEM_TEXT,
+    REFUSAL_STATUS,
+    MessageFormatError,
+    PairingGrant,
+    PairingRequest,
+    RefusalKind,
+    RefusalMessage,
+    ServiceEndpoint,
+)
+from protocol.strict_json import Fields, dump_json, load_object
 from transport.pinning import PinFormatError, parse_pin
 
 CODE_VALIDITY_S: Final = 15 * 60
-NONCE_BYTES: Final = 10
-PIN_CHECK_BITS: Final = 50
-CODE_ID_BYTES: Final = 16
-PROOF_BYTES: Final = 32
-ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-"""Crockford's base32: no I, L, O or U, so no symbol looks like another."""
-PAYLOAD_SYMBOLS: Final = 26
-CODE_SYMBOLS: Final = 28
-GROUP_SYMBOLS: Final = 4
-MAX_TYPED_CODE_CHARS: Final = 400
-MAX_HOST_CHARS: Final = 253
-DEFAULT_PORT: Final = 443
-PAIR_PATH: Final = "/pair/v1"
-MESSAGE_VERSION: Final = 1
-MAX_REQUEST_BYTES: Final = 8 * 1024
-MAX_CSR_DER_BYTES: Final = 2 * 1024
-MAX_GRANT_BYTES: Final = 64 * 1024
-MAX_CERTIFICATE_PEM_CHARS: Final = 8 * 1024
-MAX_TUF_ROOT_BYTES: Final = 32 * 1024
-MAX_PINS: Final = 8
-MAX_REFUSAL_MESSAGE_CHARS: Final = 300
 MAX_OPEN_CODES_PER_BOX: Final = 3
 MAX_OPEN_CODES: Final = 1024
 MAX_LEDGER_BYTES: Final = 64 * 1024 * 1024
 CODE_RECORD_KEEP_S: Final = 7 * 24 * 3600
 """A used or expired code is remembered this long, so that it is refused as reused or expired
 rather than unknown."""
-BOX_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-"""The server's client id pattern (backoffice/server.py): the box id becomes the certificate CN."""
-
-_CODE_ID_INFO: Final = b"MVB pairing v1 code id"
-_PROOF_KEY_INFO: Final = b"MVB pairing v1 proof key"
-_PIN_KEY_INFO: Final = b"MVB pairing v1 pin key"
-_PROOF_LABEL: Final = b"MVB pairing v1 request\x00"
-_GF_MODULUS: Final = 0x409  # x^10 + x^3 + 1, primitive: alpha = x has order 1023
-_GF_TOP_BIT: Final = 0x400
-_SYMBOL_VALUE_BASE: Final = 0x100
-_ALIASES: Final = {"O": "0", "I": "1", "L": "1"}
-_SEPARATORS: Final = frozenset(" \t-")
-_DNS_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_PORT: Final = re.compile(r"[0-9]{1,5}")
-_SERIAL_HEX: Final = re.compile(r"[0-9a-f]{1,40}")
-_LOWER_HEX: Final = re.compile(r"[0-9a-f]*")
 _ORGANIZATION: Final = "Mobile Video Box"
 _BACKDATE: Final = datetime.timedelta(minutes=5)
 
@@ -97,19 +81,7 @@ _BACKDATE: Final = datetime.timedelta(minutes=5)
 
 
 class PairingError(Exception):
-    """Base of every error of this module."""
-
-
-class CodeFormatError(PairingError, ValueError):
-    """A typed code is not a pairing code: the message says what is wrong (never the code)."""
-
-
-class CodeTypo(CodeFormatError):
-    """The typed code's check symbols do not match: a character is mistyped."""
-
-
-class MessageFormatError(PairingError, ValueError):
-    """A request, grant or refusal breaks its schema (docs/pairing.md 3)."""
+    """Base of the back office's pairing errors (the shared formats have their own)."""
 
 
 class LedgerFormatError(PairingError, ValueError):
@@ -133,65 +105,78 @@ class CertificateDenied(PairingError):
 
 
 class PairingRefused(PairingError):
-    """`redeem` refuses a request. `kind` and `http_status` are the refusal of docs/pairing.md
-    3.3; `ledger` is the ledger to persist (it may differ from the input: see ProofInvalid)."""
+    """`redeem` (or the listener) refuses a request. `kind` and `http_status` are the refusal of
+    docs/pairing.md 3.3; `ledger` is the ledger to persist (it may differ from the input: see
+    ProofInvalid)."""
 
-    kind: ClassVar[str] = "refused"
-    http_status: ClassVar[int] = 400
+    kind: ClassVar[RefusalKind]
+    http_status: ClassVar[int]
 
     def __init__(self, message: str, ledger: PairingLedger | None = None) -> None:
         super().__init__(message)
         self.ledger = ledger
 
+    def message(self) -> RefusalMessage:
+        """The refusal as it goes on the wire (3.3)."""
+        return RefusalMessage(self.kind, str(self))
+
 
 class MalformedRequest(PairingRefused):
-    kind = "malformed-request"
-    http_status = 400
+    kind = RefusalKind.MALFORMED_REQUEST
+    http_status = REFUSAL_STATUS[kind]
 
 
 class CodeUnknown(PairingRefused):
-    kind = "code-unknown"
-    http_status = 404
+    kind = RefusalKind.CODE_UNKNOWN
+    http_status = REFUSAL_STATUS[kind]
 
 
 class CodeExpired(PairingRefused):
-    kind = "code-expired"
-    http_status = 410
+    kind = RefusalKind.CODE_EXPIRED
+    http_status = REFUSAL_STATUS[kind]
 
 
 class CodeReused(PairingRefused):
-    kind = "code-reused"
-    http_status = 410
+    kind = RefusalKind.CODE_REUSED
+    http_status = REFUSAL_STATUS[kind]
 
 
 class CodeWithdrawn(PairingRefused):
-    kind = "code-withdrawn"
-    http_status = 410
+    kind = RefusalKind.CODE_WITHDRAWN
+    http_status = REFUSAL_STATUS[kind]
 
 
 class ProofInvalid(PairingRefused):
     """The proof does not match: whoever sent it does not know the nonce. The code is withdrawn."""
 
-    kind = "proof-invalid"
-    http_status = 403
+    kind = RefusalKind.PROOF_INVALID
+    http_status = REFUSAL_STATUS[kind]
 
 
 class BoxIdMismatch(PairingRefused):
-    kind = "box-id-mismatch"
-    http_status = 403
+    kind = RefusalKind.BOX_ID_MISMATCH
+    http_status = REFUSAL_STATUS[kind]
 
 
 class CsrInvalid(PairingRefused):
-    kind = "csr-invalid"
-    http_status = 400
+    kind = RefusalKind.CSR_INVALID
+    http_status = REFUSAL_STATUS[kind]
 
 
 class AlreadyPaired(PairingRefused):
-    kind = "already-paired"
-    http_status = 409
+    kind = RefusalKind.ALREADY_PAIRED
+    http_status = REFUSAL_STATUS[kind]
 
 
-REFUSALS: Final[tuple[type[PairingRefused], ...]] = (
+class RateLimited(PairingRefused):
+    """Too many requests from one address or in all: refused by the listener before the body is
+    read, so the code is untouched (docs/pairing.md 4.4). Never raised by `redeem`."""
+
+    kind = RefusalKind.RATE_LIMITED
+    http_status = REFUSAL_STATUS[kind]
+
+
+REFUSALS: Final[tuple[type[PairingRefused], ...]] = (  # what `redeem` raises
     MalformedRequest,
     CodeUnknown,
     CodeExpired,
@@ -202,428 +187,11 @@ REFUSALS: Final[tuple[type[PairingRefused], ...]] = (
     CsrInvalid,
     AlreadyPaired,
 )
-REFUSAL_KINDS: Final = frozenset(refusal.kind for refusal in REFUSALS)
-
-
-# --- keys derived from the nonce (docs/pairing.md 2.1, 2.3, 3.1) --------------------------------
-
-
-def _derive(nonce: bytes, info: bytes, length: int) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(nonce)
-
-
-def code_id_of(nonce: bytes) -> bytes:
-    """The 16-byte name of a code in requests and in the ledger; one-way from the nonce."""
-    return _derive(nonce, _CODE_ID_INFO, CODE_ID_BYTES)
-
-
-def proof_key_of(nonce: bytes) -> bytes:
-    """The HMAC key of the request proof."""
-    return _derive(nonce, _PROOF_KEY_INFO, 32)
-
-
-def pin_check_of(nonce: bytes, spki_sha256: bytes) -> int:
-    """The 50-bit check of a server key, keyed by the nonce so it cannot be searched offline."""
-    mac = hmac.new(_derive(nonce, _PIN_KEY_INFO, 32), spki_sha256, hashlib.sha256).digest()
-    return int.from_bytes(mac[:7], "big") >> (56 - PIN_CHECK_BITS)
-
-
-def proof_of(proof_key: bytes, box_id: str, csr_der: bytes) -> bytes:
-    """HMAC-SHA256 over the box id and the CSR's DER bytes exactly as sent."""
-    box = box_id.encode("ascii")
-    message = _PROOF_LABEL + bytes([len(box)]) + box + csr_der
-    return hmac.new(proof_key, message, hashlib.sha256).digest()
-
-
-# --- the address (docs/pairing.md 2.4) ------------------------------------------------------------
-
-
-def normalise_address(text: str) -> str:
-    """The canonical `host[:port]` (lower case, no `:443`); CodeFormatError says what is wrong."""
-    lowered = text.strip().lower()
-    if not lowered:
-        raise CodeFormatError("the back-office address before the '/' is missing")
-    host_text, port = _split_port(lowered)
-    host = _canonical_host(host_text)
-    return host if port == DEFAULT_PORT else f"{host}:{port}"
-
-
-def _split_port(text: str) -> tuple[str, int]:
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise CodeFormatError(f"address {text!r}: '[' without ']'")
-        host, rest = text[: end + 1], text[end + 1 :]
-    else:
-        host, colon, port_text = text.partition(":")
-        rest = colon + port_text
-    if not rest:
-        return host, DEFAULT_PORT
-    if not rest.startswith(":") or not _PORT.fullmatch(rest[1:]) or not 1 <= int(rest[1:]) <= 65535:
-        raise CodeFormatError(f"address {text!r}: the port must be a number from 1 to 65535")
-    return host, int(rest[1:])
-
-
-def _canonical_host(host: str) -> str:
-    if host.startswith("["):
-        try:
-            return f"[{ipaddress.IPv6Address(host[1:-1])}]"
-        except ValueError:
-            raise CodeFormatError(f"address {host!r} is not an IPv6 address") from None
-    if host.replace(".", "").isdigit():
-        try:
-            return str(ipaddress.IPv4Address(host))
-        except ValueError:
-            raise CodeFormatError(f"address {host!r} is not an IPv4 address") from None
-    labels = host.split(".")
-    if len(host) > MAX_HOST_CHARS or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        raise CodeFormatError(f"address {host!r} is not a host name (letters, digits, '-', '.')")
-    return host
-
-
-# --- the check symbols (docs/pairing.md 2.5) ------------------------------------------------------
-
-
-def _times_alpha(value: int) -> int:
-    value <<= 1
-    return value ^ _GF_MODULUS if value & _GF_TOP_BIT else value
-
-
-def check_value(address: str, payload_symbols: Sequence[int]) -> int:
-    """The 10-bit check over GF(2^10): one field element per address character and per symbol,
-    so any single substitution and any adjacent swap changes it."""
-    values = [len(address), *map(ord, address), *(_SYMBOL_VALUE_BASE + s for s in payload_symbols)]
-    check = 0
-    for value in values:
-        check = _times_alpha(check) ^ value
-    return check
-
-
-def _read_symbols(text: str) -> list[int]:
-    symbols: list[int] = []
-    for char in text:
-        if char in _SEPARATORS:
-            continue
-        upper = char.upper()
-        index = ALPHABET.find(_ALIASES.get(upper, upper)) if char.isascii() else -1
-        if index < 0:
-            raise CodeFormatError(
-                f"{char!r} is not used in pairing codes (digits and letters other than U)"
-            )
-        symbols.append(index)
-    if len(symbols) != CODE_SYMBOLS:
-        raise CodeFormatError(
-            f"the code after the '/' has {len(symbols)} characters; a pairing code has "
-            f"{CODE_SYMBOLS} (leaving out spaces and dashes)"
-        )
-    return symbols
-
-
-# --- the code -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PairingCode:
-    """A one-time pairing code (docs/pairing.md 2).
-
-    Invariants: `address` is canonical; `nonce` is NONCE_BYTES long; `pin_check` fits in 50 bits.
-    The nonce is the secret, so it stays out of repr; only `text()` shows it, for the admin once.
-    """
-
-    address: str
-    nonce: bytes = field(repr=False)
-    pin_check: int
-
-    def __post_init__(self) -> None:
-        if len(self.nonce) != NONCE_BYTES:
-            raise CodeFormatError(f"a nonce is {NONCE_BYTES} bytes, not {len(self.nonce)}")
-        if not 0 <= self.pin_check < 1 << PIN_CHECK_BITS:
-            raise CodeFormatError(f"a pin check is {PIN_CHECK_BITS} bits")
-        if normalise_address(self.address) != self.address:
-            raise CodeFormatError(f"address {self.address!r} is not in canonical form")
-
-    @classmethod
-    def for_back_office(cls, address: str, nonce: bytes, serving_pin: str) -> PairingCode:
-        """The code for a back office at `address` whose pairing endpoint presents `serving_pin`."""
-        return cls(normalise_address(address), nonce, pin_check_of(nonce, parse_pin(serving_pin)))
-
-    @property
-    def code_id(self) -> bytes:
-        return code_id_of(self.nonce)
-
-    @property
-    def proof_key(self) -> bytes:
-        return proof_key_of(self.nonce)
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"https://{self.address}{PAIR_PATH}"
-
-    def matches_server_key(self, spki_sha256: bytes) -> bool:
-        """Whether a server key (its SPKI SHA-256: a pin's digest) is the one the code names."""
-        return pin_check_of(self.nonce, spki_sha256) == self.pin_check
-
-    def text(self) -> str:
-        """The typed form: `address/XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX`."""
-        payload = int.from_bytes(self.nonce, "big") << PIN_CHECK_BITS | self.pin_check
-        symbols = [
-            (payload >> (5 * (PAYLOAD_SYMBOLS - 1 - i))) & 31 for i in range(PAYLOAD_SYMBOLS)
-        ]
-        check = check_value(self.address, symbols)
-        symbols += [check >> 5, check & 31]
-        chars = "".join(ALPHABET[s] for s in symbols)
-        groups = [chars[i : i + GROUP_SYMBOLS] for i in range(0, CODE_SYMBOLS, GROUP_SYMBOLS)]
-        return f"{self.address}/{'-'.join(groups)}"
-
-    @classmethod
-    def parse(cls, typed: str) -> PairingCode:
-        """Read a code as an officer typed it (docs/pairing.md 2.5): case, spaces, dashes, O/I/L
-        and an `https://` prefix are forgiven; a wrong check is CodeTypo."""
-        if len(typed) > MAX_TYPED_CODE_CHARS:
-            raise CodeFormatError(
-                f"a pairing code has at most {MAX_TYPED_CODE_CHARS} characters; got {len(typed)}"
-            )
-        text = typed.strip()
-        if text[:8].lower() == "https://":
-            text = text[8:]
-        address_text, slash, symbols_text = text.rpartition("/")
-        if not slash:
-            raise CodeFormatError("a pairing code is ADDRESS/CODE; the '/' is missing")
-        address = normalise_address(address_text)
-        symbols = _read_symbols(symbols_text)
-        payload_symbols = symbols[:PAYLOAD_SYMBOLS]
-        if symbols[PAYLOAD_SYMBOLS] << 5 | symbols[PAYLOAD_SYMBOLS + 1] != check_value(
-            address, payload_symbols
-        ):
-            raise CodeTypo(
-                "the code does not check out: a character of the address or of the code is "
-                "mistyped; compare it with the code from the back office"
-            )
-        payload = 0
-        for symbol in payload_symbols:
-            payload = payload << 5 | symbol
-        nonce = (payload >> PIN_CHECK_BITS).to_bytes(NONCE_BYTES, "big")
-        return cls(address, nonce, payload & ((1 << PIN_CHECK_BITS) - 1))
-
-
-# --- strict JSON ----------------------------------------------------------------------------------
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MessageFormatError(f"member {key!r} appears twice")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> NoReturn:
-    raise MessageFormatError(f"{name} is not a JSON number")
-
-
-class _Fields:
-    """Typed reads of one JSON object with exactly the expected members; every failure is
-    `fault` naming the member."""
-
-    def __init__(
-        self, value: object, members: frozenset[str], what: str, fault: type[PairingError]
-    ) -> None:
-        if not isinstance(value, dict):
-            raise fault(f"{what} must be a JSON object")
-        missing, unknown = sorted(members - value.keys()), sorted(value.keys() - members)
-        if missing or unknown:
-            raise fault(f"{what}: missing members {missing}, unknown members {unknown}")
-        self._value: dict[str, Any] = value
-        self._what = what
-        self._fault = fault
-
-    def _fail(self, name: str, expectation: str) -> NoReturn:
-        raise self._fault(f"{self._what}: member {name!r} must be {expectation}")
-
-    def raw(self, name: str) -> object:
-        return self._value[name]
-
-    def text(self, name: str, max_chars: int, pattern: re.Pattern[str] | None = None) -> str:
-        value = self._value[name]
-        if not isinstance(value, str) or len(value) > max_chars:
-            self._fail(name, f"a string of at most {max_chars} characters")
-        if pattern is not None and not pattern.fullmatch(value):
-            self._fail(name, f"a string matching {pattern.pattern}")
-        return value
-
-    def version(self) -> None:
-        value = self._value["version"]
-        if type(value) is not int or value != MESSAGE_VERSION:
-            self._fail("version", f"the integer {MESSAGE_VERSION}")
-
-    def number(self, name: str) -> float:
-        value = self._value[name]
-        if type(value) not in (int, float) or not math.isfinite(value):
-            self._fail(name, "a finite number")
-        return float(value)
-
-    def hex_bytes(self, name: str, size: int) -> bytes:
-        text = self.text(name, 2 * size)
-        if not _LOWER_HEX.fullmatch(text) or len(text) != 2 * size:
-            self._fail(name, f"{2 * size} lower-case hex characters")
-        return bytes.fromhex(text)
-
-    def base64_bytes(self, name: str, max_bytes: int) -> bytes:
-        text = self.text(name, 4 * math.ceil(max_bytes / 3))
-        try:
-            decoded = base64.b64decode(text, validate=True)
-        except binascii.Error:
-            self._fail(name, "standard base64")
-        if not 1 <= len(decoded) <= max_bytes:
-            self._fail(name, f"1 to {max_bytes} bytes")
-        return decoded
-
-    def serial(self, name: str) -> int:
-        return int(self.text(name, 40, _SERIAL_HEX), 16)
-
-    def optional_serial(self, name: str) -> int | None:
-        return None if self._value[name] is None else self.serial(name)
-
-    def pins(self, name: str) -> tuple[str, ...]:
-        value = self._value[name]
-        if not isinstance(value, list) or not 1 <= len(value) <= MAX_PINS:
-            self._fail(name, f"a list of 1 to {MAX_PINS} pins")
-        try:
-            for pin in value:
-                parse_pin(pin if isinstance(pin, str) else "")
-        except PinFormatError:
-            self._fail(name, "a list of 'sha256/<base64>' pins")
-        return tuple(value)
-
-
-def _load_object(data: bytes, max_bytes: int, what: str, fault: type[PairingError]) -> object:
-    if len(data) > max_bytes:
-        raise fault(f"{what} is {len(data)} bytes; at most {max_bytes} are allowed")
-    try:
-        return json.loads(
-            data.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constants
-        )
-    except MessageFormatError as exc:
-        raise fault(f"{what}: {exc}") from None
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limit
-        raise fault(f"{what} is not UTF-8 JSON: {exc}") from None
-
-
-def _dump(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-# --- messages (docs/pairing.md 3) -----------------------------------------------------------------
-
-_REQUEST_MEMBERS: Final = frozenset({"version", "box_id", "code_id", "csr", "proof"})
-_GRANT_MEMBERS: Final = frozenset(
-    {"version", "box_id", "certificate", "ca_certificate", "pins", "tuf_root"}
-)
-_REFUSAL_MEMBERS: Final = frozenset({"version", "refusal", "message"})
-_PEM_TEXT: Final = re.compile(
-    r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\r?\n?"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PairingRequest:
-    """The box's request (3.1). Invariant: `box_id` matches BOX_ID_PATTERN."""
-
-    box_id: str
-    code_id: bytes
-    csr_der: bytes
-    proof: bytes
-
-    def to_json(self) -> bytes:
-        return _dump(
-            {
-                "version": MESSAGE_VERSION,
-                "box_id": self.box_id,
-                "code_id": self.code_id.hex(),
-                "csr": base64.b64encode(self.csr_der).decode("ascii"),
-                "proof": self.proof.hex(),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, data: bytes) -> PairingRequest:
-        """Parse a request body; MessageFormatError names what breaks 3.1."""
-        raw = _load_object(data, MAX_REQUEST_BYTES, "the request", MessageFormatError)
-        fields = _Fields(raw, _REQUEST_MEMBERS, "the request", MessageFormatError)
-        fields.version()
-        return cls(
-            box_id=fields.text("box_id", 64, BOX_ID_PATTERN),
-            code_id=fields.hex_bytes("code_id", CODE_ID_BYTES),
-            csr_der=fields.base64_bytes("csr", MAX_CSR_DER_BYTES),
-            proof=fields.hex_bytes("proof", PROOF_BYTES),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PairingGrant:
-    """The back office's answer (3.2). Everything in it is public."""
-
-    box_id: str
-    certificate_pem: bytes
-    ca_certificate_pem: bytes
-    pins: tuple[str, ...]
-    tuf_root: bytes = field(repr=False)
-
-    def to_json(self) -> bytes:
-        return _dump(
-            {
-                "version": MESSAGE_VERSION,
-                "box_id": self.box_id,
-                "certificate": self.certificate_pem.decode("ascii"),
-                "ca_certificate": self.ca_certificate_pem.decode("ascii"),
-                "pins": list(self.pins),
-                "tuf_root": base64.b64encode(self.tuf_root).decode("ascii"),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, data: bytes) -> PairingGrant:
-        """Parse a grant body; MessageFormatError names what breaks 3.2."""
-        raw = _load_object(data, MAX_GRANT_BYTES, "the grant", MessageFormatError)
-        fields = _Fields(raw, _GRANT_MEMBERS, "the grant", MessageFormatError)
-        fields.version()
-        return cls(
-            box_id=fields.text("box_id", 64, BOX_ID_PATTERN),
-            certificate_pem=fields.text("certificate", MAX_CERTIFICATE_PEM_CHARS, _PEM_TEXT).encode(
-                "ascii"
-            ),
-            ca_certificate_pem=fields.text(
-                "ca_certificate", MAX_CERTIFICATE_PEM_CHARS, _PEM_TEXT
-            ).encode("ascii"),
-            pins=fields.pins("pins"),
-            tuf_root=fields.base64_bytes("tuf_root", MAX_TUF_ROOT_BYTES),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RefusalMessage:
-    """A refusal as the box reads it (3.3). Invariant: `kind` is one of REFUSAL_KINDS."""
-
-    kind: str
-    message: str
 
 
 def refusal_json(refusal: PairingRefused) -> bytes:
     """The body of the answer to a refused request; its status is `refusal.http_status`."""
-    message = str(refusal)[:MAX_REFUSAL_MESSAGE_CHARS]
-    return _dump({"version": MESSAGE_VERSION, "refusal": refusal.kind, "message": message})
-
-
-def parse_refusal(data: bytes) -> RefusalMessage:
-    """Read a refusal body; MessageFormatError if it is not one."""
-    raw = _load_object(data, MAX_GRANT_BYTES, "the refusal", MessageFormatError)
-    fields = _Fields(raw, _REFUSAL_MEMBERS, "the refusal", MessageFormatError)
-    fields.version()
-    kind = fields.text("refusal", 40)
-    if kind not in REFUSAL_KINDS:
-        raise MessageFormatError(f"the refusal: {kind!r} is not a refusal of docs/pairing.md 3.3")
-    return RefusalMessage(kind, fields.text("message", MAX_REFUSAL_MESSAGE_CHARS))
+    return refusal.message().to_json()
 
 
 # --- the ledger (docs/pairing.md 5.1) -------------------------------------------------------------
@@ -713,7 +281,7 @@ class PairingLedger:
         return any(entry.serial == serial for entry in self.denied)
 
     def to_json(self) -> bytes:
-        return _dump(
+        return dump_json(
             {
                 "version": MESSAGE_VERSION,
                 "codes": [_code_document(record) for record in self.codes],
@@ -725,9 +293,9 @@ class PairingLedger:
     @classmethod
     def from_json(cls, data: bytes) -> PairingLedger:
         """Read a persisted ledger; LedgerFormatError names what is wrong."""
-        raw = _load_object(data, MAX_LEDGER_BYTES, "the ledger", LedgerFormatError)
-        fields = _Fields(raw, _LEDGER_MEMBERS, "the ledger", LedgerFormatError)
-        fields.version()
+        raw = load_object(data, MAX_LEDGER_BYTES, "the ledger", LedgerFormatError)
+        fields = Fields(raw, _LEDGER_MEMBERS, "the ledger", LedgerFormatError)
+        fields.version(MESSAGE_VERSION)
         return cls(
             codes=tuple(_code_record(item) for item in _list(fields, "codes")),
             paired=tuple(_paired_box(item) for item in _list(fields, "paired")),
@@ -735,7 +303,7 @@ class PairingLedger:
         )
 
 
-def _list(fields: _Fields, name: str) -> list[object]:
+def _list(fields: Fields, name: str) -> list[object]:
     value = fields.raw(name)
     if not isinstance(value, list):
         raise LedgerFormatError(f"the ledger: member {name!r} must be a list")
@@ -758,7 +326,7 @@ def _code_document(record: CodeRecord) -> dict[str, Any]:
 
 
 def _code_record(item: object) -> CodeRecord:
-    fields = _Fields(item, _CODE_MEMBERS, "a ledger code", LedgerFormatError)
+    fields = Fields(item, _CODE_MEMBERS, "a ledger code", LedgerFormatError)
     state_text = fields.text("state", 16)
     if state_text not in {state.value for state in CodeState}:
         raise LedgerFormatError(f"a ledger code: state {state_text!r} is not a code state")
@@ -768,15 +336,15 @@ def _code_record(item: object) -> CodeRecord:
         raise LedgerFormatError("a ledger code: a certificate belongs to exactly the used codes")
     return CodeRecord(
         code_id=fields.hex_bytes("code_id", CODE_ID_BYTES),
-        box_id=fields.text("box_id", 64, BOX_ID_PATTERN),
+        box_id=fields.text("box_id", MAX_BOX_ID_CHARS, BOX_ID_PATTERN),
         issued_at_s=fields.number("issued_at_s"),
         expires_at_s=fields.number("expires_at_s"),
         state=state,
-        proof_key=fields.hex_bytes("proof_key", 32),
+        proof_key=fields.hex_bytes("proof_key", PROOF_KEY_BYTES),
         replaces_serial=fields.optional_serial("replaces_serial"),
         certificate_pem=None
         if certificate is None
-        else fields.text("certificate", MAX_CERTIFICATE_PEM_CHARS, _PEM_TEXT).encode("ascii"),
+        else fields.text("certificate", MAX_CERTIFICATE_PEM_CHARS, PEM_TEXT).encode("ascii"),
     )
 
 
@@ -790,9 +358,9 @@ def _paired_document(box: PairedBox) -> dict[str, Any]:
 
 
 def _paired_box(item: object) -> PairedBox:
-    fields = _Fields(item, _PAIRED_MEMBERS, "a ledger pairing", LedgerFormatError)
+    fields = Fields(item, _PAIRED_MEMBERS, "a ledger pairing", LedgerFormatError)
     return PairedBox(
-        box_id=fields.text("box_id", 64, BOX_ID_PATTERN),
+        box_id=fields.text("box_id", MAX_BOX_ID_CHARS, BOX_ID_PATTERN),
         serial=fields.serial("serial"),
         paired_at_s=fields.number("paired_at_s"),
         not_after_s=fields.number("not_after_s"),
@@ -810,13 +378,13 @@ def _denied_document(entry: DeniedCertificate) -> dict[str, Any]:
 
 
 def _denied_certificate(item: object) -> DeniedCertificate:
-    fields = _Fields(item, _DENIED_MEMBERS, "a ledger denial", LedgerFormatError)
+    fields = Fields(item, _DENIED_MEMBERS, "a ledger denial", LedgerFormatError)
     reason = fields.text("reason", 16)
     if reason not in _DENY_REASONS:
         raise LedgerFormatError(f"a ledger denial: reason {reason!r} is not one of {_DENY_REASONS}")
     return DeniedCertificate(
         serial=fields.serial("serial"),
-        box_id=fields.text("box_id", 64, BOX_ID_PATTERN),
+        box_id=fields.text("box_id", MAX_BOX_ID_CHARS, BOX_ID_PATTERN),
         denied_at_s=fields.number("denied_at_s"),
         not_after_s=fields.number("not_after_s"),
         reason=reason,
@@ -829,10 +397,12 @@ def _denied_certificate(item: object) -> DeniedCertificate:
 @dataclass(frozen=True, slots=True)
 class BackOfficeTrust:
     """What every grant hands out. Invariants: 1 to MAX_PINS valid pins, the serving pin first
-    (codes check it); a TUF root of 1 to MAX_TUF_ROOT_BYTES bytes (opaque here)."""
+    (codes check it); a TUF root of 1 to MAX_TUF_ROOT_BYTES bytes (opaque here); the endpoint of
+    the mutual-TLS listener that paired boxes use (canonical by its own invariant)."""
 
     pins: tuple[str, ...]
     tuf_root: bytes = field(repr=False)
+    service: ServiceEndpoint
 
     def __post_init__(self) -> None:
         _check_pins(self.pins)
@@ -1078,7 +648,7 @@ def _grant(
 
 
 def _grant_message(box_id: str, pem: bytes, ca: Issued, trust: BackOfficeTrust) -> PairingGrant:
-    return PairingGrant(box_id, pem, ca.cert_pem, trust.pins, trust.tuf_root)
+    return PairingGrant(box_id, pem, ca.cert_pem, trust.pins, trust.tuf_root, trust.service)
 
 
 def _denial(box: PairedBox, now_s: float, reason: str) -> DeniedCertificate:

@@ -10,6 +10,9 @@ Around the pure core of backoffice/pairing.py:
 - `PairingService` + `start_pairing_server` serve `POST /pair/v1` on a TLS listener of its own
   that asks for no client certificate (the box has none yet) and presents the back office's
   serving certificate, whose pin the pairing codes check.
+- `PairRateLimiter` (pure: it is handed `now_s`) keeps a token bucket per client address and
+  one for all; the listener asks it before it reads a body and answers 429 beyond
+  (docs/pairing.md 4.4).
 - `LedgerGate` is the mutual-TLS listener's client gate (backoffice/server.py): it denies a
   serial on the ledger's deny list on every request. It re-reads the ledger whenever the file
   changed (by identity, size and times), so an `unpair` in another process counts at the next
@@ -20,8 +23,10 @@ Invariants:
 - A refusal that changes the ledger (a failed proof withdraws the code) is persisted before it
   is answered, like a grant.
 - The pairing listener reads at most MAX_REQUEST_BYTES + 1 of a body, within a time bound, and
-  handles at most `max_concurrent_requests` at once (503 beyond).
-- Nothing derived from a nonce (codes, proof keys) is logged.
+  handles at most `max_concurrent_requests` at once (503 beyond); it admits at most the rate
+  limits' requests, per client address and in all, and reads no byte of a refused body.
+- The rate limiter's memory is bounded: at most `max_tracked_addresses` buckets.
+- Nothing derived from a nonce (codes, proof keys) is logged, nor a client's address.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import ssl
 import tempfile
@@ -44,8 +50,6 @@ from aiohttp import web
 
 from backoffice.pairing import (
     MAX_LEDGER_BYTES,
-    MAX_REQUEST_BYTES,
-    PAIR_PATH,
     BackOfficeTrust,
     CertificateDenied,
     CodeReused,
@@ -53,12 +57,15 @@ from backoffice.pairing import (
     PairingLedger,
     PairingRefused,
     ProofInvalid,
+    RateLimited,
     check_client_serial,
     redeem,
     refusal_json,
 )
 from backoffice.pki import Issued, load_issued
 from backoffice.server import ClientDenied, GateUnavailable, RunningServer
+from protocol.pairing_code import PAIR_PATH
+from protocol.pairing_messages import MAX_REQUEST_BYTES, ServiceEndpoint
 from transport.pinning import pin_of_pem_file
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,12 @@ DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS: Final = 16
 DEFAULT_PAIR_IDLE_TIMEOUT_S: Final = 10.0
 DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S: Final = 5.0
 READ_PIECE_BYTES: Final = 4 * 1024
+PAIR_REQUESTS_PER_ADDRESS_PER_MIN: Final = 10
+"""A box pairs with one request (a few on a lost answer): ten a minute from one address leaves
+room for a depot of boxes behind one NAT and none for guessing."""
+PAIR_REQUESTS_PER_MIN: Final = 60
+"""All addresses together: bounds what many addresses can try, and the CA's signing load."""
+MAX_TRACKED_ADDRESSES: Final = 4096
 JSON_TYPE: Final = "application/json"
 GRANTED: Final = "granted"
 
@@ -248,6 +261,117 @@ def answer_request(
     return new_ledger, PairingAnswer(200, grant.to_json(), GRANTED)
 
 
+# --- the rate limits (pure) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Requests admitted per minute to `/pair/v1`: from one address, and from all together.
+    Each is also the burst: a full bucket holds a minute's requests."""
+
+    per_address_per_min: int = PAIR_REQUESTS_PER_ADDRESS_PER_MIN
+    overall_per_min: int = PAIR_REQUESTS_PER_MIN
+    max_tracked_addresses: int = MAX_TRACKED_ADDRESSES
+
+    def __post_init__(self) -> None:
+        if min(self.per_address_per_min, self.overall_per_min, self.max_tracked_addresses) < 1:
+            raise ValueError("rate limits and the address bound must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBucket:
+    """`tokens` at time `at_s`, refilled at `per_min` a minute up to `per_min`.
+    Invariant: 0 <= tokens <= per_min."""
+
+    per_min: int
+    tokens: float
+    at_s: float
+
+    @classmethod
+    def full(cls, per_min: int, now_s: float) -> TokenBucket:
+        return cls(per_min, float(per_min), now_s)
+
+    def at(self, now_s: float) -> TokenBucket:
+        """The bucket refilled up to `now_s` (a clock that went back refills nothing)."""
+        elapsed_s = max(0.0, now_s - self.at_s)
+        tokens = min(float(self.per_min), self.tokens + elapsed_s * self.per_min / 60.0)
+        return TokenBucket(self.per_min, tokens, max(self.at_s, now_s))
+
+    def taken(self) -> TokenBucket:
+        return TokenBucket(self.per_min, self.tokens - 1.0, self.at_s)
+
+    def wait_s(self) -> float:
+        """Seconds until it holds a whole token (0 when it does)."""
+        return max(0.0, (1.0 - self.tokens) * 60.0 / self.per_min)
+
+    def is_full(self) -> bool:
+        return self.tokens >= self.per_min
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """`admitted`, or refused until `retry_after_s` from now have passed."""
+
+    admitted: bool
+    retry_after_s: float = 0.0
+
+
+class PairRateLimiter:
+    """A token bucket per client address and one for all (docs/pairing.md 4.4). Pure: no clock,
+    no I/O; the caller hands in `now_s` from a monotonic clock.
+
+    Invariants: a request is admitted only when both its address's bucket and the overall bucket
+    hold a token, and then it takes one from each; a refused request takes nothing. At most
+    `max_tracked_addresses` buckets are kept: a full bucket is the same as none, so full ones
+    are forgotten first, and a new address is refused while every kept bucket is still filling.
+    """
+
+    def __init__(self, limits: RateLimits | None = None) -> None:
+        self.limits = limits or RateLimits()
+        self._overall: TokenBucket | None = None
+        self._addresses: dict[str, TokenBucket] = {}
+
+    @property
+    def tracked_addresses(self) -> int:
+        return len(self._addresses)
+
+    def admit(self, address: str, now_s: float) -> RateDecision:
+        """Take a token for one request from `address`, or say how long to wait."""
+        limits = self.limits
+        overall = (self._overall or TokenBucket.full(limits.overall_per_min, now_s)).at(now_s)
+        own = self._addresses.get(address)
+        if own is None:
+            self._forget_full(now_s)
+            if len(self._addresses) >= limits.max_tracked_addresses:
+                return RateDecision(False, self._first_full_s(now_s))
+            own = TokenBucket.full(limits.per_address_per_min, now_s)
+        own = own.at(now_s)
+        wait_s = max(own.wait_s(), overall.wait_s())
+        if wait_s > 0:
+            return RateDecision(False, wait_s)
+        self._overall = overall.taken()
+        self._addresses[address] = own.taken()
+        return RateDecision(True)
+
+    def _forget_full(self, now_s: float) -> None:
+        full = [key for key, bucket in self._addresses.items() if bucket.at(now_s).is_full()]
+        for key in full:
+            del self._addresses[key]
+
+    def _first_full_s(self, now_s: float) -> float:
+        """Seconds until the first kept bucket is full again (and can be forgotten)."""
+        per_min = self.limits.per_address_per_min
+        return min(
+            (per_min - bucket.at(now_s).tokens) * 60.0 / per_min
+            for bucket in self._addresses.values()
+        )
+
+
+def retry_after_header(retry_after_s: float) -> str:
+    """Retry-After in whole seconds, rounded up, at least 1 (RFC 9110 10.2.3)."""
+    return str(max(1, math.ceil(retry_after_s)))
+
+
 # --- the service ----------------------------------------------------------------------------------
 
 
@@ -255,7 +379,8 @@ class PairingService:
     """Answers pairing requests against the ledger in `store`.
 
     `pins` is the back office's pin set (the serving pin first); `tuf_root` gives the fleet's
-    current root metadata (read at each request: a rotated root goes to the next box paired).
+    current root metadata (read at each request: a rotated root goes to the next box paired);
+    `service` is where paired boxes reach the mutual-TLS listener (docs/pairing.md 3.2).
     """
 
     def __init__(
@@ -265,12 +390,14 @@ class PairingService:
         pins: Sequence[str],
         tuf_root: Callable[[], bytes],
         *,
+        service: ServiceEndpoint,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._ca = ca
         self._pins = tuple(pins)
         self._tuf_root = tuf_root
+        self._service = service
         self._clock = clock
 
     async def answer(self, body: bytes) -> PairingAnswer:
@@ -287,7 +414,7 @@ class PairingService:
         return answer
 
     def _answer_blocking(self, body: bytes) -> PairingAnswer:
-        trust = BackOfficeTrust(self._pins, self._tuf_root())
+        trust = BackOfficeTrust(self._pins, self._tuf_root(), self._service)
         # The clock is read inside the lock: a request that waited is judged when it runs.
         return self._store.transact(
             lambda ledger: answer_request(ledger, body, self._clock(), self._ca, trust)
@@ -349,14 +476,22 @@ async def read_bounded_request_body(request: web.Request, max_bytes: int) -> byt
 
 
 class _PairingHandler:
-    """`POST /pair/v1` only; bounded body, time and concurrency."""
+    """`POST /pair/v1` only; bounded rate, body, time and concurrency."""
 
     def __init__(
-        self, service: PairingService, *, request_timeout_s: float, max_concurrent_requests: int
+        self,
+        service: PairingService,
+        *,
+        request_timeout_s: float,
+        max_concurrent_requests: int,
+        limiter: PairRateLimiter,
+        clock: Callable[[], float],
     ) -> None:
         self._service = service
         self._request_timeout_s = request_timeout_s
         self._max_concurrent_requests = max_concurrent_requests
+        self._limiter = limiter
+        self._clock = clock
         self._in_flight = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -364,6 +499,9 @@ class _PairingHandler:
             return web.Response(status=404, text="not found\n")
         if request.method != "POST":
             return web.Response(status=405, text="POST only\n", headers={"Allow": "POST"})
+        decision = self._limiter.admit(request.remote or "", self._clock())
+        if not decision.admitted:
+            return _rate_limited(decision.retry_after_s)
         if self._in_flight >= self._max_concurrent_requests:
             return web.Response(status=503, text="busy\n", headers={"Retry-After": "5"})
         self._in_flight += 1
@@ -390,6 +528,20 @@ class _PairingHandler:
         return _json_answer(await self._service.answer(body))
 
 
+def _rate_limited(retry_after_s: float) -> web.Response:
+    """429 with Retry-After and a refusal (docs/pairing.md 3.3); the body is left unread."""
+    log.warning("pairing request refused: rate limit reached")
+    retry_after = retry_after_header(retry_after_s)
+    refusal = RateLimited(
+        f"too many pairing requests reached the back office; try again in {retry_after} s "
+        "(the code is unchanged)"
+    )
+    response = _json_answer(refusal_answer(refusal))
+    response.headers["Retry-After"] = retry_after
+    response.force_close()  # an unread body is not worth reading
+    return response
+
+
 def _json_answer(answer: PairingAnswer) -> web.Response:
     return web.Response(
         status=answer.status,
@@ -410,8 +562,11 @@ async def start_pairing_server(
     max_concurrent_requests: int = DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS,
     idle_timeout_s: float = DEFAULT_PAIR_IDLE_TIMEOUT_S,
     shutdown_timeout_s: float = DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S,
+    rate_limits: RateLimits | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> RunningServer:
-    """Serve `POST /pair/v1` over TLS without client certificates on host:port (0: any)."""
+    """Serve `POST /pair/v1` over TLS without client certificates on host:port (0: any).
+    `clock` (monotonic seconds) is what the rate limiter is handed at each request."""
     if not (request_timeout_s > 0 and idle_timeout_s > 0 and max_concurrent_requests > 0):
         raise ValueError("timeouts and the concurrency bound must be > 0")
     context = pairing_ssl_context(cert_file, key_file)
@@ -419,6 +574,8 @@ async def start_pairing_server(
         service,
         request_timeout_s=request_timeout_s,
         max_concurrent_requests=max_concurrent_requests,
+        limiter=PairRateLimiter(rate_limits),
+        clock=clock,
     )
     application = web.Application(client_max_size=MAX_REQUEST_BYTES)
     application.router.add_route("*", "/{tail:.*}", handler.handle)

@@ -34,7 +34,7 @@ from typing import Final
 
 from aiohttp import StreamReader, web
 
-from backoffice.fleet_reports import MAX_REPORT_BYTES, ReportLog, ReportRefused, parse_report
+from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
 from backoffice.tus_app import (
     STATUS_CHECKSUM_MISMATCH,
     TUS_VERSION,
@@ -42,6 +42,7 @@ from backoffice.tus_app import (
     OutgoingResponse,
     TusApp,
 )
+from protocol.fleet_report import MAX_REPORT_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from tuf.api.exceptions import DownloadError, RepositoryError
 
-from backoffice.fleet_reports import signed_message
 from config.fleet_client import AppliedState, FleetConfigClient, FleetDocument
 from config.fleet_fetch import FleetLink, LinkFetch
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
+from protocol.fleet_report import signed_message
 from storage.audit import AuditLog
 from storage.fsutil import fsync_dir
 from transport.connect import BackOffice
@@ -87,6 +87,10 @@ class FleetSync:
         self._unreported: FleetDocument | None = None  # applied, not yet told to the back office
         self.status = FleetSyncStatus(applied_serial=self._load_state().config_serial)
         self._refused_serials: set[int] = set()
+        # The last rejection written to the audit log: a repository under attack is polled every
+        # few minutes for as long as the attack lasts, and the log must not grow by one entry
+        # per poll for months. A new reason, or the same one after a good check, is audited.
+        self._last_rejection: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -187,9 +191,12 @@ class FleetSync:
             reason = f"{type(exc).__name__}: {exc}"[:300]
             self.status.last_check = f"refused: {reason}"
             self.alarms["fleet_config"] = f"fleet configuration refused: {reason}"
-            await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
+            if reason != self._last_rejection:
+                self._last_rejection = reason
+                await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
             return None
         self.status.last_check = "ok"
+        self._last_rejection = None
         self.alarms.pop("fleet_config", None)
         return document
 

@@ -30,17 +30,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from backoffice.pairing import (
+from protocol.pairing_code import CodeFormatError, CodeTypo, PairingCode, pin_check_of, proof_of
+from protocol.pairing_messages import (
     BOX_ID_PATTERN,
-    CodeFormatError,
-    CodeTypo,
     MessageFormatError,
-    PairingCode,
     PairingGrant,
     PairingRequest,
+    ServiceEndpoint,
     parse_refusal,
-    pin_check_of,
-    proof_of,
 )
 from transport.pinning import parse_pin, spki_sha256
 
@@ -124,8 +121,9 @@ class RefusedByBackOffice(PairingFailed):
 
 @dataclass(frozen=True, slots=True)
 class PairedCredentials:
-    """What a paired box keeps: its client certificate and key, the back office CA, the pin set
-    and the fleet's TUF root (opaque bytes here). The key stays out of repr."""
+    """What a paired box keeps: its client certificate and key, the back office CA, the pin set,
+    the fleet's TUF root (opaque bytes here) and where the mutual-TLS listener is (`service`).
+    `address` is the pairing endpoint the code named. The key stays out of repr."""
 
     box_id: str
     address: str
@@ -134,6 +132,7 @@ class PairedCredentials:
     ca_certificate_pem: bytes
     pins: tuple[str, ...]
     tuf_root: bytes = field(repr=False)
+    service: ServiceEndpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +212,8 @@ def check_server_certificate(attempt: PairingAttempt, der_certificate: bytes | N
 
 def accept_grant(attempt: PairingAttempt, grant_json: bytes) -> PairedCredentials:
     """Check a grant (docs/pairing.md 4.3, in that order) and return what the box keeps.
-    Raises a GrantRejected subclass by fault."""
+    Raises a GrantRejected subclass by fault. The service endpoint is checked for its form only
+    (step 1): it came over the connection whose key the code named, like the pins."""
     try:
         grant = PairingGrant.from_json(grant_json)
     except MessageFormatError as exc:
@@ -231,6 +231,7 @@ def accept_grant(attempt: PairingAttempt, grant_json: bytes) -> PairedCredential
         ca_certificate_pem=grant.ca_certificate_pem,
         pins=grant.pins,
         tuf_root=grant.tuf_root,
+        service=grant.service,
     )
 
 

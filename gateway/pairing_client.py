@@ -15,10 +15,12 @@ office named in the code:
    `state_dir/fleet-metadata` and then writes the credentials into `state_dir/pairing/`.
 
 Files (`state_dir/pairing/`, directory 0700): `client.crt`, `client.key` (0600), `ca.crt`,
-`pins.json` (a JSON list of "sha256/<base64>" pins, the serving pin first) and `address`
-(`host[:port]` of the pairing endpoint). The directory is the commit point: it is written whole
-under a temporary name, fsynced and renamed into place, so the box is paired (the directory
-exists) with a complete set of files or not at all. A re-pair swaps the directories by two
+`pins.json` (a JSON list of "sha256/<base64>" pins, the serving pin first), `address`
+(`host[:port]` of the pairing endpoint) and `service.json` (the grant's mutual-TLS service
+endpoint: address, server name, HTTP/3 port; protocol/pairing_messages.py ServiceEndpoint).
+The directory is the commit point: it is written whole under a temporary name, fsynced and
+renamed into place, so the box is paired (the directory exists) with a complete set of files or
+not at all. A re-pair swaps the directories by two
 renames; `recover_pairing_dir` finishes a swap a crash interrupted.
 
 Invariants:
@@ -45,12 +47,6 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from tuf.api.exceptions import RepositoryError
 
-from backoffice.pairing import (
-    MAX_GRANT_BYTES,
-    CodeFormatError,
-    CodeTypo,
-    normalise_address,
-)
 from config.fleet_client import install_trust_root
 from gateway.pairing import (
     GrantMalformed,
@@ -65,7 +61,10 @@ from gateway.pairing import (
     refusal_from_answer,
     start_pairing,
 )
+from protocol.pairing_code import CodeFormatError, CodeTypo, normalise_address, split_address
+from protocol.pairing_messages import MAX_GRANT_BYTES, MessageFormatError, ServiceEndpoint
 from transport.errors import HostileServer, TransientNetworkError
+from transport.from_config import PairedUplink
 from transport.https import peer_certificate, read_bounded_body, translate_error
 from transport.pinning import PinSet
 from transport.tls import MINIMUM_TLS, ClientTlsSettings
@@ -77,6 +76,7 @@ CLIENT_KEY_FILE: Final = "client.key"
 CA_FILE: Final = "ca.crt"
 PINS_FILE: Final = "pins.json"
 ADDRESS_FILE: Final = "address"
+SERVICE_FILE: Final = "service.json"
 _NEW_DIR: Final = ".pairing-new"
 _OLD_DIR: Final = ".pairing-old"
 _MAX_SMALL_FILE_BYTES: Final = 64 * 1024
@@ -134,15 +134,31 @@ class PairingFiles:
         """The back office's pairing address, `host[:port]` in canonical form."""
         return normalise_address(_read_small(self.directory / ADDRESS_FILE).decode("ascii"))
 
+    def service(self) -> ServiceEndpoint | None:
+        """The mutual-TLS service endpoint of the grant; None for a pairing made before grants
+        carried it (the box then needs uplink.host and uplink.server_name, or a re-pair).
+        ValueError when the file is not an endpoint."""
+        try:
+            data = _read_small(self.directory / SERVICE_FILE)
+        except FileNotFoundError:
+            return None
+        try:
+            return ServiceEndpoint.from_json(data)
+        except MessageFormatError as exc:
+            raise ValueError(f"{self.directory / SERVICE_FILE}: {exc}") from None
+
     def tls_settings(self, server_name: str | None = None) -> ClientTlsSettings:
         """Mutual-TLS settings for the pinned link: the granted certificate and key, the back
-        office CA and pins. `server_name` defaults to the host of the pairing address."""
+        office CA and pins. `server_name` defaults to the service endpoint's, else to the host
+        of the pairing address."""
+        service = self.service()
+        default_name = split_address(self.address())[0] if service is None else service.server_name
         return ClientTlsSettings(
             ca_file=self.ca_cert,
             client_cert_file=self.client_cert,
             client_key_file=self.client_key,
             pins=PinSet.from_strings(self.pins()),
-            server_name=server_name or split_address(self.address())[0],
+            server_name=server_name or default_name,
         )
 
 
@@ -158,6 +174,21 @@ def pairing_files(state_dir: Path) -> PairingFiles:
     return PairingFiles(state_dir / PAIRING_DIR)
 
 
+def paired_uplink(state_dir: Path) -> PairedUplink | None:
+    """What pairing gave the uplink (transport/from_config.py merges it with the local file);
+    None when the box is not paired. ValueError or OSError when the files are damaged."""
+    if not is_paired(state_dir):
+        return None
+    files = pairing_files(state_dir)
+    return PairedUplink(
+        ca_file=files.ca_cert,
+        client_cert_file=files.client_cert,
+        client_key_file=files.client_key,
+        pins=files.pins(),
+        service=files.service(),
+    )
+
+
 def fleet_metadata_dir(state_dir: Path) -> Path:
     """Where the box keeps its TUF metadata (the trust root installed at pairing)."""
     return state_dir / FLEET_METADATA_DIR
@@ -165,17 +196,6 @@ def fleet_metadata_dir(state_dir: Path) -> Path:
 
 def is_paired(state_dir: Path) -> bool:
     return (state_dir / PAIRING_DIR).is_dir()
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """(host, port) of a canonical `host[:port]`; an IPv6 host loses its brackets."""
-    if address.startswith("["):
-        end = address.index("]")
-        host, rest = address[1:end], address[end + 1 :]
-    else:
-        host, _, port_text = address.partition(":")
-        rest = f":{port_text}" if port_text else ""
-    return host, int(rest[1:]) if rest else 443
 
 
 def recover_pairing_dir(state_dir: Path) -> None:
@@ -205,6 +225,7 @@ def store_credentials(state_dir: Path, credentials: PairedCredentials) -> None:
         CA_FILE: (credentials.ca_certificate_pem, 0o644),
         PINS_FILE: (json.dumps(list(credentials.pins)).encode("ascii"), 0o644),
         ADDRESS_FILE: (f"{credentials.address}\n".encode("ascii"), 0o644),
+        SERVICE_FILE: (credentials.service.to_json(), 0o644),
     }
     for name, (data, mode) in files.items():
         _write_new_file(new / name, data, mode)
@@ -409,6 +430,8 @@ _REFUSAL_ADVICE: Final = {
     "already-paired": "the back office says this box is already paired: ask the admin for a "
     "re-pair code and use --re-pair",
     "malformed-request": "the back office could not read the request (software versions?)",
+    "rate-limited": "the back office is receiving too many pairing requests: wait a minute and "
+    "enter the same code again (it is still valid for its 15 minutes)",
 }
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report, signed_message
+from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
+from protocol.fleet_report import signed_message
 from storage.devicekey import DeviceKey
 
 KEY = DeviceKey.generate()

@@ -17,45 +17,53 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backoffice.pairing import (
-    ALPHABET,
     CODE_RECORD_KEEP_S,
     CODE_VALIDITY_S,
     MAX_OPEN_CODES_PER_BOX,
-    NONCE_BYTES,
+    REFUSALS,
     AdminInputError,
     AlreadyPaired,
     BackOfficeTrust,
     BoxIdMismatch,
     CertificateDenied,
     CodeExpired,
-    CodeFormatError,
     CodeReused,
     CodeState,
-    CodeTypo,
     CodeUnknown,
     CodeWithdrawn,
     CsrInvalid,
     LedgerFormatError,
     MalformedRequest,
     NotPaired,
-    PairingCode,
-    PairingGrant,
     PairingLedger,
     PairingRefused,
-    PairingRequest,
     ProofInvalid,
     TooManyOpenCodes,
     check_client_serial,
     issue_code,
-    parse_refusal,
-    proof_key_of,
-    proof_of,
     redeem,
     refusal_json,
     unpair,
 )
 from backoffice.pki import Issued, load_issued
 from gateway.pairing import PairingAttempt, start_pairing
+from protocol.pairing_code import (
+    ALPHABET,
+    NONCE_BYTES,
+    CodeFormatError,
+    CodeTypo,
+    PairingCode,
+    proof_key_of,
+    proof_of,
+)
+from protocol.pairing_messages import (
+    REFUSAL_STATUS,
+    PairingGrant,
+    PairingRequest,
+    RefusalKind,
+    ServiceEndpoint,
+    parse_refusal,
+)
 from tests.tls_helpers import TestPki
 
 ADDRESS = "bo.borsele.example:8443"
@@ -65,6 +73,7 @@ T0_S = 1_750_000_000.0
 TUF_ROOT = b'{"signed": {"_type": "root"}, "signatures": []}'
 SAMPLE_NONCE = bytes.fromhex("2b7e151628aed2a6abf7")
 SAMPLE_PIN = "sha256/" + "q" * 43 + "="
+SERVICE = ServiceEndpoint.of("bo.borsele.example:8444", "bo.borsele.example", 8444)
 
 
 def nonce(n: int) -> bytes:
@@ -79,7 +88,7 @@ def ca(pki: TestPki) -> Issued:
 
 @pytest.fixture(scope="module")
 def trust(pki: TestPki) -> BackOfficeTrust:
-    return BackOfficeTrust((pki.server_pin, pki.backup_pin), TUF_ROOT)
+    return BackOfficeTrust((pki.server_pin, pki.backup_pin), TUF_ROOT, SERVICE)
 
 
 def issue(
@@ -241,6 +250,41 @@ def test_pin_check_depends_on_the_nonce_and_on_the_key(pki: TestPki) -> None:
     assert code.pin_check != other_key.pin_check
 
 
+# --- the service endpoint of the grant ---
+
+
+def test_service_endpoint_is_made_canonical_like_a_code_address() -> None:
+    endpoint = ServiceEndpoint.of(" BO.Example.ORG:443 ", "BO.Example.ORG", 0)
+    assert (endpoint.address, endpoint.server_name, endpoint.h3_port) == (
+        "bo.example.org",
+        "bo.example.org",
+        0,
+    )
+    ipv6 = ServiceEndpoint.of("[::0:1]:8443", "0:0::1", 8443)
+    assert (ipv6.address, ipv6.server_name) == ("[::1]:8443", "::1")
+    assert ServiceEndpoint.from_json(ipv6.to_json()) == ipv6
+
+
+@pytest.mark.parametrize(
+    ("address", "server_name", "h3_port"),
+    [
+        ("BO.example.org", "bo.example.org", 0),
+        ("bo.example.org:443", "bo.example.org", 0),
+        ("bo.example.org", "BO.example.org", 0),
+        ("bo_example", "bo.example.org", 0),
+        ("bo.example.org", "bo.example.org:8443", 0),
+        ("bo.example.org", "[::1]", 0),
+        ("bo.example.org", "bo.example.org", 65536),
+        ("bo.example.org", "bo.example.org", -1),
+    ],
+)
+def test_service_endpoint_refuses_what_is_not_canonical(
+    address: str, server_name: str, h3_port: int
+) -> None:
+    with pytest.raises(CodeFormatError):
+        ServiceEndpoint(address, server_name, h3_port)
+
+
 # --- issuing ---
 
 
@@ -298,11 +342,13 @@ def test_redeem_certifies_the_box_key_and_records_the_pairing(
     )
     assert spki == attempt.public_key_der()
     certificate.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.cert_pem))
-    assert (grant.pins, grant.tuf_root, grant.ca_certificate_pem) == (
+    assert (grant.pins, grant.tuf_root, grant.ca_certificate_pem, grant.service) == (
         trust.pins,
         TUF_ROOT,
         ca.cert_pem,
+        SERVICE,
     )
+    assert PairingGrant.from_json(grant.to_json()) == grant
     pairing = ledger.pairing_of(BOX)
     assert pairing is not None
     assert pairing.serial == certificate.serial_number
@@ -600,6 +646,12 @@ def test_ledger_json_is_read_strictly(ca: Issued, trust: BackOfficeTrust, mangle
     document = json.loads(ledger.to_json())
     with pytest.raises(LedgerFormatError):
         PairingLedger.from_json(json.dumps(mangle(document)).encode())
+
+
+def test_every_refusal_of_redeem_has_the_kind_and_status_of_the_spec() -> None:
+    kinds = {refusal.kind: refusal.http_status for refusal in REFUSALS}
+    assert kinds == {kind: REFUSAL_STATUS[kind] for kind in kinds}
+    assert set(kinds) == set(RefusalKind) - {RefusalKind.RATE_LIMITED}  # the listener's own
 
 
 def test_refusal_message_names_the_fault_and_nothing_secret(

@@ -27,10 +27,8 @@ import pytest
 
 from backoffice.fleet_repo import FleetRepository, init_repository
 from backoffice.pairing import (
-    NONCE_BYTES,
     BackOfficeTrust,
     CodeState,
-    PairingCode,
     PairingLedger,
     issue_code,
     redeem,
@@ -41,8 +39,11 @@ from backoffice.pairing_service import (
     LedgerGate,
     LedgerStore,
     PairingService,
+    PairRateLimiter,
+    RateLimits,
     back_office_pins,
     load_back_office_ca,
+    retry_after_header,
     start_pairing_server,
 )
 from backoffice.server import RunningServer, start_https_server
@@ -50,7 +51,9 @@ from backoffice.tus_app import TusApp
 from backoffice.upload_store import UploadStore
 from gateway.pairing import start_pairing
 from gateway.pairing_client import pair, pairing_files
-from tests.tls_helpers import TestPki
+from protocol.pairing_code import NONCE_BYTES, PairingCode
+from protocol.pairing_messages import ServiceEndpoint
+from tests.tls_helpers import SERVER_NAME, TestPki
 from transport.http import HttpRequest
 from transport.https import HttpsTransport
 from transport.pinning import parse_pin, pin_of_certificate
@@ -105,15 +108,9 @@ async def back_office(pki: TestPki, tmp_path: Path) -> AsyncIterator[BackOffice]
     fleet = init_repository(tmp_path / "repo", tmp_path / "keys", now=datetime.now(UTC))
     store = LedgerStore(tmp_path / "pairing")
     pins = back_office_pins(pki.directory)
-    service = PairingService(
-        store, load_back_office_ca(pki.directory), pins, fleet.trust_root_bytes
-    )
     uploads = UploadStore.open(tmp_path / "uploads", reserve_bytes=0)
     pairing = mutual = None
     try:
-        pairing = await start_pairing_server(
-            service, host="127.0.0.1", port=0, cert_file=pki.server_cert, key_file=pki.server_key
-        )
         mutual = await start_https_server(
             TusApp(uploads, max_upload_bytes=1 << 20, max_chunk_bytes=1 << 16),
             host="127.0.0.1",
@@ -123,6 +120,16 @@ async def back_office(pki: TestPki, tmp_path: Path) -> AsyncIterator[BackOffice]
             client_ca_file=pki.ca_cert,
             client_gate=LedgerGate(store),
             fleet_files=fleet.served_path,
+        )
+        service = PairingService(
+            store,
+            load_back_office_ca(pki.directory),
+            pins,
+            fleet.trust_root_bytes,
+            service=ServiceEndpoint.of(f"127.0.0.1:{mutual.port}", SERVER_NAME, 0),
+        )
+        pairing = await start_pairing_server(
+            service, host="127.0.0.1", port=0, cert_file=pki.server_cert, key_file=pki.server_key
         )
         yield BackOffice(pki, store, fleet, pins, pairing, mutual, uploads)
     finally:
@@ -140,16 +147,31 @@ def unverified_context() -> ssl.SSLContext:
     return context
 
 
-async def post(url: str, body: bytes) -> tuple[int, str, dict[str, object]]:
+async def post(
+    url: str, body: bytes, *, source_address: str = "127.0.0.1"
+) -> tuple[int, str, dict[str, object]]:
+    status, content_type, document, _ = await post_with_headers(
+        url, body, source_address=source_address
+    )
+    return status, content_type, document
+
+
+async def post_with_headers(
+    url: str, body: bytes, *, source_address: str = "127.0.0.1"
+) -> tuple[int, str, dict[str, object], dict[str, str]]:
+    """POST from `source_address` (any 127.0.0.0/8 address is this machine's loopback)."""
+    connector = aiohttp.TCPConnector(local_addr=(source_address, 0), force_close=True)
     async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=STEP_TIMEOUT_S)) as session,
+        aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=STEP_TIMEOUT_S)
+        ) as session,
         session.post(
             url, data=body, ssl=unverified_context(), headers={"Content-Type": "application/json"}
         ) as response,
     ):
         text = await response.text()
         document = json.loads(text) if response.content_type == "application/json" else {}
-        return response.status, response.content_type, document
+        return response.status, response.content_type, document, dict(response.headers)
 
 
 # --- the ledger file ------------------------------------------------------------------------------
@@ -225,7 +247,7 @@ def test_pair_code_refuses_a_paired_box_unless_re_pair(pki: TestPki, tmp_path: P
     code = new_code(store, pins, "bo.example")
     attempt = start_pairing(code.text(), BOX)
     ca = load_back_office_ca(pki.directory)
-    trust = BackOfficeTrust(pins, b"root")
+    trust = BackOfficeTrust(pins, b"root", ServiceEndpoint.of("bo.example", "bo.example", 0))
     store.transact(lambda ledger: redeem(ledger, attempt.request_json(), time.time(), ca, trust))
     paired = store.read().pairing_of(BOX)
     assert paired is not None
@@ -254,6 +276,20 @@ def test_serve_refuses_an_incomplete_pairing_setup(pki: TestPki, tmp_path: Path)
     )  # fmt: skip
     assert result.returncode == 2
     assert "--pair-port needs --pairing-state, --pki-dir, --fleet-repo" in result.stderr
+    assert not (tmp_path / "store").exists()  # refused before anything was started
+
+
+def test_serve_refuses_a_server_name_its_certificate_does_not_carry(
+    pki: TestPki, tmp_path: Path
+) -> None:
+    result = run_admin(
+        "serve", "--dir", tmp_path / "store", "--cert", pki.server_cert, "--key", pki.server_key,
+        "--client-ca", pki.ca_cert, "--port", "0", "--pair-port", "0",
+        "--pairing-state", tmp_path / "pairing", "--pki-dir", pki.directory,
+        "--fleet-repo", tmp_path / "repo", "--server-name", "elsewhere.test",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--server-name elsewhere.test is not a name of --cert" in result.stderr
     assert not (tmp_path / "store").exists()  # refused before anything was started
 
 
@@ -415,3 +451,105 @@ async def test_unpair_withdraws_the_boxs_open_codes(back_office: BackOffice) -> 
 
 def test_empty_store_reads_as_an_empty_ledger(tmp_path: Path) -> None:
     assert LedgerStore(tmp_path / "nothing-yet").read() == PairingLedger()
+
+
+# --- rate limits on /pair/v1 (docs/pairing.md 4.4) -----------------------------------------------
+
+
+def test_limiter_admits_a_burst_per_address_then_refills_at_its_rate() -> None:
+    limiter = PairRateLimiter(RateLimits(per_address_per_min=3, overall_per_min=100))
+    t0_s = 1000.0
+
+    burst = [limiter.admit("192.0.2.1", t0_s) for _ in range(4)]
+
+    assert [decision.admitted for decision in burst] == [True, True, True, False]
+    assert burst[3].retry_after_s == pytest.approx(20.0)  # one token every 60/3 s
+    assert limiter.admit("192.0.2.2", t0_s).admitted  # another address has its own bucket
+    assert not limiter.admit("192.0.2.1", t0_s + 19.9).admitted
+    assert limiter.admit("192.0.2.1", t0_s + 20.0).admitted
+    assert not limiter.admit("192.0.2.1", t0_s + 20.0).admitted
+
+
+def test_limiter_bounds_all_addresses_together() -> None:
+    limiter = PairRateLimiter(RateLimits(per_address_per_min=10, overall_per_min=4))
+    decisions = [limiter.admit(f"192.0.2.{n}", 0.0) for n in range(5)]
+    assert [decision.admitted for decision in decisions] == [True] * 4 + [False]
+    assert decisions[4].retry_after_s == pytest.approx(15.0)
+    assert limiter.tracked_addresses == 4  # a refused address left nothing behind
+
+
+def test_limiter_refusal_takes_no_token_and_a_clock_going_back_refills_nothing() -> None:
+    limiter = PairRateLimiter(RateLimits(per_address_per_min=1, overall_per_min=2))
+    assert limiter.admit("192.0.2.1", 100.0).admitted
+    assert not limiter.admit("192.0.2.1", 100.0).admitted  # its own bucket is empty ...
+    assert limiter.admit("192.0.2.2", 100.0).admitted  # ... and that refusal took no overall token
+    assert not limiter.admit("192.0.2.1", 40.0).admitted
+
+
+def test_limiter_keeps_a_bounded_number_of_addresses() -> None:
+    limiter = PairRateLimiter(
+        RateLimits(per_address_per_min=2, overall_per_min=1000, max_tracked_addresses=2)
+    )
+    assert limiter.admit("192.0.2.1", 0.0).admitted
+    assert limiter.admit("192.0.2.2", 10.0).admitted
+    crowded = limiter.admit("192.0.2.3", 10.0)
+    assert not crowded.admitted
+    assert crowded.retry_after_s == pytest.approx(20.0)  # 192.0.2.1's bucket is full at 30 s
+    assert limiter.admit("192.0.2.3", 30.0).admitted  # the full bucket was forgotten
+    assert limiter.tracked_addresses == 2
+
+
+@pytest.mark.parametrize(("seconds", "header"), [(0.0, "1"), (0.2, "1"), (19.01, "20"), (20, "20")])
+def test_retry_after_is_whole_seconds_rounded_up(seconds: float, header: str) -> None:
+    assert retry_after_header(seconds) == header
+
+
+class FakeClock:
+    """The monotonic clock the listener hands its limiter: moved by the test, never by time."""
+
+    def __init__(self) -> None:
+        self.now_s = 500.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+async def test_pairing_listener_answers_a_burst_with_429_and_retry_after(
+    back_office: BackOffice, pki: TestPki
+) -> None:
+    clock = FakeClock()
+    limited = await start_pairing_server(
+        PairingService(
+            back_office.store,
+            load_back_office_ca(pki.directory),
+            back_office.pins,
+            back_office.fleet.trust_root_bytes,
+            service=ServiceEndpoint.of(f"127.0.0.1:{back_office.mutual.port}", SERVER_NAME, 0),
+        ),
+        host="127.0.0.1",
+        port=0,
+        cert_file=pki.server_cert,
+        key_file=pki.server_key,
+        rate_limits=RateLimits(per_address_per_min=3, overall_per_min=5),
+        clock=clock,
+    )
+    url = f"https://127.0.0.1:{limited.port}/pair/v1"
+    code = back_office.code()
+    request = start_pairing(code.text(), BOX).request_json()
+    try:
+        burst = [(await post(url, b"{}"))[0] for _ in range(3)]
+        status, content_type, refusal, headers = await post_with_headers(url, request)
+        elsewhere, _, _ = await post(url, b"{}", source_address="127.0.0.2")
+        clock.now_s += 20.0  # one token back for 127.0.0.1
+        granted, _, _ = await post(url, request)
+    finally:
+        await limited.close()
+
+    assert burst == [400, 400, 400]  # admitted: malformed bodies, read and refused
+    assert (status, content_type) == (429, "application/json")
+    assert headers["Retry-After"] == "20"
+    assert refusal["refusal"] == "rate-limited"
+    assert refusal["version"] == 1
+    assert "try again in 20 s" in str(refusal["message"])
+    assert elsewhere == 400  # another address is not limited by this one's burst
+    assert granted == 200  # the refused request touched nothing: the code still pairs

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from config.local import ConfigError, load_config, parse_config, upload_class_for
+from config.local import (
+    ConfigError,
+    LocalConfig,
+    UplinkSection,
+    load_config,
+    parse_config,
+    parse_section,
+    upload_class_for,
+)
+from protocol.pairing_messages import ServiceEndpoint
+from transport.connect import BackOffice
+from transport.from_config import (
+    NO_SERVICE_ENDPOINT,
+    NOT_PAIRED,
+    PairedUplink,
+    UplinkNotStarted,
+    back_office,
+    uplink_from_pairing,
+)
+from transport.pinning import PinSet
 
 MINIMAL = {"box": {"recipient_keys": ["recording.pub"]}}
 
@@ -138,7 +158,8 @@ def test_an_enabled_uplink_with_links_parses() -> None:
 @pytest.mark.parametrize(
     ("uplink", "links", "message"),
     [
-        ({**UPLINK, "pins": []}, [WIFI], "uplink.pins needs"),
+        ({**UPLINK, "pins": []}, [WIFI], "uplink.pins is required when uplink.ca_file is set"),
+        ({**UPLINK, "pins": [PIN] * 5}, [WIFI], "uplink.pins needs"),
         ({**UPLINK, "pins": ["md5/abc"]}, [WIFI], "must start with 'sha256/'"),
         ({**UPLINK, "pins": ["sha256/AAAA"]}, [WIFI], "a SHA-256 is 32"),
         ({**UPLINK, "ca_file": ""}, [WIFI], "uplink.ca_file is required"),
@@ -155,3 +176,149 @@ def test_an_incomplete_or_unpinned_uplink_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({**MINIMAL, "uplink": uplink, "links": links}, "box.toml")
+
+
+# --- [uplink] from the local file and from pairing (transport/from_config.py) ---------------------
+
+PAIRING = Path("/var/lib/mvb/pairing")
+PAIRED_PIN = "sha256/" + "B" * 43 + "="
+SERVICE = ServiceEndpoint.of("bo.borsele.example:8444", "bo.borsele.example", 8445)
+PAIRED = PairedUplink(
+    ca_file=PAIRING / "ca.crt",
+    client_cert_file=PAIRING / "client.crt",
+    client_key_file=PAIRING / "client.key",
+    pins=(PAIRED_PIN,),
+    service=SERVICE,
+)
+PAIRED_TLS_FILES = (PAIRING / "ca.crt", PAIRING / "client.crt", PAIRING / "client.key")
+CREDENTIALS = {key: UPLINK[key] for key in ("ca_file", "client_cert_file", "client_key_file")}
+
+
+def uplink_config(**uplink: object) -> LocalConfig:
+    """A box whose [uplink] is on with exactly the keys given, read from /etc/mvb/box.toml."""
+    raw = {**MINIMAL, "uplink": {"enabled": True, **uplink}, "links": [WIFI]}
+    return parse_config(raw, "/etc/mvb/box.toml")
+
+
+def resolved(config: LocalConfig, paired: PairedUplink | None) -> BackOffice:
+    office = uplink_from_pairing(config, paired)
+    assert isinstance(office, BackOffice), office
+    return office
+
+
+def tls_files(office: BackOffice) -> tuple[Path, Path, Path]:
+    return office.tls.ca_file, office.tls.client_cert_file, office.tls.client_key_file
+
+
+def test_an_enabled_uplink_may_leave_everything_to_pairing() -> None:
+    config = uplink_config()
+    assert (config.uplink.host, config.uplink.ca_file, config.uplink.pins) == ("", "", ())
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"pins": [PIN]}, "uplink.ca_file is required when uplink.pins is set"),
+        ({"ca_file": "ca.crt"}, "uplink.client_cert_file is required when uplink.ca_file is set"),
+        (
+            {**CREDENTIALS, "client_key_file": ""},
+            "uplink.client_key_file is required when uplink.ca_file is set",
+        ),
+    ],
+)
+def test_credentials_given_in_part_are_refused_naming_the_missing_key(
+    given: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        uplink_config(**given)
+    # The same rule holds where the local file meets pairing (a section parsed on its own).
+    uplink = parse_section({"enabled": True, **given}, "uplink", UplinkSection, "/etc/mvb/box.toml")
+    config = replace(parse_config(MINIMAL, "/etc/mvb/box.toml"), uplink=uplink)
+    with pytest.raises(ConfigError, match=message):
+        uplink_from_pairing(config, PAIRED)
+
+
+def test_a_paired_box_takes_endpoint_name_and_credentials_from_pairing() -> None:
+    office = resolved(uplink_config(), PAIRED)
+
+    assert (office.host, office.https_port, office.h3_port) == ("bo.borsele.example", 8444, 8445)
+    assert office.tls.server_name == "bo.borsele.example"
+    assert tls_files(office) == PAIRED_TLS_FILES
+    assert office.tls.pins == PinSet.from_strings([PAIRED_PIN])
+
+
+def test_explicit_local_values_win_over_pairing() -> None:
+    local = {"host": "10.0.0.1", "port": 9443, "h3_port": 0, "server_name": "backoffice.test"}
+    config = uplink_config(**local, **CREDENTIALS, pins=[PIN])
+
+    office = resolved(config, PAIRED)
+
+    assert (office.host, office.https_port, office.h3_port) == ("10.0.0.1", 9443, 0)
+    assert office.tls.server_name == "backoffice.test"
+    assert tls_files(office) == (
+        Path("/etc/mvb/ca.crt"),
+        Path("/etc/mvb/client.crt"),
+        Path("/etc/mvb/client.key"),
+    )  # relative to the local file, never mixed with the pairing's
+    assert office.tls.pins == PinSet.from_strings([PIN])
+
+
+def test_a_host_behind_nat_brings_its_ports_and_keeps_the_paired_name_and_credentials() -> None:
+    office = resolved(uplink_config(host="192.0.2.7", port=10443), PAIRED)
+
+    assert (office.host, office.https_port, office.h3_port) == ("192.0.2.7", 10443, 0)
+    assert office.tls.server_name == "bo.borsele.example"
+    assert tls_files(office) == PAIRED_TLS_FILES
+
+
+def test_an_ipv6_service_address_loses_its_brackets() -> None:
+    service = ServiceEndpoint.of("[2001:db8::1]:8444", "bo.borsele.example", 0)
+    office = resolved(uplink_config(), replace(PAIRED, service=service))
+    assert (office.host, office.https_port) == ("2001:db8::1", 8444)
+
+
+def test_an_unpaired_box_without_local_credentials_has_no_uplink_and_says_why() -> None:
+    office = uplink_from_pairing(uplink_config(), None)
+
+    assert isinstance(office, UplinkNotStarted)
+    assert office.status()["state"] == NOT_PAIRED == "not paired"
+    assert "mvb pair" in office.reason
+    assert not office.any_link_usable()
+
+
+def test_an_unpaired_box_with_local_credentials_but_no_host_names_what_is_missing() -> None:
+    office = uplink_from_pairing(uplink_config(**CREDENTIALS, pins=[PIN]), None)
+
+    assert isinstance(office, UplinkNotStarted)
+    assert office.state == NOT_PAIRED
+    assert "uplink.host, uplink.server_name" in office.reason
+    assert "credentials" not in office.reason
+
+
+def test_an_unpaired_box_with_everything_local_uploads_as_before() -> None:
+    config = uplink_config(
+        host="127.0.0.1", server_name="backoffice.test", **CREDENTIALS, pins=[PIN]
+    )
+    office = resolved(config, None)
+    assert (office.host, office.https_port, office.tls.server_name) == (
+        "127.0.0.1",
+        443,
+        "backoffice.test",
+    )
+
+
+def test_a_pairing_without_a_service_endpoint_asks_for_a_re_pair() -> None:
+    office = uplink_from_pairing(uplink_config(), replace(PAIRED, service=None))
+
+    assert isinstance(office, UplinkNotStarted)
+    assert office.state == NO_SERVICE_ENDPOINT
+    assert "re-pair" in office.reason
+    with_host = resolved(
+        uplink_config(host="bo.example", server_name="bo.example"), replace(PAIRED, service=None)
+    )
+    assert tls_files(with_host) == PAIRED_TLS_FILES
+
+
+def test_a_disabled_uplink_resolves_to_nothing() -> None:
+    config = parse_config({**MINIMAL, "uplink": {"enabled": False}}, "box.toml")
+    assert back_office(config, PAIRED) is None

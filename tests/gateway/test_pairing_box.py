@@ -15,13 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from backoffice.pairing import (
-    NONCE_BYTES,
     BackOfficeTrust,
     CodeExpired,
-    PairingCode,
-    PairingGrant,
     PairingLedger,
     PairingRefused,
+    RateLimited,
     check_client_serial,
     issue_client_cert_for_csr,
     issue_code,
@@ -45,12 +43,16 @@ from gateway.pairing import (
     refusal_from_answer,
     start_pairing,
 )
+from gateway.pairing_client import officer_message
+from protocol.pairing_code import NONCE_BYTES, PairingCode
+from protocol.pairing_messages import PairingGrant, ServiceEndpoint
 from tests.tls_helpers import TestPki
 
 ADDRESS = "127.0.0.1:8443"
 BOX = "MVB-0042"
 T0_S = 1_750_000_000.0
 TUF_ROOT = b'{"signed": {"_type": "root", "version": 1}, "signatures": []}'
+SERVICE = ServiceEndpoint.of("127.0.0.1:8444", "backoffice.test", 8445)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def ca(pki: TestPki) -> Issued:
 
 @pytest.fixture(scope="module")
 def trust(pki: TestPki) -> BackOfficeTrust:
-    return BackOfficeTrust((pki.server_pin, pki.backup_pin), TUF_ROOT)
+    return BackOfficeTrust((pki.server_pin, pki.backup_pin), TUF_ROOT, SERVICE)
 
 
 def der_of(pem_file: Path) -> bytes:
@@ -102,6 +104,7 @@ def test_box_pairs_with_the_back_office_end_to_end(
     assert credentials.pins == (pki.server_pin, pki.backup_pin)
     assert credentials.tuf_root == TUF_ROOT
     assert credentials.ca_certificate_pem == pki.ca_cert.read_bytes()
+    assert credentials.service == SERVICE
     certificate = x509.load_pem_x509_certificate(credentials.certificate_pem)
     check_client_serial(ledger, certificate.serial_number)
     # The credentials are what the uplink's mutual TLS loads: certificate and key form a pair.
@@ -195,7 +198,7 @@ def test_grant_whose_pins_do_not_match_the_code_is_refused(
 ) -> None:
     ledger, code = issued(trust)
     attempt = start_pairing(code.text(), BOX)
-    moved = BackOfficeTrust((pki.backup_pin,), TUF_ROOT)  # the serving pin is missing
+    moved = BackOfficeTrust((pki.backup_pin,), TUF_ROOT, SERVICE)  # the serving pin is missing
     _, grant = redeem(ledger, attempt.request_json(), T0_S + 30, ca, moved)
     with pytest.raises(GrantPinMismatch):
         accept_grant(attempt, grant.to_json())
@@ -287,6 +290,16 @@ def grant_document(ca: Issued, trust: BackOfficeTrust) -> tuple[PairingAttempt, 
             {**d, "certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}
         ).encode(),
         lambda d: json.dumps({**d, "tuf_root": "A" * 90_000}).encode(),
+        lambda d: json.dumps({k: v for k, v in d.items() if k != "service_address"}).encode(),
+        lambda d: json.dumps({**d, "service_address": "127.0.0.1:443"}).encode(),
+        lambda d: json.dumps({**d, "service_address": "Backoffice.test:8444"}).encode(),
+        lambda d: json.dumps({**d, "service_address": "127.0.0.1:70000"}).encode(),
+        lambda d: json.dumps({**d, "service_address": "https://127.0.0.1:8444"}).encode(),
+        lambda d: json.dumps({**d, "service_server_name": "backoffice.test:8444"}).encode(),
+        lambda d: json.dumps({**d, "service_server_name": ""}).encode(),
+        lambda d: json.dumps({**d, "service_h3_port": 65536}).encode(),
+        lambda d: json.dumps({**d, "service_h3_port": True}).encode(),
+        lambda d: json.dumps({**d, "service_h3_port": "8445"}).encode(),
     ],
     ids=[
         "not-json",
@@ -297,6 +310,16 @@ def grant_document(ca: Issued, trust: BackOfficeTrust) -> tuple[PairingAttempt, 
         "truncated-pem",
         "garbage-certificate",
         "oversized",
+        "no-service-address",
+        "service-port-443-not-left-out",
+        "service-address-upper-case",
+        "service-port-out-of-range",
+        "service-address-url",
+        "server-name-with-port",
+        "server-name-empty",
+        "h3-port-out-of-range",
+        "h3-port-bool",
+        "h3-port-string",
     ],
 )
 def test_malformed_grant_is_refused(ca: Issued, trust: BackOfficeTrust, mangle: object) -> None:
@@ -336,3 +359,15 @@ def test_unreadable_refusal_is_reported_with_its_status_only(body: bytes) -> Non
     error = refusal_from_answer(502, body)
     assert (error.kind, error.http_status) == ("unreadable", 502)
     assert "try-harder" not in str(error)
+
+
+def test_a_rate_limited_request_tells_the_officer_to_wait_and_keep_the_code() -> None:
+    refusal = RateLimited("too many pairing requests reached the back office; try again in 6 s")
+
+    error = refusal_from_answer(429, refusal_json(refusal))
+
+    assert (error.kind, error.http_status) == ("rate-limited", 429)
+    assert officer_message(error) == (
+        "refused (rate-limited): the back office is receiving too many pairing requests: wait a "
+        "minute and enter the same code again (it is still valid for its 15 minutes)"
+    )
