@@ -11,14 +11,14 @@ import asyncio
 import hashlib
 import io
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 import pytest
-from securesystemslib.signer import CryptoSigner, Signer
+from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import (
     BadVersionNumberError,
     DownloadError,
@@ -30,9 +30,7 @@ from tuf.api.exceptions import (
 )
 from tuf.api.metadata import (
     Metadata,
-    MetaFile,
     Root,
-    Snapshot,
     TargetFile,
     Timestamp,
 )
@@ -42,9 +40,6 @@ from backoffice.fleet_repo import (
     FleetSigners,
     init_repository,
     load_fleet_signers,
-    rotated_root,
-    signed_by,
-    stored_target_name,
 )
 from config.fleet_client import (
     MAX_BUNDLE_BYTES,
@@ -64,6 +59,13 @@ from config.fleet_client import (
     install_trust_root,
     parse_custom,
     select_candidate,
+)
+from tests.config.tuf_attacks import (
+    extended_expiry,
+    plant,
+    plant_root,
+    publish_unchecked,
+    sign_targets_unchecked,
 )
 from transport.errors import PinMismatch
 
@@ -162,49 +164,6 @@ def _applied(client: FleetConfigClient) -> FleetDocument:
     return document
 
 
-def _sign_targets_unchecked(
-    fleet: Fleet, documents: Mapping[str, tuple[bytes, FleetCustom]], signer: Signer | None = None
-) -> None:
-    """A new targets version holding `documents`, without the repository's policy checks (serial,
-    path/custom agreement, key): what a careless admin or a forger could produce."""
-    targets = fleet.repo.targets().signed
-    for target_path, (data, custom) in documents.items():
-        target = TargetFile.from_data(target_path, data, ["sha256"])
-        target.unrecognized_fields["custom"] = custom.to_custom()
-        targets.targets[target_path] = target
-        stored = fleet.repo.targets_dir / stored_target_name(target)
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        stored.write_bytes(data)
-    targets.version += 1
-    metadata = signed_by(targets, [signer or fleet.signers.targets])
-    fleet.metadata(f"{targets.version}.targets.json").write_bytes(metadata.to_bytes())
-
-
-def _publish_unchecked(fleet: Fleet) -> None:
-    """Snapshot and timestamp signed with the real online keys over whatever targets is newest:
-    what a compromised back office can do (the repository would refuse a badly signed targets)."""
-    targets_version = max(
-        int(path.name.split(".")[0]) for path in fleet.repo.metadata_dir.glob("*.targets.json")
-    )
-    targets_bytes = fleet.metadata(f"{targets_version}.targets.json").read_bytes()
-    old_timestamp = Metadata[Timestamp].from_bytes(fleet.metadata("timestamp.json").read_bytes())
-    snapshot_version = old_timestamp.signed.snapshot_meta.version + 1
-    snapshot = Snapshot(
-        version=snapshot_version,
-        expires=_now() + timedelta(days=1),
-        meta={"targets.json": MetaFile.from_data(targets_version, targets_bytes, ["sha256"])},
-    )
-    snapshot_bytes = signed_by(snapshot, [fleet.signers.snapshot]).to_bytes()
-    fleet.metadata(f"{snapshot_version}.snapshot.json").write_bytes(snapshot_bytes)
-    timestamp = Timestamp(
-        version=old_timestamp.signed.version + 1,
-        expires=_now() + timedelta(days=1),
-        snapshot_meta=MetaFile.from_data(snapshot_version, snapshot_bytes, ["sha256"]),
-    )
-    timestamp_bytes = signed_by(timestamp, [fleet.signers.timestamp]).to_bytes()
-    fleet.metadata("timestamp.json").write_bytes(timestamp_bytes)
-
-
 def _trusted_root_version(client_dir: Path) -> int:
     return Metadata[Root].from_bytes((client_dir / "root.json").read_bytes()).signed.version
 
@@ -289,9 +248,11 @@ async def test_check_runs_off_the_event_loop(fleet: Fleet) -> None:
 
 def test_altered_metadata_fails_its_signature(fleet: Fleet) -> None:
     fleet.add(box_target_path(BOX), DOC, serial=1, boxes=(BOX,))
-    timestamp = Metadata[Timestamp].from_bytes(fleet.metadata("timestamp.json").read_bytes())
-    timestamp.signed.expires += timedelta(days=30)  # the signature still covers the old expiry
-    fleet.metadata("timestamp.json").write_bytes(timestamp.to_bytes())
+    # The signature still covers the old expiry.
+    plant(
+        fleet.metadata("timestamp.json"),
+        extended_expiry(fleet.metadata("timestamp.json").read_bytes()),
+    )
 
     _assert_rejected(fleet.client(), UnsignedMetadataError)
 
@@ -302,22 +263,18 @@ def test_configuration_signed_by_the_back_office_keys_is_rejected(fleet: Fleet) 
     client = fleet.client()
     _applied(client)
     forged = FleetCustom((BOX,), (), 2)
-    _sign_targets_unchecked(
-        fleet, {box_target_path(BOX): (b"evil = 1\n", forged)}, signer=fleet.signers.snapshot
+    sign_targets_unchecked(
+        fleet.repo, {box_target_path(BOX): (b"evil = 1\n", forged)}, fleet.signers.snapshot
     )
-    _publish_unchecked(fleet)
+    publish_unchecked(fleet.repo, fleet.signers.snapshot, fleet.signers.timestamp, now=_now())
 
     _assert_rejected(client, UnsignedMetadataError)
 
 
 def test_root_with_too_few_signatures_is_rejected(fleet: Fleet) -> None:
     client = fleet.client()
-    renewed = rotated_root(
-        fleet.repo.root().signed, role_keys={}, thresholds={}, now=_now(), lifetime=timedelta(1)
-    )
     # The root threshold is 2 of 3; one root key alone must not be enough.
-    signed = signed_by(renewed, fleet.signers.root[:1])
-    fleet.metadata("2.root.json").write_bytes(signed.to_bytes())
+    assert plant_root(fleet.repo, fleet.signers.root[:1], now=_now()) == 2
 
     _assert_rejected(client, UnsignedMetadataError)
     assert _trusted_root_version(fleet.tmp_path / f"box-{BOX}") == 1
@@ -326,16 +283,14 @@ def test_root_with_too_few_signatures_is_rejected(fleet: Fleet) -> None:
 def test_root_rotation_without_the_old_threshold_is_rejected(fleet: Fleet) -> None:
     client = fleet.client()
     new_keys = [CryptoSigner.generate_ecdsa() for _ in range(3)]
-    rotated = rotated_root(
-        fleet.repo.root().signed,
+    # Whoever made the new keys signs with all of them, plus one stolen old root key.
+    plant_root(
+        fleet.repo,
+        [*new_keys, fleet.signers.root[0]],
         role_keys={Root.type: [signer.public_key for signer in new_keys]},
-        thresholds={},
         now=_now(),
         lifetime=timedelta(days=365),
     )
-    # Whoever made the new keys signs with all of them, plus one stolen old root key.
-    signed = signed_by(rotated, [*new_keys, fleet.signers.root[0]])
-    fleet.metadata("2.root.json").write_bytes(signed.to_bytes())
 
     _assert_rejected(client, UnsignedMetadataError)
     assert _trusted_root_version(fleet.tmp_path / f"box-{BOX}") == 1
@@ -371,10 +326,7 @@ def test_root_rotation_with_the_threshold_is_followed(fleet: Fleet) -> None:
     assert document.document == DOC
     assert _trusted_root_version(fleet.tmp_path / f"box-{BOX}") == 2
     # The retired root keys lost their power: a root v3 signed by them alone is refused.
-    renewed = rotated_root(
-        fleet.repo.root().signed, role_keys={}, thresholds={}, now=_now(), lifetime=timedelta(1)
-    )
-    fleet.metadata("3.root.json").write_bytes(signed_by(renewed, old_root_keys).to_bytes())
+    assert plant_root(fleet.repo, old_root_keys, now=_now()) == 3
     _assert_rejected(client, UnsignedMetadataError)
 
 
@@ -396,7 +348,9 @@ def test_serial_rollback_is_rejected(fleet: Fleet, lower_serial: int) -> None:
     _applied(client)
     # Correctly signed by the admin's targets key and published: only the serial is wrong.
     old = FleetCustom((BOX,), (), lower_serial)
-    _sign_targets_unchecked(fleet, {box_target_path(BOX): (b"old = 1\n", old)})
+    sign_targets_unchecked(
+        fleet.repo, {box_target_path(BOX): (b"old = 1\n", old)}, fleet.signers.targets
+    )
     fleet.publish()
 
     _assert_rejected(client, SerialRollback)
@@ -427,7 +381,7 @@ def test_mix_and_match_snapshot_is_rejected(fleet: Fleet) -> None:
 def test_document_for_another_box_is_rejected(fleet: Fleet) -> None:
     # Signed at this box's path, but its signed custom fields name another box.
     custom = FleetCustom((OTHER_BOX,), (), 1)
-    _sign_targets_unchecked(fleet, {box_target_path(BOX): (DOC, custom)})
+    sign_targets_unchecked(fleet.repo, {box_target_path(BOX): (DOC, custom)}, fleet.signers.targets)
     fleet.publish()
 
     _assert_rejected(fleet.client(), WrongBox)
@@ -495,12 +449,6 @@ def _flip_last_byte(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 0x01])
 
 
-def _extend_timestamp(data: bytes) -> bytes:
-    timestamp = Metadata[Timestamp].from_bytes(data)
-    timestamp.signed.expires += timedelta(days=30)
-    return timestamp.to_bytes()
-
-
 def test_pushed_bundle_is_accepted_without_network(fleet: Fleet) -> None:
     fleet.add(box_target_path(BOX), DOC, serial=1, boxes=(BOX,))
     bundle = fleet.repo.export_bundle([box_target_path(BOX)])
@@ -534,7 +482,7 @@ def test_bundle_follows_root_rotation(fleet: Fleet) -> None:
     ("member_suffix", "edit", "error"),
     [
         (f".{BOX}.toml", _flip_last_byte, LengthOrHashMismatchError),
-        ("timestamp.json", _extend_timestamp, UnsignedMetadataError),
+        ("timestamp.json", extended_expiry, UnsignedMetadataError),
     ],
     ids=["document", "timestamp"],
 )

@@ -35,6 +35,7 @@ from backoffice.upload_store import UploadStore
 from config.fleet_client import AppliedState, FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
 from gateway.pairing_client import fleet_metadata_dir, pair, pairing_files
+from protocol.pairing_messages import ServiceEndpoint
 from tests.tls_helpers import TestPki
 from transport.errors import PinMismatch
 from transport.pinning import PinSet
@@ -76,7 +77,11 @@ async def paired(pki: TestPki, tmp_path: Path) -> AsyncIterator[PairedBox]:
     store = LedgerStore(tmp_path / "pairing")
     pins = back_office_pins(pki.directory)
     service = PairingService(
-        store, load_back_office_ca(pki.directory), pins, fleet.trust_root_bytes
+        store,
+        load_back_office_ca(pki.directory),
+        pins,
+        fleet.trust_root_bytes,
+        service=ServiceEndpoint.of("127.0.0.1:443", "backoffice.test", 0),
     )
     uploads = UploadStore.open(tmp_path / "uploads", reserve_bytes=0)
     servers: list[RunningServer] = []

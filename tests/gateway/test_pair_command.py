@@ -8,34 +8,26 @@ later link (fleet metadata, tus) is our own pinned transports in this process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import re
 import secrets
-import signal
 import ssl
 import stat
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
 
-from backoffice.fleet_repo import FleetRepository, init_repository, load_fleet_signers
+from backoffice.fleet_repo import init_repository
 from backoffice.fleet_reports import ReportLog
 from backoffice.pairing import (
     ALPHABET,
     CODE_VALIDITY_S,
     NONCE_BYTES,
     CodeState,
-    PairingCode,
     issue_code,
 )
 from backoffice.pairing_service import (
@@ -55,129 +47,44 @@ from gateway.pairing_client import (
     store_credentials,
 )
 from gateway.synthetic import generate_clip
-from storage.envelope import RecipientPrivateKey
-from tests.cameras import free_port
-from tests.evidence_helpers import write_box_config
+from protocol.pairing_messages import ServiceEndpoint
+from tests.gateway.fleet_rig import (
+    BOX,
+    DOCUMENT,
+    MVB,
+    MVB_ADMIN,
+    STEP_TIMEOUT_S,
+    BackOffice,
+    box_config,
+    camera_prerecord_s,
+    fleet_status,
+    mvb_pair,
+    mvb_run,
+    run,
+    run_async,
+    running_box_config,
+    start_back_office,
+    wait_for,
+    write_recipient_pub,
+)
 from tests.tls_helpers import SERVER_NAME, TestPki
 from transport.http import HttpRequest
 from transport.https import HttpsTransport
 
-MVB = Path(sys.executable).with_name("mvb")
-MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
-BOX = "MVB-0042"
-DOCUMENT = b"[recording]\nprerecord_s = 60\n"
-STEP_TIMEOUT_S = 20.0
-SERVING = re.compile(r"serving (?:pairing at )?https://127\.0\.0\.1:(?P<port>\d+)/(?P<what>\S+)")
 TUS_OPTIONS = HttpRequest("OPTIONS", "/files/", (("Tus-Resumable", "1.0.0"),))
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(arg) for arg in args], capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-async def run_async(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """A command run while this event loop keeps serving (in-process servers answer it)."""
-    return await asyncio.to_thread(run, *args)
-
-
-def read_lines(process: subprocess.Popen[str], count: int, timeout_s: float) -> list[str]:
-    lines: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        lines.extend(process.stdout.readline() for _ in range(count))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout_s)
-    assert not reader.is_alive(), f"only {len(lines)} of {count} lines in {timeout_s} s"
-    return lines
-
-
-@dataclass
-class BackOffice:
-    """`mvb-admin serve` in a process of its own, with its state directories."""
-
-    pki: TestPki
-    state: Path
-    fleet: FleetRepository
-    mutual_port: int
-    pair_port: int
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.pair_port}"
-
-    def pair_code(self, *extra: str, box_id: str = BOX) -> subprocess.CompletedProcess[str]:
-        return run(
-            MVB_ADMIN, "pair-code", "--state", self.state, "--pki", self.pki.directory,
-            "--box-id", box_id, "--address", self.address, *extra,
-        )  # fmt: skip
-
-    def code(self, *extra: str) -> str:
-        result = self.pair_code(*extra)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip().splitlines()[-1]
-
-    def ledger_state_of(self, typed: str) -> CodeState:
-        record = LedgerStore(self.state).read().code(PairingCode.parse(typed).code_id)
-        assert record is not None
-        return record.state
+# Where paired boxes would reach the mutual-TLS listener: not reached by the tests using it.
+SERVICE = ServiceEndpoint.of("127.0.0.1:8443", SERVER_NAME, 0)
 
 
 @pytest.fixture
 def back_office(pki: TestPki, tmp_path: Path) -> Iterator[BackOffice]:
-    now = datetime.now(UTC)
-    fleet = init_repository(tmp_path / "repo", tmp_path / "fleet-keys", now=now)
-    signers = load_fleet_signers(tmp_path / "fleet-keys")
-    fleet.add_config(
-        f"boxes/{BOX}.toml",
-        DOCUMENT,
-        boxes=[BOX],
-        config_serial=fleet.next_config_serial(),
-        targets_signer=signers.targets,
-        now=now,
-    )
-    fleet.publish(signers.snapshot, signers.timestamp, now=now)
-    state = tmp_path / "pairing-state"
-    command = [
-        str(MVB_ADMIN), "serve", "--dir", str(tmp_path / "uploads"),
-        "--cert", str(pki.server_cert), "--key", str(pki.server_key),
-        "--client-ca", str(pki.ca_cert), "--port", "0", "--reserve-bytes", "0",
-        "--pair-port", "0", "--pairing-state", str(state), "--pki-dir", str(pki.directory),
-        "--fleet-repo", str(tmp_path / "repo"),
-    ]  # fmt: skip
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
-        try:
-            ports: dict[str, int] = {}
-            for line in read_lines(process, 3, timeout_s=STEP_TIMEOUT_S):
-                match = SERVING.match(line.strip())
-                assert match is not None, line
-                ports[match["what"].split("/")[0]] = int(match["port"])
-            assert ports["files"] == ports["fleet"]
-            yield BackOffice(pki, state, fleet, ports["files"], ports["pair"])
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(STEP_TIMEOUT_S)
+    with start_back_office(pki, tmp_path) as office:
+        yield office
 
 
 @pytest.fixture(scope="module")
 def recipient_pub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("recipient") / "recording.pub"
-    path.write_text(RecipientPrivateKey.generate().public().pem() + "\n")
-    return path
-
-
-def box_config(root: Path, recipient_pub: Path) -> Path:
-    return write_box_config(root, recipient_pub, device_serial=BOX)
-
-
-def mvb_pair(config: Path, code: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run(MVB, "--config", config, "pair", code, *extra)
+    return write_recipient_pub(tmp_path_factory.mktemp("recipient"))
 
 
 def certificate_serial(state: Path) -> int:
@@ -434,7 +341,7 @@ async def test_a_lost_grant_is_asked_for_again_with_the_identical_request(
     store = LedgerStore(tmp_path / "ledger")
     pins = back_office_pins(pki.directory)
     ca = load_back_office_ca(pki.directory)
-    service = PairingService(store, ca, pins, fleet.trust_root_bytes)
+    service = PairingService(store, ca, pins, fleet.trust_root_bytes, service=SERVICE)
     bodies: list[bytes] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -493,6 +400,7 @@ def test_an_interrupted_credentials_swap_is_finished_not_lost(pki: TestPki, tmp_
             ca_certificate_pem=pki.ca_cert.read_bytes(),
             pins=(pki.server_pin,),
             tuf_root=b"{}",
+            service=SERVICE,
         )
 
     state = tmp_path / "state"
@@ -514,60 +422,6 @@ def test_an_interrupted_credentials_swap_is_finished_not_lost(pki: TestPki, tmp_
 # --- the whole story: pair, receive signed configuration, apply it, refuse a bad one ------------
 
 
-def running_box_config(
-    root: Path, recipient_pub: Path, back_office: BackOffice, clip: Path
-) -> Path:
-    files = pairing_files(root / "state")
-    pins = ", ".join(f'"{pin}"' for pin in files.pins())
-    return write_box_config(
-        root,
-        recipient_pub,
-        device_serial=BOX,
-        storage_lines=f"""
-[recording]
-prerecord_s = 30
-[gps]
-port = {free_port()}
-[api]
-port = {free_port()}
-[[cameras]]
-name = "dashcam"
-kind = "replay"
-url = "{clip}"
-serial = "DC-9"
-[uplink]
-enabled = true
-host = "127.0.0.1"
-port = {back_office.mutual_port}
-server_name = "{SERVER_NAME}"
-ca_file = "{files.ca_cert}"
-client_cert_file = "{files.client_cert}"
-client_key_file = "{files.client_key}"
-pins = [{pins}]
-config_poll_s = 1
-[[links]]
-name = "wifi"
-cost_class = "wifi"
-""",
-    )
-
-
-def sign_and_publish(back_office: BackOffice, keys: Path, document: bytes) -> int:
-    now = datetime.now(UTC)
-    signers = load_fleet_signers(keys)
-    serial = back_office.fleet.next_config_serial()
-    back_office.fleet.add_config(
-        f"boxes/{BOX}.toml",
-        document,
-        boxes=[BOX],
-        config_serial=serial,
-        targets_signer=signers.targets,
-        now=now,
-    )
-    back_office.fleet.publish(signers.snapshot, signers.timestamp, now=now)
-    return serial
-
-
 def test_a_fresh_box_pairs_applies_its_signed_configuration_and_refuses_a_bad_one(
     back_office: BackOffice, recipient_pub: Path, tmp_path: Path
 ) -> None:
@@ -583,12 +437,12 @@ def test_a_fresh_box_pairs_applies_its_signed_configuration_and_refuses_a_bad_on
         assert camera_prerecord_s(config) == 60.0
         # the back office sees the applied serial, signed by the box's device key
         wait_for(lambda: fleet_status(config)["reported_serial"] == 1, "the report")
-        reports = ReportLog(tmp_path / "uploads" / "fleet-reports.jsonl")
+        reports = ReportLog(back_office.uploads / "fleet-reports.jsonl")
         latest = reports.latest(BOX)
         assert latest is not None
         assert (latest.config_serial, latest.target_path) == (1, f"boxes/{BOX}.toml")
         # the admin signs a document outside the schema: correctly signed, still refused
-        bad = sign_and_publish(back_office, tmp_path / "fleet-keys", b'[box]\ncard_dir = "/x"\n')
+        bad = back_office.publish_document(b'[box]\ncard_dir = "/x"\n')
         wait_for(
             lambda: "cannot be set" in str(fleet_status(config)["last_outcome"]),
             "the refusal of the bad document",
@@ -601,43 +455,6 @@ def test_a_fresh_box_pairs_applies_its_signed_configuration_and_refuses_a_bad_on
     audit = (root / "state" / "audit.jsonl").read_text()
     assert audit.count('"config.applied"') == 1
     assert '"config.refused"' in audit
-
-
-@contextlib.contextmanager
-def mvb_run(config: Path) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen([str(MVB), "--config", str(config), "run"], text=True)
-    try:
-        wait_for(lambda: run(MVB, "--config", config, "status").returncode == 0, "the API")
-        yield process
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-
-
-def box_status(config: Path) -> dict[str, Any]:
-    result = run(MVB, "--config", config, "status")
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
-
-
-def fleet_status(config: Path) -> dict[str, Any]:
-    fleet: dict[str, Any] = box_status(config)["fleet"]
-    return fleet
-
-
-def camera_prerecord_s(config: Path) -> float:
-    return float(box_status(config)["cameras"]["dashcam"]["prerecord_s"])
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_a_box_without_a_link_takes_a_pushed_bundle_and_refuses_a_tampered_one(
