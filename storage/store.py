@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -43,6 +44,7 @@ from storage.space import (
 from storage.writer import DEFAULT_CHUNK_MAX_BYTES, DurablePoint, EvidenceFileWriter, SealedFile
 
 Clock = Callable[[], int]
+_RECORDING_ID_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 def wall_clock_ms() -> int:
@@ -93,6 +95,10 @@ class EvidenceStore:
         self._live_upload_classes: dict[str, str] = {}
         self.check_space = write_guard(self.layout.root, settings.space)
         self._lock = threading.Lock()
+        # One retention pass at a time: the uplink starts one after every attested upload,
+        # from worker threads, and two passes planned from the same catalog would both delete
+        # (and audit) the same file. Separate from _lock, which each deletion takes.
+        self._retention_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -179,6 +185,40 @@ class EvidenceStore:
         )
         return changed
 
+    def write_report(self, recording_id_hex: str, report: dict[str, Any]) -> SealedFile:
+        """Seal the officer's `report` (RULES R4) as an evidence file of recording
+        `recording_id_hex`: a fresh data key for the store's recipients, one stream "report"
+        (container "json") whose only content is the report as a metadata object.
+
+        So the report is encrypted like video, catalogued under the recording's id and uploaded
+        with it (at the recording's upload class: P0 when any of its files is P0). The key is
+        destroyed before returning; no report text is left in plaintext anywhere. Raises
+        ValueError for an id that is not 32 hex digits, CardFullError when the card is full.
+        """
+        if _RECORDING_ID_HEX.fullmatch(recording_id_hex) is None:
+            raise ValueError("a recording id is 32 lowercase hex digits")
+        recording_id = bytes.fromhex(recording_id_hex)
+        # A report filed while its recording still runs shares the live upload class.
+        live = recording_id_hex in self._live_upload_classes
+        if not live:
+            with self._lock:
+                classes = {r.upload_class for r in self.catalog.by_recording(recording_id_hex)}
+            self._live_upload_classes[recording_id_hex] = "P0" if "P0" in classes else "P1"
+        recording = Recording(self, RecordingKey(recording_id, self.recipients), {})
+        try:
+            stream = recording.open_stream("report", container="json")
+            stream.add_metadata({"type": "report", **report})
+            stream.close()
+        finally:
+            recording.key.destroy()
+            if not live:
+                self._end_recording(recording_id_hex)
+        (sealed,) = recording.sealed
+        self.audit.append(
+            "storage.report_sealed", recording_id=recording_id_hex, file_id=sealed.sidecar.file_id
+        )
+        return sealed
+
     def _end_recording(self, recording_id: str) -> None:
         self._live_upload_classes.pop(recording_id, None)
 
@@ -215,41 +255,54 @@ class EvidenceStore:
         """The back office echoed `sha256_hex` for `file_id`: note it, audit it (RULES S5).
 
         A match moves the file to VERIFIED (deletable, S3); a mismatch is audited and raises
-        AttestationMismatch, and the file stays on the card.
+        AttestationMismatch, and the file stays on the card. A match is audited *before* the
+        catalog makes the file deletable: a power cut between the two leaves an audited
+        attestation of a file still queued (asked again, audited again), never a file deleted
+        on an attestation the log does not hold.
         """
+        with self._lock:
+            current = self.catalog.get(file_id)
+        if current is not None and current.sha256_hex == sha256_hex.lower():
+            self.audit.append("storage.file_attested", file_id=file_id, sha256=sha256_hex)
         try:
             with self._lock:
-                record = self.catalog.record_attestation(file_id, sha256_hex)
+                return self.catalog.record_attestation(file_id, sha256_hex)
         except AttestationMismatch:
             self.audit.append(
                 "storage.attestation_mismatch", file_id=file_id, echoed_sha256=sha256_hex
             )
             raise
-        self.audit.append("storage.file_attested", file_id=file_id, sha256=sha256_hex)
-        return record
 
     # -- retention --------------------------------------------------------------------------
 
     def apply_retention(self) -> list[Deletion]:
-        """Delete what retention allows (attested, or expired and not held); audit each one."""
-        now_ms = self.clock_ms()
-        with self._lock:
-            plan = plan_retention(self.catalog.all(), now_ms, self.settings.retention)
-        for deletion in plan:
-            self._delete_file(deletion, now_ms)
+        """Delete what retention allows (attested, or expired and not held); audit each one.
+
+        Passes run one after the other (a later pass plans from what the earlier one left), so
+        every file is deleted and audited once however many callers ask at the same time.
+        """
+        with self._retention_lock:
+            now_ms = self.clock_ms()
+            with self._lock:
+                plan = plan_retention(self.catalog.all(), now_ms, self.settings.retention)
+            for deletion in plan:
+                self._delete_file(deletion, now_ms)
         return plan
 
     def _delete_file(self, deletion: Deletion, now_ms: int) -> None:
         durable_unlink(self.layout.sealed_path(deletion.recording_id, deletion.file_id))
         durable_unlink(self.layout.sidecar_path(deletion.recording_id, deletion.file_id))
-        with self._lock:
-            self.catalog.transition(deletion.file_id, FileState.DELETED, deleted_at_ms=now_ms)
+        # Audited before the catalog says DELETED: after a power cut between the two, the next
+        # pass finds the file still due, finds it gone, and audits the deletion again. The other
+        # order would leave a deletion that no audit entry ever records (S5).
         self.audit.append(
             "storage.file_deleted",
             file_id=deletion.file_id,
             recording_id=deletion.recording_id,
             reason=deletion.reason.value,
         )
+        with self._lock:
+            self.catalog.transition(deletion.file_id, FileState.DELETED, deleted_at_ms=now_ms)
         _remove_empty_dir(self.layout.recording_dir(deletion.recording_id))
 
 
