@@ -2,9 +2,10 @@
 
 A fleet document (TOML, signed by the fleet admin, verified by config/fleet_client.py) carries
 policy: the protocol numbers (pre-record, post-record, maximum continuous recording, retention
-days), trigger rules and upload classes, link budgets and rate caps, and uplink tuning. The local
-file keeps what is physical to one box: device serial, folders, cameras and their addresses,
-vehicle inputs, interface names, and (until pairing writes them) the back office's address and
+days), trigger rules and upload classes, link budgets and rate caps, uplink tuning, web accounts
+and the web login policy ([webui]). The local file keeps what is physical to one box: device
+serial, folders, cameras and their addresses, vehicle inputs, interface names, the web listener
+and its certificate ([web]), and (until pairing writes them) the back office's address and
 credentials. Both are parsed by the same section dataclasses and value checks, so a number means
 the same thing and has the same range wherever it is written.
 
@@ -28,6 +29,7 @@ from config.local import (
     LocalConfig,
     RecordingSection,
     TriggerSection,
+    WebuiSection,
     check_config,
     parse_accounts,
     parse_section,
@@ -62,7 +64,8 @@ FLEET_KEYS: dict[str, frozenset[str]] = {
         }
     ),
     "triggers": frozenset(f.name for f in fields(TriggerSection)),
-    "accounts": frozenset({"name", "role", "password_hash"}),
+    "accounts": frozenset({"name", "role", "password_hash", "officer_id"}),
+    "webui": frozenset(f.name for f in fields(WebuiSection)),
     "fleet": frozenset({"name", "policy"}),
 }
 """Every key a fleet document may set, by section; [fleet] names the document for people."""
@@ -92,6 +95,7 @@ def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalCon
         recording=_merged(local.recording, raw.get("recording", {}), "recording", source),
         storage=_merged(local.storage, raw.get("storage", {}), "storage", source),
         uplink=_merged(local.uplink, raw.get("uplink", {}), "uplink", source),
+        webui=_merged(local.webui, raw.get("webui", {}), "webui", source),
         links=_merged_links(local.links, raw.get("links", []), source),
         triggers={**local.triggers, **_triggers(raw.get("triggers", {}), local, source)},
         # accounts come as a whole list: a document that names accounts replaces the box's

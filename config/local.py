@@ -7,6 +7,7 @@ naming the key and the file. Units are in the names.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -64,10 +65,48 @@ class GpsSection:
 
 @dataclass(frozen=True, slots=True)
 class ApiSection:
-    """The local JSON API (loopback only until the officer UI issue adds HTTPS and accounts)."""
+    """The loopback (`local`) channel of the JSON API: no authentication, so loopback only
+    (docs/webui.md 1); the officer's tablet uses the HTTPS channel of [web]."""
 
     host: str = "127.0.0.1"
     port: int = 8088
+
+
+@dataclass(frozen=True, slots=True)
+class WebSection:
+    """The officer's web channel (docs/webui.md 1, 1.3): physical to the box, local file only.
+
+    HTTPS on `https_port`; plain HTTP on `http_port` only redirects to it (0: no redirect
+    listener). `tls_cert_file` and `tls_key_file` (both or neither) name a municipality's own
+    certificate; without them the box makes a self-signed one for its host name, localhost,
+    127.0.0.1 and the names and addresses in `san`. Paths are relative to this file.
+    """
+
+    enabled: bool = True
+    host: str = "0.0.0.0"  # noqa: S104 (the vehicle network is where the officer's tablet is)
+    https_port: int = 8443
+    http_port: int = 8080
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    san: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WebuiSection:
+    """Web login policy (RULES U2), settable by a fleet document: lock an account for
+    `lockout_s` after `max_failed_logins` wrong passwords in a row; a session ends after
+    `session_idle_s` without a request and `session_max_s` after login. `metrics_token_sha256`
+    (64 hex, optional) admits a monitor to /metrics with the token whose SHA-256 it is."""
+
+    max_failed_logins: int = 5
+    lockout_s: int = 900
+    session_idle_s: int = 1800
+    session_max_s: int = 43200
+    metrics_token_sha256: str = ""
+
+
+UPLINK_CREDENTIAL_KEYS = ("ca_file", "client_cert_file", "client_key_file", "pins")
+"""[uplink] keys that come together, from the local file or from pairing, never mixed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +115,12 @@ class UplinkSection:
 
     `host` is where to connect (name or address); `server_name` is the name its certificate must
     carry. `h3_port` 0 means the back office offers no HTTP/3. Paths are relative to this file.
+
+    All of these may be left out: a paired box takes them from its pairing (docs/pairing.md 3.2,
+    transport/from_config.py `uplink_from_pairing`). What is set here wins, e.g. behind NAT:
+    `host` brings `port` and `h3_port` from this file too, `server_name` stands alone, and the
+    credentials (UPLINK_CREDENTIAL_KEYS) are all-or-nothing, so a box never mixes its own
+    certificate with another trust set.
     """
 
     enabled: bool = False
@@ -97,6 +142,18 @@ class UplinkSection:
     connect_timeout_s: float = 15.0
     request_timeout_s: float = 120.0
     config_poll_s: float = 300.0  # how often a paired box asks for signed fleet configuration
+
+    def explicit_credentials(self, source: str) -> bool:
+        """True when this file gives the credentials, False when pairing does. ConfigError naming
+        the first missing key when only some are set."""
+        given = [key for key in UPLINK_CREDENTIAL_KEYS if getattr(self, key)]
+        missing = [key for key in UPLINK_CREDENTIAL_KEYS if not getattr(self, key)]
+        if given and missing:
+            raise ConfigError(
+                f"{source}: uplink.{missing[0]} is required when uplink.{given[0]} is set: the "
+                "credentials come all from this file or all from pairing"
+            )
+        return bool(given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +183,7 @@ class AccountSection:
     name: str = ""
     role: str = "officer"
     password_hash: str = ""
+    officer_id: str = ""  # the service number recordings carry (RULES R5); empty: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +259,12 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("recording", "ring_max_bytes"): (1024 * 1024, 1024 * 1024 * 1024),
     ("gps", "port"): (1, 65535),
     ("api", "port"): (1, 65535),
+    ("web", "https_port"): (1, 65535),
+    ("web", "http_port"): (0, 65535),
+    ("webui", "max_failed_logins"): (3, 20),
+    ("webui", "lockout_s"): (60, 86400),
+    ("webui", "session_idle_s"): (60, 86400),
+    ("webui", "session_max_s"): (300, 7 * 86400),
     ("gps", "stale_after_s"): (1, 60),
     ("cameras", "width"): (16, 7680),
     ("cameras", "height"): (16, 4320),
@@ -243,6 +307,8 @@ class LocalConfig:
     uplink: UplinkSection = field(default_factory=UplinkSection)
     links: tuple[LinkSection, ...] = ()
     accounts: tuple[AccountSection, ...] = ()
+    web: WebSection = field(default_factory=WebSection)
+    webui: WebuiSection = field(default_factory=WebuiSection)
     source: str = "<defaults>"
 
     def resolve(self, relative: str) -> Path:
@@ -271,6 +337,8 @@ Section = (
     | RecordingSection
     | GpsSection
     | ApiSection
+    | WebSection
+    | WebuiSection
     | CameraSection
     | InputSection
     | TriggerSection
@@ -285,6 +353,8 @@ _SECTIONS: dict[str, type[Section]] = {
     "gps": GpsSection,
     "api": ApiSection,
     "uplink": UplinkSection,
+    "web": WebSection,
+    "webui": WebuiSection,
 }
 _COLLECTIONS = frozenset({"cameras", "inputs", "triggers", "links", "accounts"})
 
@@ -315,6 +385,8 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
     uplink = parse_section(raw.get("uplink", {}), "uplink", UplinkSection, source)
     links = _parse_links(raw.get("links", []), source)
     accounts = parse_accounts(raw.get("accounts", []), source)
+    web = parse_section(raw.get("web", {}), "web", WebSection, source)
+    webui = parse_section(raw.get("webui", {}), "webui", WebuiSection, source)
     config = LocalConfig(
         box,
         storage,
@@ -327,6 +399,8 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
         uplink,
         links,
         accounts,
+        web,
+        webui,
         source,
     )
     check_config(config, source)
@@ -336,7 +410,10 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
 def check_config(config: LocalConfig, source: str) -> None:
     """Rules across sections, for a local file and for a fleet document applied to one."""
     if config.api.host not in ("127.0.0.1", "::1", "localhost"):
-        raise ConfigError(f"{source}: api.host must be loopback until the API has accounts")
+        raise ConfigError(
+            f"{source}: api.host must be loopback (127.0.0.1, ::1 or localhost): the local "
+            "channel has no login; the officer's tablet uses [web]"
+        )
     if not 1 <= len(config.box.recipient_keys) <= 2:
         raise ConfigError(f"{source}: box.recipient_keys needs one or two public key files")
     storage = config.storage
@@ -348,6 +425,8 @@ def check_config(config: LocalConfig, source: str) -> None:
         if link.p0_reserve_bytes > link.monthly_cap_bytes > 0:
             raise ConfigError(f"{source}: links.p0_reserve_bytes exceeds the cap ({link.name})")
     _check_uplink(config.uplink, config.links, source)
+    _check_web(config.web, source)
+    _check_webui(config.webui, source)
 
 
 def _parse_links(values: Any, source: str) -> tuple[LinkSection, ...]:
@@ -364,6 +443,8 @@ def _parse_links(values: Any, source: str) -> tuple[LinkSection, ...]:
 
 
 ACCOUNT_NAME = re.compile(r"[a-z][a-z0-9._-]{1,31}")
+OFFICER_ID = re.compile(r"[A-Za-z0-9-]{1,32}")
+"""A service number (RULES R5): it goes into every recording's metadata, so it is kept plain."""
 
 
 def parse_accounts(values: Any, source: str) -> tuple[AccountSection, ...]:
@@ -384,24 +465,61 @@ def parse_accounts(values: Any, source: str) -> tuple[AccountSection, ...]:
             parse_password_hash(account.password_hash)
         except PasswordHashError as exc:
             raise ConfigError(f"{source}: accounts.password_hash of {account.name}: {exc}") from exc
+        if account.officer_id and not OFFICER_ID.fullmatch(account.officer_id):
+            raise ConfigError(
+                f"{source}: accounts.officer_id of {account.name} must match {OFFICER_ID.pattern}"
+            )
     return accounts
 
 
+_DNS_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+SAN_DNS_NAME = re.compile(rf"(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})*")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_san_entry(text: str) -> bool:
+    """True for an IP address or a DNS host name (what a certificate's SAN may name)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return SAN_DNS_NAME.fullmatch(text) is not None
+    return True
+
+
+def _check_web(web: WebSection, source: str) -> None:
+    """The web channel: a configured certificate comes with its key; SANs are names or IPs."""
+    if bool(web.tls_cert_file) != bool(web.tls_key_file):
+        raise ConfigError(f"{source}: web.tls_cert_file and web.tls_key_file go together")
+    for entry in web.san:
+        if not is_san_entry(entry):
+            raise ConfigError(f"{source}: web.san {entry!r} is neither a host name nor an IP")
+    if web.http_port == web.https_port:
+        raise ConfigError(f"{source}: web.http_port must differ from web.https_port")
+    if not web.host:
+        raise ConfigError(f"{source}: web.host is required (0.0.0.0 for every interface)")
+
+
+def _check_webui(webui: WebuiSection, source: str) -> None:
+    if webui.session_idle_s > webui.session_max_s:
+        raise ConfigError(f"{source}: webui.session_idle_s exceeds webui.session_max_s")
+    token = webui.metrics_token_sha256
+    if token and not SHA256_HEX.fullmatch(token):
+        raise ConfigError(f"{source}: webui.metrics_token_sha256 must be 64 lowercase hex digits")
+
+
 def _check_uplink(uplink: UplinkSection, links: tuple[LinkSection, ...], source: str) -> None:
-    """An enabled uplink must be fully pinned: there is no unverified or unpinned mode (L1)."""
+    """An enabled uplink is always pinned: its credentials come whole from this file (checked
+    here) or whole from pairing; there is no unverified or unpinned mode (L1)."""
     if not uplink.enabled:
         return
-    required = ("host", "server_name", "ca_file", "client_cert_file", "client_key_file")
-    for key in required:
-        if not getattr(uplink, key):
-            raise ConfigError(f"{source}: uplink.{key} is required when the uplink is enabled")
-    if not 1 <= len(uplink.pins) <= 4:
-        raise ConfigError(f"{source}: uplink.pins needs a primary and a backup pin (1 to 4)")
-    for pin in uplink.pins:
-        try:
-            parse_pin(pin)
-        except PinFormatError as exc:
-            raise ConfigError(f"{source}: uplink.pins: {exc}") from exc
+    if uplink.explicit_credentials(source):
+        if not 1 <= len(uplink.pins) <= 4:
+            raise ConfigError(f"{source}: uplink.pins needs a primary and a backup pin (1 to 4)")
+        for pin in uplink.pins:
+            try:
+                parse_pin(pin)
+            except PinFormatError as exc:
+                raise ConfigError(f"{source}: uplink.pins: {exc}") from exc
     if not links:
         raise ConfigError(f"{source}: the uplink is enabled but no [[links]] are configured")
     if not uplink.endpoint_path.startswith("/"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,8 @@ from aiohttp.typedefs import Handler, Middleware
 
 from gateway.recorder import IllegalTransition
 from gateway.web.identity import LOCAL_IDENTITY, set_identity
+from gateway.web.jsonbody import ApiError, error_response
 from gateway.web.routes import add_feature_routes
-from storage.models import FileState
 
 if TYPE_CHECKING:
     from gateway.run import RunningBox
@@ -28,42 +27,11 @@ if TYPE_CHECKING:
 RUNNING: web.AppKey[RunningBox] = web.AppKey("running")
 
 
-def storage_summary(running: RunningBox) -> dict[str, Any]:
-    """Reads the catalog (sqlite): call it off the event loop."""
-    records = running.box.store.catalog.all()
-    on_card = [r for r in records if r.state is not FileState.DELETED]
-    return {
-        "files_on_card": len(on_card),
-        "bytes_on_card": sum(r.size_bytes for r in on_card),
-        "interrupted_files": sum(r.interrupted_at_chunk is not None for r in on_card),
-    }
-
-
-def status_document(running: RunningBox, storage: dict[str, Any]) -> dict[str, Any]:
-    now_ns = time.monotonic_ns()
-    gps = running.gps
-    fix = gps.fix
-    return {
-        **running.service.status(),
-        "gps": {
-            "status": gps.status(now_ns).value,
-            "mode": None if fix is None else fix.mode,
-            "speed_mps": gps.speed_mps(now_ns),
-            "clock_offset_ms": gps.clock_offset_ms,
-        },
-        "storage": storage,
-    }
-
-
-async def _status(request: web.Request) -> web.Response:
-    running = request.app[RUNNING]
-    storage = await asyncio.to_thread(storage_summary, running)
-    document = status_document(running, storage)
-    uplink = running.uplink
-    document["uplink"] = None if uplink is None else await asyncio.to_thread(uplink.status)
-    fleet = running.fleet
-    document["fleet"] = None if fleet is None else vars(fleet.status)
-    return web.json_response(document)
+def _status(running: RunningBox, document: dict[str, Any]) -> None:
+    """Completes the status document (gateway/web/status_view.py builds the rest) with the
+    members owned outside it, one line each: they reach GET /api/status and every `status`
+    event of GET /api/events alike. Runs on the event loop: cheap members only."""
+    document["web"] = None if running.web is None else running.web.status()
 
 
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024  # config/fleet_client.py's bundle bound
@@ -74,7 +42,9 @@ async def _config_bundle(request: web.Request) -> web.Response:
     download, then applied. 409 when the box is not paired (no trust root to verify against)."""
     fleet = request.app[RUNNING].fleet
     if fleet is None:
-        return web.json_response({"error": "the box is not paired"}, status=409)
+        return error_response(
+            ApiError(409, "not_paired", "the box is not paired with the back office")
+        )
     bundle = await request.read()
     outcome = await fleet.push(bundle)
     if isinstance(outcome, str):
@@ -96,14 +66,22 @@ async def _record_flag(request: web.Request) -> web.Response:
     service = request.app[RUNNING].service
     recording = service.recording
     if recording is None:
-        return web.json_response({"error": "not recording"}, status=409)
+        return error_response(NOT_RECORDING)
     changed = await asyncio.to_thread(service.store.flag_incident, recording.recording_id)
     return web.json_response({"flagged_files": len(changed), "upload_class": "P0"})
 
 
+NOT_RECORDING = ApiError(409, "not_recording", "the box is not recording")
+
+
 async def _record_start(request: web.Request) -> web.Response:
+    """Start (or extend) a recording (R2). A start the card refuses is 409 `card_full` with the
+    reason, so the officer knows at once that nothing is being recorded."""
     service = request.app[RUNNING].service
     await service.trigger("officer", via="api")
+    if service.recording is None:
+        reason = service.alarms.get("card_full", "the recording could not start")
+        return error_response(ApiError(409, "card_full", reason))
     return web.json_response({"state": service.recorder.state.value})
 
 
@@ -116,10 +94,12 @@ async def _trigger(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except ValueError:
-        return web.json_response({"error": "body must be JSON"}, status=400)
+        return error_response(ApiError(400, "bad_json", "the body must be a JSON object"))
     source = body.get("source") if isinstance(body, dict) else None
     if not isinstance(source, str) or not TRIGGER_SOURCE.fullmatch(source):
-        return web.json_response({"error": "source must match [a-z][a-z0-9_]{0,31}"}, status=400)
+        return error_response(
+            ApiError(400, "bad_request", "source must match [a-z][a-z0-9_]{0,31}")
+        )
     service = request.app[RUNNING].service
     await service.trigger(source, via="api")
     return web.json_response({"state": service.recorder.state.value})
@@ -130,20 +110,19 @@ async def _record_stop(request: web.Request) -> web.Response:
     try:
         await service.stop_recording("officer")
     except IllegalTransition:
-        return web.json_response({"error": "not recording"}, status=409)
+        return error_response(NOT_RECORDING)
     return web.json_response({"state": service.recorder.state.value})
 
 
 def add_routes(app: web.Application) -> None:
     """The JSON routes of docs/webui.md section 2 that this module serves; the same on both
     channels (the access layer in front of them decides who may call)."""
-    app.router.add_get("/api/status", _status)
     app.router.add_post("/api/record/start", _record_start)
     app.router.add_post("/api/record/stop", _record_stop)
     app.router.add_post("/api/record/flag", _record_flag)
     app.router.add_post("/api/config/bundle", _config_bundle)
     app.router.add_post("/api/trigger", _trigger)
-    add_feature_routes(app)
+    add_feature_routes(app, app[RUNNING], _status)
 
 
 @web.middleware

@@ -9,18 +9,19 @@ import logging
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from backoffice.pairing import CodeFormatError
 from config.local import ConfigError, LocalConfig, load_config
 from gateway.box import Box, open_box
 from gateway.importer import ClipError, import_clip
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import officer_message, pair, pairing_files
 from gateway.run import run
+from protocol.pairing_code import CodeFormatError
 from storage.errors import StoreError
 from storage.store import RecordingRefused
 
@@ -44,7 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("retention", help="delete what retention allows now")
     sub.add_parser("device-key", help="print the box's public device key (for audit verify)")
     sub.add_parser("run", help="run the box: cameras, recorder, GPS, inputs, local API")
-    sub.add_parser("status", help="the running box's status (local API)")
+    status = sub.add_parser("status", help="the running box's status (local API)")
+    shape = status.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--json", action="store_true", help="the status document as JSON (default when piped)"
+    )
+    shape.add_argument(
+        "--text", action="store_true", help="a readable summary (default on a terminal)"
+    )
+    _add_shift_parsers(sub)
     rec = sub.add_parser("record", help="start or stop a recording on the running box")
     rec.add_argument("action", choices=["start", "stop"])
     pairing = sub.add_parser("pair", help="pair the box with the back office (a one-time code)")
@@ -58,6 +67,29 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("action", choices=["push"])
     push.add_argument("bundle", type=Path, help="a bundle from `mvb-admin config bundle`")
     return parser
+
+
+def _add_shift_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`mvb shift start|end` and `mvb report` (docs/webui.md 2, RULES R4 and R5)."""
+    shift = sub.add_parser("shift", help="the officer's shift on the running box")
+    actions = shift.add_subparsers(dest="shift_action", required=True)
+    start = actions.add_parser("start", help="bind an officer and bodycams to the box")
+    start.add_argument("--officer-id", required=True, help="the officer's service number")
+    start.add_argument(
+        "--bodycam", action="extend", nargs="+", default=[], metavar="SERIAL", help="at most 8"
+    )
+    end = actions.add_parser("end", help="end the shift (every recording needs its report)")
+    end.add_argument(
+        "--acknowledge-missing-reports",
+        action="store_true",
+        help="end it although reports are missing (audited)",
+    )
+    report = sub.add_parser("report", help="file the report of a recording of this shift")
+    report.add_argument("recording_id", help="32 hex digits (see `mvb status` / GET /api/reports)")
+    report.add_argument("--what", required=True, help="what happened: facts and circumstances")
+    warned = report.add_mutually_exclusive_group(required=True)
+    warned.add_argument("--warned", action="store_true", help="the person was warned beforehand")
+    warned.add_argument("--not-warned", metavar="REASON", help="not warned beforehand, and why")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,14 +178,26 @@ def _run(config: LocalConfig, _args: argparse.Namespace) -> int:
         return 1
 
 
-def _api_call(config: LocalConfig, method: str, path: str) -> tuple[int, dict[str, Any]]:
+def _api_call(
+    config: LocalConfig, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One call to the loopback API: (HTTP status, the JSON answer). OSError: not running."""
     url = f"http://{config.api.host}:{config.api.port}{path}"
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    data = None if body is None else json.dumps(body).encode()
+    if data is None and method in ("POST", "PUT"):
+        data = b""
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, method=method, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+        raw = exc.read()
+        try:
+            answer = json.loads(raw or b"{}")
+        except ValueError:
+            answer = {"error": raw.decode("utf-8", "replace").strip() or str(exc.code)}
+        return exc.code, answer if isinstance(answer, dict) else {"error": str(answer)}
 
 
 def _config_push(config: LocalConfig, args: argparse.Namespace) -> int:
@@ -176,14 +220,123 @@ def _config_push(config: LocalConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(config: LocalConfig, _args: argparse.Namespace) -> int:
+def _status(config: LocalConfig, args: argparse.Namespace) -> int:
+    """A readable summary on a terminal (or with --text); the JSON document with --json and
+    whenever stdout is not a terminal, so scripts and tests read one JSON document."""
     try:
         _, document = _api_call(config, "GET", "/api/status")
     except OSError as exc:
         print(f"mvb status: the box is not running ({exc})", file=sys.stderr)
         return 1
+    if args.text or (not args.json and sys.stdout.isatty()):
+        print("\n".join(status_summary(document)))
+        return 0
     print(json.dumps(document, indent=2, sort_keys=True))
+    web_line = _web_summary(document.get("web"))
+    if web_line:
+        print(web_line, file=sys.stderr)  # for people; stdout stays one JSON document
     return 0
+
+
+def _mib(n_bytes: object) -> str:
+    return f"{float(n_bytes) / 2**20:,.1f} MiB" if isinstance(n_bytes, int | float) else "?"
+
+
+def _summary_recording(document: dict[str, Any]) -> str:
+    recording = document.get("recording") or {}
+    state = str(document.get("state", "?"))
+    if state == "standby":
+        return "recorder: standby"
+    flagged = ", flagged as incident (P0)" if recording.get("flagged") else ""
+    return (
+        f"recorder: {state.upper()} for {document.get('recording_for_s')} s "
+        f"(trigger {recording.get('trigger_source')}{flagged})"
+    )
+
+
+def _summary_storage(document: dict[str, Any]) -> str:
+    storage = document.get("storage") or {}
+    oldest_s = storage.get("oldest_waiting_age_s")
+    oldest = "" if oldest_s is None else f", oldest waiting {oldest_s / 3600:.1f} h"
+    retention_days = int(storage.get("retention_s", 0)) // 86_400
+    return (
+        f"card: {_mib(storage.get('card_free_bytes'))} free of "
+        f"{_mib(storage.get('card_total_bytes'))}; {storage.get('files_on_card')} file(s) on "
+        f"the card, {storage.get('waiting_files')} waiting to upload "
+        f"({_mib(storage.get('waiting_bytes'))}){oldest}; retention {retention_days} days"
+    )
+
+
+def _summary_uplink(document: dict[str, Any]) -> str:
+    uplink = document.get("uplink") or {}
+    if "links" not in uplink:
+        return f"uplink: {uplink.get('state')} ({uplink.get('reason', '')})"
+    queue = ", ".join(
+        f"{name} {item['files']}" for name, item in (uplink.get("queue") or {}).items()
+    )
+    line = f"uplink: {uplink.get('state')}; queue {queue}"
+    if uplink.get("active_link"):
+        rate = _mib(uplink.get("throughput_bytes_per_s"))
+        line += f"; on {uplink['active_link']} ({uplink.get('transport')}) at {rate}/s"
+    if uplink.get("eta_s") is not None:
+        line += f", empty in about {uplink['eta_s']:.0f} s"
+    return line
+
+
+def _summary_people(document: dict[str, Any]) -> list[str]:
+    shift = document.get("shift") or {}
+    reports = document.get("reports") or {}
+    pairing = document.get("pairing") or {}
+    fleet = document.get("fleet")
+    paired = f"paired as {pairing.get('box_id')}" if pairing.get("paired") else "not paired"
+    serial = "" if fleet is None else f"; configuration serial {fleet.get('applied_serial')}"
+    if shift.get("active"):
+        bodycams = ", ".join(shift.get("bodycam_serials") or []) or "none"
+        people = f"shift: officer {shift.get('officer_id')}, bodycams {bodycams}"
+    else:
+        people = "shift: none"
+    return [f"{people}; reports missing: {reports.get('missing', 0)}", f"pairing: {paired}{serial}"]
+
+
+def status_summary(document: dict[str, Any]) -> list[str]:
+    """The status document in a few lines for the person at the box (no position: a terminal
+    is no place for it)."""
+    box = document.get("box") or {}
+    gps = document.get("gps") or {}
+    lines = [
+        f"box {box.get('device_serial')} (vehicle {box.get('vehicle_id')}), "
+        f"software {box.get('software_version')}, up {box.get('uptime_s')} s",
+        _summary_recording(document),
+    ]
+    for name, camera in sorted((document.get("cameras") or {}).items()):
+        state = "connected" if camera.get("connected") else "NOT delivering"
+        lines.append(
+            f"camera {name}: {state}, {camera.get('bitrate_bps', 0) / 1000:,.0f} kbit/s, "
+            f"pre-record {camera.get('prerecord_filled_s')} of {camera.get('prerecord_s')} s"
+        )
+    age = "" if gps.get("fix_age_s") is None else f", last fix {gps['fix_age_s']} s ago"
+    lines += [_summary_storage(document), _summary_uplink(document)]
+    lines.append(f"gps: {gps.get('status')}{age}")
+    lines += _summary_people(document)
+    for alert in document.get("alerts") or []:
+        lines.append(f"ALERT {alert['severity']} {alert['code']}: {alert['detail']}")
+    if not document.get("alerts"):
+        lines.append("alerts: none")
+    web_line = _web_summary(document.get("web"))
+    if web_line:
+        lines.append(web_line)
+    return lines
+
+
+def _web_summary(web: object) -> str:
+    """One line for the installer: where the officer's page is and which certificate the
+    tablet must trust (docs/webui.md 1.3); empty when the web UI is off."""
+    if not isinstance(web, dict):
+        return ""
+    if web.get("state") != "listening":
+        return f"web UI: not running ({web.get('reason', 'unknown')})"
+    fingerprint = web.get("certificate_sha256", "")
+    return f"web UI: {web.get('url')} (certificate SHA-256 {fingerprint})"
 
 
 def _record(config: LocalConfig, args: argparse.Namespace) -> int:
@@ -193,7 +346,7 @@ def _record(config: LocalConfig, args: argparse.Namespace) -> int:
         print(f"mvb record: the box is not running ({exc})", file=sys.stderr)
         return 1
     if code != 200:
-        print(f"mvb record {args.action}: {document.get('error', code)}", file=sys.stderr)
+        print(f"mvb record {args.action}: {_refusal(document, code)}", file=sys.stderr)
         return 1
     print(f"recorder: {document['state']}")
     return 0
@@ -220,10 +373,66 @@ def _pair(config: LocalConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _refusal(document: dict[str, Any], code: int) -> str:
+    return str(document.get("message") or document.get("error") or f"HTTP {code}")
+
+
+def _shift(config: LocalConfig, args: argparse.Namespace) -> int:
+    """`mvb shift start|end` over the loopback channel (the officer id comes from the command
+    line there, RULES R5); exit 1 with the box's reason when it refuses."""
+    if args.shift_action == "start":
+        body: dict[str, Any] = {"officer_id": args.officer_id, "bodycam_serials": args.bodycam}
+    else:
+        body = {"acknowledge_missing_reports": args.acknowledge_missing_reports}
+    try:
+        code, document = _api_call(config, "POST", f"/api/shift/{args.shift_action}", body)
+    except OSError as exc:
+        print(f"mvb shift: the box is not running ({exc})", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"mvb shift {args.shift_action}: {_refusal(document, code)}", file=sys.stderr)
+        for recording_id in document.get("missing", []):
+            print(f"  no report yet: recording {recording_id}", file=sys.stderr)
+        if document.get("error") == "reports_missing":
+            print("  file them (mvb report) or add --acknowledge-missing-reports", file=sys.stderr)
+        return 1
+    if args.shift_action == "start":
+        bodycams = ", ".join(document["bodycam_serials"]) or "no bodycams"
+        print(f"shift started: officer {document['officer_id']}, {bodycams}")
+    else:
+        acknowledged = document.get("reports_missing_acknowledged", 0)
+        note = f" ({acknowledged} missing report(s) acknowledged)" if acknowledged else ""
+        print(f"shift ended{note}")
+    return 0
+
+
+def _report(config: LocalConfig, args: argparse.Namespace) -> int:
+    """`mvb report RECORDING_ID --what ... --warned | --not-warned REASON` (RULES R4)."""
+    body: dict[str, Any] = {"what": args.what, "warned_beforehand": args.warned}
+    if not args.warned:
+        body["not_warned_reason"] = args.not_warned
+    path = f"/api/reports/{urllib.parse.quote(args.recording_id, safe='')}"
+    try:
+        code, document = _api_call(config, "PUT", path, body)
+    except OSError as exc:
+        print(f"mvb report: the box is not running ({exc})", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"mvb report: {_refusal(document, code)}", file=sys.stderr)
+        return 1
+    print(
+        f"report filed for recording {document['recording_id']}: encrypted as evidence file "
+        f"{document['file_id']}"
+    )
+    return 0
+
+
 _SERVICE_COMMANDS = {
     "run": _run,
     "status": _status,
     "record": _record,
+    "shift": _shift,
+    "report": _report,
     "pair": _pair,
     "config": _config_push,
 }

@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from config.fleet_schema import apply_fleet_document
@@ -36,10 +36,17 @@ from gateway.inputs import (
     SpeedRule,
     SysfsGpioInput,
 )
-from gateway.pairing_client import fleet_metadata_dir, is_paired
+from gateway.pairing_client import fleet_metadata_dir, is_paired, paired_uplink
 from gateway.policy import recorder_policy
 from gateway.recorder import Event, IllegalTransition
-from transport.from_config import back_office, build_uplink
+from gateway.web.server import WebListener, start_web
+from transport.connect import BackOffice
+from transport.from_config import (
+    PAIRING_UNREADABLE,
+    UplinkNotStarted,
+    back_office,
+    uplink_service,
+)
 from transport.uplink import UplinkService
 
 log = logging.getLogger(__name__)
@@ -102,8 +109,9 @@ class RunningBox:
     events: asyncio.Queue[Event]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stop_api: Callable[[], Any] | None = None
+    web: WebListener | None = None  # the officer's HTTPS channel (docs/webui.md 1)
     ignored_events: int = 0
-    uplink: UplinkService | None = None
+    uplink: UplinkService | UplinkNotStarted | None = None  # None: [uplink] is off
     fleet: FleetSync | None = None
 
 
@@ -154,18 +162,39 @@ async def start_box(local: LocalConfig) -> RunningBox:
     return running
 
 
+async def resolve_back_office(
+    local: LocalConfig, effective: LocalConfig
+) -> BackOffice | UplinkNotStarted | None:
+    """The back office of the effective [uplink], completed from the pairing files (read off
+    the event loop); None when the uplink is off. A box that pairs while running (`mvb pair` is
+    another process) gets its uplink at the next start."""
+    if not effective.uplink.enabled:
+        return None
+    try:
+        paired = await asyncio.to_thread(paired_uplink, local.state_dir)
+    except (OSError, ValueError) as exc:  # a damaged pairing must not stop the recording
+        return UplinkNotStarted(PAIRING_UNREADABLE, f"the pairing files are unreadable: {exc}")
+    # Credential paths are local-file keys (a fleet document cannot set them): they resolve
+    # against the local file, whatever document the effective configuration came from.
+    return back_office(replace(effective, source=local.source), paired)
+
+
 def build_fleet_sync(
-    running: RunningBox, local: LocalConfig, effective: LocalConfig
+    running: RunningBox, local: LocalConfig, effective: LocalConfig, office: BackOffice | None
 ) -> FleetSync | None:
-    """Signed fleet configuration for a paired box: polled over the uplink when it is on, and
-    pushed as a bundle (local API) always."""
+    """Signed fleet configuration for a paired box: polled over the uplink when it runs
+    (`office`), and pushed as a bundle (local API) always. A configuration is judged by the
+    back office's reachability only when there is an uplink to reach it with."""
     if not is_paired(local.state_dir):
         return None
+    checks = [cameras_delivering(running)]
+    if office is not None:
+        checks.append(back_office_reachable(running))
     applier = FleetApplier(
         local,
         RunningBoxTarget(running),
         ConfigSlots(local.state_dir),
-        [cameras_delivering(running), back_office_reachable(running)],
+        checks,
         audit=running.box.audit.append,
     )
     applier.effective = effective
@@ -174,7 +203,7 @@ def build_fleet_sync(
         metadata_dir=fleet_metadata_dir(local.state_dir),
         box_id=local.box.device_serial,
         groups=local.box.fleet_groups,
-        back_office=back_office(effective) if effective.uplink.enabled else None,
+        back_office=office,
         applier=applier,
         audit=running.box.audit,
         alarms=running.service.alarms,
@@ -186,10 +215,17 @@ def build_fleet_sync(
 
 async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalConfig) -> None:
     await running.service.start()
-    running.uplink = build_uplink(config, running.box.store)
-    if running.uplink is not None:
+    office = await resolve_back_office(local, config)
+    if isinstance(office, BackOffice):
+        running.uplink = uplink_service(config, running.box.store, office)
         await running.uplink.start()
-    running.fleet = build_fleet_sync(running, local, config)
+    else:
+        running.uplink = office  # None (off) or why it does not run; recording goes on regardless
+        if office is not None:
+            log.warning("uplink not started: %s", office.reason)
+    running.fleet = build_fleet_sync(
+        running, local, config, office if isinstance(office, BackOffice) else None
+    )
     if running.fleet is not None:
         await running.fleet.start()
     running.tasks += [
@@ -202,9 +238,12 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
     if SPEED_SOURCE in config.triggers:
         running.tasks.append(asyncio.create_task(_watch_speed(running, config)))
     running.stop_api = await start_api(running, config.api.host, config.api.port)
+    running.web = await start_web(running, config)
 
 
 async def stop_box(running: RunningBox) -> None:
+    if running.web is not None:
+        await running.web.stop()
     if running.stop_api is not None:
         await running.stop_api()
     running.gpsd.stop()
@@ -216,7 +255,7 @@ async def stop_box(running: RunningBox) -> None:
     if running.fleet is not None:
         await running.fleet.stop()
     await running.service.stop()
-    if running.uplink is not None:
+    if isinstance(running.uplink, UplinkService):
         await running.uplink.stop()
         running.uplink.ledger.close()
     await asyncio.to_thread(running.box.audit.append, "gateway.stopped")

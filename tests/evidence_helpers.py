@@ -126,8 +126,12 @@ def write_box_config(
     storage_lines: str = "",
 ) -> Path:
     """`root/box.toml` for a box whose card and state live under `root`; `storage_lines` are
-    appended to [storage] (tests use it to set sizes, or to break the file on purpose)."""
+    appended to [storage] (tests use it to set sizes, or to break the file on purpose).
+
+    The officer's web listener is off unless `storage_lines` has a [web] table: its default
+    ports are fixed, and boxes of tests running side by side must not race for them."""
     root.mkdir(parents=True, exist_ok=True)
+    web_lines = "" if "[web]" in storage_lines else "\n[web]\nenabled = false\n"
     config = root / "box.toml"
     config.write_text(
         f"""
@@ -143,6 +147,6 @@ chunk_max_bytes = 65536
 card_reserve_bytes = 4194304
 min_free_to_start_bytes = 8388608
 {storage_lines}
-"""
+{web_lines}"""
     )
     return config

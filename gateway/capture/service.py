@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.capture.muxer import GpsWindow, SegmentMuxer
 from gateway.capture.packet import CapturedPacket
@@ -49,6 +49,27 @@ NS_PER_S = 1_000_000_000
 
 def no_gps(_start_ns: int, _end_ns: int) -> list[dict[str, Any]]:
     return []
+
+
+class RecordingObserver(Protocol):
+    """Something outside capture that adds facts to new recordings and follows their life (the
+    officer's shift and report book, gateway/web/). Capture never imports it: it is handed in.
+
+    Called on the event loop under the service's lock: each call must be quick. A failing
+    observer is logged and skipped; it never stops or spoils a recording (evidence first).
+    """
+
+    def recording_facts(self) -> Mapping[str, Any]:
+        """Facts for the encrypted `recording` metadata of the recording starting now (R5)."""
+        ...
+
+    async def recording_started(self, recording_id: str, facts: Mapping[str, Any]) -> None:
+        """A recording started with `facts` (the trigger's source and wall-clock `at_ms`)."""
+        ...
+
+    async def recording_finished(self, recording_id: str, duration_s: float) -> None:
+        """The recording was sealed `duration_s` after its trigger (post-record included)."""
+        ...
 
 
 class CameraRecording:
@@ -148,6 +169,7 @@ class CaptureService:
         self.recording: Recording | None = None
         self.recording_started_ns = 0
         self.alarms: dict[str, str] = {}
+        self.observers: list[RecordingObserver] = []
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -243,7 +265,7 @@ class CaptureService:
         await self._audit_trigger(action.source, started=True)
         trigger = {"source": action.source, "at_ms": _wall_ms(), **_scalars(action.facts)}
         try:
-            facts = {**self.facts, "trigger": trigger}
+            facts = {**self.facts, **self._observed_facts(), "trigger": trigger}
             facts["upload_class"] = self.upload_class_of(action.source)
             self.recording = await asyncio.to_thread(self.store.start_recording, facts)
         except RecordingRefused as exc:
@@ -252,6 +274,17 @@ class CaptureService:
             return
         self.recording_started_ns = self.clock_ns()
         self._attach_cameras(action.cameras, action.prerecord_from_ns)
+        for observer in self.observers:
+            await _observe(observer.recording_started(self.recording.recording_id, facts))
+
+    def _observed_facts(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        for observer in self.observers:
+            try:
+                facts.update(observer.recording_facts())
+            except Exception:
+                log.exception("recording observer failed to give facts; recording without them")
+        return facts
 
     async def _escalate(self, source: str) -> None:
         """A P0 trigger (a crash) during a running recording makes the whole recording P0."""
@@ -287,6 +320,9 @@ class CaptureService:
         recording, self.recording = self.recording, None
         if recording is not None:
             await asyncio.to_thread(recording.close)
+            duration_s = (self.clock_ns() - self.recording_started_ns) / NS_PER_S
+            for observer in self.observers:
+                await _observe(observer.recording_finished(recording.recording_id, duration_s))
         self.alarms.pop("max_continuous", None)
 
     async def _audit_trigger(self, source: str, *, started: bool) -> None:
@@ -341,6 +377,14 @@ class CaptureService:
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def _observe(call: Awaitable[None]) -> None:
+    """Run one observer call; its failure is logged, never the recording's problem."""
+    try:
+        await call
+    except Exception:
+        log.exception("recording observer failed")
 
 
 def _scalars(facts: dict[str, object]) -> dict[str, object]:

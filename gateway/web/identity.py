@@ -12,6 +12,7 @@ Invariant: every request that reaches a handler carries exactly one Identity.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,11 +35,28 @@ class Identity:
 
 LOCAL_IDENTITY = Identity(channel="local", user="local", role="admin", officer_id="")
 
-_KEY = "mvb.identity"
+_KEY: web.RequestKey[Identity] = web.RequestKey("mvb.identity", Identity)
 
 
 def set_identity(request: web.Request, identity: Identity) -> None:
     request[_KEY] = identity
+
+
+StillAuthorised = Callable[[], bool]
+_STILL_KEY: web.RequestKey[StillAuthorised] = web.RequestKey("mvb.still_authorised")
+
+
+def set_still_authorised(request: web.Request, check: StillAuthorised) -> None:
+    """For a long-lived request (the event stream): how to ask, later, whether the caller may
+    still read (e.g. its session has not expired or been ended since the request began)."""
+    request[_STILL_KEY] = check
+
+
+def still_authorised(request: web.Request) -> bool:
+    """True while the caller of a long-lived request may still read; always true on the local
+    channel, where nothing expires."""
+    check = request.get(_STILL_KEY)
+    return True if check is None else check()
 
 
 def identity_of(request: web.Request) -> Identity:

@@ -1,0 +1,327 @@
+"""The web channel's access layer (docs/webui.md 1.1, 1.2): who is calling, and may they.
+
+Middlewares in front of the one API application (gateway/api.py), outermost first:
+1. `json_errors`: every error leaves as `{"error": "<code>", "message": "<plain English>"}`,
+   including aiohttp's own 404, 405 and 413 and an unexpected exception (logged, not shown).
+2. `access_control`: for /api/*, authentication comes before routing, so a route that does not
+   exist answers an unauthenticated caller 401 like one that does. It bounds the body (64 KiB,
+   16 MiB for a configuration bundle), checks the session cookie, the CSRF token and Origin of a
+   state change, and sets the caller's Identity from the account as the *current* configuration
+   has it (a fleet document can remove an account or change its role: its sessions end).
+Security headers and `Cache-Control: no-store` are added to every response as it is prepared
+(`add_security_headers`), so static files and errors carry them too.
+
+Invariants: no handler behind /api/ runs without a live session, except `POST /api/session`
+(login, Origin-checked); no state change runs without the session's CSRF token; nothing here
+logs a name, a password, a cookie or a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from config.accounts import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
+from config.local import AccountSection, LocalConfig
+from gateway.web.identity import Identity, set_identity, set_still_authorised
+from gateway.web.sessions import (
+    LoginThrottle,
+    Session,
+    SessionLimits,
+    SessionTable,
+    ThrottlePolicy,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "mvb_session"
+CSRF_HEADER = "X-CSRF-Token"
+MAX_BODY_BYTES = 64 * 1024
+BUNDLE_PATH = "/api/config/bundle"  # bounded by the application's own 16 MiB instead
+LOGIN_PATH = "/api/session"
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The page's own status reads: they need a session but do not keep it alive (webui.md 1.1).
+PASSIVE_READS = frozenset({("GET", "/api/status"), ("GET", "/api/events")})
+LOCAL_ONLY = frozenset({("POST", "/api/trigger")})  # another device of the vehicle (webui.md 2)
+MAX_CONCURRENT_VERIFICATIONS = 2  # PBKDF2 is ~0.1-1 s of a core: recording keeps the rest
+MAX_WAITING_LOGINS = 16  # beyond this a login flood is answered 503 instead of queued
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+ANONYMOUS = Identity(channel="web", user="", role="", officer_id="")
+"""The identity of a web request outside /api/ (the page, /metrics with its own token check)."""
+
+_SESSION_KEY: web.RequestKey[Session] = web.RequestKey("web_session", Session)
+
+Clock = Callable[[], float]
+Audit = Callable[..., object]
+
+
+def account_tag(name: str) -> str:
+    """What the audit log says instead of a login name: a 12-hex SHA-256 prefix (48 bits) that
+    tells one account's events apart without naming the officer."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def grant_of(account: AccountSection) -> str:
+    """What a session was granted on: its role and password. When either changes, the
+    session ends (a password reset must log out a stolen session)."""
+    material = f"{account.role}\0{account.password_hash}".encode()
+    return hashlib.sha256(material).hexdigest()
+
+
+class LoginBusy(Exception):
+    """More logins are waiting for a verification slot than MAX_WAITING_LOGINS."""
+
+
+@dataclass
+class WebAccess:
+    """The web channel's state: sessions and the login throttle (in memory), the configuration
+    as the box runs it now (`config_of`), the clock (monotonic seconds) and the audit log."""
+
+    config_of: Callable[[], LocalConfig]
+    audit: Audit
+    clock: Clock = time.monotonic
+    sessions: SessionTable = field(default_factory=SessionTable)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    _verifications: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
+    )
+    _waiting: int = 0
+    _name_locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+    _dummy_hashes: dict[int, str] = field(default_factory=dict)
+
+    def limits(self) -> SessionLimits:
+        webui = self.config_of().webui
+        return SessionLimits(idle_s=webui.session_idle_s, max_s=webui.session_max_s)
+
+    def throttle_policy(self) -> ThrottlePolicy:
+        webui = self.config_of().webui
+        return ThrottlePolicy(webui.max_failed_logins, webui.lockout_s)
+
+    def account(self, name: str) -> AccountSection | None:
+        return next((a for a in self.config_of().accounts if a.name == name), None)
+
+    async def record(self, event: str, **fields: Any) -> None:
+        """An audit entry (fsync'd: off the event loop)."""
+        await asyncio.to_thread(self.audit, event, **fields)
+
+    @contextlib.asynccontextmanager
+    async def one_login_at_a_time(self, name: str) -> AsyncIterator[None]:
+        """Attempts for one name run one after another, so a burst of parallel guesses cannot
+        slip past the lock; the lock is dropped when nobody holds or waits for it."""
+        lock, users = self._name_locks.get(name, (asyncio.Lock(), 0))
+        self._name_locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._name_locks[name]
+            if users == 1:
+                del self._name_locks[name]
+            else:
+                self._name_locks[name] = (lock, users - 1)
+
+    async def verify(self, account: AccountSection | None, password: str) -> bool:
+        """The password check, with the same work for an unknown name (a dummy hash of the same
+        cost) so that timing does not tell which names exist. Runs on a worker thread, at most
+        MAX_CONCURRENT_VERIFICATIONS at once; raises LoginBusy when too many wait."""
+        stored = account.password_hash if account is not None else self.dummy_hash()
+        if self._waiting >= MAX_WAITING_LOGINS:
+            raise LoginBusy
+        self._waiting += 1
+        try:
+            async with self._verifications:
+                matches = await asyncio.to_thread(verify_password, stored, password)
+        finally:
+            self._waiting -= 1
+        return matches and account is not None
+
+    def dummy_hash(self) -> str:
+        """A hash nobody's password matches, as costly as the dearest configured one."""
+        iterations = max(
+            (_iterations(a.password_hash) for a in self.config_of().accounts),
+            default=MIN_ITERATIONS,
+        )
+        if iterations not in self._dummy_hashes:
+            unmatchable = PasswordHash(iterations, b"mvb-unmatchable", bytes(32))
+            self._dummy_hashes[iterations] = unmatchable.text()
+        return self._dummy_hashes[iterations]
+
+    def current_session(self, request: web.Request, *, touch: bool = True) -> Session | None:
+        """The caller's live session, or None. A session whose account is gone, or whose role or
+        password changed, is ended here; so are all sessions of accounts that are gone.
+        `touch` restarts the idle timer: only for what the officer does, not for the page's own
+        status reads (PASSIVE_READS), or an unattended tablet would never log out."""
+        self._end_sessions_of_vanished_accounts()
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if not session_id:
+            return None
+        now_s = self.clock()
+        session = self.sessions.lookup(session_id, now_s, self.limits())
+        if session is None:
+            return None
+        account = self.account(session.user)
+        if account is None or grant_of(account) != session.grant:
+            self.sessions.delete(session_id)
+            return None
+        return self.sessions.touch(session_id, now_s) if touch else session
+
+    def _end_sessions_of_vanished_accounts(self) -> None:
+        names = {account.name for account in self.config_of().accounts}
+        for user in self.sessions.users() - names:
+            self.sessions.delete_all_for(user)
+
+    def identity(self, session: Session) -> Identity:
+        account = self.account(session.user)
+        officer_id = account.officer_id if account is not None else ""
+        return Identity(channel="web", user=session.user, role=session.role, officer_id=officer_id)
+
+
+def _iterations(stored: str) -> int:
+    try:
+        return parse_password_hash(stored).iterations
+    except ValueError:
+        return MIN_ITERATIONS
+
+
+WEB_ACCESS: web.AppKey[WebAccess] = web.AppKey("web_access", WebAccess)
+
+
+def session_of(request: web.Request) -> Session:
+    """The session `access_control` found for this request (session routes only)."""
+    session = request.get(_SESSION_KEY)
+    if not isinstance(session, Session):
+        raise RuntimeError("no session on the request: the access middleware is not installed")
+    return session
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+_CODES = {
+    400: ("bad_request", "The request is malformed."),
+    401: ("login_required", "Log in first."),
+    403: ("forbidden", "This is not allowed."),
+    404: ("not_found", "There is nothing here."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+    413: ("too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "This content type is not accepted."),
+}
+_KEPT_HEADERS = ("Allow", "Retry-After")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's and the handlers' HTTP errors, and crashes, as JSON errors."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise  # redirects are answers, and a handler's JSON error is already one
+        code, message = _CODES.get(exc.status, ("http_error", exc.reason))
+        kept = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
+        return error_response(exc.status, code, message, kept)
+    except Exception:
+        log.exception("web request %s %s failed", request.method, request.path)
+        return error_response(500, "internal", "The box could not answer this request.")
+
+
+def is_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """An `Origin` header, when a browser sends one, must be the box's own HTTPS origin."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"https://{request.host}"
+
+
+def _body_too_large(request: web.Request) -> bool:
+    limit = None if request.path == BUNDLE_PATH else MAX_BODY_BYTES
+    length = request.content_length
+    return limit is not None and length is not None and length > limit
+
+
+@web.middleware
+async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authentication, CSRF and identity for the web channel (docs/webui.md 1.1, 1.2)."""
+    access = request.app[WEB_ACCESS]
+    if not is_api(request.path):
+        set_identity(request, ANONYMOUS)
+        return await handler(request)
+    if _body_too_large(request):
+        return error_response(413, "too_large", "The request body is too large.")
+    if request.path != BUNDLE_PATH:
+        # a chunked body has no Content-Length: the bound is enforced while it is read
+        request = request.clone(client_max_size=MAX_BODY_BYTES)
+    if request.method == "POST" and request.path == LOGIN_PATH:
+        if not origin_allowed(request):
+            return _csrf_refused()
+        set_identity(request, ANONYMOUS)
+        return await handler(request)
+    passive = (request.method, request.path) in PASSIVE_READS
+    session = access.current_session(request, touch=not passive)
+    if session is None:
+        return error_response(401, "login_required", "Log in first.")
+    if request.method in STATE_CHANGING and not _csrf_ok(request, session):
+        return _csrf_refused()
+    if (request.method, request.path) in LOCAL_ONLY:
+        return error_response(403, "forbidden", "Only devices of the vehicle may call this.")
+    request[_SESSION_KEY] = session
+    set_identity(request, access.identity(session))
+    set_still_authorised(request, lambda: access.current_session(request, touch=False) is not None)
+    return await handler(request)
+
+
+def _csrf_ok(request: web.Request, session: Session) -> bool:
+    token = request.headers.get(CSRF_HEADER, "")
+    return origin_allowed(request) and session.csrf_matches(token)
+
+
+def _csrf_refused() -> web.Response:
+    return error_response(
+        403, "csrf", "The request did not come from the box's own page. Reload the page."
+    )
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the headers of docs/webui.md 1.2 on every response."""
+    response.headers.update(SECURITY_HEADERS)
+    if is_api(request.path):
+        response.headers["Cache-Control"] = "no-store"
+
+
+def install(app: web.Application, access: WebAccess) -> None:
+    """Give `app` (built with `middlewares()`) its access state and the header hook."""
+    app[WEB_ACCESS] = access
+    app.on_response_prepare.append(add_security_headers)
+
+
+def middlewares() -> list[Any]:
+    return [json_errors, access_control]

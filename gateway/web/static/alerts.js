@@ -1,0 +1,73 @@
+// Alerts on top of every screen (docs/webui.md 3): each code in plain words with what to do.
+// A code this page does not know still shows, with the box's own `detail`.
+
+import { el, replaceIfChanged, show } from "./dom.js";
+import { currentLanguage, key, t, tn } from "./i18n.js";
+
+/** Codes with a fixed text; report_missing and camera_down take a parameter (below). */
+const TEXTS = Object.freeze({
+  pin_mismatch: key("alert.pin_mismatch"),
+  card_full: key("alert.card_full"),
+  gps_stale: key("alert.gps_stale"),
+  report_not_sent: key("alert.report_not_sent"),
+  not_paired: key("alert.not_paired"),
+  upload_behind: key("alert.upload_behind"),
+  recording_long: key("alert.recording_long"),
+});
+
+/** Which overview tiles an alert concerns, so those tiles show the alert's tone too. */
+export const ALERT_TILES = Object.freeze({
+  pin_mismatch: ["tile-uplink"],
+  card_full: ["tile-card"],
+  camera_down: ["tile-cameras"],
+  gps_stale: ["tile-gps"],
+  report_not_sent: ["tile-box"],
+  not_paired: ["tile-uplink", "tile-box"],
+  upload_behind: ["tile-card", "tile-uplink"],
+});
+
+/** The officer's sentence for one alert; `missingReports` is the status document's count. */
+export function alertText(alert, missingReports) {
+  if (alert.code === "report_missing") {
+    // the count comes from the same document; a detail-only alert still says something
+    return missingReports > 0 ? tn("alert.report_missing", missingReports) : alert.detail;
+  }
+  if (alert.code === "camera_down") {
+    const camera = typeof alert.camera === "string" ? alert.camera : alert.detail;
+    return t("alert.camera_down", { camera });
+  }
+  if (Object.hasOwn(TEXTS, alert.code)) {
+    return t(TEXTS[alert.code]);
+  }
+  return alert.detail !== "" ? alert.detail : alert.code;
+}
+
+/** Replaces the alert list when it changed; hidden when there is nothing to say. */
+export function renderAlerts(list, alerts, missingReports) {
+  const shown = alerts.map((alert) => ({
+    code: alert.code,
+    severity: alert.severity,
+    text: alertText(alert, missingReports),
+  }));
+  replaceIfChanged(list, JSON.stringify([currentLanguage(), shown]), () =>
+    shown.map((alert) =>
+      el(
+        "li",
+        {
+          className: "alert",
+          testid: "alert",
+          data: { code: alert.code, severity: alert.severity, tone: alert.severity },
+        },
+        [
+          el("span", { className: "alert-severity", text: severityLabel(alert.severity) }),
+          el("span", { className: "alert-text", text: alert.text }),
+        ],
+      ),
+    ),
+  );
+  show(list, shown.length > 0);
+}
+
+function severityLabel(severity) {
+  return severity === "critical" ? t("alert.severity.critical") : t("alert.severity.warning");
+}

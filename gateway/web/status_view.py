@@ -1,0 +1,630 @@
+"""The status document of docs/webui.md section 3 and its alerts.
+
+Pure core: `storage_facts` (catalog records -> counts), `build_status` (plain facts -> the
+document) and `alerts` (document -> the alert list, one small rule per code). Shell: `gather`
+collects the facts from the running box (the catalog and statvfs off the event loop) and
+`StatusSource` shares one build between the readers that ask at the same time.
+
+Invariants of the document:
+- every age and duration is as of `at_ms` (wall clock, ms); `alerts(document, now_ms)` ages them
+  to `now_ms`, so an old document judged later is judged correctly;
+- the position (lat/lon rounded to 5 decimals, about 1 m) appears only in `gps.position`:
+  never in /metrics, never in a log line;
+- members that existing callers read keep their names: `state`, `recording_for_s`, `cameras`,
+  `alarms`, `gps.status|mode|speed_mps|clock_offset_ms`, `storage.files_on_card|bytes_on_card|
+  interrupted_files`, `uplink.links|uploading|uploaded_files|uploaded_unattested`, `fleet`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import importlib.metadata
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.pairing_client import is_paired
+from storage.models import UPLOAD_CLASSES, FileRecord, FileState
+from transport.budget import DataBudget
+from transport.uplink import UplinkService
+
+if TYPE_CHECKING:
+    from gateway.run import RunningBox
+
+MS_PER_S = 1000
+NS_PER_S = 1_000_000_000
+POSITION_DECIMALS = 5  # about 1 m: what the officer needs, no more
+GPS_STALE_ALERT_S = 30.0  # docs/webui.md 3: no fix for 30 s or more
+CAMERA_SILENT_S = 5.0  # a camera without a packet this long "delivers nothing"
+CAMERA_GRACE_S = 10.0  # after start a camera may take this long to deliver its first packet
+MAX_WAITING_REASONS = 8  # the document stays small whatever the backlog
+WAITING_STATES = frozenset({FileState.SEALED, FileState.UPLOADING})
+NOT_PAIRED = "not paired"
+
+
+@functools.cache
+def software_version() -> str:
+    try:
+        return importlib.metadata.version("mobile-video-box")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- facts: plain values the pure builder works from --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StorageFacts:
+    """What the card holds. `waiting_*` count sealed files not yet attested (the upload
+    queue), per upload class; `flagged_recordings` have at least one P0 file."""
+
+    card_total_bytes: int
+    card_free_bytes: int
+    reserve_bytes: int
+    retention_days: int
+    files_on_card: int = 0
+    bytes_on_card: int = 0
+    interrupted_files: int = 0
+    waiting_files: Mapping[str, int] = field(default_factory=dict)
+    waiting_bytes: Mapping[str, int] = field(default_factory=dict)
+    oldest_waiting_created_ms: int | None = None
+    flagged_recordings: frozenset[str] = frozenset()
+
+
+def storage_facts(
+    records: Iterable[FileRecord],
+    *,
+    card_total_bytes: int,
+    card_free_bytes: int,
+    reserve_bytes: int,
+    retention_days: int,
+) -> StorageFacts:
+    """Count the catalog's records (pure)."""
+    files = bytes_on_card = interrupted = 0
+    waiting_files: Counter[str] = Counter()
+    waiting_bytes: Counter[str] = Counter()
+    oldest_ms: int | None = None
+    flagged: set[str] = set()
+    for record in records:
+        if record.state is FileState.DELETED:
+            continue
+        files += 1
+        bytes_on_card += record.size_bytes
+        interrupted += record.interrupted_at_chunk is not None
+        if record.upload_class == "P0":
+            flagged.add(record.recording_id)
+        if record.state in WAITING_STATES and not record.is_attested:
+            waiting_files[record.upload_class] += 1
+            waiting_bytes[record.upload_class] += record.size_bytes
+            if oldest_ms is None or record.created_at_ms < oldest_ms:
+                oldest_ms = record.created_at_ms
+    return StorageFacts(
+        card_total_bytes=card_total_bytes,
+        card_free_bytes=card_free_bytes,
+        reserve_bytes=reserve_bytes,
+        retention_days=retention_days,
+        files_on_card=files,
+        bytes_on_card=bytes_on_card,
+        interrupted_files=interrupted,
+        waiting_files=dict(waiting_files),
+        waiting_bytes=dict(waiting_bytes),
+        oldest_waiting_created_ms=oldest_ms,
+        flagged_recordings=frozenset(flagged),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkBudget:
+    """A link's monthly budget in its current billing cycle; `cap_bytes` None: no cap."""
+
+    cap_bytes: int | None
+    used_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkFacts:
+    """A running uplink: `status` is UplinkService.status(); `budgets` by link name."""
+
+    status: Mapping[str, Any]
+    budgets: Mapping[str, LinkBudget]
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkIdle:
+    """No uplink runs: `state` says why ("not paired", "off", or the reason the configured
+    uplink did not start), `reason` in plain words."""
+
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GpsFacts:
+    status: str
+    mode: int | None = None
+    speed_mps: float | None = None
+    clock_offset_ms: int | None = None
+    fix_age_s: float | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFacts:
+    """The running recording, if any: its id, the source that started it, its upload class."""
+
+    recording_id: str | None
+    trigger_source: str | None
+    upload_class: str | None
+    max_continuous_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInputs:
+    at_ms: int
+    device_serial: str
+    vehicle_id: str
+    uptime_s: float
+    service: Mapping[str, Any]
+    recording: RecordingFacts
+    storage: StorageFacts
+    uplink: UplinkFacts | UplinkIdle
+    gps: GpsFacts
+    paired: bool
+    fleet: Mapping[str, Any] | None
+    shift: Mapping[str, Any]
+    reports: Mapping[str, Any]
+    software_version: str = field(default_factory=software_version)
+
+
+# -- the pure builder ----------------------------------------------------------------------------
+
+
+def build_status(facts: StatusInputs) -> dict[str, Any]:
+    """The status document (without `alerts`; `with_alerts` adds them)."""
+    service = facts.service
+    return {
+        "at_ms": facts.at_ms,
+        "box": {
+            "device_serial": facts.device_serial,
+            "vehicle_id": facts.vehicle_id,
+            "software_version": facts.software_version,
+            "uptime_s": round(facts.uptime_s, 1),
+        },
+        "state": service["state"],
+        "recording_for_s": service["recording_for_s"],
+        "recording": _recording(facts),
+        "cameras": dict(service["cameras"]),
+        "alarms": dict(service["alarms"]),
+        "storage": _storage(facts.storage, facts.at_ms),
+        "uplink": _uplink(facts.uplink, facts.storage),
+        "gps": _gps(facts.gps),
+        "pairing": {
+            "paired": facts.paired,
+            "box_id": facts.device_serial if facts.paired else None,
+        },
+        "fleet": None if facts.fleet is None else dict(facts.fleet),
+        "shift": dict(facts.shift),
+        "reports": dict(facts.reports),
+    }
+
+
+def with_alerts(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with its `alerts` member, judged as of its own `at_ms`."""
+    return {**document, "alerts": alerts(document, document["at_ms"])}
+
+
+def _recording(facts: StatusInputs) -> dict[str, Any]:
+    recording = facts.recording
+    running = recording.recording_id is not None
+    flagged = running and (
+        recording.upload_class == "P0" or recording.recording_id in facts.storage.flagged_recordings
+    )
+    return {
+        "state": facts.service["state"],
+        "elapsed_s": facts.service["recording_for_s"],
+        "trigger_source": recording.trigger_source if running else None,
+        "flagged": flagged,
+        "max_continuous_s": recording.max_continuous_s,
+    }
+
+
+def _by_class(files: Mapping[str, int], sizes: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    return {c: {"files": files.get(c, 0), "bytes": sizes.get(c, 0)} for c in UPLOAD_CLASSES}
+
+
+def _storage(storage: StorageFacts, at_ms: int) -> dict[str, Any]:
+    oldest_ms = storage.oldest_waiting_created_ms
+    oldest_age_s = None if oldest_ms is None else max(0.0, (at_ms - oldest_ms) / MS_PER_S)
+    return {
+        "files_on_card": storage.files_on_card,
+        "bytes_on_card": storage.bytes_on_card,
+        "interrupted_files": storage.interrupted_files,
+        "card_total_bytes": storage.card_total_bytes,
+        "card_free_bytes": storage.card_free_bytes,
+        "reserve_bytes": storage.reserve_bytes,
+        "waiting_files": sum(storage.waiting_files.values()),
+        "waiting_bytes": sum(storage.waiting_bytes.values()),
+        "waiting_by_class": _by_class(storage.waiting_files, storage.waiting_bytes),
+        "oldest_waiting_age_s": None if oldest_age_s is None else round(oldest_age_s, 1),
+        "retention_s": storage.retention_days * 86_400,
+    }
+
+
+_LINK_KEYS = (
+    "name",
+    "cost_class",
+    "state",
+    "usable",
+    "pin_blocked",
+    "udp_blocked",
+    "rtt_ms",
+    "goodput_mbit_s",
+    "budget_remaining_bytes",
+    "uploads",
+)
+_UPLOADING_KEYS = ("file_id", "link", "transport", "offset_bytes", "size_bytes")
+
+
+def _goodput_bytes_per_s(link: Mapping[str, Any]) -> float | None:
+    mbit_s = link.get("goodput_mbit_s")
+    return None if mbit_s is None else float(mbit_s) * 1e6 / 8
+
+
+def _uplink(uplink: UplinkFacts | UplinkIdle, storage: StorageFacts) -> dict[str, Any]:
+    """The uplink summary; `{"state": "not paired", "reason"}` when the box has no uplink
+    because it has no pairing (other idle states alike)."""
+    if isinstance(uplink, UplinkIdle):
+        return {"state": uplink.state, "reason": uplink.reason}
+    status = uplink.status
+    links = [_link(link, uplink.budgets.get(str(link["name"]))) for link in status["links"]]
+    uploading = [{k: u[k] for k in _UPLOADING_KEYS} for u in status["uploading"]]
+    active = [link for link in status["links"] if link["uploads"] > 0]
+    rates = [r for r in map(_goodput_bytes_per_s, active) if r is not None and r > 0]
+    throughput = sum(rates) if rates else None
+    waiting_bytes = sum(storage.waiting_bytes.values())
+    return {
+        "state": _uplink_state(status),
+        "active_link": uploading[0]["link"] if uploading else None,
+        "transport": uploading[0]["transport"] if uploading else None,
+        "throughput_bytes_per_s": None if throughput is None else round(throughput),
+        "queue": _by_class(storage.waiting_files, storage.waiting_bytes),
+        "eta_s": None if throughput is None else round(waiting_bytes / throughput, 1),
+        "waiting_reasons": _waiting_reasons(status["waiting"]),
+        "links": links,
+        "uploading": uploading,
+        "uploaded_files": status["uploaded_files"],
+        "uploaded_unattested": {"files": status["uploaded_unattested"]["files"]},
+    }
+
+
+def _uplink_state(status: Mapping[str, Any]) -> str:
+    links = status["links"]
+    if status["uploading"]:
+        return "uploading"
+    if any(link["usable"] for link in links):
+        return "up"
+    if any(link["pin_blocked"] for link in links):
+        return "blocked"
+    return "down"
+
+
+def _link(link: Mapping[str, Any], budget: LinkBudget | None) -> dict[str, Any]:
+    return {
+        **{k: link[k] for k in _LINK_KEYS},
+        "monthly_cap_bytes": None if budget is None else budget.cap_bytes,
+        "budget_used_bytes": None if budget is None else budget.used_bytes,
+    }
+
+
+def _waiting_reasons(waiting: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Why files wait, most common first, at most MAX_WAITING_REASONS of them."""
+    counts = Counter(str(item["reason"])[:200] for item in waiting)
+    return dict(counts.most_common(MAX_WAITING_REASONS))
+
+
+def _gps(gps: GpsFacts) -> dict[str, Any]:
+    position = None
+    if gps.lat is not None and gps.lon is not None:
+        position = {
+            "lat": round(gps.lat, POSITION_DECIMALS),
+            "lon": round(gps.lon, POSITION_DECIMALS),
+        }
+    return {
+        "status": gps.status,
+        "fix": gps.status == "fix",
+        "fix_age_s": None if gps.fix_age_s is None else round(gps.fix_age_s, 1),
+        "mode": gps.mode,
+        "speed_mps": gps.speed_mps,
+        "clock_offset_ms": gps.clock_offset_ms,
+        "position": position,
+    }
+
+
+# -- alerts: one small rule per code of the table in docs/webui.md 3 ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Aged:
+    """The document and how much older it is at the time of judging (s, >= 0)."""
+
+    document: Mapping[str, Any]
+    later_s: float
+
+    def age_s(self, value: float | None) -> float | None:
+        return None if value is None else value + self.later_s
+
+    @property
+    def uptime_s(self) -> float:
+        return float(self.document["box"]["uptime_s"]) + self.later_s
+
+
+Alert = dict[str, str]
+Rule = Callable[[_Aged], list[str]]  # the details of the alerts it raises (none: [])
+
+
+def _pin_mismatch(aged: _Aged) -> list[str]:
+    links = aged.document["uplink"].get("links", [])
+    blocked = sorted(link["name"] for link in links if link["pin_blocked"])
+    return [f"link {name}: the back office certificate is not the pinned one" for name in blocked]
+
+
+def _card_full(aged: _Aged) -> list[str]:
+    reason = aged.document["alarms"].get("card_full")
+    return [] if reason is None else [str(reason)]
+
+
+def _camera_down(aged: _Aged) -> list[str]:
+    down = []
+    for name, camera in sorted(aged.document["cameras"].items()):
+        age_s = aged.age_s(camera.get("last_packet_age_s"))
+        never = age_s is None and aged.uptime_s >= CAMERA_GRACE_S
+        silent = age_s is not None and age_s >= CAMERA_SILENT_S
+        if never or silent or (not camera.get("connected") and aged.uptime_s >= CAMERA_GRACE_S):
+            down.append(name)
+    return down
+
+
+def _gps_stale(aged: _Aged) -> list[str]:
+    gps = aged.document["gps"]
+    if gps["fix"] and aged.later_s < GPS_STALE_ALERT_S:
+        return []
+    age_s = aged.age_s(gps["fix_age_s"])
+    without_fix_s = aged.uptime_s if age_s is None else age_s
+    if without_fix_s < GPS_STALE_ALERT_S:
+        return []
+    return [f"no GPS fix for {without_fix_s:.0f} s"]
+
+
+def _report_missing(aged: _Aged) -> list[str]:
+    missing = int(aged.document["reports"]["missing"])
+    return [f"{missing} recording(s) still need a report"] if missing else []
+
+
+def _report_not_sent(aged: _Aged) -> list[str]:
+    fleet = aged.document["fleet"]
+    if fleet is None or fleet["reported_serial"] >= fleet["applied_serial"]:
+        return []
+    return [f"configuration serial {fleet['applied_serial']} not yet confirmed"]
+
+
+def _not_paired(aged: _Aged) -> list[str]:
+    return ["no pairing: recordings stay on the card"] if _is_unpaired(aged.document) else []
+
+
+def _is_unpaired(document: Mapping[str, Any]) -> bool:
+    return bool(document["uplink"]["state"] == NOT_PAIRED)
+
+
+def _upload_behind(aged: _Aged) -> list[str]:
+    storage = aged.document["storage"]
+    oldest_s = aged.age_s(storage["oldest_waiting_age_s"])
+    half_retention_s = storage["retention_s"] / 2
+    if oldest_s is None or oldest_s <= half_retention_s:
+        return []
+    return [f"the oldest waiting file is {oldest_s / 86_400:.1f} days old"]
+
+
+def _recording_long(aged: _Aged) -> list[str]:
+    recording = aged.document["recording"]
+    if recording["state"] == "standby":
+        return []
+    elapsed_s = float(recording["elapsed_s"]) + aged.later_s
+    if elapsed_s < recording["max_continuous_s"]:
+        return []
+    return [f"recording for {elapsed_s / 60:.0f} min"]
+
+
+ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
+    ("pin_mismatch", "critical", _pin_mismatch),
+    ("card_full", "critical", _card_full),
+    ("camera_down", "critical", _camera_down),
+    ("gps_stale", "warning", _gps_stale),
+    ("report_missing", "warning", _report_missing),
+    ("report_not_sent", "warning", _report_not_sent),
+    ("not_paired", "warning", _not_paired),
+    ("upload_behind", "warning", _upload_behind),
+    ("recording_long", "warning", _recording_long),
+)
+"""(code, severity, rule) in the order of the table: critical ones first."""
+
+ALERT_CODES = tuple(code for code, _, _ in ALERT_RULES)
+
+
+def alerts(document: Mapping[str, Any], now_ms: int) -> list[Alert]:
+    """The alerts of `document` judged at `now_ms` (pure): `{"code", "severity", "detail"}`,
+    critical first, in the order of the table; a code may appear once per thing it is about
+    (one `camera_down` per camera)."""
+    aged = _Aged(document, max(0.0, (now_ms - int(document["at_ms"])) / MS_PER_S))
+    return [
+        {"code": code, "severity": severity, "detail": detail}
+        for code, severity, rule in ALERT_RULES
+        for detail in rule(aged)
+    ]
+
+
+# -- the shell: facts from the running box -------------------------------------------------------
+
+
+def read_storage_facts(running: RunningBox) -> StorageFacts:
+    """The catalog (sqlite) and statvfs of the card: call it off the event loop."""
+    store = running.box.store
+    records = store.catalog.all()
+    card = os.statvfs(store.layout.root)
+    return storage_facts(
+        records,
+        card_total_bytes=card.f_blocks * card.f_frsize,
+        card_free_bytes=card.f_bavail * card.f_frsize,
+        reserve_bytes=store.settings.space.reserve_bytes,
+        retention_days=store.settings.retention.retention_days,
+    )
+
+
+def link_budgets(uplink: UplinkService, today: datetime.date) -> dict[str, LinkBudget]:
+    """Each link's spend in today's billing cycle (read on a copy: status never rolls the
+    stored cycle, the uplink does that when it spends)."""
+    budgets = {}
+    for name, link in uplink.links.items():
+        if link.budget is None:
+            budgets[name] = LinkBudget(None, 0)
+            continue
+        copy = DataBudget(link.budget.config, link.budget.state)
+        copy.roll(today)
+        budgets[name] = LinkBudget(link.config.monthly_cap_bytes, copy.state.used_bytes)
+    return budgets
+
+
+def read_uplink_facts(running: RunningBox, paired: bool) -> UplinkFacts | UplinkIdle:
+    """The uplink's status (it reads the catalog and its ledger): off the event loop."""
+    uplink = running.uplink
+    if uplink is None:  # [uplink] is off in the configuration
+        if paired:
+            return UplinkIdle("off", "the uplink is off in this box's configuration")
+        return UplinkIdle(NOT_PAIRED, "the box is not paired with a back office")
+    if not isinstance(uplink, UplinkService):  # configured, but it could not start
+        status = uplink.status()
+        return UplinkIdle(str(status["state"]), str(status.get("reason", "")))
+    return UplinkFacts(uplink.status(), link_budgets(uplink, datetime.date.today()))
+
+
+def gps_facts(running: RunningBox, now_ns: int) -> GpsFacts:
+    gps = running.gps
+    fix = gps.fix
+    return GpsFacts(
+        status=gps.status(now_ns).value,
+        mode=None if fix is None else fix.mode,
+        speed_mps=gps.speed_mps(now_ns),
+        clock_offset_ms=gps.clock_offset_ms,
+        fix_age_s=None if fix is None else (now_ns - fix.received_mono_ns) / NS_PER_S,
+        lat=None if fix is None else fix.lat,
+        lon=None if fix is None else fix.lon,
+    )
+
+
+def recording_facts(running: RunningBox) -> RecordingFacts:
+    service = running.service
+    recording = service.recording
+    max_continuous_s = service.recorder.policy.max_continuous_s
+    if recording is None:
+        return RecordingFacts(None, None, None, max_continuous_s)
+    trigger = recording.facts.get("trigger")
+    source = trigger.get("source") if isinstance(trigger, dict) else None
+    upload_class = recording.facts.get("upload_class")
+    return RecordingFacts(
+        recording.recording_id,
+        None if source is None else str(source),
+        None if upload_class is None else str(upload_class),
+        max_continuous_s,
+    )
+
+
+def _read_slow_facts(running: RunningBox) -> tuple[StorageFacts, UplinkFacts | UplinkIdle, bool]:
+    """Everything that touches the card or the state directory, in one worker-thread trip."""
+    paired = is_paired(running.box.config.state_dir)
+    return read_storage_facts(running), read_uplink_facts(running, paired), paired
+
+
+Extras = Callable[["RunningBox", dict[str, Any]], None]
+"""Adds members owned outside this module to a finished document (gateway/api.py `_status`)."""
+
+
+class StatusSource:
+    """Builds the status document of one running box.
+
+    `document()` builds a fresh one; `shared(max_age_s)` hands every caller within `max_age_s`
+    the same build, and callers arriving while a build runs wait for that one (the event
+    streams of several tablets cost one catalog read, not one each).
+    """
+
+    def __init__(
+        self,
+        running: RunningBox,
+        shift: Callable[[], Mapping[str, Any]],
+        reports: Callable[[], Mapping[str, Any]],
+        extras: Extras,
+        *,
+        clock_s: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.running = running
+        self._shift = shift
+        self._reports = reports
+        self._extras = extras
+        self._clock_s = clock_s
+        self._started_s = clock_s()
+        self._last: tuple[float, dict[str, Any]] | None = None
+        self._building: asyncio.Future[dict[str, Any]] | None = None
+
+    async def document(self) -> dict[str, Any]:
+        running = self.running
+        storage, uplink, paired = await asyncio.to_thread(_read_slow_facts, running)
+        fleet = running.fleet
+        config = running.box.config
+        facts = StatusInputs(
+            at_ms=time.time_ns() // 1_000_000,
+            device_serial=config.box.device_serial,
+            vehicle_id=config.box.vehicle_id,
+            uptime_s=self._clock_s() - self._started_s,
+            service=running.service.status(),
+            recording=recording_facts(running),
+            storage=storage,
+            uplink=uplink,
+            gps=gps_facts(running, time.monotonic_ns()),
+            paired=paired,
+            fleet=None if fleet is None else vars(fleet.status),
+            shift=self._shift(),
+            reports=self._reports(),
+        )
+        document = with_alerts(build_status(facts))
+        self._extras(running, document)
+        return document
+
+    async def shared(self, max_age_s: float) -> dict[str, Any]:
+        now_s = self._clock_s()
+        if self._last is not None and now_s - self._last[0] <= max_age_s:
+            return self._last[1]
+        if self._building is None:
+            self._building = asyncio.ensure_future(self._build_shared())
+        return await asyncio.shield(self._building)
+
+    async def _build_shared(self) -> dict[str, Any]:
+        try:
+            document = await self.document()
+            self._last = (self._clock_s(), document)
+            return document
+        finally:
+            self._building = None
+
+
+def routes(source: StatusSource) -> list[web.RouteDef]:
+    async def status(_request: web.Request) -> web.Response:
+        """A fresh document: a command that just changed something sees the change."""
+        return web.json_response(await source.document())
+
+    return [web.get("/api/status", status)]

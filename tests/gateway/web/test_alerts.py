@@ -1,0 +1,159 @@
+"""alerts(document, now_ms): one rule per code of the table in docs/webui.md 3, judged on a
+document built by the real builder; a quiet box raises none, each condition raises its code,
+and a document judged later ages (gps, uploads, long recordings)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.web.status_view import (
+    ALERT_CODES,
+    GpsFacts,
+    LinkBudget,
+    StatusInputs,
+    UplinkFacts,
+    alerts,
+    build_status,
+)
+from tests.gateway.web.test_status_view import NOW_MS, facts, link
+
+Document = dict[str, Any]
+
+
+def quiet() -> Document:
+    """A healthy, paired box: a camera delivering, a GPS fix, an uplink that is up."""
+    camera = {"connected": True, "last_packet_age_s": 0.04}
+    uplink = UplinkFacts(
+        {
+            "links": [link("wifi", uploads=0, goodput_mbit_s=8.0)],
+            "uploading": [],
+            "waiting": [],
+            "uploaded_unattested": {"files": 0},
+            "uploaded_files": 0,
+        },
+        {"wifi": LinkBudget(None, 0)},
+    )
+    inputs: StatusInputs = facts(
+        service={
+            "state": "standby",
+            "recording_for_s": 0.0,
+            "cameras": {"dashcam": camera},
+            "alarms": {},
+        },
+        gps=GpsFacts("fix", mode=3, fix_age_s=0.5, lat=52.0, lon=6.0),
+        uplink=uplink,
+        paired=True,
+        fleet={"applied_serial": 3, "reported_serial": 3, "last_check": "ok", "last_outcome": None},
+    )
+    return build_status(inputs)
+
+
+def codes(document: Document, now_ms: int = NOW_MS) -> list[str]:
+    return [alert["code"] for alert in alerts(document, now_ms)]
+
+
+def set_path(path: str, value: Any) -> Callable[[Document], None]:
+    def change(document: Document) -> None:
+        *parents, last = path.split(".")
+        target = document
+        for name in parents:
+            target = target[name]
+        target[last] = value
+
+    return change
+
+
+def pin_blocked(document: Document) -> None:
+    document["uplink"]["links"][0]["pin_blocked"] = True
+
+
+def recording_for(seconds: float) -> Callable[[Document], None]:
+    def change(document: Document) -> None:
+        document["state"] = document["recording"]["state"] = "recording"
+        document["recording"]["elapsed_s"] = seconds
+
+    return change
+
+
+CASES: list[tuple[str, str, Callable[[Document], None]]] = [
+    ("pin_mismatch", "critical", pin_blocked),
+    ("card_full", "critical", set_path("alarms.card_full", "recording refused: card full")),
+    ("camera_down", "critical", set_path("cameras.dashcam.last_packet_age_s", 7.0)),
+    ("camera_down", "critical", set_path("cameras.dashcam.connected", False)),
+    ("gps_stale", "warning", set_path("gps", {**quiet()["gps"], "fix": False, "fix_age_s": 45.0})),
+    ("report_missing", "warning", set_path("reports.missing", 2)),
+    ("report_not_sent", "warning", set_path("fleet.reported_serial", 2)),
+    ("not_paired", "warning", set_path("uplink", {"state": "not paired", "reason": "-"})),
+    ("upload_behind", "warning", set_path("storage.oldest_waiting_age_s", 15 * 86_400.0)),
+    ("recording_long", "warning", recording_for(1800.0)),
+]
+
+
+def test_a_quiet_box_raises_no_alert() -> None:
+    assert alerts(quiet(), NOW_MS) == []
+
+
+@pytest.mark.parametrize(("code", "severity", "change"), CASES)
+def test_each_condition_raises_its_alert(
+    code: str, severity: str, change: Callable[[Document], None]
+) -> None:
+    document = quiet()
+    change(document)
+    (alert,) = alerts(document, NOW_MS)
+    assert (alert["code"], alert["severity"]) == (code, severity)
+    assert alert["detail"]
+
+
+def test_every_code_of_the_table_has_a_case() -> None:
+    assert sorted({code for code, _, _ in CASES}) == sorted(ALERT_CODES)
+
+
+def test_just_below_each_threshold_nothing_is_raised() -> None:
+    for change in (
+        set_path("cameras.dashcam.last_packet_age_s", 4.9),
+        set_path("gps", {**quiet()["gps"], "fix": False, "fix_age_s": 29.0}),
+        set_path("storage.oldest_waiting_age_s", 14 * 86_400.0),
+        recording_for(1799.0),
+    ):
+        document = quiet()
+        change(document)
+        assert alerts(document, NOW_MS) == []
+
+
+def test_a_document_judged_later_ages() -> None:
+    document = quiet()
+    set_path("gps", {**quiet()["gps"], "fix": False, "fix_age_s": 20.0})(document)
+    recording_for(1790.0)(document)
+    assert codes(document) == []
+    assert codes(document, NOW_MS + 11_000) == ["camera_down", "gps_stale", "recording_long"]
+    assert codes(document, NOW_MS - 60_000) == []  # a clock that stepped back ages nothing
+
+
+def test_critical_alerts_come_first_and_one_per_camera() -> None:
+    document = quiet()
+    document["cameras"]["bodycam"] = copy.deepcopy(document["cameras"]["dashcam"])
+    for camera in document["cameras"].values():
+        camera["connected"] = False
+    document["reports"]["missing"] = 1
+    document["alarms"]["card_full"] = "full"
+    raised = alerts(document, NOW_MS)
+    assert [a["code"] for a in raised] == [
+        "card_full",
+        "camera_down",
+        "camera_down",
+        "report_missing",
+    ]
+    assert [a["detail"] for a in raised if a["code"] == "camera_down"] == ["bodycam", "dashcam"]
+
+
+def test_a_camera_gets_time_to_deliver_after_start() -> None:
+    document = quiet()
+    document["cameras"]["dashcam"] = {"connected": False, "last_packet_age_s": None}
+    document["box"]["uptime_s"] = 3.0
+    assert codes(document) == []
+    document["box"]["uptime_s"] = 12.0
+    assert codes(document) == ["camera_down"]

@@ -1,0 +1,209 @@
+"""docs/api.yaml against the code and the contract: every route of docs/webui.md section 2 is
+described, every route the apps register is described and vice versa, every schema is valid
+JSON Schema 2020-12, and the answers of a real running box (both channels) fit their schemas;
+request schemas accept and refuse what the handlers accept and refuse."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema_rs
+import pytest
+import yaml
+from aiohttp import web
+
+from gateway.api import api_application
+from gateway.web.jsonbody import ApiError
+from gateway.web.reports import parse_report
+from gateway.web.session_routes import add_session_routes
+from tests.gateway.web.conftest import WebRig, login
+from tests.gateway.web.feature_rig import LocalBox, feature_box_config, record_once, running_box
+
+REPO = Path(__file__).resolve().parents[3]
+SPEC_PATH = REPO / "docs" / "api.yaml"
+CONTRACT_PATH = REPO / "docs" / "webui.md"
+METHODS = ("get", "post", "put", "delete", "patch")
+PAGE_ROUTES = {("GET", "/"), ("GET", "/static/{path}")}  # gateway/web/server.py serves them
+
+
+def load_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
+    return spec
+
+
+SPEC = load_spec()
+
+
+def validator(schema_name: str) -> jsonschema_rs.Validator:
+    """A JSON Schema 2020-12 validator for one component, with the spec's refs resolvable."""
+    root = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": SPEC["components"],
+        "$ref": f"#/components/schemas/{schema_name}",
+    }
+    return jsonschema_rs.Draft202012Validator(root)
+
+
+def response_validator(path: str, method: str, status: int) -> jsonschema_rs.Validator:
+    responses = SPEC["paths"][path][method]["responses"]
+    response = responses[str(status)]
+    if "$ref" in response:
+        response = SPEC["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    schema = response["content"]["application/json"]["schema"]
+    root = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": SPEC["components"],
+        **schema,
+    }
+    return jsonschema_rs.Draft202012Validator(root)
+
+
+def assert_fits(checker: jsonschema_rs.Validator, instance: Any) -> None:
+    errors = [f"{e.instance_path}: {e.message}" for e in checker.iter_errors(instance)]
+    assert errors == [], json.dumps(instance)[:2000]
+
+
+def documented() -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in SPEC["paths"].items()
+        for method in item
+        if method in METHODS
+    }
+
+
+def contract_routes() -> set[tuple[str, str]]:
+    """The routes of the table in docs/webui.md section 2."""
+    text = CONTRACT_PATH.read_text()
+    section = text.split("## 2. Routes", 1)[1].split("\n## ", 1)[0]
+    routes = set()
+    for first_column in re.findall(r"^\| (`[^|]+)\|", section, flags=re.MULTILINE):
+        method = ""
+        for span in re.findall(r"`([^`]+)`", first_column):  # `GET /`, `/static/*` share a row
+            if " " in span:
+                method, _, span = span.partition(" ")
+            path = span.split(" {")[0]
+            routes.add((method, "/static/{path}" if path == "/static/*" else path))
+    return routes
+
+
+def registered(app: web.Application) -> set[tuple[str, str]]:
+    return {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+
+
+def test_the_spec_describes_exactly_the_contract_routes() -> None:
+    assert SPEC["openapi"].startswith("3.1")
+    assert contract_routes() == documented()
+
+
+def test_every_schema_is_valid_json_schema() -> None:
+    for name in SPEC["components"]["schemas"]:
+        validator(name)  # compiles, refs resolve
+    for schema in SPEC["components"]["schemas"].values():
+        assert jsonschema_rs.meta.is_valid(
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+        )
+    schemes = SPEC["components"]["securitySchemes"]
+    assert (schemes["session"]["in"], schemes["session"]["name"]) == ("cookie", "mvb_session")
+    assert (schemes["csrf"]["in"], schemes["csrf"]["name"]) == ("header", "X-CSRF-Token")
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[LocalBox]:
+    async with running_box(feature_box_config(tmp_path)) as running:
+        yield running
+
+
+async def test_the_apps_register_what_the_spec_describes(box: LocalBox) -> None:
+    api = registered(api_application(box.running, []))
+    sessions = web.Application()
+    add_session_routes(sessions)
+    served = api | registered(sessions) | PAGE_ROUTES
+    assert served == documented()
+
+
+async def test_answers_of_a_running_box_fit_the_spec(box: LocalBox) -> None:
+    status_schema = validator("StatusDocument")
+    async with box.client() as client:
+        assert_fits(status_schema, await (await client.get("/api/status")).json())
+        started = await client.post(
+            "/api/shift/start", json={"officer_id": "BOA-5", "bodycam_serials": ["BC-1"]}
+        )
+        assert_fits(response_validator("/api/shift/start", "post", 200), await started.json())
+        recording_id = await record_once(box, client)
+        await client.post("/api/record/start")
+        recording = await (await client.get("/api/status")).json()
+        assert recording["state"] == "recording"
+        assert_fits(status_schema, recording)
+        assert_fits(validator("Shift"), await (await client.get("/api/shift")).json())
+        reports = await (await client.get("/api/reports")).json()
+        assert_fits(response_validator("/api/reports", "get", 200), reports)
+        bad = await client.put(f"/api/reports/{recording_id}", json={"what": ""})
+        assert bad.status == 422
+        assert_fits(validator("Error"), await bad.json())
+        filed = await client.put(
+            f"/api/reports/{recording_id}", json={"what": "x", "warned_beforehand": True}
+        )
+        assert_fits(
+            response_validator("/api/reports/{recording_id}", "put", 200), await filed.json()
+        )
+        missing = await client.post("/api/shift/end", json={})
+        assert missing.status == 409
+        assert_fits(validator("Error"), await missing.json())
+        ended = await client.post("/api/shift/end", json={"acknowledge_missing_reports": True})
+        assert_fits(response_validator("/api/shift/end", "post", 200), await ended.json())
+
+
+async def test_the_web_channel_answers_fit_the_spec(web_rig: WebRig) -> None:
+    async with web_rig.client() as client:
+        code, session = await login(client, "alice")
+        assert code == 200
+        assert_fits(validator("Session"), session)
+        document = await (await client.get("/api/status")).json()
+        assert document["web"]["state"] == "listening"
+        assert_fits(validator("StatusDocument"), document)
+
+
+REPORT_BODIES: list[dict[str, Any]] = [
+    {"what": "x", "warned_beforehand": True},
+    {"what": "x", "warned_beforehand": True, "not_warned_reason": None},
+    {"what": "x", "warned_beforehand": True, "not_warned_reason": "r"},
+    {"what": "x", "warned_beforehand": False, "not_warned_reason": "r"},
+    {"what": "x", "warned_beforehand": False},
+    {"what": "x", "warned_beforehand": False, "not_warned_reason": None},
+    {"what": "x", "warned_beforehand": False, "not_warned_reason": " \t"},
+    {"what": "", "warned_beforehand": True},
+    {"what": "\n\n", "warned_beforehand": True},
+    {"what": "line\nline\ttab", "warned_beforehand": True},
+    {"what": "nul\x00", "warned_beforehand": True},
+    {"what": "del\x7f", "warned_beforehand": True},
+    {"what": "\x1c x", "warned_beforehand": True},
+    {"what": "\x85", "warned_beforehand": True},
+    {"what": "\ufeff\u3000", "warned_beforehand": True},
+    {"what": "\x1f", "warned_beforehand": True},
+    {"what": "\xa0 x \u2028", "warned_beforehand": True},
+    {"what": "  x  ", "warned_beforehand": True},
+    {"what": "x" * 4000, "warned_beforehand": True},
+    {"what": "x" * 4001, "warned_beforehand": True},
+    {"what": "x", "warned_beforehand": 1},
+    {"what": "x", "warned_beforehand": True, "other": 1},
+    {"warned_beforehand": True},
+]
+
+
+@pytest.mark.parametrize("body", REPORT_BODIES)
+def test_the_report_schema_and_the_handler_agree(body: dict[str, Any]) -> None:
+    try:
+        parse_report(body)
+        accepted = True
+    except ApiError:
+        accepted = False
+    assert validator("Report").is_valid(body) is accepted

@@ -1,0 +1,244 @@
+"""Reports (RULES R4, docs/webui.md 4) on a real running box over its loopback API: the book
+follows the recorder, a report is sealed as encrypted evidence of its recording and readable
+only with the back office's key, never in plaintext on the card or in the state directory."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from gateway.web.jsonbody import ApiError
+from gateway.web.reports import (
+    REASON_MAX_CHARS,
+    WHAT_MAX_CHARS,
+    BookEntry,
+    BookFormatError,
+    ReportBook,
+    parse_report,
+)
+from tests.gateway.web.feature_rig import (
+    LocalBox,
+    feature_box_config,
+    files_containing,
+    record_once,
+    run_command,
+    running_box,
+)
+
+MVB = Path(sys.executable).with_name("mvb")
+MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
+WHAT = "Verbal threat at the market square; subject calmed down after the recording started."
+REASON = "No time: the subject approached the colleague at once."
+RID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[LocalBox]:
+    async with running_box(feature_box_config(tmp_path)) as running:
+        yield running
+
+
+async def put_report(
+    box: LocalBox, client: aiohttp.ClientSession, recording_id: str, body: Any
+) -> tuple[int, dict[str, Any]]:
+    """PUT with the path sent exactly as written (no client-side normalisation of `..`)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    url = URL(f"{box.base}/api/reports/{recording_id}", encoded=True)
+    reply = await client.put(url, data=data, headers={"Content-Type": "application/json"})
+    return reply.status, await reply.json()
+
+
+# -- the pure core ---------------------------------------------------------------------------------
+
+
+def test_the_book_tracks_recordings_and_survives_its_file() -> None:
+    book = ReportBook()
+    book.started(RID, 1000, "lights")
+    book.started("f" * 32, 2000, "officer")
+    book.finished(RID, 12.34)
+    book.filed(RID, 5000)
+    assert book.summary() == {"missing": 1, "filed": 1}
+    assert [e.recording_id for e in book.missing()] == ["f" * 32]
+    again = ReportBook.from_json(book.to_json())
+    assert again.get(RID) == BookEntry(RID, 1000, "lights", 12.3, 5000)
+    assert again.summary() == book.summary()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"[]",
+        b'{"version": 2, "entries": []}',
+        b'{"version": 1, "entries": [{"recording_id": "../../x"}]}',
+        b'{"version": 1, "entries": [{"recording_id": "0123456789abcdef0123456789abcdef",'
+        b' "started_at_ms": true, "trigger_source": "x", "duration_s": null,'
+        b' "reported_at_ms": null}]}',
+    ],
+)
+def test_a_damaged_book_is_refused(raw: bytes) -> None:
+    with pytest.raises(BookFormatError):
+        ReportBook.from_json(raw)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "what"),
+        ({"what": "", "warned_beforehand": True}, "what"),
+        ({"what": "   \n ", "warned_beforehand": True}, "what"),
+        ({"what": "x" * (WHAT_MAX_CHARS + 1), "warned_beforehand": True}, "what"),
+        ({"what": 42, "warned_beforehand": True}, "what"),
+        ({"what": "bell\x07", "warned_beforehand": True}, "what"),
+        ({"what": WHAT}, "warned_beforehand"),
+        ({"what": WHAT, "warned_beforehand": "no"}, "warned_beforehand"),
+        ({"what": WHAT, "warned_beforehand": False}, "not_warned_reason"),
+        ({"what": WHAT, "warned_beforehand": False, "not_warned_reason": ""}, "not_warned_reason"),
+        (
+            {"what": WHAT, "warned_beforehand": False, "not_warned_reason": "x" * 1001},
+            "not_warned_reason",
+        ),
+        (
+            {"what": WHAT, "warned_beforehand": True, "not_warned_reason": REASON},
+            "not_warned_reason",
+        ),
+        ({"what": WHAT, "warned_beforehand": True, "extra": 1}, "extra"),
+    ],
+)
+def test_an_invalid_report_names_its_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        parse_report(body)
+    assert (raised.value.status, raised.value.extra["field"]) == (422, field)
+
+
+def test_a_valid_report_at_the_bounds() -> None:
+    report = parse_report(
+        {
+            "what": "w" * WHAT_MAX_CHARS,
+            "warned_beforehand": False,
+            "not_warned_reason": "line one\nline\ttwo" + "r" * (REASON_MAX_CHARS - 17),
+        }
+    )
+    assert len(report.what) == WHAT_MAX_CHARS
+    assert report.not_warned_reason is not None
+    assert parse_report({"what": "x", "warned_beforehand": True, "not_warned_reason": None})
+
+
+# -- over HTTP on a running box --------------------------------------------------------------------
+
+
+async def test_a_report_is_sealed_as_evidence_of_its_recording(box: LocalBox) -> None:
+    async with box.client() as client:
+        recording_id = await record_once(box, client)
+        listed = await (await client.get("/api/reports")).json()
+        assert [e["recording_id"] for e in listed["missing"]] == [recording_id]
+        assert listed["missing"][0]["trigger_source"] == "officer"
+        assert listed["missing"][0]["duration_s"] is not None
+        status = await (await client.get("/api/status")).json()
+        assert status["reports"] == {"missing": 1, "filed": 0}
+        assert "report_missing" in [a["code"] for a in status["alerts"]]
+
+        body = {"what": WHAT, "warned_beforehand": False, "not_warned_reason": REASON}
+        code, answer = await put_report(box, client, recording_id, body)
+        assert code == 200, answer
+        assert answer["recording_id"] == recording_id
+
+        code, again = await put_report(box, client, recording_id, body)
+        assert (code, again["error"]) == (409, "already_filed")
+        listed = await (await client.get("/api/reports")).json()
+        assert listed["missing"] == []
+        assert [e["recording_id"] for e in listed["filed"]] == [recording_id]
+        status = await (await client.get("/api/status")).json()
+        assert "report_missing" not in [a["code"] for a in status["alerts"]]
+
+    records = box.running.box.store.catalog.by_recording(recording_id)
+    assert answer["file_id"] in [r.file_id for r in records]
+    (report,) = [r for r in box.decrypt_all() if r.header.recording_id.hex() == recording_id]
+    filed = [m for m in report.metadata if m["type"] == "report"]
+    assert filed[0]["what"] == WHAT
+    assert filed[0]["not_warned_reason"] == REASON
+    assert filed[0]["warned_beforehand"] is False
+    recording_facts = next(m for m in report.metadata if m["type"] == "recording")
+    assert (recording_facts["camera"], recording_facts["container"]) == ("report", "json")
+    roots = [box.config.card_dir, box.config.state_dir]
+    for needle in (WHAT.encode(), REASON.encode(), b"market square"):
+        assert files_containing(roots, needle) == []
+    assert (
+        "storage.report_sealed",
+        {"recording_id": recording_id, "file_id": answer["file_id"]},
+    ) in (box.audit_events("storage.report"))
+
+
+async def test_bad_report_requests_get_clear_errors_and_the_box_keeps_running(
+    box: LocalBox,
+) -> None:
+    async with box.client() as client:
+        recording_id = await record_once(box, client)
+        good = {"what": WHAT, "warned_beforehand": True}
+        cases: list[tuple[str, Any, int, str]] = [
+            (RID, good, 404, "unknown_recording"),
+            ("..%2F..%2Fstate%2Freports.json", good, 404, "unknown_recording"),
+            ("%2e%2e", good, 404, "unknown_recording"),
+            (recording_id.upper(), good, 404, "unknown_recording"),
+            (recording_id, b"{not json", 400, "bad_json"),
+            (recording_id, b"\xff\xfe", 400, "bad_json"),
+            (recording_id, b'{"what": NaN}', 400, "bad_json"),
+            (recording_id, [good], 422, "invalid"),
+            (recording_id, {"what": 1, "warned_beforehand": True}, 422, "invalid"),
+            (recording_id, {"what": "x" * 5000, "warned_beforehand": True}, 422, "invalid"),
+            (recording_id, b'{"what": "' + b"x" * 70_000 + b'"}', 413, "too_large"),
+        ]
+        for path_id, body, status, error in cases:
+            code, answer = await put_report(box, client, path_id, body)
+            assert (code, answer["error"]) == (status, error), (path_id, answer)
+            assert answer["message"]
+        code, answer = await put_report(box, client, recording_id, good)
+        assert code == 200, answer
+        assert (await client.get("/api/status")).status == 200
+
+
+async def test_the_book_survives_a_restart(tmp_path: Path) -> None:
+    config = feature_box_config(tmp_path)
+    async with running_box(config) as box, box.client() as client:
+        recording_id = await record_once(box, client)
+    book = json.loads((tmp_path / "box" / "state" / "reports.json").read_text())
+    assert [e["recording_id"] for e in book["entries"]] == [recording_id]
+    async with running_box(config) as box, box.client() as client:
+        listed = await (await client.get("/api/reports")).json()
+        assert [e["recording_id"] for e in listed["missing"]] == [recording_id]
+        code, _ = await put_report(
+            box, client, recording_id, {"what": WHAT, "warned_beforehand": True}
+        )
+        assert code == 200
+
+
+async def test_mvb_report_files_over_the_loopback_channel(box: LocalBox) -> None:
+    async with box.client() as client:
+        recording_id = await record_once(box, client)
+        command = [str(MVB), "--config", str(box.config_path), "report", recording_id]
+        refused = await run_command(*command, "--what", WHAT, "--not-warned", "")
+        assert refused.returncode == 1
+        assert "not_warned_reason must not be empty" in refused.stderr
+        filed = await run_command(*command, "--what", WHAT, "--not-warned", REASON)
+        assert filed.returncode == 0, filed.stderr
+        assert f"report filed for recording {recording_id}" in filed.stdout
+        again = await run_command(*command, "--what", WHAT, "--warned")
+        assert again.returncode == 1
+        assert "already has its report" in again.stderr
+
+    out = box.config.state_dir.parent / "decrypted"
+    sealed = [str(p) for p in box.running.box.store.layout.sealed_files()]
+    decrypted = await run_command(
+        str(MVB_ADMIN), "decrypt", *sealed, "--key", str(box.recipient_key_path), "--out", str(out)
+    )
+    assert decrypted.returncode == 0, decrypted.stderr
+    documents = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    reports = [m for d in documents for m in d["metadata"] if m["type"] == "report"]
+    assert [(r["recording_id"], r["what"]) for r in reports] == [(recording_id, WHAT)]

@@ -1,0 +1,272 @@
+"""The shift (RULES R5, docs/webui.md 2) on a real running box: over the loopback channel
+(officer id in the body, `mvb shift`) and over the web channel with accounts (officer id from
+the account); every recording of the shift carries the officer and the bodycams inside its
+encryption; a shift ends only with every report filed or the missing ones acknowledged."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.web.identity import LOCAL_IDENTITY, Identity
+from gateway.web.jsonbody import ApiError
+from gateway.web.shift import Shift, ShiftStart, decide_end, decide_start, parse_start
+from tests.gateway.web.conftest import WebRig, login
+from tests.gateway.web.feature_rig import (
+    LocalBox,
+    feature_box_config,
+    record_once,
+    replay_clip,
+    run_command,
+    running_box,
+    wait_for,
+)
+
+MVB = Path(sys.executable).with_name("mvb")
+ALICE = Identity(channel="web", user="alice", role="officer", officer_id="BOA-1234")
+CAROL = Identity(channel="web", user="carol", role="officer", officer_id="BOA-7")
+ADMIN = Identity(channel="web", user="bob", role="admin", officer_id="")
+NO_ID = Identity(channel="web", user="dave", role="officer", officer_id="")
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[LocalBox]:
+    async with running_box(feature_box_config(tmp_path)) as running:
+        yield running
+
+
+async def post(client: aiohttp.ClientSession, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    reply = await client.post(path, data=data, headers={"Content-Type": "application/json"})
+    return reply.status, await reply.json()
+
+
+# -- the pure core ---------------------------------------------------------------------------------
+
+
+def test_who_starts_a_shift_depends_on_the_channel() -> None:
+    assert parse_start({"bodycam_serials": ["BC-1"]}, ALICE) == ShiftStart("BOA-1234", ("BC-1",))
+    local = parse_start({"officer_id": "BOA-9", "bodycam_serials": []}, LOCAL_IDENTITY)
+    assert local == ShiftStart("BOA-9", ())
+    with pytest.raises(ApiError) as no_id:
+        parse_start({"bodycam_serials": []}, NO_ID)
+    assert (no_id.value.status, no_id.value.code) == (409, "no_officer_id")
+    with pytest.raises(ApiError) as named:
+        parse_start({"officer_id": "BOA-9"}, ALICE)
+    assert named.value.extra["field"] == "officer_id"
+    with pytest.raises(ApiError) as missing:
+        parse_start({}, LOCAL_IDENTITY)
+    assert missing.value.extra["field"] == "officer_id"
+
+
+def test_one_shift_at_a_time_and_who_may_end_it() -> None:
+    running = decide_start(None, ShiftStart("BOA-1234", ("BC-1",)), 1000)
+    assert running == Shift("BOA-1234", ("BC-1",), 1000)
+    assert decide_start(running, ShiftStart("BOA-1234", ("BC-2",)), 5000) == Shift(
+        "BOA-1234", ("BC-2",), 1000
+    )
+    with pytest.raises(ApiError) as taken:
+        decide_start(running, ShiftStart("BOA-7", ()), 5000)
+    assert (taken.value.status, taken.value.code) == (409, "shift_active")
+    with pytest.raises(ApiError) as stranger:
+        decide_end(running, CAROL, acknowledge=True, missing=[])
+    assert stranger.value.status == 403
+    assert decide_end(running, ADMIN, acknowledge=False, missing=[]) == running
+    assert decide_end(running, LOCAL_IDENTITY, acknowledge=False, missing=[]) == running
+    with pytest.raises(ApiError) as unreported:
+        decide_end(running, ALICE, acknowledge=False, missing=["a" * 32])
+    assert unreported.value.code == "reports_missing"
+    assert unreported.value.extra["missing"] == ["a" * 32]
+    assert decide_end(running, ALICE, acknowledge=True, missing=["a" * 32]) == running
+    with pytest.raises(ApiError) as nothing:
+        decide_end(None, ALICE, acknowledge=True, missing=[])
+    assert nothing.value.code == "no_shift"
+
+
+# -- over the loopback channel ---------------------------------------------------------------------
+
+
+async def test_recordings_of_a_shift_carry_the_officer_and_bodycams(tmp_path: Path) -> None:
+    config = feature_box_config(tmp_path, camera_clip=replay_clip(tmp_path))
+    async with running_box(config) as box, box.client() as client:
+        camera = box.running.service.cameras["dashcam"]
+        await wait_for(lambda: camera.ring.span_ns() > 0, "the camera's first packets")
+        before = await record_once(box, client)
+        code, shift = await post(
+            client,
+            "/api/shift/start",
+            {"officer_id": "BOA-42", "bodycam_serials": ["BC-7", "BC.8"]},
+        )
+        assert code == 200, shift
+        assert (shift["officer_id"], shift["bodycam_serials"]) == ("BOA-42", ["BC-7", "BC.8"])
+        during = await record_once(box, client)
+        status = await (await client.get("/api/status")).json()
+        assert status["shift"]["active"] is True
+        assert status["shift"]["officer_id"] == "BOA-42"
+        code, refused = await post(client, "/api/shift/end", {})
+        assert (code, refused["error"]) == (409, "reports_missing")
+        assert refused["missing"] == [before, during]
+        code, ended = await post(client, "/api/shift/end", {"acknowledge_missing_reports": True})
+        assert code == 200, ended
+        assert (ended["active"], ended["reports_missing_acknowledged"]) == (False, 2)
+        listed = await (await client.get("/api/reports")).json()
+        assert listed == {"missing": [], "filed": []}
+        after = await record_once(box, client)
+
+    facts = {}
+    for report in box.decrypt_all():
+        recording = next(m for m in report.metadata if m["type"] == "recording")
+        facts[recording["recording_id"]] = recording
+    assert (facts[before]["officer_id"], facts[before]["bodycam_serials"]) == (None, [])
+    assert facts[during]["officer_id"] == "BOA-42"
+    assert facts[during]["bodycam_serials"] == ["BC-7", "BC.8"]
+    assert (facts[during]["device_serial"], facts[during]["vehicle_id"]) == (
+        "MVB-TEST-0001",
+        "veh-test-1",
+    )
+    assert facts[after]["officer_id"] is None
+    shifts = box.audit_events("shift.")
+    assert shifts == [
+        ("shift.started", {"officer_id": "BOA-42", "bodycams": 2, "channel": "local"}),
+        (
+            "shift.ended",
+            {
+                "officer_id": "BOA-42",
+                "reports_missing": 2,
+                "acknowledged_missing": True,
+                "by_admin": True,
+                "channel": "local",
+            },
+        ),
+    ]
+
+
+async def test_the_shift_survives_a_restart_and_another_officer_waits(tmp_path: Path) -> None:
+    config = feature_box_config(tmp_path)
+    async with running_box(config) as box, box.client() as client:
+        code, _ = await post(client, "/api/shift/start", {"officer_id": "BOA-1"})
+        assert code == 200
+    saved = json.loads((tmp_path / "box" / "state" / "shift.json").read_text())
+    assert saved["shift"]["officer_id"] == "BOA-1"
+    async with running_box(config) as box, box.client() as client:
+        shift = await (await client.get("/api/shift")).json()
+        assert (shift["active"], shift["officer_id"], shift["bodycam_serials"]) == (
+            True,
+            "BOA-1",
+            [],
+        )
+        code, taken = await post(client, "/api/shift/start", {"officer_id": "BOA-2"})
+        assert (code, taken["error"]) == (409, "shift_active")
+        code, changed = await post(
+            client, "/api/shift/start", {"officer_id": "BOA-1", "bodycam_serials": ["BC-1"]}
+        )
+        assert (code, changed["bodycam_serials"], changed["since_ms"]) == (
+            200,
+            ["BC-1"],
+            shift["since_ms"],
+        )
+
+
+async def test_bad_shift_requests_get_clear_errors_and_the_box_keeps_running(
+    box: LocalBox,
+) -> None:
+    cases: list[tuple[str, Any, int, str]] = [
+        ("/api/shift/start", b"{", 400, "bad_json"),
+        ("/api/shift/start", b"", 400, "bad_json"),
+        ("/api/shift/start", b"[1, 2]", 422, "invalid"),
+        ("/api/shift/start", {"officer_id": 7}, 422, "invalid"),
+        ("/api/shift/start", {"officer_id": "x" * 33}, 422, "invalid"),
+        ("/api/shift/start", {"officer_id": "Jan Jansen"}, 422, "invalid"),
+        ("/api/shift/start", {"officer_id": "BOA-1", "bodycam_serials": "BC-1"}, 422, "invalid"),
+        (
+            "/api/shift/start",
+            {"officer_id": "BOA-1", "bodycam_serials": ["x" * 65]},
+            422,
+            "invalid",
+        ),
+        ("/api/shift/start", {"officer_id": "BOA-1", "bodycam_serials": ["../x"]}, 422, "invalid"),
+        (
+            "/api/shift/start",
+            {"officer_id": "BOA-1", "bodycam_serials": ["A", "A"]},
+            422,
+            "invalid",
+        ),
+        (
+            "/api/shift/start",
+            {"officer_id": "BOA-1", "bodycam_serials": [f"BC-{i}" for i in range(9)]},
+            422,
+            "invalid",
+        ),
+        ("/api/shift/start", {"officer_id": "BOA-1", "name": "Jan"}, 422, "invalid"),
+        ("/api/shift/start", b'{"officer_id": "' + b"A" * 70_000 + b'"}', 413, "too_large"),
+        ("/api/shift/end", {}, 409, "no_shift"),
+        ("/api/shift/end", {"acknowledge_missing_reports": "yes"}, 422, "invalid"),
+    ]
+    async with box.client() as client:
+        for path, body, status, error in cases:
+            code, answer = await post(client, path, body)
+            assert (code, answer["error"]) == (status, error), (path, body, answer)
+            assert answer["message"]
+        code, _ = await post(client, "/api/shift/start", {"officer_id": "BOA-1"})
+        assert code == 200
+    assert not (box.config.state_dir / "shift.json.tmp").exists()
+
+
+async def test_mvb_shift_start_and_end(box: LocalBox) -> None:
+    mvb = [str(MVB), "--config", str(box.config_path), "shift"]
+    started = await run_command(*mvb, "start", "--officer-id", "BOA-3", "--bodycam", "BC-1", "BC-2")
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "shift started: officer BOA-3, BC-1, BC-2"
+    taken = await run_command(*mvb, "start", "--officer-id", "BOA-4")
+    assert taken.returncode == 1
+    assert "another officer's shift is running" in taken.stderr
+    async with box.client() as client:
+        recording_id = await record_once(box, client)
+    refused = await run_command(*mvb, "end")
+    assert refused.returncode == 1
+    assert f"no report yet: recording {recording_id}" in refused.stderr
+    assert "--acknowledge-missing-reports" in refused.stderr
+    ended = await run_command(*mvb, "end", "--acknowledge-missing-reports")
+    assert ended.returncode == 0, ended.stderr
+    assert ended.stdout.strip() == "shift ended (1 missing report(s) acknowledged)"
+
+
+# -- over the web channel: the officer id comes from the account -----------------------------------
+
+
+async def test_on_the_web_the_account_names_the_officer(web_rig: WebRig) -> None:
+    async with web_rig.client() as alice, web_rig.client() as bob:
+        code, session = await login(alice, "alice")
+        assert code == 200
+        alice_csrf = {"X-CSRF-Token": str(session["csrf_token"])}
+        code, session = await login(bob, "bob")
+        assert code == 200
+        bob_csrf = {"X-CSRF-Token": str(session["csrf_token"])}
+
+        reply = await bob.post("/api/shift/start", json={"bodycam_serials": []}, headers=bob_csrf)
+        assert (reply.status, (await reply.json())["error"]) == (409, "no_officer_id")
+        reply = await alice.post(
+            "/api/shift/start",
+            json={"officer_id": "BOA-9999", "bodycam_serials": []},
+            headers=alice_csrf,
+        )
+        assert (reply.status, (await reply.json())["field"]) == (422, "officer_id")
+        reply = await alice.post(
+            "/api/shift/start", json={"bodycam_serials": ["BC-77"]}, headers=alice_csrf
+        )
+        assert reply.status == 200
+        assert (await reply.json())["officer_id"] == "BOA-1234"
+        shift = await (await bob.get("/api/shift")).json()
+        assert (shift["officer_id"], shift["bodycam_serials"]) == ("BOA-1234", ["BC-77"])
+        reply = await bob.post("/api/shift/end", json={}, headers=bob_csrf)  # an admin may
+        assert reply.status == 200, await reply.text()
+    audit = (web_rig.config.state_dir / "audit.jsonl").read_text()
+    assert '"shift.started"' in audit
+    assert '"BOA-1234"' in audit
+    assert "alice" not in audit  # a login name never; the service number is the evidence
