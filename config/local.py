@@ -32,6 +32,9 @@ class BoxSection:
     card_dir: str = "/media/mvb-card"
     recipient_keys: tuple[str, ...] = ()
     fleet_groups: tuple[str, ...] = ()  # which groups/<g>.toml fleet documents apply to it
+    # Ignition off (SIGTERM): how long sealing the recording and flushing may take before
+    # `mvb run` exits anyway (systemd's TimeoutStopSec is this plus a margin).
+    shutdown_grace_s: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,9 @@ class StorageSection:
     card_reserve_bytes: int = 64 * 1024 * 1024
     min_free_to_start_bytes: int = 256 * 1024 * 1024
     retention_days: int = 28
+    # The card folder must be a mount point: without the card the box would otherwise record
+    # onto its internal flash. Off for development machines and tests.
+    require_mount: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +258,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("storage", "card_reserve_bytes"): (4 * 1024 * 1024, 1 << 40),
     ("storage", "min_free_to_start_bytes"): (0, 1 << 40),
     ("storage", "retention_days"): (1, 28),
+    ("box", "shutdown_grace_s"): (1, 120),
     ("recording", "prerecord_s"): (5, 120),
     ("recording", "postrecord_s"): (0, 120),
     ("recording", "max_continuous_s"): (60, 8 * 3600),

@@ -44,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("recover", help="recover the card (also done at every start)")
     sub.add_parser("retention", help="delete what retention allows now")
     sub.add_parser("device-key", help="print the box's public device key (for audit verify)")
-    sub.add_parser("run", help="run the box: cameras, recorder, GPS, inputs, local API")
+    run_parser = sub.add_parser("run", help="run the box: every subsystem, until SIGTERM")
+    run_parser.add_argument(  # `mvb run --config FILE` as the unit and the docs write it
+        "--config", type=Path, default=argparse.SUPPRESS, help="as --config before the command"
+    )
     status = sub.add_parser("status", help="the running box's status (local API)")
     shape = status.add_mutually_exclusive_group()
     shape.add_argument(

@@ -94,7 +94,8 @@ class FleetSync:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="fleet-sync")
+        """Poll as a task of its own (tests); `mvb run` supervises `run()` instead."""
+        self._task = asyncio.create_task(self.run(), name="fleet-sync")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -102,7 +103,8 @@ class FleetSync:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """Check for signed configuration every `poll_s`, forever."""
         while True:
             try:
                 await self.check_once()

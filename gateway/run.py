@@ -1,8 +1,19 @@
-"""`mvb run`: the box as one asyncio service — cameras, recorder, GPS, vehicle inputs, local API.
+"""`mvb run`: the box as one asyncio service — cameras, recorder, GPS, vehicle inputs, uplink,
+fleet configuration, local API and the officer's web UI.
 
-Wiring only: every decision lives in a pure part (recorder, ring, rules, tracker); this module
-builds them from the configuration and connects their queues. (Supervision, systemd notify and
-the shutdown grace period come with the service-lifecycle issue.)
+Wiring only: every decision lives in a pure part (recorder, ring, rules, tracker, supervisor
+backoff, card check); this module builds them from the configuration and connects them.
+
+Lifecycle (docs/deploy-box.md):
+- start: check the card (present, mounted if required, writable; foreign files alarmed), recover
+  it (open_box), apply the last good configuration, start the subsystems, tell systemd READY;
+- run: every loop is a child of one supervisor (gateway/supervisor.py): GPS, each vehicle
+  input, the speed watcher, the uplink, fleet sync and the clock check are isolated (a failure
+  restarts that child with backoff); the recorder's event loop is the core (its failure stops
+  the service, which systemd restarts). Cameras reconnect by themselves inside capture. The
+  watchdog is pinged while the core runs;
+- stop (SIGTERM, ignition off): refuse new triggers, tell systemd STOPPING, seal what is being
+  recorded and flush the audit log within `box.shutdown_grace_s`, exit 0.
 """
 
 from __future__ import annotations
@@ -39,6 +50,14 @@ from gateway.inputs import (
 from gateway.pairing_client import fleet_metadata_dir, is_paired, paired_uplink
 from gateway.policy import recorder_policy
 from gateway.recorder import Event, IllegalTransition
+from gateway.sdnotify import (
+    Notifier,
+    status_line,
+    watchdog_interval_s_from_environ,
+    watchdog_pinger,
+)
+from gateway.startup import CardUnusable, check_card, clock_offset_alarm
+from gateway.supervisor import Child, Supervisor
 from gateway.web.server import WebListener, start_web
 from transport.connect import BackOffice
 from transport.from_config import (
@@ -53,6 +72,8 @@ log = logging.getLogger(__name__)
 
 EVENT_QUEUE_SIZE = 64
 SPEED_SOURCE = "speed"
+CLOCK_CHECK_EVERY_S = 30.0
+EXIT_CARD_UNUSABLE = 3
 
 
 def make_source(camera: CameraSection) -> ThreadedSource:
@@ -107,12 +128,25 @@ class RunningBox:
     gps: GpsTracker
     gpsd: GpsdClient
     events: asyncio.Queue[Event]
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # audit appends in flight
     stop_api: Callable[[], Any] | None = None
     web: WebListener | None = None  # the officer's HTTPS channel (docs/webui.md 1)
     ignored_events: int = 0
     uplink: UplinkService | UplinkNotStarted | None = None  # None: [uplink] is off
     fleet: FleetSync | None = None
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    supervised: asyncio.Task[None] | None = None  # runs every child of `supervisor`
+
+    def healthy(self) -> bool:
+        """For the watchdog: the supervisor and its core child run (a wedged event loop cannot
+        answer at all, which stops the pings just as well)."""
+        core = self.supervisor.children.get("events")
+        return (
+            self.supervised is not None
+            and not self.supervised.done()
+            and core is not None
+            and core.state == "running"
+        )
 
 
 def effective_at_start(local: LocalConfig) -> LocalConfig:
@@ -130,8 +164,20 @@ def effective_at_start(local: LocalConfig) -> LocalConfig:
 
 
 async def start_box(local: LocalConfig) -> RunningBox:
+    """Start every part; raise CardUnusable when the card cannot hold evidence."""
     config = effective_at_start(local)
+    card = await asyncio.to_thread(
+        check_card, config.card_dir, require_mount=config.storage.require_mount
+    )
     box = await asyncio.to_thread(open_box, config)
+    if card.foreign_files:
+        # Never deleted (they may be someone's evidence): the technician looks at them.
+        box.store.alarms["card_foreign_files"] = (
+            f"{len(card.foreign_files)} file(s) on the card are not the box's encrypted evidence"
+        )
+        await asyncio.to_thread(
+            box.audit.append, "storage.foreign_files", count=len(card.foreign_files)
+        )
     gps = GpsTracker(stale_after_s=config.gps.stale_after_s)
     cameras = [
         Camera(
@@ -218,7 +264,6 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
     office = await resolve_back_office(local, config)
     if isinstance(office, BackOffice):
         running.uplink = uplink_service(config, running.box.store, office)
-        await running.uplink.start()
     else:
         running.uplink = office  # None (off) or why it does not run; recording goes on regardless
         if office is not None:
@@ -226,19 +271,50 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
     running.fleet = build_fleet_sync(
         running, local, config, office if isinstance(office, BackOffice) else None
     )
-    if running.fleet is not None:
-        await running.fleet.start()
-    running.tasks += [
-        asyncio.create_task(running.gpsd.run()),
-        asyncio.create_task(_consume_events(running)),
-    ]
-    running.tasks += [
-        asyncio.create_task(line.run()) for line in input_lines(config, running.events)
-    ]
-    if SPEED_SOURCE in config.triggers:
-        running.tasks.append(asyncio.create_task(_watch_speed(running, config)))
+    running.supervisor.on_failure = lambda name, exc: _audit_failure(running, name, exc)
+    running.supervised = asyncio.create_task(
+        running.supervisor.run(children(running, config)), name="supervisor"
+    )
     running.stop_api = await start_api(running, config.api.host, config.api.port)
     running.web = await start_web(running, config)
+
+
+def children(running: RunningBox, config: LocalConfig) -> list[Child]:
+    """Every supervised loop of the service; only the recorder's event loop is core."""
+    kids = [
+        Child("events", lambda: _consume_events(running), kind="core"),
+        Child("gps", running.gpsd.run),
+        Child("clock", lambda: _watch_clock(running)),
+    ]
+    kids += [
+        Child(f"input-{index}", line.run)
+        for index, line in enumerate(input_lines(config, running.events))
+    ]
+    if SPEED_SOURCE in config.triggers:
+        kids.append(Child("speed", lambda: _watch_speed(running, config)))
+    if isinstance(running.uplink, UplinkService):
+        kids.append(Child("uplink", running.uplink.run))
+    if running.fleet is not None:
+        kids.append(Child("fleet", running.fleet.run))
+    return kids
+
+
+def _audit_failure(running: RunningBox, name: str, exc: BaseException) -> None:
+    """A subsystem failed (and restarts): the audit log says which and what kind, never the
+    exception's text. Called on the loop: the fsync'd append runs on a thread, and the task
+    forgets itself when done (years of flapping must not grow a list)."""
+
+    async def append() -> None:
+        await asyncio.to_thread(
+            running.box.audit.append,
+            "gateway.subsystem_failed",
+            subsystem=name,
+            error=type(exc).__name__,
+        )
+
+    task = asyncio.get_running_loop().create_task(append())
+    running.tasks.append(task)
+    task.add_done_callback(running.tasks.remove)
 
 
 async def stop_box(running: RunningBox) -> None:
@@ -247,11 +323,12 @@ async def stop_box(running: RunningBox) -> None:
     if running.stop_api is not None:
         await running.stop_api()
     running.gpsd.stop()
-    for task in running.tasks:
-        task.cancel()
-    for task in running.tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if running.supervised is not None:
+        running.supervisor.stop()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running.supervised  # a core failure was already reported by run()
+    # Audit appends of subsystem failures still on their way: short, and they belong in the log.
+    await asyncio.gather(*list(running.tasks), return_exceptions=True)
     if running.fleet is not None:
         await running.fleet.stop()
     await running.service.stop()
@@ -272,6 +349,26 @@ async def _consume_events(running: RunningBox) -> None:
             running.ignored_events += 1  # e.g. lights off while standing by: nothing to stop
 
 
+async def _watch_clock(running: RunningBox) -> None:
+    """The wall clock against GPS time: recordings are stamped with the wall clock, so an offset
+    of seconds is an alarm (and audited once per episode), cleared when the clock is right."""
+    alarmed = False
+    while True:
+        alarm = clock_offset_alarm(running.gps.clock_offset_ms)
+        if alarm is None:
+            running.service.alarms.pop("clock_offset", None)
+            alarmed = False
+        else:
+            running.service.alarms["clock_offset"] = alarm
+            if not alarmed:
+                alarmed = True
+                offset_s = round((running.gps.clock_offset_ms or 0.0) / 1000, 1)
+                await asyncio.to_thread(
+                    running.box.audit.append, "gateway.clock_offset", offset_s=offset_s
+                )
+        await asyncio.sleep(CLOCK_CHECK_EVERY_S)
+
+
 async def _watch_speed(running: RunningBox, config: LocalConfig) -> None:
     """Speed above the configured threshold (from GPS) is a trigger source like any other."""
     threshold_mps = config.triggers[SPEED_SOURCE].threshold_mps
@@ -288,17 +385,88 @@ async def _watch_speed(running: RunningBox, config: LocalConfig) -> None:
 
 
 async def run(config: LocalConfig) -> int:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT (ignition off); exit 0 after a graceful stop, 1 when the core
+    failed (systemd restarts the service), EXIT_CARD_UNUSABLE without a usable card."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await start_box(config)
+    notifier = Notifier.from_environ()
+    try:
+        running = await start_box(config)
+    except CardUnusable as exc:
+        print(f"mvb: {exc}; nothing can be recorded", flush=True)
+        notifier.status("card unusable")
+        notifier.close()
+        return EXIT_CARD_UNUSABLE
     print(
         f"mvb: running with {len(config.cameras)} camera(s); API on "
         f"http://{config.api.host}:{config.api.port}/api/status",
         flush=True,
     )
-    await stop.wait()
-    await stop_box(running)
-    return 0
+    notifier.ready(_status_line(running))
+    helpers = _service_helpers(running, notifier)
+    core_failed = await _wait_for_stop_or_core_failure(running, stop)
+    notifier.stopping()
+    for helper in helpers:
+        helper.cancel()
+    await shutdown(running, config.box.shutdown_grace_s)
+    notifier.close()
+    return 1 if core_failed else 0
+
+
+def _service_helpers(running: RunningBox, notifier: Notifier) -> list[asyncio.Task[None]]:
+    """The watchdog pinger (when systemd asked for one) and the STATUS updater."""
+    helpers = [asyncio.create_task(_report_status(running, notifier))]
+    interval_s = watchdog_interval_s_from_environ()
+    if interval_s is not None:
+        helpers.append(asyncio.create_task(watchdog_pinger(notifier, interval_s, running.healthy)))
+    return helpers
+
+
+async def _wait_for_stop_or_core_failure(running: RunningBox, stop: asyncio.Event) -> bool:
+    """Until SIGTERM/SIGINT, or until the supervisor ends on its own (a core failure)."""
+    assert running.supervised is not None
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait(
+        {stopping, running.supervised}, return_when=asyncio.FIRST_COMPLETED
+    )
+    stopping.cancel()
+    if running.supervised in done:
+        log.critical("the recorder's core failed; stopping so that systemd restarts the box")
+        return True
+    return False
+
+
+async def shutdown(running: RunningBox, grace_s: float) -> None:
+    """Ignition off: refuse new triggers, seal the recording, flush, all within `grace_s`.
+
+    Past the grace period the process exits anyway: what was made durable survives (the
+    writer's contract) and the next start recovers the rest."""
+    running.service.accepting_triggers = False
+    await asyncio.to_thread(running.box.audit.append, "gateway.stopping", grace_s=grace_s)
+    try:
+        async with asyncio.timeout(grace_s):
+            await stop_box(running)
+    except TimeoutError:
+        log.error("shutdown took longer than %.0f s; exiting, the next start recovers", grace_s)
+
+
+async def _report_status(running: RunningBox, notifier: Notifier) -> None:
+    """STATUS= whenever the line changes (checked every second; READY carried the first)."""
+    last = _status_line(running)
+    while True:
+        await asyncio.sleep(1.0)
+        line = _status_line(running)
+        if line != last:
+            notifier.status(line)
+            last = line
+
+
+def _status_line(running: RunningBox) -> str:
+    mode = "recording" if running.service.recording is not None else "standby"
+    uplink = running.uplink
+    usable = uplink.usable_cost_classes() if isinstance(uplink, UplinkService) else []
+    return status_line(
+        mode, cameras=len(running.service.cameras), uplink=usable[0] if usable else None
+    )

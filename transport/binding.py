@@ -2,7 +2,8 @@
 
 A box has several uplinks (e.g. `wlan0`, `wwan0`). The routing table picks one by destination, so
 to send over a chosen link a socket is bound to it before it connects: SO_BINDTODEVICE by interface
-name (needs CAP_NET_RAW, which the service unit grants) and/or bind() to the link's source address.
+name and/or bind() to the link's source address. Since Linux 5.7 SO_BINDTODEVICE on a socket not
+yet bound to a device needs no capability, so the unit grants none (docs/deploy-box.md).
 """
 
 from __future__ import annotations

@@ -164,7 +164,8 @@ class UplinkService:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._loop(), name="uplink")
+        """Run the scheduling loop as a task of its own (tests); `mvb run` supervises `run()`."""
+        self._loop_task = asyncio.create_task(self.run(), name="uplink")
 
     async def stop(self) -> None:
         if self._loop_task is not None:
@@ -181,7 +182,15 @@ class UplinkService:
                 await transport.aclose()
             link.transports.clear()
 
-    async def _loop(self) -> None:
+    def usable_cost_classes(self) -> list[str]:
+        """The cost classes (`wifi`, `cellular`) of the links usable now, cheapest first: a
+        summary without names or addresses (systemd's STATUS line)."""
+        now_s = self._clock_s()
+        usable = [link for link in self.links.values() if link.usable(now_s)]
+        return sorted({str(link.config.cost_class) for link in usable}, key=lambda c: c != "wifi")
+
+    async def run(self) -> None:
+        """The scheduling loop, forever; `stop()` still ends its uploads and transports."""
         while True:
             try:
                 await self.run_once()

@@ -170,6 +170,9 @@ class CaptureService:
         self.recording_started_ns = 0
         self.alarms: dict[str, str] = {}
         self.observers: list[RecordingObserver] = []
+        # False from ignition off (SIGTERM) on: a trigger then would start a recording that the
+        # shutdown grace period cannot finish (docs: service lifecycle).
+        self.accepting_triggers = True
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -206,6 +209,9 @@ class CaptureService:
     async def submit(self, event: Event) -> list[Action]:
         """Run one event through the recorder and carry out its actions. IllegalTransition
         (e.g. a stop while standing by) propagates to the caller, which tells the officer."""
+        if event.kind is EventKind.TRIGGER and not self.accepting_triggers:
+            await self._audit("gateway.trigger_refused", source=event.source, reason="shutdown")
+            return []
         async with self._lock:
             actions = self.recorder.handle(event)
             for action in actions:

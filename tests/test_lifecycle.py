@@ -1,0 +1,199 @@
+"""`mvb run` as systemd runs it: READY, watchdog pings while healthy, STATUS without personal
+data, STOPPING and a graceful exit 0 on SIGTERM (the recording sealed); no card, exit 3; a stray
+file on the card alarmed and kept; a failing subsystem restarted while recording goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from backoffice.keys import create_recording_keys
+from config.local import load_config
+from gateway.gps import GpsdClient
+from gateway.run import EXIT_CARD_UNUSABLE, start_box, stop_box
+from gateway.synthetic import generate_clip
+from tests.cameras import free_port
+from tests.evidence_helpers import write_box_config
+from tests.test_run import MVB, mvb, status, wait_for
+
+
+def box_config(root: Path, *, extra_storage: str = "", camera_clip: Path | None = None) -> Path:
+    _private, public = create_recording_keys(root / "keys")
+    camera = ""
+    if camera_clip is not None:
+        camera = f"""
+[[cameras]]
+name = "dashcam"
+kind = "replay"
+url = "{camera_clip}"
+serial = "DC-9"
+"""
+    return write_box_config(
+        root / "box",
+        public,
+        storage_lines=f"""{extra_storage}
+[recording]
+prerecord_s = 5
+postrecord_s = 30
+[gps]
+port = {free_port()}
+[api]
+port = {free_port()}
+{camera}""",
+    )
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Path]]:
+    path = tmp_path / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    receiver.settimeout(0.2)
+    try:
+        yield receiver, path
+    finally:
+        receiver.close()
+
+
+def received(receiver: socket.socket, messages: list[str]) -> list[str]:
+    """Everything waiting on the socket, appended to `messages` (one datagram each)."""
+    while True:
+        try:
+            messages.append(receiver.recv(4096).decode())
+        except TimeoutError:
+            return messages
+
+
+def fields(messages: list[str]) -> list[str]:
+    """Every `KEY=value` of every datagram (READY=1 and its STATUS share one)."""
+    return [field for message in messages for field in message.split("\n")]
+
+
+def test_systemd_sees_ready_pings_status_and_a_graceful_stop(
+    tmp_path: Path, notify_socket: tuple[socket.socket, Path]
+) -> None:
+    receiver, path = notify_socket
+    clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
+    config = box_config(tmp_path, camera_clip=clip)
+    card = tmp_path / "box" / "card"
+    card.mkdir(parents=True)
+    (card / "holiday.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom plaintext")
+    env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+    process = subprocess.Popen(
+        [str(MVB), "--config", str(config), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    messages: list[str] = []
+    try:
+        wait_for(lambda: "READY=1" in " ".join(received(receiver, messages)), "READY=1")
+        wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
+        document = status(config)
+        alarms = document["alarms"]
+        assert isinstance(alarms, dict)
+        assert "card_foreign_files" in alarms
+        started = mvb(config, "record", "start")
+        assert started.returncode == 0, started.stderr
+        wait_for(
+            lambda: sum("WATCHDOG=1" in m for m in received(receiver, messages)) >= 3,
+            "watchdog pings while healthy",
+        )
+        recording_line = "STATUS=recording; 1 camera; uplink none"
+        wait_for(
+            lambda: recording_line in fields(received(receiver, messages)),
+            "the STATUS line to follow the recording",
+        )
+        process.send_signal(signal.SIGTERM)  # ignition off mid-recording (post-record 30 s)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    received(receiver, messages)
+    assert "STATUS=standby; 1 camera; uplink none" in fields(messages)  # sent with READY
+    assert "STOPPING=1" in messages
+    assert messages.index("STOPPING=1") > max(
+        i for i, m in enumerate(messages) if m.startswith("READY=1")
+    )
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "box" / "state" / "audit.jsonl").read_text().splitlines()
+    ]
+    names = [e["event"] for e in events]
+    assert names.index("gateway.stopping") < names.index("storage.recording_sealed")
+    assert names[-1] == "gateway.stopped"
+    foreign = [e for e in events if e["event"] == "storage.foreign_files"]
+    assert [e["fields"]["count"] for e in foreign] == [1]
+    assert (card / "holiday.mp4").exists(), "a foreign file is never deleted"
+    assert not list(card.rglob("*.part")), "the recording was sealed, not left to recovery"
+    assert list(card.rglob("*.mvbe"))
+
+
+def test_without_its_card_the_box_exits_3_and_says_why(tmp_path: Path) -> None:
+    config = box_config(tmp_path, extra_storage="require_mount = true")
+    done = subprocess.run(
+        [str(MVB), "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == EXIT_CARD_UNUSABLE
+    assert "no card is mounted" in done.stdout
+    assert not (tmp_path / "box" / "state" / "audit.jsonl").exists(), "nothing was started"
+
+
+async def test_a_failing_subsystem_restarts_and_recording_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the GPS client (injected: it raises at once, twice) must not stop recording."""
+    calls = 0
+    real_run = GpsdClient.run
+
+    async def buggy_then_real(self: GpsdClient) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise RuntimeError("a bug in the GPS client")
+        await real_run(self)
+
+    monkeypatch.setattr(GpsdClient, "run", buggy_then_real)
+    clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
+    config = load_config(box_config(tmp_path, camera_clip=clip))
+    running = await start_box(config)
+    running.supervisor.policy = type(running.supervisor.policy)(initial_s=0.05, max_s=0.1)
+    try:
+        deadline = time.monotonic() + 20
+        while running.supervisor.children["gps"].restarts < 2:
+            assert time.monotonic() < deadline, running.supervisor.status()
+            await asyncio.sleep(0.05)
+        base = f"http://{config.api.host}:{config.api.port}"
+        async with (
+            aiohttp.ClientSession(base_url=base) as client,
+            client.post("/api/record/start") as answer,
+        ):
+            assert answer.status == 200
+        assert running.service.recording is not None
+        assert running.healthy()
+        assert running.supervisor.status()["gps"]["state"] == "running"
+    finally:
+        await stop_box(running)
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "box" / "state" / "audit.jsonl").read_text().splitlines()
+    ]
+    failures = [e["fields"] for e in events if e["event"] == "gateway.subsystem_failed"]
+    assert failures[:2] == [{"subsystem": "gps", "error": "RuntimeError"}] * 2
+    assert "storage.recording_sealed" in [e["event"] for e in events]
