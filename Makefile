@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-uplink torture clean system-deps npm-peers
+.PHONY: demo test lint typecheck unit bench bench-uplink torture soak clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -23,17 +23,18 @@ $(STAMP): $(PY) pyproject.toml
 # cameras, the capture benchmark's baseline), gst-rtsp-server through Debian's python3-gi (an RTSP
 # camera on loopback), iproute2 + nftables (emulated links in network namespaces: tbf for rate,
 # nftables for loss), Chromium (the officer page's browser tests, driven by Playwright with
-# executable_path; Playwright's own browser download is never used). Installed only when
+# executable_path; Playwright's own browser download is never used), systemd (systemd-analyze
+# checks the unit files; systemd does not run as PID 1 here). Installed only when
 # missing, so a prepared machine starts at once.
 APT_PACKAGES := gpsd gpsd-clients ffmpeg python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 nftables \
-	chromium fonts-dejavu-core
+	chromium fonts-dejavu-core systemd
 # npm peers: @tus/server with its file store (the box's tus interop peer). Needs Node >= 20.19.
 TUS_NODE := tests/peers/tus_node
 system-deps:
 	@if ! command -v gpsfake >/dev/null || ! command -v ffmpeg >/dev/null || \
 	    ! command -v nft >/dev/null || ! command -v tc >/dev/null || \
-	    ! command -v chromium >/dev/null || \
+	    ! command -v chromium >/dev/null || ! command -v systemd-analyze >/dev/null || \
 	    ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); \
 	      gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; \
 	      Gst.init(None); assert Gst.ElementFactory.find('x264enc')" 2>/dev/null; then \
@@ -71,6 +72,12 @@ torture: $(STAMP)
 
 bench-uplink: $(STAMP) system-deps  # root: builds network namespaces
 	$(PY) -m bench.uplink
+
+# The whole-box soak, long version (docs/soak.md): SOAK_MINUTES of power cuts, WiFi flaps, LTE
+# budget and back-office restarts around the real `mvb run`; SOAK_SEED replays a run's script.
+SOAK_MINUTES ?= 30
+soak: $(STAMP) system-deps
+	$(PY) -m tests.soak.run_soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache

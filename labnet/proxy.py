@@ -17,6 +17,14 @@ Invariants:
 - a cut (cut_after_client_bytes) fires once per setting: the plan field is reset to None;
 - counters only grow; wait_until() wakes on every counter change, so tests await events, not time.
 
+One TCP proxy can stand for several links at once: with `plan_for_peer`, each client address gets
+its own plan (and its own rate buckets), so a box whose WiFi link binds 127.0.0.2 and whose LTE
+link binds 127.0.0.3 can lose WiFi while LTE carries on, through one proxy:
+
+    plans = {"127.0.0.2": FaultPlan(), "127.0.0.3": FaultPlan(delay_s=0.05)}
+    async with TcpFaultProxy("127.0.0.1", server_port, plan_for_peer=plans.get) as proxy:
+        plans["127.0.0.2"].blackhole = True; proxy.reset_peer("127.0.0.2")
+
 Loss is UDP only: TCP here is terminated at the proxy on both sides, so dropping bytes of a stream
 would corrupt it rather than emulate loss (the kernel retransmits below us). Packet loss for TCP
 belongs one layer down: labnet.netns.
@@ -141,6 +149,9 @@ class _Signal(enum.Enum):
 
 _Item = tuple[float, bytes] | _Signal
 
+PlanForPeer = Callable[[str], FaultPlan | None]
+"""A client's IP address -> its own plan, or None for the proxy's shared `plan`."""
+
 
 class _Cut(Exception):
     """The connection reached its cut point (raised by the client->server writer)."""
@@ -167,6 +178,8 @@ class _TcpConnection:
         self._proxy = proxy
         self._client_reader, self._client_writer = client
         self._server_reader, self._server_writer = server
+        self.peer_host = _peer_host(self._client_writer)
+        self._c2s_clock, self._s2c_clock = proxy.clocks_for(self.peer_host)
         self._client_bytes_accepted = 0  # client->server bytes taken for forwarding (cut counter)
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = False
@@ -177,7 +190,7 @@ class _TcpConnection:
         proxy = self._proxy
         self._tasks = [
             asyncio.create_task(self._read_client(to_server)),
-            asyncio.create_task(self._write(to_server, self._server_writer, proxy.count_c2s)),
+            asyncio.create_task(self._write(to_server, self._server_writer, self._count_c2s)),
             asyncio.create_task(self._read_server(to_client)),
             asyncio.create_task(self._write(to_client, self._client_writer, proxy.count_s2c)),
         ]
@@ -195,6 +208,14 @@ class _TcpConnection:
         if bugs:
             raise bugs[0]  # not a network fault: let it show
 
+    def _plan(self) -> FaultPlan:
+        """This connection's plan, read afresh: the test may change or replace it any time."""
+        return self._proxy.plan_for(self.peer_host)
+
+    def _count_c2s(self, size_bytes: int) -> None:
+        self._proxy.count_peer_c2s(self.peer_host, size_bytes)
+        self._proxy.count_c2s(size_bytes)
+
     def end(self, how: _End) -> None:
         """End both sides now (idempotent); the tasks are cancelled."""
         if self._ended:
@@ -210,8 +231,8 @@ class _TcpConnection:
 
     async def _read_client(self, queue: asyncio.Queue[_Item]) -> None:
         while True:
-            chunk = await self._client_reader.read(_read_size(self._proxy.plan))
-            plan = self._proxy.plan  # read afresh: the test may change or replace it any time
+            chunk = await self._client_reader.read(_read_size(self._plan()))
+            plan = self._plan()
             if not chunk:
                 await self._forward_eof(queue, plan)
                 return
@@ -220,7 +241,7 @@ class _TcpConnection:
                 continue
             chunk, cut = self._take_until_cut(chunk, plan)
             if chunk:
-                release_s = self._proxy.c2s_clock.release_at(_now(), len(chunk), plan)
+                release_s = self._c2s_clock.release_at(_now(), len(chunk), plan)
                 await queue.put((release_s, chunk))
             if cut:
                 await queue.put(_Signal.CUT)
@@ -242,15 +263,15 @@ class _TcpConnection:
 
     async def _read_server(self, queue: asyncio.Queue[_Item]) -> None:
         while True:
-            chunk = await self._server_reader.read(_read_size(self._proxy.plan))
-            plan = self._proxy.plan
+            chunk = await self._server_reader.read(_read_size(self._plan()))
+            plan = self._plan()
             if not chunk:
                 await self._forward_eof(queue, plan)
                 return
             if plan.blackhole:
                 self._proxy.count_swallowed(len(chunk))
                 continue
-            release_s = self._proxy.s2c_clock.release_at(_now(), len(chunk), plan)
+            release_s = self._s2c_clock.release_at(_now(), len(chunk), plan)
             await queue.put((release_s, chunk))
 
     @staticmethod
@@ -293,12 +314,22 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+def _peer_host(writer: asyncio.StreamWriter) -> str:
+    """The client's IP address ("" when the transport cannot tell)."""
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
 class TcpFaultProxy(_Observable):
     """TCP proxy from (listen_host, port) to (upstream_host, upstream_port) applying `plan`.
 
     Counters: connections (accepted, refused ones included), refused, upstream_failures (upstream
     unreachable: the client is reset), bytes_client_to_server / bytes_server_to_client (written
-    onward), bytes_swallowed (blackholed), cuts.
+    onward), bytes_swallowed (blackholed), cuts; per client address: peer_bytes_client_to_server.
+
+    `plan_for_peer` (optional) gives a client address its own plan, read like `plan` on every
+    chunk; a peer with its own plan also gets its own rate buckets (it is a link of its own).
+    Peers for which it answers None share `plan` and the shared buckets, as without it.
     """
 
     def __init__(
@@ -307,14 +338,19 @@ class TcpFaultProxy(_Observable):
         upstream_port: int,
         plan: FaultPlan | None = None,
         listen_host: str = "127.0.0.1",
+        *,
+        plan_for_peer: PlanForPeer | None = None,
     ) -> None:
         super().__init__()
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.plan = plan if plan is not None else FaultPlan()
         self.listen_host = listen_host
+        self.plan_for_peer = plan_for_peer
         self.c2s_clock = DirectionClock()
         self.s2c_clock = DirectionClock()
+        self._peer_clocks: dict[str, tuple[DirectionClock, DirectionClock]] = {}
+        self.peer_bytes_client_to_server: dict[str, int] = {}
         self.connections = 0
         self.refused = 0
         self.upstream_failures = 0
@@ -357,6 +393,34 @@ class TcpFaultProxy(_Observable):
         for connection in list(self._live):
             connection.end(_End.RESET)
 
+    def reset_peer(self, peer_host: str) -> int:
+        """Abort (RST both sides) the live connections of the client at `peer_host` only;
+        returns how many there were."""
+        mine = [c for c in self._live if c.peer_host == peer_host]
+        for connection in mine:
+            connection.end(_End.RESET)
+        return len(mine)
+
+    def plan_for(self, peer_host: str) -> FaultPlan:
+        """The plan that applies to a client at `peer_host` now."""
+        if self.plan_for_peer is not None:
+            own = self.plan_for_peer(peer_host)
+            if own is not None:
+                return own
+        return self.plan
+
+    def clocks_for(self, peer_host: str) -> tuple[DirectionClock, DirectionClock]:
+        """(client->server, server->client) buckets for a new connection from `peer_host`: its
+        own while it has its own plan, else the shared ones (a connection keeps what it got)."""
+        if self.plan_for_peer is None or self.plan_for_peer(peer_host) is None:
+            return self.c2s_clock, self.s2c_clock
+        return self._peer_clocks.setdefault(peer_host, (DirectionClock(), DirectionClock()))
+
+    def count_peer_c2s(self, peer_host: str, size_bytes: int) -> None:
+        """Per client address; the shared counter is counted by `count_c2s`."""
+        by_peer = self.peer_bytes_client_to_server
+        by_peer[peer_host] = by_peer.get(peer_host, 0) + size_bytes
+
     def close_all(self) -> None:
         """Close every live connection (FIN both sides, after flushing what is written)."""
         for connection in list(self._live):
@@ -393,7 +457,7 @@ class TcpFaultProxy(_Observable):
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
         self.connections += 1
-        if self.plan.refuse:
+        if self.plan_for(_peer_host(client_writer)).refuse:
             self.refused += 1
             _abort_with_rst(client_writer)
             self._changed()

@@ -369,3 +369,112 @@ async def test_udp_refuse_ignores_new_sources_and_blackhole_swallows() -> None:
     seen = [upstream.received.get_nowait() for _ in range(upstream.received.qsize())]
     assert seen == [b"hello", b"still", b"back"]
     assert proxy.connections == 1
+
+
+# -- TCP, one proxy for several links (a plan per client address) -------------------------------
+
+WIFI_HOST = "127.0.0.2"
+LTE_HOST = "127.0.0.3"
+
+
+@contextlib.asynccontextmanager
+async def tcp_client_from(
+    source_host: str, port: int
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A client whose socket is bound to `source_host`, as a box binds a link's address."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port, local_addr=(source_host, 0))
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def echo_once(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+) -> bytes:
+    writer.write(payload)
+    await writer.drain()
+    return await asyncio.wait_for(reader.readexactly(len(payload)), WAIT_S)
+
+
+async def test_tcp_peer_plans_blackhole_one_link_while_the_other_carries_on() -> None:
+    plans = {WIFI_HOST: FaultPlan(), LTE_HOST: FaultPlan()}
+    async with (
+        tcp_upstream(echo=True) as upstream,
+        TcpFaultProxy(LOOPBACK, upstream.port, plan_for_peer=plans.get) as proxy,
+        tcp_client_from(WIFI_HOST, proxy.port) as wifi,
+        tcp_client_from(LTE_HOST, proxy.port) as lte,
+    ):
+        assert await echo_once(*wifi, b"wifi") == b"wifi"
+        plans[WIFI_HOST].blackhole = True
+        wifi[1].write(b"lost")
+        await proxy.wait_until(lambda: proxy.bytes_swallowed == 4)
+        assert await echo_once(*lte, b"cellular") == b"cellular"
+        plans[WIFI_HOST].blackhole = False
+        assert await echo_once(*wifi, b"back") == b"back"
+    assert proxy.peer_bytes_client_to_server == {WIFI_HOST: 8, LTE_HOST: 8}
+    assert proxy.bytes_client_to_server == 16
+
+
+async def test_tcp_peer_plan_refuses_one_address_only() -> None:
+    plans = {WIFI_HOST: FaultPlan(refuse=True)}
+    async with (
+        tcp_upstream(echo=True) as upstream,
+        TcpFaultProxy(LOOPBACK, upstream.port, plan_for_peer=plans.get) as proxy,
+    ):
+        async with tcp_client_from(WIFI_HOST, proxy.port) as (reader, _):
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(1), WAIT_S)
+        async with tcp_client_from(LTE_HOST, proxy.port) as lte:
+            assert await echo_once(*lte, b"no plan of its own") == b"no plan of its own"
+    assert (proxy.connections, proxy.refused, upstream.connections) == (2, 1, 1)
+
+
+async def test_tcp_peers_without_a_plan_of_their_own_share_the_proxy_plan() -> None:
+    shared = FaultPlan()
+    plans = {WIFI_HOST: FaultPlan()}
+    async with (
+        tcp_upstream(echo=True) as upstream,
+        TcpFaultProxy(LOOPBACK, upstream.port, shared, plan_for_peer=plans.get) as proxy,
+        tcp_client_from(WIFI_HOST, proxy.port) as wifi,
+        tcp_client_from(LTE_HOST, proxy.port) as lte,
+    ):
+        shared.blackhole = True
+        lte[1].write(b"void")
+        await proxy.wait_until(lambda: proxy.bytes_swallowed == 4)
+        assert await echo_once(*wifi, b"own plan") == b"own plan"
+    assert proxy.plan_for(LTE_HOST) is shared
+    assert proxy.plan_for(WIFI_HOST) is plans[WIFI_HOST]
+
+
+async def test_tcp_reset_peer_resets_that_address_only() -> None:
+    async with (
+        tcp_upstream(echo=True) as upstream,
+        TcpFaultProxy(LOOPBACK, upstream.port) as proxy,
+        tcp_client_from(WIFI_HOST, proxy.port) as wifi,
+        tcp_client_from(LTE_HOST, proxy.port) as lte,
+    ):
+        assert await echo_once(*wifi, b"a") == b"a"
+        assert await echo_once(*lte, b"b") == b"b"
+        assert proxy.reset_peer(WIFI_HOST) == 1
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(wifi[0].read(1), WAIT_S)
+        assert await echo_once(*lte, b"still here") == b"still here"
+        received, how = await asyncio.wait_for(upstream.ended.get(), WAIT_S)
+    assert (received, how) == (b"a", "reset")
+    assert proxy.reset_peer("127.0.0.9") == 0
+
+
+def test_tcp_each_peer_with_a_plan_is_a_link_of_its_own_for_rate() -> None:
+    plans = {WIFI_HOST: FaultPlan(rate_bytes_per_s=1000.0), LTE_HOST: FaultPlan()}
+    proxy = TcpFaultProxy(LOOPBACK, 9, plan_for_peer=plans.get)
+    wifi_up, _ = proxy.clocks_for(WIFI_HOST)
+    lte_up, _ = proxy.clocks_for(LTE_HOST)
+    # The WiFi bucket drains; LTE's stays full, and a peer without a plan shares the proxy's.
+    releases_s = [wifi_up.release_at(0.0, RATE_BURST_BYTES, plans[WIFI_HOST]) for _ in range(2)]
+    assert releases_s == [0.0, RATE_BURST_BYTES / 1000.0]
+    assert lte_up.release_at(0.0, RATE_BURST_BYTES, plans[WIFI_HOST]) == 0.0
+    assert proxy.clocks_for(WIFI_HOST)[0] is wifi_up
+    assert proxy.clocks_for("127.0.0.9") == (proxy.c2s_clock, proxy.s2c_clock)
