@@ -190,7 +190,12 @@ class UplinkService:
         return sorted({str(link.config.cost_class) for link in usable}, key=lambda c: c != "wifi")
 
     async def run(self) -> None:
-        """The scheduling loop, forever; `stop()` still ends its uploads and transports."""
+        """The scheduling loop, forever; `stop()` still ends its uploads and transports.
+
+        It begins with a retention pass: a file attested just before a power cut is deletable
+        (S3), and otherwise would wait for the next upload to finish, or forever if it was the
+        last one (found by the soak)."""
+        await asyncio.to_thread(self.store.apply_retention)
         while True:
             try:
                 await self.run_once()

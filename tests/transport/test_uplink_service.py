@@ -5,6 +5,8 @@ Real TLS, real back office, real sockets; links are fault proxies the tests cut 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -211,3 +213,28 @@ async def test_the_rate_cap_holds_an_upload_back(
         assert rig.store.catalog.get(record.file_id).state is FileState.DELETED  # type: ignore[union-attr]
     burst_bytes = cap_bytes_per_s * BURST_S
     assert elapsed_s >= (record.size_bytes - burst_bytes) / cap_bytes_per_s
+
+
+async def test_a_file_attested_before_a_power_cut_is_deleted_when_the_uplink_starts(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    """Found by the soak: retention ran only after an upload, so the last file attested before
+    a cut stayed on the card (S3) until some later upload, or for good."""
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(),)) as rig:
+        record_evidence(rig.store, 10_000)
+        (record,) = rig.records()
+        assert record.sha256_hex is not None
+        rig.store.record_attestation(record.file_id, record.sha256_hex)  # then the power was cut
+        assert card_files(rig) != []
+        loop = asyncio.create_task(rig.service.run())
+        try:
+            deadline = time.monotonic() + 10
+            while rig.records()[0].state is not FileState.DELETED:
+                assert time.monotonic() < deadline, "the attested file is still on the card"
+                await asyncio.sleep(0.02)
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        assert card_files(rig) == []
+    assert "uplink.uploaded" not in audit_events(tmp_path), "deleted without a second upload"
