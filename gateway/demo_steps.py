@@ -1,11 +1,16 @@
-"""Helpers of `make demo` (gateway/demo.py): narration, the live incident, and the back office's
-look at what was recorded.
+"""Helpers of `make demo` (gateway/demo.py): narration, the live box, and the back office's look
+at what was recorded.
 
 - Narration: `heading`, `say`, `echo`, `check` (DemoFailure stops the demo with a message).
-- The live incident (`run_live`): the simulated gpsd, the real box service in-process
-  (`gateway.run.start_box`), its local API over HTTP, the emergency lights as a simulated vehicle
-  input, the officer's stop through the API, post-record, `stop_box`.
-- The evidence (`camera_reports`): decrypted files grouped per camera and checked: duration from
+- The live box (`LiveBox`): the simulated gpsd and the real box service
+  (`gateway.run.start_box`) on an event loop in a thread of their own, so that the demo's main
+  thread stays synchronous (commands, checks, Ctrl-C) while the box records, uploads and serves
+  the officer's page. Its phases: start, ready, the incident (the emergency lights as a simulated
+  vehicle input, the officer's stop through the local API, post-record), the uploads' tail.
+  Every phase prints progress lines: the box's state and the uplink from GET /api/status, the
+  files by state from the running box's catalog (the status document counts the files waiting,
+  not those attested and deleted).
+- The evidence (`camera_report`): decrypted files grouped per camera and checked: duration from
   PTS, keyframe start, pre-record before the trigger, post-record after the stop, GPS samples on
   the simulated route, trigger and stop sources; one frame per camera saved as PNG.
 - The power cut (`kill_writer`, `child_writer`): a writer process fed a clip piece by piece,
@@ -25,11 +30,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import av
@@ -41,15 +47,18 @@ from gateway.importer import probe_clip
 from gateway.inputs import InputRule, SimulatedInputs
 from gateway.run import RunningBox, start_box, stop_box
 from gateway.synthetic import clock_text as synthetic_clock_text
+from storage.models import FileRecord, FileState
 
-STEPS = 12
+STEPS = 10
 NS_PER_S = 1_000_000_000
 MS_PER_S = 1000
 LIGHTS = "lights"
 READY_TIMEOUT_S = 45.0
-PROGRESS_EVERY_S = 2.0
+READY_PROGRESS_EVERY_S = 2.0  # while the rings fill: little changes
+PROGRESS_EVERY_S = 1.0  # while recording and uploading
+UPLOAD_TIMEOUT_S = 60.0
+SNAPSHOT_EVERY_S = 0.25  # status and catalog are read this often, printed every *_EVERY_S
 POLL_S = 0.1
-READY_POLL_S = 0.5
 TS_PACKET_BYTES = 188
 TS_SYNC_BYTE = 0x47
 TS_SYNC_RUN = 10  # packets: 10 sync bytes 188 apart happen by chance with p ~ 256**-10 per offset
@@ -61,6 +70,8 @@ POWER_CUT_DELAY_S = 0.25  # after the last awaited ACK: mid-way through the next
 CHILD_TIMEOUT_S = 30.0
 PRERECORD_SLACK_S = 2.0  # the snapshot starts at a keyframe up to one GOP (1 s) earlier
 POSTRECORD_SLACK_S = 0.3  # the recorder ticks every 0.25 s; frames come every 40 ms
+
+T = TypeVar("T")
 
 
 class DemoFailure(Exception):
@@ -98,7 +109,7 @@ def clock_text(wall_ms: int | None = None) -> str:
     return synthetic_clock_text(ms).partition(" ")[2]
 
 
-# --- the live incident -------------------------------------------------------------------------
+# --- the live box -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,38 +132,280 @@ class Incident:
     trigger_mono_ns: int = 0
     stop_mono_ns: int = 0
     ready_after_s: float = 0.0
-    files_on_card: int = 0
+    uploaded_counts: list[int] = field(default_factory=list)  # `uploaded N` of each progress line
+    uploaded_while_recording: int = 0  # files uploaded by the time the recording ended
 
 
-async def run_live(plan: LivePlan) -> Incident:
-    """Steps 3 and 4: start the simulated gpsd and the box, wait until ready, play the incident.
+@dataclass(frozen=True, slots=True)
+class WebPage:
+    """The officer's page as the status document's "web" member describes it."""
 
-    The box is always stopped (sealing whatever it recorded), whatever fails.
+    state: str  # "listening" or "failed"
+    url: str
+    certificate_sha256: str  # upper-case hex pairs joined by colons, as browsers show it
+    reason: str
+
+
+def web_page(status: dict[str, Any]) -> WebPage:
+    """The "web" member of a status document (absent: the web channel is disabled)."""
+    web = status.get("web") or {}
+    return WebPage(
+        state=str(web.get("state", "disabled")),
+        url=str(web.get("url", "")),
+        certificate_sha256=str(web.get("certificate_sha256", "")),
+        reason=str(web.get("reason", "")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CardCounts:
+    """The catalog's evidence files by state, and what the back office attested.
+
+    `attested` counts files whose attested SHA-256 equals the one the box wrote (still on the
+    card or already deleted); `total` counts every file the box ever catalogued."""
+
+    total: int = 0
+    recording: int = 0
+    sealed: int = 0
+    uploading: int = 0
+    attested: int = 0
+    attested_bytes: int = 0
+    deleted: int = 0
+
+    @property
+    def all_deleted(self) -> bool:
+        """Every file was attested and deleted: nothing of the evidence is left on the card."""
+        return self.total > 0 and self.deleted == self.attested == self.total
+
+
+def card_counts(records: Iterable[FileRecord]) -> CardCounts:
+    """Count catalog records by state (pure)."""
+    listed = list(records)
+    states = Counter(record.state for record in listed)
+    attested = [record for record in listed if record.is_attested]
+    return CardCounts(
+        total=len(listed),
+        recording=states[FileState.RECORDING],
+        sealed=states[FileState.SEALED],
+        uploading=states[FileState.UPLOADING],
+        attested=len(attested),
+        attested_bytes=sum(record.size_bytes for record in attested),
+        deleted=states[FileState.DELETED],
+    )
+
+
+def box_state(status: dict[str, Any]) -> str:
+    """`standby, pre-record dashcam 4.0 s, ...; GPS fix` or `recording 4.0 s` (status document)."""
+    state = status.get("state")
+    if state == "standby":
+        return f"standby, {prerecord_line(status)}"
+    return f"{state} {float(status.get('recording_for_s') or 0.0):.1f} s"
+
+
+def upload_state(status: dict[str, Any], counts: CardCounts) -> str:
+    """What the card holds by state and how far the uplink got, in one line."""
+    uplink = status.get("uplink") or {}
+    in_flight = [
+        f"{int(u['offset_bytes']) / 1e6:.1f} of {int(u['size_bytes']) / 1e6:.1f} MB"
+        for u in uplink.get("uploading", [])
+    ]
+    card = (
+        f"card: {counts.recording} recording, {counts.sealed} sealed, {counts.uploading} uploading"
+        + (f" ({', '.join(in_flight)})" if in_flight else "")
+    )
+    if "uploaded_files" not in uplink:  # no uplink runs: the document says why
+        return f"{card} | uplink {uplink.get('state')}: {uplink.get('reason')}"
+    return (
+        f"{card} | uploaded {uplink['uploaded_files']}, attested {counts.attested} "
+        f"({counts.attested_bytes:,} bytes), deleted {counts.deleted}"
+    )
+
+
+def progress_line(status: dict[str, Any], counts: CardCounts) -> str:
+    """One progress line, stamped with the status document's own time."""
+    stamp = clock_text(int(status["at_ms"])) if "at_ms" in status else clock_text()
+    return f"{stamp} {box_state(status)} | {upload_state(status, counts)}"
+
+
+Done = Callable[[dict[str, Any], CardCounts], bool]
+
+
+class LiveBox:
+    """The simulated gpsd and the real box service on an event loop in a thread of their own,
+    as `mvb run` would be a process of its own.
+
+    The demo's main thread stays synchronous (commands, checks, Ctrl-C) and hands each phase to
+    that loop with `call`. Invariants: the box's parts only ever run on that loop; `close` cancels
+    a phase still running, then stops the box (sealing whatever it recorded), the API session and
+    the gpsd, whatever failed or was interrupted, and may be called again.
     """
-    incident = Incident()
-    heading(3, "box: start the service with two synthetic cameras and a simulated GPS")
-    async with GpsdSimulator(port=plan.gps_port) as gpsd:
-        incident.route_start_wall_ms = gpsd.started_wall_ms
+
+    def __init__(self, plan: LivePlan) -> None:
+        self.plan = plan
+        self.incident = Incident()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="demo-box", daemon=True)
+        self._stack = contextlib.AsyncExitStack()
+        self._phase: asyncio.Task[Any] | None = None
+        self._running: RunningBox | None = None
+        self._api: aiohttp.ClientSession | None = None
+        self._started_mono_s = 0.0
+
+    def __enter__(self) -> LiveBox:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def call(self, phase: Callable[[], Awaitable[T]]) -> T:
+        """Run `phase()` on the box's loop; wait for its result (Ctrl-C interrupts the wait)."""
+
+        async def tracked() -> T:
+            self._phase = asyncio.current_task()
+            return await phase()
+
+        return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+        if not self.loop.is_running():
+            self.loop.close()
+
+    async def _shutdown(self) -> None:
+        phase = self._phase
+        if phase is not None and not phase.done():
+            phase.cancel()
+            await asyncio.wait([phase])
+        await self._stack.aclose()
+
+    @property
+    def running(self) -> RunningBox:
+        if self._running is None:
+            raise DemoFailure("the box is not running")
+        return self._running
+
+    @property
+    def api(self) -> aiohttp.ClientSession:
+        if self._api is None:
+            raise DemoFailure("the box's local API is not open")
+        return self._api
+
+    # -- the phases (each runs on the box's loop) --
+
+    async def start(self) -> WebPage:
+        """The simulated gpsd, then the box service; returns what its web channel reports."""
+        gpsd = await self._stack.enter_async_context(GpsdSimulator(port=self.plan.gps_port))
+        self.incident.route_start_wall_ms = gpsd.started_wall_ms
         say(
             f"simulated gpsd on 127.0.0.1:{gpsd.port} (gateway/gps_sim.py): a "
             f"{ROUTE_LENGTH_M / 1000:.1f} km loop through Hattem at {SPEED_MPS:g} m/s"
         )
-        config = load_config(plan.config_path)
-        started = time.monotonic()
-        running = await start_box(config)
-        say("start_box(box.toml): the service `mvb run` runs, in this process")
+        config = load_config(self.plan.config_path)
+        self._started_mono_s = time.monotonic()
+        self._running = await start_box(config)
+        self._stack.push_async_callback(self._stop_box, self._running)
+        say("start_box(box.toml): the service `mvb run` runs, in this process, paired")
+        base = f"http://{config.api.host}:{config.api.port}"
+        self._api = await self._stack.enter_async_context(aiohttp.ClientSession(base))
+        return web_page(await api_call(self.api, "GET", "/api/status"))
+
+    async def wait_ready(self) -> None:
+        """Until every pre-record ring holds `prerecord_s` and GPS has a fix; progress shown."""
+        prerecord_s = self.plan.prerecord_s
+        say(f"waiting until both pre-record rings hold {prerecord_s:g} s and GPS has a fix:")
+        status = await self._report_until(
+            lambda status, _counts: is_ready(status, prerecord_s),
+            READY_TIMEOUT_S,
+            "the cameras' rings and GPS were not ready",
+            READY_PROGRESS_EVERY_S,
+        )
+        self.incident.ready_after_s = time.monotonic() - self._started_mono_s
+        say(f"ready {self.incident.ready_after_s:.1f} s after the start; GET /api/status:")
+        echo("\n".join(describe_status(status)))
+
+    async def play_incident(self, copy_card: Callable[[], str]) -> None:
+        """Lights on -> recording; `incident_s` later the officer's stop, and a thief copies the
+        card (`copy_card`, off the loop); post-record to the end. Uploads run all along."""
+        running, plan = self.running, self.plan
+        inputs = SimulatedInputs(running.events, [InputRule.level(LIGHTS)])
+        poller = asyncio.create_task(inputs.run())
         try:
-            base = f"http://{config.api.host}:{config.api.port}"
-            async with aiohttp.ClientSession(base) as api:
-                await wait_until_ready(api, plan)
-                incident.ready_after_s = time.monotonic() - started
-                say(f"ready {incident.ready_after_s:.1f} s after the start")
-                heading(4, "incident: the emergency lights go on; the officer stops it")
-                await play_incident(running, api, plan, incident)
+            await lights_on(running, inputs, self.incident)
+            until = time.monotonic() + plan.incident_s
+            await self._report_until(
+                lambda _status, _counts: time.monotonic() >= until,
+                plan.incident_s + READY_TIMEOUT_S,
+                "the incident did not run its course",
+                PROGRESS_EVERY_S,
+            )
+            await officer_stops(running, self.api, self.incident)
+            say(f"{clock_text()} a thief pulls the card now: {await asyncio.to_thread(copy_card)}")
+            say(f"post-record: the cameras keep recording for {plan.postrecord_s:g} s ...")
+            await self._report_until(
+                lambda _status, _counts: running.service.recording is None,
+                plan.postrecord_s + READY_TIMEOUT_S,
+                "the recording did not finish after its post-record",
+                PROGRESS_EVERY_S,
+            )
+            self.incident.uploaded_while_recording = self.incident.uploaded_counts[-1]
         finally:
-            await stop_box(running)
-        say("stop_box: ignition off; cameras stopped, the recording sealed, the box closed")
-    return incident
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
+    async def wait_uploaded(self) -> None:
+        """Until every file the box catalogued is attested and deleted from the card."""
+        say("the recording is sealed; the uplink sends what is left:")
+        await self._report_until(
+            lambda _status, counts: counts.all_deleted,
+            UPLOAD_TIMEOUT_S,
+            "the uplink did not deliver, and the box did not delete, every file",
+            PROGRESS_EVERY_S,
+            first_line_now=False,  # the incident's last line was printed a moment ago
+        )
+
+    async def records(self) -> list[FileRecord]:
+        """The running box's catalog (read off the loop: it is sqlite underneath)."""
+        return await asyncio.to_thread(self.running.box.store.catalog.all)
+
+    async def _stop_box(self, running: RunningBox) -> None:
+        await stop_box(running)
+        say("stop_box: ignition off; cameras stopped, the box closed")
+
+    async def _report_until(
+        self,
+        done: Done,
+        timeout_s: float,
+        failure: str,
+        every_s: float,
+        *,
+        first_line_now: bool = True,
+    ) -> dict[str, Any]:
+        """Poll the status and the catalog until `done`; a progress line every `every_s` and
+        one at the end. Returns the last status document; DemoFailure after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        next_line_at = 0.0 if first_line_now else time.monotonic() + every_s
+        while True:
+            status = await api_call(self.api, "GET", "/api/status")
+            counts = card_counts(await self.records())
+            finished = done(status, counts)
+            if finished or time.monotonic() >= next_line_at:
+                say(progress_line(status, counts))
+                self._note_uploaded(status)
+                next_line_at = time.monotonic() + every_s
+            if finished:
+                return status
+            check(time.monotonic() < deadline, f"{failure} within {timeout_s:g} s")
+            await asyncio.sleep(SNAPSHOT_EVERY_S)
+
+    def _note_uploaded(self, status: dict[str, Any]) -> None:
+        uploaded = (status.get("uplink") or {}).get("uploaded_files")
+        if isinstance(uploaded, int):
+            self.incident.uploaded_counts.append(uploaded)
 
 
 async def api_call(api: aiohttp.ClientSession, method: str, path: str) -> dict[str, Any]:
@@ -164,28 +417,6 @@ async def api_call(api: aiohttp.ClientSession, method: str, path: str) -> dict[s
     return document
 
 
-async def wait_until_ready(api: aiohttp.ClientSession, plan: LivePlan) -> None:
-    """Poll GET /api/status until every pre-record ring holds `prerecord_s` and GPS has a fix."""
-    say(f"waiting until both pre-record rings hold {plan.prerecord_s:g} s and GPS has a fix:")
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    next_progress = time.monotonic() + PROGRESS_EVERY_S
-    while True:
-        status = await api_call(api, "GET", "/api/status")
-        if is_ready(status, plan.prerecord_s):
-            break
-        check(
-            time.monotonic() < deadline,
-            f"not ready after {READY_TIMEOUT_S:g} s: {progress_line(status)}",
-        )
-        if time.monotonic() >= next_progress:
-            say(f"  {progress_line(status)}")
-            next_progress += PROGRESS_EVERY_S
-        await asyncio.sleep(READY_POLL_S)
-    say(f"  {progress_line(status)}")
-    say("GET /api/status:")
-    echo("\n".join(describe_status(status)))
-
-
 def is_ready(status: dict[str, Any], prerecord_s: float) -> bool:
     """Every camera's ring holds `prerecord_s` seconds and the GPS status is "fix"."""
     cameras = status.get("cameras", {})
@@ -193,7 +424,7 @@ def is_ready(status: dict[str, Any], prerecord_s: float) -> bool:
     return bool(filled) and all(filled) and status.get("gps", {}).get("status") == "fix"
 
 
-def progress_line(status: dict[str, Any]) -> str:
+def prerecord_line(status: dict[str, Any]) -> str:
     """`pre-record dashcam 4.0 s, bodycam 3.9 s; GPS fix` from a status document."""
     rings = ", ".join(
         f"{name} {camera.get('prerecord_filled_s', 0.0):.1f} s"
@@ -204,14 +435,13 @@ def progress_line(status: dict[str, Any]) -> str:
 
 def describe_status(status: dict[str, Any]) -> list[str]:
     """The status document in a few readable lines (the API's JSON, condensed)."""
-    lines = [f"state {status.get('state')}, recording for {status.get('recording_for_s')} s"]
+    lines = []
     for name, camera in status.get("cameras", {}).items():
         lines.append(
             f"{name}: {'connected' if camera.get('connected') else 'NOT connected'}, "
             f"{camera.get('fps')} fps, {camera.get('bitrate_bps', 0) / 1000:,.0f} kbit/s, "
             f"pre-record {camera.get('prerecord_filled_s')} s "
-            f"({camera.get('prerecord_bytes', 0):,} bytes in RAM), "
-            f"recording: {'yes' if camera.get('recording') else 'no'}"
+            f"({camera.get('prerecord_bytes', 0):,} bytes in RAM)"
         )
     gps = status.get("gps", {})
     speed = gps.get("speed_mps")
@@ -220,19 +450,13 @@ def describe_status(status: dict[str, Any]) -> list[str]:
         f"speed {'-' if speed is None else f'{speed:g}'} m/s, "
         f"GPS time - system clock {gps.get('clock_offset_ms')} ms"
     )
-    alarms = status.get("alarms") or {}
-    storage = status.get("storage", {})
-    card = f"{files_on_card(status)} evidence file(s) on the card"
-    if "bytes_on_card" in storage:
-        card += f", {storage['bytes_on_card']:,} bytes"
-    lines.append(f"alarms: {', '.join(alarms) or 'none'}; {card}")
+    pairing = status.get("pairing") or {}
+    uplink = status.get("uplink") or {}
+    lines.append(
+        f"paired: {'yes' if pairing.get('paired') else 'NO'}; uplink {uplink.get('state')}; "
+        f"alarms: {', '.join(status.get('alarms') or {}) or 'none'}"
+    )
     return lines
-
-
-def files_on_card(status: dict[str, Any]) -> int:
-    """The number of evidence files the status document reports on the card."""
-    storage = status.get("storage", {})
-    return int(storage.get("files_on_card", storage.get("files", 0)))
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float, failure: str) -> None:
@@ -241,32 +465,6 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float, failure: s
     while not condition():
         check(time.monotonic() < deadline, failure)
         await asyncio.sleep(POLL_S)
-
-
-async def play_incident(
-    running: RunningBox, api: aiohttp.ClientSession, plan: LivePlan, incident: Incident
-) -> None:
-    """Lights on -> recording; `incident_s` later the officer's stop; post-record to the end."""
-    inputs = SimulatedInputs(running.events, [InputRule.level(LIGHTS)])
-    poller = asyncio.create_task(inputs.run())
-    try:
-        await lights_on(running, inputs, incident)
-        await keep_recording(api, plan.incident_s)
-        await officer_stops(running, api, incident)
-        say(f"post-record: the cameras keep recording for {plan.postrecord_s:g} s ...")
-        await wait_until(
-            lambda: running.service.recording is None,
-            plan.postrecord_s + 10,
-            "the recording did not finish after its post-record",
-        )
-        status = await api_call(api, "GET", "/api/status")
-        incident.files_on_card = files_on_card(status)
-        say(f"{clock_text()} post-record done; GET /api/status:")
-        echo("\n".join(describe_status(status)))
-    finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
 
 
 async def lights_on(running: RunningBox, inputs: SimulatedInputs, incident: Incident) -> None:
@@ -285,19 +483,6 @@ async def lights_on(running: RunningBox, inputs: SimulatedInputs, incident: Inci
     incident.trigger_mono_ns = changed_ns
     state = running.service.recorder.state.value
     say(f"{clock_text()} recorder: {state}, recording {recording.recording_id}")
-
-
-async def keep_recording(api: aiohttp.ClientSession, seconds: float) -> None:
-    """The incident goes on for `seconds`; the status is shown every PROGRESS_EVERY_S."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        await asyncio.sleep(min(PROGRESS_EVERY_S, left))
-        status = await api_call(api, "GET", "/api/status")
-        gps = status.get("gps", {})
-        say(
-            f"{clock_text()} {status.get('state')} for {status.get('recording_for_s')} s; "
-            f"GPS {gps.get('status')} at {gps.get('speed_mps')} m/s"
-        )
 
 
 async def officer_stops(
@@ -548,6 +733,7 @@ class PowerCut:
     recording_id: str
     acked_bytes: int
     recovered_bytes: int = 0
+    recovered_s: float = 0.0  # by PTS
     describe_line: str = ""
 
 
@@ -590,7 +776,7 @@ def kill_writer(config: Path, clip: Path) -> PowerCut:
     say(f"$ python -m gateway.demo --child-writer box/{config.name} clips/{clip.name} &")
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as child:
         try:
-            recording_id, acked = await_acks(child_lines(child))
+            recording_id, acked = await_acks(child_lines(child, "writer"))
             time.sleep(POWER_CUT_DELAY_S)
             child.send_signal(signal.SIGKILL)
             say(f"SIGKILL to writer pid {child.pid} while it writes the next segment (power cut)")
@@ -601,8 +787,9 @@ def kill_writer(config: Path, clip: Path) -> PowerCut:
     return PowerCut(recording_id, acked)
 
 
-def child_lines(child: subprocess.Popen[str]) -> queue.Queue[str | None]:
-    """The child's stdout lines, read by a thread into a queue; None marks the end."""
+def child_lines(child: subprocess.Popen[str], name: str) -> queue.Queue[str | None]:
+    """The child's stdout lines, read by a thread into a queue (to its end, so the child never
+    blocks on a full pipe); None marks the end."""
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -611,7 +798,7 @@ def child_lines(child: subprocess.Popen[str]) -> queue.Queue[str | None]:
             lines.put(line.strip())
         lines.put(None)
 
-    threading.Thread(target=pump, name="demo-writer-stdout", daemon=True).start()
+    threading.Thread(target=pump, name=f"demo-{name}-stdout", daemon=True).start()
     return lines
 
 
@@ -620,7 +807,7 @@ def await_acks(lines: queue.Queue[str | None]) -> tuple[str, int]:
     recording_id, acks, acked = "", 0, 0
     deadline = time.monotonic() + CHILD_TIMEOUT_S
     while acks < ACKS_BEFORE_POWER_CUT:
-        line = next_line(lines, deadline)
+        line = next_line(lines, deadline, "the writer")
         say(f"writer: {line}")
         word, *rest = line.split()
         if word == "REC":
@@ -632,12 +819,12 @@ def await_acks(lines: queue.Queue[str | None]) -> tuple[str, int]:
     return recording_id, acked
 
 
-def next_line(lines: queue.Queue[str | None], deadline: float) -> str:
+def next_line(lines: queue.Queue[str | None], deadline: float, who: str) -> str:
     """The child's next line, or DemoFailure at the deadline or at the end of its output."""
     try:
         line = lines.get(timeout=max(deadline - time.monotonic(), 0.0))
     except queue.Empty:
-        raise DemoFailure(f"the writer printed nothing for {CHILD_TIMEOUT_S:g} s") from None
+        raise DemoFailure(f"{who} printed nothing in time") from None
     if line is None:
-        raise DemoFailure("the writer stopped before the power cut (see its error above)")
+        raise DemoFailure(f"{who} stopped early (see its error above)")
     return line
