@@ -305,7 +305,10 @@ def _closest_link(
 
 
 def _reason(verdict: _Verdict, view: LinkView, upload_class: UploadClass) -> str:
-    if verdict in (_Verdict.OK, _Verdict.NO_SLOT, _Verdict.HELD_FOR_WIFI):
+    if verdict is _Verdict.OK:
+        # A link would take it now: the file was sealed after this round's queue was read.
+        return "starting shortly"
+    if verdict in (_Verdict.NO_SLOT, _Verdict.HELD_FOR_WIFI):
         return "waiting for a free upload slot"
     if verdict is _Verdict.BUDGET:
         then_wifi = view.is_cellular and upload_class is not UploadClass.P0

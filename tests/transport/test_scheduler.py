@@ -397,6 +397,7 @@ def test_assignment_carries_the_links_transport() -> None:
         (cand("f", P1), [wifi(active=2), lte()], "waiting for a free upload slot"),
         (cand("f", P2), [wifi(active=2), lte()], "waiting for a free upload slot"),
         (cand("f", P0), [wifi(active=3), lte(active=3)], "waiting for a free upload slot"),
+        (cand("f", P1), [wifi()], "starting shortly"),
     ],
     ids=[
         "blocked",
@@ -414,6 +415,7 @@ def test_assignment_carries_the_links_transport() -> None:
         "evidence busy",
         "routine busy",
         "incident busy",
+        "next round",
     ],
 )
 def test_explain_waiting(candidate: UploadCandidate, links: list[LinkView], reason: str) -> None:
