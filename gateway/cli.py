@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import urllib.error
@@ -18,6 +17,7 @@ from typing import Any
 from config.local import ConfigError, LocalConfig, load_config
 from gateway.box import Box, open_box
 from gateway.importer import ClipError, import_clip
+from gateway.logfmt import configure_logging
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import officer_message, pair, pairing_files
 from gateway.run import run
@@ -173,7 +173,7 @@ def _device_key(box: Box, _args: argparse.Namespace) -> int:
 
 
 def _run(config: LocalConfig, _args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         return asyncio.run(run(config))
     except OSError as exc:  # e.g. the API port is taken; everything started was stopped again

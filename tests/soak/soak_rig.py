@@ -738,7 +738,9 @@ def _card_problems(paths: SoakPaths) -> list[str]:
     return [f"left on the card: {p.relative_to(paths.card)}" for p in left]
 
 
-LOGGED_ERROR = re.compile(r"(^|\d )(ERROR|CRITICAL) |^Traceback ")
+# The box logs in logfmt (`level=error ...`), the back office as `<time> ERROR <logger>`;
+# a Traceback at the start of a line is a crash Python printed itself.
+LOGGED_ERROR = re.compile(r"(^|\d )(ERROR|CRITICAL) |(^|\s)level=(error|critical) |^Traceback ")
 
 
 def _logged_errors(log: Path) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.soak import soak_rig
 from tests.soak.oracle import AuditFacts, StoredFile, find_problems, media_span_ns, totals
 from tests.soak.script import (
     BACK_OFFICE_CRASH_CYCLE,
@@ -207,3 +208,17 @@ def test_media_time_sums_the_segments_only() -> None:
         {"type": "segment", "start_mono_ns": 2_000_000_000, "end_mono_ns": 2_900_000_000},
     ]
     assert media_span_ns(metadata) == (2, 2_400_000_000)
+
+
+def test_the_log_check_catches_errors_in_both_log_formats(tmp_path: Path) -> None:
+    log = tmp_path / "box.log"
+    log.write_text(
+        "level=info logger=gateway.gps msg=connected\n"
+        'level=error logger=transport.uplink msg="uplink round failed" exc="Traceback ..."\n'
+        "2026-11-23 08:00:00,000 ERROR backoffice.server boom\n"
+        "level=warning logger=gateway.run msg=slow\n"
+    )
+    errors = soak_rig._logged_errors(log)
+    assert len(errors) == 2
+    assert any("uplink round failed" in e for e in errors)
+    assert any("backoffice.server boom" in e for e in errors)
