@@ -63,7 +63,7 @@ from backoffice.pairing import (
     refusal_json,
 )
 from backoffice.pki import Issued, load_issued
-from backoffice.server import ClientDenied, GateUnavailable, RunningServer
+from backoffice.server import ClientDenied, GateUnavailable, RunningServer, serve_tls
 from protocol.pairing_code import PAIR_PATH
 from protocol.pairing_messages import MAX_REQUEST_BYTES, ServiceEndpoint
 from transport.pinning import pin_of_pem_file
@@ -577,21 +577,13 @@ async def start_pairing_server(
         limiter=PairRateLimiter(rate_limits),
         clock=clock,
     )
-    application = web.Application(client_max_size=MAX_REQUEST_BYTES)
-    application.router.add_route("*", "/{tail:.*}", handler.handle)
-    runner = web.AppRunner(
-        application,
-        handler_cancellation=True,
-        keepalive_timeout=idle_timeout_s,
-        access_log=None,  # request lines add nothing; answers are logged by kind
-        shutdown_timeout=shutdown_timeout_s,
+    return await serve_tls(
+        handler.handle,
+        context,
+        host=host,
+        port=port,
+        what="pairing",
+        client_max_size=MAX_REQUEST_BYTES,
+        idle_timeout_s=idle_timeout_s,
+        shutdown_timeout_s=shutdown_timeout_s,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    log.info("serving pairing over https host=%s port=%d", host, site.port)
-    return RunningServer(runner, site.port)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from aiohttp import StreamReader, web
+from aiohttp.typedefs import Handler
 
 from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
 from backoffice.tus_app import (
@@ -412,14 +413,41 @@ async def start_https_server(
         fleet_files=fleet_files,
         fleet_reports=fleet_reports,
     )
-    application = web.Application(client_max_size=CLIENT_MAX_SIZE_BYTES)
-    application.router.add_route("*", "/{tail:.*}", shell.handle)
+    return await serve_tls(
+        shell.handle,
+        context,
+        host=host,
+        port=port,
+        what="tus",
+        client_max_size=CLIENT_MAX_SIZE_BYTES,
+        idle_timeout_s=idle_timeout_s,
+        shutdown_timeout_s=shutdown_timeout_s,
+    )
+
+
+async def serve_tls(
+    handle: Handler,
+    context: ssl.SSLContext,
+    *,
+    host: str,
+    port: int,
+    what: str,
+    client_max_size: int,
+    idle_timeout_s: float,
+    shutdown_timeout_s: float,
+) -> RunningServer:
+    """Serve one catch-all handler over TLS on host:port (0: any), the way every listener of
+    the back office runs: a vanished client's request is cancelled (its bytes are settled),
+    idle connections close after `idle_timeout_s`, no request lines are logged (handlers log
+    what matters), and a listener that fails to bind leaves nothing behind."""
+    application = web.Application(client_max_size=client_max_size)
+    application.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(
         application,
-        handler_cancellation=True,  # a vanished client's request stops (its bytes are settled)
+        handler_cancellation=True,
         keepalive_timeout=idle_timeout_s,
         lingering_time=min(idle_timeout_s, MAX_LINGER_S),
-        access_log=None,  # TusApp logs what matters, without request lines
+        access_log=None,
         shutdown_timeout=shutdown_timeout_s,
     )
     await runner.setup()
@@ -429,5 +457,5 @@ async def start_https_server(
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("serving tus over https host=%s port=%d", host, site.port)
+    log.info("serving %s over https host=%s port=%d", what, host, site.port)
     return RunningServer(runner, site.port)
