@@ -88,9 +88,8 @@ class FleetLink:
         max_connections: int = 1,
     ) -> FleetLink:
         """A link to `host:port` (connections open lazily); OSError at once for a `binding`
-        that cannot be applied. Call it on the loop that will run the GETs."""
-        if min(connect_timeout_s, read_timeout_s, request_timeout_s) <= 0 or max_connections < 1:
-            raise ValueError("timeouts must be positive and max_connections at least 1")
+        that cannot be applied, ValueError for bad bounds (pinned_session). Call it on the loop
+        that will run the GETs."""
         session, connector = pinned_session(
             tls,
             binding,

@@ -260,10 +260,6 @@ class HttpsTransport:
 
         OSError at once if `binding` cannot be applied (no such interface, foreign address).
         """
-        if min(connect_timeout_s, request_timeout_s, read_timeout_s) <= 0:
-            raise ValueError("timeouts must be positive")
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
         session, connector = pinned_session(
             tls,
             binding,
@@ -340,7 +336,12 @@ def pinned_session(
 ) -> tuple[aiohttp.ClientSession, PinningConnector]:
     """An aiohttp session whose every connection is pinned, bound to the link and bounded in
     time; no cookies, no proxies from the environment, no decompression (bodies stay bounded).
-    OSError at once if `binding` cannot be applied. Shared by the uplink and the fleet fetch."""
+    OSError at once if `binding` cannot be applied, ValueError for a timeout that is not
+    positive or fewer than one connection. Shared by the uplink and the fleet fetch."""
+    if min(connect_timeout_s, read_timeout_s, request_timeout_s) <= 0:
+        raise ValueError("timeouts must be positive")
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
     if binding is not None:
         probe_binding(binding)
     connector = PinningConnector(

@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from config.fleet_fetch import FleetLink
 from tests.tls_helpers import SERVER_NAME
 from tests.tls_helpers import TestPki as Pki  # aliased: pytest would try to collect Test*
 from transport.binding import LinkBinding
@@ -834,3 +835,23 @@ def test_pin_mismatch_wrapped_by_aiohttp_stays_a_pin_mismatch() -> None:
 
 def test_programming_errors_are_not_translated() -> None:
     assert translate_error(ValueError("bad header")) is None
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {"connect_timeout_s": 0.0},
+        {"request_timeout_s": -1.0},
+        {"read_timeout_s": 0.0},
+        {"max_connections": 0},
+    ],
+)
+async def test_unbounded_settings_are_refused_by_both_pinned_clients(
+    pki: Pki, bounds: dict[str, Any]
+) -> None:
+    """A zero or negative bound would mean "wait forever" or "no connection": refused at once,
+    for the uplink and the fleet fetch alike (one check, in pinned_session)."""
+    with pytest.raises(ValueError, match="must be"):
+        await HttpsTransport.connect("127.0.0.1", 443, pki.client_settings(), **bounds)
+    with pytest.raises(ValueError, match="must be"):
+        await FleetLink.connect("127.0.0.1", 443, pki.client_settings(), **bounds)
