@@ -34,11 +34,10 @@ from backoffice.fleet_reports import ConfigReport
 from backoffice.pairing import CodeState, PairingCode
 from backoffice.pairing_service import LedgerStore
 from config.fleet_client import box_target_path
-from gateway.pairing_client import pairing_files
 from storage.envelope import RecipientPrivateKey
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
-from tests.tls_helpers import SERVER_NAME, TestPki
+from tests.tls_helpers import TestPki
 
 MVB = Path(sys.executable).with_name("mvb")
 MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
@@ -213,13 +212,10 @@ def mvb_pair(config: Path, code: str, *extra: str) -> subprocess.CompletedProces
     return run(MVB, "--config", config, "pair", code, *extra)
 
 
-def running_box_config(
-    root: Path, recipient_pub: Path, back_office: BackOffice, clip: Path
-) -> Path:
+def running_box_config(root: Path, recipient_pub: Path, clip: Path) -> Path:
     """A paired box (`root/state`) with one replayed camera, pre-record 30 s in its local file,
-    and its uplink to `back_office` on, asking for fleet configuration every second."""
-    files = pairing_files(root / "state")
-    pins = ", ".join(f'"{pin}"' for pin in files.pins())
+    and its uplink on, asking for fleet configuration every second. [uplink] names no address
+    and no credentials: the box takes them from its pairing (as a real box does)."""
     return write_box_config(
         root,
         recipient_pub,
@@ -238,13 +234,6 @@ url = "{clip}"
 serial = "DC-9"
 [uplink]
 enabled = true
-host = "127.0.0.1"
-port = {back_office.mutual_port}
-server_name = "{SERVER_NAME}"
-ca_file = "{files.ca_cert}"
-client_cert_file = "{files.client_cert}"
-client_key_file = "{files.client_key}"
-pins = [{pins}]
 config_poll_s = 1
 [[links]]
 name = "wifi"

@@ -197,7 +197,7 @@ def live(pki: TestPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
         paired = mvb_pair(box_config(box_root, recipient_pub), office.code())
         assert paired.returncode == 0, paired.stderr
         clip = generate_clip(root / "clip.ts", seconds=3, keyframe_interval_frames=25)
-        config = running_box_config(box_root, recipient_pub, office, clip)
+        config = running_box_config(box_root, recipient_pub, clip)
         with mvb_run(config):
             box = LiveBox(office, signers, config, box_root / "state", replayed_timestamp, 30.0)
             # From its local file's 30 s to the highest serial published for it: 2, 60 s.

@@ -429,7 +429,7 @@ def test_a_fresh_box_pairs_applies_its_signed_configuration_and_refuses_a_bad_on
     paired = mvb_pair(box_config(root, recipient_pub), back_office.code())
     assert paired.returncode == 0, paired.stderr
     clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
-    config = running_box_config(root, recipient_pub, back_office, clip)
+    config = running_box_config(root, recipient_pub, clip)
 
     with mvb_run(config):
         # serial 1 (pre-record 60 s) was published before the box started
@@ -463,7 +463,7 @@ def test_a_box_without_a_link_takes_a_pushed_bundle_and_refuses_a_tampered_one(
     root = tmp_path / "box"
     assert mvb_pair(box_config(root, recipient_pub), back_office.code()).returncode == 0
     clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
-    config = running_box_config(root, recipient_pub, back_office, clip)
+    config = running_box_config(root, recipient_pub, clip)
     config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
     bundle = back_office.fleet.export_bundle([f"boxes/{BOX}.toml"])
     tampered = bundle.replace(b"prerecord_s = 60", b"prerecord_s = 90")
