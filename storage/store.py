@@ -439,13 +439,19 @@ class StreamWriter:
             recipients=self.recording.key.stanzas,
         )
         store._register_recording_file(header)
-        writer = EvidenceFileWriter(
-            store.layout,
-            header,
-            self.recording.key.file_key(header.file_id),
-            space_check=store.check_space,
-            clock_ms=store.clock_ms,
-        )
+        try:
+            writer = EvidenceFileWriter(
+                store.layout,
+                header,
+                self.recording.key.file_key(header.file_id),
+                space_check=store.check_space,
+                clock_ms=store.clock_ms,
+            )
+        except BaseException:
+            # No durable header (e.g. a full card): the writer removed its .part, so the
+            # catalog must not keep a RECORDING entry that no file and no recovery will end.
+            store._forget_discarded(header.file_id.hex())
+            raise
         try:
             self._write_recording_facts(writer, header)
         except BaseException:

@@ -341,3 +341,24 @@ def test_a_real_enospc_leaves_no_torn_record_and_recovery_keeps_the_acknowledged
     assert record.interrupted_at_chunk == prefix.chunks
     assert record.sha256_hex == hashlib.sha256(path.read_bytes()).hexdigest()
     assert verify_audit_log(box.audit.path.read_bytes(), box.device.public_key()).ok
+
+
+def test_a_report_on_a_full_card_is_refused_and_leaves_nothing_behind(
+    box: Box, recipient: RecipientPrivateKey
+) -> None:
+    """The officer's report (R4) on a full card: CardFullError (the page says "card full"),
+    no half-written report file, no evidence touched; the report can be filed once there is
+    room."""
+    full = fill_card(box)
+    before = hash_card_files(box.card)
+    with pytest.raises(CardFullError):
+        box.store.write_report(full.recording_id, {"what": "a report that does not fit"})
+    assert list(box.store.layout.part_files()) == []
+    after = hash_card_files(box.card)
+    assert before.items() <= after.items(), "no evidence touched"
+    # The refused file had no durable header: it leaves the catalog as DELETED (found by this
+    # test: it stayed RECORDING for good, a file no upload and no recovery would ever end).
+    states = sorted(
+        r.state.value for r in box.store.catalog.all() if r.recording_id == full.recording_id
+    )
+    assert states == ["deleted", "sealed"]
