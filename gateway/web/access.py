@@ -33,6 +33,8 @@ from aiohttp.typedefs import Handler
 from config.accounts import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from config.local import AccountSection, LocalConfig
 from gateway.web.identity import Identity, set_identity, set_still_authorised
+from gateway.web.jsonbody import ApiError
+from gateway.web.jsonbody import error_response as api_error_response
 from gateway.web.sessions import (
     LoginThrottle,
     Session,
@@ -221,7 +223,8 @@ def session_of(request: web.Request) -> Session:
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+    """The access layer's refusals in the one error shape of gateway/web/jsonbody.py."""
+    return api_error_response(ApiError(status, code, message), headers)
 
 
 _CODES = {
