@@ -122,7 +122,9 @@ async def web_rig(tmp_path: Path, password_hashes: dict[str, str]) -> AsyncItera
     clock = ManualClock()
     try:
         enabled = replace(config, web=replace(config.web, enabled=True))
-        listener = await start_web(running, enabled, clock=clock)
+        assert running.port is not None
+        assert running.status is not None
+        listener = await start_web(running.port, running.status, enabled, clock=clock)
         assert listener is not None
         assert listener.state == "listening", listener
         running.web = listener

@@ -325,7 +325,7 @@ async def test_an_account_removed_or_changed_by_a_fleet_document_loses_its_sessi
 ) -> None:
     running, config = web_rig.running, web_rig.config
     applier = FleetApplier(config, _NoTarget(), ConfigSlots(config.state_dir), [], settle_s=0)
-    running.fleet = FleetSync(
+    fleet = FleetSync(
         state_dir=config.state_dir,
         metadata_dir=config.state_dir / "fleet-metadata",
         box_id=config.box.device_serial,
@@ -337,6 +337,9 @@ async def test_an_account_removed_or_changed_by_a_fleet_document_loses_its_sessi
         sign=running.box.device_key.sign,
         device_public_pem=running.box.device_key.public_pem(),
     )
+    running.fleet = fleet
+    assert running.port is not None
+    running.port.fleet = fleet  # the port reads the effective configuration from here
     async with web_rig.client() as alice, web_rig.client() as bob:
         assert (await login(alice, "alice"))[0] == 200
         assert (await login(bob, "bob"))[0] == 200
@@ -383,7 +386,11 @@ def _access_for(hashes: dict[str, str]) -> WebAccess:
         ],
     }
     config = parse_config(raw, "box.toml")
-    return WebAccess(lambda: config, lambda _event, **_fields: None)
+
+    async def no_audit(_event: str, **_fields: object) -> None:
+        return None
+
+    return WebAccess(lambda: config, no_audit)
 
 
 async def test_an_unknown_name_costs_a_verification_as_dear_as_the_dearest_account(

@@ -21,7 +21,6 @@ from gateway.web.events import MAX_STREAMS, EventStreams, encode_event
 from tests.gateway.web.feature_rig import (
     LocalBox,
     feature_box_config,
-    features,
     running_box,
     wait_for,
 )
@@ -134,7 +133,8 @@ async def test_stopping_the_service_ends_every_stream(tmp_path: Path) -> None:
 
 
 async def test_heartbeat_comments_between_events(box: LocalBox) -> None:
-    streams = EventStreams(features(box).status, interval_s=0.01, heartbeat_every=2)
+    assert box.running.status is not None
+    streams = EventStreams(box.running.status, interval_s=0.01, heartbeat_every=2)
     app = web.Application()
     app.router.add_get("/events", streams.handle)
     runner = web.AppRunner(app)

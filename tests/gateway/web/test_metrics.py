@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.api import api_application
+from gateway.web.app import api_application
 from gateway.web.metrics import CONTENT_TYPE, may_read_metrics, render_metrics
 from gateway.web.status_view import with_alerts
 from tests.gateway.web.conftest import WebRig
@@ -115,7 +115,9 @@ async def test_loopback_clients_read_the_metrics(box: LocalBox) -> None:
 
 async def test_a_peer_that_is_not_loopback_needs_the_token(box: LocalBox, tmp_path: Path) -> None:
     """The same API on a unix socket: its peer has no loopback address."""
-    runner = web.AppRunner(api_application(box.running, []))
+    assert box.running.port is not None
+    assert box.running.status is not None
+    runner = web.AppRunner(api_application(box.running.port, box.running.status, []))
     await runner.setup()
     socket_path = tmp_path / "api.sock"
     await web.UnixSite(runner, str(socket_path)).start()

@@ -14,9 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.officer.shift import ShiftStart
 from gateway.web.identity import LOCAL_IDENTITY, Identity
 from gateway.web.jsonbody import ApiError
-from gateway.web.shift import Shift, ShiftStart, decide_end, decide_start, parse_start
+from gateway.web.shift_routes import parse_start
 from tests.gateway.web.conftest import WebRig, login
 from tests.gateway.web.feature_rig import (
     LocalBox,
@@ -30,8 +31,6 @@ from tests.gateway.web.feature_rig import (
 
 MVB = Path(sys.executable).with_name("mvb")
 ALICE = Identity(channel="web", user="alice", role="officer", officer_id="BOA-1234")
-CAROL = Identity(channel="web", user="carol", role="officer", officer_id="BOA-7")
-ADMIN = Identity(channel="web", user="bob", role="admin", officer_id="")
 NO_ID = Identity(channel="web", user="dave", role="officer", officer_id="")
 
 
@@ -47,7 +46,7 @@ async def post(client: aiohttp.ClientSession, path: str, body: Any) -> tuple[int
     return reply.status, await reply.json()
 
 
-# -- the pure core ---------------------------------------------------------------------------------
+# -- the face: who starts a shift -----------------------------------------------------------------
 
 
 def test_who_starts_a_shift_depends_on_the_channel() -> None:
@@ -63,30 +62,6 @@ def test_who_starts_a_shift_depends_on_the_channel() -> None:
     with pytest.raises(ApiError) as missing:
         parse_start({}, LOCAL_IDENTITY)
     assert missing.value.extra["field"] == "officer_id"
-
-
-def test_one_shift_at_a_time_and_who_may_end_it() -> None:
-    running = decide_start(None, ShiftStart("BOA-1234", ("BC-1",)), 1000)
-    assert running == Shift("BOA-1234", ("BC-1",), 1000)
-    assert decide_start(running, ShiftStart("BOA-1234", ("BC-2",)), 5000) == Shift(
-        "BOA-1234", ("BC-2",), 1000
-    )
-    with pytest.raises(ApiError) as taken:
-        decide_start(running, ShiftStart("BOA-7", ()), 5000)
-    assert (taken.value.status, taken.value.code) == (409, "shift_active")
-    with pytest.raises(ApiError) as stranger:
-        decide_end(running, CAROL, acknowledge=True, missing=[])
-    assert stranger.value.status == 403
-    assert decide_end(running, ADMIN, acknowledge=False, missing=[]) == running
-    assert decide_end(running, LOCAL_IDENTITY, acknowledge=False, missing=[]) == running
-    with pytest.raises(ApiError) as unreported:
-        decide_end(running, ALICE, acknowledge=False, missing=["a" * 32])
-    assert unreported.value.code == "reports_missing"
-    assert unreported.value.extra["missing"] == ["a" * 32]
-    assert decide_end(running, ALICE, acknowledge=True, missing=["a" * 32]) == running
-    with pytest.raises(ApiError) as nothing:
-        decide_end(None, ALICE, acknowledge=True, missing=[])
-    assert nothing.value.code == "no_shift"
 
 
 # -- over the loopback channel ---------------------------------------------------------------------
