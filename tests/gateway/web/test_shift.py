@@ -14,11 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from config.local import load_config
 from gateway.officer.shift import ShiftStart
 from gateway.web.identity import LOCAL_IDENTITY, Identity
 from gateway.web.jsonbody import ApiError
 from gateway.web.shift_routes import parse_start
 from tests.gateway.web.conftest import WebRig, login
+from tests.gateway.web.fake_box import fake_local
 from tests.gateway.web.feature_rig import (
     LocalBox,
     feature_box_config,
@@ -149,8 +151,9 @@ async def test_the_shift_survives_a_restart_and_another_officer_waits(tmp_path: 
 
 
 async def test_bad_shift_requests_get_clear_errors_and_the_box_keeps_running(
-    box: LocalBox,
+    tmp_path: Path,
 ) -> None:
+    """The face's parsing, in front of the in-memory box."""
     cases: list[tuple[str, Any, int, str]] = [
         ("/api/shift/start", b"{", 400, "bad_json"),
         ("/api/shift/start", b"", 400, "bad_json"),
@@ -183,14 +186,15 @@ async def test_bad_shift_requests_get_clear_errors_and_the_box_keeps_running(
         ("/api/shift/end", {}, 409, "no_shift"),
         ("/api/shift/end", {"acknowledge_missing_reports": "yes"}, 422, "invalid"),
     ]
-    async with box.client() as client:
+    async with fake_local(load_config(feature_box_config(tmp_path))) as box, box.client() as client:
         for path, body, status, error in cases:
             code, answer = await post(client, path, body)
             assert (code, answer["error"]) == (status, error), (path, body, answer)
             assert answer["message"]
+        assert box.box.shift is None
         code, _ = await post(client, "/api/shift/start", {"officer_id": "BOA-1"})
         assert code == 200
-    assert not (box.config.state_dir / "shift.json.tmp").exists()
+    assert box.box.shift is not None
 
 
 async def test_mvb_shift_start_and_end(box: LocalBox) -> None:
@@ -241,7 +245,7 @@ async def test_on_the_web_the_account_names_the_officer(web_rig: WebRig) -> None
         assert (shift["officer_id"], shift["bodycam_serials"]) == ("BOA-1234", ["BC-77"])
         reply = await bob.post("/api/shift/end", json={}, headers=bob_csrf)  # an admin may
         assert reply.status == 200, await reply.text()
-    audit = (web_rig.config.state_dir / "audit.jsonl").read_text()
+    audit = web_rig.box.audit_text()
     assert '"shift.started"' in audit
     assert '"BOA-1234"' in audit
     assert "alice" not in audit  # a login name never; the service number is the evidence
