@@ -123,7 +123,7 @@ class UplinkSection:
     carry. `h3_port` 0 means the back office offers no HTTP/3. Paths are relative to this file.
 
     All of these may be left out: a paired box takes them from its pairing (docs/pairing.md 3.2,
-    transport/from_config.py `uplink_from_pairing`). What is set here wins, e.g. behind NAT:
+    gateway/uplink_from_config.py `uplink_from_pairing`). What is set here wins, e.g. behind NAT:
     `host` brings `port` and `h3_port` from this file too, `server_name` stands alone, and the
     credentials (UPLINK_CREDENTIAL_KEYS) are all-or-nothing, so a box never mixes its own
     certificate with another trust set.

@@ -4,57 +4,64 @@ Applied at once: the recording policy (pre-record, post-record, maximum continuo
 trigger rules and upload classes) on the running cameras, and retention. Uplink and link
 settings are read when the uplink starts, so they take effect at the next start of the service;
 the applier still validates them with the rest.
+
+Each piece takes only the parts it acts on or looks at.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from config.local import LocalConfig, upload_class_for
+from gateway.capture.service import CaptureService
 from gateway.fleet_apply import HealthCheck
 from gateway.policy import recorder_policy
 from storage.retention import RetentionPolicy
-
-if TYPE_CHECKING:
-    from gateway.run import RunningBox
+from storage.store import EvidenceStore
 
 
 class RunningBoxTarget:
-    def __init__(self, running: RunningBox) -> None:
-        self.running = running
+    """Hands an applied configuration's slices to the capture service and the store."""
+
+    def __init__(self, service: CaptureService, store: EvidenceStore) -> None:
+        self.service = service
+        self.store = store
 
     def hand_out(self, effective: LocalConfig) -> None:
-        self.running.service.apply_policy(
+        self.service.apply_policy(
             recorder_policy(effective),
             effective.recording.ring_max_bytes,
             lambda source: upload_class_for(source, effective.triggers),
         )
-        store = self.running.box.store
         retention = RetentionPolicy(retention_days=effective.storage.retention_days)
-        store.settings = replace(store.settings, retention=retention)
+        self.store.settings = replace(self.store.settings, retention=retention)
 
 
-def cameras_delivering(running: RunningBox) -> HealthCheck:
+def cameras_delivering(service: CaptureService) -> HealthCheck:
     """Health check: every camera is connected (a camera that stopped is not the document's
     fault, but a document must not be judged good while the box cannot record)."""
 
     async def check(_effective: LocalConfig) -> str | None:
         down = [
-            name
-            for name, camera in running.service.cameras.items()
-            if not camera.source.health.connected
+            name for name, camera in service.cameras.items() if not camera.source.health.connected
         ]
         return f"camera(s) not delivering: {', '.join(sorted(down))}" if down else None
 
     return check
 
 
-def back_office_reachable(running: RunningBox) -> HealthCheck:
-    """Health check: with the uplink on, at least one link is usable (probed, pinned)."""
+class Uplink(Protocol):
+    def any_link_usable(self) -> bool: ...
+
+
+def back_office_reachable(uplink_of: Callable[[], Uplink | None]) -> HealthCheck:
+    """Health check: with the uplink on, at least one link is usable (probed, pinned).
+    `uplink_of` reads the uplink when the check runs (it starts after the applier is made)."""
 
     async def check(_effective: LocalConfig) -> str | None:
-        uplink = running.uplink
+        uplink = uplink_of()
         if uplink is None or uplink.any_link_usable():
             return None
         return "the back office is not reachable on any link"

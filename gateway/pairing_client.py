@@ -61,10 +61,10 @@ from gateway.pairing import (
     refusal_from_answer,
     start_pairing,
 )
+from gateway.uplink_from_config import PairedUplink
 from protocol.pairing_code import CodeFormatError, CodeTypo, normalise_address, split_address
 from protocol.pairing_messages import MAX_GRANT_BYTES, MessageFormatError, ServiceEndpoint
 from transport.errors import HostileServer, TransientNetworkError
-from transport.from_config import PairedUplink
 from transport.https import peer_certificate, read_bounded_body, translate_error
 from transport.pinning import PinSet
 from transport.tls import MINIMUM_TLS, ClientTlsSettings
@@ -175,7 +175,7 @@ def pairing_files(state_dir: Path) -> PairingFiles:
 
 
 def paired_uplink(state_dir: Path) -> PairedUplink | None:
-    """What pairing gave the uplink (transport/from_config.py merges it with the local file);
+    """What pairing gave the uplink (gateway/uplink_from_config.py merges it with the local file);
     None when the box is not paired. ValueError or OSError when the files are damaged."""
     if not is_paired(state_dir):
         return None

@@ -22,15 +22,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from config.fleet_schema import apply_fleet_document
 from config.local import CameraSection, ConfigError, LocalConfig, upload_class_for
-from gateway.api import start_api
 from gateway.box import Box, open_box
+from gateway.box_port import BoxAdapter
 from gateway.capture.replay_source import ReplaySource
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import PyavSource, SourceSpec, ThreadedSource
@@ -44,35 +43,36 @@ from gateway.inputs import (
     GpioChardevInput,
     IioAccelerometerInput,
     InputRule,
-    SpeedRule,
     SysfsGpioInput,
 )
+from gateway.officer.desks import OfficerDesks
 from gateway.pairing_client import fleet_metadata_dir, is_paired, paired_uplink
 from gateway.policy import recorder_policy
-from gateway.recorder import Event, IllegalTransition
+from gateway.recorder import Event
 from gateway.sdnotify import (
     Notifier,
     status_line,
     watchdog_interval_s_from_environ,
     watchdog_pinger,
 )
-from gateway.startup import CardUnusable, check_card, clock_offset_alarm
+from gateway.startup import CardUnusable, check_card
 from gateway.supervisor import Child, Supervisor
-from gateway.web.server import WebListener, start_web
-from transport.connect import BackOffice
-from transport.from_config import (
+from gateway.uplink_from_config import (
     PAIRING_UNREADABLE,
     UplinkNotStarted,
     back_office,
     uplink_service,
 )
+from gateway.watchers import SPEED_SOURCE, consume_events, watch_clock, watch_speed
+from gateway.web.local_channel import start_local_api
+from gateway.web.server import WebListener, start_web
+from gateway.web.status_source import StatusSource
+from transport.connect import BackOffice
 from transport.uplink import UplinkService
 
 log = logging.getLogger(__name__)
 
 EVENT_QUEUE_SIZE = 64
-SPEED_SOURCE = "speed"
-CLOCK_CHECK_EVERY_S = 30.0
 EXIT_CARD_UNUSABLE = 3
 
 
@@ -123,19 +123,28 @@ def input_lines(config: LocalConfig, events: asyncio.Queue[Event]) -> list[Input
 
 @dataclass
 class RunningBox:
+    """Every part of the running service, as the composition root wired them. The faces see
+    none of it: they reach the box through `port` (gateway/port.py)."""
+
     box: Box
     service: CaptureService
     gps: GpsTracker
     gpsd: GpsdClient
     events: asyncio.Queue[Event]
+    officer: OfficerDesks
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # audit appends in flight
-    stop_api: Callable[[], Any] | None = None
+    port: BoxAdapter | None = None  # made once the uplink and fleet sync exist
+    status: StatusSource | None = None  # one build of the status document for both channels
+    stop_api: Callable[[], Awaitable[None]] | None = None
     web: WebListener | None = None  # the officer's HTTPS channel (docs/webui.md 1)
     ignored_events: int = 0
     uplink: UplinkService | UplinkNotStarted | None = None  # None: [uplink] is off
     fleet: FleetSync | None = None
     supervisor: Supervisor = field(default_factory=Supervisor)
     supervised: asyncio.Task[None] | None = None  # runs every child of `supervisor`
+
+    def count_ignored(self) -> None:
+        self.ignored_events += 1  # e.g. lights off while standing by: nothing to stop
 
     def healthy(self) -> bool:
         """For the watchdog: the supervisor and its core child run (a wedged event loop cannot
@@ -198,7 +207,9 @@ async def start_box(local: LocalConfig) -> RunningBox:
         upload_class_of=lambda source: upload_class_for(source, config.triggers),
     )
     gpsd = GpsdClient(gps, config.gps.host, config.gps.port)
-    running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE))
+    officer = await asyncio.to_thread(OfficerDesks, config.state_dir, box.store, box.audit)
+    service.observers.append(officer)
+    running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE), officer)
     try:
         await _start_parts(running, local, config)
     except BaseException:
@@ -233,12 +244,12 @@ def build_fleet_sync(
     back office's reachability only when there is an uplink to reach it with."""
     if not is_paired(local.state_dir):
         return None
-    checks = [cameras_delivering(running)]
+    checks = [cameras_delivering(running.service)]
     if office is not None:
-        checks.append(back_office_reachable(running))
+        checks.append(back_office_reachable(lambda: running.uplink))
     applier = FleetApplier(
         local,
-        RunningBoxTarget(running),
+        RunningBoxTarget(running.service, running.box.store),
         ConfigSlots(local.state_dir),
         checks,
         audit=running.box.audit.append,
@@ -275,23 +286,43 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
     running.supervised = asyncio.create_task(
         running.supervisor.run(children(running, config)), name="supervisor"
     )
-    running.stop_api = await start_api(running, config.api.host, config.api.port)
-    running.web = await start_web(running, config)
+    port = BoxAdapter(
+        running.box,
+        running.service,
+        running.gps,
+        running.officer,
+        uplink=running.uplink,
+        fleet=running.fleet,
+    )
+    running.port = port
+    running.status = StatusSource(port, lambda document: _add_web_status(running, document))
+    running.stop_api = await start_local_api(port, running.status, config.api.host, config.api.port)
+    running.web = await start_web(port, running.status, config)
+
+
+def _add_web_status(running: RunningBox, document: dict[str, Any]) -> None:
+    """The status document's `web` member: the officer's channel as the root started it."""
+    document["web"] = None if running.web is None else running.web.status()
 
 
 def children(running: RunningBox, config: LocalConfig) -> list[Child]:
     """Every supervised loop of the service; only the recorder's event loop is core."""
     kids = [
-        Child("events", lambda: _consume_events(running), kind="core"),
+        Child(
+            "events",
+            lambda: consume_events(running.events, running.service, running.count_ignored),
+            kind="core",
+        ),
         Child("gps", running.gpsd.run),
-        Child("clock", lambda: _watch_clock(running)),
+        Child("clock", lambda: watch_clock(running.gps, running.service, running.box.audit)),
     ]
     kids += [
         Child(f"input-{index}", line.run)
         for index, line in enumerate(input_lines(config, running.events))
     ]
     if SPEED_SOURCE in config.triggers:
-        kids.append(Child("speed", lambda: _watch_speed(running, config)))
+        threshold_mps = config.triggers[SPEED_SOURCE].threshold_mps
+        kids.append(Child("speed", lambda: watch_speed(running.gps, threshold_mps, running.events)))
     if isinstance(running.uplink, UplinkService):
         kids.append(Child("uplink", running.uplink.run))
     if running.fleet is not None:
@@ -337,51 +368,6 @@ async def stop_box(running: RunningBox) -> None:
         running.uplink.ledger.close()
     await asyncio.to_thread(running.box.audit.append, "gateway.stopped")
     await asyncio.to_thread(running.box.close)
-
-
-async def _consume_events(running: RunningBox) -> None:
-    """Vehicle inputs and officer buttons arrive here and go through the recorder."""
-    while True:
-        event = await running.events.get()
-        try:
-            await running.service.submit(event)
-        except IllegalTransition:
-            running.ignored_events += 1  # e.g. lights off while standing by: nothing to stop
-
-
-async def _watch_clock(running: RunningBox) -> None:
-    """The wall clock against GPS time: recordings are stamped with the wall clock, so an offset
-    of seconds is an alarm (and audited once per episode), cleared when the clock is right."""
-    alarmed = False
-    while True:
-        alarm = clock_offset_alarm(running.gps.clock_offset_ms)
-        if alarm is None:
-            running.service.alarms.pop("clock_offset", None)
-            alarmed = False
-        else:
-            running.service.alarms["clock_offset"] = alarm
-            if not alarmed:
-                alarmed = True
-                offset_s = round((running.gps.clock_offset_ms or 0.0) / 1000, 1)
-                await asyncio.to_thread(
-                    running.box.audit.append, "gateway.clock_offset", offset_s=offset_s
-                )
-        await asyncio.sleep(CLOCK_CHECK_EVERY_S)
-
-
-async def _watch_speed(running: RunningBox, config: LocalConfig) -> None:
-    """Speed above the configured threshold (from GPS) is a trigger source like any other."""
-    threshold_mps = config.triggers[SPEED_SOURCE].threshold_mps
-    rule = SpeedRule(
-        InputRule.threshold_above(SPEED_SOURCE, threshold=threshold_mps, hysteresis=2.0, hold_s=2.0)
-    )
-    while True:
-        await asyncio.sleep(0.5)
-        now_ns = time.monotonic_ns()
-        speed = running.gps.speed_mps(now_ns)
-        event = rule.sample(float("nan") if speed is None else speed, now_ns)
-        if event is not None:
-            await running.events.put(event)
 
 
 async def run(config: LocalConfig) -> int:

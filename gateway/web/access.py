@@ -1,6 +1,6 @@
 """The web channel's access layer (docs/webui.md 1.1, 1.2): who is calling, and may they.
 
-Middlewares in front of the one API application (gateway/api.py), outermost first:
+Middlewares in front of the one API application (gateway/web/app.py), outermost first:
 1. `json_errors`: every error leaves as `{"error": "<code>", "message": "<plain English>"}`,
    including aiohttp's own 404, 405 and 413 and an unexpected exception (logged, not shown).
 2. `access_control`: for /api/*, authentication comes before routing, so a route that does not
@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +78,8 @@ ANONYMOUS = Identity(channel="web", user="", role="", officer_id="")
 _SESSION_KEY: web.RequestKey[Session] = web.RequestKey("web_session", Session)
 
 Clock = Callable[[], float]
-Audit = Callable[..., object]
+Audit = Callable[..., Awaitable[None]]
+"""The port's `audit`: returns when the entry is durable."""
 
 
 def account_tag(name: str) -> str:
@@ -127,8 +128,8 @@ class WebAccess:
         return next((a for a in self.config_of().accounts if a.name == name), None)
 
     async def record(self, event: str, **fields: Any) -> None:
-        """An audit entry (fsync'd: off the event loop)."""
-        await asyncio.to_thread(self.audit, event, **fields)
+        """An audit entry, durable when this returns."""
+        await self.audit(event, **fields)
 
     @contextlib.asynccontextmanager
     async def one_login_at_a_time(self, name: str) -> AsyncIterator[None]:

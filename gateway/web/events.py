@@ -24,7 +24,7 @@ from aiohttp import web
 
 from gateway.web.identity import still_authorised
 from gateway.web.jsonbody import ApiError, error_response
-from gateway.web.status_view import StatusSource
+from gateway.web.status_source import StatusSource
 
 MAX_STREAMS = 8
 INTERVAL_S = 0.5  # the contract: at least every 0.5 s

@@ -6,34 +6,28 @@ The API is served on two channels (docs/webui.md, section 1):
 - `local`: the loopback listener that `mvb status|record|shift` use on the box itself, trusted
   because only processes on the box can reach it (config/local.py refuses a non-loopback host).
 
-Handlers read `identity_of(request)`; they never look at cookies or headers themselves.
+Handlers read `identity_of(request)`; they never look at cookies or headers themselves. The
+Identity itself is the port's (gateway/caller.py): services decide on it.
 Invariant: every request that reaches a handler carries exactly one Identity.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 from aiohttp import web
 
-Channel = Literal["web", "local"]
+from gateway.caller import LOCAL_IDENTITY, Channel, Identity
 
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """`user` is the login name (never written into evidence or logs); `officer_id` is the
-    officer's service number from the account, the one recordings carry (RULES R5); empty for
-    the local channel and for accounts without one."""
-
-    channel: Channel
-    user: str
-    role: str
-    officer_id: str
-
-
-LOCAL_IDENTITY = Identity(channel="local", user="local", role="admin", officer_id="")
+__all__ = [
+    "LOCAL_IDENTITY",
+    "Channel",
+    "Identity",
+    "identity_of",
+    "set_identity",
+    "set_still_authorised",
+    "still_authorised",
+]
 
 _KEY: web.RequestKey[Identity] = web.RequestKey("mvb.identity", Identity)
 

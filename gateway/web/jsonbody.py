@@ -1,17 +1,22 @@
 """JSON in and out for the feature routes: bounded bodies, one error shape (docs/webui.md 2).
 
 Every refusal is `{"error": "<code>", "message": "<plain English>"}` (plus members a route
-documents, e.g. `field` on 422 or `missing` on 409 `reports_missing`). Handlers raise ApiError;
+documents, e.g. `field` on 422 or `missing` on 409 `reports_missing`). Handlers raise ApiError,
+or let the box's `Refused` become one (`api_error`: its kind decides the HTTP status);
 `error_response` turns it into that answer. A body is read up to MAX_BODY_BYTES and no further,
 so a hostile client cannot make the box buffer more than that.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.caller import RefusalKind, Refused
 
 MAX_BODY_BYTES = 64 * 1024  # the bound for every JSON body (a bundle has its own, 16 MiB)
 
@@ -27,6 +32,21 @@ class ApiError(Exception):
         self.extra = extra
 
 
+HTTP_STATUS_OF: dict[RefusalKind, int] = {
+    RefusalKind.CONFLICT: 409,
+    RefusalKind.FORBIDDEN: 403,
+    RefusalKind.NOT_FOUND: 404,
+    RefusalKind.INVALID: 422,
+    RefusalKind.FAILED: 500,
+}
+"""How the web tells each kind of refusal of the box (gateway/caller.py)."""
+
+
+def api_error(refused: Refused) -> ApiError:
+    """The box's refusal as the API's error: the same code, message and extra members."""
+    return ApiError(HTTP_STATUS_OF[refused.kind], refused.code, refused.message, **refused.extra)
+
+
 def invalid(field: str, message: str) -> ApiError:
     """422 naming the member at fault (the page shows the message next to that field)."""
     return ApiError(422, "invalid", message, field=field)
@@ -35,6 +55,21 @@ def invalid(field: str, message: str) -> ApiError:
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
     body = {"error": error.code, "message": error.message, **error.extra}
     return web.json_response(body, status=error.status, headers=headers)
+
+
+def answers_refusals(handler: Handler) -> Handler:
+    """The handler, with its ApiError and the box's Refused answered as the error shape."""
+
+    @functools.wraps(handler)
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Refused as refused:
+            return error_response(api_error(refused))
+        except ApiError as error:
+            return error_response(error)
+
+    return answered
 
 
 def _refuse_constant(name: str) -> float:

@@ -26,7 +26,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.web.jsonbody import ApiError, error_response
-from gateway.web.status_view import ALERT_CODES, StatusSource
+from gateway.web.status_source import StatusSource
+from gateway.web.status_view import ALERT_CODES
 from storage.models import UPLOAD_CLASSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

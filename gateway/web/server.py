@@ -1,8 +1,9 @@
 """The web channel's listeners: HTTPS for the officer's page and API, plain HTTP that redirects.
 
-`start_web(running, config)` serves the one API application (gateway/api.py) behind the access
-layer (gateway/web/access.py) with the session routes and the page (gateway/web/static/) on
-`[web] host:https_port`, and a redirect-only site on `http_port` (0: none).
+`start_web(port, status, config)` serves the one API application (gateway/web/app.py) behind
+the access layer (gateway/web/access.py) with the session routes and the page
+(gateway/web/static/) on `[web] host:https_port`, and a redirect-only site on `http_port` (0:
+none).
 
 The HTTPS port looks at each connection's first byte before TLS: a TLS handshake goes to the
 HTTPS application; anything else (someone typed http:// with the HTTPS port) gets the same
@@ -24,14 +25,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from config.local import LocalConfig, is_san_entry
-from gateway.api import api_application
+from gateway.port import BoxPort
 from gateway.web import access
 from gateway.web.access import WebAccess, error_response
+from gateway.web.app import api_application
 from gateway.web.certs import (
     WebCertificate,
     WebCertificateError,
@@ -41,9 +43,7 @@ from gateway.web.certs import (
     wanted_names,
 )
 from gateway.web.session_routes import add_session_routes
-
-if TYPE_CHECKING:
-    from gateway.run import RunningBox
+from gateway.web.status_source import StatusSource
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +82,6 @@ class WebListener:
         self._closers.clear()
 
 
-def live_config(running: RunningBox, at_start: LocalConfig) -> Callable[[], LocalConfig]:
-    """The configuration the box runs now: a fleet document applied since the start (accounts,
-    [webui]) counts from the next request."""
-
-    def current() -> LocalConfig:
-        fleet = running.fleet
-        return at_start if fleet is None else fleet.applier.effective
-
-    return current
-
-
 def web_url(host: str, https_port: int, hostname: str) -> str:
     name = hostname if host in WILDCARD_HOSTS else host
     if ":" in name:
@@ -101,25 +90,32 @@ def web_url(host: str, https_port: int, hostname: str) -> str:
 
 
 async def start_web(
-    running: RunningBox, config: LocalConfig, *, clock: access.Clock = time.monotonic
+    port: BoxPort,
+    status: StatusSource,
+    config: LocalConfig,
+    *,
+    clock: access.Clock = time.monotonic,
 ) -> WebListener | None:
-    """Start the web channel of `config.web`; None when it is disabled."""
+    """Start the web channel of `config.web`; None when it is disabled. Accounts and [webui]
+    are read from the port's effective configuration at each request (a fleet document applied
+    since the start counts from the next request)."""
     web_config = config.web
     if not web_config.enabled:
         return None
     hostname = socket.gethostname()
     url = web_url(web_config.host, web_config.https_port, hostname)
-    web_access = WebAccess(live_config(running, config), running.box.audit.append, clock)
+    web_access = WebAccess(port.effective_config, port.audit, clock)
     listener = WebListener("listening", url, access=web_access)
     try:
         certificate = await asyncio.to_thread(_certificate, config, hostname)
         listener.certificate_sha256 = certificate.fingerprint_sha256
-        await _serve(listener, web_access, running, config, certificate)
+        app = api_application(port, status, access.middlewares())
+        await _serve(listener, web_access, app, config, certificate)
     except (OSError, WebCertificateError, ssl.SSLError) as exc:
         await listener.stop()
         reason = f"the web UI cannot start: {exc}"
         log.error("%s", reason)
-        running.service.alarms[ALARM] = reason
+        port.raise_alarm(ALARM, reason)
         return WebListener("failed", url, listener.certificate_sha256, reason)
     return listener
 
@@ -137,14 +133,13 @@ def _certificate(config: LocalConfig, hostname: str) -> WebCertificate:
 async def _serve(
     listener: WebListener,
     web_access: WebAccess,
-    running: RunningBox,
+    app: web.Application,
     config: LocalConfig,
     certificate: WebCertificate,
 ) -> None:
     """Set up both applications and their sockets; every part is registered for `stop`
     as soon as it runs, so a failure half-way stops what already started."""
     web_config = config.web
-    app = api_application(running, access.middlewares())
     access.install(app, web_access)
     add_session_routes(app)
     _add_page_routes(app)

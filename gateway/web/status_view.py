@@ -1,9 +1,8 @@
-"""The status document of docs/webui.md section 3 and its alerts.
+"""The status document of docs/webui.md section 3 and its alerts: the pure core.
 
-Pure core: `storage_facts` (catalog records -> counts), `build_status` (plain facts -> the
-document) and `alerts` (document -> the alert list, one small rule per code). Shell: `gather`
-collects the facts from the running box (the catalog and statvfs off the event loop) and
-`StatusSource` shares one build between the readers that ask at the same time.
+`build_status` (plain facts, gateway/status_facts.py -> the document) and `alerts` (document ->
+the alert list, one small rule per code). The shell that gathers the facts through the port and
+shares one build between readers is gateway/web/status_source.py.
 
 Invariants of the document:
 - every age and duration is as of `at_ms` (wall clock, ms); `alerts(document, now_ms)` ages them
@@ -17,171 +16,28 @@ Invariants of the document:
 
 from __future__ import annotations
 
-import asyncio
-import datetime
-import functools
-import importlib.metadata
-import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from aiohttp import web
-
-from gateway.pairing_client import is_paired
-from storage.models import UPLOAD_CLASSES, FileRecord, FileState
-from transport.budget import DataBudget
-from transport.uplink import UplinkService
-
-if TYPE_CHECKING:
-    from gateway.run import RunningBox
+from gateway.status_facts import (
+    NOT_PAIRED,
+    GpsFacts,
+    LinkBudget,
+    StatusInputs,
+    StorageFacts,
+    UplinkFacts,
+    UplinkIdle,
+)
+from storage.models import UPLOAD_CLASSES
 
 MS_PER_S = 1000
-NS_PER_S = 1_000_000_000
 POSITION_DECIMALS = 5  # about 1 m: what the officer needs, no more
 GPS_STALE_ALERT_S = 30.0  # docs/webui.md 3: no fix for 30 s or more
 CAMERA_SILENT_S = 5.0  # a camera without a packet this long "delivers nothing"
 CAMERA_GRACE_S = 10.0  # after start a camera may take this long to deliver its first packet
 MAX_WAITING_REASONS = 8  # the document stays small whatever the backlog
-WAITING_STATES = frozenset({FileState.SEALED, FileState.UPLOADING})
-NOT_PAIRED = "not paired"
-
-
-@functools.cache
-def software_version() -> str:
-    try:
-        return importlib.metadata.version("mobile-video-box")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-# -- facts: plain values the pure builder works from --------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StorageFacts:
-    """What the card holds. `waiting_*` count sealed files not yet attested (the upload
-    queue), per upload class; `flagged_recordings` have at least one P0 file."""
-
-    card_total_bytes: int
-    card_free_bytes: int
-    reserve_bytes: int
-    retention_days: int
-    files_on_card: int = 0
-    bytes_on_card: int = 0
-    interrupted_files: int = 0
-    waiting_files: Mapping[str, int] = field(default_factory=dict)
-    waiting_bytes: Mapping[str, int] = field(default_factory=dict)
-    oldest_waiting_created_ms: int | None = None
-    flagged_recordings: frozenset[str] = frozenset()
-
-
-def storage_facts(
-    records: Iterable[FileRecord],
-    *,
-    card_total_bytes: int,
-    card_free_bytes: int,
-    reserve_bytes: int,
-    retention_days: int,
-) -> StorageFacts:
-    """Count the catalog's records (pure)."""
-    files = bytes_on_card = interrupted = 0
-    waiting_files: Counter[str] = Counter()
-    waiting_bytes: Counter[str] = Counter()
-    oldest_ms: int | None = None
-    flagged: set[str] = set()
-    for record in records:
-        if record.state is FileState.DELETED:
-            continue
-        files += 1
-        bytes_on_card += record.size_bytes
-        interrupted += record.interrupted_at_chunk is not None
-        if record.upload_class == "P0":
-            flagged.add(record.recording_id)
-        if record.state in WAITING_STATES and not record.is_attested:
-            waiting_files[record.upload_class] += 1
-            waiting_bytes[record.upload_class] += record.size_bytes
-            if oldest_ms is None or record.created_at_ms < oldest_ms:
-                oldest_ms = record.created_at_ms
-    return StorageFacts(
-        card_total_bytes=card_total_bytes,
-        card_free_bytes=card_free_bytes,
-        reserve_bytes=reserve_bytes,
-        retention_days=retention_days,
-        files_on_card=files,
-        bytes_on_card=bytes_on_card,
-        interrupted_files=interrupted,
-        waiting_files=dict(waiting_files),
-        waiting_bytes=dict(waiting_bytes),
-        oldest_waiting_created_ms=oldest_ms,
-        flagged_recordings=frozenset(flagged),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class LinkBudget:
-    """A link's monthly budget in its current billing cycle; `cap_bytes` None: no cap."""
-
-    cap_bytes: int | None
-    used_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class UplinkFacts:
-    """A running uplink: `status` is UplinkService.status(); `budgets` by link name."""
-
-    status: Mapping[str, Any]
-    budgets: Mapping[str, LinkBudget]
-
-
-@dataclass(frozen=True, slots=True)
-class UplinkIdle:
-    """No uplink runs: `state` says why ("not paired", "off", or the reason the configured
-    uplink did not start), `reason` in plain words."""
-
-    state: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class GpsFacts:
-    status: str
-    mode: int | None = None
-    speed_mps: float | None = None
-    clock_offset_ms: int | None = None
-    fix_age_s: float | None = None
-    lat: float | None = None
-    lon: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingFacts:
-    """The running recording, if any: its id, the source that started it, its upload class."""
-
-    recording_id: str | None
-    trigger_source: str | None
-    upload_class: str | None
-    max_continuous_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class StatusInputs:
-    at_ms: int
-    device_serial: str
-    vehicle_id: str
-    uptime_s: float
-    service: Mapping[str, Any]
-    recording: RecordingFacts
-    storage: StorageFacts
-    uplink: UplinkFacts | UplinkIdle
-    gps: GpsFacts
-    paired: bool
-    fleet: Mapping[str, Any] | None
-    shift: Mapping[str, Any]
-    reports: Mapping[str, Any]
-    software_version: str = field(default_factory=software_version)
 
 
 # -- the pure builder ----------------------------------------------------------------------------
@@ -468,163 +324,3 @@ def alerts(document: Mapping[str, Any], now_ms: int) -> list[Alert]:
         for code, severity, rule in ALERT_RULES
         for detail in rule(aged)
     ]
-
-
-# -- the shell: facts from the running box -------------------------------------------------------
-
-
-def read_storage_facts(running: RunningBox) -> StorageFacts:
-    """The catalog (sqlite) and statvfs of the card: call it off the event loop."""
-    store = running.box.store
-    records = store.catalog.all()
-    card = os.statvfs(store.layout.root)
-    return storage_facts(
-        records,
-        card_total_bytes=card.f_blocks * card.f_frsize,
-        card_free_bytes=card.f_bavail * card.f_frsize,
-        reserve_bytes=store.settings.space.reserve_bytes,
-        retention_days=store.settings.retention.retention_days,
-    )
-
-
-def link_budgets(uplink: UplinkService, today: datetime.date) -> dict[str, LinkBudget]:
-    """Each link's spend in today's billing cycle (read on a copy: status never rolls the
-    stored cycle, the uplink does that when it spends)."""
-    budgets = {}
-    for name, link in uplink.links.items():
-        if link.budget is None:
-            budgets[name] = LinkBudget(None, 0)
-            continue
-        copy = DataBudget(link.budget.config, link.budget.state)
-        copy.roll(today)
-        budgets[name] = LinkBudget(link.config.monthly_cap_bytes, copy.state.used_bytes)
-    return budgets
-
-
-def read_uplink_facts(running: RunningBox, paired: bool) -> UplinkFacts | UplinkIdle:
-    """The uplink's status (it reads the catalog and its ledger): off the event loop."""
-    uplink = running.uplink
-    if uplink is None:  # [uplink] is off in the configuration
-        if paired:
-            return UplinkIdle("off", "the uplink is off in this box's configuration")
-        return UplinkIdle(NOT_PAIRED, "the box is not paired with a back office")
-    if not isinstance(uplink, UplinkService):  # configured, but it could not start
-        status = uplink.status()
-        return UplinkIdle(str(status["state"]), str(status.get("reason", "")))
-    return UplinkFacts(uplink.status(), link_budgets(uplink, datetime.date.today()))
-
-
-def gps_facts(running: RunningBox, now_ns: int) -> GpsFacts:
-    gps = running.gps
-    fix = gps.fix
-    return GpsFacts(
-        status=gps.status(now_ns).value,
-        mode=None if fix is None else fix.mode,
-        speed_mps=gps.speed_mps(now_ns),
-        clock_offset_ms=gps.clock_offset_ms,
-        fix_age_s=None if fix is None else (now_ns - fix.received_mono_ns) / NS_PER_S,
-        lat=None if fix is None else fix.lat,
-        lon=None if fix is None else fix.lon,
-    )
-
-
-def recording_facts(running: RunningBox) -> RecordingFacts:
-    service = running.service
-    recording = service.recording
-    max_continuous_s = service.recorder.policy.max_continuous_s
-    if recording is None:
-        return RecordingFacts(None, None, None, max_continuous_s)
-    trigger = recording.facts.get("trigger")
-    source = trigger.get("source") if isinstance(trigger, dict) else None
-    upload_class = recording.facts.get("upload_class")
-    return RecordingFacts(
-        recording.recording_id,
-        None if source is None else str(source),
-        None if upload_class is None else str(upload_class),
-        max_continuous_s,
-    )
-
-
-def _read_slow_facts(running: RunningBox) -> tuple[StorageFacts, UplinkFacts | UplinkIdle, bool]:
-    """Everything that touches the card or the state directory, in one worker-thread trip."""
-    paired = is_paired(running.box.config.state_dir)
-    return read_storage_facts(running), read_uplink_facts(running, paired), paired
-
-
-Extras = Callable[["RunningBox", dict[str, Any]], None]
-"""Adds members owned outside this module to a finished document (gateway/api.py `_status`)."""
-
-
-class StatusSource:
-    """Builds the status document of one running box.
-
-    `document()` builds a fresh one; `shared(max_age_s)` hands every caller within `max_age_s`
-    the same build, and callers arriving while a build runs wait for that one (the event
-    streams of several tablets cost one catalog read, not one each).
-    """
-
-    def __init__(
-        self,
-        running: RunningBox,
-        shift: Callable[[], Mapping[str, Any]],
-        reports: Callable[[], Mapping[str, Any]],
-        extras: Extras,
-        *,
-        clock_s: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.running = running
-        self._shift = shift
-        self._reports = reports
-        self._extras = extras
-        self._clock_s = clock_s
-        self._started_s = clock_s()
-        self._last: tuple[float, dict[str, Any]] | None = None
-        self._building: asyncio.Future[dict[str, Any]] | None = None
-
-    async def document(self) -> dict[str, Any]:
-        running = self.running
-        storage, uplink, paired = await asyncio.to_thread(_read_slow_facts, running)
-        fleet = running.fleet
-        config = running.box.config
-        facts = StatusInputs(
-            at_ms=time.time_ns() // 1_000_000,
-            device_serial=config.box.device_serial,
-            vehicle_id=config.box.vehicle_id,
-            uptime_s=self._clock_s() - self._started_s,
-            service=running.service.status(),
-            recording=recording_facts(running),
-            storage=storage,
-            uplink=uplink,
-            gps=gps_facts(running, time.monotonic_ns()),
-            paired=paired,
-            fleet=None if fleet is None else vars(fleet.status),
-            shift=self._shift(),
-            reports=self._reports(),
-        )
-        document = with_alerts(build_status(facts))
-        self._extras(running, document)
-        return document
-
-    async def shared(self, max_age_s: float) -> dict[str, Any]:
-        now_s = self._clock_s()
-        if self._last is not None and now_s - self._last[0] <= max_age_s:
-            return self._last[1]
-        if self._building is None:
-            self._building = asyncio.ensure_future(self._build_shared())
-        return await asyncio.shield(self._building)
-
-    async def _build_shared(self) -> dict[str, Any]:
-        try:
-            document = await self.document()
-            self._last = (self._clock_s(), document)
-            return document
-        finally:
-            self._building = None
-
-
-def routes(source: StatusSource) -> list[web.RouteDef]:
-    async def status(_request: web.Request) -> web.Response:
-        """A fresh document: a command that just changed something sees the change."""
-        return web.json_response(await source.document())
-
-    return [web.get("/api/status", status)]

@@ -16,9 +16,7 @@ from config.local import (
     parse_section,
     upload_class_for,
 )
-from protocol.pairing_messages import ServiceEndpoint
-from transport.connect import BackOffice
-from transport.from_config import (
+from gateway.uplink_from_config import (
     NO_SERVICE_ENDPOINT,
     NOT_PAIRED,
     PairedUplink,
@@ -26,6 +24,8 @@ from transport.from_config import (
     back_office,
     uplink_from_pairing,
 )
+from protocol.pairing_messages import ServiceEndpoint
+from transport.connect import BackOffice
 from transport.pinning import PinSet
 
 MINIMAL = {"box": {"recipient_keys": ["recording.pub"]}}
@@ -178,7 +178,7 @@ def test_an_incomplete_or_unpinned_uplink_is_refused(
         parse_config({**MINIMAL, "uplink": uplink, "links": links}, "box.toml")
 
 
-# --- [uplink] from the local file and from pairing (transport/from_config.py) ---------------------
+# --- [uplink] from the local file and from pairing (gateway/uplink_from_config.py) ----------------
 
 PAIRING = Path("/var/lib/mvb/pairing")
 PAIRED_PIN = "sha256/" + "B" * 43 + "="

@@ -52,9 +52,9 @@ async def test_prerecord_changes_on_a_running_camera(tmp_path: Path) -> None:
     try:
         applier = FleetApplier(
             config,
-            RunningBoxTarget(running),
+            RunningBoxTarget(running.service, running.box.store),
             ConfigSlots(config.state_dir),
-            [cameras_delivering(running), back_office_reachable(running)],
+            [cameras_delivering(running.service), back_office_reachable(lambda: running.uplink)],
             settle_s=1.0,
         )
         text = "[recording]\nprerecord_s = 8.0\n[storage]\nretention_days = 14\n"
@@ -77,9 +77,9 @@ async def test_a_box_whose_camera_is_down_keeps_its_last_good_configuration(
     try:
         applier = FleetApplier(
             config,
-            RunningBoxTarget(running),
+            RunningBoxTarget(running.service, running.box.store),
             ConfigSlots(config.state_dir),
-            [cameras_delivering(running)],
+            [cameras_delivering(running.service)],
             settle_s=0.5,
         )
         outcome = await applier.apply(fleet_document("[recording]\nprerecord_s = 60.0\n", 2))

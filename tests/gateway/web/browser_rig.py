@@ -43,8 +43,8 @@ from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, as
 from backoffice.keys import create_recording_keys
 from config.accounts import hash_password
 from config.local import LocalConfig, load_config
+from gateway.officer.desks import OfficerDesks
 from gateway.run import RunningBox, start_box, stop_box
-from gateway.web.routes import Features
 from storage.envelope import RecipientPrivateKey
 from storage.reader import read_evidence
 from tests.cameras import free_port
@@ -181,9 +181,8 @@ class WebBox:
         """The loopback channel (no authentication: processes on the box)."""
         return aiohttp.ClientSession(base_url=self.local_base)
 
-    def features(self) -> Features:
-        (found,) = [o for o in self.running.service.observers if isinstance(o, Features)]
-        return found
+    def features(self) -> OfficerDesks:
+        return self.running.officer
 
     def recorder_state(self) -> str:
         return self.running.service.recorder.state.value

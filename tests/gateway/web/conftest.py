@@ -1,8 +1,10 @@
-"""A real box with its web channel on 127.0.0.1, and an HTTPS client that trusts its certificate.
+"""The web channel on 127.0.0.1 in front of an in-memory box, and an HTTPS client that trusts
+its certificate.
 
-`web_rig` starts the box with `start_box` (web disabled in the file) and then the web channel
-with `start_web` and a hand-driven clock, so lockout and session expiry are tested without
-sleeping. Everything binds to loopback only.
+`web_rig` starts the web channel with `start_web` and a hand-driven clock (lockout and session
+expiry are tested without sleeping) in front of `FakeBox` (fake_box.py), the port's in-memory
+implementation: these tests test the web layer. The same routes on a real box are tested by
+test_web_server.py and the feature tests (feature_rig.py). Everything binds to loopback only.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,11 @@ import pytest
 from backoffice.keys import create_recording_keys
 from config.accounts import hash_password
 from config.local import LocalConfig, load_config
-from gateway.run import RunningBox, start_box, stop_box
 from gateway.web.server import WebListener, start_web
+from gateway.web.status_source import StatusSource
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
+from tests.gateway.web.fake_box import FakeBox
 
 PASSWORDS = {"alice": "correct horse battery", "bob": "bob's own secret"}
 OFFICER_IDS = {"alice": "BOA-1234", "bob": ""}
@@ -91,7 +94,7 @@ def client_context(cert_path: Path) -> ssl.SSLContext:
 
 @dataclass
 class WebRig:
-    running: RunningBox
+    box: FakeBox
     config: LocalConfig
     listener: WebListener
     clock: ManualClock
@@ -104,8 +107,7 @@ class WebRig:
         )
 
     def audit_events(self) -> list[dict[str, Any]]:
-        lines = (self.config.state_dir / "audit.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines]
+        return [json.loads(line) for line in self.box.audit_text().splitlines()]
 
 
 @pytest.fixture
@@ -115,27 +117,32 @@ async def web_rig(tmp_path: Path, password_hashes: dict[str, str]) -> AsyncItera
         web_box_config(
             tmp_path,
             password_hashes,
-            f"enabled = false\nhttps_port = {https_port}\nhttp_port = {free_port()}",
+            f"enabled = true\nhttps_port = {https_port}\nhttp_port = {free_port()}",
         )
     )
-    running = await start_box(config)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    box = FakeBox(config)
     clock = ManualClock()
+    started: list[WebListener] = []
+
+    def web_member(document: dict[str, Any]) -> None:  # as gateway/run.py adds it
+        document["web"] = started[0].status() if started else None
+
+    listener = await start_web(box, StatusSource(box, web_member), config, clock=clock)
+    assert listener is not None
+    started.append(listener)
+    assert listener.state == "listening", listener
     try:
-        enabled = replace(config, web=replace(config.web, enabled=True))
-        listener = await start_web(running, enabled, clock=clock)
-        assert listener is not None
-        assert listener.state == "listening", listener
-        running.web = listener
         yield WebRig(
-            running,
-            enabled,
+            box,
+            config,
             listener,
             clock,
             f"https://localhost:{https_port}",
-            client_context(enabled.state_dir / "web" / "web.crt"),
+            client_context(config.state_dir / "web" / "web.crt"),
         )
     finally:
-        await stop_box(running)
+        await listener.stop()
 
 
 async def login(

@@ -24,9 +24,9 @@ import aiohttp
 
 from backoffice.keys import create_recording_keys
 from config.local import LocalConfig, load_config
+from gateway.officer.desks import OfficerDesks
 from gateway.run import RunningBox, start_box, stop_box
 from gateway.synthetic import generate_clip
-from gateway.web.routes import Features
 from storage.envelope import RecipientPrivateKey
 from storage.reader import ReadReport, read_evidence
 from tests.cameras import free_port
@@ -144,10 +144,9 @@ async def record_once(box: LocalBox, client: aiohttp.ClientSession) -> str:
     return recording_id
 
 
-def features(box: LocalBox) -> Features:
-    """The officer's features of the running box (they observe its capture service)."""
-    (found,) = [o for o in box.running.service.observers if isinstance(o, Features)]
-    return found
+def features(box: LocalBox) -> OfficerDesks:
+    """The officer's desks of the running box (they observe its capture service)."""
+    return box.running.officer
 
 
 def files_containing(roots: list[Path], needle: bytes) -> list[Path]:

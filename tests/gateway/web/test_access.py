@@ -12,10 +12,8 @@ import aiohttp
 import pytest
 
 from config.accounts import MIN_ITERATIONS, hash_password, parse_password_hash
-from config.fleet_client import FleetDocument
+from config.fleet_schema import apply_fleet_document
 from config.local import parse_config
-from gateway.fleet_apply import ConfigSlots, FleetApplier
-from gateway.fleet_sync import FleetSync
 from gateway.web.access import CSP, MAX_WAITING_LOGINS, LoginBusy, WebAccess
 from tests.gateway.web.conftest import PASSWORDS, WebRig, accounts_toml, login
 
@@ -57,7 +55,7 @@ async def test_login_gives_a_strict_session_cookie_and_who_am_i(web_rig: WebRig)
     attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
     assert sorted(attributes) == ["httponly", "path=/", "samesite=strict", "secure"]
     assert events(web_rig) == [("web.login", {"account": ALICE_TAG, "role": "officer"})]
-    audit = (web_rig.config.state_dir / "audit.jsonl").read_text()
+    audit = web_rig.box.audit_text()
     assert "alice" not in audit
     assert PASSWORDS["alice"] not in audit
 
@@ -190,7 +188,7 @@ async def test_a_state_change_needs_the_csrf_token_and_the_box_s_origin(
         "/api/record/start", headers={**csrf(token), "Origin": "https://evil.example"}
     )
     assert (foreign.status, (await foreign.json())["error"]) == (403, "csrf")
-    assert web_rig.running.service.recorder.state.value == "standby"
+    assert web_rig.box.state == "standby"
     own_origin = {**csrf(token), "Origin": web_rig.base}
     started = await client.post("/api/record/start", headers=own_origin)
     assert (started.status, await started.json()) == (200, {"state": "recording"})
@@ -231,7 +229,7 @@ async def test_nothing_behind_api_answers_without_a_session(
         reply = await client.request(method, path, json={"code": "X", "bodycam_serials": []})
         assert reply.status == 401
         assert await reply.json() == {"error": "login_required", "message": "Log in first."}
-    assert web_rig.running.service.recorder.state.value == "standby"
+    assert web_rig.box.state == "standby"
 
 
 async def test_a_forged_session_cookie_is_not_a_session(web_rig: WebRig) -> None:
@@ -323,55 +321,25 @@ async def test_bodies_are_bounded_except_a_configuration_bundle(
 async def test_an_account_removed_or_changed_by_a_fleet_document_loses_its_sessions(
     web_rig: WebRig, password_hashes: dict[str, str]
 ) -> None:
-    running, config = web_rig.running, web_rig.config
-    applier = FleetApplier(config, _NoTarget(), ConfigSlots(config.state_dir), [], settle_s=0)
-    running.fleet = FleetSync(
-        state_dir=config.state_dir,
-        metadata_dir=config.state_dir / "fleet-metadata",
-        box_id=config.box.device_serial,
-        groups=(),
-        back_office=None,
-        applier=applier,
-        audit=running.box.audit,
-        alarms=running.service.alarms,
-        sign=running.box.device_key.sign,
-        device_public_pem=running.box.device_key.public_pem(),
-    )
+    """A fleet document applied while the box runs (the port's effective configuration
+    changes): accounts and roles count from the next request."""
+    box, config = web_rig.box, web_rig.config
     async with web_rig.client() as alice, web_rig.client() as bob:
         assert (await login(alice, "alice"))[0] == 200
         assert (await login(bob, "bob"))[0] == 200
         only_bob = accounts_toml(password_hashes, ("bob",)) + 'officer_id = "BOA-7"\n'
-        assert (await applier.apply(_document(only_bob, 1))).applied
+        box.config = apply_fleet_document(config, only_bob, "fleet document serial 1")
         assert (await alice.get("/api/session")).status == 401
         assert (await login(alice, "alice"))[0] == 401
         mine = await bob.get("/api/session")
         assert (await mine.json())["officer_id"] == "BOA-7", "the identity follows the config"
         demoted = only_bob.replace('role = "admin"', 'role = "officer"')
-        assert (await applier.apply(_document(demoted, 2))).applied
+        box.config = apply_fleet_document(config, demoted, "fleet document serial 2")
         assert (await bob.get("/api/session")).status == 401, "a changed role logs out"
         assert (await login(bob, "bob"))[1]["role"] == "officer"
     web_access = web_rig.listener.access
     assert web_access is not None
     assert len(web_access.sessions) == 1
-
-
-class _NoTarget:
-    """Accounts need no hand-out: the web channel reads the applier's effective config."""
-
-    def hand_out(self, effective: object) -> None:
-        del effective
-
-
-def _document(text: str, serial: int) -> FleetDocument:
-    data = text.encode()
-    return FleetDocument(
-        "boxes/MVB-TEST-0001.toml",
-        serial,
-        hashlib.sha256(data).hexdigest(),
-        ("MVB-TEST-0001",),
-        (),
-        data,
-    )
 
 
 def _access_for(hashes: dict[str, str]) -> WebAccess:
@@ -383,7 +351,11 @@ def _access_for(hashes: dict[str, str]) -> WebAccess:
         ],
     }
     config = parse_config(raw, "box.toml")
-    return WebAccess(lambda: config, lambda _event, **_fields: None)
+
+    async def no_audit(_event: str, **_fields: object) -> None:
+        return None
+
+    return WebAccess(lambda: config, no_audit)
 
 
 async def test_an_unknown_name_costs_a_verification_as_dear_as_the_dearest_account(

@@ -10,15 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.web.status_view import (
-    ALERT_CODES,
-    GpsFacts,
-    LinkBudget,
-    StatusInputs,
-    UplinkFacts,
-    alerts,
-    build_status,
-)
+from gateway.status_facts import GpsFacts, LinkBudget, StatusInputs, UplinkFacts
+from gateway.web.status_view import ALERT_CODES, alerts, build_status
 from tests.gateway.web.test_status_view import NOW_MS, facts, link
 
 Document = dict[str, Any]

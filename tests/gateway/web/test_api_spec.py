@@ -16,11 +16,14 @@ import pytest
 import yaml
 from aiohttp import web
 
-from gateway.api import api_application
-from gateway.web.jsonbody import ApiError
-from gateway.web.reports import parse_report
+from config.local import load_config
+from gateway.caller import Refused
+from gateway.officer.reports import parse_report
+from gateway.web.app import api_application
 from gateway.web.session_routes import add_session_routes
+from gateway.web.status_source import StatusSource
 from tests.gateway.web.conftest import WebRig, login
+from tests.gateway.web.fake_box import FakeBox
 from tests.gateway.web.feature_rig import LocalBox, feature_box_config, record_once, running_box
 
 REPO = Path(__file__).resolve().parents[3]
@@ -122,8 +125,9 @@ async def box(tmp_path: Path) -> AsyncIterator[LocalBox]:
         yield running
 
 
-async def test_the_apps_register_what_the_spec_describes(box: LocalBox) -> None:
-    api = registered(api_application(box.running, []))
+async def test_the_apps_register_what_the_spec_describes(tmp_path: Path) -> None:
+    fake = FakeBox(load_config(feature_box_config(tmp_path)))
+    api = registered(api_application(fake, StatusSource(fake), []))
     sessions = web.Application()
     add_session_routes(sessions)
     served = api | registered(sessions) | PAGE_ROUTES
@@ -204,6 +208,6 @@ def test_the_report_schema_and_the_handler_agree(body: dict[str, Any]) -> None:
     try:
         parse_report(body)
         accepted = True
-    except ApiError:
+    except Refused:
         accepted = False
     assert validator("Report").is_valid(body) is accepted

@@ -1,6 +1,6 @@
-"""GET /api/events over real HTTP on a running box: the status document at once and then
-every interval, heartbeats, a bound on concurrent streams, and clean ends on disconnect and on
-service stop."""
+"""GET /api/events over real HTTP: the status document at once and then every interval,
+heartbeats, a bound on concurrent streams, and clean ends on disconnect (the loopback channel in
+front of the in-memory box) and on service stop (a real running box)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,14 @@ from aiohttp import web
 from config.local import load_config
 from gateway.run import start_box, stop_box
 from gateway.web.events import MAX_STREAMS, EventStreams, encode_event
-from tests.gateway.web.feature_rig import (
-    LocalBox,
-    feature_box_config,
-    features,
-    running_box,
-    wait_for,
-)
+from tests.gateway.web.fake_box import FakeLocal, fake_local
+from tests.gateway.web.feature_rig import feature_box_config, wait_for
 
 
 @pytest.fixture
-async def box(tmp_path: Path) -> AsyncIterator[LocalBox]:
-    async with running_box(feature_box_config(tmp_path)) as running:
-        yield running
+async def box(tmp_path: Path) -> AsyncIterator[FakeLocal]:
+    async with fake_local(load_config(feature_box_config(tmp_path))) as local:
+        yield local
 
 
 async def next_frame(response: aiohttp.ClientResponse) -> list[str]:
@@ -73,7 +68,7 @@ def test_an_event_is_one_frame_whatever_the_text() -> None:
     assert frame.startswith(b"event: status\ndata: {")
 
 
-async def test_the_stream_sends_the_status_at_once_and_again(box: LocalBox) -> None:
+async def test_the_stream_sends_the_status_at_once_and_again(box: FakeLocal) -> None:
     async with box.client() as client, client.get("/api/events") as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream"
@@ -90,7 +85,7 @@ async def test_the_stream_sends_the_status_at_once_and_again(box: LocalBox) -> N
         assert later["at_ms"] >= first["at_ms"]
 
 
-async def test_at_most_eight_streams_and_a_closed_one_frees_its_place(box: LocalBox) -> None:
+async def test_at_most_eight_streams_and_a_closed_one_frees_its_place(box: FakeLocal) -> None:
     async with box.client() as client:
         streams = [await client.get("/api/events") for _ in range(MAX_STREAMS)]
         for response in streams:
@@ -133,8 +128,8 @@ async def test_stopping_the_service_ends_every_stream(tmp_path: Path) -> None:
             await stop_box(running)
 
 
-async def test_heartbeat_comments_between_events(box: LocalBox) -> None:
-    streams = EventStreams(features(box).status, interval_s=0.01, heartbeat_every=2)
+async def test_heartbeat_comments_between_events(box: FakeLocal) -> None:
+    streams = EventStreams(box.status, interval_s=0.01, heartbeat_every=2)
     app = web.Application()
     app.router.add_get("/events", streams.handle)
     runner = web.AppRunner(app)

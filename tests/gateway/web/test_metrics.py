@@ -14,11 +14,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.api import api_application
+from config.local import load_config
+from gateway.web.app import api_application
 from gateway.web.metrics import CONTENT_TYPE, may_read_metrics, render_metrics
 from gateway.web.status_view import with_alerts
 from tests.gateway.web.conftest import WebRig
-from tests.gateway.web.feature_rig import LocalBox, feature_box_config, running_box
+from tests.gateway.web.fake_box import FakeLocal, fake_local
+from tests.gateway.web.feature_rig import feature_box_config
 from tests.gateway.web.test_alerts import quiet
 
 TOKEN = secrets.token_urlsafe(24)  # what a monitoring system would be given
@@ -91,13 +93,13 @@ def test_who_may_read_the_metrics(
 
 
 @pytest.fixture
-async def box(tmp_path: Path) -> AsyncIterator[LocalBox]:
+async def box(tmp_path: Path) -> AsyncIterator[FakeLocal]:
     config = feature_box_config(tmp_path, extra=f'[webui]\nmetrics_token_sha256 = "{TOKEN_SHA256}"')
-    async with running_box(config) as running:
-        yield running
+    async with fake_local(load_config(config)) as local:
+        yield local
 
 
-async def test_loopback_clients_read_the_metrics(box: LocalBox) -> None:
+async def test_loopback_clients_read_the_metrics(box: FakeLocal) -> None:
     async with box.client() as client:
         reply = await client.get("/metrics")
         assert reply.status == 200
@@ -113,9 +115,9 @@ async def test_loopback_clients_read_the_metrics(box: LocalBox) -> None:
     assert families["mvb_card_free_bytes"][0][1] > 0
 
 
-async def test_a_peer_that_is_not_loopback_needs_the_token(box: LocalBox, tmp_path: Path) -> None:
+async def test_a_peer_that_is_not_loopback_needs_the_token(box: FakeLocal, tmp_path: Path) -> None:
     """The same API on a unix socket: its peer has no loopback address."""
-    runner = web.AppRunner(api_application(box.running, []))
+    runner = web.AppRunner(api_application(box.box, box.status, []))
     await runner.setup()
     socket_path = tmp_path / "api.sock"
     await web.UnixSite(runner, str(socket_path)).start()

@@ -14,10 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from config.local import load_config
+from gateway.officer.shift import ShiftStart
 from gateway.web.identity import LOCAL_IDENTITY, Identity
 from gateway.web.jsonbody import ApiError
-from gateway.web.shift import Shift, ShiftStart, decide_end, decide_start, parse_start
+from gateway.web.shift_routes import parse_start
 from tests.gateway.web.conftest import WebRig, login
+from tests.gateway.web.fake_box import fake_local
 from tests.gateway.web.feature_rig import (
     LocalBox,
     feature_box_config,
@@ -30,8 +33,6 @@ from tests.gateway.web.feature_rig import (
 
 MVB = Path(sys.executable).with_name("mvb")
 ALICE = Identity(channel="web", user="alice", role="officer", officer_id="BOA-1234")
-CAROL = Identity(channel="web", user="carol", role="officer", officer_id="BOA-7")
-ADMIN = Identity(channel="web", user="bob", role="admin", officer_id="")
 NO_ID = Identity(channel="web", user="dave", role="officer", officer_id="")
 
 
@@ -47,7 +48,7 @@ async def post(client: aiohttp.ClientSession, path: str, body: Any) -> tuple[int
     return reply.status, await reply.json()
 
 
-# -- the pure core ---------------------------------------------------------------------------------
+# -- the face: who starts a shift -----------------------------------------------------------------
 
 
 def test_who_starts_a_shift_depends_on_the_channel() -> None:
@@ -63,30 +64,6 @@ def test_who_starts_a_shift_depends_on_the_channel() -> None:
     with pytest.raises(ApiError) as missing:
         parse_start({}, LOCAL_IDENTITY)
     assert missing.value.extra["field"] == "officer_id"
-
-
-def test_one_shift_at_a_time_and_who_may_end_it() -> None:
-    running = decide_start(None, ShiftStart("BOA-1234", ("BC-1",)), 1000)
-    assert running == Shift("BOA-1234", ("BC-1",), 1000)
-    assert decide_start(running, ShiftStart("BOA-1234", ("BC-2",)), 5000) == Shift(
-        "BOA-1234", ("BC-2",), 1000
-    )
-    with pytest.raises(ApiError) as taken:
-        decide_start(running, ShiftStart("BOA-7", ()), 5000)
-    assert (taken.value.status, taken.value.code) == (409, "shift_active")
-    with pytest.raises(ApiError) as stranger:
-        decide_end(running, CAROL, acknowledge=True, missing=[])
-    assert stranger.value.status == 403
-    assert decide_end(running, ADMIN, acknowledge=False, missing=[]) == running
-    assert decide_end(running, LOCAL_IDENTITY, acknowledge=False, missing=[]) == running
-    with pytest.raises(ApiError) as unreported:
-        decide_end(running, ALICE, acknowledge=False, missing=["a" * 32])
-    assert unreported.value.code == "reports_missing"
-    assert unreported.value.extra["missing"] == ["a" * 32]
-    assert decide_end(running, ALICE, acknowledge=True, missing=["a" * 32]) == running
-    with pytest.raises(ApiError) as nothing:
-        decide_end(None, ALICE, acknowledge=True, missing=[])
-    assert nothing.value.code == "no_shift"
 
 
 # -- over the loopback channel ---------------------------------------------------------------------
@@ -174,8 +151,9 @@ async def test_the_shift_survives_a_restart_and_another_officer_waits(tmp_path: 
 
 
 async def test_bad_shift_requests_get_clear_errors_and_the_box_keeps_running(
-    box: LocalBox,
+    tmp_path: Path,
 ) -> None:
+    """The face's parsing, in front of the in-memory box."""
     cases: list[tuple[str, Any, int, str]] = [
         ("/api/shift/start", b"{", 400, "bad_json"),
         ("/api/shift/start", b"", 400, "bad_json"),
@@ -208,14 +186,15 @@ async def test_bad_shift_requests_get_clear_errors_and_the_box_keeps_running(
         ("/api/shift/end", {}, 409, "no_shift"),
         ("/api/shift/end", {"acknowledge_missing_reports": "yes"}, 422, "invalid"),
     ]
-    async with box.client() as client:
+    async with fake_local(load_config(feature_box_config(tmp_path))) as box, box.client() as client:
         for path, body, status, error in cases:
             code, answer = await post(client, path, body)
             assert (code, answer["error"]) == (status, error), (path, body, answer)
             assert answer["message"]
+        assert box.box.shift is None
         code, _ = await post(client, "/api/shift/start", {"officer_id": "BOA-1"})
         assert code == 200
-    assert not (box.config.state_dir / "shift.json.tmp").exists()
+    assert box.box.shift is not None
 
 
 async def test_mvb_shift_start_and_end(box: LocalBox) -> None:
@@ -266,7 +245,7 @@ async def test_on_the_web_the_account_names_the_officer(web_rig: WebRig) -> None
         assert (shift["officer_id"], shift["bodycam_serials"]) == ("BOA-1234", ["BC-77"])
         reply = await bob.post("/api/shift/end", json={}, headers=bob_csrf)  # an admin may
         assert reply.status == 200, await reply.text()
-    audit = (web_rig.config.state_dir / "audit.jsonl").read_text()
+    audit = web_rig.box.audit_text()
     assert '"shift.started"' in audit
     assert '"BOA-1234"' in audit
     assert "alice" not in audit  # a login name never; the service number is the evidence

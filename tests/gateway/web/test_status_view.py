@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.web.status_view import (
+from gateway.status_facts import (
     GpsFacts,
     LinkBudget,
     RecordingFacts,
@@ -22,9 +22,9 @@ from gateway.web.status_view import (
     StorageFacts,
     UplinkFacts,
     UplinkIdle,
-    build_status,
     storage_facts,
 )
+from gateway.web.status_view import build_status
 from storage.models import FileRecord, FileState
 from tests.gateway.web.feature_rig import LocalBox, feature_box_config, run_command, running_box
 

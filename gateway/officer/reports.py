@@ -1,50 +1,31 @@
-"""The officer's reports (RULES R4, H2O art. 3; docs/webui.md section 4).
+"""The officer's reports (RULES R4, H2O art. 3; docs/webui.md section 4): the pure core.
 
-Pure core: `ReportBook` (which recordings need a report, which have one; no report text ever)
-and `parse_report` (a request body -> a valid Report, or 422 naming the field). Shell:
-`ReportDesk` keeps the book in `state_dir/reports.json` (atomic write) and files a report as an
-encrypted evidence file of its recording (storage/store.py `write_report`), so only the back
-office can read it; `routes` serves GET /api/reports and PUT /api/reports/{recording_id}.
+`ReportBook` knows which recordings need a report and which have one (no report text ever);
+`Report` is what the officer reports about one recording and `report_metadata` what the sealed
+report file carries. The shell is `reports_service.py`; the web face parses request bodies into
+a `Report` (gateway/web/report_routes.py).
 
 Invariants:
 - the book holds the recordings since the last end of a shift, in order of start, with their
   start time, trigger source and duration, and whether a report was filed: ids, times and
   sources only, never what the officer wrote (that exists only inside the encrypted file);
 - a report is filed at most once per recording (evidence is never altered: a correction is a
-  later report); two concurrent PUTs of one recording file one report, the other gets 409;
-- a crash between sealing the report and saving the book leaves the recording "missing": the
-  officer files again, and the back office receives two reports, never none.
+  later report).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from gateway.web.identity import identity_of
-from gateway.web.jsonbody import (
-    ApiError,
-    error_response,
-    invalid,
-    read_json_object,
-    reject_unknown,
-)
-from storage.fsutil import atomic_write_bytes
-from storage.space import CardFullError
-from storage.store import EvidenceStore
+from gateway.caller import RefusalKind, Refused
 
 log = logging.getLogger(__name__)
 
-REPORTS_FILE = "reports.json"
 RECORDING_ID = re.compile(r"[0-9a-f]{32}")
 WHAT_MAX_CHARS = 4000
 REASON_MAX_CHARS = 1000
@@ -192,6 +173,11 @@ class Report:
 REPORT_MEMBERS = frozenset({"what", "warned_beforehand", "not_warned_reason"})
 
 
+def invalid(field: str, message: str) -> Refused:
+    """The refusal naming the member at fault (the page shows the message next to it)."""
+    return Refused(RefusalKind.INVALID, "invalid", message, field=field)
+
+
 def _text(body: Mapping[str, Any], name: str, max_chars: int) -> str:
     value = body.get(name)
     if not isinstance(value, str):
@@ -206,8 +192,11 @@ def _text(body: Mapping[str, Any], name: str, max_chars: int) -> str:
 
 
 def parse_report(body: Mapping[str, Any]) -> Report:
-    """The report in `body`, or ApiError 422 naming the first member at fault."""
-    reject_unknown(dict(body), REPORT_MEMBERS)
+    """The report in `body` (a JSON object), or Refused `invalid` naming the first member at
+    fault in `field`."""
+    unknown = sorted(set(body) - REPORT_MEMBERS)
+    if unknown:
+        raise invalid(unknown[0], f"unknown member {unknown[0][:64]!r}")
     what = _text(body, "what", WHAT_MAX_CHARS)
     warned = body.get("warned_beforehand")
     if not isinstance(warned, bool):
@@ -234,131 +223,3 @@ def report_metadata(
         "warned_beforehand": report.warned_beforehand,
         "not_warned_reason": report.not_warned_reason,
     }
-
-
-# -- the shell -----------------------------------------------------------------------------------
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class ReportDesk:
-    """The book on disk and the filing of reports. Runs on the event loop; disk work goes to
-    a thread. `officer_id()` names the officer of the running shift (None without one)."""
-
-    def __init__(
-        self,
-        state_dir: Path,
-        store: EvidenceStore,
-        officer_id: Callable[[], str | None],
-        book: ReportBook,
-    ) -> None:
-        self.path = state_dir / REPORTS_FILE
-        self.store = store
-        self.officer_id = officer_id
-        self.book = book
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def load(
-        cls, state_dir: Path, store: EvidenceStore, officer_id: Callable[[], str | None]
-    ) -> ReportDesk:
-        """Read the book (a small file, at start). An unreadable book starts empty and says so:
-        the officer may be asked for fewer reports, but nothing stops recording."""
-        path = state_dir / REPORTS_FILE
-        try:
-            book = ReportBook.from_json(path.read_bytes())
-        except FileNotFoundError:
-            book = ReportBook()
-        except (OSError, BookFormatError) as exc:
-            log.warning("%s unreadable, starting an empty report book: %s", path, exc)
-            book = ReportBook()
-        return cls(state_dir, store, officer_id, book)
-
-    async def _save(self) -> None:
-        data = self.book.to_json()
-        await asyncio.to_thread(atomic_write_bytes, self.path, data)
-
-    async def note_started(self, recording_id: str, facts: Mapping[str, Any]) -> None:
-        trigger = facts.get("trigger")
-        trigger = trigger if isinstance(trigger, Mapping) else {}
-        at_ms = trigger.get("at_ms")
-        started_at_ms = at_ms if isinstance(at_ms, int) and _is_int(at_ms) else _wall_ms()
-        source = str(trigger.get("source", ""))[:TRIGGER_SOURCE_MAX_CHARS]
-        async with self._lock:
-            self.book.started(recording_id, started_at_ms, source)
-            await self._save()
-
-    async def note_finished(self, recording_id: str, duration_s: float) -> None:
-        async with self._lock:
-            self.book.finished(recording_id, duration_s)
-            await self._save()
-
-    async def clear(self) -> None:
-        """The shift ended: its recordings are done with (reported, or acknowledged)."""
-        async with self._lock:
-            self.book.clear()
-            await self._save()
-
-    def missing_ids(self) -> list[str]:
-        return [e.recording_id for e in self.book.missing()]
-
-    def view(self) -> dict[str, Any]:
-        """GET /api/reports."""
-        return {
-            "missing": [e.view() for e in self.book.missing()],
-            "filed": [e.view() for e in self.book.reported()],
-        }
-
-    async def file(
-        self, recording_id: str, body: Mapping[str, Any], officer_id: str
-    ) -> dict[str, Any]:
-        """File the report; 404 unknown recording, 409 already filed, 422 invalid."""
-        entry = self.book.get(recording_id) if RECORDING_ID.fullmatch(recording_id) else None
-        if entry is None:
-            raise ApiError(404, "unknown_recording", "no recording of this shift has that id")
-        report = parse_report(body)
-        async with self._lock:
-            entry = self.book.get(recording_id)
-            if entry is None:
-                raise ApiError(404, "unknown_recording", "no recording of this shift has that id")
-            if entry.reported:
-                raise ApiError(409, "already_filed", "this recording already has its report")
-            filed_at_ms = _wall_ms()
-            metadata = report_metadata(
-                report,
-                entry,
-                officer_id=officer_id or self.officer_id(),
-                filed_at_ms=filed_at_ms,
-            )
-            try:
-                sealed = await asyncio.to_thread(self.store.write_report, recording_id, metadata)
-            except CardFullError as exc:
-                raise ApiError(409, "card_full", "the memory card is full") from exc
-            self.book.filed(recording_id, filed_at_ms)
-            await self._save()
-        return {
-            "recording_id": recording_id,
-            "filed_at_ms": filed_at_ms,
-            "file_id": sealed.sidecar.file_id,
-        }
-
-
-def routes(desk: ReportDesk) -> list[web.RouteDef]:
-    async def list_reports(_request: web.Request) -> web.Response:
-        return web.json_response(desk.view())
-
-    async def file_report(request: web.Request) -> web.Response:
-        identity = identity_of(request)
-        try:
-            body = await read_json_object(request)
-            answer = await desk.file(request.match_info["recording_id"], body, identity.officer_id)
-        except ApiError as error:
-            return error_response(error)
-        return web.json_response(answer)
-
-    return [
-        web.get("/api/reports", list_reports),
-        web.put("/api/reports/{recording_id}", file_report),
-    ]

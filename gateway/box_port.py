@@ -1,0 +1,200 @@
+"""The running box behind the port (gateway/port.py): the adapter the composition root builds.
+
+Each method hands a face's command to the service that owns the decision (the recorder through
+the capture service, the officer's desks, pairing, the fleet sync) and translates that
+service's refusals into `Refused`. It holds no state of its own but the pairing lock and the
+moment it started (the status document's uptime).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from config.local import LocalConfig
+from gateway.box import Box
+from gateway.caller import Identity, RefusalKind, Refused
+from gateway.capture.service import CaptureService
+from gateway.fleet_sync import FleetSync
+from gateway.gps import GpsTracker
+from gateway.officer.desks import OfficerDesks
+from gateway.officer.shift import ShiftStart
+from gateway.pairing import BoxIdInvalid, PairingFailed
+from gateway.pairing_client import AlreadyPairedHere, is_paired, officer_message, pair
+from gateway.port import AuditValue, BundleResult, Paired
+from gateway.recorder import IllegalTransition
+from gateway.status_facts import StatusInputs, StorageFacts, UplinkFacts, UplinkIdle
+from gateway.status_gather import (
+    gps_facts,
+    read_storage_facts,
+    read_uplink_facts,
+    recording_facts,
+)
+from gateway.uplink_from_config import UplinkNotStarted
+from transport.uplink import UplinkService
+
+log = logging.getLogger(__name__)
+
+NEXT_START_NOTE = "The uplink starts with the next start of the service."
+NOT_RECORDING = "the box is not recording"
+
+
+def _not_recording() -> Refused:
+    return Refused(RefusalKind.CONFLICT, "not_recording", NOT_RECORDING)
+
+
+class BoxAdapter:
+    """Implements BoxPort over the parts of one running box."""
+
+    def __init__(
+        self,
+        box: Box,
+        service: CaptureService,
+        gps: GpsTracker,
+        officer: OfficerDesks,
+        *,
+        uplink: UplinkService | UplinkNotStarted | None,
+        fleet: FleetSync | None,
+        clock_s: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.box = box
+        self.service = service
+        self.gps = gps
+        self.officer = officer
+        self.uplink = uplink
+        self.fleet = fleet
+        self._clock_s = clock_s
+        self._started_s = clock_s()
+        self._pairing = asyncio.Lock()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def status_inputs(self) -> StatusInputs:
+        storage, uplink, paired = await asyncio.to_thread(self._read_slow_facts)
+        config = self.box.config
+        fleet = self.fleet
+        return StatusInputs(
+            at_ms=time.time_ns() // 1_000_000,
+            device_serial=config.box.device_serial,
+            vehicle_id=config.box.vehicle_id,
+            uptime_s=self._clock_s() - self._started_s,
+            service=self.service.status(),
+            recording=recording_facts(self.service),
+            storage=storage,
+            uplink=uplink,
+            gps=gps_facts(self.gps, time.monotonic_ns()),
+            paired=paired,
+            fleet=None if fleet is None else vars(fleet.status),
+            shift=self.officer.shift.view(),
+            reports=self.officer.reports.book.summary(),
+        )
+
+    def _read_slow_facts(self) -> tuple[StorageFacts, UplinkFacts | UplinkIdle, bool]:
+        """Everything that touches the card or the state directory, in one worker-thread trip."""
+        paired = is_paired(self.box.config.state_dir)
+        return read_storage_facts(self.box.store), read_uplink_facts(self.uplink, paired), paired
+
+    def effective_config(self) -> LocalConfig:
+        fleet = self.fleet
+        return self.box.config if fleet is None else fleet.applier.effective
+
+    # -- the recorder -------------------------------------------------------------------------
+
+    async def start_recording(self, caller: Identity) -> str:
+        service = self.service
+        await service.trigger("officer", via="api")
+        if service.recording is None:
+            reason = service.alarms.get("card_full", "the recording could not start")
+            raise Refused(RefusalKind.CONFLICT, "card_full", reason)
+        return service.recorder.state.value
+
+    async def stop_recording(self, caller: Identity) -> str:
+        try:
+            await self.service.stop_recording("officer")
+        except IllegalTransition as exc:
+            raise _not_recording() from exc
+        return self.service.recorder.state.value
+
+    async def flag_incident(self, caller: Identity) -> int:
+        recording = self.service.recording
+        if recording is None:
+            raise _not_recording()
+        changed = await asyncio.to_thread(self.box.store.flag_incident, recording.recording_id)
+        return len(changed)
+
+    async def trigger(self, source: str) -> str:
+        await self.service.trigger(source, via="api")
+        return self.service.recorder.state.value
+
+    # -- the shift and the reports --------------------------------------------------------------
+
+    def shift_view(self) -> dict[str, Any]:
+        return self.officer.shift.view()
+
+    async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
+        return await self.officer.shift.start(caller, start)
+
+    async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
+        return await self.officer.shift.end(caller, acknowledge_missing)
+
+    def reports_view(self) -> dict[str, Any]:
+        return self.officer.reports.view()
+
+    async def file_report(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self.officer.reports.file(recording_id, body, caller.officer_id)
+
+    # -- pairing and configuration --------------------------------------------------------------
+
+    async def pair(self, code: str, re_pair: bool) -> Paired:
+        """The same pairing as `mvb pair CODE` (gateway/pairing_client.py), in the service's
+        process: box id = the configured device serial, credentials into the state directory.
+        The uplink reads them when it starts, so it starts with the next start of the service."""
+        if self._pairing.locked():
+            raise Refused(RefusalKind.CONFLICT, "pairing_busy", "a pairing is already in progress")
+        async with self._pairing:
+            return await self._pair(code, re_pair)
+
+    async def _pair(self, code: str, re_pair: bool) -> Paired:
+        config = self.box.config
+        box_id = config.box.device_serial
+        try:
+            credentials = await pair(code, box_id, config.state_dir, re_pair=re_pair)
+        except AlreadyPairedHere as exc:
+            raise Refused(RefusalKind.CONFLICT, "already_paired", officer_message(exc)) from exc
+        except BoxIdInvalid as exc:
+            message = f"box.device_serial: {exc}"
+            raise Refused(RefusalKind.INVALID, "box_id_invalid", message) from exc
+        except (PairingFailed, ValueError) as exc:  # ValueError: the code is not a code
+            raise Refused(RefusalKind.INVALID, "pairing_failed", officer_message(exc)) from exc
+        except OSError as exc:
+            log.error("pairing: cannot write the credentials: %s", exc.strerror)
+            message = "the credentials could not be saved"
+            raise Refused(RefusalKind.FAILED, "pairing_not_saved", message) from exc
+        await self.audit("gateway.paired", box_id=box_id, re_pair=re_pair)
+        return Paired(box_id, credentials.address, NEXT_START_NOTE)
+
+    async def push_bundle(self, bundle: bytes) -> BundleResult:
+        fleet = self.fleet
+        if fleet is None:
+            message = "the box is not paired with the back office"
+            raise Refused(RefusalKind.CONFLICT, "not_paired", message)
+        outcome = await fleet.push(bundle)
+        if isinstance(outcome, str):
+            return BundleResult(applied=False, reason=outcome)
+        return BundleResult(outcome.applied, outcome.reason, outcome.config_serial, outcome.sha256)
+
+    # -- the audit log and the alarms -------------------------------------------------------------
+
+    async def audit(self, event: str, **fields: AuditValue) -> None:
+        await asyncio.to_thread(self.box.audit.append, event, **fields)
+
+    def raise_alarm(self, code: str, message: str) -> None:
+        self.service.alarms[code] = message
+
+    def clear_alarm(self, code: str) -> None:
+        self.service.alarms.pop(code, None)

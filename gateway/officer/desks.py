@@ -1,0 +1,38 @@
+"""The officer's shift and report book of one running box, as one recording observer.
+
+The capture service (gateway/capture/service.py) calls it at every recording's start and end
+and asks it for the shift's facts (RULES R5); the port's adapter (gateway/box_port.py) hands its
+commands to the two desks. Both desks read their small files once, when the box starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.officer.reports_service import ReportDesk
+from gateway.officer.shift_service import ShiftDesk
+from storage.audit import AuditLog
+from storage.store import EvidenceStore
+
+
+class OfficerDesks:
+    """A RecordingObserver of the capture service: the shift gives every recording its facts,
+    the report book notes every recording that needs a report."""
+
+    def __init__(self, state_dir: Path, store: EvidenceStore, audit: AuditLog) -> None:
+        self.reports = ReportDesk.load(state_dir, store, self._officer_id)
+        self.shift = ShiftDesk.load(state_dir, audit, self.reports)
+
+    def _officer_id(self) -> str | None:
+        return self.shift.officer_id()
+
+    def recording_facts(self) -> Mapping[str, Any]:
+        return self.shift.recording_facts()
+
+    async def recording_started(self, recording_id: str, facts: Mapping[str, Any]) -> None:
+        await self.reports.note_started(recording_id, facts)
+
+    async def recording_finished(self, recording_id: str, duration_s: float) -> None:
+        await self.reports.note_finished(recording_id, duration_s)

@@ -1,0 +1,131 @@
+"""The port: the one narrow interface through which the box's faces (the officer's web page and
+the loopback API that the `mvb` commands use, gateway/web/) talk to the running box.
+
+The faces import this module, gateway/caller.py and gateway/status_facts.py, and nothing else of
+the box's services; the box implements the port with an adapter (gateway/box_port.py) that the
+composition root (gateway/run.py) builds. Tests of a face run against a small in-memory
+implementation.
+
+Contract, for every implementation:
+- a command the box will not carry out raises `Refused` (gateway/caller.py) with a code the
+  face translates; nothing else is raised for a caller's mistake;
+- views (`shift_view`, `reports_view`) are JSON-ready values, copied: a face may keep them;
+- `status_inputs` returns facts as of one moment; reading them may take a worker-thread trip,
+  never a network one;
+- `audit` returns when the entry is durable (the audit log fsyncs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from config.local import LocalConfig
+from gateway.caller import Identity
+from gateway.officer.shift import ShiftStart
+from gateway.status_facts import StatusInputs
+
+AuditValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class BundleResult:
+    """A pushed configuration bundle: applied or not and why. `config_serial` and `sha256` are
+    None when the bundle was refused before it could be read as a document (bad signature,
+    not this box's, already applied)."""
+
+    applied: bool
+    reason: str | None
+    config_serial: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """The box is paired: its id, the back office's address, and a note for the officer."""
+
+    box_id: str
+    address: str
+    note: str
+
+
+class BoxPort(Protocol):
+    """What a face may ask of the running box (docs/webui.md 2 lists the routes that use it)."""
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def status_inputs(self) -> StatusInputs:
+        """The facts of the status document, as of now."""
+        ...
+
+    def effective_config(self) -> LocalConfig:
+        """The configuration the box runs now (a fleet document may have changed it since the
+        start): accounts, [webui] and [web] are read from here at each request."""
+        ...
+
+    # -- the recorder (RULES R2, R3) ----------------------------------------------------------
+
+    async def start_recording(self, caller: Identity) -> str:
+        """Start (or extend) a recording; the recorder's state after it. Refused `card_full`
+        when the card takes nothing (nothing is being recorded)."""
+        ...
+
+    async def stop_recording(self, caller: Identity) -> str:
+        """Stop the recording (post-record follows); refused `not_recording`."""
+        ...
+
+    async def flag_incident(self, caller: Identity) -> int:
+        """Mark the running recording as an incident (it uploads first); how many of its files
+        changed class. Refused `not_recording`."""
+        ...
+
+    async def trigger(self, source: str) -> str:
+        """A trigger from another device of the vehicle, recorded with its `source`."""
+        ...
+
+    # -- the shift and the reports (R4, R5) ---------------------------------------------------
+
+    def shift_view(self) -> dict[str, Any]: ...
+
+    async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
+        """Start a shift or change its bodycams; the shift view after it. Refused
+        `shift_active`."""
+        ...
+
+    async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
+        """End the shift; refused `no_shift`, `forbidden`, `reports_missing` (with `missing`)."""
+        ...
+
+    def reports_view(self) -> dict[str, Any]: ...
+
+    async def file_report(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Seal the report in `body` as encrypted evidence of its recording. Refused
+        `unknown_recording`, `invalid` (with `field`), `already_filed`, `card_full`."""
+        ...
+
+    # -- pairing and signed configuration (docs/pairing.md, docs/fleet-config.md) ---------------
+
+    async def pair(self, code: str, re_pair: bool) -> Paired:
+        """Pair with the back office that issued `code`. Refused `pairing_busy`,
+        `already_paired`, `box_id_invalid`, `pairing_failed`, `pairing_not_saved`; the code is
+        never logged, audited or repeated in a refusal."""
+        ...
+
+    async def push_bundle(self, bundle: bytes) -> BundleResult:
+        """Verify and apply a signed configuration bundle; refused `not_paired`."""
+        ...
+
+    # -- the audit log and the alarms -----------------------------------------------------------
+
+    async def audit(self, event: str, **fields: AuditValue) -> None:
+        """Append to the signed audit log; returns when the entry is durable."""
+        ...
+
+    def raise_alarm(self, code: str, message: str) -> None:
+        """Raise (or keep) the alarm `code`; it shows in the status document until cleared."""
+        ...
+
+    def clear_alarm(self, code: str) -> None: ...

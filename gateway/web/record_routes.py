@@ -1,0 +1,70 @@
+"""The recorder's routes (docs/webui.md 2): start, stop and flag a recording, a trigger from
+another device of the vehicle, and a signed configuration bundle pushed to the box. Each asks
+the port (gateway/port.py); the box decides. It never serves footage (RULES S2)."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from gateway.port import BoxPort
+from gateway.web.identity import identity_of
+from gateway.web.jsonbody import ApiError, answers_refusals
+
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024  # config/fleet_client.py's bundle bound
+TRIGGER_SOURCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def routes(port: BoxPort) -> list[web.RouteDef]:
+    @answers_refusals
+    async def record_start(request: web.Request) -> web.Response:
+        """Start (or extend) a recording (R2). A start the card refuses is 409 `card_full` with
+        the reason, so the officer knows at once that nothing is being recorded."""
+        return web.json_response({"state": await port.start_recording(identity_of(request))})
+
+    @answers_refusals
+    async def record_stop(request: web.Request) -> web.Response:
+        return web.json_response({"state": await port.stop_recording(identity_of(request))})
+
+    @answers_refusals
+    async def record_flag(request: web.Request) -> web.Response:
+        """The officer flags the running recording as an incident: it uploads first (P0)."""
+        flagged = await port.flag_incident(identity_of(request))
+        return web.json_response({"flagged_files": flagged, "upload_class": "P0"})
+
+    @answers_refusals
+    async def trigger(request: web.Request) -> web.Response:
+        """A trigger from another device of the vehicle (a bodycam's record button, a control
+        panel): `{"source": "bodycam"}`. The source is recorded with the trigger (R3)."""
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise ApiError(400, "bad_json", "the body must be a JSON object") from exc
+        source = body.get("source") if isinstance(body, dict) else None
+        if not isinstance(source, str) or not TRIGGER_SOURCE.fullmatch(source):
+            raise ApiError(400, "bad_request", "source must match [a-z][a-z0-9_]{0,31}")
+        return web.json_response({"state": await port.trigger(source)})
+
+    @answers_refusals
+    async def config_bundle(request: web.Request) -> web.Response:
+        """A signed configuration bundle pushed to the box (USB stick, web UI): verified like
+        a download, then applied. 409 when the box is not paired (no trust root)."""
+        result = await port.push_bundle(await request.read())
+        if result.config_serial is None:
+            return web.json_response({"applied": False, "reason": result.reason}, status=422)
+        answer = {
+            "applied": result.applied,
+            "config_serial": result.config_serial,
+            "sha256": result.sha256,
+            "reason": result.reason,
+        }
+        return web.json_response(answer, status=200 if result.applied else 422)
+
+    return [
+        web.post("/api/record/start", record_start),
+        web.post("/api/record/stop", record_stop),
+        web.post("/api/record/flag", record_flag),
+        web.post("/api/config/bundle", config_bundle),
+        web.post("/api/trigger", trigger),
+    ]

@@ -1,0 +1,243 @@
+"""A box in memory behind the port (gateway/port.py), for tests of the web layer.
+
+`FakeBox` keeps the recorder's state, the shift, the report book, pairing, alarms and an audit
+list in memory; it decides with the box's own pure cores (gateway/officer/) where the web layer's
+behaviour depends on a decision (who may end a shift, which report is valid), and with simple
+rules elsewhere (a start records unless the test filled the card). Nothing touches a card, a
+socket or a thread: a web test that runs on it tests the web layer alone. End-to-end tests of
+the same routes on a real box live beside them (feature_rig.py, test_web_server.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from config.local import LocalConfig
+from gateway.caller import Identity, RefusalKind, Refused
+from gateway.officer.reports import RECORDING_ID, ReportBook, parse_report
+from gateway.officer.shift import Shift, ShiftStart, decide_end, decide_start, shift_view
+from gateway.port import AuditValue, BoxPort, BundleResult, Paired
+from gateway.status_facts import (
+    GpsFacts,
+    RecordingFacts,
+    StatusInputs,
+    StorageFacts,
+    UplinkIdle,
+)
+from gateway.web.local_channel import start_local_api
+from gateway.web.status_source import StatusSource
+
+GOOD_CODE = "GOOD-CODE"  # the one pairing code the fake accepts
+
+
+def _not_recording() -> Refused:
+    return Refused(RefusalKind.CONFLICT, "not_recording", "the box is not recording")
+
+
+@dataclass
+class FakeBox:
+    """Implements BoxPort in memory. Tests read and set its fields directly: `config` is the
+    effective configuration (set a new one to play a fleet document applied while running)."""
+
+    config: LocalConfig
+    state: str = "standby"
+    recording_id: str | None = None
+    recordings: int = 0
+    flagged: bool = False
+    card_full: bool = False
+    triggers: list[str] = field(default_factory=list)
+    shift: Shift | None = None
+    book: ReportBook = field(default_factory=ReportBook)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paired: bool = False
+    bundles: list[bytes] = field(default_factory=list)
+    alarms: dict[str, str] = field(default_factory=dict)
+    audit_entries: list[tuple[str, dict[str, AuditValue]]] = field(default_factory=list)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def status_inputs(self) -> StatusInputs:
+        recording = self.recording_id is not None
+        return StatusInputs(
+            at_ms=time.time_ns() // 1_000_000,
+            device_serial=self.config.box.device_serial,
+            vehicle_id=self.config.box.vehicle_id,
+            uptime_s=60.0,
+            service={
+                "state": self.state,
+                "recording_for_s": 1.0 if recording else 0.0,
+                "cameras": {},
+                "alarms": dict(self.alarms),
+            },
+            recording=RecordingFacts(
+                self.recording_id,
+                "officer" if recording else None,
+                ("P0" if self.flagged else "P1") if recording else None,
+                1800.0,
+            ),
+            storage=StorageFacts(
+                card_total_bytes=64 << 30,
+                card_free_bytes=0 if self.card_full else 32 << 30,
+                reserve_bytes=1 << 30,
+                retention_days=self.config.storage.retention_days,
+            ),
+            uplink=UplinkIdle("not paired", "the box is not paired with a back office"),
+            gps=GpsFacts("no_gpsd"),
+            paired=self.paired,
+            fleet=None,
+            shift=self.shift_view(),
+            reports=self.book.summary(),
+            software_version="0.0.0-fake",
+        )
+
+    def effective_config(self) -> LocalConfig:
+        return self.config
+
+    # -- the recorder ---------------------------------------------------------------------------
+
+    async def start_recording(self, caller: Identity) -> str:
+        if self.card_full:
+            raise Refused(RefusalKind.CONFLICT, "card_full", "the memory card is full")
+        self._record("officer")
+        return self.state
+
+    def _record(self, source: str) -> None:
+        self.triggers.append(source)
+        if self.recording_id is None:
+            self.recordings += 1
+            self.recording_id = f"{self.recordings:032x}"
+            self.book.started(self.recording_id, time.time_ns() // 1_000_000, source)
+        self.state = "recording"
+
+    async def stop_recording(self, caller: Identity) -> str:
+        if self.recording_id is None:
+            raise _not_recording()
+        self.book.finished(self.recording_id, 1.0)
+        self.recording_id = None
+        self.flagged = False
+        self.state = "standby"
+        return self.state
+
+    async def flag_incident(self, caller: Identity) -> int:
+        if self.recording_id is None:
+            raise _not_recording()
+        self.flagged = True
+        return 1
+
+    async def trigger(self, source: str) -> str:
+        self._record(source)
+        return self.state
+
+    # -- the shift and the reports ----------------------------------------------------------------
+
+    def shift_view(self) -> dict[str, Any]:
+        return shift_view(self.shift, len(self.book.missing()))
+
+    async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
+        before = self.shift
+        self.shift = decide_start(before, start, time.time_ns() // 1_000_000)
+        event = "shift.started" if before is None else "shift.bodycams_changed"
+        await self.audit(event, officer_id=start.officer_id, channel=caller.channel)
+        return self.shift_view()
+
+    async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
+        missing = [entry.recording_id for entry in self.book.missing()]
+        ended = decide_end(self.shift, caller, acknowledge_missing, missing)
+        self.shift = None
+        self.book.clear()
+        await self.audit("shift.ended", officer_id=ended.officer_id, channel=caller.channel)
+        return {**self.shift_view(), "ended": True, "reports_missing_acknowledged": len(missing)}
+
+    def reports_view(self) -> dict[str, Any]:
+        return {
+            "missing": [e.view() for e in self.book.missing()],
+            "filed": [e.view() for e in self.book.reported()],
+        }
+
+    async def file_report(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        entry = self.book.get(recording_id) if RECORDING_ID.fullmatch(recording_id) else None
+        if entry is None:
+            message = "no recording of this shift has that id"
+            raise Refused(RefusalKind.NOT_FOUND, "unknown_recording", message)
+        report = parse_report(body)
+        if entry.reported:
+            message = "this recording already has its report"
+            raise Refused(RefusalKind.CONFLICT, "already_filed", message)
+        filed_at_ms = time.time_ns() // 1_000_000
+        self.book.filed(recording_id, filed_at_ms)
+        self.reports[recording_id] = {"what": report.what, "officer_id": caller.officer_id}
+        return {"recording_id": recording_id, "filed_at_ms": filed_at_ms, "file_id": "f" * 32}
+
+    # -- pairing and configuration ----------------------------------------------------------------
+
+    async def pair(self, code: str, re_pair: bool) -> Paired:
+        if self.paired and not re_pair:
+            message = "this box is already paired"
+            raise Refused(RefusalKind.CONFLICT, "already_paired", message)
+        if code != GOOD_CODE:
+            message = "the pairing code is not valid"
+            raise Refused(RefusalKind.INVALID, "pairing_failed", message)
+        self.paired = True
+        await self.audit("gateway.paired", re_pair=re_pair)
+        return Paired(self.config.box.device_serial, "127.0.0.1:8443", "note")
+
+    async def push_bundle(self, bundle: bytes) -> BundleResult:
+        if not self.paired:
+            message = "the box is not paired with the back office"
+            raise Refused(RefusalKind.CONFLICT, "not_paired", message)
+        self.bundles.append(bundle)
+        return BundleResult(applied=False, reason="refused: BadBundle: not a bundle")
+
+    # -- the audit log and the alarms -------------------------------------------------------------
+
+    async def audit(self, event: str, **fields: AuditValue) -> None:
+        self.audit_entries.append((event, dict(fields)))
+
+    def raise_alarm(self, code: str, message: str) -> None:
+        self.alarms[code] = message
+
+    def clear_alarm(self, code: str) -> None:
+        self.alarms.pop(code, None)
+
+    # -- for the tests ----------------------------------------------------------------------------
+
+    def audit_text(self) -> str:
+        """Every audit entry as the log would hold it (for scans: no name, no password)."""
+        return "\n".join(json.dumps({"event": e, "fields": f}) for e, f in self.audit_entries)
+
+
+def _implements_the_port(box: FakeBox) -> BoxPort:
+    return box  # mypy checks here that FakeBox has every member of the port
+
+
+@dataclass
+class FakeLocal:
+    """The loopback channel (`mvb` commands' API) in front of a FakeBox."""
+
+    box: FakeBox
+    status: StatusSource
+    base: str  # http://127.0.0.1:PORT
+
+    def client(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(base_url=self.base)
+
+
+@contextlib.asynccontextmanager
+async def fake_local(config: LocalConfig) -> AsyncIterator[FakeLocal]:
+    """Serve the loopback channel of `config.api` in front of a fresh FakeBox."""
+    box = FakeBox(config)
+    status = StatusSource(box)
+    stop = await start_local_api(box, status, config.api.host, config.api.port)
+    try:
+        yield FakeLocal(box, status, f"http://{config.api.host}:{config.api.port}")
+    finally:
+        await stop()
