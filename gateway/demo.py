@@ -5,7 +5,7 @@ in numbers.
 
 It runs the service `mvb run` runs (`gateway.run.start_box`), in-process on a thread of its own
 (gateway/demo_steps.py `LiveBox`), with two synthetic cameras and a simulated gpsd
-(`gateway.gps_sim`: no receiver, no Debian gpsd), and the reference back office (`mvb-admin
+(`demo.gps_sim`: no receiver, no Debian gpsd), and the reference back office (`mvb-admin
 serve`) as a process of its own. Everything else goes through the same entry points as the
 commands (`gateway.cli.main`, `backoffice.cli.main`). In a fresh folder (default `demo-out/` at
 the repository root; `--out DIR` for another):
@@ -77,6 +77,7 @@ from pathlib import Path
 from backoffice import cli as admin_cli
 from config.accounts import hash_password
 from config.local import WebSection
+from demo.synthetic import generate_clip
 from gateway import cli as box_cli
 from gateway.box import AUDIT_LOG_NAME
 from gateway.demo_steps import (
@@ -106,7 +107,6 @@ from gateway.demo_steps import (
     ts_sync_run,
     video_facts,
 )
-from gateway.synthetic import generate_clip
 from storage.card import PART_SUFFIX, SEALED_SUFFIX
 from storage.models import FileRecord, FileState
 

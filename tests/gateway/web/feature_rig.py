@@ -24,8 +24,8 @@ import aiohttp
 
 from backoffice.keys import create_recording_keys
 from config.local import LocalConfig, load_config
+from demo.synthetic import generate_clip
 from gateway.run import RunningBox, start_box, stop_box
-from gateway.synthetic import generate_clip
 from gateway.web.routes import Features
 from storage.envelope import RecipientPrivateKey
 from storage.reader import ReadReport, read_evidence
