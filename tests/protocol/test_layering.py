@@ -13,8 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BOX_PACKAGES = ("gateway", "transport", "storage", "config", "protocol")
-DEMO = Path("gateway/demo.py")
-"""The demo plays the back office too, in one process (`make demo`); a box never runs it."""
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -30,12 +28,11 @@ def imported_packages(path: Path) -> set[str]:
 
 
 def box_modules() -> list[Path]:
-    modules = [
+    return [
         path.relative_to(ROOT)
         for package in BOX_PACKAGES
         for path in sorted((ROOT / package).rglob("*.py"))
     ]
-    return [module for module in modules if module != DEMO]
 
 
 @pytest.mark.parametrize("module", box_modules(), ids=str)

@@ -1,4 +1,4 @@
-"""`make demo` (gateway/demo.py), the newcomer's first minute: it runs the real box service end to
+"""`make demo` (demo/run.py), the newcomer's first minute: it runs the real box service end to
 end without hardware, prints the officer page's address with a login that works, shows uploads
 to a paired back office progressing while the incident records, and sums up in numbers."""
 
@@ -20,7 +20,8 @@ import pytest
 
 from config.accounts import hash_password, verify_password
 from config.local import load_config
-from gateway import demo, demo_steps
+from demo import run as demo
+from demo import steps as demo_steps
 from storage.models import FileRecord, FileState
 
 DEMO_TIMEOUT_S = 180  # bounds a hung demo; the run itself takes about half a minute
@@ -120,7 +121,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     folder; while it runs, the test logs in with what the banner printed."""
     root = tmp_path_factory.mktemp("demo")
     out = root / "demo-out"
-    command = [sys.executable, "-m", "gateway.demo", "--out", str(out), "--linger-s", "0"]
+    command = [sys.executable, "-m", "demo", "--out", str(out), "--linger-s", "0"]
     with (
         (root / "stderr.txt").open("w+") as stderr,
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True) as process,

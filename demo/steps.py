@@ -1,4 +1,4 @@
-"""Helpers of `make demo` (gateway/demo.py): narration, the live box, and the back office's look
+"""Helpers of `make demo` (demo/run.py): narration, the live box, and the back office's look
 at what was recorded.
 
 - Narration: `heading`, `say`, `echo`, `check` (DemoFailure stops the demo with a message).
@@ -301,7 +301,7 @@ class LiveBox:
         gpsd = await self._stack.enter_async_context(GpsdSimulator(port=self.plan.gps_port))
         self.incident.route_start_wall_ms = gpsd.started_wall_ms
         say(
-            f"simulated gpsd on 127.0.0.1:{gpsd.port} (gateway/gps_sim.py): a "
+            f"simulated gpsd on 127.0.0.1:{gpsd.port} (demo/gps_sim.py): a "
             f"{ROUTE_LENGTH_M / 1000:.1f} km loop through Hattem at {SPEED_MPS:g} m/s"
         )
         config = load_config(self.plan.config_path)
@@ -772,8 +772,8 @@ def split(data: bytes, parts: int) -> list[bytes]:
 
 def kill_writer(config: Path, clip: Path) -> PowerCut:
     """Start the child writer, SIGKILL it shortly after its ACKS_BEFORE_POWER_CUT-th ACK."""
-    argv = [sys.executable, "-m", "gateway.demo", "--child-writer", str(config), str(clip)]
-    say(f"$ python -m gateway.demo --child-writer box/{config.name} clips/{clip.name} &")
+    argv = [sys.executable, "-m", "demo", "--child-writer", str(config), str(clip)]
+    say(f"$ python -m demo --child-writer box/{config.name} clips/{clip.name} &")
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as child:
         try:
             recording_id, acked = await_acks(child_lines(child, "writer"))

@@ -4,7 +4,7 @@ recording a scripted incident, uploads visibly progressing to a local back offic
 in numbers.
 
 It runs the service `mvb run` runs (`gateway.run.start_box`), in-process on a thread of its own
-(gateway/demo_steps.py `LiveBox`), with two synthetic cameras and a simulated gpsd
+(demo/steps.py `LiveBox`), with two synthetic cameras and a simulated gpsd
 (`demo.gps_sim`: no receiver, no Debian gpsd), and the reference back office (`mvb-admin
 serve`) as a process of its own. Everything else goes through the same entry points as the
 commands (`gateway.cli.main`, `backoffice.cli.main`). In a fresh folder (default `demo-out/` at
@@ -77,10 +77,7 @@ from pathlib import Path
 from backoffice import cli as admin_cli
 from config.accounts import hash_password
 from config.local import WebSection
-from demo.synthetic import generate_clip
-from gateway import cli as box_cli
-from gateway.box import AUDIT_LOG_NAME
-from gateway.demo_steps import (
+from demo.steps import (
     CHILD_TIMEOUT_S,
     STEPS,
     CameraReport,
@@ -107,6 +104,9 @@ from gateway.demo_steps import (
     ts_sync_run,
     video_facts,
 )
+from demo.synthetic import generate_clip
+from gateway import cli as box_cli
+from gateway.box import AUDIT_LOG_NAME
 from storage.card import PART_SUFFIX, SEALED_SUFFIX
 from storage.models import FileRecord, FileState
 
@@ -155,7 +155,7 @@ bitrate_bps = {bitrate}
 # Reserve and minimum free space are tiny so the demo runs on any disk; chunks are small so that a
 # segment spans several chunks and the power cut lands between them.
 BOX_TOML = """\
-# Written by `make demo` (gateway/demo.py): a box with no hardware, on a folder as its SD card.
+# Written by `make demo` (demo/run.py): a box with no hardware, on a folder as its SD card.
 [box]
 device_serial = "{device_serial}"
 vehicle_id = "{vehicle_id}"
@@ -177,7 +177,7 @@ retention_days = 28
 prerecord_s = {prerecord_s:g}
 postrecord_s = {postrecord_s:g}
 
-[gps]  # the simulated gpsd of gateway/gps_sim.py
+[gps]  # the simulated gpsd of demo/gps_sim.py
 host = "127.0.0.1"
 port = {gps_port}
 
@@ -473,7 +473,7 @@ def prepare_out(out: Path) -> None:
             raise DemoFailure(f"{out} is not empty and not a demo folder; not wiping it")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / MARKER).write_text("made by gateway/demo.py; wiped at every run\n")
+    (out / MARKER).write_text("made by demo/run.py; wiped at every run\n")
 
 
 def step_backoffice(paths: DemoPaths, run: Runner) -> None:
@@ -828,7 +828,7 @@ def _non_negative_seconds(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.demo", description="Mobile Video Box demo (no hardware needed)"
+        prog="python -m demo", description="Mobile Video Box demo (no hardware needed)"
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="demo folder, wiped first (default demo-out/)"
@@ -886,7 +886,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ndemo interrupted (Ctrl-C): box and back office stopped", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
