@@ -44,7 +44,7 @@ system-deps:
 	fi
 
 demo: $(STAMP)
-	$(PY) -m gateway.demo
+	$(PY) -m demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,7 @@ one process per camera (what a user would script instead of the box). ffmpeg doe
 no fsync and no hashing; the box does all three (RULES S6) plus its pre-record ring.
 
 The camera: a 1280x720 25 fps H.264 clip at 4 Mbit/s CBR, GOP 1 s, made once with
-`gateway.synthetic` (its first second, where x264's rate control ramps up, is cut off), replayed in
+`demo.synthetic` (its first second, where x264's rate control ramps up, is cut off), replayed in
 real time by `ReplaySource` (stream copy, no encoder in the measured process).
 
 Every measurement of the box runs in a fresh child process (`--child`), so its CPU and resident
@@ -131,7 +131,7 @@ def make_clip(workdir: Path) -> Clip:
     (the encoder's VBV fills during it, so it is ~10 % short), stream copied into the clip."""
     import av
 
-    from gateway.synthetic import generate_clip
+    from demo.synthetic import generate_clip
 
     raw = generate_clip(
         workdir / "raw.ts",
@@ -290,7 +290,7 @@ async def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 async def run_box(cfg: BoxConfig) -> BoxResult:
     """One measurement of the box with `cfg.cameras` cameras (runs in the child process)."""
-    from gateway.capture.replay_source import ReplaySource
+    from demo.replay_source import ReplaySource
     from gateway.capture.service import Camera, CameraRecording, CaptureService
     from gateway.capture.source import SourceSpec
     from gateway.recorder import RecorderPolicy, TriggerPolicy

@@ -27,13 +27,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from config.fleet_schema import apply_fleet_document
-from config.local import CameraSection, ConfigError, LocalConfig, upload_class_for
+from config.local import ConfigError, LocalConfig, upload_class_for
 from gateway.box import Box, open_box
 from gateway.box_port import BoxAdapter
-from gateway.capture.replay_source import ReplaySource
 from gateway.capture.service import Camera, CaptureService
-from gateway.capture.source import PyavSource, SourceSpec, ThreadedSource
-from gateway.capture.synthetic_source import SyntheticSource
+from gateway.capture.sources import make_source
 from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
@@ -74,27 +72,6 @@ log = logging.getLogger(__name__)
 
 EVENT_QUEUE_SIZE = 64
 EXIT_CARD_UNUSABLE = 3
-
-
-def make_source(camera: CameraSection) -> ThreadedSource:
-    spec = SourceSpec(
-        name=camera.name,
-        kind=camera.kind,
-        url=camera.url,
-        rtsp_transport=camera.rtsp_transport,
-        serial=camera.serial or camera.name,
-    )
-    if camera.kind == "synthetic":
-        return SyntheticSource(
-            spec,
-            width=camera.width,
-            height=camera.height,
-            fps=camera.fps,
-            bitrate_bps=camera.bitrate_bps,
-        )
-    if camera.kind == "replay":
-        return ReplaySource(spec)
-    return PyavSource(spec)
 
 
 InputLine = SysfsGpioInput | GpioChardevInput | IioAccelerometerInput

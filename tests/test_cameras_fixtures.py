@@ -18,7 +18,7 @@ from typing import Any
 import av
 import pytest
 
-from gateway.synthetic import generate_clip
+from demo.synthetic import generate_clip
 from tests.cameras import (
     LOOPBACK,
     ffmpeg_push_rtsp,

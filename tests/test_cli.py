@@ -21,7 +21,7 @@ from typing import Any
 import av
 import pytest
 
-from gateway.synthetic import generate_clip
+from demo.synthetic import generate_clip
 from storage.evidence_format import RECORD_FRAMING_BYTES, decode_framing, decode_header
 from tests.evidence_helpers import write_box_config as shared_box_config
 from tests.torture_harness import media_for, write_config

@@ -19,9 +19,9 @@ import pytest
 
 from backoffice.keys import create_recording_keys
 from config.local import load_config
+from demo.synthetic import generate_clip
 from gateway.gps import GpsdClient
 from gateway.run import EXIT_CARD_UNUSABLE, start_box, stop_box
-from gateway.synthetic import generate_clip
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
 from tests.test_run import MVB, mvb, status, wait_for

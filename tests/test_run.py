@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.synthetic import generate_clip
+from demo.synthetic import generate_clip
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
 

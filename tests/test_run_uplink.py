@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.synthetic import generate_clip
+from demo.synthetic import generate_clip
 from tests.backoffice.test_tuspy_interop import read_line
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config

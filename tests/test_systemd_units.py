@@ -33,9 +33,9 @@ import pytest
 
 from backoffice.cli import _parser as admin_parser
 from config.local import BoxSection
+from demo.synthetic import generate_clip
 from gateway.cli import _parser as box_parser
 from gateway.sdnotify import watchdog_interval_s
-from gateway.synthetic import generate_clip
 from tests.backoffice.test_tuspy_interop import read_line
 from tests.evidence_helpers import write_box_config
 from tests.test_run_uplink import SERVING, box_sections

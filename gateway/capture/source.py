@@ -7,8 +7,10 @@ another camera: every camera has its own thread, its own bounded queue, and its 
 Kinds (all stream copy):
 - `rtsp_pull`: an IP camera / ONVIF dashcam, RTSP over TCP or UDP;
 - `ts_listen`: a bodycam pushing MPEG-TS over TCP to the box;
-- `rtsp_listen`: a bodycam pushing RTSP (ANNOUNCE/RECORD) to the box;
-- `synthetic`: generated H.264 for the demo and tests (gateway.capture.synthetic_source).
+- `rtsp_listen`: a bodycam pushing RTSP (ANNOUNCE/RECORD) to the box.
+
+Other kinds (`synthetic`, `replay`: the demo's and the benchmarks' cameras) live outside the
+product, in demo/, and reach the box as plug-ins (gateway/capture/sources.py).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class SourceSpec:
     """How to reach one camera. Units in names."""
 
     name: str
-    kind: str  # rtsp_pull | ts_listen | rtsp_listen | synthetic
+    kind: str  # rtsp_pull | ts_listen | rtsp_listen, or a plug-in's (synthetic, replay)
     url: str = ""
     rtsp_transport: str = "tcp"
     open_timeout_s: float = 5.0

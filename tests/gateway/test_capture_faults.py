@@ -17,12 +17,12 @@ from pathlib import Path
 import av
 import pytest
 
-from gateway.capture.replay_source import ReplaySource
+from demo.replay_source import ReplaySource
+from demo.synthetic import generate_clip
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import PyavSource, SourceSpec
 from gateway.gps import GpsdClient, GpsStatus, GpsTracker
 from gateway.recorder import RecorderPolicy, TriggerPolicy
-from gateway.synthetic import generate_clip
 from storage.envelope import RecipientPrivateKey
 from storage.reader import ReadReport, read_evidence
 from storage.store import EvidenceStore

@@ -35,8 +35,8 @@ from tuf.api.metadata import Metadata, Root, Timestamp
 
 from backoffice.fleet_repo import TIMESTAMP_FILE, FleetRepository, FleetSigners
 from config.fleet_client import FleetCustom, box_target_path
+from demo.synthetic import generate_clip
 from gateway.pairing_client import fleet_metadata_dir
-from gateway.synthetic import generate_clip
 from storage.audit import AuditEntry, parse_line
 from tests.config.tuf_attacks import (
     extended_expiry,

@@ -8,10 +8,10 @@ from pathlib import Path
 from backoffice.keys import create_recording_keys
 from config.fleet_client import FleetDocument
 from config.local import load_config
+from demo.synthetic import generate_clip
 from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
 from gateway.run import start_box, stop_box
-from gateway.synthetic import generate_clip
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
 

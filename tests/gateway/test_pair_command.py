@@ -38,6 +38,7 @@ from backoffice.pairing_service import (
 )
 from config.fleet_client import AppliedState, FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
+from demo.synthetic import generate_clip
 from gateway.pairing import PairedCredentials, WrongServerKey
 from gateway.pairing_client import (
     fleet_metadata_dir,
@@ -46,7 +47,6 @@ from gateway.pairing_client import (
     recover_pairing_dir,
     store_credentials,
 )
-from gateway.synthetic import generate_clip
 from protocol.pairing_messages import ServiceEndpoint
 from tests.gateway.fleet_rig import (
     BOX,

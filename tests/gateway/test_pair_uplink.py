@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from backoffice.fleet_repo import init_repository
+from demo.synthetic import generate_clip
 from gateway.pairing_client import pairing_files
-from gateway.synthetic import generate_clip
 from protocol.pairing_messages import ServiceEndpoint
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.synthetic import generate_clip
+from demo.synthetic_source import SyntheticSource
 from gateway.capture.packet import CapturedPacket
 from gateway.capture.source import (
     PyavSource,
@@ -18,8 +20,6 @@ from gateway.capture.source import (
     backoff_s,
     pyav_open_args,
 )
-from gateway.capture.synthetic_source import SyntheticSource
-from gateway.synthetic import generate_clip
 from tests.cameras import ffmpeg_push_rtsp, ffmpeg_push_ts, free_port, rtsp_camera
 
 

@@ -24,9 +24,9 @@ import aiohttp
 
 from backoffice.keys import create_recording_keys
 from config.local import LocalConfig, load_config
+from demo.synthetic import generate_clip
 from gateway.officer.desks import OfficerDesks
 from gateway.run import RunningBox, start_box, stop_box
-from gateway.synthetic import generate_clip
 from storage.envelope import RecipientPrivateKey
 from storage.reader import ReadReport, read_evidence
 from tests.cameras import free_port

@@ -8,8 +8,8 @@ from pathlib import Path
 import av
 import pytest
 
-from gateway.capture.font import ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH, GLYPHS, draw_text, fill_rect
-from gateway.synthetic import (
+from demo.font import ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH, GLYPHS, draw_text, fill_rect
+from demo.synthetic import (
     FrameCost,
     FramePainter,
     Rect,

@@ -6,7 +6,7 @@ Used by `make demo` and the tests so nothing needs a real camera. Three layers:
   sweeping across it (cheap to compress, yet every frame differs, so the encoder emits real
   P-frames), and three labels on dark boxes in the top-left corner: the camera name, the UTC wall
   clock ``YYYY-MM-DD HH:MM:SS.mmm`` and a frame counter, in the built-in font of
-  `gateway.capture.font` (scaled with the frame height, so they stay readable).
+  `demo.font` (scaled with the frame height, so they stay readable).
 - `SyntheticEncoder` paints and encodes one frame per `encode()` call with PyAV's libx264
   (ultrafast, zerolatency, fixed GOP, no B-frames), for a realtime source that calls it at `fps`.
 - `generate_clip()` writes a whole clip to an MPEG-TS file using both.
@@ -48,7 +48,7 @@ from av.video.frame import VideoFrame
 from av.video.plane import VideoPlane
 from av.video.stream import VideoStream
 
-from gateway.capture.font import draw_text, fill_rect, text_size
+from demo.font import draw_text, fill_rect, text_size
 
 DEFAULT_CAMERA = "synthetic"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from demo.synthetic import SyntheticEncoder
 from gateway.capture.packet import CapturedPacket, StreamTemplate
 from gateway.capture.source import SourceSpec, ThreadedSource, captured_now
-from gateway.synthetic import SyntheticEncoder
 
 
 class SyntheticSource(ThreadedSource):

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.gps import GpsdClient, GpsStatus, GpsTracker, parse_line
-from gateway.gps_sim import (
+from demo.gps_sim import (
     ALT_MSL_M,
     GEOID_SEP_M,
     HATTEM_LOOP,
@@ -32,6 +31,7 @@ from gateway.gps_sim import (
     route_position,
     tpv_report,
 )
+from gateway.gps import GpsdClient, GpsStatus, GpsTracker, parse_line
 
 EARTH_RADIUS_M = 6_371_008.8
 LINE_TIMEOUT_S = 5.0

@@ -1,4 +1,4 @@
-"""`make demo` (gateway/demo.py), the newcomer's first minute: it runs the real box service end to
+"""`make demo` (demo/run.py), the newcomer's first minute: it runs the real box service end to
 end without hardware, prints the officer page's address with a login that works, shows uploads
 to a paired back office progressing while the incident records, and sums up in numbers."""
 
@@ -20,7 +20,9 @@ import pytest
 
 from config.accounts import hash_password, verify_password
 from config.local import load_config
-from gateway import demo, demo_steps
+from demo import box_config, evidence, narration, workspace
+from demo import run as demo
+from demo.status import CardCounts, card_counts, is_ready, progress_line, upload_state
 from storage.models import FileRecord, FileState
 
 DEMO_TIMEOUT_S = 180  # bounds a hung demo; the run itself takes about half a minute
@@ -120,7 +122,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     folder; while it runs, the test logs in with what the banner printed."""
     root = tmp_path_factory.mktemp("demo")
     out = root / "demo-out"
-    command = [sys.executable, "-m", "gateway.demo", "--out", str(out), "--linger-s", "0"]
+    command = [sys.executable, "-m", "demo", "--out", str(out), "--linger-s", "0"]
     with (
         (root / "stderr.txt").open("w+") as stderr,
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True) as process,
@@ -146,10 +148,10 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 
 def _step(run: DemoRun, number: int) -> str:
     """The output of step `number` (from its heading to the next one)."""
-    marker = f"[{number}/{demo.STEPS}] "
+    marker = f"[{number}/{narration.STEPS}] "
     assert marker in run.stdout, run.stdout + run.stderr
     text = run.stdout.split(marker, 1)[1]
-    return text.split(f"[{number + 1}/{demo.STEPS}] ", 1)[0]
+    return text.split(f"[{number + 1}/{narration.STEPS}] ", 1)[0]
 
 
 def _numbers(pattern: str, text: str) -> list[float]:
@@ -174,15 +176,15 @@ def test_demo_exits_zero(demo_run: DemoRun) -> None:
 
 
 def test_every_step_has_a_heading(demo_run: DemoRun) -> None:
-    for number in range(1, demo.STEPS + 1):
-        assert f"[{number}/{demo.STEPS}] " in demo_run.stdout
+    for number in range(1, narration.STEPS + 1):
+        assert f"[{number}/{narration.STEPS}] " in demo_run.stdout
 
 
 def test_the_page_is_announced_with_its_url_a_login_and_the_fingerprint(demo_run: DemoRun) -> None:
     page = demo_run.page
     started = _step(demo_run, 4)
     assert BANNER.search(started) is not None, "the banner belongs to the box's start"
-    assert page.user == demo.OFFICER
+    assert page.user == box_config.OFFICER
     assert re.fullmatch(r"([a-z2-9]{4}-){3}[a-z2-9]{4}", page.password)
     assert demo_run.stdout.count(page.password) == 1, "the password is printed once"
     assert "browser warns about the certificate: the box signed it itself" in started
@@ -196,7 +198,7 @@ def test_the_printed_password_logs_in_over_https(demo_run: DemoRun) -> None:
     assert login.wrong_password_status == 401
     assert login.login_status == 200
     assert login.status_status == 200
-    assert login.status["box"]["device_serial"] == demo.DEVICE_SERIAL
+    assert login.status["box"]["device_serial"] == box_config.DEVICE_SERIAL
     assert login.status["pairing"]["paired"] is True
     assert login.status["web"]["certificate_sha256"] == demo_run.page.fingerprint
 
@@ -205,7 +207,7 @@ def test_the_password_is_kept_only_as_its_hash(demo_run: DemoRun) -> None:
     password = demo_run.page.password
     config = load_config(demo_run.out / "box" / "box.toml")
     [account] = config.accounts
-    assert (account.name, account.role) == (demo.OFFICER, "officer")
+    assert (account.name, account.role) == (box_config.OFFICER, "officer")
     assert verify_password(account.password_hash, password)
     secret = password.encode()
     leaks = [p for p in demo_run.out.rglob("*") if p.is_file() and secret in p.read_bytes()]
@@ -216,7 +218,7 @@ def test_the_password_is_kept_only_as_its_hash(demo_run: DemoRun) -> None:
 def test_the_box_pairs_with_a_one_time_code(demo_run: DemoRun) -> None:
     paired = _step(demo_run, 2)
     assert "$ mvb-admin pair-code --state backoffice/pairing" in paired
-    assert f"paired box {demo.DEVICE_SERIAL} with the back office at 127.0.0.1:" in paired
+    assert f"paired box {box_config.DEVICE_SERIAL} with the back office at 127.0.0.1:" in paired
     uplink = load_config(demo_run.out / "box" / "box.toml").uplink
     # the file says only `enabled`: address, pins and credentials came from pairing
     assert uplink.enabled
@@ -251,7 +253,7 @@ def test_uploads_progress_while_the_incident_records(demo_run: DemoRun) -> None:
     uploaded = [int(m["uploaded"]) for m in lines]
     assert uploaded == sorted(uploaded), "the uploaded count never goes down"
     during = [int(m["uploaded"]) for m in lines if m["state"] in ("recording", "postrecord")]
-    assert len(during) >= demo.INCIDENT_S, "a progress line every second of the incident"
+    assert len(during) >= box_config.INCIDENT_S, "a progress line every second of the incident"
     assert during[-1] > during[0], "files went up before the recording ended"
     last = lines[-1]
     assert last["uploaded"] == last["attested"] == last["deleted"]
@@ -290,9 +292,9 @@ def test_what_was_recorded_is_shown_per_camera(demo_run: DemoRun) -> None:
     assert len(durations) == 2
     assert all(d >= 20.0 for d in durations)
     assert len(pre) == 4
-    assert all(demo.PRERECORD_S - 0.05 <= p <= demo.PRERECORD_S + 2 for p in pre)
+    assert all(box_config.PRERECORD_S - 0.05 <= p <= box_config.PRERECORD_S + 2 for p in pre)
     assert len(post) == 4
-    assert all(p >= demo.POSTRECORD_S - 0.3 for p in post)
+    assert all(p >= box_config.POSTRECORD_S - 0.3 for p in post)
 
 
 def test_the_audit_log_holds_trigger_stop_and_every_upload(demo_run: DemoRun) -> None:
@@ -308,7 +310,7 @@ def test_the_audit_log_holds_trigger_stop_and_every_upload(demo_run: DemoRun) ->
 
 
 def _summary_counts(run: DemoRun) -> dict[str, int]:
-    summary = _step(run, demo.STEPS)
+    summary = _step(run, narration.STEPS)
     found = {
         "recorded": r"recorded: +(\d+) files, [\d.]+ s of video, ([\d,]+) bytes on the card",
         "uploaded": r"uploaded: +(\d+) files, ([\d,]+) bytes to the local back office",
@@ -333,7 +335,7 @@ def test_summary_numbers_agree(demo_run: DemoRun) -> None:
     assert counts["uploaded_second"] == counts["recorded_second"], "uploaded bytes = recorded"
     assert counts["verified_files"] == counts["verified_second"] == files
     assert counts["deleted_files"] == counts["deleted_second"] == counts["uploaded_files"]
-    summary = _step(demo_run, demo.STEPS)
+    summary = _step(demo_run, narration.STEPS)
     assert "no plaintext in the thief's copy of the card" in summary
     assert "chain and signatures verified" in summary
     assert "interrupted at chunk" in summary
@@ -347,7 +349,7 @@ def test_demo_leaves_its_files_where_it_says(demo_run: DemoRun) -> None:
     files = _summary_counts(demo_run)["recorded_files"]
     config = load_config(out / "box" / "box.toml")
     assert [c.name for c in config.cameras] == ["dashcam", "bodycam"]
-    assert config.recording.prerecord_s == demo.PRERECORD_S
+    assert config.recording.prerecord_s == box_config.PRERECORD_S
     assert list((out / "card" / "evidence").glob("*/*.mvbe*")) == []
     assert len(list((out / "backoffice" / "store" / "complete").glob("*.mvbe"))) == files
     assert len(list((out / "backoffice" / "decrypted").glob("*.ts"))) == files
@@ -369,23 +371,23 @@ def test_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
 
 def test_wipes_its_own_folder(tmp_path: Path) -> None:
     out = tmp_path / "demo-out"
-    demo.prepare_out(out)
+    workspace.prepare_out(out)
     (out / "old-run.txt").write_text("from the last run")
-    demo.prepare_out(out)
-    assert sorted(p.name for p in out.iterdir()) == [demo.MARKER]
+    workspace.prepare_out(out)
+    assert sorted(p.name for p in out.iterdir()) == [workspace.MARKER]
 
 
 def test_the_demo_configuration_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "box.toml"
     password_hash = hash_password("a demo password")
-    path.write_text(demo.box_toml(2947, 8088, 8443, password_hash))
+    path.write_text(box_config.box_toml(2947, 8088, 8443, password_hash))
     config = load_config(path)
     assert [(c.name, c.kind, c.width, c.height, c.bitrate_bps) for c in config.cameras] == [
         ("dashcam", "synthetic", 640, 360, 1_000_000),
         ("bodycam", "synthetic", 640, 360, 800_000),
     ]
     assert (config.recording.prerecord_s, config.recording.postrecord_s) == (10.0, 5.0)
-    assert config.storage.file_target_s == demo.FILE_TARGET_S
+    assert config.storage.file_target_s == box_config.FILE_TARGET_S
     assert (config.gps.port, config.api.port) == (2947, 8088)
     assert (config.web.host, config.web.https_port, config.web.http_port) == (
         "127.0.0.1",
@@ -400,7 +402,7 @@ def test_the_demo_configuration_is_valid(tmp_path: Path) -> None:
 
 
 def test_every_run_gets_a_new_password() -> None:
-    passwords = {demo.new_password() for _ in range(20)}
+    passwords = {box_config.new_password() for _ in range(20)}
     assert len(passwords) == 20
     assert all(re.fullmatch(r"([a-z2-9]{4}-){3}[a-z2-9]{4}", p) for p in passwords)
 
@@ -408,9 +410,9 @@ def test_every_run_gets_a_new_password() -> None:
 def test_the_web_port_is_8443_unless_it_is_taken() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = int(taken.getsockname()[1])
-        other = demo.web_port(preferred=port)
+        other = box_config.web_port(preferred=port)
     assert other != port
-    assert demo.web_port(preferred=other) == other
+    assert box_config.web_port(preferred=other) == other
 
 
 def test_linger_keeps_the_box_up_and_ctrl_c_ends_it(capsys: pytest.CaptureFixture[str]) -> None:
@@ -442,9 +444,9 @@ def _ts_packets(count: int) -> bytes:
 
 def test_ts_sync_search_finds_plaintext_mpeg_ts() -> None:
     noise = bytes((i * 7919 + 13) % 251 for i in range(5000))
-    assert demo.ts_sync_run(noise) is None
-    assert demo.ts_sync_run(noise[:1234] + _ts_packets(10) + noise) == 1234
-    assert demo.ts_sync_run(noise[:77] + _ts_packets(9) + noise) is None, "nine is too few"
+    assert evidence.ts_sync_run(noise) is None
+    assert evidence.ts_sync_run(noise[:1234] + _ts_packets(10) + noise) == 1234
+    assert evidence.ts_sync_run(noise[:77] + _ts_packets(9) + noise) is None, "nine is too few"
 
 
 def test_readiness_needs_every_ring_and_a_fix() -> None:
@@ -452,10 +454,10 @@ def test_readiness_needs_every_ring_and_a_fix() -> None:
         cameras = {"dashcam": {"prerecord_filled_s": dash}, "bodycam": {"prerecord_filled_s": body}}
         return {"cameras": cameras, "gps": {"status": gps}}
 
-    assert demo_steps.is_ready(status(10.0, 10.2, "fix"), 10.0)
-    assert not demo_steps.is_ready(status(10.0, 9.9, "fix"), 10.0)
-    assert not demo_steps.is_ready(status(10.0, 10.0, "no_fix"), 10.0)
-    assert not demo_steps.is_ready({"cameras": {}, "gps": {"status": "fix"}}, 10.0)
+    assert is_ready(status(10.0, 10.2, "fix"), 10.0)
+    assert not is_ready(status(10.0, 9.9, "fix"), 10.0)
+    assert not is_ready(status(10.0, 10.0, "no_fix"), 10.0)
+    assert not is_ready({"cameras": {}, "gps": {"status": "fix"}}, 10.0)
 
 
 def _record(file_id: str, state: FileState, *, attested: bool = False) -> FileRecord:
@@ -480,8 +482,8 @@ def test_card_counts_and_the_progress_line() -> None:
         _record("d", FileState.DELETED, attested=True),
         _record("e", FileState.DELETED, attested=True),
     ]
-    counts = demo_steps.card_counts(records)
-    assert counts == demo_steps.CardCounts(
+    counts = card_counts(records)
+    assert counts == CardCounts(
         total=5, recording=1, sealed=1, uploading=1, attested=2, attested_bytes=2000, deleted=2
     )
     assert not counts.all_deleted
@@ -494,18 +496,18 @@ def test_card_counts_and_the_progress_line() -> None:
             "uploaded_files": 2,
         },
     }
-    line = demo_steps.progress_line(status, counts)
+    line = progress_line(status, counts)
     assert line == (
         "00:00:00.000 recording 4.0 s | card: 1 recording, 1 sealed, 1 uploading "
         "(0.5 of 1.2 MB) | uploaded 2, attested 2 (2,000 bytes), deleted 2"
     )
     assert PROGRESS.search("  " + line) is not None, "the run's lines are parsed with PROGRESS"
-    done = demo_steps.card_counts([_record("d", FileState.DELETED, attested=True)])
+    done = card_counts([_record("d", FileState.DELETED, attested=True)])
     assert done.all_deleted
-    assert not demo_steps.card_counts([]).all_deleted
+    assert not card_counts([]).all_deleted
 
 
 def test_an_unpaired_box_says_why_nothing_uploads() -> None:
     status = {"state": "standby", "uplink": {"state": "not paired", "reason": "run mvb pair"}}
-    line = demo_steps.upload_state(status, demo_steps.CardCounts(total=1, sealed=1))
+    line = upload_state(status, CardCounts(total=1, sealed=1))
     assert line == "card: 0 recording, 1 sealed, 0 uploading | uplink not paired: run mvb pair"
