@@ -44,7 +44,8 @@ from config.local import load_config
 from gateway.box import open_box
 from gateway.gps_sim import ROUTE_LENGTH_M, SPEED_MPS, GpsdSimulator, route_position
 from gateway.importer import probe_clip
-from gateway.inputs import InputRule, SimulatedInputs
+from gateway.inputs import InputRule
+from gateway.inputs_sim import SimulatedInputs
 from gateway.run import RunningBox, start_box, stop_box
 from gateway.synthetic import clock_text as synthetic_clock_text
 from storage.models import FileRecord, FileState
