@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from labnet.proxy import FaultPlan, TcpFaultProxy, UdpFaultProxy
-from transport.h3 import H3Transport
+from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.pinning import PinSet, pin_of_pem_file

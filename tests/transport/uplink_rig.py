@@ -28,7 +28,7 @@ from storage.store import EvidenceStore
 from tests.capture_helpers import store_on
 from tests.tls_helpers import TestPki
 from transport.binding import LinkBinding
-from transport.h3 import H3Transport
+from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.ledger import UplinkLedger
