@@ -294,7 +294,7 @@ async def run_box(cfg: BoxConfig) -> BoxResult:
     from gateway.capture.service import Camera, CameraRecording, CaptureService
     from gateway.capture.source import SourceSpec
     from gateway.recorder import RecorderPolicy, TriggerPolicy
-    from storage.audit import AuditLog
+    from storage.audit_io import AuditLog
     from storage.devicekey import DeviceKey
     from storage.envelope import RecipientPrivateKey
     from storage.space import SpacePolicy

@@ -32,7 +32,7 @@ from config.fleet_client import AppliedState, FleetConfigClient, FleetDocument
 from config.fleet_fetch import FleetLink, LinkFetch
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
 from protocol.fleet_report import signed_message
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.fsutil import fsync_dir
 from transport.connect import BackOffice
 from transport.errors import TransportError

@@ -41,7 +41,7 @@ from gateway.web.jsonbody import (
     reject_unknown,
 )
 from gateway.web.reports import ReportDesk
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.audit import AuditLog, verify_audit_log
+from storage.audit import verify_audit_log
+from storage.audit_io import AuditLog
 from storage.card import CardLayout
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey
