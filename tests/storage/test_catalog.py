@@ -20,8 +20,8 @@ from storage.catalog import (
     IllegalTransition,
     UnknownFileError,
     _means_corrupt,
-    rebuild_from_card,
 )
+from storage.catalog_rebuild import rebuild_from_card
 from storage.evidence_format import (
     FLAG_INTERRUPTED,
     MAGIC,
