@@ -21,7 +21,8 @@ from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.server import RunningServer, start_https_server
 from backoffice.tus_app import TusApp
 from backoffice.upload_store import UploadStore
-from labnet.proxy import FaultPlan, TcpFaultProxy, UdpFaultProxy
+from labnet.proxy import FaultPlan, TcpFaultProxy
+from labnet.udp_proxy import UdpFaultProxy
 from storage.envelope import RecipientPrivateKey
 from storage.models import FileRecord
 from storage.store import EvidenceStore
