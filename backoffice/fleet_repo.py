@@ -55,7 +55,7 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
-from config.fleet_client import (
+from config.fleet_targets import (
     BOX_TARGETS_DIR,
     BUNDLE_METADATA_DIR,
     BUNDLE_TARGETS_DIR,

@@ -30,7 +30,7 @@ from backoffice.fleet_repo import (
     init_repository,
     load_fleet_signers,
 )
-from config.fleet_client import box_target_path, group_target_path
+from config.fleet_targets import box_target_path, group_target_path
 
 BOX = "MVB-TEST-0001"
 GROUP = "h2o"

@@ -31,7 +31,7 @@ from backoffice.fleet_repo import (
     signed_by,
     stored_target_name,
 )
-from config.fleet_client import FleetCustom
+from config.fleet_targets import FleetCustom
 
 SNAPSHOT_SUFFIX = ".snapshot.json"
 TARGETS_SUFFIX = ".targets.json"

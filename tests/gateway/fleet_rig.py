@@ -33,7 +33,7 @@ from backoffice.fleet_repo import FleetRepository, FleetSigners, init_repository
 from backoffice.fleet_reports import ConfigReport
 from backoffice.pairing import CodeState, PairingCode
 from backoffice.pairing_service import LedgerStore
-from config.fleet_client import box_target_path
+from config.fleet_targets import box_target_path
 from storage.envelope import RecipientPrivateKey
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config

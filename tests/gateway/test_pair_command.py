@@ -36,8 +36,9 @@ from backoffice.pairing_service import (
     back_office_pins,
     load_back_office_ca,
 )
-from config.fleet_client import AppliedState, FleetConfigClient
+from config.fleet_client import FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
+from config.fleet_targets import AppliedState
 from gateway.pairing import PairedCredentials, WrongServerKey
 from gateway.pairing_client import (
     fleet_metadata_dir,

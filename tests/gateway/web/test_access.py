@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from config.accounts import MIN_ITERATIONS, hash_password, parse_password_hash
-from config.fleet_client import FleetDocument
+from config.fleet_targets import FleetDocument
 from config.local import parse_config
 from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
