@@ -30,15 +30,13 @@ from backoffice.pairing import (
     NONCE_BYTES,
     AdminInputError,
     AlreadyPaired,
-    LedgerFormatError,
     NotPaired,
-    PairedBox,
     PairingCode,
-    PairingLedger,
     TooManyOpenCodes,
     issue_code,
     unpair,
 )
+from backoffice.pairing_ledger import LedgerFormatError, PairedBox, PairingLedger
 from backoffice.pairing_service import (
     LedgerGate,
     LedgerStore,

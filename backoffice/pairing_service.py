@@ -49,12 +49,10 @@ from typing import Final, TypeVar
 from aiohttp import web
 
 from backoffice.pairing import (
-    MAX_LEDGER_BYTES,
     BackOfficeTrust,
     CertificateDenied,
     CodeReused,
     MalformedRequest,
-    PairingLedger,
     PairingRefused,
     ProofInvalid,
     RateLimited,
@@ -62,6 +60,7 @@ from backoffice.pairing import (
     redeem,
     refusal_json,
 )
+from backoffice.pairing_ledger import MAX_LEDGER_BYTES, PairingLedger
 from backoffice.pki import Issued, load_issued
 from backoffice.server import ClientDenied, GateUnavailable, RunningServer, serve_tls
 from protocol.pairing_code import PAIR_PATH

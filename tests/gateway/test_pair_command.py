@@ -23,13 +23,8 @@ from cryptography import x509
 
 from backoffice.fleet_repo import init_repository
 from backoffice.fleet_reports import ReportLog
-from backoffice.pairing import (
-    ALPHABET,
-    CODE_VALIDITY_S,
-    NONCE_BYTES,
-    CodeState,
-    issue_code,
-)
+from backoffice.pairing import ALPHABET, CODE_VALIDITY_S, NONCE_BYTES, issue_code
+from backoffice.pairing_ledger import CodeState
 from backoffice.pairing_service import (
     LedgerStore,
     PairingService,
