@@ -21,7 +21,8 @@ from cryptography import x509
 
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import decrypt_file, describe
-from backoffice.fleet_repo import FleetRepoError, FleetRepository
+from backoffice.fleet_metadata import FleetRepoError
+from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.keys import create_recording_keys

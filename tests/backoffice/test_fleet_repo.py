@@ -20,12 +20,10 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
+from backoffice.fleet_metadata import FleetRepoError, SerialNotIncreasing, ThresholdNotMet
 from backoffice.fleet_repo import (
-    FleetRepoError,
     FleetRepository,
     FleetSigners,
-    SerialNotIncreasing,
-    ThresholdNotMet,
     generate_fleet_keys,
     init_repository,
     load_fleet_signers,
