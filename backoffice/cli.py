@@ -61,7 +61,8 @@ from backoffice.server import (
     start_https_server,
 )
 from backoffice.tus_app import TusApp
-from backoffice.upload_store import DEFAULT_RESERVE_BYTES, StoreError, UploadStore
+from backoffice.upload_store import DEFAULT_RESERVE_BYTES, UploadStore, UploadStoreError
+from common.faults import MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
 from storage.audit import format_report, verify_audit_log
@@ -77,7 +78,7 @@ SERIAL_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 """A device serial becomes a certificate CN, the server's client id and a file name."""
 
 
-class CliError(Exception):
+class CliError(MisuseFault):
     """An operator's request that cannot be carried out as given (exit code 2)."""
 
 
@@ -230,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RecipientKeyError,
         DeviceKeyError,
         OSError,
-        StoreError,
+        UploadStoreError,
         CliError,
         FleetRepoError,
         AdminInputError,

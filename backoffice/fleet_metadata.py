@@ -27,6 +27,7 @@ from securesystemslib.signer import Key, Signer
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
+from common.faults import MisuseFault
 from config.fleet_targets import (
     BOX_TARGETS_DIR,
     DOCUMENT_SUFFIX,
@@ -42,7 +43,7 @@ HASH_ALGORITHMS = ["sha256"]
 Role = TypeVar("Role", Root, Targets, Snapshot, Timestamp)
 
 
-class FleetRepoError(Exception):
+class FleetRepoError(MisuseFault):
     """The admin asked for something the fleet's rules forbid; the message says what."""
 
 

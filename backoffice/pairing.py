@@ -43,6 +43,7 @@ from backoffice.pairing_ledger import (
     PairingLedger,
 )
 from backoffice.pki import LEAF_VALIDITY, Issued
+from common.faults import MisuseFault, RemoteFault, TransientFault
 
 # ALPHABET, NONCE_BYTES and PairingCode are re-exported (`X as X`): the admin's tools and tests
 # reach the code through this module.
@@ -77,23 +78,23 @@ _BACKDATE: Final = datetime.timedelta(minutes=5)
 # --- errors, by fault ----------------------------------------------------------------------------
 
 
-class AdminInputError(PairingError, ValueError):
+class AdminInputError(PairingError, ValueError, MisuseFault):
     """The admin asked for something impossible: a bad box id, address, pin set or nonce."""
 
 
-class TooManyOpenCodes(PairingError):
+class TooManyOpenCodes(PairingError, TransientFault):
     """The bound on open codes (per box or in all) is reached; wait for codes to expire."""
 
 
-class NotPaired(PairingError):
+class NotPaired(PairingError, MisuseFault):
     """`unpair` of a box that is not paired."""
 
 
-class CertificateDenied(PairingError):
+class CertificateDenied(PairingError, RemoteFault):
     """A client certificate whose serial is on the deny list (unpaired or re-paired)."""
 
 
-class PairingRefused(PairingError):
+class PairingRefused(PairingError, RemoteFault):
     """`redeem` (or the listener) refuses a request. `kind` and `http_status` are the refusal of
     docs/pairing.md 3.3; `ledger` is the ledger to persist (it may differ from the input: see
     ProofInvalid)."""

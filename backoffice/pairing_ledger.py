@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from common.faults import StorageFault
 from protocol.pairing_code import CODE_ID_BYTES, PROOF_KEY_BYTES
 from protocol.pairing_messages import (
     BOX_ID_PATTERN,
@@ -33,10 +34,11 @@ MAX_LEDGER_BYTES: Final = 64 * 1024 * 1024
 
 
 class PairingError(Exception):
-    """Base of the back office's pairing errors (the shared formats have their own)."""
+    """Base of the back office's pairing errors (the shared formats have their own), never raised
+    itself; each kind below has its root in common/faults.py."""
 
 
-class LedgerFormatError(PairingError, ValueError):
+class LedgerFormatError(PairingError, ValueError, StorageFault):
     """The persisted ledger is not a ledger this version wrote."""
 
 

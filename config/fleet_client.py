@@ -61,6 +61,7 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
+from common.faults import RemoteFault
 from config.fleet_targets import (
     BUNDLE_METADATA_DIR,
     BUNDLE_TARGETS_DIR,
@@ -96,7 +97,7 @@ _PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 _MAX_PATH_CHARS = 512
 
 
-class BadBundle(RepositoryError):
+class BadBundle(RepositoryError, RemoteFault):
     """A pushed bundle is not a readable bundle, or lacks a file the verification needs."""
 
 

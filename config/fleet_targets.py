@@ -33,6 +33,8 @@ from tuf.api.exceptions import RepositoryError
 # python-tuf documents TargetFile in tuf.api.metadata, which re-exports it without __all__.
 from tuf.api.metadata import TargetFile
 
+from common.faults import RemoteFault
+
 MAX_DOCUMENT_BYTES = 256 * 1024
 """A fleet document larger than this (by its signed length) is refused before it is fetched."""
 MAX_NAMES_PER_TARGET = 4096
@@ -54,7 +56,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _STATE_FORMAT = 1
 
 
-class ConfigRejected(RepositoryError):
+class ConfigRejected(RepositoryError, RemoteFault):
     """A document that verified under TUF but that this box must not apply."""
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.recorder import IllegalTransition
+from common.faults import IllegalTransition
 from gateway.web.identity import LOCAL_IDENTITY, set_identity
 from gateway.web.jsonbody import ApiError, error_response
 from gateway.web.routes import add_feature_routes

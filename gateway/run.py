@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from common.faults import IllegalTransition
 from config.fleet_schema import apply_fleet_document
 from config.local import CameraSection, ConfigError, LocalConfig, upload_class_for
 from gateway.api import start_api
@@ -43,7 +44,7 @@ from gateway.inputs import CrashRule, InputRule, SpeedRule
 from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
 from gateway.pairing_client import fleet_metadata_dir, is_paired, paired_uplink
 from gateway.policy import recorder_policy
-from gateway.recorder import Event, IllegalTransition
+from gateway.recorder import Event
 from gateway.sdnotify import (
     Notifier,
     status_line,

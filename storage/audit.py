@@ -71,6 +71,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import cast
 
+from common.faults import RemoteFault
 from storage.devicekey import SIGNATURE_BYTES, DeviceKey, DevicePublicKey
 
 DOMAIN = b"MVB audit v1\n"
@@ -91,7 +92,7 @@ ENTRY_MEMBERS = frozenset({"seq", "at_ms", "event", "fields", "prev", "sig"})
 Scalar = str | int | float | bool | None
 
 
-class _LineError(Exception):
+class _LineError(RemoteFault):
     """Internal: why one line is not a well-formed entry. `seq` is set once it is known."""
 
     def __init__(self, problem: str, seq: int | None = None) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from common.faults import StorageFault
 from storage.audit import (
     GENESIS_PREV_HEX,
     MAX_LINE_BYTES,
@@ -46,7 +47,7 @@ from storage.fsutil import fsync_dir
 LOG_FILE_MODE = 0o600
 
 
-class AuditLogError(RuntimeError):
+class AuditLogError(RuntimeError, StorageFault):
     """The log cannot be continued safely: locked, corrupt tail, foreign key or failed I/O."""
 
 

@@ -40,6 +40,7 @@ from typing import Any, Final, Self, TypeVar
 
 import diskcache
 
+from common.faults import IllegalTransition, MisuseFault, RemoteFault, StorageFault
 from storage.card import CardLayout
 from storage.catalog_rebuild import scan_card
 from storage.fsutil import fsync_dir
@@ -62,7 +63,8 @@ LEGAL_TRANSITIONS: Final[Mapping[FileState, frozenset[FileState]]] = MappingProx
         _S.DELETED: frozenset(),
     }
 )
-"""Allowed `from -> to` state changes. Anything not listed raises IllegalTransition."""
+"""Allowed `from -> to` state changes. Anything not listed raises IllegalTransition
+(common/faults.py, shared with the recorder); its message names the file id, from and to."""
 
 RECORD_SCHEMA = 1
 """Version of the JSON object stored per record; readers ignore members they do not know."""
@@ -75,30 +77,19 @@ _SQLITE_NOTADB = 26
 
 
 class CatalogError(Exception):
-    """Base for catalog faults."""
+    """Base for catalog faults: a family of two kinds, never raised itself (a damaged catalog:
+    StorageFault; an unknown file id: MisuseFault)."""
 
 
-class CatalogCorruptError(CatalogError):
+class CatalogCorruptError(CatalogError, StorageFault):
     """A stored record that is not a record this module wrote."""
 
 
-class UnknownFileError(CatalogError, LookupError):
+class UnknownFileError(CatalogError, LookupError, MisuseFault):
     """No record for the file id."""
 
 
-class IllegalTransition(ValueError):
-    """A state change not in LEGAL_TRANSITIONS. The message names file id, from and to."""
-
-    def __init__(self, file_id: str, from_state: FileState, to_state: FileState) -> None:
-        super().__init__(
-            f"file {file_id}: illegal state transition {from_state.value} -> {to_state.value}"
-        )
-        self.file_id = file_id
-        self.from_state = from_state
-        self.to_state = to_state
-
-
-class AttestationMismatch(ValueError):
+class AttestationMismatch(ValueError, RemoteFault):
     """The back office echoed a checksum other than the one the box wrote; the file stays."""
 
 
@@ -368,7 +359,9 @@ class Catalog:
 
 def _check_transition(file_id: str, from_state: FileState, to_state: FileState) -> None:
     if to_state not in LEGAL_TRANSITIONS[from_state]:
-        raise IllegalTransition(file_id, from_state, to_state)
+        raise IllegalTransition(
+            f"file {file_id}: illegal state transition {from_state.value} -> {to_state.value}"
+        )
 
 
 def _check_replacement(current: FileRecord, new: FileRecord) -> None:

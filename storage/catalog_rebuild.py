@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from common.faults import StorageFault
 from storage.card import (
     PART_SUFFIX,
     SEALED_SUFFIX,
@@ -67,7 +68,7 @@ class CardScan:
     unreadable: tuple[Path, ...]
 
 
-class _UnreadableHeaderError(Exception):
+class _UnreadableHeaderError(StorageFault):
     pass
 
 

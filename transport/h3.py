@@ -28,6 +28,7 @@ from aioquic.quic.events import ConnectionTerminated
 from aioquic.quic.packet import QuicErrorCode
 from aioquic.tls import AlertDescription
 
+from common.faults import RemoteFault
 from transport.checksum import checksum_header
 from transport.errors import HostileServer, PinMismatch, TransientNetworkError, TransportError
 from transport.http import HttpRequest
@@ -75,7 +76,7 @@ def certificate_error_code(alert: AlertDescription) -> int:
 # --- pure helpers -------------------------------------------------------------------------
 
 
-class H3LimitExceeded(Exception):
+class H3LimitExceeded(RemoteFault):
     """A peer sent something on a stream that would make aioquic buffer beyond our bounds."""
 
 

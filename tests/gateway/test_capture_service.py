@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from common.faults import IllegalTransition
 from gateway.capture.replay_source import ReplaySource
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import SourceSpec
-from gateway.recorder import IllegalTransition, RecorderPolicy, TriggerPolicy
+from gateway.recorder import RecorderPolicy, TriggerPolicy
 from gateway.synthetic import generate_clip
 from storage.envelope import RecipientPrivateKey
 from storage.store import EvidenceStore

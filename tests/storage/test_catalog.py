@@ -12,12 +12,12 @@ from pathlib import Path
 import diskcache
 import pytest
 
+from common.faults import IllegalTransition
 from storage.card import CardLayout, Sidecar, read_sidecar, write_sidecar
 from storage.catalog import (
     LEGAL_TRANSITIONS,
     AttestationMismatch,
     Catalog,
-    IllegalTransition,
     UnknownFileError,
     _means_corrupt,
 )
