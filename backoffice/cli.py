@@ -21,7 +21,8 @@ from cryptography import x509
 
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import decrypt_file, describe
-from backoffice.fleet_repo import FleetRepoError, FleetRepository
+from backoffice.fleet_metadata import FleetRepoError
+from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.keys import create_recording_keys
@@ -30,15 +31,13 @@ from backoffice.pairing import (
     NONCE_BYTES,
     AdminInputError,
     AlreadyPaired,
-    LedgerFormatError,
     NotPaired,
-    PairedBox,
     PairingCode,
-    PairingLedger,
     TooManyOpenCodes,
     issue_code,
     unpair,
 )
+from backoffice.pairing_ledger import LedgerFormatError, PairedBox, PairingLedger
 from backoffice.pairing_service import (
     LedgerGate,
     LedgerStore,
@@ -62,7 +61,8 @@ from backoffice.server import (
     start_https_server,
 )
 from backoffice.tus_app import TusApp
-from backoffice.upload_store import DEFAULT_RESERVE_BYTES, StoreError, UploadStore
+from backoffice.upload_store import DEFAULT_RESERVE_BYTES, UploadStore, UploadStoreError
+from common.faults import MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
 from storage.audit import format_report, verify_audit_log
@@ -78,7 +78,7 @@ SERIAL_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 """A device serial becomes a certificate CN, the server's client id and a file name."""
 
 
-class CliError(Exception):
+class CliError(MisuseFault):
     """An operator's request that cannot be carried out as given (exit code 2)."""
 
 
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RecipientKeyError,
         DeviceKeyError,
         OSError,
-        StoreError,
+        UploadStoreError,
         CliError,
         FleetRepoError,
         AdminInputError,

@@ -23,6 +23,9 @@ Invariants:
 - A target's path and its custom fields agree: `boxes/<id>.toml` names box `id`,
   `groups/<g>.toml` names group `g`. No key serves two roles.
 - Time comes in as `now`; only `FleetRepository` methods and the key helpers touch files.
+
+The rules each signed version must satisfy (roots, thresholds, target files) are pure, in
+backoffice/fleet_metadata.py; this module holds the keys, the files and the order of writes.
 """
 
 from __future__ import annotations
@@ -37,14 +40,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 # python-tuf and securesystemslib document these names in the modules imported here, which
 # re-export them without __all__; mypy --strict (no implicit re-export) needs the ignores.
 from securesystemslib.signer import CryptoSigner, Key, Signer
-from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
     Metadata,
     MetaFile,
@@ -55,41 +56,33 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
-from config.fleet_client import (
-    BOX_TARGETS_DIR,
+from backoffice.fleet_metadata import (
+    HASH_ALGORITHMS,
+    FleetRepoError,
+    Role,
+    SerialNotIncreasing,
+    check_threshold,
+    config_target_file,
+    highest_serial,
+    new_root,
+    rotated_root,
+    signed_by,
+    stored_target_name,
+)
+from config.fleet_targets import (
     BUNDLE_METADATA_DIR,
     BUNDLE_TARGETS_DIR,
-    DOCUMENT_SUFFIX,
-    GROUP_TARGETS_DIR,
     MAX_DOCUMENT_BYTES,
     METADATA_PREFIX,
     TARGETS_PREFIX,
     FleetCustom,
-    MalformedCustom,
-    is_valid_name,
-    parse_custom,
 )
 
 ROOT_KEY_COUNT = 3
 ROOT_THRESHOLD = 2
 TIMESTAMP_FILE = "timestamp.json"
-TOP_LEVEL_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 _VERSIONED = re.compile(r"([1-9][0-9]{0,17})\.(root|targets|snapshot)\.json")
 _ROOT_KEY_FILE = re.compile(r"root-([1-9][0-9]{0,2})\.key")
-_HASH_ALGORITHMS = ["sha256"]
-_Role = TypeVar("_Role", Root, Targets, Snapshot, Timestamp)
-
-
-class FleetRepoError(Exception):
-    """The admin asked for something the fleet's rules forbid; the message says what."""
-
-
-class SerialNotIncreasing(FleetRepoError):
-    """A new document's config_serial does not exceed every serial already signed."""
-
-
-class ThresholdNotMet(FleetRepoError):
-    """The signers given do not meet a role's threshold (wrong key, or too few keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,126 +164,6 @@ def load_fleet_signers(keys_dir: Path) -> FleetSigners:
         snapshot=load_signer(keys_dir / "snapshot.key"),
         timestamp=load_signer(keys_dir / "timestamp.key"),
     )
-
-
-# ---------------------------------------------------------------------------- pure core
-
-
-def new_root(
-    role_keys: Mapping[str, Sequence[Key]],
-    thresholds: Mapping[str, int],
-    *,
-    now: datetime,
-    lifetime: timedelta,
-) -> Root:
-    """Version 1 of the root: every top-level role with its keys and threshold."""
-    root = Root(version=1, expires=now + lifetime, consistent_snapshot=True)
-    for role in TOP_LEVEL_ROLES:
-        for key in role_keys[role]:
-            root.add_key(key, role)
-        root.roles[role].threshold = thresholds.get(role, 1)
-    check_root_roles(root)
-    return root
-
-
-def rotated_root(
-    current: Root,
-    *,
-    role_keys: Mapping[str, Sequence[Key]],
-    thresholds: Mapping[str, int],
-    now: datetime,
-    lifetime: timedelta,
-) -> Root:
-    """The next root version: the roles named in `role_keys` get exactly those keys, the roles
-    named in `thresholds` that threshold, the rest is kept. Unsigned."""
-    root = Root.from_dict(copy.deepcopy(current.to_dict()))
-    root.version = current.version + 1
-    root.expires = now + lifetime
-    for role, keys in role_keys.items():
-        for keyid in list(root.roles[role].keyids):
-            root.revoke_key(keyid, role)
-        for key in keys:
-            root.add_key(key, role)
-    for role, threshold in thresholds.items():
-        root.roles[role].threshold = threshold
-    check_root_roles(root)
-    return root
-
-
-def check_root_roles(root: Root) -> None:
-    """Each role has 1 <= threshold <= its key count; no key serves two roles (the online
-    back office must never hold a key that also signs configuration or roots)."""
-    seen: dict[str, str] = {}
-    for role in TOP_LEVEL_ROLES:
-        keyids = root.roles[role].keyids
-        threshold = root.roles[role].threshold
-        if not 1 <= threshold <= len(keyids):
-            raise FleetRepoError(f"{role}: threshold {threshold} with {len(keyids)} key(s)")
-        for keyid in keyids:
-            if keyid in seen:
-                raise FleetRepoError(f"key {keyid[:12]} serves both {seen[keyid]} and {role}")
-            seen[keyid] = role
-
-
-def signed_by(signed: _Role, signers: Sequence[Signer]) -> Metadata[_Role]:
-    """Metadata around `signed` with one signature per signer (none checked here)."""
-    metadata = Metadata(signed)
-    for signer in signers:
-        metadata.sign(signer, append=True)
-    return metadata
-
-
-def check_threshold(delegator: Root, role: str, metadata: Metadata[_Role]) -> None:
-    """Raise ThresholdNotMet unless `metadata` carries `role`'s threshold of `delegator`'s keys."""
-    try:
-        delegator.verify_delegate(role, metadata.signed_bytes, metadata.signatures)
-    except UnsignedMetadataError as error:
-        raise ThresholdNotMet(f"{role} v{metadata.signed.version}: {error}") from error
-
-
-def split_target_path(target_path: str) -> tuple[str, str]:
-    """(`boxes` or `groups`, name) of a conventional target path; FleetRepoError otherwise."""
-    folder, _, file_name = target_path.partition("/")
-    name = file_name.removesuffix(DOCUMENT_SUFFIX)
-    conventional = folder in (BOX_TARGETS_DIR, GROUP_TARGETS_DIR)
-    if not conventional or not file_name.endswith(DOCUMENT_SUFFIX) or not is_valid_name(name):
-        raise FleetRepoError(
-            f"target path {target_path!r} must be {BOX_TARGETS_DIR}/<box_id>{DOCUMENT_SUFFIX} "
-            f"or {GROUP_TARGETS_DIR}/<group>{DOCUMENT_SUFFIX}"
-        )
-    return folder, name
-
-
-def config_target_file(target_path: str, document: bytes, custom: FleetCustom) -> TargetFile:
-    """The TargetFile of a fleet document: length, SHA-256 and the custom fields, with the path
-    and the custom fields checked to agree. Policy (size, serial) is the repository's."""
-    folder, name = split_target_path(target_path)
-    try:
-        parse_custom(target_path, custom.to_custom())
-    except MalformedCustom as error:
-        raise FleetRepoError(str(error)) from error
-    named = custom.boxes if folder == BOX_TARGETS_DIR else custom.groups
-    if name not in named:
-        raise FleetRepoError(f"{target_path} must name {name!r} in its {folder}")
-    target = TargetFile.from_data(target_path, document, _HASH_ALGORITHMS)
-    target.unrecognized_fields["custom"] = custom.to_custom()
-    return target
-
-
-def highest_serial(targets: Targets) -> int:
-    """The highest config_serial signed in `targets` (0 when none)."""
-    serials = [0]
-    for target in targets.targets.values():
-        custom = target.custom
-        if isinstance(custom, dict) and isinstance(custom.get("config_serial"), int):
-            serials.append(custom["config_serial"])
-    return max(serials)
-
-
-def stored_target_name(target: TargetFile) -> str:
-    """Where a consistent-snapshot repository stores a target: `<dir>/<sha256>.<basename>`."""
-    folder, _, base = target.path.rpartition("/")
-    return f"{folder}/{target.hashes['sha256']}.{base}"
 
 
 # ---------------------------------------------------------------------------- the repository
@@ -438,14 +311,14 @@ class FleetRepository:
             version=snapshot_version,
             expires=now + self.lifetimes.snapshot,
             meta={
-                "targets.json": MetaFile.from_data(targets_version, targets_bytes, _HASH_ALGORITHMS)
+                "targets.json": MetaFile.from_data(targets_version, targets_bytes, HASH_ALGORITHMS)
             },
         )
         snapshot_bytes = self._sign_checked(root, snapshot, [snapshot_signer])
         timestamp = Timestamp(
             version=self._timestamp_version() + 1,
             expires=now + self.lifetimes.timestamp,
-            snapshot_meta=MetaFile.from_data(snapshot_version, snapshot_bytes, _HASH_ALGORITHMS),
+            snapshot_meta=MetaFile.from_data(snapshot_version, snapshot_bytes, HASH_ALGORITHMS),
         )
         timestamp_bytes = self._sign_checked(root, timestamp, [timestamp_signer])
         _write_once(self.metadata_dir / f"{snapshot_version}.snapshot.json", snapshot_bytes)
@@ -528,7 +401,7 @@ class FleetRepository:
         return targets.version
 
     @staticmethod
-    def _sign_checked(root: Root, signed: _Role, signers: Sequence[Signer]) -> bytes:
+    def _sign_checked(root: Root, signed: Role, signers: Sequence[Signer]) -> bytes:
         metadata = signed_by(signed, signers)
         check_threshold(root, signed.type, metadata)
         return metadata.to_bytes()

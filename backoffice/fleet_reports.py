@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.faults import RemoteFault
 from protocol.fleet_report import MAX_REPORT_BYTES, REPORT_FIELDS, signed_message
 from storage.devicekey import DeviceKeyError, DevicePublicKey
 
@@ -27,7 +28,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PATH = re.compile(r"(boxes|groups)/[A-Za-z0-9._-]{1,64}\.toml")
 
 
-class ReportRefused(ValueError):
+class ReportRefused(ValueError, RemoteFault):
     """The report is malformed or its signature does not verify (400)."""
 
 

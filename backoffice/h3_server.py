@@ -76,6 +76,7 @@ from backoffice.server import (
     GateUnavailable,
 )
 from backoffice.tus_app import IncomingRequest, OutgoingResponse
+from common.faults import RemoteFault
 from transport.h3 import (
     CONNECTION_SPECIFIC_HEADERS,
     MAX_FIELD_SECTION_BYTES,
@@ -104,7 +105,7 @@ class RequestHandler(Protocol):
     async def handle(self, request: IncomingRequest) -> OutgoingResponse: ...
 
 
-class ClientCertificateRejected(Exception):
+class ClientCertificateRejected(RemoteFault):
     """The client's certificate is missing or not one the back office CA issued to a box."""
 
     def __init__(self, alert: AlertDescription, message: str) -> None:

@@ -1,10 +1,11 @@
-"""The back office's pairing core (docs/pairing.md): the ledger and the back office's operations.
+"""The back office's pairing core (docs/pairing.md): the back office's operations on the ledger.
 
 The code and the messages are the wire format shared with the box: protocol/pairing_code.py and
 protocol/pairing_messages.py. This module is the back office's side: a set of pure functions over
-an immutable `PairingLedger`: `issue_code`, `redeem`, `unpair`, `check_client_serial`. They take
-`now_s` (Unix seconds on the back office's clock) and return a new ledger. A thin shell
-(backoffice/pairing_service.py) persists it (mode 0600, atomically) and serves `POST /pair/v1`.
+an immutable `PairingLedger` (its records and document: backoffice/pairing_ledger.py):
+`issue_code`, `redeem`, `unpair`, `check_client_serial`. They take `now_s` (Unix seconds on the
+back office's clock) and return a new ledger. A thin shell (backoffice/pairing_service.py)
+persists it (mode 0600, atomically) and serves `POST /pair/v1`.
 
 Invariants:
 - A code is redeemed at most once. The only answer a used code gives again is the same
@@ -24,8 +25,7 @@ import datetime
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -34,27 +34,27 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from backoffice.pairing_ledger import (
+    CodeRecord,
+    CodeState,
+    DeniedCertificate,
+    PairedBox,
+    PairingError,
+    PairingLedger,
+)
 from backoffice.pki import LEAF_VALIDITY, Issued
+from common.faults import MisuseFault, RemoteFault, TransientFault
 
 # ALPHABET, NONCE_BYTES and PairingCode are re-exported (`X as X`): the admin's tools and tests
 # reach the code through this module.
 from protocol.pairing_code import ALPHABET as ALPHABET
-from protocol.pairing_code import (
-    CODE_ID_BYTES,
-    PROOF_KEY_BYTES,
-    CodeFormatError,
-    proof_of,
-)
 from protocol.pairing_code import NONCE_BYTES as NONCE_BYTES
+from protocol.pairing_code import CodeFormatError, proof_of
 from protocol.pairing_code import PairingCode as PairingCode
 from protocol.pairing_messages import (
     BOX_ID_PATTERN,
-    MAX_BOX_ID_CHARS,
-    MAX_CERTIFICATE_PEM_CHARS,
     MAX_PINS,
     MAX_TUF_ROOT_BYTES,
-    MESSAGE_VERSION,
-    PEM_TEXT,
     REFUSAL_STATUS,
     MessageFormatError,
     PairingGrant,
@@ -63,13 +63,11 @@ from protocol.pairing_messages import (
     RefusalMessage,
     ServiceEndpoint,
 )
-from protocol.strict_json import Fields, dump_json, load_object
 from transport.pinning import PinFormatError, parse_pin
 
 CODE_VALIDITY_S: Final = 15 * 60
 MAX_OPEN_CODES_PER_BOX: Final = 3
 MAX_OPEN_CODES: Final = 1024
-MAX_LEDGER_BYTES: Final = 64 * 1024 * 1024
 CODE_RECORD_KEEP_S: Final = 7 * 24 * 3600
 """A used or expired code is remembered this long, so that it is refused as reused or expired
 rather than unknown."""
@@ -80,31 +78,23 @@ _BACKDATE: Final = datetime.timedelta(minutes=5)
 # --- errors, by fault ----------------------------------------------------------------------------
 
 
-class PairingError(Exception):
-    """Base of the back office's pairing errors (the shared formats have their own)."""
-
-
-class LedgerFormatError(PairingError, ValueError):
-    """The persisted ledger is not a ledger this version wrote."""
-
-
-class AdminInputError(PairingError, ValueError):
+class AdminInputError(PairingError, ValueError, MisuseFault):
     """The admin asked for something impossible: a bad box id, address, pin set or nonce."""
 
 
-class TooManyOpenCodes(PairingError):
+class TooManyOpenCodes(PairingError, TransientFault):
     """The bound on open codes (per box or in all) is reached; wait for codes to expire."""
 
 
-class NotPaired(PairingError):
+class NotPaired(PairingError, MisuseFault):
     """`unpair` of a box that is not paired."""
 
 
-class CertificateDenied(PairingError):
+class CertificateDenied(PairingError, RemoteFault):
     """A client certificate whose serial is on the deny list (unpaired or re-paired)."""
 
 
-class PairingRefused(PairingError):
+class PairingRefused(PairingError, RemoteFault):
     """`redeem` (or the listener) refuses a request. `kind` and `http_status` are the refusal of
     docs/pairing.md 3.3; `ledger` is the ledger to persist (it may differ from the input: see
     ProofInvalid)."""
@@ -192,203 +182,6 @@ REFUSALS: Final[tuple[type[PairingRefused], ...]] = (  # what `redeem` raises
 def refusal_json(refusal: PairingRefused) -> bytes:
     """The body of the answer to a refused request; its status is `refusal.http_status`."""
     return refusal.message().to_json()
-
-
-# --- the ledger (docs/pairing.md 5.1) -------------------------------------------------------------
-
-
-class CodeState(StrEnum):
-    OPEN = "open"
-    USED = "used"
-    WITHDRAWN = "withdrawn"
-
-
-@dataclass(frozen=True, slots=True)
-class CodeRecord:
-    """One issued code. Invariants: `expires_at_s = issued_at_s + CODE_VALIDITY_S`;
-    `certificate_pem` is set exactly when the state is USED. `proof_key` is secret while the
-    code is open, so it stays out of repr."""
-
-    code_id: bytes
-    box_id: str
-    issued_at_s: float
-    expires_at_s: float
-    state: CodeState
-    proof_key: bytes = field(repr=False)
-    replaces_serial: int | None = None
-    certificate_pem: bytes | None = None
-
-    def is_live(self, now_s: float) -> bool:
-        """Open and inside its window: `issued_at_s <= now_s < expires_at_s`."""
-        return self.state is CodeState.OPEN and self.issued_at_s <= now_s < self.expires_at_s
-
-
-@dataclass(frozen=True, slots=True)
-class PairedBox:
-    """A box's current pairing: the serial of the one certificate it was granted last."""
-
-    box_id: str
-    serial: int
-    paired_at_s: float
-    not_after_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeniedCertificate:
-    """A withdrawn certificate; `reason` is "unpaired" or "re-paired"."""
-
-    serial: int
-    box_id: str
-    denied_at_s: float
-    not_after_s: float
-    reason: str
-
-
-_CODE_MEMBERS: Final = frozenset(
-    {
-        "code_id",
-        "box_id",
-        "issued_at_s",
-        "expires_at_s",
-        "state",
-        "proof_key",
-        "replaces_serial",
-        "certificate",
-    }
-)
-_PAIRED_MEMBERS: Final = frozenset({"box_id", "serial", "paired_at_s", "not_after_s"})
-_DENIED_MEMBERS: Final = frozenset({"serial", "box_id", "denied_at_s", "not_after_s", "reason"})
-_LEDGER_MEMBERS: Final = frozenset({"version", "codes", "paired", "denied"})
-_DENY_REASONS: Final = frozenset({"unpaired", "re-paired"})
-
-
-@dataclass(frozen=True, slots=True)
-class PairingLedger:
-    """The back office's pairing state. Invariants: at most one PairedBox per box id; code ids
-    are unique. Immutable: every operation returns a new ledger."""
-
-    codes: tuple[CodeRecord, ...] = ()
-    paired: tuple[PairedBox, ...] = ()
-    denied: tuple[DeniedCertificate, ...] = ()
-
-    def code(self, code_id: bytes) -> CodeRecord | None:
-        return next((record for record in self.codes if record.code_id == code_id), None)
-
-    def pairing_of(self, box_id: str) -> PairedBox | None:
-        return next((box for box in self.paired if box.box_id == box_id), None)
-
-    def is_denied(self, serial: int) -> bool:
-        return any(entry.serial == serial for entry in self.denied)
-
-    def to_json(self) -> bytes:
-        return dump_json(
-            {
-                "version": MESSAGE_VERSION,
-                "codes": [_code_document(record) for record in self.codes],
-                "paired": [_paired_document(box) for box in self.paired],
-                "denied": [_denied_document(entry) for entry in self.denied],
-            }
-        )
-
-    @classmethod
-    def from_json(cls, data: bytes) -> PairingLedger:
-        """Read a persisted ledger; LedgerFormatError names what is wrong."""
-        raw = load_object(data, MAX_LEDGER_BYTES, "the ledger", LedgerFormatError)
-        fields = Fields(raw, _LEDGER_MEMBERS, "the ledger", LedgerFormatError)
-        fields.version(MESSAGE_VERSION)
-        return cls(
-            codes=tuple(_code_record(item) for item in _list(fields, "codes")),
-            paired=tuple(_paired_box(item) for item in _list(fields, "paired")),
-            denied=tuple(_denied_certificate(item) for item in _list(fields, "denied")),
-        )
-
-
-def _list(fields: Fields, name: str) -> list[object]:
-    value = fields.raw(name)
-    if not isinstance(value, list):
-        raise LedgerFormatError(f"the ledger: member {name!r} must be a list")
-    return value
-
-
-def _code_document(record: CodeRecord) -> dict[str, Any]:
-    return {
-        "code_id": record.code_id.hex(),
-        "box_id": record.box_id,
-        "issued_at_s": record.issued_at_s,
-        "expires_at_s": record.expires_at_s,
-        "state": record.state.value,
-        "proof_key": record.proof_key.hex(),
-        "replaces_serial": None
-        if record.replaces_serial is None
-        else f"{record.replaces_serial:x}",
-        "certificate": None if record.certificate_pem is None else record.certificate_pem.decode(),
-    }
-
-
-def _code_record(item: object) -> CodeRecord:
-    fields = Fields(item, _CODE_MEMBERS, "a ledger code", LedgerFormatError)
-    state_text = fields.text("state", 16)
-    if state_text not in {state.value for state in CodeState}:
-        raise LedgerFormatError(f"a ledger code: state {state_text!r} is not a code state")
-    certificate = fields.raw("certificate")
-    state = CodeState(state_text)
-    if (certificate is not None) != (state is CodeState.USED):
-        raise LedgerFormatError("a ledger code: a certificate belongs to exactly the used codes")
-    return CodeRecord(
-        code_id=fields.hex_bytes("code_id", CODE_ID_BYTES),
-        box_id=fields.text("box_id", MAX_BOX_ID_CHARS, BOX_ID_PATTERN),
-        issued_at_s=fields.number("issued_at_s"),
-        expires_at_s=fields.number("expires_at_s"),
-        state=state,
-        proof_key=fields.hex_bytes("proof_key", PROOF_KEY_BYTES),
-        replaces_serial=fields.optional_serial("replaces_serial"),
-        certificate_pem=None
-        if certificate is None
-        else fields.text("certificate", MAX_CERTIFICATE_PEM_CHARS, PEM_TEXT).encode("ascii"),
-    )
-
-
-def _paired_document(box: PairedBox) -> dict[str, Any]:
-    return {
-        "box_id": box.box_id,
-        "serial": f"{box.serial:x}",
-        "paired_at_s": box.paired_at_s,
-        "not_after_s": box.not_after_s,
-    }
-
-
-def _paired_box(item: object) -> PairedBox:
-    fields = Fields(item, _PAIRED_MEMBERS, "a ledger pairing", LedgerFormatError)
-    return PairedBox(
-        box_id=fields.text("box_id", MAX_BOX_ID_CHARS, BOX_ID_PATTERN),
-        serial=fields.serial("serial"),
-        paired_at_s=fields.number("paired_at_s"),
-        not_after_s=fields.number("not_after_s"),
-    )
-
-
-def _denied_document(entry: DeniedCertificate) -> dict[str, Any]:
-    return {
-        "serial": f"{entry.serial:x}",
-        "box_id": entry.box_id,
-        "denied_at_s": entry.denied_at_s,
-        "not_after_s": entry.not_after_s,
-        "reason": entry.reason,
-    }
-
-
-def _denied_certificate(item: object) -> DeniedCertificate:
-    fields = Fields(item, _DENIED_MEMBERS, "a ledger denial", LedgerFormatError)
-    reason = fields.text("reason", 16)
-    if reason not in _DENY_REASONS:
-        raise LedgerFormatError(f"a ledger denial: reason {reason!r} is not one of {_DENY_REASONS}")
-    return DeniedCertificate(
-        serial=fields.serial("serial"),
-        box_id=fields.text("box_id", MAX_BOX_ID_CHARS, BOX_ID_PATTERN),
-        denied_at_s=fields.number("denied_at_s"),
-        not_after_s=fields.number("not_after_s"),
-        reason=reason,
-    )
 
 
 # --- the back office's operations -----------------------------------------------------------------

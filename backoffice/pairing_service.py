@@ -49,12 +49,10 @@ from typing import Final, TypeVar
 from aiohttp import web
 
 from backoffice.pairing import (
-    MAX_LEDGER_BYTES,
     BackOfficeTrust,
     CertificateDenied,
     CodeReused,
     MalformedRequest,
-    PairingLedger,
     PairingRefused,
     ProofInvalid,
     RateLimited,
@@ -62,8 +60,10 @@ from backoffice.pairing import (
     redeem,
     refusal_json,
 )
+from backoffice.pairing_ledger import MAX_LEDGER_BYTES, PairingLedger
 from backoffice.pki import Issued, load_issued
 from backoffice.server import ClientDenied, GateUnavailable, RunningServer, serve_tls
+from common.faults import StorageFault
 from protocol.pairing_code import PAIR_PATH
 from protocol.pairing_messages import MAX_REQUEST_BYTES, ServiceEndpoint
 from transport.pinning import pin_of_pem_file
@@ -92,7 +92,7 @@ GRANTED: Final = "granted"
 _T = TypeVar("_T")
 
 
-class LedgerUnavailable(Exception):
+class LedgerUnavailable(StorageFault):
     """The ledger file cannot be read (corrupt, too large) or its lock not taken in time."""
 
 

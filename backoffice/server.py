@@ -43,6 +43,7 @@ from backoffice.tus_app import (
     OutgoingResponse,
     TusApp,
 )
+from common.faults import RemoteFault, StorageFault
 from protocol.fleet_report import MAX_REPORT_BYTES
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,11 @@ _SERIAL_HEX: Final = re.compile(r"[0-9A-Fa-f]{1,40}")
 _REASONS: Final = {STATUS_CHECKSUM_MISMATCH: "Checksum Mismatch"}
 
 
-class ClientDenied(Exception):
+class ClientDenied(RemoteFault):
     """Raised by a client gate: this client certificate must not be served (403)."""
 
 
-class GateUnavailable(Exception):
+class GateUnavailable(StorageFault):
     """Raised by a client gate that cannot decide (its state is unreadable): fail closed (503)."""
 
 

@@ -40,7 +40,6 @@ from backoffice.upload_store import (
     Appender,
     InsufficientStorage,
     OffsetMismatch,
-    StoreError,
     UploadBusy,
     UploadFinished,
     UploadInfo,
@@ -48,8 +47,10 @@ from backoffice.upload_store import (
     UploadState,
     UploadStatus,
     UploadStore,
+    UploadStoreError,
     is_out_of_space,
 )
+from common.faults import RemoteFault
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,11 @@ to the box (the bytes are stored either way). At most once per completion: an up
 while the store repairs itself at start is logged but not hooked."""
 
 
-class MetadataError(ValueError):
+class MetadataError(ValueError, RemoteFault):
     """Upload-Metadata is not valid tus metadata or lacks what the back office needs."""
 
 
-class ChecksumHeaderError(ValueError):
+class ChecksumHeaderError(ValueError, RemoteFault):
     """Upload-Checksum is malformed or names an algorithm this server does not offer."""
 
 
@@ -221,7 +222,7 @@ def parse_upload_checksum(header: str) -> UploadChecksum:
 # -- the application ---------------------------------------------------------------------------
 
 
-class _Refusal(Exception):
+class _Refusal(RemoteFault):
     """A request the server answers with an error status (raised inside, returned by handle)."""
 
     def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
@@ -291,7 +292,7 @@ class TusApp:
                 response = _error(500, "storage failure")
             else:
                 response = _error(507, "the back office is out of disk space")
-        except StoreError:
+        except UploadStoreError:
             log.exception("store refused method=%s", request.method)
             response = _error(500, "storage failure")
         if request.method == "HEAD":

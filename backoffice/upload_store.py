@@ -44,6 +44,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from common.faults import ConfigurationFault, MisuseFault, StorageFault, TransientFault
+
 log = logging.getLogger(__name__)
 
 UPLOAD_ID_BYTES: Final = 16
@@ -72,31 +74,45 @@ def disk_free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-class StoreError(Exception):
-    """Base of the store's refusals."""
+class UploadStoreError(Exception):
+    """Base of the upload store's errors: a family of different kinds (each class below has its
+    root in common/faults.py), never raised itself. Named apart from the box's own
+    `storage.errors.StoreError`, which is another store."""
 
 
-class UploadNotFound(StoreError):
+class UploadNotFound(UploadStoreError, MisuseFault):
     """No upload with that id (or the id is malformed)."""
 
 
-class UploadBusy(StoreError):
+class UploadBusy(UploadStoreError, TransientFault):
     """Another request is appending to (or finishing) this upload right now."""
 
 
-class UploadFinished(StoreError):
+class UploadFinished(UploadStoreError, MisuseFault):
     """The upload has all its bytes; they are evidence and cannot be appended to or deleted."""
 
 
-class OffsetMismatch(StoreError):
+class OffsetMismatch(UploadStoreError, MisuseFault):
     """An append did not start at the stored offset."""
 
 
-class InsufficientStorage(StoreError):
+class UploadIncomplete(UploadStoreError, MisuseFault):
+    """`complete` of an upload that does not have all its bytes yet."""
+
+
+class AppendReleased(UploadStoreError, MisuseFault):
+    """An Appender used after it was released."""
+
+
+class InsufficientStorage(UploadStoreError, StorageFault):
     """Accepting the bytes would leave less than the configured reserve free."""
 
 
-class StoreLocked(StoreError):
+class UploadDamaged(UploadStoreError, StorageFault):
+    """An upload's info.json is not one this store wrote (too large, not parsable)."""
+
+
+class StoreLocked(UploadStoreError, ConfigurationFault):
     """Another process (or another open store) already serves this directory."""
 
 
@@ -361,14 +377,14 @@ class UploadStore:
     def complete(self, upload_id: str) -> UploadStatus:
         """Hash an upload that has all its bytes, record the SHA-256 and move the bytes into
         `complete/` (or `corrupt/`). Idempotent; blocking (run it in a worker thread).
-        StoreError if the upload does not have all its bytes."""
+        UploadIncomplete if the upload does not have all its bytes."""
         info = self._read_info(upload_id)
         if info.state is not UploadState.RECEIVING:
             return UploadStatus(info, info.length_bytes)
         data_path = self._uploads / upload_id / _DATA_NAME
         size_bytes = data_path.stat().st_size
         if size_bytes != info.length_bytes:
-            raise StoreError(f"upload has {size_bytes} of {info.length_bytes} bytes")
+            raise UploadIncomplete(f"upload has {size_bytes} of {info.length_bytes} bytes")
         stored_sha256 = sha256_of_file(data_path)
         finished = self._place(info, data_path, stored_sha256)
         return UploadStatus(finished, finished.length_bytes)
@@ -404,11 +420,11 @@ class UploadStore:
         except FileNotFoundError as exc:
             raise UploadNotFound(upload_id) from exc
         if len(raw) > _MAX_INFO_BYTES:
-            raise StoreError(f"{path} is larger than {_MAX_INFO_BYTES} bytes")
+            raise UploadDamaged(f"{path} is larger than {_MAX_INFO_BYTES} bytes")
         try:
             return UploadInfo.from_json(json.loads(raw))
         except ValueError as exc:
-            raise StoreError(f"{path} is damaged: {exc}") from exc
+            raise UploadDamaged(f"{path} is damaged: {exc}") from exc
 
     def _place(self, info: UploadInfo, data_path: Path, stored_sha256: str) -> UploadInfo:
         """Link the finished bytes to their final name, record that, drop the data name.
@@ -466,7 +482,7 @@ class UploadStore:
             return
         try:
             info = self._read_info(upload_id)
-        except StoreError:
+        except UploadStoreError:
             log.exception("store: left damaged upload for review upload_id=%s", upload_id)
             return
         data_path = directory / _DATA_NAME
@@ -566,7 +582,7 @@ class Appender:
 
     def _open_fd(self) -> int:
         if self._fd is None:
-            raise StoreError("append already released")
+            raise AppendReleased("append already released")
         return self._fd
 
 

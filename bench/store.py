@@ -28,7 +28,7 @@ from pathlib import Path
 from Crypto.Cipher import AES
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.card import CardLayout
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey, RecordingKey

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labnet.proxy import FaultPlan, TcpFaultProxy, UdpFaultProxy
-from transport.h3 import H3Transport
+from labnet.proxy import FaultPlan, TcpFaultProxy
+from labnet.udp_proxy import UdpFaultProxy
+from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.pinning import PinSet, pin_of_pem_file

@@ -14,13 +14,15 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from common.faults import ConfigurationFault
+
 ALGORITHM = "pbkdf2_sha256"
 MIN_ITERATIONS = 600_000
 MAX_ITERATIONS = 10_000_000  # a forged document must not make one login cost minutes
 SALT_BYTES = 16
 
 
-class PasswordHashError(ValueError):
+class PasswordHashError(ValueError, ConfigurationFault):
     """A stored hash that is not in the one accepted format, or too weak."""
 
 

@@ -5,6 +5,10 @@ A fleet configuration document is a TUF target in the back office's TUF reposito
 installed at pairing (`install_trust_root`) and advanced only by root rotations that python-tuf
 verified against the previous root's threshold and the new one's.
 
+This module is the shell: ngclient, the downloads over the link, pushed bundles, the metadata
+directory. What a target is and which one is this box's document (custom fields, selection,
+serials, the applied state) is pure, in config/fleet_targets.py, shared with the back office.
+
 Invariants:
 - A document is returned only after ngclient verified root -> timestamp -> snapshot -> targets
   (signature thresholds, versions against the box's stored metadata, expiry, hashes) and the
@@ -30,7 +34,6 @@ unchanged, so a pin mismatch stays a pin mismatch. A file longer than its signed
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
@@ -40,7 +43,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -59,6 +61,22 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
+from common.faults import RemoteFault
+from config.fleet_targets import (
+    BUNDLE_METADATA_DIR,
+    BUNDLE_TARGETS_DIR,
+    MAX_DOCUMENT_BYTES,
+    METADATA_PREFIX,
+    TARGETS_PREFIX,
+    AppliedState,
+    FleetDocument,
+    WrongBox,
+    candidate_from_targetinfo,
+    candidate_paths,
+    check_size,
+    is_newer,
+    select_candidate,
+)
 from transport.errors import TransportError
 
 logger = logging.getLogger(__name__)
@@ -69,265 +87,18 @@ mutually authenticated link. It MUST raise `DownloadHTTPError(message, status)` 
 than 200 (a 404 ends ngclient's search for newer roots) and MUST NOT return more than `max_bytes`
 bytes (it should stop reading there). Any other exception is a failed download."""
 
-MAX_DOCUMENT_BYTES = 256 * 1024
-"""A fleet document larger than this (by its signed length) is refused before it is fetched."""
 FETCH_CEILING_BYTES = 4 * 1024 * 1024
 """No single file the client fetches is larger (the targets metadata bound)."""
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 MAX_BUNDLE_MEMBERS = 1024
-MAX_NAMES_PER_TARGET = 4096
-MAX_CONFIG_SERIAL = 2**63 - 1
-
-METADATA_PREFIX = "/fleet/metadata/"
-TARGETS_PREFIX = "/fleet/targets/"
-BUNDLE_METADATA_DIR = "metadata"
-BUNDLE_TARGETS_DIR = "targets"
-BOX_TARGETS_DIR = "boxes"
-GROUP_TARGETS_DIR = "groups"
-DOCUMENT_SUFFIX = ".toml"
-CUSTOM_BOXES = "boxes"
-CUSTOM_GROUPS = "groups"
-CUSTOM_SERIAL = "config_serial"
 ROOT_FILE = "root.json"
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _MAX_PATH_CHARS = 512
-_STATE_FORMAT = 1
 
 
-class ConfigRejected(RepositoryError):
-    """A document that verified under TUF but that this box must not apply."""
-
-
-class SerialRollback(ConfigRejected):
-    """The document's config_serial is lower than the highest applied (or reuses it)."""
-
-
-class WrongBox(ConfigRejected):
-    """The document does not name this box or any of its groups."""
-
-
-class DocumentTooLarge(ConfigRejected):
-    """The document's signed length exceeds the box's maximum."""
-
-
-class MalformedCustom(ConfigRejected):
-    """The target's custom fields are not the fleet's (missing serial, bad names, a tie)."""
-
-
-class BadBundle(RepositoryError):
+class BadBundle(RepositoryError, RemoteFault):
     """A pushed bundle is not a readable bundle, or lacks a file the verification needs."""
-
-
-def is_valid_name(name: str) -> bool:
-    """Box ids and group names: 1-64 of [A-Za-z0-9._-], not starting with '.', '-' or '_'."""
-    return _NAME.fullmatch(name) is not None
-
-
-def box_target_path(box_id: str) -> str:
-    """The target path of the document for one box: `boxes/<box_id>.toml`."""
-    _require_name(box_id, "box id")
-    return f"{BOX_TARGETS_DIR}/{box_id}{DOCUMENT_SUFFIX}"
-
-
-def group_target_path(group: str) -> str:
-    """The target path of the document for a group of boxes: `groups/<group>.toml`."""
-    _require_name(group, "group name")
-    return f"{GROUP_TARGETS_DIR}/{group}{DOCUMENT_SUFFIX}"
-
-
-def candidate_paths(box_id: str, groups: Sequence[str]) -> tuple[str, ...]:
-    """Where a box looks for its document: its own path first, then each group's."""
-    return (box_target_path(box_id), *(group_target_path(group) for group in groups))
-
-
-def _require_name(name: str, what: str) -> None:
-    if not is_valid_name(name):
-        raise ValueError(f"{what} {name!r} must be 1-64 of [A-Za-z0-9._-], starting alphanumeric")
-
-
-@dataclass(frozen=True, slots=True)
-class FleetCustom:
-    """The signed custom fields of a fleet target (Uptane style): whom it is for, and its serial."""
-
-    boxes: tuple[str, ...]
-    groups: tuple[str, ...]
-    config_serial: int
-
-    def applies_to(self, box_id: str, groups: Sequence[str]) -> bool:
-        return box_id in self.boxes or any(group in self.groups for group in groups)
-
-    def to_custom(self) -> dict[str, object]:
-        """The JSON object stored as the target's `custom`."""
-        return {
-            CUSTOM_BOXES: list(self.boxes),
-            CUSTOM_GROUPS: list(self.groups),
-            CUSTOM_SERIAL: self.config_serial,
-        }
-
-
-def parse_custom(target_path: str, custom: object) -> FleetCustom:
-    """Read a target's `custom` (closed: unknown keys fail). Raises MalformedCustom."""
-    if not isinstance(custom, dict):
-        raise MalformedCustom(f"{target_path}: custom must be an object")
-    unknown = sorted(set(custom) - {CUSTOM_BOXES, CUSTOM_GROUPS, CUSTOM_SERIAL})
-    if unknown:
-        raise MalformedCustom(f"{target_path}: unknown custom field {unknown[0]!r}")
-    serial = custom.get(CUSTOM_SERIAL)
-    # bool is an int in Python; a JSON true is not a serial.
-    if not isinstance(serial, int) or isinstance(serial, bool):
-        raise MalformedCustom(f"{target_path}: {CUSTOM_SERIAL} must be an integer")
-    if not 1 <= serial <= MAX_CONFIG_SERIAL:
-        raise MalformedCustom(f"{target_path}: {CUSTOM_SERIAL} = {serial} is out of range")
-    boxes = _parse_names(target_path, CUSTOM_BOXES, custom.get(CUSTOM_BOXES, []))
-    groups = _parse_names(target_path, CUSTOM_GROUPS, custom.get(CUSTOM_GROUPS, []))
-    if not boxes and not groups:
-        raise MalformedCustom(f"{target_path}: names neither boxes nor groups")
-    return FleetCustom(boxes, groups, serial)
-
-
-def _parse_names(target_path: str, key: str, raw: object) -> tuple[str, ...]:
-    if not isinstance(raw, list) or len(raw) > MAX_NAMES_PER_TARGET:
-        raise MalformedCustom(
-            f"{target_path}: {key} must be a list of at most {MAX_NAMES_PER_TARGET} names"
-        )
-    names = tuple(raw)
-    for name in names:
-        if not isinstance(name, str) or not is_valid_name(name):
-            raise MalformedCustom(f"{target_path}: {key} holds an invalid name {name!r}")
-    if len(set(names)) != len(names):
-        raise MalformedCustom(f"{target_path}: {key} names an entry twice")
-    return names
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A target found at one of this box's paths, with its custom fields read."""
-
-    target_path: str
-    custom: FleetCustom
-    length_bytes: int
-    sha256: str
-    info: TargetFile = field(compare=False, repr=False)
-
-
-def candidate_from_targetinfo(info: TargetFile) -> Candidate:
-    """Raises MalformedCustom when the custom fields or the SHA-256 are missing or malformed."""
-    custom = parse_custom(info.path, info.custom)
-    sha256 = info.hashes.get("sha256")
-    if sha256 is None or _SHA256_HEX.fullmatch(sha256) is None:
-        raise MalformedCustom(f"{info.path}: the target carries no SHA-256")
-    return Candidate(info.path, custom, info.length, sha256, info)
-
-
-def select_candidate(
-    candidates: Sequence[Candidate], box_id: str, groups: Sequence[str]
-) -> Candidate | None:
-    """The box's document: the found target with the highest serial; None when none was found.
-
-    Every target found at this box's paths must name the box or one of its groups (WrongBox
-    otherwise): a box never skips past a signed document that contradicts its path.
-    """
-    for candidate in candidates:
-        if not candidate.custom.applies_to(box_id, groups):
-            raise WrongBox(f"{candidate.target_path} is signed for other boxes, not {box_id}")
-    if not candidates:
-        return None
-    best = max(candidates, key=lambda candidate: candidate.custom.config_serial)
-    for candidate in candidates:
-        same_serial = candidate.custom.config_serial == best.custom.config_serial
-        if same_serial and candidate.sha256 != best.sha256:
-            raise MalformedCustom(
-                f"{best.target_path} and {candidate.target_path} share config_serial "
-                f"{best.custom.config_serial} with different contents"
-            )
-    return best
-
-
-@dataclass(frozen=True, slots=True)
-class FleetDocument:
-    """A verified fleet document for this box. `document` is the raw bytes (TOML); its schema is
-    checked by whoever applies it. The bytes stay out of `repr` (they hold password hashes)."""
-
-    target_path: str
-    config_serial: int
-    sha256: str
-    boxes: tuple[str, ...]
-    groups: tuple[str, ...]
-    document: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedState:
-    """What the box last applied: the highest serial (0: none yet), its SHA-256 and path."""
-
-    config_serial: int = 0
-    sha256: str | None = None
-    target_path: str | None = None
-
-    def after_applying(self, document: FleetDocument) -> AppliedState:
-        """The state once `document` is applied. Raises SerialRollback if it is not newer."""
-        if not is_newer(self, document.config_serial, document.sha256):
-            raise SerialRollback(
-                f"{document.target_path}: config_serial {document.config_serial} is not above "
-                f"the applied {self.config_serial}"
-            )
-        return AppliedState(document.config_serial, document.sha256, document.target_path)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": _STATE_FORMAT,
-                "config_serial": self.config_serial,
-                "sha256": self.sha256,
-                "target_path": self.target_path,
-            },
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> AppliedState:
-        """Raises ValueError naming the problem (closed: unknown keys fail)."""
-        raw = json.loads(text)
-        if not isinstance(raw, dict) or raw.get("format") != _STATE_FORMAT:
-            raise ValueError(f"applied state: format must be {_STATE_FORMAT}")
-        unknown = sorted(set(raw) - {"format", "config_serial", "sha256", "target_path"})
-        if unknown:
-            raise ValueError(f"applied state: unknown key {unknown[0]!r}")
-        serial, sha256, path = raw.get("config_serial"), raw.get("sha256"), raw.get("target_path")
-        if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
-            raise ValueError("applied state: config_serial must be a non-negative integer")
-        if (serial == 0) != (sha256 is None) or (sha256 is None) != (path is None):
-            raise ValueError("applied state: serial, sha256 and target_path go together")
-        if sha256 is not None and (
-            not isinstance(sha256, str) or _SHA256_HEX.fullmatch(sha256) is None
-        ):
-            raise ValueError("applied state: sha256 must be 64 lower-case hex digits")
-        if path is not None and not isinstance(path, str):
-            raise ValueError("applied state: target_path must be a string")
-        return cls(serial, sha256, path)
-
-
-def is_newer(state: AppliedState, config_serial: int, sha256: str) -> bool:
-    """True: a newer document. False: the applied document itself. Raises SerialRollback for a
-    lower serial, or the applied serial on different bytes (a serial must never be reused)."""
-    if config_serial > state.config_serial:
-        return True
-    if config_serial == state.config_serial and sha256 == state.sha256:
-        return False
-    raise SerialRollback(
-        f"config_serial {config_serial} is not above the applied {state.config_serial}"
-    )
-
-
-def check_size(candidate: Candidate, max_document_bytes: int) -> None:
-    if candidate.length_bytes > max_document_bytes:
-        raise DocumentTooLarge(
-            f"{candidate.target_path} is {candidate.length_bytes} bytes; the box accepts at most "
-            f"{max_document_bytes}"
-        )
 
 
 def _checked_url_path(url: str) -> str:

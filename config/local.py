@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common.faults import ConfigurationFault
 from config.accounts import PasswordHashError, parse_password_hash
 from transport.pinning import PinFormatError, parse_pin
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, ConfigurationFault):
     """Bad configuration: the message says which file and which key."""
 
 

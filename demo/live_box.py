@@ -24,6 +24,7 @@ import aiohttp
 from config.local import load_config
 from demo.gps_sim import ROUTE_LENGTH_M, SPEED_MPS, GpsdSimulator
 from demo.narration import DemoFailure, check, clock_text, echo, say
+from demo.simulated_inputs import SimulatedInputs
 from demo.status import (
     Done,
     WebPage,
@@ -33,7 +34,7 @@ from demo.status import (
     progress_line,
     web_page,
 )
-from gateway.inputs import InputRule, SimulatedInputs
+from gateway.inputs import InputRule
 from gateway.run import RunningBox, start_box, stop_box
 from storage.models import FileRecord
 

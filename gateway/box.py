@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from config.local import LocalConfig
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPublicKey
 from storage.recovery import RecoveryReport

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from common.faults import IllegalTransition
 from config.local import LocalConfig
 from gateway.box import Box
 from gateway.caller import Identity, RefusalKind, Refused
@@ -25,7 +26,6 @@ from gateway.officer.shift import ShiftStart
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import AlreadyPairedHere, is_paired, officer_message, pair
 from gateway.port import AuditValue, BundleResult, Paired
-from gateway.recorder import IllegalTransition
 from gateway.status_facts import StatusInputs, StorageFacts, UplinkFacts, UplinkIdle
 from gateway.status_gather import (
     gps_facts,

@@ -16,6 +16,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from common.faults import MisuseFault
+
 Channel = Literal["web", "local"]
 
 
@@ -43,7 +45,7 @@ class RefusalKind(enum.Enum):
     FAILED = "failed"  # the box tried and could not (a file could not be saved)
 
 
-class Refused(Exception):
+class Refused(MisuseFault):
     """A refusal the caller can act on. `extra` carries members a face may pass on (e.g. the
     ids of the recordings still missing a report)."""
 

@@ -22,8 +22,7 @@ from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import officer_message, pair, pairing_files
 from gateway.run import run
 from protocol.pairing_code import CodeFormatError
-from storage.errors import StoreError
-from storage.store import RecordingRefused
+from storage.errors import RecordingRefused, StoreError
 
 DEFAULT_CONFIG = Path("/etc/mvb/box.toml")
 

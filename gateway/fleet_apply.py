@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from config.fleet_client import FleetDocument
 from config.fleet_schema import apply_fleet_document
+from config.fleet_targets import FleetDocument
 from config.local import ConfigError, LocalConfig
 from storage.fsutil import fsync_dir
 

@@ -28,11 +28,12 @@ from pathlib import Path
 
 from tuf.api.exceptions import DownloadError, RepositoryError
 
-from config.fleet_client import AppliedState, FleetConfigClient, FleetDocument
+from config.fleet_client import FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
+from config.fleet_targets import AppliedState, FleetDocument
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
 from protocol.fleet_report import signed_message
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.fsutil import fsync_dir
 from transport.connect import BackOffice
 from transport.errors import TransportError

@@ -14,6 +14,7 @@ from typing import Any
 
 import av
 
+from common.faults import RemoteFault
 from storage.store import EvidenceStore
 from storage.writer import SealedFile
 
@@ -21,7 +22,7 @@ _CONTAINERS = {"mpegts": "mpegts", "mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,w
 MIN_SEGMENT_S = 2.0
 
 
-class ClipError(ValueError):
+class ClipError(ValueError, RemoteFault):
     """The file is not a clip we can import; the message is one line for the CLI."""
 
 

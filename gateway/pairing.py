@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.faults import ConfigurationFault, RemoteFault
 from protocol.pairing_code import CodeFormatError, CodeTypo, PairingCode, pin_check_of, proof_of
 from protocol.pairing_messages import (
     BOX_ID_PATTERN,
@@ -67,24 +68,26 @@ _ORGANIZATION: Final = "Mobile Video Box"
 
 
 class PairingFailed(Exception):
-    """Base of the box's pairing errors. `withdraws` is true when the shell MUST discard the
-    attempt and the officer needs a new code (RULES L2)."""
+    """Base of the box's pairing errors, never raised itself; each kind below has its root in
+    common/faults.py (the back office's answer: RemoteFault; unreachable: TransientFault; the box's
+    own id: ConfigurationFault; already paired: MisuseFault). `withdraws` is true when the shell
+    MUST discard the attempt and the officer needs a new code (RULES L2)."""
 
     withdraws: bool = True
 
 
-class BoxIdInvalid(PairingFailed, ValueError):
+class BoxIdInvalid(PairingFailed, ValueError, ConfigurationFault):
     """The box's own id (local configuration) cannot be a certificate CN."""
 
     withdraws = False
 
 
-class WrongServerKey(PairingFailed):
+class WrongServerKey(PairingFailed, RemoteFault):
     """The server's key is not the one the code names: a wrong address or an interception.
     Nothing was sent; the code is withdrawn (docs/pairing.md 4.1)."""
 
 
-class GrantRejected(PairingFailed):
+class GrantRejected(PairingFailed, RemoteFault):
     """The grant fails a check of docs/pairing.md 4.3; the code is withdrawn."""
 
 
@@ -108,7 +111,7 @@ class GrantPinMismatch(GrantRejected):
     """No pin of the grant is the key the code names."""
 
 
-class RefusedByBackOffice(PairingFailed):
+class RefusedByBackOffice(PairingFailed, RemoteFault):
     """The back office refused the request. `kind` is a refusal of docs/pairing.md 3.3, or
     "unreadable" when the answer was not one; the message is the back office's, for the
     officer."""

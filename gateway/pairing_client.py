@@ -47,6 +47,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from tuf.api.exceptions import RepositoryError
 
+from common.faults import MisuseFault, TransientFault
 from config.fleet_client import install_trust_root
 from gateway.pairing import (
     GrantMalformed,
@@ -88,13 +89,13 @@ DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
 JSON_TYPE: Final = "application/json"
 
 
-class AlreadyPairedHere(PairingFailed):
+class AlreadyPairedHere(PairingFailed, MisuseFault):
     """The box holds credentials; only an explicit re-pair replaces them. Nothing was sent."""
 
     withdraws = False
 
 
-class PairingUnreachable(PairingFailed):
+class PairingUnreachable(PairingFailed, TransientFault):
     """The back office could not be reached (or the answer was lost) on every attempt. The code
     may still be valid; if the back office answered and the answer was lost, it is used."""
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from common.faults import IllegalTransition
+
 NS_PER_S = 1_000_000_000
 
 
@@ -35,10 +37,6 @@ class EventKind(enum.Enum):
     STOP = "stop"
     TICK = "tick"
     ABORT = "abort"  # the shell could not start the recording (full card): back to stand-by
-
-
-class IllegalTransition(Exception):
-    """An event the current state does not accept (e.g. a stop while standing by)."""
 
 
 @dataclass(frozen=True, slots=True)

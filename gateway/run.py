@@ -36,13 +36,8 @@ from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
 from gateway.gps import GpsdClient, GpsTracker
-from gateway.inputs import (
-    CrashRule,
-    GpioChardevInput,
-    IioAccelerometerInput,
-    InputRule,
-    SysfsGpioInput,
-)
+from gateway.inputs import CrashRule, InputRule
+from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
 from gateway.officer.desks import OfficerDesks
 from gateway.pairing_client import fleet_metadata_dir, is_paired, paired_uplink
 from gateway.policy import recorder_policy

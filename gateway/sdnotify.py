@@ -43,6 +43,8 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from common.faults import ConfigurationFault
+
 log = logging.getLogger(__name__)
 
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
@@ -61,7 +63,7 @@ _STATUS_WORD = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 HealthCheck = Callable[[], bool]
 
 
-class NotifyConfigError(ValueError):
+class NotifyConfigError(ValueError, ConfigurationFault):
     """NOTIFY_SOCKET, WATCHDOG_USEC or WATCHDOG_PID hold something systemd never writes."""
 
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.faults import StorageFault
 from storage.card import CATALOG_DIR, EVIDENCE_DIR, PART_SUFFIX, SEALED_SUFFIX, SIDECAR_SUFFIX
 from storage.evidence_format import MAGIC
 from storage.fsutil import TMP_SUFFIX, fsync_dir
@@ -32,7 +33,7 @@ PROBE_NAME = ".mvb-write-probe"
 CLOCK_OFFSET_ALARM_MS = 2_000  # wall clock this far from GPS time: stamps would mislead
 
 
-class CardUnusable(Exception):
+class CardUnusable(StorageFault):
     """The card cannot hold evidence; the message says why, for the officer and the log."""
 
 

@@ -9,12 +9,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from common.faults import IllegalTransition
 from gateway.capture.service import CaptureService
 from gateway.gps import GpsTracker
 from gateway.inputs import InputRule, SpeedRule
-from gateway.recorder import Event, IllegalTransition
+from gateway.recorder import Event
 from gateway.startup import clock_offset_alarm
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 
 CLOCK_CHECK_EVERY_S = 30.0
 SPEED_SOURCE = "speed"

@@ -1,5 +1,8 @@
 """Fault-injecting TCP and UDP proxies, for tests that break connections on purpose.
 
+This module holds the plan, the pacing clock and the TCP proxy; the UDP proxy (for QUIC) is
+labnet/udp_proxy.py, under the same plan and invariants.
+
 A proxy listens on loopback, forwards to a real server, and applies a FaultPlan that the test may
 change at any moment: the plan is read again for every TCP chunk and every UDP datagram.
 
@@ -36,10 +39,8 @@ import asyncio
 import contextlib
 import enum
 import math
-import random
 import socket
 import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -50,10 +51,6 @@ PACED_CHUNK_S = 0.01  # rate-limited reads take ~10 ms of line rate, so pacing s
 QUEUE_CHUNKS = 32
 RATE_BURST_BYTES = 16 * 1024
 CONNECT_TIMEOUT_S = 10.0
-UDP_DATAGRAM_MAX_BYTES = 65535
-UDP_READ_BURST = 64  # datagrams read per wakeup, so one busy socket cannot starve the others
-UDP_QUEUE_DATAGRAMS = 4096
-MAX_UDP_FLOWS = 1024
 DEFAULT_WAIT_S = 10.0
 
 
@@ -110,7 +107,7 @@ class DirectionClock:
         return release_s
 
 
-class _Observable:
+class Observable:
     """Counters that tests can await: wait_until(predicate) wakes on every change."""
 
     def __init__(self) -> None:
@@ -241,7 +238,7 @@ class _TcpConnection:
                 continue
             chunk, cut = self._take_until_cut(chunk, plan)
             if chunk:
-                release_s = self._c2s_clock.release_at(_now(), len(chunk), plan)
+                release_s = self._c2s_clock.release_at(loop_now_s(), len(chunk), plan)
                 await queue.put((release_s, chunk))
             if cut:
                 await queue.put(_Signal.CUT)
@@ -271,7 +268,7 @@ class _TcpConnection:
             if plan.blackhole:
                 self._proxy.count_swallowed(len(chunk))
                 continue
-            release_s = self._s2c_clock.release_at(_now(), len(chunk), plan)
+            release_s = self._s2c_clock.release_at(loop_now_s(), len(chunk), plan)
             await queue.put((release_s, chunk))
 
     @staticmethod
@@ -295,7 +292,7 @@ class _TcpConnection:
             if item is _Signal.CUT:
                 raise _Cut
             release_s, chunk = item
-            wait_s = release_s - _now()
+            wait_s = release_s - loop_now_s()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)  # the injected delay itself, not synchronisation
             writer.write(chunk)
@@ -310,7 +307,9 @@ def _read_size(plan: FaultPlan) -> int:
     return min(CHUNK_BYTES, max(MIN_PACED_CHUNK_BYTES, paced))
 
 
-def _now() -> float:
+def loop_now_s() -> float:
+    """The running loop's clock: every release time is on it."""
+
     return asyncio.get_running_loop().time()
 
 
@@ -320,7 +319,7 @@ def _peer_host(writer: asyncio.StreamWriter) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
-class TcpFaultProxy(_Observable):
+class TcpFaultProxy(Observable):
     """TCP proxy from (listen_host, port) to (upstream_host, upstream_port) applying `plan`.
 
     Counters: connections (accepted, refused ones included), refused, upstream_failures (upstream
@@ -480,255 +479,3 @@ class TcpFaultProxy(_Observable):
         finally:
             connection.end(_End.CLOSE)
             self._live.discard(connection)
-
-
-class _DatagramLine:
-    """One UDP flow direction: a bounded FIFO released by a single timer, in order."""
-
-    def __init__(self, send: Callable[[bytes], None]) -> None:
-        self._send = send
-        self._due: deque[tuple[float, bytes]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def push(self, release_s: float, datagram: bytes) -> bool:
-        """Queue for release at `release_s`; False when the FIFO is full (datagram dropped)."""
-        loop = asyncio.get_running_loop()
-        if not self._due and release_s <= loop.time():
-            self._send(datagram)
-            return True
-        if len(self._due) >= UDP_QUEUE_DATAGRAMS:
-            return False
-        self._due.append((release_s, datagram))
-        if self._timer is None:
-            self._timer = loop.call_at(release_s, self._release_due)
-        return True
-
-    def _release_due(self) -> None:
-        loop = asyncio.get_running_loop()
-        now_s = loop.time()
-        while self._due and self._due[0][0] <= now_s:
-            self._send(self._due.popleft()[1])
-        self._timer = loop.call_at(self._due[0][0], self._release_due) if self._due else None
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._due.clear()
-
-
-class _UdpFlow:
-    """One client address's mapping: its own upstream socket (a NAT binding)."""
-
-    def __init__(
-        self, proxy: UdpFaultProxy, client_addr: tuple[str, int], upstream: socket.socket
-    ) -> None:
-        self.client_addr = client_addr
-        self.upstream = upstream
-        self.to_server = _DatagramLine(self._send_to_server)
-        self.to_client = _DatagramLine(lambda data: proxy.send_to_client(data, client_addr))
-        self._proxy = proxy
-        self.closed = False
-
-    def _send_to_server(self, datagram: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            self.upstream.send(datagram)
-        except OSError:  # full buffer or ICMP error: lost, as on a real path
-            self._proxy.count_send_failed()
-        else:
-            self._proxy.count_c2s(len(datagram))
-
-    def close(self) -> None:
-        self.closed = True
-        self.to_server.close()
-        self.to_client.close()
-        with contextlib.suppress(ValueError, RuntimeError):
-            asyncio.get_running_loop().remove_reader(self.upstream.fileno())
-        self.upstream.close()
-
-
-class UdpFaultProxy(_Observable):
-    """UDP proxy (for QUIC): one upstream socket per client address, FaultPlan per datagram.
-
-    Loss draws come from random.Random(seed), one draw per datagram (either direction) while
-    loss_fraction > 0, so a test can replay them exactly. reset_all()/close_all() forget every
-    mapping: a client's next datagram leaves from a new upstream port (a NAT rebinding).
-    Counters: connections (mappings created), refused (datagrams from refused new sources),
-    bytes_/datagrams_client_to_server and _server_to_client (sent onward), dropped_by_loss,
-    dropped_queue_full, dropped_send_failed, datagrams_swallowed (blackholed).
-    """
-
-    def __init__(
-        self,
-        upstream_host: str,
-        upstream_port: int,
-        plan: FaultPlan | None = None,
-        listen_host: str = "127.0.0.1",
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.upstream_host = upstream_host
-        self.upstream_port = upstream_port
-        self.plan = plan if plan is not None else FaultPlan()
-        self.listen_host = listen_host
-        self.c2s_clock = DirectionClock()
-        self.s2c_clock = DirectionClock()
-        self._rng = random.Random(seed)
-        self.connections = 0
-        self.refused = 0
-        self.bytes_client_to_server = 0
-        self.bytes_server_to_client = 0
-        self.datagrams_client_to_server = 0
-        self.datagrams_server_to_client = 0
-        self.dropped_by_loss = 0
-        self.dropped_queue_full = 0
-        self.dropped_send_failed = 0
-        self.datagrams_swallowed = 0
-        self._listen: socket.socket | None = None
-        self._upstream_addr: tuple[int, tuple[str, int]] | None = None
-        self._flows: dict[tuple[str, int], _UdpFlow] = {}
-
-    @property
-    def port(self) -> int:
-        if self._listen is None:
-            raise RuntimeError("the proxy is not running (use `async with`)")
-        return int(self._listen.getsockname()[1])
-
-    async def __aenter__(self) -> UdpFaultProxy:
-        loop = asyncio.get_running_loop()
-        upstream = await loop.getaddrinfo(
-            self.upstream_host, self.upstream_port, type=socket.SOCK_DGRAM
-        )
-        family, _, _, _, address = upstream[0]
-        self._upstream_addr = (family, (str(address[0]), int(address[1])))
-        local = await loop.getaddrinfo(self.listen_host, 0, type=socket.SOCK_DGRAM)
-        listen = socket.socket(local[0][0], socket.SOCK_DGRAM)
-        try:
-            listen.setblocking(False)
-            listen.bind(local[0][4])
-        except BaseException:
-            listen.close()
-            raise
-        self._listen = listen
-        loop.add_reader(listen.fileno(), self._on_client_readable)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close_all()
-        if self._listen is not None:
-            asyncio.get_running_loop().remove_reader(self._listen.fileno())
-            self._listen.close()
-            self._listen = None
-
-    def reset_all(self) -> None:
-        """Forget every mapping (and what is queued on it): the next datagram gets a new port."""
-        for flow in self._flows.values():
-            flow.close()
-        self._flows.clear()
-        self._changed()
-
-    def close_all(self) -> None:
-        """UDP has no connections to close: the same as reset_all()."""
-        self.reset_all()
-
-    def _lost(self) -> bool:
-        fraction = self.plan.loss_fraction
-        return fraction > 0 and self._rng.random() < fraction
-
-    def _on_client_readable(self) -> None:
-        assert self._listen is not None
-        for _ in range(UDP_READ_BURST):
-            try:
-                datagram, client_addr = self._listen.recvfrom(UDP_DATAGRAM_MAX_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # an ICMP error for an earlier datagram to a client: ignore it
-                continue
-            self._from_client(datagram, (str(client_addr[0]), int(client_addr[1])))
-
-    def _from_client(self, datagram: bytes, client_addr: tuple[str, int]) -> None:
-        plan = self.plan
-        flow = self._flows.get(client_addr)
-        if plan.blackhole:
-            self.datagrams_swallowed += 1
-        elif flow is None and plan.refuse:
-            self.refused += 1
-        elif self._lost():
-            self.dropped_by_loss += 1
-        else:
-            if flow is None:
-                flow = self._open_flow(client_addr)
-            release_s = self.c2s_clock.release_at(_now(), len(datagram), plan)
-            if not flow.to_server.push(release_s, datagram):
-                self.dropped_queue_full += 1
-        self._changed()
-
-    def _open_flow(self, client_addr: tuple[str, int]) -> _UdpFlow:
-        assert self._upstream_addr is not None
-        if len(self._flows) >= MAX_UDP_FLOWS:
-            oldest = next(iter(self._flows))
-            self._flows.pop(oldest).close()
-        family, address = self._upstream_addr
-        upstream = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            upstream.setblocking(False)
-            upstream.connect(address)  # also filters: only the server's replies are accepted
-        except BaseException:
-            upstream.close()
-            raise
-        flow = _UdpFlow(self, client_addr, upstream)
-        self._flows[client_addr] = flow
-        asyncio.get_running_loop().add_reader(upstream.fileno(), self._on_upstream_readable, flow)
-        self.connections += 1
-        return flow
-
-    def _on_upstream_readable(self, flow: _UdpFlow) -> None:
-        for _ in range(UDP_READ_BURST):
-            if flow.closed:
-                return
-            try:
-                datagram = flow.upstream.recv(UDP_DATAGRAM_MAX_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # ICMP port unreachable from the server: nothing to forward
-                continue
-            self._from_server(flow, datagram)
-
-    def _from_server(self, flow: _UdpFlow, datagram: bytes) -> None:
-        plan = self.plan
-        if plan.blackhole:
-            self.datagrams_swallowed += 1
-        elif self._lost():
-            self.dropped_by_loss += 1
-        else:
-            release_s = self.s2c_clock.release_at(_now(), len(datagram), plan)
-            if not flow.to_client.push(release_s, datagram):
-                self.dropped_queue_full += 1
-        self._changed()
-
-    def send_to_client(self, datagram: bytes, client_addr: tuple[str, int]) -> None:
-        if self._listen is None:
-            return
-        try:
-            self._listen.sendto(datagram, client_addr)
-        except OSError:
-            self.count_send_failed()
-            return
-        self.bytes_server_to_client += len(datagram)
-        self.datagrams_server_to_client += 1
-        self._changed()
-
-    def count_c2s(self, size_bytes: int) -> None:
-        self.bytes_client_to_server += size_bytes
-        self.datagrams_client_to_server += 1
-        self._changed()
-
-    def count_send_failed(self) -> None:
-        self.dropped_send_failed += 1
-        self._changed()

@@ -24,6 +24,7 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from common.faults import MisuseFault
 from transport.pinning import parse_pin
 
 NONCE_BYTES: Final = 10
@@ -55,10 +56,11 @@ _PORT: Final = re.compile(r"[0-9]{1,5}")
 
 
 class PairingProtocolError(Exception):
-    """Base of the errors of the shared pairing formats."""
+    """Base of the errors of the shared pairing formats, never raised itself: a typed code that is
+    not one (MisuseFault) and a message that breaks its schema (RemoteFault)."""
 
 
-class CodeFormatError(PairingProtocolError, ValueError):
+class CodeFormatError(PairingProtocolError, ValueError, MisuseFault):
     """A typed code (or an address) is not one: the message says what is wrong, never the code."""
 
 

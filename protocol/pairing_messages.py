@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from common.faults import RemoteFault
 from protocol.pairing_code import (
     CODE_ID_BYTES,
     PROOF_BYTES,
@@ -50,7 +51,7 @@ PEM_TEXT: Final = re.compile(
 )
 
 
-class MessageFormatError(PairingProtocolError, ValueError):
+class MessageFormatError(PairingProtocolError, ValueError, RemoteFault):
     """A request, grant or refusal breaks its schema (docs/pairing.md 3)."""
 
 

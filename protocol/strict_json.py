@@ -14,13 +14,15 @@ import math
 import re
 from typing import Any, Final, NoReturn
 
+from common.faults import RemoteFault
+
 _LOWER_HEX: Final = re.compile(r"[0-9a-f]*")
 _SERIAL_HEX: Final = re.compile(r"[0-9a-f]{1,40}")
 MAX_SERIAL_HEX_CHARS: Final = 40
 """An X.509 serial is at most 20 bytes (RFC 5280)."""
 
 
-class _NotStrict(ValueError):
+class _NotStrict(ValueError, RemoteFault):
     """Valid JSON that the wire formats still refuse: a member named twice (json.loads would let
     the last one win silently) or a NaN/Infinity constant."""
 

@@ -1,5 +1,11 @@
 """Append-only, hash-chained, signed audit log (RULES S5: the whole chain is logged; audit records
-cannot be edited, even by administrators).
+cannot be edited, even by administrators): the format and its verification, pure.
+
+This module is the pure core: the format below, encoding and signing an entry
+(`encode_entry`), parsing and checking one line (`parse_line`), and verifying a whole log
+(`verify_audit_log`, given its bytes). It opens no file and reads no clock. The shell, the one
+appender of a log file with its lock and fsync, is `AuditLog` in storage/audit_io.py; the back
+office's `mvb-admin audit verify` needs only this module.
 
 Format specification, "MVB audit v1"
 ====================================
@@ -43,36 +49,30 @@ What verification proves (`verify_audit_log`)
     the *end* of the file: compare ``last_seq``/``head_sha256_hex`` of the report with a later
     anchor (e.g. what the back office last received) for that.
 
-Writing (`AuditLog`)
+Writing (`AuditLog`, storage/audit_io.py)
     One process appends (an exclusive ``flock``), one line per ``os.write`` on an ``O_APPEND``
     descriptor, then ``fsync``: an entry is durable when ``append`` returns. A torn tail left by a
     power cut was never acknowledged, so ``AuditLog.open`` drops it and records that it did, in an
     ``audit_torn_tail_repaired`` entry with ``{"dropped_bytes": n}``.
 
-This module writes only what its callers pass in; it adds no keys or other secrets to the log.
+An entry holds only what its callers pass in; nothing here adds keys or other secrets to it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import errno
-import fcntl
 import hashlib
 import json
 import math
-import os
 import re
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import cast
 
+from common.faults import RemoteFault
 from storage.devicekey import SIGNATURE_BYTES, DeviceKey, DevicePublicKey
-from storage.fsutil import fsync_dir
 
 DOMAIN = b"MVB audit v1\n"
 GENESIS_PREV_HEX = "0" * 64
@@ -85,7 +85,6 @@ MAX_FIELDS = 16
 MAX_LINE_BYTES = 64 * 1024
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
-LOG_FILE_MODE = 0o600
 TORN_TAIL_EVENT = "audit_torn_tail_repaired"
 
 ENTRY_MEMBERS = frozenset({"seq", "at_ms", "event", "fields", "prev", "sig"})
@@ -93,22 +92,13 @@ ENTRY_MEMBERS = frozenset({"seq", "at_ms", "event", "fields", "prev", "sig"})
 Scalar = str | int | float | bool | None
 
 
-class AuditLogError(RuntimeError):
-    """The log cannot be continued safely: locked, corrupt tail, foreign key or failed I/O."""
-
-
-class _LineError(Exception):
+class _LineError(RemoteFault):
     """Internal: why one line is not a well-formed entry. `seq` is set once it is known."""
 
     def __init__(self, problem: str, seq: int | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
         self.seq = seq
-
-
-def wall_clock_ms() -> int:
-    """Wall-clock milliseconds since the epoch: a stamp only, never used for ordering."""
-    return time.time_ns() // 1_000_000
 
 
 def canonical_json(obj: object) -> bytes:
@@ -196,7 +186,7 @@ def _fields_problem(fields: Mapping[str, object]) -> str | None:
     return None
 
 
-def _validate(event: str, fields: Mapping[str, object]) -> None:
+def validate_entry(event: str, fields: Mapping[str, object]) -> None:
     """Raise ValueError (naming the event or key) before anything is written."""
     problem = _event_problem(event) or _fields_problem(fields)
     if problem is not None:
@@ -206,7 +196,7 @@ def _validate(event: str, fields: Mapping[str, object]) -> None:
 # --- encoding and parsing -----------------------------------------------------------------------
 
 
-def _encode_entry(
+def encode_entry(
     seq: int,
     at_ms: int,
     event: str,
@@ -308,7 +298,7 @@ def _sig_problem(sig: object) -> str | None:
     return None if len(raw) == SIGNATURE_BYTES else f"sig is not {SIGNATURE_BYTES} bytes"
 
 
-def _signature_verifies(entry: AuditEntry, public_key: DevicePublicKey) -> bool:
+def signature_verifies(entry: AuditEntry, public_key: DevicePublicKey) -> bool:
     return public_key.verify(signed_message(entry.unsigned()), entry.signature())
 
 
@@ -332,7 +322,7 @@ class AuditVerifyReport:
 
 def verify_audit_log(data: bytes, public_key: DevicePublicKey) -> AuditVerifyReport:
     """Check a whole log (pure, no I/O) and report the FIRST broken or missing link."""
-    lines, torn = _split_lines(data)
+    lines, torn = split_lines(data)
     chain = _Chain(public_key, lines)
     for index in range(len(lines)):
         problem = chain.check(index)
@@ -343,7 +333,7 @@ def verify_audit_log(data: bytes, public_key: DevicePublicKey) -> AuditVerifyRep
     return chain.report(None)
 
 
-def _split_lines(data: bytes) -> tuple[list[bytes], bool]:
+def split_lines(data: bytes) -> tuple[list[bytes], bool]:
     """Complete lines (without LF) and whether bytes follow the last LF."""
     complete_end = data.rfind(b"\n") + 1
     lines = data[: complete_end - 1].split(b"\n") if complete_end else []
@@ -370,7 +360,7 @@ class _Chain:
         problem = self._sequence_problem(index, entry) or self._link_problem(line_no, entry)
         if problem is not None:
             return problem
-        if not _signature_verifies(entry, self._public_key):
+        if not signature_verifies(entry, self._public_key):
             return f"line {line_no} (seq {entry.seq}): signature does not verify"
         self._last = entry
         self._count += 1
@@ -443,222 +433,3 @@ def format_report(report: AuditVerifyReport) -> str:
     if report.ok:
         return f"audit log OK: {report.entries} entries, chain and signatures verify"
     return f"audit log BROKEN: {report.first_problem}"
-
-
-# --- the writer ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Tail:
-    """What `open` learns from the end of the file."""
-
-    last_seq: int  # -1 when the log is empty
-    head_sha256_hex: str  # GENESIS_PREV_HEX when the log is empty
-    size: int  # bytes of complete lines
-    torn_bytes: int  # bytes after the last LF
-
-
-class AuditLog:
-    """The single appender of one audit log file. Thread-safe; one instance per file and host.
-
-    Invariants: the file holds only complete lines after `open` and after every `append` returns
-    or raises; `last_seq` and `head_sha256_hex` describe its last line.
-    """
-
-    def __init__(
-        self, path: Path, fd: int, device_key: DeviceKey, clock_ms: Callable[[], int], tail: _Tail
-    ) -> None:
-        """Use `AuditLog.open`."""
-        self._path = path
-        self._fd = fd
-        self._device_key = device_key
-        self._clock_ms = clock_ms
-        self._lock = threading.Lock()
-        self._last_seq = tail.last_seq
-        self._head_hex = tail.head_sha256_hex
-        self._size = tail.size
-        self._broken = False
-
-    @classmethod
-    def open(
-        cls, path: Path, device_key: DeviceKey, *, clock_ms: Callable[[], int] = wall_clock_ms
-    ) -> AuditLog:
-        """Open (creating if needed) the log at `path` for appending.
-
-        Raises AuditLogError if another AuditLog holds it, or if its last complete line is not a
-        well-formed entry signed by `device_key` (continuing would fork or mix the chain).
-        """
-        fd = _open_locked(path)
-        try:
-            tail = _read_tail(fd, path, device_key.public_key())
-            if tail.torn_bytes:
-                # Dropped bytes were never acknowledged (fsync had not returned): nothing promised
-                # is lost, and the repair entry below records that it happened.
-                os.ftruncate(fd, tail.size)
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        log = cls(path, fd, device_key, clock_ms, tail)
-        if tail.torn_bytes:
-            try:
-                log.append(TORN_TAIL_EVENT, dropped_bytes=tail.torn_bytes)
-            except BaseException:
-                log.close()
-                raise
-        return log
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def last_seq(self) -> int:
-        """Seq of the last entry, -1 for an empty log."""
-        with self._lock:
-            return self._last_seq
-
-    @property
-    def head_sha256_hex(self) -> str:
-        """SHA-256 of the last line (64 zeros when empty): an anchor to send off the box."""
-        with self._lock:
-            return self._head_hex
-
-    def append(self, event: str, /, **fields: Scalar) -> AuditEntry:
-        """Append one entry and return it once it is durable (written and fsynced).
-
-        Raises ValueError for a bad event name or field (nothing is written), AuditLogError if the
-        log is closed or unusable, OSError if the write or fsync failed (rolled back if possible).
-        Blocks on fsync: call it from a thread, not directly on the event loop.
-        """
-        _validate(event, fields)
-        with self._lock:
-            self._check_usable()
-            entry, line = _encode_entry(
-                self._last_seq + 1,
-                self._clock_ms(),
-                event,
-                fields,
-                self._head_hex,
-                self._device_key,
-            )
-            if len(line) >= MAX_LINE_BYTES:
-                raise ValueError(f"audit entry rejected: line longer than {MAX_LINE_BYTES} bytes")
-            self._write_durably(line + b"\n")
-            self._last_seq, self._head_hex = entry.seq, entry.line_sha256_hex
-            return entry
-
-    def entries(self) -> Iterator[AuditEntry]:
-        """The entries on disk, in order (shape checked; use `verify_audit_log` for the chain)."""
-        with self._lock:
-            self._check_usable()
-            size = self._size
-        with self._path.open("rb") as handle:
-            data = handle.read(size)
-        for line in _split_lines(data)[0]:
-            yield parse_line(line)
-
-    def close(self) -> None:
-        """Release the file and its lock. Idempotent."""
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-    def __enter__(self) -> AuditLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"AuditLog({str(self._path)!r}, last_seq={self._last_seq})"
-
-    def _check_usable(self) -> None:
-        if self._fd < 0:
-            raise AuditLogError(f"{self._path}: audit log is closed")
-        if self._broken:
-            raise AuditLogError(
-                f"{self._path}: an earlier write failed and could not be undone; "
-                "reopen the log to repair its tail"
-            )
-
-    def _write_durably(self, data: bytes) -> None:
-        """Append `data` and fsync; on failure restore the previous size so no torn line stays."""
-        old_size = self._size
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
-        except OSError:
-            self._roll_back(old_size)
-            raise
-        self._size = old_size + len(data)
-
-    def _roll_back(self, old_size: int) -> None:
-        try:
-            os.ftruncate(self._fd, old_size)
-            os.fsync(self._fd)
-        except OSError:
-            # The file may now end in a partial line; refuse further appends until a reopen,
-            # whose torn-tail repair fixes and records it.
-            self._broken = True
-
-
-def _open_locked(path: Path) -> int:
-    """Open for appending and take an exclusive flock, so two writers cannot fork the chain."""
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise AuditLogError(f"{path}: audit log is already open by another writer") from None
-        raise
-    try:
-        if os.fstat(fd).st_size == 0:
-            fsync_dir(path.parent)  # a new file's directory entry must survive a power cut too
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _read_tail(fd: int, path: Path, public_key: DevicePublicKey) -> _Tail:
-    """Find the last complete line and any torn bytes after it, reading at most ~2 lines back."""
-    size = os.fstat(fd).st_size
-    # Torn bytes are shorter than one line, and the last line is at most MAX_LINE_BYTES with its
-    # LF, so this window always also holds the LF that ends the line before the last one.
-    window_len = min(size, 2 * MAX_LINE_BYTES + 2)
-    window = os.pread(fd, window_len, size - window_len)
-    complete_end = window.rfind(b"\n") + 1
-    torn_bytes = window_len - complete_end
-    if complete_end == 0:
-        if window_len < size:
-            raise AuditLogError(f"{path}: no line break in the last {window_len} bytes")
-        return _Tail(-1, GENESIS_PREV_HEX, 0, torn_bytes)
-    line_start = window.rfind(b"\n", 0, complete_end - 1) + 1
-    if line_start == 0 and window_len < size:
-        raise AuditLogError(f"{path}: last line is longer than {MAX_LINE_BYTES} bytes")
-    last = _last_entry(window[line_start : complete_end - 1], path, public_key)
-    return _Tail(last.seq, last.line_sha256_hex, size - torn_bytes, torn_bytes)
-
-
-def _last_entry(line: bytes, path: Path, public_key: DevicePublicKey) -> AuditEntry:
-    """Parse the last complete line; refuse to continue a chain we did not write."""
-    try:
-        entry = _parse_line(line)
-    except _LineError as exc:
-        raise AuditLogError(f"{path}: last entry is unreadable ({exc.problem})") from None
-    if not _signature_verifies(entry, public_key):
-        raise AuditLogError(
-            f"{path}: last entry (seq {entry.seq}) is not signed by this device key "
-            f"{public_key.key_id()}"
-        )
-    return entry

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.faults import StorageFault
 from storage.fsutil import atomic_write_bytes
 
 EVIDENCE_DIR = "evidence"
@@ -24,7 +25,7 @@ PART_SUFFIX = ".mvbe.part"
 SIDECAR_SUFFIX = ".json"
 
 
-class SidecarError(ValueError):
+class SidecarError(ValueError, StorageFault):
     """A sidecar that is not the JSON object this module writes."""
 
 

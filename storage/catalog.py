@@ -23,49 +23,29 @@ What a rebuild cannot recover: attestations (`attested_sha256_hex`, hence VERIFI
 (`held`), UPLOADING and DELETED states exist only in the catalog. After a rebuild every file on the
 card is SEALED and unheld; the box asks the back office again which files it holds and which are
 held. Until it has asked, retention only deletes what expired (RULES S4), which is still lawful.
+
+The rebuild's reading of the card (sidecars, evidence headers) is storage/catalog_rebuild.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import os
 import sqlite3
-import struct
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, BinaryIO, Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import diskcache
 
-from storage.card import (
-    PART_SUFFIX,
-    SEALED_SUFFIX,
-    CardLayout,
-    Sidecar,
-    SidecarError,
-    read_sidecar,
-    write_sidecar,
-)
-from storage.errors import EvidenceError
-from storage.evidence_format import (
-    FLAG_INTERRUPTED,
-    INTERRUPTION_BODY_BYTES,
-    MAGIC,
-    RECORD_FRAMING_BYTES,
-    crc32,
-    decode_framing,
-    decode_header,
-    file_tag,
-)
+from common.faults import IllegalTransition, MisuseFault, RemoteFault, StorageFault
+from storage.card import CardLayout
+from storage.catalog_rebuild import scan_card
 from storage.fsutil import fsync_dir
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 
-_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _S = FileState
@@ -83,20 +63,13 @@ LEGAL_TRANSITIONS: Final[Mapping[FileState, frozenset[FileState]]] = MappingProx
         _S.DELETED: frozenset(),
     }
 )
-"""Allowed `from -> to` state changes. Anything not listed raises IllegalTransition."""
+"""Allowed `from -> to` state changes. Anything not listed raises IllegalTransition
+(common/faults.py, shared with the recorder); its message names the file id, from and to."""
 
 RECORD_SCHEMA = 1
 """Version of the JSON object stored per record; readers ignore members they do not know."""
 
 _SHA256_HEX_LEN = 64
-# Header facts the catalog needs (docs/evidence-format.md 4.1): file_seq (uint32 BE) at 44 and
-# created_at_ms (uint64 BE) at 48. Only these are read, so a file whose header is otherwise damaged
-# is still catalogued (and so still expires under S4).
-_HEADER_FACTS = struct.Struct(">IQ")
-_HEADER_FACTS_OFFSET = 44
-_HEADER_FACTS_END = _HEADER_FACTS_OFFSET + _HEADER_FACTS.size
-_HEADER_PROBE_BYTES = 68 + 2 * 88  # the longest header v1 allows
-_INTERRUPTION_RECORD_BYTES = RECORD_FRAMING_BYTES + INTERRUPTION_BODY_BYTES
 # sqlite primary result codes that mean "this file is damaged" (not "busy" or "disk full", which
 # must never make the box move a healthy catalog aside).
 _SQLITE_CORRUPT = 11
@@ -104,30 +77,19 @@ _SQLITE_NOTADB = 26
 
 
 class CatalogError(Exception):
-    """Base for catalog faults."""
+    """Base for catalog faults: a family of two kinds, never raised itself (a damaged catalog:
+    StorageFault; an unknown file id: MisuseFault)."""
 
 
-class CatalogCorruptError(CatalogError):
+class CatalogCorruptError(CatalogError, StorageFault):
     """A stored record that is not a record this module wrote."""
 
 
-class UnknownFileError(CatalogError, LookupError):
+class UnknownFileError(CatalogError, LookupError, MisuseFault):
     """No record for the file id."""
 
 
-class IllegalTransition(ValueError):
-    """A state change not in LEGAL_TRANSITIONS. The message names file id, from and to."""
-
-    def __init__(self, file_id: str, from_state: FileState, to_state: FileState) -> None:
-        super().__init__(
-            f"file {file_id}: illegal state transition {from_state.value} -> {to_state.value}"
-        )
-        self.file_id = file_id
-        self.from_state = from_state
-        self.to_state = to_state
-
-
-class AttestationMismatch(ValueError):
+class AttestationMismatch(ValueError, RemoteFault):
     """The back office echoed a checksum other than the one the box wrote; the file stays."""
 
 
@@ -369,7 +331,7 @@ class Catalog:
 
     def _reconcile_with_card(self, broken: str | None) -> None:
         was_empty = len(self._cache) == 0
-        scan = _scan_card(self.layout)
+        scan = scan_card(self.layout)
         self.adopted_from_card = tuple(self._adopt(scan.records))
         self.unreadable_files = scan.unreadable
         self.rebuilt_reason = _rebuilt_reason(broken, was_empty, len(self.adopted_from_card))
@@ -397,7 +359,9 @@ class Catalog:
 
 def _check_transition(file_id: str, from_state: FileState, to_state: FileState) -> None:
     if to_state not in LEGAL_TRANSITIONS[from_state]:
-        raise IllegalTransition(file_id, from_state, to_state)
+        raise IllegalTransition(
+            f"file {file_id}: illegal state transition {from_state.value} -> {to_state.value}"
+        )
 
 
 def _check_replacement(current: FileRecord, new: FileRecord) -> None:
@@ -479,159 +443,3 @@ def _move_aside(catalog_dir: Path) -> Path:
     catalog_dir.rename(target)
     fsync_dir(catalog_dir.parent)
     return target
-
-
-# --- rebuilding from the card ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _CardScan:
-    records: list[FileRecord]
-    unreadable: tuple[Path, ...]
-
-
-class _UnreadableHeaderError(Exception):
-    pass
-
-
-def rebuild_from_card(layout: CardLayout) -> list[FileRecord]:
-    """What the card says about its evidence files, repairing missing or broken sidecars.
-
-    Every `*.mvbe` becomes SEALED: from its sidecar, or, if that is missing, unreadable or names
-    another file, from the file itself (size and SHA-256 by reading it, ids from its path,
-    file_seq and created_at_ms from its header), in which case a fresh sidecar is written.
-    Every `*.mvbe.part` becomes RECORDING (recovery normally finishes those before the catalog
-    opens). Files whose header cannot be read are left out (see `Catalog.unreadable_files`).
-    Nothing known only to a catalog (attestations, holds, deletions) can come back from here.
-    """
-    return _scan_card(layout).records
-
-
-def _scan_card(layout: CardLayout) -> _CardScan:
-    records: list[FileRecord] = []
-    unreadable: list[Path] = []
-    candidates = [(p, True) for p in layout.sealed_files()]
-    candidates += [(p, False) for p in layout.part_files()]
-    for path, sealed in candidates:
-        try:
-            records.append(_sealed_record(layout, path) if sealed else _part_record(path))
-        except (OSError, _UnreadableHeaderError) as exc:
-            # Not fatal: the box must still start; the caller audits `unreadable_files`.
-            _log.warning("cannot catalogue evidence file %s: %s", path, exc)
-            unreadable.append(path)
-    return _CardScan(records, tuple(unreadable))
-
-
-def _ids_from_path(path: Path, suffix: str) -> tuple[str, str]:
-    """(recording_id, file_id) from `evidence/<recording_id>/<file_id><suffix>`."""
-    return path.parent.name, path.name.removesuffix(suffix)
-
-
-def _sealed_record(layout: CardLayout, path: Path) -> FileRecord:
-    recording_id, file_id = _ids_from_path(path, SEALED_SUFFIX)
-    sidecar = _usable_sidecar(layout, recording_id, file_id)
-    if sidecar is None:
-        sidecar = _sidecar_from_file(path, recording_id, file_id)
-        _write_sidecar_best_effort(layout, sidecar)
-    return FileRecord(
-        file_id=sidecar.file_id,
-        recording_id=sidecar.recording_id,
-        file_seq=sidecar.file_seq,
-        created_at_ms=sidecar.created_at_ms,
-        state=FileState.SEALED,
-        size_bytes=sidecar.size_bytes,
-        sha256_hex=sidecar.sha256_hex,
-        sealed_at_ms=sidecar.sealed_at_ms,
-        interrupted_at_chunk=sidecar.interrupted_at_chunk,
-    )
-
-
-def _part_record(path: Path) -> FileRecord:
-    recording_id, file_id = _ids_from_path(path, PART_SUFFIX)
-    with path.open("rb") as stream:
-        file_seq, created_at_ms = _header_facts(stream.read(_HEADER_FACTS_END))
-        size = os.fstat(stream.fileno()).st_size
-    return FileRecord(
-        file_id=file_id,
-        recording_id=recording_id,
-        file_seq=file_seq,
-        created_at_ms=created_at_ms,
-        state=FileState.RECORDING,
-        size_bytes=size,
-    )
-
-
-def _usable_sidecar(layout: CardLayout, recording_id: str, file_id: str) -> Sidecar | None:
-    """The sidecar, if it exists, parses, and is about this very file."""
-    try:
-        sidecar = read_sidecar(layout.sidecar_path(recording_id, file_id))
-    except (OSError, SidecarError):
-        return None
-    if (sidecar.recording_id, sidecar.file_id) != (recording_id, file_id):
-        return None
-    return sidecar
-
-
-def _sidecar_from_file(path: Path, recording_id: str, file_id: str) -> Sidecar:
-    """Recompute a sidecar from the sealed file itself (spec 5.5 facts)."""
-    with path.open("rb") as stream:
-        head = stream.read(_HEADER_PROBE_BYTES)
-        file_seq, created_at_ms = _header_facts(head)
-        stat = os.fstat(stream.fileno())
-        interrupted = _interrupted_at_chunk(stream, head, stat.st_size)
-        stream.seek(0)
-        sha256_hex = hashlib.file_digest(stream, "sha256").hexdigest()
-    return Sidecar(
-        recording_id=recording_id,
-        file_id=file_id,
-        file_seq=file_seq,
-        created_at_ms=created_at_ms,
-        size_bytes=stat.st_size,
-        sha256_hex=sha256_hex,
-        # The last write was the LAST chunk or the interruption record: the best fact left.
-        sealed_at_ms=stat.st_mtime_ns // 1_000_000,
-        interrupted_at_chunk=interrupted,
-    )
-
-
-def _header_facts(head: bytes) -> tuple[int, int]:
-    """(file_seq, created_at_ms) from the first bytes of an evidence file."""
-    if len(head) < _HEADER_FACTS_END or not head.startswith(MAGIC):
-        raise _UnreadableHeaderError("no evidence header (bad magic or too short)")
-    file_seq, created_at_ms = _HEADER_FACTS.unpack_from(head, _HEADER_FACTS_OFFSET)
-    return int(file_seq), int(created_at_ms)
-
-
-def _interrupted_at_chunk(stream: BinaryIO, head: bytes, size: int) -> int | None:
-    """N if the file ends in a well-formed interruption record of this file (spec 6.4).
-
-    Only the framing, file tag and crc are checked; the signature is the back office's to check.
-    A file without a valid full header is reported as not interrupted.
-    """
-    try:
-        _, header_len = decode_header(head)
-    except EvidenceError:
-        return None
-    if size < header_len + _INTERRUPTION_RECORD_BYTES:
-        return None
-    stream.seek(size - _INTERRUPTION_RECORD_BYTES)
-    tail = stream.read(_INTERRUPTION_RECORD_BYTES)
-    framing = decode_framing(tail[:RECORD_FRAMING_BYTES])
-    body = tail[RECORD_FRAMING_BYTES:]
-    if (
-        framing.flags != FLAG_INTERRUPTED
-        or framing.body_len != INTERRUPTION_BODY_BYTES
-        or framing.file_tag != file_tag(head[:header_len])
-        or framing.crc32 != crc32(body)
-    ):
-        return None
-    return framing.index
-
-
-def _write_sidecar_best_effort(layout: CardLayout, sidecar: Sidecar) -> None:
-    # The catalog record is what matters now; a sidecar that cannot be written (card full) is
-    # recomputed on the next rebuild.
-    try:
-        write_sidecar(layout, sidecar)
-    except OSError as exc:
-        _log.warning("cannot rewrite sidecar of file %s: %s", sidecar.file_id, exc)

@@ -25,6 +25,7 @@ from pathlib import Path
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
+from common.faults import ConfigurationFault
 from storage.fsutil import atomic_write_bytes
 
 PRIVATE_KEY_FILE = "device_key.pem"
@@ -42,7 +43,7 @@ _CURVE = "Ed25519"
 _MODE = "rfc8032"  # pure Ed25519, no context, no pre-hash
 
 
-class DeviceKeyError(ValueError):
+class DeviceKeyError(ValueError, ConfigurationFault):
     """A key file is unreadable, malformed or unsafe. The message names the file, never the key."""
 
 

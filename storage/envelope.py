@@ -19,6 +19,7 @@ from Crypto.Protocol.DH import import_x25519_public_key, key_agreement
 from Crypto.Protocol.KDF import HKDF
 from Crypto.PublicKey import ECC
 
+from common.faults import ConfigurationFault
 from storage.errors import MalformedHeader, NoMatchingRecipient, WrongKey
 from storage.evidence_format import KEY_ID_BYTES, RecipientStanza
 
@@ -28,7 +29,7 @@ _FILE_KEY_INFO = b"MVB evidence v1 file key"
 _ZERO_NONCE = bytes(12)
 
 
-class RecipientKeyError(ValueError):
+class RecipientKeyError(ValueError, ConfigurationFault):
     """A recording key file that cannot be used; the message names the file, never the key."""
 
 

@@ -1,14 +1,17 @@
 """Errors by fault (DESIGN principle 5) for the evidence store.
 
 `EvidenceError` and its children describe a file that is not what was written: tampering,
-truncation, wrong key. They are never retried. `StoreError` children are the box's own
-operational faults (card full, refused recording).
+truncation, wrong key. They are never retried (root: RemoteFault, common/faults.py). `StoreError`
+and its children are the box's own operational faults (card full, refused recording, a failed or
+refused write; root: StorageFault). `CardFullError` (storage/space.py) is a StoreError too.
 """
 
 from __future__ import annotations
 
+from common.faults import RemoteFault, StorageFault
 
-class EvidenceError(Exception):
+
+class EvidenceError(RemoteFault):
     """An evidence file cannot be read as written. The message is one line, fit for a CLI."""
 
 
@@ -64,9 +67,13 @@ class BadInterruptionRecord(ChunkError):
     pass
 
 
-class StoreError(Exception):
+class StoreError(StorageFault):
     """An operational fault of the box's own store (not of a file's content)."""
 
 
 class WriterClosed(StoreError):
     pass
+
+
+class RecordingRefused(StoreError):
+    """A new recording cannot start (full card); the message says why, for the officer."""

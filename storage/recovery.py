@@ -32,7 +32,7 @@ from storage.fsutil import durable_unlink, fsync_dir, sweep_tmp_files
 from storage.reader import interruption_message
 
 AuditSink = Callable[..., object]
-"""`audit(event, **fields)`: where recovery reports what it did (storage.audit.AuditLog.append)."""
+"""`audit(event, **fields)`: where recovery reports what it did (`AuditLog.append`, audit_io)."""
 
 
 class Signer(Protocol):

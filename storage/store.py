@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
 from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPublicKey, RecordingKey
+from storage.errors import RecordingRefused
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.fsutil import durable_unlink, fsync_dir
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
@@ -49,10 +50,6 @@ _RECORDING_ID_HEX = re.compile(r"[0-9a-f]{32}")
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class RecordingRefused(Exception):
-    """A new recording cannot start (full card); the message says why, for the officer."""
 
 
 @dataclass(frozen=True, slots=True)

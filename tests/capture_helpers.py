@@ -12,7 +12,7 @@ from typing import Any
 
 import av
 
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey
 from storage.reader import ReadReport, read_evidence

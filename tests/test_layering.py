@@ -51,12 +51,12 @@ BACK_OFFICE_SHARES: dict[str, str] = {
     "storage.envelope": "the recording key pair: the box encrypts to it, the back office decrypts",
     "storage.reader": "reading and verifying the evidence format the box writes",
     "storage.devicekey": "verifying what a box signed with its device key",
-    "storage.audit": "verifying a box's signed audit log",
+    "storage.audit": "verifying a box's signed audit log (the pure format, not the writer)",
     "storage.errors": "the evidence format's errors, for the decrypt command",
     "transport.pinning": "the SPKI pin format both sides check",
-    "transport.h3": "HTTP/3 field rules and limits both peers enforce",
+    "transport.h3": "HTTP/3 field rules and limits both peers enforce (the pure core)",
     "transport.quic_peer": "aioquic's peer certificate, read the same way on both sides",
-    "config.fleet_client": "the signed fleet repository's layout and custom metadata",
+    "config.fleet_targets": "the signed fleet repository's target paths and custom metadata",
 }
 
 
@@ -156,9 +156,11 @@ def test_the_back_office_shares_only_protocol_and_the_named_modules(module: str)
     assert box_side == [], f"{module} imports the box's {box_side}"
 
 
-def test_every_shared_module_exists() -> None:
+def test_every_shared_module_exists_and_is_used() -> None:
     missing = sorted(set(BACK_OFFICE_SHARES) - set(ALL_MODULES))
     assert missing == []
+    used = {i for m in BACK_OFFICE_MODULES for i in imports_of(ALL_MODULES[m])}
+    assert sorted(set(BACK_OFFICE_SHARES) - used) == [], "drop what the back office no longer uses"
 
 
 @pytest.mark.parametrize("module", sorted(source_modules(("protocol",))))

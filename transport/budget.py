@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from common.faults import StorageFault
 from transport.links import MAX_BILLING_DAY, LinkConfig
 from transport.scheduler import UploadClass
 
@@ -34,7 +35,7 @@ _ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _STATE_KEYS: Final = frozenset({"cycle_start", "used_bytes"})
 
 
-class BudgetStateError(ValueError):
+class BudgetStateError(ValueError, StorageFault):
     """A stored budget state is malformed (wrong keys, types or values)."""
 
 

@@ -8,20 +8,26 @@
 - UploadRejected: the server refused the upload for good (4xx other than 404/409/410/423/429).
 - IntegrityError: the server attested a different SHA-256 than the box wrote. Never retried
   automatically and the local copy is kept (RULES S3).
+
+The first two are TransientFaults, the other four RemoteFaults (common/faults.py); `RETRYABLE` is
+exactly the transient ones.
 """
 
 from __future__ import annotations
 
+from common.faults import RemoteFault, TransientFault
+
 
 class TransportError(Exception):
-    """Base of every error the uplink raises to its caller."""
+    """Base of every error the uplink raises to its caller: a family of two kinds, never raised
+    itself (transient: TransientFault; remote: RemoteFault, see common/faults.py)."""
 
 
-class TransientNetworkError(TransportError):
+class TransientNetworkError(TransportError, TransientFault):
     """The outcome of the in-flight request is unknown; retry, resuming from the server offset."""
 
 
-class ServerError(TransportError):
+class ServerError(TransportError, TransientFault):
     """The server is up but failing (5xx, 429, 423); retry after backoff."""
 
     def __init__(self, message: str, status: int, retry_after_s: float | None = None) -> None:
@@ -30,15 +36,15 @@ class ServerError(TransportError):
         self.retry_after_s = retry_after_s
 
 
-class PinMismatch(TransportError):
+class PinMismatch(TransportError, RemoteFault):
     """The peer's SubjectPublicKeyInfo hash is none of the pins. No request byte was sent."""
 
 
-class HostileServer(TransportError):
+class HostileServer(TransportError, RemoteFault):
     """The server's answer is impossible under tus 1.0.0 (or unbounded). Evidence stays local."""
 
 
-class UploadRejected(TransportError):
+class UploadRejected(TransportError, RemoteFault):
     """The server refused this upload permanently (e.g. 413 too large, 403 forbidden)."""
 
     def __init__(self, message: str, status: int) -> None:
@@ -46,7 +52,7 @@ class UploadRejected(TransportError):
         self.status = status
 
 
-class IntegrityError(TransportError):
+class IntegrityError(TransportError, RemoteFault):
     """The back office attested a checksum that differs from the one the box wrote."""
 
 

@@ -16,11 +16,13 @@ from typing import Any
 
 import diskcache
 
+from common.faults import StorageFault
+
 _FILE = "file:"
 _BUDGET = "budget:"
 
 
-class LedgerCorrupt(ValueError):
+class LedgerCorrupt(ValueError, StorageFault):
     """A stored value is not what this module writes."""
 
 

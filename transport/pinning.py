@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from common.faults import ConfigurationFault
 from transport.errors import PinMismatch
 
 PIN_PREFIX = "sha256/"
 
 
-class PinFormatError(ValueError):
+class PinFormatError(ValueError, ConfigurationFault):
     """A configured pin is not "sha256/<44 base64 chars>"."""
 
 

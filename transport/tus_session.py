@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import urljoin, urlsplit
 
+from common.faults import MisuseFault
 from transport.checksum import SUPPORTED_ALGORITHMS
 from transport.errors import HostileServer, ServerError, TransportError, UploadRejected
 from transport.http import BodySlice, HttpRequest, HttpResponse
@@ -71,7 +72,7 @@ _ABSOLUTE_PATH: Final = re.compile(r"/[\x21-\x7e]*")
 _QUOTED_CHARS: Final = 64
 
 
-class SessionMisuse(RuntimeError):
+class SessionMisuse(RuntimeError, MisuseFault):
     """The caller broke the session's calling contract (a programming error, not a server fault)."""
 
 

@@ -39,8 +39,8 @@ from gateway.recorder import (
     StartRecording,
     WarnMaxContinuous,
 )
-from storage.errors import StoreError
-from storage.store import EvidenceStore, Recording, RecordingRefused
+from storage.errors import RecordingRefused, StoreError
+from storage.store import EvidenceStore, Recording
 
 log = logging.getLogger(__name__)
 

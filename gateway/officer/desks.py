@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.officer.reports_service import ReportDesk
 from gateway.officer.shift_service import ShiftDesk
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.store import EvidenceStore
 
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from common.faults import StorageFault
 from gateway.caller import RefusalKind, Refused
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class BookEntry:
         return asdict(self)
 
 
-class BookFormatError(ValueError):
+class BookFormatError(StorageFault, ValueError):
     """reports.json is not a book this code wrote."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from gateway.caller import Identity
 from gateway.officer.reports_service import ReportDesk
 from gateway.officer.shift import Shift, ShiftStart, decide_end, decide_start, shift_view
-from storage.audit import AuditLog
+from storage.audit_io import AuditLog
 from storage.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from common.faults import TransientFault
 from config.accounts import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from config.local import AccountSection, LocalConfig
 from gateway.web.identity import Identity, set_identity, set_still_authorised
@@ -95,7 +96,7 @@ def grant_of(account: AccountSection) -> str:
     return hashlib.sha256(material).hexdigest()
 
 
-class LoginBusy(Exception):
+class LoginBusy(TransientFault):
     """More logins are waiting for a verification slot than MAX_WAITING_LOGINS."""
 
 

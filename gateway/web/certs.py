@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.faults import ConfigurationFault
 from config.local import is_san_entry
 from storage.fsutil import atomic_write_bytes
 
@@ -39,7 +40,7 @@ KEY_FILE = "web.key"
 ALWAYS_NAMES = ("localhost", "127.0.0.1")
 
 
-class WebCertificateError(ValueError):
+class WebCertificateError(ConfigurationFault, ValueError):
     """A configured certificate or key that cannot be used; the message names the file."""
 
 

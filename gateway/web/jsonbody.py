@@ -16,12 +16,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from common.faults import MisuseFault
 from gateway.caller import RefusalKind, Refused
 
 MAX_BODY_BYTES = 64 * 1024  # the bound for every JSON body (a bundle has its own, 16 MiB)
 
 
-class ApiError(Exception):
+class ApiError(MisuseFault):
     """A refusal the caller can act on: HTTP `status`, machine `code`, plain `message`."""
 
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:

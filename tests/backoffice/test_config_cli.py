@@ -8,7 +8,8 @@ import pytest
 
 from backoffice import cli
 from backoffice.fleet_repo import FleetRepository
-from config.fleet_client import AppliedState, FleetConfigClient, install_trust_root
+from config.fleet_client import FleetConfigClient, install_trust_root
+from config.fleet_targets import AppliedState
 
 
 def no_link(url_path: str, max_bytes: int) -> bytes:

@@ -20,17 +20,15 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
+from backoffice.fleet_metadata import FleetRepoError, SerialNotIncreasing, ThresholdNotMet
 from backoffice.fleet_repo import (
-    FleetRepoError,
     FleetRepository,
     FleetSigners,
-    SerialNotIncreasing,
-    ThresholdNotMet,
     generate_fleet_keys,
     init_repository,
     load_fleet_signers,
 )
-from config.fleet_client import box_target_path, group_target_path
+from config.fleet_targets import box_target_path, group_target_path
 
 BOX = "MVB-TEST-0001"
 GROUP = "h2o"

@@ -12,7 +12,7 @@ from backoffice.h3_server import start_h3_server
 from backoffice.server import ClientDenied, GateUnavailable
 from backoffice.tus_app import IncomingRequest, OutgoingResponse
 from tests.tls_helpers import TestPki
-from transport.h3 import H3Transport
+from transport.h3_io import H3Transport
 from transport.http import HttpRequest
 
 

@@ -43,7 +43,8 @@ from tests.transport.test_h3 import (
     serving,
 )
 from transport.errors import PinMismatch, TransientNetworkError
-from transport.h3 import H3Transport, certificate_error_code
+from transport.h3 import certificate_error_code
+from transport.h3_io import H3Transport
 from transport.http import HttpRequest
 
 RELEASE_MARGIN_BYTES = 256 * 1024

@@ -28,14 +28,11 @@ from backoffice.pairing import (
     CertificateDenied,
     CodeExpired,
     CodeReused,
-    CodeState,
     CodeUnknown,
     CodeWithdrawn,
     CsrInvalid,
-    LedgerFormatError,
     MalformedRequest,
     NotPaired,
-    PairingLedger,
     PairingRefused,
     ProofInvalid,
     TooManyOpenCodes,
@@ -45,6 +42,7 @@ from backoffice.pairing import (
     refusal_json,
     unpair,
 )
+from backoffice.pairing_ledger import CodeState, LedgerFormatError, PairingLedger
 from backoffice.pki import Issued, load_issued
 from gateway.pairing import PairingAttempt, start_pairing
 from protocol.pairing_code import (

@@ -26,14 +26,8 @@ import aiohttp
 import pytest
 
 from backoffice.fleet_repo import FleetRepository, init_repository
-from backoffice.pairing import (
-    BackOfficeTrust,
-    CodeState,
-    PairingLedger,
-    issue_code,
-    redeem,
-    unpair,
-)
+from backoffice.pairing import BackOfficeTrust, issue_code, redeem, unpair
+from backoffice.pairing_ledger import CodeState, PairingLedger
 from backoffice.pairing_service import (
     LEDGER_FILE,
     LedgerGate,

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from tests.tls_helpers import TestPki
-from transport.h3 import H3Transport
+from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.tus_session import TusSession, UploadSpec

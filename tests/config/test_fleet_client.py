@@ -41,14 +41,12 @@ from backoffice.fleet_repo import (
     init_repository,
     load_fleet_signers,
 )
-from config.fleet_client import (
-    MAX_BUNDLE_BYTES,
+from config.fleet_client import MAX_BUNDLE_BYTES, BadBundle, FleetConfigClient, install_trust_root
+from config.fleet_targets import (
     TARGETS_PREFIX,
     AppliedState,
-    BadBundle,
     Candidate,
     DocumentTooLarge,
-    FleetConfigClient,
     FleetCustom,
     FleetDocument,
     MalformedCustom,
@@ -56,7 +54,6 @@ from config.fleet_client import (
     WrongBox,
     box_target_path,
     group_target_path,
-    install_trust_root,
     parse_custom,
     select_candidate,
 )

@@ -32,8 +32,9 @@ from backoffice.pairing_service import (
 from backoffice.server import RunningServer, start_https_server
 from backoffice.tus_app import TusApp
 from backoffice.upload_store import UploadStore
-from config.fleet_client import AppliedState, FleetConfigClient
+from config.fleet_client import FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
+from config.fleet_targets import AppliedState
 from gateway.pairing_client import fleet_metadata_dir, pair, pairing_files
 from protocol.pairing_messages import ServiceEndpoint
 from tests.tls_helpers import TestPki

@@ -23,15 +23,9 @@ from pathlib import Path
 from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Timestamp
 
-from backoffice.fleet_repo import (
-    TIMESTAMP_FILE,
-    FleetRepository,
-    FleetSigners,
-    rotated_root,
-    signed_by,
-    stored_target_name,
-)
-from config.fleet_client import FleetCustom
+from backoffice.fleet_metadata import rotated_root, signed_by, stored_target_name
+from backoffice.fleet_repo import TIMESTAMP_FILE, FleetRepository, FleetSigners
+from config.fleet_targets import FleetCustom
 
 SNAPSHOT_SUFFIX = ".snapshot.json"
 TARGETS_SUFFIX = ".targets.json"

@@ -31,9 +31,10 @@ from typing import Any
 
 from backoffice.fleet_repo import FleetRepository, FleetSigners, init_repository, load_fleet_signers
 from backoffice.fleet_reports import ConfigReport
-from backoffice.pairing import CodeState, PairingCode
+from backoffice.pairing import PairingCode
+from backoffice.pairing_ledger import CodeState
 from backoffice.pairing_service import LedgerStore
-from config.fleet_client import box_target_path
+from config.fleet_targets import box_target_path
 from storage.envelope import RecipientPrivateKey
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from common.faults import IllegalTransition
 from demo.replay_source import ReplaySource
 from demo.synthetic import generate_clip
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import SourceSpec
-from gateway.recorder import IllegalTransition, RecorderPolicy, TriggerPolicy
+from gateway.recorder import RecorderPolicy, TriggerPolicy
 from storage.envelope import RecipientPrivateKey
 from storage.store import EvidenceStore
 from tests.capture_helpers import decrypt_all, store_on, video_packets, wait_for

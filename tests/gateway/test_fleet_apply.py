@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from config.fleet_client import FleetDocument
+from config.fleet_targets import FleetDocument
 from config.local import LocalConfig, parse_config
 from gateway.fleet_apply import ConfigSlots, FleetApplier
 

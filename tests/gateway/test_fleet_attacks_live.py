@@ -34,7 +34,7 @@ from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import Metadata, Root, Timestamp
 
 from backoffice.fleet_repo import TIMESTAMP_FILE, FleetRepository, FleetSigners
-from config.fleet_client import FleetCustom, box_target_path
+from config.fleet_targets import FleetCustom, box_target_path
 from demo.synthetic import generate_clip
 from gateway.pairing_client import fleet_metadata_dir
 from storage.audit import AuditEntry, parse_line

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from backoffice.keys import create_recording_keys
-from config.fleet_client import FleetDocument
+from config.fleet_targets import FleetDocument
 from config.local import load_config
 from demo.synthetic import generate_clip
 from gateway.fleet_apply import ConfigSlots, FleetApplier

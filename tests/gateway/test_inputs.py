@@ -14,24 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from gateway.inputs import (
+from demo.simulated_inputs import SimulatedInputs
+from gateway.gpio_uapi import (
     GPIO_V2_GET_LINE_IOCTL,
     GPIO_V2_LINE_GET_VALUES_IOCTL,
     LINE_EVENT,
     LINE_REQUEST,
-    CrashRule,
-    GpioChardevInput,
-    IioAccelerometerInput,
-    InputDebouncer,
-    InputRule,
-    SimulatedInputs,
-    SpeedRule,
-    SysfsGpioInput,
     decode_line_events,
     iowr,
     line_request_fd,
     pack_line_request,
-    parse_sysfs_level,
+)
+from gateway.inputs import CrashRule, InputDebouncer, InputRule, SpeedRule, parse_sysfs_level
+from gateway.inputs_io import (
+    GpioChardevInput,
+    IioAccelerometerInput,
+    SysfsGpioInput,
     put_dropping_oldest,
 )
 from gateway.recorder import Event, EventKind

@@ -23,21 +23,17 @@ from cryptography import x509
 
 from backoffice.fleet_repo import init_repository
 from backoffice.fleet_reports import ReportLog
-from backoffice.pairing import (
-    ALPHABET,
-    CODE_VALIDITY_S,
-    NONCE_BYTES,
-    CodeState,
-    issue_code,
-)
+from backoffice.pairing import ALPHABET, CODE_VALIDITY_S, NONCE_BYTES, issue_code
+from backoffice.pairing_ledger import CodeState
 from backoffice.pairing_service import (
     LedgerStore,
     PairingService,
     back_office_pins,
     load_back_office_ca,
 )
-from config.fleet_client import AppliedState, FleetConfigClient
+from config.fleet_client import FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
+from config.fleet_targets import AppliedState
 from demo.synthetic import generate_clip
 from gateway.pairing import PairedCredentials, WrongServerKey
 from gateway.pairing_client import (

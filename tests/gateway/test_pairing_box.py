@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from backoffice.pairing import (
     BackOfficeTrust,
     CodeExpired,
-    PairingLedger,
     PairingRefused,
     RateLimited,
     check_client_serial,
@@ -26,6 +25,7 @@ from backoffice.pairing import (
     redeem,
     refusal_json,
 )
+from backoffice.pairing_ledger import PairingLedger
 from backoffice.pki import Issued, create_ca, issue_client_cert, load_issued
 from gateway.pairing import (
     BoxIdInvalid,

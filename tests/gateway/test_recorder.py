@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from common.faults import IllegalTransition
 from gateway.recorder import (
     Event,
     EventKind,
     FinishRecording,
-    IllegalTransition,
     NoteStop,
     NoteTrigger,
     Recorder,

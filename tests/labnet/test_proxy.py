@@ -16,13 +16,8 @@ from typing import cast
 
 import pytest
 
-from labnet.proxy import (
-    RATE_BURST_BYTES,
-    DirectionClock,
-    FaultPlan,
-    TcpFaultProxy,
-    UdpFaultProxy,
-)
+from labnet.proxy import RATE_BURST_BYTES, DirectionClock, FaultPlan, TcpFaultProxy
+from labnet.udp_proxy import UdpFaultProxy
 
 LOOPBACK = "127.0.0.1"
 WAIT_S = 10.0

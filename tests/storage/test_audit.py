@@ -21,12 +21,11 @@ import pytest
 from storage.audit import (
     GENESIS_PREV_HEX,
     TORN_TAIL_EVENT,
-    AuditLog,
-    AuditLogError,
     AuditVerifyReport,
     format_report,
     verify_audit_log,
 )
+from storage.audit_io import AuditLog, AuditLogError
 from storage.devicekey import DeviceKey
 
 START_MS = 1_700_000_000_000

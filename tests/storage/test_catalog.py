@@ -12,16 +12,16 @@ from pathlib import Path
 import diskcache
 import pytest
 
+from common.faults import IllegalTransition
 from storage.card import CardLayout, Sidecar, read_sidecar, write_sidecar
 from storage.catalog import (
     LEGAL_TRANSITIONS,
     AttestationMismatch,
     Catalog,
-    IllegalTransition,
     UnknownFileError,
     _means_corrupt,
-    rebuild_from_card,
 )
+from storage.catalog_rebuild import rebuild_from_card
 from storage.evidence_format import (
     FLAG_INTERRUPTED,
     MAGIC,

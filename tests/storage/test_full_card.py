@@ -16,17 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from storage.audit import AuditLog, verify_audit_log
+from storage.audit import verify_audit_log
+from storage.audit_io import AuditLog
 from storage.card import CardLayout
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey
-from storage.errors import StoreError
+from storage.errors import RecordingRefused, StoreError
 from storage.models import FileState
 from storage.reader import ReadReport, read_evidence
 from storage.recovery import recover_card, scan_intact_prefix
 from storage.retention import DeletionReason
 from storage.space import CardFullError, SpacePolicy, card_free_bytes
-from storage.store import EvidenceStore, RecordingRefused, StoreSettings
+from storage.store import EvidenceStore, StoreSettings
 from tests.evidence_helpers import mounted_tmpfs, open_evidence_fds
 
 KIB = 1024

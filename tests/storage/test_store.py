@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.audit import AuditLog, verify_audit_log
+from storage.audit import verify_audit_log
+from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
 from storage.errors import EvidenceError

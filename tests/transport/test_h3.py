@@ -46,11 +46,11 @@ from transport.h3 import (
     MAX_FIELD_SECTION_BYTES,
     H3LimitExceeded,
     H3StreamGuard,
-    H3Transport,
     parse_response_head,
     request_header_fields,
     termination_error,
 )
+from transport.h3_io import H3Transport
 from transport.http import MAX_RESPONSE_BODY_BYTES, BodySlice, HttpRequest, Transport
 from transport.quic_peer import check_private_api, peer_certificate_der, stream_send_backlog_bytes
 

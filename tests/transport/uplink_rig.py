@@ -21,14 +21,15 @@ from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.server import RunningServer, start_https_server
 from backoffice.tus_app import TusApp
 from backoffice.upload_store import UploadStore
-from labnet.proxy import FaultPlan, TcpFaultProxy, UdpFaultProxy
+from labnet.proxy import FaultPlan, TcpFaultProxy
+from labnet.udp_proxy import UdpFaultProxy
 from storage.envelope import RecipientPrivateKey
 from storage.models import FileRecord
 from storage.store import EvidenceStore
 from tests.capture_helpers import store_on
 from tests.tls_helpers import TestPki
 from transport.binding import LinkBinding
-from transport.h3 import H3Transport
+from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.ledger import UplinkLedger

@@ -1,0 +1,65 @@
+"""Readings from /proc for the benchmarks: CPU time and memory of processes, the idle share.
+
+Linux only. Every function reads the kernel's text tables as they are at the call; nothing is
+cached, so two readings around a window measure that window.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> tuple[float, float]:
+    """(utime + stime, stime) of a process (all its threads, dead ones included), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; fields[0] is field 3
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLK_TCK, stime / CLK_TCK
+
+
+def cpu_of(pids: list[int]) -> tuple[float, float]:
+    times = [proc_cpu_s(pid) for pid in pids]
+    return sum(t for t, _ in times), sum(s for _, s in times)
+
+
+def proc_kb(pid: int | str, key: str, table: str = "status") -> int:
+    """A `kB` line of /proc/<pid>/status (VmRSS, RssAnon) or smaps_rollup (Pss), in bytes."""
+    for line in Path(f"/proc/{pid}/{table}").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def rss_self() -> int:
+    return proc_kb("self", "VmRSS")
+
+
+def anon_self() -> int:
+    """The anonymous part of RSS (heap, stacks): what is not a mapped library or file."""
+    return proc_kb("self", "RssAnon")
+
+
+def wait_for_idle(timeout_s: float = 60.0, wanted: float = 0.95) -> float:
+    """Wait (bounded) until the machine is idle, e.g. done writing back the last run's files."""
+    deadline = time.monotonic() + timeout_s
+    idle = idle_share()
+    while idle < wanted and time.monotonic() < deadline:
+        idle = idle_share()
+    return idle
+
+
+def idle_share(seconds: float = 1.0) -> float:
+    """The machine's idle CPU share over `seconds` (/proc/stat): is anything else running?"""
+
+    def ticks() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, all
+
+    idle0, all0 = ticks()
+    time.sleep(seconds)
+    idle1, all1 = ticks()
+    return (idle1 - idle0) / max(1, all1 - all0)
