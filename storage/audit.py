@@ -71,8 +71,8 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import cast
 
+from common.durable import fsync_dir
 from storage.devicekey import SIGNATURE_BYTES, DeviceKey, DevicePublicKey
-from storage.fsutil import fsync_dir
 
 DOMAIN = b"MVB audit v1\n"
 GENESIS_PREV_HEX = "0" * 64

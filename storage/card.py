@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.fsutil import atomic_write_bytes
+from common.durable import atomic_write_bytes
 
 EVIDENCE_DIR = "evidence"
 CATALOG_DIR = "catalog"
