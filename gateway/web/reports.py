@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common.durable import atomic_write_bytes
 from gateway.web.identity import identity_of
 from gateway.web.jsonbody import (
     ApiError,
@@ -38,7 +39,6 @@ from gateway.web.jsonbody import (
     read_json_object,
     reject_unknown,
 )
-from storage.fsutil import atomic_write_bytes
 from storage.space import CardFullError
 from storage.store import EvidenceStore
 

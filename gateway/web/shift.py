@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common.durable import atomic_write_bytes
 from config.local import OFFICER_ID  # a service number, the same pattern as [[accounts]]
 from gateway.web.identity import Identity, identity_of
 from gateway.web.jsonbody import (
@@ -42,7 +43,6 @@ from gateway.web.jsonbody import (
 )
 from gateway.web.reports import ReportDesk
 from storage.audit import AuditLog
-from storage.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
