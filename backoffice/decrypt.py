@@ -1,16 +1,16 @@
 """Decrypting evidence in the back office: exact media bytes out, metadata as JSON.
 
 Nothing is left behind for a file that fails: media goes to a temporary file that is renamed into
-place only after the whole file authenticated.
+place only after the whole file authenticated (common/durable.py `pending_file`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.durable import atomic_write_text, make_dirs, pending_file
 from storage.envelope import RecipientPrivateKey
 from storage.reader import ReadReport, SignatureVerifier, read_evidence
 
@@ -38,21 +38,16 @@ def decrypt_file(
     device_key: SignatureVerifier | None = None,
 ) -> DecryptedFile:
     """Decrypt `path` into `out_dir`; raises EvidenceError (one-line message) on any fault."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{path.name}.partial"
-    try:
-        with path.open("rb") as source, tmp.open("wb") as media_out:
-            report = read_evidence(source, key, media_out=media_out, device_key=device_key)
-            media_out.flush()
-            os.fsync(media_out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    stem = report.header.file_id.hex()
-    media_path = out_dir / (stem + _extension(report))
-    tmp.replace(media_path)
+    make_dirs(out_dir)
+    # mode=None: 0o666 less the umask, as the plain open() that wrote these before.
+    with path.open("rb") as source, pending_file(out_dir, name=path.name, mode=None) as media:
+        report = read_evidence(source, key, media_out=media.handle, device_key=device_key)
+        stem = report.header.file_id.hex()
+        media_path = out_dir / (stem + _extension(report))
+        media.commit(media_path)
     metadata_path = out_dir / (stem + ".json")
-    metadata_path.write_text(json.dumps(_metadata_document(path, report), indent=2) + "\n")
+    metadata_text = json.dumps(_metadata_document(path, report), indent=2) + "\n"
+    atomic_write_text(metadata_path, metadata_text, mode=None)
     return DecryptedFile(media_path, metadata_path, report)
 
 

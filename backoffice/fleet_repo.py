@@ -16,8 +16,10 @@ Layout of `repo_dir` (the back office serves it read-only at /fleet/metadata/ an
 Invariants:
 - Nothing is written that a box would refuse for its signatures: every new version is checked
   against the current root's threshold before it is written (a new root: old and new thresholds).
-- Versioned files are written once (never overwritten); `timestamp.json` is replaced atomically
-  and last, so it never names a snapshot that is not on disk (consistent snapshots).
+- Versioned files are written once (never overwritten, and whole or not at all);
+  `timestamp.json` is replaced atomically and last, so it never names a snapshot that is not on
+  disk (consistent snapshots). Every write is durable, directory entry included, before the next
+  (common/durable.py).
 - `config_serial` grows fleet-wide: a new document's serial exceeds every serial in the current
   targets, so it also grows per target path and per box.
 - A target's path and its custom fields agree: `boxes/<id>.toml` names box `id`,
@@ -32,10 +34,8 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -69,6 +69,7 @@ from backoffice.fleet_metadata import (
     signed_by,
     stored_target_name,
 )
+from common.durable import atomic_create_bytes, atomic_write_bytes, make_dir, make_dirs
 from config.fleet_targets import (
     BUNDLE_METADATA_DIR,
     BUNDLE_TARGETS_DIR,
@@ -122,7 +123,7 @@ def generate_fleet_keys(keys_dir: Path, *, root_key_count: int = ROOT_KEY_COUNT)
         raise FleetRepoError("a fleet needs at least one root key")
     names = [f"root-{index}.key" for index in range(1, root_key_count + 1)]
     names += ["targets.key", "snapshot.key", "timestamp.key"]
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(keys_dir, mode=0o700)
     existing = [name for name in names if (keys_dir / name).exists()]
     if existing:
         raise FileExistsError(f"{keys_dir / existing[0]} exists; refusing to overwrite a key")
@@ -138,11 +139,7 @@ def generate_fleet_keys(keys_dir: Path, *, root_key_count: int = ROOT_KEY_COUNT)
 
 
 def _write_private_key(path: Path, pem: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
+    atomic_create_bytes(path, pem, mode=0o600)
 
 
 def load_signer(path: Path) -> CryptoSigner:
@@ -205,8 +202,8 @@ class FleetRepository:
         metadata_dir = repo_dir / BUNDLE_METADATA_DIR
         if metadata_dir.exists() and any(metadata_dir.iterdir()):
             raise FileExistsError(f"{metadata_dir} is not empty; refusing to re-create a fleet")
-        metadata_dir.mkdir(parents=True, exist_ok=True)
-        (repo_dir / BUNDLE_TARGETS_DIR).mkdir(exist_ok=True)
+        make_dirs(metadata_dir)
+        make_dir(repo_dir / BUNDLE_TARGETS_DIR, exist_ok=True)
         role_keys = {
             Root.type: [signer.public_key for signer in signers.root],
             Targets.type: [signers.targets.public_key],
@@ -410,7 +407,7 @@ class FleetRepository:
         path = self.targets_dir / stored_target_name(target)
         if path.exists():
             return  # content-addressed: the same name holds the same bytes
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         _write_once(path, document)
 
     def _versions(self, role: str) -> list[int]:
@@ -463,20 +460,11 @@ def init_repository(
 
 def _write_once(path: Path, data: bytes) -> None:
     """Create `path` with `data`; a versioned file that exists is never overwritten."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    atomic_create_bytes(path, data, mode=0o644)
 
 
 def _replace(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    Path(handle.name).chmod(0o644)
-    Path(handle.name).replace(path)
+    atomic_write_bytes(path, data, mode=0o644)
 
 
 def _tar(members: Mapping[str, bytes]) -> bytes:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.durable import fsync_dir, make_dirs
 from common.faults import RemoteFault
 from protocol.fleet_report import MAX_REPORT_BYTES, REPORT_FIELDS, signed_message
 from storage.devicekey import DeviceKeyError, DevicePublicKey
@@ -101,12 +102,15 @@ class ReportLog:
                 self._latest[report.box_id] = report
 
     def append(self, report: ConfigReport) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
+        new_file = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a") as handle:
             handle.write(json.dumps(asdict(report), sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        if new_file:
+            fsync_dir(self.path.parent)  # the first line is durable only with the file's entry
         self._latest[report.box_id] = report
 
     def latest(self, box_id: str) -> ConfigReport | None:

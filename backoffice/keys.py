@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from common.durable import atomic_create_bytes, make_dirs
 from storage.envelope import RecipientPrivateKey
 
 RECORDING_PRIVATE = "recording.key"
@@ -13,16 +13,13 @@ RECORDING_PUBLIC = "recording.pub"
 
 def create_recording_keys(directory: Path) -> tuple[Path, Path]:
     """Create `recording.key` (0600) and `recording.pub` in `directory`; never overwrite."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(directory, mode=0o700)
     private_path = directory / RECORDING_PRIVATE
     public_path = directory / RECORDING_PUBLIC
     for path in (private_path, public_path):
         if path.exists():
             raise FileExistsError(f"{path} exists; refusing to overwrite a recording key")
     key = RecipientPrivateKey.generate()
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.pem() + "\n")
-    public_path.write_text(key.public().pem() + "\n")
-    public_path.chmod(0o644)
+    atomic_create_bytes(private_path, (key.pem() + "\n").encode(), mode=0o600)
+    atomic_create_bytes(public_path, (key.public().pem() + "\n").encode(), mode=0o644)
     return private_path, public_path

@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -63,6 +62,7 @@ from backoffice.pairing import (
 from backoffice.pairing_ledger import MAX_LEDGER_BYTES, PairingLedger
 from backoffice.pki import Issued, load_issued
 from backoffice.server import ClientDenied, GateUnavailable, RunningServer, serve_tls
+from common.durable import atomic_write_bytes, make_dirs
 from common.faults import StorageFault
 from protocol.pairing_code import PAIR_PATH
 from protocol.pairing_messages import MAX_REQUEST_BYTES, ServiceEndpoint
@@ -161,7 +161,7 @@ class LedgerStore:
         if not self._thread_lock.acquire(timeout=self._lock_timeout_s):
             raise LedgerUnavailable(f"{self.path}: busy for {self._lock_timeout_s:g} s")
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(self.state_dir, mode=0o700)
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 self._flock(fd)
@@ -185,34 +185,7 @@ class LedgerStore:
                 time.sleep(LOCK_POLL_S)
 
     def _write(self, ledger: PairingLedger) -> None:
-        write_file_atomically(self.path, ledger.to_json(), mode=0o600)
-
-
-def write_file_atomically(path: Path, data: bytes, *, mode: int) -> None:
-    """Replace `path` with `data`: temp file in the same directory (created with `mode`),
-    fsync, rename, fsync of the directory. A crash leaves the old or the new file."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp_path = Path(tmp_name)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp_path.replace(path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        atomic_write_bytes(self.path, ledger.to_json(), mode=0o600)
 
 
 # --- the back office's keys -----------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from common.durable import atomic_write_bytes, make_dirs
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=825)
@@ -33,12 +34,10 @@ class Issued:
 
     def write(self, directory: Path, stem: str) -> tuple[Path, Path]:
         """Write `<stem>.crt` (0644) and `<stem>.key` (0600) into `directory`; return both paths."""
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
         cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-        cert_path.write_bytes(self.cert_pem)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(self.key_pem)
+        atomic_write_bytes(cert_path, self.cert_pem, mode=None)  # as write_bytes gave it before
+        atomic_write_bytes(key_path, self.key_pem, mode=0o600)
         return cert_path, key_path
 
 

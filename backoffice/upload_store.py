@@ -9,8 +9,9 @@ Layout under the store root:
     corrupt/<upload_id>.mvbe        finished uploads that do not (kept for an integrity review)
 
 Invariants:
-- info.json is only ever replaced whole (write a temporary file, fsync, rename, fsync the
-  directory, as litestream does): a reader sees the old or the new version, never a mix.
+- info.json is only ever replaced whole (common/durable.py: write a temporary file, fsync,
+  rename, fsync the directory, as litestream does): a reader sees the old or the new version,
+  never a mix.
 - An upload's offset is the size of its data file. Bytes are appended only at that offset, by one
   Appender at a time (UploadBusy otherwise), and fsynced before the append is acknowledged; so
   after a crash the stored offset is at least the last acknowledged one, never past the length.
@@ -25,7 +26,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import hashlib
@@ -44,6 +44,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from common.durable import (
+    atomic_write_bytes,
+    durable_unlink,
+    fsync_dir,
+    make_dir,
+    make_dirs,
+    remove_tree,
+    sweep_tmp_files,
+)
 from common.faults import ConfigurationFault, MisuseFault, StorageFault, TransientFault
 
 log = logging.getLogger(__name__)
@@ -59,7 +68,6 @@ DEFAULT_RESERVE_BYTES: Final = 1024**3
 EVIDENCE_SUFFIX: Final = ".mvbe"
 
 _INFO_NAME: Final = "info.json"
-_INFO_TMP_NAME: Final = "info.json.tmp"
 _DATA_NAME: Final = "data"
 _LOCK_NAME: Final = "store.lock"
 _INFO_FORMAT: Final = 1
@@ -252,9 +260,9 @@ class UploadStore:
         """
         if reserve_bytes < 0:
             raise ValueError(f"reserve_bytes must be >= 0, got {reserve_bytes}")
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(root, mode=0o700)
         for name in ("uploads", "complete", "corrupt"):
-            (root / name).mkdir(exist_ok=True, mode=0o700)
+            make_dir(root / name, mode=0o700, exist_ok=True)
         lock_fd = os.open(root / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -336,7 +344,7 @@ class UploadStore:
         self.ensure_space(length_bytes)
         upload_id = secrets.token_urlsafe(UPLOAD_ID_BYTES)
         directory = self._uploads / upload_id
-        directory.mkdir(mode=0o700)
+        make_dir(directory, mode=0o700)
         data_fd = os.open(directory / _DATA_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.fsync(data_fd)
@@ -353,7 +361,6 @@ class UploadStore:
         )
         # info.json last: a directory without it is an unacknowledged creation (removed on open).
         _write_json_atomic(directory, info.to_json())
-        _fsync_directory(self._uploads)
         return UploadStatus(info, 0)
 
     def begin_append(self, upload_id: str, offset_bytes: int, *, all_or_nothing: bool) -> Appender:
@@ -400,10 +407,8 @@ class UploadStore:
         directory = self._uploads / upload_id
         # info.json first: if we crash halfway, the rest is an unacknowledged directory that the
         # next open removes, never an upload with its bytes missing.
-        (directory / _INFO_NAME).unlink()
-        _fsync_directory(directory)
-        shutil.rmtree(directory)
-        _fsync_directory(self._uploads)
+        durable_unlink(directory / _INFO_NAME, missing_ok=False)
+        remove_tree(directory)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -441,8 +446,7 @@ class UploadStore:
                 incident=incident,
             )
             _write_json_atomic(data_path.parent, finished.to_json())
-            data_path.unlink()
-            _fsync_directory(data_path.parent)
+            durable_unlink(data_path, missing_ok=False)
         return finished
 
     def _link_target(
@@ -461,7 +465,7 @@ class UploadStore:
             # Only a crashed earlier attempt can have left this name (upload ids are unique).
             target.unlink()
             os.link(data_path, target)
-            _fsync_directory(target.parent)
+            fsync_dir(target.parent)
         return target, incident
 
     def _recover(self) -> None:
@@ -473,11 +477,9 @@ class UploadStore:
 
     def _recover_upload(self, directory: Path) -> None:
         upload_id = directory.name
-        with contextlib.suppress(FileNotFoundError):
-            (directory / _INFO_TMP_NAME).unlink()
+        sweep_tmp_files(directory)  # an info.json write a crash cut short
         if not (directory / _INFO_NAME).exists():
-            shutil.rmtree(directory)
-            _fsync_directory(self._uploads)
+            remove_tree(directory)
             log.info("store: removed unacknowledged upload upload_id=%s", upload_id)
             return
         try:
@@ -605,24 +607,10 @@ def _link_no_replace(source: Path, target: Path) -> bool:
     except FileExistsError:
         if not source.samefile(target):
             return False
-    _fsync_directory(target.parent)
+    fsync_dir(target.parent)
     return True
 
 
 def _write_json_atomic(directory: Path, value: dict[str, object]) -> None:
-    tmp_path = directory / _INFO_TMP_NAME
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(json.dumps(value, sort_keys=True).encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp_path.replace(directory / _INFO_NAME)
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    data = json.dumps(value, sort_keys=True).encode("utf-8")
+    atomic_write_bytes(directory / _INFO_NAME, data, mode=0o600)

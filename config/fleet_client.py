@@ -33,11 +33,10 @@ unchanged, so a pin mismatch stays a pin mismatch. A file longer than its signed
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-import os
 import re
-import shutil
 import tarfile
 import tempfile
 import threading
@@ -61,6 +60,7 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
+from common.durable import atomic_write_bytes, durable_unlink, make_dirs, remove_tree
 from common.faults import RemoteFault
 from config.fleet_targets import (
     BUNDLE_METADATA_DIR,
@@ -173,20 +173,17 @@ def install_trust_root(metadata_dir: Path, root_json: bytes, *, replace: bool = 
         if not replace:
             raise FileExistsError(f"{root_path} exists: the box is paired; re-pair explicitly")
         _drop_stored_metadata(metadata_dir)
-    metadata_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.NamedTemporaryFile(dir=metadata_dir, delete=False) as handle:
-        handle.write(root_json)
-        handle.flush()
-        os.fsync(handle.fileno())
-    Path(handle.name).replace(root_path)
+    make_dirs(metadata_dir, mode=0o700)
+    atomic_write_bytes(root_path, root_json, mode=0o600)  # 0600, as tempfile made it before
     return root.signed.version
 
 
 def _drop_stored_metadata(metadata_dir: Path) -> None:
     """Forget what ngclient stored (only its own files: the directory may hold others)."""
     for name in (ROOT_FILE, "timestamp.json", "snapshot.json", "targets.json"):
-        (metadata_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(metadata_dir / "root_history", ignore_errors=True)
+        durable_unlink(metadata_dir / name)
+    with contextlib.suppress(OSError):  # as before: a root_history that will not go is no fault
+        remove_tree(metadata_dir / "root_history")
 
 
 def read_bundle(

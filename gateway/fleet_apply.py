@@ -17,16 +17,15 @@ good configuration, and the outcome says why.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from common.durable import atomic_write_text, make_dirs
 from config.fleet_schema import apply_fleet_document
 from config.fleet_targets import FleetDocument
 from config.local import ConfigError, LocalConfig
-from storage.fsutil import fsync_dir
 
 HealthCheck = Callable[[LocalConfig], Awaitable[str | None]]
 """Returns None when healthy, else a reason the officer and the fleet admin can read."""
@@ -72,16 +71,9 @@ class ConfigSlots:
             return None
 
     def _atomic(self, name: str, text: str) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(self.directory, mode=0o700)
         final = self.directory / name
-        tmp = self.directory / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(final)
-        fsync_dir(self.directory)
+        atomic_write_text(final, text, mode=0o600)
         return final
 
 

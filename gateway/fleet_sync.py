@@ -4,9 +4,10 @@ Every `poll_s` (and at start) a paired box with its uplink configured asks the b
 repository, over the pinned mutual-TLS link, for a newer document for itself or its groups
 (config/fleet_client.py, run off the event loop because ngclient is synchronous). A document
 that verifies is applied (gateway/fleet_apply.py); once healthy, the serial is recorded in
-`<state>/fleet-state.json` (tmp, fsync, rename), so a correctly signed older serial is refused
-for good. A document refused by the schema or rolled back is remembered by serial, so the box
-does not download and try it again every round; a newer serial is tried.
+`<state>/fleet-state.json` (common/durable.py: tmp, fsync, rename, fsync dir), so a correctly
+signed older serial is refused for good. A document refused by the schema or rolled back is
+remembered by serial, so the box does not download and try it again every round; a newer serial
+is tried.
 
 Faults by kind: a failing link (DownloadError, TransportError) waits for the next round;
 a hostile or tampered repository (RepositoryError) is logged, audited and alarmed, and the box
@@ -20,7 +21,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +28,13 @@ from pathlib import Path
 
 from tuf.api.exceptions import DownloadError, RepositoryError
 
+from common.durable import atomic_write_text
 from config.fleet_client import FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
 from config.fleet_targets import AppliedState, FleetDocument
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
 from protocol.fleet_report import signed_message
 from storage.audit_io import AuditLog
-from storage.fsutil import fsync_dir
 from transport.connect import BackOffice
 from transport.errors import TransportError
 
@@ -223,11 +223,4 @@ class FleetSync:
 
     def _save_state(self, state: AppliedState) -> None:
         """tmp, fsync, rename, fsync dir: the highest serial survives a power cut."""
-        tmp = self.state_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(state.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(self.state_path)
-        fsync_dir(self.state_path.parent)
+        atomic_write_text(self.state_path, state.to_json(), mode=0o600)

@@ -19,8 +19,8 @@ Files (`state_dir/pairing/`, directory 0700): `client.crt`, `client.key` (0600),
 (`host[:port]` of the pairing endpoint) and `service.json` (the grant's mutual-TLS service
 endpoint: address, server name, HTTP/3 port; protocol/pairing_messages.py ServiceEndpoint).
 The directory is the commit point: it is written whole under a temporary name, fsynced and
-renamed into place, so the box is paired (the directory exists) with a complete set of files or
-not at all. A re-pair swaps the directories by two
+renamed into place (common/durable.py `replace_directory`), so the box is paired (the directory
+exists) with a complete set of files or not at all. A re-pair swaps the directories by two
 renames; `recover_pairing_dir` finishes a swap a crash interrupted.
 
 Invariants:
@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from tuf.api.exceptions import RepositoryError
 
+from common.durable import make_dirs, recover_directory_swap, replace_directory
 from common.faults import MisuseFault, TransientFault
 from config.fleet_client import install_trust_root
 from gateway.pairing import (
@@ -78,8 +77,6 @@ CA_FILE: Final = "ca.crt"
 PINS_FILE: Final = "pins.json"
 ADDRESS_FILE: Final = "address"
 SERVICE_FILE: Final = "service.json"
-_NEW_DIR: Final = ".pairing-new"
-_OLD_DIR: Final = ".pairing-old"
 _MAX_SMALL_FILE_BYTES: Final = 64 * 1024
 
 DEFAULT_ATTEMPTS: Final = 3
@@ -202,24 +199,16 @@ def is_paired(state_dir: Path) -> bool:
 def recover_pairing_dir(state_dir: Path) -> None:
     """Finish or undo a credentials write that a crash interrupted (see the module docstring).
 
-    `.pairing-old` exists only between the two renames of a re-pair, and the new directory was
-    complete before the first: so promote it. Any other leftover is an unfinished write.
+    `.pairing-old` exists only between the two renames of a re-pair, and the new directory
+    (`.pairing-new`) was complete before the first: so promote it. Any other leftover is an
+    unfinished write.
     """
-    current, new, old = state_dir / PAIRING_DIR, state_dir / _NEW_DIR, state_dir / _OLD_DIR
-    if not current.exists() and old.exists():
-        (new if new.is_dir() else old).rename(current)
-        _fsync_dir(state_dir)
-    for leftover in (new, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+    recover_directory_swap(state_dir / PAIRING_DIR)
 
 
 def store_credentials(state_dir: Path, credentials: PairedCredentials) -> None:
     """Write the credentials as `state_dir/pairing/`, replacing any there as one step."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    recover_pairing_dir(state_dir)
-    new = state_dir / _NEW_DIR
-    new.mkdir(mode=0o700)
+    make_dirs(state_dir)
     files = {
         CLIENT_CERT_FILE: (credentials.certificate_pem, 0o644),
         CLIENT_KEY_FILE: (credentials.key_pem, 0o600),
@@ -228,32 +217,9 @@ def store_credentials(state_dir: Path, credentials: PairedCredentials) -> None:
         ADDRESS_FILE: (f"{credentials.address}\n".encode("ascii"), 0o644),
         SERVICE_FILE: (credentials.service.to_json(), 0o644),
     }
-    for name, (data, mode) in files.items():
-        _write_new_file(new / name, data, mode)
-    _fsync_dir(new)
-    current = state_dir / PAIRING_DIR
-    if current.exists():
-        current.rename(state_dir / _OLD_DIR)
-    new.rename(current)
-    _fsync_dir(state_dir)
-    shutil.rmtree(state_dir / _OLD_DIR, ignore_errors=True)
-
-
-def _write_new_file(path: Path, data: bytes, mode: int) -> None:
-    # Created with its final mode: the key is never readable by others, not even for a moment.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # Each file is created with its final mode: the key is never readable by others, not even
+    # for a moment.
+    replace_directory(state_dir / PAIRING_DIR, files, mode=0o700)
 
 
 def install_credentials(state_dir: Path, credentials: PairedCredentials, *, re_pair: bool) -> int:

@@ -24,10 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.durable import durable_unlink, is_tmp_name, make_dirs
 from common.faults import StorageFault
 from storage.card import CATALOG_DIR, EVIDENCE_DIR, PART_SUFFIX, SEALED_SUFFIX, SIDECAR_SUFFIX
 from storage.evidence_format import MAGIC
-from storage.fsutil import TMP_SUFFIX, fsync_dir
 
 PROBE_NAME = ".mvb-write-probe"
 CLOCK_OFFSET_ALARM_MS = 2_000  # wall clock this far from GPS time: stamps would mislead
@@ -61,7 +61,7 @@ def is_own_file(relative: Path, header: bytes) -> bool:
         return header.startswith(MAGIC) or MAGIC.startswith(header)
     if name.endswith(SEALED_SUFFIX):
         return header.startswith(MAGIC)
-    return name.endswith(TMP_SUFFIX)  # an atomic write cut short; recovery tidies it
+    return is_tmp_name(name)  # an atomic write cut short; recovery tidies it
 
 
 def classify(entries: Iterable[tuple[Path, bytes]]) -> CardReport:
@@ -79,7 +79,7 @@ def check_card(card_dir: Path, *, require_mount: bool) -> CardReport:
             raise CardUnusable(f"no card is mounted at {card_dir}")
     else:
         try:
-            card_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(card_dir)
         except OSError as exc:
             why = f"the card folder {card_dir} cannot be made ({exc.strerror})"
             raise CardUnusable(why) from exc
@@ -96,8 +96,7 @@ def _probe_writable(card_dir: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        probe.unlink()
-        fsync_dir(card_dir)
+        durable_unlink(probe, missing_ok=False)
     except OSError as exc:
         raise CardUnusable(f"the card at {card_dir} is not writable ({exc.strerror})") from exc
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from common.durable import fsync_dir
 from common.faults import StorageFault
 from storage.audit import (
     GENESIS_PREV_HEX,
@@ -42,7 +43,6 @@ from storage.audit import (
     validate_entry,
 )
 from storage.devicekey import DeviceKey, DevicePublicKey
-from storage.fsutil import fsync_dir
 
 LOG_FILE_MODE = 0o600
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.durable import atomic_write_bytes
 from common.faults import StorageFault
-from storage.fsutil import atomic_write_bytes
 
 EVIDENCE_DIR = "evidence"
 CATALOG_DIR = "catalog"

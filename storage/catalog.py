@@ -40,10 +40,10 @@ from typing import Any, Final, Self, TypeVar
 
 import diskcache
 
+from common.durable import durable_rename, make_dirs
 from common.faults import IllegalTransition, MisuseFault, RemoteFault, StorageFault
 from storage.card import CardLayout
 from storage.catalog_rebuild import scan_card
-from storage.fsutil import fsync_dir
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 
 _T = TypeVar("_T")
@@ -74,6 +74,7 @@ _SHA256_HEX_LEN = 64
 # must never make the box move a healthy catalog aside).
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+_CACHE_DIR_MODE = 0o755  # what diskcache.Cache gives the folder it makes
 
 
 class CatalogError(Exception):
@@ -404,6 +405,8 @@ def _rebuilt_reason(broken: str | None, was_empty: bool, adopted: int) -> str | 
 
 def _open_checked_cache(directory: Path) -> Any:
     """Open the diskcache and decode every record, so corruption shows now and not mid-upload."""
+    # Made here, not by diskcache (which would not fsync the card root), with diskcache's mode.
+    make_dirs(directory, mode=_CACHE_DIR_MODE)
     cache = diskcache.Cache(
         str(directory),
         # Never evict or cull: an evicted record is evidence the box forgets (S4, S5).
@@ -440,6 +443,5 @@ def _move_aside(catalog_dir: Path) -> Path:
     while target.exists():  # two rebuilds within one millisecond must not clobber each other
         stamp += 1
         target = catalog_dir.with_name(f"{catalog_dir.name}.broken-{stamp}")
-    catalog_dir.rename(target)
-    fsync_dir(catalog_dir.parent)
+    durable_rename(catalog_dir, target)
     return target

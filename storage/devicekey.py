@@ -25,8 +25,8 @@ from pathlib import Path
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
+from common.durable import atomic_write_bytes, make_dirs
 from common.faults import ConfigurationFault
-from storage.fsutil import atomic_write_bytes
 
 PRIVATE_KEY_FILE = "device_key.pem"
 PUBLIC_KEY_FILE = "device_key.pub.pem"
@@ -156,7 +156,7 @@ class DeviceKey:
         if private_path.exists():
             device_key = cls._load_private(private_path)
         else:
-            state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+            make_dirs(state_dir, mode=STATE_DIR_MODE)
             device_key = cls.generate()
             atomic_write_bytes(private_path, device_key._private_pem(), mode=PRIVATE_KEY_MODE)
         device_key._ensure_public_file(state_dir / PUBLIC_KEY_FILE)

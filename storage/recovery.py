@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from common.durable import durable_rename, durable_unlink, sweep_tmp_files
 from storage.card import PART_SUFFIX, SEALED_SUFFIX, CardLayout, Sidecar, write_sidecar
 from storage.errors import EvidenceError
 from storage.evidence_format import (
@@ -28,7 +29,6 @@ from storage.evidence_format import (
     decode_header,
     file_tag,
 )
-from storage.fsutil import durable_unlink, fsync_dir, sweep_tmp_files
 from storage.reader import interruption_message
 
 AuditSink = Callable[..., object]
@@ -144,8 +144,7 @@ def recover_part_file(
         )
     _rewrite_tail(part, prefix.end_offset, kept[prefix.end_offset :])
     sealed_path = part.with_name(file_id + SEALED_SUFFIX)
-    part.replace(sealed_path)
-    fsync_dir(part.parent)
+    durable_rename(part, sealed_path)
     sidecar = Sidecar(
         recording_id=header.recording_id.hex(),
         file_id=header.file_id.hex(),

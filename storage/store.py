@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.durable import durable_unlink, make_dirs, remove_empty_dir
 from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
 from storage.catalog import AttestationMismatch, Catalog
@@ -31,7 +32,6 @@ from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPublicKey, RecordingKey
 from storage.errors import RecordingRefused
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
-from storage.fsutil import durable_unlink, fsync_dir
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 from storage.recovery import RecoveryReport, recover_card
 from storage.retention import Deletion, RetentionPolicy, plan_retention
@@ -108,7 +108,7 @@ class EvidenceStore:
     ) -> tuple[EvidenceStore, RecoveryReport]:
         """Recover the card, open (or rebuild) the catalog, and register recovered files."""
         layout = CardLayout(settings.card_dir)
-        layout.evidence_root.mkdir(parents=True, exist_ok=True)
+        make_dirs(layout.evidence_root)  # durable in the card root from the first open
         report = recover_card(layout, device_key, audit.append, clock_ms())
         catalog = Catalog.open(layout)
         if catalog.rebuilt_reason is not None:
@@ -300,7 +300,8 @@ class EvidenceStore:
         )
         with self._lock:
             self.catalog.transition(deletion.file_id, FileState.DELETED, deleted_at_ms=now_ms)
-        _remove_empty_dir(self.layout.recording_dir(deletion.recording_id))
+        # Not empty (other files of the recording) or already gone: kept, nothing to do.
+        remove_empty_dir(self.layout.recording_dir(deletion.recording_id))
 
 
 @contextlib.contextmanager
@@ -312,14 +313,6 @@ def _catalog_full_is_card_full(card: Path, space: SpacePolicy) -> Iterator[None]
         if "full" not in str(exc):
             raise
         raise CardFullError(card_free_bytes(card), space.reserve_bytes) from exc
-
-
-def _remove_empty_dir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        return  # not empty (other files of the recording) or already gone
-    fsync_dir(path.parent)
 
 
 class Recording:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.durable import durable_rename, durable_unlink, fsync_dir, make_dirs
 from storage.card import CardLayout, Sidecar, write_sidecar
 from storage.chunk_crypto import ChunkSealer
 from storage.errors import StoreError, WriterClosed
 from storage.evidence_format import KIND_MEDIA, KIND_METADATA, EvidenceHeader
-from storage.fsutil import durable_unlink, fsync_dir
 
 DEFAULT_CHUNK_MAX_BYTES = 256 * 1024
 
@@ -103,7 +103,9 @@ class EvidenceFileWriter:
         self._next_index = 0
         self._media_bytes = 0
         self._hasher = BackgroundSha256()
-        self._part_path.parent.mkdir(parents=True, exist_ok=True)
+        # A new recording's folder must be durable in evidence/ (and evidence/ on the card)
+        # before its file is: the header fsync below promises the file survives a power cut.
+        make_dirs(self._part_path.parent)
         self._fd = os.open(self._part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self._offset = 0
         try:
@@ -184,8 +186,7 @@ class EvidenceFileWriter:
             raise
         os.close(self._fd)
         sealed_path = self._layout.sealed_path(self._recording_id, self._file_id)
-        self._part_path.replace(sealed_path)
-        fsync_dir(sealed_path.parent)
+        durable_rename(self._part_path, sealed_path)
         sidecar = Sidecar(
             recording_id=self._recording_id,
             file_id=self._file_id,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from common.durable import atomic_write_bytes
 from gateway.caller import RefusalKind, Refused
 from gateway.officer.reports import (
     RECORDING_ID,
@@ -26,7 +27,6 @@ from gateway.officer.reports import (
     parse_report,
     report_metadata,
 )
-from storage.fsutil import atomic_write_bytes
 from storage.space import CardFullError
 from storage.store import EvidenceStore
 

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.durable import atomic_write_bytes
 from gateway.caller import Identity
 from gateway.officer.reports_service import ReportDesk
 from gateway.officer.shift import Shift, ShiftStart, decide_end, decide_start, shift_view
 from storage.audit_io import AuditLog
-from storage.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

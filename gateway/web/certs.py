@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.durable import atomic_write_bytes
 from common.faults import ConfigurationFault
 from config.local import is_san_entry
-from storage.fsutil import atomic_write_bytes
 
 VALIDITY = datetime.timedelta(days=825)  # the CA/Browser Forum's old ceiling; browsers accept it
 BACKDATE = datetime.timedelta(minutes=5)  # a tablet whose clock runs a little behind

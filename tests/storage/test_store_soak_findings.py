@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-import storage.fsutil
+import common.durable
 from storage.envelope import RecipientPrivateKey
 from storage.models import FileState
 from storage.store import EvidenceStore
@@ -46,7 +46,7 @@ def first_unlink_waits_for_the_other_pass(monkeypatch: pytest.MonkeyPatch) -> No
     """Hold each pass at its first deletion until the other pass got there too (if it can get
     there: a pass that must wait for the first one's end finds the barrier given up)."""
     barrier = threading.Barrier(2, timeout=BARRIER_WAIT_S)
-    unlink: Callable[[Path], None] = storage.fsutil.durable_unlink
+    unlink: Callable[[Path], None] = common.durable.durable_unlink
     waited: set[int] = set()
 
     def unlink_after_barrier(path: Path) -> None:

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from backoffice.pki import create_ca, issue_server_cert
+from common.durable import atomic_write_bytes
 from gateway.web.certs import (
     VALIDITY,
     WebCertificateError,
@@ -23,7 +24,6 @@ from gateway.web.certs import (
     server_context,
     wanted_names,
 )
-from storage.fsutil import atomic_write_bytes
 
 NOW = datetime.datetime(2026, 5, 1, tzinfo=datetime.UTC)
 NAMES = wanted_names("mvb-0042", ["10.20.0.1", "box.vehicle.lan"])
