@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.alarms import Alarms
+from common.durable import make_dirs, sweep_tmp_files
 from config.local import LocalConfig
 from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
@@ -29,6 +31,11 @@ class Box:
     recovery: RecoveryReport
 
     @property
+    def alarms(self) -> Alarms:
+        """The box's one Alarms (common/alarms.py), owned by the store it was opened with."""
+        return self.store.alarms
+
+    @property
     def facts(self) -> dict[str, str]:
         """Recording facts from configuration (RULES R5); they go inside the encryption."""
         return {
@@ -38,6 +45,7 @@ class Box:
 
     def close(self) -> None:
         self.store.close()
+        self.alarms.close()
         self.audit.close()
 
 
@@ -56,9 +64,14 @@ def store_settings(config: LocalConfig) -> StoreSettings:
 
 
 def open_box(config: LocalConfig) -> Box:
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(config.state_dir, mode=0o700)
+    # Nothing writes to the state directory yet: a tmp file there is a write a power cut
+    # interrupted (its name is random, so no later write would replace it).
+    sweep_tmp_files(config.state_dir)
     device_key = DeviceKey.load_or_create(config.state_dir)
     audit = AuditLog.open(config.state_dir / AUDIT_LOG_NAME, device_key)
     recipients = tuple(RecipientPublicKey.load(p) for p in config.recipient_key_paths)
-    store, report = EvidenceStore.open(store_settings(config), recipients, device_key, audit)
+    alarms = Alarms.load(config.state_dir, audit.append)
+    settings = store_settings(config)
+    store, report = EvidenceStore.open(settings, recipients, device_key, audit, alarms=alarms)
     return Box(config, device_key, audit, store, report)

@@ -107,7 +107,7 @@ class BoxAdapter:
         service = self.service
         await service.trigger("officer", via="api")
         if service.recording is None:
-            reason = service.alarms.get("card_full", "the recording could not start")
+            reason = service.alarms.get("card_full") or "the recording could not start"
             raise Refused(RefusalKind.CONFLICT, "card_full", reason)
         return service.recorder.state.value
 
@@ -194,7 +194,7 @@ class BoxAdapter:
         await asyncio.to_thread(self.box.audit.append, event, **fields)
 
     def raise_alarm(self, code: str, message: str) -> None:
-        self.service.alarms[code] = message
+        self.box.alarms.raise_(code, message)
 
     def clear_alarm(self, code: str) -> None:
-        self.service.alarms.pop(code, None)
+        self.box.alarms.clear(code)

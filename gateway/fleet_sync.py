@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tuf.api.exceptions import DownloadError, RepositoryError
 
+from common.alarms import Alarms
 from common.durable import atomic_write_text
 from config.fleet_client import FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
@@ -69,7 +70,7 @@ class FleetSync:
         back_office: BackOffice | None,
         applier: FleetApplier,
         audit: AuditLog,
-        alarms: dict[str, str],
+        alarms: Alarms,
         sign: Callable[[bytes], bytes],
         device_public_pem: bytes,
         poll_s: float = 300.0,
@@ -193,14 +194,17 @@ class FleetSync:
         except RepositoryError as exc:
             reason = f"{type(exc).__name__}: {exc}"[:300]
             self.status.last_check = f"refused: {reason}"
-            self.alarms["fleet_config"] = f"fleet configuration refused: {reason}"
+            # Sticky: a refused configuration stays in view across restarts until a good check.
+            self.alarms.raise_(
+                "fleet_config", f"fleet configuration refused: {reason}", sticky=True
+            )
             if reason != self._last_rejection:
                 self._last_rejection = reason
                 await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
             return None
         self.status.last_check = "ok"
         self._last_rejection = None
-        self.alarms.pop("fleet_config", None)
+        self.alarms.clear("fleet_config")
         return document
 
     async def _remember(

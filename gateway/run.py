@@ -153,8 +153,9 @@ async def start_box(local: LocalConfig) -> RunningBox:
     box = await asyncio.to_thread(open_box, config)
     if card.foreign_files:
         # Never deleted (they may be someone's evidence): the technician looks at them.
-        box.store.alarms["card_foreign_files"] = (
-            f"{len(card.foreign_files)} file(s) on the card are not the box's encrypted evidence"
+        box.alarms.raise_(
+            "card_foreign_files",
+            f"{len(card.foreign_files)} file(s) on the card are not the box's encrypted evidence",
         )
         await asyncio.to_thread(
             box.audit.append, "storage.foreign_files", count=len(card.foreign_files)
@@ -235,7 +236,7 @@ def build_fleet_sync(
         back_office=office,
         applier=applier,
         audit=running.box.audit,
-        alarms=running.service.alarms,
+        alarms=running.box.alarms,
         sign=running.box.device_key.sign,
         device_public_pem=running.box.device_key.public_pem(),
         poll_s=effective.uplink.config_poll_s,

@@ -42,10 +42,10 @@ async def watch_clock(gps: GpsTracker, service: CaptureService, audit: AuditLog)
     while True:
         alarm = clock_offset_alarm(gps.clock_offset_ms)
         if alarm is None:
-            service.alarms.pop("clock_offset", None)
+            service.alarms.clear("clock_offset")
             alarmed = False
         else:
-            service.alarms["clock_offset"] = alarm
+            service.alarms.raise_("clock_offset", alarm)
             if not alarmed:
                 alarmed = True
                 offset_s = round((gps.clock_offset_ms or 0.0) / 1000, 1)

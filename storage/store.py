@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.alarms import Alarms
 from common.durable import durable_unlink, make_dirs, remove_empty_dir
 from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
@@ -79,6 +80,7 @@ class EvidenceStore:
         audit: AuditLog,
         catalog: Catalog,
         clock_ms: Clock,
+        alarms: Alarms | None = None,
     ) -> None:
         self.settings = settings
         self.layout = CardLayout(settings.card_dir)
@@ -87,7 +89,7 @@ class EvidenceStore:
         self.audit = audit
         self.catalog = catalog
         self.clock_ms = clock_ms
-        self.alarms: dict[str, str] = {}
+        self.alarms = Alarms() if alarms is None else alarms  # the box's one Alarms
         # Upload class of each recording still being written (its future files inherit it).
         self._live_upload_classes: dict[str, str] = {}
         self.check_space = write_guard(self.layout.root, settings.space)
@@ -105,6 +107,7 @@ class EvidenceStore:
         device_key: DeviceKey,
         audit: AuditLog,
         clock_ms: Clock = wall_clock_ms,
+        alarms: Alarms | None = None,
     ) -> tuple[EvidenceStore, RecoveryReport]:
         """Recover the card, open (or rebuild) the catalog, and register recovered files."""
         layout = CardLayout(settings.card_dir)
@@ -113,7 +116,7 @@ class EvidenceStore:
         catalog = Catalog.open(layout)
         if catalog.rebuilt_reason is not None:
             audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
-        store = cls(settings, recipients, device_key, audit, catalog, clock_ms)
+        store = cls(settings, recipients, device_key, audit, catalog, clock_ms, alarms)
         for sidecar in report.recovered:
             store._register_sealed(sidecar)
         for discarded in report.discarded:
@@ -134,7 +137,7 @@ class EvidenceStore:
         admission = decide_admission(card_free_bytes(self.layout.root), self.settings.space)
         if not admission.admitted:
             reason = str(admission.reason)
-            self.alarms["card_full"] = reason
+            self.alarms.raise_("card_full", reason)
             self.audit.append("storage.recording_refused", reason=reason)
             raise RecordingRefused(f"recording refused: {reason}")
         upload_class = str(facts.get("upload_class", "P1"))
@@ -405,7 +408,7 @@ class StreamWriter:
         try:
             yield
         except CardFullError as exc:
-            self.store.alarms["card_full"] = str(exc)
+            self.store.alarms.raise_("card_full", str(exc))
             self.store.audit.append("storage.card_full", camera_stream=self.camera)
             self.close()
             raise

@@ -493,8 +493,9 @@ class UplinkService:
     async def _block_link(self, link: _Link, exc: PinMismatch) -> None:
         if link.pin_blocked is None:
             link.pin_blocked = str(exc)
-            self.store.alarms[f"uplink_pin_{link.config.name}"] = (
-                f"link {link.config.name}: back office certificate not pinned; uploads stopped"
+            self.store.alarms.raise_(
+                f"uplink_pin_{link.config.name}",
+                f"link {link.config.name}: back office certificate not pinned; uploads stopped",
             )
             await self._audit("uplink.pin_mismatch", link=link.config.name, detail=str(exc))
         for kind in list(link.transports):
@@ -505,7 +506,9 @@ class UplinkService:
         upload = await asyncio.to_thread(self.ledger.file, file_id)
         blocked = FileUpload(upload.upload_url, upload.completed_unattested, reason[:300])
         await asyncio.to_thread(self.ledger.put_file, file_id, blocked)
-        self.store.alarms[f"uplink_file_{file_id[:12]}"] = f"upload of {file_id} stopped: {reason}"
+        self.store.alarms.raise_(
+            f"uplink_file_{file_id[:12]}", f"upload of {file_id} stopped: {reason}"
+        )
         await self._requeue(file_id)
         await self._audit(
             "uplink.upload_blocked", file_id=file_id, link=link.config.name, reason=_kind(exc)

@@ -168,7 +168,7 @@ class CaptureService:
         self.clock_ns = clock_ns
         self.recording: Recording | None = None
         self.recording_started_ns = 0
-        self.alarms: dict[str, str] = {}
+        self.alarms = store.alarms  # the box's one Alarms (common/alarms.py)
         self.observers: list[RecordingObserver] = []
         # False from ignition off (SIGTERM) on: a trigger then would start a recording that the
         # shutdown grace period cannot finish (docs: service lifecycle).
@@ -258,9 +258,9 @@ class CaptureService:
         elif isinstance(action, RefuseStop):
             await self._audit("gateway.stop_refused", source=action.source)
         elif isinstance(action, WarnMaxContinuous):
-            self.alarms["max_continuous"] = (
-                f"recording for {action.recording_for_s / 60:.0f} min: stop when the threat is over"
-            )
+            minutes = action.recording_for_s / 60
+            message = f"recording for {minutes:.0f} min: stop when the threat is over"
+            self.alarms.raise_("max_continuous", message)
             await self._audit(
                 "gateway.max_continuous_warning", recording_for_s=round(action.recording_for_s)
             )
@@ -275,7 +275,7 @@ class CaptureService:
             facts["upload_class"] = self.upload_class_of(action.source)
             self.recording = await asyncio.to_thread(self.store.start_recording, facts)
         except RecordingRefused as exc:
-            self.alarms["card_full"] = str(exc)
+            self.alarms.raise_("card_full", str(exc))
             self.recorder.handle(Event(EventKind.ABORT, self.clock_ns(), action.source))
             return
         self.recording_started_ns = self.clock_ns()
@@ -322,14 +322,14 @@ class CaptureService:
         for name, part in parts:
             await part.close()
             if part.failed:
-                self.alarms[f"camera_{name}"] = part.failed
+                self.alarms.raise_(f"camera_{name}", part.failed)
         recording, self.recording = self.recording, None
         if recording is not None:
             await asyncio.to_thread(recording.close)
             duration_s = (self.clock_ns() - self.recording_started_ns) / NS_PER_S
             for observer in self.observers:
                 await _observe(observer.recording_finished(recording.recording_id, duration_s))
-        self.alarms.pop("max_continuous", None)
+        self.alarms.clear("max_continuous")
 
     async def _audit_trigger(self, source: str, *, started: bool) -> None:
         # RULES R3: every start is registered, with its source.
@@ -377,7 +377,7 @@ class CaptureService:
             "state": self.recorder.state.value,
             "recording_for_s": round(recording_for_s, 1),
             "cameras": cameras,
-            "alarms": {**self.store.alarms, **self.alarms},
+            "alarms": self.alarms.snapshot(),
         }
 
 

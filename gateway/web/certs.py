@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from common.durable import atomic_write_bytes
+from common.durable import atomic_write_bytes, make_dirs
 from common.faults import ConfigurationFault
 from config.local import is_san_entry
 
@@ -165,7 +165,7 @@ def ensure_self_signed(
     stored = _read_pair(cert_path, key_path)
     if stored is None or renewal_reason(*stored, names, now) is not None:
         cert, key = self_signed(names, now)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(directory, mode=0o700)
         atomic_write_bytes(key_path, _key_pem(key), mode=0o600)
         atomic_write_bytes(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         stored = cert, key

@@ -127,7 +127,7 @@ async def test_a_hostile_back_office_cannot_hurt_local_evidence(
             evidence_intact(rig, sha256_by_file)
             [file_id] = sha256_by_file
             assert (rig.service.ledger.file(file_id).blocked_reason is not None) is blocked
-            assert any(k.startswith("uplink_file_") for k in rig.store.alarms) is blocked
+            assert any(k.startswith("uplink_file_") for k in rig.store.alarms.codes()) is blocked
         # the service is still working: the real back office takes the file once unblocked
         rig.proxies["wifi"].upstream_port = rig.back_office.port
         rig.service.ledger.forget_file(file_id)

@@ -114,7 +114,7 @@ async def test_a_wrong_certificate_receives_zero_evidence_bytes(
         assert record.state is FileState.SEALED
         assert len(card_files(rig)) == 1
         assert rig.connector.connects["wifi"] == 1, "a pin mismatch is never retried"
-        assert any(k.startswith("uplink_pin_") for k in rig.store.alarms)
+        assert any(k.startswith("uplink_pin_") for k in rig.store.alarms.codes())
         status = rig.service.status()["links"][0]
         assert status["pin_blocked"] is True
         assert status["usable"] is False
