@@ -120,7 +120,9 @@ class ControlServer(socketserver.ThreadingUnixStreamServer):
             path.unlink()
         super().__init__(str(path), _Handler)
         path.chmod(0o600)
-        self._thread = threading.Thread(target=self.serve_forever, name="labdisk-ctl", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, args=(0.05,), name="labdisk-ctl", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

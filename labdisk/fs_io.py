@@ -149,8 +149,10 @@ class LabDiskFs:
         self.torn_rng = random.Random(f"labdisk-torn-{seed}")
         self.generation = 0
         self.cuts = 0
+        self.stalled = 0  # operations waiting in a stall now
         self._lock = threading.RLock()
         self._plan_lock = threading.Lock()
+        self._wake = threading.Condition()
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._parked: dict[int, str] = {}
@@ -181,7 +183,14 @@ class LabDiskFs:
         if code is not None:
             raise _fail(code, f"injected on {op}")
         if delay_s > 0:
-            time.sleep(delay_s)
+            with self._plan_lock:
+                self.stalled += 1
+            try:
+                with self._wake:  # a cut ends the wait: the operation then fails EIO
+                    self._wake.wait_for(lambda: self.generation != generation, timeout=delay_s)
+            finally:
+                with self._plan_lock:
+                    self.stalled -= 1
         return generation
 
     @contextlib.contextmanager
@@ -404,9 +413,9 @@ class LabDiskFs:
         self.accounting.metadata(rel)
 
     def flush(self, path: str | None, fh: int) -> int:
-        generation = self._begin("flush", self._handle_path(path, fh))
-        with self._locked(generation):
-            self._handle(fh)
+        """close(2): nothing to write back (writes go through at once); a stale handle closes
+        quietly, so a process that outlived a cut can still close its files."""
+        self._begin("flush", self._handle_path(path, fh))
         return 0
 
     def release(self, path: str | None, fh: int) -> int:
@@ -662,6 +671,7 @@ class LabDiskFs:
                 "generation": self.generation,
                 "cuts": self.cuts,
                 "open_handles": len(self._handles),
+                "stalled": self.stalled,
                 "parked": len(self._parked),
                 **self.plan.to_json(),
             }
@@ -669,7 +679,9 @@ class LabDiskFs:
     # --- the cut ------------------------------------------------------------------------------
 
     def _cut_locked(self, torn: bool) -> CutReport:
-        self.generation += 1
+        with self._wake:
+            self.generation += 1
+            self._wake.notify_all()
         self.cuts += 1
         for handle in self._handles.values():
             if handle.fd >= 0:

@@ -57,16 +57,20 @@ def is_mounted(mountpoint: Path) -> bool:
     return Path(mountpoint).absolute() in labdisk_mounts()
 
 
-def unmount(mountpoint: Path) -> None:
-    """Unmount a labdisk: `fusermount3 -u`, then lazily (`-z`) if it is busy. Quiet when it is
-    not mounted."""
+def unmount(mountpoint: Path) -> bool:
+    """Unmount a labdisk: `fusermount3 -u`, then lazily (`-z`, or `umount -l`) if it is busy.
+    True when it was clean (or not mounted); after a lazy unmount the daemon goes on serving the
+    open files until it is stopped."""
     if not is_mounted(mountpoint):
-        return
-    for argv in ([FUSERMOUNT, "-u", str(mountpoint)], [FUSERMOUNT, "-u", "-z", str(mountpoint)]):
+        return True
+    subprocess.run([FUSERMOUNT, "-u", str(mountpoint)], capture_output=True, check=False)
+    if not is_mounted(mountpoint):
+        return True
+    for argv in ([FUSERMOUNT, "-u", "-z", str(mountpoint)], ["umount", "-l", str(mountpoint)]):
         subprocess.run(argv, capture_output=True, check=False)
         if not is_mounted(mountpoint):
-            return
-    subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
+            break
+    return False
 
 
 class LabDisk(LabDiskClient):
@@ -151,11 +155,14 @@ class LabDisk(LabDiskClient):
 
     def close(self) -> None:
         """Unmount and stop the daemon; safe to call twice, and after the daemon died."""
+        clean = False
         try:
-            unmount(self.mountpoint)
+            clean = unmount(self.mountpoint)
         finally:
             process, self._process = self._process, None
             if process is not None:
+                if not clean:
+                    process.terminate()  # lazily unmounted: it would serve until files close
                 try:
                     process.wait(timeout=STOP_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
