@@ -6,6 +6,7 @@ Timing is only ever checked as a lower bound (a stall can only make things slowe
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 import sqlite3
@@ -439,6 +440,33 @@ def test_close_unmounts_even_while_the_mount_is_busy(make_disk: MakeDisk, tmp_pa
         assert not is_mounted(card)
     finally:
         os.close(fd)
+
+
+def test_appends_continue_at_the_durable_end_and_flock_excludes(
+    make_disk: MakeDisk, tmp_path: Path
+) -> None:
+    """What the audit log relies on: O_APPEND writes after a cut land at the durable end, and an
+    exclusive flock keeps a second writer out."""
+    disk = make_disk()
+    card, _ = card_and_backing(tmp_path)
+    fd = os.open(card / "audit.jsonl", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    os.write(fd, b"one\n")
+    os.fsync(fd)
+    fsync_dir(card)
+    os.write(fd, b"two\n")
+    os.close(fd)
+    disk.cut()
+    first = os.open(card / "audit.jsonl", os.O_WRONLY | os.O_APPEND)
+    second = os.open(card / "audit.jsonl", os.O_WRONLY | os.O_APPEND)
+    try:
+        fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(first, b"three\n")
+    finally:
+        os.close(first)
+        os.close(second)
+    assert (card / "audit.jsonl").read_bytes() == b"one\nthree\n"
 
 
 @pytest.mark.parametrize(("synchronous", "rows"), [("FULL", 50), ("OFF", None)])
