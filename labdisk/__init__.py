@@ -131,9 +131,9 @@ tmp too. These are bytes the file system received, before any flash-level amplif
 ## Files
 
 durability.py (pure: what is durable, what a cut puts back), faults.py (pure: rules, delays,
-card state, accounting), fs_io.py (the FUSE operations and the cut, in the daemon),
-control_io.py (the socket and `LabDiskClient`), mount_io.py (`LabDisk`: start, wait, unmount),
-__main__.py (`serve` and `ctl`). Tests: tests/labdisk/.
+card state, accounting), fs_io.py (the FUSE operations, in the daemon), cut_io.py (a cut's work
+in the backing directory), control_io.py (the socket and `LabDiskClient`), mount_io.py
+(`LabDisk`: start, wait, unmount), __main__.py (`serve` and `ctl`). Tests: tests/labdisk/.
 """
 
 from labdisk.control_io import ControlError, LabDiskClient

@@ -10,11 +10,10 @@ An inode that loses its last live name while a record still names it (an unlink 
 rename not yet durable) is parked in `<backing>/.labdisk/<inode>` (hidden from the mount) until
 no record names it; `.labdisk` is removed when empty, and always by a cut.
 
-A cut (`cut`, `pull`): bump the generation (every open handle is stale from then on: EIO), put
-the durable content back into each changed file, keep a torn write's chosen pages, then rebuild
-the tree: every durable entry is moved (or hard-linked, for a second name) into a staging
-directory, what is left is deleted, and the staging tree becomes the backing root's content.
-The backing directory then holds exactly the durable state, which the mount serves at once.
+A cut (`cut`, `pull`): bump the generation (every open handle is stale from then on: EIO), then
+labdisk/cut_io.py puts the durable content back into each changed file, keeps a torn write's
+chosen pages and rebuilds the tree. The backing directory then holds exactly the durable
+state, which the mount serves at once.
 """
 
 from __future__ import annotations
@@ -33,23 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from labdisk.durability import (
-    PAGE_BYTES,
-    DurabilityModel,
-    DurableDir,
-    LiveTree,
-    Mode,
-    check_mode,
-    torn_pages,
-    write_pages,
-)
+from labdisk.cut_io import PARKING, move, rebuild, restore_data, tear, walk
+from labdisk.durability import PAGE_BYTES, DurabilityModel, Mode, check_mode
 from labdisk.faults import PULLED_ERRNOS, WRITE_OPS, Accounting, Delay, FaultPlan, errno_from_name
 
 # mfusepy picks libfuse 2 when both are installed; labdisk is built and tested on libfuse 3.
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 import mfusepy
 
-PARKING: Final = ".labdisk"
 STAT_KEYS: Final = (
     "st_mode",
     "st_ino",
@@ -242,7 +232,7 @@ class LabDiskFs:
                 os.unlink(real)  # another name of a parked file: one parked link is enough
                 return
             os.makedirs(self._parking, exist_ok=True)
-            _move(real, os.path.join(self._parking, str(ino)))
+            move(real, os.path.join(self._parking, str(ino)))
             self._parked[ino] = str(ino)
             return
         if is_dir:
@@ -552,10 +542,10 @@ class LabDiskFs:
         if parked and st_new is not None:
             self._remove(real_new, st_new)  # park the replaced inode, then take its name
         try:
-            _move(real_old, real_new)
+            move(real_old, real_new)
         except OSError:
             if parked and st_new is not None and st_new.st_ino in self._parked:
-                _move(os.path.join(self._parking, self._parked.pop(st_new.st_ino)), real_new)
+                move(os.path.join(self._parking, self._parked.pop(st_new.st_ino)), real_new)
             raise
         gone = st_new is not None and st_new.st_ino not in self.model.referenced_inodes()
         if gone and st_new is not None and (stat.S_ISDIR(st_new.st_mode) or st_new.st_nlink <= 1):
@@ -689,18 +679,11 @@ class LabDiskFs:
             if handle.fd >= 0:
                 os.close(handle.fd)
                 handle.fd = -1
-        live, paths, stats = self._walk()
-        restored = 0
-        for restore in self.model.data_restores():
-            path = paths.get(restore.ino)
-            if path is None or not stat.S_ISREG(stats[restore.ino].st_mode):
-                continue  # no name left anywhere: nothing to put back
-            with _opened(path) as fd:
-                for page, data in restore.pages.items():
-                    os.pwrite(fd, data, page * PAGE_BYTES)
-                os.ftruncate(fd, restore.durable_size)
-            restored += 1
-        kept, pages = self._tear(paths, stats) if torn else (0, 0)
+        parked = {ino: os.path.join(self._parking, name) for ino, name in self._parked.items()}
+        live, paths, stats = walk(self.backing, self.root_ino, parked)
+        restored = restore_data(self.model.data_restores(), paths, stats)
+        write = self.model.last_write
+        kept, pages = tear(write, self.torn_rng, paths, stats) if torn and write else (0, 0)
         tree, missing = self.model.durable_tree(live)
         report = CutReport(
             generation=self.generation,
@@ -711,111 +694,14 @@ class LabDiskFs:
             torn_pages=pages,
             missing=missing,
         )
-        self._rebuild(tree, paths, stats)
+        rebuild(self.backing, self._parking, tree, paths, stats)
         self.model.reset()
         self._parked.clear()
         return report
 
-    def _tear(self, paths: dict[int, str], stats: dict[int, os.stat_result]) -> tuple[int, int]:
-        """Keep a random part of the last unsynced write, page by page."""
-        write = self.model.last_write
-        if write is None:
-            return 0, 0
-        pages = write_pages(write)
-        keep = {page: self.torn_rng.random() < 0.5 for page in pages}
-        path = paths.get(write.ino)
-        parts = torn_pages(write, keep)
-        if path is not None and stat.S_ISREG(stats[write.ino].st_mode) and parts:
-            with _opened(path) as fd:
-                for offset, data in parts:
-                    os.pwrite(fd, data, offset)
-        return len(parts), len(pages)
-
-    def _walk(self) -> tuple[LiveTree, dict[int, str], dict[int, os.stat_result]]:
-        root_st = os.lstat(self.backing)
-        live = LiveTree(self.root_ino, {}, {self.root_ino})
-        paths = {self.root_ino: self.backing}
-        stats = {self.root_ino: root_st}
-        stack = [(self.backing, self.root_ino)]
-        while stack:
-            directory, dir_ino = stack.pop()
-            names: dict[str, int] = {}
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if directory == self.backing and entry.name == PARKING:
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                    names[entry.name] = st.st_ino
-                    paths.setdefault(st.st_ino, entry.path)
-                    stats.setdefault(st.st_ino, st)
-                    if stat.S_ISDIR(st.st_mode):
-                        live.directories.add(st.st_ino)
-                        stack.append((entry.path, st.st_ino))
-            live.entries[dir_ino] = names
-        for ino, name in self._parked.items():
-            path = os.path.join(self._parking, name)
-            st = os.lstat(path)
-            live.parked.add(ino)
-            paths.setdefault(ino, path)
-            stats.setdefault(ino, st)
-            if stat.S_ISDIR(st.st_mode):
-                live.directories.add(ino)
-                live.entries[ino] = {}
-        return live, paths, stats
-
-    def _rebuild(
-        self, tree: DurableDir, paths: dict[int, str], stats: dict[int, os.stat_result]
-    ) -> None:
-        staging = os.path.join(self._parking, "cut")
-        os.makedirs(staging)
-        placed: dict[int, str] = {}
-
-        def build(node: DurableDir, into: str) -> None:
-            for name, child in node.entries.items():
-                target = os.path.join(into, name)
-                if isinstance(child, DurableDir):
-                    st = stats[child.ino]
-                    os.mkdir(target, stat.S_IMODE(st.st_mode))
-                    os.lchown(target, st.st_uid, st.st_gid)
-                    build(child, target)
-                    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-                elif child in placed:
-                    os.link(placed[child], target, follow_symlinks=False)
-                else:
-                    _move(paths[child], target)
-                    placed[child] = target
-
-        build(tree, staging)
-        with os.scandir(self.backing) as entries:
-            for entry in entries:
-                if entry.name == PARKING:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
-        for name in os.listdir(staging):
-            _move(os.path.join(staging, name), os.path.join(self.backing, name))
-        shutil.rmtree(self._parking)
-
-
-def _move(source: str, target: str) -> None:
-    """Every rename labdisk makes in the backing directory: the file system's own renames, which
-    the durability model (not an fsync) makes durable or not."""
-    os.rename(source, target)
-
 
 def _dirent(st: os.stat_result) -> dict[str, int]:
     return {"st_mode": st.st_mode, "st_ino": st.st_ino}
-
-
-@contextlib.contextmanager
-def _opened(path: str) -> Iterator[int]:
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 class _Fuse(mfusepy.FUSE):  # type: ignore[misc]

@@ -29,7 +29,7 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset(
     {
         # labdisk is a file system: its rename operation renames in the backing directory, and
         # what is durable there is its model's business (labdisk/durability.py), not an fsync's.
-        ("labdisk/fs_io.py", "os.rename(source, target)"),
+        ("labdisk/cut_io.py", "os.rename(source, target)"),
         ("labdisk/fs_io.py", "self.operations.rename(old_path, new_path, flags)"),
     }
 )
