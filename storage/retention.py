@@ -43,7 +43,8 @@ CRITICAL_BEFORE_MS = 1 * MS_PER_DAY
 """This close, `retention_imminent` (critical)."""
 TIME_UNKNOWN_GRACE_MS = 10 * 60 * 1000
 """After a boot, GPS or the back office usually give the time within minutes: files whose age
-cannot be judged raise `retention_time_unknown` only once the boot is older than this."""
+cannot be judged raise `retention_time_unknown` only once the boot is older than this (the
+default of `[storage] time_unknown_alarm_after_s`)."""
 
 _NEVER_PLANNED = frozenset({FileState.RECORDING, FileState.DELETED})
 
@@ -173,17 +174,19 @@ def _least_time_left_ms(record: FileRecord, now: TrustedNow, policy: RetentionPo
 RETENTION_ALARMS = ("retention_imminent", "retention_near", "retention_time_unknown")
 
 
-def retention_alarms(plan: RetentionPlan, policy: RetentionPolicy) -> dict[str, str | None]:
+def retention_alarms(
+    plan: RetentionPlan, policy: RetentionPolicy, grace_ms: int = TIME_UNKNOWN_GRACE_MS
+) -> dict[str, str | None]:
     """Each retention alarm's message, or None to clear it (messages for a person; no ids):
 
     - `retention_imminent` (critical): unattested files retention deletes within a day;
     - `retention_near` (warning): within 7 days (and not within a day);
     - `retention_time_unknown` (warning): unattested files kept because their age cannot be
-      judged, once this boot is older than TIME_UNKNOWN_GRACE_MS."""
+      judged, once this boot is older than `grace_ms`."""
     days = policy.retention_days
     imminent = [d for d in plan.due_soon if d.left_ms <= CRITICAL_BEFORE_MS]
     near = [d for d in plan.due_soon if d.left_ms > CRITICAL_BEFORE_MS]
-    unknown = plan.time_unknown if plan.now.reading.mono_ms >= TIME_UNKNOWN_GRACE_MS else ()
+    unknown = plan.time_unknown if plan.now.reading.mono_ms >= grace_ms else ()
     alarms: dict[str, str | None] = dict.fromkeys(RETENTION_ALARMS)
     if imminent:
         alarms["retention_imminent"] = (

@@ -37,6 +37,7 @@ from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 from storage.recovery import RecoveryReport, recover_card
 from storage.retention import (
+    TIME_UNKNOWN_GRACE_MS,
     Deletion,
     DeletionReason,
     RetentionPlan,
@@ -79,6 +80,7 @@ class StoreSettings:
         )
     )
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    time_unknown_alarm_after_s: float = TIME_UNKNOWN_GRACE_MS / 1000
 
 
 class EvidenceStore:
@@ -317,7 +319,9 @@ class EvidenceStore:
             deleted_at_ms = self.clock_ms()
             for deletion in plan.deletions:
                 self._delete_file(deletion, deleted_at_ms, now)
-            for code, message in retention_alarms(plan, self.settings.retention).items():
+            grace_ms = round(self.settings.time_unknown_alarm_after_s * 1000)
+            alarms = retention_alarms(plan, self.settings.retention, grace_ms)
+            for code, message in alarms.items():
                 if message is None:
                     self.alarms.clear(code)
                 else:
