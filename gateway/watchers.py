@@ -102,8 +102,9 @@ async def watch_trusted_time(
     gps: GpsTracker, trusted: TrustedClock, *, sample_s: float = GPS_TIME_SAMPLE_S
 ) -> None:
     """Each new GPS fix with a time becomes an anchor of trusted time (storage/trusted_time.py
-    judges it against the back office and the boot's earlier fixes); whatever changed trusted
-    time (a GPS fix here, the back office's Date in the uplink) is saved, off the loop."""
+    judges it against the back office and the boot's earlier fixes). A change worth writing at
+    once (a first anchor of GPS here or of the back office in the uplink, a conflict) is saved
+    within `sample_s`, off the loop; refreshes wait for the retention timer's save."""
     seen = gps.fix
     before = _clocks_ns()
     while True:
@@ -131,7 +132,7 @@ async def keep_retention(
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.to_thread(store.apply_retention)
-        if trusted.needs_save:
+        if trusted.dirty:
             await asyncio.to_thread(trusted.save)
         known = trusted.now().known
         due_s = loop.time() + every_s

@@ -98,6 +98,9 @@ class TrustedClock:
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="trusted-time")
         self.needs_save = False
+        """A change worth writing at once: a source's first anchor in this boot, a conflict
+        that begins or ends (the GPS watcher saves within seconds)."""
+        self._dirty = False
 
     @classmethod
     def open(
@@ -159,24 +162,27 @@ class TrustedClock:
             before = self._state
             self._state, verdict = observe(before, anchor)
             after = self._state
-        if after != before:
-            self.needs_save = True
-        if _anchor_of(before, anchor.source) is None and _anchor_of(after, anchor.source):
+            self._dirty = self._dirty or after != before
+        first = _anchor_of(before, anchor.source) is None and _anchor_of(after, anchor.source)
+        if first:
             # The first of its source in this boot (the back office's may also correct GPS).
             self._audit_later("time.anchored", **self._anchored_fields(anchor))
-        if after.conflict_ms is not None and after.conflict_ms != before.conflict_ms:
+        if after.conflict_ms is not None:
             message = _conflict_message(anchor.source, after.conflict_ms)
-            log.warning("trusted time: %s", message)
             if self._alarms is not None:
-                self._alarms.raise_(CONFLICT_ALARM, message)
-            self._audit_later(
-                "time.conflict",
-                source=anchor.source.value,
-                verdict=verdict.value,
-                apart_s=round(after.conflict_ms / 1000),
-            )
-        elif after.conflict_ms is None and self._alarms is not None:
+                self._alarms.raise_(CONFLICT_ALARM, message)  # its figure follows the latest
+            if before.conflict_ms is None:  # a new episode: once, not at every refused fix
+                log.warning("trusted time: %s", message)
+                self._audit_later(
+                    "time.conflict",
+                    source=anchor.source.value,
+                    verdict=verdict.value,
+                    apart_s=round(after.conflict_ms / 1000),
+                )
+        elif self._alarms is not None:
             self._alarms.clear(CONFLICT_ALARM)
+        if first or (before.conflict_ms is None) != (after.conflict_ms is None):
+            self.needs_save = True  # worth a write now; a mere refresh waits for the next pass
         return verdict
 
     def observe_gps(self, gps_time_ms: int, received_mono_ms: int) -> Verdict:
@@ -199,19 +205,23 @@ class TrustedClock:
         with self._lock:
             before = self._state
             self._state = advance_floor(before, now)
-            if self._state != before:
-                self.needs_save = True
+            self._dirty = self._dirty or self._state != before
+
+    @property
+    def dirty(self) -> bool:
+        """Anything changed since the last save (a GPS refresh, the floor): saved by the
+        retention timer at its pace, never at the pace of fixes (the card wears)."""
+        return self._dirty or self.needs_save
 
     # -- keeping it -------------------------------------------------------------------------------
 
     def save(self) -> None:
         """Write the state durably (blocks on fsync: call it off the event loop)."""
-        if self._path is None:
-            return
         with self._lock:
             text = state_to_json(self._state)
-            self.needs_save = False
-        atomic_write_text(self._path, text)
+            self.needs_save = self._dirty = False
+        if self._path is not None:  # kept nowhere (a test, a tool): nothing to write
+            atomic_write_text(self._path, text)
 
     def close(self) -> None:
         """Wait for the audit entries on their way; the object is not used afterwards."""

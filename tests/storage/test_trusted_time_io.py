@@ -165,3 +165,37 @@ def test_a_command_reads_trusted_time_and_never_writes_it(tmp_path: Path) -> Non
     command.passed(command.now())
     command.close()
     assert (tmp_path / STATE_FILE).read_bytes() == before
+
+
+def test_only_a_change_worth_it_asks_for_a_write_at_once(tmp_path: Path) -> None:
+    """A fix a second must not become a write a second (the card wears): a first anchor asks
+    for a write now, a refresh waits for the retention timer's save."""
+    mono = Mono()
+    clock = TrustedClock.open(tmp_path, boot_id="boot-a", mono_ms=mono)
+    clock.observe_gps(T0, mono.ms)
+    assert clock.needs_save
+    clock.save()
+    mono.ms += 1000
+    clock.observe_gps(T0 + 1000, mono.ms)
+    assert not clock.needs_save
+    assert clock.dirty
+    clock.save()
+    assert not clock.dirty
+
+
+def test_a_lasting_conflict_is_audited_once(tmp_path: Path) -> None:
+    """A receiver stuck 40 days ahead offers a fix every second: one conflict episode."""
+    mono = Mono()
+    audit = Audit()
+    alarms = Alarms(None, audit)
+    clock = TrustedClock.open(tmp_path, boot_id="boot-a", mono_ms=mono, alarms=alarms, audit=audit)
+    clock.observe_server_date(formatdate(T0 // 1000, usegmt=True), 0.05)
+    for second in range(1, 30):
+        mono.ms += 1000
+        verdict = clock.observe_gps(T0 + 40 * DAY_MS + second * 1000, mono.ms)
+        assert verdict is Verdict.REFUSED
+    clock.close()
+    alarms.close()
+    assert [e for e, _ in audit.entries if e == "time.conflict"] == ["time.conflict"]
+    assert [e for e, _ in audit.entries if e == "alarm.raised"] == ["alarm.raised"]
+    assert alarms[CONFLICT_ALARM].startswith("GPS time is ")
