@@ -354,7 +354,10 @@ async def stop_box(running: RunningBox) -> None:
     if isinstance(running.uplink, UplinkService):
         await running.uplink.stop()
         running.uplink.ledger.close()
-    await asyncio.to_thread(running.box.trusted.save)  # a restart in this boot keeps it
+    try:
+        await asyncio.to_thread(running.box.trusted.save)  # a restart in this boot keeps it
+    except OSError as exc:  # the card or disk failing must not stop the rest of the shutdown
+        log.error("trusted time not saved at stop: %s", exc)
     await asyncio.to_thread(running.box.audit.append, "gateway.stopped")
     await asyncio.to_thread(running.box.close)
 
