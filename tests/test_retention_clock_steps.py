@@ -30,15 +30,27 @@ DAY_MS = 86_400_000
 FAKETIME = shutil.which("faketime")  # Debian's faketime (the Makefile installs it)
 
 
-def faked(offset: str, *, after_s: int = 0) -> tuple[list[str], dict[str, str]]:
+def faked(offset: str) -> tuple[list[str], dict[str, str]]:
     """The command prefix and environment that run a process with its wall clock moved by
-    `offset` (e.g. "+40d"), from its start or `after_s` seconds into it; its monotonic clocks
-    stay true (DONT_FAKE_MONOTONIC), as a real clock step leaves them."""
+    `offset` (e.g. "-40d") from its start; its monotonic clocks stay true (DONT_FAKE_MONOTONIC),
+    as a real clock step leaves them."""
     assert FAKETIME is not None, "faketime is missing: apt-get install faketime (make test does)"
-    env = {**os.environ, "DONT_FAKE_MONOTONIC": "1"}
-    if after_s:
-        env["FAKETIME_START_AFTER_SECONDS"] = str(after_s)
-    return [FAKETIME, "-f", offset], env
+    return [FAKETIME, "-f", offset], {**os.environ, "DONT_FAKE_MONOTONIC": "1"}
+
+
+def stepped_by_file(step_file: Path) -> dict[str, str]:
+    """The environment of a process whose wall clock offset is read from `step_file` at every
+    reading ("+0" now; write "+40d" to step the running process), monotonic clocks true."""
+    libraries = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    assert libraries, "libfaketime is missing: apt-get install faketime (make test does)"
+    step_file.write_text("+0\n")
+    return {
+        **os.environ,
+        "LD_PRELOAD": str(libraries[0]),
+        "FAKETIME_TIMESTAMP_FILE": str(step_file),
+        "FAKETIME_NO_CACHE": "1",
+        "DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 @contextlib.contextmanager
@@ -142,9 +154,10 @@ def test_a_forward_step_in_the_middle_of_a_run_deletes_nothing_unattested(
         config, clip = make_box(tmp_path, gps_port)
         import_clip(config, clip, [], dict(os.environ))
         (made,) = records(config)
-        prefix, env = faked("+40d", after_s=4)
-        with running(config, prefix, env) as process:
+        step_file = tmp_path / "clock-step"
+        with running(config, env=stepped_by_file(step_file)) as process:
             wait_for(lambda: bool(events(config, "time.anchored")), "GPS to anchor trusted time")
+            step_file.write_text("+40d\n")  # the box's wall clock jumps 40 days, mid-run
             wait_for(
                 lambda: int(str(status(config)["at_ms"])) - true_ms() > 39 * DAY_MS,
                 "the box's wall clock to step 40 days forward",
