@@ -25,11 +25,12 @@ $(STAMP): $(PY) pyproject.toml
 # nftables for loss), Chromium (the officer page's browser tests, driven by Playwright with
 # executable_path; Playwright's own browser download is never used), systemd (systemd-analyze
 # checks the unit files; systemd does not run as PID 1 here), fuse3 (fusermount3 and libfuse 3
-# for labdisk, the emulated SD card: mfusepy loads libfuse through ctypes, so no -dev package).
-# Installed only when missing, so a prepared machine starts at once.
+# for labdisk, the emulated SD card: mfusepy loads libfuse through ctypes, so no -dev package),
+# faketime (steps a real `mvb run`'s wall clock while its monotonic clock stays true: the
+# retention clock tests). Installed only when missing, so a prepared machine starts at once.
 APT_PACKAGES := gpsd gpsd-clients ffmpeg python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 nftables \
-	chromium fonts-dejavu-core systemd fuse3
+	chromium fonts-dejavu-core systemd fuse3 faketime
 # npm peers: @tus/server with its file store (the box's tus interop peer). Needs Node >= 20.19.
 TUS_NODE := tests/peers/tus_node
 system-deps:
@@ -37,6 +38,7 @@ system-deps:
 	    ! command -v nft >/dev/null || ! command -v tc >/dev/null || \
 	    ! command -v chromium >/dev/null || ! command -v systemd-analyze >/dev/null || \
 	    ! command -v fusermount3 >/dev/null || \
+	    ! command -v faketime >/dev/null || \
 	    ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); \
 	      gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; \
 	      Gst.init(None); assert Gst.ElementFactory.find('x264enc')" 2>/dev/null; then \

@@ -46,6 +46,12 @@ class StorageSection:
     card_reserve_bytes: int = 64 * 1024 * 1024
     min_free_to_start_bytes: int = 256 * 1024 * 1024
     retention_days: int = 28
+    # How often retention runs on its own timer in `mvb run` (docs/retention.md), uplink or not;
+    # it also runs as soon as trusted time becomes known, and after every attested upload.
+    retention_check_s: float = 600.0
+    # Files whose age cannot be judged (the time is unknown) raise an alarm once the boot is
+    # this old: GPS or the back office usually tell the time within minutes of a boot.
+    time_unknown_alarm_after_s: float = 600.0
     # The card folder must be a mount point: without the card the box would otherwise record
     # onto its internal flash. Off for development machines and tests.
     require_mount: bool = False
@@ -259,6 +265,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("storage", "card_reserve_bytes"): (4 * 1024 * 1024, 1 << 40),
     ("storage", "min_free_to_start_bytes"): (0, 1 << 40),
     ("storage", "retention_days"): (1, 28),
+    ("storage", "retention_check_s"): (1, 86400),
+    ("storage", "time_unknown_alarm_after_s"): (0, 86400),
     ("box", "shutdown_grace_s"): (1, 120),
     ("recording", "prerecord_s"): (5, 120),
     ("recording", "postrecord_s"): (0, 120),

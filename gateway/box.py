@@ -18,6 +18,7 @@ from storage.recovery import RecoveryReport
 from storage.retention import RetentionPolicy
 from storage.space import SpacePolicy
 from storage.store import EvidenceStore, StoreSettings
+from storage.trusted_time_io import TrustedClock
 
 AUDIT_LOG_NAME = "audit.jsonl"
 
@@ -36,6 +37,11 @@ class Box:
         return self.store.alarms
 
     @property
+    def trusted(self) -> TrustedClock:
+        """Trusted time (docs/retention.md), owned by the store whose retention it decides."""
+        return self.store.trusted
+
+    @property
     def facts(self) -> dict[str, str]:
         """Recording facts from configuration (RULES R5); they go inside the encryption."""
         return {
@@ -45,6 +51,7 @@ class Box:
 
     def close(self) -> None:
         self.store.close()
+        self.trusted.close()
         self.alarms.close()
         self.audit.close()
 
@@ -60,6 +67,7 @@ def store_settings(config: LocalConfig) -> StoreSettings:
             reserve_bytes=s.card_reserve_bytes, min_free_to_start_bytes=s.min_free_to_start_bytes
         ),
         retention=RetentionPolicy(retention_days=s.retention_days),
+        time_unknown_alarm_after_s=s.time_unknown_alarm_after_s,
     )
 
 
@@ -73,5 +81,8 @@ def open_box(config: LocalConfig) -> Box:
     recipients = tuple(RecipientPublicKey.load(p) for p in config.recipient_key_paths)
     alarms = Alarms.load(config.state_dir, audit.append)
     settings = store_settings(config)
-    store, report = EvidenceStore.open(settings, recipients, device_key, audit, alarms=alarms)
+    trusted = TrustedClock.open(config.state_dir, alarms=alarms, audit=audit.append)
+    store, report = EvidenceStore.open(
+        settings, recipients, device_key, audit, alarms=alarms, trusted=trusted
+    )
     return Box(config, device_key, audit, store, report)

@@ -23,6 +23,7 @@ from gateway.pairing_client import officer_message, pair, pairing_files
 from gateway.run import run
 from protocol.pairing_code import CodeFormatError
 from storage.errors import RecordingRefused, StoreError
+from storage.trusted_time import describe
 
 DEFAULT_CONFIG = Path("/etc/mvb/box.toml")
 
@@ -159,10 +160,26 @@ def _recover(box: Box, _args: argparse.Namespace) -> int:
 
 
 def _retention(box: Box, _args: argparse.Namespace) -> int:
+    """One pass now, on the trusted time the running box saved (docs/retention.md); this
+    command never writes trusted time back."""
     deletions = box.store.apply_retention()
     for d in deletions:
         print(f"deleted {d.file_id}: {d.reason.value}")
     print(f"retention: {len(deletions)} file(s) deleted")
+    plan = box.store.last_retention
+    if plan is not None:
+        print(describe(plan.now))
+        if plan.time_unknown:
+            print(
+                f"kept: {len(plan.time_unknown)} file(s) not uploaded whose age cannot be "
+                "judged (the time was or is unknown)"
+            )
+        if plan.due_soon:
+            first_days = plan.due_soon[0].left_ms / 86_400_000
+            print(
+                f"due: {len(plan.due_soon)} file(s) not uploaded reach the limit within 7 "
+                f"days (the first in {first_days:.1f} days)"
+            )
     return 0
 
 

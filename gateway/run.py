@@ -8,7 +8,8 @@ Lifecycle (docs/deploy-box.md):
 - start: check the card (present, mounted if required, writable; foreign files alarmed), recover
   it (open_box), apply the last good configuration, start the subsystems, tell systemd READY;
 - run: every loop is a child of one supervisor (gateway/supervisor.py): GPS, each vehicle
-  input, the speed watcher, the uplink, fleet sync and the clock check are isolated (a failure
+  input, the speed watcher, the uplink, fleet sync, the clock check, trusted time and the
+  retention timer are isolated (a failure
   restarts that child with backoff); the recorder's event loop is the core (its failure stops
   the service, which systemd restarts). Cameras reconnect by themselves inside capture. The
   watchdog is pinged while the core runs;
@@ -56,7 +57,14 @@ from gateway.uplink_from_config import (
     back_office,
     uplink_service,
 )
-from gateway.watchers import SPEED_SOURCE, consume_events, watch_clock, watch_speed
+from gateway.watchers import (
+    SPEED_SOURCE,
+    consume_events,
+    keep_retention,
+    watch_clock,
+    watch_speed,
+    watch_trusted_time,
+)
 from gateway.web.local_channel import start_local_api
 from gateway.web.server import WebListener, start_web
 from gateway.web.status_source import StatusSource
@@ -248,6 +256,7 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
     office = await resolve_back_office(local, config)
     if isinstance(office, BackOffice):
         running.uplink = uplink_service(config, running.box.store, office)
+        running.uplink.on_server_date = running.box.trusted.observe_server_date
     else:
         running.uplink = office  # None (off) or why it does not run; recording goes on regardless
         if office is not None:
@@ -288,6 +297,12 @@ def children(running: RunningBox, config: LocalConfig) -> list[Child]:
         ),
         Child("gps", running.gpsd.run),
         Child("clock", lambda: watch_clock(running.gps, running.service, running.box.audit)),
+        Child("trusted-time", lambda: watch_trusted_time(running.gps, running.box.trusted)),
+        # Retention on its own timer: a box without a working uplink still obeys S4.
+        Child(
+            "retention",
+            lambda: keep_retention(running.box.store, config.storage.retention_check_s),
+        ),
     ]
     kids += [
         Child(f"input-{index}", line.run)
@@ -339,6 +354,10 @@ async def stop_box(running: RunningBox) -> None:
     if isinstance(running.uplink, UplinkService):
         await running.uplink.stop()
         running.uplink.ledger.close()
+    try:
+        await asyncio.to_thread(running.box.trusted.save)  # a restart in this boot keeps it
+    except OSError as exc:  # the card or disk failing must not stop the rest of the shutdown
+        log.error("trusted time not saved at stop: %s", exc)
     await asyncio.to_thread(running.box.audit.append, "gateway.stopped")
     await asyncio.to_thread(running.box.close)
 

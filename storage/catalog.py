@@ -20,9 +20,11 @@ of that process's POSIX locks on it, and another process may then take the WAL f
 delete it under the open connections (seen in the demo: a writer's records became invisible).
 
 What a rebuild cannot recover: attestations (`attested_sha256_hex`, hence VERIFIED), holds
-(`held`), UPLOADING and DELETED states exist only in the catalog. After a rebuild every file on the
+(`held`), the time facts retention judges by (`boot_id`, `created_mono_ms`, `trusted_created_*`),
+UPLOADING and DELETED states exist only in the catalog. After a rebuild every file on the
 card is SEALED and unheld; the box asks the back office again which files it holds and which are
-held. Until it has asked, retention only deletes what expired (RULES S4), which is still lawful.
+held. Until it has asked, retention only deletes what expired (RULES S4), which is still lawful;
+a file without time facts counts its age from when the box first sees it with trusted time known.
 
 The rebuild's reading of the card (sidecars, evidence headers) is storage/catalog_rebuild.py.
 """
@@ -134,6 +136,11 @@ def record_from_json(raw: object) -> FileRecord:
         held=_req(obj, "held", bool),
         deleted_at_ms=_opt(obj, "deleted_at_ms", int),
         upload_class=_upload_class(obj),
+        boot_id=_opt(obj, "boot_id", str),
+        created_mono_ms=_opt(obj, "created_mono_ms", int),
+        trusted_created_low_ms=_opt(obj, "trusted_created_low_ms", int),
+        trusted_created_high_ms=_opt(obj, "trusted_created_high_ms", int),
+        trusted_created_by=_opt(obj, "trusted_created_by", str),
     )
 
 
@@ -284,6 +291,23 @@ class Catalog:
             self._store(updated)
         return updated
 
+    def set_trusted_created(
+        self, file_id: str, low_ms: int | None, high_ms: int, by: str
+    ) -> FileRecord:
+        """Note a file's creation in trusted time (storage/trusted_time.py), learnt after it was
+        recorded; any state. A bound once noted is never replaced: retention judges by it."""
+        with self._cache.transact():
+            current = self._require(file_id)
+            if current.trusted_created_high_ms is not None:
+                return current
+            updated = current.with_changes(
+                trusted_created_low_ms=low_ms,
+                trusted_created_high_ms=high_ms,
+                trusted_created_by=by,
+            )
+            self._store(updated)
+        return updated
+
     def set_upload_class(self, file_id: str, upload_class: str) -> FileRecord:
         """Change a file's upload priority (an incident flagged after the fact); any state."""
         if upload_class not in UPLOAD_CLASSES:
@@ -354,8 +378,20 @@ class Catalog:
                     adopted.append(found)
                 elif current.state is FileState.RECORDING and found.state is FileState.SEALED:
                     # A file the catalog knew, sealed or recovered since: an update, not news.
-                    self._store(found.with_changes(held=current.held))
+                    # What only the catalog knows stays: the hold and the time facts.
+                    self._store(found.with_changes(held=current.held, **_time_facts(current)))
         return adopted
+
+
+def _time_facts(record: FileRecord) -> dict[str, object]:
+    """The time facts of a record (FileRecord's retention fields), which the card does not hold."""
+    return {
+        "boot_id": record.boot_id,
+        "created_mono_ms": record.created_mono_ms,
+        "trusted_created_low_ms": record.trusted_created_low_ms,
+        "trusted_created_high_ms": record.trusted_created_high_ms,
+        "trusted_created_by": record.trusted_created_by,
+    }
 
 
 def _check_transition(file_id: str, from_state: FileState, to_state: FileState) -> None:

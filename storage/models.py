@@ -48,6 +48,22 @@ class FileRecord:
     upload_class: str = "P1"
     """Upload priority (transport/scheduler.py): "P0" flagged incident, "P1" evidence, "P2" routine.
     Storage only carries it; the uplink decides what it means."""
+    # Time facts for retention (storage/trusted_time.py, docs/retention.md). `created_at_ms` is
+    # the wall clock's stamp and never decides a deletion; these do. None in records written
+    # before they existed, and after a catalog rebuild: such a file's age counts from when the
+    # box first saw it with trusted time known (the safe side).
+    boot_id: str | None = None
+    """The boot (kernel boot id) the file was created in."""
+    created_mono_ms: int | None = None
+    """That boot's monotonic clock (CLOCK_BOOTTIME, ms) when the file was created."""
+    trusted_created_low_ms: int | None = None
+    trusted_created_high_ms: int | None = None
+    """Trusted time of creation: at least low (None: unknown), at most high (None: not yet
+    known, so the file's age cannot be judged and retention keeps it, with an alarm)."""
+    trusted_created_by: str | None = None
+    """How the bound was learnt: "anchor" (trusted time was known at recording), "same_boot"
+    (an anchor of its boot came later), "seen" (the time was unknown at recording; the bound is
+    when the box first saw the file with trusted time known)."""
 
     @property
     def is_attested(self) -> bool:

@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -35,7 +36,15 @@ from storage.errors import RecordingRefused
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 from storage.recovery import RecoveryReport, recover_card
-from storage.retention import Deletion, RetentionPolicy, plan_retention
+from storage.retention import (
+    TIME_UNKNOWN_GRACE_MS,
+    Deletion,
+    DeletionReason,
+    RetentionPlan,
+    RetentionPolicy,
+    plan_retention,
+    retention_alarms,
+)
 from storage.space import (
     CardFullError,
     SpacePolicy,
@@ -43,7 +52,11 @@ from storage.space import (
     decide_admission,
     write_guard,
 )
+from storage.trusted_time import TrustedNow, TrustedState, resolve_created
+from storage.trusted_time_io import TrustedClock
 from storage.writer import DEFAULT_CHUNK_MAX_BYTES, DurablePoint, EvidenceFileWriter, SealedFile
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
 _RECORDING_ID_HEX = re.compile(r"[0-9a-f]{32}")
@@ -67,6 +80,7 @@ class StoreSettings:
         )
     )
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    time_unknown_alarm_after_s: float = TIME_UNKNOWN_GRACE_MS / 1000
 
 
 class EvidenceStore:
@@ -81,6 +95,7 @@ class EvidenceStore:
         catalog: Catalog,
         clock_ms: Clock,
         alarms: Alarms | None = None,
+        trusted: TrustedClock | None = None,
     ) -> None:
         self.settings = settings
         self.layout = CardLayout(settings.card_dir)
@@ -90,6 +105,10 @@ class EvidenceStore:
         self.catalog = catalog
         self.clock_ms = clock_ms
         self.alarms = Alarms() if alarms is None else alarms  # the box's one Alarms
+        # Retention's clock (docs/retention.md); `clock_ms` only stamps. Kept nowhere by default:
+        # without an anchor nothing unattested ever expires, which is the safe side.
+        self.trusted = TrustedClock.open(None) if trusted is None else trusted
+        self.last_retention: RetentionPlan | None = None
         # Upload class of each recording still being written (its future files inherit it).
         self._live_upload_classes: dict[str, str] = {}
         self.check_space = write_guard(self.layout.root, settings.space)
@@ -108,6 +127,7 @@ class EvidenceStore:
         audit: AuditLog,
         clock_ms: Clock = wall_clock_ms,
         alarms: Alarms | None = None,
+        trusted: TrustedClock | None = None,
     ) -> tuple[EvidenceStore, RecoveryReport]:
         """Recover the card, open (or rebuild) the catalog, and register recovered files."""
         layout = CardLayout(settings.card_dir)
@@ -116,7 +136,7 @@ class EvidenceStore:
         catalog = Catalog.open(layout)
         if catalog.rebuilt_reason is not None:
             audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
-        store = cls(settings, recipients, device_key, audit, catalog, clock_ms, alarms)
+        store = cls(settings, recipients, device_key, audit, catalog, clock_ms, alarms, trusted)
         for sidecar in report.recovered:
             store._register_sealed(sidecar)
         for discarded in report.discarded:
@@ -156,6 +176,8 @@ class EvidenceStore:
         return Recording(self, key, facts)
 
     def _register_recording_file(self, header: EvidenceHeader) -> None:
+        # Stamped after the header: a later stamp only makes the file look younger (safe side).
+        reading, created = self.trusted.stamp()
         record = FileRecord(
             file_id=header.file_id.hex(),
             recording_id=header.recording_id.hex(),
@@ -163,6 +185,11 @@ class EvidenceStore:
             created_at_ms=header.created_at_ms,
             state=FileState.RECORDING,
             upload_class=self._live_upload_classes.get(header.recording_id.hex(), "P1"),
+            boot_id=reading.boot_id,
+            created_mono_ms=reading.mono_ms,
+            trusted_created_low_ms=None if created is None else created.low_ms,
+            trusted_created_high_ms=None if created is None else created.high_ms,
+            trusted_created_by=None if created is None else created.by,
         )
         with self._lock, _catalog_full_is_card_full(self.layout.root, self.settings.space):
             self.catalog.put(record)
@@ -276,30 +303,71 @@ class EvidenceStore:
     # -- retention --------------------------------------------------------------------------
 
     def apply_retention(self) -> list[Deletion]:
-        """Delete what retention allows (attested, or expired and not held); audit each one.
+        """Delete what retention allows (attested, or expired in trusted time and not held);
+        audit each one; raise or clear the retention alarms. Returns what was deleted.
 
-        Passes run one after the other (a later pass plans from what the earlier one left), so
-        every file is deleted and audited once however many callers ask at the same time.
+        Files whose creation had no trusted bound get one first, if trusted time now allows
+        (noted in the catalog for good). Passes run one after the other (a later pass plans from
+        what the earlier one left), so every file is deleted and audited once however many
+        callers ask at the same time (the uplink after each attestation, the retention timer).
         """
         with self._retention_lock:
-            now_ms = self.clock_ms()
+            state, now = self.trusted.snapshot()
             with self._lock:
-                plan = plan_retention(self.catalog.all(), now_ms, self.settings.retention)
-            for deletion in plan:
-                self._delete_file(deletion, now_ms)
-        return plan
+                records = self._bound_creation_times(self.catalog.all(), state, now)
+            plan = plan_retention(records, now, self.settings.retention)
+            deleted_at_ms = self.clock_ms()
+            for deletion in plan.deletions:
+                self._delete_file(deletion, deleted_at_ms, now)
+            grace_ms = round(self.settings.time_unknown_alarm_after_s * 1000)
+            alarms = retention_alarms(plan, self.settings.retention, grace_ms)
+            for code, message in alarms.items():
+                if message is None:
+                    self.alarms.clear(code)
+                else:
+                    self.alarms.raise_(code, message)
+            self.trusted.passed(now)
+            self.last_retention = plan
+        return list(plan.deletions)
 
-    def _delete_file(self, deletion: Deletion, now_ms: int) -> None:
+    def _bound_creation_times(
+        self, records: list[FileRecord], state: TrustedState, now: TrustedNow
+    ) -> list[FileRecord]:
+        """The records, with a trusted creation bound for each that lacked one and can get one
+        now (stored in the catalog). Called under `_lock`."""
+        bounded = []
+        for record in records:
+            if record.trusted_created_high_ms is None and record.state is not FileState.DELETED:
+                created = resolve_created(record.boot_id, record.created_mono_ms, state, now)
+                if created is not None:
+                    record = self.catalog.set_trusted_created(
+                        record.file_id, created.low_ms, created.high_ms, created.by
+                    )
+            bounded.append(record)
+        return bounded
+
+    def _delete_file(self, deletion: Deletion, now_ms: int, now: TrustedNow) -> None:
         durable_unlink(self.layout.sealed_path(deletion.recording_id, deletion.file_id))
         durable_unlink(self.layout.sidecar_path(deletion.recording_id, deletion.file_id))
         # Audited before the catalog says DELETED: after a power cut between the two, the next
         # pass finds the file still due, finds it gone, and audits the deletion again. The other
         # order would leave a deletion that no audit entry ever records (S5).
+        expiry: dict[str, str | float] = {}
+        if deletion.reason is DeletionReason.EXPIRED and deletion.age_days is not None:
+            # An unuploaded recording is lost (S4): loudly, with what the decision rested on.
+            expiry = {"age_days": round(deletion.age_days, 2), "time_source": now.source}
+            log.warning(
+                "retention: unuploaded file %s deleted after %.1f days (trusted time from %s)",
+                deletion.file_id,
+                deletion.age_days,
+                now.source,
+            )
         self.audit.append(
             "storage.file_deleted",
             file_id=deletion.file_id,
             recording_id=deletion.recording_id,
             reason=deletion.reason.value,
+            **expiry,
         )
         with self._lock:
             self.catalog.transition(deletion.file_id, FileState.DELETED, deleted_at_ms=now_ms)

@@ -140,6 +140,9 @@ class UplinkService:
         self._loop_task: asyncio.Task[None] | None = None
         self.uploaded_files = 0
         self.uploaded_bytes = 0
+        # The back office's Date, as read over the pinned link, and the request's round trip:
+        # an authenticated clock for retention's trusted time (storage/trusted_time_io.py).
+        self.on_server_date: Callable[[str | None, float], None] = lambda _date, _rtt_s: None
 
     def _new_link(self, config: LinkConfig) -> _Link:
         budget = None
@@ -304,6 +307,7 @@ class UplinkService:
                 response = await transport.request(request, None)
             self._capabilities = ServerCapabilities.from_response(response)
             rtt_s = max(time.monotonic() - started_s, MIN_DURATION_S)
+            self.on_server_date(response.headers.get("date"), rtt_s)
             link.health.observe_success(self._clock_s(), rtt_s)
         except PinMismatch as exc:
             await self._block_link(link, exc)

@@ -237,6 +237,17 @@ def _card_full(aged: _Aged) -> list[str]:
     return [] if reason is None else [str(reason)]
 
 
+def _alarm(code: str) -> Rule:
+    """The rule of an alert that is an alarm of the box's own (common/alarms.py) by that code:
+    raised while the alarm is, its message as the detail."""
+
+    def rule(aged: _Aged) -> list[str]:
+        message = aged.document["alarms"].get(code)
+        return [] if message is None else [str(message)]
+
+    return rule
+
+
 def _camera_down(aged: _Aged) -> list[str]:
     down = []
     for name, camera in sorted(aged.document["cameras"].items()):
@@ -302,12 +313,17 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("pin_mismatch", "critical", _pin_mismatch),
     ("card_full", "critical", _card_full),
     ("camera_down", "critical", _camera_down),
+    # Retention (docs/retention.md): unuploaded files the 28-day rule deletes within a day.
+    ("retention_imminent", "critical", _alarm("retention_imminent")),
     ("gps_stale", "warning", _gps_stale),
     ("report_missing", "warning", _report_missing),
     ("report_not_sent", "warning", _report_not_sent),
     ("not_paired", "warning", _not_paired),
     ("upload_behind", "warning", _upload_behind),
     ("recording_long", "warning", _recording_long),
+    ("retention_near", "warning", _alarm("retention_near")),  # ... within 7 days
+    ("retention_time_unknown", "warning", _alarm("retention_time_unknown")),  # kept: no time
+    ("time_conflict", "warning", _alarm("time_conflict")),  # GPS and the back office disagree
 )
 """(code, severity, rule) in the order of the table: critical ones first."""
 

@@ -601,3 +601,55 @@ def test_healthy_catalog_keeps_what_it_knows_and_adopts_orphans(layout: CardLayo
 
     with Catalog.open(layout) as cat:  # reconciled once, trusted afterwards
         assert cat.rebuilt_reason is None
+
+
+# --- the time facts retention judges by ----------------------------------------------------------
+
+
+def timed(file_id: str = "f1", state: FileState = S.SEALED) -> FileRecord:
+    return record(file_id, state).with_changes(boot_id="boot-a", created_mono_ms=61_000)
+
+
+def test_a_record_written_before_time_facts_existed_still_reads(layout: CardLayout) -> None:
+    """Backward compatibility: a catalog of an older box has no time facts; they read as None
+    (and retention counts such a file's age from when it first sees it with trusted time)."""
+    with Catalog.open(layout) as cat:
+        cat.put(record("old"))
+    db = sqlite3.connect(layout.catalog_dir / "cache.db")
+    try:
+        (value,) = db.execute("SELECT value FROM Cache WHERE key = 'old'").fetchone()
+        obj = json.loads(value)
+        for name in ("boot_id", "created_mono_ms", "trusted_created_high_ms"):
+            del obj[name]
+        db.execute("UPDATE Cache SET value = ? WHERE key = 'old'", (json.dumps(obj),))
+        db.commit()
+    finally:
+        db.close()
+    with Catalog.open(layout) as cat:
+        old = must_get(cat, "old")
+        assert (old.boot_id, old.created_mono_ms, old.trusted_created_high_ms) == (None,) * 3
+        assert old == record("old")
+
+
+def test_a_creation_bound_is_noted_once_and_kept(catalog: Catalog) -> None:
+    catalog.put(timed())
+    noted = catalog.set_trusted_created("f1", None, T0 + 5, "seen")
+    assert (noted.trusted_created_high_ms, noted.trusted_created_by) == (T0 + 5, "seen")
+    again = catalog.set_trusted_created("f1", T0, T0 + 1, "same_boot")
+    assert again == noted  # a bound retention judged by is never moved
+    assert reopen(catalog).get("f1") == noted
+
+
+def test_recovery_sealing_a_file_keeps_its_time_facts(layout: CardLayout) -> None:
+    with Catalog.open(layout) as cat:
+        cat.put(timed("sealing", S.RECORDING))
+        cat.set_trusted_created("sealing", T0 - 1, T0 + 2001, "anchor")
+    sealed_with_sidecar(layout, sidecar_for("r1", "sealing"))  # recovery sealed it meanwhile
+    with Catalog.open(layout) as cat:
+        sealing = must_get(cat, "sealing")
+        assert sealing.state is S.SEALED
+        assert (sealing.boot_id, sealing.created_mono_ms) == ("boot-a", 61_000)
+        assert (sealing.trusted_created_high_ms, sealing.trusted_created_by) == (
+            T0 + 2001,
+            "anchor",
+        )

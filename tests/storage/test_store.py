@@ -18,18 +18,39 @@ from storage.reader import read_evidence
 from storage.retention import MS_PER_DAY, RetentionPolicy
 from storage.space import CardFullError, SpacePolicy
 from storage.store import EvidenceStore, StoreSettings
+from storage.trusted_time import TrustedState
+from storage.trusted_time_io import TrustedClock
 from tests.evidence_helpers import open_evidence_fds
 
 DAY_MS = MS_PER_DAY
 START_MS = 1_790_000_000_000
+BOOT = "boot-test"
 
 
 class Clock:
+    """The test's wall clock (`now_ms`: stamps) and this boot's monotonic clock (`mono_ms`:
+    trusted time). `advance` moves both, as real time does; a wall-clock step moves `now_ms`
+    alone."""
+
     def __init__(self) -> None:
         self.now_ms = START_MS
+        self.mono_ms = 3_600_000  # an hour after boot
 
     def __call__(self) -> int:
         return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+        self.mono_ms += ms
+
+    def trusted(self) -> TrustedClock:
+        """Trusted time on this clock, anchored by a GPS fix telling the truth now."""
+        clock = TrustedClock(TrustedState(BOOT), mono_ms=lambda: self.mono_ms)
+        self.gps_fix(clock)
+        return clock
+
+    def gps_fix(self, trusted: TrustedClock) -> None:
+        trusted.observe_gps(self.now_ms, self.mono_ms)
 
 
 @pytest.fixture
@@ -49,7 +70,9 @@ def store(tmp_path: Path, recipient: RecipientPrivateKey, clock: Clock) -> Evide
         space=SpacePolicy(reserve_bytes=0, min_free_to_start_bytes=1),
         retention=RetentionPolicy(retention_days=14),
     )
-    opened, _ = EvidenceStore.open(settings, (recipient.public(),), device, audit, clock)
+    opened, _ = EvidenceStore.open(
+        settings, (recipient.public(),), device, audit, clock, trusted=clock.trusted()
+    )
     return opened
 
 
@@ -107,7 +130,8 @@ def test_every_step_is_in_a_verifying_audit_log(
     tmp_path: Path, store: EvidenceStore, clock: Clock
 ) -> None:
     record(store, os.urandom(5000))
-    clock.now_ms += 15 * DAY_MS
+    clock.advance(15 * DAY_MS)
+    clock.gps_fix(store.trusted)
     store.apply_retention()
     log = (tmp_path / "state" / "audit.jsonl").read_bytes()
     events = [line.split(b'"event":"')[1].split(b'"')[0].decode() for line in log.splitlines()]
@@ -138,9 +162,12 @@ def test_retention_deletes_attested_now_and_unattested_only_when_expired(
     assert not store.layout.recording_dir(attested).exists()
     assert store.catalog.get(files[attested].file_id).state is FileState.DELETED  # type: ignore[union-attr]
 
-    clock.now_ms += 14 * DAY_MS
-    assert store.apply_retention() == []  # exactly 14 days: kept
-    clock.now_ms += 1
+    clock.advance(14 * DAY_MS)
+    clock.gps_fix(store.trusted)
+    assert store.apply_retention() == []  # 14 days: kept
+    # Past it by more than the doubt of trusted time: two GPS fixes' latency bound (2 s each).
+    clock.advance(4_100)
+    clock.gps_fix(store.trusted)
     assert [d.recording_id for d in store.apply_retention()] == [young]
     assert store.layout.recording_dir(held).exists()
 

@@ -13,6 +13,10 @@ const TEXTS = Object.freeze({
   not_paired: key("alert.not_paired"),
   upload_behind: key("alert.upload_behind"),
   recording_long: key("alert.recording_long"),
+  retention_imminent: key("alert.retention_imminent"),
+  retention_near: key("alert.retention_near"),
+  retention_time_unknown: key("alert.retention_time_unknown"),
+  time_conflict: key("alert.time_conflict"),
 });
 
 /** Which overview tiles an alert concerns, so those tiles show the alert's tone too. */
@@ -24,6 +28,10 @@ export const ALERT_TILES = Object.freeze({
   report_not_sent: ["tile-box"],
   not_paired: ["tile-uplink", "tile-box"],
   upload_behind: ["tile-card", "tile-uplink"],
+  retention_imminent: ["tile-card", "tile-uplink"],
+  retention_near: ["tile-card", "tile-uplink"],
+  retention_time_unknown: ["tile-card", "tile-gps"],
+  time_conflict: ["tile-gps"],
 });
 
 /** The officer's sentence for one alert; `missingReports` is the status document's count. */

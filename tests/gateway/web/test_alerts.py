@@ -83,6 +83,22 @@ CASES: list[tuple[str, str, Callable[[Document], None]]] = [
     ("not_paired", "warning", set_path("uplink", {"state": "not paired", "reason": "-"})),
     ("upload_behind", "warning", set_path("storage.oldest_waiting_age_s", 15 * 86_400.0)),
     ("recording_long", "warning", recording_for(1800.0)),
+    (
+        "retention_imminent",
+        "critical",
+        set_path("alarms.retention_imminent", "1 file(s) not uploaded reach the limit"),
+    ),
+    (
+        "retention_near",
+        "warning",
+        set_path("alarms.retention_near", "2 file(s) not uploaded reach the limit"),
+    ),
+    (
+        "retention_time_unknown",
+        "warning",
+        set_path("alarms.retention_time_unknown", "1 file(s) not uploaded are kept"),
+    ),
+    ("time_conflict", "warning", set_path("alarms.time_conflict", "GPS time is 40 s away")),
 ]
 
 
