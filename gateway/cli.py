@@ -16,6 +16,7 @@ from typing import Any
 
 from config.local import ConfigError, LocalConfig, load_config
 from gateway.box import Box, open_box
+from gateway.hold_cli import add_hold_parser, hold_command
 from gateway.importer import ClipError, import_clip
 from gateway.logfmt import configure_logging
 from gateway.pairing import BoxIdInvalid, PairingFailed
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     pairing.add_argument(
         "--re-pair", action="store_true", help="replace this box's pairing (needs a re-pair code)"
     )
+    add_hold_parser(sub)  # `mvb hold` (gateway/hold_cli.py)
     push = sub.add_parser("config", help="signed fleet configuration on the running box")
     push.add_argument("action", choices=["push"])
     push.add_argument("bundle", type=Path, help="a bundle from `mvb-admin config bundle`")
@@ -375,6 +377,10 @@ def _pair(config: LocalConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _hold(config: LocalConfig, args: argparse.Namespace) -> int:
+    return hold_command(config, args, _api_call)
+
+
 def _refusal(document: dict[str, Any], code: int) -> str:
     return str(document.get("message") or document.get("error") or f"HTTP {code}")
 
@@ -437,6 +443,7 @@ _SERVICE_COMMANDS = {
     "report": _report,
     "pair": _pair,
     "config": _config_push,
+    "hold": _hold,
 }
 
 _COMMANDS = {

@@ -36,6 +36,7 @@ from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
 from gateway.gps import GpsdClient, GpsTracker
+from gateway.hold_desk import HoldDesk
 from gateway.inputs import CrashRule, InputRule
 from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
 from gateway.officer.desks import OfficerDesks
@@ -104,6 +105,7 @@ class RunningBox:
     gpsd: GpsdClient
     events: asyncio.Queue[Event]
     officer: OfficerDesks
+    holds: HoldDesk
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # audit appends in flight
     port: BoxAdapter | None = None  # made once the uplink and fleet sync exist
     status: StatusSource | None = None  # one build of the status document for both channels
@@ -182,7 +184,8 @@ async def start_box(local: LocalConfig) -> RunningBox:
     gpsd = GpsdClient(gps, config.gps.host, config.gps.port)
     officer = await asyncio.to_thread(OfficerDesks, config.state_dir, box.store, box.audit)
     service.observers.append(officer)
-    running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE), officer)
+    holds = HoldDesk(box.store, box.audit)
+    running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE), officer, holds)
     try:
         await _start_parts(running, local, config)
     except BaseException:
@@ -266,6 +269,7 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
         running.officer,
         uplink=running.uplink,
         fleet=running.fleet,
+        holds=running.holds,
     )
     running.port = port
     running.status = StatusSource(port, lambda document: _add_web_status(running, document))

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from config.local import load_config
 from gateway.caller import Refused
+from gateway.hold_desk import parse_hold_body
 from gateway.officer.reports import parse_report
 from gateway.web.app import api_application
 from gateway.web.session_routes import add_session_routes
@@ -159,6 +160,23 @@ async def test_answers_of_a_running_box_fit_the_spec(box: LocalBox) -> None:
         assert_fits(
             response_validator("/api/reports/{recording_id}", "put", 200), await filed.json()
         )
+        holds = f"/api/holds/{recording_id}"
+        held = await client.put(holds, json={"reason": "police demand 17"})
+        assert_fits(response_validator("/api/holds/{recording_id}", "put", 200), await held.json())
+        assert_fits(
+            response_validator("/api/holds", "get", 200),
+            await (await client.get("/api/holds")).json(),
+        )
+        reports = await (await client.get("/api/reports")).json()
+        assert_fits(response_validator("/api/reports", "get", 200), reports)
+        assert_fits(status_schema, await (await client.get("/api/status")).json())
+        released = await client.delete(holds)
+        assert_fits(
+            response_validator("/api/holds/{recording_id}", "delete", 200), await released.json()
+        )
+        not_held = await client.delete(holds)
+        assert not_held.status == 409
+        assert_fits(validator("Error"), await not_held.json())
         missing = await client.post("/api/shift/end", json={})
         assert missing.status == 409
         assert_fits(validator("Error"), await missing.json())
@@ -211,3 +229,28 @@ def test_the_report_schema_and_the_handler_agree(body: dict[str, Any]) -> None:
     except Refused:
         accepted = False
     assert validator("Report").is_valid(body) is accepted
+
+
+HOLD_BODIES: list[dict[str, Any]] = [
+    {"reason": "x"},
+    {"reason": ""},
+    {"reason": " \t\n"},
+    {"reason": "line\nline\ttab"},
+    {"reason": "nul\x00"},
+    {"reason": "\x1c x"},
+    {"reason": "x" * 1000},
+    {"reason": "x" * 1001},
+    {"reason": 7},
+    {"reason": "x", "other": 1},
+    {},
+]
+
+
+@pytest.mark.parametrize("body", HOLD_BODIES)
+def test_the_hold_schema_and_the_handler_agree(body: dict[str, Any]) -> None:
+    try:
+        parse_hold_body(body)
+        accepted = True
+    except Refused:
+        accepted = False
+    assert validator("HoldRequest").is_valid(body) is accepted
