@@ -157,6 +157,32 @@ class HoldBook:
         return cls(_frozen(local), _frozen(fleet))
 
 
+def holds_from_tables(values: object) -> dict[str, str]:
+    """A fleet document's `[[holds]]` (a list of tables, as tomllib reads them) as recording
+    id -> ground. Each table holds exactly `recording_id` (32 lower-case hex) and `ground` (one
+    of HOLD_GROUNDS); at most MAX_HOLDS, none twice. ValueError names the entry at fault. The
+    rule of the box (config/fleet_schema.py) and of the admin's tool (backoffice/fleet_holds.py).
+    """
+    if not isinstance(values, list):
+        raise ValueError("holds must be an array of tables ([[holds]])")
+    if len(values) > MAX_HOLDS:
+        raise ValueError(f"at most {MAX_HOLDS} [[holds]]")
+    holds: dict[str, str] = {}
+    for index, table in enumerate(values):
+        where = f"holds[{index}]"
+        if not isinstance(table, dict) or set(table) != {"recording_id", "ground"}:
+            raise ValueError(f"{where} must have exactly recording_id and ground")
+        recording_id, ground = table["recording_id"], table["ground"]
+        if not isinstance(recording_id, str) or RECORDING_ID.fullmatch(recording_id) is None:
+            raise ValueError(f"{where}.recording_id must be 32 lower-case hex digits")
+        if not isinstance(ground, str) or ground not in HOLD_GROUNDS:
+            raise ValueError(f"{where}.ground must be one of {', '.join(HOLD_GROUNDS)}")
+        if recording_id in holds:
+            raise ValueError(f"{where}: recording {recording_id} is held twice")
+        holds[recording_id] = ground
+    return holds
+
+
 def _fleet_hold(recording_id: str, ground: str, config_serial: int) -> FleetHold:
     _check_id(recording_id)
     if ground not in HOLD_GROUNDS:
