@@ -203,7 +203,13 @@ class BoxAdapter:
         outcome = await fleet.push(bundle)
         if isinstance(outcome, str):
             return BundleResult(applied=False, reason=outcome)
-        return BundleResult(outcome.applied, outcome.reason, outcome.config_serial, outcome.sha256)
+        return BundleResult(
+            outcome.applied,
+            outcome.reason,
+            outcome.config_serial,
+            outcome.sha256,
+            deferred=outcome.transient,
+        )
 
     # -- the audit log and the alarms -------------------------------------------------------------
 

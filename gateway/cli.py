@@ -216,6 +216,12 @@ def _config_push(config: LocalConfig, args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mvb config push: the box is not running ({exc})", file=sys.stderr)
         return 1
+    if document.get("deferred"):
+        print(
+            f"configuration serial {document['config_serial']} is kept, not applied yet "
+            f"({document['reason']}); the box applies it by itself once that is fixed"
+        )
+        return 0
     if not document.get("applied"):
         reason = document.get("reason") or document.get("error")
         print(f"mvb config push: {reason}", file=sys.stderr)

@@ -34,12 +34,14 @@ AuditValue = str | int | float | bool | None
 class BundleResult:
     """A pushed configuration bundle: applied or not and why. `config_serial` and `sha256` are
     None when the bundle was refused before it could be read as a document (bad signature,
-    not this box's, already applied)."""
+    not this box's, already applied). `deferred`: verified but not judged yet because of the
+    box's state (a camera down); the box keeps it and applies it by itself once that is gone."""
 
     applied: bool
     reason: str | None
     config_serial: int | None = None
     sha256: str | None = None
+    deferred: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,7 +217,9 @@ def build_fleet_sync(
 ) -> FleetSync | None:
     """Signed fleet configuration for a paired box: polled over the uplink when it runs
     (`office`), and pushed as a bundle (local API) always. A configuration is judged by the
-    back office's reachability only when there is an uplink to reach it with."""
+    back office's reachability only when there is an uplink to reach it with, and only while
+    it was reachable before (gateway/fleet_target.py): a box with every link down still takes
+    a pushed bundle."""
     if not is_paired(local.state_dir):
         return None
     checks = [cameras_delivering(running.service)]
@@ -229,6 +231,7 @@ def build_fleet_sync(
         ConfigSlots(local.state_dir),
         checks,
         audit=running.box.audit.append,
+        holds=running.holds,
     )
     applier.effective = effective
     return FleetSync(
