@@ -274,7 +274,13 @@ def _summary_storage(document: dict[str, Any]) -> str:
         f"{_mib(storage.get('card_total_bytes'))}; {storage.get('files_on_card')} file(s) on "
         f"the card, {storage.get('waiting_files')} waiting to upload "
         f"({_mib(storage.get('waiting_bytes'))}){oldest}; retention {retention_days} days"
+        f"{_held(storage)}"
     )
+
+
+def _held(storage: dict[str, Any]) -> str:
+    held = storage.get("held_recordings") or 0
+    return f"; {held} recording(s) held (mvb hold --list)" if held else ""
 
 
 def _summary_uplink(document: dict[str, Any]) -> str:

@@ -59,6 +59,11 @@ class FakeBox:
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     paired: bool = False
     bundles: list[bytes] = field(default_factory=list)
+    bundle_result: BundleResult = field(
+        default_factory=lambda: BundleResult(
+            applied=False, reason="refused: BadBundle: not a bundle"
+        )
+    )
     alarms: dict[str, str] = field(default_factory=dict)
     holds: dict[str, str] = field(default_factory=dict)  # recording id -> the reason given
     audit_entries: list[tuple[str, dict[str, AuditValue]]] = field(default_factory=list)
@@ -226,7 +231,7 @@ class FakeBox:
             message = "the box is not paired with the back office"
             raise Refused(RefusalKind.CONFLICT, "not_paired", message)
         self.bundles.append(bundle)
-        return BundleResult(applied=False, reason="refused: BadBundle: not a bundle")
+        return self.bundle_result
 
     # -- the audit log and the alarms -------------------------------------------------------------
 

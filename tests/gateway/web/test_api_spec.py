@@ -20,11 +20,12 @@ from config.local import load_config
 from gateway.caller import Refused
 from gateway.hold_desk import parse_hold_body
 from gateway.officer.reports import parse_report
+from gateway.port import BundleResult
 from gateway.web.app import api_application
 from gateway.web.session_routes import add_session_routes
 from gateway.web.status_source import StatusSource
 from tests.gateway.web.conftest import WebRig, login
-from tests.gateway.web.fake_box import FakeBox
+from tests.gateway.web.fake_box import FakeBox, fake_local
 from tests.gateway.web.feature_rig import LocalBox, feature_box_config, record_once, running_box
 
 REPO = Path(__file__).resolve().parents[3]
@@ -192,6 +193,31 @@ async def test_the_web_channel_answers_fit_the_spec(web_rig: WebRig) -> None:
         document = await (await client.get("/api/status")).json()
         assert document["web"]["state"] == "listening"
         assert_fits(validator("StatusDocument"), document)
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (BundleResult(True, None, 4, "ab" * 32), 200),
+        (
+            BundleResult(False, "deferred: camera(s) not delivering: dashcam", 4, "ab" * 32, True),
+            202,
+        ),
+        (BundleResult(False, "rolled back: camera(s) not delivering: dashcam", 4, "ab" * 32), 422),
+        (BundleResult(False, "refused: WrongBox: no document for box MVB-1"), 422),
+    ],
+)
+async def test_each_bundle_outcome_has_its_status_and_fits_the_spec(
+    tmp_path: Path, result: BundleResult, status: int
+) -> None:
+    async with fake_local(load_config(feature_box_config(tmp_path))) as local:
+        local.box.paired = True
+        local.box.bundle_result = result
+        async with local.client() as client, client.post("/api/config/bundle", data=b"x") as answer:
+            assert answer.status == status
+            body = await answer.json()
+    assert_fits(response_validator("/api/config/bundle", "post", status), body)
+    assert body.get("deferred", False) is result.deferred
 
 
 REPORT_BODIES: list[dict[str, Any]] = [

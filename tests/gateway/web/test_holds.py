@@ -71,6 +71,8 @@ async def test_mvb_hold_keeps_a_recording_from_retention_and_shows_only_that_it_
         assert flags == {held_id: True, free_id: False}
         status = await (await client.get("/api/status")).json()
         assert status["storage"]["held_recordings"] == 1
+        text = await run_command(str(MVB), "--config", str(box.config_path), "status", "--text")
+        assert "; 1 recording(s) held (mvb hold --list)" in text.stdout
         listing = await run_command(*mvb(box, "--list"))
         assert listing.stdout.splitlines() == [
             f"{held_id}  held by local, 2 file(s) on the card",
