@@ -245,8 +245,9 @@ class FleetSync:
             if self._last_deferral_report != (serial, reason):  # once, not at every retry
                 self._last_deferral_report = (serial, reason)
                 await self._queue_report(document, "deferred", reason)
-            if self._pending is None or self._pending.config_serial <= serial:
-                await self._keep_pending(document)
+            pending = self._pending
+            if pending is None or pending.config_serial < serial:  # a serial is never reused
+                await self._keep_pending(document)  # so not rewritten at every round
             return
         else:
             self._refused_serials.add(serial)
@@ -342,6 +343,14 @@ class FleetSync:
     def _save_state(self, state: AppliedState) -> None:
         """tmp, fsync, rename, fsync dir: the highest serial survives a power cut."""
         atomic_write_text(self.state_path, state.to_json(), mode=0o600)
+
+
+def forget_fleet_state(state_dir: Path) -> None:
+    """A re-pair (a new trust root, docs/fleet-config.md 5.1 and 8): the applied serial, a
+    deferred document verified under the old root and the reports meant for the old back
+    office go with the old pairing."""
+    for name in (STATE_FILE, PENDING_FILE, OUTBOX_FILE):
+        durable_unlink(state_dir / name)
 
 
 def _load(path: Path, parse: Callable[[str], _T], empty: _T) -> _T:
