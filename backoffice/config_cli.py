@@ -1,18 +1,23 @@
 """`mvb-admin config ...`: the fleet admin's steps on the signed configuration repository.
 
 init (offline: all keys made, root signed), sign (the admin's targets key signs a document for
-boxes or groups with the next config_serial), publish (the back office's online keys sign a new
-snapshot and timestamp), bundle (metadata + documents in one file for a box without a link).
-See docs/fleet-config.md for where each key lives.
+boxes or groups with the next config_serial), hold / release (the document signed at a path,
+with one `[[holds]]` table more or less, signed again for the same boxes and groups:
+backoffice/fleet_holds.py), publish (the back office's online keys sign a new snapshot and
+timestamp), bundle (metadata + documents in one file for a box without a link).
+See docs/fleet-config.md for where each key lives (11 for holds).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backoffice.fleet_holds import HoldEditError, with_hold, without_hold
 from backoffice.fleet_repo import FleetRepository, init_repository, load_signer
+from storage.holds import HOLD_GROUNDS
 
 
 def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +34,16 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sign.add_argument("--file", type=Path, required=True, help="the document")
     sign.add_argument("--box", action="append", default=[], help="a box it applies to")
     sign.add_argument("--group", action="append", default=[], help="a group it applies to")
+    for name, what in (("hold", "hold a recording"), ("release", "release a recording's hold")):
+        edit = config.add_parser(
+            name, help=f"{what} in the document signed at --path (signed again, next serial)"
+        )
+        edit.add_argument("--repo", type=Path, required=True)
+        edit.add_argument("--targets-key", type=Path, required=True)
+        edit.add_argument("--path", required=True, help="the document the box runs (its report)")
+        edit.add_argument("--recording", required=True, help="the recording id (32 hex)")
+        if name == "hold":
+            edit.add_argument("--ground", required=True, choices=HOLD_GROUNDS)
     publish = config.add_parser("publish", help="new snapshot and timestamp (online keys)")
     publish.add_argument("--repo", type=Path, required=True)
     publish.add_argument("--snapshot-key", type=Path, required=True)
@@ -61,6 +76,8 @@ def run_config(args: argparse.Namespace) -> int:
         )
         print(f"signed {args.path} as config_serial {serial}; run `publish` to release it")
         return 0
+    if command in ("hold", "release"):
+        return _edit_hold(repo, args, now)
     if command == "publish":
         version = repo.publish(
             load_signer(args.snapshot_key), load_signer(args.timestamp_key), now=now
@@ -69,4 +86,40 @@ def run_config(args: argparse.Namespace) -> int:
         return 0
     args.out.write_bytes(repo.export_bundle(args.paths))
     print(f"wrote {args.out} with {len(args.paths)} document(s)")
+    return 0
+
+
+def _edit_hold(repo: FleetRepository, args: argparse.Namespace, now: datetime) -> int:
+    """The document at --path with one hold more (hold) or less (release), signed for the same
+    boxes and groups with the next serial. Exit 1, nothing signed, when it cannot be done."""
+    current = repo.signed_document(args.path)
+    if current is None:
+        message = f"no document is signed at {args.path}: sign one first"
+        print(f"mvb-admin config {args.config_command}: {message}", file=sys.stderr)
+        return 1
+    document, custom = current
+    try:
+        text = document.decode("utf-8")
+        if args.config_command == "hold":
+            edited = with_hold(text, args.recording, args.ground)
+        else:
+            edited = without_hold(text, args.recording)
+    except (UnicodeDecodeError, HoldEditError, ValueError) as exc:
+        print(f"mvb-admin config {args.config_command}: {exc}", file=sys.stderr)
+        return 1
+    serial = repo.next_config_serial()
+    repo.add_config(
+        args.path,
+        edited.encode(),
+        boxes=custom.boxes,
+        groups=custom.groups,
+        config_serial=serial,
+        targets_signer=load_signer(args.targets_key),
+        now=now,
+    )
+    done = "holds" if args.config_command == "hold" else "no longer holds"
+    print(
+        f"signed {args.path} as config_serial {serial}: it {done} recording {args.recording}; "
+        "run `publish` to release it"
+    )
     return 0

@@ -77,6 +77,7 @@ from config.fleet_targets import (
     METADATA_PREFIX,
     TARGETS_PREFIX,
     FleetCustom,
+    parse_custom,
 )
 
 ROOT_KEY_COUNT = 3
@@ -234,6 +235,15 @@ class FleetRepository:
     def trust_root_bytes(self) -> bytes:
         """The newest root, as handed to a box at pairing (its trust anchor)."""
         return self._newest_bytes(Root.type)
+
+    def signed_document(self, target_path: str) -> tuple[bytes, FleetCustom] | None:
+        """The document the newest targets sign at `target_path` (published or not) with its
+        custom fields, or None when there is none."""
+        target = self.targets().signed.targets.get(target_path)
+        if target is None:
+            return None
+        document = (self.targets_dir / stored_target_name(target)).read_bytes()
+        return document, parse_custom(target_path, target.custom)
 
     def next_config_serial(self) -> int:
         """The smallest serial `add_config` accepts now."""

@@ -1,10 +1,14 @@
-"""What each box says it applied: `POST /fleet/report` on the mutual-TLS listener.
+"""What each box says became of a fleet document: `POST /fleet/report` on the mutual-TLS
+listener.
 
-The report (JSON) names the serial, the document's SHA-256 and path, and the box's clock, and is
-signed with the box's device key (Ed25519, the key that signs its audit log), so the fleet admin
-keeps a statement the box cannot later deny, next to the channel's own authentication (the
-client certificate names the box). The back office appends each accepted report to a JSONL file
-(fsync per line) and answers 204; `latest()` gives the newest per box.
+The report (JSON) names the serial, the document's SHA-256 and path, the box's clock, and the
+outcome (`applied`; `refused`, final; `deferred`, the box's state kept it from being judged and
+the box tries again) with its reason, and is signed with the box's device key (Ed25519, the key
+that signs its audit log), so the fleet admin keeps a statement the box cannot later deny, next
+to the channel's own authentication (the client certificate names the box). The back office
+appends each accepted report to a JSONL file (fsync per line) and answers 204; `latest()` gives
+the newest *applied* report per box (the configuration it runs). A box keeps its reports until
+they are accepted (gateway/fleet_sync.py), so one may arrive days after its `at_ms`.
 
 The message format and the signed bytes are shared with the box: protocol/fleet_report.py.
 """
@@ -22,7 +26,16 @@ from typing import Any
 
 from common.durable import fsync_dir, make_dirs
 from common.faults import RemoteFault
-from protocol.fleet_report import MAX_REPORT_BYTES, REPORT_FIELDS, signed_message
+from protocol.fleet_report import (
+    MAX_REASON_CHARS,
+    MAX_REPORT_BYTES,
+    OUTCOMES,
+    REPORT_FIELDS,
+    REPORT_FIELDS_V1,
+    one_line,
+    signed_message,
+    signed_message_v1,
+)
 from storage.devicekey import DeviceKeyError, DevicePublicKey
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -41,6 +54,8 @@ class ConfigReport:
     target_path: str
     at_ms: int
     device_key_id: str
+    outcome: str = "applied"  # lines written before outcomes existed were applied reports
+    reason: str = ""
 
 
 def parse_report(box_id: str, body: bytes) -> ConfigReport:
@@ -51,7 +66,7 @@ def parse_report(box_id: str, body: bytes) -> ConfigReport:
         raw: Any = json.loads(body)
     except ValueError as exc:
         raise ReportRefused("report is not JSON") from exc
-    if not isinstance(raw, dict) or set(raw) != REPORT_FIELDS:
+    if not isinstance(raw, dict) or set(raw) not in (REPORT_FIELDS, REPORT_FIELDS_V1):
         raise ReportRefused(f"report must have exactly {sorted(REPORT_FIELDS)}")
     serial, sha256, path, at_ms = (
         raw["config_serial"],
@@ -67,9 +82,25 @@ def parse_report(box_id: str, body: bytes) -> ConfigReport:
         raise ReportRefused("target_path must be boxes/<id>.toml or groups/<name>.toml")
     key = _public_key(raw["device_public_key"])
     signature = _base64(raw["signature"])
-    if not key.verify(signed_message(box_id, serial, sha256, path, at_ms), signature):
+    if set(raw) == REPORT_FIELDS_V1:
+        outcome, reason = "applied", ""
+        message = signed_message_v1(box_id, serial, sha256, path, at_ms)
+    else:
+        outcome, reason = _outcome(raw["outcome"], raw["reason"])
+        message = signed_message(box_id, serial, sha256, path, at_ms, outcome, reason)
+    if not key.verify(message, signature):
         raise ReportRefused("the signature does not verify with the given device key")
-    return ConfigReport(box_id, serial, sha256, path, at_ms, key.key_id())
+    return ConfigReport(box_id, serial, sha256, path, at_ms, key.key_id(), outcome, reason)
+
+
+def _outcome(outcome: object, reason: object) -> tuple[str, str]:
+    if outcome not in OUTCOMES:
+        raise ReportRefused(f"outcome must be one of {', '.join(OUTCOMES)}")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or one_line(reason) != reason:
+        raise ReportRefused(f"reason must be one line of at most {MAX_REASON_CHARS} characters")
+    if (outcome == "applied") != (reason == ""):
+        raise ReportRefused("an applied report has no reason, any other has one")
+    return str(outcome), reason
 
 
 def _public_key(value: object) -> DevicePublicKey:
@@ -99,7 +130,8 @@ class ReportLog:
         if path.exists():
             for line in path.read_text().splitlines():
                 report = ConfigReport(**json.loads(line))
-                self._latest[report.box_id] = report
+                if report.outcome == "applied":
+                    self._latest[report.box_id] = report
 
     def append(self, report: ConfigReport) -> None:
         make_dirs(self.path.parent)
@@ -111,7 +143,9 @@ class ReportLog:
             os.fsync(handle.fileno())
         if new_file:
             fsync_dir(self.path.parent)  # the first line is durable only with the file's entry
-        self._latest[report.box_id] = report
+        if report.outcome == "applied":
+            self._latest[report.box_id] = report
 
     def latest(self, box_id: str) -> ConfigReport | None:
+        """The newest applied report of the box: the configuration it says it runs."""
         return self._latest.get(box_id)

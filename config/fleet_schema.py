@@ -3,7 +3,8 @@
 A fleet document (TOML, signed by the fleet admin, verified by config/fleet_client.py) carries
 policy: the protocol numbers (pre-record, post-record, maximum continuous recording, retention
 days), trigger rules and upload classes, link budgets and rate caps, uplink tuning, web accounts
-and the web login policy ([webui]). The local file keeps what is physical to one box: device
+and the web login policy ([webui]), and the fleet's holds (`[[holds]]`: recordings retention
+must keep, RULES S4; `fleet_holds`). The local file keeps what is physical to one box: device
 serial, folders, cameras and their addresses, vehicle inputs, interface names, the web listener
 and its certificate ([web]), and (until pairing writes them) the back office's address and
 credentials. Both are parsed by the same section dataclasses and value checks, so a number means
@@ -15,6 +16,10 @@ policy key the document sets replaced. Invariants:
   a camera elsewhere or turn the uplink's pins off.
 - Links are matched by name: a document may tune a link the box has, never add an interface.
 - The result passes the same whole-configuration checks as a local file (`check_config`).
+- `[[holds]]` name a recording id (32 hex) and a ground code (storage/holds.py HOLD_GROUNDS),
+  nothing else (no free text: a reason may be personal and stays in the back office); at most
+  MAX_HOLDS, none twice. They are not configuration of a subsystem: the applier hands them to the
+  box's holds (gateway/fleet_apply.py), the effective configuration does not carry them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from config.local import (
     parse_section,
     parse_triggers,
 )
+from storage.holds import holds_from_tables
 
 FLEET_KEYS: dict[str, frozenset[str]] = {
     "recording": frozenset(f.name for f in fields(RecordingSection)),
@@ -67,6 +73,7 @@ FLEET_KEYS: dict[str, frozenset[str]] = {
     "accounts": frozenset({"name", "role", "password_hash", "officer_id"}),
     "webui": frozenset(f.name for f in fields(WebuiSection)),
     "fleet": frozenset({"name", "policy"}),
+    "holds": frozenset({"recording_id", "ground"}),
 }
 """Every key a fleet document may set, by section; [fleet] names the document for people."""
 
@@ -90,6 +97,7 @@ def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalCon
     if unknown:
         raise ConfigError(f"{source}: [{unknown[0]}] cannot be set by a fleet document")
     _refuse_local_keys(raw, source)
+    parse_holds(raw.get("holds", []), source)  # checked with the rest; handed out apart
     effective = replace(
         local,
         recording=_merged(local.recording, raw.get("recording", {}), "recording", source),
@@ -104,6 +112,19 @@ def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalCon
     )
     check_config(effective, source)
     return effective
+
+
+def fleet_holds(text: str, source: str) -> dict[str, str]:
+    """The document's holds: recording id -> ground code (empty without `[[holds]]`)."""
+    return parse_holds(parse_fleet_text(text, source).get("holds", []), source)
+
+
+def parse_holds(values: Any, source: str) -> dict[str, str]:
+    """`[[holds]]` by the rule box and admin's tool share (storage/holds.py)."""
+    try:
+        return holds_from_tables(values)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def _refuse_local_keys(raw: dict[str, Any], source: str) -> None:

@@ -21,7 +21,9 @@ from gateway.caller import Identity, RefusalKind, Refused
 from gateway.capture.service import CaptureService
 from gateway.fleet_sync import FleetSync
 from gateway.gps import GpsTracker
+from gateway.hold_desk import HoldDesk
 from gateway.officer.desks import OfficerDesks
+from gateway.officer.reports import with_held_flags
 from gateway.officer.shift import ShiftStart
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import AlreadyPairedHere, is_paired, officer_message, pair
@@ -58,6 +60,7 @@ class BoxAdapter:
         *,
         uplink: UplinkService | UplinkNotStarted | None,
         fleet: FleetSync | None,
+        holds: HoldDesk,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.box = box
@@ -66,6 +69,7 @@ class BoxAdapter:
         self.officer = officer
         self.uplink = uplink
         self.fleet = fleet
+        self.holds = holds
         self._clock_s = clock_s
         self._started_s = clock_s()
         self._pairing = asyncio.Lock()
@@ -141,12 +145,25 @@ class BoxAdapter:
         return await self.officer.shift.end(caller, acknowledge_missing)
 
     def reports_view(self) -> dict[str, Any]:
-        return self.officer.reports.view()
+        return with_held_flags(self.officer.reports.view(), self.holds.held_ids())
 
     async def file_report(
         self, caller: Identity, recording_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         return await self.officer.reports.file(recording_id, body, caller.officer_id)
+
+    # -- holds ------------------------------------------------------------------------------------
+
+    async def holds_view(self, caller: Identity) -> dict[str, Any]:
+        return await self.holds.view(caller)
+
+    async def hold_recording(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self.holds.hold(caller, recording_id, body)
+
+    async def release_hold(self, caller: Identity, recording_id: str) -> dict[str, Any]:
+        return await self.holds.release(caller, recording_id)
 
     # -- pairing and configuration --------------------------------------------------------------
 
@@ -186,7 +203,13 @@ class BoxAdapter:
         outcome = await fleet.push(bundle)
         if isinstance(outcome, str):
             return BundleResult(applied=False, reason=outcome)
-        return BundleResult(outcome.applied, outcome.reason, outcome.config_serial, outcome.sha256)
+        return BundleResult(
+            outcome.applied,
+            outcome.reason,
+            outcome.config_serial,
+            outcome.sha256,
+            deferred=outcome.transient,
+        )
 
     # -- the audit log and the alarms -------------------------------------------------------------
 

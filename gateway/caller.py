@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,6 +32,18 @@ class Identity:
     user: str
     role: str
     officer_id: str
+
+
+def account_tag(name: str) -> str:
+    """What the audit log says instead of a login name: a 12-hex SHA-256 prefix (48 bits) that
+    tells one account's events apart without naming the officer."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def audit_name(caller: Identity) -> str:
+    """Who did it, as the audit log and the holds book may say: "local" for the loopback
+    channel (a process on the box), else the account's tag; never a login name."""
+    return "local" if caller.channel == "local" else account_tag(caller.user)
 
 
 LOCAL_IDENTITY = Identity(channel="local", user="local", role="admin", officer_id="")

@@ -16,6 +16,7 @@ from typing import Any
 
 from config.local import ConfigError, LocalConfig, load_config
 from gateway.box import Box, open_box
+from gateway.hold_cli import add_hold_parser, hold_command
 from gateway.importer import ClipError, import_clip
 from gateway.logfmt import configure_logging
 from gateway.pairing import BoxIdInvalid, PairingFailed
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     pairing.add_argument(
         "--re-pair", action="store_true", help="replace this box's pairing (needs a re-pair code)"
     )
+    add_hold_parser(sub)  # `mvb hold` (gateway/hold_cli.py)
     push = sub.add_parser("config", help="signed fleet configuration on the running box")
     push.add_argument("action", choices=["push"])
     push.add_argument("bundle", type=Path, help="a bundle from `mvb-admin config bundle`")
@@ -231,6 +233,12 @@ def _config_push(config: LocalConfig, args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mvb config push: the box is not running ({exc})", file=sys.stderr)
         return 1
+    if document.get("deferred"):
+        print(
+            f"configuration serial {document['config_serial']} is kept, not applied yet "
+            f"({document['reason']}); the box applies it by itself once that is fixed"
+        )
+        return 0
     if not document.get("applied"):
         reason = document.get("reason") or document.get("error")
         print(f"mvb config push: {reason}", file=sys.stderr)
@@ -283,7 +291,13 @@ def _summary_storage(document: dict[str, Any]) -> str:
         f"{_mib(storage.get('card_total_bytes'))}; {storage.get('files_on_card')} file(s) on "
         f"the card, {storage.get('waiting_files')} waiting to upload "
         f"({_mib(storage.get('waiting_bytes'))}){oldest}; retention {retention_days} days"
+        f"{_held(storage)}"
     )
+
+
+def _held(storage: dict[str, Any]) -> str:
+    held = storage.get("held_recordings") or 0
+    return f"; {held} recording(s) held (mvb hold --list)" if held else ""
 
 
 def _summary_uplink(document: dict[str, Any]) -> str:
@@ -392,6 +406,10 @@ def _pair(config: LocalConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _hold(config: LocalConfig, args: argparse.Namespace) -> int:
+    return hold_command(config, args, _api_call)
+
+
 def _refusal(document: dict[str, Any], code: int) -> str:
     return str(document.get("message") or document.get("error") or f"HTTP {code}")
 
@@ -454,6 +472,7 @@ _SERVICE_COMMANDS = {
     "report": _report,
     "pair": _pair,
     "config": _config_push,
+    "hold": _hold,
 }
 
 _COMMANDS = {

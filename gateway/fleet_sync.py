@@ -1,13 +1,21 @@
-"""The box's fleet configuration loop: check the signed repository, apply, remember.
+"""The box's fleet configuration loop: check the signed repository, apply, remember, report.
 
 Every `poll_s` (and at start) a paired box with its uplink configured asks the back office's TUF
 repository, over the pinned mutual-TLS link, for a newer document for itself or its groups
-(config/fleet_client.py, run off the event loop because ngclient is synchronous). A document
-that verifies is applied (gateway/fleet_apply.py); once healthy, the serial is recorded in
-`<state>/fleet-state.json` (common/durable.py: tmp, fsync, rename, fsync dir), so a correctly
-signed older serial is refused for good. A document refused by the schema or rolled back is
-remembered by serial, so the box does not download and try it again every round; a newer serial
-is tried.
+(config/fleet_client.py, run off the event loop because ngclient is synchronous). A signed bundle
+(USB stick, web upload) takes the same verification without a link (`push`). A document that
+verifies is applied (gateway/fleet_apply.py). Then, by outcome:
+- applied: the serial is recorded in `<state>/fleet-state.json`, so a correctly signed older
+  serial is refused for good;
+- refused for good (outside the schema, rolled back because of the document): remembered by
+  serial until the service restarts, so the box does not download and try it every round;
+- deferred (the box's state, not the document: a camera was already down): kept with its bytes
+  in `<state>/fleet-pending.json` and tried again every `retry_s` once the reason is gone
+  (`FleetApplier.deferral_reason`), across a restart too; a newer document replaces it.
+Every outcome becomes a report signed with the device key (protocol/fleet_report.py), kept in
+`<state>/fleet-outbox.json` until the back office accepts it: reports made while every link is
+down are delivered at the first round with a link, after restarts too (gateway/fleet_memory.py).
+Every state file is written with common/durable.py (tmp, fsync, rename, fsync dir).
 
 Faults by kind: a failing link (DownloadError, TransportError) waits for the next round;
 a hostile or tampered repository (RepositoryError) is logged, audited and alarmed, and the box
@@ -25,16 +33,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tuf.api.exceptions import DownloadError, RepositoryError
 
 from common.alarms import Alarms
-from common.durable import atomic_write_text
+from common.durable import atomic_write_text, durable_unlink
 from config.fleet_client import FleetConfigClient
 from config.fleet_fetch import FleetLink, LinkFetch
 from config.fleet_targets import AppliedState, FleetDocument
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
-from protocol.fleet_report import signed_message
+from gateway.fleet_memory import (
+    FleetMemoryError,
+    Outbox,
+    document_from_json,
+    document_to_json,
+)
+from protocol.fleet_report import one_line, signed_message
 from storage.audit_io import AuditLog
 from transport.connect import BackOffice
 from transport.errors import TransportError
@@ -42,7 +57,11 @@ from transport.errors import TransportError
 log = logging.getLogger(__name__)
 
 STATE_FILE = "fleet-state.json"
+OUTBOX_FILE = "fleet-outbox.json"
+PENDING_FILE = "fleet-pending.json"
 REPORT_PATH = "/fleet/report"
+RETRY_S = 10.0
+_T = TypeVar("_T")
 
 
 def _no_link(url_path: str, _max_bytes: int) -> bytes:
@@ -51,12 +70,16 @@ def _no_link(url_path: str, _max_bytes: int) -> bytes:
 
 @dataclass
 class FleetSyncStatus:
-    """What the status page shows."""
+    """What the status page shows. `reported_serial`: the highest applied serial the back
+    office confirmed; `pending_serial`: a deferred document waiting to be tried again;
+    `reports_waiting`: reports not yet delivered."""
 
     applied_serial: int = 0
     reported_serial: int = 0
     last_check: str = "never"
     last_outcome: str | None = None
+    pending_serial: int | None = None
+    reports_waiting: int = 0
 
 
 class FleetSync:
@@ -74,8 +97,11 @@ class FleetSync:
         sign: Callable[[bytes], bytes],
         device_public_pem: bytes,
         poll_s: float = 300.0,
+        retry_s: float = RETRY_S,
     ) -> None:
         self.state_path = state_dir / STATE_FILE
+        self.outbox_path = state_dir / OUTBOX_FILE
+        self.pending_path = state_dir / PENDING_FILE
         self.metadata_dir = metadata_dir
         self.box_id = box_id
         self.groups = groups
@@ -84,15 +110,19 @@ class FleetSync:
         self.audit = audit
         self.alarms = alarms
         self.poll_s = poll_s
+        self.retry_s = retry_s
         self._sign = sign
         self._device_public_pem = device_public_pem
-        self._unreported: FleetDocument | None = None  # applied, not yet told to the back office
         self.status = FleetSyncStatus(applied_serial=self._load_state().config_serial)
+        self._outbox = self._load_outbox()
+        self._pending = self._load_pending()
+        self._show_memory()
         self._refused_serials: set[int] = set()
         # The last rejection written to the audit log: a repository under attack is polled every
         # few minutes for as long as the attack lasts, and the log must not grow by one entry
         # per poll for months. A new reason, or the same one after a good check, is audited.
         self._last_rejection: str | None = None
+        self._last_deferral_report: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -106,13 +136,22 @@ class FleetSync:
                 await self._task
 
     async def run(self) -> None:
-        """Check for signed configuration every `poll_s`, forever."""
+        """Check for signed configuration every `poll_s`, forever; between checks, try a
+        deferred document every `retry_s`."""
         while True:
             try:
                 await self.check_once()
             except Exception:
                 log.exception("fleet configuration round failed")  # next round tries again
-            await asyncio.sleep(self.poll_s)
+            waited_s = 0.0
+            while waited_s < self.poll_s:
+                step_s = min(self.retry_s, self.poll_s - waited_s)
+                await asyncio.sleep(step_s)
+                waited_s += step_s
+                try:
+                    await self.retry_pending()
+                except Exception:
+                    log.exception("retrying a deferred fleet document failed")
 
     async def push(self, bundle: bytes) -> ApplyOutcome | str:
         """A signed bundle from the web UI or a USB stick, for a box without a link: the same
@@ -129,18 +168,17 @@ class FleetSync:
             return f"refused: {reason}"
         if document is None:
             return "refused: this configuration is already applied"
-        outcome = await self.applier.apply(document)
-        await self._remember(client, document, outcome)
-        return outcome
+        return await self._apply(document)
 
     async def check_once(self) -> ApplyOutcome | None:
-        """One round: returns the outcome of applying a new document, or None."""
+        """One round: deliver waiting reports, then the outcome of applying a new document,
+        or None."""
         office = self.back_office
         if office is None:
             return None  # no uplink: configuration arrives by push only
         link = await FleetLink.connect(office.host, office.https_port, office.tls)
         try:
-            await self._report(link)
+            await self._deliver(link)
             client = FleetConfigClient(
                 self.metadata_dir,
                 self.box_id,
@@ -151,39 +189,26 @@ class FleetSync:
             document = await self._fetch(client)
             if document is None or document.config_serial in self._refused_serials:
                 return None
-            outcome = await self.applier.apply(document)
-            await self._remember(client, document, outcome)
-            await self._report(link)
+            outcome = await self._apply(document)
+            await self._deliver(link)
             return outcome
         finally:
             await link.aclose()
 
-    async def _report(self, link: FleetLink) -> None:
-        """Tell the back office what was applied, signed with the device key (once accepted,
-        forgotten; a failed report is sent again next round)."""
-        document = self._unreported
+    async def retry_pending(self) -> ApplyOutcome | None:
+        """Try the deferred document again once nothing defers it any more; None when there
+        is none, or its reason is still there."""
+        document = self._pending
         if document is None:
-            return
-        at_ms = int(time.time() * 1000)
-        message = signed_message(
-            self.box_id, document.config_serial, document.sha256, document.target_path, at_ms
-        )
-        report = {
-            "config_serial": document.config_serial,
-            "sha256": document.sha256,
-            "target_path": document.target_path,
-            "at_ms": at_ms,
-            "device_public_key": self._device_public_pem.decode(),
-            "signature": base64.b64encode(self._sign(message)).decode(),
-        }
-        try:
-            status = await link.post_json(REPORT_PATH, json.dumps(report).encode())
-        except (DownloadError, TransportError) as exc:
-            log.info("configuration report not delivered: %s", type(exc).__name__)
-            return
-        if status == 204:
-            self._unreported = None
-            self.status.reported_serial = document.config_serial
+            return None
+        if await self.applier.deferral_reason() is not None:
+            return None
+        return await self._apply(document)
+
+    async def _apply(self, document: FleetDocument) -> ApplyOutcome:
+        outcome = await self.applier.apply(document)
+        await self._remember(document, outcome)
+        return outcome
 
     async def _fetch(self, client: FleetConfigClient) -> FleetDocument | None:
         try:
@@ -207,17 +232,107 @@ class FleetSync:
         self.alarms.clear("fleet_config")
         return document
 
-    async def _remember(
-        self, client: FleetConfigClient, document: FleetDocument, outcome: ApplyOutcome
-    ) -> None:
+    async def _remember(self, document: FleetDocument, outcome: ApplyOutcome) -> None:
         self.status.last_outcome = "applied" if outcome.applied else outcome.reason
-        if not outcome.applied:
-            self._refused_serials.add(document.config_serial)
+        serial = document.config_serial
+        if outcome.applied:
+            state = self._load_state().after_applying(document)
+            await asyncio.to_thread(self._save_state, state)
+            self.status.applied_serial = state.config_serial
+            await self._queue_report(document, "applied", "")
+        elif outcome.transient:
+            reason = outcome.reason or "deferred"
+            if self._last_deferral_report != (serial, reason):  # once, not at every retry
+                self._last_deferral_report = (serial, reason)
+                await self._queue_report(document, "deferred", reason)
+            pending = self._pending
+            if pending is None or pending.config_serial < serial:  # a serial is never reused
+                await self._keep_pending(document)  # so not rewritten at every round
             return
-        state = client.record_applied(document)
-        await asyncio.to_thread(self._save_state, state)
-        self.status.applied_serial = state.config_serial
-        self._unreported = document
+        else:
+            self._refused_serials.add(serial)
+            await self._queue_report(document, "refused", outcome.reason or "refused")
+        pending = self._pending
+        if pending is not None and pending.config_serial <= max(serial, self.status.applied_serial):
+            await self._keep_pending(None)  # applied, refused, or overtaken by a newer one
+
+    # -- reports -----------------------------------------------------------------------------
+
+    async def _queue_report(self, document: FleetDocument, outcome: str, reason: str) -> None:
+        """Make the signed report now (its `at_ms` is the outcome's) and keep it until sent."""
+        at_ms = int(time.time() * 1000)
+        reason = one_line(reason)
+        message = signed_message(
+            self.box_id,
+            document.config_serial,
+            document.sha256,
+            document.target_path,
+            at_ms,
+            outcome,
+            reason,
+        )
+        report = {
+            "config_serial": document.config_serial,
+            "sha256": document.sha256,
+            "target_path": document.target_path,
+            "at_ms": at_ms,
+            "outcome": outcome,
+            "reason": reason,
+            "device_public_key": self._device_public_pem.decode(),
+            "signature": base64.b64encode(self._sign(message)).decode(),
+        }
+        await self._save_outbox(self._outbox.with_report(report))
+
+    async def _deliver(self, link: FleetLink) -> None:
+        """Send the waiting reports, oldest first; stop at the first that does not get through
+        (the rest waits for the next round). One the back office refuses for good (400) is
+        dropped, so it cannot hold back the others."""
+        for report in list(self._outbox.waiting):
+            try:
+                status = await link.post_json(REPORT_PATH, json.dumps(report).encode())
+            except (DownloadError, TransportError) as exc:
+                log.info("configuration report not delivered: %s", type(exc).__name__)
+                return
+            if status == 204:
+                await self._save_outbox(self._outbox.delivered(report))
+            elif status == 400:
+                log.warning(
+                    "the back office refused the report of serial %s", report["config_serial"]
+                )
+                await self._save_outbox(self._outbox.dropped(report))
+            else:
+                log.info("configuration report not delivered: HTTP %d", status)
+                return
+
+    # -- the state directory -----------------------------------------------------------------
+
+    def _show_memory(self) -> None:
+        self.status.reported_serial = self._outbox.reported_serial
+        self.status.reports_waiting = len(self._outbox.waiting)
+        self.status.pending_serial = None if self._pending is None else self._pending.config_serial
+
+    async def _save_outbox(self, outbox: Outbox) -> None:
+        await asyncio.to_thread(atomic_write_text, self.outbox_path, outbox.to_json(), mode=0o600)
+        self._outbox = outbox
+        self._show_memory()
+
+    async def _keep_pending(self, document: FleetDocument | None) -> None:
+        if document is None:
+            await asyncio.to_thread(durable_unlink, self.pending_path)
+        else:
+            text = document_to_json(document)
+            await asyncio.to_thread(atomic_write_text, self.pending_path, text, mode=0o600)
+        self._pending = document
+        self._show_memory()
+
+    def _load_outbox(self) -> Outbox:
+        return _load(self.outbox_path, Outbox.from_json, Outbox())
+
+    def _load_pending(self) -> FleetDocument | None:
+        pending: FleetDocument | None = _load(self.pending_path, document_from_json, None)
+        if pending is not None and pending.config_serial <= self.status.applied_serial:
+            return None  # applied or overtaken since
+        return pending
 
     def _load_state(self) -> AppliedState:
         try:
@@ -228,3 +343,23 @@ class FleetSync:
     def _save_state(self, state: AppliedState) -> None:
         """tmp, fsync, rename, fsync dir: the highest serial survives a power cut."""
         atomic_write_text(self.state_path, state.to_json(), mode=0o600)
+
+
+def forget_fleet_state(state_dir: Path) -> None:
+    """A re-pair (a new trust root, docs/fleet-config.md 5.1 and 8): the applied serial, a
+    deferred document verified under the old root and the reports meant for the old back
+    office go with the old pairing."""
+    for name in (STATE_FILE, PENDING_FILE, OUTBOX_FILE):
+        durable_unlink(state_dir / name)
+
+
+def _load(path: Path, parse: Callable[[str], _T], empty: _T) -> _T:
+    """A small state file, or `empty` when there is none. One this code did not write is
+    logged and ignored (never deleted: someone may want to look at it); the box goes on."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        return empty
+    except (OSError, FleetMemoryError) as exc:
+        log.error("%s is unreadable and ignored: %s", path, exc)
+        return empty

@@ -40,16 +40,17 @@ class RunningBoxTarget:
 
 
 def cameras_delivering(service: CaptureService) -> HealthCheck:
-    """Health check: every camera is connected (a camera that stopped is not the document's
-    fault, but a document must not be judged good while the box cannot record)."""
+    """Health check: every camera is connected. A camera already down before the document is
+    handed out is not the document's fault, but a document must not be judged good while the
+    box cannot record: it is deferred until the cameras deliver (gateway/fleet_apply.py 3)."""
 
-    async def check(_effective: LocalConfig) -> str | None:
+    async def judge(_effective: LocalConfig) -> str | None:
         down = [
             name for name, camera in service.cameras.items() if not camera.source.health.connected
         ]
         return f"camera(s) not delivering: {', '.join(sorted(down))}" if down else None
 
-    return check
+    return HealthCheck("cameras_delivering", judge, if_failing_before="defer")
 
 
 class Uplink(Protocol):
@@ -58,12 +59,17 @@ class Uplink(Protocol):
 
 def back_office_reachable(uplink_of: Callable[[], Uplink | None]) -> HealthCheck:
     """Health check: with the uplink on, at least one link is usable (probed, pinned).
-    `uplink_of` reads the uplink when the check runs (it starts after the applier is made)."""
+    `uplink_of` reads the uplink when the check runs (it starts after the applier is made).
 
-    async def check(_effective: LocalConfig) -> str | None:
+    It judges a document only when the back office was reachable before it was handed out: a
+    box whose links are all down (a signed bundle from a USB stick, a car in a garage) is judged
+    on its other checks (`skip`, gateway/fleet_apply.py 3). What it catches is a document after
+    which a reachable back office is no longer reachable."""
+
+    async def judge(_effective: LocalConfig) -> str | None:
         uplink = uplink_of()
         if uplink is None or uplink.any_link_usable():
             return None
         return "the back office is not reachable on any link"
 
-    return check
+    return HealthCheck("back_office_reachable", judge, if_failing_before="skip")

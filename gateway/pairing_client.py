@@ -48,6 +48,7 @@ from tuf.api.exceptions import RepositoryError
 from common.durable import make_dirs, recover_directory_swap, replace_directory
 from common.faults import MisuseFault, TransientFault
 from config.fleet_client import install_trust_root
+from gateway.fleet_sync import forget_fleet_state
 from gateway.pairing import (
     GrantMalformed,
     GrantRejected,
@@ -224,7 +225,9 @@ def store_credentials(state_dir: Path, credentials: PairedCredentials) -> None:
 
 def install_credentials(state_dir: Path, credentials: PairedCredentials, *, re_pair: bool) -> int:
     """Install the fleet trust root, then the credentials (the commit point). Returns the root's
-    version. GrantMalformed when the root is not root metadata signed by its own threshold."""
+    version. GrantMalformed when the root is not root metadata signed by its own threshold.
+    A new root also resets what the fleet sync kept under the old one (its applied serial, a
+    deferred document, unsent reports): docs/fleet-config.md 8."""
     replace_root = re_pair or not is_paired(state_dir)
     try:
         version = install_trust_root(
@@ -233,6 +236,8 @@ def install_credentials(state_dir: Path, credentials: PairedCredentials, *, re_p
     except (RepositoryError, ValueError) as exc:
         message = f"the grant's fleet trust root is not valid root metadata: {exc}"
         raise GrantMalformed(message) from None
+    if replace_root:
+        forget_fleet_state(state_dir)  # the applied serial and the rest belong to the old root
     store_credentials(state_dir, credentials)
     return version
 

@@ -9,7 +9,8 @@ implementation.
 Contract, for every implementation:
 - a command the box will not carry out raises `Refused` (gateway/caller.py) with a code the
   face translates; nothing else is raised for a caller's mistake;
-- views (`shift_view`, `reports_view`) are JSON-ready values, copied: a face may keep them;
+- views (`shift_view`, `reports_view`, `holds_view`) are JSON-ready values, copied: a face may
+  keep them; a hold shows as a flag, never with its reason;
 - `status_inputs` returns facts as of one moment; reading them may take a worker-thread trip,
   never a network one;
 - `audit` returns when the entry is durable (the audit log fsyncs it).
@@ -33,12 +34,14 @@ AuditValue = str | int | float | bool | None
 class BundleResult:
     """A pushed configuration bundle: applied or not and why. `config_serial` and `sha256` are
     None when the bundle was refused before it could be read as a document (bad signature,
-    not this box's, already applied)."""
+    not this box's, already applied). `deferred`: verified but not judged yet because of the
+    box's state (a camera down); the box keeps it and applies it by itself once that is gone."""
 
     applied: bool
     reason: str | None
     config_serial: int | None = None
     sha256: str | None = None
+    deferred: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,26 @@ class BoxPort(Protocol):
     ) -> dict[str, Any]:
         """Seal the report in `body` as encrypted evidence of its recording. Refused
         `unknown_recording`, `invalid` (with `field`), `already_filed`, `card_full`."""
+        ...
+
+    # -- holds (RULES S4; docs/webui.md 2) ------------------------------------------------------
+
+    async def holds_view(self, caller: Identity) -> dict[str, Any]:
+        """Every hold: who holds it, since when, the fleet's ground; never a reason. Refused
+        `forbidden` unless the caller is an admin (the local channel is)."""
+        ...
+
+    async def hold_recording(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Hold every file of the recording until released, sealing the reason in `body` as
+        encrypted evidence. Refused `forbidden`, `unknown_recording`, `invalid` (with `field`),
+        `already_held`, `recording_deleted`."""
+        ...
+
+    async def release_hold(self, caller: Identity, recording_id: str) -> dict[str, Any]:
+        """Release the box's own hold. Refused `forbidden`, `unknown_recording`, `not_held`,
+        `held_by_fleet`."""
         ...
 
     # -- pairing and signed configuration (docs/pairing.md, docs/fleet-config.md) ---------------

@@ -37,6 +37,7 @@ from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
 from gateway.gps import GpsdClient, GpsTracker
+from gateway.hold_desk import HoldDesk
 from gateway.inputs import CrashRule, InputRule
 from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
 from gateway.officer.desks import OfficerDesks
@@ -112,6 +113,7 @@ class RunningBox:
     gpsd: GpsdClient
     events: asyncio.Queue[Event]
     officer: OfficerDesks
+    holds: HoldDesk
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # audit appends in flight
     port: BoxAdapter | None = None  # made once the uplink and fleet sync exist
     status: StatusSource | None = None  # one build of the status document for both channels
@@ -190,7 +192,8 @@ async def start_box(local: LocalConfig) -> RunningBox:
     gpsd = GpsdClient(gps, config.gps.host, config.gps.port)
     officer = await asyncio.to_thread(OfficerDesks, config.state_dir, box.store, box.audit)
     service.observers.append(officer)
-    running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE), officer)
+    holds = HoldDesk(box.store, box.audit)
+    running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE), officer, holds)
     try:
         await _start_parts(running, local, config)
     except BaseException:
@@ -222,7 +225,9 @@ def build_fleet_sync(
 ) -> FleetSync | None:
     """Signed fleet configuration for a paired box: polled over the uplink when it runs
     (`office`), and pushed as a bundle (local API) always. A configuration is judged by the
-    back office's reachability only when there is an uplink to reach it with."""
+    back office's reachability only when there is an uplink to reach it with, and only while
+    it was reachable before (gateway/fleet_target.py): a box with every link down still takes
+    a pushed bundle."""
     if not is_paired(local.state_dir):
         return None
     checks = [cameras_delivering(running.service)]
@@ -234,6 +239,7 @@ def build_fleet_sync(
         ConfigSlots(local.state_dir),
         checks,
         audit=running.box.audit.append,
+        holds=running.holds,
     )
     applier.effective = effective
     return FleetSync(
@@ -275,6 +281,7 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
         running.officer,
         uplink=running.uplink,
         fleet=running.fleet,
+        holds=running.holds,
     )
     running.port = port
     running.status = StatusSource(port, lambda document: _add_web_status(running, document))

@@ -26,7 +26,15 @@ from pathlib import Path
 
 from common.durable import durable_unlink, is_tmp_name, make_dirs
 from common.faults import StorageFault
-from storage.card import CATALOG_DIR, EVIDENCE_DIR, PART_SUFFIX, SEALED_SUFFIX, SIDECAR_SUFFIX
+from storage.card import (
+    CATALOG_DIR,
+    EVIDENCE_DIR,
+    HOLDS_DIR,
+    HOLDS_FILE,
+    PART_SUFFIX,
+    SEALED_SUFFIX,
+    SIDECAR_SUFFIX,
+)
 from storage.evidence_format import MAGIC
 
 PROBE_NAME = ".mvb-write-probe"
@@ -45,12 +53,17 @@ class CardReport:
 
 
 def is_own_file(relative: Path, header: bytes) -> bool:
-    """True for a file the box writes: catalog files, sidecars, and evidence files (by magic)."""
+    """True for a file the box writes: catalog files, the holds file, sidecars, and evidence
+    files (by magic)."""
     parts = relative.parts
     if not parts:
         return False
     if parts == (PROBE_NAME,) or parts[0] == CATALOG_DIR:
         return True
+    if parts[0] == HOLDS_DIR and len(parts) == 2:
+        # The holds file, one moved aside as unreadable, or an atomic write cut short.
+        name = parts[1]
+        return name == HOLDS_FILE or name.startswith(f"{HOLDS_FILE}.broken-") or is_tmp_name(name)
     if parts[0] != EVIDENCE_DIR or len(parts) != 3:
         return False
     name = parts[2]

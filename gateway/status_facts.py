@@ -37,7 +37,8 @@ def software_version() -> str:
 @dataclass(frozen=True, slots=True)
 class StorageFacts:
     """What the card holds. `waiting_*` count sealed files not yet attested (the upload
-    queue), per upload class; `flagged_recordings` have at least one P0 file."""
+    queue), per upload class; `flagged_recordings` have at least one P0 file;
+    `held_recordings` have at least one held file on the card (storage/holds.py)."""
 
     card_total_bytes: int
     card_free_bytes: int
@@ -50,6 +51,7 @@ class StorageFacts:
     waiting_bytes: Mapping[str, int] = field(default_factory=dict)
     oldest_waiting_created_ms: int | None = None
     flagged_recordings: frozenset[str] = frozenset()
+    held_recordings: frozenset[str] = frozenset()
 
 
 def storage_facts(
@@ -66,6 +68,7 @@ def storage_facts(
     waiting_bytes: Counter[str] = Counter()
     oldest_ms: int | None = None
     flagged: set[str] = set()
+    held: set[str] = set()
     for record in records:
         if record.state is FileState.DELETED:
             continue
@@ -74,6 +77,8 @@ def storage_facts(
         interrupted += record.interrupted_at_chunk is not None
         if record.upload_class == "P0":
             flagged.add(record.recording_id)
+        if record.held:
+            held.add(record.recording_id)
         if record.state in WAITING_STATES and not record.is_attested:
             waiting_files[record.upload_class] += 1
             waiting_bytes[record.upload_class] += record.size_bytes
@@ -91,6 +96,7 @@ def storage_facts(
         waiting_bytes=dict(waiting_bytes),
         oldest_waiting_created_ms=oldest_ms,
         flagged_recordings=frozenset(flagged),
+        held_recordings=frozenset(held),
     )
 
 

@@ -6,6 +6,7 @@ Layout (docs/evidence-format.md section 5):
     <card>/evidence/<recording_id>/<file_id>.mvbe        sealed or recovered
     <card>/evidence/<recording_id>/<file_id>.json        sidecar: plaintext facts, atomic writes
     <card>/catalog/                                      diskcache (sqlite); rebuildable
+    <card>/holds/holds.json                              the holds (storage/holds.py); atomic
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from common.faults import StorageFault
 
 EVIDENCE_DIR = "evidence"
 CATALOG_DIR = "catalog"
+HOLDS_DIR = "holds"
+HOLDS_FILE = "holds.json"
 SEALED_SUFFIX = ".mvbe"
 PART_SUFFIX = ".mvbe.part"
 SIDECAR_SUFFIX = ".json"
@@ -92,6 +95,14 @@ class CardLayout:
     @property
     def catalog_dir(self) -> Path:
         return self.root / CATALOG_DIR
+
+    @property
+    def holds_dir(self) -> Path:
+        return self.root / HOLDS_DIR
+
+    @property
+    def holds_path(self) -> Path:
+        return self.holds_dir / HOLDS_FILE
 
     def recording_dir(self, recording_id: str) -> Path:
         return self.evidence_root / recording_id

@@ -19,12 +19,14 @@ other means (a scan of the card, a copy, a checksum): closing any descriptor of 
 of that process's POSIX locks on it, and another process may then take the WAL for unused and
 delete it under the open connections (seen in the demo: a writer's records became invisible).
 
-What a rebuild cannot recover: attestations (`attested_sha256_hex`, hence VERIFIED), holds
-(`held`), the time facts retention judges by (`boot_id`, `created_mono_ms`, `trusted_created_*`),
-UPLOADING and DELETED states exist only in the catalog. After a rebuild every file on the
-card is SEALED and unheld; the box asks the back office again which files it holds and which are
-held. Until it has asked, retention only deletes what expired (RULES S4), which is still lawful;
-a file without time facts counts its age from when the box first sees it with trusted time known.
+What a rebuild cannot recover: attestations (`attested_sha256_hex`, hence VERIFIED), the time
+facts retention judges by (`boot_id`, `created_mono_ms`, `trusted_created_*`), UPLOADING and
+DELETED states exist only in the catalog. After a rebuild every file on the card is SEALED; the
+box asks the back office again which files it holds. Until it has asked, retention only deletes
+what expired (RULES S4), which is still lawful; a file without time facts counts its age from
+when the box first sees it with trusted time known. Holds are not lost: the `held` flag is a copy
+of the card's holds file (storage/holds.py), which the store copies in again at every open
+(storage/store.py), so a rebuilt catalog is held exactly as before.
 
 The rebuild's reading of the card (sidecars, evidence headers) is storage/catalog_rebuild.py.
 """
@@ -285,7 +287,8 @@ class Catalog:
         return updated
 
     def set_held(self, file_id: str, held: bool) -> FileRecord:
-        """Hold (request, complaint, police demand) or release a file; any state."""
+        """Hold (request, complaint, police demand) or release a file; any state. Only the store
+        calls it, to copy its holds book (storage/holds.py) into the flags."""
         with self._cache.transact():
             updated = self._require(file_id).with_changes(held=held)
             self._store(updated)
@@ -426,7 +429,7 @@ def _normalise_sha256(sha256_hex: str) -> str:
 
 
 def _rebuilt_reason(broken: str | None, was_empty: bool, adopted: int) -> str | None:
-    lost = "attestations and holds known only to the old catalog are lost; ask the back office"
+    lost = "attestations known only to the old catalog are lost; ask the back office"
     if broken is not None:
         return f"{broken}; rebuilt from {adopted} evidence files on the card; {lost}"
     if adopted and was_empty:

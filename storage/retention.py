@@ -10,8 +10,9 @@ Two laws decide, and both delete:
   deleted once it is older than `retention_days` *in trusted time*. This is deliberate and is not
   a data-loss bug: keeping footage longer than the municipality's protocol allows is unlawful
   processing of personal data, and the protocols accept that an unuploaded recording then is
-  lost. A recording that must survive (a request, a complaint, a police demand) is *held*, and
-  held files are never planned.
+  lost. A recording that must survive (a request, a complaint, a police demand) is *held*: a
+  held file never expires on the box. Once attested it still goes (S3): the hold binds the back
+  office, which has the file, and S3 forbids keeping a copy on the device after transfer.
 
 Trusted age, never the wall clock (docs/retention.md): a file expires only when its *youngest
 possible* age, `now.low_ms - trusted_created_high_ms`, exceeds the retention period. A file whose
@@ -19,10 +20,10 @@ creation has no trusted bound yet (recorded while the time was unknown), or judg
 time is unknown, is kept and counted in `time_unknown` (the shell raises an alarm for them). So
 no wall-clock step, forward or backward, can expire an unattested file.
 
-Never planned: held files, RECORDING files (still being written; recovery seals them first) and
-DELETED files (already gone). The plan only says what to delete and what is close to it; the
-shell deletes each file, marks it DELETED in the catalog and writes one audit event per deletion
-with its reason (RULES S5: the chain is logged up to the final deletion).
+Never planned: unattested held files, RECORDING files (still being written; recovery seals them
+first) and DELETED files (already gone). The plan only says what to delete and what is close to
+it; the shell deletes each file, marks it DELETED in the catalog and writes one audit event per
+deletion with its reason (RULES S5: the chain is logged up to the final deletion).
 """
 
 from __future__ import annotations
@@ -111,18 +112,21 @@ def plan_retention(
 ) -> RetentionPlan:
     """Judge every record at `now`.
 
-    A file is deleted iff it is not held, not RECORDING or DELETED, and either attested (S3, any
-    age; reason ATTESTED even if it also expired) or its youngest possible age
+    A file is deleted iff it is not RECORDING or DELETED, and either attested (S3, any age, held
+    or not; reason ATTESTED even if it also expired) or not held and its youngest possible age
     (`now.low_ms - trusted_created_high_ms`) is strictly more than `retention_days` (S4). At
-    exactly `retention_days` it is kept; one millisecond more and it is planned.
+    exactly `retention_days` it is kept; one millisecond more and it is planned. A held file
+    that is not attested is neither planned nor due soon nor counted as time-unknown.
     """
     planned: list[tuple[tuple[int, str, str], Deletion]] = []
     due: list[DueSoon] = []
     unknown: list[str] = []
     for record in records:
-        if record.held or record.state in _NEVER_PLANNED:
+        if record.state in _NEVER_PLANNED:
             continue
         min_age_ms = _min_age_ms(record, now)
+        if record.held and not record.is_attested:
+            continue  # S4's exception: kept past the retention period until released
         if record.is_attested:
             age_days = None if min_age_ms is None else min_age_ms / MS_PER_DAY
             deletion = Deletion(

@@ -7,7 +7,11 @@ never blocks on the card.
 Invariants:
 - a recording's data key lives in its `Recording` object only and is destroyed when it closes;
 - every file written or recovered is in the catalog with its SHA-256 before anything reports it;
-- nothing un-attested or held is ever deleted to make room: a full card refuses new recordings.
+- nothing un-attested or held is ever deleted to make room: a full card refuses new recordings;
+- the holds (storage/holds.py) live in `<card>/holds/holds.json`, written before the catalog's
+  `held` flags that copy them; every open copies the book into the catalog again, and every file
+  catalogued or sealed takes its recording's hold, so a hold covers files sealed later and
+  survives a catalog rebuild and a restart.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,8 @@ from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPublicKey, RecordingKey
 from storage.errors import RecordingRefused
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
+from storage.holds import HoldBook
+from storage.holds_io import load_holds, write_holds
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 from storage.recovery import RecoveryReport, recover_card
 from storage.retention import (
@@ -96,6 +102,7 @@ class EvidenceStore:
         clock_ms: Clock,
         alarms: Alarms | None = None,
         trusted: TrustedClock | None = None,
+        holds: HoldBook | None = None,
     ) -> None:
         self.settings = settings
         self.layout = CardLayout(settings.card_dir)
@@ -109,6 +116,7 @@ class EvidenceStore:
         # without an anchor nothing unattested ever expires, which is the safe side.
         self.trusted = TrustedClock.open(None) if trusted is None else trusted
         self.last_retention: RetentionPlan | None = None
+        self.holds = HoldBook() if holds is None else holds  # the record; catalog flags copy it
         # Upload class of each recording still being written (its future files inherit it).
         self._live_upload_classes: dict[str, str] = {}
         self.check_space = write_guard(self.layout.root, settings.space)
@@ -117,6 +125,7 @@ class EvidenceStore:
         # from worker threads, and two passes planned from the same catalog would both delete
         # (and audit) the same file. Separate from _lock, which each deletion takes.
         self._retention_lock = threading.Lock()
+        self._holds_lock = threading.Lock()  # one change of the book at a time
 
     @classmethod
     def open(
@@ -137,10 +146,13 @@ class EvidenceStore:
         if catalog.rebuilt_reason is not None:
             audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
         store = cls(settings, recipients, device_key, audit, catalog, clock_ms, alarms, trusted)
+        store.holds = load_holds(layout, catalog, audit, store.alarms, clock_ms())
         for sidecar in report.recovered:
             store._register_sealed(sidecar)
         for discarded in report.discarded:
             store._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
+        # A rebuilt catalog knows no holds, and a power cut may have come between book and flags.
+        store._copy_holds_to_catalog(None, store.holds)
         return store, report
 
     def close(self) -> None:
@@ -192,7 +204,8 @@ class EvidenceStore:
             trusted_created_by=None if created is None else created.by,
         )
         with self._lock, _catalog_full_is_card_full(self.layout.root, self.settings.space):
-            self.catalog.put(record)
+            # Under the lock that `change_holds` takes to copy a new book: never a stale hold.
+            self.catalog.put(record.with_changes(held=self.holds.is_held(record.recording_id)))
 
     def flag_incident(self, recording_id: str) -> list[FileRecord]:
         """Make every file of a recording, present and future, a P0 upload (officer's flag).
@@ -222,10 +235,31 @@ class EvidenceStore:
         destroyed before returning; no report text is left in plaintext anywhere. Raises
         ValueError for an id that is not 32 hex digits, CardFullError when the card is full.
         """
+        sealed = self._seal_note(recording_id_hex, "report", {"type": "report", **report})
+        self.audit.append(
+            "storage.report_sealed", recording_id=recording_id_hex, file_id=sealed.sidecar.file_id
+        )
+        return sealed
+
+    def write_hold_note(self, recording_id_hex: str, note: dict[str, Any]) -> SealedFile:
+        """Seal why a recording is held (the admin's words: they may be personal) as an
+        encrypted evidence file of it, stream "hold", exactly as `write_report` seals a report:
+        only the back office can read it, and it reaches the back office with the recording."""
+        sealed = self._seal_note(recording_id_hex, "hold", {"type": "hold", **note})
+        self.audit.append(
+            "storage.hold_note_sealed",
+            recording_id=recording_id_hex,
+            file_id=sealed.sidecar.file_id,
+        )
+        return sealed
+
+    def _seal_note(
+        self, recording_id_hex: str, stream_name: str, obj: dict[str, Any]
+    ) -> SealedFile:
         if _RECORDING_ID_HEX.fullmatch(recording_id_hex) is None:
             raise ValueError("a recording id is 32 lowercase hex digits")
         recording_id = bytes.fromhex(recording_id_hex)
-        # A report filed while its recording still runs shares the live upload class.
+        # A note filed while its recording still runs shares the live upload class.
         live = recording_id_hex in self._live_upload_classes
         if not live:
             with self._lock:
@@ -233,18 +267,49 @@ class EvidenceStore:
             self._live_upload_classes[recording_id_hex] = "P0" if "P0" in classes else "P1"
         recording = Recording(self, RecordingKey(recording_id, self.recipients), {})
         try:
-            stream = recording.open_stream("report", container="json")
-            stream.add_metadata({"type": "report", **report})
+            stream = recording.open_stream(stream_name, container="json")
+            stream.add_metadata(obj)
             stream.close()
         finally:
             recording.key.destroy()
             if not live:
                 self._end_recording(recording_id_hex)
         (sealed,) = recording.sealed
-        self.audit.append(
-            "storage.report_sealed", recording_id=recording_id_hex, file_id=sealed.sidecar.file_id
-        )
         return sealed
+
+    # -- holds (storage/holds.py) -------------------------------------------------------------
+
+    def recording_files(self, recording_id: str) -> list[FileRecord]:
+        """The catalog's records of one recording (DELETED ones included)."""
+        with self._lock:
+            return self.catalog.by_recording(recording_id)
+
+    def change_holds(self, change: Callable[[HoldBook], HoldBook]) -> tuple[HoldBook, HoldBook]:
+        """Apply `change` to the holds: the book is written (durable) first, then copied into
+        the catalog's flags of the recordings whose hold changed. Returns (before, after). A
+        power cut in between leaves the book ahead of the catalog: the next open copies it."""
+        with self._holds_lock:
+            before = self.holds
+            after = change(before)
+            if after != before:
+                write_holds(self.layout, after)
+                self._copy_holds_to_catalog(before.held() ^ after.held(), after)
+        return before, after
+
+    def _copy_holds_to_catalog(self, recording_ids: Iterable[str] | None, book: HoldBook) -> None:
+        """Make `book` the store's holds and the catalog's `held` flags say what it says, for
+        `recording_ids` (all: None). One lock with the registering of new files, so a file
+        catalogued meanwhile takes either the old hold and is corrected here, or the new one."""
+        with self._lock:
+            self.holds = book
+            if recording_ids is None:
+                records = self.catalog.all()
+            else:
+                records = [r for i in sorted(recording_ids) for r in self.catalog.by_recording(i)]
+            for record in records:
+                held = book.is_held(record.recording_id)
+                if record.state is not FileState.DELETED and record.held != held:
+                    self.catalog.set_held(record.file_id, held)
 
     def _end_recording(self, recording_id: str) -> None:
         self._live_upload_classes.pop(recording_id, None)
@@ -275,6 +340,7 @@ class EvidenceStore:
                     sha256_hex=sealed.sha256_hex,
                     sealed_at_ms=sealed.sealed_at_ms,
                     interrupted_at_chunk=sealed.interrupted_at_chunk,
+                    held=self.holds.is_held(recording_id),
                 )
             )
 

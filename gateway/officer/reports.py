@@ -129,6 +129,15 @@ class ReportBook:
         return cls(entries[-MAX_BOOK_ENTRIES:])
 
 
+def with_held_flags(view: Mapping[str, Any], held: frozenset[str]) -> dict[str, Any]:
+    """A view of the book (`{"missing": [...], "filed": [...]}`) with each entry's `held` flag:
+    the officer sees that a recording is held (RULES S4), never why."""
+    return {
+        name: [{**entry, "held": entry["recording_id"] in held} for entry in entries]
+        for name, entries in view.items()
+    }
+
+
 def _replace(entry: BookEntry, **changes: Any) -> BookEntry:
     return BookEntry(**{**asdict(entry), **changes})
 
@@ -179,7 +188,10 @@ def invalid(field: str, message: str) -> Refused:
     return Refused(RefusalKind.INVALID, "invalid", message, field=field)
 
 
-def _text(body: Mapping[str, Any], name: str, max_chars: int) -> str:
+def text_member(body: Mapping[str, Any], name: str, max_chars: int) -> str:
+    """Member `name` of `body` as text the officer or an admin typed: not blank, at most
+    `max_chars`, line breaks and tabs allowed, no other control characters; Refused `invalid`
+    naming the member otherwise."""
     value = body.get(name)
     if not isinstance(value, str):
         raise invalid(name, f"{name} must be text")
@@ -198,7 +210,7 @@ def parse_report(body: Mapping[str, Any]) -> Report:
     unknown = sorted(set(body) - REPORT_MEMBERS)
     if unknown:
         raise invalid(unknown[0], f"unknown member {unknown[0][:64]!r}")
-    what = _text(body, "what", WHAT_MAX_CHARS)
+    what = text_member(body, "what", WHAT_MAX_CHARS)
     warned = body.get("warned_beforehand")
     if not isinstance(warned, bool):
         raise invalid("warned_beforehand", "warned_beforehand must be true or false")
@@ -206,7 +218,7 @@ def parse_report(body: Mapping[str, Any]) -> Report:
         if body.get("not_warned_reason") is not None:
             raise invalid("not_warned_reason", "not_warned_reason only when not warned")
         return Report(what, True, None)
-    reason = _text(body, "not_warned_reason", REASON_MAX_CHARS)
+    reason = text_member(body, "not_warned_reason", REASON_MAX_CHARS)
     return Report(what, False, reason)
 
 

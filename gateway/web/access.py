@@ -33,6 +33,7 @@ from aiohttp.typedefs import Handler
 from common.faults import TransientFault
 from config.accounts import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from config.local import AccountSection, LocalConfig
+from gateway.caller import account_tag as account_tag  # the audit's name for an account
 from gateway.web.identity import Identity, set_identity, set_still_authorised
 from gateway.web.jsonbody import ApiError
 from gateway.web.jsonbody import error_response as api_error_response
@@ -81,12 +82,6 @@ _SESSION_KEY: web.RequestKey[Session] = web.RequestKey("web_session", Session)
 Clock = Callable[[], float]
 Audit = Callable[..., Awaitable[None]]
 """The port's `audit`: returns when the entry is durable."""
-
-
-def account_tag(name: str) -> str:
-    """What the audit log says instead of a login name: a 12-hex SHA-256 prefix (48 bits) that
-    tells one account's events apart without naming the officer."""
-    return hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
 def grant_of(account: AccountSection) -> str:

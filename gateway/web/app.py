@@ -15,7 +15,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.port import BoxPort
-from gateway.web import events, metrics, pair_route, record_routes, report_routes, shift_routes
+from gateway.web import (
+    events,
+    hold_routes,
+    metrics,
+    pair_route,
+    record_routes,
+    report_routes,
+    shift_routes,
+)
 from gateway.web import status_source as status_routes
 from gateway.web.status_source import StatusSource
 
@@ -39,6 +47,7 @@ def api_application(
             web.get("/api/events", streams.handle),
             *shift_routes.routes(port),
             *report_routes.routes(port),
+            *hold_routes.routes(port),
             *pair_route.routes(port),
             *metrics.routes(
                 status,

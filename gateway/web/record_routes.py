@@ -49,7 +49,8 @@ def routes(port: BoxPort) -> list[web.RouteDef]:
     @answers_refusals
     async def config_bundle(request: web.Request) -> web.Response:
         """A signed configuration bundle pushed to the box (USB stick, web UI): verified like
-        a download, then applied. 409 when the box is not paired (no trust root)."""
+        a download, then applied (200), kept to apply once the box's state allows (202,
+        `deferred`) or refused (422). 409 when the box is not paired (no trust root)."""
         result = await port.push_bundle(await request.read())
         if result.config_serial is None:
             return web.json_response({"applied": False, "reason": result.reason}, status=422)
@@ -58,8 +59,10 @@ def routes(port: BoxPort) -> list[web.RouteDef]:
             "config_serial": result.config_serial,
             "sha256": result.sha256,
             "reason": result.reason,
+            "deferred": result.deferred,
         }
-        return web.json_response(answer, status=200 if result.applied else 422)
+        status = 200 if result.applied else 202 if result.deferred else 422
+        return web.json_response(answer, status=status)
 
     return [
         web.post("/api/record/start", record_start),

@@ -111,6 +111,8 @@ def _storage(storage: StorageFacts, at_ms: int) -> dict[str, Any]:
         "waiting_by_class": _by_class(storage.waiting_files, storage.waiting_bytes),
         "oldest_waiting_age_s": None if oldest_age_s is None else round(oldest_age_s, 1),
         "retention_s": storage.retention_days * 86_400,
+        # How many recordings retention must keep (RULES S4); never which, nor why.
+        "held_recordings": len(storage.held_recordings),
     }
 
 

@@ -155,21 +155,36 @@ def publish_document(
 
 @contextlib.contextmanager
 def start_back_office(
-    pki: TestPki, root: Path, documents: Sequence[bytes] = (DOCUMENT,)
+    pki: TestPki,
+    root: Path,
+    documents: Sequence[bytes] = (DOCUMENT,),
+    *,
+    mutual_port: int = 0,
+    pair_port: int = 0,
 ) -> Iterator[BackOffice]:
     """A fleet created under `root`, `documents` signed for BOX and published (serials 1, 2, ...)
-    before the back office starts serving it."""
+    before the back office starts serving it. Ports 0: any free ones; fixed ports let a test stop
+    the back office and serve it again where its boxes look for it (`serve_again`)."""
     fleet = init_repository(root / "repo", root / "fleet-keys", now=datetime.now(UTC))
     signers = load_fleet_signers(root / "fleet-keys")
     for document in documents:
         publish_document(fleet, signers, document)
+    with serve_again(pki, root, mutual_port=mutual_port, pair_port=pair_port) as office:
+        yield office
+
+
+@contextlib.contextmanager
+def serve_again(
+    pki: TestPki, root: Path, *, mutual_port: int = 0, pair_port: int = 0
+) -> Iterator[BackOffice]:
+    """`mvb-admin serve` on the fleet, pairing state and uploads already under `root`."""
     state = root / "pairing-state"
     command = [
         str(MVB_ADMIN), "serve", "--dir", str(root / "uploads"),
         "--cert", str(pki.server_cert), "--key", str(pki.server_key),
-        "--client-ca", str(pki.ca_cert), "--port", "0", "--reserve-bytes", "0",
-        "--pair-port", "0", "--pairing-state", str(state), "--pki-dir", str(pki.directory),
-        "--fleet-repo", str(root / "repo"),
+        "--client-ca", str(pki.ca_cert), "--port", str(mutual_port), "--reserve-bytes", "0",
+        "--pair-port", str(pair_port), "--pairing-state", str(state),
+        "--pki-dir", str(pki.directory), "--fleet-repo", str(root / "repo"),
     ]  # fmt: skip
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -184,7 +199,7 @@ def start_back_office(
             yield BackOffice(
                 pki,
                 state,
-                fleet,
+                FleetRepository(root / "repo"),
                 root / "fleet-keys",
                 root / "uploads",
                 ports["files"],

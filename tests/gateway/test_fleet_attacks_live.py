@@ -150,6 +150,7 @@ class LiveBox:
         assert camera["prerecord_s"] == prerecord_s, f"serial {serial} is not running: {camera}"
         latest = self.office.reports()[-1]
         assert (latest.box_id, latest.config_serial, latest.sha256) == (BOX, serial, sha256)
+        assert latest.outcome == "applied"
 
     def assert_on_last_good(self) -> None:
         fleet, camera = self.fleet(), self.camera()
@@ -158,8 +159,10 @@ class LiveBox:
         assert camera["prerecord_s"] == prerecord_s, f"not on the last good pre-record: {camera}"
         assert camera["connected"], f"the camera stopped: {camera}"
 
-    def reported(self) -> set[tuple[int, str]]:
-        return {(report.config_serial, report.sha256) for report in self.office.reports()}
+    def reported(self, outcome: str = "applied") -> set[tuple[int, str]]:
+        """What the box reported to the back office with `outcome` (applied, refused)."""
+        reports = self.office.reports()
+        return {(r.config_serial, r.sha256) for r in reports if r.outcome == outcome}
 
     def wait_verified(self) -> None:
         """The box verified what the back office serves now: it stored the served timestamp and
@@ -359,9 +362,14 @@ def refuses(live: LiveBox, attack: Attack) -> None:
         assert_audited(new_audit, attack, planted)
         if not attack.at_apply:
             assert reason in live.status()["alarms"]["fleet_config"], "the officer sees it"
-        assert live.reported() <= set(live.good.items()), "only good serials were reported"
+        assert live.reported() <= set(live.good.items()), "only good serials reported applied"
         if planted is not None:
             assert (planted.config_serial, planted.sha256) not in live.reported()
+        if attack.at_apply:
+            # A signed document the box refuses to run is reported as refused, with its reason.
+            assert planted is not None
+            refused = (planted.config_serial, planted.sha256)
+            wait_for(lambda: refused in live.reported("refused"), "the refusal's report", WAIT_S)
     finally:
         recover(live.repo, before, live.signers, now=_now())
     live.wait_verified()

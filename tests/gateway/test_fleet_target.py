@@ -69,7 +69,7 @@ async def test_prerecord_changes_on_a_running_camera(tmp_path: Path) -> None:
         await stop_box(running)
 
 
-async def test_a_box_whose_camera_is_down_keeps_its_last_good_configuration(
+async def test_a_box_whose_camera_is_down_keeps_its_last_good_configuration_for_now(
     tmp_path: Path,
 ) -> None:
     config = load_config(box_config(tmp_path, str(tmp_path / "no-such-clip.ts")))
@@ -84,7 +84,8 @@ async def test_a_box_whose_camera_is_down_keeps_its_last_good_configuration(
         )
         outcome = await applier.apply(fleet_document("[recording]\nprerecord_s = 60.0\n", 2))
         assert not outcome.applied
-        assert outcome.reason == "rolled back: camera(s) not delivering: dashcam"
+        assert outcome.transient, "the camera was down before: the box's state, not the document"
+        assert outcome.reason == "deferred: camera(s) not delivering: dashcam"
         assert running.service.recorder.policy.prerecord_s == 5.0
         assert running.service.cameras["dashcam"].ring.window_ns == 5 * NS_PER_S
     finally:

@@ -38,6 +38,7 @@ from demo.synthetic import generate_clip
 from gateway.pairing import PairedCredentials, WrongServerKey
 from gateway.pairing_client import (
     fleet_metadata_dir,
+    install_credentials,
     pair,
     pairing_files,
     recover_pairing_dir,
@@ -413,6 +414,29 @@ def test_an_interrupted_credentials_swap_is_finished_not_lost(pki: TestPki, tmp_
 
     assert pairing_files(state).address() == "newest.example"
     assert sorted(path.name for path in state.iterdir()) == ["pairing"]
+
+
+def test_a_re_pair_resets_what_the_fleet_sync_kept_under_the_old_root(
+    pki: TestPki, tmp_path: Path
+) -> None:
+    repo = init_repository(tmp_path / "repo", tmp_path / "keys", now=datetime.now(UTC))
+    credentials = PairedCredentials(
+        box_id=BOX,
+        address="127.0.0.1:1",
+        certificate_pem=pki.client_cert.read_bytes(),
+        key_pem=pki.client_key.read_bytes(),
+        ca_certificate_pem=pki.ca_cert.read_bytes(),
+        pins=(pki.server_pin,),
+        tuf_root=repo.trust_root_bytes(),
+        service=SERVICE,
+    )
+    state = tmp_path / "state"
+    install_credentials(state, credentials, re_pair=False)
+    kept = ("fleet-state.json", "fleet-pending.json", "fleet-outbox.json")
+    for name in kept:
+        (state / name).write_text("{}")
+    install_credentials(state, credentials, re_pair=True)
+    assert [name for name in kept if (state / name).exists()] == []
 
 
 # --- the whole story: pair, receive signed configuration, apply it, refuse a bad one ------------

@@ -33,6 +33,8 @@ FID = "1" * 32
         (f"evidence/{RID}/{FID}.json", b"{"),
         (f"evidence/{RID}/{FID}.json.tmp", b"{"),
         ("catalog/cache.db", b"SQLite format 3"),
+        ("holds/holds.json", b"{"),
+        ("holds/holds.json.broken-1790000000000", b"{"),
         (PROBE_NAME, b"probe"),
     ],
 )
@@ -49,6 +51,8 @@ def test_the_box_s_own_files_are_recognised(relative: str, header: bytes) -> Non
         (f"evidence/{RID}/notes.txt", b"hello"),
         (f"evidence/{FID}.mvbe", MAGIC),  # not inside a recording folder
         ("evidence", MAGIC),
+        ("holds/notes.txt", b"hello"),
+        ("holds.json", b"{"),
     ],
 )
 def test_anything_else_is_foreign(relative: str, header: bytes) -> None:

@@ -397,7 +397,7 @@ def test_corrupt_sqlite_is_moved_aside_and_rebuilt_from_sidecars(layout: CardLay
         assert reason is not None
         assert "unreadable" in reason
         assert "catalog.broken-" in reason
-        assert "attestations and holds" in reason
+        assert "attestations known only to the old catalog" in reason
         f1, f2 = cat.get("f1"), cat.get("f2")
         assert cat.get("old") is None  # known only to the broken catalog
         cat.put(record("new", recording_id="r5"))  # the fresh catalog works

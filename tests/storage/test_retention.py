@@ -1,6 +1,6 @@
-"""Retention planning on trusted time: S3 (delete once attested) and S4 (at most 28 days), never
-held evidence, never an unattested file whose trusted age may still be within the period, and
-the escalating alarms before a deletion."""
+"""Retention planning on trusted time: S3 (delete once attested, held or not) and S4 (at most 28
+days), never unattested held evidence, never an unattested file whose trusted age may still be
+within the period, and the escalating alarms before a deletion."""
 
 from __future__ import annotations
 
@@ -123,13 +123,13 @@ def min_age_ms(record: FileRecord, now: TrustedNow) -> int | None:
 
 
 @given(record_lists, nows(), policies)
-def test_never_plans_held_recording_or_deleted(
+def test_never_plans_unattested_held_recording_or_deleted(
     files: list[FileRecord], now: TrustedNow, policy: RetentionPolicy
 ) -> None:
     plan = plan_retention(files, now, policy)
     judged = planned_ids(plan) | {d.file_id for d in plan.due_soon} | set(plan.time_unknown)
     for r in files:
-        if r.held or r.state in (S.RECORDING, S.DELETED):
+        if (r.held and not r.is_attested) or r.state in (S.RECORDING, S.DELETED):
             assert r.file_id not in judged
 
 
@@ -149,12 +149,13 @@ def test_never_plans_an_unattested_file_that_may_be_within_retention(
 
 
 @given(record_lists, nows(), policies)
-def test_always_plans_attested_files_that_are_not_held_whatever_the_time(
+def test_always_plans_attested_files_held_or_not_whatever_the_time(
     files: list[FileRecord], now: TrustedNow, policy: RetentionPolicy
 ) -> None:
+    """S3: a transferred file does not stay on the device; a hold binds the back office."""
     plan = {d.file_id: d for d in plan_retention(files, now, policy).deletions}
     for r in files:
-        if r.is_attested and not r.held and r.state in DELETABLE_STATES:
+        if r.is_attested and r.state in DELETABLE_STATES:
             assert plan[r.file_id].reason is DeletionReason.ATTESTED
 
 
@@ -240,14 +241,17 @@ def test_shorter_policy_boundary() -> None:
     assert planned_ids(plan_retention(files, at(), policy)) == {"gone"}
 
 
-def test_attested_file_goes_at_once_unless_held_even_with_the_time_unknown() -> None:
+def test_attested_file_goes_at_once_held_or_not_even_with_the_time_unknown() -> None:
     files = [
         rec("fresh", age_ms=None, state=S.VERIFIED, attested=SHA_A),
-        rec("kept", age_ms=1, state=S.VERIFIED, attested=SHA_A, held=True),
+        rec("held", age_ms=1, state=S.VERIFIED, attested=SHA_A, held=True),
         rec("mismatch", age_ms=1, state=S.UPLOADING, attested=SHA_B),
     ]
     plan = plan_retention(files, at(None, None), RetentionPolicy())
-    assert plan.deletions == (Deletion("fresh", "r1", DeletionReason.ATTESTED, None),)
+    assert {d.file_id: d.reason for d in plan.deletions} == {
+        "fresh": DeletionReason.ATTESTED,
+        "held": DeletionReason.ATTESTED,
+    }
     assert plan.time_unknown == ("mismatch",)
 
 

@@ -204,6 +204,9 @@ function renderStorage(view) {
           retention: fmt.duration(view.retentionS),
         }),
   );
+  // That recordings are held (RULES S4), never which or why: that is the back office's.
+  const held = view.heldRecordings ?? 0;
+  setText("card-held", held > 0 ? tn("card.held_count", held) : t("card.none_held"));
 }
 
 /** The upload tile's headline: what the officer needs to know first. */

@@ -119,6 +119,7 @@ function recordingLabel(recording) {
     fmt.moment(recording.started_at_ms),
     triggerText(recording.trigger_source),
     recording.duration_s === null ? t("reports.running") : fmt.duration(recording.duration_s),
+    recording.held === true ? t("reports.held") : "",
   ]
     .filter((part) => part !== "")
     .join(" \u00b7 ");

@@ -105,7 +105,12 @@ async function uploadBundle() {
     const bytes = await file.arrayBuffer();
     const answer = (await request("POST", "/api/config/bundle", { bytes })) ?? {};
     const serial = typeof answer.config_serial === "number" ? answer.config_serial : "?";
-    showResult("bundle-result", t("bundle.applied", { serial }), "ok");
+    if (answer.deferred === true) {
+      // 202: verified and kept; the box applies it by itself once its state allows.
+      showResult("bundle-result", t("bundle.deferred", { serial }), "warning");
+    } else {
+      showResult("bundle-result", t("bundle.applied", { serial }), "ok");
+    }
     byId("bundle-file").value = "";
   } catch (failure) {
     showResult("bundle-result", bundleRefusal(failure), "critical");

@@ -74,6 +74,7 @@ export function storageView(doc) {
     waitingBytes: number(storage.waiting_bytes),
     oldestWaitingS: number(storage.oldest_waiting_age_s),
     retentionS: number(storage.retention_s),
+    heldRecordings: number(storage.held_recordings),
   };
 }
 

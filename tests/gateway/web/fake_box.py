@@ -21,7 +21,8 @@ import aiohttp
 
 from config.local import LocalConfig
 from gateway.caller import Identity, RefusalKind, Refused
-from gateway.officer.reports import RECORDING_ID, ReportBook, parse_report
+from gateway.hold_desk import parse_hold_body
+from gateway.officer.reports import RECORDING_ID, ReportBook, parse_report, with_held_flags
 from gateway.officer.shift import Shift, ShiftStart, decide_end, decide_start, shift_view
 from gateway.port import AuditValue, BoxPort, BundleResult, Paired
 from gateway.status_facts import (
@@ -58,7 +59,13 @@ class FakeBox:
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     paired: bool = False
     bundles: list[bytes] = field(default_factory=list)
+    bundle_result: BundleResult = field(
+        default_factory=lambda: BundleResult(
+            applied=False, reason="refused: BadBundle: not a bundle"
+        )
+    )
     alarms: dict[str, str] = field(default_factory=dict)
+    holds: dict[str, str] = field(default_factory=dict)  # recording id -> the reason given
     audit_entries: list[tuple[str, dict[str, AuditValue]]] = field(default_factory=list)
 
     # -- reading ----------------------------------------------------------------------------
@@ -156,10 +163,11 @@ class FakeBox:
         return {**self.shift_view(), "ended": True, "reports_missing_acknowledged": len(missing)}
 
     def reports_view(self) -> dict[str, Any]:
-        return {
+        view = {
             "missing": [e.view() for e in self.book.missing()],
             "filed": [e.view() for e in self.book.reported()],
         }
+        return with_held_flags(view, frozenset(self.holds))
 
     async def file_report(
         self, caller: Identity, recording_id: str, body: Mapping[str, Any]
@@ -176,6 +184,34 @@ class FakeBox:
         self.book.filed(recording_id, filed_at_ms)
         self.reports[recording_id] = {"what": report.what, "officer_id": caller.officer_id}
         return {"recording_id": recording_id, "filed_at_ms": filed_at_ms, "file_id": "f" * 32}
+
+    # -- holds: the box's rules in short (admins only; any recording of the book) -----------------
+
+    async def holds_view(self, caller: Identity) -> dict[str, Any]:
+        _require_admin(caller)
+        return {"holds": [_hold_view(rid) for rid in sorted(self.holds)]}
+
+    async def hold_recording(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        _require_admin(caller)
+        if self.book.get(recording_id) is None:
+            raise Refused(RefusalKind.NOT_FOUND, "unknown_recording", "no such recording")
+        reason = parse_hold_body(body)
+        if recording_id in self.holds:
+            raise Refused(RefusalKind.CONFLICT, "already_held", "already held")
+        self.holds[recording_id] = reason
+        await self.audit("hold.set", recording_id=recording_id, channel=caller.channel)
+        return {**_hold_view(recording_id), "reason_sealed": True, "note_file_id": "e" * 32}
+
+    async def release_hold(self, caller: Identity, recording_id: str) -> dict[str, Any]:
+        _require_admin(caller)
+        if RECORDING_ID.fullmatch(recording_id) is None:
+            raise Refused(RefusalKind.NOT_FOUND, "unknown_recording", "no such recording")
+        if self.holds.pop(recording_id, None) is None:
+            raise Refused(RefusalKind.CONFLICT, "not_held", "the recording is not held")
+        await self.audit("hold.released", recording_id=recording_id, channel=caller.channel)
+        return {**_hold_view(recording_id), "held": False, "sources": [], "since_ms": None}
 
     # -- pairing and configuration ----------------------------------------------------------------
 
@@ -195,7 +231,7 @@ class FakeBox:
             message = "the box is not paired with the back office"
             raise Refused(RefusalKind.CONFLICT, "not_paired", message)
         self.bundles.append(bundle)
-        return BundleResult(applied=False, reason="refused: BadBundle: not a bundle")
+        return self.bundle_result
 
     # -- the audit log and the alarms -------------------------------------------------------------
 
@@ -213,6 +249,22 @@ class FakeBox:
     def audit_text(self) -> str:
         """Every audit entry as the log would hold it (for scans: no name, no password)."""
         return "\n".join(json.dumps({"event": e, "fields": f}) for e, f in self.audit_entries)
+
+
+def _require_admin(caller: Identity) -> None:
+    if caller.role != "admin":
+        raise Refused(RefusalKind.FORBIDDEN, "forbidden", "only an admin may hold")
+
+
+def _hold_view(recording_id: str) -> dict[str, Any]:
+    return {
+        "recording_id": recording_id,
+        "held": True,
+        "sources": ["local"],
+        "since_ms": 1,
+        "ground": None,
+        "files_on_card": 1,
+    }
 
 
 def _implements_the_port(box: FakeBox) -> BoxPort:

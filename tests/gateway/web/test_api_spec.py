@@ -18,12 +18,14 @@ from aiohttp import web
 
 from config.local import load_config
 from gateway.caller import Refused
+from gateway.hold_desk import parse_hold_body
 from gateway.officer.reports import parse_report
+from gateway.port import BundleResult
 from gateway.web.app import api_application
 from gateway.web.session_routes import add_session_routes
 from gateway.web.status_source import StatusSource
 from tests.gateway.web.conftest import WebRig, login
-from tests.gateway.web.fake_box import FakeBox
+from tests.gateway.web.fake_box import FakeBox, fake_local
 from tests.gateway.web.feature_rig import LocalBox, feature_box_config, record_once, running_box
 
 REPO = Path(__file__).resolve().parents[3]
@@ -159,6 +161,23 @@ async def test_answers_of_a_running_box_fit_the_spec(box: LocalBox) -> None:
         assert_fits(
             response_validator("/api/reports/{recording_id}", "put", 200), await filed.json()
         )
+        holds = f"/api/holds/{recording_id}"
+        held = await client.put(holds, json={"reason": "police demand 17"})
+        assert_fits(response_validator("/api/holds/{recording_id}", "put", 200), await held.json())
+        assert_fits(
+            response_validator("/api/holds", "get", 200),
+            await (await client.get("/api/holds")).json(),
+        )
+        reports = await (await client.get("/api/reports")).json()
+        assert_fits(response_validator("/api/reports", "get", 200), reports)
+        assert_fits(status_schema, await (await client.get("/api/status")).json())
+        released = await client.delete(holds)
+        assert_fits(
+            response_validator("/api/holds/{recording_id}", "delete", 200), await released.json()
+        )
+        not_held = await client.delete(holds)
+        assert not_held.status == 409
+        assert_fits(validator("Error"), await not_held.json())
         missing = await client.post("/api/shift/end", json={})
         assert missing.status == 409
         assert_fits(validator("Error"), await missing.json())
@@ -174,6 +193,31 @@ async def test_the_web_channel_answers_fit_the_spec(web_rig: WebRig) -> None:
         document = await (await client.get("/api/status")).json()
         assert document["web"]["state"] == "listening"
         assert_fits(validator("StatusDocument"), document)
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (BundleResult(True, None, 4, "ab" * 32), 200),
+        (
+            BundleResult(False, "deferred: camera(s) not delivering: dashcam", 4, "ab" * 32, True),
+            202,
+        ),
+        (BundleResult(False, "rolled back: camera(s) not delivering: dashcam", 4, "ab" * 32), 422),
+        (BundleResult(False, "refused: WrongBox: no document for box MVB-1"), 422),
+    ],
+)
+async def test_each_bundle_outcome_has_its_status_and_fits_the_spec(
+    tmp_path: Path, result: BundleResult, status: int
+) -> None:
+    async with fake_local(load_config(feature_box_config(tmp_path))) as local:
+        local.box.paired = True
+        local.box.bundle_result = result
+        async with local.client() as client, client.post("/api/config/bundle", data=b"x") as answer:
+            assert answer.status == status
+            body = await answer.json()
+    assert_fits(response_validator("/api/config/bundle", "post", status), body)
+    assert body.get("deferred", False) is result.deferred
 
 
 REPORT_BODIES: list[dict[str, Any]] = [
@@ -211,3 +255,28 @@ def test_the_report_schema_and_the_handler_agree(body: dict[str, Any]) -> None:
     except Refused:
         accepted = False
     assert validator("Report").is_valid(body) is accepted
+
+
+HOLD_BODIES: list[dict[str, Any]] = [
+    {"reason": "x"},
+    {"reason": ""},
+    {"reason": " \t\n"},
+    {"reason": "line\nline\ttab"},
+    {"reason": "nul\x00"},
+    {"reason": "\x1c x"},
+    {"reason": "x" * 1000},
+    {"reason": "x" * 1001},
+    {"reason": 7},
+    {"reason": "x", "other": 1},
+    {},
+]
+
+
+@pytest.mark.parametrize("body", HOLD_BODIES)
+def test_the_hold_schema_and_the_handler_agree(body: dict[str, Any]) -> None:
+    try:
+        parse_hold_body(body)
+        accepted = True
+    except Refused:
+        accepted = False
+    assert validator("HoldRequest").is_valid(body) is accepted

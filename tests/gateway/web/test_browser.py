@@ -247,6 +247,7 @@ async def test_recording_starts_within_a_second_is_flagged_and_stops(
 
 WHAT = "A man in a grey coat shouted at the officer at the ferry quay (marker 5c1e)."
 REASON = "He came at the officer before there was time to say it (marker 5c1e)."
+HOLD_REASON = "Complaint 2024-77 by the man in the grey coat"
 
 
 async def test_a_shift_with_a_recording_and_its_report(
@@ -279,10 +280,22 @@ async def test_a_shift_with_a_recording_and_its_report(
         timeout=SLOW_MS,
     )
     await expect(by(page, "reports-badge")).to_have_text("1")
+    # The admin holds it (`mvb hold`, the loopback channel): the officer sees that, never why.
+    async with box.local_client() as local:
+        held = await local.put(f"/api/holds/{recording_id}", json={"reason": HOLD_REASON})
+        assert held.status == 200, await held.text()
+    await expect(by(page, "card-held")).to_have_text(
+        "1 recording: not deleted until released", timeout=SLOW_MS
+    )
 
     await go_to(page, "reports")
     item = page.locator(f"[data-testid=report-item][data-recording-id='{recording_id}']")
     await expect(item).to_have_count(1)
+    await expect(item).to_contain_text("held")
+    assert HOLD_REASON not in await page.content()
+    async with box.local_client() as local:
+        released = await local.delete(f"/api/holds/{recording_id}")
+        assert released.status == 200, await released.text()
     await item.click()
     await expect(by(page, "report-form")).to_be_visible()
     await by(page, "report-what").fill(WHAT)
