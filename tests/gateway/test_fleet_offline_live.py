@@ -29,7 +29,7 @@ from backoffice import cli as admin_cli
 from config.local import load_config
 from demo.synthetic import generate_clip
 from gateway.run import RunningBox, start_box, stop_box
-from storage.retention import MS_PER_DAY, Deletion
+from storage.retention import Deletion
 from storage.store import EvidenceStore
 from tests.cameras import free_port
 from tests.gateway.fleet_rig import (
@@ -47,6 +47,7 @@ from tests.gateway.fleet_rig import (
     write_recipient_pub,
 )
 from tests.tls_helpers import TestPki
+from tests.trusted_time_helpers import trusted_time_later
 
 PATH = f"boxes/{BOX}.toml"
 BASE_DOCUMENT = b"[recording]\nprerecord_s = 60\n"
@@ -79,14 +80,11 @@ def admin(office: BackOffice, command: str, recording_id: str, *extra: str) -> s
     return recording_id
 
 
-async def retention_at(store: EvidenceStore, now_ms: int) -> list[Deletion]:
-    """One retention pass as if the box's clock read `now_ms`."""
-    clock = store.clock_ms
-    store.clock_ms = lambda: now_ms
-    try:
-        return await asyncio.to_thread(store.apply_retention)
-    finally:
-        store.clock_ms = clock
+async def retention_at(store: EvidenceStore, days_later: float) -> list[Deletion]:
+    """One retention pass as if the box had run `days_later` more days (trusted time, the clock
+    retention judges by: tests/trusted_time_helpers.py)."""
+    trusted_time_later(store, days_later)
+    return await asyncio.to_thread(store.apply_retention)
 
 
 @asynccontextmanager
@@ -158,15 +156,14 @@ async def test_a_pushed_hold_applies_with_every_link_down_and_is_reported_when_i
                 2,
                 0,
             )
-            # Retention 29 days on (the box's clock for it, set back afterwards): held, kept.
+            # Retention 29 days on (in trusted time): held, kept.
             store = running.box.store
-            expired_ms = store.catalog.get(file_id).created_at_ms + 29 * MS_PER_DAY  # type: ignore[union-attr]
-            assert await retention_at(store, expired_ms) == []
+            assert await retention_at(store, days_later=29) == []
             assert store.layout.sealed_path(recording_id, file_id).exists()
 
             admin(office, "release", recording_id)  # serial 3, over the link
             await wait_for(lambda: not store.holds.held(), "the fleet's release applied")
-            deleted = await retention_at(store, expired_ms)
+            deleted = await retention_at(store, days_later=29)
             assert [d.file_id for d in deleted] == [file_id]
             assert not store.layout.sealed_path(recording_id, file_id).exists()
     audit = [json.loads(line) for line in (tmp_path / "box/state/audit.jsonl").open()]

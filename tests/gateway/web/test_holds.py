@@ -15,7 +15,6 @@ import pytest
 
 from gateway.caller import Identity, Refused, account_tag
 from storage.models import FileState
-from storage.retention import MS_PER_DAY
 from tests.gateway.web.conftest import WebRig, login
 from tests.gateway.web.feature_rig import (
     LocalBox,
@@ -27,6 +26,7 @@ from tests.gateway.web.feature_rig import (
     running_box,
     wait_for,
 )
+from tests.trusted_time_helpers import trusted_time_later
 
 MVB = Path(sys.executable).with_name("mvb")
 REASON = "Klacht van J. de Vries, zaaknummer 2024-0815"
@@ -83,7 +83,7 @@ async def test_mvb_hold_keeps_a_recording_from_retention_and_shows_only_that_it_
     held_files = store.recording_files(held_id)
     assert [f.held for f in held_files] == [True, True]
     assert [f.held for f in store.recording_files(free_id)] == [False]
-    store.clock_ms = lambda: held_files[0].created_at_ms + 29 * MS_PER_DAY
+    trusted_time_later(store, days=29)  # past the retention period, in trusted time
     deleted = await asyncio.to_thread(store.apply_retention)
     assert {d.recording_id for d in deleted} == {free_id}
     assert {f.state for f in store.recording_files(held_id)} == {FileState.SEALED}
