@@ -13,6 +13,8 @@ Invariants:
   After an answer that left a body unread, the connection lingers at most MAX_LINGER_S. The
   TLS handshake is bounded by asyncio's default (60 s).
 - At most `max_concurrent_requests` requests are handled at once; more are answered 503.
+- With a `rate_limit`, each client's tus requests are bounded (backoffice/rate_limit.py); one
+  over it is answered 429 with Retry-After before it reaches TusApp.
 - With a `client_gate`, every request (not only the handshake: keep-alive connections outlive
   it) is first put to the gate with the client certificate's serial; a denied certificate gets
   403 and its connection is closed, and a gate that cannot decide fails closed (503).
@@ -36,6 +38,7 @@ from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler
 
 from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
+from backoffice.rate_limit import ClientRateLimit
 from backoffice.tus_app import (
     STATUS_CHECKSUM_MISMATCH,
     TUS_VERSION,
@@ -226,8 +229,10 @@ class _HttpsShell:
         client_gate: ClientGate | None = None,
         fleet_files: FleetFiles | None = None,
         fleet_reports: ReportLog | None = None,
+        rate_limit: ClientRateLimit | None = None,
     ) -> None:
         self._app = app
+        self._rate_limit = rate_limit
         self._idle_timeout_s = idle_timeout_s
         self._min_body_rate_bytes_per_s = min_body_rate_bytes_per_s
         self._max_concurrent_requests = max_concurrent_requests
@@ -320,6 +325,11 @@ class _HttpsShell:
 
     async def _tus(self, request: web.Request, client_id: str) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
+        if self._rate_limit is not None:
+            retry_after_s = self._rate_limit.take(client_id, loop.time())
+            if retry_after_s is not None:
+                headers = {"Retry-After": str(retry_after_s)}
+                return _plain(429, "too many requests from this box: slow down", headers)
         pace = BodyPace(self._idle_timeout_s, self._min_body_rate_bytes_per_s, loop.time())
         body = PacedBody(request.content, pace, piece_bytes=BODY_PIECE_BYTES)
         incoming = IncomingRequest(
@@ -397,6 +407,7 @@ async def start_https_server(
     client_gate: ClientGate | None = None,
     fleet_files: FleetFiles | None = None,
     fleet_reports: ReportLog | None = None,
+    rate_limit: ClientRateLimit | None = None,
 ) -> RunningServer:
     """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
 
@@ -413,6 +424,7 @@ async def start_https_server(
         client_gate=client_gate,
         fleet_files=fleet_files,
         fleet_reports=fleet_reports,
+        rate_limit=rate_limit,
     )
     return await serve_tls(
         shell.handle,

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Final
 
-from common.faults import MisuseFault
+from common.faults import MisuseFault, TransientFault
 from storage.models import FileRecord, FileState
 from storage.store import EvidenceStore
 from transport.errors import TransportError
@@ -71,8 +71,9 @@ class FileDesk:
 
     async def terminate(self, file_id: str, upload_url: str, why: str) -> bool | None:
         """DELETE an upload the box abandons (docs/tus-profile.md 9), best effort: True once
-        gone, None when the server cannot terminate (its expiration cleans up), False when it
-        could not be asked now (no usable link, no answer, an error answer)."""
+        gone; None when the server cannot or will not (no `termination`, or a refusal such as
+        403 for a finished upload: its expiration or its owner decides); False when it could
+        not be asked now (no usable link, no answer, 5xx/429: ask again later)."""
         request = termination_request(upload_url, self._capabilities())
         if request is None:
             return None
@@ -81,9 +82,12 @@ class FileDesk:
             if response is None:
                 return False
             check_termination(request, response)
-        except (TransportError, TimeoutError, OSError) as exc:
-            log.info("uplink: could not terminate the upload of %s: %s", file_id, exc)
+        except (TransientFault, TimeoutError, OSError) as exc:
+            log.info("uplink: could not terminate the upload of %s now: %s", file_id, exc)
             return False
+        except TransportError as exc:  # an answered refusal: asking again changes nothing
+            log.info("uplink: the server keeps the upload of %s: %s", file_id, exc)
+            return None
         await self._audit("uplink.upload_terminated", file_id=file_id, reason=why)
         return True
 
