@@ -64,25 +64,26 @@ def upload_rows(
     for record in waiting_records(records):
         upload = uploads.get(record.file_id, FileUpload())
         candidate = candidates.get(record.file_id)
-        rows.append(
-            {
-                "file_id": record.file_id,
-                "recording_id": record.recording_id,
-                "upload_class": record.upload_class,
-                "size_bytes": record.size_bytes,
-                "created_at_ms": record.created_at_ms,
-                **_state_and_reason(
-                    upload,
-                    candidate,
-                    running.get(record.file_id),
-                    views,
-                    policy,
-                    now_s,
-                    everything_waits,
-                ),
-            }
+        state = _state_and_reason(
+            upload, candidate, running.get(record.file_id), views, policy, now_s, everything_waits
         )
+        rows.append({**_facts(record), **state})
     return rows
+
+
+def idle_rows(records: Iterable[FileRecord], reason: str) -> list[dict[str, Any]]:
+    """The rows when no uplink runs (not paired, off): every file waits, for `reason`."""
+    return [{**_facts(r), **_row("waiting", reason, None)} for r in waiting_records(records)]
+
+
+def _facts(record: FileRecord) -> dict[str, Any]:
+    return {
+        "file_id": record.file_id,
+        "recording_id": record.recording_id,
+        "upload_class": record.upload_class,
+        "size_bytes": record.size_bytes,
+        "created_at_ms": record.created_at_ms,
+    }
 
 
 def _state_and_reason(

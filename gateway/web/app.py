@@ -15,7 +15,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.port import BoxPort
-from gateway.web import events, metrics, pair_route, record_routes, report_routes, shift_routes
+from gateway.web import (
+    events,
+    metrics,
+    pair_route,
+    record_routes,
+    report_routes,
+    shift_routes,
+    upload_routes,
+)
 from gateway.web import status_source as status_routes
 from gateway.web.status_source import StatusSource
 
@@ -40,6 +48,7 @@ def api_application(
             *shift_routes.routes(port),
             *report_routes.routes(port),
             *pair_route.routes(port),
+            *upload_routes.routes(port),
             *metrics.routes(
                 status,
                 lambda: port.effective_config().webui.metrics_token_sha256,
