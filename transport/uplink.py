@@ -193,7 +193,8 @@ class UplinkService:
         records, candidates = await self._queue(now_s)
         if quiet:
             return []  # withdrawn or paused: nothing is sent to the back office
-        if now_s - self._swept_s >= SWEEP_S and self._capabilities is not None:
+        sweep_due = now_s - self._swept_s >= SWEEP_S and self._capabilities is not None
+        if sweep_due and self.any_link_usable():  # terminations need a link and capabilities
             self._swept_s = now_s
             in_flight_ids = {f for link in self.links.values() for f in link.uploads}
             await self.desk.sweep(records, in_flight_ids)
