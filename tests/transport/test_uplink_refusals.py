@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 
 from backoffice.rate_limit import ClientRateLimit
+from backoffice.server import ClientDenied
 from storage.envelope import RecipientPrivateKey
 from storage.models import FileState
 from tests.tls_helpers import TestPki
 from tests.transport.uplink_rig import Rig, record_evidence, uplink_rig, wifi
 from transport.links import HOLD_DOWN_MAX_S
+from transport.refusals import CREDENTIALS_CHECK_S, WITHDRAWN_RECHECK_S
 from transport.uplink import SWEEP_S
+from transport.withdrawal import REASON as WITHDRAWN_REASON
 
 MIB = 1024 * 1024
 
@@ -196,3 +199,73 @@ async def test_orphans_of_lost_creations_expire_on_the_back_office(
         complete = rig.back_office.directory / "complete"
         stored = [hashlib.sha256(p.read_bytes()).hexdigest() for p in complete.iterdir()]
         assert stored == [record.sha256_hex]  # the evidence itself never expires
+
+
+class Gate:
+    """The back office's certificate gate (docs/pairing.md 5.2): denies while `denied`."""
+
+    def __init__(self) -> None:
+        self.denied = False
+        self.asked = 0
+
+    async def __call__(self, _serial: int) -> None:
+        self.asked += 1
+        if self.denied:
+            raise ClientDenied("this certificate was withdrawn")
+
+
+class PairingOnDisk:
+    """transport Credentials whose files the test replaces (a re-pair): fingerprints only."""
+
+    def __init__(self) -> None:
+        self.loaded = self.files = "first pairing"
+
+    def in_use(self) -> str:
+        return self.loaded
+
+    def on_disk(self) -> str | None:
+        return self.files
+
+    def reload(self) -> None:
+        self.loaded = self.files
+
+
+async def test_a_withdrawn_certificate_stops_the_uplink_until_the_box_is_paired_again(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    gate, pairing = Gate(), PairingOnDisk()
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(),), credentials=pairing) as rig:
+        await restart_back_office(rig, client_gate=gate)
+        record_evidence(rig.store, 200_000)
+        gate.denied = True  # `mvb-admin unpair`
+
+        await rig.settle()
+
+        assert "uplink_credentials" in rig.store.alarms.codes()
+        queue = rig.service.uploads()
+        assert queue["credentials_withdrawn"] is True
+        [row] = rows(rig)
+        assert (row["state"], row["reason"]) == ("waiting", WITHDRAWN_REASON)
+        never_blocked(rig)
+        assert rig.service.ledger.withdrawal() is not None
+        asked = gate.asked
+        for _ in range(5):  # no hammering: nothing is sent while withdrawn
+            rig.clock.advance(600)
+            assert await rig.service.run_once() == []
+        assert gate.asked == asked
+        rig.clock.advance(WITHDRAWN_RECHECK_S)
+        await rig.probe()  # the hourly recheck: one OPTIONS, refused again
+        assert gate.asked == asked + 1
+        assert rig.service.uploads()["credentials_withdrawn"] is True
+
+        pairing.files = "second pairing"  # `mvb pair --re-pair`: new credentials on disk
+        gate.denied = False  # which the back office accepts
+        rig.clock.advance(CREDENTIALS_CHECK_S)
+        await rig.settle()
+
+        assert {r.state for r in rig.records()} == {FileState.DELETED}
+        assert pairing.loaded == "second pairing"
+        assert "uplink_credentials" not in rig.store.alarms.codes()
+        assert rig.service.ledger.withdrawal() is None
+    events = (tmp_path / "state" / "audit.jsonl").read_text()
+    assert events.index("uplink.credentials_withdrawn") < events.index("uplink.credentials_renewed")

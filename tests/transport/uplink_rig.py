@@ -20,7 +20,12 @@ from pathlib import Path
 
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.rate_limit import ClientRateLimit
-from backoffice.server import DEFAULT_IDLE_TIMEOUT_S, RunningServer, start_https_server
+from backoffice.server import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    ClientGate,
+    RunningServer,
+    start_https_server,
+)
 from backoffice.tus_app import IncomingRequest, OutgoingResponse, TusApp
 from backoffice.upload_store import UploadStore
 from labnet.proxy import FaultPlan, TcpFaultProxy
@@ -31,6 +36,7 @@ from storage.store import EvidenceStore
 from tests.capture_helpers import store_on
 from tests.tls_helpers import TestPki
 from transport.binding import LinkBinding
+from transport.credentials import Credentials
 from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
@@ -142,6 +148,7 @@ class BackOfficeProcess:
     max_chunk_bytes: int = 16 << 20
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     rate_limit: ClientRateLimit | None = None
+    client_gate: ClientGate | None = None
     answers: Counter[int] = field(default_factory=Counter)
 
     async def start(self) -> None:
@@ -160,6 +167,7 @@ class BackOfficeProcess:
             client_ca_file=ca,
             idle_timeout_s=self.idle_timeout_s,
             rate_limit=self.rate_limit,
+            client_gate=self.client_gate,
         )
         self.port = self.server.port
         self.h3_server = await start_h3_server(
@@ -268,6 +276,7 @@ async def uplink_rig(
     *,
     server_cert: tuple[Path, Path] | None = None,
     policy: SchedulerPolicy | None = None,
+    credentials: Credentials | None = None,
 ) -> AsyncIterator[Rig]:
     cert_file, key_file = server_cert or (pki.server_cert, pki.server_key)
     back_office = BackOfficeProcess(tmp_path / "backoffice", pki, cert_file, key_file)
@@ -307,6 +316,7 @@ async def uplink_rig(
                     carrier_up=lambda link: carrier[link.name],
                     clock_s=clock,
                     today=clock.today,
+                    credentials=credentials,
                 )
                 try:
                     yield Rig(
