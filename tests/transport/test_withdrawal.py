@@ -9,7 +9,7 @@ from typing import Any
 from common.alarms import Alarms
 from transport.errors import CredentialsWithdrawn
 from transport.ledger import UplinkLedger
-from transport.refusals import WITHDRAWN_RECHECK_S
+from transport.refusals import CREDENTIALS_CHECK_S, WITHDRAWN_RECHECK_S
 from transport.withdrawal import ALARM, CredentialsGuard
 
 
@@ -90,14 +90,14 @@ async def test_a_restart_with_new_credentials_starts_clean(tmp_path: Path) -> No
 async def test_new_credentials_on_disk_lift_the_withdrawal_at_once(tmp_path: Path) -> None:
     ledger, audit, alarms = UplinkLedger(tmp_path / "ledger"), AuditList(), Alarms()
     try:
-        credentials = Fingerprints("old")
-        running = CredentialsGuard(ledger, credentials, alarms, audit, Clock(), lambda: 1)
+        credentials, clock = Fingerprints("old"), Clock()
+        running = CredentialsGuard(ledger, credentials, alarms, audit, clock, lambda: 1)
         await running.withdraw(CredentialsWithdrawn("x", 403))
         assert not await running.renewed()  # the same files: nothing new
 
         credentials.files = "new"
         assert not await running.renewed()  # looked less than CREDENTIALS_CHECK_S ago
-        running._checked_at_s = -1e9
+        clock.now_s += CREDENTIALS_CHECK_S
         assert await running.renewed()
 
         assert credentials.loaded == "new"
