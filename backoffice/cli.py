@@ -19,6 +19,7 @@ from typing import Final
 
 from cryptography import x509
 
+from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import decrypt_file, describe
 from backoffice.fleet_metadata import FleetRepoError
@@ -454,6 +455,7 @@ async def _start_https(
         fleet_files=fleet_files,
         fleet_reports=reports,
         rate_limit=rate_limit,
+        blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
     )
 
 

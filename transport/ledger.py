@@ -38,6 +38,7 @@ class FileUpload:
     upload_url: str | None = None
     completed_unattested: bool = False
     blocked_reason: str | None = None
+    block_reported: bool = False  # the back office was told of the block (blocked_report.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ def _file_from_json(raw: object) -> FileUpload:
             upload_url=_optional_str(obj["upload_url"]),
             completed_unattested=bool(obj["completed_unattested"]),
             blocked_reason=_optional_str(obj["blocked_reason"]),
+            block_reported=bool(obj.get("block_reported", False)),  # absent in older ledgers
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise LedgerCorrupt(f"uplink ledger entry unreadable: {exc}") from exc

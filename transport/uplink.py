@@ -198,6 +198,7 @@ class UplinkService:
             self._swept_s = now_s
             in_flight_ids = {f for link in self.links.values() for f in link.uploads}
             await self.desk.sweep(records, in_flight_ids)
+            await self.desk.report_blocks(records)
         in_flight = {f: link.config.name for link in self.links.values() for f in link.uploads}
         views = [link.view(now_s, self._today()) for link in self.links.values()]
         by_id = {r.file_id: r for r in records}
@@ -277,7 +278,7 @@ class UplinkService:
             request = HttpRequest(
                 "OPTIONS", self.settings.endpoint_path, (("Tus-Resumable", "1.0.0"),)
             )
-            response = await link.ask(request, self._connect, PROBE_TIMEOUT_S)
+            response = await link.ask(request, None, self._connect, PROBE_TIMEOUT_S)
             if response.status not in (200, 204):
                 raise refusal_error(request, response)
             self._adopt(ServerCapabilities.from_response(response))
@@ -523,13 +524,13 @@ class UplinkService:
         self._pause = None
         self._queue_dirty = True
 
-    async def _ask(self, request: HttpRequest) -> HttpResponse | None:
-        """A bodiless request on the first usable link (None: none is usable)."""
+    async def _ask(self, request: HttpRequest, body: bytes | None) -> HttpResponse | None:
+        """A request on the first usable link (None: none is usable)."""
         now_s = self._clock_s()
         usable = [link for link in self.links.values() if link.usable(now_s)]
         if not usable:
             return None
-        return await usable[0].ask(request, self._connect, PROBE_TIMEOUT_S)
+        return await usable[0].ask(request, body, self._connect, PROBE_TIMEOUT_S)
 
     async def _audit(self, event: str, **fields: Any) -> None:
         await asyncio.to_thread(self.store.audit.append, event, **fields)

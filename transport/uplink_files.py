@@ -13,6 +13,9 @@ and the audit log.
 - `sweep`: ledger entries of files no longer waiting on the card (deleted by retention,
   attested before a power cut) are forgotten; an unfinished upload of a deleted file is
   terminated first, and the alarm of a blocked file retention deleted is cleared.
+- `report_blocks`: the back office is told of each block once (`POST /uplink/blocked`,
+  transport/blocked_report.py); a back office without that route (404, 405) is not asked
+  again; one that did not answer is asked at the next sweep.
 
 Invariants: a file is blocked exactly while its ledger entry has a `blocked_reason`, and then
 its sticky alarm is raised; release and sweep never touch a file that is uploading.
@@ -22,14 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Final
 
 from common.faults import MisuseFault, TransientFault
 from storage.models import FileRecord, FileState
 from storage.store import EvidenceStore
+from transport.blocked_report import BLOCKED_PATH, BlockedReport
 from transport.errors import TransportError
-from transport.http import HttpRequest, HttpResponse
+from transport.http import BodySlice, HttpRequest, HttpResponse
 from transport.ledger import FileUpload, UplinkLedger
 from transport.tus_session import ServerCapabilities, check_termination, termination_request
 from transport.uplink_view import QUEUED_STATES
@@ -39,8 +44,10 @@ log = logging.getLogger(__name__)
 ALARM_PREFIX: Final = "uplink_file_"
 MAX_REASON_CHARS: Final = 300
 
-Ask = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
-"""Send a bodiless request to the back office over a usable link; None when no link is usable."""
+Ask = Callable[[HttpRequest, bytes | None], Awaitable[HttpResponse | None]]
+"""Send a request (and its body) to the back office over a usable link; None when no link is
+usable."""
+NO_SUCH_ROUTE: Final = frozenset({404, 405})
 Audit = Callable[..., Awaitable[None]]
 
 
@@ -62,12 +69,15 @@ class FileDesk:
         audit: Audit,
         ask: Ask,
         capabilities: Callable[[], ServerCapabilities | None],
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._store = store
         self._ledger = ledger
         self._audit = audit
         self._ask = ask
         self._capabilities = capabilities
+        self._wall_ms = wall_ms
+        self._blocked_at_ms: dict[str, int] = {}  # when (this run) each file was blocked
 
     async def terminate(self, file_id: str, upload_url: str, why: str) -> bool | None:
         """DELETE an upload the box abandons (docs/tus-profile.md 9), best effort: True once
@@ -78,7 +88,7 @@ class FileDesk:
         if request is None:
             return None
         try:
-            response = await self._ask(request)
+            response = await self._ask(request, None)
             if response is None:
                 return False
             check_termination(request, response)
@@ -101,6 +111,34 @@ class FileDesk:
         self._store.alarms.raise_(
             alarm_code(file_id), f"upload of {file_id} blocked: {reason}", sticky=True
         )
+        self._blocked_at_ms[file_id] = self._wall_ms()
+
+    async def report_blocks(self, records: Iterable[FileRecord]) -> int:
+        """Tell the back office of every block it was not told of yet; how many it took."""
+        waiting = {r.file_id: r for r in records if r.state in QUEUED_STATES}
+        entries = await asyncio.to_thread(lambda: list(self._ledger.files()))
+        told = 0
+        for file_id, upload in entries:
+            record = waiting.get(file_id)
+            if record is None or upload.blocked_reason is None or upload.block_reported:
+                continue
+            at_ms = self._blocked_at_ms.get(file_id, self._wall_ms())
+            report = BlockedReport.of(file_id, record.recording_id, upload.blocked_reason, at_ms)
+            body = report.render()
+            headers = (("Content-Type", "application/json"),)
+            # The transport sends bytes a BodySlice describes; here the slice is the report.
+            request = HttpRequest("POST", BLOCKED_PATH, headers, BodySlice(0, len(body)))
+            try:
+                response = await self._ask(request, body)
+            except (TransportError, TimeoutError, OSError) as exc:
+                log.info("uplink: could not report the block of %s now: %s", file_id, exc)
+                continue
+            if response is None or not (response.status == 204 or response.status in NO_SUCH_ROUTE):
+                continue  # no link, or not now: the next sweep asks again
+            reported = FileUpload(None, False, upload.blocked_reason, block_reported=True)
+            await asyncio.to_thread(self._ledger.put_file, file_id, reported)
+            told += response.status == 204
+        return told
 
     async def release(
         self,

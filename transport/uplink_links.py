@@ -66,11 +66,14 @@ class UplinkLink:
         for kind in list(self.transports):
             await self.drop_transport(kind)
 
-    async def ask(self, request: HttpRequest, connect: Connector, timeout_s: float) -> HttpResponse:
-        """One bodiless request over this link's HTTPS transport (a probe, a termination)."""
+    async def ask(
+        self, request: HttpRequest, body: bytes | None, connect: Connector, timeout_s: float
+    ) -> HttpResponse:
+        """One small request over this link's HTTPS transport (a probe, a termination, a
+        report), bounded by `timeout_s`."""
         transport = await self.transport("https", connect)
         async with asyncio.timeout(timeout_s):
-            return await transport.request(request, None)
+            return await transport.request(request, body)
 
     def track(self, file_id: str, task: asyncio.Task[None]) -> None:
         """An upload running on this link until its task ends."""

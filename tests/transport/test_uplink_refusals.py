@@ -146,8 +146,9 @@ async def test_the_upload_of_a_file_deleted_from_the_card_is_terminated(
         assert await rig.service.run_once() == [record.file_id]
         await proxy.wait_until(lambda: proxy.bytes_client_to_server > 300_000)
         rig.carrier["wifi"] = False  # the car drives off: the upload stops half-way
-        await rig.service.run_once()
-        await asyncio.wait(rig.service.links["wifi"].uploads.values() or [asyncio.sleep(0)])
+        stopping = list(rig.service.links["wifi"].uploads.values())
+        await rig.service.run_once()  # cancels the upload: the file goes back to the queue
+        await asyncio.wait(stopping)
         upload_url = rig.service.ledger.file(record.file_id).upload_url
         assert upload_url is not None
         partial = rig.back_office.directory / "uploads" / upload_url.rsplit("/", 1)[1]
@@ -269,3 +270,36 @@ async def test_a_withdrawn_certificate_stops_the_uplink_until_the_box_is_paired_
         assert rig.service.ledger.withdrawal() is None
     events = (tmp_path / "state" / "audit.jsonl").read_text()
     assert events.index("uplink.credentials_withdrawn") < events.index("uplink.credentials_renewed")
+
+
+async def test_a_file_damaged_on_the_card_is_blocked_kept_and_reported(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    """The card changed a byte of a sealed file: the back office stores what it got, attests its
+    SHA-256 (not the one the box declared) and keeps it as an integrity incident; the box blocks
+    the file with a sticky alarm, keeps its copy, and tells the back office it blocked it."""
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(),)) as rig:
+        record_evidence(rig.store, 200_000)
+        [record] = rig.records()
+        sealed = rig.store.layout.sealed_path(record.recording_id, record.file_id)
+        damaged = bytearray(sealed.read_bytes())
+        damaged[len(damaged) // 2] ^= 0x01
+        sealed.write_bytes(bytes(damaged))
+
+        await rig.settle()
+
+        upload = rig.service.ledger.file(record.file_id)
+        assert upload.blocked_reason is not None
+        assert "holds other bytes" in upload.blocked_reason
+        assert f"uplink_file_{record.file_id[:12]}" in rig.store.alarms.codes()
+        assert rig.store.catalog.get(record.file_id).state is FileState.SEALED  # type: ignore[union-attr]
+        assert list((rig.back_office.directory / "corrupt").iterdir())  # the back office's side
+        rig.clock.advance(SWEEP_S)
+        await rig.settle()  # the next sweep reports the block
+        [entry] = rig.back_office.blocked_log().entries()
+        assert (entry["box_id"], entry["file_id"]) == ("MVB-TEST-0001", record.file_id)
+        assert entry["recording_id"] == record.recording_id
+        assert rig.service.ledger.file(record.file_id).block_reported
+        rig.clock.advance(SWEEP_S)
+        await rig.settle()
+        assert len(rig.back_office.blocked_log().entries()) == 1  # told once

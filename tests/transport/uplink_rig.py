@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.rate_limit import ClientRateLimit
 from backoffice.server import (
@@ -168,6 +169,7 @@ class BackOfficeProcess:
             idle_timeout_s=self.idle_timeout_s,
             rate_limit=self.rate_limit,
             client_gate=self.client_gate,
+            blocked_log=self.blocked_log(),
         )
         self.port = self.server.port
         self.h3_server = await start_h3_server(
@@ -190,6 +192,10 @@ class BackOfficeProcess:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def blocked_log(self) -> BlockedLog:
+        """What boxes reported blocking (POST /uplink/blocked), as `mvb-admin serve` keeps it."""
+        return BlockedLog(self.directory / BLOCKED_FILE)
 
     def completed_sha256(self) -> set[str]:
         complete = self.directory / "complete"
