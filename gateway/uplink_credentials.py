@@ -68,17 +68,27 @@ class PairedCredentials:
         self._local = local
         self._effective = effective
         self._connector = connector
-        self._in_use = fingerprint(connector.back_office)
+        # Unreadable now (the uplink will say so when it connects): any readable files differ.
+        self._in_use = _fingerprint_or_none(connector.back_office) or ""
 
     def in_use(self) -> str:
         return self._in_use
 
     def on_disk(self) -> str | None:
         office = resolve_back_office(self._local, self._effective)
-        return fingerprint(office) if isinstance(office, BackOffice) else None
+        return _fingerprint_or_none(office) if isinstance(office, BackOffice) else None
 
     def reload(self) -> None:
         office = resolve_back_office(self._local, self._effective)
         if isinstance(office, BackOffice):
-            self._in_use = fingerprint(office)
-            self._connector.back_office = office
+            current = _fingerprint_or_none(office)
+            if current is not None:
+                self._in_use = current
+                self._connector.back_office = office
+
+
+def _fingerprint_or_none(office: BackOffice) -> str | None:
+    try:
+        return fingerprint(office)
+    except OSError:  # a pairing being replaced, or damaged: not credentials one can use
+        return None
