@@ -19,6 +19,7 @@ from typing import Final
 
 from cryptography import x509
 
+from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import decrypt_file, describe
 from backoffice.fleet_metadata import FleetRepoError
@@ -53,6 +54,7 @@ from backoffice.pki import (
     issue_server_cert,
     load_issued,
 )
+from backoffice.rate_limit import ClientRateLimit
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
     ClientGate,
@@ -61,6 +63,7 @@ from backoffice.server import (
     start_https_server,
 )
 from backoffice.tus_app import TusApp
+from backoffice.upload_expiry import DEFAULT_UPLOAD_EXPIRY_S, expire_periodically
 from backoffice.upload_store import DEFAULT_RESERVE_BYTES, UploadStore, UploadStoreError
 from common.faults import MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
@@ -125,6 +128,21 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument("--reserve-bytes", type=_non_negative_int, default=DEFAULT_RESERVE_BYTES)
     serve.add_argument(
         "--idle-timeout", type=_positive_float, default=DEFAULT_IDLE_TIMEOUT_S, help="seconds"
+    )
+    serve.add_argument(
+        "--upload-expiry",
+        type=_positive_float,
+        default=DEFAULT_UPLOAD_EXPIRY_S,
+        help="seconds an unfinished upload may stay idle before it is removed (tus expiration)",
+    )
+    serve.add_argument(
+        "--client-rate-limit",
+        type=_positive_float,
+        default=None,
+        help="tus requests per second each box may send on average (more: 429); off by default",
+    )
+    serve.add_argument(
+        "--client-burst", type=_positive_int, default=20, help="with --client-rate-limit"
     )
     serve.add_argument(
         "--h3-port",
@@ -283,12 +301,19 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     with UploadStore.open(args.dir, reserve_bytes=args.reserve_bytes) as store:
         app = TusApp(
-            store, max_upload_bytes=args.max_upload_bytes, max_chunk_bytes=args.max_chunk_bytes
+            store,
+            max_upload_bytes=args.max_upload_bytes,
+            max_chunk_bytes=args.max_chunk_bytes,
+            upload_expiry_s=args.upload_expiry,
         )
+        assert app.expiration is not None
+        app.expiration.expire_uploads()  # at start, before a box asks (each one is logged)
+        expiry = asyncio.create_task(expire_periodically(app.expiration), name="expiry")
         listeners = await _start_listeners(app, args)
         try:
             await stop.wait()
         finally:
+            expiry.cancel()
             for listener in listeners:
                 await listener.close()
     return 0
@@ -415,6 +440,9 @@ async def _start_https(
     gate: ClientGate | None = None if store is None else LedgerGate(store)
     fleet_files: FleetFiles | None = None if fleet is None else fleet.served_path
     reports = None if fleet is None else ReportLog(args.dir / REPORTS_FILE)
+    rate_limit = None
+    if args.client_rate_limit is not None:
+        rate_limit = ClientRateLimit(args.client_rate_limit, args.client_burst)
     return await start_https_server(
         app,
         host=args.host,
@@ -426,6 +454,8 @@ async def _start_https(
         client_gate=gate,
         fleet_files=fleet_files,
         fleet_reports=reports,
+        rate_limit=rate_limit,
+        blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
     )
 
 

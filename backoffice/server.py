@@ -13,9 +13,14 @@ Invariants:
   After an answer that left a body unread, the connection lingers at most MAX_LINGER_S. The
   TLS handshake is bounded by asyncio's default (60 s).
 - At most `max_concurrent_requests` requests are handled at once; more are answered 503.
+- With a `rate_limit`, each client's tus requests are bounded (backoffice/rate_limit.py); one
+  over it is answered 429 with Retry-After before it reaches TusApp.
 - With a `client_gate`, every request (not only the handshake: keep-alive connections outlive
   it) is first put to the gate with the client certificate's serial; a denied certificate gets
   403 and its connection is closed, and a gate that cannot decide fails closed (503).
+- With `blocked_log`, POST /uplink/blocked (transport/blocked_report.py, at most its
+  MAX_REPORT_BYTES) is a box's report of a file it blocked, appended with the client's id;
+  without one it is 404. Only clients past the TLS handshake and the gate get here.
 - With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names (at most
   MAX_FLEET_FILE_BYTES, read off the event loop) or 404; nothing under FLEET_PREFIX reaches
   TusApp. Only clients past the TLS handshake and the gate get here.
@@ -35,7 +40,9 @@ from typing import Final
 from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler
 
+from backoffice.blocked_log import BlockedLog
 from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
+from backoffice.rate_limit import ClientRateLimit
 from backoffice.tus_app import (
     STATUS_CHECKSUM_MISMATCH,
     TUS_VERSION,
@@ -45,6 +52,9 @@ from backoffice.tus_app import (
 )
 from common.faults import RemoteFault, StorageFault
 from protocol.fleet_report import MAX_REPORT_BYTES
+from transport.blocked_report import BLOCKED_PATH, BlockedReportRefused
+from transport.blocked_report import MAX_REPORT_BYTES as MAX_BLOCKED_REPORT_BYTES
+from transport.blocked_report import parse_report as parse_blocked_report
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +236,12 @@ class _HttpsShell:
         client_gate: ClientGate | None = None,
         fleet_files: FleetFiles | None = None,
         fleet_reports: ReportLog | None = None,
+        rate_limit: ClientRateLimit | None = None,
+        blocked_log: BlockedLog | None = None,
     ) -> None:
         self._app = app
+        self._rate_limit = rate_limit
+        self._blocked_log = blocked_log
         self._idle_timeout_s = idle_timeout_s
         self._min_body_rate_bytes_per_s = min_body_rate_bytes_per_s
         self._max_concurrent_requests = max_concurrent_requests
@@ -251,6 +265,8 @@ class _HttpsShell:
                 return refused
             if request.path == FLEET_REPORT_PATH and request.method == "POST":
                 return await self._fleet_report(request, client_id)
+            if request.path == BLOCKED_PATH:
+                return await self._blocked_report(request, client_id)
             if request.path.startswith(FLEET_PREFIX):
                 return await self._fleet_file(request)
             return await self._tus(request, client_id)
@@ -298,6 +314,22 @@ class _HttpsShell:
         )
         return _fleet_answer(204, b"")
 
+    async def _blocked_report(self, request: web.Request, client_id: str) -> web.Response:
+        """A box blocked a file for integrity and says so (transport/blocked_report.py)."""
+        if self._blocked_log is None:
+            return _fleet_answer(404, b"not found\n")
+        if request.method != "POST":
+            return _fleet_answer(405, b"POST only\n", {"Allow": "POST"})
+        if (request.content_length or 0) > MAX_BLOCKED_REPORT_BYTES:
+            return _fleet_answer(413, b"report too large\n")
+        body = await request.content.read(MAX_BLOCKED_REPORT_BYTES + 1)
+        try:
+            report = parse_blocked_report(body)
+        except BlockedReportRefused as exc:
+            return _fleet_answer(400, f"{exc}\n".encode())
+        await asyncio.to_thread(self._blocked_log.append, client_id, report)
+        return _fleet_answer(204, b"")
+
     async def _fleet_file(self, request: web.Request) -> web.Response:
         """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded."""
         if self._fleet_files is None:
@@ -320,6 +352,11 @@ class _HttpsShell:
 
     async def _tus(self, request: web.Request, client_id: str) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
+        if self._rate_limit is not None:
+            retry_after_s = self._rate_limit.take(client_id, loop.time())
+            if retry_after_s is not None:
+                headers = {"Retry-After": str(retry_after_s)}
+                return _plain(429, "too many requests from this box: slow down", headers)
         pace = BodyPace(self._idle_timeout_s, self._min_body_rate_bytes_per_s, loop.time())
         body = PacedBody(request.content, pace, piece_bytes=BODY_PIECE_BYTES)
         incoming = IncomingRequest(
@@ -397,6 +434,8 @@ async def start_https_server(
     client_gate: ClientGate | None = None,
     fleet_files: FleetFiles | None = None,
     fleet_reports: ReportLog | None = None,
+    rate_limit: ClientRateLimit | None = None,
+    blocked_log: BlockedLog | None = None,
 ) -> RunningServer:
     """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
 
@@ -413,6 +452,8 @@ async def start_https_server(
         client_gate=client_gate,
         fleet_files=fleet_files,
         fleet_reports=fleet_reports,
+        rate_limit=rate_limit,
+        blocked_log=blocked_log,
     )
     return await serve_tls(
         shell.handle,

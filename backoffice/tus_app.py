@@ -1,9 +1,10 @@
 """The reference back office's tus 1.0.0 server, framework-free.
 
-It speaks core tus plus the creation, creation-with-upload, termination and checksum (sha256,
-sha1, md5) extensions. Adapters (backoffice/server.py for HTTPS, an HTTP/3 one) turn what they
-received into an IncomingRequest and send back the OutgoingResponse; `TusApp.handle` is the only
-entry point and it never raises for anything a client can send.
+It speaks core tus plus the creation, creation-with-upload, termination, checksum (sha256,
+sha1, md5) and expiration (backoffice/upload_expiry.py) extensions, and says on OPTIONS that it
+attests (`Mvb-Attestation: sha256`). Adapters (backoffice/server.py for HTTPS, an HTTP/3 one)
+turn what they received into an IncomingRequest and send back the OutgoingResponse;
+`TusApp.handle` is the only entry point and it never raises for anything a client can send.
 
 Invariants:
 - Every request but OPTIONS carries `Tus-Resumable: 1.0.0` or is refused (412) before any
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from backoffice.upload_expiry import DEFAULT_UPLOAD_EXPIRY_S, Expiration
 from backoffice.upload_store import (
     FILE_ID_PATTERN,
     UPLOAD_ID_PATTERN,
@@ -56,9 +58,12 @@ log = logging.getLogger(__name__)
 
 TUS_VERSION: Final = "1.0.0"
 TUS_EXTENSIONS: Final = ("creation", "creation-with-upload", "termination", "checksum")
+EXPIRATION: Final = "expiration"
 CHECKSUM_ALGORITHMS: Final = ("sha256", "sha1", "md5")
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 STORED_SHA256_HEADER: Final = "Mvb-Stored-Sha256"
+ATTESTATION_OFFER: Final = ("Mvb-Attestation", "sha256")
+"""On OPTIONS: every complete upload is attested with Mvb-Stored-Sha256 (docs/tus-profile.md)."""
 STATUS_CHECKSUM_MISMATCH: Final = 460
 """tus checksum extension: the body does not match Upload-Checksum."""
 
@@ -258,7 +263,10 @@ class TusApp:
         max_upload_bytes: int,
         max_chunk_bytes: int,
         on_complete: OnComplete | None = None,
+        upload_expiry_s: float | None = DEFAULT_UPLOAD_EXPIRY_S,
     ) -> None:
+        """`upload_expiry_s`: unfinished uploads idle this long are removed (None: never, and
+        `expiration` is not offered)."""
         if not (base_path.startswith("/") and base_path.endswith("/")):
             raise ValueError(f"base_path must start and end with '/', got {base_path!r}")
         if max_upload_bytes < 0 or max_chunk_bytes < 1:
@@ -268,6 +276,7 @@ class TusApp:
         self._max_upload_bytes = max_upload_bytes
         self._max_chunk_bytes = max_chunk_bytes
         self._on_complete = on_complete
+        self.expiration = None if upload_expiry_s is None else Expiration(store, upload_expiry_s)
 
     async def handle(self, request: IncomingRequest) -> OutgoingResponse:
         """Answer one request. Never raises for client input; a storage failure is a 500 (or
@@ -322,6 +331,8 @@ class TusApp:
         if upload_id is None:
             return await self._create(request)
         status = self._owned_status(upload_id, request.client_id)
+        if self.expiration is not None and self.expiration.expire_if_due(upload_id):
+            raise _Refusal(410, "the upload expired")
         if request.method == "HEAD":
             return self._head(status)
         if request.method == "PATCH":
@@ -348,11 +359,13 @@ class TusApp:
     # -- methods --------------------------------------------------------------------------------
 
     def _options(self) -> OutgoingResponse:
+        extensions = TUS_EXTENSIONS if self.expiration is None else (*TUS_EXTENSIONS, EXPIRATION)
         return _reply(
             204,
             {
                 "Tus-Version": TUS_VERSION,
-                "Tus-Extension": ",".join(TUS_EXTENSIONS),
+                "Tus-Extension": ",".join(extensions),
+                ATTESTATION_OFFER[0]: ATTESTATION_OFFER[1],
                 "Tus-Max-Size": str(self._max_upload_bytes),
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
             },
@@ -363,6 +376,7 @@ class TusApp:
             "Upload-Length": str(status.info.length_bytes),
             "Cache-Control": "no-store",
             **_offset_headers(status),
+            **self._expires(status),
         }
         if status.info.metadata_header:
             headers["Upload-Metadata"] = status.info.metadata_header
@@ -411,7 +425,7 @@ class TusApp:
         )
         location = {"Location": self._base_path + info.upload_id}
         if not with_upload and length_bytes > 0:
-            return _reply(201, {**location, "Upload-Offset": "0"})
+            return _reply(201, {**location, "Upload-Offset": "0", **self._expires(status)})
         # An empty upload is complete at once; a creation body is a first PATCH. On an error the
         # Location is still given: the upload exists and can be resumed.
         response = await self._append(request.body, status, checksum, declared_body_bytes, 201)
@@ -449,6 +463,12 @@ class TusApp:
             status.offset_bytes,
         )
         return _reply(204, {})
+
+    def _expires(self, status: UploadStatus) -> dict[str, str]:
+        """Upload-Expires while the upload is unfinished (tus expiration)."""
+        if self.expiration is None:
+            return {}
+        return self.expiration.headers(status.info.upload_id, status.finished)
 
     # -- receiving bytes ------------------------------------------------------------------------
 
@@ -489,7 +509,7 @@ class TusApp:
                 appender.release()  # cancelled mid-body: keep (or discard) what arrived
         if settled.finished:
             await self._completed(settled)
-        headers = _offset_headers(settled)
+        headers = {**_offset_headers(settled), **self._expires(settled)}
         if refusal is not None:
             return _error(refusal.status, refusal.message, headers)
         return _reply(success_status, headers)

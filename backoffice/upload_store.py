@@ -310,6 +310,26 @@ class UploadStore:
             raise UploadNotFound(upload_id) from exc
         return UploadStatus(info, size_bytes)
 
+    def receiving_ids(self) -> list[str]:
+        """The ids of every upload still receiving bytes (for the expiration sweep)."""
+        return sorted(
+            entry.name
+            for entry in self._uploads.iterdir()
+            if UPLOAD_ID_PATTERN.fullmatch(entry.name) and (entry / _DATA_NAME).exists()
+        )
+
+    def last_activity_s(self, upload_id: str) -> float:
+        """When bytes last arrived for an unfinished upload (or it was created): wall clock s.
+        UploadNotFound if it is gone."""
+        try:
+            return (self._uploads / upload_id / _DATA_NAME).stat().st_mtime
+        except FileNotFoundError as exc:
+            raise UploadNotFound(upload_id) from exc
+
+    def is_busy(self, upload_id: str) -> bool:
+        """Whether an append holds the upload now."""
+        return upload_id in self._busy_offsets
+
     def path_of(self, info: UploadInfo) -> Path | None:
         """Where a finished upload's bytes are; None while receiving."""
         return None if info.stored_path is None else self.root / info.stored_path

@@ -26,6 +26,9 @@ Rules:
    drops an unfinished build) must run before the directory is read.
 6. **A write-once file** (`atomic_create_bytes`) appears whole or not at all and never replaces
    a file: the fsynced tmp file is hard-linked to the name, which fails if the name exists.
+7. **A log grows by whole lines** (`append_line`): one write(2) in O_APPEND of a line ending in
+   a newline, then fsync; the file's first line also fsyncs the directory. After a power cut the
+   last line may be cut short: readers skip a last line without its newline.
 
 Permission bits: a file written by `atomic_*` or `pending_file` gets exactly `mode` (set with
 fchmod, so keys and certificates do not depend on the umask), or, with `mode=None`, 0o666 less
@@ -179,6 +182,24 @@ def atomic_create_bytes(path: Path, data: bytes, *, mode: int | None = DEFAULT_F
 
 
 # --- directory entries ---------------------------------------------------------------------------
+
+
+def append_line(path: Path, line: bytes, *, mode: int = DEFAULT_FILE_MODE) -> None:
+    """Append `line` (which must end in a newline and hold no other) to the log `path`,
+    creating it with `mode`; durable when this returns (rule 7)."""
+    if not line.endswith(b"\n") or b"\n" in line[:-1]:
+        raise ValueError("append_line takes exactly one line, ending in a newline")
+    new_file = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, mode)
+    try:
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(f"short append to {path}: {written} of {len(line)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new_file:
+        fsync_dir(path.parent)  # the first line is durable only with the file's entry
 
 
 def make_dir(path: Path, *, mode: int = 0o777, exist_ok: bool = False) -> None:

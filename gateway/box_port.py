@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from common.faults import IllegalTransition
@@ -37,15 +37,23 @@ from gateway.status_gather import (
 )
 from gateway.uplink_from_config import UplinkNotStarted
 from transport.uplink import UplinkService
+from transport.uplink_files import UnknownUpload
+from transport.uplink_view import idle_rows
 
 log = logging.getLogger(__name__)
 
 NEXT_START_NOTE = "The uplink starts with the next start of the service."
+RUNNING_NOTE = "The uplink takes the new credentials by itself."
 NOT_RECORDING = "the box is not recording"
 
 
 def _not_recording() -> Refused:
     return Refused(RefusalKind.CONFLICT, "not_recording", NOT_RECORDING)
+
+
+def _admin_only(caller: Identity, what: str) -> None:
+    if caller.role != "admin":
+        raise Refused(RefusalKind.FORBIDDEN, "forbidden", f"only an admin may {what}")
 
 
 class BoxAdapter:
@@ -170,7 +178,9 @@ class BoxAdapter:
     async def pair(self, code: str, re_pair: bool) -> Paired:
         """The same pairing as `mvb pair CODE` (gateway/pairing_client.py), in the service's
         process: box id = the configured device serial, credentials into the state directory.
-        The uplink reads them when it starts, so it starts with the next start of the service."""
+        A running uplink takes them when the back office refuses the old ones (a re-pair
+        withdraws them: transport/withdrawal.py); without one, the uplink starts with the next
+        start of the service."""
         if self._pairing.locked():
             raise Refused(RefusalKind.CONFLICT, "pairing_busy", "a pairing is already in progress")
         async with self._pairing:
@@ -193,7 +203,8 @@ class BoxAdapter:
             message = "the credentials could not be saved"
             raise Refused(RefusalKind.FAILED, "pairing_not_saved", message) from exc
         await self.audit("gateway.paired", box_id=box_id, re_pair=re_pair)
-        return Paired(box_id, credentials.address, NEXT_START_NOTE)
+        running = isinstance(self.uplink, UplinkService)
+        return Paired(box_id, credentials.address, RUNNING_NOTE if running else NEXT_START_NOTE)
 
     async def push_bundle(self, bundle: bytes) -> BundleResult:
         fleet = self.fleet
@@ -210,6 +221,38 @@ class BoxAdapter:
             outcome.sha256,
             deferred=outcome.transient,
         )
+
+    # -- uploads ----------------------------------------------------------------------------------
+
+    async def uploads_view(self, caller: Identity) -> dict[str, Any]:
+        _admin_only(caller, "see the upload queue")
+        uplink = self.uplink
+        if isinstance(uplink, UplinkService):
+            return {"uplink": "running", **await asyncio.to_thread(uplink.uploads)}
+        paired = await asyncio.to_thread(is_paired, self.box.config.state_dir)
+        idle = read_uplink_facts(uplink, paired)
+        assert isinstance(idle, UplinkIdle)  # no UplinkService: the uplink is idle
+        records = await asyncio.to_thread(self.box.store.catalog.all)
+        return {
+            "uplink": idle.state,
+            "credentials_withdrawn": False,
+            "waiting_for_back_office": None,
+            "files": idle_rows(records, f"the uplink is not running: {idle.reason}"),
+        }
+
+    async def retry_uploads(
+        self, caller: Identity, file_ids: Sequence[str], all_blocked: bool
+    ) -> dict[str, Any]:
+        _admin_only(caller, "release uploads")
+        uplink = self.uplink
+        if not isinstance(uplink, UplinkService):
+            message = "the uplink is not running: nothing can be released to it"
+            raise Refused(RefusalKind.CONFLICT, "uplink_not_running", message)
+        try:
+            released = await uplink.release(None if all_blocked else file_ids, caller.channel)
+        except UnknownUpload as exc:
+            raise Refused(RefusalKind.NOT_FOUND, "unknown_upload", str(exc)) from exc
+        return {"released": released}
 
     # -- the audit log and the alarms -------------------------------------------------------------
 

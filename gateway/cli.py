@@ -68,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
         "--re-pair", action="store_true", help="replace this box's pairing (needs a re-pair code)"
     )
     add_hold_parser(sub)  # `mvb hold` (gateway/hold_cli.py)
+    uploads = sub.add_parser(
+        "uploads", help="files waiting to upload, and why; `retry` releases blocked ones"
+    )
+    uploads.add_argument("action", nargs="?", choices=["retry"], help="release files")
+    uploads.add_argument("file_ids", nargs="*", metavar="FILE_ID", help="with retry")
+    uploads.add_argument(
+        "--all-blocked", action="store_true", help="with retry: every blocked file"
+    )
+    uploads.add_argument("--json", action="store_true", help="the list as JSON")
     push = sub.add_parser("config", help="signed fleet configuration on the running box")
     push.add_argument("action", choices=["push"])
     push.add_argument("bundle", type=Path, help="a bundle from `mvb-admin config bundle`")
@@ -410,6 +419,61 @@ def _hold(config: LocalConfig, args: argparse.Namespace) -> int:
     return hold_command(config, args, _api_call)
 
 
+def _uploads(config: LocalConfig, args: argparse.Namespace) -> int:
+    """`mvb uploads [--json]` lists every file waiting on the card with its reason;
+    `mvb uploads retry FILE_ID... | --all-blocked` releases (audited by the box)."""
+    if args.action is None and (args.file_ids or args.all_blocked):
+        print("mvb uploads: FILE_ID and --all-blocked go with `retry`", file=sys.stderr)
+        return 2
+    if args.action == "retry" and bool(args.file_ids) == args.all_blocked:
+        print("mvb uploads retry: name FILE_IDs or give --all-blocked", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "retry":
+            body: dict[str, Any] = {"file_ids": args.file_ids}
+            if args.all_blocked:
+                body = {"all_blocked": True}
+            code, document = _api_call(config, "POST", "/api/uploads/retry", body)
+        else:
+            code, document = _api_call(config, "GET", "/api/uploads")
+    except OSError as exc:
+        print(f"mvb uploads: the box is not running ({exc})", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"mvb uploads: {_refusal(document, code)}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+    elif args.action == "retry":
+        for item in document["released"]:
+            what = "released (was blocked)" if item["was_blocked"] else "tried again now"
+            print(f"{item['file_id']}: {what}")
+        print(f"{len(document['released'])} file(s) released")
+    else:
+        print("\n".join(uploads_summary(document)))
+    return 0
+
+
+def uploads_summary(document: dict[str, Any]) -> list[str]:
+    """The upload queue in lines for the person at the box: one per file, oldest first."""
+    lines = []
+    if document.get("credentials_withdrawn"):
+        lines.append("the back office refuses this box's certificate: pair it again")
+    elif document.get("waiting_for_back_office"):
+        lines.append(f"every upload waits: {document['waiting_for_back_office']}")
+    for row in document.get("files", []):
+        retry = "" if row.get("retry_in_s") is None else f" (retry in {row['retry_in_s']:.0f} s)"
+        lines.append(
+            f"{row['file_id']}  {row['upload_class']}  {row['state']:10}  "
+            f"{_mib(row['size_bytes']):>11}  {row['reason']}{retry}"
+        )
+    blocked = sum(1 for row in document.get("files", []) if row["state"] == "blocked")
+    lines.append(f"{len(document.get('files', []))} file(s) waiting, {blocked} blocked")
+    if blocked:
+        lines.append("release: mvb uploads retry FILE_ID... | --all-blocked")
+    return lines
+
+
 def _refusal(document: dict[str, Any], code: int) -> str:
     return str(document.get("message") or document.get("error") or f"HTTP {code}")
 
@@ -473,6 +537,7 @@ _SERVICE_COMMANDS = {
     "pair": _pair,
     "config": _config_push,
     "hold": _hold,
+    "uploads": _uploads,
 }
 
 _COMMANDS = {

@@ -18,7 +18,7 @@ Contract, for every implementation:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,6 +139,23 @@ class BoxPort(Protocol):
 
     async def push_bundle(self, bundle: bytes) -> BundleResult:
         """Verify and apply a signed configuration bundle; refused `not_paired`."""
+        ...
+
+    # -- uploads (docs/uplink.md "Blocked files and their release") ------------------------------
+
+    async def uploads_view(self, caller: Identity) -> dict[str, Any]:
+        """Every file waiting on the card with its state (uploading, waiting, blocked,
+        unattested) and reason, and whether the back office refuses the box (`mvb uploads`).
+        Admin only: refused `forbidden`."""
+        ...
+
+    async def retry_uploads(
+        self, caller: Identity, file_ids: Sequence[str], all_blocked: bool
+    ) -> dict[str, Any]:
+        """Release blocked files (the named ones, or every blocked one) and try waiting ones
+        now; audited with the caller's channel. `{"released": [{"file_id", "was_blocked"}]}`.
+        Refused `forbidden` (not an admin), `unknown_upload` (a file not waiting on the card),
+        `uplink_not_running` (no uplink to release them to)."""
         ...
 
     # -- the audit log and the alarms -----------------------------------------------------------

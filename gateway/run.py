@@ -24,7 +24,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from config.fleet_schema import apply_fleet_document
@@ -41,7 +41,7 @@ from gateway.hold_desk import HoldDesk
 from gateway.inputs import CrashRule, InputRule
 from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
 from gateway.officer.desks import OfficerDesks
-from gateway.pairing_client import fleet_metadata_dir, is_paired, paired_uplink
+from gateway.pairing_client import fleet_metadata_dir, is_paired
 from gateway.policy import recorder_policy
 from gateway.recorder import Event
 from gateway.sdnotify import (
@@ -52,12 +52,9 @@ from gateway.sdnotify import (
 )
 from gateway.startup import CardUnusable, check_card
 from gateway.supervisor import Child, Supervisor
-from gateway.uplink_from_config import (
-    PAIRING_UNREADABLE,
-    UplinkNotStarted,
-    back_office,
-    uplink_service,
-)
+from gateway.uplink_credentials import PairedCredentials
+from gateway.uplink_credentials import resolve_back_office as resolve_paired_back_office
+from gateway.uplink_from_config import UplinkNotStarted, uplink_service
 from gateway.watchers import (
     SPEED_SOURCE,
     consume_events,
@@ -207,17 +204,10 @@ async def resolve_back_office(
     local: LocalConfig, effective: LocalConfig
 ) -> BackOffice | UplinkNotStarted | None:
     """The back office of the effective [uplink], completed from the pairing files (read off
-    the event loop); None when the uplink is off. A box that pairs while running (`mvb pair` is
-    another process) gets its uplink at the next start."""
-    if not effective.uplink.enabled:
-        return None
-    try:
-        paired = await asyncio.to_thread(paired_uplink, local.state_dir)
-    except (OSError, ValueError) as exc:  # a damaged pairing must not stop the recording
-        return UplinkNotStarted(PAIRING_UNREADABLE, f"the pairing files are unreadable: {exc}")
-    # Credential paths are local-file keys (a fleet document cannot set them): they resolve
-    # against the local file, whatever document the effective configuration came from.
-    return back_office(replace(effective, source=local.source), paired)
+    the event loop: gateway/uplink_credentials.py); None when the uplink is off. A box that
+    pairs while running without an uplink gets one at the next start; a running uplink whose
+    credentials are refused picks up a re-pair by itself (transport/withdrawal.py)."""
+    return await asyncio.to_thread(resolve_paired_back_office, local, effective)
 
 
 def build_fleet_sync(
@@ -261,7 +251,12 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
     await running.service.start()
     office = await resolve_back_office(local, config)
     if isinstance(office, BackOffice):
-        running.uplink = uplink_service(config, running.box.store, office)
+        running.uplink = uplink_service(
+            config,
+            running.box.store,
+            office,
+            lambda connector: PairedCredentials(local, config, connector),
+        )
         running.uplink.on_server_date = running.box.trusted.observe_server_date
     else:
         running.uplink = office  # None (off) or why it does not run; recording goes on regardless

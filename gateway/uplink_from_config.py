@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -23,6 +24,7 @@ from protocol.pairing_messages import ServiceEndpoint
 from storage.store import EvidenceStore
 from transport.binding import LinkBinding
 from transport.connect import BackOffice, BackOfficeConnector, carrier_up
+from transport.credentials import Credentials
 from transport.ledger import UplinkLedger
 from transport.links import CostClass, LinkConfig
 from transport.pinning import PinSet
@@ -167,8 +169,14 @@ def back_office(
     return uplink_from_pairing(config, paired)
 
 
-def uplink_service(config: LocalConfig, store: EvidenceStore, office: BackOffice) -> UplinkService:
-    """The uplink service of `config`'s [uplink] and [[links]], connecting to `office`."""
+def uplink_service(
+    config: LocalConfig,
+    store: EvidenceStore,
+    office: BackOffice,
+    credentials_for: Callable[[BackOfficeConnector], Credentials] | None = None,
+) -> UplinkService:
+    """The uplink service of `config`'s [uplink] and [[links]], connecting to `office`;
+    `credentials_for(connector)` watches for new credentials (gateway/uplink_credentials.py)."""
     uplink = config.uplink
     settings = UplinkSettings(
         links=tuple(link_config(section) for section in config.links),
@@ -188,7 +196,10 @@ def uplink_service(config: LocalConfig, store: EvidenceStore, office: BackOffice
     )
     ledger = UplinkLedger(Path(store.layout.root) / LEDGER_DIR)
     connector = BackOfficeConnector(office)
-    return UplinkService(store, ledger, settings, connector, carrier_up=carrier_up)
+    credentials = None if credentials_for is None else credentials_for(connector)
+    return UplinkService(
+        store, ledger, settings, connector, carrier_up=carrier_up, credentials=credentials
+    )
 
 
 def build_uplink(

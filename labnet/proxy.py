@@ -18,6 +18,10 @@ Invariants:
   direction holds at most UDP_QUEUE_DATAGRAMS (more are dropped and counted, as a router would) and
   at most MAX_UDP_FLOWS client mappings are kept (the oldest is forgotten);
 - a cut (cut_after_client_bytes) fires once per setting: the plan field is reset to None;
+- a stall (stall_after_client_bytes) holds each connection's client->server bytes beyond that
+  many, unread (TCP backpressure reaches the client), while server->client keeps flowing: a
+  client whose request body stops mid-way, so the server's own idle timeout answers (408). It
+  lasts until the field is None again;
 - counters only grow; wait_until() wakes on every counter change, so tests await events, not time.
 
 One TCP proxy can stand for several links at once: with `plan_for_peer`, each client address gets
@@ -52,6 +56,7 @@ QUEUE_CHUNKS = 32
 RATE_BURST_BYTES = 16 * 1024
 CONNECT_TIMEOUT_S = 10.0
 DEFAULT_WAIT_S = 10.0
+STALL_POLL_S = 0.01  # how often a stalled direction looks whether the plan lifted the stall
 
 
 @dataclass
@@ -63,7 +68,9 @@ class FaultPlan:
     the module doc). blackhole: everything is swallowed, connections stay open. refuse: new TCP
     connections are reset at once, new UDP sources ignored. cut_after_client_bytes: close a
     connection after forwarding exactly this many client->server bytes, once (then None).
-    cuts: how many cuts have fired under this plan.
+    stall_after_client_bytes: forward at most this many client->server bytes per TCP connection
+    and hold the rest until it is None again (server->client flows on). cuts: how many cuts have
+    fired under this plan.
     """
 
     delay_s: float = 0.0
@@ -72,6 +79,7 @@ class FaultPlan:
     blackhole: bool = False
     refuse: bool = False
     cut_after_client_bytes: int | None = None
+    stall_after_client_bytes: int | None = None
     cuts: int = 0
 
     def __post_init__(self) -> None:
@@ -79,8 +87,10 @@ class FaultPlan:
             raise ValueError("delay_s must be >= 0 and loss_fraction within [0, 1]")
         if self.rate_bytes_per_s is not None and self.rate_bytes_per_s <= 0:
             raise ValueError("rate_bytes_per_s must be > 0 (None = unlimited)")
-        if self.cut_after_client_bytes is not None and self.cut_after_client_bytes < 0:
-            raise ValueError("cut_after_client_bytes must be >= 0 (None = never)")
+        for name in ("cut_after_client_bytes", "stall_after_client_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 (None = never)")
 
 
 class DirectionClock:
@@ -228,7 +238,7 @@ class _TcpConnection:
 
     async def _read_client(self, queue: asyncio.Queue[_Item]) -> None:
         while True:
-            chunk = await self._client_reader.read(_read_size(self._plan()))
+            chunk = await self._client_reader.read(await self._client_read_size())
             plan = self._plan()
             if not chunk:
                 await self._forward_eof(queue, plan)
@@ -243,6 +253,18 @@ class _TcpConnection:
             if cut:
                 await queue.put(_Signal.CUT)
                 return
+
+    async def _client_read_size(self) -> int:
+        """How much the next client read may take: never past a stall point, and nothing (it
+        waits, reading nothing) while the connection stands at one."""
+        while True:
+            plan = self._plan()
+            stall = plan.stall_after_client_bytes
+            if stall is None:
+                return _read_size(plan)
+            if self._client_bytes_accepted < stall:
+                return min(_read_size(plan), stall - self._client_bytes_accepted)
+            await asyncio.sleep(STALL_POLL_S)  # the test lifts the stall by changing the plan
 
     def _take_until_cut(self, chunk: bytes, plan: FaultPlan) -> tuple[bytes, bool]:
         """The part of `chunk` to forward and whether the cut fires after it (one-shot)."""

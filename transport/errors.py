@@ -1,16 +1,24 @@
 """Transport errors by fault (DESIGN principle 5).
 
-- TransientNetworkError: the link failed (cut, reset, timeout, DNS, refused). Retried with backoff.
-- ServerError: the server answered 5xx / 429 / 423. Retried with backoff.
+- TransientNetworkError: the link failed (cut, reset, stall, timeout, DNS, refused). Retried with
+  backoff.
+- ServerError: the server answered but not now: 5xx, 429, 423, 408 (its idle timeout), 413 (the
+  chunk is over its limit: the caller sends smaller ones). Retried with backoff, at least the
+  server's Retry-After.
 - PinMismatch: the peer's key is not pinned. Never retried on that link, never downgraded.
+- CredentialsWithdrawn: 401 or 403: the back office no longer accepts this box's certificate (it
+  was unpaired or re-paired). The box stops using that back office until its credentials change.
 - HostileServer: the server broke the protocol (impossible offset, endless body, missing headers).
-  Not retried blindly: the upload of that file pauses and an alarm is raised.
-- UploadRejected: the server refused the upload for good (4xx other than 404/409/410/423/429).
+  Not retried blindly: the upload of that file is blocked and an alarm is raised.
+- UploadRejected: the server refused this upload for now with a 4xx that has no rule of its own
+  (400, 412, 415, ..., or Tus-Max-Size below the file). Not retried at once; the file waits long
+  and is tried again (docs/tus-profile.md 7).
 - IntegrityError: the server attested a different SHA-256 than the box wrote. Never retried
   automatically and the local copy is kept (RULES S3).
 
-The first two are TransientFaults, the other four RemoteFaults (common/faults.py); `RETRYABLE` is
-exactly the transient ones.
+The first two are TransientFaults, the other five RemoteFaults (common/faults.py); `RETRYABLE` is
+exactly the transient ones. Only HostileServer and IntegrityError block a file (transport/
+refusals.py decides what each fault means for the file, the link and the back office).
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ class TransientNetworkError(TransportError, TransientFault):
 
 
 class ServerError(TransportError, TransientFault):
-    """The server is up but failing (5xx, 429, 423); retry after backoff."""
+    """The server is up but cannot take the request now (5xx, 429, 423, 408, 413); retry after
+    backoff. `retry_after_s` is its Retry-After in seconds, if it sent the delta-seconds form."""
 
     def __init__(self, message: str, status: int, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -40,12 +49,24 @@ class PinMismatch(TransportError, RemoteFault):
     """The peer's SubjectPublicKeyInfo hash is none of the pins. No request byte was sent."""
 
 
+class CredentialsWithdrawn(TransportError, RemoteFault):
+    """401 or 403: the back office refuses this box's client certificate (docs/pairing.md 5.2:
+    an unpaired or re-paired box's old certificate). Retrying with the same credentials cannot
+    help; new credentials (a re-pair) can."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class HostileServer(TransportError, RemoteFault):
     """The server's answer is impossible under tus 1.0.0 (or unbounded). Evidence stays local."""
 
 
 class UploadRejected(TransportError, RemoteFault):
-    """The server refused this upload permanently (e.g. 413 too large, 403 forbidden)."""
+    """The server refused this upload with a 4xx that has no rule of its own, or its Tus-Max-Size
+    is below the file's size (status 413). The same request would get the same answer soon:
+    the file waits long, it is not blocked."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)

@@ -2,14 +2,18 @@
 
 Per file: the tus upload URL (so a box that lost power resumes from the server's offset rather
 than starting over), whether a plain tus server completed it without attesting, and why it is
-blocked (pin or integrity failures wait for a person). Per link: the monthly data budget.
+blocked (integrity failures wait for a person). Per link: the monthly data budget. For the back
+office: whether it withdrew the box's credentials, and which credentials it refused (so a
+restart with the same ones does not knock again, and new ones resume at once).
 Values are JSON strings, never pickles (as in the catalog), so they stay readable.
-Nothing here identifies a person: ids, URLs on the back office, byte counts.
+Nothing here identifies a person: ids, URLs on the back office, byte counts, a certificate's
+fingerprint.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ from common.faults import StorageFault
 
 _FILE = "file:"
 _BUDGET = "budget:"
+_WITHDRAWAL = "withdrawal"
 
 
 class LedgerCorrupt(ValueError, StorageFault):
@@ -33,6 +38,18 @@ class FileUpload:
     upload_url: str | None = None
     completed_unattested: bool = False
     blocked_reason: str | None = None
+    block_reported: bool = False  # the back office was told of the block (blocked_report.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """The back office refused the box's credentials: with which HTTP status, when (wall clock,
+    ms: for people), and the fingerprint of the credentials it refused (transport/uplink.py
+    `Credentials`)."""
+
+    credentials: str
+    status: int
+    since_ms: int
 
 
 def _file_from_json(raw: object) -> FileUpload:
@@ -42,6 +59,7 @@ def _file_from_json(raw: object) -> FileUpload:
             upload_url=_optional_str(obj["upload_url"]),
             completed_unattested=bool(obj["completed_unattested"]),
             blocked_reason=_optional_str(obj["blocked_reason"]),
+            block_reported=bool(obj.get("block_reported", False)),  # absent in older ledgers
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise LedgerCorrupt(f"uplink ledger entry unreadable: {exc}") from exc
@@ -72,6 +90,37 @@ class UplinkLedger:
     def forget_file(self, file_id: str) -> None:
         """Once a file is deleted from the card its upload facts are of no further use."""
         self._cache.delete(_FILE + file_id)
+
+    def files(self) -> Iterator[tuple[str, FileUpload]]:
+        """Every file with upload facts, in no particular order (an entry that turns out
+        unreadable is skipped: the caller only sweeps with this)."""
+        for key in list(self._cache.iterkeys()):
+            if not isinstance(key, str) or not key.startswith(_FILE):
+                continue
+            raw = self._cache.get(key)
+            if raw is None:
+                continue  # forgotten meanwhile
+            try:
+                yield key.removeprefix(_FILE), _file_from_json(raw)
+            except LedgerCorrupt:
+                continue
+
+    def withdrawal(self) -> Withdrawal | None:
+        raw = self._cache.get(_WITHDRAWAL)
+        if raw is None:
+            return None
+        try:
+            obj = json.loads(str(raw))
+            return Withdrawal(str(obj["credentials"]), int(obj["status"]), int(obj["since_ms"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LedgerCorrupt(f"uplink withdrawal entry unreadable: {exc}") from exc
+
+    def put_withdrawal(self, withdrawal: Withdrawal | None) -> None:
+        """Record (or, with None, forget) the back office's refusal of the credentials."""
+        if withdrawal is None:
+            self._cache.delete(_WITHDRAWAL)
+        else:
+            self._cache.set(_WITHDRAWAL, json.dumps(asdict(withdrawal), sort_keys=True))
 
     def budget(self, link: str) -> dict[str, Any] | None:
         raw = self._cache.get(_BUDGET + link)

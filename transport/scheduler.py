@@ -17,11 +17,11 @@ P0 may exceed the per-link limit by one (one extra slot per link, not one per P0
 incident must not wait behind routine uploads, and one more stream on a link only shares its
 bandwidth. With prefer_wifi a P0 picks a WiFi link that has a slot before any cellular link.
 
-Never scheduled: files in flight, files with a `blocked_reason` (pin mismatch, integrity: they
-wait for a person), files still in backoff (`not_before_s > now_s`). Budgets are checked on every
-link that has one, against what is left after the bytes still to send by in-flight uploads and by
-the assignments made earlier in the same plan. The plan is deterministic: the same inputs, in any
-order, give the same list.
+Never scheduled: files in flight, files with a `blocked_reason` (integrity: they wait for a
+person), files still in backoff (`not_before_s > now_s`, with the `wait_reason` the shell gave).
+Budgets are checked on every link that has one, against what is left after the bytes still to
+send by in-flight uploads and by the assignments made earlier in the same plan. The plan is
+deterministic: the same inputs, in any order, give the same list.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class UploadCandidate:
     created_at_ms: int
     not_before_s: float = 0.0
     blocked_reason: str | None = None
+    wait_reason: str | None = None  # why it is in backoff (shown with the time left)
 
     def __post_init__(self) -> None:
         if not isinstance(self.file_id, str) or not self.file_id:
@@ -275,7 +276,8 @@ def explain_waiting(
     if candidate.blocked_reason is not None:
         return f"blocked: {candidate.blocked_reason}"
     if candidate.not_before_s > now_s:
-        return f"retry in {math.ceil(candidate.not_before_s - now_s)} s"
+        retry = f"retry in {math.ceil(candidate.not_before_s - now_s)} s"
+        return retry if candidate.wait_reason is None else f"{candidate.wait_reason}; {retry}"
     views = _unique_links(links)
     ledger = _Ledger(views, (), {})
     best = _closest_link(candidate, views, ledger, policy)

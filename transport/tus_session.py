@@ -36,14 +36,30 @@ from urllib.parse import urljoin, urlsplit
 
 from common.faults import MisuseFault
 from transport.checksum import SUPPORTED_ALGORITHMS
-from transport.errors import HostileServer, ServerError, TransportError, UploadRejected
+from transport.errors import (
+    CredentialsWithdrawn,
+    HostileServer,
+    ServerError,
+    TransportError,
+    UploadRejected,
+)
 from transport.http import BodySlice, HttpRequest, HttpResponse
 
 TUS_VERSION: Final = "1.0.0"
 ATTESTATION_HEADER: Final = "Mvb-Stored-Sha256"
 """The reference back office's SHA-256 (hex) over the bytes it stored, on the completing response
 and on every later HEAD. Not part of tus; a plain tus server omits it."""
+ATTESTATION_OFFER_HEADER: Final = "Mvb-Attestation"
+"""On the OPTIONS answer of a back office that attests (value `sha256`): what it promises for
+every complete upload. A plain tus server omits it (docs/tus-profile.md 8)."""
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
+TRANSIENT_STATUSES: Final = frozenset({408, 413, 423, 429})
+"""4xx answers that mean "not now" (idle timeout, chunk over the limit, upload busy, rate
+limit): ServerError, like 5xx. docs/tus-profile.md 7."""
+CREDENTIAL_STATUSES: Final = frozenset({401, 403})
+"""The back office refuses this box's certificate: CredentialsWithdrawn."""
+TERMINATED_STATUSES: Final = frozenset({204, 404, 410})
+"""Answers to DELETE after which the upload is gone from the server."""
 
 MAX_RECREATIONS: Final = 3
 """Uploads the session re-creates after 404/410 before it calls the server hostile."""
@@ -85,6 +101,7 @@ class ServerCapabilities:
     extensions: frozenset[str]
     max_size_bytes: int | None
     checksum_algorithms: tuple[str, ...]
+    attests: bool = False  # Mvb-Attestation lists sha256: complete uploads carry Mvb-Stored-Sha256
 
     @classmethod
     def from_response(cls, response: HttpResponse) -> ServerCapabilities:
@@ -97,6 +114,7 @@ class ServerCapabilities:
             extensions=frozenset(_split_list(headers.get("tus-extension", ""), lower=True)),
             max_size_bytes=_optional_decimal(headers, "Tus-Max-Size"),
             checksum_algorithms=_split_list(headers.get("tus-checksum-algorithm", ""), lower=True),
+            attests="sha256" in _split_list(headers.get("mvb-attestation", ""), lower=True),
         )
         capabilities.require_usable()
         return capabilities
@@ -473,13 +491,13 @@ class TusSession:
 
     def _on_options(self, request: HttpRequest, response: HttpResponse) -> _Event:
         if response.status not in (200, 204):
-            raise _refusal(request, response)
+            raise refusal_error(request, response)
         self._adopt(ServerCapabilities.from_response(response))
         return self._discovered_event()
 
     def _on_creation(self, request: HttpRequest, response: HttpResponse) -> _Event:
         if response.status != 201:
-            raise _refusal(request, response)
+            raise refusal_error(request, response)
         # Everything is checked before anything is kept: an error must leave no half-update.
         upload_url = _upload_path(self._spec.endpoint, response.headers.get("location"))
         attested = _attested_sha256(response)
@@ -498,7 +516,7 @@ class TusSession:
         if response.status in (404, 410):
             return self._upload_gone(request, response)
         if response.status not in (200, 204):
-            raise _refusal(request, response)
+            raise refusal_error(request, response)
         offset = _required_decimal(response, "Upload-Offset", request.method)
         size_bytes = self._spec.size_bytes
         if offset > size_bytes:
@@ -523,12 +541,11 @@ class TusSession:
             case 460:
                 return self._chunk_damaged(request)
             case _:
-                raise _refusal(request, response)
+                raise refusal_error(request, response)
 
     def _on_delete(self, request: HttpRequest, response: HttpResponse) -> _Event:
-        if response.status in (204, 404, 410):
-            return _E.DELETED
-        raise _refusal(request, response)
+        check_termination(request, response)
+        return _E.DELETED
 
     def _chunk_accepted(self, request: HttpRequest, response: HttpResponse) -> _Event:
         body = _body_of(request)
@@ -591,12 +608,39 @@ def encode_upload_metadata(pairs: tuple[tuple[str, str], ...]) -> str:
     return ",".join(encoded)
 
 
-def _refusal(request: HttpRequest, response: HttpResponse) -> TransportError:
-    """The error for a status the request's handler has no specific rule for."""
+def termination_request(
+    upload_url: str, capabilities: ServerCapabilities | None
+) -> HttpRequest | None:
+    """DELETE of an upload the box abandons without a session (a file deleted by retention, an
+    upload URL it will not resume: docs/tus-profile.md 9); None when the server does not offer
+    `termination` (its expiration cleans up) or the URL is not a path this profile would send.
+    Answer it with `check_termination`."""
+    if capabilities is None or not capabilities.offers("termination"):
+        return None
+    if not _is_absolute_path(upload_url):
+        return None
+    return HttpRequest("DELETE", upload_url, (_RESUMABLE,))
+
+
+def check_termination(request: HttpRequest, response: HttpResponse) -> None:
+    """Return if the answer to a DELETE says the upload is gone (204, 404, 410); else raise
+    the error of section 7 (a finished upload refused with 403 is CredentialsWithdrawn by status
+    alone: a caller that terminates best-effort does not act on it)."""
+    if response.status not in TERMINATED_STATUSES:
+        raise refusal_error(request, response)
+
+
+def refusal_error(request: HttpRequest, response: HttpResponse) -> TransportError:
+    """The error for a status the request's handler has no specific rule for (section 7)."""
     status = response.status
     what = f"{request.method} answered {status}"
-    if status in (423, 429) or 500 <= status <= 599:
+    if status == 413 and request.body is None:
+        # No body to make smaller: the server refuses the Upload-Length itself (Tus-Max-Size).
+        return UploadRejected(f"{what}: the file is larger than the server takes", status=status)
+    if status in TRANSIENT_STATUSES or 500 <= status <= 599:
         return ServerError(what, status=status, retry_after_s=_retry_after_s(response))
+    if status in CREDENTIAL_STATUSES:
+        return CredentialsWithdrawn(what, status=status)
     if 400 <= status <= 499:
         return UploadRejected(what, status=status)
     return HostileServer(f"{what}, a status tus 1.0.0 does not give here")

@@ -5,14 +5,23 @@ and a view of every link, (3) asks `scheduler.plan` what to start, and (4) cance
 that went down, so those files return to the queue and resume on another link from the server's
 offset (the tus URL is in the ledger). One task per running upload.
 
-Faults by kind (DESIGN principle 5):
-- transient (cut, reset, 5xx): tenacity backoff with jitter on the same link, then the file waits
-  `retry.max_s` and the link health notes the failures (three in a row take the link down);
+What a fault means is transport/refusals.py's (pure) decision; in short (DESIGN principle 5):
+- transient (cut, reset, stall, 408, 413, 423, 429, 5xx): tenacity backoff with jitter on the same
+  link, then the file waits (longer after each failure, at least Retry-After); 429 and 5xx pause
+  every upload to the back office; only network faults count against the link's health;
+- 401/403: the back office refuses the box's credentials: nothing more is sent but an hourly
+  recheck, an alarm says so, and new credentials (a re-pair) resume the uplink at once
+  (transport/withdrawal.py);
 - pin mismatch: the link is blocked for uploads until the service restarts with new config, an
   alarm is raised and audited; never retried, never downgraded (RULES L1);
-- hostile server, refusal, integrity: that file is blocked with the reason (a person decides);
-  its local copy is kept (RULES S3);
-- attested: the back office's SHA-256 equals ours -> VERIFIED -> deleted by retention at once.
+- hostile server, integrity: that file is blocked with the reason and a sticky alarm until a
+  person releases it (`mvb uploads retry`, transport/uplink_files.py); its local copy is kept
+  (RULES S3) and its unfinished upload terminated;
+- attested: the back office's SHA-256 equals ours -> VERIFIED -> deleted by retention at once;
+  completed without attestation (a plain tus server): asked again (HEAD) on a backoff, and at
+  once when the back office turns out to attest (`Mvb-Attestation` on OPTIONS).
+Uploads the box abandons are terminated (tus DELETE): blocked files', and those of files that
+retention deleted (the periodic sweep).
 """
 
 from __future__ import annotations
@@ -22,50 +31,51 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from storage.catalog import AttestationMismatch
 from storage.models import FileRecord, FileState
 from storage.store import EvidenceStore
-from transport.budget import BudgetState, BudgetStateError, DataBudget
+from transport.credentials import Credentials, FixedCredentials
 from transport.errors import (
-    HostileServer,
+    CredentialsWithdrawn,
     IntegrityError,
     PinMismatch,
-    ServerError,
     TransientNetworkError,
     TransportError,
-    UploadRejected,
 )
-from transport.http import HttpRequest, Transport
+from transport.http import HttpRequest, HttpResponse
 from transport.ledger import FileUpload, UplinkLedger
-from transport.links import LinkConfig, LinkHealth, LinkState, rate_limit_bytes_per_s
-from transport.pacing import Pacer
-from transport.scheduler import (
-    LinkView,
-    SchedulerPolicy,
-    UploadCandidate,
-    UploadClass,
-    explain_waiting,
-    plan,
+from transport.links import LinkConfig, LinkState, rate_limit_bytes_per_s
+from transport.refusals import Rechecks, Verdict, Wait, next_wait, reason_of, verdict_of
+from transport.scheduler import SchedulerPolicy, UploadCandidate, UploadClass, plan
+from transport.tus_session import (
+    ServerCapabilities,
+    TusSession,
+    UploadOutcome,
+    UploadSpec,
+    refusal_error,
 )
-from transport.tus_session import ServerCapabilities, TusSession, UploadOutcome, UploadSpec
+from transport.uplink_files import FileDesk
+from transport.uplink_links import Connector, UplinkLink, open_link
+from transport.uplink_view import (
+    QUEUED_STATES,
+    UNATTESTED_NOTE,
+    Uploading,
+    uplink_status,
+    upload_rows,
+)
 from transport.upload import Exchange, RetryPolicy, SliceReader, drive, drive_with_retries
+from transport.withdrawal import CredentialsGuard
 
 log = logging.getLogger(__name__)
 
-QUEUED_STATES = frozenset({FileState.SEALED, FileState.UPLOADING})
 PROBE_TIMEOUT_S = 20.0
 QUEUE_REFRESH_S = 5.0
+SWEEP_S = 60.0  # how often ledger entries of files gone from the card are swept
 MIN_DURATION_S = 1e-6  # a coarse clock can measure 0 s; the health model needs > 0
-
-
-class Connector(Protocol):
-    """Opens a pinned transport ("https" or "h3") to the back office over one link."""
-
-    async def __call__(self, link: LinkConfig, kind: str) -> Transport: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,34 +88,6 @@ class UplinkSettings:
     device_serial: str = "MVB-UNPAIRED"
     tick_s: float = 1.0
     h3_available: bool = True
-
-
-@dataclass
-class _Link:
-    """One link's runtime state. `pin_blocked` is sticky for the life of the service."""
-
-    config: LinkConfig
-    health: LinkHealth
-    budget: DataBudget | None
-    pacer: Pacer
-    transports: dict[str, Transport] = field(default_factory=dict)
-    uploads: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    pin_blocked: str | None = None
-    udp_blocked: bool = False
-    probing: asyncio.Task[None] | None = None
-
-    def usable(self, now_s: float) -> bool:
-        return self.pin_blocked is None and self.health.usable(now_s)
-
-
-@dataclass
-class _Progress:
-    """What the status page shows of a running upload."""
-
-    link: str
-    transport: str
-    offset_bytes: int = 0
-    size_bytes: int = 0
 
 
 class UplinkService:
@@ -121,6 +103,7 @@ class UplinkService:
         carrier_up: Callable[[LinkConfig], bool] = lambda _link: True,
         clock_s: Callable[[], float] = time.monotonic,
         today: Callable[[], datetime.date] = datetime.date.today,
+        credentials: Credentials | None = None,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -129,9 +112,16 @@ class UplinkService:
         self._carrier_up = carrier_up
         self._clock_s = clock_s
         self._today = today
-        self.links = {c.name: self._new_link(c) for c in settings.links}
-        self._not_before_s: dict[str, float] = {}
-        self._progress: dict[str, _Progress] = {}
+        self.links = {c.name: open_link(c, ledger, carrier_up, today()) for c in settings.links}
+        self.guard = CredentialsGuard(
+            ledger, credentials or FixedCredentials(), store.alarms, self._audit, clock_s
+        )
+        self.desk = FileDesk(store, ledger, self._audit, self._ask, lambda: self._capabilities)
+        self._waits: dict[str, Wait] = {}  # files in backoff after a fault
+        self._rechecks = Rechecks()  # completed unattested: when to ask again
+        self._pause: Wait | None = None  # the back office asked every upload to wait (429, 5xx)
+        self._swept_s = -SWEEP_S
+        self._progress: dict[str, Uploading] = {}
         self._known_urls: dict[str, str | None] = {}  # the ledger's upload URL of running uploads
         self._queue_cache: tuple[list[FileRecord], list[UploadCandidate]] | None = None
         self._queue_read_s = 0.0
@@ -143,26 +133,6 @@ class UplinkService:
         # The back office's Date, as read over the pinned link, and the request's round trip:
         # an authenticated clock for retention's trusted time (storage/trusted_time_io.py).
         self.on_server_date: Callable[[str | None, float], None] = lambda _date, _rtt_s: None
-
-    def _new_link(self, config: LinkConfig) -> _Link:
-        budget = None
-        if config.monthly_cap_bytes is not None:
-            budget = self._load_budget(config)
-        health = LinkHealth(carrier_up=self._carrier_up(config))
-        # The pacer sleeps in real time, so it measures real time whatever clock schedules.
-        return _Link(config, health, budget, Pacer(config.rate_cap_bytes_per_s))
-
-    def _load_budget(self, config: LinkConfig) -> DataBudget:
-        stored = self.ledger.budget(config.name)
-        if stored is not None:
-            try:
-                return DataBudget(config, BudgetState.from_dict(stored))
-            except BudgetStateError:
-                # Unreadable: count from zero but say so; an over-spend of one cycle is bounded.
-                log.warning(
-                    "uplink budget of link %s unreadable; starting a fresh cycle", config.name
-                )
-        return DataBudget.fresh(config, self._today())
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -181,9 +151,7 @@ class UplinkService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for link in self.links.values():
-            for transport in link.transports.values():
-                await transport.aclose()
-            link.transports.clear()
+            await link.drop_transports()
 
     def usable_cost_classes(self) -> list[str]:
         """The cost classes (`wifi`, `cellular`) of the links usable now, cheapest first: a
@@ -199,6 +167,7 @@ class UplinkService:
         (S3), and otherwise would wait for the next upload to finish, or forever if it was the
         last one (found by the soak)."""
         await asyncio.to_thread(self.store.apply_retention)
+        await self.guard.load()
         while True:
             try:
                 await self.run_once()
@@ -209,16 +178,32 @@ class UplinkService:
 
     async def run_once(self) -> list[str]:
         """One scheduling round; returns the file ids it started (for tests)."""
+        if await self.guard.renewed():
+            await self._renew_connections()
         now_s = self._clock_s()
+        quiet = self._everything_waits(now_s) is not None
+        recheck = self.guard.recheck_due()
         for link in self.links.values():
             link.health.observe_carrier(now_s, self._carrier_up(link.config))
-            self._maybe_probe(link, now_s)
+            if recheck and link.probing is None and link.pin_blocked is None:
+                recheck = False  # one OPTIONS asks whether the refusal still holds
+                link.probing = asyncio.create_task(self._probe(link), name="recheck")
+            elif not quiet:
+                self._maybe_probe(link, now_s)
             if not link.usable(now_s):
                 for task in list(link.uploads.values()):
                     task.cancel()  # the file returns to the queue and resumes elsewhere
         records, candidates = await self._queue(now_s)
+        if quiet:
+            return []  # withdrawn or paused: nothing is sent to the back office
+        sweep_due = now_s - self._swept_s >= SWEEP_S and self._capabilities is not None
+        if sweep_due and self.any_link_usable():  # terminations need a link and capabilities
+            self._swept_s = now_s
+            in_flight_ids = {f for link in self.links.values() for f in link.uploads}
+            await self.desk.sweep(records, in_flight_ids)
+            await self.desk.report_blocks(records)
         in_flight = {f: link.config.name for link in self.links.values() for f in link.uploads}
-        views = [self._view(link, now_s) for link in self.links.values()]
+        views = [link.view(now_s, self._today()) for link in self.links.values()]
         by_id = {r.file_id: r for r in records}
         started = []
         for assignment in plan(now_s, candidates, views, in_flight, self.settings.policy):
@@ -226,8 +211,7 @@ class UplinkService:
             kind = assignment.transport if self.settings.h3_available else "https"
             record = by_id[assignment.file_id]
             task = asyncio.create_task(self._upload(record, link, kind), name=record.file_id)
-            link.uploads[record.file_id] = task
-            task.add_done_callback(_forget_upload(link, record.file_id))
+            link.track(record.file_id, task)
             started.append(record.file_id)
         return started
 
@@ -245,50 +229,43 @@ class UplinkService:
             self._queue_read_s, self._queue_dirty = now_s, False
         records, candidates = self._queue_cache
         # Backoffs change between reads; the rest of a candidate only changes with the catalog.
-        return records, [
-            replace(c, not_before_s=self._not_before_s.get(c.file_id, 0.0)) for c in candidates
-        ]
+        return records, [self._with_wait(c) for c in candidates]
+
+    def _with_wait(self, candidate: UploadCandidate) -> UploadCandidate:
+        wait = self._rechecks.get(candidate.file_id) or self._waits.get(candidate.file_id)
+        if wait is None:
+            return replace(candidate, not_before_s=0.0, wait_reason=None)
+        return replace(candidate, not_before_s=wait.until_s, wait_reason=wait.reason)
 
     def _candidates(self, records: list[FileRecord]) -> list[UploadCandidate]:
-        candidates = []
-        for record in records:
-            if record.state not in QUEUED_STATES or record.sha256_hex is None:
-                continue
-            upload = self.ledger.file(record.file_id)
-            if upload.completed_unattested:
-                continue
-            candidates.append(
+        """Every file waiting on the card (blocked ones too: the scheduler skips them and says
+        why); completed unattested ones wait for their next question (`_rechecks`)."""
+        return [
+            self._with_wait(
                 UploadCandidate(
                     file_id=record.file_id,
                     size_bytes=record.size_bytes,
                     remaining_bytes=record.size_bytes,
                     upload_class=UploadClass(record.upload_class),
                     created_at_ms=record.created_at_ms,
-                    not_before_s=self._not_before_s.get(record.file_id, 0.0),
-                    blocked_reason=upload.blocked_reason,
+                    blocked_reason=self.ledger.file(record.file_id).blocked_reason,
                 )
             )
-        return candidates
+            for record in records
+            if record.state in QUEUED_STATES and record.sha256_hex is not None
+        ]
 
-    def _view(self, link: _Link, now_s: float) -> LinkView:
-        today = self._today()
-        if link.budget is None:
-            budget: Mapping[UploadClass, int | None] = dict.fromkeys(UploadClass)
-        else:
-            budget = link.budget.remaining_by_class(today)
-        return LinkView(
-            config=link.config,
-            usable=link.usable(now_s),
-            active_uploads=len(link.uploads),
-            budget_remaining_by_class=budget,
-            rtt_s=link.health.rtt_s,
-            loss_hint=link.health.loss_hint,
-            udp_blocked=link.udp_blocked,
-        )
+    def _everything_waits(self, now_s: float) -> Wait | None:
+        """Why no upload may start now (credentials withdrawn, a server-wide pause), if so."""
+        withdrawn = self.guard.wait()
+        if withdrawn is not None:
+            return withdrawn
+        pause = self._pause
+        return pause if pause is not None and pause.active(now_s) else None
 
     # -- probes -----------------------------------------------------------------------------------
 
-    def _maybe_probe(self, link: _Link, now_s: float) -> None:
+    def _maybe_probe(self, link: UplinkLink, now_s: float) -> None:
         """A link in PROBING gets one OPTIONS request (which also checks the pin)."""
         if link.pin_blocked is not None or link.probing is not None:
             return
@@ -296,48 +273,39 @@ class UplinkService:
             return
         link.probing = asyncio.create_task(self._probe(link), name=f"probe-{link.config.name}")
 
-    async def _probe(self, link: _Link) -> None:
+    async def _probe(self, link: UplinkLink) -> None:
+        """One OPTIONS (which also checks the pin): a link coming back, or the hourly recheck
+        while the back office refuses the credentials."""
         try:
-            transport = await self._transport(link, "https")
             started_s = time.monotonic()  # a duration: real time, whatever clock schedules
             request = HttpRequest(
                 "OPTIONS", self.settings.endpoint_path, (("Tus-Resumable", "1.0.0"),)
             )
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                response = await transport.request(request, None)
-            self._capabilities = ServerCapabilities.from_response(response)
+            response = await link.ask(request, None, self._connect, PROBE_TIMEOUT_S)
+            if response.status not in (200, 204):
+                raise refusal_error(request, response)
+            self._adopt(ServerCapabilities.from_response(response))
             rtt_s = max(time.monotonic() - started_s, MIN_DURATION_S)
             self.on_server_date(response.headers.get("date"), rtt_s)
             link.health.observe_success(self._clock_s(), rtt_s)
+            await self.guard.lift("the back office accepts the box again")
         except PinMismatch as exc:
             await self._block_link(link, exc)
+        except CredentialsWithdrawn as exc:
+            link.health.observe_success(self._clock_s())  # the link carried the answer
+            await self._withdraw(exc)
         except (TransportError, TimeoutError, OSError) as exc:
             log.info("uplink probe on %s failed: %s", link.config.name, _kind(exc))
-            await self._drop_transport(link, "https")
+            await link.drop_transport("https")
             link.health.observe_failure(self._clock_s())
         finally:
             link.probing = None
 
-    # -- transports -------------------------------------------------------------------------------
-
-    async def _transport(self, link: _Link, kind: str) -> Transport:
-        transport = link.transports.get(kind)
-        if transport is None:
-            transport = await self._connect(link.config, kind)
-            link.transports[kind] = transport
-        return transport
-
-    async def _drop_transport(self, link: _Link, kind: str) -> None:
-        transport = link.transports.pop(kind, None)
-        if transport is not None:
-            with contextlib.suppress(Exception):
-                await transport.aclose()
-
     # -- one upload -------------------------------------------------------------------------------
 
-    async def _upload(self, record: FileRecord, link: _Link, kind: str) -> None:
+    async def _upload(self, record: FileRecord, link: UplinkLink, kind: str) -> None:
         file_id = record.file_id
-        self._progress[file_id] = _Progress(link.config.name, kind, 0, record.size_bytes)
+        self._progress[file_id] = Uploading(link.config.name, kind, 0, record.size_bytes)
         try:
             await self._mark_uploading(record)
             outcome = await self._transfer(record, link, kind)
@@ -345,36 +313,48 @@ class UplinkService:
         except asyncio.CancelledError:
             await self._requeue(file_id)
             raise
-        except PinMismatch as exc:
-            await self._block_link(link, exc)
-            await self._requeue(file_id)
-        except (HostileServer, UploadRejected, IntegrityError) as exc:
-            await self._block_file(file_id, link, exc)
-        except (TransientNetworkError, ServerError) as exc:
-            self._not_before_s[file_id] = self._clock_s() + self.settings.retry.max_s
-            if kind == "h3" and isinstance(exc, TransientNetworkError):
-                link.udp_blocked = link.udp_blocked or self._https_works(link)
-            await self._requeue(file_id)
-        except OSError as exc:
-            # The file went away under us (retention deleted it) or the card failed to read.
-            log.warning("uplink: cannot read evidence file %s: %s", file_id, exc.strerror)
-            self._not_before_s[file_id] = self._clock_s() + self.settings.retry.max_s
-            await self._requeue(file_id)
-        except Exception:
-            # A bug must not stop the uplink for years: log it, keep the file, try later.
-            log.exception("uplink: upload of %s failed unexpectedly", file_id)
-            self._not_before_s[file_id] = self._clock_s() + self.settings.retry.max_s
-            await self._requeue(file_id)
+        except Exception as exc:
+            await self._after_fault(record, link, kind, exc)
         finally:
             self._progress.pop(file_id, None)
             self._known_urls.pop(file_id, None)
             self._queue_dirty = True  # its state changed: the next round reads the catalog
 
-    def _https_works(self, link: _Link) -> bool:
+    async def _after_fault(
+        self, record: FileRecord, link: UplinkLink, kind: str, exc: Exception
+    ) -> None:
+        """What the upload's fault means (transport/refusals.py), done; the file is requeued."""
+        file_id, now_s = record.file_id, self._clock_s()
+        verdict = verdict_of(exc)
+        if verdict is Verdict.BLOCK_FILE:
+            await self._block_file(file_id, link, exc)
+        elif verdict is Verdict.BLOCK_LINK:
+            assert isinstance(exc, PinMismatch)
+            await self._block_link(link, exc)
+        elif verdict is Verdict.WITHDRAWN:
+            assert isinstance(exc, CredentialsWithdrawn)
+            await self._withdraw(exc)
+        elif verdict is Verdict.SERVER_PAUSE:
+            self._pause = next_wait(self._pause, exc, now_s, self.settings.retry.max_s)
+            log.info("uplink: every upload waits: %s", self._pause.reason)
+        else:
+            wait = next_wait(self._waits.get(file_id), exc, now_s, self.settings.retry.max_s)
+            self._waits[file_id] = wait
+            if kind == "h3" and isinstance(exc, TransientNetworkError):
+                link.udp_blocked = link.udp_blocked or self._https_works(link)
+            if isinstance(exc, OSError):
+                # The file went away under us (retention deleted it) or the card failed.
+                log.warning("uplink: cannot read evidence file %s: %s", file_id, exc.strerror)
+            elif not isinstance(exc, TransportError):
+                # A bug must not stop the uplink for years: log it, keep the file, try later.
+                log.error("uplink: upload of %s failed unexpectedly", file_id, exc_info=exc)
+        await self._requeue(file_id)
+
+    def _https_works(self, link: UplinkLink) -> bool:
         """UDP counts as blocked when HTTP/3 fails on a link whose HTTPS probe succeeded."""
         return link.health.state(self._clock_s()) is LinkState.UP
 
-    async def _transfer(self, record: FileRecord, link: _Link, kind: str) -> UploadOutcome:
+    async def _transfer(self, record: FileRecord, link: UplinkLink, kind: str) -> UploadOutcome:
         assert record.sha256_hex is not None
         upload = await asyncio.to_thread(self.ledger.file, record.file_id)
         spec = UploadSpec(
@@ -409,11 +389,11 @@ class UplinkService:
             reader.close()
 
     async def _attempt(
-        self, file_id: str, session: TusSession, reader: SliceReader, link: _Link, kind: str
+        self, file_id: str, session: TusSession, reader: SliceReader, link: UplinkLink, kind: str
     ) -> UploadOutcome:
         link.pacer.set_rate(rate_limit_bytes_per_s(link.config, link.health))
         try:
-            transport = await self._transport(link, kind)
+            transport = await link.transport(kind, self._connect)
             return await drive(
                 session,
                 transport,
@@ -421,17 +401,18 @@ class UplinkService:
                 on_exchange=lambda s, e: self._on_exchange(file_id, s, e, link),
                 pace=link.pacer.take,
             )
-        except (TransientNetworkError, ServerError):
+        except TransientNetworkError:
+            # Only network faults judge the link: a server's answer (5xx, 429) came over it.
             if kind == "h3":
                 # A QUIC connection does not recover from an idle timeout; and a failing UDP
-                # path says nothing about the link (udp_blocked judges it, see _upload).
-                await self._drop_transport(link, kind)
+                # path says nothing about the link (udp_blocked judges it, see _after_fault).
+                await link.drop_transport(kind)
             else:
                 link.health.observe_failure(self._clock_s())
             raise
 
     async def _on_exchange(
-        self, file_id: str, session: TusSession, exchange: Exchange, link: _Link
+        self, file_id: str, session: TusSession, exchange: Exchange, link: UplinkLink
     ) -> None:
         now_s = self._clock_s()
         duration_s = max(exchange.duration_s, MIN_DURATION_S)
@@ -450,8 +431,8 @@ class UplinkService:
             upload = FileUpload(upload_url=session.upload_url)
             await asyncio.to_thread(self.ledger.put_file, file_id, upload)
             self._known_urls[file_id] = session.upload_url
-        if session.capabilities is not None:
-            self._capabilities = session.capabilities
+        if session.capabilities is not None and session.capabilities != self._capabilities:
+            self._adopt(session.capabilities)
         progress = self._progress.get(file_id)
         if progress is not None:
             progress.offset_bytes = session.offset_bytes
@@ -470,19 +451,26 @@ class UplinkService:
             await asyncio.to_thread(self.store.catalog.transition, file_id, FileState.SEALED)
 
     async def _conclude(
-        self, record: FileRecord, link: _Link, kind: str, outcome: UploadOutcome
+        self, record: FileRecord, link: UplinkLink, kind: str, outcome: UploadOutcome
     ) -> None:
         file_id = record.file_id
-        self.uploaded_files += 1
-        self.uploaded_bytes += record.size_bytes
+        self._pause = None  # the back office answered: whatever paused it is over
+        self._waits.pop(file_id, None)
+        first = self._rechecks.get(file_id) is None
+        if first:
+            self.uploaded_files += 1
+            self.uploaded_bytes += record.size_bytes
         if outcome.attested_sha256_hex is None:
             done = FileUpload(upload_url=outcome.upload_url, completed_unattested=True)
             await asyncio.to_thread(self.ledger.put_file, file_id, done)
+            self._rechecks.unattested(file_id, self._clock_s(), UNATTESTED_NOTE)
             await self._requeue(file_id)
-            await self._audit(
-                "uplink.uploaded_unattested", file_id=file_id, link=link.config.name, transport=kind
-            )
+            if first:
+                link_name = link.config.name
+                event = "uplink.uploaded_unattested"
+                await self._audit(event, file_id=file_id, link=link_name, transport=kind)
             return
+        self._rechecks.forget(file_id)
         try:
             await asyncio.to_thread(
                 self.store.record_attestation, file_id, outcome.attested_sha256_hex
@@ -492,9 +480,16 @@ class UplinkService:
         await self._audit("uplink.uploaded", file_id=file_id, link=link.config.name, transport=kind)
         await asyncio.to_thread(self.store.apply_retention)  # S3: the attested copy goes now
         await asyncio.to_thread(self.ledger.forget_file, file_id)
-        self._not_before_s.pop(file_id, None)
 
-    async def _block_link(self, link: _Link, exc: PinMismatch) -> None:
+    def _adopt(self, capabilities: ServerCapabilities) -> None:
+        """New capabilities from an OPTIONS. A back office that attests where the last one did
+        not (or nothing was known) is asked at once about every file completed unattested."""
+        if self._rechecks.server_attests(capabilities.attests):
+            log.info("uplink: the back office attests; asking about unattested files now")
+            self._queue_dirty = True
+        self._capabilities = capabilities
+
+    async def _block_link(self, link: UplinkLink, exc: PinMismatch) -> None:
         if link.pin_blocked is None:
             link.pin_blocked = str(exc)
             self.store.alarms.raise_(
@@ -502,21 +497,44 @@ class UplinkService:
                 f"link {link.config.name}: back office certificate not pinned; uploads stopped",
             )
             await self._audit("uplink.pin_mismatch", link=link.config.name, detail=str(exc))
-        for kind in list(link.transports):
-            await self._drop_transport(link, kind)
+        await link.drop_transports()
 
-    async def _block_file(self, file_id: str, link: _Link, exc: TransportError) -> None:
-        reason = f"{_kind(exc)}: {exc}"
-        upload = await asyncio.to_thread(self.ledger.file, file_id)
-        blocked = FileUpload(upload.upload_url, upload.completed_unattested, reason[:300])
-        await asyncio.to_thread(self.ledger.put_file, file_id, blocked)
-        self.store.alarms.raise_(
-            f"uplink_file_{file_id[:12]}", f"upload of {file_id} stopped: {reason}"
-        )
-        await self._requeue(file_id)
+    async def _block_file(self, file_id: str, link: UplinkLink, exc: Exception) -> None:
+        """Integrity: the file waits for a person (transport/uplink_files.py)."""
+        finished = isinstance(exc, IntegrityError)  # the server holds every byte: evidence
+        await self.desk.block(file_id, reason_of(exc), upload_finished=finished)
+        self._waits.pop(file_id, None)
+        self._rechecks.forget(file_id)
         await self._audit(
             "uplink.upload_blocked", file_id=file_id, link=link.config.name, reason=_kind(exc)
         )
+
+    async def _withdraw(self, exc: CredentialsWithdrawn) -> None:
+        """401/403: stop, and drop every connection (they carry the refused certificate)."""
+        await self.guard.withdraw(exc)
+        for link in self.links.values():
+            for task in list(link.uploads.values()):
+                if task is not asyncio.current_task():
+                    task.cancel()  # the others would only be refused too
+            await link.drop_transports()
+        if await self.guard.renewed():  # a re-pair may already have written new ones
+            await self._renew_connections()
+
+    async def _renew_connections(self) -> None:
+        """New credentials are loaded: forget what the old connections learnt."""
+        for link in self.links.values():
+            await link.drop_transports()
+        self._capabilities = None
+        self._pause = None
+        self._queue_dirty = True
+
+    async def _ask(self, request: HttpRequest, body: bytes | None) -> HttpResponse | None:
+        """A request on the first usable link (None: none is usable)."""
+        now_s = self._clock_s()
+        usable = [link for link in self.links.values() if link.usable(now_s)]
+        if not usable:
+            return None
+        return await usable[0].ask(request, body, self._connect, PROBE_TIMEOUT_S)
 
     async def _audit(self, event: str, **fields: Any) -> None:
         await asyncio.to_thread(self.store.audit.append, event, **fields)
@@ -529,67 +547,56 @@ class UplinkService:
         return any(link.usable(now_s) for link in self.links.values())
 
     def status(self) -> dict[str, Any]:
-        """For the local API / officer page: links, what uploads, and why the rest waits."""
+        """For the local API / officer page: links, what uploads, and why the rest waits.
+        Blocking (catalog, ledger): call it off the event loop."""
         now_s = self._clock_s()
-        views = [self._view(link, now_s) for link in self.links.values()]
-        records = self.store.catalog.all()
-        in_flight = {f for link in self.links.values() for f in link.uploads}
-        waiting = []
-        for candidate in self._candidates(records):
-            if candidate.file_id in in_flight:
-                continue
-            reason = explain_waiting(candidate, views, self.settings.policy, now_s)
-            waiting.append(
-                {
-                    "file_id": candidate.file_id,
-                    "class": str(candidate.upload_class),
-                    "reason": reason,
-                }
-            )
-        unattested = [
-            r.file_id
-            for r in records
-            if r.state in QUEUED_STATES and self.ledger.file(r.file_id).completed_unattested
-        ]
-        return {
-            "links": [self._link_status(link, now_s) for link in self.links.values()],
-            "uploading": [{"file_id": f, **vars(p)} for f, p in sorted(self._progress.items())],
-            "waiting": waiting,
-            "uploaded_unattested": {
-                "files": len(unattested),
-                "note": "the server cannot attest; kept on the card until retention",
-            },
-            "uploaded_files": self.uploaded_files,
-        }
-
-    def _link_status(self, link: _Link, now_s: float) -> dict[str, Any]:
-        health = link.health
-        remaining = (
-            None
-            if link.budget is None
-            else link.budget.remaining_bytes(UploadClass.P1, self._today())
+        links = [link.status(now_s, self._today()) for link in self.links.values()]
+        return uplink_status(
+            links,
+            self._running(),
+            self._rows(now_s),
+            self.uploaded_files,
+            credentials_withdrawn=self.guard.withdrawn is not None,
         )
+
+    def uploads(self) -> dict[str, Any]:
+        """`mvb uploads`: every file waiting on the card with its state and reason. Blocking."""
+        now_s = self._clock_s()
+        everything = self._everything_waits(now_s)
         return {
-            "name": link.config.name,
-            "cost_class": str(link.config.cost_class),
-            "state": str(health.state(now_s)),
-            "usable": link.usable(now_s),
-            "pin_blocked": link.pin_blocked is not None,
-            "udp_blocked": link.udp_blocked,
-            "rtt_ms": None if health.rtt_s is None else round(health.rtt_s * 1000, 1),
-            "goodput_mbit_s": None
-            if health.goodput_bytes_per_s is None
-            else round(health.goodput_bytes_per_s * 8 / 1e6, 2),
-            "budget_remaining_bytes": remaining,
-            "uploads": len(link.uploads),
+            "credentials_withdrawn": self.guard.withdrawn is not None,
+            "waiting_for_back_office": None if everything is None else everything.reason,
+            "files": self._rows(now_s),
         }
 
+    async def release(self, file_ids: Collection[str] | None, by: str) -> list[dict[str, Any]]:
+        """`mvb uploads retry`: release the blocked files (None: all of them) or try waiting
+        files now (transport/uplink_files.py); UnknownUpload for a file not waiting."""
+        in_flight = {f for link in self.links.values() for f in link.uploads}
+        released = await self.desk.release(file_ids, in_flight, by)
+        for item in released:
+            self._waits.pop(item["file_id"], None)
+            self._rechecks.forget(item["file_id"])
+        self._queue_dirty = True
+        return released
 
-def _forget_upload(link: _Link, file_id: str) -> Callable[[asyncio.Task[None]], None]:
-    def forget(_task: asyncio.Task[None]) -> None:
-        link.uploads.pop(file_id, None)
+    def _running(self) -> dict[str, Uploading]:
+        return {f: replace(p) for f, p in list(self._progress.items())}  # copies: they change
 
-    return forget
+    def _rows(self, now_s: float) -> list[dict[str, Any]]:
+        records = self.store.catalog.all()
+        candidates = {c.file_id: c for c in self._candidates(records)}
+        uploads = {f: self.ledger.file(f) for f in candidates}
+        return upload_rows(
+            records,
+            uploads,
+            candidates,
+            self._running(),
+            [link.view(now_s, self._today()) for link in self.links.values()],
+            self.settings.policy,
+            now_s,
+            everything_waits=self._everything_waits(now_s),
+        )
 
 
 def _kind(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ from gateway.web import (
     record_routes,
     report_routes,
     shift_routes,
+    upload_routes,
 )
 from gateway.web import status_source as status_routes
 from gateway.web.status_source import StatusSource
@@ -49,6 +50,7 @@ def api_application(
             *report_routes.routes(port),
             *hold_routes.routes(port),
             *pair_route.routes(port),
+            *upload_routes.routes(port),
             *metrics.routes(
                 status,
                 lambda: port.effective_config().webui.metrics_token_sha256,

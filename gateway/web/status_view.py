@@ -38,6 +38,8 @@ GPS_STALE_ALERT_S = 30.0  # docs/webui.md 3: no fix for 30 s or more
 CAMERA_SILENT_S = 5.0  # a camera without a packet this long "delivers nothing"
 CAMERA_GRACE_S = 10.0  # after start a camera may take this long to deliver its first packet
 MAX_WAITING_REASONS = 8  # the document stays small whatever the backlog
+CREDENTIALS_ALARM = "uplink_credentials"  # transport/withdrawal.py ALARM
+BLOCKED_PREFIX = "uplink_file_"  # transport/uplink_files.py ALARM_PREFIX
 
 
 # -- the pure builder ----------------------------------------------------------------------------
@@ -284,6 +286,20 @@ def _report_not_sent(aged: _Aged) -> list[str]:
     return [f"configuration serial {fleet['applied_serial']} not yet confirmed"]
 
 
+def _credentials_withdrawn(aged: _Aged) -> list[str]:
+    reason = aged.document["alarms"].get(CREDENTIALS_ALARM)
+    return [] if reason is None else [str(reason)]
+
+
+def _upload_blocked(aged: _Aged) -> list[str]:
+    """One alert for every blocked file (their sticky alarms survive restarts: the uplink need
+    not be running for the officer to be told)."""
+    blocked = sorted(code for code in aged.document["alarms"] if code.startswith(BLOCKED_PREFIX))
+    if not blocked:
+        return []
+    return [f"{len(blocked)} file(s) blocked for integrity: a person must release them"]
+
+
 def _not_paired(aged: _Aged) -> list[str]:
     return ["no pairing: recordings stay on the card"] if _is_unpaired(aged.document) else []
 
@@ -313,6 +329,7 @@ def _recording_long(aged: _Aged) -> list[str]:
 
 ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("pin_mismatch", "critical", _pin_mismatch),
+    ("credentials_withdrawn", "critical", _credentials_withdrawn),
     ("card_full", "critical", _card_full),
     ("camera_down", "critical", _camera_down),
     # Retention (docs/retention.md): unuploaded files the 28-day rule deletes within a day.
@@ -320,6 +337,7 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("gps_stale", "warning", _gps_stale),
     ("report_missing", "warning", _report_missing),
     ("report_not_sent", "warning", _report_not_sent),
+    ("upload_blocked", "warning", _upload_blocked),
     ("not_paired", "warning", _not_paired),
     ("upload_behind", "warning", _upload_behind),
     ("recording_long", "warning", _recording_long),

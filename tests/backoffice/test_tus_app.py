@@ -166,7 +166,9 @@ async def test_options_advertises_version_extensions_limits_and_algorithms(app: 
         "creation-with-upload",
         "termination",
         "checksum",
+        "expiration",
     ]
+    assert response.headers["Mvb-Attestation"] == "sha256"
     assert response.headers["Tus-Max-Size"] == str(MAX_UPLOAD_BYTES)
     assert response.headers["Tus-Checksum-Algorithm"] == "sha256,sha1,md5"
 

@@ -14,6 +14,7 @@ import pytest
 
 from common import durable
 from common.durable import (
+    append_line,
     atomic_create_bytes,
     atomic_write_bytes,
     atomic_write_text,
@@ -397,3 +398,31 @@ def test_missing_entries_are_fine_only_where_said(tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_bytes(b"")
     assert remove_empty_dir(tmp_path / "full") is False
+
+
+# --- a log that grows by lines --------------------------------------------------------------------
+
+
+def test_a_log_grows_by_fsynced_lines_and_its_first_line_fsyncs_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "reports.jsonl"
+    calls = fsynced(monkeypatch, watched=log)
+
+    append_line(log, b"first\n")
+    append_line(log, b"second\n")
+
+    assert log.read_bytes() == b"first\nsecond\n"
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert calls == [
+        (str(log.resolve()), b"first\n"),
+        (str(tmp_path.resolve()), b"first\n"),  # the new file's entry
+        (str(log.resolve()), b"first\nsecond\n"),  # no directory fsync after the first line
+    ]
+
+
+@pytest.mark.parametrize("line", [b"no newline", b"two\nlines\n", b""])
+def test_a_log_takes_exactly_one_line(tmp_path: Path, line: bytes) -> None:
+    with pytest.raises(ValueError, match="exactly one line"):
+        append_line(tmp_path / "log", line)
+    assert not (tmp_path / "log").exists()

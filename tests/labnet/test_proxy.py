@@ -211,6 +211,28 @@ async def test_tcp_cut_after_client_bytes_cuts_exactly_there_once() -> None:
     assert proxy.bytes_client_to_server == 1000 + len(payload)
 
 
+async def test_tcp_stall_holds_client_bytes_while_the_server_still_answers() -> None:
+    """A request body that stops mid-way: the server sees the first 1000 bytes and can still
+    answer (here: it echoes them); the rest is held, not lost, until the stall is lifted."""
+    plan = FaultPlan(stall_after_client_bytes=1000)
+    payload = bytes(range(256)) * 20
+    async with (
+        tcp_upstream(echo=True) as upstream,
+        TcpFaultProxy(LOOPBACK, upstream.port, plan=plan) as proxy,
+        tcp_client(proxy.port) as (reader, writer),
+    ):
+        writer.write(payload)
+        await writer.drain()
+        await proxy.wait_until(lambda: proxy.bytes_client_to_server == 1000)
+        assert await asyncio.wait_for(reader.readexactly(1000), WAIT_S) == payload[:1000]
+
+        plan.stall_after_client_bytes = None
+        rest = await asyncio.wait_for(reader.readexactly(len(payload) - 1000), WAIT_S)
+
+    assert rest == payload[1000:]
+    assert proxy.bytes_client_to_server == len(payload)
+
+
 async def test_tcp_reset_all_resets_both_sides() -> None:
     async with (
         tcp_upstream(echo=True) as upstream,

@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transport.checksum import checksum_header
-from transport.errors import HostileServer, ServerError, TransportError, UploadRejected
+from transport.errors import (
+    CredentialsWithdrawn,
+    HostileServer,
+    ServerError,
+    TransportError,
+    UploadRejected,
+)
 from transport.http import BodySlice, HttpRequest, HttpResponse
 from transport.tus_session import (
     MAX_CHECKSUM_RESENDS,
@@ -30,6 +36,8 @@ from transport.tus_session import (
     TusSession,
     UploadOutcome,
     UploadSpec,
+    check_termination,
+    termination_request,
 )
 
 ENDPOINT = "/files/"
@@ -596,6 +604,31 @@ def test_options_answer_lists_are_parsed_leniently() -> None:
         checksum_algorithms=("sha1", "md5"),
     )
     assert capabilities.preferred_checksum_algorithm() == "sha1"
+    assert not capabilities.attests  # no Mvb-Attestation: a plain tus server
+
+
+@pytest.mark.parametrize(
+    ("offer", "attests"), [("sha256", True), ("SHA256, x", True), ("", False), ("md5", False)]
+)
+def test_a_back_office_that_attests_says_so_on_options(offer: str, attests: bool) -> None:
+    headers = {"tus-version": "1.0.0", "tus-extension": "creation", "mvb-attestation": offer}
+
+    assert ServerCapabilities.from_response(HttpResponse(204, headers)).attests is attests
+
+
+def test_a_creation_body_over_the_chunk_limit_is_transient() -> None:
+    """413 to a POST that carried a first chunk: a smaller chunk can go (unlike 413 to a bare
+    POST, where the length itself is refused)."""
+    with_upload = ServerCapabilities(
+        (TUS_VERSION,), frozenset({"creation-with-upload", "creation"}), None, ()
+    )
+    session = TusSession(spec_for(DATA), chunk_bytes=4, capabilities=with_upload)
+
+    with pytest.raises(ServerError) as raised:
+        answer(session, HttpResponse(413, {"retry-after": "7"}))
+
+    assert (raised.value.status, raised.value.retry_after_s) == (413, 7.0)
+    assert next_method(session) == "POST"
 
 
 def test_file_above_tus_max_size_is_rejected_as_413() -> None:
@@ -878,15 +911,20 @@ def test_server_error_before_the_upload_exists_retries_the_creation() -> None:
     ("method", "status", "error", "then"),
     [
         ("OPTIONS", 404, UploadRejected, "OPTIONS"),
+        ("OPTIONS", 403, CredentialsWithdrawn, "OPTIONS"),
         ("OPTIONS", 302, HostileServer, "OPTIONS"),
-        ("POST", 413, UploadRejected, "POST"),
-        ("POST", 403, UploadRejected, "POST"),
+        ("POST", 413, UploadRejected, "POST"),  # no body: the length itself is refused
+        ("POST", 403, CredentialsWithdrawn, "POST"),
+        ("POST", 408, ServerError, "POST"),
+        ("POST", 429, ServerError, "POST"),
         ("POST", 200, HostileServer, "POST"),
-        ("HEAD", 401, UploadRejected, "HEAD"),
+        ("HEAD", 401, CredentialsWithdrawn, "HEAD"),
         ("HEAD", 409, UploadRejected, "HEAD"),
         ("PATCH", 400, UploadRejected, "HEAD"),
-        ("PATCH", 403, UploadRejected, "HEAD"),
-        ("PATCH", 413, UploadRejected, "HEAD"),
+        ("PATCH", 403, CredentialsWithdrawn, "HEAD"),
+        ("PATCH", 408, ServerError, "HEAD"),  # the back office's idle timeout: not now
+        ("PATCH", 413, ServerError, "HEAD"),  # the chunk is over its limit: a smaller one
+        ("PATCH", 429, ServerError, "HEAD"),
         ("PATCH", 200, HostileServer, "HEAD"),  # tus acknowledges a PATCH with 204 only
         ("PATCH", 307, HostileServer, "HEAD"),
     ],
@@ -902,7 +940,7 @@ def test_refusals_raise_by_fault_and_leave_the_session_usable(
     with pytest.raises(error) as raised:
         session.receive(HttpResponse(status))
 
-    if isinstance(raised.value, UploadRejected):
+    if isinstance(raised.value, UploadRejected | CredentialsWithdrawn | ServerError):
         assert raised.value.status == status
     assert next_method(session) == then
 
@@ -1046,6 +1084,28 @@ def test_delete_is_retried_after_a_server_error() -> None:
         answer(session, HttpResponse(503))
 
     assert next_method(session) == "DELETE"
+
+
+def test_an_abandoned_upload_is_deleted_without_a_session() -> None:
+    request = termination_request("/files/u1", WITH_TERMINATION)
+
+    assert request == HttpRequest("DELETE", "/files/u1", (("Tus-Resumable", TUS_VERSION),))
+    for status in (204, 404, 410):
+        check_termination(request, HttpResponse(status))
+    with pytest.raises(ServerError):
+        check_termination(request, HttpResponse(503))
+    with pytest.raises(CredentialsWithdrawn):
+        check_termination(request, HttpResponse(403))  # e.g. a finished upload: evidence
+
+
+@pytest.mark.parametrize(
+    ("url", "capabilities"),
+    [("/files/u1", CREATION_ONLY), ("/files/u1", None), ("https://elsewhere/u1", WITH_TERMINATION)],
+)
+def test_no_delete_where_the_server_cannot_or_the_url_is_not_a_path(
+    url: str, capabilities: ServerCapabilities | None
+) -> None:
+    assert termination_request(url, capabilities) is None
 
 
 # -- the calling contract --------------------------------------------------------------------

@@ -21,7 +21,7 @@ from storage.models import FileState
 from tests.peers.tus_node_peer import tus_node_server
 from tests.tls_helpers import TestPki
 from tests.transport.uplink_rig import Rig, record_evidence, uplink_rig, wifi
-from transport.links import HOLD_DOWN_MAX_S
+from transport.links import HOLD_DOWN_MAX_S, HOLD_DOWN_MIN_S
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -128,9 +128,13 @@ async def test_a_hostile_back_office_cannot_hurt_local_evidence(
             [file_id] = sha256_by_file
             assert (rig.service.ledger.file(file_id).blocked_reason is not None) is blocked
             assert any(k.startswith("uplink_file_") for k in rig.store.alarms.codes()) is blocked
-        # the service is still working: the real back office takes the file once unblocked
+        # the service is still working: the real back office takes the file once a person
+        # released it (`mvb uploads retry`); a file that was only waiting needs nobody
         rig.proxies["wifi"].upstream_port = rig.back_office.port
-        rig.service.ledger.forget_file(file_id)
+        if blocked:
+            released = await rig.service.release([file_id], "local")
+            assert released == [{"file_id": file_id, "was_blocked": True}]
+            assert not any(k.startswith("uplink_file_") for k in rig.store.alarms.codes())
         rig.clock.advance(HOLD_DOWN_MAX_S + 1)
         for _ in range(3):
             await rig.settle()
@@ -155,3 +159,34 @@ async def test_a_plain_tus_server_gets_the_file_but_the_box_keeps_it(
         assert "kept on the card until retention" in status["uploaded_unattested"]["note"]
         await rig.settle()
         assert len(peer.stored_files()) == 1, "an unattested upload is not sent again"
+
+
+async def test_an_unattested_file_is_asked_again_and_goes_where_it_is_attested(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    """A plain tus server keeps the file; the box asks it again (HEAD) on a backoff, and at once
+    when its link comes back at a back office that attests (Mvb-Attestation on OPTIONS): there
+    the old upload path is unknown (404), so the file is uploaded again, attested, deleted."""
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(),)) as rig:
+        record_evidence(rig.store, 500_000)
+        [record] = rig.records()
+        with tus_node_server(tmp_path / "node", pki) as peer:
+            rig.proxies["wifi"].upstream_port = peer.port
+            await rig.settle()
+            [first] = rig.service.uploads()["files"]
+            assert (first["state"], first["retry_in_s"]) == ("unattested", 600.0)
+            rig.clock.advance(601)
+            await rig.settle()
+            [again] = rig.service.uploads()["files"]
+            assert (again["state"], again["retry_in_s"]) == ("unattested", 1200.0)
+            assert len(peer.stored_files()) == 1  # it asked (HEAD); it did not send it again
+
+        rig.proxies["wifi"].upstream_port = rig.back_office.port  # pointed at the back office
+        rig.carrier["wifi"] = False
+        await rig.service.run_once()
+        rig.carrier["wifi"] = True
+        rig.clock.advance(HOLD_DOWN_MIN_S + 1)  # far less than the 1200 s the backoff says
+        for _ in range(3):
+            await rig.settle()
+        assert rig.store.catalog.get(record.file_id).state is FileState.DELETED  # type: ignore[union-attr]
+        assert record.sha256_hex in rig.back_office.completed_sha256()

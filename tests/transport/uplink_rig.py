@@ -13,13 +13,21 @@ import contextlib
 import datetime
 import hashlib
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
-from backoffice.server import RunningServer, start_https_server
-from backoffice.tus_app import TusApp
+from backoffice.rate_limit import ClientRateLimit
+from backoffice.server import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    ClientGate,
+    RunningServer,
+    start_https_server,
+)
+from backoffice.tus_app import IncomingRequest, OutgoingResponse, TusApp
 from backoffice.upload_store import UploadStore
 from labnet.proxy import FaultPlan, TcpFaultProxy
 from labnet.udp_proxy import UdpFaultProxy
@@ -29,6 +37,7 @@ from storage.store import EvidenceStore
 from tests.capture_helpers import store_on
 from tests.tls_helpers import TestPki
 from transport.binding import LinkBinding
+from transport.credentials import Credentials
 from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
@@ -96,6 +105,7 @@ class LinkConnector:
     connects: dict[str, int] = field(default_factory=dict)
     h3_connects: dict[str, int] = field(default_factory=dict)
     request_timeout_s: float = 5.0
+    read_timeout_s: float = 2.0
 
     async def __call__(self, link: LinkConfig, kind: str) -> Transport:
         if kind == "h3":
@@ -116,13 +126,15 @@ class LinkConnector:
             self.tls,
             connect_timeout_s=2,
             request_timeout_s=self.request_timeout_s,
-            read_timeout_s=min(self.request_timeout_s, 2.0),
+            read_timeout_s=min(self.request_timeout_s, self.read_timeout_s),
         )
 
 
 @dataclass
 class BackOfficeProcess:
-    """The reference back office in this process; `restart()` keeps its directory."""
+    """The reference back office in this process; `stop()` then `start()` keeps its directory
+    and ports. Its limits are its own (what `mvb-admin serve` options set): change them between
+    a stop and a start; `answers` counts its answers by status."""
 
     directory: Path
     pki: TestPki
@@ -133,13 +145,31 @@ class BackOfficeProcess:
     server: RunningServer | None = None
     h3_server: RunningH3Server | None = None
     store: UploadStore | None = None
+    app: TusApp | None = None
+    max_chunk_bytes: int = 16 << 20
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    rate_limit: ClientRateLimit | None = None
+    client_gate: ClientGate | None = None
+    answers: Counter[int] = field(default_factory=Counter)
 
     async def start(self) -> None:
         self.store = UploadStore.open(self.directory)
-        app = TusApp(self.store, max_upload_bytes=1 << 30, max_chunk_bytes=16 << 20)
+        app = CountingTusApp(
+            self.answers, self.store, max_upload_bytes=1 << 30, max_chunk_bytes=self.max_chunk_bytes
+        )
+        self.app = app
         cert, key, ca = self.cert_file, self.key_file, self.pki.ca_cert
         self.server = await start_https_server(
-            app, host="127.0.0.1", port=self.port, cert_file=cert, key_file=key, client_ca_file=ca
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            cert_file=cert,
+            key_file=key,
+            client_ca_file=ca,
+            idle_timeout_s=self.idle_timeout_s,
+            rate_limit=self.rate_limit,
+            client_gate=self.client_gate,
+            blocked_log=self.blocked_log(),
         )
         self.port = self.server.port
         self.h3_server = await start_h3_server(
@@ -163,11 +193,36 @@ class BackOfficeProcess:
             self.store.close()
             self.store = None
 
+    def blocked_log(self) -> BlockedLog:
+        """What boxes reported blocking (POST /uplink/blocked), as `mvb-admin serve` keeps it."""
+        return BlockedLog(self.directory / BLOCKED_FILE)
+
     def completed_sha256(self) -> set[str]:
         complete = self.directory / "complete"
         if not complete.is_dir():
             return set()
         return {hashlib.sha256(p.read_bytes()).hexdigest() for p in complete.iterdir()}
+
+
+class CountingTusApp(TusApp):
+    """The reference TusApp, counting its answers by status (the rate limit's 429 is answered
+    in front of it, by the HTTPS shell: see `BackOfficeProcess.rate_limit`)."""
+
+    def __init__(
+        self,
+        answers: Counter[int],
+        store: UploadStore,
+        *,
+        max_upload_bytes: int,
+        max_chunk_bytes: int,
+    ) -> None:
+        super().__init__(store, max_upload_bytes=max_upload_bytes, max_chunk_bytes=max_chunk_bytes)
+        self.answers = answers
+
+    async def handle(self, request: IncomingRequest) -> OutgoingResponse:
+        response = await super().handle(request)
+        self.answers[response.status] += 1
+        return response
 
 
 @dataclass
@@ -227,6 +282,7 @@ async def uplink_rig(
     *,
     server_cert: tuple[Path, Path] | None = None,
     policy: SchedulerPolicy | None = None,
+    credentials: Credentials | None = None,
 ) -> AsyncIterator[Rig]:
     cert_file, key_file = server_cert or (pki.server_cert, pki.server_key)
     back_office = BackOfficeProcess(tmp_path / "backoffice", pki, cert_file, key_file)
@@ -266,6 +322,7 @@ async def uplink_rig(
                     carrier_up=lambda link: carrier[link.name],
                     clock_s=clock,
                     today=clock.today,
+                    credentials=credentials,
                 )
                 try:
                     yield Rig(

@@ -7,9 +7,11 @@ import { currentLanguage, key, t, tn } from "./i18n.js";
 /** Codes with a fixed text; report_missing and camera_down take a parameter (below). */
 const TEXTS = Object.freeze({
   pin_mismatch: key("alert.pin_mismatch"),
+  credentials_withdrawn: key("alert.credentials_withdrawn"),
   card_full: key("alert.card_full"),
   gps_stale: key("alert.gps_stale"),
   report_not_sent: key("alert.report_not_sent"),
+  upload_blocked: key("alert.upload_blocked"),
   not_paired: key("alert.not_paired"),
   upload_behind: key("alert.upload_behind"),
   recording_long: key("alert.recording_long"),
@@ -22,10 +24,12 @@ const TEXTS = Object.freeze({
 /** Which overview tiles an alert concerns, so those tiles show the alert's tone too. */
 export const ALERT_TILES = Object.freeze({
   pin_mismatch: ["tile-uplink"],
+  credentials_withdrawn: ["tile-uplink", "tile-box"],
   card_full: ["tile-card"],
   camera_down: ["tile-cameras"],
   gps_stale: ["tile-gps"],
   report_not_sent: ["tile-box"],
+  upload_blocked: ["tile-uplink", "tile-card"],
   not_paired: ["tile-uplink", "tile-box"],
   upload_behind: ["tile-card", "tile-uplink"],
   retention_imminent: ["tile-card", "tile-uplink"],

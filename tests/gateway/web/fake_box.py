@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,7 @@ class FakeBox:
     alarms: dict[str, str] = field(default_factory=dict)
     holds: dict[str, str] = field(default_factory=dict)  # recording id -> the reason given
     audit_entries: list[tuple[str, dict[str, AuditValue]]] = field(default_factory=list)
+    uploads: dict[str, str] = field(default_factory=dict)  # file id -> "waiting" | "blocked"
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -233,6 +234,51 @@ class FakeBox:
         self.bundles.append(bundle)
         return self.bundle_result
 
+    # -- uploads ----------------------------------------------------------------------------------
+
+    async def uploads_view(self, caller: Identity) -> dict[str, Any]:
+        _admin_only(caller)
+        reasons = {"blocked": "the back office holds other bytes", "waiting": "waiting for WiFi"}
+        files = [
+            {
+                "file_id": file_id,
+                "recording_id": "0" * 32,
+                "upload_class": "P1",
+                "size_bytes": 1000,
+                "created_at_ms": 0,
+                "state": state,
+                "reason": reasons[state],
+                "retry_in_s": None,
+                "offset_bytes": None,
+            }
+            for file_id, state in sorted(self.uploads.items())
+        ]
+        return {
+            "uplink": "running",
+            "credentials_withdrawn": False,
+            "waiting_for_back_office": None,
+            "files": files,
+        }
+
+    async def retry_uploads(
+        self, caller: Identity, file_ids: Sequence[str], all_blocked: bool
+    ) -> dict[str, Any]:
+        _admin_only(caller)
+        chosen = [f for f, s in sorted(self.uploads.items()) if s == "blocked"]
+        if not all_blocked:
+            unknown = sorted(set(file_ids) - set(self.uploads))
+            if unknown:
+                message = f"no file {unknown[0]!r} is waiting on the card"
+                raise Refused(RefusalKind.NOT_FOUND, "unknown_upload", message)
+            chosen = sorted(set(file_ids))
+        released = []
+        for file_id in chosen:
+            was_blocked = self.uploads[file_id] == "blocked"
+            self.uploads[file_id] = "waiting"
+            await self.audit("uplink.upload_released", file_id=file_id, by=caller.channel)
+            released.append({"file_id": file_id, "was_blocked": was_blocked})
+        return {"released": released}
+
     # -- the audit log and the alarms -------------------------------------------------------------
 
     async def audit(self, event: str, **fields: AuditValue) -> None:
@@ -265,6 +311,11 @@ def _hold_view(recording_id: str) -> dict[str, Any]:
         "ground": None,
         "files_on_card": 1,
     }
+
+
+def _admin_only(caller: Identity) -> None:
+    if caller.role != "admin":
+        raise Refused(RefusalKind.FORBIDDEN, "forbidden", "only an admin may do this")
 
 
 def _implements_the_port(box: FakeBox) -> BoxPort:

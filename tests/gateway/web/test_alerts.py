@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from gateway.status_facts import GpsFacts, LinkBudget, StatusInputs, UplinkFacts
+from gateway.web import status_view
 from gateway.web.status_view import ALERT_CODES, alerts, build_status
 from tests.gateway.web.test_status_view import NOW_MS, facts, link
+from transport import uplink_files, withdrawal
 
 Document = dict[str, Any]
 
@@ -74,12 +76,18 @@ def recording_for(seconds: float) -> Callable[[Document], None]:
 
 CASES: list[tuple[str, str, Callable[[Document], None]]] = [
     ("pin_mismatch", "critical", pin_blocked),
+    (
+        "credentials_withdrawn",
+        "critical",
+        set_path("alarms.uplink_credentials", "the back office refuses this box's certificate"),
+    ),
     ("card_full", "critical", set_path("alarms.card_full", "recording refused: card full")),
     ("camera_down", "critical", set_path("cameras.dashcam.last_packet_age_s", 7.0)),
     ("camera_down", "critical", set_path("cameras.dashcam.connected", False)),
     ("gps_stale", "warning", set_path("gps", {**quiet()["gps"], "fix": False, "fix_age_s": 45.0})),
     ("report_missing", "warning", set_path("reports.missing", 2)),
     ("report_not_sent", "warning", set_path("fleet.reported_serial", 2)),
+    ("upload_blocked", "warning", set_path("alarms.uplink_file_0123456789ab", "blocked: x")),
     ("not_paired", "warning", set_path("uplink", {"state": "not paired", "reason": "-"})),
     ("upload_behind", "warning", set_path("storage.oldest_waiting_age_s", 15 * 86_400.0)),
     ("recording_long", "warning", recording_for(1800.0)),
@@ -119,6 +127,24 @@ def test_each_condition_raises_its_alert(
 
 def test_every_code_of_the_table_has_a_case() -> None:
     assert sorted({code for code, _, _ in CASES}) == sorted(ALERT_CODES)
+
+
+def test_every_blocked_file_is_counted_in_one_alert() -> None:
+    document = quiet()
+    for code in ("uplink_file_0123456789ab", "uplink_file_ba9876543210", "uplink_pin_wifi"):
+        document["alarms"][code] = "x"
+
+    blocked = [a for a in alerts(document, NOW_MS) if a["code"] == "upload_blocked"]
+
+    assert [a["detail"] for a in blocked] == [
+        "2 file(s) blocked for integrity: a person must release them"
+    ]
+
+
+def test_the_alarm_codes_are_the_uplinks() -> None:
+    """The face cannot import transport: its copies of the alarm codes must match."""
+    assert status_view.CREDENTIALS_ALARM == withdrawal.ALARM
+    assert uplink_files.alarm_code("0" * 32).startswith(status_view.BLOCKED_PREFIX)
 
 
 def test_just_below_each_threshold_nothing_is_raised() -> None:
