@@ -19,6 +19,7 @@ Invariants:
   metadata's value; it is on the response that completed the upload and on every later HEAD. A
   difference from the declared SHA-256 is logged as an integrity incident and the bytes are kept
   under `corrupt/` (the box sees the mismatch and keeps its own copy).
+- OPTIONS advertises `max_chunk_bytes` as `Mvb-Max-Chunk-Size`: the box never sends a longer body.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ TUS_EXTENSIONS: Final = ("creation", "creation-with-upload", "termination", "che
 CHECKSUM_ALGORITHMS: Final = ("sha256", "sha1", "md5")
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 STORED_SHA256_HEADER: Final = "Mvb-Stored-Sha256"
+MAX_CHUNK_HEADER: Final = "Mvb-Max-Chunk-Size"
 STATUS_CHECKSUM_MISMATCH: Final = 460
 """tus checksum extension: the body does not match Upload-Checksum."""
 
@@ -355,6 +357,7 @@ class TusApp:
                 "Tus-Extension": ",".join(TUS_EXTENSIONS),
                 "Tus-Max-Size": str(self._max_upload_bytes),
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+                MAX_CHUNK_HEADER: str(self._max_chunk_bytes),
             },
         )
 
