@@ -30,6 +30,12 @@ from storage.catalog import AttestationMismatch
 from storage.models import FileRecord, FileState
 from storage.store import EvidenceStore
 from transport.budget import BudgetState, BudgetStateError, DataBudget
+from transport.chunk_size import (
+    DEFAULT_CHUNK_TARGET_S,
+    DEFAULT_MIN_CHUNK_BYTES,
+    ChunkBounds,
+    ChunkSizer,
+)
 from transport.errors import (
     HostileServer,
     IntegrityError,
@@ -72,12 +78,14 @@ class Connector(Protocol):
 class UplinkSettings:
     links: tuple[LinkConfig, ...]
     endpoint_path: str = "/files/"
-    chunk_bytes: int = 4 * 1024 * 1024
+    chunk_bytes: int = 4 * 1024 * 1024  # the largest chunk; the goodput picks the size below
     policy: SchedulerPolicy = field(default_factory=SchedulerPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     device_serial: str = "MVB-UNPAIRED"
     tick_s: float = 1.0
     h3_available: bool = True
+    chunk_min_bytes: int = DEFAULT_MIN_CHUNK_BYTES
+    chunk_target_s: float = DEFAULT_CHUNK_TARGET_S
 
 
 @dataclass
@@ -88,6 +96,7 @@ class _Link:
     health: LinkHealth
     budget: DataBudget | None
     pacer: Pacer
+    chunks: ChunkSizer
     transports: dict[str, Transport] = field(default_factory=dict)
     uploads: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     pin_blocked: str | None = None
@@ -147,7 +156,12 @@ class UplinkService:
             budget = self._load_budget(config)
         health = LinkHealth(carrier_up=self._carrier_up(config))
         # The pacer sleeps in real time, so it measures real time whatever clock schedules.
-        return _Link(config, health, budget, Pacer(config.rate_cap_bytes_per_s))
+        settings = self.settings
+        bounds = ChunkBounds.clamped(
+            settings.chunk_min_bytes, settings.chunk_bytes, settings.chunk_target_s
+        )
+        chunks = ChunkSizer(bounds)
+        return _Link(config, health, budget, Pacer(config.rate_cap_bytes_per_s), chunks)
 
     def _load_budget(self, config: LinkConfig) -> DataBudget:
         stored = self.ledger.budget(config.name)
@@ -382,9 +396,10 @@ class UplinkService:
         )
         session = TusSession(
             spec,
-            chunk_bytes=self.settings.chunk_bytes,
+            chunk_bytes=link.chunks.size_bytes(),
             capabilities=self._capabilities,
             upload_url=upload.upload_url,
+            min_chunk_bytes=link.chunks.bounds.min_bytes,
         )
         self._known_urls[record.file_id] = upload.upload_url
         path = self.store.layout.sealed_path(record.recording_id, record.file_id)
@@ -416,6 +431,7 @@ class UplinkService:
                 reader,
                 on_exchange=lambda s, e: self._on_exchange(file_id, s, e, link),
                 pace=link.pacer.take,
+                sizer=link.chunks,
             )
         except (TransientNetworkError, ServerError):
             if kind == "h3":
