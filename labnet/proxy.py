@@ -52,6 +52,7 @@ QUEUE_CHUNKS = 32
 RATE_BURST_BYTES = 16 * 1024
 CONNECT_TIMEOUT_S = 10.0
 DEFAULT_WAIT_S = 10.0
+STALL_POLL_S = 0.05  # a stalled reader looks at its plan this often (the fault, not a wait)
 
 
 @dataclass
@@ -60,9 +61,12 @@ class FaultPlan:
 
     delay_s: added one way, in each direction (order kept). rate_bytes_per_s: per direction cap,
     None = unlimited. loss_fraction: UDP datagrams dropped at random (seeded; TCP ignores it, see
-    the module doc). blackhole: everything is swallowed, connections stay open. refuse: new TCP
-    connections are reset at once, new UDP sources ignored. cut_after_client_bytes: close a
-    connection after forwarding exactly this many client->server bytes, once (then None).
+    the module doc). blackhole: everything is swallowed, connections stay open. stall (TCP): the
+    proxy stops reading what clients send, connections stay open: once the buffers between are
+    full the client's socket accepts nothing more, as with a peer whose window stays shut (a
+    blackhole, in contrast, reads and drops, so the client's bytes keep being accepted). refuse:
+    new TCP connections are reset at once, new UDP sources ignored. cut_after_client_bytes: close
+    a connection after forwarding exactly this many client->server bytes, once (then None).
     cuts: how many cuts have fired under this plan.
     """
 
@@ -70,6 +74,7 @@ class FaultPlan:
     rate_bytes_per_s: float | None = None
     loss_fraction: float = 0.0
     blackhole: bool = False
+    stall: bool = False
     refuse: bool = False
     cut_after_client_bytes: int | None = None
     cuts: int = 0
@@ -228,6 +233,8 @@ class _TcpConnection:
 
     async def _read_client(self, queue: asyncio.Queue[_Item]) -> None:
         while True:
+            while self._plan().stall:
+                await asyncio.sleep(STALL_POLL_S)
             chunk = await self._client_reader.read(_read_size(self._plan()))
             plan = self._plan()
             if not chunk:
@@ -329,6 +336,13 @@ class TcpFaultProxy(Observable):
     `plan_for_peer` (optional) gives a client address its own plan, read like `plan` on every
     chunk; a peer with its own plan also gets its own rate buckets (it is a link of its own).
     Peers for which it answers None share `plan` and the shared buckets, as without it.
+
+    `receive_buffer_bytes` (optional) bounds what the proxy takes from a client ahead of what it
+    forwarded: the kernel's receive buffer of client connections (SO_RCVBUF, which the kernel
+    doubles) and the stream reader's (which pauses at twice it). Under a rate cap the proxy is
+    the bottleneck, and a client's bytes it has acknowledged should be about as few as a
+    link's queue holds; loopback's defaults would let it acknowledge hundreds of kilobytes the
+    "link" has not carried yet.
     """
 
     def __init__(
@@ -339,6 +353,7 @@ class TcpFaultProxy(Observable):
         listen_host: str = "127.0.0.1",
         *,
         plan_for_peer: PlanForPeer | None = None,
+        receive_buffer_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.upstream_host = upstream_host
@@ -346,6 +361,9 @@ class TcpFaultProxy(Observable):
         self.plan = plan if plan is not None else FaultPlan()
         self.listen_host = listen_host
         self.plan_for_peer = plan_for_peer
+        if receive_buffer_bytes is not None and receive_buffer_bytes < 1024:
+            raise ValueError("receive_buffer_bytes must be at least 1024 (None: the default)")
+        self.receive_buffer_bytes = receive_buffer_bytes
         self.c2s_clock = DirectionClock()
         self.s2c_clock = DirectionClock()
         self._peer_clocks: dict[str, tuple[DirectionClock, DirectionClock]] = {}
@@ -368,7 +386,16 @@ class TcpFaultProxy(Observable):
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> TcpFaultProxy:
-        self._server = await asyncio.start_server(self._on_client, self.listen_host, 0)
+        if self.receive_buffer_bytes is None:
+            self._server = await asyncio.start_server(self._on_client, self.listen_host, 0)
+            return self
+        listener = socket.create_server((self.listen_host, 0))
+        # Set before any connection: accepted sockets inherit it, and the window scale a client
+        # is offered at its handshake is sized by it.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer_bytes)
+        self._server = await asyncio.start_server(
+            self._on_client, sock=listener, limit=self.receive_buffer_bytes
+        )
         return self
 
     async def __aexit__(
