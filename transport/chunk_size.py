@@ -37,7 +37,10 @@ DEFAULT_CHUNK_TARGET_S: Final = 8.0
 """Seconds one chunk should take: the middle of 5-10 s. A cut costs at most this much transfer,
 and a round trip of 300 ms is under 4 % of it."""
 GOODPUT_GAIN: Final = 0.5
-MAX_GROWTH: Final = 4
+MAX_GROWTH: Final = 16
+"""From the floor to the ceiling (256 KiB to 4 MiB) in one chunk on a fast link: each step of
+the ramp costs a round trip. The first chunks, on a new connection still in slow start, measure
+the link low, never high."""
 ALIGN_BYTES: Final = 4096
 MIN_SAMPLE_S: Final = 0.001
 """No chunk is answered faster (a coarse clock may say 0): keeps every estimate finite."""

@@ -45,14 +45,20 @@ def test_on_edge_the_floor_holds() -> None:
     assert sizer.size_bytes() == 256 * KIB
 
 
-def test_on_a_fast_link_the_ceiling_is_reached_in_steps_of_at_most_four() -> None:
+def test_on_a_fast_link_the_ceiling_is_reached_after_one_chunk() -> None:
     sizer = ChunkSizer(BOUNDS)
     sizes = []
-    for _ in range(4):
+    for _ in range(3):
         size = sizer.size_bytes()
         sizes.append(size)
         sizer.observe(size, 0.005 + size / 12_500_000)  # 100 Mbit/s
-    assert sizes == [256 * KIB, 1 * MIB, 4 * MIB, 4 * MIB]
+    assert sizes == [256 * KIB, 4 * MIB, 4 * MIB]
+
+
+def test_growth_is_bounded_per_chunk() -> None:
+    sizer = ChunkSizer(ChunkBounds(min_bytes=16 * KIB, max_bytes=64 * MIB, target_s=8.0))
+    sizer.observe(16 * KIB, 0.001)  # a burst: 16 MB/s would want 128 MB
+    assert sizer.size_bytes() == 16 * KIB * MAX_GROWTH
 
 
 def test_a_link_that_slows_down_gets_shorter_chunks() -> None:

@@ -217,7 +217,8 @@ async def test_a_413_from_the_back_office_halves_the_chunk_and_the_upload_comple
                 uplink.ledger.close()
     stored = tmp_path / "backoffice" / "complete" / f"{record.file_id}.mvbe"
     assert stored.stat().st_size == record.size_bytes
-    # 64 KiB, then x4: 256 KiB, refused (413), halved: 128 KiB fits under 150 KiB.
+    # 64 KiB, then up to the 1 MiB ceiling: refused (413), halved to 512, 256, then 128 KiB,
+    # which fits under 150 KiB.
     assert uplink.links["lte"].chunks.server_limit_bytes == 128 * KIB
 
 
