@@ -112,10 +112,14 @@ async def connect(kind: str, host: str, port: int, pki: Path, streams: int) -> T
     )
 
 
+MIN_CHUNK_BYTES = [DEFAULT_MIN_CHUNK_BYTES]
+"""The floor of our chunks: the box's default unless `--chunk-min-bytes` says (set by main)."""
+
+
 def chunk_sizer(max_chunk_bytes: int) -> ChunkSizer:
     """A link's chunk sizer with the box's defaults, up to `max_chunk_bytes`."""
     return ChunkSizer(
-        ChunkBounds.clamped(DEFAULT_MIN_CHUNK_BYTES, max_chunk_bytes, DEFAULT_CHUNK_TARGET_S)
+        ChunkBounds.clamped(MIN_CHUNK_BYTES[0], max_chunk_bytes, DEFAULT_CHUNK_TARGET_S)
     )
 
 
@@ -316,10 +320,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1)
     parser.add_argument("--size-bytes", type=int, required=True)
     parser.add_argument("--chunk-bytes", type=int, default=4 * 1024 * 1024)
+    parser.add_argument("--chunk-min-bytes", type=int, default=DEFAULT_MIN_CHUNK_BYTES)
     parser.add_argument("--cuts", type=int, default=0)
     parser.add_argument("--cut-every-s", default="0.2,1.0", help="LOW,HIGH seconds between cuts")
     args = parser.parse_args()
     low_s, high_s = (float(part) for part in args.cut_every_s.split(","))
+    MIN_CHUNK_BYTES[0] = args.chunk_min_bytes
     with tempfile.TemporaryDirectory(prefix="mvb-bench-up-") as tmp:
         uploads = make_files(Path(tmp), args.files, args.size_bytes)
         if args.cuts:
