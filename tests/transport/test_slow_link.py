@@ -46,6 +46,8 @@ MIB = 1024 * KIB
 STEP_S = 60.0
 """Bound on any one wait of these tests (each finishes well within it when the code works)."""
 LINK_BUFFER_BYTES = 4 * KIB
+STALL_S = 3.0
+"""The stall timeout of the stall tests: long enough that a loaded machine's pauses are not one."""
 
 
 @contextlib.asynccontextmanager
@@ -277,7 +279,7 @@ async def test_a_peer_that_accepts_nothing_is_cut_after_the_stall_timeout_and_th
         @contextlib.asynccontextmanager
         async def https() -> AsyncIterator[Transport]:
             transport = await HttpsTransport.connect(
-                "127.0.0.1", proxy.port, pki.client_settings(), stall_timeout_s=1.5
+                "127.0.0.1", proxy.port, pki.client_settings(), stall_timeout_s=STALL_S
             )
             try:
                 yield transport
@@ -296,9 +298,11 @@ async def test_a_peer_that_accepts_nothing_is_cut_after_the_stall_timeout_and_th
     assert outcome.attested_sha256_hex == spec.sha256_hex
     [fault] = faults
     assert isinstance(fault, NoProgress)
-    assert str(fault).startswith("https PATCH: stalled: no body byte moved for 1.5 s")
+    assert str(fault).startswith("https PATCH: stalled: no body byte moved for 3 s")
     assert proxy.cuts == 0, "the box cut the request, not the link"
-    assert 0 < session.body_bytes_sent - spec.size_bytes <= 1 * MIB  # at most the stalled chunk
+    # At most the stalled chunk; less if the kernel delivered the rest after the box gave up
+    # (a socket closed gracefully still sends what it holds).
+    assert session.body_bytes_sent - spec.size_bytes <= 1 * MIB
 
 
 async def test_a_blackholed_http3_upload_is_cut_after_the_stall_timeout_and_resumes(
@@ -317,7 +321,7 @@ async def test_a_blackholed_http3_upload_is_cut_after_the_stall_timeout_and_resu
                 "127.0.0.1",
                 proxy.port,
                 pki.client_settings(),
-                stall_timeout_s=1.5,
+                stall_timeout_s=STALL_S,
                 idle_timeout_s=20,  # longer than the stall: the request's watch decides
             )
             try:
@@ -337,8 +341,8 @@ async def test_a_blackholed_http3_upload_is_cut_after_the_stall_timeout_and_resu
     assert outcome.attested_sha256_hex == spec.sha256_hex
     [fault] = faults
     assert isinstance(fault, NoProgress)
-    assert str(fault).startswith("h3 PATCH: stalled: no body byte moved for 1.5 s")
-    assert 0 < session.body_bytes_sent - spec.size_bytes <= 1 * MIB
+    assert str(fault).startswith("h3 PATCH: stalled: no body byte moved for 3 s")
+    assert session.body_bytes_sent - spec.size_bytes <= 1 * MIB
 
 
 async def test_an_http3_chunk_slower_than_the_read_timeout_completes(
