@@ -63,7 +63,7 @@ from transport.h3 import (
 )
 from transport.http import MAX_RESPONSE_BODY_BYTES, HttpRequest, HttpResponse
 from transport.pinning import PinSet
-from transport.progress import Progress, RequestTimeouts, RequestWatch
+from transport.progress import DEFAULT_STALL_TIMEOUT_S, Progress, RequestTimeouts, RequestWatch
 from transport.progress_io import NoProgress, run_watched
 from transport.quic_peer import peer_certificate_der, stream_send_backlog_bytes
 from transport.tls import ClientTlsSettings
@@ -347,7 +347,7 @@ class H3Transport:
         request_timeout_s: float = 60.0,
         idle_timeout_s: float = 30.0,
         read_timeout_s: float = 15.0,
-        stall_timeout_s: float = 20.0,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     ) -> H3Transport:
         """Open, verify, pin and confirm a connection to `host`:`port` over `binding`'s link.
         ValueError for a bound that is not positive."""

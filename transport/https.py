@@ -44,7 +44,7 @@ from transport.checksum import checksum_header
 from transport.errors import HostileServer, PinMismatch, TransientNetworkError, TransportError
 from transport.http import MAX_RESPONSE_BODY_BYTES, HttpRequest, HttpResponse
 from transport.pinning import PinSet
-from transport.progress import Progress, RequestTimeouts, RequestWatch
+from transport.progress import DEFAULT_STALL_TIMEOUT_S, Progress, RequestTimeouts, RequestWatch
 from transport.progress_io import run_watched
 from transport.tls import ClientTlsSettings, client_ssl_context
 
@@ -357,7 +357,7 @@ class HttpsTransport:
         request_timeout_s: float = 60.0,
         max_connections: int = 2,
         read_timeout_s: float = 15.0,
-        stall_timeout_s: float = 20.0,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     ) -> HttpsTransport:
         """A transport to `host:port` (connections are opened lazily, by the first request).
 
