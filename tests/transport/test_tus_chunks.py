@@ -179,7 +179,9 @@ def test_the_callers_chunk_size_applies_from_the_next_request() -> None:
 
 
 def test_the_server_limit_wins_over_the_callers_size() -> None:
-    capabilities = ServerCapabilities((TUS_VERSION,), frozenset({"creation"}), None, (), 6)
+    capabilities = ServerCapabilities(
+        (TUS_VERSION,), frozenset({"creation"}), None, (), max_chunk_bytes=6
+    )
     session = TusSession(spec_for(DATA), chunk_bytes=8, capabilities=capabilities)
     answer(session, HttpResponse(201, {"location": "/files/u1"}))
     session.set_chunk_bytes(20)
