@@ -20,6 +20,7 @@ Invariants:
   metadata's value; it is on the response that completed the upload and on every later HEAD. A
   difference from the declared SHA-256 is logged as an integrity incident and the bytes are kept
   under `corrupt/` (the box sees the mismatch and keeps its own copy).
+- OPTIONS advertises `max_chunk_bytes` as `Mvb-Max-Chunk-Size`: the box never sends a longer body.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 STORED_SHA256_HEADER: Final = "Mvb-Stored-Sha256"
 ATTESTATION_OFFER: Final = ("Mvb-Attestation", "sha256")
 """On OPTIONS: every complete upload is attested with Mvb-Stored-Sha256 (docs/tus-profile.md)."""
+MAX_CHUNK_HEADER: Final = "Mvb-Max-Chunk-Size"
 STATUS_CHECKSUM_MISMATCH: Final = 460
 """tus checksum extension: the body does not match Upload-Checksum."""
 
@@ -368,6 +370,7 @@ class TusApp:
                 ATTESTATION_OFFER[0]: ATTESTATION_OFFER[1],
                 "Tus-Max-Size": str(self._max_upload_bytes),
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+                MAX_CHUNK_HEADER: str(self._max_chunk_bytes),
             },
         )
 

@@ -48,6 +48,8 @@ FLEET_KEYS: dict[str, frozenset[str]] = {
     "uplink": frozenset(
         {
             "chunk_bytes",
+            "chunk_min_bytes",
+            "chunk_target_s",
             "max_parallel_per_link",
             "cellular_max_file_bytes",
             "retry_initial_s",

@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 
 from common.faults import ConfigurationFault
 from config.accounts import PasswordHashError, parse_password_hash
+from transport.chunk_size import DEFAULT_CHUNK_TARGET_S, DEFAULT_MIN_CHUNK_BYTES
 from transport.pinning import PinFormatError, parse_pin
+from transport.progress import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_STALL_TIMEOUT_S,
+)
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
@@ -134,6 +141,12 @@ class UplinkSection:
     `host` brings `port` and `h3_port` from this file too, `server_name` stands alone, and the
     credentials (UPLINK_CREDENTIAL_KEYS) are all-or-nothing, so a box never mixes its own
     certificate with another trust set.
+
+    Chunks (docs/uplink.md "Slow links"): each link sizes them to take about `chunk_target_s`
+    at its measured goodput, between `chunk_min_bytes` and `chunk_bytes` (the largest; a floor
+    above it is it). Time is bounded by progress, not silence: a body may stall at most
+    `stall_timeout_s`; the answer may keep silent `read_timeout_s` after the body was
+    acknowledged and take `request_timeout_s` in all; a new connection gets `connect_timeout_s`.
     """
 
     enabled: bool = False
@@ -152,8 +165,12 @@ class UplinkSection:
     retry_initial_s: float = 2.0
     retry_max_s: float = 300.0
     attempts_per_assignment: int = 6
-    connect_timeout_s: float = 15.0
-    request_timeout_s: float = 120.0
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    chunk_min_bytes: int = DEFAULT_MIN_CHUNK_BYTES
+    chunk_target_s: float = DEFAULT_CHUNK_TARGET_S
     config_poll_s: float = 300.0  # how often a paired box asks for signed fleet configuration
 
     def explicit_credentials(self, source: str) -> bool:
@@ -301,6 +318,10 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("uplink", "attempts_per_assignment"): (1, 100),
     ("uplink", "connect_timeout_s"): (1, 300),
     ("uplink", "request_timeout_s"): (1, 3600),
+    ("uplink", "read_timeout_s"): (1, 600),
+    ("uplink", "stall_timeout_s"): (1, 600),
+    ("uplink", "chunk_min_bytes"): (16 * 1024, 64 * 1024 * 1024),
+    ("uplink", "chunk_target_s"): (1, 120),
     ("uplink", "config_poll_s"): (1, 86400),
     ("links", "monthly_cap_bytes"): (0, 1 << 50),
     ("links", "billing_day"): (1, 28),

@@ -119,6 +119,8 @@ def uplink_from_pairing(
         tls=_tls(config, explicit, paired, server_name),
         connect_timeout_s=uplink.connect_timeout_s,
         request_timeout_s=uplink.request_timeout_s,
+        read_timeout_s=uplink.read_timeout_s,
+        stall_timeout_s=uplink.stall_timeout_s,
     )
 
 
@@ -182,6 +184,8 @@ def uplink_service(
         links=tuple(link_config(section) for section in config.links),
         endpoint_path=uplink.endpoint_path,
         chunk_bytes=uplink.chunk_bytes,
+        chunk_min_bytes=uplink.chunk_min_bytes,
+        chunk_target_s=uplink.chunk_target_s,
         policy=SchedulerPolicy(
             max_parallel_per_link=uplink.max_parallel_per_link,
             cellular_max_file_bytes=uplink.cellular_max_file_bytes,

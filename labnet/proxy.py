@@ -77,6 +77,7 @@ class FaultPlan:
     rate_bytes_per_s: float | None = None
     loss_fraction: float = 0.0
     blackhole: bool = False
+    stall: bool = False
     refuse: bool = False
     cut_after_client_bytes: int | None = None
     stall_after_client_bytes: int | None = None
@@ -351,6 +352,13 @@ class TcpFaultProxy(Observable):
     `plan_for_peer` (optional) gives a client address its own plan, read like `plan` on every
     chunk; a peer with its own plan also gets its own rate buckets (it is a link of its own).
     Peers for which it answers None share `plan` and the shared buckets, as without it.
+
+    `receive_buffer_bytes` (optional) bounds what the proxy takes from a client ahead of what it
+    forwarded: the kernel's receive buffer of client connections (SO_RCVBUF, which the kernel
+    doubles) and the stream reader's (which pauses at twice it). Under a rate cap the proxy is
+    the bottleneck, and a client's bytes it has acknowledged should be about as few as a
+    link's queue holds; loopback's defaults would let it acknowledge hundreds of kilobytes the
+    "link" has not carried yet.
     """
 
     def __init__(
@@ -361,6 +369,7 @@ class TcpFaultProxy(Observable):
         listen_host: str = "127.0.0.1",
         *,
         plan_for_peer: PlanForPeer | None = None,
+        receive_buffer_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.upstream_host = upstream_host
@@ -368,6 +377,9 @@ class TcpFaultProxy(Observable):
         self.plan = plan if plan is not None else FaultPlan()
         self.listen_host = listen_host
         self.plan_for_peer = plan_for_peer
+        if receive_buffer_bytes is not None and receive_buffer_bytes < 1024:
+            raise ValueError("receive_buffer_bytes must be at least 1024 (None: the default)")
+        self.receive_buffer_bytes = receive_buffer_bytes
         self.c2s_clock = DirectionClock()
         self.s2c_clock = DirectionClock()
         self._peer_clocks: dict[str, tuple[DirectionClock, DirectionClock]] = {}
@@ -390,7 +402,16 @@ class TcpFaultProxy(Observable):
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> TcpFaultProxy:
-        self._server = await asyncio.start_server(self._on_client, self.listen_host, 0)
+        if self.receive_buffer_bytes is None:
+            self._server = await asyncio.start_server(self._on_client, self.listen_host, 0)
+            return self
+        listener = socket.create_server((self.listen_host, 0))
+        # Set before any connection: accepted sockets inherit it, and the window scale a client
+        # is offered at its handshake is sized by it.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer_bytes)
+        self._server = await asyncio.start_server(
+            self._on_client, sock=listener, limit=self.receive_buffer_bytes
+        )
         return self
 
     async def __aexit__(

@@ -9,20 +9,33 @@ from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.links import LinkConfig
+from transport.progress import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_STALL_TIMEOUT_S,
+)
 from transport.tls import ClientTlsSettings
+
+IDLE_TIMEOUT_MIN_S = 30.0
+"""A QUIC connection idle this long closes (aioquic's idle timeout, as before the stall timeout
+was a setting); a longer stall timeout lengthens it, so QUIC never cuts what the watch keeps."""
 
 
 @dataclass(frozen=True, slots=True)
 class BackOffice:
-    """Where the back office listens. `h3_port` 0: it offers no HTTP/3."""
+    """Where the back office listens. `h3_port` 0: it offers no HTTP/3. The timeouts bound each
+    request by progress (transport/progress.py); a QUIC connection on which nothing arrives for
+    `stall_timeout_s` is closed too (its idle timeout)."""
 
     host: str
     https_port: int
     h3_port: int
     tls: ClientTlsSettings
-    connect_timeout_s: float = 15.0
-    request_timeout_s: float = 120.0
-    read_timeout_s: float = 15.0  # HTTPS: silence this long on a connection is a dead link
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
 
 
 class BackOfficeConnector:
@@ -43,6 +56,9 @@ class BackOfficeConnector:
                 binding=link.binding,
                 connect_timeout_s=office.connect_timeout_s,
                 request_timeout_s=office.request_timeout_s,
+                read_timeout_s=office.read_timeout_s,
+                stall_timeout_s=office.stall_timeout_s,
+                idle_timeout_s=max(office.stall_timeout_s, IDLE_TIMEOUT_MIN_S),
             )
         return await HttpsTransport.connect(
             office.host,
@@ -52,6 +68,7 @@ class BackOfficeConnector:
             connect_timeout_s=office.connect_timeout_s,
             request_timeout_s=office.request_timeout_s,
             read_timeout_s=office.read_timeout_s,
+            stall_timeout_s=office.stall_timeout_s,
         )
 
 

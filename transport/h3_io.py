@@ -16,10 +16,13 @@ Invariants:
   a refusal is seen at connect time, not as a mysterious failure of the first request.
 - Everything is bounded: request body bytes queued in aioquic but not yet acknowledged, per stream
   (`SEND_BACKLOG_LIMIT_BYTES`); the response body (`MAX_RESPONSE_BODY_BYTES`, else HostileServer);
-  every header block aioquic would buffer (`H3StreamGuard`); every wait (`connect_timeout_s`,
-  `request_timeout_s`, and QUIC's `idle_timeout_s`).
-- When the outcome of a request is unknown (connection ended, idle timeout, stream reset, request
-  timeout) the error is TransientNetworkError, so the session asks the server for its offset.
+  every header block aioquic would buffer (`H3StreamGuard`); every wait: the connection by
+  `connect_timeout_s` and QUIC's `idle_timeout_s`, each request by progress
+  (transport/progress.py): alive while its body bytes are handed to QUIC or acknowledged by the
+  peer (`stall_timeout_s` without either cuts it), its answer awaited from the moment every body
+  byte was acknowledged (`read_timeout_s` of silence at most, `request_timeout_s` in all).
+- When the outcome of a request is unknown (connection ended, idle timeout, stream reset, no
+  progress) the error is TransientNetworkError, so the session asks the server for its offset.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ from transport.h3 import (
 )
 from transport.http import MAX_RESPONSE_BODY_BYTES, HttpRequest, HttpResponse
 from transport.pinning import PinSet
+from transport.progress import DEFAULT_STALL_TIMEOUT_S, Progress, RequestTimeouts, RequestWatch
+from transport.progress_io import NoProgress, run_watched
 from transport.quic_peer import peer_certificate_der, stream_send_backlog_bytes
 from transport.tls import ClientTlsSettings
 
@@ -103,6 +108,8 @@ class _ResponseCollector:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)
     peer_stopped_reading: bool = False
+    received_bytes: int = 0  # response stream bytes admitted so far (the request's watch)
+    sent_bytes: int = 0  # request body bytes handed to QUIC
 
     @property
     def finished(self) -> bool:
@@ -239,6 +246,8 @@ class _ClientProtocol(QuicConnectionProtocol):
             guard = collector.guard
         try:
             guard.feed(event.data)
+            if not stream_is_unidirectional(stream_id):
+                self._collectors[stream_id].received_bytes += len(event.data)
         except H3LimitExceeded as exc:
             if stream_is_unidirectional(stream_id):
                 self._fail(HostileServer(f"HTTP/3 stream {stream_id}: {exc}"))
@@ -312,14 +321,14 @@ class H3Transport:
         protocol: _ClientProtocol,
         udp_transport: asyncio.DatagramTransport,
         authority: str,
-        request_timeout_s: float,
+        timeouts: RequestTimeouts,
     ) -> None:
         self.body_bytes_sent = 0
         self._quic = quic
         self._protocol = protocol
         self._udp_transport = udp_transport
         self._authority = authority
-        self._request_timeout_s = request_timeout_s
+        self._timeouts = timeouts
         self._closed = False
 
     @property
@@ -337,12 +346,21 @@ class H3Transport:
         connect_timeout_s: float = 10.0,
         request_timeout_s: float = 60.0,
         idle_timeout_s: float = 30.0,
+        read_timeout_s: float = 15.0,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     ) -> H3Transport:
-        """Open, verify, pin and confirm a connection to `host`:`port` over `binding`'s link."""
+        """Open, verify, pin and confirm a connection to `host`:`port` over `binding`'s link.
+        ValueError for a bound that is not positive."""
+        timeouts = RequestTimeouts(
+            connect_timeout_s=connect_timeout_s,
+            stall_timeout_s=stall_timeout_s,
+            read_timeout_s=read_timeout_s,
+            request_timeout_s=request_timeout_s,
+        )
         try:
             async with asyncio.timeout(connect_timeout_s):
                 return await cls._open(
-                    host, port, tls, binding or LinkBinding(), request_timeout_s, idle_timeout_s
+                    host, port, tls, binding or LinkBinding(), timeouts, idle_timeout_s
                 )
         except TimeoutError as exc:
             raise TransientNetworkError(
@@ -356,7 +374,7 @@ class H3Transport:
         port: int,
         tls: ClientTlsSettings,
         binding: LinkBinding,
-        request_timeout_s: float,
+        timeouts: RequestTimeouts,
         idle_timeout_s: float,
     ) -> H3Transport:
         configuration = client_configuration(tls, idle_timeout_s)
@@ -378,7 +396,7 @@ class H3Transport:
             protocol=protocol,
             udp_transport=udp_transport,
             authority=tls.server_name,
-            request_timeout_s=request_timeout_s,
+            timeouts=timeouts,
         )
         try:
             await transport._establish(address)
@@ -405,17 +423,36 @@ class H3Transport:
         assert protocol.h3 is not None, "connect() returns only once the server is pinned"
         stream_id = self._quic.get_next_available_stream_id()
         collector = protocol.open_response(stream_id)
+        loop = asyncio.get_running_loop()
+        watch = RequestWatch(self._timeouts, len(body or b""), loop.time())
+
+        def sample() -> Progress:
+            unacked = stream_send_backlog_bytes(self._quic, stream_id) if body else None
+            return Progress(collector.sent_bytes, unacked, collector.received_bytes)
+
         try:
-            async with asyncio.timeout(self._request_timeout_s):
-                await self._send(protocol.h3, stream_id, request, body, collector)
-                return await collector.done
-        except TimeoutError as exc:
-            protocol.abandon(stream_id, TransientNetworkError("request timed out"))
-            raise TransientNetworkError(
-                f"HTTP/3 {request.method} got no complete answer within {self._request_timeout_s} s"
-            ) from exc
+            return await run_watched(
+                self._exchange(protocol.h3, stream_id, request, body, collector),
+                watch,
+                sample,
+                f"h3 {request.method}",
+            )
+        except NoProgress as exc:
+            protocol.abandon(stream_id, TransientNetworkError(str(exc)))
+            raise
         finally:
             protocol.forget(stream_id)
+
+    async def _exchange(
+        self,
+        h3: H3Connection,
+        stream_id: int,
+        request: HttpRequest,
+        body: bytes | None,
+        collector: _ResponseCollector,
+    ) -> HttpResponse:
+        await self._send(h3, stream_id, request, body, collector)
+        return await collector.done
 
     async def _send(
         self,
@@ -439,6 +476,7 @@ class H3Transport:
             piece = bytes(view[offset : offset + SEND_PIECE_BYTES])
             h3.send_data(stream_id, piece, end_stream=offset + len(piece) >= len(body))
             self.body_bytes_sent += len(piece)
+            collector.sent_bytes += len(piece)
             protocol.transmit()
             await protocol.wait_send_backlog(stream_id, SEND_BACKLOG_LIMIT_BYTES)
 

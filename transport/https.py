@@ -7,9 +7,13 @@ Invariants:
   dropped, never trusted, never downgraded.
 - The chain and host name are verified against `tls.server_name` (SNI and `Host` name it too),
   even when the endpoint `host` is an IP address chosen by the link.
-- Everything is bounded: at most `max_connections` connections, the connect + handshake by
-  `connect_timeout_s`, each socket read by `read_timeout_s`, the whole request (response body
-  included) by `request_timeout_s`, and the response body by MAX_RESPONSE_BODY_BYTES.
+- Everything is bounded: at most `max_connections` connections (a request waits for one behind
+  requests that are bounded themselves), the connect + handshake by `connect_timeout_s`, the
+  response body by MAX_RESPONSE_BODY_BYTES, and time by progress (transport/progress.py): a
+  request body is sent in pieces (ProgressPayload) and the request lives while its bytes are
+  accepted by the socket or acknowledged by the peer (a stall of `stall_timeout_s` cuts it); the
+  answer is awaited from the moment every body byte was acknowledged, `read_timeout_s` of
+  silence at most and `request_timeout_s` in all. A slow link is never cut for being slow.
 - Errors leave by fault (transport/errors.py): TransientNetworkError when the outcome is unknown,
   PinMismatch, HostileServer (invalid HTTP, endless body); no aiohttp exception escapes.
 - No redirect is followed, no cookie is kept or sent, no proxy is taken from the environment, and
@@ -19,15 +23,20 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import ipaddress
 import socket
 import ssl
+import struct
+import termios
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 from aiohappyeyeballs import AddrInfoType, SocketFactoryType
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.payload import Payload
 from yarl import URL
 
 from transport.binding import LinkBinding, bound_socket
@@ -35,6 +44,8 @@ from transport.checksum import checksum_header
 from transport.errors import HostileServer, PinMismatch, TransientNetworkError, TransportError
 from transport.http import MAX_RESPONSE_BODY_BYTES, HttpRequest, HttpResponse
 from transport.pinning import PinSet
+from transport.progress import DEFAULT_STALL_TIMEOUT_S, Progress, RequestTimeouts, RequestWatch
+from transport.progress_io import run_watched
 from transport.tls import ClientTlsSettings, client_ssl_context
 
 READ_PIECE_BYTES = 16 * 1024
@@ -45,6 +56,11 @@ READ_BUFFER_BYTES = 64 * 1024
 """aiohttp's per-connection read buffer (it pauses the socket beyond about twice this)."""
 
 HTTPS_DEFAULT_PORT = 443
+
+SEND_PIECE_BYTES: Final = 16 * 1024
+"""A request body is handed to the connection in pieces of this size (one TLS record each), each
+after the connection's buffer drained: so the count of bytes handed over is what the socket took,
+not what waits in our memory."""
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -147,6 +163,24 @@ def peer_certificate(transport: asyncio.BaseTransport) -> bytes | None:
     return ssl_object.getpeercert(binary_form=True)
 
 
+def socket_unacked_bytes(transport: asyncio.BaseTransport) -> int | None:
+    """Bytes the connection holds that the peer has not acknowledged: the transport's buffer plus
+    the kernel's send queue (SIOCOUTQ: written, not yet acknowledged). None where the kernel
+    cannot tell (not a TCP socket, not Linux)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+    except (OSError, ValueError):  # closed meanwhile, or no such ioctl here
+        return None
+    queued = int(struct.unpack("i", raw)[0])
+    buffered = 0
+    if isinstance(transport, asyncio.WriteTransport):
+        buffered = transport.get_write_buffer_size()
+    return buffered + queued
+
+
 def probe_binding(binding: LinkBinding) -> None:
     """Apply `binding` to a throwaway socket, so a missing interface or foreign source address
     fails at connect() with the OSError that names it instead of as a vague network error."""
@@ -202,10 +236,21 @@ class PinningConnector(aiohttp.TCPConnector):
         return transport, protocol
 
 
+class _AnswerProgress:
+    """Response bytes read so far (the head counts one), for the request's watch."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
 async def read_bounded_body(
-    response: aiohttp.ClientResponse, method: str, limit_bytes: int
+    response: aiohttp.ClientResponse,
+    method: str,
+    limit_bytes: int,
+    progress: _AnswerProgress | None = None,
 ) -> bytes:
-    """The whole response body, or HostileServer as soon as it is known to exceed `limit_bytes`."""
+    """The whole response body, or HostileServer as soon as it is known to exceed `limit_bytes`.
+    `progress` counts the bytes as they come."""
     declared_bytes = response.content_length
     # A HEAD answer's Content-Length describes a body that is not sent, so only trust it otherwise.
     if method != "HEAD" and declared_bytes is not None and declared_bytes > limit_bytes:
@@ -215,9 +260,56 @@ async def read_bounded_body(
     body = bytearray()
     while piece := await response.content.read(READ_PIECE_BYTES):
         body += piece
+        if progress is not None:
+            progress.bytes += len(piece)
         if len(body) > limit_bytes:
             raise HostileServer(f"response body exceeds the {limit_bytes} byte bound")
     return bytes(body)
+
+
+class ProgressPayload(Payload):
+    """A request body written in pieces of SEND_PIECE_BYTES, counting what the connection took.
+
+    Invariant: `handed_bytes` counts the body bytes written to the connection after which its
+    buffer drained (so they reached the kernel, bar at most one buffer's worth); `unacked_bytes()`
+    reads what the connection still holds unacknowledged. Reusable, like aiohttp's BytesPayload:
+    every write starts its count from zero.
+    """
+
+    _autoclose = True  # bytes in memory: nothing to close
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body, content_type="application/octet-stream")
+        self._size = len(body)
+        self._body = body
+        self._writer: AbstractStreamWriter | None = None
+        self.handed_bytes = 0
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._body.decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._writer = writer
+        self.handed_bytes = 0
+        view = memoryview(self._body)
+        end_bytes = len(view) if content_length is None else min(len(view), content_length)
+        for start in range(0, end_bytes, SEND_PIECE_BYTES):
+            piece = view[start : min(start + SEND_PIECE_BYTES, end_bytes)]
+            await writer.write(piece)
+            await writer.drain()
+            self.handed_bytes = start + len(piece)
+
+    def unacked_bytes(self) -> int | None:
+        writer = self._writer
+        transport = None if writer is None else writer.transport
+        if transport is None:
+            return None
+        return socket_unacked_bytes(transport)
 
 
 class HttpsTransport:
@@ -235,6 +327,8 @@ class HttpsTransport:
         host: str,
         port: int,
         server_name: str,
+        timeouts: RequestTimeouts | None = None,
+        max_connections: int = 2,
     ) -> None:
         self._session = session
         self._connector = connector
@@ -242,6 +336,14 @@ class HttpsTransport:
         self._port = port
         self._server_name = server_name
         self._body_bytes_sent = 0
+        self._timeouts = timeouts or RequestTimeouts()
+        # aiohttp's own wait for a pooled connection is not bounded by progress: a request waits
+        # here instead, behind at most `max_connections` requests that are bounded themselves.
+        self._slots = asyncio.Semaphore(max_connections)
+        # Per request: our watch bounds time; aiohttp bounds only the connect and handshake.
+        self._request_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeouts.connect_timeout_s, sock_read=None
+        )
 
     @classmethod
     async def connect(
@@ -255,11 +357,19 @@ class HttpsTransport:
         request_timeout_s: float = 60.0,
         max_connections: int = 2,
         read_timeout_s: float = 15.0,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     ) -> HttpsTransport:
         """A transport to `host:port` (connections are opened lazily, by the first request).
 
-        OSError at once if `binding` cannot be applied (no such interface, foreign address).
+        OSError at once if `binding` cannot be applied (no such interface, foreign address);
+        ValueError for a bound that is not positive.
         """
+        timeouts = RequestTimeouts(
+            connect_timeout_s=connect_timeout_s,
+            stall_timeout_s=stall_timeout_s,
+            read_timeout_s=read_timeout_s,
+            request_timeout_s=request_timeout_s,
+        )
         session, connector = pinned_session(
             tls,
             binding,
@@ -268,7 +378,7 @@ class HttpsTransport:
             request_timeout_s=request_timeout_s,
             max_connections=max_connections,
         )
-        return cls(session, connector, host, port, tls.server_name)
+        return cls(session, connector, host, port, tls.server_name, timeouts, max_connections)
 
     @property
     def name(self) -> str:
@@ -287,37 +397,66 @@ class HttpsTransport:
         url = request_url(self._host, self._port, request.target)
         headers = outgoing_headers(request, body, self._server_name, self._port)
         try:
-            return await self._exchange(request.method, url, headers, body)
+            async with self._slots:
+                return await self._watched(request.method, url, headers, body)
         except Exception as exc:
             translated = translate_error(exc)
             if translated is None or translated is exc:
                 raise
             raise translated from exc
 
-    async def _exchange(
+    async def _watched(
         self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+    ) -> HttpResponse:
+        payload = None if body is None else ProgressPayload(body)
+        answer = _AnswerProgress()
+        loop = asyncio.get_running_loop()
+        watch = RequestWatch(
+            self._timeouts,
+            len(body or b""),
+            loop.time(),
+            setup_allowance_s=self._timeouts.connect_timeout_s,
+        )
+
+        def sample() -> Progress:
+            if payload is None:
+                return Progress(response_bytes=answer.bytes)
+            return Progress(payload.handed_bytes, payload.unacked_bytes(), answer.bytes)
+
+        exchange = self._exchange(method, url, headers, payload, answer)
+        return await run_watched(exchange, watch, sample, f"https {method}")
+
+    async def _exchange(
+        self,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        payload: ProgressPayload | None,
+        answer: _AnswerProgress,
     ) -> HttpResponse:
         response = await self._session.request(
             method,
             url,
             headers=headers,
-            data=body,
+            data=payload,
             server_hostname=self._server_name,
             allow_redirects=False,
+            timeout=self._request_timeout,
         )
+        answer.bytes += 1  # the head is in
         try:
-            payload = await read_bounded_body(response, method, MAX_RESPONSE_BODY_BYTES)
+            body = await read_bounded_body(response, method, MAX_RESPONSE_BODY_BYTES, answer)
         except BaseException:
             # close(), not release(): the connection's state is unknown (or hostile), so it must
             # not go back to the pool.
             response.close()
             raise
         response.release()
-        self._body_bytes_sent += len(body or b"")
+        self._body_bytes_sent += 0 if payload is None else payload.size or 0
         return HttpResponse(
             status=response.status,
             headers=lower_case_headers(response.headers.items()),
-            body=payload,
+            body=body,
         )
 
     async def aclose(self) -> None:

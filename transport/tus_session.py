@@ -21,6 +21,11 @@ Invariants:
   and answered rounds without progress each raise HostileServer past their bound, and keep raising
   (the counters are not reset by the error).
 - outcome is set once, when the server confirms offset == size, and never changes after.
+- No chunk is longer than the caller's chunk size, the server's advertised maximum
+  (`Mvb-Max-Chunk-Size`) or the limit a 413 taught. A 413 to a chunk longer than
+  `min_chunk_bytes` halves that limit (never below `min_chunk_bytes`) and the upload goes on;
+  halvings are bounded by log2(chunk / min_chunk), so the answered-rounds guard restarts after
+  each.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ and on every later HEAD. Not part of tus; a plain tus server omits it."""
 ATTESTATION_OFFER_HEADER: Final = "Mvb-Attestation"
 """On the OPTIONS answer of a back office that attests (value `sha256`): what it promises for
 every complete upload. A plain tus server omits it (docs/tus-profile.md 8)."""
+MAX_CHUNK_HEADER: Final = "Mvb-Max-Chunk-Size"
+"""The reference back office's largest request body (bytes, decimal) on OPTIONS: the box never
+sends a longer chunk. Not part of tus; a plain tus server omits it (a 413 then teaches it)."""
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 TRANSIENT_STATUSES: Final = frozenset({408, 413, 423, 429})
 """4xx answers that mean "not now" (idle timeout, chunk over the limit, upload busy, rate
@@ -102,6 +110,7 @@ class ServerCapabilities:
     max_size_bytes: int | None
     checksum_algorithms: tuple[str, ...]
     attests: bool = False  # Mvb-Attestation lists sha256: complete uploads carry Mvb-Stored-Sha256
+    max_chunk_bytes: int | None = None
 
     @classmethod
     def from_response(cls, response: HttpResponse) -> ServerCapabilities:
@@ -115,6 +124,7 @@ class ServerCapabilities:
             max_size_bytes=_optional_decimal(headers, "Tus-Max-Size"),
             checksum_algorithms=_split_list(headers.get("tus-checksum-algorithm", ""), lower=True),
             attests="sha256" in _split_list(headers.get("mvb-attestation", ""), lower=True),
+            max_chunk_bytes=_optional_decimal(headers, MAX_CHUNK_HEADER),
         )
         capabilities.require_usable()
         return capabilities
@@ -126,6 +136,8 @@ class ServerCapabilities:
             raise HostileServer(f"Tus-Version {offered} does not list {TUS_VERSION}")
         if "creation" not in self.extensions:
             raise HostileServer("Tus-Extension does not list 'creation': cannot create uploads")
+        if self.max_chunk_bytes == 0:
+            raise HostileServer(f"{MAX_CHUNK_HEADER} 0: no chunk could ever be sent")
 
     def offers(self, extension: str) -> bool:
         """Whether Tus-Extension listed `extension`."""
@@ -203,6 +215,8 @@ class _Event(enum.Enum):
     OFFSET_KNOWN = enum.auto()  # HEAD told the offset, bytes remain
     CHUNK_ACCEPTED = enum.auto()  # 204 to PATCH, bytes remain
     CHUNK_DAMAGED = enum.auto()  # 460: resend the same chunk
+    CHUNK_TOO_LARGE = enum.auto()  # 413 to a chunk that can be halved
+    CHUNK_TOO_LARGE_CREATED = enum.auto()  # the same to a POST that named its upload anyway
     OFFSET_CONFLICT = enum.auto()  # 409: ask for the offset
     UPLOAD_GONE = enum.auto()  # 404/410 on the upload: create it again
     COMPLETED = enum.auto()  # the server holds every byte
@@ -222,6 +236,10 @@ _TRANSITIONS: Final[Mapping[tuple[SessionState, _Event], SessionState]] = Mappin
         (_S.DISCOVER, _E.RESYNC): _S.DISCOVER,
         (_S.CREATE, _E.CREATED): _S.UPLOAD,
         (_S.CREATE, _E.COMPLETED): _S.DONE,
+        # A 413 to a POST created nothing (the reference back office refuses before creating):
+        # create again with half the body. If the answer named an upload, resume that one.
+        (_S.CREATE, _E.CHUNK_TOO_LARGE): _S.CREATE,
+        (_S.CREATE, _E.CHUNK_TOO_LARGE_CREATED): _S.QUERY_OFFSET,
         # A lost POST created an upload we cannot name: create another (the orphan expires).
         (_S.CREATE, _E.RESYNC): _S.CREATE,
         (_S.QUERY_OFFSET, _E.OFFSET_KNOWN): _S.UPLOAD,
@@ -232,6 +250,8 @@ _TRANSITIONS: Final[Mapping[tuple[SessionState, _Event], SessionState]] = Mappin
         (_S.UPLOAD, _E.CHUNK_DAMAGED): _S.UPLOAD,
         (_S.UPLOAD, _E.COMPLETED): _S.DONE,
         (_S.UPLOAD, _E.OFFSET_CONFLICT): _S.QUERY_OFFSET,
+        # A server may have kept part of a body it called too large: ask before the next byte.
+        (_S.UPLOAD, _E.CHUNK_TOO_LARGE): _S.QUERY_OFFSET,
         (_S.UPLOAD, _E.UPLOAD_GONE): _S.CREATE,
         # Whether the server applied any of a failed PATCH is unknown: ask before resending.
         (_S.UPLOAD, _E.RESYNC): _S.QUERY_OFFSET,
@@ -257,16 +277,21 @@ class TusSession:
         chunk_bytes: int,
         capabilities: ServerCapabilities | None = None,
         upload_url: str | None = None,
+        min_chunk_bytes: int | None = None,
     ) -> None:
         """`capabilities` (cached from an earlier OPTIONS) skips discovery; `upload_url` (kept
-        across a restart) resumes that upload. ValueError on bad arguments; with capabilities,
-        HostileServer / UploadRejected as if they had just been received."""
-        if not 1 <= chunk_bytes <= MAX_CHUNK_BYTES:
-            raise ValueError(f"chunk_bytes must be in [1, {MAX_CHUNK_BYTES}], got {chunk_bytes}")
+        across a restart) resumes that upload. `min_chunk_bytes` (default: `chunk_bytes`, so no
+        halving) is the floor a 413 halves the chunk down to. ValueError on bad arguments; with
+        capabilities, HostileServer / UploadRejected as if they had just been received."""
+        _check_chunk_bytes("chunk_bytes", chunk_bytes)
+        if min_chunk_bytes is not None:
+            _check_chunk_bytes("min_chunk_bytes", min_chunk_bytes)
         if upload_url is not None and not _is_absolute_path(upload_url):
             raise ValueError("upload_url must be an absolute path on the back office")
         self._spec = spec
         self._chunk_bytes = chunk_bytes
+        self._min_chunk_bytes = chunk_bytes if min_chunk_bytes is None else min_chunk_bytes
+        self._refused_limit_bytes: int | None = None  # the largest chunk after the last 413
         self._capabilities: ServerCapabilities | None = None
         self._upload_url = upload_url
         self._offset_bytes = 0
@@ -313,7 +338,30 @@ class TusSession:
 
     @property
     def chunk_bytes(self) -> int:
-        return self._chunk_bytes
+        """The longest body the next request may carry: the caller's chunk size, bounded by the
+        server's advertised maximum and by what a 413 taught."""
+        limit = self.chunk_limit_bytes
+        return self._chunk_bytes if limit is None else min(self._chunk_bytes, limit)
+
+    @property
+    def chunk_limit_bytes(self) -> int | None:
+        """The server's chunk limit as far as known (advertised or taught by a 413), or None."""
+        limits = [self._refused_limit_bytes]
+        if self._capabilities is not None:
+            limits.append(self._capabilities.max_chunk_bytes)
+        known = [limit for limit in limits if limit is not None]
+        return min(known) if known else None
+
+    @property
+    def in_flight(self) -> HttpRequest | None:
+        """The request handed out and not yet answered or lost."""
+        return self._in_flight
+
+    def set_chunk_bytes(self, chunk_bytes: int) -> None:
+        """The caller's chunk size from the next request on (its goodput policy may change it
+        between requests); the server's limits still apply. ValueError outside [1, 64 MiB]."""
+        _check_chunk_bytes("chunk_bytes", chunk_bytes)
+        self._chunk_bytes = chunk_bytes
 
     # -- what the caller does ----------------------------------------------------------------
 
@@ -450,7 +498,7 @@ class TusSession:
             ("Upload-Length", str(self._spec.size_bytes)),
             ("Upload-Metadata", encode_upload_metadata(self._spec.metadata_pairs())),
         ]
-        first_chunk_bytes = min(self._chunk_bytes, self._spec.size_bytes)
+        first_chunk_bytes = min(self.chunk_bytes, self._spec.size_bytes)
         if not self._offers("creation-with-upload") or first_chunk_bytes == 0:
             return HttpRequest("POST", self._spec.endpoint, tuple(headers))
         headers.append(("Content-Type", OFFSET_CONTENT_TYPE))
@@ -460,7 +508,7 @@ class TusSession:
         return HttpRequest("POST", self._spec.endpoint, tuple(headers), body)
 
     def _patch_request(self) -> HttpRequest:
-        length_bytes = min(self._chunk_bytes, self._spec.size_bytes - self._offset_bytes)
+        length_bytes = min(self.chunk_bytes, self._spec.size_bytes - self._offset_bytes)
         algorithm = None
         if self._capabilities is not None:
             algorithm = self._capabilities.preferred_checksum_algorithm()
@@ -496,6 +544,13 @@ class TusSession:
         return self._discovered_event()
 
     def _on_creation(self, request: HttpRequest, response: HttpResponse) -> _Event:
+        if response.status == 413 and self._halve_chunk(request):
+            location = response.headers.get("location")
+            if location is None:
+                return _E.CHUNK_TOO_LARGE
+            # The server made the upload before refusing the body: resume it, orphan nothing.
+            self._upload_url = _upload_path(self._spec.endpoint, location)
+            return _E.CHUNK_TOO_LARGE_CREATED
         if response.status != 201:
             raise refusal_error(request, response)
         # Everything is checked before anything is kept: an error must leave no half-update.
@@ -540,6 +595,8 @@ class TusSession:
                 return self._upload_gone(request, response)
             case 460:
                 return self._chunk_damaged(request)
+            case 413 if self._halve_chunk(request):
+                return _E.CHUNK_TOO_LARGE
             case _:
                 raise refusal_error(request, response)
 
@@ -572,6 +629,17 @@ class TusSession:
         self._checksum_mismatches += 1
         return _E.CHUNK_DAMAGED
 
+    def _halve_chunk(self, request: HttpRequest) -> bool:
+        """After a 413: True (the limit halved, never below the floor) if the refused body was
+        longer than the floor; False if there is nothing to halve (the refusal stands)."""
+        body = request.body
+        if body is None or body.length_bytes <= self._min_chunk_bytes:
+            return False
+        self._refused_limit_bytes = max(self._min_chunk_bytes, body.length_bytes // 2)
+        # Halvings are bounded on their own (log2 of chunk over floor): each starts a new count.
+        self._rounds_without_progress = -1  # _guard_progress's count of this answer makes it 0
+        return True
+
     def _upload_gone(self, request: HttpRequest, response: HttpResponse) -> _Event:
         if self._recreations >= MAX_RECREATIONS:
             raise HostileServer(
@@ -594,6 +662,11 @@ class TusSession:
 
 
 # -- pure helpers ----------------------------------------------------------------------------
+
+
+def _check_chunk_bytes(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHUNK_BYTES:
+        raise ValueError(f"{name} must be in [1, {MAX_CHUNK_BYTES}], got {value!r}")
 
 
 def encode_upload_metadata(pairs: tuple[tuple[str, str], ...]) -> str:

@@ -38,6 +38,11 @@ from typing import Any
 from storage.catalog import AttestationMismatch
 from storage.models import FileRecord, FileState
 from storage.store import EvidenceStore
+from transport.chunk_size import (
+    DEFAULT_CHUNK_TARGET_S,
+    DEFAULT_MIN_CHUNK_BYTES,
+    ChunkBounds,
+)
 from transport.credentials import Credentials, FixedCredentials
 from transport.errors import (
     CredentialsWithdrawn,
@@ -82,12 +87,14 @@ MIN_DURATION_S = 1e-6  # a coarse clock can measure 0 s; the health model needs 
 class UplinkSettings:
     links: tuple[LinkConfig, ...]
     endpoint_path: str = "/files/"
-    chunk_bytes: int = 4 * 1024 * 1024
+    chunk_bytes: int = 4 * 1024 * 1024  # the largest chunk; the goodput picks the size below
     policy: SchedulerPolicy = field(default_factory=SchedulerPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     device_serial: str = "MVB-UNPAIRED"
     tick_s: float = 1.0
     h3_available: bool = True
+    chunk_min_bytes: int = DEFAULT_MIN_CHUNK_BYTES
+    chunk_target_s: float = DEFAULT_CHUNK_TARGET_S
 
 
 class UplinkService:
@@ -112,7 +119,12 @@ class UplinkService:
         self._carrier_up = carrier_up
         self._clock_s = clock_s
         self._today = today
-        self.links = {c.name: open_link(c, ledger, carrier_up, today()) for c in settings.links}
+        bounds = ChunkBounds.clamped(
+            settings.chunk_min_bytes, settings.chunk_bytes, settings.chunk_target_s
+        )
+        self.links = {
+            c.name: open_link(c, ledger, carrier_up, today(), bounds) for c in settings.links
+        }
         self.guard = CredentialsGuard(
             ledger, credentials or FixedCredentials(), store.alarms, self._audit, clock_s
         )
@@ -366,9 +378,10 @@ class UplinkService:
         )
         session = TusSession(
             spec,
-            chunk_bytes=self.settings.chunk_bytes,
+            chunk_bytes=link.chunks.size_bytes(),
             capabilities=self._capabilities,
             upload_url=upload.upload_url,
+            min_chunk_bytes=link.chunks.bounds.min_bytes,
         )
         self._known_urls[record.file_id] = upload.upload_url
         path = self.store.layout.sealed_path(record.recording_id, record.file_id)
@@ -400,6 +413,7 @@ class UplinkService:
                 reader,
                 on_exchange=lambda s, e: self._on_exchange(file_id, s, e, link),
                 pace=link.pacer.take,
+                sizer=link.chunks,
             )
         except TransientNetworkError:
             # Only network faults judge the link: a server's answer (5xx, 429) came over it.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from transport.budget import BudgetState, BudgetStateError, DataBudget
+from transport.chunk_size import ChunkBounds, ChunkSizer
 from transport.http import HttpRequest, HttpResponse, Transport
 from transport.ledger import UplinkLedger
 from transport.links import LinkConfig, LinkHealth
@@ -39,6 +40,7 @@ class UplinkLink:
     health: LinkHealth
     budget: DataBudget | None
     pacer: Pacer
+    chunks: ChunkSizer  # the chunk size for this link's goodput (transport/chunk_size.py)
     transports: dict[str, Transport] = field(default_factory=dict)
     uploads: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     pin_blocked: str | None = None
@@ -126,14 +128,17 @@ def open_link(
     ledger: UplinkLedger,
     carrier_up: Callable[[LinkConfig], bool],
     today: datetime.date,
+    chunk_bounds: ChunkBounds,
 ) -> UplinkLink:
-    """A link as the service starts it: its budget from the ledger (or a fresh cycle)."""
+    """A link as the service starts it: its budget from the ledger (or a fresh cycle), its
+    chunk sizer within `chunk_bounds`."""
     budget = None
     if config.monthly_cap_bytes is not None:
         budget = _load_budget(config, ledger, today)
     health = LinkHealth(carrier_up=carrier_up(config))
     # The pacer sleeps in real time, so it measures real time whatever clock schedules.
-    return UplinkLink(config, health, budget, Pacer(config.rate_cap_bytes_per_s))
+    pacer = Pacer(config.rate_cap_bytes_per_s)
+    return UplinkLink(config, health, budget, pacer, ChunkSizer(chunk_bounds))
 
 
 def _load_budget(config: LinkConfig, ledger: UplinkLedger, today: datetime.date) -> DataBudget:

@@ -5,6 +5,10 @@ slice it names, hands the request to the transport and feeds the answer back. On
 the session is told the connection was lost, so its next request asks the server for its offset:
 at most the one in-flight chunk is ever sent twice. Pin, integrity and protocol faults propagate at
 once (DESIGN principle 5: they are never retried blindly).
+
+With a ChunkSizer (transport/chunk_size.py, one per link) the size of each chunk follows the
+goodput measured on the chunks before it, so a chunk takes a bounded time on any link: the bytes
+sent again after a cut are at most one chunk of the size in force at the cut.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from transport.chunk_size import ChunkSizer
 from transport.errors import RETRYABLE, ServerError
 from transport.http import BodySlice, Transport
 from transport.tus_session import TusSession, UploadOutcome
@@ -70,13 +75,22 @@ async def drive(
     on_exchange: ExchangeHook | None = None,
     pace: Pacer = _no_pacing,
     clock_s: Callable[[], float] = time.monotonic,
+    sizer: ChunkSizer | None = None,
 ) -> UploadOutcome:
     """Run `session` to its end over `transport`; raise the first fault by its kind.
 
     `pace(n)` is awaited before each body of n bytes is sent (the link's rate cap);
     `on_exchange` after each answered request (the shell's health, budget and ledger updates).
+    `sizer` sets each chunk's size and learns from each answered chunk (goodput) and from the
+    server's limits (advertised, or taught by a 413).
     """
-    while (request := session.next_request()) is not None:
+    while True:
+        if sizer is not None:
+            sizer.limit(session.chunk_limit_bytes)
+            session.set_chunk_bytes(sizer.size_bytes())
+        request = session.next_request()
+        if request is None:
+            break
         started_s = clock_s()
         try:
             body = await reader.read(request.body) if request.body is not None else None
@@ -90,9 +104,12 @@ async def drive(
             # is unknown: the session asks the server for its offset before sending more.
             session.connection_lost()
             raise
+        duration_s = clock_s() - started_s
         session.receive(response)  # raises ServerError, HostileServer, ... by fault
+        if sizer is not None and body_bytes and response.status in (201, 204):
+            sizer.observe(body_bytes, duration_s)
         if on_exchange is not None:
-            await on_exchange(session, Exchange(body_bytes, clock_s() - started_s, response.status))
+            await on_exchange(session, Exchange(body_bytes, duration_s, response.status))
     if session.outcome is None:
         raise RuntimeError("tus session ended without an outcome (terminated?)")
     return session.outcome

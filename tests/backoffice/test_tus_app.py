@@ -171,6 +171,8 @@ async def test_options_advertises_version_extensions_limits_and_algorithms(app: 
     assert response.headers["Mvb-Attestation"] == "sha256"
     assert response.headers["Tus-Max-Size"] == str(MAX_UPLOAD_BYTES)
     assert response.headers["Tus-Checksum-Algorithm"] == "sha256,sha1,md5"
+    # Not tus: the largest body it takes, so the box never sends a chunk it would refuse.
+    assert response.headers["Mvb-Max-Chunk-Size"] == str(MAX_CHUNK_BYTES)
 
 
 @pytest.mark.parametrize("version", [None, "0.2.2", "1.0", " 1.0.0"])

@@ -23,8 +23,11 @@ from gateway.uplink_from_config import (
     UplinkNotStarted,
     back_office,
     uplink_from_pairing,
+    uplink_service,
 )
 from protocol.pairing_messages import ServiceEndpoint
+from storage.envelope import RecipientPrivateKey
+from tests.capture_helpers import store_on
 from transport.connect import BackOffice
 from transport.pinning import PinSet
 
@@ -322,3 +325,55 @@ def test_a_pairing_without_a_service_endpoint_asks_for_a_re_pair() -> None:
 def test_a_disabled_uplink_resolves_to_nothing() -> None:
     config = parse_config({**MINIMAL, "uplink": {"enabled": False}}, "box.toml")
     assert back_office(config, PAIRED) is None
+
+
+def test_slow_link_timeouts_and_chunk_policy_reach_the_uplink(
+    tmp_path: Path, recipient: RecipientPrivateKey
+) -> None:
+    config = uplink_config(
+        stall_timeout_s=45,
+        read_timeout_s=10,
+        request_timeout_s=90,
+        chunk_bytes=2 * 1024 * 1024,
+        chunk_min_bytes=128 * 1024,
+        chunk_target_s=6,
+    )
+    office = resolved(config, PAIRED)
+    assert (office.stall_timeout_s, office.read_timeout_s, office.request_timeout_s) == (45, 10, 90)
+    with store_on(tmp_path, recipient) as store:
+        service = uplink_service(config, store, office)
+        try:
+            settings = service.settings
+            assert (settings.chunk_bytes, settings.chunk_min_bytes, settings.chunk_target_s) == (
+                2 * 1024 * 1024,
+                128 * 1024,
+                6,
+            )
+            assert service.links["wlan0"].chunks.size_bytes() == 128 * 1024  # starts at the floor
+        finally:
+            service.ledger.close()
+
+
+def test_the_slow_link_defaults_bound_a_chunk_in_time_not_the_request() -> None:
+    uplink = uplink_config().uplink
+    assert (uplink.stall_timeout_s, uplink.read_timeout_s) == (20.0, 15.0)
+    assert (uplink.chunk_min_bytes, uplink.chunk_bytes, uplink.chunk_target_s) == (
+        256 * 1024,
+        4 * 1024 * 1024,
+        8.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("stall_timeout_s", 0),
+        ("read_timeout_s", 0.5),
+        ("chunk_min_bytes", 1024),
+        ("chunk_target_s", 0),
+        ("stall_timeout_s", 601),
+    ],
+)
+def test_slow_link_settings_out_of_range_are_refused(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"uplink.{key} = {value}"):
+        uplink_config(**{key: value})

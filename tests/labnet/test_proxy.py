@@ -267,6 +267,28 @@ async def test_tcp_blackhole_swallows_data_and_keeps_the_connection() -> None:
     assert proxy.bytes_client_to_server == 4
 
 
+async def test_tcp_stall_stops_accepting_the_clients_bytes_until_lifted() -> None:
+    """A stalled proxy reads nothing: once the kernel buffers between are full (a few MB at
+    most), the client's socket takes no more and its transport keeps the rest; lifted, every
+    byte arrives in order."""
+    plan = FaultPlan(stall_after_client_bytes=0)
+    data = random.Random(7).randbytes(32 * 1024 * 1024)  # more than every buffer between
+    async with (
+        tcp_upstream(echo=False) as upstream,
+        TcpFaultProxy(LOOPBACK, upstream.port, plan=plan) as proxy,
+        tcp_client(proxy.port) as (_, writer),
+    ):
+        writer.write(data)
+        await proxy.wait_until(lambda: proxy.connections == 1)
+        assert writer.transport.get_write_buffer_size() > 0
+        assert proxy.bytes_client_to_server == 0
+        plan.stall_after_client_bytes = None
+        await asyncio.wait_for(writer.drain(), WAIT_S)
+        writer.write_eof()
+        received, how = await asyncio.wait_for(upstream.ended.get(), WAIT_S)
+    assert (received == data, how) == (True, "eof")
+
+
 async def test_tcp_refuse_resets_new_connections_only_while_set() -> None:
     plan = FaultPlan(refuse=True)
     async with (

@@ -4,7 +4,7 @@
 in a thread that joined the box namespace (setns is per thread), so the real uplink service binds
 its sockets to the link's interface by name (SO_BINDTODEVICE). The back office is `mvb-admin
 serve` in the other namespace. The radio blacks out in the middle of the upload for longer than
-the box's read timeout: the connection dies, the box retries, asks the server for its offset and
+the box's stall timeout: the request is cut, the box retries, asks the server for its offset and
 finishes from there.
 """
 
@@ -85,7 +85,13 @@ def uplink_for(
 ) -> UplinkService:
     lte = LinkConfig("lte", CostClass.CELLULAR, LinkBinding(interface=interface))
     office = BackOffice(
-        link.bo_addr, PORT, 0, pki.client_settings(), connect_timeout_s=3, read_timeout_s=2
+        link.bo_addr,
+        PORT,
+        0,
+        pki.client_settings(),
+        connect_timeout_s=3,
+        read_timeout_s=2,
+        stall_timeout_s=2,
     )
     settings = UplinkSettings(
         links=(lte,),
@@ -116,7 +122,7 @@ def test_upload_over_a_lossy_cellular_link_survives_a_blackout(
             try:
                 await wait_for(lambda: offset_of(uplink) > 1024 * 1024, 30)
                 link.set_down()  # a blackout: packets vanish, no error reaches the box
-                await asyncio.sleep(4)  # longer than the read timeout: the connection dies
+                await asyncio.sleep(4)  # longer than the stall timeout: the request is cut
                 link.set_up()
                 await wait_for(lambda: state_of(store, record.file_id) is FileState.DELETED, 60)
             finally:

@@ -15,7 +15,7 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
@@ -27,7 +27,7 @@ from backoffice.server import (
     RunningServer,
     start_https_server,
 )
-from backoffice.tus_app import IncomingRequest, OutgoingResponse, TusApp
+from backoffice.tus_app import MAX_CHUNK_HEADER, IncomingRequest, OutgoingResponse, TusApp
 from backoffice.upload_store import UploadStore
 from labnet.proxy import FaultPlan, TcpFaultProxy
 from labnet.udp_proxy import UdpFaultProxy
@@ -147,6 +147,7 @@ class BackOfficeProcess:
     store: UploadStore | None = None
     app: TusApp | None = None
     max_chunk_bytes: int = 16 << 20
+    advertise_max_chunk: bool = True  # False: its limit is learnt from 413s, as from a plain tus
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     rate_limit: ClientRateLimit | None = None
     client_gate: ClientGate | None = None
@@ -155,7 +156,11 @@ class BackOfficeProcess:
     async def start(self) -> None:
         self.store = UploadStore.open(self.directory)
         app = CountingTusApp(
-            self.answers, self.store, max_upload_bytes=1 << 30, max_chunk_bytes=self.max_chunk_bytes
+            self.answers,
+            self.store,
+            max_upload_bytes=1 << 30,
+            max_chunk_bytes=self.max_chunk_bytes,
+            advertise_max_chunk=self.advertise_max_chunk,
         )
         self.app = app
         cert, key, ca = self.cert_file, self.key_file, self.pki.ca_cert
@@ -215,12 +220,17 @@ class CountingTusApp(TusApp):
         *,
         max_upload_bytes: int,
         max_chunk_bytes: int,
+        advertise_max_chunk: bool = True,
     ) -> None:
         super().__init__(store, max_upload_bytes=max_upload_bytes, max_chunk_bytes=max_chunk_bytes)
         self.answers = answers
+        self.advertise_max_chunk = advertise_max_chunk
 
     async def handle(self, request: IncomingRequest) -> OutgoingResponse:
         response = await super().handle(request)
+        if not self.advertise_max_chunk and request.method == "OPTIONS":
+            headers = {k: v for k, v in response.headers.items() if k != MAX_CHUNK_HEADER}
+            response = replace(response, headers=headers)
         self.answers[response.status] += 1
         return response
 
