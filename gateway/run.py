@@ -24,7 +24,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from config.fleet_schema import apply_fleet_document
@@ -251,6 +251,8 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
     await running.service.start()
     office = await resolve_back_office(local, config)
     if isinstance(office, BackOffice):
+        # Certificates judged by trusted time, not by a wall clock that may be days wrong.
+        office = replace(office, tls=replace(office.tls, validity_time=running.box.trusted.now))
         running.uplink = uplink_service(
             config,
             running.box.store,

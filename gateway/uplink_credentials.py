@@ -81,6 +81,9 @@ class PairedCredentials:
     def reload(self) -> None:
         office = resolve_back_office(self._local, self._effective)
         if isinstance(office, BackOffice):
+            # The new credentials are judged by the same clock as the old (trusted time).
+            clock = self._connector.back_office.tls.validity_time
+            office = replace(office, tls=replace(office.tls, validity_time=clock))
             current = _fingerprint_or_none(office)
             if current is not None:
                 self._in_use = current

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -23,34 +22,11 @@ from storage.catalog import Catalog
 from storage.models import FileRecord, FileState
 from storage.trusted_time_io import STATE_FILE
 from tests.cameras import free_port
+from tests.clock_helpers import faked, stepped_by_file
 from tests.evidence_helpers import write_box_config
 from tests.test_run import MVB, MVB_ADMIN, mvb, status, wait_for
 
 DAY_MS = 86_400_000
-FAKETIME = shutil.which("faketime")  # Debian's faketime (the Makefile installs it)
-
-
-def faked(offset: str) -> tuple[list[str], dict[str, str]]:
-    """The command prefix and environment that run a process with its wall clock moved by
-    `offset` (e.g. "-40d") from its start; its monotonic clocks stay true (DONT_FAKE_MONOTONIC),
-    as a real clock step leaves them."""
-    assert FAKETIME is not None, "faketime is missing: apt-get install faketime (make test does)"
-    return [FAKETIME, "-f", offset], {**os.environ, "DONT_FAKE_MONOTONIC": "1"}
-
-
-def stepped_by_file(step_file: Path) -> dict[str, str]:
-    """The environment of a process whose wall clock offset is read from `step_file` at every
-    reading ("+0" now; write "+40d" to step the running process), monotonic clocks true."""
-    libraries = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
-    assert libraries, "libfaketime is missing: apt-get install faketime (make test does)"
-    step_file.write_text("+0\n")
-    return {
-        **os.environ,
-        "LD_PRELOAD": str(libraries[0]),
-        "FAKETIME_TIMESTAMP_FILE": str(step_file),
-        "FAKETIME_NO_CACHE": "1",
-        "DONT_FAKE_MONOTONIC": "1",
-    }
 
 
 @contextlib.contextmanager

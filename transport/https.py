@@ -29,7 +29,7 @@ import socket
 import ssl
 import struct
 import termios
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import aiohttp
@@ -39,7 +39,9 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.payload import Payload
 from yarl import URL
 
+from storage.trusted_time import TrustedNow
 from transport.binding import LinkBinding, bound_socket
+from transport.cert_validity import check_validity
 from transport.checksum import checksum_header
 from transport.errors import HostileServer, PinMismatch, TransientNetworkError, TransportError
 from transport.http import MAX_RESPONSE_BODY_BYTES, HttpRequest, HttpResponse
@@ -212,9 +214,15 @@ class PinningConnector(aiohttp.TCPConnector):
     Invariant: a connection in the pool has passed `pins.check`; `connections_opened` counts them.
     """
 
-    def __init__(self, pins: PinSet, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pins: PinSet,
+        validity_time: Callable[[], TrustedNow] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._pins = pins
+        self._validity_time = validity_time
         self.connections_opened = 0
 
     async def _wrap_create_connection(
@@ -227,7 +235,10 @@ class PinningConnector(aiohttp.TCPConnector):
         # so no key-preserving renewal) and makes aiohttp use an unverified context.
         transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
         try:
-            self._pins.check(peer_certificate(transport))
+            certificate = peer_certificate(transport)
+            self._pins.check(certificate)
+            if self._validity_time is not None and certificate is not None:
+                check_validity(certificate, self._validity_time())
         except PinMismatch:
             # abort(): drop at once, nothing more goes to a peer we do not trust.
             transport.abort()
@@ -485,6 +496,7 @@ def pinned_session(
         probe_binding(binding)
     connector = PinningConnector(
         tls.pins,
+        tls.validity_time,
         ssl=client_ssl_context(tls),
         limit=max_connections,
         socket_factory=None if binding is None else link_socket_factory(binding),

@@ -2,8 +2,10 @@
 
 A cycle is one life of `mvb run` between two power cuts: start, a trigger, some recording, maybe
 a stop, then a SIGKILL at the cycle's kill phase (while recording, while uploading, while idle).
-Around it the weather: WiFi up, flapping or gone (LTE only); and now and then the back office
-goes away (SIGTERM, or once a SIGKILL) and comes back on the same port and store.
+Around it the weather: WiFi up, flapping, slow (a 200 kbit/s hotspot) or gone (LTE only); now
+and then the back office goes away (SIGTERM, or once a SIGKILL) and comes back on the same port
+and store; and now and then the box's wall clock is stepped while it runs (a box without an RTC
+battery, a wrong NTP answer, a technician setting it right).
 
 Invariants of `CycleScript` (for any seed):
 - the kill phases rotate, in a seeded order, so every block of three cycles kills once in each;
@@ -11,6 +13,9 @@ Invariants of `CycleScript` (for any seed):
   budget is used up, then a crash (P0) that still goes out over LTE;
 - the back office restarts (SIGTERM) in cycle BACK_OFFICE_RESTART_CYCLE and crashes (SIGKILL)
   in cycle BACK_OFFICE_CRASH_CYCLE, and again every BACK_OFFICE_CRASH_EVERY cycles after it;
+- from cycle CLOCK_STEP_FIRST_CYCLE on, every CLOCK_STEP_EVERY cycles the box's wall clock is
+  stepped to the next offset of CLOCK_STEPS (forward 40 days, back to true, back 40 days, true
+  again, ...); the offset stays through power cuts until the next step, as a wrong RTC would;
 - the same seed gives the same cycles (the timing of the processes themselves is not scripted).
 """
 
@@ -28,6 +33,10 @@ BACK_OFFICE_RESTART_CHANCE = 0.12
 TRIGGER_WEIGHTS = {"officer": 0.5, "patrol": 0.3, "crash": 0.2}
 """Trigger sources: the officer (P1), a routine patrol trigger (P2), a crash (P0)."""
 FLAG_CHANCE = 0.25  # an officer's recording flagged as an incident (P0)
+CLOCK_STEP_FIRST_CYCLE = 3
+CLOCK_STEP_EVERY = 5
+CLOCK_STEPS = ("+40d", "+0", "-40d", "+0")
+"""libfaketime offsets of the box's wall clock (its monotonic clock stays true), in turn."""
 
 
 class KillPhase(enum.StrEnum):
@@ -39,6 +48,7 @@ class KillPhase(enum.StrEnum):
 class Wifi(enum.StrEnum):
     UP = "up"
     FLAPPING = "flapping"  # blackholed and reset now and then during the cycle
+    SLOW = "slow"  # a 200 kbit/s hotspot for the whole cycle
     DOWN = "down"  # refused for the whole cycle: LTE only
 
 
@@ -63,6 +73,8 @@ class Cycle:
     back_office_after_s: float  # box started -> the back office goes away
     back_office_outage_s: float  # gone -> started again
     lte_episode: bool
+    clock_step: str | None = None  # the box's new wall-clock offset (CLOCK_STEPS), or none
+    clock_step_after_s: float = 0.0  # box started -> the step
 
 
 class CycleScript:
@@ -94,6 +106,8 @@ class CycleScript:
             back_office_after_s=rng.uniform(0.3, 3.0),
             back_office_outage_s=rng.uniform(0.3, 2.0),
             lte_episode=lte_episode,
+            clock_step=_clock_step(index),
+            clock_step_after_s=rng.uniform(0.0, 2.0),
         )
 
 
@@ -109,7 +123,15 @@ def _kill_delay_s(rng: random.Random, phase: KillPhase) -> float:
 
 
 def _weather(rng: random.Random) -> Wifi:
-    return Wifi(_weighted(rng, {Wifi.UP: 0.5, Wifi.FLAPPING: 0.3, Wifi.DOWN: 0.2}))
+    weights: dict[str, float] = {Wifi.UP: 0.4, Wifi.FLAPPING: 0.25, Wifi.SLOW: 0.15, Wifi.DOWN: 0.2}
+    return Wifi(_weighted(rng, weights))
+
+
+def _clock_step(index: int) -> str | None:
+    since_first = index - CLOCK_STEP_FIRST_CYCLE
+    if since_first < 0 or since_first % CLOCK_STEP_EVERY:
+        return None
+    return CLOCK_STEPS[(since_first // CLOCK_STEP_EVERY) % len(CLOCK_STEPS)]
 
 
 def _back_office_fault(rng: random.Random, index: int) -> BackOfficeFault:

@@ -12,7 +12,10 @@
   LTE carries on; LTE has a small monthly cap with a P0 reserve;
 - the back office is the real `mvb-admin serve`, a subprocess, stopped (SIGTERM, and SIGKILL)
   and started again on the same port and store;
-- the box is SIGKILLed at the cycle's kill phase (recording, upload, idle), then started again.
+- the box is SIGKILLed at the cycle's kill phase (recording, upload, idle), then started again;
+- its wall clock (only its own: libfaketime reads the offset from a file at least every second,
+  its monotonic clocks stay true) is stepped by the script now and then, 40 days forward and
+  back: retention must delete nothing unattested, and the pinned link must keep working.
 
 The script of cycles is tests/soak/script.py (pure, seeded); the oracle tests/soak/oracle.py.
 Everything waits on observable state (the box's API, its audit log, the proxy's counters) with a
@@ -43,6 +46,7 @@ from labnet.proxy import FaultPlan, TcpFaultProxy
 from storage.audit import verify_audit_log
 from storage.devicekey import DevicePublicKey
 from storage.envelope import RecipientPrivateKey
+from tests.clock_helpers import stepped_by_file
 from tests.evidence_helpers import write_box_config
 from tests.gpsfake import Gpsfake, free_port
 from tests.soak.oracle import AuditFacts, Totals, find_problems, read_back_office, totals
@@ -61,6 +65,7 @@ CLASSES_BY_SOURCE = {"officer": "P1", "patrol": "P2", "crash": "P0"}
 LTE_CAP_BYTES = 4_000_000
 LTE_P0_RESERVE_BYTES = 3_850_000  # P1 may use 150 kB: a recording or two, then WiFi only
 WIFI_RATE_BYTES_PER_S = 600_000.0
+SLOW_WIFI_RATE_BYTES_PER_S = 25_000.0  # 200 kbit/s: a weak hotspot, EDGE-like
 LTE_RATE_BYTES_PER_S = 150_000.0
 
 POLL_S = 0.1
@@ -121,6 +126,11 @@ class SoakPaths:
         return self.state / "audit.jsonl"
 
     @property
+    def clock_offset(self) -> Path:
+        """The box's wall-clock offset for libfaketime ("+0", "+40d", "-40d")."""
+        return self.root / "clock-offset"
+
+    @property
     def device_pub(self) -> Path:
         """The box's public device key as the back office keeps it (taken at the first start)."""
         return self.root / "device_key.pub.pem"
@@ -135,6 +145,8 @@ class SoakStats:
     back_office_crashes: int = 0
     wifi_flaps: int = 0
     wifi_down_cycles: int = 0
+    wifi_slow_cycles: int = 0
+    clock_steps: list[str] = field(default_factory=list)
     lte_budget_used_up_seen: bool = False
     lte_p0_after_budget: bool = False
     drain_s: float = 0.0
@@ -170,9 +182,12 @@ class SoakReport:
                 f"  through the proxy: WiFi {self.wifi_bytes:,} bytes, LTE {self.lte_bytes:,} "
                 f"bytes; files completed over LTE: {self.lte_file_bytes:,} bytes (cap "
                 f"{LTE_CAP_BYTES:,}, P0 reserve {LTE_P0_RESERVE_BYTES:,})",
-                f"  WiFi: {s.wifi_flaps} flaps, {s.wifi_down_cycles} cycles without WiFi; LTE "
+                f"  WiFi: {s.wifi_flaps} flaps, {s.wifi_down_cycles} cycles without WiFi, "
+                f"{s.wifi_slow_cycles} at 200 kbit/s; LTE "
                 f"budget used up seen: {s.lte_budget_used_up_seen}, P0 over LTE after: "
                 f"{s.lte_p0_after_budget}",
+                f"  the box's wall clock stepped {len(s.clock_steps)} time(s): "
+                f"{' '.join(s.clock_steps) or 'never'}",
                 f"  back office restarts: {s.back_office_restarts} (of which SIGKILL: "
                 f"{s.back_office_crashes})",
                 f"  time to drain the card at the end: {s.drain_s:.1f} s",
@@ -238,7 +253,13 @@ class BoxProcess:
         audit_offset = _size(self.paths.audit)
         began_s = time.monotonic()
         self._process = await asyncio.create_subprocess_exec(
-            str(MVB), "--config", str(self.config), "run", stdout=self._log, stderr=self._log
+            str(MVB),
+            "--config",
+            str(self.config),
+            "run",
+            stdout=self._log,
+            stderr=self._log,
+            env=self._environment(),
         )
         self.starts += 1
         async with asyncio.timeout(START_TIMEOUT_S):
@@ -249,6 +270,16 @@ class BoxProcess:
                     raise AssertionError(f"mvb run exited with {self._process.returncode}")
                 await asyncio.sleep(POLL_S)
         return time.monotonic() - began_s
+
+    def _environment(self) -> dict[str, str]:
+        """libfaketime with the offset file: the box's wall clock moves when the file does (read
+        at most a second late), its monotonic clocks never; the offset survives restarts."""
+        offset = self.paths.clock_offset.read_text() if self.paths.clock_offset.exists() else None
+        environment = stepped_by_file(self.paths.clock_offset)  # writes "+0"
+        if offset is not None:
+            self.paths.clock_offset.write_text(offset)
+        del environment["FAKETIME_NO_CACHE"]  # re-read once a second: cheap for 4 cameras
+        return {**environment, "FAKETIME_CACHE_DURATION": "1"}
 
     async def _answers(self, session: aiohttp.ClientSession) -> bool:
         try:
@@ -334,6 +365,7 @@ class World:
     def heal_wifi(self) -> None:
         self.wifi.blackhole = False
         self.wifi.refuse = False
+        self.wifi.rate_bytes_per_s = WIFI_RATE_BYTES_PER_S
 
     async def status_until(
         self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout_s: float
@@ -476,19 +508,29 @@ async def run_cycle(world: World, cycle: Cycle, seed: int) -> None:
         world.stats.startup_s.append(await world.box.start(world.api.session))
         if world.stats.cycles == 1:
             shutil.copyfile(world.paths.state / "device_key.pub.pem", world.paths.device_pub)
-        async with _background(_back_office_fault(world, cycle)) as fault:
-            try:
-                async with asyncio.timeout(CYCLE_TIMEOUT_S):
-                    phase = await _live(world, cycle)
-            finally:
-                await world.box.power_cut()
-            await fault()  # the back office is back before the next cycle starts
+        async with _background(_clock_step(world, cycle)) as step:
+            phase = await _life(world, cycle)
+            await step()  # a life shorter than the step's delay: set while the box was off
     world.heal_wifi()
     world.stats.kills[phase] += 1
     world.log(
         f"cycle {cycle.index}: {cycle.trigger}{' flagged' if cycle.flag else ''}, wifi "
-        f"{cycle.wifi}, back office {cycle.back_office}: power cut while {phase}"
+        f"{cycle.wifi}, back office {cycle.back_office}"
+        f"{f', clock {cycle.clock_step}' if cycle.clock_step else ''}: power cut while {phase}"
     )
+
+
+async def _life(world: World, cycle: Cycle) -> str:
+    """From the box's start to its power cut, with the back office's fault beside it; the
+    phase the cut came in."""
+    async with _background(_back_office_fault(world, cycle)) as fault:
+        try:
+            async with asyncio.timeout(CYCLE_TIMEOUT_S):
+                phase = await _live(world, cycle)
+        finally:
+            await world.box.power_cut()
+        await fault()  # the back office is back before the next cycle starts
+    return phase
 
 
 @contextlib.asynccontextmanager
@@ -519,7 +561,26 @@ def _weather(world: World, cycle: Cycle, rng: random.Random) -> Awaitable[None] 
         return None
     if cycle.wifi is Wifi.FLAPPING:
         return _flap_wifi(world, rng)
+    if cycle.wifi is Wifi.SLOW:
+        world.stats.wifi_slow_cycles += 1
+        world.wifi.rate_bytes_per_s = SLOW_WIFI_RATE_BYTES_PER_S  # healed after the cycle
     return None
+
+
+def _clock_step(world: World, cycle: Cycle) -> Awaitable[None] | None:
+    if cycle.clock_step is None:
+        return None
+    return _step_clock(world, cycle.clock_step, cycle.clock_step_after_s)
+
+
+async def _step_clock(world: World, offset: str, after_s: float) -> None:
+    """Step the running box's wall clock to `offset` (atomically: libfaketime may read the file
+    at any moment and must never see it half written)."""
+    await asyncio.sleep(after_s)
+    staged = world.paths.clock_offset.with_name("clock-offset.new")
+    staged.write_text(f"{offset}\n")
+    staged.replace(world.paths.clock_offset)
+    world.stats.clock_steps.append(offset)
 
 
 async def _flap_wifi(world: World, rng: random.Random) -> None:

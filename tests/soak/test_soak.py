@@ -1,5 +1,6 @@
-"""The whole-box soak, short version (issue 7): at least 20 power cuts of the real `mvb run`
-among WiFi flaps, an LTE budget running out and back-office restarts; then every file the audit
+"""The whole-box soak, short version (issues 7, 12): at least 20 power cuts of the real `mvb run`
+among WiFi flaps, a 200 kbit/s WiFi, an LTE budget running out, back-office restarts and the
+box's wall clock stepped 40 days forward and back; then every file the audit
 log says was recorded is at the back office, decrypts and verifies, the card is empty and the
 audit chain verifies from its first entry to its last. `make soak` runs the long version.
 
@@ -20,6 +21,9 @@ from tests.soak.oracle import AuditFacts, StoredFile, find_problems, media_span_
 from tests.soak.script import (
     BACK_OFFICE_CRASH_CYCLE,
     BACK_OFFICE_RESTART_CYCLE,
+    CLOCK_STEP_EVERY,
+    CLOCK_STEP_FIRST_CYCLE,
+    CLOCK_STEPS,
     LTE_EPISODE_CYCLE,
     BackOfficeFault,
     CycleScript,
@@ -53,6 +57,7 @@ async def test_short_soak_loses_nothing(tmp_path: Path, pki: TestPki) -> None:
     assert stats.lte_budget_used_up_seen, replay
     assert stats.lte_p0_after_budget, replay
     assert got.interrupted_files >= 1, f"no power cut interrupted a recording {replay}"
+    assert {"+40d", "-40d"} <= set(stats.clock_steps), replay
     assert got.recorded_ns == got.arrived_ns > 0, replay
 
 
@@ -80,6 +85,20 @@ def test_script_kills_in_every_phase_and_schedules_every_fault(seed: int) -> Non
     faults = [c.back_office for c in cycles]
     assert faults.count(BackOfficeFault.CRASH) == 1
     assert faults[BACK_OFFICE_CRASH_CYCLE] is BackOfficeFault.CRASH
+
+
+def test_script_steps_the_clock_forward_true_back_true_on_schedule() -> None:
+    script = CycleScript(5)
+    steps = {i: c.clock_step for i in range(40) if (c := script.cycle(i)).clock_step}
+    first = CLOCK_STEP_FIRST_CYCLE
+    assert list(steps) == list(range(first, 40, CLOCK_STEP_EVERY))
+    assert list(steps.values())[: len(CLOCK_STEPS)] == list(CLOCK_STEPS)
+    assert {"+40d", "-40d"} <= set(list(steps.values())[:SHORT_SOAK_KILLS])
+
+
+def test_script_has_slow_wifi_cycles_now_and_then() -> None:
+    script = CycleScript(11)
+    assert Wifi.SLOW in {script.cycle(i).wifi for i in range(60)}
 
 
 def test_script_refuses_cycles_out_of_order() -> None:
