@@ -7,7 +7,8 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from config.local import CameraSection, ConfigError
+from config.cameras import CameraSection
+from config.local import ConfigError
 from demo.replay_source import ReplaySource
 from demo.synthetic_source import SyntheticSource
 from gateway.capture import sources
