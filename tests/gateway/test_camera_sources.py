@@ -12,27 +12,51 @@ from config.local import ConfigError
 from demo.replay_source import ReplaySource
 from demo.synthetic_source import SyntheticSource
 from gateway.capture import sources
+from gateway.capture.push_sources import TsPushSource
+from gateway.capture.rtsp_push import RtspPushSource
 from gateway.capture.source import PyavSource
 from gateway.capture.sources import ENTRY_POINT_GROUP, CameraSourceMissing, make_source
 
+PRODUCT_CAMERAS = {
+    "rtsp_pull": CameraSection(
+        name="dashcam", kind="rtsp_pull", url="rtsp://192.0.2.1/stream", auth="none"
+    ),
+    "ts_listen": CameraSection(
+        name="dashcam", kind="ts_listen", listen_address="192.0.2.1", listen_port=9000, auth="none"
+    ),
+    "rtsp_listen": CameraSection(
+        name="dashcam",
+        kind="rtsp_listen",
+        listen_address="192.0.2.1",
+        listen_port=8554,
+        auth="none",
+    ),
+}
+PRODUCT_SOURCES = {
+    "rtsp_pull": PyavSource,
+    "ts_listen": TsPushSource,
+    "rtsp_listen": RtspPushSource,
+}
+
 
 @pytest.mark.parametrize("kind", sorted(sources.PRODUCT_KINDS))
-def test_product_kinds_are_pyav_sources_and_look_up_no_plugin(
+def test_product_kinds_are_the_products_sources_and_look_up_no_plugin(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_lookup(_kind: str) -> list[EntryPoint]:
         raise AssertionError("a product kind looked up a plug-in")
 
     monkeypatch.setattr(sources, "plugin_entry_points", no_lookup)
-    camera = CameraSection(name="dashcam", kind=kind, url="rtsp://192.0.2.1/stream")
+    camera = PRODUCT_CAMERAS[kind]
     source = make_source(camera)
-    assert isinstance(source, PyavSource)
-    assert (source.spec.name, source.spec.kind, source.spec.url) == (
-        "dashcam",
-        kind,
-        "rtsp://192.0.2.1/stream",
+    assert type(source) is PRODUCT_SOURCES[kind]
+    assert (source.spec.name, source.spec.kind, source.spec.url) == ("dashcam", kind, camera.url)
+    assert (source.spec.listen_address, source.spec.listen_port) == (
+        camera.listen_address,
+        camera.listen_port,
     )
     assert source.spec.serial == "dashcam", "the serial defaults to the camera's name"
+    assert source.spec.auth == source.health.auth == "none"
 
 
 def test_the_synthetic_kind_is_the_demos_plugin_with_the_configured_picture() -> None:
