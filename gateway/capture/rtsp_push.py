@@ -52,11 +52,18 @@ class RtspPushSource(PushSource):
         report: IngestReport | None = None,
         opener: Callable[..., Any] = av.open,
         auth_timeout_s: float = AUTH_TIMEOUT_S,
+        *,
+        loopback_port: Callable[[], int] | None = None,
+        connect_loopback: Callable[[int, float], socket.socket] | None = None,
     ) -> None:
+        """`loopback_port` and `connect_loopback` pick PyAV's internal port and connect the
+        relay to it (tests make another process win that race)."""
         super().__init__(spec, report)
         self.credentials = credentials
         self._opener = opener
         self._auth_timeout_s = auth_timeout_s
+        self._loopback_port = loopback_port or free_loopback_port
+        self._connect_loopback = connect_loopback or connect_when_listening
 
     def produce(self, generation: int) -> Iterator[CapturedPacket]:
         admitted = self._admit_one()
@@ -65,10 +72,10 @@ class RtspPushSource(PushSource):
         conn, peer, front, step = admitted
         self.report.admitted(self.spec.auth, peer)
         self.hold_live(conn)
-        port = _free_loopback_port()
+        port = self._loopback_port()
         relay = Relay(
             conn,
-            lambda: _connect_when_listening(port, self.spec.open_timeout_s),
+            lambda: self._connect_loopback(port, self.spec.open_timeout_s),
             first_bytes=step.forward,
             camera_to_box=lambda data: _forward(front, data),
             box_to_camera=front.from_box,
@@ -152,14 +159,15 @@ def _whole_s(spec: SourceSpec) -> int:
     return max(1, int(spec.open_timeout_s))
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
+    """A loopback port free a moment ago (PyAV binds it; a taken one fails the open)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK, 0))
         port: int = probe.getsockname()[1]
         return port
 
 
-def _connect_when_listening(port: int, timeout_s: float) -> socket.socket:
+def connect_when_listening(port: int, timeout_s: float) -> socket.socket:
     """Connect to PyAV's loopback listener, retrying while it is not listening yet."""
     deadline = time.monotonic() + timeout_s
     while True:
