@@ -30,8 +30,9 @@ CAMERA_AUTH: dict[str, tuple[str, ...]] = {
     "rtsp_pull": ("tls", "digest", "none"),
 }
 """The forms of camera authentication each network kind offers, strongest first (its default).
-docs/capture.md says why: RTSPS push is not offered (FFmpeg's RTSP client cannot present a
-client certificate, so no camera we know could use it), nor SRT (PyAV's FFmpeg has no libsrt)."""
+docs/capture.md says why: a camera that can do TLS pushes MPEG-TS over TLS; RTSPS push is not
+offered (no camera we know pushes RTSP with a client certificate, and no test peer here can),
+nor SRT (PyAV's FFmpeg has no libsrt)."""
 
 WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::"})  # noqa: S104 (named here to be refused)
 TRUST_KEYS = ("camera_ca_file", "camera_cert_file")

@@ -1,13 +1,16 @@
 """`rtsp_pull` over RTSPS: the box connects to the camera and checks it is the configured one.
 
-FFmpeg's RTSPS client cannot be given a CA or a pin (its RTSP demuxer opens the TLS layer with
-default options, which do not verify the peer), so the box makes the TLS connection itself:
-`connect_tls` (gateway/capture/camera_tls.py) requires the camera's certificate to be the pinned
-one or issued by the camera CA, and to name the camera's serial. Only then does PyAV connect,
-over loopback, to a one-connection listener of the box whose relay (gateway/capture/relay.py)
-carries the RTSP session (interleaved over TCP: UDP would bypass TLS, and config/cameras.py
-refuses it) through the checked TLS connection. Digest credentials, when configured, go in
-PyAV's loopback URL, in memory.
+The box makes the TLS connection itself instead of letting PyAV's FFmpeg do it. Measured with
+PyAV 18's FFmpeg (docs/capture.md): its RTSPS client verifies nothing unless told; told
+(`tls_verify`, `ca_file`) it checks the chain and the host name, but not which camera the
+certificate names (a certificate the camera CA issued to another camera passes), and a refusal
+comes back as an I/O error, indistinguishable from a camera that is down, so there would be no
+reason to audit. Here `connect_tls` (gateway/capture/camera_tls.py) requires the camera's
+certificate to be the pinned one or issued by the camera CA, and to name the camera's serial.
+Only then does PyAV connect, over loopback, to a one-connection listener of the box whose relay
+(gateway/capture/relay.py) carries the RTSP session (interleaved over TCP: UDP would bypass TLS,
+and config/cameras.py refuses it) through the checked TLS connection. Digest credentials, when
+configured, go in PyAV's loopback URL, in memory.
 
 Invariants:
 - A peer at the camera's address that is not the camera is refused before any RTSP byte is

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 
 from common.alarms import Alarms
+from config.cameras import CameraSection
 from demo.synthetic import generate_clip
 from gateway.capture.camera_tls import client_context, server_context
 from gateway.capture.camera_trust import CameraTrust, ca_trust, pinned_trust
@@ -32,6 +35,7 @@ from gateway.capture.pull_sources import RtspsPullSource
 from gateway.capture.push_sources import PushSource, TlsAdmission, TsPushSource
 from gateway.capture.rtsp_push import RtspPushSource, connect_when_listening
 from gateway.capture.source import PyavSource, SourceSpec, ThreadedSource
+from gateway.capture.sources import IngestWiring, make_source
 from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
 from tests.cameras import CertPair, ffmpeg_push_rtsp, ffmpeg_push_ts, free_port, rtsp_camera
@@ -364,3 +368,36 @@ def established_on(port: int) -> bool:
         if fields[1] == wanted and fields[3] == "01":
             return True
     return False
+
+
+async def test_the_fleet_admins_pki_tools_make_a_camera_ca_the_box_admits_by(
+    tmp_path: Path, clip: Path
+) -> None:
+    """docs/capture.md: `mvb-admin pki init` for the camera CA and the box's certificate,
+    `mvb-admin pki issue-client` for a camera's; configured as written there."""
+    admin = Path(sys.executable).with_name("mvb-admin")
+    cameras_dir = tmp_path / "cameras"
+    for argv in (
+        ["pki", "init", "--dir", str(cameras_dir), "--host", "127.0.0.1"],
+        ["pki", "issue-client", "--dir", str(cameras_dir), "--serial", "BC-1"],
+    ):
+        done = subprocess.run([str(admin), *argv], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    camera = CameraSection(
+        name="bodycam",
+        kind="ts_listen",
+        serial="BC-1",
+        listen_address="127.0.0.1",
+        listen_port=free_port(),
+        tls_cert_file="cameras/server.crt",
+        tls_key_file="cameras/server.key",
+        camera_ca_file="cameras/ca.crt",
+    )
+    wiring = IngestWiring(resolve=lambda name: tmp_path / name)
+    async with watching(tmp_path / "run", lambda ingest: make_source(camera, wiring)) as w:
+        issued = CertPair(
+            cameras_dir / "clients" / "BC-1.crt", cameras_dir / "clients" / "BC-1.key"
+        )
+        with pushed(w, clip, issued, box_ca=cameras_dir / "ca.crt"):
+            assert await w.packets(25) == 25
+    assert w.source.spec.auth == "tls-ca"
