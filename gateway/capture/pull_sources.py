@@ -92,8 +92,9 @@ class RtspsPullSource(ThreadedSource):
             with self._live_lock:
                 self._live = None
             shut(camera)
-            relay.stop()
+            shut(listener)  # wakes the relay's accept if PyAV never connected
             listener.close()
+            relay.stop()
             camera.close()
 
     def _connect(self) -> ssl.SSLSocket:
