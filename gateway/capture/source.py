@@ -118,7 +118,6 @@ class SourceSpec:
     rtsp_transport: str = "tcp"
     open_timeout_s: float = 5.0
     read_timeout_s: float = 5.0
-    listen_timeout_s: float = 5.0  # also bounds how long stop() waits for an idle listener
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     queue_packets: int = 512
