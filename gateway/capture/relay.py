@@ -9,8 +9,11 @@ Invariants:
   threads at once (an OpenSSL connection object is not safe for that).
 - Data OpenSSL already decrypted and buffered (`pending()`) is relayed before waiting on select.
 - A transform may raise FramingError (a protocol error): the relay ends, both sides are shut.
-- When either side closes or fails, the relay shuts both down and ends; `stop` ends it from
-  another thread within POLL_S.
+- When one plain side ends, the other is half-closed (it still reads everything sent before the
+  end, and may answer) and drained for at most DRAIN_S: the box never resets a connection with
+  data unread, which would make the kernel drop the last of the stream. A TLS side cannot be
+  half-closed: its end ends the relay. On a failure both are shut at once; `stop` ends the relay
+  from another thread within POLL_S.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 
 from gateway.capture.rtsp_front import FramingError
@@ -27,6 +31,7 @@ from gateway.capture.rtsp_front import FramingError
 POLL_S = 0.25
 CHUNK_BYTES = 64 * 1024
 SEND_TIMEOUT_S = 5.0
+DRAIN_S = 2.0  # after one side ended, how long the other may still finish
 
 Transform = Callable[[bytes], bytes]
 
@@ -73,13 +78,26 @@ class Relay:
 
     def _run(self) -> None:
         try:
-            self.box = self._connect_box()
-            for sock in (self.camera, self.box):
+            box = self.box = self._connect_box()
+            for sock in (self.camera, box):
                 sock.settimeout(SEND_TIMEOUT_S)
             if self._first_bytes:
-                self.box.sendall(self._first_bytes)
-            while not self._stop.is_set() and self._step(self.box):
-                pass
+                box.sendall(self._first_bytes)
+            open_sides = [self.camera, box]
+            drain_until: float | None = None
+            while open_sides and not self._stop.is_set():
+                if drain_until is not None and time.monotonic() > drain_until:
+                    break
+                ended = self._step(open_sides, box)
+                if ended is None:
+                    continue
+                open_sides.remove(ended)
+                other = box if ended is self.camera else self.camera
+                if isinstance(other, ssl.SSLSocket) or other not in open_sides:
+                    break  # a TLS side cannot be half-closed (ssl drops its state on shutdown)
+                # Half-close: the other side reads what was sent, then its end, and may answer.
+                other.shutdown(socket.SHUT_WR)
+                drain_until = time.monotonic() + DRAIN_S
         except (OSError, FramingError) as exc:
             self.failure = type(exc).__name__
         finally:
@@ -88,15 +106,15 @@ class Relay:
                 shut(self.box)
                 self.box.close()
 
-    def _step(self, box: socket.socket) -> bool:
-        """Relay what is ready; False once a side closed."""
-        ready = [s for s in (self.camera, box) if _buffered(s)]
+    def _step(self, open_sides: list[socket.socket], box: socket.socket) -> socket.socket | None:
+        """Relay what is ready; the side that reached its end, if one did."""
+        ready = [s for s in open_sides if _buffered(s)]
         if not ready:
-            ready, _, _ = select.select([self.camera, box], [], [], POLL_S)
+            ready, _, _ = select.select(open_sides, [], [], POLL_S)
         for source in ready:
             data = source.recv(CHUNK_BYTES)
             if not data:
-                return False
+                return source
             if source is box:
                 self.box_spoke.set()
                 out, target = self._box_to_camera(data), self.camera
@@ -104,7 +122,7 @@ class Relay:
                 out, target = self._camera_to_box(data), box
             if out:
                 target.sendall(out)
-        return True
+        return None
 
 
 def shut(sock: socket.socket) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from common.alarms import Alarms
@@ -401,3 +402,20 @@ async def test_the_fleet_admins_pki_tools_make_a_camera_ca_the_box_admits_by(
         with pushed(w, clip, issued, box_ca=cameras_dir / "ca.crt"):
             assert await w.packets(25) == 25
     assert w.source.spec.auth == "tls-ca"
+
+
+async def test_a_tls_push_delivers_every_frame_up_to_the_cameras_last(
+    tmp_path: Path, clip: Path, cams: CameraPki
+) -> None:
+    """A camera that ends its push (here: as fast as it can, then closes) loses nothing: the box
+    sends it no session ticket it would leave unread, so its close is no reset that would make
+    the box's kernel drop the stream's last unread bytes."""
+    with av.open(str(clip)) as container:
+        frames = sum(1 for packet in container.demux(video=0) if packet.size)
+    trust = ca_trust("BC-1", cams.ca.read_bytes())
+    async with watching(tmp_path, tls_push(cams, trust)) as w:
+        url = f"tls://127.0.0.1:{w.port}"
+        with ffmpeg_push_ts(url, clip, realtime=False, client_cert=cams.camera("BC-1")) as push:
+            await wait_for(lambda: w.source.health.last_error == "stream ended", "the end")
+            assert push.wait(10) == 0
+        assert w.source.health.packets == frames
