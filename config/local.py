@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from common.faults import ConfigurationFault
 from config.accounts import PasswordHashError, parse_password_hash
+from config.cameras import CAMERA_KINDS, CameraSection, ingest_problem, listeners_problem
 from transport.chunk_size import DEFAULT_CHUNK_TARGET_S, DEFAULT_MIN_CHUNK_BYTES
 from transport.pinning import PinFormatError, parse_pin
 from transport.progress import (
@@ -217,21 +218,6 @@ class AccountSection:
 
 
 @dataclass(frozen=True, slots=True)
-class CameraSection:
-    """One camera: `kind` is rtsp_pull, ts_listen, rtsp_listen, synthetic or replay."""
-
-    name: str = ""
-    kind: str = "synthetic"
-    url: str = ""
-    serial: str = ""
-    rtsp_transport: str = "tcp"
-    width: int = 640
-    height: int = 360
-    fps: int = 25
-    bitrate_bps: int = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
 class TriggerSection:
     """Per trigger source (officer, lights, siren, crash, speed, door): what it does."""
 
@@ -270,7 +256,6 @@ class InputSection:
 
 
 INPUT_KINDS = frozenset({"sysfs", "gpiochip", "iio_accel"})
-CAMERA_KINDS = frozenset({"rtsp_pull", "ts_listen", "rtsp_listen", "synthetic", "replay"})
 
 # (section, key) -> (min, max) for numeric settings; the protocols bound retention at 28 days.
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
@@ -303,6 +288,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("cameras", "height"): (16, 4320),
     ("cameras", "fps"): (1, 120),
     ("cameras", "bitrate_bps"): (10_000, 100_000_000),
+    ("cameras", "listen_port"): (0, 65535),
     ("inputs", "line"): (0, 511),
     ("inputs", "debounce_ms"): (0, 5000),
     ("inputs", "threshold_g"): (0.1, 20),
@@ -578,6 +564,12 @@ def _parse_cameras(values: Any, source: str) -> tuple[CameraSection, ...]:
             )
         if names.count(camera.name) > 1:
             raise ConfigError(f"{source}: cameras.name {camera.name!r} appears twice")
+        problem = ingest_problem(camera)
+        if problem is not None:
+            raise ConfigError(f"{source}: {problem}")
+    problem = listeners_problem(cameras)
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}")
     return cameras
 
 

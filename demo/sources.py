@@ -10,7 +10,7 @@ test, the web tests) while the product never imports this package:
 
 from __future__ import annotations
 
-from config.local import CameraSection
+from config.cameras import CameraSection
 from demo.replay_source import ReplaySource
 from demo.synthetic_source import SyntheticSource
 from gateway.capture.sources import source_spec

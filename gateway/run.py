@@ -32,7 +32,7 @@ from config.local import ConfigError, LocalConfig, upload_class_for
 from gateway.box import Box, open_box
 from gateway.box_port import BoxAdapter
 from gateway.capture.service import Camera, CaptureService
-from gateway.capture.sources import make_source
+from gateway.capture.sources import IngestWiring, make_source
 from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
@@ -168,15 +168,21 @@ async def start_box(local: LocalConfig) -> RunningBox:
             box.audit.append, "storage.foreign_files", count=len(card.foreign_files)
         )
     gps = GpsTracker(stale_after_s=config.gps.stale_after_s)
-    cameras = [
-        Camera(
-            make_source(c),
-            prerecord_s=config.recording.prerecord_s,
-            ring_max_bytes=config.recording.ring_max_bytes,
-            segment_min_s=config.recording.segment_min_s,
-        )
-        for c in config.cameras
-    ]
+    # Cameras prove who they are; refused senders are audited and alarmed (docs/capture.md).
+    ingest = IngestWiring(config.resolve, box.alarms, box.audit.append)
+    try:
+        cameras = [
+            Camera(
+                make_source(c, ingest),
+                prerecord_s=config.recording.prerecord_s,
+                ring_max_bytes=config.recording.ring_max_bytes,
+                segment_min_s=config.recording.segment_min_s,
+            )
+            for c in config.cameras
+        ]
+    except ConfigError:  # a camera's certificate or password file: nothing runs yet
+        await asyncio.to_thread(box.close)
+        raise
     facts = {**box.facts, "officer_id": None}
     service = CaptureService(
         box.store,

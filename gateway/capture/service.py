@@ -76,7 +76,12 @@ class CameraRecording:
     """One camera's part of the current recording, driven on the camera's own worker thread."""
 
     def __init__(self, recording: Recording, camera: Camera, gps_window: GpsWindow) -> None:
-        stream = recording.open_stream(camera.name, container="mpegts", camera_serial=camera.serial)
+        stream = recording.open_stream(
+            camera.name,
+            container="mpegts",
+            camera_serial=camera.serial,
+            camera_auth=camera.source.spec.auth,  # how the camera proved it is this one (L6)
+        )
         self.muxer = SegmentMuxer(stream, gps_window, camera.segment_min_s)
         self._stream = stream
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"record-{camera.name}")

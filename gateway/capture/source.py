@@ -5,9 +5,12 @@ stream shows in its health (connected, fps, bitrate, last-packet age, errors) an
 another camera: every camera has its own thread, its own bounded queue, and its own failures.
 
 Kinds (all stream copy):
-- `rtsp_pull`: an IP camera / ONVIF dashcam, RTSP over TCP or UDP;
-- `ts_listen`: a bodycam pushing MPEG-TS over TCP to the box;
-- `rtsp_listen`: a bodycam pushing RTSP (ANNOUNCE/RECORD) to the box.
+- `rtsp_pull`: an IP camera / ONVIF dashcam, RTSP over TCP or UDP (`PyavSource` here; RTSPS
+  with the camera's certificate checked: gateway/capture/pull_sources.py);
+- `ts_listen`: a bodycam pushing MPEG-TS over TLS (or TCP) to the box;
+- `rtsp_listen`: a bodycam pushing RTSP (ANNOUNCE/RECORD) to the box, with digest.
+The push kinds admit a sender only once it proved it is the camera
+(gateway/capture/push_sources.py, docs/capture.md "Camera authentication").
 
 Other kinds (`synthetic`, `replay`: the demo's and the benchmarks' cameras) live outside the
 product, in demo/, and reach the box as plug-ins (gateway/capture/sources.py).
@@ -27,6 +30,7 @@ from typing import Any
 
 import av
 
+from gateway.capture.camera_trust import CameraRefused
 from gateway.capture.packet import CapturedPacket, StreamTemplate
 
 NS_PER_S = 1_000_000_000
@@ -43,7 +47,9 @@ def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> f
 class SourceHealth:
     """What the officer's status page and /metrics show per camera. No content, only facts."""
 
+    auth: str = "none"  # how the camera proved itself: tls-pinned, tls-ca, digest or none
     connected: bool = False
+    refused: int = 0  # senders refused this boot (not the camera; docs/capture.md)
     packets: int = 0
     dropped: int = 0
     reconnects: int = 0
@@ -84,6 +90,8 @@ class SourceHealth:
     def snapshot(self, now_mono_ns: int) -> dict[str, object]:
         age = self.last_packet_age_s(now_mono_ns)
         return {
+            "auth": self.auth,
+            "refused": self.refused,
             "connected": self.connected,
             "fps": round(self.fps(now_mono_ns), 1),
             "bitrate_bps": round(self.bitrate_bps(now_mono_ns)),
@@ -102,38 +110,32 @@ class SourceSpec:
 
     name: str
     kind: str  # rtsp_pull | ts_listen | rtsp_listen, or a plug-in's (synthetic, replay)
-    url: str = ""
+    url: str = ""  # rtsp_pull (never with credentials: they are added in memory)
+    listen_address: str = ""  # push kinds: where the box listens (config/cameras.py)
+    listen_interface: str = ""
+    listen_port: int = 0  # 0: any free port (tests)
+    auth: str = "none"  # tls-pinned | tls-ca | digest | none: what admitted the camera
     rtsp_transport: str = "tcp"
     open_timeout_s: float = 5.0
     read_timeout_s: float = 5.0
-    listen_timeout_s: float = 5.0  # also bounds how long stop() waits for an idle listener
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     queue_packets: int = 512
     serial: str = ""
 
 
-def pyav_open_args(spec: SourceSpec) -> tuple[str, dict[str, Any]]:
-    """The PyAV `open` arguments for a network source kind (pure)."""
-    if spec.kind == "rtsp_pull":
-        options = {"rtsp_transport": spec.rtsp_transport}
-        if spec.rtsp_transport == "udp":
-            options["rtsp_flags"] = "filter_src"  # accept RTP only from the negotiated peer
-        return spec.url, {"options": options, "timeout": (spec.open_timeout_s, spec.read_timeout_s)}
-    if spec.kind == "ts_listen":
-        url = spec.url + ("&" if "?" in spec.url else "?") + "listen=1"
-        return url, {"format": "mpegts", "timeout": (spec.listen_timeout_s, spec.read_timeout_s)}
-    if spec.kind == "rtsp_listen":
-        # listen_timeout (seconds) is required here: FFmpeg's default -1 fails the open at once
-        options = {
-            "rtsp_flags": "listen",
-            "listen_timeout": str(max(1, int(spec.listen_timeout_s))),
-        }
-        return spec.url, {
-            "options": options,
-            "timeout": (spec.listen_timeout_s, spec.read_timeout_s),
-        }
-    raise ValueError(f"camera {spec.name}: unknown source kind {spec.kind!r}")
+def pyav_open_args(spec: SourceSpec, url: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The PyAV `open` arguments for an RTSP pull (pure); `url` overrides the spec's (the
+    credentials or the loopback relay are added in memory, never configured in a URL)."""
+    if spec.kind != "rtsp_pull":
+        raise ValueError(f"camera {spec.name}: {spec.kind!r} is not opened by URL")
+    options = {"rtsp_transport": spec.rtsp_transport}
+    if spec.rtsp_transport == "udp":
+        options["rtsp_flags"] = "filter_src"  # accept RTP only from the negotiated peer
+    return url or spec.url, {
+        "options": options,
+        "timeout": (spec.open_timeout_s, spec.read_timeout_s),
+    }
 
 
 class PacketBridge:
@@ -167,7 +169,7 @@ class ThreadedSource(abc.ABC):
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
-        self.health = SourceHealth()
+        self.health = SourceHealth(auth=spec.auth)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._generation = 0
@@ -184,20 +186,33 @@ class ThreadedSource(abc.ABC):
 
     async def stop(self) -> None:
         self._stop.set()
+        self.interrupt()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
 
+    def interrupt(self) -> None:  # noqa: B027 (a hook: most sources need nothing)
+        """Called once `stop` is set, from the stopping thread: end a blocking wait of the
+        source thread early (a listening or connected socket). Nothing by default."""
+
+    def finish(self) -> None:  # noqa: B027 (a hook)
+        """Called on the source thread when it ends: release what outlives one connection."""
+
     def _run(self) -> None:
         attempt = 0
-        while not self._stop.is_set():
-            self._generation += 1
-            delivered = self._connect_once()
-            attempt = 0 if delivered else attempt + 1
-            if not self._stop.is_set():
-                self.health.reconnects += 1
-                self._stop.wait(
-                    backoff_s(attempt, self.spec.backoff_min_s, self.spec.backoff_max_s, self._rng)
-                )
+        try:
+            while not self._stop.is_set():
+                self._generation += 1
+                delivered = self._connect_once()
+                attempt = 0 if delivered else attempt + 1
+                if not self._stop.is_set():
+                    self.health.reconnects += 1
+                    self._stop.wait(
+                        backoff_s(
+                            attempt, self.spec.backoff_min_s, self.spec.backoff_max_s, self._rng
+                        )
+                    )
+        finally:
+            self.finish()
 
     def _connect_once(self) -> bool:
         """One connection's life; True if it delivered any packet (then backoff restarts)."""
@@ -214,7 +229,7 @@ class ThreadedSource(abc.ABC):
             else:
                 if not self._stop.is_set():  # our own stop interrupts the read: not a fault
                     self._note_error("stream ended")
-        except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
+        except (av.error.FFmpegError, OSError, ValueError, IndexError, CameraRefused) as exc:
             if not self._stop.is_set():
                 self._note_error(_describe(exc))
         finally:
@@ -234,28 +249,38 @@ class ThreadedSource(abc.ABC):
 
 
 class PyavSource(ThreadedSource):
-    """A network camera read with PyAV (rtsp_pull, ts_listen, rtsp_listen)."""
+    """An RTSP camera pulled with PyAV (rtsp_pull over plain RTSP, optionally with digest
+    credentials handed in as `url`, in memory)."""
 
-    def __init__(self, spec: SourceSpec, opener: Callable[..., Any] = av.open) -> None:
+    def __init__(
+        self, spec: SourceSpec, opener: Callable[..., Any] = av.open, url: str | None = None
+    ) -> None:
         super().__init__(spec)
-        self._url, self._kwargs = pyav_open_args(spec)
+        self._url, self._kwargs = pyav_open_args(spec, url)
         self._opener = opener
 
     def produce(self, generation: int) -> Iterator[CapturedPacket]:
         container = self._opener(self._url, **self._kwargs)
         try:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            stream = container.streams.video[0]
-            template = StreamTemplate(stream, generation)
-            for packet in container.demux(stream):
-                if packet.size == 0 or packet.dts is None:
-                    continue  # demuxer flush markers and packets without timing
-                yield captured_now(packet, template)
-                if self.stopping():
-                    return
+            yield from demux_video(container, generation, self.stopping)
         finally:
             container.close()
+
+
+def demux_video(
+    container: Any, generation: int, stopping: Callable[[], bool]
+) -> Iterator[CapturedPacket]:
+    """The video packets of an open container, stamped on arrival, until it ends or `stopping`."""
+    if not container.streams.video:
+        raise ValueError("no video stream")
+    stream = container.streams.video[0]
+    template = StreamTemplate(stream, generation)
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.dts is None:
+            continue  # demuxer flush markers and packets without timing
+        yield captured_now(packet, template)
+        if stopping():
+            return
 
 
 def captured_now(packet: Any, template: StreamTemplate) -> CapturedPacket:

@@ -107,6 +107,11 @@ def _cameras(document: Mapping[str, Any]) -> list[Family]:
             "Cameras whose source is connected",
             sum(bool(c.get("connected")) for c in cameras),
         ),
+        _gauge(
+            "mvb_camera_senders_refused",
+            "Senders refused this boot: they did not prove they are the camera (docs/capture.md)",
+            sum(int(c.get("refused", 0)) for c in cameras),
+        ),
     ]
 
 

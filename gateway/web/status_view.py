@@ -40,6 +40,7 @@ CAMERA_GRACE_S = 10.0  # after start a camera may take this long to deliver its 
 MAX_WAITING_REASONS = 8  # the document stays small whatever the backlog
 CREDENTIALS_ALARM = "uplink_credentials"  # transport/withdrawal.py ALARM
 BLOCKED_PREFIX = "uplink_file_"  # transport/uplink_files.py ALARM_PREFIX
+REFUSED_PREFIX = "camera_refused_"  # gateway/capture/ingest_ledger.py ALARM_PREFIX
 
 
 # -- the pure builder ----------------------------------------------------------------------------
@@ -263,6 +264,13 @@ def _camera_down(aged: _Aged) -> list[str]:
     return down
 
 
+def _camera_refused(aged: _Aged) -> list[str]:
+    """One alert per camera that refused a sender lately: the camera's name as the detail (the
+    alarm holds for a while after the last attempt: gateway/capture/ingest_ledger.py)."""
+    codes = sorted(code for code in aged.document["alarms"] if code.startswith(REFUSED_PREFIX))
+    return [code.removeprefix(REFUSED_PREFIX) for code in codes]
+
+
 def _gps_stale(aged: _Aged) -> list[str]:
     gps = aged.document["gps"]
     if gps["fix"] and aged.later_s < GPS_STALE_ALERT_S:
@@ -332,6 +340,7 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("credentials_withdrawn", "critical", _credentials_withdrawn),
     ("card_full", "critical", _card_full),
     ("camera_down", "critical", _camera_down),
+    ("camera_refused", "critical", _camera_refused),  # L6: a sender not the camera, refused
     # Retention (docs/retention.md): unuploaded files the 28-day rule deletes within a day.
     ("retention_imminent", "critical", _alarm("retention_imminent")),
     ("gps_stale", "warning", _gps_stale),

@@ -6,10 +6,13 @@ context manager (threads joined, subprocesses terminated then killed).
 Well-behaved peers:
 - `rtsp_camera(...)`: a live H.264 RTSP camera (gst-rtsp-server, run by Debian's system python,
   see `rtsp_server.py`); yields `rtsp://127.0.0.1:PORT/cam`. The box pulls from it (TCP or UDP).
+  `rtsp_camera(tls=..., digest=...)` serves RTSPS with a certificate and/or requires digest.
 - `ffmpeg_push_ts(url, file)`: ffmpeg pushes an MPEG-TS file (stream copy) to the box listening
-  on `tcp://127.0.0.1:PORT`; `ffmpeg_push_rtsp(url, file)` pushes it by RTSP ANNOUNCE/RECORD
-  (interleaved TCP) to the box listening with `rtsp_flags=listen`. Both retry while the
-  listener is not up yet.
+  on `tcp://127.0.0.1:PORT`, or on `tls://127.0.0.1:PORT` with a client certificate
+  (`client_cert=`) and the box's CA checked (`box_ca=`); `ffmpeg_push_rtsp(url, file)` pushes
+  it by RTSP ANNOUNCE/RECORD (interleaved TCP, with `user:password@` for digest) to the box.
+  Both retry while the listener is not up yet.
+- `camera_pki(directory)`: certificates for the camera-authentication tests (camera_pki.py).
 
 Hostile peers (threads speaking raw TCP), each as a server the box pulls from
 (`tcp://127.0.0.1:PORT`, format mpegts) and as a client pushing into a listening box:
@@ -33,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -69,9 +73,19 @@ def require_loopback(url: str) -> str:
 # --- the RTSP camera ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CertPair:
+    """A certificate and its key, as files (PEM)."""
+
+    cert: Path
+    key: Path
+
+
 @contextmanager
 def rtsp_camera(
     *,
+    tls: CertPair | None = None,
+    digest: tuple[str, Path] | None = None,
     width: int = 320,
     height: int = 240,
     fps: int = 25,
@@ -86,6 +100,8 @@ def rtsp_camera(
     """Run the loopback RTSP camera and yield its URL, `rtsp://127.0.0.1:PORT{path}`.
 
     `port=0` lets the server choose (no race). `gop` is the keyframe interval in frames.
+    `tls`: serve RTSPS with this certificate (the URL is then `rtsps://`); `digest`: require
+    RTSP digest with (user, file holding the password).
     `slices > 1` makes every frame several H.264 slices (then FFmpeg demuxes a keyframe as
     several packets with the same pts). The camera is already encoding when this yields, like a
     real one: a client joins mid-GOP (its first packets may be P-frames; FFmpeg gives the very
@@ -109,11 +125,16 @@ def rtsp_camera(
         f"--max-seconds={max_lifetime_s}",
         "--watch-stdin",
     ]
+    if tls is not None:
+        argv += [f"--tls-cert={tls.cert}", f"--tls-key={tls.key}"]
+    if digest is not None:
+        argv += [f"--user={digest[0]}", f"--password-file={digest[1]}"]
+    scheme = "rtsps" if tls is not None else "rtsp"
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
         try:
             bound = _await_ready(proc, ready_timeout_s, stderr)
-            yield f"rtsp://{LOOPBACK}:{bound}{path}"
+            yield f"{scheme}://{LOOPBACK}:{bound}{path}"
         finally:
             _stop_process(proc)
 
@@ -255,15 +276,33 @@ def ffmpeg_push_ts(
     realtime: bool = True,
     loop: bool = False,
     connect_timeout_s: float = 10.0,
+    client_cert: CertPair | None = None,
+    box_ca: Path | None = None,
 ) -> Iterator[FfmpegPush]:
     """Push `source_file` (MPEG-TS, stream copy) to a box listening on `url`
-    (`tcp://127.0.0.1:PORT`), like a bodycam streaming in. `realtime` paces it (`-re`); `loop`
-    repeats it until teardown. ffmpeg is restarted while the connection is refused, for up to
-    `connect_timeout_s`; teardown terminates it."""
+    (`tcp://127.0.0.1:PORT` or `tls://127.0.0.1:PORT`), like a bodycam streaming in. Over TLS,
+    `client_cert` is the certificate ffmpeg presents (none: it presents none) and `box_ca` the
+    CA it checks the box's certificate against (none: it checks nothing, as a careless sender
+    would). `realtime` paces it (`-re`); `loop` repeats it until teardown. ffmpeg is restarted
+    while the connection is refused, for up to `connect_timeout_s`; teardown terminates it."""
     require_loopback(url)
-    if urlsplit(url).scheme != "tcp":
-        raise ValueError(f"ffmpeg_push_ts pushes to tcp://, not {url!r}")
-    argv = [*_input_args(source_file, realtime=realtime, loop=loop), "-f", "mpegts", url]
+    scheme = urlsplit(url).scheme
+    if scheme not in ("tcp", "tls"):
+        raise ValueError(f"ffmpeg_push_ts pushes to tcp:// or tls://, not {url!r}")
+    tls_options: list[str] = []
+    if client_cert is not None:
+        tls_options += ["-cert_file", str(client_cert.cert), "-key_file", str(client_cert.key)]
+    if box_ca is not None:
+        tls_options += ["-tls_verify", "1", "-ca_file", str(box_ca)]
+    if tls_options and scheme != "tls":
+        raise ValueError("certificates go with tls://")
+    argv = [
+        *_input_args(source_file, realtime=realtime, loop=loop),
+        "-f",
+        "mpegts",
+        *tls_options,
+        url,
+    ]
     with _ffmpeg_push(argv, connect_timeout_s) as push:
         yield push
 
@@ -278,8 +317,9 @@ def ffmpeg_push_rtsp(
     connect_timeout_s: float = 10.0,
 ) -> Iterator[FfmpegPush]:
     """Push `source_file` by RTSP (ANNOUNCE + RECORD, RTP interleaved on the TCP connection) to a
-    box listening on `url` (`rtsp://127.0.0.1:PORT/path`, PyAV `rtsp_flags=listen`). Same
-    pacing, looping and retry as `ffmpeg_push_ts`."""
+    box listening on `url` (`rtsp://[user:password@]127.0.0.1:PORT/path`; ffmpeg answers a
+    digest challenge with the user and password of the URL). Same pacing, looping and retry as
+    `ffmpeg_push_ts`."""
     require_loopback(url)
     if urlsplit(url).scheme != "rtsp":
         raise ValueError(f"ffmpeg_push_rtsp pushes to rtsp://, not {url!r}")

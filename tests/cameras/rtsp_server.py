@@ -6,6 +6,10 @@ starts it; by hand:
 
     /usr/bin/python3 tests/cameras/rtsp_server.py --port 0 --fps 25 --gop 25
 
+With `--tls-cert FILE --tls-key FILE` it serves RTSPS (RTSP over TLS) with that certificate;
+with `--user U --password-file F` it requires RTSP digest authentication (the password is read
+from a file, never from the command line, where other processes could see it).
+
 Prints `READY <port>` on stdout once it accepts RTSP connections and the camera is streaming
 (`--port 0` lets the kernel choose; the bound port is printed). Exits on SIGTERM or SIGINT,
 after `--max-seconds`, and with `--watch-stdin` when its stdin reaches EOF (its parent died).
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import gi  # type: ignore[import-not-found, unused-ignore]
@@ -32,6 +37,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import (  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+    Gio,
     GLib,
     Gst,
     GstRtsp,
@@ -77,6 +83,32 @@ def _make_unseekable(_factory: Any, media: Any) -> None:
     payloader.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking)
 
 
+def _secure(server: Any, factory: Any, args: argparse.Namespace) -> tuple[str, str] | None:
+    """TLS and/or digest on the server, as asked; the credentials for the internal client."""
+    if not args.tls_cert and not args.user:
+        return None
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string("media.factory.role", "camera-user")
+    credentials = None
+    if args.user:
+        with Path(args.password_file).open(encoding="utf-8") as handle:
+            password = handle.read().strip()
+        auth.add_digest(args.user, password, token)
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        credentials = (args.user, password)
+    else:
+        auth.set_default_token(token)  # TLS only: anyone who completes the handshake may watch
+    if args.tls_cert:
+        auth.set_tls_certificate(Gio.TlsCertificate.new_from_files(args.tls_cert, args.tls_key))
+    role = Gst.Structure.from_string(
+        "camera-user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+    )[0]
+    factory.add_role_from_structure(role)
+    server.set_auth(auth)
+    return credentials
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Loopback RTSP test camera (H.264).")
     parser.add_argument("--port", type=int, default=8554, help="0: let the kernel choose")
@@ -92,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=int, default=0, help="exit after; 0: never")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes")
     parser.add_argument("--warmup-seconds", type=int, default=10, help="give up if not streaming")
+    parser.add_argument("--tls-cert", default="", help="serve RTSPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", default="", help="... and this key (PEM)")
+    parser.add_argument("--user", default="", help="require RTSP digest with this user")
+    parser.add_argument("--password-file", default="", help="... and the password in this file")
     args = parser.parse_args(argv)
     if not args.path.startswith("/"):
         parser.error("--path must start with '/'")
@@ -113,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     factory.set_address_pool(pool)
     factory.connect("media-configure", _make_unseekable)
     server.get_mount_points().add_factory(args.path, factory)
+    credentials = _secure(server, factory, args)
 
     if server.attach(None) == 0:
         print(f"cannot listen on {LOOPBACK}:{args.port}", file=sys.stderr)
@@ -135,11 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     port = server.get_bound_port()
-    # The internal client: READY once its first RTP packet arrives.
+    # The internal client: READY once its first RTP packet arrives. It accepts the camera's own
+    # certificate whatever it is (tls-validation-flags=0): it only keeps the encoder running.
+    scheme = "rtsps" if args.tls_cert else "rtsp"
     watcher = Gst.parse_launch(
-        f"rtspsrc location=rtsp://{LOOPBACK}:{port}{args.path} protocols=tcp latency=0"
+        f"rtspsrc name=src location={scheme}://{LOOPBACK}:{port}{args.path} protocols=tcp"
+        " latency=0 tls-validation-flags=0"
         " ! fakesink name=sink sync=false async=false signal-handoffs=true"
     )
+    if credentials is not None:
+        source = watcher.get_by_name("src")
+        source.set_property("user-id", credentials[0])
+        source.set_property("user-pw", credentials[1])
     sink = watcher.get_by_name("sink")
     announced: list[bool] = []
 

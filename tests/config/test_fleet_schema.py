@@ -12,7 +12,9 @@ from config.local import ConfigError, LocalConfig, load_config, parse_config
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 LOCAL = {
     "box": {"recipient_keys": ["recording.pub"], "card_dir": "/media/card"},
-    "cameras": [{"name": "dashcam", "kind": "rtsp_pull", "url": "rtsp://10.0.0.2/cam"}],
+    "cameras": [
+        {"name": "dashcam", "kind": "rtsp_pull", "url": "rtsp://10.0.0.2/cam", "auth": "none"}
+    ],
     "links": [{"name": "wwan0", "cost_class": "cellular", "interface": "wwan0"}],
 }
 

@@ -103,12 +103,17 @@ prerecord_s = 60
 name = "dashcam"
 kind = "rtsp_pull"
 url = "rtsp://127.0.0.1:8554/cam"
+auth = "none"
 rtsp_transport = "udp"
 serial = "DC-1"
 [[cameras]]
 name = "bodycam"
 kind = "ts_listen"
-url = "tcp://127.0.0.1:9000"
+listen_address = "192.168.50.1"
+listen_port = 9000
+tls_cert_file = "box-cameras.crt"
+tls_key_file = "box-cameras.key"
+camera_ca_file = "camera-ca.crt"
 [triggers.lights]
 postrecord_s = 60
 may_stop = true

@@ -19,8 +19,9 @@ import pytest
 
 from demo.replay_source import ReplaySource
 from demo.synthetic import generate_clip
+from gateway.capture.push_sources import TsPushSource
 from gateway.capture.service import Camera, CaptureService
-from gateway.capture.source import PyavSource, SourceSpec
+from gateway.capture.source import SourceSpec
 from gateway.gps import GpsdClient, GpsStatus, GpsTracker
 from gateway.recorder import RecorderPolicy, TriggerPolicy
 from storage.envelope import RecipientPrivateKey
@@ -59,19 +60,22 @@ class Rig:
 async def rig(
     tmp_path: Path, recipient: RecipientPrivateKey, clip: Path, *, gps: GpsTracker | None = None
 ) -> AsyncIterator[Rig]:
-    """A bodycam listening for a TS push (the faulty one) and a steady replayed dashcam."""
+    """A bodycam listening for a TS push (the faulty one: a plain TCP push, `auth = "none"`, so
+    the faults reach the demuxer) and a steady replayed dashcam."""
     port = free_port()
     pushed = Camera(
-        PyavSource(
+        TsPushSource(
             SourceSpec(
                 name="bodycam",
                 kind="ts_listen",
-                url=f"tcp://127.0.0.1:{port}",
+                listen_address="127.0.0.1",
+                listen_port=port,
                 read_timeout_s=1.0,
-                listen_timeout_s=2.0,
+                open_timeout_s=2.0,
                 backoff_min_s=0.05,
                 backoff_max_s=0.2,
-            )
+            ),
+            admission=None,
         ),
         prerecord_s=2.0,
         ring_max_bytes=16 << 20,
@@ -142,7 +146,7 @@ async def test_stalled_stream_times_out_and_keeps_what_came_before(
             await wait_for(lambda: r.pushed.source.health.packets > 25, "packets before the stall")
             await r.service.trigger("officer")
             await wait_for(lambda: r.pushed.source.health.errors >= 1, "the stall to be noticed")
-            assert "ExitError" in str(r.pushed.source.health.last_error)
+            assert "TimeoutError" in str(r.pushed.source.health.last_error)
             await r.service.stop_recording()
             await wait_for(lambda: r.service.recording is None, "the recording to be sealed")
         files = decrypted(r.store, recipient)

@@ -4,7 +4,7 @@
 import { el, replaceIfChanged, show } from "./dom.js";
 import { currentLanguage, key, t, tn } from "./i18n.js";
 
-/** Codes with a fixed text; report_missing and camera_down take a parameter (below). */
+/** Codes with a fixed text; report_missing, camera_down and camera_refused take a parameter. */
 const TEXTS = Object.freeze({
   pin_mismatch: key("alert.pin_mismatch"),
   credentials_withdrawn: key("alert.credentials_withdrawn"),
@@ -27,6 +27,7 @@ export const ALERT_TILES = Object.freeze({
   credentials_withdrawn: ["tile-uplink", "tile-box"],
   card_full: ["tile-card"],
   camera_down: ["tile-cameras"],
+  camera_refused: ["tile-cameras"],
   gps_stale: ["tile-gps"],
   report_not_sent: ["tile-box"],
   upload_blocked: ["tile-uplink", "tile-card"],
@@ -47,6 +48,9 @@ export function alertText(alert, missingReports) {
   if (alert.code === "camera_down") {
     const camera = typeof alert.camera === "string" ? alert.camera : alert.detail;
     return t("alert.camera_down", { camera });
+  }
+  if (alert.code === "camera_refused") {
+    return t("alert.camera_refused", { camera: alert.detail });
   }
   if (Object.hasOwn(TEXTS, alert.code)) {
     return t(TEXTS[alert.code]);

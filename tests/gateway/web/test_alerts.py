@@ -84,6 +84,11 @@ CASES: list[tuple[str, str, Callable[[Document], None]]] = [
     ("card_full", "critical", set_path("alarms.card_full", "recording refused: card full")),
     ("camera_down", "critical", set_path("cameras.dashcam.last_packet_age_s", 7.0)),
     ("camera_down", "critical", set_path("cameras.dashcam.connected", False)),
+    (
+        "camera_refused",
+        "critical",
+        set_path("alarms.camera_refused_bodycam", "camera bodycam: 1 sender(s) refused"),
+    ),
     ("gps_stale", "warning", set_path("gps", {**quiet()["gps"], "fix": False, "fix_age_s": 45.0})),
     ("report_missing", "warning", set_path("reports.missing", 2)),
     ("report_not_sent", "warning", set_path("fleet.reported_serial", 2)),

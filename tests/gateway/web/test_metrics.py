@@ -52,6 +52,7 @@ def test_the_exposition_carries_no_personal_data() -> None:
     document["shift"] = {"active": True, "officer_id": "BOA-1234", "bodycam_serials": ["BC-77"]}
     document["gps"]["position"] = {"lat": 52.47351, "lon": 6.05891}
     document["reports"]["missing"] = 2
+    document["cameras"]["dashcam"]["refused"] = 3
     text = render_metrics(with_alerts(document), open_streams=3)
     for secret in ("BOA-1234", "BC-77", "52.47", "6.058", "MVB-1", "veh-1", "dashcam"):
         assert secret not in text
@@ -60,6 +61,7 @@ def test_the_exposition_carries_no_personal_data() -> None:
     assert families["mvb_reports_missing"] == [("", 2.0)]
     assert families["mvb_event_streams"] == [("", 3.0)]
     assert families["mvb_cameras_connected"] == [("", 1.0)]
+    assert families["mvb_camera_senders_refused"] == [("", 3.0)]
     assert ('{code="report_missing"}', 1.0) in families["mvb_alert"]
     assert ('{code="card_full"}', 0.0) in families["mvb_alert"]
     assert ('{upload_class="P0"}', 0.0) in families["mvb_upload_queue_files"]
