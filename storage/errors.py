@@ -75,5 +75,14 @@ class WriterClosed(StoreError):
     pass
 
 
+class WriterPoisoned(StoreError):
+    """A write or fsync of an evidence file failed once: its writer refuses every later call.
+
+    Why refuse rather than carry on: the chunk that failed already spent its nonce, and what the
+    card holds after a failed write or fsync is unknown (part of a record may be on the flash).
+    The file keeps the whole records before the failure; recovery closes it at the next start.
+    """
+
+
 class RecordingRefused(StoreError):
     """A new recording cannot start (full card); the message says why, for the officer."""

@@ -331,6 +331,8 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("pin_mismatch", "critical", _pin_mismatch),
     ("credentials_withdrawn", "critical", _credentials_withdrawn),
     ("card_full", "critical", _card_full),
+    # A write or fsync failed: that camera's recording stopped (storage/writer.py poisons).
+    ("card_write_failed", "critical", _alarm("card_write_failed")),
     ("camera_down", "critical", _camera_down),
     # Retention (docs/retention.md): unuploaded files the 28-day rule deletes within a day.
     ("retention_imminent", "critical", _alarm("retention_imminent")),
