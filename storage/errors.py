@@ -35,6 +35,16 @@ class WrongKey(EvidenceError):
     pass
 
 
+class TooFewShares(EvidenceError):
+    """Fewer of the given keys are recipients than the file's threshold: one key holder of a
+    four-eyes file (docs/four-eyes.md). Nothing was decrypted."""
+
+
+class BadHeaderMac(EvidenceError):
+    """The data key the shares give does not verify the header MAC: the header was changed after
+    sealing, or the recipients were given keys that disagree (spec 4.1.1). Nothing decrypted."""
+
+
 class ChunkError(EvidenceError):
     """A problem located at one chunk; `chunk_index` is the position where it was found."""
 

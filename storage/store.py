@@ -35,7 +35,7 @@ from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
 from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
-from storage.envelope import RecipientPublicKey, RecordingKey
+from storage.envelope import Recipients, RecordingKey
 from storage.errors import RecordingRefused, WriterPoisoned
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.holds import HoldBook
@@ -95,7 +95,7 @@ class EvidenceStore:
     def __init__(
         self,
         settings: StoreSettings,
-        recipients: tuple[RecipientPublicKey, ...],
+        recipients: Recipients,
         device_key: DeviceKey,
         audit: AuditLog,
         catalog: Catalog,
@@ -131,7 +131,7 @@ class EvidenceStore:
     def open(
         cls,
         settings: StoreSettings,
-        recipients: tuple[RecipientPublicKey, ...],
+        recipients: Recipients,
         device_key: DeviceKey,
         audit: AuditLog,
         clock_ms: Clock = wall_clock_ms,
@@ -581,13 +581,14 @@ class StreamWriter:
             chunk_max_bytes=store.settings.chunk_max_bytes,
             nonce_prefix=os.urandom(NONCE_PREFIX_BYTES),
             recipients=self.recording.key.stanzas,
+            threshold=self.recording.key.threshold,
         )
         store._register_recording_file(header)
         try:
             writer = EvidenceFileWriter(
                 store.layout,
                 header,
-                self.recording.key.file_key(header.file_id),
+                self.recording.key.file_keys(header.file_id),
                 space_check=store.check_space,
                 clock_ms=store.clock_ms,
             )

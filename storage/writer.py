@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from common.durable import durable_rename, durable_unlink, fsync_dir, make_dirs
 from storage.card import CardLayout, Sidecar, write_sidecar
 from storage.chunk_crypto import ChunkSealer
+from storage.envelope import FileKeys
 from storage.errors import WriterClosed, WriterPoisoned
 from storage.evidence_format import (
     KIND_MEDIA,
@@ -95,7 +96,7 @@ class EvidenceFileWriter:
         self,
         layout: CardLayout,
         header: EvidenceHeader,
-        file_key: bytes,
+        keys: FileKeys,
         *,
         space_check: SpaceCheck | None = None,
         clock_ms: Callable[[], int],
@@ -107,8 +108,10 @@ class EvidenceFileWriter:
         self._part_path = layout.part_path(self._recording_id, self._file_id)
         self._space_check = space_check
         self._clock_ms = clock_ms
-        header_bytes = header.encode()
-        self._sealer: ChunkSealer | None = ChunkSealer(file_key, header_bytes, header.nonce_prefix)
+        header_bytes = header.encode(keys.header_mac_key)  # version 2: sealed with its MAC
+        self._sealer: ChunkSealer | None = ChunkSealer(
+            keys.chunk_key, header_bytes, header.nonce_prefix
+        )
         self._poisoned: str | None = None  # why the writer refuses, once a write failed
         self._media_limit = header.chunk_max_bytes - 1
         self._pending = bytearray([KIND_MEDIA])  # the next media chunk's plaintext

@@ -209,6 +209,6 @@ def test_the_writer_makes_one_sealer_per_file(
     header, _ = decode_header(writer.path.read_bytes())
     with pytest.raises(FileExistsError):
         EvidenceFileWriter(
-            CardLayout(tmp_path), header, key.file_key(header.file_id), clock_ms=fixed_clock
+            CardLayout(tmp_path), header, key.file_keys(header.file_id), clock_ms=fixed_clock
         )
     writer.seal()
