@@ -49,7 +49,7 @@ _HEADER_MAC_INFO = b"MVB evidence v2 header MAC"
 _ZERO_NONCE = bytes(12)
 _MAX_KEY_FILE_BYTES = 16 * 1024
 # Holder key files (docs/four-eyes.md): PKCS#8 encrypted with scrypt (memory-hard) and AES-256.
-# N = 2^17, r = 8: 128 MiB and about 0.3 s per unlock here, once per holder per viewing.
+# N = 2^17, r = 8: 128 MiB and 0.3 to 0.7 s per unlock here, once per holder per viewing.
 _KEY_FILE_PROTECTION = "scryptAndAES256-CBC"  # the PKCS#8 scheme name, not a secret
 _SCRYPT_COST = 2**17
 

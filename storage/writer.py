@@ -157,11 +157,6 @@ class EvidenceFileWriter:
         return self._poisoned
 
     @property
-    def chunks_written(self) -> int:
-        """Whole records after the header: what the file holds if nothing more is written."""
-        return self._chunks_written
-
-    @property
     def _pending_media_bytes(self) -> int:
         return len(self._pending) - 1  # the kind byte leads the buffer
 
