@@ -21,12 +21,11 @@ from cryptography import x509
 
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
-from backoffice.decrypt import decrypt_file, describe
 from backoffice.fleet_metadata import FleetRepoError
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
-from backoffice.keys import create_recording_keys
+from backoffice.keys import KeyHolderError
 from backoffice.pairing import (
     CODE_VALIDITY_S,
     NONCE_BYTES,
@@ -65,13 +64,16 @@ from backoffice.server import (
 from backoffice.tus_app import TusApp
 from backoffice.upload_expiry import DEFAULT_UPLOAD_EXPIRY_S, expire_periodically
 from backoffice.upload_store import DEFAULT_RESERVE_BYTES, UploadStore, UploadStoreError
+from backoffice.viewing import ViewingInputError
+from backoffice.viewing_cli import add_key_holder_parsers, run_decrypt, run_keys, run_viewing
+from backoffice.viewing_io import ViewingLogError
 from common.faults import MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
 from storage.audit import format_report, verify_audit_log
+from storage.audit_io import AuditLogError
 from storage.devicekey import DeviceKeyError, DevicePublicKey
-from storage.envelope import RecipientKeyError, RecipientPrivateKey
-from storage.errors import EvidenceError
+from storage.envelope import RecipientKeyError
 from transport.pinning import pin_of_pem_file
 
 DEFAULT_MAX_UPLOAD_BYTES: Final = 16 * 1024**3
@@ -89,17 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mvb-admin", description="MVB back-office tools")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    keys = sub.add_parser("keys", help="key management").add_subparsers(
-        dest="keys_command", required=True
-    )
-    create = keys.add_parser("create", help="create the recording key pair")
-    create.add_argument("--dir", type=Path, required=True)
-
-    dec = sub.add_parser("decrypt", help="decrypt evidence files")
-    dec.add_argument("files", type=Path, nargs="+")
-    dec.add_argument("--key", type=Path, required=True, help="recording private key")
-    dec.add_argument("--out", type=Path, required=True)
-    dec.add_argument("--device-key", type=Path, help="box public key: verifies power-cut records")
+    add_key_holder_parsers(sub)  # keys, decrypt, viewing (backoffice/viewing_cli.py)
 
     audit = sub.add_parser("audit", help="audit log tools").add_subparsers(
         dest="audit_command", required=True
@@ -233,9 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "keys":
-            return _keys_create(args)
+            return run_keys(args)
         if args.command == "decrypt":
-            return _decrypt(args)
+            return run_decrypt(args)
+        if args.command == "viewing":
+            return run_viewing(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "pki":
@@ -255,30 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         AdminInputError,
         LedgerFormatError,
         LedgerUnavailable,
+        KeyHolderError,
+        ViewingInputError,
+        ViewingLogError,
+        AuditLogError,
     ) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)
         return 2
-
-
-def _keys_create(args: argparse.Namespace) -> int:
-    private_path, public_path = create_recording_keys(args.dir)
-    print(f"created {private_path} (keep offline, mode 0600) and {public_path} (give to boxes)")
-    return 0
-
-
-def _decrypt(args: argparse.Namespace) -> int:
-    key = RecipientPrivateKey.load(args.key)
-    device_key = DevicePublicKey.load(args.device_key) if args.device_key else None
-    failures = 0
-    for path in args.files:
-        try:
-            result = decrypt_file(path, key, args.out, device_key)
-        except EvidenceError as exc:
-            print(f"{path}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        print(f"{path.name} -> {describe(result)}")
-    return 1 if failures else 0
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ place only after the whole file authenticated (common/durable.py `pending_file`)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +34,24 @@ def _extension(report: ReadReport) -> str:
 
 def decrypt_file(
     path: Path,
-    key: RecipientPrivateKey,
+    keys: RecipientPrivateKey | Sequence[RecipientPrivateKey],
     out_dir: Path,
     device_key: SignatureVerifier | None = None,
+    *,
+    before_commit: Callable[[ReadReport], None] | None = None,
 ) -> DecryptedFile:
-    """Decrypt `path` into `out_dir`; raises EvidenceError (one-line message) on any fault."""
+    """Decrypt `path` into `out_dir`; raises EvidenceError (one-line message) on any fault.
+
+    `keys`: the key, or the key holders' keys (a four-eyes file needs as many as its threshold).
+    `before_commit` runs once the whole file authenticated and before the plaintext is put in
+    place (the viewing log's entry); if it raises, nothing is left behind.
+    """
     make_dirs(out_dir)
     # mode=None: 0o666 less the umask, as the plain open() that wrote these before.
     with path.open("rb") as source, pending_file(out_dir, name=path.name, mode=None) as media:
-        report = read_evidence(source, key, media_out=media.handle, device_key=device_key)
+        report = read_evidence(source, keys, media_out=media.handle, device_key=device_key)
+        if before_commit is not None:
+            before_commit(report)
         stem = report.header.file_id.hex()
         media_path = out_dir / (stem + _extension(report))
         media.commit(media_path)
@@ -64,6 +74,10 @@ def _metadata_document(path: Path, report: ReadReport) -> dict[str, object]:
         "media_bytes": report.media_bytes,
         "interrupted_at_chunk": report.interrupted_at_chunk,
         "interruption_signature_checked": report.interruption_signature_checked,
+        "format_version": report.format_version,
+        "key_committed": report.key_committed,
+        "threshold": header.threshold,
+        "key_ids": list(report.key_ids),
         "metadata": report.metadata,
     }
 
@@ -79,4 +93,6 @@ def describe(result: DecryptedFile) -> str:
             else ("device signature not checked: pass --device-key")
         )
         state = f"interrupted at chunk {r.interrupted_at_chunk} (power cut; {signed})"
+    if not r.key_committed:  # a version 1 file (docs/evidence-format.md 9)
+        state += ", format v1: header not key-committed"
     return f"{result.media_path.name}: {r.media_bytes} media bytes, {r.chunks} chunks, {state}"

@@ -87,7 +87,7 @@ def encrypted_write(card: Path, data: bytes, segment_bytes: int | None, key: Rec
         recipients=key.stanzas,
     )
     writer = EvidenceFileWriter(
-        CardLayout(card), header, key.file_key(header.file_id), clock_ms=lambda: 0
+        CardLayout(card), header, key.file_keys(header.file_id), clock_ms=lambda: 0
     )
     since_sync = 0
     for start in range(0, len(data), WRITE_BYTES):

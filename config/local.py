@@ -40,6 +40,11 @@ class BoxSection:
     state_dir: str = "/var/lib/mvb"
     card_dir: str = "/media/mvb-card"
     recipient_keys: tuple[str, ...] = ()
+    # How many of the recipients must act together to decrypt (docs/evidence-format.md 3.1):
+    # 1, or 2 for four-eyes viewing (RULES S7, H2O art. 5), where each key is one key holder's
+    # (docs/four-eyes.md). Not 2 by default: existing boxes with one recording key would refuse
+    # to start; the municipality that requires four-eyes sets it with its holders' keys.
+    recipient_threshold: int = 1
     fleet_groups: tuple[str, ...] = ()  # which groups/<g>.toml fleet documents apply to it
     # Ignition off (SIGTERM): how long sealing the recording and flushing may take before
     # `mvb run` exits anyway (systemd's TimeoutStopSec is this plus a margin).
@@ -270,6 +275,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("storage", "retention_check_s"): (1, 86400),
     ("storage", "time_unknown_alarm_after_s"): (0, 86400),
     ("box", "shutdown_grace_s"): (1, 120),
+    ("box", "recipient_threshold"): (1, 8),
     ("recording", "prerecord_s"): (5, 120),
     ("recording", "postrecord_s"): (0, 120),
     ("recording", "max_continuous_s"): (60, 8 * 3600),
@@ -437,8 +443,16 @@ def check_config(config: LocalConfig, source: str) -> None:
             f"{source}: api.host must be loopback (127.0.0.1, ::1 or localhost): the local "
             "channel has no login; the officer's tablet uses [web]"
         )
-    if not 1 <= len(config.box.recipient_keys) <= 2:
-        raise ConfigError(f"{source}: box.recipient_keys needs one or two public key files")
+    keys = config.box.recipient_keys
+    if not 1 <= len(keys) <= 8:
+        raise ConfigError(f"{source}: box.recipient_keys needs one to eight public key files")
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{source}: box.recipient_keys lists a key file twice")
+    if config.box.recipient_threshold > len(keys):
+        raise ConfigError(
+            f"{source}: box.recipient_threshold = {config.box.recipient_threshold} exceeds the "
+            f"{len(keys)} key(s) of box.recipient_keys"
+        )
     storage = config.storage
     if storage.min_free_to_start_bytes <= storage.card_reserve_bytes:
         raise ConfigError(

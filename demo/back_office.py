@@ -87,6 +87,7 @@ def step_backoffice(paths: DemoPaths, run: Runner) -> None:
     """1 (first half): the back office's keys, PKI and fleet repository."""
     heading(1, "back office: keys, certificates, fleet repository; then it serves (pairing, tus)")
     run.admin("keys", "create", "--dir", paths.keys)
+    run.admin("viewing", "init", "--log", paths.viewing_log)  # decrypt writes every viewing there
     output = run.admin("pki", "init", "--dir", paths.pki, "--host", BACKOFFICE_NAME, "127.0.0.1")
     pins = [word for word in output.split() if word.startswith("sha256/")]
     check(len(pins) == 2, "pki init printed no primary and backup pin")

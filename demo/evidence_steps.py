@@ -110,7 +110,18 @@ def decrypt(run: Runner, paths: DemoPaths, files: Sequence[Path]) -> str:
     """`mvb-admin decrypt` of `files` into backoffice/decrypted, with the box's device key."""
     key = paths.keys / "recording.key"
     return run.admin(
-        "decrypt", *files, "--key", key, "--out", paths.decrypted, "--device-key", paths.device_pub
+        "decrypt",
+        *files,
+        "--key",
+        key,
+        "--out",
+        paths.decrypted,
+        "--device-key",
+        paths.device_pub,
+        "--log",
+        paths.viewing_log,
+        "--reason",
+        "demo: check what the back office received",
     )
 
 

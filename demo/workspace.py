@@ -93,6 +93,11 @@ class DemoPaths:
         return self.backoffice / "decrypted"
 
     @property
+    def viewing_log(self) -> Path:
+        """The back office's viewing log: every decryption, hash-chained (docs/four-eyes.md)."""
+        return self.backoffice / "viewing-log"
+
+    @property
     def frames(self) -> Path:
         return self.backoffice / "frames"
 

@@ -13,7 +13,7 @@ from common.durable import make_dirs, sweep_tmp_files
 from config.local import LocalConfig
 from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
-from storage.envelope import RecipientPublicKey
+from storage.envelope import RecipientKeyError, RecipientPublicKey, RecipientSet
 from storage.recovery import RecoveryReport
 from storage.retention import RetentionPolicy
 from storage.space import SpacePolicy
@@ -71,6 +71,15 @@ def store_settings(config: LocalConfig) -> StoreSettings:
     )
 
 
+def recipients_of(config: LocalConfig) -> RecipientSet:
+    """The recording keys every recording is wrapped to, with the threshold (four-eyes: 2)."""
+    keys = tuple(RecipientPublicKey.load(p) for p in config.recipient_key_paths)
+    try:
+        return RecipientSet(keys, config.box.recipient_threshold)
+    except ValueError as exc:  # the same key under two file names
+        raise RecipientKeyError(f"{config.source}: box.recipient_keys: {exc}") from None
+
+
 def open_box(config: LocalConfig) -> Box:
     make_dirs(config.state_dir, mode=0o700)
     # Nothing writes to the state directory yet: a tmp file there is a write a power cut
@@ -78,7 +87,7 @@ def open_box(config: LocalConfig) -> Box:
     sweep_tmp_files(config.state_dir)
     device_key = DeviceKey.load_or_create(config.state_dir)
     audit = AuditLog.open(config.state_dir / AUDIT_LOG_NAME, device_key)
-    recipients = tuple(RecipientPublicKey.load(p) for p in config.recipient_key_paths)
+    recipients = recipients_of(config)
     alarms = Alarms.load(config.state_dir, audit.append)
     settings = store_settings(config)
     trusted = TrustedClock.open(config.state_dir, alarms=alarms, audit=audit.append)

@@ -41,6 +41,7 @@ from storage.evidence_format import (
     FLAG_INTERRUPTED,
     INTERRUPTION_BODY_BYTES,
     MAGIC,
+    MAX_HEADER_BYTES,
     RECORD_FRAMING_BYTES,
     crc32,
     decode_framing,
@@ -56,7 +57,7 @@ _log = logging.getLogger(__name__)
 _HEADER_FACTS = struct.Struct(">IQ")
 _HEADER_FACTS_OFFSET = 44
 _HEADER_FACTS_END = _HEADER_FACTS_OFFSET + _HEADER_FACTS.size
-_HEADER_PROBE_BYTES = 68 + 2 * 88  # the longest header v1 allows
+_HEADER_PROBE_BYTES = MAX_HEADER_BYTES  # the longest header any version allows
 _INTERRUPTION_RECORD_BYTES = RECORD_FRAMING_BYTES + INTERRUPTION_BODY_BYTES
 
 

@@ -1,8 +1,12 @@
-"""Envelope encryption: the per-recording data key, wrapped to the back office's X25519 keys.
+"""Envelope encryption: the per-recording data key, split into shares wrapped to the back
+office's X25519 keys, and the keys derived from it.
 
-Spec: docs/evidence-format.md section 3. The box holds only `RecipientPublicKey`s; the private
-half (`RecipientPrivateKey`) lives in the back office. Invariant: a `RecordingKey` is the only
-holder of a data key, it never serialises it, and `destroy()` overwrites it.
+Spec: docs/evidence-format.md section 3 (and 9 for version 1). The box holds only
+`RecipientPublicKey`s and a threshold (`RecipientSet`); the private halves
+(`RecipientPrivateKey`) live in the back office, each with one key holder when the threshold is
+2 or more (docs/four-eyes.md). Invariants: a `RecordingKey` is the only holder of a data key, it
+never serialises it, and `destroy()` overwrites it; a data key is returned by
+`recover_data_key` only after it verified the header MAC (version 2).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +25,33 @@ from Crypto.Protocol.KDF import HKDF
 from Crypto.PublicKey import ECC
 
 from common.faults import ConfigurationFault
-from storage.errors import MalformedHeader, NoMatchingRecipient, WrongKey
-from storage.evidence_format import KEY_ID_BYTES, RecipientStanza
+from storage.errors import (
+    BadHeaderMac,
+    MalformedHeader,
+    NoMatchingRecipient,
+    TooFewShares,
+    WrongKey,
+)
+from storage.evidence_format import (
+    FORMAT_VERSION_1,
+    KEY_ID_BYTES,
+    MAX_RECIPIENTS,
+    EvidenceHeader,
+    RecipientStanza,
+    header_mac_verifies,
+)
+from storage.key_shares import DATA_KEY_BYTES, join_shares, split_key
 
-DATA_KEY_BYTES = 32
-_WRAP_INFO = b"MVB evidence v1 key wrap"
-_FILE_KEY_INFO = b"MVB evidence v1 file key"
+_WRAP_INFO_V1 = b"MVB evidence v1 key wrap"
+_WRAP_INFO = b"MVB evidence v2 share wrap"
+_FILE_KEY_INFO = b"MVB evidence v1 file key"  # unchanged in version 2 (spec 3.4)
+_HEADER_MAC_INFO = b"MVB evidence v2 header MAC"
 _ZERO_NONCE = bytes(12)
+_MAX_KEY_FILE_BYTES = 16 * 1024
+# Holder key files (docs/four-eyes.md): PKCS#8 encrypted with scrypt (memory-hard) and AES-256.
+# N = 2^17, r = 8: 128 MiB and 0.3 to 0.7 s per unlock here, once per holder per viewing.
+_KEY_FILE_PROTECTION = "scryptAndAES256-CBC"  # the PKCS#8 scheme name, not a secret
+_SCRYPT_COST = 2**17
 
 
 class RecipientKeyError(ValueError, ConfigurationFault):
@@ -57,8 +82,8 @@ class RecipientPublicKey:
     @classmethod
     def load(cls, path: Path) -> RecipientPublicKey:
         try:
-            key = ECC.import_key(path.read_bytes())
-        except (OSError, ValueError, IndexError) as exc:
+            key = ECC.import_key(_read_key_file(path))
+        except (ValueError, IndexError) as exc:
             raise RecipientKeyError(f"{path}: not a readable X25519 public key") from exc
         if key.curve != "Curve25519" or key.has_private():
             raise RecipientKeyError(f"{path}: expected an X25519 public key")
@@ -66,8 +91,37 @@ class RecipientPublicKey:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientSet:
+    """The recipients a box wraps every recording to, and how many must act together.
+
+    Invariants: 1 to 8 keys with distinct key ids; 1 <= threshold <= len(keys). Threshold 1:
+    any key alone opens a recording (one key, or two during a rotation); 2 or more: that many
+    key holders together (four-eyes, docs/four-eyes.md).
+    """
+
+    keys: tuple[RecipientPublicKey, ...]
+    threshold: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.keys) <= MAX_RECIPIENTS:
+            raise ValueError(f"a recording needs 1 to {MAX_RECIPIENTS} recipient keys")
+        if len({key.key_id for key in self.keys}) != len(self.keys):
+            raise ValueError("the same recipient key is listed twice")
+        if not 1 <= self.threshold <= len(self.keys):
+            raise ValueError(f"threshold {self.threshold} is not in 1..{len(self.keys)}")
+
+
+Recipients = RecipientSet | tuple[RecipientPublicKey, ...]
+"""What a store is configured with: a set with its threshold, or bare keys (threshold 1)."""
+
+
+def recipient_set(recipients: Recipients) -> RecipientSet:
+    return recipients if isinstance(recipients, RecipientSet) else RecipientSet(recipients)
+
+
+@dataclass(frozen=True, slots=True)
 class RecipientPrivateKey:
-    """The back office's recording private key. Never present on a box."""
+    """A back office recording private key (one key holder's, under four-eyes). Never on a box."""
 
     key: ECC.EccKey
 
@@ -76,11 +130,18 @@ class RecipientPrivateKey:
         return cls(ECC.generate(curve="X25519"))
 
     @classmethod
-    def load(cls, path: Path) -> RecipientPrivateKey:
+    def load(cls, path: Path, passphrase: str | None = None) -> RecipientPrivateKey:
+        """Read a PEM private key; an encrypted one (a key holder's) needs its passphrase."""
+        data = _read_key_file(path)
+        encrypted = b"ENCRYPTED PRIVATE KEY" in data
+        if encrypted and passphrase is None:
+            raise RecipientKeyError(f"{path}: the key is encrypted: its holder's passphrase needed")
         try:
-            key = ECC.import_key(path.read_bytes())
-        except (OSError, ValueError, IndexError) as exc:
-            raise RecipientKeyError(f"{path}: not a readable X25519 private key") from exc
+            key = ECC.import_key(data, passphrase=passphrase if encrypted else None)
+        except (ValueError, IndexError, TypeError):
+            # `from None`: the library's message may quote the input, which is key material.
+            what = "wrong passphrase, or a damaged key file" if encrypted else "not readable"
+            raise RecipientKeyError(f"{path}: X25519 private key: {what}") from None
         if key.curve != "Curve25519" or not key.has_private():
             raise RecipientKeyError(f"{path}: expected an X25519 private key")
         return cls(key)
@@ -88,36 +149,64 @@ class RecipientPrivateKey:
     def public(self) -> RecipientPublicKey:
         return RecipientPublicKey(self.key.public_key())
 
-    def pem(self) -> str:
-        return str(self.key.export_key(format="PEM"))
+    def pem(self, passphrase: str | None = None) -> str:
+        """PKCS#8 PEM; with a passphrase, encrypted (scrypt, AES-256-CBC) for one holder."""
+        if passphrase is None:
+            return str(self.key.export_key(format="PEM"))
+        return str(
+            self.key.export_key(
+                format="PEM",
+                passphrase=passphrase,
+                protection=_KEY_FILE_PROTECTION,
+                prot_params={"iteration_count": _SCRYPT_COST},
+            )
+        )
 
-    def unwrap(self, stanzas: tuple[RecipientStanza, ...], recording_id: bytes) -> bytes:
-        """Return the data key from the stanza addressed to this key.
+    def unwrap_share(self, header: EvidenceHeader) -> tuple[int, bytes] | None:
+        """(position from 1, share) of the stanza addressed to this key; None if none is.
 
-        Raises NoMatchingRecipient when no stanza carries our key id, WrongKey when it does but
-        does not open (a damaged stanza or a colliding key id).
+        Raises WrongKey when a stanza carries our key id but does not open (a damaged stanza,
+        a colliding key id, or a stanza moved to another position or split), MalformedHeader
+        for an ephemeral key that is not a point we accept.
         """
         mine = self.public()
-        stanza = next((s for s in stanzas if hmac.compare_digest(s.key_id, mine.key_id)), None)
-        if stanza is None:
-            ids = ", ".join(s.key_id.hex() for s in stanzas)
-            raise NoMatchingRecipient(
-                f"file is for recording key(s) {ids}, not {mine.key_id.hex()}"
-            )
+        for position, stanza in enumerate(header.recipients, start=1):
+            if hmac.compare_digest(stanza.key_id, mine.key_id):
+                return position, self._open(stanza, header, position, mine)
+        return None
+
+    def _open(
+        self,
+        stanza: RecipientStanza,
+        header: EvidenceHeader,
+        position: int,
+        mine: RecipientPublicKey,
+    ) -> bytes:
         try:
             ephemeral = import_x25519_public_key(stanza.ephemeral_public)
         except ValueError as exc:
             raise MalformedHeader("recipient stanza holds an invalid ephemeral key") from exc
         shared = key_agreement(static_priv=self.key, eph_pub=ephemeral, kdf=_raw)
-        kek = _derive_kek(shared, stanza.ephemeral_public, mine.raw)
+        kek = _derive_kek(shared, stanza.ephemeral_public, mine.raw, header.version)
         cipher = AES.new(kek, AES.MODE_GCM, nonce=_ZERO_NONCE)
-        cipher.update(recording_id)
+        cipher.update(_wrap_aad(header, position))
         try:
             return bytes(
                 cipher.decrypt_and_verify(stanza.wrapped_key[:32], stanza.wrapped_key[32:])
             )
         except ValueError as exc:
-            raise WrongKey("the data key does not unwrap with this recording key") from exc
+            raise WrongKey("the key share does not unwrap with this recording key") from exc
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise RecipientKeyError(f"{path}: cannot read key file ({exc.strerror})") from None
+    if len(data) > _MAX_KEY_FILE_BYTES:
+        raise RecipientKeyError(f"{path}: not a key file (larger than {_MAX_KEY_FILE_BYTES} bytes)")
+    return data
 
 
 def _raw(shared: bytes) -> bytes:
@@ -127,52 +216,131 @@ def _raw(shared: bytes) -> bytes:
     return shared
 
 
-def _derive_kek(shared: bytes, ephemeral_raw: bytes, recipient_raw: bytes) -> bytes:
-    return bytes(
-        HKDF(shared, DATA_KEY_BYTES, ephemeral_raw + recipient_raw, SHA256, context=_WRAP_INFO)
-    )
+def _derive_kek(shared: bytes, ephemeral_raw: bytes, recipient_raw: bytes, version: int) -> bytes:
+    info = _WRAP_INFO_V1 if version == FORMAT_VERSION_1 else _WRAP_INFO
+    return bytes(HKDF(shared, DATA_KEY_BYTES, ephemeral_raw + recipient_raw, SHA256, context=info))
 
 
-def wrap_data_key(
-    data_key: bytes, recipient: RecipientPublicKey, recording_id: bytes
+def _wrap_aad(header: EvidenceHeader, position: int) -> bytes:
+    if header.version == FORMAT_VERSION_1:
+        return header.recording_id
+    return header.recording_id + bytes([header.threshold, len(header.recipients), position])
+
+
+def wrap_share(
+    share: bytes,
+    recipient: RecipientPublicKey,
+    recording_id: bytes,
+    *,
+    threshold: int,
+    count: int,
+    position: int,
 ) -> RecipientStanza:
-    """Wrap `data_key` to `recipient` with a fresh ephemeral X25519 key (spec 3.3)."""
+    """Wrap share `position` (from 1) of a `threshold`-of-`count` split to `recipient` with a
+    fresh ephemeral X25519 key (spec 3.3)."""
     ephemeral = ECC.generate(curve="X25519")
     ephemeral_raw = bytes(ephemeral.public_key().export_key(format="raw"))
     shared = key_agreement(static_pub=recipient.key, eph_priv=ephemeral, kdf=_raw)
-    kek = _derive_kek(shared, ephemeral_raw, recipient.raw)
+    kek = _derive_kek(shared, ephemeral_raw, recipient.raw, version=2)
     cipher = AES.new(kek, AES.MODE_GCM, nonce=_ZERO_NONCE)
-    cipher.update(recording_id)
-    wrapped, tag = cipher.encrypt_and_digest(data_key)
+    cipher.update(recording_id + bytes([threshold, count, position]))
+    wrapped, tag = cipher.encrypt_and_digest(share)
     return RecipientStanza(recipient.key_id, ephemeral_raw, bytes(wrapped) + bytes(tag))
 
 
 def derive_file_key(data_key: bytes | bytearray, file_id: bytes) -> bytes:
-    """Per-file key (spec 3.4): a chunk never authenticates in another file."""
+    """Per-file chunk key (spec 3.4): a chunk never authenticates in another file."""
     return bytes(HKDF(bytes(data_key), DATA_KEY_BYTES, file_id, SHA256, context=_FILE_KEY_INFO))
 
 
+def derive_header_mac_key(data_key: bytes | bytearray, file_id: bytes) -> bytes:
+    """The key of a version 2 header's MAC (spec 4.1.1)."""
+    return bytes(HKDF(bytes(data_key), DATA_KEY_BYTES, file_id, SHA256, context=_HEADER_MAC_INFO))
+
+
+@dataclass(frozen=True, slots=True)
+class FileKeys:
+    """What writing one file needs of the data key: the chunk key and the header MAC key."""
+
+    chunk_key: bytes
+    header_mac_key: bytes
+
+    def __repr__(self) -> str:
+        return "FileKeys(<secret>)"
+
+
+def derive_file_keys(data_key: bytes | bytearray, file_id: bytes) -> FileKeys:
+    return FileKeys(derive_file_key(data_key, file_id), derive_header_mac_key(data_key, file_id))
+
+
+def recover_data_key(
+    header: EvidenceHeader, header_bytes: bytes, keys: Sequence[RecipientPrivateKey]
+) -> bytes:
+    """The data key of a file, from the shares `keys` unwrap, checked against the header MAC.
+
+    Raises NoMatchingRecipient when no key is a recipient, TooFewShares when fewer than the
+    threshold are (nothing is decrypted then), WrongKey when a matching stanza does not open,
+    BadHeaderMac when the key the shares give does not verify the header (version 2), or the
+    two stanzas of a version 1 file hold different data keys (spec 9).
+    """
+    shares: dict[int, bytes] = {}
+    for key in keys:
+        found = key.unwrap_share(header)
+        if found is not None:
+            shares[found[0]] = found[1]
+    if not shares:
+        ids = ", ".join(s.key_id.hex() for s in header.recipients)
+        mine = ", ".join(k.public().key_id.hex() for k in keys)
+        raise NoMatchingRecipient(f"file is for recording key(s) {ids}, not {mine}")
+    if len(shares) < header.threshold:
+        raise TooFewShares(
+            f"file needs {header.threshold} of its {len(header.recipients)} key holders "
+            f"together; {len(shares)} given"
+        )
+    if header.version == FORMAT_VERSION_1:
+        if len(set(shares.values())) != 1:
+            raise BadHeaderMac("the two recipients of this version 1 file hold different keys")
+        return next(iter(shares.values()))
+    data_key = join_shares(shares)
+    if not header_mac_verifies(header_bytes, derive_header_mac_key(data_key, header.file_id)):
+        raise BadHeaderMac(
+            "header MAC does not verify: the header was changed after sealing, or the key "
+            "shares do not agree on one data key"
+        )
+    return data_key
+
+
 class RecordingKey:
-    """The data key of one recording, in RAM only, with its wrapped forms for file headers.
+    """The data key of one recording, in RAM only, with its shares wrapped for file headers.
 
     Invariant: the key bytes are never returned or serialised; after `destroy()` they are zero
-    and deriving a file key raises.
+    and deriving file keys raises. `stanzas` and `threshold` go into every file header.
     """
 
-    def __init__(self, recording_id: bytes, recipients: tuple[RecipientPublicKey, ...]) -> None:
-        if not 1 <= len(recipients) <= 2:
-            raise ValueError("a recording needs one or two recipient keys")
+    def __init__(self, recording_id: bytes, recipients: Recipients) -> None:
+        chosen = recipient_set(recipients)
         self.recording_id = recording_id
+        self.threshold = chosen.threshold
         self._data_key = bytearray(os.urandom(DATA_KEY_BYTES))
+        count = len(chosen.keys)
+        shares = split_key(self._data_key, chosen.threshold, count)
         self.stanzas = tuple(
-            wrap_data_key(bytes(self._data_key), r, recording_id) for r in recipients
+            wrap_share(
+                share,
+                key,
+                recording_id,
+                threshold=chosen.threshold,
+                count=count,
+                position=position,
+            )
+            for position, (share, key) in enumerate(zip(shares, chosen.keys, strict=True), 1)
         )
         self._destroyed = False
 
-    def file_key(self, file_id: bytes) -> bytes:
+    def file_keys(self, file_id: bytes) -> FileKeys:
         if self._destroyed:
             raise RuntimeError("recording key already destroyed")
-        return derive_file_key(self._data_key, file_id)
+        return derive_file_keys(self._data_key, file_id)
 
     def destroy(self) -> None:
         """Overwrite the data key. Python may hold transient copies; this removes ours."""

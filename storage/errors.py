@@ -35,6 +35,16 @@ class WrongKey(EvidenceError):
     pass
 
 
+class TooFewShares(EvidenceError):
+    """Fewer of the given keys are recipients than the file's threshold: one key holder of a
+    four-eyes file (docs/four-eyes.md). Nothing was decrypted."""
+
+
+class BadHeaderMac(EvidenceError):
+    """The data key the shares give does not verify the header MAC: the header was changed after
+    sealing, or the recipients were given keys that disagree (spec 4.1.1). Nothing decrypted."""
+
+
 class ChunkError(EvidenceError):
     """A problem located at one chunk; `chunk_index` is the position where it was found."""
 
@@ -73,6 +83,15 @@ class StoreError(StorageFault):
 
 class WriterClosed(StoreError):
     pass
+
+
+class WriterPoisoned(StoreError):
+    """A write or fsync of an evidence file failed once: its writer refuses every later call.
+
+    Why refuse rather than carry on: the chunk that failed already spent its nonce, and what the
+    card holds after a failed write or fsync is unknown (part of a record may be on the flash).
+    The file keeps the whole records before the failure; recovery closes it at the next start.
+    """
 
 
 class RecordingRefused(StoreError):

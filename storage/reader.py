@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from storage.chunk_crypto import ChunkOpener
-from storage.envelope import RecipientPrivateKey, derive_file_key
+from storage.envelope import RecipientPrivateKey, derive_file_key, recover_data_key
 from storage.errors import (
     BadInterruptionRecord,
     CorruptChunk,
@@ -23,7 +24,7 @@ from storage.errors import (
     TruncatedFile,
 )
 from storage.evidence_format import (
-    FIXED_HEADER_BYTES,
+    FORMAT_VERSION_1,
     INTERRUPTION_BODY_BYTES,
     KIND_MEDIA,
     KIND_METADATA,
@@ -33,6 +34,7 @@ from storage.evidence_format import (
     EvidenceHeader,
     RecordFraming,
     crc32,
+    declared_header_len,
     decode_framing,
     decode_header,
     file_tag,
@@ -58,7 +60,11 @@ def interruption_message(
 
 @dataclass(slots=True)
 class ReadReport:
-    """What a file held. `interrupted_at_chunk` is None for a normally sealed file."""
+    """What a file held. `interrupted_at_chunk` is None for a normally sealed file.
+
+    `key_committed` is True for a version 2 file, whose header MAC verified; a version 1 file
+    has none (spec 9). `key_ids` are the recipients whose shares opened it (hex).
+    """
 
     header: EvidenceHeader
     chunks: int = 0
@@ -68,6 +74,12 @@ class ReadReport:
     recovered_at_ms: int | None = None
     interruption_signature_checked: bool = False
     file_sha256_hex: str = ""
+    key_committed: bool = False
+    key_ids: tuple[str, ...] = ()
+
+    @property
+    def format_version(self) -> int:
+        return self.header.version
 
 
 class _HashingStream:
@@ -85,12 +97,16 @@ class _HashingStream:
 
 def read_evidence(
     stream: BinaryIO,
-    key: RecipientPrivateKey,
+    keys: RecipientPrivateKey | Sequence[RecipientPrivateKey],
     *,
     media_out: BinaryIO | None = None,
     device_key: SignatureVerifier | None = None,
 ) -> ReadReport:
     """Authenticate and decrypt a whole file; media bytes go to `media_out` in order.
+
+    `keys`: one recipient key, or the keys of the holders present (a four-eyes file needs as
+    many as its threshold: TooFewShares otherwise, before anything is decrypted). The header
+    MAC is verified before the first chunk is opened (BadHeaderMac).
 
     Media is written to `media_out` only after its chunk authenticated, but a file that fails
     later leaves earlier media there: callers write to a temporary place and discard on error.
@@ -98,11 +114,16 @@ def read_evidence(
     source = _HashingStream(stream)
     header_bytes = _read_header_bytes(source)
     header, _ = decode_header(header_bytes)
-    data_key = key.unwrap(header.recipients, header.recording_id)
+    given = (keys,) if isinstance(keys, RecipientPrivateKey) else tuple(keys)
+    data_key = recover_data_key(header, header_bytes, given)
     opener = ChunkOpener(
         derive_file_key(data_key, header.file_id), header_bytes, header.nonce_prefix
     )
-    report = ReadReport(header=header)
+    report = ReadReport(
+        header=header,
+        key_committed=header.version != FORMAT_VERSION_1,
+        key_ids=_opening_key_ids(header, given),
+    )
     our_tag = file_tag(header_bytes)
     while True:
         prior_sha256 = source.sha256.copy().digest()
@@ -128,13 +149,18 @@ def read_evidence(
     return report
 
 
+def _opening_key_ids(
+    header: EvidenceHeader, keys: tuple[RecipientPrivateKey, ...]
+) -> tuple[str, ...]:
+    """The key ids (hex) of `keys` that are recipients of the file, in stanza order."""
+    given = {key.public().key_id for key in keys}
+    return tuple(s.key_id.hex() for s in header.recipients if s.key_id in given)
+
+
 def _read_header_bytes(source: _HashingStream) -> bytes:
-    fixed = source.read(FIXED_HEADER_BYTES)
-    if len(fixed) < FIXED_HEADER_BYTES:
-        decode_header(fixed)  # raises the precise error (bad magic or short header)
-    count = fixed[FIXED_HEADER_BYTES - 1]
-    rest = source.read(max(0, count) * 88)
-    return fixed + rest
+    start = source.read(12)
+    length = declared_header_len(start)  # raises the precise error (magic, version, length)
+    return start + source.read(length - len(start))
 
 
 def _read_framing(source: _HashingStream, index: int) -> RecordFraming | None:

@@ -35,8 +35,8 @@ from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
 from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
-from storage.envelope import RecipientPublicKey, RecordingKey
-from storage.errors import RecordingRefused
+from storage.envelope import Recipients, RecordingKey
+from storage.errors import RecordingRefused, WriterPoisoned
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.holds import HoldBook
 from storage.holds_io import load_holds, write_holds
@@ -95,7 +95,7 @@ class EvidenceStore:
     def __init__(
         self,
         settings: StoreSettings,
-        recipients: tuple[RecipientPublicKey, ...],
+        recipients: Recipients,
         device_key: DeviceKey,
         audit: AuditLog,
         catalog: Catalog,
@@ -131,7 +131,7 @@ class EvidenceStore:
     def open(
         cls,
         settings: StoreSettings,
-        recipients: tuple[RecipientPublicKey, ...],
+        recipients: Recipients,
         device_key: DeviceKey,
         audit: AuditLog,
         clock_ms: Clock = wall_clock_ms,
@@ -518,8 +518,8 @@ class StreamWriter:
 
     def end_segment(self, segment: dict[str, Any]) -> DurablePoint:
         """Record the segment's facts, make everything durable, roll the file if it is full."""
-        writer = self._current()
         with self._stop_on_full_card():
+            writer = self._current()
             writer.append_metadata({"type": "segment", **segment})
             durable = writer.sync()
         elapsed_s = time.monotonic() - self._file_opened_mono_s
@@ -536,6 +536,7 @@ class StreamWriter:
     @contextlib.contextmanager
     def _stop_on_full_card(self) -> Iterator[None]:
         """On a full card: seal what was written (the reserve pays for it), alarm, re-raise.
+        On a failed write: end the stream without sealing (`_write_failed`), alarm, re-raise.
 
         Older evidence is never touched to make room (issue: refuse rather than destroy).
         """
@@ -546,6 +547,22 @@ class StreamWriter:
             self.store.audit.append("storage.card_full", camera_stream=self.camera)
             self.close()
             raise
+        except WriterPoisoned as exc:
+            self._write_failed(exc)
+            raise
+
+    def _write_failed(self, exc: WriterPoisoned) -> None:
+        """A write or fsync failed: the writer refuses from now on (no nonce twice), and this
+        stream ends. Its `.part` keeps the whole records; recovery closes it at the next start.
+        No new file is opened on a card that just failed a write."""
+        writer, self._writer = self._writer, None
+        self._closed = True
+        self.store.alarms.raise_("card_write_failed", str(exc))
+        self.store.audit.append(
+            "storage.write_failed",
+            camera_stream=self.camera,
+            file_id=None if writer is None else writer.path.name.removesuffix(PART_SUFFIX),
+        )
 
     def _current(self) -> EvidenceFileWriter:
         if self._closed:
@@ -564,13 +581,14 @@ class StreamWriter:
             chunk_max_bytes=store.settings.chunk_max_bytes,
             nonce_prefix=os.urandom(NONCE_PREFIX_BYTES),
             recipients=self.recording.key.stanzas,
+            threshold=self.recording.key.threshold,
         )
         store._register_recording_file(header)
         try:
             writer = EvidenceFileWriter(
                 store.layout,
                 header,
-                self.recording.key.file_key(header.file_id),
+                self.recording.key.file_keys(header.file_id),
                 space_check=store.check_space,
                 clock_ms=store.clock_ms,
             )
@@ -606,7 +624,13 @@ class StreamWriter:
         writer, self._writer = self._writer, None
         if writer is None:
             return
-        sealed = writer.seal()
+        try:
+            sealed = writer.seal()
+        except WriterPoisoned as exc:
+            self._writer = writer  # named in the audit entry
+            self._write_failed(exc)
+            raise
+        self.store.alarms.clear("card_write_failed")  # the card took a whole file again
         self.recording.sealed.append(sealed)
         self.store._register_sealed(sealed.sidecar)
         self.store.audit.append(

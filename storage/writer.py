@@ -9,6 +9,7 @@ No plaintext media ever reaches the disk: media is buffered in RAM until it is s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,13 +18,20 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from common.durable import durable_rename, durable_unlink, fsync_dir, make_dirs
 from storage.card import CardLayout, Sidecar, write_sidecar
 from storage.chunk_crypto import ChunkSealer
-from storage.errors import StoreError, WriterClosed
-from storage.evidence_format import KIND_MEDIA, KIND_METADATA, EvidenceHeader
+from storage.envelope import FileKeys
+from storage.errors import WriterClosed, WriterPoisoned
+from storage.evidence_format import (
+    KIND_MEDIA,
+    KIND_METADATA,
+    RECORD_FRAMING_BYTES,
+    TAG_BYTES,
+    EvidenceHeader,
+)
 
 DEFAULT_CHUNK_MAX_BYTES = 256 * 1024
 
@@ -76,15 +84,19 @@ class SealedFile:
 class EvidenceFileWriter:
     """Writes one evidence file from `create` to `seal`.
 
-    Invariants: records are written whole or the file is truncated back to the last whole record;
-    chunk indexes are consecutive from 0; exactly one LAST chunk, written by `seal`.
+    Invariants: records are written whole or the file is cut back to the last whole record;
+    chunk indexes are consecutive from 0; exactly one LAST chunk, written by `seal`; no nonce is
+    ever used twice (the sealer spends each index once). A write or fsync that fails poisons the
+    writer: the file descriptor is closed, the file key dropped, and every later call raises
+    WriterPoisoned. A space refusal (`space_check`) comes before the chunk is sealed, spends no
+    nonce and leaves the writer usable, so a full card can still seal from its reserve.
     """
 
     def __init__(
         self,
         layout: CardLayout,
         header: EvidenceHeader,
-        file_key: bytes,
+        keys: FileKeys,
         *,
         space_check: SpaceCheck | None = None,
         clock_ms: Callable[[], int],
@@ -96,12 +108,15 @@ class EvidenceFileWriter:
         self._part_path = layout.part_path(self._recording_id, self._file_id)
         self._space_check = space_check
         self._clock_ms = clock_ms
-        header_bytes = header.encode()
-        self._sealer: ChunkSealer | None = ChunkSealer(file_key, header_bytes, header.nonce_prefix)
+        header_bytes = header.encode(keys.header_mac_key)  # version 2: sealed with its MAC
+        self._sealer: ChunkSealer | None = ChunkSealer(
+            keys.chunk_key, header_bytes, header.nonce_prefix
+        )
+        self._poisoned: str | None = None  # why the writer refuses, once a write failed
         self._media_limit = header.chunk_max_bytes - 1
         self._pending = bytearray([KIND_MEDIA])  # the next media chunk's plaintext
-        self._next_index = 0
         self._media_bytes = 0
+        self._chunks_written = 0
         self._hasher = BackgroundSha256()
         # A new recording's folder must be durable in evidence/ (and evidence/ on the card)
         # before its file is: the header fsync below promises the file survives a power cut.
@@ -109,8 +124,9 @@ class EvidenceFileWriter:
         self._fd = os.open(self._part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self._offset = 0
         try:
-            self._write(header_bytes, check_space=True)
-            os.fsync(self._fd)
+            self._check_space(len(header_bytes))
+            self._write(header_bytes)
+            self._fsync()
             fsync_dir(self._part_path.parent)
         except BaseException:
             # Nothing was reported durable: close and remove the file rather than leak the fd.
@@ -134,6 +150,11 @@ class EvidenceFileWriter:
     @property
     def closed(self) -> bool:
         return self._sealer is None
+
+    @property
+    def poisoned(self) -> str | None:
+        """Why this writer refuses every call (the first failed write or fsync), or None."""
+        return self._poisoned
 
     @property
     def _pending_media_bytes(self) -> int:
@@ -160,8 +181,8 @@ class EvidenceFileWriter:
         """Write pending media as a short chunk and fsync: a segment boundary (spec 5.3)."""
         self._require_open()
         self._flush_pending_media()
-        os.fsync(self._fd)
-        return DurablePoint(self._next_index, self._media_bytes, self._offset)
+        self._fsync()
+        return DurablePoint(self._chunks_written, self._media_bytes, self._offset)
 
     def seal(self, end: dict[str, Any] | None = None) -> SealedFile:
         """Write the LAST chunk, fsync, rename to `.mvbe`, fsync dir, write the sidecar.
@@ -180,11 +201,11 @@ class EvidenceFileWriter:
             }
             last = bytes([KIND_METADATA]) + _json_bytes(end_obj)
             self._write_chunk(last, last=True, check_space=False)
-            os.fsync(self._fd)
+            self._fsync()
         except BaseException:
-            self.abandon()  # e.g. ENOSPC: close the fd; the .part holds whole records for recovery
+            self.abandon()  # e.g. a bug; a failed write already poisoned and closed the file
             raise
-        os.close(self._fd)
+        sha256_hex = self._close()  # the file is whole on the card: nothing more is written
         sealed_path = self._layout.sealed_path(self._recording_id, self._file_id)
         durable_rename(self._part_path, sealed_path)
         sidecar = Sidecar(
@@ -193,7 +214,7 @@ class EvidenceFileWriter:
             file_seq=self._header.file_seq,
             created_at_ms=self._header.created_at_ms,
             size_bytes=self._offset,
-            sha256_hex=self._finish_hash(),
+            sha256_hex=sha256_hex,
             sealed_at_ms=sealed_at_ms,
             interrupted_at_chunk=None,
         )
@@ -202,19 +223,26 @@ class EvidenceFileWriter:
 
     def abandon(self) -> None:
         """Stop without sealing (process shutdown after a fault); recovery finishes the file."""
-        if self._sealer is None:
-            return
-        self._pending[:] = bytes(len(self._pending))  # do not leave footage lying in RAM
-        os.close(self._fd)
-        self._finish_hash()
+        if self._sealer is not None:
+            self._close()
 
-    def _finish_hash(self) -> str:
+    def _close(self) -> str:
+        """Drop the file key and pending media, close the descriptor; the SHA-256 written."""
         self._sealer = None  # drops the file key with the AEAD context
-        digest = self._hasher.hexdigest()
-        self._hasher.close()
+        self._pending[:] = bytes(len(self._pending))  # do not leave footage lying in RAM
+        try:
+            os.close(self._fd)
+        finally:
+            digest = self._hasher.hexdigest()
+            self._hasher.close()
         return digest
 
     def _require_open(self) -> None:
+        if self._poisoned is not None:
+            raise WriterPoisoned(
+                f"evidence file {self._file_id} refuses further writes: an earlier write "
+                f"failed ({self._poisoned}); recovery closes it at the next start"
+            )
         if self._sealer is None:
             raise WriterClosed(f"evidence file {self._file_id} is already closed")
 
@@ -230,15 +258,20 @@ class EvidenceFileWriter:
         self, plaintext: bytes | bytearray, *, last: bool, check_space: bool = True
     ) -> None:
         assert self._sealer is not None
-        framing, sealed = self._sealer.seal(self._next_index, plaintext, last=last)
-        self._write(framing, sealed, check_space=check_space)
-        self._next_index += 1
+        if check_space:
+            # Before sealing: a refusal spends no nonce and leaves the writer usable.
+            self._check_space(RECORD_FRAMING_BYTES + len(plaintext) + TAG_BYTES)
+        framing, sealed = self._sealer.seal(plaintext, last=last)
+        self._write(framing, sealed)
+        self._chunks_written += 1
 
-    def _write(self, *parts: bytes, check_space: bool) -> None:
-        """Write a whole record or nothing: on failure the file is cut back to its old end."""
+    def _check_space(self, record_bytes: int) -> None:
+        if self._space_check is not None:
+            self._space_check(record_bytes)
+
+    def _write(self, *parts: bytes) -> None:
+        """Write a whole record or poison the writer (the file cut back to its old end)."""
         total = sum(len(p) for p in parts)
-        if check_space and self._space_check is not None:
-            self._space_check(total)
         try:
             written = os.writev(self._fd, parts)
             if written < total:  # rare short write: finish it from one joined buffer
@@ -246,12 +279,28 @@ class EvidenceFileWriter:
                 while rest:
                     rest = rest[os.write(self._fd, rest) :]
         except OSError as exc:
-            os.ftruncate(self._fd, self._offset)
-            os.lseek(self._fd, self._offset, os.SEEK_SET)
-            raise StoreError(f"write to evidence file failed: {exc.strerror}") from exc
+            # Best effort: whole records only for recovery (which also cuts a torn tail itself).
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._offset)
+            self._poison("write", exc)
         for part in parts:
             self._hasher.update(part)
         self._offset += total
+
+    def _fsync(self) -> None:
+        """fsync, or poison: after a failed fsync nobody knows what the card kept (Linux may
+        have dropped the dirty pages), so nothing more may be promised durable."""
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._poison("fsync", exc)
+
+    def _poison(self, operation: str, exc: OSError) -> NoReturn:
+        self._poisoned = f"{operation}: {exc.strerror or exc}"
+        self._close()
+        raise WriterPoisoned(
+            f"{operation} of evidence file {self._file_id} failed: {exc.strerror or exc}"
+        ) from exc
 
 
 def _json_bytes(obj: dict[str, Any]) -> bytes:

@@ -43,6 +43,7 @@ def new_header(
         chunk_max_bytes=chunk_max_bytes,
         nonce_prefix=os.urandom(NONCE_PREFIX_BYTES),
         recipients=key.stanzas,
+        threshold=key.threshold,
     )
 
 
@@ -56,7 +57,7 @@ def open_writer(
     key = key or RecordingKey(uuid.uuid4().bytes, (recipient.public(),))
     header = new_header(key, chunk_max_bytes=chunk_max_bytes)
     writer = EvidenceFileWriter(
-        CardLayout(card), header, key.file_key(header.file_id), clock_ms=fixed_clock
+        CardLayout(card), header, key.file_keys(header.file_id), clock_ms=fixed_clock
     )
     return writer, key
 

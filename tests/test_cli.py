@@ -86,6 +86,25 @@ def files_in(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
 
 
+VIEWING_HEAD = re.compile(
+    r"viewing log (?P<log>\S+): head (?P<seq>\d+):(?P<hash>[0-9a-f]{16}) \(note it on the "
+    r"viewing form\)"
+)
+
+
+def decrypt(*args: str | Path, log: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`mvb-admin decrypt ARGS`, logged in the viewing log `log` (made if new): the result and
+    its lines before the last, which must name the log's new head."""
+    if not log.exists():
+        made = run(MVB_ADMIN, "viewing", "init", "--log", log)
+        assert made.returncode == 0, made.stderr
+    result = run(MVB_ADMIN, "decrypt", *args, "--log", log, "--reason", "test: request 13")
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr
+    assert VIEWING_HEAD.fullmatch(lines[-1]) is not None, lines[-1]
+    return result, lines[:-1]
+
+
 @dataclass(frozen=True)
 class Keys:
     private: Path
@@ -199,9 +218,7 @@ def test_decrypt_returns_the_clip_byte_for_byte_with_its_facts(
     imported: ImportedBox, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    result = run(
-        MVB_ADMIN,
-        "decrypt",
+    result, [line] = decrypt(
         imported.evidence,
         "--key",
         imported.keys.private,
@@ -209,11 +226,11 @@ def test_decrypt_returns_the_clip_byte_for_byte_with_its_facts(
         out,
         "--device-key",
         imported.device_pub,
+        log=tmp_path / "viewing-log",
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     clip = imported.clip.read_bytes()
-    line = one_line(result.stdout)
     assert line.startswith(f"{imported.file_id}.mvbe -> {imported.file_id}.ts: ")
     assert f"{len(clip)} media bytes" in line
     assert line.endswith(", sealed")
@@ -284,9 +301,7 @@ def test_decrypt_failures_name_the_error_and_leave_no_media(
         evidence.write_bytes(original[: len(original) // 2])
     out = tmp_path / "out"
 
-    result = run(
-        MVB_ADMIN,
-        "decrypt",
+    result, lines = decrypt(
         evidence,
         "--key",
         key,
@@ -294,9 +309,10 @@ def test_decrypt_failures_name_the_error_and_leave_no_media(
         out,
         "--device-key",
         imported.device_pub,
+        log=tmp_path / "viewing-log",
     )
     assert result.returncode == 1
-    assert result.stdout == ""
+    assert lines == []
     assert one_line(result.stderr).startswith(f"{evidence}: {error}: ")
     assert files_in(out) == [], "a failed decrypt left files behind"
     assert imported.evidence.read_bytes() == original
@@ -359,19 +375,12 @@ def test_power_cut_is_recovered_and_decrypts_with_a_verified_device_signature(
     assert card / "evidence" / recording_id / f"{file_id}.mvbe" in files
     device_pub = root / "state" / "device_key.pub.pem"
     out = tmp_path / "out"
-    verified = run(
-        MVB_ADMIN,
-        "decrypt",
-        *files,
-        "--key",
-        keys.private,
-        "--out",
-        out,
-        "--device-key",
-        device_pub,
+    viewing_log = tmp_path / "viewing-log"
+    verified, lines = decrypt(
+        *files, "--key", keys.private, "--out", out, "--device-key", device_pub, log=viewing_log
     )
     assert verified.returncode == 0, verified.stderr
-    [line] = [x for x in verified.stdout.splitlines() if x.startswith(f"{file_id}.mvbe -> ")]
+    [line] = [x for x in lines if x.startswith(f"{file_id}.mvbe -> ")]
     assert line.endswith(
         f", {chunks} chunks, interrupted at chunk {chunks} (power cut; device signature verified)"
     )
@@ -385,17 +394,16 @@ def test_power_cut_is_recovered_and_decrypts_with_a_verified_device_signature(
     assert len(media) >= acked
     assert media == media_for(seed)[: len(media)]
 
-    unverified = run(
-        MVB_ADMIN,
-        "decrypt",
+    unverified, [unverified_line] = decrypt(
         card / "evidence" / recording_id / f"{file_id}.mvbe",
         "--key",
         keys.private,
         "--out",
         tmp_path / "out-unverified",
+        log=viewing_log,
     )
     assert unverified.returncode == 0, unverified.stderr
-    assert one_line(unverified.stdout).endswith(
+    assert unverified_line.endswith(
         f"interrupted at chunk {chunks} (power cut; device signature not checked: "
         "pass --device-key)"
     )

@@ -8,9 +8,12 @@ TLS files, aioquic's connection and the waits.
 Invariants:
 - No HTTP/3 byte (not even the control stream's SETTINGS) is sent before the back office's leaf
   certificate passed aioquic's chain and host name check (`tls.ca_file`, `tls.server_name`) and
-  then the SPKI pin check. A pin failure closes the connection and is PinMismatch; so is a
-  certificate the chain check refused ("a connection presenting an unknown certificate is
-  dropped"), and so is the back office refusing the box's own client certificate.
+  then the SPKI pin check. The pin is checked inside the handshake, before the box's own
+  certificate (it names the box) is sent (`check_server_before_client_certificate`): a server
+  that is not pinned never learns which box called. A pin failure closes the connection and
+  is PinMismatch; so is a certificate the chain check refused ("a connection presenting an
+  unknown certificate is dropped"), and so is the back office refusing the box's own client
+  certificate.
 - `connect()` returns only once the server acknowledged a PING sent after the handshake: the
   back office checks the box's certificate after the handshake (see backoffice/h3_server.py), so
   a refusal is seen at connect time, not as a mysterious failure of the first request.
@@ -65,7 +68,11 @@ from transport.http import MAX_RESPONSE_BODY_BYTES, HttpRequest, HttpResponse
 from transport.pinning import PinSet
 from transport.progress import DEFAULT_STALL_TIMEOUT_S, Progress, RequestTimeouts, RequestWatch
 from transport.progress_io import NoProgress, run_watched
-from transport.quic_peer import peer_certificate_der, stream_send_backlog_bytes
+from transport.quic_peer import (
+    check_server_before_client_certificate,
+    peer_certificate_der,
+    stream_send_backlog_bytes,
+)
 from transport.tls import ClientTlsSettings
 
 CONGESTION_CONTROL = "cubic"
@@ -203,6 +210,16 @@ class _ClientProtocol(QuicConnectionProtocol):
             self._fail(termination_error(event, server_certificate_accepted=self.h3 is not None))
         elif self.h3 is not None:
             self._on_stream_event(self.h3, event)
+
+    def check_pin_in_handshake(self, certificate: bytes) -> None:
+        """The pin check inside the handshake (transport/quic_peer.py): a mismatch is recorded
+        as this connection's failure, then aborts the handshake before the box's certificate
+        is sent."""
+        try:
+            self._pins.check(certificate)
+        except PinMismatch as exc:
+            self._fail(exc)
+            raise
 
     def _on_handshake_completed(self) -> None:
         try:
@@ -388,6 +405,9 @@ class H3Transport:
             udp_transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
                 lambda: _ClientProtocol(quic, tls.pins), sock=sock
             )
+            # The pin is checked inside the handshake, before the box's certificate (its serial)
+            # is sent; the check after the handshake below stays as a second line.
+            check_server_before_client_certificate(quic, protocol.check_pin_in_handshake)
         except BaseException:
             sock.close()
             raise

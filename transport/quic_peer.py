@@ -9,7 +9,11 @@ aioquic has no public API for three things the uplink needs:
   NOT verify the client's chain and it accepts an empty Certificate: the caller must verify
   `peer_certificate_der()` against its CA after the handshake and before serving anything;
 - how many bytes of a stream are written but not yet acknowledged (to bound what a sender queues):
-  `QuicConnection._streams[id].sender._buffer_start/_buffer_stop`.
+  `QuicConnection._streams[id].sender._buffer_start/_buffer_stop`;
+- a client checking the server's key inside the handshake, before its own certificate (which
+  names the box) goes out: `tls.Context._client_handle_certificate_verify`, the step after which
+  aioquic has verified the server's CertificateVerify signature, chain and host name and before
+  the server's Finished, the client's Certificate and the client's Finished.
 
 Invariant: every access goes through `_private()`, which raises RuntimeError("aioquic changed: ...")
 when an attribute is gone, so an aioquic upgrade fails loudly (and `check_private_api()` lets a
@@ -31,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 _MISSING = object()
 _INITIALIZE = "_initialize"
 _REQUEST_CLIENT_CERTIFICATE = "_request_client_certificate"
+_CLIENT_HANDLE_CERTIFICATE_VERIFY = "_client_handle_certificate_verify"
 
 
 def _private(owner: object, attribute: str) -> Any:
@@ -75,6 +80,41 @@ def request_client_certificate(quic: QuicConnection) -> None:
     setattr(quic, _INITIALIZE, initialize_then_request_certificate)
 
 
+def check_server_before_client_certificate(
+    quic: QuicConnection, check: Callable[[bytes], None]
+) -> None:
+    """Make a client connection run `check(server leaf DER)` inside the TLS handshake.
+
+    It runs once aioquic has verified the server's CertificateVerify (the server holds the key
+    of the certificate it sent), the chain and the host name, and before the client sends
+    anything of its own: its Certificate (the box's, whose subject is the device serial),
+    CertificateVerify and Finished go out only after the server's Finished. If `check` raises,
+    the handshake ends with a bad_certificate alert and the box's certificate is never sent.
+    Like `request_client_certificate`, it wraps `_initialize` (which makes the TLS context, on
+    connect and again after a Retry). Call before `connect()`.
+    """
+    initialize: Callable[[bytes], None] = _private(quic, _INITIALIZE)
+
+    def initialize_then_hook_verify(peer_cid: bytes) -> None:
+        initialize(peer_cid)
+        context = _private(quic, "tls")
+        verify: Callable[[Any], None] = _private(context, _CLIENT_HANDLE_CERTIFICATE_VERIFY)
+
+        def verify_then_check(input_buf: Any) -> None:
+            verify(input_buf)
+            certificate = peer_certificate_der(quic)
+            if certificate is None:  # aioquic refuses an empty server Certificate before this
+                raise tls.AlertBadCertificate("the server sent no certificate")
+            try:
+                check(certificate)
+            except Exception as exc:
+                raise tls.AlertBadCertificate(str(exc)) from exc
+
+        setattr(context, _CLIENT_HANDLE_CERTIFICATE_VERIFY, verify_then_check)
+
+    setattr(quic, _INITIALIZE, initialize_then_hook_verify)
+
+
 def stream_send_backlog_bytes(quic: QuicConnection, stream_id: int) -> int:
     """Bytes written to `stream_id` that the peer has not acknowledged yet (0 once discarded)."""
     streams: dict[int, Any] = _private(quic, "_streams")
@@ -94,6 +134,7 @@ def check_private_api() -> None:
     context = tls.Context(is_client=False)
     _private(context, _REQUEST_CLIENT_CERTIFICATE)
     _private(context, "_peer_certificate")
+    _private(tls.Context(is_client=True), _CLIENT_HANDLE_CERTIFICATE_VERIFY)
     sender = QuicStreamSender(stream_id=0, writable=True)
     _private(sender, "_buffer_start")
     _private(sender, "_buffer_stop")

@@ -339,6 +339,8 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("pin_mismatch", "critical", _pin_mismatch),
     ("credentials_withdrawn", "critical", _credentials_withdrawn),
     ("card_full", "critical", _card_full),
+    # A write or fsync failed: that camera's recording stopped (storage/writer.py poisons).
+    ("card_write_failed", "critical", _alarm("card_write_failed")),
     ("camera_down", "critical", _camera_down),
     ("camera_refused", "critical", _camera_refused),  # L6: a sender not the camera, refused
     # Retention (docs/retention.md): unuploaded files the 28-day rule deletes within a day.

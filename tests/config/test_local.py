@@ -53,8 +53,17 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     [
         ({**MINIMAL, "extra": {}}, "unknown section [extra]"),
         ({"box": {"recipient_keys": ["k"], "colour": "red"}}, "unknown key box.colour"),
-        ({"box": {"recipient_keys": []}}, "box.recipient_keys needs one or two"),
-        ({"box": {"recipient_keys": ["a", "b", "c"]}}, "box.recipient_keys needs one or two"),
+        ({"box": {"recipient_keys": []}}, "box.recipient_keys needs one to eight"),
+        ({"box": {"recipient_keys": list("abcdefghi")}}, "box.recipient_keys needs one to eight"),
+        ({"box": {"recipient_keys": ["a", "a"]}}, "box.recipient_keys lists a key file twice"),
+        (
+            {"box": {"recipient_keys": ["a", "b"], "recipient_threshold": 3}},
+            "box.recipient_threshold = 3 exceeds the 2 key(s) of box.recipient_keys",
+        ),
+        (
+            {"box": {"recipient_keys": ["a"], "recipient_threshold": 0}},
+            "box.recipient_threshold = 0 is outside 1..8",
+        ),
         ({**MINIMAL, "storage": {"retention_days": 40}}, "storage.retention_days = 40"),
         ({**MINIMAL, "storage": {"retention_days": "28"}}, "must be int, not str"),
         ({**MINIMAL, "storage": {"retention_days": True}}, "must be int, not bool"),

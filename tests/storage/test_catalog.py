@@ -508,7 +508,7 @@ def _real_header(file_seq: int) -> bytes:
         nonce_prefix=bytes(7),
         recipients=(stanza,),
     )
-    return header.encode()
+    return header.encode(mac_key=bytes(32))
 
 
 def _interruption_record(header: bytes, chunk_count: int) -> bytes:

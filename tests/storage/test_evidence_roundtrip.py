@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from storage.envelope import RecipientPrivateKey, RecordingKey
 from storage.errors import (
+    BadHeaderMac,
     CorruptChunk,
     EvidenceError,
     MalformedHeader,
@@ -137,12 +138,12 @@ def test_flipped_bit_in_chunk_is_corrupt(
     assert "bits damaged" in str(info.value)
 
 
-def test_flipped_bit_in_header_fails_first_chunk(
+def test_a_header_edited_after_sealing_fails_its_mac(
     sealed: tuple[bytes, bytes], recipient: RecipientPrivateKey
 ) -> None:
     data = bytearray(sealed[0])
-    data[50] ^= 0x01  # created_at_ms: plaintext, but bound into every chunk through H
-    with pytest.raises(SplicedChunk):  # the file tag no longer matches the header
+    data[50] ^= 0x01  # created_at_ms: plaintext, but covered by the header MAC
+    with pytest.raises(BadHeaderMac):  # refused before any chunk is opened
         read_bytes(bytes(data), recipient)
 
 

@@ -102,19 +102,20 @@ def test_closed_recording_cannot_be_decrypted_with_anything_the_box_keeps(
     stream.end_segment({"index": 0})
     data_key = bytes(recording.key._data_key)  # captured only to prove it is gone afterwards
     file_id = bytes.fromhex(store.catalog.all()[0].file_id)
-    file_key = recording.key.file_key(file_id)
+    file_keys = recording.key.file_keys(file_id)
     recording.close()
 
     assert recording.key.destroyed
     assert not any(recording.key._data_key)
     with pytest.raises(RuntimeError):
-        recording.key.file_key(file_id)
+        recording.key.file_keys(file_id)
     everything_kept = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert everything_kept, "the box must have written something"
     for path in everything_kept:
         content = path.read_bytes()
         assert data_key not in content, f"data key found in {path}"
-        assert file_key not in content, f"file key found in {path}"
+        assert file_keys.chunk_key not in content, f"file key found in {path}"
+        assert file_keys.header_mac_key not in content, f"header MAC key found in {path}"
     evidence = next(store.layout.sealed_files())
     for path in everything_kept:  # try every file the box keeps as a recording private key
         try:

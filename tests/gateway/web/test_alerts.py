@@ -82,6 +82,11 @@ CASES: list[tuple[str, str, Callable[[Document], None]]] = [
         set_path("alarms.uplink_credentials", "the back office refuses this box's certificate"),
     ),
     ("card_full", "critical", set_path("alarms.card_full", "recording refused: card full")),
+    (
+        "card_write_failed",
+        "critical",
+        set_path("alarms.card_write_failed", "write of evidence file 01ab failed: I/O error"),
+    ),
     ("camera_down", "critical", set_path("cameras.dashcam.last_packet_age_s", 7.0)),
     ("camera_down", "critical", set_path("cameras.dashcam.connected", False)),
     (

@@ -150,8 +150,21 @@ async def test_mvb_report_files_over_the_loopback_channel(box: LocalBox) -> None
 
     out = box.config.state_dir.parent / "decrypted"
     sealed = [str(p) for p in box.running.box.store.layout.sealed_files()]
+    viewing_log = box.config.state_dir.parent / "viewing-log"
+    made = await run_command(str(MVB_ADMIN), "viewing", "init", "--log", str(viewing_log))
+    assert made.returncode == 0, made.stderr
     decrypted = await run_command(
-        str(MVB_ADMIN), "decrypt", *sealed, "--key", str(box.recipient_key_path), "--out", str(out)
+        str(MVB_ADMIN),
+        "decrypt",
+        *sealed,
+        "--key",
+        str(box.recipient_key_path),
+        "--out",
+        str(out),
+        "--log",
+        str(viewing_log),
+        "--reason",
+        "test: the report reaches the back office",
     )
     assert decrypted.returncode == 0, decrypted.stderr
     documents = [json.loads(p.read_text()) for p in out.glob("*.json")]
