@@ -19,6 +19,9 @@ from typing import Final
 
 from cryptography import x509
 
+from backoffice.audit_cli import HeadArgumentError, add_audit_parser, run_audit
+from backoffice.audit_routes import HeadTappingTusApp
+from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import decrypt_file, describe
@@ -68,7 +71,6 @@ from backoffice.upload_store import DEFAULT_RESERVE_BYTES, UploadStore, UploadSt
 from common.faults import MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
-from storage.audit import format_report, verify_audit_log
 from storage.devicekey import DeviceKeyError, DevicePublicKey
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
 from storage.errors import EvidenceError
@@ -101,12 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--out", type=Path, required=True)
     dec.add_argument("--device-key", type=Path, help="box public key: verifies power-cut records")
 
-    audit = sub.add_parser("audit", help="audit log tools").add_subparsers(
-        dest="audit_command", required=True
-    )
-    verify = audit.add_parser("verify", help="verify a box's audit log")
-    verify.add_argument("log", type=Path)
-    verify.add_argument("--device-key", type=Path, required=True)
+    add_audit_parser(sub)
 
     _add_serve(sub)
     _add_pki(sub)
@@ -244,8 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_config(args)
         if args.command in ("pair-code", "unpair"):
             return _pairing_command(args)
-        return _audit_verify(args)
+        return run_audit(args)
     except (
+        HeadArgumentError,
         RecipientKeyError,
         DeviceKeyError,
         OSError,
@@ -281,13 +279,6 @@ def _decrypt(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    public_key = DevicePublicKey.load(args.device_key)
-    report = verify_audit_log(args.log.read_bytes(), public_key)
-    print(format_report(report))
-    return 0 if report.ok else 1
-
-
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return asyncio.run(_serve_until_signalled(args))
@@ -300,8 +291,9 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     with UploadStore.open(args.dir, reserve_bytes=args.reserve_bytes) as store:
-        app = TusApp(
+        app = HeadTappingTusApp(
             store,
+            audit_store=AuditStore(args.dir),
             max_upload_bytes=args.max_upload_bytes,
             max_chunk_bytes=args.max_chunk_bytes,
             upload_expiry_s=args.upload_expiry,
@@ -456,6 +448,7 @@ async def _start_https(
         fleet_reports=reports,
         rate_limit=rate_limit,
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
+        audit_store=app.audit_store if isinstance(app, HeadTappingTusApp) else None,
     )
 
 

@@ -52,6 +52,8 @@ BACK_OFFICE_SHARES: dict[str, str] = {
     "storage.reader": "reading and verifying the evidence format the box writes",
     "storage.devicekey": "verifying what a box signed with its device key",
     "storage.audit": "verifying a box's signed audit log (the pure format, not the writer)",
+    "storage.audit_head": "a box's signed audit head: the box signs it, the back office holds it",
+    "transport.audit_wire": "shipping the audit log: the box sends, the back office parses",
     "storage.errors": "the evidence format's errors, for the decrypt command",
     "transport.pinning": "the SPKI pin format both sides check",
     "transport.blocked_report": "a blocked file's report: the box writes, the back office reads",
