@@ -12,6 +12,8 @@ Invariants:
   the back office holds); the position is taken from the back office's answer and checked
   against the local log, never assumed. A position file that is lost or does not match the
   local log is replaced by asking the back office (`GET /audit/v1/head`).
+- A round that finds no usable link costs nothing on the network and is tried again at the
+  uplink's next tick; every other round waits `interval_s` (or longer after a fault).
 - Link costs: a request goes over the cheapest usable link (WiFi before cellular), only when
   the link's budget still allows P0 (the audit is small and is part of every incident), and its
   body is counted against that budget. Rounds are at least `interval_s` apart.
@@ -143,6 +145,7 @@ class AuditShipper:
         self._key_text = render_key(audit.public_key())
         self._position: Position | None = None  # None: not known yet (read or asked)
         self._not_before_s = 0.0
+        self._wait_is_interval = True  # False while a wait the back office caused holds
         self._now_s = 0.0  # the round's clock, for the waits it sets
         # After asking where the back office stands, one append even with nothing new: it
         # pins the device key there (heads on uploads are judged from then on).
@@ -164,7 +167,14 @@ class AuditShipper:
         if now_s < self._not_before_s:
             return
         self._not_before_s = now_s + self._interval_s
+        self._wait_is_interval = True
         self._task = asyncio.create_task(self._round(now_s), name="audit-shipping")
+
+    def hurry(self) -> None:
+        """The next `poke` starts a round at once, unless the back office asked for the wait
+        (a refusal, no route, a fault): after something worth telling it at once."""
+        if self._wait_is_interval:
+            self._not_before_s = 0.0
 
     async def wait(self) -> None:
         """Until the running round (if any) has ended."""
@@ -190,10 +200,10 @@ class AuditShipper:
                     return
         except (TransportError, TimeoutError, OSError, AuditLogError) as exc:
             log.info("audit shipping: not now (%s: %s)", type(exc).__name__, exc)
-            self._not_before_s = now_s + RETRY_S
+            self._wait(RETRY_S)
         except Exception:
             log.exception("audit shipping round failed")  # a bug must not stop the uplink
-            self._not_before_s = now_s + RETRY_S
+            self._wait(RETRY_S)
 
     async def _send_once(self) -> bool:
         """One append from the position; True when there may be more to send now."""
@@ -220,7 +230,8 @@ class AuditShipper:
         request = HttpRequest("POST", APPEND_PATH, headers, BodySlice(0, len(body)))
         response = await self._courier.send(request, body)
         if response is None:
-            return False  # no link may carry it now: the next round
+            self._not_before_s = self._now_s  # no link may carry it now: ask at the next tick
+            return False
         held = _held(response)
         step = step_after(response.status, held, sent)
         if step is Step.ADVANCE:
@@ -233,8 +244,12 @@ class AuditShipper:
         self._after_refusal(step, response)
         return False
 
+    def _wait(self, wait_s: float) -> None:
+        """A wait the back office's answer (or a fault) asked for: `hurry` leaves it."""
+        self._not_before_s = self._now_s + wait_s
+        self._wait_is_interval = False
+
     def _after_refusal(self, step: Step, response: HttpResponse) -> None:
-        now_s = self._now_s
         if step is Step.REFUSED:
             reason = response.body.decode("utf-8", "replace").strip()[:200]
             log.error("audit shipping: the back office refuses this box's audit log: %s", reason)
@@ -244,15 +259,15 @@ class AuditShipper:
                 "back office holds): tell the fleet admin",
                 sticky=True,
             )
-            self._not_before_s = now_s + REFUSED_RECHECK_S
+            self._wait(REFUSED_RECHECK_S)
         elif step is Step.NO_ROUTE:
             log.info(
                 "audit shipping: the back office has no audit route (HTTP %d)", response.status
             )
-            self._not_before_s = now_s + NO_ROUTE_RECHECK_S
+            self._wait(NO_ROUTE_RECHECK_S)
         elif step is Step.RETRY:
             log.info("audit shipping: HTTP %d, trying again later", response.status)
-            self._not_before_s = now_s + RETRY_S
+            self._wait(RETRY_S)
         # WITHDRAWN: the uplink's credentials guard stops every request until a re-pair.
 
     async def _resync(self, held: AuditHead | None) -> bool:
@@ -263,11 +278,12 @@ class AuditShipper:
         if held is None:
             response = await self._courier.send(HttpRequest("GET", HEAD_PATH), None)
             if response is None:
+                self._not_before_s = self._now_s  # no link yet: ask at the next tick
                 return False
             held = _held(response)
             if held is None:
                 if response.status in NO_ROUTE:
-                    self._not_before_s = self._now_s + NO_ROUTE_RECHECK_S
+                    self._wait(NO_ROUTE_RECHECK_S)
                 return False
         position = await asyncio.to_thread(self._locate, held)
         await self._keep(position)

@@ -492,6 +492,7 @@ class UplinkService:
         await self._audit("uplink.uploaded", file_id=file_id, link=link.config.name, transport=kind)
         await asyncio.to_thread(self.store.apply_retention)  # S3: the attested copy goes now
         await asyncio.to_thread(self.ledger.forget_file, file_id)
+        self.audit_shipper.hurry()  # the delivery and the deletion reach the back office soon
 
     def _adopt(self, capabilities: ServerCapabilities) -> None:
         """New capabilities from an OPTIONS. A back office that attests where the last one did
