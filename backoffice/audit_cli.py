@@ -6,19 +6,24 @@
   rewritten and signed again fails. Without `--head` it says what it cannot know.
 - `check --store DIR --box-id ID`: what the back office holds of the box
   (backoffice/audit_check.py); prints the last head.
+- `show LOG [--key KEY]`: the entries, one a line; with the recording key, the personal data a
+  box seals (storage/sealed.py: officer ids) opened. `unseal TEXT --key KEY`: one sealed value
+  (a recording's `shift_sealed`, a shift state's `sealed`).
 Exit codes: 0 verified, 1 not (or alarms), 2 the command could not run.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import re
 from pathlib import Path
 
 from backoffice.audit_check import check_box
 from backoffice.audit_store import AUDIT_DIR
 from common.faults import MisuseFault
-from storage.audit import verify_audit_log
+from storage.audit import parse_line, split_lines, verify_audit_log
 from storage.audit_head import (
     HeadFormatError,
     SignedHead,
@@ -27,6 +32,9 @@ from storage.audit_head import (
     verify_against_head,
 )
 from storage.devicekey import DevicePublicKey
+from storage.envelope import RecipientPrivateKey
+from storage.errors import EvidenceError
+from storage.sealed import SealedFormatError, is_sealed, open_sealed
 
 BOX_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a client certificate's CN (backoffice/server.py)
 
@@ -53,12 +61,63 @@ def add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     check.add_argument(
         "--device-key", type=Path, help="the box's public key (default: the one pinned)"
     )
+    show = audit.add_parser("show", help="a box's audit entries, sealed values opened")
+    show.add_argument("log", type=Path)
+    show.add_argument("--key", type=Path, help="the recording private key: opens sealed values")
+    unseal = audit.add_parser("unseal", help="open one sealed value with the recording key")
+    unseal.add_argument("text")
+    unseal.add_argument("--key", type=Path, required=True, help="the recording private key")
 
 
 def run_audit(args: argparse.Namespace) -> int:
     if args.audit_command == "verify":
         return _verify(args)
+    if args.audit_command == "show":
+        key = None if args.key is None else RecipientPrivateKey.load(args.key)
+        for line in show_lines(args.log.read_bytes(), key):
+            print(line)
+        return 0
+    if args.audit_command == "unseal":
+        key = RecipientPrivateKey.load(args.key)
+        try:
+            print(open_sealed(args.text.strip(), key).decode("utf-8", "replace"))
+        except (SealedFormatError, EvidenceError) as exc:
+            raise HeadArgumentError(f"cannot open the sealed value: {exc}") from None
+        return 0
     return _check(args)
+
+
+def show_lines(data: bytes, key: RecipientPrivateKey | None) -> list[str]:
+    """One line per entry: seq, time, event and fields; a sealed field opened with `key`
+    (`officer_id_sealed=` becomes `officer_id=`), or shown as `(sealed)` without it."""
+    lines = []
+    for raw in split_lines(data)[0]:
+        try:
+            entry = parse_line(raw)
+        except ValueError as exc:
+            lines.append(f"unreadable line: {exc}")
+            continue
+        fields = []
+        for name, value in entry.fields.items():
+            if is_sealed(value):
+                fields.append(_opened(name, str(value), key))
+            else:
+                fields.append(f"{name}={json.dumps(value, ensure_ascii=False)}")
+        moment = datetime.datetime.fromtimestamp(entry.at_ms / 1000, tz=datetime.UTC)
+        when = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lines.append(" ".join([str(entry.seq), when, entry.event, *fields]))
+    return lines
+
+
+def _opened(name: str, value: str, key: RecipientPrivateKey | None) -> str:
+    shown = name.removesuffix("_sealed")
+    if key is None:
+        return f"{shown}=(sealed)"
+    try:
+        plain = open_sealed(value, key).decode("utf-8", "replace")
+    except (SealedFormatError, EvidenceError) as exc:
+        return f"{shown}=(sealed, not opened: {type(exc).__name__})"
+    return f"{shown}={json.dumps(plain, ensure_ascii=False)}"
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ BACK_OFFICE_SHARES: dict[str, str] = {
     "storage.audit": "verifying a box's signed audit log (the pure format, not the writer)",
     "storage.audit_head": "a box's signed audit head: the box signs it, the back office holds it",
     "transport.audit_wire": "shipping the audit log: the box sends, the back office parses",
+    "storage.sealed": "personal data the box seals to the recording key; the back office opens",
     "storage.errors": "the evidence format's errors, for the decrypt command",
     "transport.pinning": "the SPKI pin format both sides check",
     "transport.blocked_report": "a blocked file's report: the box writes, the back office reads",

@@ -23,7 +23,7 @@ class OfficerDesks:
 
     def __init__(self, state_dir: Path, store: EvidenceStore, audit: AuditLog) -> None:
         self.reports = ReportDesk.load(state_dir, store, self._officer_id)
-        self.shift = ShiftDesk.load(state_dir, audit, self.reports)
+        self.shift = ShiftDesk.load(state_dir, audit, self.reports, store.recipients)
 
     def _officer_id(self) -> str | None:
         return self.shift.officer_id()
