@@ -19,6 +19,9 @@ from typing import Final
 
 from cryptography import x509
 
+from backoffice.audit_cli import HeadArgumentError, add_audit_parser, run_audit
+from backoffice.audit_routes import HeadTappingTusApp
+from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.fleet_metadata import FleetRepoError
@@ -70,9 +73,8 @@ from backoffice.viewing_io import ViewingLogError
 from common.faults import MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
-from storage.audit import format_report, verify_audit_log
 from storage.audit_io import AuditLogError
-from storage.devicekey import DeviceKeyError, DevicePublicKey
+from storage.devicekey import DeviceKeyError
 from storage.envelope import RecipientKeyError
 from transport.pinning import pin_of_pem_file
 
@@ -93,12 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_key_holder_parsers(sub)  # keys, decrypt, viewing (backoffice/viewing_cli.py)
 
-    audit = sub.add_parser("audit", help="audit log tools").add_subparsers(
-        dest="audit_command", required=True
-    )
-    verify = audit.add_parser("verify", help="verify a box's audit log")
-    verify.add_argument("log", type=Path)
-    verify.add_argument("--device-key", type=Path, required=True)
+    add_audit_parser(sub)
 
     _add_serve(sub)
     _add_pki(sub)
@@ -238,8 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_config(args)
         if args.command in ("pair-code", "unpair"):
             return _pairing_command(args)
-        return _audit_verify(args)
+        return run_audit(args)
     except (
+        HeadArgumentError,
         RecipientKeyError,
         DeviceKeyError,
         OSError,
@@ -258,13 +256,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    public_key = DevicePublicKey.load(args.device_key)
-    report = verify_audit_log(args.log.read_bytes(), public_key)
-    print(format_report(report))
-    return 0 if report.ok else 1
-
-
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return asyncio.run(_serve_until_signalled(args))
@@ -277,8 +268,9 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     with UploadStore.open(args.dir, reserve_bytes=args.reserve_bytes) as store:
-        app = TusApp(
+        app = HeadTappingTusApp(
             store,
+            audit_store=AuditStore(args.dir),
             max_upload_bytes=args.max_upload_bytes,
             max_chunk_bytes=args.max_chunk_bytes,
             upload_expiry_s=args.upload_expiry,
@@ -433,6 +425,7 @@ async def _start_https(
         fleet_reports=reports,
         rate_limit=rate_limit,
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
+        audit_store=app.audit_store if isinstance(app, HeadTappingTusApp) else None,
     )
 
 

@@ -27,6 +27,8 @@ from typing import Any
 from common.durable import fsync_dir, make_dirs
 from common.faults import RemoteFault
 from protocol.fleet_report import (
+    AUDIT_HEAD,
+    MAX_AUDIT_HEAD_CHARS,
     MAX_REASON_CHARS,
     MAX_REPORT_BYTES,
     OUTCOMES,
@@ -56,6 +58,7 @@ class ConfigReport:
     device_key_id: str
     outcome: str = "applied"  # lines written before outcomes existed were applied reports
     reason: str = ""
+    audit_head: str = ""  # the box's signed audit head, when it sent one (not signed over)
 
 
 def parse_report(box_id: str, body: bytes) -> ConfigReport:
@@ -66,8 +69,14 @@ def parse_report(box_id: str, body: bytes) -> ConfigReport:
         raw: Any = json.loads(body)
     except ValueError as exc:
         raise ReportRefused("report is not JSON") from exc
-    if not isinstance(raw, dict) or set(raw) not in (REPORT_FIELDS, REPORT_FIELDS_V1):
+    if not isinstance(raw, dict) or set(raw) - {AUDIT_HEAD} not in (
+        REPORT_FIELDS,
+        REPORT_FIELDS_V1,
+    ):
         raise ReportRefused(f"report must have exactly {sorted(REPORT_FIELDS)}")
+    audit_head = raw.get(AUDIT_HEAD, "")
+    if not isinstance(audit_head, str) or len(audit_head) > MAX_AUDIT_HEAD_CHARS:
+        raise ReportRefused(f"{AUDIT_HEAD} must be a head's text (docs/audit-custody.md)")
     serial, sha256, path, at_ms = (
         raw["config_serial"],
         raw["sha256"],
@@ -90,7 +99,8 @@ def parse_report(box_id: str, body: bytes) -> ConfigReport:
         message = signed_message(box_id, serial, sha256, path, at_ms, outcome, reason)
     if not key.verify(message, signature):
         raise ReportRefused("the signature does not verify with the given device key")
-    return ConfigReport(box_id, serial, sha256, path, at_ms, key.key_id(), outcome, reason)
+    key_id = key.key_id()
+    return ConfigReport(box_id, serial, sha256, path, at_ms, key_id, outcome, reason, audit_head)
 
 
 def _outcome(outcome: object, reason: object) -> tuple[str, str]:

@@ -21,6 +21,8 @@ Invariants:
 - With `blocked_log`, POST /uplink/blocked (transport/blocked_report.py, at most its
   MAX_REPORT_BYTES) is a box's report of a file it blocked, appended with the client's id;
   without one it is 404. Only clients past the TLS handshake and the gate get here.
+- With `audit_store`, requests under /audit/v1/ ship the box's audit log and a fleet report's
+  `audit_head` is judged (backoffice/audit_routes.py, docs/audit-custody.md); without one 404.
 - With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names (at most
   MAX_FLEET_FILE_BYTES, read off the event loop) or 404; nothing under FLEET_PREFIX reaches
   TusApp. Only clients past the TLS handshake and the gate get here.
@@ -40,6 +42,8 @@ from typing import Final
 from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler
 
+from backoffice.audit_routes import audit_route, observe_head
+from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BlockedLog
 from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
 from backoffice.rate_limit import ClientRateLimit
@@ -52,6 +56,7 @@ from backoffice.tus_app import (
 )
 from common.faults import RemoteFault, StorageFault
 from protocol.fleet_report import MAX_REPORT_BYTES
+from transport.audit_wire import AUDIT_PREFIX
 from transport.blocked_report import BLOCKED_PATH, BlockedReportRefused
 from transport.blocked_report import MAX_REPORT_BYTES as MAX_BLOCKED_REPORT_BYTES
 from transport.blocked_report import parse_report as parse_blocked_report
@@ -238,8 +243,10 @@ class _HttpsShell:
         fleet_reports: ReportLog | None = None,
         rate_limit: ClientRateLimit | None = None,
         blocked_log: BlockedLog | None = None,
+        audit_store: AuditStore | None = None,
     ) -> None:
         self._app = app
+        self._audit_store = audit_store
         self._rate_limit = rate_limit
         self._blocked_log = blocked_log
         self._idle_timeout_s = idle_timeout_s
@@ -267,6 +274,10 @@ class _HttpsShell:
                 return await self._fleet_report(request, client_id)
             if request.path == BLOCKED_PATH:
                 return await self._blocked_report(request, client_id)
+            if request.path.startswith(AUDIT_PREFIX):
+                if self._audit_store is None:
+                    return _fleet_answer(404, b"not found\n")
+                return await audit_route(request, client_id, self._audit_store)
             if request.path.startswith(FLEET_PREFIX):
                 return await self._fleet_file(request)
             return await self._tus(request, client_id)
@@ -306,6 +317,8 @@ class _HttpsShell:
         except ReportRefused as exc:
             return _fleet_answer(400, f"{exc}\n".encode())
         await asyncio.to_thread(self._fleet_reports.append, report)
+        if report.audit_head and self._audit_store is not None:
+            await observe_head(self._audit_store, client_id, report.audit_head, "report")
         log.info(
             "config applied client_id=%s config_serial=%d sha256=%s",
             client_id,
@@ -436,6 +449,7 @@ async def start_https_server(
     fleet_reports: ReportLog | None = None,
     rate_limit: ClientRateLimit | None = None,
     blocked_log: BlockedLog | None = None,
+    audit_store: AuditStore | None = None,
 ) -> RunningServer:
     """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
 
@@ -454,6 +468,7 @@ async def start_https_server(
         fleet_reports=fleet_reports,
         rate_limit=rate_limit,
         blocked_log=blocked_log,
+        audit_store=audit_store,
     )
     return await serve_tls(
         shell.handle,

@@ -189,12 +189,21 @@ def append_line(path: Path, line: bytes, *, mode: int = DEFAULT_FILE_MODE) -> No
     creating it with `mode`; durable when this returns (rule 7)."""
     if not line.endswith(b"\n") or b"\n" in line[:-1]:
         raise ValueError("append_line takes exactly one line, ending in a newline")
+    append_lines(path, line, mode=mode)
+
+
+def append_lines(path: Path, lines: bytes, *, mode: int = DEFAULT_FILE_MODE) -> None:
+    """Append whole `lines` (ending in a newline) to the log `path` in one write(2) and one
+    fsync, creating it with `mode`; durable when this returns (rule 7: after a power cut the
+    last of them may be cut short, and readers skip a last line without its newline)."""
+    if not lines.endswith(b"\n"):
+        raise ValueError("append_lines takes whole lines, ending in a newline")
     new_file = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, mode)
     try:
-        written = os.write(fd, line)
-        if written != len(line):
-            raise OSError(f"short append to {path}: {written} of {len(line)} bytes")
+        written = os.write(fd, lines)
+        if written != len(lines):
+            raise OSError(f"short append to {path}: {written} of {len(lines)} bytes")
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -332,7 +332,9 @@ def _summary_people(document: dict[str, Any]) -> list[str]:
     fleet = document.get("fleet")
     paired = f"paired as {pairing.get('box_id')}" if pairing.get("paired") else "not paired"
     serial = "" if fleet is None else f"; configuration serial {fleet.get('applied_serial')}"
-    if shift.get("active"):
+    if shift.get("active") and shift.get("officer_id") is None:
+        people = "shift: running since a restart, its officer not known here (start it to resume)"
+    elif shift.get("active"):
         bodycams = ", ".join(shift.get("bodycam_serials") or []) or "none"
         people = f"shift: officer {shift.get('officer_id')}, bodycams {bodycams}"
     else:

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from common.faults import StorageFault
 from config.fleet_targets import FleetDocument
-from protocol.fleet_report import REPORT_FIELDS
+from protocol.fleet_report import AUDIT_HEAD, REPORT_FIELDS
 
 MAX_WAITING_REPORTS: Final = 32
 _FORMAT = 1
@@ -77,7 +77,10 @@ class Outbox:
             serial, waiting = raw["reported_serial"], raw["waiting"]
             if raw["format"] != _FORMAT or not _is_count(serial) or not isinstance(waiting, list):
                 raise ValueError("values")
-            if any(not isinstance(r, dict) or set(r) != REPORT_FIELDS for r in waiting):
+            # Reports made before they carried the audit head are kept as they are.
+            if any(
+                not isinstance(r, dict) or set(r) - {AUDIT_HEAD} != REPORT_FIELDS for r in waiting
+            ):
                 raise ValueError("a waiting report")
         except ValueError as exc:
             raise FleetMemoryError(f"not a fleet report outbox: {exc}") from exc

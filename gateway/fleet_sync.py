@@ -49,7 +49,7 @@ from gateway.fleet_memory import (
     document_from_json,
     document_to_json,
 )
-from protocol.fleet_report import one_line, signed_message
+from protocol.fleet_report import AUDIT_HEAD, one_line, signed_message
 from storage.audit_io import AuditLog
 from transport.connect import BackOffice
 from transport.errors import TransportError
@@ -280,6 +280,8 @@ class FleetSync:
             "reason": reason,
             "device_public_key": self._device_public_pem.decode(),
             "signature": base64.b64encode(self._sign(message)).decode(),
+            # The audit log's signed head as the report is made (docs/audit-custody.md 4).
+            AUDIT_HEAD: (await asyncio.to_thread(self.audit.signed_head)).render(),
         }
         await self._save_outbox(self._outbox.with_report(report))
 

@@ -8,6 +8,10 @@ b"mvb-config-report-v2" then the box id, serial, sha256, target path, at_ms, out
 one per line (so a reason is one line: `one_line` makes it so). The box id is the client
 certificate's CN, never a member of the body, so a box cannot sign for another.
 
+A report may also carry AUDIT_HEAD: the box's signed audit head as the report leaves
+(storage/audit_head.py, docs/audit-custody.md), signed by itself and so not part of the
+report's signed bytes; a back office that does not know the member refuses the report (400).
+
 Version 1 (REPORT_FIELDS_V1, label "mvb-config-report-v1", no outcome or reason: an applied
 document) is what boxes before this version send; the back office still accepts it.
 """
@@ -25,6 +29,8 @@ REPORT_FIELDS_V1: Final = frozenset(
     {"config_serial", "sha256", "target_path", "at_ms", "device_public_key", "signature"}
 )
 REPORT_FIELDS: Final = REPORT_FIELDS_V1 | {"outcome", "reason"}
+AUDIT_HEAD: Final = "audit_head"
+MAX_AUDIT_HEAD_CHARS: Final = 200
 
 
 def one_line(reason: str) -> str:

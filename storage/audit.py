@@ -25,8 +25,8 @@ Entry
       a stamp, not an ordering: the order is given by ``seq`` (wall clocks step backwards).
     - ``event``: string matching ``^[a-z][a-z0-9_.]{0,63}$``.
     - ``fields``: object of at most 16 members; names match ``^[a-z][a-z0-9_]{0,63}$``; values are
-      JSON scalars: string (at most 512 characters), integer in [-2**63, 2**63-1], finite number,
-      true, false or null.
+      JSON scalars: string (at most 1536 characters: a value sealed to 8 key holders fits),
+      integer in [-2**63, 2**63-1], finite number, true, false or null.
     - ``prev``: lowercase hex SHA-256 of the previous entry's complete line bytes (without its LF);
       64 zeros for seq 0.
     - ``sig``: standard base64 (with padding) of a 64-byte pure Ed25519 signature (RFC 8032) made
@@ -79,7 +79,7 @@ GENESIS_PREV_HEX = "0" * 64
 EVENT_PATTERN = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 FIELD_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 HEX_SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
-MAX_STRING_CHARS = 512
+MAX_STRING_CHARS = 1536
 MAX_FIELDS = 16
 # Upper bound of one line; also bounds how far `AuditLog.open` reads back from the end.
 MAX_LINE_BYTES = 64 * 1024

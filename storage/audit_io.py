@@ -42,6 +42,7 @@ from storage.audit import (
     split_lines,
     validate_entry,
 )
+from storage.audit_head import AuditHead, SignedHead
 from storage.devicekey import DeviceKey, DevicePublicKey
 
 LOG_FILE_MODE = 0o600
@@ -134,6 +135,34 @@ class AuditLog:
         """SHA-256 of the last line (64 zeros when empty): an anchor to send off the box."""
         with self._lock:
             return self._head_hex
+
+    def public_key(self) -> DevicePublicKey:
+        """The device key's public half: what verifies this log and its heads."""
+        return self._device_key.public_key()
+
+    def durable_end(self) -> tuple[AuditHead, int]:
+        """The head of the log and the size of its complete lines in bytes, both as of the last
+        append that returned: only durable entries (fsynced) are ever described."""
+        with self._lock:
+            return AuditHead(self._last_seq, self._head_hex), self._size
+
+    def signed_head(self) -> SignedHead:
+        """The durable head, signed with the device key (storage/audit_head.py): the anchor the
+        box sends off with every upload and report."""
+        head, _size = self.durable_end()
+        return head.sign(self._device_key)
+
+    def read_durable(self, offset_bytes: int, max_bytes: int) -> bytes:
+        """At most `max_bytes` of the file from `offset_bytes`, never past the durable end (an
+        entry being appended is not read). Blocking; AuditLogError when closed or past the end."""
+        with self._lock:
+            self._check_usable()
+            size = self._size
+        if not 0 <= offset_bytes <= size:
+            raise AuditLogError(f"{self._path}: offset {offset_bytes} outside 0..{size}")
+        with self._path.open("rb") as handle:
+            handle.seek(offset_bytes)
+            return handle.read(min(max_bytes, size - offset_bytes))
 
     def append(self, event: str, /, **fields: Scalar) -> AuditEntry:
         """Append one entry and return it once it is durable (written and fsynced).

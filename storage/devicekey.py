@@ -92,6 +92,15 @@ class DevicePublicKey:
         return cls(key)
 
     @classmethod
+    def from_raw(cls, raw: bytes, *, source: str = "raw public key") -> DevicePublicKey:
+        """The key from its 32-byte RFC 8032 encoding (`raw()`); DeviceKeyError otherwise."""
+        try:
+            key = eddsa.import_public_key(raw)
+        except (ValueError, TypeError):
+            raise DeviceKeyError(f"{source}: not a 32-byte Ed25519 public key") from None
+        return cls(key)
+
+    @classmethod
     def load(cls, path: Path) -> DevicePublicKey:
         """Read a public key PEM file."""
         return cls.from_pem(_read_key_file(path), source=str(path))

@@ -182,14 +182,33 @@ class RecipientPrivateKey:
         position: int,
         mine: RecipientPublicKey,
     ) -> bytes:
+        info = _WRAP_INFO_V1 if header.version == FORMAT_VERSION_1 else _WRAP_INFO
+        return self._open_stanza(stanza, _wrap_aad(header, position), info, mine)
+
+    def unwrap_key(self, stanzas: Sequence[RecipientStanza], aad: bytes, info: bytes) -> bytes:
+        """The key of the stanza addressed to this key, wrapped by `wrap_key` with the same
+        `aad` and `info` (a use of its own, e.g. a sealed value: storage/sealed.py).
+
+        Raises NoMatchingRecipient when no stanza carries our key id, WrongKey when it does but
+        does not open."""
+        mine = self.public()
+        for stanza in stanzas:
+            if hmac.compare_digest(stanza.key_id, mine.key_id):
+                return self._open_stanza(stanza, aad, info, mine)
+        ids = ", ".join(s.key_id.hex() for s in stanzas)
+        raise NoMatchingRecipient(f"for recording key(s) {ids}, not {mine.key_id.hex()}")
+
+    def _open_stanza(
+        self, stanza: RecipientStanza, aad: bytes, info: bytes, mine: RecipientPublicKey
+    ) -> bytes:
         try:
             ephemeral = import_x25519_public_key(stanza.ephemeral_public)
         except ValueError as exc:
             raise MalformedHeader("recipient stanza holds an invalid ephemeral key") from exc
         shared = key_agreement(static_priv=self.key, eph_pub=ephemeral, kdf=_raw)
-        kek = _derive_kek(shared, stanza.ephemeral_public, mine.raw, header.version)
+        kek = _derive_kek(shared, stanza.ephemeral_public, mine.raw, info)
         cipher = AES.new(kek, AES.MODE_GCM, nonce=_ZERO_NONCE)
-        cipher.update(_wrap_aad(header, position))
+        cipher.update(aad)
         try:
             return bytes(
                 cipher.decrypt_and_verify(stanza.wrapped_key[:32], stanza.wrapped_key[32:])
@@ -216,8 +235,7 @@ def _raw(shared: bytes) -> bytes:
     return shared
 
 
-def _derive_kek(shared: bytes, ephemeral_raw: bytes, recipient_raw: bytes, version: int) -> bytes:
-    info = _WRAP_INFO_V1 if version == FORMAT_VERSION_1 else _WRAP_INFO
+def _derive_kek(shared: bytes, ephemeral_raw: bytes, recipient_raw: bytes, info: bytes) -> bytes:
     return bytes(HKDF(shared, DATA_KEY_BYTES, ephemeral_raw + recipient_raw, SHA256, context=info))
 
 
@@ -238,13 +256,22 @@ def wrap_share(
 ) -> RecipientStanza:
     """Wrap share `position` (from 1) of a `threshold`-of-`count` split to `recipient` with a
     fresh ephemeral X25519 key (spec 3.3)."""
+    aad = recording_id + bytes([threshold, count, position])
+    return wrap_key(share, recipient, aad, _WRAP_INFO)
+
+
+def wrap_key(key: bytes, recipient: RecipientPublicKey, aad: bytes, info: bytes) -> RecipientStanza:
+    """Wrap a 32-byte `key` to `recipient` with a fresh ephemeral X25519 key: the KEK is
+    HKDF-SHA256(shared secret, salt = ephemeral || recipient, `info`), the wrap AES-256-GCM under a
+    zero nonce (the KEK is used once) with `aad`. `info` separates the uses (evidence shares,
+    sealed values); `aad` binds the stanza to what it belongs to."""
     ephemeral = ECC.generate(curve="X25519")
     ephemeral_raw = bytes(ephemeral.public_key().export_key(format="raw"))
     shared = key_agreement(static_pub=recipient.key, eph_priv=ephemeral, kdf=_raw)
-    kek = _derive_kek(shared, ephemeral_raw, recipient.raw, version=2)
+    kek = _derive_kek(shared, ephemeral_raw, recipient.raw, info)
     cipher = AES.new(kek, AES.MODE_GCM, nonce=_ZERO_NONCE)
-    cipher.update(recording_id + bytes([threshold, count, position]))
-    wrapped, tag = cipher.encrypt_and_digest(share)
+    cipher.update(aad)
+    wrapped, tag = cipher.encrypt_and_digest(key)
     return RecipientStanza(recipient.key_id, ephemeral_raw, bytes(wrapped) + bytes(tag))
 
 

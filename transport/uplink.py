@@ -21,7 +21,8 @@ What a fault means is transport/refusals.py's (pure) decision; in short (DESIGN 
   completed without attestation (a plain tus server): asked again (HEAD) on a backoff, and at
   once when the back office turns out to attest (`Mvb-Attestation` on OPTIONS).
 Uploads the box abandons are terminated (tus DELETE): blocked files', and those of files that
-retention deleted (the periodic sweep).
+retention deleted (the periodic sweep). The audit log ships beside the evidence, and every
+creation carries its signed head (transport/audit_shipping_io.py, docs/audit-custody.md).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from typing import Any
 from storage.catalog import AttestationMismatch
 from storage.models import FileRecord, FileState
 from storage.store import EvidenceStore
+from transport.audit_shipping_io import AuditShipper, LinkCourier
+from transport.audit_wire import METADATA_KEY
 from transport.chunk_size import (
     DEFAULT_CHUNK_TARGET_S,
     DEFAULT_MIN_CHUNK_BYTES,
@@ -129,6 +132,8 @@ class UplinkService:
             ledger, credentials or FixedCredentials(), store.alarms, self._audit, clock_s
         )
         self.desk = FileDesk(store, ledger, self._audit, self._ask, lambda: self._capabilities)
+        courier = LinkCourier(self.links, connect, ledger, clock_s, today)
+        self.audit_shipper = AuditShipper(store.audit, store.alarms, courier)
         self._waits: dict[str, Wait] = {}  # files in backoff after a fault
         self._rechecks = Rechecks()  # completed unattested: when to ask again
         self._pause: Wait | None = None  # the back office asked every upload to wait (429, 5xx)
@@ -162,6 +167,7 @@ class UplinkService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.audit_shipper.stop()
         for link in self.links.values():
             await link.drop_transports()
 
@@ -208,6 +214,7 @@ class UplinkService:
         records, candidates = await self._queue(now_s)
         if quiet:
             return []  # withdrawn or paused: nothing is sent to the back office
+        self.audit_shipper.poke(now_s)
         sweep_due = now_s - self._swept_s >= SWEEP_S and self._capabilities is not None
         if sweep_due and self.any_link_usable():  # terminations need a link and capabilities
             self._swept_s = now_s
@@ -369,11 +376,16 @@ class UplinkService:
     async def _transfer(self, record: FileRecord, link: UplinkLink, kind: str) -> UploadOutcome:
         assert record.sha256_hex is not None
         upload = await asyncio.to_thread(self.ledger.file, record.file_id)
+        head = await asyncio.to_thread(self.store.audit.signed_head)
         spec = UploadSpec(
             file_id=record.file_id,
             size_bytes=record.size_bytes,
             sha256_hex=record.sha256_hex,
-            metadata={"recording_id": record.recording_id, "device": self.settings.device_serial},
+            metadata={
+                "recording_id": record.recording_id,
+                "device": self.settings.device_serial,
+                METADATA_KEY: head.render(),
+            },
             endpoint=self.settings.endpoint_path,
         )
         session = TusSession(
@@ -494,6 +506,7 @@ class UplinkService:
         await self._audit("uplink.uploaded", file_id=file_id, link=link.config.name, transport=kind)
         await asyncio.to_thread(self.store.apply_retention)  # S3: the attested copy goes now
         await asyncio.to_thread(self.ledger.forget_file, file_id)
+        self.audit_shipper.hurry()  # the delivery and the deletion reach the back office soon
 
     def _adopt(self, capabilities: ServerCapabilities) -> None:
         """New capabilities from an OPTIONS. A back office that attests where the last one did

@@ -14,6 +14,7 @@ from typing import Any
 from gateway.officer.reports_service import ReportDesk
 from gateway.officer.shift_service import ShiftDesk
 from storage.audit_io import AuditLog
+from storage.envelope import recipient_set
 from storage.store import EvidenceStore
 
 
@@ -23,7 +24,8 @@ class OfficerDesks:
 
     def __init__(self, state_dir: Path, store: EvidenceStore, audit: AuditLog) -> None:
         self.reports = ReportDesk.load(state_dir, store, self._officer_id)
-        self.shift = ShiftDesk.load(state_dir, audit, self.reports)
+        recipients = recipient_set(store.recipients).keys  # each opens a sealed id alone
+        self.shift = ShiftDesk.load(state_dir, audit, self.reports, recipients)
 
     def _officer_id(self) -> str | None:
         return self.shift.officer_id()

@@ -7,9 +7,14 @@ current shift -> the new shift, or the refusal) and `shift_view`. The shell is
 Invariants:
 - at most one shift runs; another officer cannot start one over it (`shift_active`); the same
   officer starting again changes the bodycams and keeps the start time;
+- who works the shift is known only to the process that saw it start (`officer_id` None after a
+  restart: the box keeps it sealed for the back office, docs/audit-custody.md 6): the first
+  officer to start it again resumes it, keeping its start time; until then only an admin can
+  end it;
 - a shift ends only when every recording has its report, or the officer (or an admin)
   acknowledges the missing ones;
-- the audit log and evidence carry the officer id (a service number), never the login name.
+- the audit log and evidence carry the officer id (a service number, sealed in the audit log),
+  never the login name.
 """
 
 from __future__ import annotations
@@ -27,9 +32,16 @@ MAX_BODYCAMS = 8
 
 @dataclass(frozen=True, slots=True)
 class Shift:
-    officer_id: str
+    """The running shift. `officer_id` None: the box restarted since it began, and who works it
+    (with the bodycams) lives only sealed in the shift state until an officer resumes it."""
+
+    officer_id: str | None
     bodycam_serials: tuple[str, ...]
     since_ms: int
+
+    @property
+    def known(self) -> bool:
+        return self.officer_id is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,13 +90,15 @@ def bodycam_serials(value: object) -> tuple[str, ...]:
 
 
 def decide_start(current: Shift | None, start: ShiftStart, now_ms: int) -> Shift:
+    """The shift after `start`: a new one, the running one with other bodycams, or (after a
+    restart, its officer unknown) the running one resumed by this officer."""
     if current is None:
         return Shift(start.officer_id, start.bodycam_serials, now_ms)
-    if current.officer_id != start.officer_id:
+    if current.officer_id is not None and current.officer_id != start.officer_id:
         raise Refused(
             RefusalKind.CONFLICT, "shift_active", "another officer's shift is running on this box"
         )
-    return Shift(current.officer_id, start.bodycam_serials, current.since_ms)
+    return Shift(start.officer_id, start.bodycam_serials, current.since_ms)
 
 
 def decide_end(
@@ -95,9 +109,10 @@ def decide_end(
     if current is None:
         raise Refused(RefusalKind.CONFLICT, "no_shift", "no shift is running")
     if identity.role != "admin" and identity.officer_id != current.officer_id:
-        raise Refused(
-            RefusalKind.FORBIDDEN, "forbidden", "only the shift's officer or an admin can end it"
-        )
+        why = "only the shift's officer or an admin can end it"
+        if current.officer_id is None:
+            why += " (the box restarted: start the shift again to resume it first)"
+        raise Refused(RefusalKind.FORBIDDEN, "forbidden", why)
     if missing and not acknowledge:
         raise Refused(
             RefusalKind.CONFLICT,

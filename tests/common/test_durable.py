@@ -15,6 +15,7 @@ import pytest
 from common import durable
 from common.durable import (
     append_line,
+    append_lines,
     atomic_create_bytes,
     atomic_write_bytes,
     atomic_write_text,
@@ -425,4 +426,24 @@ def test_a_log_grows_by_fsynced_lines_and_its_first_line_fsyncs_the_directory(
 def test_a_log_takes_exactly_one_line(tmp_path: Path, line: bytes) -> None:
     with pytest.raises(ValueError, match="exactly one line"):
         append_line(tmp_path / "log", line)
+    assert not (tmp_path / "log").exists()
+
+
+def test_lines_appended_at_once_are_one_write_and_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "held.jsonl"
+    append_line(log, b"first\n")
+    calls = fsynced(monkeypatch, watched=log)
+
+    append_lines(log, b"second\nthird\n")
+
+    assert log.read_bytes() == b"first\nsecond\nthird\n"
+    assert calls == [(str(log.resolve()), b"first\nsecond\nthird\n")]
+
+
+@pytest.mark.parametrize("lines", [b"no newline", b"two\nlines", b""])
+def test_appended_lines_must_be_whole(tmp_path: Path, lines: bytes) -> None:
+    with pytest.raises(ValueError, match="whole lines"):
+        append_lines(tmp_path / "log", lines)
     assert not (tmp_path / "log").exists()

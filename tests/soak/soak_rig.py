@@ -55,6 +55,7 @@ from tests.tls_helpers import SERVER_NAME, TestPki
 
 MVB = Path(sys.executable).with_name("mvb")
 MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
+SOAK_BOX_ID = "MVB-TEST-0001"  # the CN of the test PKI's client certificate the box uses
 SERVING = re.compile(r"serving https://127\.0\.0\.1:(?P<port>\d+)/files/ from .*")
 
 WIFI_SOURCE = "127.0.0.2"
@@ -771,6 +772,7 @@ def judge(world: World, stats: SoakStats, seed: int) -> SoakReport:
     verify = _audit_verify(paths)
     if not verify.startswith("audit log OK"):
         problems.append(f"mvb-admin audit verify: {verify}")
+    problems += _custody_problems(paths, audit_bytes)
     if facts.starts != world.box.starts:
         problems.append(f"{world.box.starts} starts of mvb run, {facts.starts} audited")
     if verify_audit_log(audit_bytes, device_key).entries != facts.events:
@@ -815,6 +817,31 @@ def _logged_errors(log: Path) -> list[str]:
 def _corrupt(paths: SoakPaths) -> list[Path]:
     corrupt = paths.store / "corrupt"
     return sorted(corrupt.iterdir()) if corrupt.exists() else []
+
+
+def _custody_problems(paths: SoakPaths, audit_bytes: bytes) -> list[str]:
+    """The back office holds the box's audit log (docs/audit-custody.md) through every power
+    cut and restart: its check passes with no alarm, what it holds is the start of the box's
+    log byte for byte, and the box's log reaches the head it prints."""
+    check = _admin("audit", "check", "--store", str(paths.store), "--box-id", SOAK_BOX_ID)
+    if check.returncode != 0:
+        return [f"mvb-admin audit check: {check.stdout.strip()} {check.stderr.strip()}"]
+    held = (paths.store / "audit" / SOAK_BOX_ID / "log.jsonl").read_bytes()
+    if not held or not audit_bytes.startswith(held):
+        return ["the back office's copy of the audit log is not the start of the box's log"]
+    heads = [line for line in check.stdout.splitlines() if line.startswith("last head: ")]
+    head = heads[0].removeprefix("last head: ") if heads else "?"
+    against = _admin(
+        "audit", "verify", str(paths.audit), "--device-key", str(paths.device_pub), "--head", head
+    )
+    if against.returncode != 0:
+        return [f"mvb-admin audit verify --head: {against.stdout.strip()}"]
+    return []
+
+
+def _admin(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(MVB_ADMIN), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
 
 
 def _audit_verify(paths: SoakPaths) -> str:

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from backoffice.audit_routes import HeadTappingTusApp
+from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.rate_limit import ClientRateLimit
@@ -146,6 +148,7 @@ class BackOfficeProcess:
     h3_server: RunningH3Server | None = None
     store: UploadStore | None = None
     app: TusApp | None = None
+    audit: AuditStore | None = None
     max_chunk_bytes: int = 16 << 20
     advertise_max_chunk: bool = True  # False: its limit is learnt from 413s, as from a plain tus
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
@@ -155,12 +158,14 @@ class BackOfficeProcess:
 
     async def start(self) -> None:
         self.store = UploadStore.open(self.directory)
+        self.audit = AuditStore(self.directory)  # as `mvb-admin serve` keeps it
         app = CountingTusApp(
             self.answers,
             self.store,
             max_upload_bytes=1 << 30,
             max_chunk_bytes=self.max_chunk_bytes,
             advertise_max_chunk=self.advertise_max_chunk,
+            audit_store=self.audit,
         )
         self.app = app
         cert, key, ca = self.cert_file, self.key_file, self.pki.ca_cert
@@ -175,6 +180,7 @@ class BackOfficeProcess:
             rate_limit=self.rate_limit,
             client_gate=self.client_gate,
             blocked_log=self.blocked_log(),
+            audit_store=self.audit,
         )
         self.port = self.server.port
         self.h3_server = await start_h3_server(
@@ -209,9 +215,10 @@ class BackOfficeProcess:
         return {hashlib.sha256(p.read_bytes()).hexdigest() for p in complete.iterdir()}
 
 
-class CountingTusApp(TusApp):
-    """The reference TusApp, counting its answers by status (the rate limit's 429 is answered
-    in front of it, by the HTTPS shell: see `BackOfficeProcess.rate_limit`)."""
+class CountingTusApp(HeadTappingTusApp):
+    """The reference TusApp (with the audit heads of creations, as `mvb-admin serve` runs it),
+    counting its answers by status (the rate limit's 429 is answered in front of it, by the
+    HTTPS shell: see `BackOfficeProcess.rate_limit`)."""
 
     def __init__(
         self,
@@ -221,8 +228,14 @@ class CountingTusApp(TusApp):
         max_upload_bytes: int,
         max_chunk_bytes: int,
         advertise_max_chunk: bool = True,
+        audit_store: AuditStore,
     ) -> None:
-        super().__init__(store, max_upload_bytes=max_upload_bytes, max_chunk_bytes=max_chunk_bytes)
+        super().__init__(
+            store,
+            max_upload_bytes=max_upload_bytes,
+            max_chunk_bytes=max_chunk_bytes,
+            audit_store=audit_store,
+        )
         self.answers = answers
         self.advertise_max_chunk = advertise_max_chunk
 

@@ -51,3 +51,18 @@ def test_a_shift_read_back_is_the_shift_written() -> None:
     for damaged in ({}, {**shift.to_json(), "since_ms": True}, {**shift.to_json(), "x": 1}):
         with pytest.raises(ValueError, match=r"shift|time"):
             Shift.from_json(damaged)
+
+
+def test_after_a_restart_the_first_officer_to_start_resumes_the_shift() -> None:
+    unknown = Shift(None, (), 1000)  # the box restarted: who works it is sealed on disk
+    with pytest.raises(Refused) as officer:
+        decide_end(unknown, ALICE, acknowledge=True, missing=[])
+    assert officer.value.code == "forbidden"
+    assert "start the shift again to resume it" in officer.value.message
+    assert decide_end(unknown, ADMIN, acknowledge=True, missing=[]) == unknown
+    resumed = decide_start(unknown, ShiftStart("BOA-1234", ("BC-3",)), 9000)
+    assert resumed == Shift("BOA-1234", ("BC-3",), 1000)
+    assert resumed.known
+    with pytest.raises(Refused) as taken:
+        decide_start(resumed, ShiftStart("BOA-7", ()), 9500)
+    assert taken.value.code == "shift_active"

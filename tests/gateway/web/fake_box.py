@@ -34,6 +34,8 @@ from gateway.status_facts import (
 )
 from gateway.web.local_channel import start_local_api
 from gateway.web.status_source import StatusSource
+from storage.envelope import RecipientPrivateKey
+from storage.sealed import seal
 
 GOOD_CODE = "GOOD-CODE"  # the one pairing code the fake accepts
 
@@ -68,6 +70,8 @@ class FakeBox:
     holds: dict[str, str] = field(default_factory=dict)  # recording id -> the reason given
     audit_entries: list[tuple[str, dict[str, AuditValue]]] = field(default_factory=list)
     uploads: dict[str, str] = field(default_factory=dict)  # file id -> "waiting" | "blocked"
+    # The back office's recording key: the audit seals officer ids to it, as the box does.
+    recording_key: RecipientPrivateKey = field(default_factory=RecipientPrivateKey.generate)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -152,15 +156,22 @@ class FakeBox:
         before = self.shift
         self.shift = decide_start(before, start, time.time_ns() // 1_000_000)
         event = "shift.started" if before is None else "shift.bodycams_changed"
-        await self.audit(event, officer_id=start.officer_id, channel=caller.channel)
+        await self.audit(
+            event, officer_id_sealed=self._sealed(start.officer_id), channel=caller.channel
+        )
         return self.shift_view()
+
+    def _sealed(self, officer_id: str | None) -> str:
+        recipients = (self.recording_key.public(),)
+        return seal((officer_id or "").encode(), "officer_id", recipients)
 
     async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
         missing = [entry.recording_id for entry in self.book.missing()]
         ended = decide_end(self.shift, caller, acknowledge_missing, missing)
         self.shift = None
         self.book.clear()
-        await self.audit("shift.ended", officer_id=ended.officer_id, channel=caller.channel)
+        sealed = self._sealed(ended.officer_id)
+        await self.audit("shift.ended", officer_id_sealed=sealed, channel=caller.channel)
         return {**self.shift_view(), "ended": True, "reports_missing_acknowledged": len(missing)}
 
     def reports_view(self) -> dict[str, Any]:

@@ -10,15 +10,18 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import pytest
 
 from config.local import load_config
+from gateway.caller import Refused
 from gateway.officer.shift import ShiftStart
 from gateway.web.identity import LOCAL_IDENTITY, Identity
 from gateway.web.jsonbody import ApiError
 from gateway.web.shift_routes import parse_start
+from storage.sealed import open_sealed
 from tests.gateway.web.conftest import WebRig, login
 from tests.gateway.web.fake_box import fake_local
 from tests.gateway.web.feature_rig import (
@@ -109,7 +112,7 @@ async def test_recordings_of_a_shift_carry_the_officer_and_bodycams(tmp_path: Pa
     )
     assert facts[after]["officer_id"] is None
     shifts = box.audit_events("shift.")
-    assert shifts == [
+    assert [(event, opened(box, fields)) for event, fields in shifts] == [
         ("shift.started", {"officer_id": "BOA-42", "bodycams": 2, "channel": "local"}),
         (
             "shift.ended",
@@ -124,30 +127,49 @@ async def test_recordings_of_a_shift_carry_the_officer_and_bodycams(tmp_path: Pa
     ]
 
 
-async def test_the_shift_survives_a_restart_and_another_officer_waits(tmp_path: Path) -> None:
+def opened(box: LocalBox, fields: dict[str, Any]) -> dict[str, Any]:
+    """An audit entry's fields with the sealed officer id opened by the back office's key."""
+    sealed = fields.pop("officer_id_sealed")
+    assert "officer_id" not in fields
+    return {"officer_id": open_sealed(sealed, box.recipient, "officer_id").decode(), **fields}
+
+
+async def test_after_a_restart_the_shift_runs_sealed_until_an_officer_resumes_it(
+    tmp_path: Path,
+) -> None:
     config = feature_box_config(tmp_path)
     async with running_box(config) as box, box.client() as client:
-        code, _ = await post(client, "/api/shift/start", {"officer_id": "BOA-1"})
+        code, started = await post(client, "/api/shift/start", {"officer_id": "BOA-1"})
         assert code == 200
+        code, taken = await post(client, "/api/shift/start", {"officer_id": "BOA-2"})
+        assert (code, taken["error"]) == (409, "shift_active")  # while the box runs, it knows
     saved = json.loads((tmp_path / "box" / "state" / "shift.json").read_text())
-    assert saved["shift"]["officer_id"] == "BOA-1"
+    assert set(saved["shift"]) == {"since_ms", "bodycams", "sealed"}
+    plain = open_sealed(saved["shift"]["sealed"], box.recipient, "shift")
+    assert json.loads(plain) == {"officer_id": "BOA-1", "bodycam_serials": [], "since_ms": ANY}
     async with running_box(config) as box, box.client() as client:
+        # The box knows a shift runs since when, not who works it: only an admin may end it.
         shift = await (await client.get("/api/shift")).json()
-        assert (shift["active"], shift["officer_id"], shift["bodycam_serials"]) == (
+        assert (shift["active"], shift["officer_id"], shift["since_ms"]) == (
             True,
+            None,
+            started["since_ms"],
+        )
+        with pytest.raises(Refused) as forbidden:
+            await box.running.officer.shift.end(ALICE, acknowledge=True)
+        assert forbidden.value.code == "forbidden"
+        code, resumed = await post(
+            client, "/api/shift/start", {"officer_id": "BOA-1", "bodycam_serials": ["BC-1"]}
+        )
+        assert (code, resumed["officer_id"], resumed["since_ms"]) == (
+            200,
             "BOA-1",
-            [],
+            started["since_ms"],
         )
         code, taken = await post(client, "/api/shift/start", {"officer_id": "BOA-2"})
         assert (code, taken["error"]) == (409, "shift_active")
-        code, changed = await post(
-            client, "/api/shift/start", {"officer_id": "BOA-1", "bodycam_serials": ["BC-1"]}
-        )
-        assert (code, changed["bodycam_serials"], changed["since_ms"]) == (
-            200,
-            ["BC-1"],
-            shift["since_ms"],
-        )
+        (event, fields) = box.audit_events("shift.")[-1]
+        assert (event, opened(box, dict(fields))["officer_id"]) == ("shift.resumed", "BOA-1")
 
 
 async def test_bad_shift_requests_get_clear_errors_and_the_box_keeps_running(
@@ -247,5 +269,8 @@ async def test_on_the_web_the_account_names_the_officer(web_rig: WebRig) -> None
         assert reply.status == 200, await reply.text()
     audit = web_rig.box.audit_text()
     assert '"shift.started"' in audit
-    assert '"BOA-1234"' in audit
+    assert "BOA-1234" not in audit  # sealed for the back office: the box cannot read it
     assert "alice" not in audit  # a login name never; the service number is the evidence
+    (started,) = [e for e in web_rig.audit_events() if e["event"] == "shift.started"]
+    sealed = started["fields"]["officer_id_sealed"]
+    assert open_sealed(sealed, web_rig.box.recording_key, "officer_id") == b"BOA-1234"
