@@ -11,15 +11,24 @@ Invariants:
   upload is looked at. Targets and header blocks are bounded (414, 431).
 - An upload is visible only to the client (certificate CN) that created it; anyone else gets the
   same 404 as for an id that never existed.
+- A file id belongs to the first client that created an upload naming it
+  (backoffice/file_claims.py); another client's creation naming it is refused (409) before
+  anything is written, logged at ERROR and recorded as an incident (backoffice/incidents.py).
+- Creations are bounded per client: at most `creation_limit` a minute (429 with Retry-After),
+  and at most `max_reserved_bytes_per_client` bytes of unfinished uploads, reserved at creation
+  against the disk (507 with Retry-After when the box's share or the disk cannot hold it;
+  backoffice/reservations.py).
 - Body bytes are written as they arrive, one adapter piece at a time (memory is bounded by the
   piece size, never by the body), never past Upload-Length nor past `max_chunk_bytes` per
   request, and acknowledged only after fsync.
 - With Upload-Checksum a PATCH is all or nothing: unless the whole body arrived and matches, its
   bytes are discarded (460 on a mismatch). Without one, whatever arrived is kept.
-- `Mvb-Stored-Sha256` is the SHA-256 this server computed over the bytes it stored, never the
-  metadata's value; it is on the response that completed the upload and on every later HEAD. A
-  difference from the declared SHA-256 is logged as an integrity incident and the bytes are kept
-  under `corrupt/` (the box sees the mismatch and keeps its own copy).
+- `Mvb-Stored-Sha256` is the SHA-256 this server computed over the bytes this upload received,
+  never the metadata's value; it is on the response that completed the upload and on every
+  later HEAD, to the upload's own client only. A difference from the declared SHA-256 is logged
+  as an integrity incident and the bytes are kept under `corrupt/` (the box sees the mismatch and
+  keeps its own copy). An upload whose file id already names other bytes in `complete/` is
+  never attested: its bytes are kept under `corrupt/`, and the box keeps its copy.
 """
 
 from __future__ import annotations
@@ -35,11 +44,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from backoffice.file_claims import FileIdClaimed
+from backoffice.incidents import FILE_ID_CLAIMED, IncidentLog
+from backoffice.rate_limit import ClientRateLimit
 from backoffice.upload_expiry import DEFAULT_UPLOAD_EXPIRY_S, Expiration
 from backoffice.upload_store import (
     FILE_ID_PATTERN,
     UPLOAD_ID_PATTERN,
     Appender,
+    ClientShareExceeded,
+    Incident,
     InsufficientStorage,
     OffsetMismatch,
     UploadBusy,
@@ -73,6 +87,8 @@ MAX_HEADER_BLOCK_CHARS: Final = 16 * 1024
 MAX_METADATA_CHARS: Final = 4096
 ON_COMPLETE_TIMEOUT_S: Final = 60.0
 """A deployment's completion step must not hold the box's final response for longer."""
+STORAGE_RETRY_AFTER_S: Final = 60
+"""Retry-After on 507: disk space comes back when uploads finish or expire, not at once."""
 
 # At most 18 digits: every real size fits in an int64, and int() alone would accept "+5", " 5"
 # and non-ASCII digits.
@@ -264,9 +280,15 @@ class TusApp:
         max_chunk_bytes: int,
         on_complete: OnComplete | None = None,
         upload_expiry_s: float | None = DEFAULT_UPLOAD_EXPIRY_S,
+        creation_limit: ClientRateLimit | None = None,
+        max_reserved_bytes_per_client: int | None = None,
+        incidents: IncidentLog | None = None,
     ) -> None:
         """`upload_expiry_s`: unfinished uploads idle this long are removed (None: never, and
-        `expiration` is not offered)."""
+        `expiration` is not offered). `creation_limit`: creations per client (None: unbounded);
+        `max_reserved_bytes_per_client`: the lengths of one client's unfinished uploads (None:
+        only the disk bounds them); `incidents`: where refusals a person must see are recorded
+        (None: the log line only)."""
         if not (base_path.startswith("/") and base_path.endswith("/")):
             raise ValueError(f"base_path must start and end with '/', got {base_path!r}")
         if max_upload_bytes < 0 or max_chunk_bytes < 1:
@@ -277,6 +299,9 @@ class TusApp:
         self._max_chunk_bytes = max_chunk_bytes
         self._on_complete = on_complete
         self.expiration = None if upload_expiry_s is None else Expiration(store, upload_expiry_s)
+        self._creation_limit = creation_limit
+        self._max_reserved_bytes_per_client = max_reserved_bytes_per_client
+        self._incidents = incidents
 
     async def handle(self, request: IncomingRequest) -> OutgoingResponse:
         """Answer one request. Never raises for client input; a storage failure is a 500 (or
@@ -293,14 +318,16 @@ class TusApp:
             response = _error(409, "Upload-Offset does not match the stored offset")
         except UploadFinished:
             response = _error(409, "the upload already has all its bytes")
+        except ClientShareExceeded as exc:
+            response = _error(507, str(exc), _STORAGE_RETRY)
         except InsufficientStorage:
-            response = _error(507, "the back office is short of disk space")
+            response = _error(507, "the back office is short of disk space", _STORAGE_RETRY)
         except OSError as exc:
             if not is_out_of_space(exc):
                 log.exception("storage failure method=%s", request.method)
                 response = _error(500, "storage failure")
             else:
-                response = _error(507, "the back office is out of disk space")
+                response = _error(507, "the back office is out of disk space", _STORAGE_RETRY)
         except UploadStoreError:
             log.exception("store refused method=%s", request.method)
             response = _error(500, "storage failure")
@@ -384,6 +411,15 @@ class TusApp:
 
     async def _create(self, request: IncomingRequest) -> OutgoingResponse:
         headers = request.headers
+        if self._creation_limit is not None:
+            now_s = asyncio.get_running_loop().time()
+            retry_after_s = self._creation_limit.take(request.client_id, now_s)
+            if retry_after_s is not None:
+                raise _Refusal(
+                    429,
+                    "too many uploads created by this box: slow down",
+                    {"Retry-After": str(retry_after_s)},
+                )
         if "upload-defer-length" in headers:
             raise _Refusal(400, "Upload-Defer-Length is not supported: send Upload-Length")
         length_bytes = parse_decimal(headers.get("upload-length"))
@@ -408,13 +444,18 @@ class TusApp:
             raise _Refusal(415, f"a creation body must be {OFFSET_CONTENT_TYPE}")
         checksum = _checksum_of(headers) if with_upload else None
         self._check_declared_body(declared_body_bytes, length_bytes)
-        status = self._store.create(
-            client_id=request.client_id,
-            length_bytes=length_bytes,
-            metadata_header=metadata_header,
-            file_id=declared.file_id,
-            declared_sha256=declared.sha256,
-        )
+        try:
+            status = self._store.create(
+                client_id=request.client_id,
+                length_bytes=length_bytes,
+                metadata_header=metadata_header,
+                file_id=declared.file_id,
+                declared_sha256=declared.sha256,
+                max_client_bytes=self._max_reserved_bytes_per_client,
+            )
+        except FileIdClaimed as exc:
+            await self._claimed(request.client_id, exc)
+            raise _Refusal(409, "this file_id belongs to another box") from exc
         info = status.info
         log.info(
             "upload created upload_id=%s file_id=%s client_id=%s length_bytes=%d",
@@ -450,6 +491,25 @@ class TusApp:
             return _reply(204, _offset_headers(status))
         self._check_declared_body(declared_body_bytes, status.remaining_bytes)
         return await self._append(request.body, status, checksum, declared_body_bytes, 204)
+
+    async def _claimed(self, client_id: str, refused: FileIdClaimed) -> None:
+        """A box named another box's file id: an incident (the owner is named in the record,
+        never in the answer)."""
+        log.error(
+            "incident=%s file_id=%s client_id=%s owner=%s: creation refused",
+            FILE_ID_CLAIMED,
+            refused.file_id,
+            client_id,
+            refused.owner,
+        )
+        if self._incidents is not None:
+            await asyncio.to_thread(
+                self._incidents.append,
+                FILE_ID_CLAIMED,
+                client_id,
+                file_id=refused.file_id,
+                owner=refused.owner,
+            )
 
     def _delete(self, status: UploadStatus) -> OutgoingResponse:
         if status.finished:
@@ -577,6 +637,18 @@ class TusApp:
                 info.stored_sha256,
                 info.stored_path,
             )
+            if self._incidents is not None and info.incident is not None:
+                await asyncio.to_thread(
+                    self._incidents.append,
+                    info.incident.value,
+                    info.client_id,
+                    upload_id=info.upload_id,
+                    file_id=info.file_id,
+                    size_bytes=info.length_bytes,
+                    declared_sha256=info.declared_sha256,
+                    stored_sha256=info.stored_sha256,
+                    stored_path=info.stored_path,
+                )
         if self._on_complete is None or stored_file is None:
             return
         try:
@@ -654,10 +726,20 @@ def _checksum_of(headers: Mapping[str, str]) -> UploadChecksum | None:
 
 
 def _offset_headers(status: UploadStatus) -> dict[str, str]:
+    """Upload-Offset, and the attestation of a finished upload: not for one whose file id names
+    other bytes in `complete/` (its own bytes are not the file the box would delete)."""
     headers = {"Upload-Offset": str(status.offset_bytes)}
-    if status.finished and status.info.stored_sha256 is not None:
-        headers[STORED_SHA256_HEADER] = status.info.stored_sha256
+    info = status.info
+    if (
+        status.finished
+        and info.stored_sha256 is not None
+        and info.incident is not Incident.FILE_ID_CONFLICT
+    ):
+        headers[STORED_SHA256_HEADER] = info.stored_sha256
     return headers
+
+
+_STORAGE_RETRY: Final = {"Retry-After": str(STORAGE_RETRY_AFTER_S)}
 
 
 def _reply(status: int, headers: Mapping[str, str]) -> OutgoingResponse:
