@@ -44,15 +44,31 @@ import secrets
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 from backoffice.file_claims import CLAIMS_DIR, ClaimDamaged, FileClaims
 from backoffice.reservations import Reservations
+
+# The errors and records are re-exported (`X as X`): the store's users reach them here.
+from backoffice.upload_errors import AppendReleased as AppendReleased
+from backoffice.upload_errors import ClientShareExceeded as ClientShareExceeded
+from backoffice.upload_errors import InsufficientStorage as InsufficientStorage
+from backoffice.upload_errors import OffsetMismatch as OffsetMismatch
+from backoffice.upload_errors import StoreLocked as StoreLocked
+from backoffice.upload_errors import UploadBusy as UploadBusy
+from backoffice.upload_errors import UploadDamaged as UploadDamaged
+from backoffice.upload_errors import UploadFinished as UploadFinished
+from backoffice.upload_errors import UploadIncomplete as UploadIncomplete
+from backoffice.upload_errors import UploadNotFound as UploadNotFound
+from backoffice.upload_errors import UploadStoreError as UploadStoreError
+from backoffice.upload_info import Incident as Incident
+from backoffice.upload_info import UploadInfo as UploadInfo
+from backoffice.upload_info import UploadState as UploadState
+from backoffice.upload_info import UploadStatus as UploadStatus
 from common.durable import (
     atomic_write_bytes,
     durable_unlink,
@@ -62,7 +78,6 @@ from common.durable import (
     remove_tree,
     sweep_tmp_files,
 )
-from common.faults import ConfigurationFault, MisuseFault, StorageFault, TransientFault
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +94,6 @@ EVIDENCE_SUFFIX: Final = ".mvbe"
 _INFO_NAME: Final = "info.json"
 _DATA_NAME: Final = "data"
 _LOCK_NAME: Final = "store.lock"
-_INFO_FORMAT: Final = 1
 _MAX_INFO_BYTES: Final = 64 * 1024
 
 FreeBytes = Callable[[Path], int]
@@ -89,151 +103,6 @@ FreeBytes = Callable[[Path], int]
 def disk_free_bytes(path: Path) -> int:
     """Bytes available to this (unprivileged) process on `path`'s file system."""
     return shutil.disk_usage(path).free
-
-
-class UploadStoreError(Exception):
-    """Base of the upload store's errors: a family of different kinds (each class below has its
-    root in common/faults.py), never raised itself. Named apart from the box's own
-    `storage.errors.StoreError`, which is another store."""
-
-
-class UploadNotFound(UploadStoreError, MisuseFault):
-    """No upload with that id (or the id is malformed)."""
-
-
-class UploadBusy(UploadStoreError, TransientFault):
-    """Another request is appending to (or finishing) this upload right now."""
-
-
-class UploadFinished(UploadStoreError, MisuseFault):
-    """The upload has all its bytes; they are evidence and cannot be appended to or deleted."""
-
-
-class OffsetMismatch(UploadStoreError, MisuseFault):
-    """An append did not start at the stored offset."""
-
-
-class UploadIncomplete(UploadStoreError, MisuseFault):
-    """`complete` of an upload that does not have all its bytes yet."""
-
-
-class AppendReleased(UploadStoreError, MisuseFault):
-    """An Appender used after it was released."""
-
-
-class InsufficientStorage(UploadStoreError, StorageFault):
-    """Accepting the bytes would leave less than the configured reserve free (for a creation:
-    beside the bytes promised to every unfinished upload)."""
-
-
-class ClientShareExceeded(UploadStoreError, TransientFault):
-    """The box's unfinished uploads would hold more than its share of the disk; it may create
-    again once some of them are finished, terminated or expired."""
-
-
-class UploadDamaged(UploadStoreError, StorageFault):
-    """An upload's info.json is not one this store wrote (too large, not parsable)."""
-
-
-class StoreLocked(UploadStoreError, ConfigurationFault):
-    """Another process (or another open store) already serves this directory."""
-
-
-class UploadState(StrEnum):
-    RECEIVING = "receiving"
-    COMPLETE = "complete"
-    CORRUPT = "corrupt"
-
-
-class Incident(StrEnum):
-    """Why a finished upload was kept under `corrupt/` instead of `complete/`."""
-
-    SHA256_MISMATCH = "sha256_mismatch"  # stored bytes differ from the declared SHA-256
-    FILE_ID_CONFLICT = "file_id_conflict"  # complete/<file_id> already holds other bytes
-
-
-@dataclass(frozen=True, slots=True)
-class UploadInfo:
-    """What info.json holds. `created_at` is ISO 8601 UTC; `stored_path` is relative to the
-    store root and set (with `stored_sha256`) once the upload is finished."""
-
-    upload_id: str
-    client_id: str
-    length_bytes: int
-    metadata_header: str
-    file_id: str
-    declared_sha256: str
-    created_at: str
-    state: UploadState = UploadState.RECEIVING
-    stored_sha256: str | None = None
-    stored_path: str | None = None
-    incident: Incident | None = None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "format": _INFO_FORMAT,
-            "upload_id": self.upload_id,
-            "client_id": self.client_id,
-            "length_bytes": self.length_bytes,
-            "metadata_header": self.metadata_header,
-            "file_id": self.file_id,
-            "declared_sha256": self.declared_sha256,
-            "created_at": self.created_at,
-            "state": self.state.value,
-            "stored_sha256": self.stored_sha256,
-            "stored_path": self.stored_path,
-            "incident": None if self.incident is None else self.incident.value,
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> UploadInfo:
-        """Parse info.json; ValueError says which field is wrong."""
-        if not isinstance(value, dict) or value.get("format") != _INFO_FORMAT:
-            raise ValueError("not an upload info object of a known format")
-        length = value.get("length_bytes")
-        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
-            raise ValueError("length_bytes must be a non-negative integer")
-        incident = value.get("incident")
-        return cls(
-            upload_id=_text(value, "upload_id"),
-            client_id=_text(value, "client_id"),
-            length_bytes=length,
-            metadata_header=_text(value, "metadata_header"),
-            file_id=_text(value, "file_id"),
-            declared_sha256=_text(value, "declared_sha256"),
-            created_at=_text(value, "created_at"),
-            state=UploadState(_text(value, "state")),
-            stored_sha256=_optional_text(value, "stored_sha256"),
-            stored_path=_optional_text(value, "stored_path"),
-            incident=None if incident is None else Incident(_text(value, "incident")),
-        )
-
-
-def _text(value: dict[str, object], key: str) -> str:
-    item = value.get(key)
-    if not isinstance(item, str):
-        raise ValueError(f"{key} must be a string")
-    return item
-
-
-def _optional_text(value: dict[str, object], key: str) -> str | None:
-    return None if value.get(key) is None else _text(value, key)
-
-
-@dataclass(frozen=True, slots=True)
-class UploadStatus:
-    """An upload and its durable offset (equal to the length once finished)."""
-
-    info: UploadInfo
-    offset_bytes: int
-
-    @property
-    def finished(self) -> bool:
-        return self.info.state is not UploadState.RECEIVING
-
-    @property
-    def remaining_bytes(self) -> int:
-        return self.info.length_bytes - self.offset_bytes
 
 
 class UploadStore:
