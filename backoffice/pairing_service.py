@@ -16,7 +16,8 @@ Around the pure core of backoffice/pairing.py:
 - `LedgerGate` is the mutual-TLS listener's client gate (backoffice/server.py): it denies a
   serial on the ledger's deny list on every request. It re-reads the ledger whenever the file
   changed (by identity, size and times), so an `unpair` in another process counts at the next
-  request.
+  request; `withdrawn_among` tells which requests already running to cut
+  (backoffice/in_flight.py).
 
 Invariants:
 - The ledger file is never seen half-written: readers see the old or the new version.
@@ -411,6 +412,12 @@ class LedgerGate:
             check_client_serial(ledger, serial)
         except CertificateDenied as exc:
             raise ClientDenied(str(exc)) from None
+
+    async def withdrawn_among(self, serials: frozenset[int]) -> frozenset[int]:
+        """Those of `serials` the ledger denies now: the requests in flight to cut
+        (backoffice/in_flight.py). LedgerUnavailable when the ledger cannot be read."""
+        ledger = await self._current()
+        return frozenset(serial for serial in serials if ledger.is_denied(serial))
 
     async def _current(self) -> PairingLedger:
         key = self._store.stat_key()  # one stat per request: cheap, and sees every rename

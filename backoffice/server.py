@@ -7,12 +7,16 @@ Invariants:
 - Request bodies reach TusApp as they stream, in pieces of at most BODY_PIECE_BYTES; nothing reads
   a body whole (and `client_max_size` bounds what aiohttp would, were anything to).
 - No connection is held without progress: an idle connection, or one stuck in its request head, is
-  closed after `idle_timeout_s` (aiohttp's keep-alive timer); a body must deliver a byte at least
-  every `idle_timeout_s` and, after a grace of `idle_timeout_s`, average at least
-  `min_body_rate_bytes_per_s` (BodyPace), else TusApp answers 408 and the connection is closed.
-  After an answer that left a body unread, the connection lingers at most MAX_LINGER_S. The
-  TLS handshake is bounded by asyncio's default (60 s).
-- At most `max_concurrent_requests` requests are handled at once; more are answered 503.
+  closed after `idle_timeout_s` (aiohttp's keep-alive timer); a body must bring at least
+  `min_body_rate_bytes_per_s` times `pace_window_s` bytes in every window of `pace_window_s`
+  (backoffice/body_pace.py), else TusApp answers 408 and the connection is closed. After an
+  answer that left a body unread, the connection lingers at most MAX_LINGER_S. The TLS
+  handshake is bounded by `handshake_timeout_s`.
+- Each box has at most `in_flight.max_per_client` requests in flight on this back office's
+  listeners together (backoffice/in_flight.py); one more is answered 429 with Retry-After. At
+  most `max_concurrent_requests` requests are handled at once in all; more are answered 503.
+- A request of a certificate withdrawn while it runs is cut (`InFlight.cut`): its body raises
+  RequestWithdrawn, TusApp answers 403 and the connection is closed.
 - With a `rate_limit`, each client's tus requests are bounded (backoffice/rate_limit.py); one
   over it is answered 429 with Retry-After before it reaches TusApp.
 - With a `client_gate`, every request (not only the handshake: keep-alive connections outlive
@@ -33,21 +37,30 @@ import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from backoffice.blocked_log import BlockedLog
+
+# The pace is re-exported (`X as X`): the HTTP/3 shell and the tests reach it here.
+from backoffice.body_pace import (
+    DEFAULT_MIN_BODY_RATE_BYTES_PER_S as DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
+)
+from backoffice.body_pace import DEFAULT_PACE_WINDOW_S as DEFAULT_PACE_WINDOW_S
+from backoffice.body_pace import BodyPace as BodyPace
+from backoffice.body_pace import PacedBody
 from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
+from backoffice.in_flight import IN_FLIGHT_RETRY_AFTER_S, InFlight, Ticket
 from backoffice.rate_limit import ClientRateLimit
 from backoffice.tus_app import (
     STATUS_CHECKSUM_MISMATCH,
     TUS_VERSION,
     IncomingRequest,
     OutgoingResponse,
+    RequestWithdrawn,
     TusApp,
 )
 from common.faults import RemoteFault, StorageFault
@@ -62,9 +75,10 @@ BODY_PIECE_BYTES: Final = 64 * 1024
 """The largest piece of a body handed to TusApp at once (the server's memory per request)."""
 CLIENT_MAX_SIZE_BYTES: Final = 64 * 1024
 DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
-DEFAULT_MIN_BODY_RATE_BYTES_PER_S: Final = 1024.0
-"""Far below a poor 2G uplink (~5 KB/s); a slow-loris trickle of a few bytes falls under it."""
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 256
+DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 20.0
+"""A TLS handshake over a poor mobile link takes a few seconds; a connection that says nothing
+for this long holds a descriptor for nobody."""
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10.0
 MAX_LINGER_S: Final = 2.0
 """After an answer that left a body unread (an error, a stall), aiohttp reads and drops the rest
@@ -95,69 +109,6 @@ ClientDenied or GateUnavailable otherwise (docs/pairing.md 5.2: an unpaired box 
 FleetFiles = Callable[[str], Path | None]
 """`fleet_files(url_path)`: the file that answers GET `url_path` under FLEET_PREFIX, or None
 (`FleetRepository.served_path`)."""
-
-
-@dataclass
-class BodyPace:
-    """How long the next body read may wait (pure: the caller passes monotonic `now_s`).
-
-    A read may wait at most `idle_timeout_s` after the last byte, and the body as a whole may be
-    no later than `idle_timeout_s` plus its size at `min_rate_bytes_per_s`. An honest slow link
-    stays ahead of that deadline; a trickle of a byte now and then falls behind it.
-    """
-
-    idle_timeout_s: float
-    min_rate_bytes_per_s: float
-    started_at_s: float
-    received_bytes: int = 0
-    last_progress_at_s: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.idle_timeout_s <= 0 or self.min_rate_bytes_per_s <= 0:
-            raise ValueError("idle_timeout_s and min_rate_bytes_per_s must be > 0")
-        self.last_progress_at_s = self.started_at_s
-
-    def record(self, piece_bytes: int, now_s: float) -> None:
-        if piece_bytes > 0:
-            self.received_bytes += piece_bytes
-            self.last_progress_at_s = now_s
-
-    def read_timeout_s(self, now_s: float) -> float:
-        idle_deadline_s = self.last_progress_at_s + self.idle_timeout_s
-        rate_deadline_s = (
-            self.started_at_s
-            + self.idle_timeout_s
-            + self.received_bytes / self.min_rate_bytes_per_s
-        )
-        return max(0.0, min(idle_deadline_s, rate_deadline_s) - now_s)
-
-
-class PacedBody:
-    """An aiohttp request body as TusApp's AsyncIterator[bytes], paced by a BodyPace.
-
-    Raises TimeoutError (and sets `timed_out`) when the pace is not kept."""
-
-    def __init__(self, content: StreamReader, pace: BodyPace, *, piece_bytes: int) -> None:
-        self._content = content
-        self._pace = pace
-        self._piece_bytes = piece_bytes
-        self.timed_out = False
-
-    def __aiter__(self) -> PacedBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._pace.read_timeout_s(loop.time())):
-                piece = await self._content.read(self._piece_bytes)
-        except TimeoutError:
-            self.timed_out = True
-            raise
-        if not piece:
-            raise StopAsyncIteration
-        self._pace.record(len(piece), loop.time())
-        return piece
 
 
 def client_id_of(peercert: object) -> str | None:
@@ -230,9 +181,10 @@ class _HttpsShell:
         self,
         app: TusApp,
         *,
-        idle_timeout_s: float,
+        pace_window_s: float,
         min_body_rate_bytes_per_s: float,
         max_concurrent_requests: int,
+        in_flight: InFlight,
         client_gate: ClientGate | None = None,
         fleet_files: FleetFiles | None = None,
         fleet_reports: ReportLog | None = None,
@@ -240,15 +192,16 @@ class _HttpsShell:
         blocked_log: BlockedLog | None = None,
     ) -> None:
         self._app = app
+        self._in_flight = in_flight
         self._rate_limit = rate_limit
         self._blocked_log = blocked_log
-        self._idle_timeout_s = idle_timeout_s
+        self._pace_window_s = pace_window_s
         self._min_body_rate_bytes_per_s = min_body_rate_bytes_per_s
         self._max_concurrent_requests = max_concurrent_requests
         self._client_gate = client_gate
         self._fleet_files = fleet_files
         self._fleet_reports = fleet_reports
-        self._in_flight = 0
+        self._requests = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         transport = request.transport
@@ -256,22 +209,37 @@ class _HttpsShell:
         client_id = client_id_of(peercert)
         if client_id is None:
             return _plain(403, "the client certificate has no usable common name")
-        if self._in_flight >= self._max_concurrent_requests:
-            return _plain(503, "too many requests in flight", {"Retry-After": "5"})
-        self._in_flight += 1
+        ticket = self._in_flight.enter(client_id, client_serial_of(peercert))
+        if ticket is None:
+            retry_after = {"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)}
+            return _plain(429, "too many requests of this box in flight: slow down", retry_after)
         try:
-            refused = await self._gate(peercert, client_id)
-            if refused is not None:
-                return refused
-            if request.path == FLEET_REPORT_PATH and request.method == "POST":
-                return await self._fleet_report(request, client_id)
-            if request.path == BLOCKED_PATH:
-                return await self._blocked_report(request, client_id)
-            if request.path.startswith(FLEET_PREFIX):
-                return await self._fleet_file(request)
-            return await self._tus(request, client_id)
+            if self._requests >= self._max_concurrent_requests:
+                return _plain(503, "too many requests in flight", {"Retry-After": "5"})
+            self._requests += 1
+            try:
+                response = await self._route(request, peercert, client_id, ticket)
+            finally:
+                self._requests -= 1
         finally:
-            self._in_flight -= 1
+            self._in_flight.leave(ticket)
+        if ticket.withdrawn():
+            response.force_close()  # nothing more is served on this connection
+        return response
+
+    async def _route(
+        self, request: web.Request, peercert: object, client_id: str, ticket: Ticket
+    ) -> web.StreamResponse:
+        refused = await self._gate(peercert, client_id)
+        if refused is not None:
+            return refused
+        if request.path == FLEET_REPORT_PATH and request.method == "POST":
+            return await self._fleet_report(request, client_id)
+        if request.path == BLOCKED_PATH:
+            return await self._blocked_report(request, client_id)
+        if request.path.startswith(FLEET_PREFIX):
+            return await self._fleet_file(request)
+        return await self._tus(request, client_id, ticket)
 
     async def _gate(self, peercert: object, client_id: str) -> web.Response | None:
         """None when the request may go on; else the answer that refuses it."""
@@ -350,21 +318,26 @@ class _HttpsShell:
             return _fleet_answer(404, b"not found\n")
         return _fleet_answer(200, data, content_type="application/octet-stream")
 
-    async def _tus(self, request: web.Request, client_id: str) -> web.StreamResponse:
+    async def _tus(
+        self, request: web.Request, client_id: str, ticket: Ticket
+    ) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         if self._rate_limit is not None:
             retry_after_s = self._rate_limit.take(client_id, loop.time())
             if retry_after_s is not None:
                 headers = {"Retry-After": str(retry_after_s)}
                 return _plain(429, "too many requests from this box: slow down", headers)
-        pace = BodyPace(self._idle_timeout_s, self._min_body_rate_bytes_per_s, loop.time())
+        pace = BodyPace(self._pace_window_s, self._min_body_rate_bytes_per_s, loop.time())
         body = PacedBody(request.content, pace, piece_bytes=BODY_PIECE_BYTES)
+        content = request.content
+        ticket.cutter = lambda: content.set_exception(RequestWithdrawn("certificate withdrawn"))
         incoming = IncomingRequest(
             method=request.method,
             target=request.raw_path,
             headers=lowercase_headers(request.headers),
             client_id=client_id,
             body=body,
+            withdrawn=ticket.withdrawn,
         )
         outgoing = await self._app.handle(incoming)
         response = _to_aiohttp(outgoing)
@@ -428,9 +401,11 @@ async def start_https_server(
     key_file: Path,
     client_ca_file: Path,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    pace_window_s: float = DEFAULT_PACE_WINDOW_S,
     min_body_rate_bytes_per_s: float = DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    in_flight: InFlight | None = None,
     client_gate: ClientGate | None = None,
     fleet_files: FleetFiles | None = None,
     fleet_reports: ReportLog | None = None,
@@ -439,16 +414,24 @@ async def start_https_server(
 ) -> RunningServer:
     """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
 
-    `client_gate` is asked before every request (see ClientGate); `fleet_files` serves the
-    fleet's TUF repository under FLEET_PREFIX (404 there without it)."""
-    if not (idle_timeout_s > 0 and min_body_rate_bytes_per_s > 0 and max_concurrent_requests > 0):
-        raise ValueError("timeouts, the body rate and the concurrency bound must be > 0")
+    `in_flight` is the per-box book this listener shares with the HTTP/3 one (a book of its own
+    with the default cap when None); `client_gate` is asked before every request (see
+    ClientGate); `fleet_files` serves the fleet's TUF repository under FLEET_PREFIX (404 there
+    without it)."""
+    if not (
+        idle_timeout_s > 0
+        and pace_window_s > 0
+        and min_body_rate_bytes_per_s > 0
+        and max_concurrent_requests > 0
+    ):
+        raise ValueError("timeouts, the body pace and the concurrency bound must be > 0")
     context = server_ssl_context(cert_file, key_file, client_ca_file)
     shell = _HttpsShell(
         app,
-        idle_timeout_s=idle_timeout_s,
+        pace_window_s=pace_window_s,
         min_body_rate_bytes_per_s=min_body_rate_bytes_per_s,
         max_concurrent_requests=max_concurrent_requests,
+        in_flight=InFlight() if in_flight is None else in_flight,
         client_gate=client_gate,
         fleet_files=fleet_files,
         fleet_reports=fleet_reports,
