@@ -26,6 +26,7 @@ from backoffice.fleet_metadata import FleetRepoError
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
+from backoffice.in_flight import InFlight, cut_withdrawn_periodically
 from backoffice.keys import create_recording_keys
 from backoffice.pairing import (
     CODE_VALIDITY_S,
@@ -55,6 +56,7 @@ from backoffice.pki import (
     load_issued,
 )
 from backoffice.rate_limit import ClientRateLimit
+from backoffice.serve_limits import ServeLimits, add_limit_arguments, ensure_descriptors
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
     ClientGate,
@@ -65,7 +67,7 @@ from backoffice.server import (
 from backoffice.tus_app import TusApp
 from backoffice.upload_expiry import DEFAULT_UPLOAD_EXPIRY_S, expire_periodically
 from backoffice.upload_store import DEFAULT_RESERVE_BYTES, UploadStore, UploadStoreError
-from common.faults import MisuseFault
+from common.faults import ConfigurationFault, MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
 from storage.audit import format_report, verify_audit_log
@@ -176,6 +178,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument(
         "--fleet-repo", type=Path, help="serve this fleet TUF repository at /fleet/ (mutual TLS)"
     )
+    add_limit_arguments(serve)
 
 
 def _add_pairing(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -255,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         AdminInputError,
         LedgerFormatError,
         LedgerUnavailable,
+        ConfigurationFault,  # a limit of `serve` that cannot hold (backoffice/serve_limits.py)
     ) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)
         return 2
@@ -295,6 +299,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_until_signalled(args: argparse.Namespace) -> int:
     _check_serve_arguments(args)
+    args.limits = ServeLimits.from_args(args)
+    ensure_descriptors(args.limits.descriptors_needed(pairing=args.pair_port is not None))
+    args.in_flight = InFlight(args.limits.client_max_requests)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -305,15 +312,21 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
             max_upload_bytes=args.max_upload_bytes,
             max_chunk_bytes=args.max_chunk_bytes,
             upload_expiry_s=args.upload_expiry,
+            **args.limits.tus_app_options(args.dir, args.max_upload_bytes),
         )
         assert app.expiration is not None
         app.expiration.expire_uploads()  # at start, before a box asks (each one is logged)
-        expiry = asyncio.create_task(expire_periodically(app.expiration), name="expiry")
+        tasks = [asyncio.create_task(expire_periodically(app.expiration), name="expiry")]
+        if args.pairing_state is not None:  # an unpair cuts the box's requests in flight
+            gate = LedgerGate(LedgerStore(args.pairing_state))
+            cut = cut_withdrawn_periodically(args.in_flight, gate.withdrawn_among)
+            tasks.append(asyncio.create_task(cut, name="withdrawals"))
         listeners = await _start_listeners(app, args)
         try:
             await stop.wait()
         finally:
-            expiry.cancel()
+            for task in tasks:
+                task.cancel()
             for listener in listeners:
                 await listener.close()
     return 0
@@ -410,6 +423,8 @@ async def _start_listeners(
                 client_ca_file=args.client_ca,
                 idle_timeout_s=args.idle_timeout,
                 client_gate=None if store is None else LedgerGate(store),
+                in_flight=args.in_flight,
+                **args.limits.h3_options(),
             )
             listeners.append(h3)
             h3_port = h3.port
@@ -456,6 +471,8 @@ async def _start_https(
         fleet_reports=reports,
         rate_limit=rate_limit,
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
+        in_flight=args.in_flight,
+        **args.limits.https_options(),
     )
 
 
@@ -473,7 +490,12 @@ async def _start_pairing(
     ca = load_back_office_ca(args.pki_dir)
     pairing = PairingService(store, ca, pins, fleet.trust_root_bytes, service=service)
     return await start_pairing_server(
-        pairing, host=args.host, port=args.pair_port, cert_file=args.cert, key_file=args.key
+        pairing,
+        host=args.host,
+        port=args.pair_port,
+        cert_file=args.cert,
+        key_file=args.key,
+        **args.limits.pairing_options(),
     )
 
 

@@ -26,6 +26,14 @@ Invariants:
 - The pairing listener reads at most MAX_REQUEST_BYTES + 1 of a body, within a time bound, and
   handles at most `max_concurrent_requests` at once (503 beyond); it admits at most the rate
   limits' requests, per client address and in all, and reads no byte of a refused body.
+- It has its own descriptor budget (`connections`, backoffice/connection_book.py): at most that
+  many connections in all and per address, each handshake within `handshake_timeout_s`; the
+  rest wait in the kernel's backlog or are closed at once. Chosen over a process of its own:
+  descriptors are what a flood of this unauthenticated port took from the evidence listener,
+  and a budget enforced before accept() gives them back for good, with one process, one log and
+  one lifecycle; the CPU a handshake flood costs is the same on either listener's port (the
+  evidence listener's handshakes are unauthenticated too until the client certificate), so a
+  second process would not remove it (docs/threat-model.md).
 - The rate limiter's memory is bounded: at most `max_tracked_addresses` buckets.
 - Nothing derived from a nonce (codes, proof keys) is logged, nor a client's address.
 """
@@ -48,6 +56,7 @@ from typing import Final, TypeVar
 
 from aiohttp import web
 
+from backoffice.connection_book import ConnectionLimits
 from backoffice.pairing import (
     BackOfficeTrust,
     CertificateDenied,
@@ -80,6 +89,11 @@ DEFAULT_PAIR_REQUEST_TIMEOUT_S: Final = 10.0
 DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS: Final = 16
 DEFAULT_PAIR_IDLE_TIMEOUT_S: Final = 10.0
 DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S: Final = 5.0
+DEFAULT_PAIR_CONNECTIONS: Final = ConnectionLimits(max_connections=64, max_per_address=8)
+"""The pairing listener's own descriptor budget (backoffice/connection_book.py): a pairing is
+one request of a few KiB, and a depot pairs a few boxes at a time; however many connections
+reach it, it holds at most these, and the evidence listener's budget is untouched."""
+DEFAULT_PAIR_HANDSHAKE_TIMEOUT_S: Final = 10.0
 READ_PIECE_BYTES: Final = 4 * 1024
 PAIR_REQUESTS_PER_ADDRESS_PER_MIN: Final = 10
 """A box pairs with one request (a few on a lost answer): ten a minute from one address leaves
@@ -542,6 +556,8 @@ async def start_pairing_server(
     max_concurrent_requests: int = DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS,
     idle_timeout_s: float = DEFAULT_PAIR_IDLE_TIMEOUT_S,
     shutdown_timeout_s: float = DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S,
+    connections: ConnectionLimits = DEFAULT_PAIR_CONNECTIONS,
+    handshake_timeout_s: float = DEFAULT_PAIR_HANDSHAKE_TIMEOUT_S,
     rate_limits: RateLimits | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> RunningServer:
@@ -566,4 +582,6 @@ async def start_pairing_server(
         client_max_size=MAX_REQUEST_BYTES,
         idle_timeout_s=idle_timeout_s,
         shutdown_timeout_s=shutdown_timeout_s,
+        connections=connections,
+        handshake_timeout_s=handshake_timeout_s,
     )

@@ -52,8 +52,10 @@ from backoffice.body_pace import (
 from backoffice.body_pace import DEFAULT_PACE_WINDOW_S as DEFAULT_PACE_WINDOW_S
 from backoffice.body_pace import BodyPace as BodyPace
 from backoffice.body_pace import PacedBody
+from backoffice.connection_book import ConnectionLimits
 from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
 from backoffice.in_flight import IN_FLIGHT_RETRY_AFTER_S, InFlight, Ticket
+from backoffice.listener import BudgetedSite, start_site
 from backoffice.rate_limit import ClientRateLimit
 from backoffice.tus_app import (
     STATUS_CHECKSUM_MISMATCH,
@@ -76,6 +78,9 @@ BODY_PIECE_BYTES: Final = 64 * 1024
 CLIENT_MAX_SIZE_BYTES: Final = 64 * 1024
 DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 256
+DEFAULT_CONNECTIONS: Final = ConnectionLimits(max_connections=1024, max_per_address=128)
+"""Boxes keep one or two connections each; 128 from one address leaves room for a depot (or
+a carrier's NAT) full of boxes, and at most an eighth of the budget for one attacker."""
 DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 20.0
 """A TLS handshake over a poor mobile link takes a few seconds; a connection that says nothing
 for this long holds a descriptor for nobody."""
@@ -380,11 +385,13 @@ def _plain(status: int, message: str, headers: Mapping[str, str] | None = None) 
 
 
 class RunningServer:
-    """A started HTTPS server. `port` is the bound port (useful with port 0)."""
+    """A started HTTPS server. `port` is the bound port (useful with port 0); `site` holds its
+    connection budget and counters."""
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, site: BudgetedSite) -> None:
         self._runner = runner
-        self.port = port
+        self.site = site
+        self.port = site.port
 
     async def close(self) -> None:
         """Stop listening, let requests in flight finish (bounded by the shutdown timeout,
@@ -405,6 +412,8 @@ async def start_https_server(
     min_body_rate_bytes_per_s: float = DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    connections: ConnectionLimits = DEFAULT_CONNECTIONS,
+    handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
     in_flight: InFlight | None = None,
     client_gate: ClientGate | None = None,
     fleet_files: FleetFiles | None = None,
@@ -447,6 +456,8 @@ async def start_https_server(
         client_max_size=CLIENT_MAX_SIZE_BYTES,
         idle_timeout_s=idle_timeout_s,
         shutdown_timeout_s=shutdown_timeout_s,
+        connections=connections,
+        handshake_timeout_s=handshake_timeout_s,
     )
 
 
@@ -460,11 +471,15 @@ async def serve_tls(
     client_max_size: int,
     idle_timeout_s: float,
     shutdown_timeout_s: float,
+    connections: ConnectionLimits,
+    handshake_timeout_s: float,
 ) -> RunningServer:
     """Serve one catch-all handler over TLS on host:port (0: any), the way every listener of
-    the back office runs: a vanished client's request is cancelled (its bytes are settled),
-    idle connections close after `idle_timeout_s`, no request lines are logged (handlers log
-    what matters), and a listener that fails to bind leaves nothing behind."""
+    the back office runs: within its connection budget, in all and per address, with the TLS
+    handshake bounded by `handshake_timeout_s` (backoffice/listener.py); a vanished client's
+    request is cancelled (its bytes are settled), idle connections close after
+    `idle_timeout_s`, no request lines are logged (handlers log what matters), and a listener
+    that fails to bind leaves nothing behind."""
     application = web.Application(client_max_size=client_max_size)
     application.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(
@@ -476,11 +491,24 @@ async def serve_tls(
         shutdown_timeout=shutdown_timeout_s,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context)
     try:
-        await site.start()
+        site = await start_site(
+            runner,
+            host,
+            port,
+            ssl_context=context,
+            limits=connections,
+            handshake_timeout_s=handshake_timeout_s,
+        )
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("serving %s over https host=%s port=%d", what, host, site.port)
-    return RunningServer(runner, site.port)
+    log.info(
+        "serving %s over https host=%s port=%d max_connections=%d max_per_address=%d",
+        what,
+        host,
+        site.port,
+        connections.max_connections,
+        connections.max_per_address,
+    )
+    return RunningServer(runner, site)

@@ -1,0 +1,248 @@
+"""A TLS listener that accepts only what its connection budget allows (the shell of
+backoffice/connection_book.py), as an aiohttp site.
+
+aiohttp's TCPSite hands the listening socket to asyncio's `create_server`, which accepts every
+connection the kernel offers (a descriptor each) and starts its TLS handshake, with no bound in
+all nor per client. This site runs its own accept loop instead:
+
+1. while the budget is full it does not accept: new connections wait in the kernel's backlog
+   (and beyond it are refused by the kernel), holding no descriptor of this process;
+2. it accepts one connection and asks the book; a connection over its address's budget is
+   closed at once, before a byte of TLS;
+3. the TLS handshake runs (`connect_accepted_socket`) within `handshake_timeout_s`; a
+   connection that does not complete it in time is closed and its slot freed;
+4. the connection is then aiohttp's, as with TCPSite; its slot is freed when it is lost.
+
+Invariants: a slot is taken before the handshake and freed exactly once (handshake failure, or
+the connection's end); `stop()` ends the accept loops and every handshake in progress; the
+connections already serving are closed by the runner's cleanup, as with TCPSite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from backoffice.connection_book import ConnectionBook, ConnectionLimits
+
+log = logging.getLogger(__name__)
+
+BACKLOG: Final = 128
+ACCEPT_RETRY_S: Final = 1.0
+"""After accept(2) failed for want of descriptors or memory: wait this long (asyncio's own
+server does the same) rather than spin."""
+_RESOURCE_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+@dataclass
+class ListenerStats:
+    """Counters for operators, tests and benchmarks."""
+
+    accepted: int = 0
+    refused_per_address: int = 0
+    refused_full: int = 0
+    handshakes_failed: int = 0
+    peak_connections: int = 0
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's protocol, unchanged, with the slot freed when its connection is lost."""
+
+    def __init__(self, inner: asyncio.Protocol, on_lost: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_lost = on_lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._inner.connection_lost(exc)
+        finally:
+            self._on_lost()
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class BudgetedSite(web.BaseSite):
+    """An aiohttp site on host:port (0: any) with a connection budget; see the module
+    docstring. `port` is the bound port once started."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext,
+        limits: ConnectionLimits,
+        handshake_timeout_s: float,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=BACKLOG)
+        if handshake_timeout_s <= 0:
+            raise ValueError("handshake_timeout_s must be > 0")
+        self._host = host
+        self._requested_port = port
+        self._context = ssl_context
+        self._handshake_timeout_s = handshake_timeout_s
+        self.book = ConnectionBook(limits)
+        self.stats = ListenerStats()
+        self.port = port
+        self._sockets: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        self._sockets = _bind(self._host, self._requested_port)
+        self.port = self._sockets[0].getsockname()[1]
+        for sock in self._sockets:
+            self._spawn(self._accept_loop(sock))
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+        await super().stop()  # unregisters the site (it has no asyncio server to close)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while self.book.full:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            try:
+                connection, peer = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno not in _RESOURCE_ERRORS:
+                    continue  # the peer gave up before we accepted: nothing to do
+                log.error("accept failed, pausing error=%s", errno.errorcode.get(exc.errno))
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            address = str(peer[0]) if isinstance(peer, tuple) else ""
+            if not self.book.admit(address):
+                if self.book.full:  # another loop of this site filled it meanwhile
+                    self.stats.refused_full += 1
+                else:
+                    self.stats.refused_per_address += 1
+                connection.close()
+                continue
+            self.stats.accepted += 1
+            self.stats.peak_connections = max(self.stats.peak_connections, self.book.total)
+            self._spawn(self._handshake(connection, address))
+
+    async def _handshake(self, connection: socket.socket, address: str) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.book.release(address)
+                self._slot_freed.set()
+
+        server = self._runner.server
+        assert server is not None  # the runner was set up before the site started
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Counted(server(), release),
+                connection,
+                ssl=self._context,
+                ssl_handshake_timeout=self._handshake_timeout_s,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
+            self.stats.handshakes_failed += 1
+            release()
+            connection.close()
+        except asyncio.CancelledError:
+            release()
+            connection.close()
+            raise
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address `host` names (all interfaces for "" or a wildcard),
+    as asyncio's create_server binds them; IPv6 sockets are IPv6 only."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, protocol, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, protocol)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(f"{host}:{port} names no address to listen on")
+    return sockets
+
+
+async def start_site(
+    runner: web.BaseRunner,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext,
+    limits: ConnectionLimits,
+    handshake_timeout_s: float,
+) -> BudgetedSite:
+    """A started BudgetedSite; nothing is left behind when it cannot start."""
+    site = BudgetedSite(
+        runner,
+        host,
+        port,
+        ssl_context=ssl_context,
+        limits=limits,
+        handshake_timeout_s=handshake_timeout_s,
+    )
+    try:
+        await site.start()
+    except BaseException:
+        with contextlib.suppress(RuntimeError):
+            await site.stop()
+        raise
+    return site
