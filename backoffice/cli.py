@@ -59,7 +59,6 @@ from backoffice.rate_limit import ClientRateLimit
 from backoffice.serve_limits import ServeLimits, add_limit_arguments, ensure_descriptors
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
-    ClientGate,
     FleetFiles,
     RunningServer,
     start_https_server,
@@ -452,7 +451,7 @@ async def _start_https(
     store: LedgerStore | None,
     fleet: FleetRepository | None,
 ) -> RunningServer:
-    gate: ClientGate | None = None if store is None else LedgerGate(store)
+    gate = None if store is None else LedgerGate(store)
     fleet_files: FleetFiles | None = None if fleet is None else fleet.served_path
     reports = None if fleet is None else ReportLog(args.dir / REPORTS_FILE)
     rate_limit = None
@@ -469,6 +468,7 @@ async def _start_https(
         client_gate=gate,
         fleet_files=fleet_files,
         fleet_reports=reports,
+        enrolled_keys=None if gate is None else gate.enrolled_device_key,
         rate_limit=rate_limit,
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
         in_flight=args.in_flight,

@@ -76,6 +76,7 @@ from common.durable import atomic_write_bytes, make_dirs
 from common.faults import StorageFault
 from protocol.pairing_code import PAIR_PATH
 from protocol.pairing_messages import MAX_REQUEST_BYTES, ServiceEndpoint
+from storage.devicekey import DevicePublicKey
 from transport.pinning import pin_of_pem_file
 
 log = logging.getLogger(__name__)
@@ -426,6 +427,18 @@ class LedgerGate:
             check_client_serial(ledger, serial)
         except CertificateDenied as exc:
             raise ClientDenied(str(exc)) from None
+
+    async def enrolled_device_key(self, box_id: str) -> DevicePublicKey | None:
+        """The device key `box_id` enrolled at pairing, None when it is not paired or paired
+        before keys were enrolled; GateUnavailable when the ledger cannot be read."""
+        try:
+            ledger = await self._current()
+        except (LedgerUnavailable, OSError) as exc:
+            raise GateUnavailable(str(exc)) from None
+        pairing = ledger.pairing_of(box_id)
+        if pairing is None or pairing.device_key is None:
+            return None
+        return DevicePublicKey.from_raw(pairing.device_key, source=f"box {box_id}'s enrolled key")
 
     async def withdrawn_among(self, serials: frozenset[int]) -> frozenset[int]:
         """Those of `serials` the ledger denies now: the requests in flight to cut

@@ -25,6 +25,8 @@ Invariants:
 - With `blocked_log`, POST /uplink/blocked (transport/blocked_report.py, at most its
   MAX_REPORT_BYTES) is a box's report of a file it blocked, appended with the client's id;
   without one it is 404. Only clients past the TLS handshake and the gate get here.
+- With `fleet_reports`, POST /fleet/report is a box's signed report, verified against the
+  device key it enrolled at pairing (`enrolled_keys`; without them every report is 409).
 - With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names (at most
   MAX_FLEET_FILE_BYTES, read off the event loop) or 404; nothing under FLEET_PREFIX reaches
   TusApp. Only clients past the TLS handshake and the gate get here.
@@ -53,7 +55,13 @@ from backoffice.body_pace import DEFAULT_PACE_WINDOW_S as DEFAULT_PACE_WINDOW_S
 from backoffice.body_pace import BodyPace as BodyPace
 from backoffice.body_pace import PacedBody
 from backoffice.connection_book import ConnectionLimits
-from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
+from backoffice.fleet_reports import (
+    ForeignDeviceKey,
+    KeyNotEnrolled,
+    ReportLog,
+    ReportRefused,
+    parse_report,
+)
 from backoffice.in_flight import IN_FLIGHT_RETRY_AFTER_S, InFlight, Ticket
 from backoffice.listener import BudgetedSite, start_site
 from backoffice.rate_limit import ClientRateLimit
@@ -67,6 +75,7 @@ from backoffice.tus_app import (
 )
 from common.faults import RemoteFault, StorageFault
 from protocol.fleet_report import MAX_REPORT_BYTES
+from storage.devicekey import DevicePublicKey
 from transport.blocked_report import BLOCKED_PATH, BlockedReportRefused
 from transport.blocked_report import MAX_REPORT_BYTES as MAX_BLOCKED_REPORT_BYTES
 from transport.blocked_report import parse_report as parse_blocked_report
@@ -110,6 +119,10 @@ class GateUnavailable(StorageFault):
 ClientGate = Callable[[int], Awaitable[None]]
 """`await gate(serial)` before every request of a mutual-TLS client: returns to allow, raises
 ClientDenied or GateUnavailable otherwise (docs/pairing.md 5.2: an unpaired box stops at once)."""
+
+EnrolledKeys = Callable[[str], Awaitable[DevicePublicKey | None]]
+"""`await enrolled_keys(box_id)`: the device key the box enrolled at pairing (None: none);
+GateUnavailable when the ledger cannot be read (`LedgerGate.enrolled_device_key`)."""
 
 FleetFiles = Callable[[str], Path | None]
 """`fleet_files(url_path)`: the file that answers GET `url_path` under FLEET_PREFIX, or None
@@ -193,10 +206,12 @@ class _HttpsShell:
         client_gate: ClientGate | None = None,
         fleet_files: FleetFiles | None = None,
         fleet_reports: ReportLog | None = None,
+        enrolled_keys: EnrolledKeys | None = None,
         rate_limit: ClientRateLimit | None = None,
         blocked_log: BlockedLog | None = None,
     ) -> None:
         self._app = app
+        self._enrolled_keys = enrolled_keys
         self._in_flight = in_flight
         self._rate_limit = rate_limit
         self._blocked_log = blocked_log
@@ -275,9 +290,18 @@ class _HttpsShell:
             return _fleet_answer(413, b"report too large\n")
         body = await request.content.read(MAX_REPORT_BYTES + 1)
         try:
-            report = parse_report(client_id, body)
+            enrolled = None if self._enrolled_keys is None else await self._enrolled_keys(client_id)
+            report = parse_report(client_id, body, enrolled)
+        except ForeignDeviceKey as exc:
+            log.error("incident=report_foreign_key client_id=%s: %s", client_id, exc)
+            return _fleet_answer(400, f"{exc}\n".encode())
         except ReportRefused as exc:
             return _fleet_answer(400, f"{exc}\n".encode())
+        except KeyNotEnrolled as exc:
+            return _fleet_answer(409, f"{exc}\n".encode())
+        except GateUnavailable as exc:
+            log.error("enrolled device keys unavailable client_id=%s: %s", client_id, exc)
+            return _fleet_answer(503, b"the back office cannot check reports now\n")
         await asyncio.to_thread(self._fleet_reports.append, report)
         log.info(
             "config applied client_id=%s config_serial=%d sha256=%s",
@@ -418,6 +442,7 @@ async def start_https_server(
     client_gate: ClientGate | None = None,
     fleet_files: FleetFiles | None = None,
     fleet_reports: ReportLog | None = None,
+    enrolled_keys: EnrolledKeys | None = None,
     rate_limit: ClientRateLimit | None = None,
     blocked_log: BlockedLog | None = None,
 ) -> RunningServer:
@@ -444,6 +469,7 @@ async def start_https_server(
         client_gate=client_gate,
         fleet_files=fleet_files,
         fleet_reports=fleet_reports,
+        enrolled_keys=enrolled_keys,
         rate_limit=rate_limit,
         blocked_log=blocked_log,
     )

@@ -96,6 +96,15 @@ class DevicePublicKey:
         """Read a public key PEM file."""
         return cls.from_pem(_read_key_file(path), source=str(path))
 
+    @classmethod
+    def from_raw(cls, data: bytes, *, source: str = "raw public key") -> DevicePublicKey:
+        """The key from its 32-byte RFC 8032 encoding (as `raw()` gives it); DeviceKeyError if
+        the bytes are not an Ed25519 public key."""
+        try:
+            return cls(eddsa.import_public_key(data))
+        except (ValueError, TypeError):
+            raise DeviceKeyError(f"{source}: not an Ed25519 public key") from None
+
     def verify(self, message: bytes, signature: bytes) -> bool:
         """True iff `signature` is a valid Ed25519 signature of `message`. Never raises."""
         if len(signature) != SIGNATURE_BYTES:
