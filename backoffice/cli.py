@@ -56,7 +56,13 @@ from backoffice.pki import (
     load_issued,
 )
 from backoffice.rate_limit import ClientRateLimit
-from backoffice.serve_limits import ServeLimits, add_limit_arguments, ensure_descriptors
+from backoffice.serve_limits import (
+    DEFAULT_CLIENT_BURST,
+    DEFAULT_CLIENT_REQUESTS_PER_S,
+    ServeLimits,
+    add_limit_arguments,
+    ensure_descriptors,
+)
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
     FleetFiles,
@@ -139,11 +145,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument(
         "--client-rate-limit",
         type=_positive_float,
-        default=None,
-        help="tus requests per second each box may send on average (more: 429); off by default",
+        default=DEFAULT_CLIENT_REQUESTS_PER_S,
+        help="tus requests per second each box may send on average (more: 429, and the "
+        "connection is closed)",
     )
     serve.add_argument(
-        "--client-burst", type=_positive_int, default=20, help="with --client-rate-limit"
+        "--client-burst",
+        type=_positive_int,
+        default=DEFAULT_CLIENT_BURST,
+        help="tus requests each box may send at once, with --client-rate-limit",
     )
     serve.add_argument(
         "--h3-port",

@@ -7,8 +7,8 @@ all nor per client. This site runs its own accept loop instead:
 
 1. while the budget is full it does not accept: new connections wait in the kernel's backlog
    (and beyond it are refused by the kernel), holding no descriptor of this process;
-2. it accepts one connection and asks the book; a connection over its address's budget is
-   closed at once, before a byte of TLS;
+2. it accepts what the kernel holds, a batch per wake-up, and asks the book about each; a
+   connection over its address's share or rate is closed at once, before a byte of TLS;
 3. the TLS handshake runs (`connect_accepted_socket`) within `handshake_timeout_s`; a
    connection that does not complete it in time is closed and its slot freed;
 4. the connection is then aiohttp's, as with TCPSite; its slot is freed when it is lost.
@@ -21,18 +21,20 @@ connections already serving are closed by the runner's cleanup, as with TCPSite.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import logging
 import socket
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
+import struct
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
 
-from backoffice.connection_book import ConnectionBook, ConnectionLimits
+from backoffice.connection_book import Admission, ConnectionBook, ConnectionLimits
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +43,17 @@ ACCEPT_RETRY_S: Final = 1.0
 """After accept(2) failed for want of descriptors or memory: wait this long (asyncio's own
 server does the same) rather than spin."""
 _RESOURCE_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
 @dataclass
 class ListenerStats:
-    """Counters for operators, tests and benchmarks."""
+    """Counters for operators, tests and benchmarks. `refused` counts connections closed at
+    accept, by the Admission that refused them (`full`: another socket of the listener filled
+    the budget in the same batch)."""
 
     accepted: int = 0
-    refused_per_address: int = 0
-    refused_full: int = 0
+    refused: collections.Counter[str] = field(default_factory=collections.Counter)
     handshakes_failed: int = 0
     peak_connections: int = 0
 
@@ -109,7 +113,9 @@ class BudgetedSite(web.BaseSite):
         self.port = port
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slot_freed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listening = False
+        self._stopped = False
 
     @property
     def name(self) -> str:
@@ -119,10 +125,12 @@ class BudgetedSite(web.BaseSite):
         await super().start()
         self._sockets = _bind(self._host, self._requested_port)
         self.port = self._sockets[0].getsockname()[1]
-        for sock in self._sockets:
-            self._spawn(self._accept_loop(sock))
+        self._loop = asyncio.get_running_loop()
+        self._listen()
 
     async def stop(self) -> None:
+        self._stopped = True
+        self._deafen()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -132,36 +140,52 @@ class BudgetedSite(web.BaseSite):
         self._sockets = []
         await super().stop()  # unregisters the site (it has no asyncio server to close)
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _listen(self) -> None:
+        if not (self._listening or self._stopped) and self._sockets and self._loop is not None:
+            self._listening = True
+            for sock in self._sockets:
+                self._loop.add_reader(sock.fileno(), self._accept_ready, sock)
 
-    async def _accept_loop(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while self.book.full:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+    def _deafen(self) -> None:
+        if self._listening and self._loop is not None:
+            self._listening = False
+            for sock in self._sockets:
+                self._loop.remove_reader(sock.fileno())
+
+    def _accept_ready(self, sock: socket.socket) -> None:
+        """Accept what the kernel holds, up to BACKLOG at a time (as asyncio's own server does:
+        one wake-up per batch, not per connection), within the budget."""
+        assert self._loop is not None
+        for _ in range(BACKLOG):
+            if self.book.full:
+                self._deafen()  # the rest waits in the kernel's backlog, holding nothing here
+                return
             try:
-                connection, peer = await loop.sock_accept(sock)
+                connection, peer = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRORS:
-                    continue  # the peer gave up before we accepted: nothing to do
+                    return
                 log.error("accept failed, pausing error=%s", errno.errorcode.get(exc.errno))
-                await asyncio.sleep(ACCEPT_RETRY_S)
-                continue
+                self._deafen()
+                self._loop.call_later(ACCEPT_RETRY_S, self._listen)
+                return
             address = str(peer[0]) if isinstance(peer, tuple) else ""
-            if not self.book.admit(address):
-                if self.book.full:  # another loop of this site filled it meanwhile
-                    self.stats.refused_full += 1
-                else:
-                    self.stats.refused_per_address += 1
-                connection.close()
+            admission = self.book.admit(address, self._loop.time())
+            if admission is not Admission.ADMITTED:
+                self.stats.refused[admission.value] += 1
+                _reset(connection)
                 continue
             self.stats.accepted += 1
             self.stats.peak_connections = max(self.stats.peak_connections, self.book.total)
             self._spawn(self._handshake(connection, address))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _handshake(self, connection: socket.socket, address: str) -> None:
         released = False
@@ -171,7 +195,7 @@ class BudgetedSite(web.BaseSite):
             if not released:
                 released = True
                 self.book.release(address)
-                self._slot_freed.set()
+                self._listen()  # a slot is free: take from the backlog again
 
         server = self._runner.server
         assert server is not None  # the runner was set up before the site started
@@ -191,6 +215,14 @@ class BudgetedSite(web.BaseSite):
             release()
             connection.close()
             raise
+
+
+def _reset(connection: socket.socket) -> None:
+    """Close with a reset: a refused connection leaves no TIME_WAIT behind (a flood of them
+    would fill the kernel's tables, not ours)."""
+    with contextlib.suppress(OSError):
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    connection.close()
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:

@@ -90,10 +90,13 @@ DEFAULT_PAIR_REQUEST_TIMEOUT_S: Final = 10.0
 DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS: Final = 16
 DEFAULT_PAIR_IDLE_TIMEOUT_S: Final = 10.0
 DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S: Final = 5.0
-DEFAULT_PAIR_CONNECTIONS: Final = ConnectionLimits(max_connections=64, max_per_address=8)
+DEFAULT_PAIR_CONNECTIONS: Final = ConnectionLimits(
+    max_connections=64, max_per_address=8, new_per_address_per_s=2.0, new_burst_per_address=10
+)
 """The pairing listener's own descriptor budget (backoffice/connection_book.py): a pairing is
 one request of a few KiB, and a depot pairs a few boxes at a time; however many connections
-reach it, it holds at most these, and the evidence listener's budget is untouched."""
+reach it, it holds at most these, and the evidence listener's budget is untouched. Two new
+connections a second from one address (ten at once) are more than any depot pairs."""
 DEFAULT_PAIR_HANDSHAKE_TIMEOUT_S: Final = 10.0
 READ_PIECE_BYTES: Final = 4 * 1024
 PAIR_REQUESTS_PER_ADDRESS_PER_MIN: Final = 10

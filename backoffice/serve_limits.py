@@ -6,9 +6,9 @@ backoffice/cli.py only asks for them:
 - per box (client certificate): requests in flight on both listeners together
   (backoffice/in_flight.py), creations a minute, bytes of unfinished uploads (reserved at
   creation: backoffice/reservations.py), the minimum pace of a body (backoffice/body_pace.py);
-- per listener: connections in all and per client address, and the TLS handshake's time
-  (backoffice/connection_book.py, backoffice/listener.py); the pairing listener has a budget of
-  its own;
+- per listener: connections in all and per client address, new connections a second per
+  address, and the TLS handshake's time (backoffice/connection_book.py,
+  backoffice/listener.py); the pairing listener has a budget of its own;
 - the process: the descriptors all of that needs (`ensure_descriptors`: RLIMIT_NOFILE is
   raised to it, or the server refuses to start, naming the settings).
 
@@ -38,6 +38,12 @@ from backoffice.server import (
 )
 from common.faults import ConfigurationFault
 
+DEFAULT_CLIENT_REQUESTS_PER_S: Final = 20.0
+DEFAULT_CLIENT_BURST: Final = 40
+"""A box sends a request per chunk (4 MiB) and one or two per file: a few a second on its best
+link. Twenty a second on average, forty at once, is room for that; a box that sends hundreds a
+second is flooding (issue 13: it was on only when asked, and a flood of cheap requests then
+took the event loop from every other box)."""
 DEFAULT_CREATIONS_PER_MIN: Final = 120
 """A box seals a file every few seconds at most (the demo's 3 s is the fastest); 120 a minute
 leaves room for that and for re-creations after lost answers. A box that creates thousands a
@@ -73,9 +79,17 @@ class ServeLimits:
     def from_args(cls, args: argparse.Namespace) -> ServeLimits:
         """The limits `add_limit_arguments` parsed; ConfigurationFault when they contradict."""
         try:
-            connections = ConnectionLimits(args.max_connections, args.max_connections_per_address)
+            connections = ConnectionLimits(
+                args.max_connections,
+                args.max_connections_per_address,
+                args.new_connections_per_address_per_s,
+                DEFAULT_CONNECTIONS.new_burst_per_address,
+            )
             pair_connections = ConnectionLimits(
-                args.pair_max_connections, args.pair_max_connections_per_address
+                args.pair_max_connections,
+                args.pair_max_connections_per_address,
+                args.pair_new_connections_per_address_per_s,
+                DEFAULT_PAIR_CONNECTIONS.new_burst_per_address,
             )
         except ValueError as exc:
             raise ConfigurationFault(
@@ -208,6 +222,13 @@ def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
         help="connections the HTTPS listener holds from one address (IPv6: one /64)",
     )
     limits.add_argument(
+        "--new-connections-per-address-per-s",
+        type=_positive_float,
+        default=DEFAULT_CONNECTIONS.new_per_address_per_s,
+        help="new connections a second the HTTPS listener takes from one address (bursts of "
+        f"{DEFAULT_CONNECTIONS.new_burst_per_address}); more are closed before their handshake",
+    )
+    limits.add_argument(
         "--handshake-timeout",
         type=_positive_float,
         default=DEFAULT_HANDSHAKE_TIMEOUT_S,
@@ -224,6 +245,13 @@ def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=DEFAULT_PAIR_CONNECTIONS.max_per_address,
         help="connections the pairing listener holds from one address (IPv6: one /64)",
+    )
+    limits.add_argument(
+        "--pair-new-connections-per-address-per-s",
+        type=_positive_float,
+        default=DEFAULT_PAIR_CONNECTIONS.new_per_address_per_s,
+        help="new connections a second the pairing listener takes from one address (bursts of "
+        f"{DEFAULT_PAIR_CONNECTIONS.new_burst_per_address})",
     )
     limits.add_argument(
         "--pair-handshake-timeout",

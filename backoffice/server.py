@@ -18,7 +18,8 @@ Invariants:
 - A request of a certificate withdrawn while it runs is cut (`InFlight.cut`): its body raises
   RequestWithdrawn, TusApp answers 403 and the connection is closed.
 - With a `rate_limit`, each client's tus requests are bounded (backoffice/rate_limit.py); one
-  over it is answered 429 with Retry-After before it reaches TusApp.
+  over it is answered 429 with Retry-After before it reaches TusApp. Every 429 (requests in
+  flight, request rate, creations) closes its connection.
 - With a `client_gate`, every request (not only the handshake: keep-alive connections outlive
   it) is first put to the gate with the client certificate's serial; a denied certificate gets
   403 and its connection is closed, and a gate that cannot decide fails closed (503).
@@ -87,9 +88,12 @@ BODY_PIECE_BYTES: Final = 64 * 1024
 CLIENT_MAX_SIZE_BYTES: Final = 64 * 1024
 DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 256
-DEFAULT_CONNECTIONS: Final = ConnectionLimits(max_connections=1024, max_per_address=128)
-"""Boxes keep one or two connections each; 128 from one address leaves room for a depot (or
-a carrier's NAT) full of boxes, and at most an eighth of the budget for one attacker."""
+DEFAULT_CONNECTIONS: Final = ConnectionLimits(
+    max_connections=1024, max_per_address=128, new_per_address_per_s=10.0, new_burst_per_address=40
+)
+"""Boxes keep one or two connections each, alive; 128 from one address, and 10 new ones a second
+(40 at once), leave room for a depot (or a carrier's NAT) full of boxes, at most an eighth of
+the budget for one attacker, and a few per cent of a core for the handshakes it can force."""
 DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 20.0
 """A TLS handshake over a poor mobile link takes a few seconds; a connection that says nothing
 for this long holds a descriptor for nobody."""
@@ -243,8 +247,11 @@ class _HttpsShell:
                 self._requests -= 1
         finally:
             self._in_flight.leave(ticket)
-        if ticket.withdrawn():
-            response.force_close()  # nothing more is served on this connection
+        if ticket.withdrawn() or response.status == 429:
+            # Withdrawn: nothing more is served on this connection. 429: a box told to slow
+            # down does not need it, and a flood pays a new connection (a handshake, at most
+            # its address's rate: backoffice/connection_book.py) for its next request.
+            response.force_close()
         return response
 
     async def _route(

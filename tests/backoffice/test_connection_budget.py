@@ -11,6 +11,7 @@ budgets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from backoffice.connection_book import ConnectionBook, ConnectionLimits, address_key
+from backoffice.connection_book import Admission, ConnectionBook, ConnectionLimits, address_key
 from backoffice.fleet_repo import init_repository
 from backoffice.pairing_service import (
     LedgerStore,
@@ -40,20 +41,35 @@ from tests.backoffice.test_server_https import STEP_TIMEOUT_S, box_context, box_
 from tests.tls_helpers import TestPki
 
 MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
+ADMITTED, ADDRESS_FULL = Admission.ADMITTED, Admission.ADDRESS_FULL
 
 # -- the book ---------------------------------------------------------------------------------
 
 
 def test_the_book_bounds_connections_in_all_and_per_address() -> None:
     book = ConnectionBook(ConnectionLimits(max_connections=3, max_per_address=2))
-    assert [book.admit("10.0.0.1") for _ in range(3)] == [True, True, False]
-    assert book.admit("10.0.0.2")
+    assert [book.admit("10.0.0.1", 0.0) for _ in range(3)] == [ADMITTED, ADMITTED, ADDRESS_FULL]
+    assert book.admit("10.0.0.2", 0.0) is ADMITTED
     assert book.full
-    assert not book.admit("10.0.0.3")  # full: nobody new
+    assert book.admit("10.0.0.3", 0.0) is Admission.FULL  # full: nobody new
     book.release("10.0.0.1")
-    assert book.admit("10.0.0.3")
+    assert book.admit("10.0.0.3", 0.0) is ADMITTED
     book.release("10.0.0.9")  # never admitted: nothing changes
     assert book.total == 3
+
+
+def test_the_book_bounds_new_connections_a_second_per_address() -> None:
+    limits = ConnectionLimits(
+        max_connections=100, max_per_address=100, new_per_address_per_s=2, new_burst_per_address=3
+    )
+    book = ConnectionBook(limits)
+    for _ in range(3):
+        assert book.admit("10.0.0.1", 0.0) is ADMITTED
+        book.release("10.0.0.1")  # short connections: the count stays low, the rate does not
+    assert book.admit("10.0.0.1", 0.0) is Admission.TOO_FAST
+    assert book.admit("10.0.0.2", 0.0) is ADMITTED  # another address has its own rate
+    assert book.admit("10.0.0.1", 0.5) is ADMITTED  # half a second: one more at 2 a second
+    assert book.total == 2
 
 
 def test_an_ipv6_subscriber_counts_as_its_slash_64() -> None:
@@ -62,7 +78,8 @@ def test_an_ipv6_subscriber_counts_as_its_slash_64() -> None:
     assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert address_key("fe80::1%eth0") == address_key("fe80::2")
     book = ConnectionBook(ConnectionLimits(max_connections=10, max_per_address=2))
-    assert [book.admit(f"2001:db8:1:2::{n}") for n in range(1, 4)] == [True, True, False]
+    answers = [book.admit(f"2001:db8:1:2::{n}", 0.0) for n in range(1, 4)]
+    assert answers == [ADMITTED, ADMITTED, ADDRESS_FULL]
 
 
 def test_limits_that_contradict_are_refused() -> None:
@@ -97,7 +114,9 @@ async def listeners(pki: TestPki, tmp_path: Path) -> AsyncIterator[Listeners]:
         port=0,
         cert_file=pki.server_cert,
         key_file=pki.server_key,
-        connections=ConnectionLimits(max_connections=8, max_per_address=4),
+        connections=ConnectionLimits(
+            max_connections=8, max_per_address=4, new_burst_per_address=50
+        ),
         handshake_timeout_s=4.0,  # long enough to fill the budget first on a loaded machine
     )
     evidence = await start_https_server(
@@ -107,6 +126,7 @@ async def listeners(pki: TestPki, tmp_path: Path) -> AsyncIterator[Listeners]:
         cert_file=pki.server_cert,
         key_file=pki.server_key,
         client_ca_file=pki.ca_cert,
+        connections=ConnectionLimits(1024, 128, new_burst_per_address=1000),  # shares, not rates
     )
     try:
         yield Listeners(pairing, evidence)
@@ -117,12 +137,14 @@ async def listeners(pki: TestPki, tmp_path: Path) -> AsyncIterator[Listeners]:
 
 
 async def bare_connection(port: int, source: str) -> socket.socket:
-    """A TCP connection from `source` that never says a word."""
+    """A TCP connection from `source` that never says a word (a listener that refuses it resets
+    it, which the connect may already see)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     sock.bind((source, 0))
-    async with asyncio.timeout(STEP_TIMEOUT_S):
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    with contextlib.suppress(ConnectionResetError):
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     return sock
 
 
@@ -153,7 +175,8 @@ async def test_bare_connections_to_the_pairing_port_take_its_budget_only(
     try:
         # Forty from one address: four are held, the rest closed at once.
         held += await bare_connections(site.port, ["127.0.0.2"] * 40)
-        await eventually(lambda: site.stats.refused_per_address == 36, "not refused per address")
+        refused = site.stats.refused
+        await eventually(lambda: refused["address_full"] == 36, "not refused per address")
         assert site.book.count("127.0.0.2") == 4
         # Four more addresses fill the budget of 8; what comes next waits in the backlog.
         held += await bare_connections(site.port, [f"127.0.0.{n}" for n in (3, 3, 3, 3, 4)])
@@ -176,7 +199,8 @@ async def test_the_evidence_listener_closes_what_exceeds_an_address_share(
     share = site.book.limits.max_per_address
     held = await bare_connections(site.port, ["127.0.0.5"] * (share + 5))
     try:
-        await eventually(lambda: site.stats.refused_per_address == 5, "no per-address refusal")
+        refused = site.stats.refused
+        await eventually(lambda: refused["address_full"] == 5, "no per-address refusal")
         await box_is_served(listeners, pki)  # from 127.0.0.1: its own share
     finally:
         for sock in held:
