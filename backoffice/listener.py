@@ -39,6 +39,9 @@ from backoffice.connection_book import Admission, ConnectionBook, ConnectionLimi
 log = logging.getLogger(__name__)
 
 BACKLOG: Final = 128
+REFUSAL_REPORT_S: Final = 60.0
+"""How often a listener that refused connections says so in the log (one line, counts by
+reason): a flood is visible to the operator without a line per connection."""
 ACCEPT_RETRY_S: Final = 1.0
 """After accept(2) failed for want of descriptors or memory: wait this long (asyncio's own
 server does the same) rather than spin."""
@@ -127,6 +130,7 @@ class BudgetedSite(web.BaseSite):
         self.port = self._sockets[0].getsockname()[1]
         self._loop = asyncio.get_running_loop()
         self._listen()
+        self._spawn(self._report_refusals())
 
     async def stop(self) -> None:
         self._stopped = True
@@ -180,6 +184,21 @@ class BudgetedSite(web.BaseSite):
             self.stats.accepted += 1
             self.stats.peak_connections = max(self.stats.peak_connections, self.book.total)
             self._spawn(self._handshake(connection, address))
+
+    async def _report_refusals(self) -> None:
+        reported: collections.Counter[str] = collections.Counter()
+        while True:
+            await asyncio.sleep(REFUSAL_REPORT_S)
+            if self.stats.refused != reported:
+                new = self.stats.refused - reported
+                reported = collections.Counter(self.stats.refused)
+                log.warning(
+                    "listener refused connections port=%d in_last_s=%d %s connections=%d",
+                    self.port,
+                    REFUSAL_REPORT_S,
+                    " ".join(f"{reason}={count}" for reason, count in sorted(new.items())),
+                    self.book.total,
+                )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None

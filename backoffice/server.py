@@ -236,7 +236,9 @@ class _HttpsShell:
         ticket = self._in_flight.enter(client_id, client_serial_of(peercert))
         if ticket is None:
             retry_after = {"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)}
-            return _plain(429, "too many requests of this box in flight: slow down", retry_after)
+            refused = _plain(429, "too many requests of this box in flight: slow down", retry_after)
+            refused.force_close()  # as every 429 (below)
+            return refused
         try:
             if self._requests >= self._max_concurrent_requests:
                 return _plain(503, "too many requests in flight", {"Retry-After": "5"})

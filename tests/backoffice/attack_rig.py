@@ -229,13 +229,20 @@ def _thief_yields() -> None:
 
 @contextlib.contextmanager
 def thief_attacking(
-    office: BackOffice, thief: Box, *, slow_posts: int = 260, bare: int = 450
+    office: BackOffice,
+    thief: Box,
+    *,
+    slow_posts: int = 260,
+    bare: int = 450,
+    yields: bool = True,
 ) -> Iterator[dict[str, Any]]:
-    """The thief's process, attacking until the block ends; its counts land in the dict."""
+    """The thief's process, attacking until the block ends; its counts land in the dict.
+    `yields`: at the lowest CPU priority (see `_thief_yields`)."""
     counts: dict[str, Any] = {}
     command = thief_command(office, thief, slow_posts=slow_posts, bare=bare)
+    preexec = _thief_yields if yields else None
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, text=True, preexec_fn=_thief_yields
+        command, stdout=subprocess.PIPE, text=True, preexec_fn=preexec
     ) as process:
         try:
             [started] = read_lines(process, 1, timeout_s=60)
@@ -267,6 +274,7 @@ async def _slow_post(port: int, context: ssl.SSLContext, server_name: str, count
     length = 1 << 20
     while True:
         writer = None
+        answer: asyncio.Future[bytes] | None = None
         try:
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1",
@@ -294,6 +302,10 @@ async def _slow_post(port: int, context: ssl.SSLContext, server_name: str, count
             counts.add("slow", "error")
             await asyncio.sleep(0.05)
         finally:
+            if answer is not None and not answer.done():
+                answer.cancel()
+            elif answer is not None and not answer.cancelled():
+                answer.exception()  # retrieved: a reset after the answer is no news
             if writer is not None:
                 writer.close()
 
