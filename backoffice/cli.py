@@ -55,14 +55,7 @@ from backoffice.pki import (
     issue_server_cert,
     load_issued,
 )
-from backoffice.rate_limit import ClientRateLimit
-from backoffice.serve_limits import (
-    DEFAULT_CLIENT_BURST,
-    DEFAULT_CLIENT_REQUESTS_PER_S,
-    ServeLimits,
-    add_limit_arguments,
-    ensure_descriptors,
-)
+from backoffice.serve_limits import ServeLimits, add_limit_arguments, ensure_descriptors
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
     FleetFiles,
@@ -141,19 +134,6 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=_positive_float,
         default=DEFAULT_UPLOAD_EXPIRY_S,
         help="seconds an unfinished upload may stay idle before it is removed (tus expiration)",
-    )
-    serve.add_argument(
-        "--client-rate-limit",
-        type=_positive_float,
-        default=DEFAULT_CLIENT_REQUESTS_PER_S,
-        help="tus requests per second each box may send on average (more: 429, and the "
-        "connection is closed)",
-    )
-    serve.add_argument(
-        "--client-burst",
-        type=_positive_int,
-        default=DEFAULT_CLIENT_BURST,
-        help="tus requests each box may send at once, with --client-rate-limit",
     )
     serve.add_argument(
         "--h3-port",
@@ -464,9 +444,6 @@ async def _start_https(
     gate = None if store is None else LedgerGate(store)
     fleet_files: FleetFiles | None = None if fleet is None else fleet.served_path
     reports = None if fleet is None else ReportLog(args.dir / REPORTS_FILE)
-    rate_limit = None
-    if args.client_rate_limit is not None:
-        rate_limit = ClientRateLimit(args.client_rate_limit, args.client_burst)
     return await start_https_server(
         app,
         host=args.host,
@@ -479,7 +456,6 @@ async def _start_https(
         fleet_files=fleet_files,
         fleet_reports=reports,
         enrolled_keys=None if gate is None else gate.enrolled_device_key,
-        rate_limit=rate_limit,
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
         in_flight=args.in_flight,
         **args.limits.https_options(),

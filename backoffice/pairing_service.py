@@ -26,14 +26,9 @@ Invariants:
 - The pairing listener reads at most MAX_REQUEST_BYTES + 1 of a body, within a time bound, and
   handles at most `max_concurrent_requests` at once (503 beyond); it admits at most the rate
   limits' requests, per client address and in all, and reads no byte of a refused body.
-- It has its own descriptor budget (`connections`, backoffice/connection_book.py): at most that
-  many connections in all and per address, each handshake within `handshake_timeout_s`; the
-  rest wait in the kernel's backlog or are closed at once. Chosen over a process of its own:
-  descriptors are what a flood of this unauthenticated port took from the evidence listener,
-  and a budget enforced before accept() gives them back for good, with one process, one log and
-  one lifecycle; the CPU a handshake flood costs is the same on either listener's port (the
-  evidence listener's handshakes are unauthenticated too until the client certificate), so a
-  second process would not remove it (docs/threat-model.md).
+- It has its own descriptor budget (`connections`, backoffice/connection_book.py), so a flood
+  of this unauthenticated port never takes the evidence listener's descriptors (why a budget
+  and not a process of its own: docs/deploy-backoffice.md, Limits).
 - The rate limiter's memory is bounded: at most `max_tracked_addresses` buckets.
 - Nothing derived from a nonce (codes, proof keys) is logged, nor a client's address.
 """

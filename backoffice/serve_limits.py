@@ -4,8 +4,9 @@ One place for every limit of issue 13 item 7 (docs/deploy-backoffice.md, "Limits
 backoffice/cli.py only asks for them:
 
 - per box (client certificate): requests in flight on both listeners together
-  (backoffice/in_flight.py), creations a minute, bytes of unfinished uploads (reserved at
-  creation: backoffice/reservations.py), the minimum pace of a body (backoffice/body_pace.py);
+  (backoffice/in_flight.py), requests a second (backoffice/rate_limit.py), creations a minute,
+  bytes of unfinished uploads (reserved at creation: backoffice/reservations.py), the minimum
+  pace of a body (backoffice/body_pace.py);
 - per listener: connections in all and per client address, new connections a second per
   address, and the TLS handshake's time (backoffice/connection_book.py,
   backoffice/listener.py); the pairing listener has a budget of its own;
@@ -65,6 +66,8 @@ class ServeLimits:
     """Every bound of `mvb-admin serve` (see the module docstring)."""
 
     client_max_requests: int = DEFAULT_MAX_REQUESTS_PER_CLIENT
+    client_requests_per_s: float = DEFAULT_CLIENT_REQUESTS_PER_S
+    client_burst: int = DEFAULT_CLIENT_BURST
     client_creations_per_min: int = DEFAULT_CREATIONS_PER_MIN
     client_reserved_bytes: int | None = None  # None: RESERVED_SHARE_OF_MAX_UPLOAD x max upload
     min_body_rate_bytes_per_s: float = DEFAULT_MIN_BODY_RATE_BYTES_PER_S
@@ -98,6 +101,8 @@ class ServeLimits:
             ) from None
         return cls(
             client_max_requests=args.client_max_requests,
+            client_requests_per_s=args.client_rate_limit,
+            client_burst=args.client_burst,
             client_creations_per_min=args.client_creations_per_min,
             client_reserved_bytes=args.client_reserved_bytes,
             min_body_rate_bytes_per_s=args.min_body_rate,
@@ -125,6 +130,7 @@ class ServeLimits:
 
     def https_options(self) -> dict[str, Any]:
         return {
+            "rate_limit": ClientRateLimit(self.client_requests_per_s, self.client_burst),
             "pace_window_s": self.body_rate_window_s,
             "min_body_rate_bytes_per_s": self.min_body_rate_bytes_per_s,
             "max_concurrent_requests": self.max_concurrent_requests,
@@ -177,6 +183,18 @@ def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=DEFAULT_MAX_REQUESTS_PER_CLIENT,
         help="requests one box may have in flight, on both listeners together (more: 429)",
+    )
+    limits.add_argument(
+        "--client-rate-limit",
+        type=_positive_float,
+        default=DEFAULT_CLIENT_REQUESTS_PER_S,
+        help="tus requests a second one box may send on average (more: 429, connection closed)",
+    )
+    limits.add_argument(
+        "--client-burst",
+        type=_positive_int,
+        default=DEFAULT_CLIENT_BURST,
+        help="tus requests one box may send at once, with --client-rate-limit",
     )
     limits.add_argument(
         "--client-creations-per-min",
