@@ -33,10 +33,12 @@ from backoffice.pairing_service import (
     load_back_office_ca,
     start_pairing_server,
 )
+from backoffice.serve_limits import ServeLimits
 from backoffice.server import RunningServer, start_https_server
 from backoffice.tus_app import TusApp
 from backoffice.upload_store import UploadStore
 from protocol.pairing_messages import ServiceEndpoint
+from tests.backoffice.test_serve_both_transports import read_lines
 from tests.backoffice.test_server_https import STEP_TIMEOUT_S, box_context, box_session
 from tests.tls_helpers import TestPki
 
@@ -224,3 +226,27 @@ def test_serve_refuses_budgets_the_descriptor_limit_cannot_hold(
     assert result.returncode == 2
     assert "LimitNOFILE" in result.stderr
     assert not (tmp_path / "store").exists()  # refused before anything was opened
+
+
+def test_serve_raises_its_soft_descriptor_limit_to_what_its_budgets_need(
+    pki: TestPki, tmp_path: Path
+) -> None:
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))
+
+    command = [
+        str(MVB_ADMIN), "serve", "--dir", str(tmp_path / "store"), "--cert", str(pki.server_cert),
+        "--key", str(pki.server_key), "--client-ca", str(pki.ca_cert), "--port", "0",
+    ]  # fmt: skip
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, preexec_fn=low_soft_limit
+    ) as process:
+        try:
+            read_lines(process, 1, timeout_s=30)  # serving: the limit is set by now
+            limits = Path(f"/proc/{process.pid}/limits").read_text()
+        finally:
+            process.terminate()
+            process.wait(30)
+    [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    needed = ServeLimits().descriptors_needed(pairing=False)  # 1024 + 256 + 256 by default
+    assert line.split()[3:5] == [str(needed), "4096"]
