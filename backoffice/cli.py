@@ -28,6 +28,7 @@ from backoffice.fleet_metadata import FleetRepoError
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
+from backoffice.in_flight import InFlight, cut_withdrawn_periodically
 from backoffice.keys import KeyHolderError
 from backoffice.pairing import (
     CODE_VALIDITY_S,
@@ -56,10 +57,9 @@ from backoffice.pki import (
     issue_server_cert,
     load_issued,
 )
-from backoffice.rate_limit import ClientRateLimit
+from backoffice.serve_limits import ServeLimits, add_limit_arguments, ensure_descriptors
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
-    ClientGate,
     FleetFiles,
     RunningServer,
     start_https_server,
@@ -70,7 +70,7 @@ from backoffice.upload_store import DEFAULT_RESERVE_BYTES, UploadStore, UploadSt
 from backoffice.viewing import ViewingInputError
 from backoffice.viewing_cli import add_key_holder_parsers, run_decrypt, run_keys, run_viewing
 from backoffice.viewing_io import ViewingLogError
-from common.faults import MisuseFault
+from common.faults import ConfigurationFault, MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
 from storage.audit_io import AuditLogError
@@ -125,15 +125,6 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="seconds an unfinished upload may stay idle before it is removed (tus expiration)",
     )
     serve.add_argument(
-        "--client-rate-limit",
-        type=_positive_float,
-        default=None,
-        help="tus requests per second each box may send on average (more: 429); off by default",
-    )
-    serve.add_argument(
-        "--client-burst", type=_positive_int, default=20, help="with --client-rate-limit"
-    )
-    serve.add_argument(
         "--h3-port",
         type=int,
         default=None,
@@ -165,6 +156,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument(
         "--fleet-repo", type=Path, help="serve this fleet TUF repository at /fleet/ (mutual TLS)"
     )
+    add_limit_arguments(serve)
 
 
 def _add_pairing(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -251,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ViewingInputError,
         ViewingLogError,
         AuditLogError,
+        ConfigurationFault,  # a limit of `serve` that cannot hold (backoffice/serve_limits.py)
     ) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)
         return 2
@@ -263,6 +256,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_until_signalled(args: argparse.Namespace) -> int:
     _check_serve_arguments(args)
+    args.limits = ServeLimits.from_args(args)
+    ensure_descriptors(args.limits.descriptors_needed(pairing=args.pair_port is not None))
+    args.in_flight = InFlight(args.limits.client_max_requests)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -274,15 +270,21 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
             max_upload_bytes=args.max_upload_bytes,
             max_chunk_bytes=args.max_chunk_bytes,
             upload_expiry_s=args.upload_expiry,
+            **args.limits.tus_app_options(args.dir, args.max_upload_bytes),
         )
         assert app.expiration is not None
         app.expiration.expire_uploads()  # at start, before a box asks (each one is logged)
-        expiry = asyncio.create_task(expire_periodically(app.expiration), name="expiry")
+        tasks = [asyncio.create_task(expire_periodically(app.expiration), name="expiry")]
+        if args.pairing_state is not None:  # an unpair cuts the box's requests in flight
+            gate = LedgerGate(LedgerStore(args.pairing_state))
+            cut = cut_withdrawn_periodically(args.in_flight, gate.withdrawn_among)
+            tasks.append(asyncio.create_task(cut, name="withdrawals"))
         listeners = await _start_listeners(app, args)
         try:
             await stop.wait()
         finally:
-            expiry.cancel()
+            for task in tasks:
+                task.cancel()
             for listener in listeners:
                 await listener.close()
     return 0
@@ -379,6 +381,8 @@ async def _start_listeners(
                 client_ca_file=args.client_ca,
                 idle_timeout_s=args.idle_timeout,
                 client_gate=None if store is None else LedgerGate(store),
+                in_flight=args.in_flight,
+                **args.limits.h3_options(),
             )
             listeners.append(h3)
             h3_port = h3.port
@@ -406,12 +410,9 @@ async def _start_https(
     store: LedgerStore | None,
     fleet: FleetRepository | None,
 ) -> RunningServer:
-    gate: ClientGate | None = None if store is None else LedgerGate(store)
+    gate = None if store is None else LedgerGate(store)
     fleet_files: FleetFiles | None = None if fleet is None else fleet.served_path
     reports = None if fleet is None else ReportLog(args.dir / REPORTS_FILE)
-    rate_limit = None
-    if args.client_rate_limit is not None:
-        rate_limit = ClientRateLimit(args.client_rate_limit, args.client_burst)
     return await start_https_server(
         app,
         host=args.host,
@@ -423,9 +424,11 @@ async def _start_https(
         client_gate=gate,
         fleet_files=fleet_files,
         fleet_reports=reports,
-        rate_limit=rate_limit,
+        enrolled_keys=None if gate is None else gate.enrolled_device_key,
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
         audit_store=app.audit_store if isinstance(app, HeadTappingTusApp) else None,
+        in_flight=args.in_flight,
+        **args.limits.https_options(),
     )
 
 
@@ -443,7 +446,12 @@ async def _start_pairing(
     ca = load_back_office_ca(args.pki_dir)
     pairing = PairingService(store, ca, pins, fleet.trust_root_bytes, service=service)
     return await start_pairing_server(
-        pairing, host=args.host, port=args.pair_port, cert_file=args.cert, key_file=args.key
+        pairing,
+        host=args.host,
+        port=args.pair_port,
+        cert_file=args.cert,
+        key_file=args.key,
+        **args.limits.pairing_options(),
     )
 
 

@@ -10,6 +10,14 @@ appends each accepted report to a JSONL file (fsync per line) and answers 204; `
 the newest *applied* report per box (the configuration it runs). A box keeps its reports until
 they are accepted (gateway/fleet_sync.py), so one may arrive days after its `at_ms`.
 
+The signature is verified against the device key the box enrolled at pairing (the pairing
+ledger, backoffice/pairing_ledger.py), never against the key the report carries: a report is
+whatever its sender wrote, so a key it carries proves only that someone holds that key. A report
+whose carried key is not the enrolled one is refused (ForeignDeviceKey, 400: the box drops it;
+the back office logs it at ERROR, since a box does not change its key); a box with no enrolled
+key (paired before pairing enrolled it) is answered KeyNotEnrolled (409: the box keeps the report
+and delivers it once it is re-paired).
+
 The message format and the signed bytes are shared with the box: protocol/fleet_report.py.
 """
 
@@ -48,6 +56,14 @@ class ReportRefused(ValueError, RemoteFault):
     """The report is malformed or its signature does not verify (400)."""
 
 
+class ForeignDeviceKey(ReportRefused):
+    """The report carries another device key than the one its box enrolled at pairing (400)."""
+
+
+class KeyNotEnrolled(RemoteFault):
+    """The box has no device key enrolled: it paired before pairing enrolled one (409)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigReport:
     box_id: str
@@ -61,8 +77,10 @@ class ConfigReport:
     audit_head: str = ""  # the box's signed audit head, when it sent one (not signed over)
 
 
-def parse_report(box_id: str, body: bytes) -> ConfigReport:
-    """Check a report from client `box_id`; ReportRefused says what is wrong."""
+def parse_report(box_id: str, body: bytes, enrolled: DevicePublicKey | None) -> ConfigReport:
+    """Check a report from client `box_id` against `enrolled`, the device key that box enrolled
+    at pairing (None: none). ReportRefused says what is wrong (ForeignDeviceKey for another
+    key); KeyNotEnrolled when there is no key to check against."""
     if len(body) > MAX_REPORT_BYTES:
         raise ReportRefused("report too large")
     try:
@@ -97,9 +115,18 @@ def parse_report(box_id: str, body: bytes) -> ConfigReport:
     else:
         outcome, reason = _outcome(raw["outcome"], raw["reason"])
         message = signed_message(box_id, serial, sha256, path, at_ms, outcome, reason)
-    if not key.verify(message, signature):
-        raise ReportRefused("the signature does not verify with the given device key")
-    key_id = key.key_id()
+    if enrolled is None:
+        raise KeyNotEnrolled(
+            f"box {box_id} has no device key enrolled at pairing: re-pair it to report"
+        )
+    if key != enrolled:
+        raise ForeignDeviceKey(
+            f"the report's device key {key.key_id()} is not the key box {box_id} enrolled at "
+            f"pairing ({enrolled.key_id()})"
+        )
+    if not enrolled.verify(message, signature):
+        raise ReportRefused("the signature does not verify with the box's enrolled device key")
+    key_id = enrolled.key_id()
     return ConfigReport(box_id, serial, sha256, path, at_ms, key_id, outcome, reason, audit_head)
 
 

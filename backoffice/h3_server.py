@@ -20,8 +20,11 @@ Bounds, so one client cannot exhaust the back office:
   violation closes the connection (H3_EXCESSIVE_LOAD): no honest client sends one.
 - requests per connection: at most MAX_CONCURRENT_REQUESTS unanswered streams; further streams
   are refused with H3_REQUEST_REJECTED (never processed, so the client may safely retry).
+- requests per box: the same InFlight book as the HTTPS listener (backoffice/in_flight.py): one
+  over the box's cap is answered 429, and a request of a certificate withdrawn while it runs is
+  cut (its body raises RequestWithdrawn: 403).
 - request bodies stream to the handler through a per-request buffer, in pieces of at most
-  BODY_PIECE_BYTES, paced like the HTTPS shell (BodyPace: a stall raises TimeoutError, a broken
+  BODY_PIECE_BYTES, paced like the HTTPS shell (BodyPace: too slow raises TimeoutError, a broken
   stream ConnectionResetError). aioquic grants flow-control credit as data arrives rather than as
   it is consumed, so backpressure is applied below it: while a connection's buffered body bytes
   are at or above BODY_BUFFER_HIGH_BYTES its incoming datagrams are dropped (QUIC sees loss, the
@@ -66,16 +69,18 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from backoffice.in_flight import IN_FLIGHT_RETRY_AFTER_S, InFlight, Ticket
 from backoffice.server import (
     BODY_PIECE_BYTES,
     CLIENT_ID_PATTERN,
     DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
+    DEFAULT_PACE_WINDOW_S,
     BodyPace,
     ClientDenied,
     ClientGate,
     GateUnavailable,
 )
-from backoffice.tus_app import IncomingRequest, OutgoingResponse
+from backoffice.tus_app import IncomingRequest, OutgoingResponse, RequestWithdrawn
 from common.faults import RemoteFault
 from transport.h3 import (
     CONNECTION_SPECIFIC_HEADERS,
@@ -176,6 +181,7 @@ class H3ServerStats:
     streams_refused: int = 0
     datagrams_dropped_for_backpressure: int = 0
     requests_denied: int = 0
+    requests_over_client_cap: int = 0
     peak_buffered_body_bytes: int = 0
 
 
@@ -273,8 +279,9 @@ class _ServerState:
 
     handler: RequestHandler
     client_cas: Store
-    idle_timeout_s: float
+    pace_window_s: float
     min_body_rate_bytes_per_s: float
+    in_flight: InFlight
     client_gate: ClientGate | None = None
     stats: H3ServerStats = field(default_factory=H3ServerStats)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -425,26 +432,36 @@ class _ServerProtocol(QuicConnectionProtocol):
         if field_section_bytes(headers) > MAX_FIELD_SECTION_BYTES:
             self._respond(stream_id, stream, OutgoingResponse(431, {}))
             return
+        ticket = self._server.in_flight.enter(self._client_id, self._client_serial)
+        if ticket is None:
+            self._server.stats.requests_over_client_cap += 1
+            retry_after = {"retry-after": str(IN_FLIGHT_RETRY_AFTER_S)}
+            self._respond(stream_id, stream, OutgoingResponse(429, retry_after))
+            return
         pseudo, regular = split_header_fields(headers)
         if ":authority" in pseudo:
             regular.setdefault("host", pseudo[":authority"])
         loop = asyncio.get_running_loop()
         pace = BodyPace(
-            self._server.idle_timeout_s, self._server.min_body_rate_bytes_per_s, loop.time()
+            self._server.pace_window_s, self._server.min_body_rate_bytes_per_s, loop.time()
         )
-        stream.body = _RequestBody(pace, self._body_buffer_changed)
+        body = stream.body = _RequestBody(pace, self._body_buffer_changed)
+        ticket.cutter = lambda: body.fail(RequestWithdrawn("certificate withdrawn"))
         request = IncomingRequest(
             method=pseudo.get(":method", ""),
             target=pseudo.get(":path", ""),
             headers=regular,
             client_id=self._client_id,
-            body=stream.body,
+            body=body,
+            withdrawn=ticket.withdrawn,
         )
-        task = asyncio.create_task(self._serve(stream_id, stream, request))
+        task = asyncio.create_task(self._serve(stream_id, stream, request, ticket))
         self._server.tasks.add(task)
         task.add_done_callback(self._server.tasks.discard)
 
-    async def _serve(self, stream_id: int, stream: _Stream, request: IncomingRequest) -> None:
+    async def _serve(
+        self, stream_id: int, stream: _Stream, request: IncomingRequest, ticket: Ticket
+    ) -> None:
         try:
             response = await self._gate() or await self._server.handler.handle(request)
         except Exception:
@@ -452,6 +469,7 @@ class _ServerProtocol(QuicConnectionProtocol):
             log.exception("the request handler failed method=%s", request.method)
             response = OutgoingResponse(500, {})
         finally:
+            self._server.in_flight.leave(ticket)
             if stream.body is not None:
                 stream.body.discard()
         self._respond(stream_id, stream, response)
@@ -547,11 +565,14 @@ async def start_h3_server(
     key_file: Path,
     client_ca_file: Path,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    pace_window_s: float = DEFAULT_PACE_WINDOW_S,
     min_body_rate_bytes_per_s: float = DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
+    in_flight: InFlight | None = None,
     client_gate: ClientGate | None = None,
 ) -> RunningH3Server:
     """Serve `handler` over HTTP/3 with (verified) client certificates on host:port (UDP; 0
-    picks a free port). RuntimeError at once if aioquic no longer has what mutual TLS needs."""
+    picks a free port). RuntimeError at once if aioquic no longer has what mutual TLS needs.
+    `in_flight`: the per-box book shared with the HTTPS listener (one of its own when None)."""
     check_private_api()
     configuration = QuicConfiguration(
         is_client=False, alpn_protocols=H3_ALPN, idle_timeout=idle_timeout_s
@@ -560,8 +581,9 @@ async def start_h3_server(
     state = _ServerState(
         handler=handler,
         client_cas=Store(x509.load_pem_x509_certificates(client_ca_file.read_bytes())),
-        idle_timeout_s=idle_timeout_s,
+        pace_window_s=pace_window_s,
         min_body_rate_bytes_per_s=min_body_rate_bytes_per_s,
+        in_flight=InFlight() if in_flight is None else in_flight,
         client_gate=client_gate,
     )
     create_protocol = functools.partial(_ServerProtocol, server=state)

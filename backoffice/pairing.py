@@ -13,6 +13,9 @@ Invariants:
 - A refusal from `redeem` carries the ledger to persist (`PairingRefused.ledger`): a failed proof
   withdraws the code (RULES L2), so a refusal can change state too.
 - The nonce and the keys derived from it never appear in a repr, an error message or a grant.
+- A grant enrolls the request's device key (an Ed25519 public key, covered by the proof) with
+  the box's pairing: the key the box's signed reports are verified against, never a key a
+  report carries (backoffice/fleet_reports.py).
 - Every collection is bounded: open codes per box and in all, code records (forgotten 7 days after
   expiry), denied serials (forgotten when the certificate expires).
 - The only crypto with a side effect is the CA signature (`issue_client_cert_for_csr`), which
@@ -63,6 +66,7 @@ from protocol.pairing_messages import (
     RefusalMessage,
     ServiceEndpoint,
 )
+from storage.devicekey import DeviceKeyError, DevicePublicKey
 from transport.pinning import PinFormatError, parse_pin
 
 CODE_VALIDITY_S: Final = 15 * 60
@@ -298,6 +302,10 @@ def redeem(
         request = PairingRequest.from_json(request_json)
     except MessageFormatError as exc:
         raise MalformedRequest(str(exc), ledger) from None
+    try:
+        DevicePublicKey.from_raw(request.device_key, source="the request's device_key")
+    except DeviceKeyError as exc:
+        raise MalformedRequest(str(exc), ledger) from None
     record = ledger.code(request.code_id)
     if record is None:
         raise CodeUnknown(
@@ -317,11 +325,11 @@ def redeem(
         )
     csr = _valid_csr(ledger, request)
     _check_pairing_state(ledger, record)
-    return _grant(ledger, record, csr, now_s, ca, trust)
+    return _grant(ledger, record, csr, request.device_key, now_s, ca, trust)
 
 
 def _check_proof(ledger: PairingLedger, record: CodeRecord, request: PairingRequest) -> None:
-    expected = proof_of(record.proof_key, request.box_id, request.csr_der)
+    expected = proof_of(record.proof_key, request.box_id, request.device_key, request.csr_der)
     if hmac.compare_digest(expected, request.proof):
         return
     # Only someone without the nonce gets here: an attacker or a tampered request (RULES L2).
@@ -419,6 +427,7 @@ def _grant(
     ledger: PairingLedger,
     record: CodeRecord,
     csr: x509.CertificateSigningRequest,
+    device_key: bytes,
     now_s: float,
     ca: Issued,
     trust: BackOfficeTrust,
@@ -430,7 +439,7 @@ def _grant(
     current = ledger.pairing_of(record.box_id)
     if current is not None:
         denied = (*denied, _denial(current, now_s, "re-paired"))
-    pairing = PairedBox(record.box_id, certificate.serial_number, now_s, not_after_s)
+    pairing = PairedBox(record.box_id, certificate.serial_number, now_s, not_after_s, device_key)
     used = replace(record, state=CodeState.USED, certificate_pem=pem)
     new_ledger = replace(
         _replace_code(ledger, used),

@@ -23,6 +23,7 @@ from common.faults import StorageFault
 from protocol.pairing_code import CODE_ID_BYTES, PROOF_KEY_BYTES
 from protocol.pairing_messages import (
     BOX_ID_PATTERN,
+    DEVICE_KEY_BYTES,
     MAX_BOX_ID_CHARS,
     MAX_CERTIFICATE_PEM_CHARS,
     MESSAGE_VERSION,
@@ -73,12 +74,15 @@ class CodeRecord:
 
 @dataclass(frozen=True, slots=True)
 class PairedBox:
-    """A box's current pairing: the serial of the one certificate it was granted last."""
+    """A box's current pairing: the serial of the one certificate it was granted last, and the
+    device key (Ed25519, 32 bytes) its request enrolled: what its signed reports are verified
+    against. None only for a pairing made before requests carried it (the box must re-pair)."""
 
     box_id: str
     serial: int
     paired_at_s: float
     not_after_s: float
+    device_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,9 @@ _CODE_MEMBERS: Final = frozenset(
         "certificate",
     }
 )
-_PAIRED_MEMBERS: Final = frozenset({"box_id", "serial", "paired_at_s", "not_after_s"})
+_PAIRED_MEMBERS_V1: Final = frozenset({"box_id", "serial", "paired_at_s", "not_after_s"})
+"""A pairing written before the device key was enrolled: read as `device_key` None."""
+_PAIRED_MEMBERS: Final = _PAIRED_MEMBERS_V1 | {"device_key"}
 _DENIED_MEMBERS: Final = frozenset({"serial", "box_id", "denied_at_s", "not_after_s", "reason"})
 _LEDGER_MEMBERS: Final = frozenset({"version", "codes", "paired", "denied"})
 _DENY_REASONS: Final = frozenset({"unpaired", "re-paired"})
@@ -202,16 +208,20 @@ def _paired_document(box: PairedBox) -> dict[str, Any]:
         "serial": f"{box.serial:x}",
         "paired_at_s": box.paired_at_s,
         "not_after_s": box.not_after_s,
+        "device_key": None if box.device_key is None else box.device_key.hex(),
     }
 
 
 def _paired_box(item: object) -> PairedBox:
-    fields = Fields(item, _PAIRED_MEMBERS, "a ledger pairing", LedgerFormatError)
+    members = _PAIRED_MEMBERS if isinstance(item, dict) and "device_key" in item else None
+    fields = Fields(item, members or _PAIRED_MEMBERS_V1, "a ledger pairing", LedgerFormatError)
+    enrolled = None if members is None or fields.raw("device_key") is None else True
     return PairedBox(
         box_id=fields.text("box_id", MAX_BOX_ID_CHARS, BOX_ID_PATTERN),
         serial=fields.serial("serial"),
         paired_at_s=fields.number("paired_at_s"),
         not_after_s=fields.number("not_after_s"),
+        device_key=None if enrolled is None else fields.hex_bytes("device_key", DEVICE_KEY_BYTES),
     )
 
 

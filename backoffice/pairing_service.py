@@ -16,7 +16,8 @@ Around the pure core of backoffice/pairing.py:
 - `LedgerGate` is the mutual-TLS listener's client gate (backoffice/server.py): it denies a
   serial on the ledger's deny list on every request. It re-reads the ledger whenever the file
   changed (by identity, size and times), so an `unpair` in another process counts at the next
-  request.
+  request; `withdrawn_among` tells which requests already running to cut
+  (backoffice/in_flight.py).
 
 Invariants:
 - The ledger file is never seen half-written: readers see the old or the new version.
@@ -25,6 +26,9 @@ Invariants:
 - The pairing listener reads at most MAX_REQUEST_BYTES + 1 of a body, within a time bound, and
   handles at most `max_concurrent_requests` at once (503 beyond); it admits at most the rate
   limits' requests, per client address and in all, and reads no byte of a refused body.
+- It has its own descriptor budget (`connections`, backoffice/connection_book.py), so a flood
+  of this unauthenticated port never takes the evidence listener's descriptors (why a budget
+  and not a process of its own: docs/deploy-backoffice.md, Limits).
 - The rate limiter's memory is bounded: at most `max_tracked_addresses` buckets.
 - Nothing derived from a nonce (codes, proof keys) is logged, nor a client's address.
 """
@@ -47,6 +51,7 @@ from typing import Final, TypeVar
 
 from aiohttp import web
 
+from backoffice.connection_book import ConnectionLimits
 from backoffice.pairing import (
     BackOfficeTrust,
     CertificateDenied,
@@ -66,6 +71,7 @@ from common.durable import atomic_write_bytes, make_dirs
 from common.faults import StorageFault
 from protocol.pairing_code import PAIR_PATH
 from protocol.pairing_messages import MAX_REQUEST_BYTES, ServiceEndpoint
+from storage.devicekey import DevicePublicKey
 from transport.pinning import pin_of_pem_file
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,14 @@ DEFAULT_PAIR_REQUEST_TIMEOUT_S: Final = 10.0
 DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS: Final = 16
 DEFAULT_PAIR_IDLE_TIMEOUT_S: Final = 10.0
 DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S: Final = 5.0
+DEFAULT_PAIR_CONNECTIONS: Final = ConnectionLimits(
+    max_connections=64, max_per_address=8, new_per_address_per_s=2.0, new_burst_per_address=10
+)
+"""The pairing listener's own descriptor budget (backoffice/connection_book.py): a pairing is
+one request of a few KiB, and a depot pairs a few boxes at a time; however many connections
+reach it, it holds at most these, and the evidence listener's budget is untouched. Two new
+connections a second from one address (ten at once) are more than any depot pairs."""
+DEFAULT_PAIR_HANDSHAKE_TIMEOUT_S: Final = 10.0
 READ_PIECE_BYTES: Final = 4 * 1024
 PAIR_REQUESTS_PER_ADDRESS_PER_MIN: Final = 10
 """A box pairs with one request (a few on a lost answer): ten a minute from one address leaves
@@ -412,6 +426,24 @@ class LedgerGate:
         except CertificateDenied as exc:
             raise ClientDenied(str(exc)) from None
 
+    async def enrolled_device_key(self, box_id: str) -> DevicePublicKey | None:
+        """The device key `box_id` enrolled at pairing, None when it is not paired or paired
+        before keys were enrolled; GateUnavailable when the ledger cannot be read."""
+        try:
+            ledger = await self._current()
+        except (LedgerUnavailable, OSError) as exc:
+            raise GateUnavailable(str(exc)) from None
+        pairing = ledger.pairing_of(box_id)
+        if pairing is None or pairing.device_key is None:
+            return None
+        return DevicePublicKey.from_raw(pairing.device_key, source=f"box {box_id}'s enrolled key")
+
+    async def withdrawn_among(self, serials: frozenset[int]) -> frozenset[int]:
+        """Those of `serials` the ledger denies now: the requests in flight to cut
+        (backoffice/in_flight.py). LedgerUnavailable when the ledger cannot be read."""
+        ledger = await self._current()
+        return frozenset(serial for serial in serials if ledger.is_denied(serial))
+
     async def _current(self) -> PairingLedger:
         key = self._store.stat_key()  # one stat per request: cheap, and sees every rename
         if self._cached is not None and self._cached[0] == key:
@@ -535,6 +567,8 @@ async def start_pairing_server(
     max_concurrent_requests: int = DEFAULT_PAIR_MAX_CONCURRENT_REQUESTS,
     idle_timeout_s: float = DEFAULT_PAIR_IDLE_TIMEOUT_S,
     shutdown_timeout_s: float = DEFAULT_PAIR_SHUTDOWN_TIMEOUT_S,
+    connections: ConnectionLimits = DEFAULT_PAIR_CONNECTIONS,
+    handshake_timeout_s: float = DEFAULT_PAIR_HANDSHAKE_TIMEOUT_S,
     rate_limits: RateLimits | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> RunningServer:
@@ -559,4 +593,6 @@ async def start_pairing_server(
         client_max_size=MAX_REQUEST_BYTES,
         idle_timeout_s=idle_timeout_s,
         shutdown_timeout_s=shutdown_timeout_s,
+        connections=connections,
+        handshake_timeout_s=handshake_timeout_s,
     )

@@ -7,14 +7,19 @@ Invariants:
 - Request bodies reach TusApp as they stream, in pieces of at most BODY_PIECE_BYTES; nothing reads
   a body whole (and `client_max_size` bounds what aiohttp would, were anything to).
 - No connection is held without progress: an idle connection, or one stuck in its request head, is
-  closed after `idle_timeout_s` (aiohttp's keep-alive timer); a body must deliver a byte at least
-  every `idle_timeout_s` and, after a grace of `idle_timeout_s`, average at least
-  `min_body_rate_bytes_per_s` (BodyPace), else TusApp answers 408 and the connection is closed.
-  After an answer that left a body unread, the connection lingers at most MAX_LINGER_S. The
-  TLS handshake is bounded by asyncio's default (60 s).
-- At most `max_concurrent_requests` requests are handled at once; more are answered 503.
+  closed after `idle_timeout_s` (aiohttp's keep-alive timer); a body must bring at least
+  `min_body_rate_bytes_per_s` times `pace_window_s` bytes in every window of `pace_window_s`
+  (backoffice/body_pace.py), else TusApp answers 408 and the connection is closed. After an
+  answer that left a body unread, the connection lingers at most MAX_LINGER_S. The TLS
+  handshake is bounded by `handshake_timeout_s`.
+- Each box has at most `in_flight.max_per_client` requests in flight on this back office's
+  listeners together (backoffice/in_flight.py); one more is answered 429 with Retry-After. At
+  most `max_concurrent_requests` requests are handled at once in all; more are answered 503.
+- A request of a certificate withdrawn while it runs is cut (`InFlight.cut`): its body raises
+  RequestWithdrawn, TusApp answers 403 and the connection is closed.
 - With a `rate_limit`, each client's tus requests are bounded (backoffice/rate_limit.py); one
-  over it is answered 429 with Retry-After before it reaches TusApp.
+  over it is answered 429 with Retry-After before it reaches TusApp. Every 429 (requests in
+  flight, request rate, creations) closes its connection.
 - With a `client_gate`, every request (not only the handshake: keep-alive connections outlive
   it) is first put to the gate with the client certificate's serial; a denied certificate gets
   403 and its connection is closed, and a gate that cannot decide fails closed (503).
@@ -23,6 +28,8 @@ Invariants:
   without one it is 404. Only clients past the TLS handshake and the gate get here.
 - With `audit_store`, requests under /audit/v1/ ship the box's audit log and a fleet report's
   `audit_head` is judged (backoffice/audit_routes.py, docs/audit-custody.md); without one 404.
+- With `fleet_reports`, POST /fleet/report is a box's signed report, verified against the
+  device key it enrolled at pairing (`enrolled_keys`; without them every report is 409).
 - With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names (at most
   MAX_FLEET_FILE_BYTES, read off the event loop) or 404; nothing under FLEET_PREFIX reaches
   TusApp. Only clients past the TLS handshake and the gate get here.
@@ -35,27 +42,45 @@ import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from backoffice.audit_routes import audit_route, observe_head
 from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BlockedLog
-from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
+
+# The pace is re-exported (`X as X`): the HTTP/3 shell and the tests reach it here.
+from backoffice.body_pace import (
+    DEFAULT_MIN_BODY_RATE_BYTES_PER_S as DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
+)
+from backoffice.body_pace import DEFAULT_PACE_WINDOW_S as DEFAULT_PACE_WINDOW_S
+from backoffice.body_pace import BodyPace as BodyPace
+from backoffice.body_pace import PacedBody
+from backoffice.connection_book import ConnectionLimits
+from backoffice.fleet_reports import (
+    ForeignDeviceKey,
+    KeyNotEnrolled,
+    ReportLog,
+    ReportRefused,
+    parse_report,
+)
+from backoffice.in_flight import IN_FLIGHT_RETRY_AFTER_S, InFlight, Ticket
+from backoffice.listener import BudgetedSite, start_site
 from backoffice.rate_limit import ClientRateLimit
 from backoffice.tus_app import (
     STATUS_CHECKSUM_MISMATCH,
     TUS_VERSION,
     IncomingRequest,
     OutgoingResponse,
+    RequestWithdrawn,
     TusApp,
 )
 from common.faults import RemoteFault, StorageFault
 from protocol.fleet_report import MAX_REPORT_BYTES
+from storage.devicekey import DevicePublicKey
 from transport.audit_wire import AUDIT_PREFIX
 from transport.blocked_report import BLOCKED_PATH, BlockedReportRefused
 from transport.blocked_report import MAX_REPORT_BYTES as MAX_BLOCKED_REPORT_BYTES
@@ -67,9 +92,16 @@ BODY_PIECE_BYTES: Final = 64 * 1024
 """The largest piece of a body handed to TusApp at once (the server's memory per request)."""
 CLIENT_MAX_SIZE_BYTES: Final = 64 * 1024
 DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
-DEFAULT_MIN_BODY_RATE_BYTES_PER_S: Final = 1024.0
-"""Far below a poor 2G uplink (~5 KB/s); a slow-loris trickle of a few bytes falls under it."""
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 256
+DEFAULT_CONNECTIONS: Final = ConnectionLimits(
+    max_connections=1024, max_per_address=128, new_per_address_per_s=10.0, new_burst_per_address=40
+)
+"""Boxes keep one or two connections each, alive; 128 from one address, and 10 new ones a second
+(40 at once), leave room for a depot (or a carrier's NAT) full of boxes, at most an eighth of
+the budget for one attacker, and a few per cent of a core for the handshakes it can force."""
+DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 20.0
+"""A TLS handshake over a poor mobile link takes a few seconds; a connection that says nothing
+for this long holds a descriptor for nobody."""
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10.0
 MAX_LINGER_S: Final = 2.0
 """After an answer that left a body unread (an error, a stall), aiohttp reads and drops the rest
@@ -97,72 +129,13 @@ ClientGate = Callable[[int], Awaitable[None]]
 """`await gate(serial)` before every request of a mutual-TLS client: returns to allow, raises
 ClientDenied or GateUnavailable otherwise (docs/pairing.md 5.2: an unpaired box stops at once)."""
 
+EnrolledKeys = Callable[[str], Awaitable[DevicePublicKey | None]]
+"""`await enrolled_keys(box_id)`: the device key the box enrolled at pairing (None: none);
+GateUnavailable when the ledger cannot be read (`LedgerGate.enrolled_device_key`)."""
+
 FleetFiles = Callable[[str], Path | None]
 """`fleet_files(url_path)`: the file that answers GET `url_path` under FLEET_PREFIX, or None
 (`FleetRepository.served_path`)."""
-
-
-@dataclass
-class BodyPace:
-    """How long the next body read may wait (pure: the caller passes monotonic `now_s`).
-
-    A read may wait at most `idle_timeout_s` after the last byte, and the body as a whole may be
-    no later than `idle_timeout_s` plus its size at `min_rate_bytes_per_s`. An honest slow link
-    stays ahead of that deadline; a trickle of a byte now and then falls behind it.
-    """
-
-    idle_timeout_s: float
-    min_rate_bytes_per_s: float
-    started_at_s: float
-    received_bytes: int = 0
-    last_progress_at_s: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.idle_timeout_s <= 0 or self.min_rate_bytes_per_s <= 0:
-            raise ValueError("idle_timeout_s and min_rate_bytes_per_s must be > 0")
-        self.last_progress_at_s = self.started_at_s
-
-    def record(self, piece_bytes: int, now_s: float) -> None:
-        if piece_bytes > 0:
-            self.received_bytes += piece_bytes
-            self.last_progress_at_s = now_s
-
-    def read_timeout_s(self, now_s: float) -> float:
-        idle_deadline_s = self.last_progress_at_s + self.idle_timeout_s
-        rate_deadline_s = (
-            self.started_at_s
-            + self.idle_timeout_s
-            + self.received_bytes / self.min_rate_bytes_per_s
-        )
-        return max(0.0, min(idle_deadline_s, rate_deadline_s) - now_s)
-
-
-class PacedBody:
-    """An aiohttp request body as TusApp's AsyncIterator[bytes], paced by a BodyPace.
-
-    Raises TimeoutError (and sets `timed_out`) when the pace is not kept."""
-
-    def __init__(self, content: StreamReader, pace: BodyPace, *, piece_bytes: int) -> None:
-        self._content = content
-        self._pace = pace
-        self._piece_bytes = piece_bytes
-        self.timed_out = False
-
-    def __aiter__(self) -> PacedBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._pace.read_timeout_s(loop.time())):
-                piece = await self._content.read(self._piece_bytes)
-        except TimeoutError:
-            self.timed_out = True
-            raise
-        if not piece:
-            raise StopAsyncIteration
-        self._pace.record(len(piece), loop.time())
-        return piece
 
 
 def client_id_of(peercert: object) -> str | None:
@@ -235,27 +208,31 @@ class _HttpsShell:
         self,
         app: TusApp,
         *,
-        idle_timeout_s: float,
+        pace_window_s: float,
         min_body_rate_bytes_per_s: float,
         max_concurrent_requests: int,
+        in_flight: InFlight,
         client_gate: ClientGate | None = None,
         fleet_files: FleetFiles | None = None,
         fleet_reports: ReportLog | None = None,
+        enrolled_keys: EnrolledKeys | None = None,
         rate_limit: ClientRateLimit | None = None,
         blocked_log: BlockedLog | None = None,
         audit_store: AuditStore | None = None,
     ) -> None:
         self._app = app
         self._audit_store = audit_store
+        self._enrolled_keys = enrolled_keys
+        self._in_flight = in_flight
         self._rate_limit = rate_limit
         self._blocked_log = blocked_log
-        self._idle_timeout_s = idle_timeout_s
+        self._pace_window_s = pace_window_s
         self._min_body_rate_bytes_per_s = min_body_rate_bytes_per_s
         self._max_concurrent_requests = max_concurrent_requests
         self._client_gate = client_gate
         self._fleet_files = fleet_files
         self._fleet_reports = fleet_reports
-        self._in_flight = 0
+        self._requests = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         transport = request.transport
@@ -263,26 +240,46 @@ class _HttpsShell:
         client_id = client_id_of(peercert)
         if client_id is None:
             return _plain(403, "the client certificate has no usable common name")
-        if self._in_flight >= self._max_concurrent_requests:
-            return _plain(503, "too many requests in flight", {"Retry-After": "5"})
-        self._in_flight += 1
+        ticket = self._in_flight.enter(client_id, client_serial_of(peercert))
+        if ticket is None:
+            retry_after = {"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)}
+            refused = _plain(429, "too many requests of this box in flight: slow down", retry_after)
+            refused.force_close()  # as every 429 (below)
+            return refused
         try:
-            refused = await self._gate(peercert, client_id)
-            if refused is not None:
-                return refused
-            if request.path == FLEET_REPORT_PATH and request.method == "POST":
-                return await self._fleet_report(request, client_id)
-            if request.path == BLOCKED_PATH:
-                return await self._blocked_report(request, client_id)
-            if request.path.startswith(AUDIT_PREFIX):
-                if self._audit_store is None:
-                    return _fleet_answer(404, b"not found\n")
-                return await audit_route(request, client_id, self._audit_store)
-            if request.path.startswith(FLEET_PREFIX):
-                return await self._fleet_file(request)
-            return await self._tus(request, client_id)
+            if self._requests >= self._max_concurrent_requests:
+                return _plain(503, "too many requests in flight", {"Retry-After": "5"})
+            self._requests += 1
+            try:
+                response = await self._route(request, peercert, client_id, ticket)
+            finally:
+                self._requests -= 1
         finally:
-            self._in_flight -= 1
+            self._in_flight.leave(ticket)
+        if ticket.withdrawn() or response.status == 429:
+            # Withdrawn: nothing more is served on this connection. 429: a box told to slow
+            # down does not need it, and a flood pays a new connection (a handshake, at most
+            # its address's rate: backoffice/connection_book.py) for its next request.
+            response.force_close()
+        return response
+
+    async def _route(
+        self, request: web.Request, peercert: object, client_id: str, ticket: Ticket
+    ) -> web.StreamResponse:
+        refused = await self._gate(peercert, client_id)
+        if refused is not None:
+            return refused
+        if request.path == FLEET_REPORT_PATH and request.method == "POST":
+            return await self._fleet_report(request, client_id)
+        if request.path == BLOCKED_PATH:
+            return await self._blocked_report(request, client_id)
+        if request.path.startswith(AUDIT_PREFIX):
+            if self._audit_store is None:
+                return _fleet_answer(404, b"not found\n")
+            return await audit_route(request, client_id, self._audit_store)
+        if request.path.startswith(FLEET_PREFIX):
+            return await self._fleet_file(request)
+        return await self._tus(request, client_id, ticket)
 
     async def _gate(self, peercert: object, client_id: str) -> web.Response | None:
         """None when the request may go on; else the answer that refuses it."""
@@ -313,9 +310,18 @@ class _HttpsShell:
             return _fleet_answer(413, b"report too large\n")
         body = await request.content.read(MAX_REPORT_BYTES + 1)
         try:
-            report = parse_report(client_id, body)
+            enrolled = None if self._enrolled_keys is None else await self._enrolled_keys(client_id)
+            report = parse_report(client_id, body, enrolled)
+        except ForeignDeviceKey as exc:
+            log.error("incident=report_foreign_key client_id=%s: %s", client_id, exc)
+            return _fleet_answer(400, f"{exc}\n".encode())
         except ReportRefused as exc:
             return _fleet_answer(400, f"{exc}\n".encode())
+        except KeyNotEnrolled as exc:
+            return _fleet_answer(409, f"{exc}\n".encode())
+        except GateUnavailable as exc:
+            log.error("enrolled device keys unavailable client_id=%s: %s", client_id, exc)
+            return _fleet_answer(503, b"the back office cannot check reports now\n")
         await asyncio.to_thread(self._fleet_reports.append, report)
         if report.audit_head and self._audit_store is not None:
             await observe_head(self._audit_store, client_id, report.audit_head, "report")
@@ -363,21 +369,26 @@ class _HttpsShell:
             return _fleet_answer(404, b"not found\n")
         return _fleet_answer(200, data, content_type="application/octet-stream")
 
-    async def _tus(self, request: web.Request, client_id: str) -> web.StreamResponse:
+    async def _tus(
+        self, request: web.Request, client_id: str, ticket: Ticket
+    ) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         if self._rate_limit is not None:
             retry_after_s = self._rate_limit.take(client_id, loop.time())
             if retry_after_s is not None:
                 headers = {"Retry-After": str(retry_after_s)}
                 return _plain(429, "too many requests from this box: slow down", headers)
-        pace = BodyPace(self._idle_timeout_s, self._min_body_rate_bytes_per_s, loop.time())
+        pace = BodyPace(self._pace_window_s, self._min_body_rate_bytes_per_s, loop.time())
         body = PacedBody(request.content, pace, piece_bytes=BODY_PIECE_BYTES)
+        content = request.content
+        ticket.cutter = lambda: content.set_exception(RequestWithdrawn("certificate withdrawn"))
         incoming = IncomingRequest(
             method=request.method,
             target=request.raw_path,
             headers=lowercase_headers(request.headers),
             client_id=client_id,
             body=body,
+            withdrawn=ticket.withdrawn,
         )
         outgoing = await self._app.handle(incoming)
         response = _to_aiohttp(outgoing)
@@ -420,11 +431,13 @@ def _plain(status: int, message: str, headers: Mapping[str, str] | None = None) 
 
 
 class RunningServer:
-    """A started HTTPS server. `port` is the bound port (useful with port 0)."""
+    """A started HTTPS server. `port` is the bound port (useful with port 0); `site` holds its
+    connection budget and counters."""
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, site: BudgetedSite) -> None:
         self._runner = runner
-        self.port = port
+        self.site = site
+        self.port = site.port
 
     async def close(self) -> None:
         """Stop listening, let requests in flight finish (bounded by the shutdown timeout,
@@ -441,31 +454,45 @@ async def start_https_server(
     key_file: Path,
     client_ca_file: Path,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    pace_window_s: float = DEFAULT_PACE_WINDOW_S,
     min_body_rate_bytes_per_s: float = DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    connections: ConnectionLimits = DEFAULT_CONNECTIONS,
+    handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
+    in_flight: InFlight | None = None,
     client_gate: ClientGate | None = None,
     fleet_files: FleetFiles | None = None,
     fleet_reports: ReportLog | None = None,
+    enrolled_keys: EnrolledKeys | None = None,
     rate_limit: ClientRateLimit | None = None,
     blocked_log: BlockedLog | None = None,
     audit_store: AuditStore | None = None,
 ) -> RunningServer:
     """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
 
-    `client_gate` is asked before every request (see ClientGate); `fleet_files` serves the
-    fleet's TUF repository under FLEET_PREFIX (404 there without it)."""
-    if not (idle_timeout_s > 0 and min_body_rate_bytes_per_s > 0 and max_concurrent_requests > 0):
-        raise ValueError("timeouts, the body rate and the concurrency bound must be > 0")
+    `in_flight` is the per-box book this listener shares with the HTTP/3 one (a book of its own
+    with the default cap when None); `client_gate` is asked before every request (see
+    ClientGate); `fleet_files` serves the fleet's TUF repository under FLEET_PREFIX (404 there
+    without it)."""
+    if not (
+        idle_timeout_s > 0
+        and pace_window_s > 0
+        and min_body_rate_bytes_per_s > 0
+        and max_concurrent_requests > 0
+    ):
+        raise ValueError("timeouts, the body pace and the concurrency bound must be > 0")
     context = server_ssl_context(cert_file, key_file, client_ca_file)
     shell = _HttpsShell(
         app,
-        idle_timeout_s=idle_timeout_s,
+        pace_window_s=pace_window_s,
         min_body_rate_bytes_per_s=min_body_rate_bytes_per_s,
         max_concurrent_requests=max_concurrent_requests,
+        in_flight=InFlight() if in_flight is None else in_flight,
         client_gate=client_gate,
         fleet_files=fleet_files,
         fleet_reports=fleet_reports,
+        enrolled_keys=enrolled_keys,
         rate_limit=rate_limit,
         blocked_log=blocked_log,
         audit_store=audit_store,
@@ -479,6 +506,8 @@ async def start_https_server(
         client_max_size=CLIENT_MAX_SIZE_BYTES,
         idle_timeout_s=idle_timeout_s,
         shutdown_timeout_s=shutdown_timeout_s,
+        connections=connections,
+        handshake_timeout_s=handshake_timeout_s,
     )
 
 
@@ -492,11 +521,15 @@ async def serve_tls(
     client_max_size: int,
     idle_timeout_s: float,
     shutdown_timeout_s: float,
+    connections: ConnectionLimits,
+    handshake_timeout_s: float,
 ) -> RunningServer:
     """Serve one catch-all handler over TLS on host:port (0: any), the way every listener of
-    the back office runs: a vanished client's request is cancelled (its bytes are settled),
-    idle connections close after `idle_timeout_s`, no request lines are logged (handlers log
-    what matters), and a listener that fails to bind leaves nothing behind."""
+    the back office runs: within its connection budget, in all and per address, with the TLS
+    handshake bounded by `handshake_timeout_s` (backoffice/listener.py); a vanished client's
+    request is cancelled (its bytes are settled), idle connections close after
+    `idle_timeout_s`, no request lines are logged (handlers log what matters), and a listener
+    that fails to bind leaves nothing behind."""
     application = web.Application(client_max_size=client_max_size)
     application.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(
@@ -508,11 +541,24 @@ async def serve_tls(
         shutdown_timeout=shutdown_timeout_s,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context)
     try:
-        await site.start()
+        site = await start_site(
+            runner,
+            host,
+            port,
+            ssl_context=context,
+            limits=connections,
+            handshake_timeout_s=handshake_timeout_s,
+        )
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("serving %s over https host=%s port=%d", what, host, site.port)
-    return RunningServer(runner, site.port)
+    log.info(
+        "serving %s over https host=%s port=%d max_connections=%d max_per_address=%d",
+        what,
+        host,
+        site.port,
+        connections.max_connections,
+        connections.max_per_address,
+    )
+    return RunningServer(runner, site)

@@ -11,36 +11,64 @@ Invariants:
   upload is looked at. Targets and header blocks are bounded (414, 431).
 - An upload is visible only to the client (certificate CN) that created it; anyone else gets the
   same 404 as for an id that never existed.
+- A file id belongs to the first client that created an upload naming it
+  (backoffice/file_claims.py); another client's creation naming it is refused (409) before
+  anything is written, logged at ERROR and recorded as an incident (backoffice/incidents.py).
+- Creations are bounded per client: at most `creation_limit` a minute (429 with Retry-After),
+  and at most `max_reserved_bytes_per_client` bytes of unfinished uploads, reserved at creation
+  against the disk (507 with Retry-After when the box's share or the disk cannot hold it;
+  backoffice/reservations.py).
 - Body bytes are written as they arrive, one adapter piece at a time (memory is bounded by the
   piece size, never by the body), never past Upload-Length nor past `max_chunk_bytes` per
   request, and acknowledged only after fsync.
 - With Upload-Checksum a PATCH is all or nothing: unless the whole body arrived and matches, its
   bytes are discarded (460 on a mismatch). Without one, whatever arrived is kept.
-- `Mvb-Stored-Sha256` is the SHA-256 this server computed over the bytes it stored, never the
-  metadata's value; it is on the response that completed the upload and on every later HEAD. A
-  difference from the declared SHA-256 is logged as an integrity incident and the bytes are kept
-  under `corrupt/` (the box sees the mismatch and keeps its own copy).
+- A request whose box's certificate is withdrawn while it runs (an unpair) is cut: its body's
+  bytes are discarded and it is answered 403, never with a success or an attestation.
+- `Mvb-Stored-Sha256` is the SHA-256 this server computed over the bytes this upload received,
+  never the metadata's value; it is on the response that completed the upload and on every
+  later HEAD, to the upload's own client only. A difference from the declared SHA-256 is logged
+  as an integrity incident and the bytes are kept under `corrupt/` (the box sees the mismatch and
+  keeps its own copy). An upload whose file id already names other bytes in `complete/` is
+  never attested: its bytes are kept under `corrupt/`, and the box keeps its copy.
 - OPTIONS advertises `max_chunk_bytes` as `Mvb-Max-Chunk-Size`: the box never sends a longer body.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import enum
-import hashlib
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Final
 
+from backoffice.file_claims import FileIdClaimed
+from backoffice.incidents import FILE_ID_CLAIMED, IncidentLog
+from backoffice.rate_limit import ClientRateLimit
+from backoffice.tus_body import BodyOutcome, Streamed, release_quietly, stream_into
+from backoffice.tus_body import RequestWithdrawn as RequestWithdrawn
+
+# The header parsers are re-exported (`X as X`): adapters and tests reach them through TusApp's
+# module.
+from backoffice.tus_headers import CHECKSUM_ALGORITHMS as CHECKSUM_ALGORITHMS
+from backoffice.tus_headers import MAX_METADATA_CHARS as MAX_METADATA_CHARS
+from backoffice.tus_headers import ChecksumHeaderError as ChecksumHeaderError
+from backoffice.tus_headers import DeclaredFile as DeclaredFile
+from backoffice.tus_headers import MetadataError as MetadataError
+from backoffice.tus_headers import UploadChecksum as UploadChecksum
+from backoffice.tus_headers import declared_file as declared_file
+from backoffice.tus_headers import parse_decimal as parse_decimal
+from backoffice.tus_headers import parse_upload_checksum as parse_upload_checksum
+from backoffice.tus_headers import parse_upload_metadata as parse_upload_metadata
+from backoffice.tus_messages import CompletedUpload as CompletedUpload
+from backoffice.tus_messages import IncomingRequest as IncomingRequest
+from backoffice.tus_messages import OnComplete as OnComplete
+from backoffice.tus_messages import OutgoingResponse as OutgoingResponse
 from backoffice.upload_expiry import DEFAULT_UPLOAD_EXPIRY_S, Expiration
 from backoffice.upload_store import (
-    FILE_ID_PATTERN,
     UPLOAD_ID_PATTERN,
     Appender,
+    ClientShareExceeded,
+    Incident,
     InsufficientStorage,
     OffsetMismatch,
     UploadBusy,
@@ -60,7 +88,6 @@ log = logging.getLogger(__name__)
 TUS_VERSION: Final = "1.0.0"
 TUS_EXTENSIONS: Final = ("creation", "creation-with-upload", "termination", "checksum")
 EXPIRATION: Final = "expiration"
-CHECKSUM_ALGORITHMS: Final = ("sha256", "sha1", "md5")
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 STORED_SHA256_HEADER: Final = "Mvb-Stored-Sha256"
 ATTESTATION_OFFER: Final = ("Mvb-Attestation", "sha256")
@@ -72,158 +99,14 @@ STATUS_CHECKSUM_MISMATCH: Final = 460
 MAX_TARGET_CHARS: Final = 1024
 MAX_HEADER_BLOCK_CHARS: Final = 16 * 1024
 """Names plus values of all headers; real tus requests need well under 8 KiB."""
-MAX_METADATA_CHARS: Final = 4096
 ON_COMPLETE_TIMEOUT_S: Final = 60.0
 """A deployment's completion step must not hold the box's final response for longer."""
+STORAGE_RETRY_AFTER_S: Final = 60
+"""Retry-After on 507: disk space comes back when uploads finish or expire, not at once."""
+_WITHDRAWN_MESSAGE: Final = "this box's certificate was withdrawn; the box must be paired"
 
-# At most 18 digits: every real size fits in an int64, and int() alone would accept "+5", " 5"
-# and non-ASCII digits.
-_DECIMAL: Final = re.compile(r"[0-9]{1,18}")
-_SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
-# tus metadata keys: non-empty, no space, no comma; we also keep them printable ASCII.
-_METADATA_KEY: Final = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
-# The header is echoed on HEAD: printable ASCII only, so it can never split a header line.
-_PRINTABLE: Final = re.compile(r"[\x20-\x7e]*")
 _COLLECTION_METHODS: Final = ("OPTIONS", "POST")
 _UPLOAD_METHODS: Final = ("OPTIONS", "HEAD", "PATCH", "DELETE")
-
-
-@dataclass(frozen=True)
-class IncomingRequest:
-    """One request as an adapter received it.
-
-    `headers` has lower-case names (repeated headers joined with ", "); `client_id` is the CN of
-    the verified mTLS client certificate. `body` yields the body as it streams, in pieces the
-    adapter bounds; it raises TimeoutError when the peer stalls (answered 408) and any other
-    Exception when the stream breaks (answered 400).
-    """
-
-    method: str
-    target: str
-    headers: Mapping[str, str]
-    client_id: str
-    body: AsyncIterator[bytes]
-
-
-@dataclass
-class OutgoingResponse:
-    """What to send back. Header names are as tus spells them; HEAD responses have no body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-
-
-@dataclass(frozen=True)
-class CompletedUpload:
-    """An upload this process just finished, for the `on_complete` hook."""
-
-    info: UploadInfo
-    stored_file: Path
-
-    @property
-    def verified(self) -> bool:
-        """Whether the stored bytes match the SHA-256 the box declared."""
-        return self.info.state is UploadState.COMPLETE
-
-
-OnComplete = Callable[[CompletedUpload], Awaitable[None]]
-"""A deployment's own step after an upload completes (ingest, notify). It runs before the box
-gets its final answer, bounded by ON_COMPLETE_TIMEOUT_S; its failure is logged, never returned
-to the box (the bytes are stored either way). At most once per completion: an upload finished
-while the store repairs itself at start is logged but not hooked."""
-
-
-class MetadataError(ValueError, RemoteFault):
-    """Upload-Metadata is not valid tus metadata or lacks what the back office needs."""
-
-
-class ChecksumHeaderError(ValueError, RemoteFault):
-    """Upload-Checksum is malformed or names an algorithm this server does not offer."""
-
-
-@dataclass(frozen=True, slots=True)
-class UploadChecksum:
-    algorithm: str
-    digest: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DeclaredFile:
-    """What Upload-Metadata must say: the box's file id and the SHA-256 it computed."""
-
-    file_id: str
-    sha256: str
-
-
-# -- pure parsing ------------------------------------------------------------------------------
-
-
-def parse_decimal(text: str | None) -> int | None:
-    """A non-negative decimal of at most 18 ASCII digits, else None."""
-    if text is None or not _DECIMAL.fullmatch(text):
-        return None
-    return int(text)
-
-
-def parse_upload_metadata(header: str) -> dict[str, bytes]:
-    """tus Upload-Metadata: comma-separated `key base64value` (or a bare `key`), keys unique."""
-    if len(header) > MAX_METADATA_CHARS:
-        raise MetadataError(f"Upload-Metadata is longer than {MAX_METADATA_CHARS} characters")
-    if not _PRINTABLE.fullmatch(header):
-        raise MetadataError("Upload-Metadata must be printable ASCII")
-    pairs: dict[str, bytes] = {}
-    for item in header.split(","):
-        parts = item.strip().split(" ")
-        key = parts[0]
-        if len(parts) > 2 or not _METADATA_KEY.fullmatch(key):
-            raise MetadataError("Upload-Metadata pairs must be 'key base64value'")
-        if key in pairs:
-            raise MetadataError("Upload-Metadata repeats a key")
-        try:
-            pairs[key] = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
-        except ValueError as exc:  # binascii.Error, or a non-ASCII character
-            raise MetadataError("an Upload-Metadata value is not base64") from exc
-    return pairs
-
-
-def declared_file(metadata: Mapping[str, bytes]) -> DeclaredFile:
-    """The `file_id` (1-64 url-safe characters) and `sha256` (64 hex) the box must declare."""
-    file_id = _ascii(metadata.get("file_id"))
-    if file_id is None or not FILE_ID_PATTERN.fullmatch(file_id):
-        raise MetadataError("Upload-Metadata needs file_id: 1-64 of A-Z a-z 0-9 _ -")
-    sha256 = _ascii(metadata.get("sha256"))
-    if sha256 is None or not _SHA256_HEX.fullmatch(sha256):
-        raise MetadataError("Upload-Metadata needs sha256: 64 hex characters")
-    return DeclaredFile(file_id, sha256.lower())
-
-
-def _ascii(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return value.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-
-
-def parse_upload_checksum(header: str) -> UploadChecksum:
-    """tus Upload-Checksum: `<algorithm> <base64 digest>` with an offered algorithm."""
-    parts = header.strip().split(" ")
-    if len(parts) != 2:
-        raise ChecksumHeaderError("Upload-Checksum must be '<algorithm> <base64 digest>'")
-    algorithm, encoded = parts
-    if algorithm not in CHECKSUM_ALGORITHMS:
-        raise ChecksumHeaderError(f"checksum algorithms offered: {','.join(CHECKSUM_ALGORITHMS)}")
-    try:
-        digest = base64.b64decode(encoded, validate=True)
-    except ValueError as exc:  # binascii.Error, or a non-ASCII character
-        raise ChecksumHeaderError("the Upload-Checksum digest is not base64") from exc
-    if len(digest) != hashlib.new(algorithm, usedforsecurity=False).digest_size:
-        raise ChecksumHeaderError(
-            f"the Upload-Checksum digest has the wrong length for {algorithm}"
-        )
-    return UploadChecksum(algorithm, digest)
 
 
 # -- the application ---------------------------------------------------------------------------
@@ -239,21 +122,6 @@ class _Refusal(RemoteFault):
         self.headers = dict(headers or {})
 
 
-class _Stream(enum.Enum):
-    """How reading one body ended."""
-
-    ENDED = enum.auto()  # the body ended within the limit
-    OVERFLOWED = enum.auto()  # more bytes came than fit (Upload-Length or max_chunk_bytes)
-    TIMED_OUT = enum.auto()  # the peer stalled
-    BROKEN = enum.auto()  # the stream failed (reset, cut)
-
-
-@dataclass(frozen=True, slots=True)
-class _Streamed:
-    outcome: _Stream
-    digest: bytes | None = None  # of the whole body, when it ended and a checksum was asked
-
-
 class TusApp:
     """The tus server; see the module docstring for its rules and invariants."""
 
@@ -266,9 +134,15 @@ class TusApp:
         max_chunk_bytes: int,
         on_complete: OnComplete | None = None,
         upload_expiry_s: float | None = DEFAULT_UPLOAD_EXPIRY_S,
+        creation_limit: ClientRateLimit | None = None,
+        max_reserved_bytes_per_client: int | None = None,
+        incidents: IncidentLog | None = None,
     ) -> None:
         """`upload_expiry_s`: unfinished uploads idle this long are removed (None: never, and
-        `expiration` is not offered)."""
+        `expiration` is not offered). `creation_limit`: creations per client (None: unbounded);
+        `max_reserved_bytes_per_client`: the lengths of one client's unfinished uploads (None:
+        only the disk bounds them); `incidents`: where refusals a person must see are recorded
+        (None: the log line only)."""
         if not (base_path.startswith("/") and base_path.endswith("/")):
             raise ValueError(f"base_path must start and end with '/', got {base_path!r}")
         if max_upload_bytes < 0 or max_chunk_bytes < 1:
@@ -279,6 +153,9 @@ class TusApp:
         self._max_chunk_bytes = max_chunk_bytes
         self._on_complete = on_complete
         self.expiration = None if upload_expiry_s is None else Expiration(store, upload_expiry_s)
+        self._creation_limit = creation_limit
+        self._max_reserved_bytes_per_client = max_reserved_bytes_per_client
+        self._incidents = incidents
 
     async def handle(self, request: IncomingRequest) -> OutgoingResponse:
         """Answer one request. Never raises for client input; a storage failure is a 500 (or
@@ -295,14 +172,16 @@ class TusApp:
             response = _error(409, "Upload-Offset does not match the stored offset")
         except UploadFinished:
             response = _error(409, "the upload already has all its bytes")
+        except ClientShareExceeded as exc:
+            response = _error(507, str(exc), _STORAGE_RETRY)
         except InsufficientStorage:
-            response = _error(507, "the back office is short of disk space")
+            response = _error(507, "the back office is short of disk space", _STORAGE_RETRY)
         except OSError as exc:
             if not is_out_of_space(exc):
                 log.exception("storage failure method=%s", request.method)
                 response = _error(500, "storage failure")
             else:
-                response = _error(507, "the back office is out of disk space")
+                response = _error(507, "the back office is out of disk space", _STORAGE_RETRY)
         except UploadStoreError:
             log.exception("store refused method=%s", request.method)
             response = _error(500, "storage failure")
@@ -387,6 +266,15 @@ class TusApp:
 
     async def _create(self, request: IncomingRequest) -> OutgoingResponse:
         headers = request.headers
+        if self._creation_limit is not None:
+            now_s = asyncio.get_running_loop().time()
+            retry_after_s = self._creation_limit.take(request.client_id, now_s)
+            if retry_after_s is not None:
+                raise _Refusal(
+                    429,
+                    "too many uploads created by this box: slow down",
+                    {"Retry-After": str(retry_after_s)},
+                )
         if "upload-defer-length" in headers:
             raise _Refusal(400, "Upload-Defer-Length is not supported: send Upload-Length")
         length_bytes = parse_decimal(headers.get("upload-length"))
@@ -411,13 +299,18 @@ class TusApp:
             raise _Refusal(415, f"a creation body must be {OFFSET_CONTENT_TYPE}")
         checksum = _checksum_of(headers) if with_upload else None
         self._check_declared_body(declared_body_bytes, length_bytes)
-        status = self._store.create(
-            client_id=request.client_id,
-            length_bytes=length_bytes,
-            metadata_header=metadata_header,
-            file_id=declared.file_id,
-            declared_sha256=declared.sha256,
-        )
+        try:
+            status = self._store.create(
+                client_id=request.client_id,
+                length_bytes=length_bytes,
+                metadata_header=metadata_header,
+                file_id=declared.file_id,
+                declared_sha256=declared.sha256,
+                max_client_bytes=self._max_reserved_bytes_per_client,
+            )
+        except FileIdClaimed as exc:
+            await self._claimed(request.client_id, exc)
+            raise _Refusal(409, "this file_id belongs to another box") from exc
         info = status.info
         log.info(
             "upload created upload_id=%s file_id=%s client_id=%s length_bytes=%d",
@@ -431,7 +324,7 @@ class TusApp:
             return _reply(201, {**location, "Upload-Offset": "0", **self._expires(status)})
         # An empty upload is complete at once; a creation body is a first PATCH. On an error the
         # Location is still given: the upload exists and can be resumed.
-        response = await self._append(request.body, status, checksum, declared_body_bytes, 201)
+        response = await self._append(request, status, checksum, declared_body_bytes, 201)
         response.headers.update(location)
         return response
 
@@ -452,7 +345,26 @@ class TusApp:
                 raise _Refusal(400, "the upload already has all its bytes", _offset_headers(status))
             return _reply(204, _offset_headers(status))
         self._check_declared_body(declared_body_bytes, status.remaining_bytes)
-        return await self._append(request.body, status, checksum, declared_body_bytes, 204)
+        return await self._append(request, status, checksum, declared_body_bytes, 204)
+
+    async def _claimed(self, client_id: str, refused: FileIdClaimed) -> None:
+        """A box named another box's file id: an incident (the owner is named in the record,
+        never in the answer)."""
+        log.error(
+            "incident=%s file_id=%s client_id=%s owner=%s: creation refused",
+            FILE_ID_CLAIMED,
+            refused.file_id,
+            client_id,
+            refused.owner,
+        )
+        if self._incidents is not None:
+            await asyncio.to_thread(
+                self._incidents.append,
+                FILE_ID_CLAIMED,
+                client_id,
+                file_id=refused.file_id,
+                owner=refused.owner,
+            )
 
     def _delete(self, status: UploadStatus) -> OutgoingResponse:
         if status.finished:
@@ -486,13 +398,14 @@ class TusApp:
 
     async def _append(
         self,
-        body: AsyncIterator[bytes],
+        request: IncomingRequest,
         status: UploadStatus,
         checksum: UploadChecksum | None,
         declared_body_bytes: int | None,
         success_status: int,
     ) -> OutgoingResponse:
-        """Stream `body` into the upload at its offset; answer `success_status` or the error."""
+        """Stream the request's body into the upload at its offset; answer `success_status`
+        or the error."""
         remaining_bytes = status.remaining_bytes
         limit_bytes = min(remaining_bytes, self._max_chunk_bytes)
         expected_bytes = limit_bytes if declared_body_bytes is None else declared_body_bytes
@@ -502,9 +415,13 @@ class TusApp:
         )
         handed_off = False
         try:
-            streamed = await _stream_into(body, appender, limit_bytes, checksum)
+            streamed = await stream_into(request.body, appender, limit_bytes, checksum)
+            if request.withdrawn():  # withdrawn after the last byte came: still cut
+                streamed = Streamed(BodyOutcome.WITHDRAWN)
             refusal = self._refusal_for(streamed, checksum, remaining_bytes)
-            keep = checksum is None or refusal is None
+            keep = streamed.outcome is not BodyOutcome.WITHDRAWN and (
+                checksum is None or refusal is None
+            )
             handed_off = True
             settled = await self._settle(appender, status.info, keep=keep)
         finally:
@@ -512,24 +429,29 @@ class TusApp:
                 appender.release()  # cancelled mid-body: keep (or discard) what arrived
         if settled.finished:
             await self._completed(settled)
+        if request.withdrawn():
+            # Withdrawn while the bytes were settled: whatever was stored, no success is said.
+            return _error(403, _WITHDRAWN_MESSAGE)
         headers = {**_offset_headers(settled), **self._expires(settled)}
         if refusal is not None:
             return _error(refusal.status, refusal.message, headers)
         return _reply(success_status, headers)
 
     def _refusal_for(
-        self, streamed: _Streamed, checksum: UploadChecksum | None, remaining_bytes: int
+        self, streamed: Streamed, checksum: UploadChecksum | None, remaining_bytes: int
     ) -> _Refusal | None:
         match streamed.outcome:
-            case _Stream.TIMED_OUT:
+            case BodyOutcome.TIMED_OUT:
                 return _Refusal(408, "the request body stalled")
-            case _Stream.BROKEN:
+            case BodyOutcome.BROKEN:
                 return _Refusal(400, "the request body broke off")
-            case _Stream.OVERFLOWED if remaining_bytes <= self._max_chunk_bytes:
+            case BodyOutcome.WITHDRAWN:
+                return _Refusal(403, _WITHDRAWN_MESSAGE)
+            case BodyOutcome.OVERFLOWED if remaining_bytes <= self._max_chunk_bytes:
                 return _Refusal(400, "the body runs past Upload-Length; nothing beyond was stored")
-            case _Stream.OVERFLOWED:
+            case BodyOutcome.OVERFLOWED:
                 return _Refusal(413, f"the body exceeds the {self._max_chunk_bytes}-byte maximum")
-            case _Stream.ENDED if checksum is not None and streamed.digest != checksum.digest:
+            case BodyOutcome.ENDED if checksum is not None and streamed.digest != checksum.digest:
                 return _Refusal(
                     STATUS_CHECKSUM_MISMATCH, "Upload-Checksum does not match; bytes discarded"
                 )
@@ -550,7 +472,7 @@ class TusApp:
             return UploadStatus(info, appender.end_offset_bytes)
 
         future = asyncio.get_running_loop().run_in_executor(None, settle_blocking)
-        future.add_done_callback(lambda _done: _release_quietly(appender))
+        future.add_done_callback(lambda _done: release_quietly(appender))
         return await asyncio.shield(future)
 
     async def _completed(self, status: UploadStatus) -> None:
@@ -580,6 +502,18 @@ class TusApp:
                 info.stored_sha256,
                 info.stored_path,
             )
+            if self._incidents is not None and info.incident is not None:
+                await asyncio.to_thread(
+                    self._incidents.append,
+                    info.incident.value,
+                    info.client_id,
+                    upload_id=info.upload_id,
+                    file_id=info.file_id,
+                    size_bytes=info.length_bytes,
+                    declared_sha256=info.declared_sha256,
+                    stored_sha256=info.stored_sha256,
+                    stored_path=info.stored_path,
+                )
         if self._on_complete is None or stored_file is None:
             return
         try:
@@ -592,43 +526,6 @@ class TusApp:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-async def _stream_into(
-    body: AsyncIterator[bytes],
-    appender: Appender,
-    limit_bytes: int,
-    checksum: UploadChecksum | None,
-) -> _Streamed:
-    """Write body pieces until the body ends or `limit_bytes` are written (one piece past it
-    tells an overflow). Only the body's own failures become outcomes; a write error raises."""
-    hasher = None if checksum is None else hashlib.new(checksum.algorithm, usedforsecurity=False)
-    while True:
-        try:
-            piece = await anext(body)
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            return _Streamed(_Stream.TIMED_OUT)
-        except Exception as exc:  # whatever the adapter's stream raises: the peer's fault
-            log.info("request body broke off error=%s", type(exc).__name__)
-            return _Streamed(_Stream.BROKEN)
-        room_bytes = limit_bytes - appender.written_bytes
-        accepted = memoryview(piece)[:room_bytes]
-        if accepted:
-            appender.write(accepted)
-            if hasher is not None:
-                hasher.update(accepted)
-        if len(piece) > room_bytes:
-            return _Streamed(_Stream.OVERFLOWED)
-    return _Streamed(_Stream.ENDED, None if hasher is None else hasher.digest())
-
-
-def _release_quietly(appender: Appender) -> None:
-    try:
-        appender.release()
-    except OSError:
-        log.exception("releasing an append failed upload_id=%s", appender.upload_id)
 
 
 def _is_offset_stream(headers: Mapping[str, str]) -> bool:
@@ -657,10 +554,20 @@ def _checksum_of(headers: Mapping[str, str]) -> UploadChecksum | None:
 
 
 def _offset_headers(status: UploadStatus) -> dict[str, str]:
+    """Upload-Offset, and the attestation of a finished upload: not for one whose file id names
+    other bytes in `complete/` (its own bytes are not the file the box would delete)."""
     headers = {"Upload-Offset": str(status.offset_bytes)}
-    if status.finished and status.info.stored_sha256 is not None:
-        headers[STORED_SHA256_HEADER] = status.info.stored_sha256
+    info = status.info
+    if (
+        status.finished
+        and info.stored_sha256 is not None
+        and info.incident is not Incident.FILE_ID_CONFLICT
+    ):
+        headers[STORED_SHA256_HEADER] = info.stored_sha256
     return headers
+
+
+_STORAGE_RETRY: Final = {"Retry-After": str(STORAGE_RETRY_AFTER_S)}
 
 
 def _reply(status: int, headers: Mapping[str, str]) -> OutgoingResponse:

@@ -7,6 +7,7 @@ Layout under the store root:
     uploads/<upload_id>/data        the bytes received so far (only while receiving)
     complete/<file_id>.mvbe         finished uploads whose bytes match their declared SHA-256
     corrupt/<upload_id>.mvbe        finished uploads that do not (kept for an integrity review)
+    claims/<file_id>                the box that owns the file id (backoffice/file_claims.py)
 
 Invariants:
 - info.json is only ever replaced whole (common/durable.py: write a temporary file, fsync,
@@ -22,6 +23,12 @@ Invariants:
   `corrupt/` without ever replacing an existing file there.
 - Opening a store repairs what a crash interrupted (see `UploadStore.open`), so a new server on
   the same directory continues every upload at its stored offset.
+- A file id belongs to the box that first created an upload naming it (FileClaims); a creation
+  by another box is refused before anything is written.
+- Every unfinished upload is booked in `reservations` from its creation (or the store's
+  opening) until it is completed or deleted: a creation is refused (InsufficientStorage,
+  ClientShareExceeded) unless the disk holds it beside every other promise and the reserve,
+  and its box stays within its share.
 """
 
 from __future__ import annotations
@@ -37,13 +44,31 @@ import secrets
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from backoffice.file_claims import CLAIMS_DIR, ClaimDamaged, FileClaims
+from backoffice.reservations import Reservations
+
+# The errors and records are re-exported (`X as X`): the store's users reach them here.
+from backoffice.upload_errors import AppendReleased as AppendReleased
+from backoffice.upload_errors import ClientShareExceeded as ClientShareExceeded
+from backoffice.upload_errors import InsufficientStorage as InsufficientStorage
+from backoffice.upload_errors import OffsetMismatch as OffsetMismatch
+from backoffice.upload_errors import StoreLocked as StoreLocked
+from backoffice.upload_errors import UploadBusy as UploadBusy
+from backoffice.upload_errors import UploadDamaged as UploadDamaged
+from backoffice.upload_errors import UploadFinished as UploadFinished
+from backoffice.upload_errors import UploadIncomplete as UploadIncomplete
+from backoffice.upload_errors import UploadNotFound as UploadNotFound
+from backoffice.upload_errors import UploadStoreError as UploadStoreError
+from backoffice.upload_info import Incident as Incident
+from backoffice.upload_info import UploadInfo as UploadInfo
+from backoffice.upload_info import UploadState as UploadState
+from backoffice.upload_info import UploadStatus as UploadStatus
 from common.durable import (
     atomic_write_bytes,
     durable_unlink,
@@ -53,7 +78,6 @@ from common.durable import (
     remove_tree,
     sweep_tmp_files,
 )
-from common.faults import ConfigurationFault, MisuseFault, StorageFault, TransientFault
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +94,6 @@ EVIDENCE_SUFFIX: Final = ".mvbe"
 _INFO_NAME: Final = "info.json"
 _DATA_NAME: Final = "data"
 _LOCK_NAME: Final = "store.lock"
-_INFO_FORMAT: Final = 1
 _MAX_INFO_BYTES: Final = 64 * 1024
 
 FreeBytes = Callable[[Path], int]
@@ -80,145 +103,6 @@ FreeBytes = Callable[[Path], int]
 def disk_free_bytes(path: Path) -> int:
     """Bytes available to this (unprivileged) process on `path`'s file system."""
     return shutil.disk_usage(path).free
-
-
-class UploadStoreError(Exception):
-    """Base of the upload store's errors: a family of different kinds (each class below has its
-    root in common/faults.py), never raised itself. Named apart from the box's own
-    `storage.errors.StoreError`, which is another store."""
-
-
-class UploadNotFound(UploadStoreError, MisuseFault):
-    """No upload with that id (or the id is malformed)."""
-
-
-class UploadBusy(UploadStoreError, TransientFault):
-    """Another request is appending to (or finishing) this upload right now."""
-
-
-class UploadFinished(UploadStoreError, MisuseFault):
-    """The upload has all its bytes; they are evidence and cannot be appended to or deleted."""
-
-
-class OffsetMismatch(UploadStoreError, MisuseFault):
-    """An append did not start at the stored offset."""
-
-
-class UploadIncomplete(UploadStoreError, MisuseFault):
-    """`complete` of an upload that does not have all its bytes yet."""
-
-
-class AppendReleased(UploadStoreError, MisuseFault):
-    """An Appender used after it was released."""
-
-
-class InsufficientStorage(UploadStoreError, StorageFault):
-    """Accepting the bytes would leave less than the configured reserve free."""
-
-
-class UploadDamaged(UploadStoreError, StorageFault):
-    """An upload's info.json is not one this store wrote (too large, not parsable)."""
-
-
-class StoreLocked(UploadStoreError, ConfigurationFault):
-    """Another process (or another open store) already serves this directory."""
-
-
-class UploadState(StrEnum):
-    RECEIVING = "receiving"
-    COMPLETE = "complete"
-    CORRUPT = "corrupt"
-
-
-class Incident(StrEnum):
-    """Why a finished upload was kept under `corrupt/` instead of `complete/`."""
-
-    SHA256_MISMATCH = "sha256_mismatch"  # stored bytes differ from the declared SHA-256
-    FILE_ID_CONFLICT = "file_id_conflict"  # complete/<file_id> already holds other bytes
-
-
-@dataclass(frozen=True, slots=True)
-class UploadInfo:
-    """What info.json holds. `created_at` is ISO 8601 UTC; `stored_path` is relative to the
-    store root and set (with `stored_sha256`) once the upload is finished."""
-
-    upload_id: str
-    client_id: str
-    length_bytes: int
-    metadata_header: str
-    file_id: str
-    declared_sha256: str
-    created_at: str
-    state: UploadState = UploadState.RECEIVING
-    stored_sha256: str | None = None
-    stored_path: str | None = None
-    incident: Incident | None = None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "format": _INFO_FORMAT,
-            "upload_id": self.upload_id,
-            "client_id": self.client_id,
-            "length_bytes": self.length_bytes,
-            "metadata_header": self.metadata_header,
-            "file_id": self.file_id,
-            "declared_sha256": self.declared_sha256,
-            "created_at": self.created_at,
-            "state": self.state.value,
-            "stored_sha256": self.stored_sha256,
-            "stored_path": self.stored_path,
-            "incident": None if self.incident is None else self.incident.value,
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> UploadInfo:
-        """Parse info.json; ValueError says which field is wrong."""
-        if not isinstance(value, dict) or value.get("format") != _INFO_FORMAT:
-            raise ValueError("not an upload info object of a known format")
-        length = value.get("length_bytes")
-        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
-            raise ValueError("length_bytes must be a non-negative integer")
-        incident = value.get("incident")
-        return cls(
-            upload_id=_text(value, "upload_id"),
-            client_id=_text(value, "client_id"),
-            length_bytes=length,
-            metadata_header=_text(value, "metadata_header"),
-            file_id=_text(value, "file_id"),
-            declared_sha256=_text(value, "declared_sha256"),
-            created_at=_text(value, "created_at"),
-            state=UploadState(_text(value, "state")),
-            stored_sha256=_optional_text(value, "stored_sha256"),
-            stored_path=_optional_text(value, "stored_path"),
-            incident=None if incident is None else Incident(_text(value, "incident")),
-        )
-
-
-def _text(value: dict[str, object], key: str) -> str:
-    item = value.get(key)
-    if not isinstance(item, str):
-        raise ValueError(f"{key} must be a string")
-    return item
-
-
-def _optional_text(value: dict[str, object], key: str) -> str | None:
-    return None if value.get(key) is None else _text(value, key)
-
-
-@dataclass(frozen=True, slots=True)
-class UploadStatus:
-    """An upload and its durable offset (equal to the length once finished)."""
-
-    info: UploadInfo
-    offset_bytes: int
-
-    @property
-    def finished(self) -> bool:
-        return self.info.state is not UploadState.RECEIVING
-
-    @property
-    def remaining_bytes(self) -> int:
-        return self.info.length_bytes - self.offset_bytes
 
 
 class UploadStore:
@@ -242,6 +126,8 @@ class UploadStore:
         self._corrupt = root / "corrupt"
         self._busy_offsets: dict[str, int] = {}
         self._placement_lock = threading.Lock()
+        self.claims = FileClaims(root)
+        self.reservations = Reservations()
 
     @classmethod
     def open(
@@ -261,7 +147,7 @@ class UploadStore:
         if reserve_bytes < 0:
             raise ValueError(f"reserve_bytes must be >= 0, got {reserve_bytes}")
         make_dirs(root, mode=0o700)
-        for name in ("uploads", "complete", "corrupt"):
+        for name in ("uploads", "complete", "corrupt", CLAIMS_DIR):
             make_dir(root / name, mode=0o700, exist_ok=True)
         lock_fd = os.open(root / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -335,11 +221,31 @@ class UploadStore:
         return None if info.stored_path is None else self.root / info.stored_path
 
     def ensure_space(self, incoming_bytes: int) -> None:
-        """InsufficientStorage unless `incoming_bytes` fit above the reserve."""
+        """InsufficientStorage unless `incoming_bytes` fit above the reserve (an append: its
+        bytes were promised at creation, so they are not counted twice)."""
         if self._free_bytes(self.root) - incoming_bytes < self._reserve_bytes:
             raise InsufficientStorage(
                 f"{incoming_bytes} more bytes would leave less than the "
                 f"{self._reserve_bytes}-byte reserve free"
+            )
+
+    def ensure_reservable(
+        self, client_id: str, length_bytes: int, max_client_bytes: int | None
+    ) -> None:
+        """Refuse a creation the disk or the box's share cannot hold (see `create`)."""
+        if max_client_bytes is not None:
+            held_bytes = self.reservations.client_bytes(client_id)
+            if held_bytes + length_bytes > max_client_bytes:
+                raise ClientShareExceeded(
+                    f"this box's unfinished uploads hold {held_bytes} bytes; "
+                    f"{length_bytes} more would pass its {max_client_bytes}-byte share"
+                )
+        free_bytes = self._free_bytes(self.root)
+        if not self.reservations.fits_disk(free_bytes, self._reserve_bytes, length_bytes):
+            raise InsufficientStorage(
+                f"{length_bytes} bytes do not fit beside the "
+                f"{self.reservations.outstanding_bytes()} bytes promised to unfinished uploads "
+                f"and the {self._reserve_bytes}-byte reserve"
             )
 
     # -- changes --------------------------------------------------------------------------------
@@ -352,17 +258,28 @@ class UploadStore:
         metadata_header: str,
         file_id: str,
         declared_sha256: str,
+        max_client_bytes: int | None = None,
     ) -> UploadStatus:
-        """A new, empty upload, durable before this returns. ValueError on a malformed file id
-        or SHA-256, InsufficientStorage if `length_bytes` would eat into the reserve."""
+        """A new, empty upload, durable (with its file id's claim) before this returns, and
+        booked in `reservations`.
+
+        ValueError on a malformed file id or SHA-256; FileIdClaimed if another box owns
+        `file_id`; ClientShareExceeded if the box's unfinished uploads would pass
+        `max_client_bytes` (None: no share); InsufficientStorage if the disk cannot hold
+        `length_bytes` beside the other promises and the reserve. Nothing is written then."""
         if not FILE_ID_PATTERN.fullmatch(file_id):
             raise ValueError("file_id must be 1-64 url-safe characters")
         if not SHA256_HEX_PATTERN.fullmatch(declared_sha256):
             raise ValueError("declared_sha256 must be 64 lower-case hex characters")
         if length_bytes < 0:
             raise ValueError(f"length_bytes must be >= 0, got {length_bytes}")
-        self.ensure_space(length_bytes)
+        owned = self.claims.check(file_id, client_id)
+        self.ensure_reservable(client_id, length_bytes, max_client_bytes)
         upload_id = secrets.token_urlsafe(UPLOAD_ID_BYTES)
+        if not owned:
+            # Before the upload exists: a crash in between leaves a claim of this box, which
+            # only this box can use.
+            self.claims.claim(file_id, client_id, upload_id)
         directory = self._uploads / upload_id
         make_dir(directory, mode=0o700)
         data_fd = os.open(directory / _DATA_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -381,6 +298,8 @@ class UploadStore:
         )
         # info.json last: a directory without it is an unacknowledged creation (removed on open).
         _write_json_atomic(directory, info.to_json())
+        if length_bytes > 0:
+            self.reservations.book(upload_id, client_id, length_bytes)
         return UploadStatus(info, 0)
 
     def begin_append(self, upload_id: str, offset_bytes: int, *, all_or_nothing: bool) -> Appender:
@@ -407,6 +326,7 @@ class UploadStore:
         UploadIncomplete if the upload does not have all its bytes."""
         info = self._read_info(upload_id)
         if info.state is not UploadState.RECEIVING:
+            self.reservations.release(upload_id)
             return UploadStatus(info, info.length_bytes)
         data_path = self._uploads / upload_id / _DATA_NAME
         size_bytes = data_path.stat().st_size
@@ -414,6 +334,7 @@ class UploadStore:
             raise UploadIncomplete(f"upload has {size_bytes} of {info.length_bytes} bytes")
         stored_sha256 = sha256_of_file(data_path)
         finished = self._place(info, data_path, stored_sha256)
+        self.reservations.release(upload_id)
         return UploadStatus(finished, finished.length_bytes)
 
     def delete(self, upload_id: str) -> None:
@@ -429,11 +350,15 @@ class UploadStore:
         # next open removes, never an upload with its bytes missing.
         durable_unlink(directory / _INFO_NAME, missing_ok=False)
         remove_tree(directory)
+        self.reservations.release(upload_id)
 
     # -- internals ------------------------------------------------------------------------------
 
     def _release(self, upload_id: str) -> None:
         self._busy_offsets.pop(upload_id, None)
+
+    def _progressed(self, upload_id: str, offset_bytes: int) -> None:
+        self.reservations.progress(upload_id, offset_bytes)
 
     def _read_info(self, upload_id: str) -> UploadInfo:
         if not UPLOAD_ID_PATTERN.fullmatch(upload_id):
@@ -489,31 +414,58 @@ class UploadStore:
         return target, incident
 
     def _recover(self) -> None:
+        sweep_tmp_files(self.claims.directory)  # a claim a crash cut short was never acknowledged
+        infos: list[UploadInfo] = []
         for directory in sorted(self._uploads.iterdir()):
             if not directory.is_dir() or not UPLOAD_ID_PATTERN.fullmatch(directory.name):
                 log.warning("store: ignoring unexpected entry %s", directory.name)
                 continue
-            self._recover_upload(directory)
+            info = self._recover_upload(directory)
+            if info is not None:
+                infos.append(info)
+        self._claim_unclaimed(infos)
 
-    def _recover_upload(self, directory: Path) -> None:
+    def _claim_unclaimed(self, infos: list[UploadInfo]) -> None:
+        """Claims for uploads made before file ids had owners: the earliest creation wins. A
+        later upload by another box under the same file id is left as it is, and logged."""
+        for info in sorted(infos, key=lambda item: (item.created_at, item.upload_id)):
+            try:
+                claim = self.claims.owner(info.file_id)
+            except ClaimDamaged:
+                log.exception("store: damaged claim left for review file_id=%s", info.file_id)
+                continue
+            if claim is None:
+                self.claims.claim(info.file_id, info.client_id, info.upload_id, info.created_at)
+            elif claim.client_id != info.client_id:
+                log.error(
+                    "store: an upload names a file id another box owns upload_id=%s "
+                    "file_id=%s client_id=%s owner=%s",
+                    info.upload_id,
+                    info.file_id,
+                    info.client_id,
+                    claim.client_id,
+                )
+
+    def _recover_upload(self, directory: Path) -> UploadInfo | None:
         upload_id = directory.name
         sweep_tmp_files(directory)  # an info.json write a crash cut short
         if not (directory / _INFO_NAME).exists():
             remove_tree(directory)
             log.info("store: removed unacknowledged upload upload_id=%s", upload_id)
-            return
+            return None
         try:
             info = self._read_info(upload_id)
         except UploadStoreError:
             log.exception("store: left damaged upload for review upload_id=%s", upload_id)
-            return
+            return None
         data_path = directory / _DATA_NAME
         if info.state is not UploadState.RECEIVING:
             if data_path.exists() and info.stored_sha256 is not None:
                 self._place(info, data_path, info.stored_sha256)
                 log.info("store: finished an interrupted move upload_id=%s", upload_id)
-            return
+            return info
         self._recover_receiving(info, data_path)
+        return info
 
     def _recover_receiving(self, info: UploadInfo, data_path: Path) -> None:
         fd = os.open(data_path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -533,6 +485,8 @@ class UploadStore:
         if size_bytes == info.length_bytes:
             self.complete(info.upload_id)
             log.info("store: finished a complete upload on open upload_id=%s", info.upload_id)
+        else:
+            self.reservations.book(info.upload_id, info.client_id, info.length_bytes, size_bytes)
 
 
 class Appender:
@@ -577,6 +531,7 @@ class Appender:
         """fsync what was written; return the new durable offset."""
         os.fsync(self._open_fd())
         self._settled = True
+        self._store._progressed(self.upload_id, self.end_offset_bytes)
         return self.end_offset_bytes
 
     def discard(self) -> None:
@@ -586,6 +541,7 @@ class Appender:
         os.fsync(fd)
         self.written_bytes = 0
         self._settled = True
+        self._store._progressed(self.upload_id, self.start_offset_bytes)
 
     def release(self) -> None:
         """Settle what is unsettled, close the file, free the upload. Idempotent."""

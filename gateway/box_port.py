@@ -190,7 +190,8 @@ class BoxAdapter:
         config = self.box.config
         box_id = config.box.device_serial
         try:
-            credentials = await pair(code, box_id, config.state_dir, re_pair=re_pair)
+            device_key = self.box.device_key.public_key().raw()
+            credentials = await pair(code, box_id, config.state_dir, device_key, re_pair=re_pair)
         except AlreadyPairedHere as exc:
             raise Refused(RefusalKind.CONFLICT, "already_paired", officer_message(exc)) from exc
         except BoxIdInvalid as exc:

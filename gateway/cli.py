@@ -23,6 +23,7 @@ from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import officer_message, pair, pairing_files
 from gateway.run import run
 from protocol.pairing_code import CodeFormatError
+from storage.devicekey import DeviceKey, DeviceKeyError
 from storage.errors import RecordingRefused, StoreError
 from storage.trusted_time import describe
 
@@ -402,9 +403,16 @@ def _pair(config: LocalConfig, args: argparse.Namespace) -> int:
     box_id = config.box.device_serial
     typed_code = " ".join(args.code)
     try:
-        credentials = asyncio.run(pair(typed_code, box_id, config.state_dir, re_pair=args.re_pair))
+        # The key the box signs with (made now if the box never ran): the pairing enrolls it.
+        device_key = DeviceKey.load_or_create(config.state_dir).public_key().raw()
+        credentials = asyncio.run(
+            pair(typed_code, box_id, config.state_dir, device_key, re_pair=args.re_pair)
+        )
     except BoxIdInvalid as exc:
         print(f"mvb pair: box.device_serial in {config.source}: {exc}", file=sys.stderr)
+        return 2
+    except DeviceKeyError as exc:
+        print(f"mvb pair: the device key in {config.state_dir}: {exc}", file=sys.stderr)
         return 2
     except (PairingFailed, CodeFormatError) as exc:
         print(f"mvb pair: {officer_message(exc)}", file=sys.stderr)

@@ -2,8 +2,9 @@
 
 A pure core: no sockets and no files. The shell:
 
-1. `start_pairing(typed_code, box_id)` makes a PairingAttempt: a fresh P-256 key, a CSR with
-   CN = box id, and the request (`attempt.request_json()`);
+1. `start_pairing(typed_code, box_id, device_key)` makes a PairingAttempt: a fresh P-256 key, a
+   CSR with CN = box id, and the request (`attempt.request_json()`), which enrolls the box's
+   device public key;
 2. connects with TLS to `attempt.code.endpoint_url` without checking the chain or the name (the
    box has no CA yet), and calls `check_server_certificate` right after the handshake, before it
    sends a byte;
@@ -147,10 +148,13 @@ class PairingAttempt:
     box_id: str
     key_pem: bytes = field(repr=False)
     csr_der: bytes
+    device_key: bytes
+    """The box's device public key (32 bytes): the back office enrolls it with the pairing and
+    verifies the box's signed reports against it."""
 
     def request(self) -> PairingRequest:
-        proof = proof_of(self.code.proof_key, self.box_id, self.csr_der)
-        return PairingRequest(self.box_id, self.code.code_id, self.csr_der, proof)
+        proof = proof_of(self.code.proof_key, self.box_id, self.device_key, self.csr_der)
+        return PairingRequest(self.box_id, self.code.code_id, self.device_key, self.csr_der, proof)
 
     def request_json(self) -> bytes:
         """The body of `POST /pair/v1` (docs/pairing.md 3.1). Identical on every call."""
@@ -170,10 +174,14 @@ def parse_code(typed: str) -> PairingCode:
 
 
 def start_pairing(
-    typed_code: str, box_id: str, key: ec.EllipticCurvePrivateKey | None = None
+    typed_code: str,
+    box_id: str,
+    device_key: bytes,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> PairingAttempt:
-    """Parse the code and make a fresh key pair and CSR for `box_id`. `key` is for tests only:
-    a real box always lets this make its key."""
+    """Parse the code and make a fresh key pair and CSR for `box_id`, whose device public key
+    (32 bytes) the request enrolls. `key` is for tests only: a real box always lets this make
+    its key."""
     if not BOX_ID_PATTERN.fullmatch(box_id):
         raise BoxIdInvalid(f"box id {box_id!r} must match {BOX_ID_PATTERN.pattern}")
     code = parse_code(typed_code)
@@ -194,7 +202,8 @@ def start_pairing(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return PairingAttempt(code, box_id, key_pem, csr.public_bytes(serialization.Encoding.DER))
+    csr_der = csr.public_bytes(serialization.Encoding.DER)
+    return PairingAttempt(code, box_id, key_pem, csr_der, device_key)
 
 
 def check_server_certificate(attempt: PairingAttempt, der_certificate: bytes | None) -> None:

@@ -350,6 +350,7 @@ async def pair(
     typed_code: str,
     box_id: str,
     state_dir: Path,
+    device_key: bytes,
     *,
     re_pair: bool = False,
     attempts: int = DEFAULT_ATTEMPTS,
@@ -357,7 +358,8 @@ async def pair(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
 ) -> PairedCredentials:
-    """Pair this box (`box_id`, files under `state_dir`) with the back office the code names.
+    """Pair this box (`box_id`, files under `state_dir`, device public key `device_key`, 32
+    bytes: the back office enrolls it) with the back office the code names.
 
     Raises, by fault: AlreadyPairedHere, CodeFormatError / CodeTypo (nothing sent),
     BoxIdInvalid, WrongServerKey (nothing sent), RefusedByBackOffice, GrantRejected,
@@ -370,7 +372,7 @@ async def pair(
         raise AlreadyPairedHere(
             "this box is already paired; pairing again needs a re-pair code and --re-pair"
         )
-    attempt = start_pairing(typed_code, box_id)
+    attempt = start_pairing(typed_code, box_id, device_key)
     status, body = await send_with_retries(
         attempt,
         attempts=attempts,

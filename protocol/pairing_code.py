@@ -91,10 +91,11 @@ def pin_check_of(nonce: bytes, spki_sha256: bytes) -> int:
     return int.from_bytes(mac[:7], "big") >> (56 - PIN_CHECK_BITS)
 
 
-def proof_of(proof_key: bytes, box_id: str, csr_der: bytes) -> bytes:
-    """HMAC-SHA256 over the box id and the CSR's DER bytes exactly as sent."""
+def proof_of(proof_key: bytes, box_id: str, device_key: bytes, csr_der: bytes) -> bytes:
+    """HMAC-SHA256 over the box id, its device key (32 bytes, RFC 8032) and the CSR's DER bytes
+    exactly as sent (docs/pairing.md 3.1)."""
     box = box_id.encode("ascii")
-    message = _PROOF_LABEL + bytes([len(box)]) + box + csr_der
+    message = _PROOF_LABEL + bytes([len(box)]) + box + device_key + csr_der
     return hmac.new(proof_key, message, hashlib.sha256).digest()
 
 

@@ -44,6 +44,8 @@ MAX_ADDRESS_CHARS: Final = 259
 MAX_SERVER_NAME_CHARS: Final = 253
 MAX_PORT: Final = 65535
 MAX_BOX_ID_CHARS: Final = 64
+DEVICE_KEY_BYTES: Final = 32
+"""A box's device key (Ed25519, RFC 8032 encoding), enrolled at pairing."""
 BOX_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 """The server's client id pattern (backoffice/server.py): the box id becomes the certificate CN."""
 PEM_TEXT: Final = re.compile(
@@ -101,15 +103,18 @@ def read_pins(fields: Fields, name: str) -> tuple[str, ...]:
 
 # --- the request (3.1) ----------------------------------------------------------------------------
 
-_REQUEST_MEMBERS: Final = frozenset({"version", "box_id", "code_id", "csr", "proof"})
+_REQUEST_MEMBERS: Final = frozenset({"version", "box_id", "code_id", "device_key", "csr", "proof"})
 
 
 @dataclass(frozen=True, slots=True)
 class PairingRequest:
-    """The box's request (3.1). Invariant: `box_id` matches BOX_ID_PATTERN."""
+    """The box's request (3.1). Invariants: `box_id` matches BOX_ID_PATTERN; `device_key` is
+    DEVICE_KEY_BYTES (the public key the box signs its audit log and reports with: the back
+    office enrolls it)."""
 
     box_id: str
     code_id: bytes
+    device_key: bytes
     csr_der: bytes
     proof: bytes
 
@@ -119,6 +124,7 @@ class PairingRequest:
                 "version": MESSAGE_VERSION,
                 "box_id": self.box_id,
                 "code_id": self.code_id.hex(),
+                "device_key": self.device_key.hex(),
                 "csr": base64.b64encode(self.csr_der).decode("ascii"),
                 "proof": self.proof.hex(),
             }
@@ -133,6 +139,7 @@ class PairingRequest:
         return cls(
             box_id=fields.text("box_id", MAX_BOX_ID_CHARS, BOX_ID_PATTERN),
             code_id=fields.hex_bytes("code_id", CODE_ID_BYTES),
+            device_key=fields.hex_bytes("device_key", DEVICE_KEY_BYTES),
             csr_der=fields.base64_bytes("csr", MAX_CSR_DER_BYTES),
             proof=fields.hex_bytes("proof", PROOF_BYTES),
         )

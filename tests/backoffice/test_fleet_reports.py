@@ -10,11 +10,19 @@ from typing import Any
 
 import pytest
 
-from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
+from backoffice.fleet_reports import (
+    ForeignDeviceKey,
+    KeyNotEnrolled,
+    ReportLog,
+    ReportRefused,
+    parse_report,
+)
 from protocol.fleet_report import signed_message, signed_message_v1
 from storage.devicekey import DeviceKey
 
 KEY = DeviceKey.generate()
+ENROLLED = KEY.public_key()
+"""The device key MVB-1 enrolled at pairing (the ledger's, not the report's)."""
 SHA = "ab" * 32
 
 
@@ -58,7 +66,7 @@ def report_v1(box_id: str = "MVB-1") -> bytes:
 
 def test_a_signed_report_is_kept_as_the_newest_for_its_box(tmp_path: Path) -> None:
     log = ReportLog(tmp_path / "reports.jsonl")
-    log.append(parse_report("MVB-1", report()))
+    log.append(parse_report("MVB-1", report(), ENROLLED))
     again = ReportLog(tmp_path / "reports.jsonl")  # survives a restart of the back office
     latest = again.latest("MVB-1")
     assert latest is not None
@@ -71,13 +79,14 @@ def test_refusals_are_kept_beside_and_never_taken_for_the_running_configuration(
     tmp_path: Path,
 ) -> None:
     log = ReportLog(tmp_path / "reports.jsonl")
-    log.append(parse_report("MVB-1", report_v1()))
-    deferred = parse_report(
-        "MVB-1", report(outcome="deferred", reason="deferred: camera(s) not delivering: dashcam")
-    )
+    log.append(parse_report("MVB-1", report_v1(), ENROLLED))
+    reason = "deferred: camera(s) not delivering: dashcam"
+    deferred = parse_report("MVB-1", report(outcome="deferred", reason=reason), ENROLLED)
     log.append(deferred)
     log.append(
-        parse_report("MVB-1", report(config_serial=4, outcome="refused", reason="refused: x"))
+        parse_report(
+            "MVB-1", report(config_serial=4, outcome="refused", reason="refused: x"), ENROLLED
+        )
     )
     again = ReportLog(tmp_path / "reports.jsonl")
     latest = again.latest("MVB-1")
@@ -114,4 +123,23 @@ def test_refusals_are_kept_beside_and_never_taken_for_the_running_configuration(
 )
 def test_a_wrong_report_is_refused(body: bytes, message: str) -> None:
     with pytest.raises(ReportRefused, match=message):
-        parse_report("MVB-1", body)
+        parse_report("MVB-1", body, ENROLLED)
+
+
+def test_a_report_signed_by_a_key_it_carries_is_refused_unless_that_key_was_enrolled() -> None:
+    """A thief with the box's certificate but not its device key signs with a key of its own
+    and carries it: the signature is valid for that key, and worth nothing."""
+    thief = DeviceKey.generate()
+    fields = json.loads(report())
+    fields["device_public_key"] = thief.public_pem().decode()
+    message = signed_message("MVB-1", 3, SHA, "boxes/MVB-1.toml", fields["at_ms"], "applied", "")
+    fields["signature"] = base64.b64encode(thief.sign(message)).decode()
+    forged = json.dumps(fields).encode()
+    with pytest.raises(ForeignDeviceKey, match="not the key box MVB-1 enrolled"):
+        parse_report("MVB-1", forged, ENROLLED)
+    assert parse_report("MVB-1", forged, thief.public_key()).device_key_id == thief.key_id()
+
+
+def test_a_box_without_an_enrolled_key_is_asked_to_re_pair() -> None:
+    with pytest.raises(KeyNotEnrolled, match="re-pair"):
+        parse_report("MVB-1", report(), None)

@@ -1,19 +1,22 @@
 """The HTTP/3 listener asks the client gate before every request, as the HTTPS one does: an
-unpaired box's certificate stops working on both at once (docs/pairing.md)."""
+unpaired box's certificate stops working on both at once (docs/pairing.md); it shares the
+per-box book of requests in flight (backoffice/in_flight.py): the cap, and the cut."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from backoffice.h3_server import start_h3_server
+from backoffice.in_flight import InFlight
 from backoffice.server import ClientDenied, GateUnavailable
 from backoffice.tus_app import IncomingRequest, OutgoingResponse
 from tests.tls_helpers import TestPki
 from transport.h3_io import H3Transport
-from transport.http import HttpRequest
+from transport.http import BodySlice, HttpRequest
 
 
 class Answer204:
@@ -74,3 +77,59 @@ async def test_the_gate_decides_every_http3_request(
     assert second.status == status, "decided per request, on the same connection"
     assert gate.asked == [serial_of(pki.client_cert)] * 2
     assert handler.requests == (2 if status == 204 else 1)
+
+
+class HeldUntilReleased:
+    """A handler that reads the whole body, but only once released: a request stays in flight
+    for as long as a test needs."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.cut_seen: list[bool] = []
+
+    async def handle(self, request: IncomingRequest) -> OutgoingResponse:
+        self.entered.set()
+        await self.release.wait()
+        async for _piece in request.body:
+            pass
+        self.cut_seen.append(request.withdrawn())
+        return OutgoingResponse(403 if request.withdrawn() else 204, {})
+
+
+async def test_http3_shares_the_per_box_cap_and_cuts_a_withdrawn_box_s_request(
+    pki: TestPki,
+) -> None:
+    handler, book = HeldUntilReleased(), InFlight(max_per_client=1)
+    server = await start_h3_server(
+        handler,
+        host="127.0.0.1",
+        port=0,
+        cert_file=pki.server_cert,
+        key_file=pki.server_key,
+        client_ca_file=pki.ca_cert,
+        in_flight=book,
+    )
+    try:
+        first = await H3Transport.connect("127.0.0.1", server.port, pki.client_settings())
+        second = await H3Transport.connect("127.0.0.1", server.port, pki.client_settings())
+        try:
+            body = b"x" * 1000
+            patch = HttpRequest("PATCH", "/files/x", (), BodySlice(0, len(body)))
+            held = asyncio.create_task(first.request(patch, body))
+            async with asyncio.timeout(15):
+                await handler.entered.wait()
+                over = await second.request(HttpRequest("OPTIONS", "/files/"), None)
+                assert book.cut(serial_of(pki.client_cert)) == 1  # what an unpair does
+                handler.release.set()
+                cut = await held
+        finally:
+            await first.aclose()
+            await second.aclose()
+    finally:
+        await server.close()
+    assert over.status == 429  # one in flight on another connection already: the box's cap
+    assert over.headers["retry-after"] == "5"
+    assert cut.status == 403
+    assert handler.cut_seen == [True]
+    assert book.count("MVB-TEST-0001") == 0  # the ticket left with its answer

@@ -62,7 +62,11 @@ from protocol.pairing_messages import (
     ServiceEndpoint,
     parse_refusal,
 )
+from storage.devicekey import DeviceKey
 from tests.tls_helpers import TestPki
+
+DEVICE_KEY = DeviceKey.generate().public_key().raw()
+"""The box's device public key its pairing requests enroll."""
 
 ADDRESS = "bo.borsele.example:8443"
 BOX = "MVB-0042"
@@ -102,7 +106,7 @@ def issue(
 
 
 def attempt_for(code: PairingCode, box_id: str = BOX) -> PairingAttempt:
-    return start_pairing(code.text(), box_id)
+    return start_pairing(code.text(), box_id, DEVICE_KEY)
 
 
 def serial_of(grant: PairingGrant) -> int:
@@ -421,7 +425,7 @@ def test_proof_made_with_another_nonce_is_refused(ca: Issued, trust: BackOfficeT
     ledger, code = issue(trust, PairingLedger(), 1)
     attempt = attempt_for(code)
     forged = replace(
-        attempt.request(), proof=proof_of(proof_key_of(nonce(2)), BOX, attempt.csr_der)
+        attempt.request(), proof=proof_of(proof_key_of(nonce(2)), BOX, DEVICE_KEY, attempt.csr_der)
     )
     error = refused(ProofInvalid, ledger, forged.to_json(), T0_S + 60, ca, trust)
     assert error.http_status == 403
@@ -444,8 +448,8 @@ def signed_request(code: PairingCode, common_name: str, curve: ec.EllipticCurve)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
     csr_der = csr.public_bytes(serialization.Encoding.DER)
-    proof = proof_of(code.proof_key, BOX, csr_der)
-    return PairingRequest(BOX, code.code_id, csr_der, proof).to_json()
+    proof = proof_of(code.proof_key, BOX, DEVICE_KEY, csr_der)
+    return PairingRequest(BOX, code.code_id, DEVICE_KEY, csr_der, proof).to_json()
 
 
 @pytest.mark.parametrize(
@@ -467,7 +471,8 @@ def test_csr_breaking_the_rules_is_refused(
 def test_csr_that_is_not_der_is_refused(ca: Issued, trust: BackOfficeTrust) -> None:
     ledger, code = issue(trust, PairingLedger(), 1)
     garbage = b"\x30\x03\x02\x01\x00"
-    request = PairingRequest(BOX, code.code_id, garbage, proof_of(code.proof_key, BOX, garbage))
+    proof = proof_of(code.proof_key, BOX, DEVICE_KEY, garbage)
+    request = PairingRequest(BOX, code.code_id, DEVICE_KEY, garbage, proof)
     refused(CsrInvalid, ledger, request.to_json(), T0_S + 60, ca, trust)
 
 
@@ -492,6 +497,9 @@ def good_request_document(code: PairingCode) -> dict[str, object]:
         lambda d: json.dumps({**d, "box_id": "MVB 42"}).encode(),
         lambda d: json.dumps(d).encode()[:-1] + b',"box_id":"MVB-0042"}',
         lambda d: json.dumps({**d, "csr": "A" * 10_000}).encode(),
+        lambda d: json.dumps({k: v for k, v in d.items() if k != "device_key"}).encode(),
+        lambda d: json.dumps({**d, "device_key": "ab" * 31}).encode(),
+        lambda d: json.dumps({**d, "device_key": "ff" * 32}).encode(),
     ],
     ids=[
         "not-json",
@@ -506,6 +514,9 @@ def good_request_document(code: PairingCode) -> dict[str, object]:
         "bad-box-id",
         "duplicate-member",
         "oversized",
+        "no-device-key",
+        "short-device-key",
+        "device-key-not-on-the-curve",
     ],
 )
 def test_malformed_requests_are_refused(ca: Issued, trust: BackOfficeTrust, mangle: object) -> None:

@@ -47,10 +47,14 @@ from gateway.pairing import start_pairing
 from gateway.pairing_client import pair, pairing_files
 from protocol.pairing_code import NONCE_BYTES, PairingCode
 from protocol.pairing_messages import ServiceEndpoint
+from storage.devicekey import DeviceKey
 from tests.tls_helpers import SERVER_NAME, TestPki
 from transport.http import HttpRequest
 from transport.https import HttpsTransport
 from transport.pinning import parse_pin, pin_of_certificate
+
+DEVICE_KEY = DeviceKey.generate().public_key().raw()
+"""The box's device public key its pairing requests enroll."""
 
 MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
 BOX = "MVB-0042"
@@ -239,7 +243,7 @@ def test_pair_code_refuses_a_paired_box_unless_re_pair(pki: TestPki, tmp_path: P
     store = LedgerStore(state)
     pins = back_office_pins(pki.directory)
     code = new_code(store, pins, "bo.example")
-    attempt = start_pairing(code.text(), BOX)
+    attempt = start_pairing(code.text(), BOX, DEVICE_KEY)
     ca = load_back_office_ca(pki.directory)
     trust = BackOfficeTrust(pins, b"root", ServiceEndpoint.of("bo.example", "bo.example", 0))
     store.transact(lambda ledger: redeem(ledger, attempt.request_json(), time.time(), ca, trust))
@@ -308,7 +312,7 @@ async def test_a_request_without_the_nonce_withdraws_the_code_on_disk(
     back_office: BackOffice,
 ) -> None:
     code = back_office.code()
-    request = json.loads(start_pairing(code.text(), BOX).request_json())
+    request = json.loads(start_pairing(code.text(), BOX, DEVICE_KEY).request_json())
     request["proof"] = "00" * 32  # made without the nonce
 
     status, content_type, answer = await post(back_office.pair_url, json.dumps(request).encode())
@@ -325,7 +329,7 @@ async def test_a_request_without_the_nonce_withdraws_the_code_on_disk(
 async def test_an_unknown_code_is_404_code_unknown(back_office: BackOffice, tmp_path: Path) -> None:
     elsewhere = LedgerStore(tmp_path / "other-ledger")  # a code this back office never made
     code = new_code(elsewhere, back_office.pins, back_office.pair_address)
-    body = start_pairing(code.text(), BOX).request_json()
+    body = start_pairing(code.text(), BOX, DEVICE_KEY).request_json()
 
     status, _, answer = await post(back_office.pair_url, body)
 
@@ -364,7 +368,7 @@ async def test_unpair_stops_a_kept_alive_connection_at_its_next_request(
     back_office: BackOffice, tmp_path: Path
 ) -> None:
     state = tmp_path / "box"
-    await pair(back_office.code().text(), BOX, state)
+    await pair(back_office.code().text(), BOX, state, DEVICE_KEY)
     transport = await HttpsTransport.connect(
         "127.0.0.1", back_office.mutual.port, pairing_files(state).tls_settings(), max_connections=1
     )
@@ -433,11 +437,13 @@ async def test_fleet_routes_serve_the_repository_read_only(
 async def test_unpair_withdraws_the_boxs_open_codes(back_office: BackOffice) -> None:
     spare = back_office.code()
     used = back_office.code()
-    status, _, _ = await post(back_office.pair_url, start_pairing(used.text(), BOX).request_json())
+    status, _, _ = await post(
+        back_office.pair_url, start_pairing(used.text(), BOX, DEVICE_KEY).request_json()
+    )
     assert status == 200
     back_office.store.transact(lambda ledger: (unpair(ledger, BOX, time.time()), None))
 
-    body = start_pairing(spare.text(), BOX).request_json()
+    body = start_pairing(spare.text(), BOX, DEVICE_KEY).request_json()
     status, _, answer = await post(back_office.pair_url, body)
 
     assert (status, answer["refusal"]) == (410, "code-withdrawn")
@@ -529,7 +535,7 @@ async def test_pairing_listener_answers_a_burst_with_429_and_retry_after(
     )
     url = f"https://127.0.0.1:{limited.port}/pair/v1"
     code = back_office.code()
-    request = start_pairing(code.text(), BOX).request_json()
+    request = start_pairing(code.text(), BOX, DEVICE_KEY).request_json()
     try:
         burst = [(await post(url, b"{}"))[0] for _ in range(3)]
         status, content_type, refusal, headers = await post_with_headers(url, request)

@@ -97,6 +97,7 @@ async def serve(
     *,
     threshold_bytes: int = 1,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
+    pace_window_s: float = IDLE_TIMEOUT_S,
     max_concurrent_requests: int = 256,
     shutdown_timeout_s: float = 5.0,
 ) -> Served:
@@ -111,6 +112,7 @@ async def serve(
             key_file=pki.server_key,
             client_ca_file=pki.ca_cert,
             idle_timeout_s=idle_timeout_s,
+            pace_window_s=pace_window_s,
             max_concurrent_requests=max_concurrent_requests,
             shutdown_timeout_s=shutdown_timeout_s,
         )
@@ -373,7 +375,7 @@ async def test_a_server_stopped_mid_patch_keeps_what_it_received(
 async def test_a_slow_loris_is_cut_off_while_other_uploads_proceed(
     pki: TestPki, tmp_path: Path
 ) -> None:
-    served = await serve(pki, tmp_path / "store", idle_timeout_s=1.0)
+    served = await serve(pki, tmp_path / "store", idle_timeout_s=1.0, pace_window_s=1.0)
     try:
         async with box_session(box_context(pki)) as session:
             location = await create(session, served, metadata("file-slow"))
@@ -522,28 +524,48 @@ async def test_hostile_tus_headers_over_https(served: Served, pki: TestPki) -> N
 
 
 def test_body_pace_lets_a_slow_honest_link_through() -> None:
-    pace = BodyPace(idle_timeout_s=30, min_rate_bytes_per_s=1024, started_at_s=100.0)
+    pace = BodyPace(window_s=30, min_rate_bytes_per_s=1024, started_at_s=100.0)
     assert pace.read_timeout_s(100.0) == pytest.approx(30.0)
     for second in range(1, 600):
         pace.record(5_000, 100.0 + second)  # 5 KB/s: a poor 2G uplink, for ten minutes
-        assert pace.read_timeout_s(100.0 + second) == pytest.approx(30.0)
+        assert pace.read_timeout_s(100.0 + second) > 0
+    fade = BodyPace(window_s=30, min_rate_bytes_per_s=1024, started_at_s=0.0)
+    fade.record(40_000, 10.0)  # a good start, then 20 s in a tunnel: this window is met...
+    assert fade.read_timeout_s(30.0) == pytest.approx(30.0)  # ...the next has all its 30 s
+    fade.record(31_000, 59.0)
+    assert fade.read_timeout_s(59.0) == pytest.approx(31.0)
 
 
 def test_body_pace_cuts_a_trickle_and_a_stall() -> None:
-    trickle = BodyPace(idle_timeout_s=30, min_rate_bytes_per_s=1024, started_at_s=0.0)
+    trickle = BodyPace(window_s=30, min_rate_bytes_per_s=1024, started_at_s=0.0)
     for second in range(1, 30):
-        trickle.record(1, float(second))  # a byte a second never goes idle for 30 s...
-    assert trickle.read_timeout_s(29.0) == pytest.approx(1.0 + 29 / 1024)
-    assert trickle.read_timeout_s(31.0) == 0.0  # ...but falls behind the minimum rate
-    stall = BodyPace(idle_timeout_s=30, min_rate_bytes_per_s=1024, started_at_s=0.0)
-    stall.record(1024 * 1024, 1.0)
-    assert stall.read_timeout_s(1.0) == pytest.approx(30.0)
-    assert stall.read_timeout_s(31.0) == 0.0
+        trickle.record(1, float(second))  # a byte a second never goes idle...
+    assert trickle.read_timeout_s(29.0) == pytest.approx(1.0)
+    assert trickle.read_timeout_s(30.0) == 0.0  # ...but its window brought 29 of 30 KiB
+    burst = BodyPace(window_s=30, min_rate_bytes_per_s=1024, started_at_s=0.0)
+    burst.record(60 * 1024 * 1024, 1.0)  # 60 MiB at once buys no silence later
+    assert burst.read_timeout_s(1.0) == pytest.approx(59.0)
+    assert burst.read_timeout_s(59.0) == pytest.approx(1.0)
+    assert burst.read_timeout_s(60.0) == 0.0
+
+
+@pytest.mark.parametrize("size_bytes", [4 * 1024 * 1024, 64 * 1024 * 1024])
+def test_body_pace_ends_a_body_kept_at_the_minimum_within_its_bound(size_bytes: int) -> None:
+    """The slowest body never cut: X·Y bytes at the end of every window. It ends, and within
+    Y + N / X of its start."""
+    window_s, rate = 30.0, 1024.0
+    pace = BodyPace(window_s=window_s, min_rate_bytes_per_s=rate, started_at_s=0.0)
+    now_s = 0.0
+    while pace.received_bytes < size_bytes:
+        now_s += pace.read_timeout_s(now_s) - 0.001  # the last moment before the cut
+        assert pace.read_timeout_s(now_s) > 0
+        pace.record(int(rate * window_s), now_s)
+    assert now_s <= window_s + size_bytes / rate
 
 
 def test_body_pace_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="must be > 0"):
-        BodyPace(idle_timeout_s=0, min_rate_bytes_per_s=1, started_at_s=0)
+        BodyPace(window_s=0, min_rate_bytes_per_s=1, started_at_s=0)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ FAMILY_BASES = {
     "protocol.pairing_code.PairingProtocolError": "a mistyped code and a malformed message",
     "gateway.pairing.PairingFailed": "the box's pairing: refused, unreachable, misconfigured",
     "backoffice.pairing_ledger.PairingError": "the back office's pairing: refusals, admin input",
-    "backoffice.upload_store.UploadStoreError": "refusals, a busy upload, a full or damaged disk",
+    "backoffice.upload_errors.UploadStoreError": "refusals, a busy upload, a full or damaged disk",
 }
 """Bases that group errors of different kinds by where they come from, never raised themselves:
 they have no root, every class below them has exactly one."""

@@ -37,10 +37,14 @@ from config.fleet_fetch import FleetLink, LinkFetch
 from config.fleet_targets import AppliedState
 from gateway.pairing_client import fleet_metadata_dir, pair, pairing_files
 from protocol.pairing_messages import ServiceEndpoint
+from storage.devicekey import DeviceKey
 from tests.tls_helpers import TestPki
 from transport.errors import PinMismatch
 from transport.pinning import PinSet
 from transport.tls import ClientTlsSettings
+
+DEVICE_KEY = DeviceKey.generate().public_key().raw()
+"""The box's device public key its pairing requests enroll."""
 
 BOX = "MVB-0042"
 DOCUMENT = b"[recording]\nprerecord_s = 60\n"
@@ -112,7 +116,7 @@ async def paired(pki: TestPki, tmp_path: Path) -> AsyncIterator[PairedBox]:
                 secrets.token_bytes(NONCE_BYTES),
             )
         )
-        await pair(code.text(), BOX, tmp_path / "box")
+        await pair(code.text(), BOX, tmp_path / "box", DEVICE_KEY)
         yield PairedBox(tmp_path / "box", fleet, store, mutual.port)
     finally:
         for server in servers:

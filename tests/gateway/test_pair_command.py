@@ -45,6 +45,7 @@ from gateway.pairing_client import (
     store_credentials,
 )
 from protocol.pairing_messages import ServiceEndpoint
+from storage.devicekey import DeviceKey
 from tests.gateway.fleet_rig import (
     BOX,
     DOCUMENT,
@@ -67,6 +68,9 @@ from tests.gateway.fleet_rig import (
 from tests.tls_helpers import SERVER_NAME, TestPki
 from transport.http import HttpRequest
 from transport.https import HttpsTransport
+
+DEVICE_KEY = DeviceKey.generate().public_key().raw()
+"""The box's device public key its pairing requests enroll."""
 
 TUS_OPTIONS = HttpRequest("OPTIONS", "/files/", (("Tus-Resumable", "1.0.0"),))
 # Where paired boxes would reach the mutual-TLS listener: not reached by the tests using it.
@@ -318,7 +322,7 @@ async def test_pair_raises_wrong_server_key_and_keeps_nothing(
     code = impostor_code(pki, tmp_path, impostor.port)
 
     with pytest.raises(WrongServerKey) as raised:
-        await pair(code, BOX, tmp_path / "state", attempts=3, retry_delay_s=0)
+        await pair(code, BOX, tmp_path / "state", DEVICE_KEY, attempts=3, retry_delay_s=0)
     await asyncio.wait_for(impostor.closed_by_client.wait(), STEP_TIMEOUT_S)
 
     assert raised.value.withdraws
@@ -374,7 +378,9 @@ async def test_a_lost_grant_is_asked_for_again_with_the_identical_request(
                 secrets.token_bytes(NONCE_BYTES),
             )
         )
-        credentials = await pair(code.text(), BOX, tmp_path / "box", attempts=2, retry_delay_s=0)
+        credentials = await pair(
+            code.text(), BOX, tmp_path / "box", DEVICE_KEY, attempts=2, retry_delay_s=0
+        )
     finally:
         server.close()
         await server.wait_closed()

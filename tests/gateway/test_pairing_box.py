@@ -46,7 +46,11 @@ from gateway.pairing import (
 from gateway.pairing_client import officer_message
 from protocol.pairing_code import NONCE_BYTES, PairingCode
 from protocol.pairing_messages import PairingGrant, ServiceEndpoint
+from storage.devicekey import DeviceKey
 from tests.tls_helpers import TestPki
+
+DEVICE_KEY = DeviceKey.generate().public_key().raw()
+"""The box's device public key its pairing requests enroll."""
 
 ADDRESS = "127.0.0.1:8443"
 BOX = "MVB-0042"
@@ -78,7 +82,7 @@ def issued(
 
 def granted(ca: Issued, trust: BackOfficeTrust) -> tuple[PairingAttempt, PairingGrant]:
     ledger, code = issued(trust)
-    attempt = start_pairing(code.text(), BOX)
+    attempt = start_pairing(code.text(), BOX, DEVICE_KEY)
     _, grant = redeem(ledger, attempt.request_json(), T0_S + 30, ca, trust)
     return attempt, grant
 
@@ -95,7 +99,7 @@ def test_box_pairs_with_the_back_office_end_to_end(
 ) -> None:
     ledger, code = issued(trust)
     typed = code.text().lower().replace("-", " ")  # as an officer might type it
-    attempt = start_pairing(typed, BOX)
+    attempt = start_pairing(typed, BOX, DEVICE_KEY)
     check_server_certificate(attempt, der_of(pki.server_cert))
     ledger, grant = redeem(ledger, attempt.request_json(), T0_S + 120, ca, trust)
     credentials = accept_grant(attempt, grant.to_json())
@@ -116,10 +120,11 @@ def test_box_pairs_with_the_back_office_end_to_end(
 
 def test_request_carries_the_csr_and_proof_but_no_secret(trust: BackOfficeTrust) -> None:
     _, code = issued(trust)
-    attempt = start_pairing(code.text(), BOX)
+    attempt = start_pairing(code.text(), BOX, DEVICE_KEY)
     body = attempt.request_json()
     document = json.loads(body)
-    assert set(document) == {"version", "box_id", "code_id", "csr", "proof"}
+    assert set(document) == {"version", "box_id", "code_id", "device_key", "csr", "proof"}
+    assert document["device_key"] == DEVICE_KEY.hex()
     assert document["box_id"] == BOX
     for secret in (code.nonce.hex(), code.proof_key.hex(), code.text().split("/")[1]):
         assert secret not in body.decode()
@@ -129,7 +134,7 @@ def test_request_carries_the_csr_and_proof_but_no_secret(trust: BackOfficeTrust)
 
 def test_attempt_repr_hides_the_private_key_and_the_nonce(trust: BackOfficeTrust) -> None:
     _, code = issued(trust)
-    attempt = start_pairing(code.text(), BOX)
+    attempt = start_pairing(code.text(), BOX, DEVICE_KEY)
     text = repr(attempt)
     assert "PRIVATE" not in text
     assert code.nonce.hex() not in text
@@ -137,7 +142,10 @@ def test_attempt_repr_hides_the_private_key_and_the_nonce(trust: BackOfficeTrust
 
 def test_every_attempt_makes_a_fresh_key(trust: BackOfficeTrust) -> None:
     _, code = issued(trust)
-    first, second = start_pairing(code.text(), BOX), start_pairing(code.text(), BOX)
+    first, second = (
+        start_pairing(code.text(), BOX, DEVICE_KEY),
+        start_pairing(code.text(), BOX, DEVICE_KEY),
+    )
     assert first.public_key_der() != second.public_key_der()
 
 
@@ -147,13 +155,13 @@ def test_typo_is_caught_before_any_connection(trust: BackOfficeTrust) -> None:
     last = text[-1]
     typo = text[:-1] + ("0" if last != "0" else "1")
     with pytest.raises(CodeTypo):
-        start_pairing(typo, BOX)
+        start_pairing(typo, BOX, DEVICE_KEY)
 
 
 def test_box_id_that_cannot_be_a_cn_is_refused(trust: BackOfficeTrust) -> None:
     _, code = issued(trust)
     with pytest.raises(BoxIdInvalid):
-        start_pairing(code.text(), "MVB/42")
+        start_pairing(code.text(), "MVB/42", DEVICE_KEY)
 
 
 # --- the server's key, before anything is sent (4.1) ---
@@ -167,7 +175,7 @@ def test_server_key_other_than_the_code_names_is_refused(
     pki: TestPki, trust: BackOfficeTrust, certificate: str
 ) -> None:
     _, code = issued(trust)
-    attempt = start_pairing(code.text(), BOX)
+    attempt = start_pairing(code.text(), BOX, DEVICE_KEY)
     with pytest.raises(WrongServerKey, match="withdrawn") as caught:
         check_server_certificate(attempt, der_of(getattr(pki, certificate)))
     assert caught.value.withdraws
@@ -175,7 +183,7 @@ def test_server_key_other_than_the_code_names_is_refused(
 
 def test_missing_or_unreadable_server_certificate_is_refused(trust: BackOfficeTrust) -> None:
     _, code = issued(trust)
-    attempt = start_pairing(code.text(), BOX)
+    attempt = start_pairing(code.text(), BOX, DEVICE_KEY)
     with pytest.raises(WrongServerKey):
         check_server_certificate(attempt, None)
     with pytest.raises(WrongServerKey):
@@ -187,7 +195,10 @@ def test_missing_or_unreadable_server_certificate_is_refused(trust: BackOfficeTr
 
 def test_grant_for_another_key_is_refused(ca: Issued, trust: BackOfficeTrust) -> None:
     ledger, code = issued(trust)
-    ours, theirs = start_pairing(code.text(), BOX), start_pairing(code.text(), BOX)
+    ours, theirs = (
+        start_pairing(code.text(), BOX, DEVICE_KEY),
+        start_pairing(code.text(), BOX, DEVICE_KEY),
+    )
     _, grant = redeem(ledger, theirs.request_json(), T0_S + 30, ca, trust)
     with pytest.raises(GrantKeyMismatch):
         accept_grant(ours, grant.to_json())
@@ -197,7 +208,7 @@ def test_grant_whose_pins_do_not_match_the_code_is_refused(
     ca: Issued, trust: BackOfficeTrust, pki: TestPki
 ) -> None:
     ledger, code = issued(trust)
-    attempt = start_pairing(code.text(), BOX)
+    attempt = start_pairing(code.text(), BOX, DEVICE_KEY)
     moved = BackOfficeTrust((pki.backup_pin,), TUF_ROOT, SERVICE)  # the serving pin is missing
     _, grant = redeem(ledger, attempt.request_json(), T0_S + 30, ca, moved)
     with pytest.raises(GrantPinMismatch):
@@ -338,7 +349,7 @@ def test_refusal_reaches_the_officer_with_its_kind_and_message(
     ca: Issued, trust: BackOfficeTrust
 ) -> None:
     ledger, code = issued(trust)
-    attempt = start_pairing(code.text(), BOX)
+    attempt = start_pairing(code.text(), BOX, DEVICE_KEY)
     with pytest.raises(PairingRefused) as caught:
         redeem(ledger, attempt.request_json(), T0_S + 901, ca, trust)
     assert isinstance(caught.value, CodeExpired)

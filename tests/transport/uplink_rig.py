@@ -177,6 +177,7 @@ class BackOfficeProcess:
             key_file=key,
             client_ca_file=ca,
             idle_timeout_s=self.idle_timeout_s,
+            pace_window_s=self.idle_timeout_s,  # a stalled body is cut as soon as the idle link
             rate_limit=self.rate_limit,
             client_gate=self.client_gate,
             blocked_log=self.blocked_log(),
