@@ -27,6 +27,7 @@ from backoffice.tus_app import (
     TusApp,
     parse_upload_metadata,
 )
+from storage.devicekey import DevicePublicKey
 from transport.audit_wire import (
     APPEND_PATH,
     HEAD_HEADER,
@@ -49,8 +50,14 @@ def _answer(status: int, message: str, held: str | None = None) -> web.Response:
     return web.Response(status=status, body=body, content_type="text/plain", headers=headers)
 
 
-async def audit_route(request: web.Request, client_id: str, store: AuditStore) -> web.Response:
-    """Answer a request under /audit/v1/ from client `client_id`."""
+async def audit_route(
+    request: web.Request,
+    client_id: str,
+    store: AuditStore,
+    enrolled: DevicePublicKey | None = None,
+) -> web.Response:
+    """Answer a request under /audit/v1/ from client `client_id`; `enrolled` is the device key
+    it enrolled at pairing, if the ledger holds one (an append must carry that key)."""
     try:
         if request.path == HEAD_PATH:
             if request.method != "GET":
@@ -65,7 +72,7 @@ async def audit_route(request: web.Request, client_id: str, store: AuditStore) -
             return _answer(413, f"an append is at most {MAX_APPEND_BYTES} bytes")
         body = await request.content.read(MAX_APPEND_BYTES + 1)
         head, key = request.headers.get(HEAD_HEADER), request.headers.get(KEY_HEADER)
-        answer = await asyncio.to_thread(store.append, client_id, body, head, key)
+        answer = await asyncio.to_thread(store.append, client_id, body, head, key, enrolled)
     except NotABoxId as exc:
         return _answer(403, str(exc))
     except AppendRefused as exc:

@@ -251,10 +251,16 @@ class AuditStore:
             return box
 
     def append(
-        self, box_id: str, body: bytes, head_text: str | None, key_text: str | None
+        self,
+        box_id: str,
+        body: bytes,
+        head_text: str | None,
+        key_text: str | None,
+        enrolled: DevicePublicKey | None = None,
     ) -> AppendAnswer:
         """`POST /audit/v1/append` from client `box_id` (blocking). AppendRefused (400) for a
-        malformed request; the rest is the judge's."""
+        malformed request, or a carried device key other than the one the box enrolled at
+        pairing (`enrolled`, when the pairing ledger has one); the rest is the judge's."""
         if head_text is None:
             raise AppendRefused("an append needs Mvb-Audit-Head")
         try:
@@ -262,6 +268,14 @@ class AuditStore:
         except HeadFormatError as exc:
             raise AppendRefused(f"Mvb-Audit-Head: {exc}") from None
         key = parse_key(key_text)
+        if enrolled is not None and key != enrolled:
+            log.error(
+                "audit custody alarm box=%s kind=foreign_device_key carried=%s enrolled=%s",
+                box_id,
+                key.key_id(),
+                enrolled.key_id(),
+            )
+            raise AppendRefused("the device key is not the one this box enrolled at pairing")
         batch = parse_batch(body)
         box = self.box(box_id)
         with box.lock:

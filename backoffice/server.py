@@ -276,7 +276,8 @@ class _HttpsShell:
         if request.path.startswith(AUDIT_PREFIX):
             if self._audit_store is None:
                 return _fleet_answer(404, b"not found\n")
-            return await audit_route(request, client_id, self._audit_store)
+            enrolled = None if self._enrolled_keys is None else await self._enrolled_keys(client_id)
+            return await audit_route(request, client_id, self._audit_store, enrolled)
         if request.path.startswith(FLEET_PREFIX):
             return await self._fleet_file(request)
         return await self._tus(request, client_id, ticket)

@@ -18,11 +18,11 @@ import pytest
 from backoffice.audit_routes import HeadTappingTusApp
 from backoffice.audit_store import AuditStore
 from backoffice.fleet_reports import ReportLog
-from backoffice.server import RunningServer, start_https_server
+from backoffice.server import EnrolledKeys, RunningServer, start_https_server
 from backoffice.upload_store import UploadStore
 from protocol.fleet_report import signed_message
 from storage.audit_io import AuditLog
-from storage.devicekey import DeviceKey
+from storage.devicekey import DeviceKey, DevicePublicKey
 from tests.backoffice.test_server_https import STEP_TIMEOUT_S, box_context
 from tests.tls_helpers import TestPki
 from transport.audit_wire import render_key
@@ -42,7 +42,12 @@ class Office:
 
 
 @pytest.fixture
-async def office(pki: TestPki, tmp_path: Path) -> AsyncIterator[Office]:
+def key() -> DeviceKey:
+    return DeviceKey.generate()
+
+
+@pytest.fixture
+async def office(pki: TestPki, tmp_path: Path, key: DeviceKey) -> AsyncIterator[Office]:
     store = UploadStore.open(tmp_path / "store", reserve_bytes=0)
     audit = AuditStore(tmp_path / "store")
     app = HeadTappingTusApp(
@@ -57,6 +62,7 @@ async def office(pki: TestPki, tmp_path: Path) -> AsyncIterator[Office]:
         client_ca_file=pki.ca_cert,
         fleet_reports=ReportLog(tmp_path / "store" / "fleet-reports.jsonl"),
         audit_store=audit,
+        enrolled_keys=enrolled(BOX, key.public_key()),
     )
     try:
         yield Office(server, audit, store)
@@ -74,9 +80,13 @@ async def session(pki: TestPki) -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-@pytest.fixture
-def key() -> DeviceKey:
-    return DeviceKey.generate()
+def enrolled(box_id: str, public: DevicePublicKey) -> EnrolledKeys:
+    """The pairing ledger's enrolled device keys, for one box."""
+
+    async def lookup(client_id: str) -> DevicePublicKey | None:
+        return public if client_id == box_id else None
+
+    return lookup
 
 
 @pytest.fixture
@@ -136,6 +146,26 @@ async def test_wrong_requests_get_clear_answers(
         method, office.url(path), data=body, headers=append_headers(box_log)
     ) as reply:
         assert reply.status == status, await reply.text()
+    assert office.audit.box(BOX).log_bytes() == b""
+
+
+async def test_an_append_under_another_device_key_than_the_enrolled_one_is_refused(
+    office: Office, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A thief with the box's certificate but not its device key (or root re-keying the box):
+    the log it signs with a key of its own is not this box's log."""
+    thief = AuditLog.open(tmp_path / "thief.jsonl", DeviceKey.generate())
+    thief.append("gateway.trigger", number=1)
+    try:
+        async with session.post(
+            office.url("/audit/v1/append"),
+            data=thief.path.read_bytes(),
+            headers=append_headers(thief),
+        ) as reply:
+            assert reply.status == 400
+            assert "enrolled" in await reply.text()
+    finally:
+        thief.close()
     assert office.audit.box(BOX).log_bytes() == b""
 
 
