@@ -334,6 +334,8 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("camera_down", "critical", _camera_down),
     # Retention (docs/retention.md): unuploaded files the 28-day rule deletes within a day.
     ("retention_imminent", "critical", _alarm("retention_imminent")),
+    # A file recovery would not close as a power cut (storage/recovery_alarm.py).
+    ("evidence_suspect", "critical", _alarm("evidence_suspect")),
     ("gps_stale", "warning", _gps_stale),
     ("report_missing", "warning", _report_missing),
     ("report_not_sent", "warning", _report_not_sent),

@@ -19,6 +19,7 @@ const TEXTS = Object.freeze({
   retention_near: key("alert.retention_near"),
   retention_time_unknown: key("alert.retention_time_unknown"),
   time_conflict: key("alert.time_conflict"),
+  evidence_suspect: key("alert.evidence_suspect"),
 });
 
 /** Which overview tiles an alert concerns, so those tiles show the alert's tone too. */
@@ -36,6 +37,7 @@ export const ALERT_TILES = Object.freeze({
   retention_near: ["tile-card", "tile-uplink"],
   retention_time_unknown: ["tile-card", "tile-gps"],
   time_conflict: ["tile-gps"],
+  evidence_suspect: ["tile-card"],
 });
 
 /** The officer's sentence for one alert; `missingReports` is the status document's count. */

@@ -107,6 +107,11 @@ CASES: list[tuple[str, str, Callable[[Document], None]]] = [
         set_path("alarms.retention_time_unknown", "1 file(s) not uploaded are kept"),
     ),
     ("time_conflict", "warning", set_path("alarms.time_conflict", "GPS time is 40 s away")),
+    (
+        "evidence_suspect",
+        "critical",
+        set_path("alarms.evidence_suspect", "1 file(s) on the card were not this box's to close"),
+    ),
 ]
 
 
