@@ -21,7 +21,7 @@ from cryptography import x509
 
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
-from backoffice.decrypt import decrypt_file, describe
+from backoffice.decrypt import InterruptionUnchecked, decrypt_file, describe
 from backoffice.fleet_metadata import FleetRepoError
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--key", type=Path, required=True, help="recording private key")
     dec.add_argument("--out", type=Path, required=True)
     dec.add_argument("--device-key", type=Path, help="box public key: verifies power-cut records")
+    dec.add_argument(
+        "--unverified",
+        action="store_true",
+        help="decrypt a power-cut file without --device-key anyway, marked unverified",
+    )
 
     audit = sub.add_parser("audit", help="audit log tools").add_subparsers(
         dest="audit_command", required=True
@@ -272,8 +277,8 @@ def _decrypt(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.files:
         try:
-            result = decrypt_file(path, key, args.out, device_key)
-        except EvidenceError as exc:
+            result = decrypt_file(path, key, args.out, device_key, allow_unverified=args.unverified)
+        except (EvidenceError, InterruptionUnchecked) as exc:
             print(f"{path}: {type(exc).__name__}: {exc}", file=sys.stderr)
             failures += 1
             continue

@@ -385,19 +385,29 @@ def test_power_cut_is_recovered_and_decrypts_with_a_verified_device_signature(
     assert len(media) >= acked
     assert media == media_for(seed)[: len(media)]
 
+    # Without the device key the power cut cannot be checked: refused, unless --unverified
+    # (tests/backoffice/test_decrypt_unverified.py has the forged signature).
+    interrupted = card / "evidence" / recording_id / f"{file_id}.mvbe"
+    refused = run(
+        MVB_ADMIN, "decrypt", interrupted, "--key", keys.private, "--out", tmp_path / "refused"
+    )
+    assert refused.returncode == 1
+    assert "InterruptionUnchecked" in one_line(refused.stderr)
+    assert files_in(tmp_path / "refused") == []
     unverified = run(
         MVB_ADMIN,
         "decrypt",
-        card / "evidence" / recording_id / f"{file_id}.mvbe",
+        interrupted,
         "--key",
         keys.private,
         "--out",
         tmp_path / "out-unverified",
+        "--unverified",
     )
     assert unverified.returncode == 0, unverified.stderr
     assert one_line(unverified.stdout).endswith(
-        f"interrupted at chunk {chunks} (power cut; device signature not checked: "
-        "pass --device-key)"
+        f"interrupted at chunk {chunks} (a power cut it claims: UNVERIFIED, device signature "
+        "not checked, decrypted with --unverified)"
     )
 
 
