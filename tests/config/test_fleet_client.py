@@ -385,7 +385,9 @@ def test_document_for_another_box_is_rejected(fleet: Fleet) -> None:
 
 
 def test_oversized_document_is_refused_before_download(fleet: Fleet) -> None:
-    generous = FleetRepository(fleet.repo.repo_dir, max_document_bytes=1024 * 1024)
+    generous = FleetRepository(
+        fleet.repo.repo_dir, trust=fleet.repo.trust, max_document_bytes=1024 * 1024
+    )
     big = b"# " + b"x" * (300 * 1024) + b"\n"
     generous.add_config(
         box_target_path(BOX),
