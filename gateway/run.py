@@ -41,7 +41,7 @@ from gateway.hold_desk import HoldDesk
 from gateway.inputs import CrashRule, InputRule
 from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
 from gateway.officer.desks import OfficerDesks
-from gateway.pairing_client import fleet_metadata_dir, is_paired
+from gateway.pairing_client import fleet_metadata_dir, is_paired, pairing_files
 from gateway.policy import recorder_policy
 from gateway.recorder import Event
 from gateway.sdnotify import (
@@ -244,7 +244,15 @@ def build_fleet_sync(
         sign=running.box.device_key.sign,
         device_public_pem=running.box.device_key.public_pem(),
         poll_s=effective.uplink.config_poll_s,
+        pairing_dir=pairing_files(local.state_dir).directory,
+        resolve_office=lambda: _paired_office(local, effective),
     )
+
+
+async def _paired_office(local: LocalConfig, effective: LocalConfig) -> BackOffice | None:
+    """The back office the pairing files name now (after a re-pair), or None."""
+    office = await resolve_back_office(local, effective)
+    return office if isinstance(office, BackOffice) else None
 
 
 async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalConfig) -> None:

@@ -191,7 +191,10 @@ def test_valid_document_is_accepted_then_up_to_date_then_replaced(fleet: Fleet) 
     assert document.sha256 == hashlib.sha256(DOC).hexdigest()
     assert document.target_path == "boxes/MVB-TEST-0001.toml"
     assert client.state == AppliedState()  # only the caller's apply step records it
-    assert client.record_applied(document) == AppliedState(1, document.sha256, document.target_path)
+    keys = (fleet.signers.targets.public_key.keyid,)
+    assert document.targets_keys == keys  # what the root it verified under names for targets
+    applied = AppliedState(1, document.sha256, document.target_path, keys)
+    assert client.record_applied(document) == applied
     assert client.check() is None
     fleet.add(box_target_path(BOX), DOC + b"# v2\n", serial=2, boxes=(BOX,))
     newer = client.check()
