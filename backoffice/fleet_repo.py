@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import re
 import tarfile
 from collections.abc import Mapping, Sequence
@@ -48,11 +49,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
 # python-tuf and securesystemslib document these names in the modules imported here, which
 # re-export them without __all__; mypy --strict (no implicit re-export) needs the ignores.
-from securesystemslib.signer import CryptoSigner, Key, Signer
+from securesystemslib.signer import Key, Signer
 from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import (
     Metadata,
@@ -64,6 +63,11 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
+from backoffice.fleet_keys import ROOT_KEY_COUNT as ROOT_KEY_COUNT
+from backoffice.fleet_keys import FleetSigners as FleetSigners
+from backoffice.fleet_keys import generate_fleet_keys as generate_fleet_keys
+from backoffice.fleet_keys import load_fleet_signers as load_fleet_signers
+from backoffice.fleet_keys import load_signer as load_signer
 from backoffice.fleet_metadata import (
     HASH_ALGORITHMS,
     FleetRepoError,
@@ -96,11 +100,10 @@ from config.fleet_targets import (
     parse_custom,
 )
 
-ROOT_KEY_COUNT = 3
 ROOT_THRESHOLD = 2
 TIMESTAMP_FILE = "timestamp.json"
+log = logging.getLogger(__name__)
 _VERSIONED = re.compile(r"([1-9][0-9]{0,17})\.(root|targets|snapshot)\.json")
-_ROOT_KEY_FILE = re.compile(r"root-([1-9][0-9]{0,2})\.key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,71 +116,6 @@ class Lifetimes:
     targets: timedelta = timedelta(days=90)
     snapshot: timedelta = timedelta(days=7)
     timestamp: timedelta = timedelta(days=1)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetSigners:
-    """Every key of a fleet, as loaded by an admin tool. In production the root signers are
-    never in one place: each admin tool loads only the keys its step needs."""
-
-    root: tuple[Signer, ...]
-    targets: Signer
-    snapshot: Signer
-    timestamp: Signer
-
-
-# ---------------------------------------------------------------------------- keys (I/O)
-
-
-def generate_fleet_keys(keys_dir: Path, *, root_key_count: int = ROOT_KEY_COUNT) -> FleetSigners:
-    """Create `root-1.key`..`root-<n>.key`, `targets.key`, `snapshot.key`, `timestamp.key`
-    (ECDSA P-256, PEM PKCS#8, 0600) in `keys_dir` (0700). Never overwrites a key file.
-
-    P-256 because hardware tokens (PIV, PKCS#11) hold it: a root key can move to one and sign
-    through securesystemslib's HSMSigner without any change here.
-    """
-    if root_key_count < 1:
-        raise FleetRepoError("a fleet needs at least one root key")
-    names = [f"root-{index}.key" for index in range(1, root_key_count + 1)]
-    names += ["targets.key", "snapshot.key", "timestamp.key"]
-    make_dirs(keys_dir, mode=0o700)
-    existing = [name for name in names if (keys_dir / name).exists()]
-    if existing:
-        raise FileExistsError(f"{keys_dir / existing[0]} exists; refusing to overwrite a key")
-    signers = {name: CryptoSigner.generate_ecdsa() for name in names}
-    for name, signer in signers.items():
-        _write_private_key(keys_dir / name, signer.private_bytes)
-    return FleetSigners(
-        root=tuple(signers[name] for name in names[:root_key_count]),
-        targets=signers["targets.key"],
-        snapshot=signers["snapshot.key"],
-        timestamp=signers["timestamp.key"],
-    )
-
-
-def _write_private_key(path: Path, pem: bytes) -> None:
-    atomic_create_bytes(path, pem, mode=0o600)
-
-
-def load_signer(path: Path) -> CryptoSigner:
-    """A signer from a PEM PKCS#8 private key file written by `generate_fleet_keys`."""
-    private_key = load_pem_private_key(path.read_bytes(), password=None)
-    return CryptoSigner(private_key)
-
-
-def load_fleet_signers(keys_dir: Path) -> FleetSigners:
-    """Every key in `keys_dir` (root keys in file-number order)."""
-    root_files = sorted(
-        (int(match.group(1)), path)
-        for path in keys_dir.iterdir()
-        if (match := _ROOT_KEY_FILE.fullmatch(path.name))
-    )
-    return FleetSigners(
-        root=tuple(load_signer(path) for _, path in root_files),
-        targets=load_signer(keys_dir / "targets.key"),
-        snapshot=load_signer(keys_dir / "snapshot.key"),
-        timestamp=load_signer(keys_dir / "timestamp.key"),
-    )
 
 
 # ---------------------------------------------------------------------------- the repository
@@ -457,13 +395,27 @@ class FleetRepository:
         """The next targets version on `current` (verified) with `changes`, signed and checked
         against `root` (the newest verified); the trust notes it."""
         targets = Targets.from_dict(copy.deepcopy(current.to_dict()))
-        targets.version = current.version + 1
+        # Above every targets version a snapshot ever named: a box may have stored one that is
+        # gone from disk since (a thief's, signed with a stolen key, moved out as evidence), and
+        # ngclient refuses a snapshot naming a lower one.
+        targets.version = max(current.version, self._published_targets_version()) + 1
         targets.expires = now + self.lifetimes.targets
         targets.targets.update(changes)
         data = self._sign_checked(root, targets, [signer])
         _write_once(self.metadata_dir / f"{targets.version}.targets.json", data)
         self._require_trust().note_targets(KnownTargets.of(targets.version, data))
         return targets.version
+
+    def _published_targets_version(self) -> int:
+        """The highest targets version any snapshot on disk names (0: none readable)."""
+        named = [0]
+        for version in self._versions(Snapshot.type):
+            try:
+                snapshot = Metadata[Snapshot].from_bytes(self._read(f"{version}.snapshot.json"))
+                named.append(snapshot.signed.meta["targets.json"].version)
+            except Exception as error:  # a damaged or foreign file names nothing we use
+                log.warning("metadata/%d.snapshot.json unreadable: %s", version, error)
+        return max(named)
 
     def _require_trust(self) -> AdminTrust:
         if self.trust is None:

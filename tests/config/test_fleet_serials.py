@@ -132,21 +132,24 @@ def test_a_stolen_key_at_the_bound_wedges_the_box_only_until_the_targets_key_rot
     state = client.record_applied(_applied(client))
     # The thief holds the targets key and the server: serial 2**31-1, correctly signed.
     thief = FleetRepository(repo.repo_dir)
-    sign_targets_unchecked(thief, {PATH: (WEDGE, FleetCustom((BOX,), (), MAX_CONFIG_SERIAL))},
-                           signers.targets)  # fmt: skip
-    publish_unchecked(thief, signers.snapshot, signers.timestamp, now=_now())
+    for serial in (MAX_CONFIG_SERIAL - 1, MAX_CONFIG_SERIAL):  # targets v3, v4, each published
+        forged = {PATH: (WEDGE + str(serial).encode(), FleetCustom((BOX,), (), serial))}
+        sign_targets_unchecked(thief, forged, signers.targets)
+        publish_unchecked(thief, signers.snapshot, signers.timestamp, now=_now())
+        client = _client(repo, tmp_path, state)
+        state = client.record_applied(_applied(client))
     client = _client(repo, tmp_path, state)
-    wedge = _applied(client)
-    assert wedge.document == WEDGE
-    state = client.record_applied(wedge)
+    assert client.check() is None, "wedged: nothing above the bound"
     assert state.config_serial == MAX_CONFIG_SERIAL
 
     # Recovery: the forged targets go (the admin's tools would not build on them anyway), the
     # root holders rotate the targets key, the admin signs with it; the box follows.
-    (repo.metadata_dir / "3.targets.json").unlink()
+    for version in (3, 4):
+        (repo.metadata_dir / f"{version}.targets.json").unlink()
     new_key = CryptoSigner.generate_ecdsa()
     repo.rotate_root(signers.root[:2], role_keys={Targets.type: [new_key.public_key]}, now=_now())
-    repo.sign_targets(new_key, now=_now())
+    # Numbered above v4, which the box stored: a snapshot naming less would be a rollback.
+    assert repo.sign_targets(new_key, now=_now()) == 5
     repo.add_config(PATH, NEWER, boxes=(BOX,), config_serial=repo.next_config_serial(),
                     targets_signer=new_key, now=_now())  # fmt: skip
     repo.publish(signers.snapshot, signers.timestamp, now=_now())
