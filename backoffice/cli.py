@@ -22,6 +22,7 @@ from cryptography import x509
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.decrypt import InterruptionUnchecked, decrypt_file, describe
+from backoffice.fleet_access import FleetAccess
 from backoffice.fleet_metadata import FleetRepoError
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
@@ -443,7 +444,7 @@ async def _start_https(
     fleet: FleetRepository | None,
 ) -> RunningServer:
     gate: ClientGate | None = None if store is None else LedgerGate(store)
-    fleet_files: FleetFiles | None = None if fleet is None else fleet.served_path
+    fleet_files: FleetFiles | None = None if fleet is None else FleetAccess(fleet)
     reports = None if fleet is None else ReportLog(args.dir / REPORTS_FILE)
     rate_limit = None
     if args.client_rate_limit is not None:

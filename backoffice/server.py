@@ -21,8 +21,9 @@ Invariants:
 - With `blocked_log`, POST /uplink/blocked (transport/blocked_report.py, at most its
   MAX_REPORT_BYTES) is a box's report of a file it blocked, appended with the client's id;
   without one it is 404. Only clients past the TLS handshake and the gate get here.
-- With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names (at most
-  MAX_FLEET_FILE_BYTES, read off the event loop) or 404; nothing under FLEET_PREFIX reaches
+- With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names for this client
+  (at most MAX_FLEET_FILE_BYTES, read off the event loop), 404, or 403 for a document that is
+  not for this client's box (backoffice/fleet_access.py); nothing under FLEET_PREFIX reaches
   TusApp. Only clients past the TLS handshake and the gate get here.
 """
 
@@ -41,6 +42,7 @@ from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler
 
 from backoffice.blocked_log import BlockedLog
+from backoffice.fleet_access import FleetFileDenied
 from backoffice.fleet_reports import ReportLog, ReportRefused, parse_report
 from backoffice.rate_limit import ClientRateLimit
 from backoffice.tus_app import (
@@ -92,9 +94,10 @@ ClientGate = Callable[[int], Awaitable[None]]
 """`await gate(serial)` before every request of a mutual-TLS client: returns to allow, raises
 ClientDenied or GateUnavailable otherwise (docs/pairing.md 5.2: an unpaired box stops at once)."""
 
-FleetFiles = Callable[[str], Path | None]
-"""`fleet_files(url_path)`: the file that answers GET `url_path` under FLEET_PREFIX, or None
-(`FleetRepository.served_path`)."""
+FleetFiles = Callable[[str, str], Path | None]
+"""`fleet_files(url_path, client_id)`: the file that answers GET `url_path` under FLEET_PREFIX
+for the box `client_id`, or None; raises FleetFileDenied for a document not for that box
+(`backoffice/fleet_access.py` FleetAccess)."""
 
 
 @dataclass
@@ -268,7 +271,7 @@ class _HttpsShell:
             if request.path == BLOCKED_PATH:
                 return await self._blocked_report(request, client_id)
             if request.path.startswith(FLEET_PREFIX):
-                return await self._fleet_file(request)
+                return await self._fleet_file(request, client_id)
             return await self._tus(request, client_id)
         finally:
             self._in_flight -= 1
@@ -330,8 +333,9 @@ class _HttpsShell:
         await asyncio.to_thread(self._blocked_log.append, client_id, report)
         return _fleet_answer(204, b"")
 
-    async def _fleet_file(self, request: web.Request) -> web.Response:
-        """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded."""
+    async def _fleet_file(self, request: web.Request, client_id: str) -> web.Response:
+        """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded; a
+        document only to a box it is for."""
         if self._fleet_files is None:
             return _fleet_answer(404, b"not found\n")
         if request.method not in ("GET", "HEAD"):
@@ -340,7 +344,10 @@ class _HttpsShell:
         # something served_path did not see.
         if request.raw_path != request.path:
             return _fleet_answer(404, b"not found\n")
-        path = self._fleet_files(request.path)
+        try:
+            path = await asyncio.to_thread(self._fleet_files, request.path, client_id)
+        except FleetFileDenied:
+            return _fleet_answer(403, b"this document is not for this box\n")
         data = (
             None
             if path is None

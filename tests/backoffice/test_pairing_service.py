@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from backoffice.fleet_access import FleetAccess
 from backoffice.fleet_repo import FleetRepository, init_repository
 from backoffice.pairing import BackOfficeTrust, issue_code, redeem, unpair
 from backoffice.pairing_ledger import CodeState, PairingLedger
@@ -113,7 +114,7 @@ async def back_office(pki: TestPki, tmp_path: Path) -> AsyncIterator[BackOffice]
             key_file=pki.server_key,
             client_ca_file=pki.ca_cert,
             client_gate=LedgerGate(store),
-            fleet_files=fleet.served_path,
+            fleet_files=FleetAccess(fleet),
         )
         service = PairingService(
             store,

@@ -214,14 +214,14 @@ def test_fetch_is_bounded_by_the_signed_length(fleet: Fleet) -> None:
 
 
 def test_group_document_applies_to_members_and_the_highest_serial_wins(fleet: Fleet) -> None:
-    fleet.add(group_target_path(GROUP), b"group = 1\n", serial=1, groups=(GROUP,))
+    fleet.add(group_target_path(GROUP), b"group = 1\n", serial=1, boxes=(BOX,), groups=(GROUP,))
     member, outsider = fleet.client(), fleet.client(OTHER_BOX, groups=("h2o",))
 
     assert _applied(member).target_path == "groups/borsele.toml"
     assert outsider.check() is None
     fleet.add(box_target_path(BOX), b"box = 2\n", serial=2, boxes=(BOX,))
     assert _applied(member).document == b"box = 2\n"
-    fleet.add(group_target_path(GROUP), b"group = 3\n", serial=3, groups=(GROUP,))
+    fleet.add(group_target_path(GROUP), b"group = 3\n", serial=3, boxes=(BOX,), groups=(GROUP,))
     assert _applied(member).document == b"group = 3\n"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from tuf.api.exceptions import DownloadError, DownloadHTTPError, DownloadLengthMismatchError
 
+from backoffice.fleet_access import FleetAccess
 from backoffice.fleet_repo import FleetRepository, init_repository, load_fleet_signers
 from backoffice.pairing import NONCE_BYTES, issue_code, unpair
 from backoffice.pairing_service import (
@@ -99,7 +100,7 @@ async def paired(pki: TestPki, tmp_path: Path) -> AsyncIterator[PairedBox]:
             key_file=pki.server_key,
             client_ca_file=pki.ca_cert,
             client_gate=LedgerGate(store),
-            fleet_files=fleet.served_path,
+            fleet_files=FleetAccess(fleet),
         )
         servers.append(mutual)
         code = store.transact(
