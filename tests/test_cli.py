@@ -387,9 +387,9 @@ def test_power_cut_is_recovered_and_decrypts_with_a_verified_device_signature(
 
     # Without the device key the power cut cannot be checked: refused, unless --unverified
     # (tests/backoffice/test_decrypt_unverified.py has the forged signature).
-    interrupted = card / "evidence" / recording_id / f"{file_id}.mvbe"
+    power_cut_file = card / "evidence" / recording_id / f"{file_id}.mvbe"
     refused = run(
-        MVB_ADMIN, "decrypt", interrupted, "--key", keys.private, "--out", tmp_path / "refused"
+        MVB_ADMIN, "decrypt", power_cut_file, "--key", keys.private, "--out", tmp_path / "refused"
     )
     assert refused.returncode == 1
     assert "InterruptionUnchecked" in one_line(refused.stderr)
@@ -397,7 +397,7 @@ def test_power_cut_is_recovered_and_decrypts_with_a_verified_device_signature(
     unverified = run(
         MVB_ADMIN,
         "decrypt",
-        interrupted,
+        power_cut_file,
         "--key",
         keys.private,
         "--out",
