@@ -410,7 +410,7 @@ class LedgerGate:
         try:
             check_client_serial(ledger, serial)
         except CertificateDenied as exc:
-            raise ClientDenied(str(exc)) from None
+            raise ClientDenied(str(exc), unpaired=exc.reason == "unpaired") from None
 
     async def _current(self) -> PairingLedger:
         key = self._store.stat_key()  # one stat per request: cheap, and sees every rename

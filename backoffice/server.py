@@ -57,6 +57,7 @@ from protocol.fleet_report import MAX_REPORT_BYTES
 from transport.blocked_report import BLOCKED_PATH, BlockedReportRefused
 from transport.blocked_report import MAX_REPORT_BYTES as MAX_BLOCKED_REPORT_BYTES
 from transport.blocked_report import parse_report as parse_blocked_report
+from transport.unpairing import CREDENTIALS_HEADER, UNPAIRED, WITHDRAWN
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,18 @@ _REASONS: Final = {STATUS_CHECKSUM_MISMATCH: "Checksum Mismatch"}
 
 
 class ClientDenied(RemoteFault):
-    """Raised by a client gate: this client certificate must not be served (403)."""
+    """Raised by a client gate: this client certificate must not be served (403). `unpaired`:
+    an admin removed the box, and the answer says so (transport/unpairing.py)."""
+
+    def __init__(self, message: str, *, unpaired: bool = False) -> None:
+        super().__init__(message)
+        self.unpaired = unpaired
+
+
+def denial_headers(denied: ClientDenied) -> dict[str, str]:
+    """The header of a 403 to a withdrawn certificate: whether the box was unpaired (it then
+    forgets the back office) or only withdrawn (it waits for new credentials)."""
+    return {CREDENTIALS_HEADER: UNPAIRED if denied.unpaired else WITHDRAWN}
 
 
 class GateUnavailable(StorageFault):
@@ -287,7 +299,11 @@ class _HttpsShell:
             await self._client_gate(serial)
         except ClientDenied as exc:
             log.warning("refused a withdrawn client certificate client=%s: %s", client_id, exc)
-            response = _plain(403, "this box's certificate was withdrawn; the box must be paired")
+            response = _plain(
+                403,
+                "this box was unpaired" if exc.unpaired else "this box's certificate was withdrawn",
+                denial_headers(exc),
+            )
             response.force_close()  # nothing more is served on this connection
             return response
         except GateUnavailable as exc:

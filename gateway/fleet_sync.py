@@ -46,7 +46,7 @@ from tuf.api.exceptions import DownloadError, RepositoryError
 from common.alarms import Alarms
 from common.durable import atomic_write_text, durable_unlink
 from config.fleet_client import FleetConfigClient
-from config.fleet_fetch import FleetLink, LinkFetch
+from config.fleet_fetch import FleetLink, LinkFetch, UnpairedByBackOffice
 from config.fleet_targets import AppliedState, FleetDocument
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
 from gateway.fleet_memory import (
@@ -106,9 +106,12 @@ class FleetSync:
         retry_s: float = RETRY_S,
         pairing_dir: Path | None = None,
         resolve_office: Callable[[], Awaitable[BackOffice | None]] | None = None,
+        on_unpaired: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """`pairing_dir`: the box's pairing directory, watched for a re-pair or an unpair;
-        `resolve_office`: the back office as the pairing files now say (after a re-pair)."""
+        `resolve_office`: the back office as the pairing files now say (after a re-pair);
+        `on_unpaired`: what to do when the back office says the box was unpaired
+        (gateway/unpairing.py)."""
         self.state_path = state_dir / STATE_FILE
         self.outbox_path = state_dir / OUTBOX_FILE
         self.pending_path = state_dir / PENDING_FILE
@@ -137,6 +140,7 @@ class FleetSync:
         self._task: asyncio.Task[None] | None = None
         self._pairing_dir = pairing_dir
         self._resolve_office = resolve_office
+        self._on_unpaired = on_unpaired
         self._pairing_mark = pairing_mark(pairing_dir)
 
     async def start(self) -> None:
@@ -253,6 +257,12 @@ class FleetSync:
     async def _fetch(self, client: FleetConfigClient) -> FleetDocument | None:
         try:
             document = await asyncio.to_thread(client.check)
+        except UnpairedByBackOffice:
+            self.status.last_check = "the back office unpaired this box"
+            if self._on_unpaired is not None:
+                await self._on_unpaired()
+                await self.follow_pairing()  # nothing is polled from now on
+            return None
         except (DownloadError, TransportError) as exc:
             self.status.last_check = f"back office unreachable ({type(exc).__name__})"
             return None

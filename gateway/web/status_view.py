@@ -301,6 +301,8 @@ def _upload_blocked(aged: _Aged) -> list[str]:
 
 
 def _not_paired(aged: _Aged) -> list[str]:
+    if "unpaired" in aged.document["alarms"]:
+        return []  # the `unpaired` alert says more: the back office removed this box
     return ["no pairing: recordings stay on the card"] if _is_unpaired(aged.document) else []
 
 
@@ -330,6 +332,8 @@ def _recording_long(aged: _Aged) -> list[str]:
 ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("pin_mismatch", "critical", _pin_mismatch),
     ("credentials_withdrawn", "critical", _credentials_withdrawn),
+    # The back office removed the box (RULES L5; gateway/unpairing.py): sticky, until paired.
+    ("unpaired", "critical", _alarm("unpaired")),
     ("card_full", "critical", _card_full),
     ("camera_down", "critical", _camera_down),
     # Retention (docs/retention.md): unuploaded files the 28-day rule deletes within a day.

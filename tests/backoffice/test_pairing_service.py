@@ -383,7 +383,8 @@ async def test_unpair_stops_a_kept_alive_connection_at_its_next_request(
     assert result.stdout.startswith(f"unpaired box {BOX}: certificate ")
     assert before.status == 204
     assert after.status == 403
-    assert b"withdrawn" in after.body
+    assert b"unpaired" in after.body
+    assert after.headers["mvb-credentials"] == "unpaired"  # the box forgets the back office
     assert opened == 1  # the same kept-alive connection: checked per request, not per handshake
 
 

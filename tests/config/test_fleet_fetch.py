@@ -34,7 +34,7 @@ from backoffice.server import RunningServer, start_https_server
 from backoffice.tus_app import TusApp
 from backoffice.upload_store import UploadStore
 from config.fleet_client import FleetConfigClient
-from config.fleet_fetch import FleetLink, LinkFetch
+from config.fleet_fetch import FleetLink, LinkFetch, UnpairedByBackOffice
 from config.fleet_targets import AppliedState
 from gateway.pairing_client import fleet_metadata_dir, pair, pairing_files
 from protocol.pairing_messages import ServiceEndpoint
@@ -172,10 +172,11 @@ async def test_an_unpaired_box_gets_403_at_its_next_fetch(
     await asyncio.to_thread(fetch, "/fleet/metadata/timestamp.json", 16 * 1024)
     paired.store.transact(lambda ledger: (unpair(ledger, BOX, time.time()), None))
 
-    with pytest.raises(DownloadHTTPError) as raised:
+    with pytest.raises(UnpairedByBackOffice) as raised:
         await asyncio.to_thread(fetch, "/fleet/metadata/timestamp.json", 16 * 1024)
 
-    assert raised.value.status_code == 403
+    assert raised.value.status_code == 403  # and it says unpaired: the box forgets the office
+    assert isinstance(raised.value, DownloadHTTPError)
 
 
 async def test_an_unreachable_back_office_is_a_download_error(paired: PairedBox) -> None:

@@ -20,6 +20,7 @@ const TEXTS = Object.freeze({
   retention_time_unknown: key("alert.retention_time_unknown"),
   time_conflict: key("alert.time_conflict"),
   evidence_suspect: key("alert.evidence_suspect"),
+  unpaired: key("alert.unpaired"),
 });
 
 /** Which overview tiles an alert concerns, so those tiles show the alert's tone too. */
@@ -38,6 +39,7 @@ export const ALERT_TILES = Object.freeze({
   retention_time_unknown: ["tile-card", "tile-gps"],
   time_conflict: ["tile-gps"],
   evidence_suspect: ["tile-card"],
+  unpaired: ["tile-uplink", "tile-box"],
 });
 
 /** The officer's sentence for one alert; `missingReports` is the status document's count. */
