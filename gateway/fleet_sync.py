@@ -258,10 +258,10 @@ class FleetSync:
         try:
             document = await asyncio.to_thread(client.check)
         except UnpairedByBackOffice:
-            self.status.last_check = "the back office unpaired this box"
             if self._on_unpaired is not None:
                 await self._on_unpaired()
                 await self.follow_pairing()  # nothing is polled from now on
+            self.status.last_check = "the back office unpaired this box"
             return None
         except (DownloadError, TransportError) as exc:
             self.status.last_check = f"back office unreachable ({type(exc).__name__})"
