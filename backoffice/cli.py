@@ -24,6 +24,7 @@ from backoffice.audit_routes import HeadTappingTusApp
 from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
+from backoffice.fleet_access import FleetAccess
 from backoffice.fleet_metadata import FleetRepoError
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
@@ -411,7 +412,7 @@ async def _start_https(
     fleet: FleetRepository | None,
 ) -> RunningServer:
     gate = None if store is None else LedgerGate(store)
-    fleet_files: FleetFiles | None = None if fleet is None else fleet.served_path
+    fleet_files: FleetFiles | None = None if fleet is None else FleetAccess(fleet)
     reports = None if fleet is None else ReportLog(args.dir / REPORTS_FILE)
     return await start_https_server(
         app,

@@ -1,22 +1,31 @@
 """`mvb-admin config ...`: the fleet admin's steps on the signed configuration repository.
 
-init (offline: all keys made, root signed), sign (the admin's targets key signs a document for
-boxes or groups with the next config_serial), hold / release (the document signed at a path,
-with one `[[holds]]` table more or less, signed again for the same boxes and groups:
+init (offline: all keys made, root signed, the admin's trust written), trust (start a trust from
+a root handed over out of band), sign (the admin's targets key signs a document for boxes or
+groups with the next config_serial), hold / release (the document signed at a path, with one
+`[[holds]]` table more or less, signed again for the same boxes and groups:
 backoffice/fleet_holds.py), publish (the back office's online keys sign a new snapshot and
 timestamp), bundle (metadata + documents in one file for a box without a link).
 See docs/fleet-config.md for where each key lives (11 for holds).
+
+Every step that signs takes `--trust DIR`, the admin's own copy of the fleet's root
+(backoffice/fleet_trust_io.py), and verifies the repository against it first: metadata the
+trust does not vouch for (a forged targets file on the server) is refused, exit 1, with the
+file named, and nothing is signed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from backoffice.fleet_holds import HoldEditError, with_hold, without_hold
 from backoffice.fleet_repo import FleetRepository, init_repository, load_signer
+from backoffice.fleet_trust import UntrustedMetadata
+from backoffice.fleet_trust_io import AdminTrust
 from storage.holds import HOLD_GROUNDS
 
 
@@ -24,11 +33,17 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     config = sub.add_parser("config", help="signed fleet configuration (TUF)").add_subparsers(
         dest="config_command", required=True
     )
+    trust_help = "the admin's trusted fleet root (config init --trust, or config trust)"
     init = config.add_parser("init", help="make the fleet's keys and the repository (offline)")
     init.add_argument("--repo", type=Path, required=True)
     init.add_argument("--keys", type=Path, required=True, help="where the new keys are written")
+    init.add_argument("--trust", type=Path, required=True, help="where the admin's trust goes")
+    trust = config.add_parser("trust", help="start a trust from a fleet root given out of band")
+    trust.add_argument("--trust", type=Path, required=True)
+    trust.add_argument("--root", type=Path, required=True, help="an N.root.json of the fleet")
     sign = config.add_parser("sign", help="sign a configuration document for boxes or groups")
     sign.add_argument("--repo", type=Path, required=True)
+    sign.add_argument("--trust", type=Path, required=True, help=trust_help)
     sign.add_argument("--targets-key", type=Path, required=True)
     sign.add_argument("--path", required=True, help="boxes/<box id>.toml or groups/<group>.toml")
     sign.add_argument("--file", type=Path, required=True, help="the document")
@@ -39,6 +54,7 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             name, help=f"{what} in the document signed at --path (signed again, next serial)"
         )
         edit.add_argument("--repo", type=Path, required=True)
+        edit.add_argument("--trust", type=Path, required=True, help=trust_help)
         edit.add_argument("--targets-key", type=Path, required=True)
         edit.add_argument("--path", required=True, help="the document the box runs (its report)")
         edit.add_argument("--recording", required=True, help="the recording id (32 hex)")
@@ -46,6 +62,7 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             edit.add_argument("--ground", required=True, choices=HOLD_GROUNDS)
     publish = config.add_parser("publish", help="new snapshot and timestamp (online keys)")
     publish.add_argument("--repo", type=Path, required=True)
+    publish.add_argument("--trust", type=Path, required=True, help=trust_help)
     publish.add_argument("--snapshot-key", type=Path, required=True)
     publish.add_argument("--timestamp-key", type=Path, required=True)
     bundle = config.add_parser("bundle", help="metadata + documents for a box without a link")
@@ -55,14 +72,26 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run_config(args: argparse.Namespace) -> int:
-    now = datetime.now(UTC)
     command: str = args.config_command
+    try:
+        return _run(command, args, datetime.now(UTC))
+    except UntrustedMetadata as exc:
+        print(f"mvb-admin config {command}: refused, nothing signed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(command: str, args: argparse.Namespace, now: datetime) -> int:
     if command == "init":
-        repo = init_repository(args.repo, args.keys, now=now)
+        repo = init_repository(args.repo, args.keys, now=now, trust_dir=args.trust)
         print(f"created the fleet repository in {args.repo} (root v{repo.root().signed.version})")
         print(f"keys in {args.keys}: move each root key offline, targets.key to the fleet admin")
+        print(f"the admin's trust in {args.trust}: keep it with targets.key, never on the server")
         return 0
-    repo = FleetRepository(args.repo)
+    if command == "trust":
+        return _start_trust(args)
+    # A bundle signs nothing (the box verifies it as it verifies a download): no trust needed.
+    trust = None if command == "bundle" else AdminTrust.load(args.trust)
+    repo = FleetRepository(args.repo, trust=trust)
     if command == "sign":
         serial = repo.next_config_serial()
         repo.add_config(
@@ -122,4 +151,19 @@ def _edit_hold(repo: FleetRepository, args: argparse.Namespace, now: datetime) -
         f"signed {args.path} as config_serial {serial}: it {done} recording {args.recording}; "
         "run `publish` to release it"
     )
+    return 0
+
+
+def _start_trust(args: argparse.Namespace) -> int:
+    """A trust from a root file handed over out of band; prints what to compare with the root
+    key holders before relying on it."""
+    data = args.root.read_bytes()
+    trust = AdminTrust.start(args.trust, data)
+    root = trust.root.signed
+    print(f"trusting fleet root v{root.version} in {args.trust}")
+    print(f"sha256 of {args.root.name}: {hashlib.sha256(data).hexdigest()}")
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        keyids = ", ".join(keyid[:16] for keyid in sorted(root.roles[role].keyids))
+        print(f"  {role}: {root.roles[role].threshold} of [{keyids}]")
+    print("compare these with the root key holders' before you sign or publish anything")
     return 0

@@ -9,7 +9,9 @@ Invariants:
 - Every top-level role has 1 <= threshold <= its key count, and no key serves two roles (the
   online back office must never hold a key that also signs configuration or roots).
 - A target's path and its custom fields agree: `boxes/<id>.toml` names box `id`,
-  `groups/<g>.toml` names group `g` (FleetRepoError otherwise).
+  `groups/<g>.toml` names group `g` (FleetRepoError otherwise); every target names the boxes that
+  may read it (a group document its members: the back office serves a document to those boxes
+  only), and a document with `[[accounts]]` (password hashes) names exactly one box and no group.
 - A signed version is accepted only with its role's threshold of the delegator's keys
   (ThresholdNotMet otherwise).
 """
@@ -17,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import copy
+import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -151,9 +154,28 @@ def config_target_file(target_path: str, document: bytes, custom: FleetCustom) -
     named = custom.boxes if folder == BOX_TARGETS_DIR else custom.groups
     if name not in named:
         raise FleetRepoError(f"{target_path} must name {name!r} in its {folder}")
+    if not custom.boxes:
+        # The back office serves a document only to the boxes it names (fleet_access.py).
+        raise FleetRepoError(
+            f"{target_path} must name the boxes that may read it (a group's members: --box)"
+        )
+    if document_has_accounts(document) and (len(custom.boxes) != 1 or custom.groups):
+        raise FleetRepoError(
+            f"{target_path} sets [[accounts]] (password hashes): only a document for exactly "
+            "one box and no group may, so that no hash reaches a box it is not for"
+        )
     target = TargetFile.from_data(target_path, document, HASH_ALGORITHMS)
     target.unrecognized_fields["custom"] = custom.to_custom()
     return target
+
+
+def document_has_accounts(document: bytes) -> bool:
+    """Does the document (TOML) set `[[accounts]]`? One that is not TOML sets nothing a box
+    would take (it refuses the document)."""
+    try:
+        return "accounts" in tomllib.loads(document.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
 
 
 def highest_serial(targets: Targets) -> int:

@@ -25,6 +25,13 @@ Invariants:
 - A target's path and its custom fields agree: `boxes/<id>.toml` names box `id`,
   `groups/<g>.toml` names group `g`. No key serves two roles.
 - Time comes in as `now`; only `FleetRepository` methods and the key helpers touch files.
+- Nothing is signed on top of what the admin's trust does not vouch for: every method that
+  signs (`add_config`, `sign_targets`, `publish`, `rotate_root`) and every read it builds on
+  (`signed_document`, `next_config_serial`) first verifies the repository on disk against the
+  admin's own trusted root (`AdminTrust`, backoffice/fleet_trust.py): the root chain, the
+  targets (signature threshold, no rollback), the snapshot and timestamp it numbers after.
+  `root()` and `targets()` read the disk unverified: for serving and inspection only. A
+  repository opened without a trust can serve, never sign.
 
 The rules each signed version must satisfy (roots, thresholds, target files) are pure, in
 backoffice/fleet_metadata.py; this module holds the keys, the files and the order of writes.
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import re
 import tarfile
 from collections.abc import Mapping, Sequence
@@ -41,11 +49,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
 # python-tuf and securesystemslib document these names in the modules imported here, which
 # re-export them without __all__; mypy --strict (no implicit re-export) needs the ignores.
-from securesystemslib.signer import CryptoSigner, Key, Signer
+from securesystemslib.signer import Key, Signer
+from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import (
     Metadata,
     MetaFile,
@@ -56,6 +63,11 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
+from backoffice.fleet_keys import ROOT_KEY_COUNT as ROOT_KEY_COUNT
+from backoffice.fleet_keys import FleetSigners as FleetSigners
+from backoffice.fleet_keys import generate_fleet_keys as generate_fleet_keys
+from backoffice.fleet_keys import load_fleet_signers as load_fleet_signers
+from backoffice.fleet_keys import load_signer as load_signer
 from backoffice.fleet_metadata import (
     HASH_ALGORITHMS,
     FleetRepoError,
@@ -69,6 +81,14 @@ from backoffice.fleet_metadata import (
     signed_by,
     stored_target_name,
 )
+from backoffice.fleet_trust import (
+    KnownTargets,
+    UntrustedMetadata,
+    online_version,
+    verified_root_chain,
+    verified_targets,
+)
+from backoffice.fleet_trust_io import AdminTrust
 from common.durable import atomic_create_bytes, atomic_write_bytes, make_dir, make_dirs
 from config.fleet_targets import (
     BUNDLE_METADATA_DIR,
@@ -80,11 +100,10 @@ from config.fleet_targets import (
     parse_custom,
 )
 
-ROOT_KEY_COUNT = 3
 ROOT_THRESHOLD = 2
 TIMESTAMP_FILE = "timestamp.json"
+log = logging.getLogger(__name__)
 _VERSIONED = re.compile(r"([1-9][0-9]{0,17})\.(root|targets|snapshot)\.json")
-_ROOT_KEY_FILE = re.compile(r"root-([1-9][0-9]{0,2})\.key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,71 +116,6 @@ class Lifetimes:
     targets: timedelta = timedelta(days=90)
     snapshot: timedelta = timedelta(days=7)
     timestamp: timedelta = timedelta(days=1)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetSigners:
-    """Every key of a fleet, as loaded by an admin tool. In production the root signers are
-    never in one place: each admin tool loads only the keys its step needs."""
-
-    root: tuple[Signer, ...]
-    targets: Signer
-    snapshot: Signer
-    timestamp: Signer
-
-
-# ---------------------------------------------------------------------------- keys (I/O)
-
-
-def generate_fleet_keys(keys_dir: Path, *, root_key_count: int = ROOT_KEY_COUNT) -> FleetSigners:
-    """Create `root-1.key`..`root-<n>.key`, `targets.key`, `snapshot.key`, `timestamp.key`
-    (ECDSA P-256, PEM PKCS#8, 0600) in `keys_dir` (0700). Never overwrites a key file.
-
-    P-256 because hardware tokens (PIV, PKCS#11) hold it: a root key can move to one and sign
-    through securesystemslib's HSMSigner without any change here.
-    """
-    if root_key_count < 1:
-        raise FleetRepoError("a fleet needs at least one root key")
-    names = [f"root-{index}.key" for index in range(1, root_key_count + 1)]
-    names += ["targets.key", "snapshot.key", "timestamp.key"]
-    make_dirs(keys_dir, mode=0o700)
-    existing = [name for name in names if (keys_dir / name).exists()]
-    if existing:
-        raise FileExistsError(f"{keys_dir / existing[0]} exists; refusing to overwrite a key")
-    signers = {name: CryptoSigner.generate_ecdsa() for name in names}
-    for name, signer in signers.items():
-        _write_private_key(keys_dir / name, signer.private_bytes)
-    return FleetSigners(
-        root=tuple(signers[name] for name in names[:root_key_count]),
-        targets=signers["targets.key"],
-        snapshot=signers["snapshot.key"],
-        timestamp=signers["timestamp.key"],
-    )
-
-
-def _write_private_key(path: Path, pem: bytes) -> None:
-    atomic_create_bytes(path, pem, mode=0o600)
-
-
-def load_signer(path: Path) -> CryptoSigner:
-    """A signer from a PEM PKCS#8 private key file written by `generate_fleet_keys`."""
-    private_key = load_pem_private_key(path.read_bytes(), password=None)
-    return CryptoSigner(private_key)
-
-
-def load_fleet_signers(keys_dir: Path) -> FleetSigners:
-    """Every key in `keys_dir` (root keys in file-number order)."""
-    root_files = sorted(
-        (int(match.group(1)), path)
-        for path in keys_dir.iterdir()
-        if (match := _ROOT_KEY_FILE.fullmatch(path.name))
-    )
-    return FleetSigners(
-        root=tuple(load_signer(path) for _, path in root_files),
-        targets=load_signer(keys_dir / "targets.key"),
-        snapshot=load_signer(keys_dir / "snapshot.key"),
-        timestamp=load_signer(keys_dir / "timestamp.key"),
-    )
 
 
 # ---------------------------------------------------------------------------- the repository
@@ -177,10 +131,14 @@ class FleetRepository:
         self,
         repo_dir: Path,
         *,
+        trust: AdminTrust | None = None,
         lifetimes: Lifetimes | None = None,
         max_document_bytes: int = MAX_DOCUMENT_BYTES,
     ) -> None:
+        """`trust`: the admin's trusted root (backoffice/fleet_trust_io.py); without it the
+        repository can be served and read, never signed."""
         self.repo_dir = repo_dir
+        self.trust = trust
         self.metadata_dir = repo_dir / BUNDLE_METADATA_DIR
         self.targets_dir = repo_dir / BUNDLE_TARGETS_DIR
         self.lifetimes = lifetimes or Lifetimes()
@@ -197,8 +155,11 @@ class FleetRepository:
         now: datetime,
         root_threshold: int = ROOT_THRESHOLD,
         lifetimes: Lifetimes | None = None,
+        trust_dir: Path | None = None,
     ) -> FleetRepository:
-        """Write root v1 (signed by all root keys), empty targets v1, and publish them."""
+        """Write root v1 (signed by all root keys), empty targets v1, and publish them. The
+        repository trusts what it just signed: kept in `trust_dir` (the admin's trust, see
+        AdminTrust) or in memory."""
         lifetimes = lifetimes or Lifetimes()
         metadata_dir = repo_dir / BUNDLE_METADATA_DIR
         if metadata_dir.exists() and any(metadata_dir.iterdir()):
@@ -217,20 +178,38 @@ class FleetRepository:
         _write_once(metadata_dir / "1.root.json", root_metadata.to_bytes())
         targets = signed_by(Targets(version=1, expires=now + lifetimes.targets), [signers.targets])
         check_threshold(root, Targets.type, targets)
-        _write_once(metadata_dir / "1.targets.json", targets.to_bytes())
-        repository = cls(repo_dir, lifetimes=lifetimes)
+        targets_bytes = targets.to_bytes()
+        _write_once(metadata_dir / "1.targets.json", targets_bytes)
+        root_bytes = root_metadata.to_bytes()
+        known = KnownTargets.of(1, targets_bytes)
+        trust = (
+            AdminTrust(root_bytes, known)
+            if trust_dir is None
+            else AdminTrust.start(trust_dir, root_bytes, known)
+        )
+        repository = cls(repo_dir, trust=trust, lifetimes=lifetimes)
         repository.publish(signers.snapshot, signers.timestamp, now=now)
         return repository
 
     # -- reading
 
     def root(self) -> Metadata[Root]:
-        """The newest root version."""
+        """The newest root version on disk, unverified (serving, inspection)."""
         return Metadata[Root].from_bytes(self._newest_bytes(Root.type))
 
     def targets(self) -> Metadata[Targets]:
-        """The newest targets version (it may not be published yet)."""
+        """The newest targets version on disk (it may not be published yet), unverified."""
         return Metadata[Targets].from_bytes(self._newest_bytes(Targets.type))
+
+    def verified_root(self) -> Metadata[Root]:
+        """The newest root a chain from the admin's trusted root reaches (UntrustedMetadata
+        otherwise); the trust moves to it."""
+        return self._verified_chain()[-1]
+
+    def verified_targets(self) -> Metadata[Targets]:
+        """The newest targets, verified against the newest verified root (or exactly the
+        targets the admin last signed, signed under a key rotated out since)."""
+        return self._verified_targets(self._verified_chain())
 
     def trust_root_bytes(self) -> bytes:
         """The newest root, as handed to a box at pairing (its trust anchor)."""
@@ -239,15 +218,22 @@ class FleetRepository:
     def signed_document(self, target_path: str) -> tuple[bytes, FleetCustom] | None:
         """The document the newest targets sign at `target_path` (published or not) with its
         custom fields, or None when there is none."""
-        target = self.targets().signed.targets.get(target_path)
+        target = self.verified_targets().signed.targets.get(target_path)
         if target is None:
             return None
-        document = (self.targets_dir / stored_target_name(target)).read_bytes()
+        stored = stored_target_name(target)
+        document = (self.targets_dir / stored).read_bytes()
+        try:
+            target.verify_length_and_hashes(document)
+        except LengthOrHashMismatchError:
+            raise UntrustedMetadata(
+                f"targets/{stored} does not match the length and SHA-256 the targets sign"
+            ) from None
         return document, parse_custom(target_path, target.custom)
 
     def next_config_serial(self) -> int:
         """The smallest serial `add_config` accepts now."""
-        return highest_serial(self.targets().signed) + 1
+        return highest_serial(self.verified_targets().signed) + 1
 
     def served_path(self, url_path: str) -> Path | None:
         """The file that answers GET `url_path` (METADATA_PREFIX/... or TARGETS_PREFIX/...), or
@@ -290,30 +276,37 @@ class FleetRepository:
             )
         custom = FleetCustom(tuple(boxes), tuple(groups), config_serial)
         target = config_target_file(target_path, document, custom)
-        current = self.targets().signed
+        chain = self._verified_chain()
+        current = self._verified_targets(chain).signed
         if config_serial <= highest_serial(current):
             raise SerialNotIncreasing(
                 f"{target_path}: config_serial {config_serial} must exceed "
                 f"{highest_serial(current)}, the highest signed so far"
             )
         self._store_target(target, document)
-        self._write_targets(current, {target_path: target}, targets_signer, now=now)
+        self._write_targets(chain[-1].signed, current, {target_path: target}, targets_signer, now)
         return target
 
     def sign_targets(self, targets_signer: Signer, *, now: datetime) -> int:
         """Re-sign the current targets as a new version (fresh expiry, or after the targets key
         was rotated). Returns the new version."""
-        return self._write_targets(self.targets().signed, {}, targets_signer, now=now)
+        chain = self._verified_chain()
+        current = self._verified_targets(chain).signed
+        return self._write_targets(chain[-1].signed, current, {}, targets_signer, now)
 
     def publish(self, snapshot_signer: Signer, timestamp_signer: Signer, *, now: datetime) -> int:
         """New snapshot (naming the newest targets) and timestamp (naming that snapshot), signed
         by the online keys. Run it after every change and well within the timestamp lifetime.
-        Returns the timestamp's version."""
-        root = self.root().signed
-        targets_version = self._newest_version(Targets.type)
+        Returns the timestamp's version. Refuses, like the admin's steps, to name targets or go
+        on from a root the trust does not vouch for; numbers its versions above every snapshot
+        and timestamp on disk (a box may hold any of them)."""
+        chain = self._verified_chain()
+        root = chain[-1].signed
+        targets = self._verified_targets(chain)
+        targets_version = targets.signed.version
         targets_bytes = self._read(f"{targets_version}.{Targets.type}.json")
-        check_threshold(root, Targets.type, Metadata[Targets].from_bytes(targets_bytes))
-        snapshot_version = self._newest_version(Snapshot.type) + 1
+        check_threshold(root, Targets.type, targets)  # a retired key's targets: re-sign first
+        snapshot_version = self._online_version(Snapshot.type) + 1
         snapshot = Snapshot(
             version=snapshot_version,
             expires=now + self.lifetimes.snapshot,
@@ -323,7 +316,7 @@ class FleetRepository:
         )
         snapshot_bytes = self._sign_checked(root, snapshot, [snapshot_signer])
         timestamp = Timestamp(
-            version=self._timestamp_version() + 1,
+            version=self._online_version(Timestamp.type) + 1,
             expires=now + self.lifetimes.timestamp,
             snapshot_meta=MetaFile.from_data(snapshot_version, snapshot_bytes, HASH_ALGORITHMS),
         )
@@ -348,7 +341,7 @@ class FleetRepository:
         just renews the root's expiry. After rotating the targets key, `sign_targets` with the
         new key; after rotating an online key, `publish` with it. Returns the new version.
         """
-        current = self.root().signed
+        current = self.verified_root().signed
         root = rotated_root(
             current,
             role_keys=role_keys or {},
@@ -393,19 +386,81 @@ class FleetRepository:
 
     def _write_targets(
         self,
+        root: Root,
         current: Targets,
         changes: Mapping[str, TargetFile],
         signer: Signer,
-        *,
         now: datetime,
     ) -> int:
+        """The next targets version on `current` (verified) with `changes`, signed and checked
+        against `root` (the newest verified); the trust notes it."""
         targets = Targets.from_dict(copy.deepcopy(current.to_dict()))
-        targets.version = current.version + 1
+        # Above every targets version a snapshot ever named: a box may have stored one that is
+        # gone from disk since (a thief's, signed with a stolen key, moved out as evidence), and
+        # ngclient refuses a snapshot naming a lower one.
+        targets.version = max(current.version, self._published_targets_version()) + 1
         targets.expires = now + self.lifetimes.targets
         targets.targets.update(changes)
-        data = self._sign_checked(self.root().signed, targets, [signer])
+        data = self._sign_checked(root, targets, [signer])
         _write_once(self.metadata_dir / f"{targets.version}.targets.json", data)
+        self._require_trust().note_targets(KnownTargets.of(targets.version, data))
         return targets.version
+
+    def _published_targets_version(self) -> int:
+        """The highest targets version any snapshot on disk names (0: none readable)."""
+        named = [0]
+        for version in self._versions(Snapshot.type):
+            try:
+                snapshot = Metadata[Snapshot].from_bytes(self._read(f"{version}.snapshot.json"))
+                named.append(snapshot.signed.meta["targets.json"].version)
+            except Exception as error:  # a damaged or foreign file names nothing we use
+                log.warning("metadata/%d.snapshot.json unreadable: %s", version, error)
+        return max(named)
+
+    def _require_trust(self) -> AdminTrust:
+        if self.trust is None:
+            raise FleetRepoError(
+                f"{self.repo_dir} was opened without the admin's trusted root: it can be "
+                "served, not signed (pass --trust)"
+            )
+        return self.trust
+
+    def _verified_chain(self) -> list[Metadata[Root]]:
+        """The verified root chain from the trust to the newest root on disk; the trust moves
+        to its head."""
+        trust = self._require_trust()
+        on_disk = {
+            version: self._read(f"{version}.root.json") for version in self._versions("root")
+        }
+        chain = verified_root_chain(trust.root_bytes, on_disk)
+        newest = on_disk[chain[-1].signed.version]
+        if newest != trust.root_bytes:
+            trust.advance_root(newest)
+        return chain
+
+    def _verified_targets(self, chain: list[Metadata[Root]]) -> Metadata[Targets]:
+        """The newest targets if the trust vouches for it (a targets key rotated out since may
+        have signed it only if it is exactly the one the trust knows); the trust notes it."""
+        trust = self._require_trust()
+        version = self._newest_version(Targets.type)
+        data = self._read(f"{version}.{Targets.type}.json")
+        targets = verified_targets(chain, version, data, trust.targets, allow_retired_key=True)
+        trust.note_targets(KnownTargets.of(version, data))
+        return targets
+
+    def _online_version(self, role: str) -> int:
+        """The highest version of `role` (snapshot, timestamp) on disk, by file name and by what
+        the newest file says (backoffice/fleet_trust.py `online_version`: why no more)."""
+        if role == Timestamp.type:
+            path = self.metadata_dir / TIMESTAMP_FILE
+            if not path.exists():
+                return 0
+            return online_version(role, path.read_bytes(), TIMESTAMP_FILE)
+        newest = self._newest_version(role)
+        if newest == 0:
+            return 0
+        name = f"{newest}.{role}.json"
+        return max(newest, online_version(role, self._read(name), name))
 
     @staticmethod
     def _sign_checked(root: Root, signed: Role, signers: Sequence[Signer]) -> bytes:
@@ -435,12 +490,6 @@ class FleetRepository:
     def _newest_bytes(self, role: str) -> bytes:
         return self._read(f"{self._newest_version(role)}.{role}.json")
 
-    def _timestamp_version(self) -> int:
-        path = self.metadata_dir / TIMESTAMP_FILE
-        if not path.exists():
-            return 0
-        return Metadata[Timestamp].from_bytes(path.read_bytes()).signed.version
-
     def _read(self, name: str) -> bytes:
         return (self.metadata_dir / name).read_bytes()
 
@@ -453,15 +502,23 @@ def init_repository(
     root_key_count: int = ROOT_KEY_COUNT,
     root_threshold: int = ROOT_THRESHOLD,
     lifetimes: Lifetimes | None = None,
+    trust_dir: Path | None = None,
 ) -> FleetRepository:
-    """Generate the fleet's keys into `keys_dir` and create the repository in `repo_dir`.
+    """Generate the fleet's keys into `keys_dir` and create the repository in `repo_dir`; the
+    admin's trust (root v1, targets v1) into `trust_dir` when given.
 
     Do this on an offline machine, then move each root key to its own offline medium and the
-    targets key to the fleet admin; only snapshot.key and timestamp.key go to the back office.
+    targets key, with the trust, to the fleet admin; only snapshot.key and timestamp.key go to
+    the back office (with a trust of its own: `config trust --root`).
     """
     signers = generate_fleet_keys(keys_dir, root_key_count=root_key_count)
     return FleetRepository.create(
-        repo_dir, signers, now=now, root_threshold=root_threshold, lifetimes=lifetimes
+        repo_dir,
+        signers,
+        now=now,
+        root_threshold=root_threshold,
+        lifetimes=lifetimes,
+        trust_dir=trust_dir,
     )
 
 

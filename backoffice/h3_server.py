@@ -79,6 +79,7 @@ from backoffice.server import (
     ClientDenied,
     ClientGate,
     GateUnavailable,
+    denial_headers,
 )
 from backoffice.tus_app import IncomingRequest, OutgoingResponse, RequestWithdrawn
 from common.faults import RemoteFault
@@ -481,9 +482,10 @@ class _ServerProtocol(QuicConnectionProtocol):
             return None
         try:
             await gate(self._client_serial)
-        except ClientDenied:
+        except ClientDenied as denied:
             self._server.stats.requests_denied += 1
-            return OutgoingResponse(403, {})
+            headers = {name.lower(): value for name, value in denial_headers(denied).items()}
+            return OutgoingResponse(403, headers)
         except GateUnavailable:
             return OutgoingResponse(503, {"retry-after": "30"})
         return None

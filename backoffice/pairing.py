@@ -95,7 +95,12 @@ class NotPaired(PairingError, MisuseFault):
 
 
 class CertificateDenied(PairingError, RemoteFault):
-    """A client certificate whose serial is on the deny list (unpaired or re-paired)."""
+    """A client certificate whose serial is on the deny list; `reason` is why ("unpaired": an
+    admin removed the box; "re-paired": a newer certificate replaced it)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PairingRefused(PairingError, RemoteFault):
@@ -488,7 +493,8 @@ def check_client_serial(ledger: PairingLedger, serial: int) -> None:
     entry = next((d for d in ledger.denied if d.serial == serial), None)
     if entry is not None:
         raise CertificateDenied(
-            f"the certificate {serial:x} of box {entry.box_id} was withdrawn ({entry.reason})"
+            f"the certificate {serial:x} of box {entry.box_id} was withdrawn ({entry.reason})",
+            reason=entry.reason,
         )
 
 

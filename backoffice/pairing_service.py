@@ -424,7 +424,7 @@ class LedgerGate:
         try:
             check_client_serial(ledger, serial)
         except CertificateDenied as exc:
-            raise ClientDenied(str(exc)) from None
+            raise ClientDenied(str(exc), unpaired=exc.reason == "unpaired") from None
 
     async def enrolled_device_key(self, box_id: str) -> DevicePublicKey | None:
         """The device key `box_id` enrolled at pairing, None when it is not paired or paired

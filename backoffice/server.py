@@ -30,8 +30,9 @@ Invariants:
   `audit_head` is judged (backoffice/audit_routes.py, docs/audit-custody.md); without one 404.
 - With `fleet_reports`, POST /fleet/report is a box's signed report, verified against the
   device key it enrolled at pairing (`enrolled_keys`; without them every report is 409).
-- With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names (at most
-  MAX_FLEET_FILE_BYTES, read off the event loop) or 404; nothing under FLEET_PREFIX reaches
+- With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names for this client
+  (at most MAX_FLEET_FILE_BYTES, read off the event loop), 404, or 403 for a document that is
+  not for this client's box (backoffice/fleet_access.py); nothing under FLEET_PREFIX reaches
   TusApp. Only clients past the TLS handshake and the gate get here.
 """
 
@@ -60,6 +61,7 @@ from backoffice.body_pace import DEFAULT_PACE_WINDOW_S as DEFAULT_PACE_WINDOW_S
 from backoffice.body_pace import BodyPace as BodyPace
 from backoffice.body_pace import PacedBody
 from backoffice.connection_book import ConnectionLimits
+from backoffice.fleet_access import FleetFileDenied
 from backoffice.fleet_reports import (
     ForeignDeviceKey,
     KeyNotEnrolled,
@@ -85,6 +87,7 @@ from transport.audit_wire import AUDIT_PREFIX
 from transport.blocked_report import BLOCKED_PATH, BlockedReportRefused
 from transport.blocked_report import MAX_REPORT_BYTES as MAX_BLOCKED_REPORT_BYTES
 from transport.blocked_report import parse_report as parse_blocked_report
+from transport.unpairing import CREDENTIALS_HEADER, UNPAIRED, WITHDRAWN
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,18 @@ _REASONS: Final = {STATUS_CHECKSUM_MISMATCH: "Checksum Mismatch"}
 
 
 class ClientDenied(RemoteFault):
-    """Raised by a client gate: this client certificate must not be served (403)."""
+    """Raised by a client gate: this client certificate must not be served (403). `unpaired`:
+    an admin removed the box, and the answer says so (transport/unpairing.py)."""
+
+    def __init__(self, message: str, *, unpaired: bool = False) -> None:
+        super().__init__(message)
+        self.unpaired = unpaired
+
+
+def denial_headers(denied: ClientDenied) -> dict[str, str]:
+    """The header of a 403 to a withdrawn certificate: whether the box was unpaired (it then
+    forgets the back office) or only withdrawn (it waits for new credentials)."""
+    return {CREDENTIALS_HEADER: UNPAIRED if denied.unpaired else WITHDRAWN}
 
 
 class GateUnavailable(StorageFault):
@@ -133,9 +147,10 @@ EnrolledKeys = Callable[[str], Awaitable[DevicePublicKey | None]]
 """`await enrolled_keys(box_id)`: the device key the box enrolled at pairing (None: none);
 GateUnavailable when the ledger cannot be read (`LedgerGate.enrolled_device_key`)."""
 
-FleetFiles = Callable[[str], Path | None]
-"""`fleet_files(url_path)`: the file that answers GET `url_path` under FLEET_PREFIX, or None
-(`FleetRepository.served_path`)."""
+FleetFiles = Callable[[str, str], Path | None]
+"""`fleet_files(url_path, client_id)`: the file that answers GET `url_path` under FLEET_PREFIX
+for the box `client_id`, or None; raises FleetFileDenied for a document not for that box
+(`backoffice/fleet_access.py` FleetAccess)."""
 
 
 def client_id_of(peercert: object) -> str | None:
@@ -279,7 +294,7 @@ class _HttpsShell:
             enrolled = None if self._enrolled_keys is None else await self._enrolled_keys(client_id)
             return await audit_route(request, client_id, self._audit_store, enrolled)
         if request.path.startswith(FLEET_PREFIX):
-            return await self._fleet_file(request)
+            return await self._fleet_file(request, client_id)
         return await self._tus(request, client_id, ticket)
 
     async def _gate(self, peercert: object, client_id: str) -> web.Response | None:
@@ -293,7 +308,11 @@ class _HttpsShell:
             await self._client_gate(serial)
         except ClientDenied as exc:
             log.warning("refused a withdrawn client certificate client=%s: %s", client_id, exc)
-            response = _plain(403, "this box's certificate was withdrawn; the box must be paired")
+            response = _plain(
+                403,
+                "this box was unpaired" if exc.unpaired else "this box's certificate was withdrawn",
+                denial_headers(exc),
+            )
             response.force_close()  # nothing more is served on this connection
             return response
         except GateUnavailable as exc:
@@ -350,8 +369,9 @@ class _HttpsShell:
         await asyncio.to_thread(self._blocked_log.append, client_id, report)
         return _fleet_answer(204, b"")
 
-    async def _fleet_file(self, request: web.Request) -> web.Response:
-        """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded."""
+    async def _fleet_file(self, request: web.Request, client_id: str) -> web.Response:
+        """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded; a
+        document only to a box it is for."""
         if self._fleet_files is None:
             return _fleet_answer(404, b"not found\n")
         if request.method not in ("GET", "HEAD"):
@@ -360,7 +380,10 @@ class _HttpsShell:
         # something served_path did not see.
         if request.raw_path != request.path:
             return _fleet_answer(404, b"not found\n")
-        path = self._fleet_files(request.path)
+        try:
+            path = await asyncio.to_thread(self._fleet_files, request.path, client_id)
+        except FleetFileDenied:
+            return _fleet_answer(403, b"this document is not for this box\n")
         data = (
             None
             if path is None

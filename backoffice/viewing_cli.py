@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from backoffice.decrypt import decrypt_file, describe
+from backoffice.decrypt import InterruptionUnchecked, decrypt_file, describe
 from backoffice.keys import (
     MAX_PASSPHRASE_CHARS,
     HolderKey,
@@ -82,6 +82,11 @@ def add_key_holder_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
     )
     dec.add_argument("--out", type=Path, required=True)
     dec.add_argument("--device-key", type=Path, help="box public key: verifies power-cut records")
+    dec.add_argument(
+        "--unverified",
+        action="store_true",
+        help="decrypt a power-cut file without --device-key anyway, marked unverified",
+    )
     dec.add_argument("--log", type=Path, required=True, help="the viewing log (viewing init)")
     dec.add_argument("--reason", required=True, help="why: the approval's reference (logged)")
 
@@ -159,8 +164,15 @@ def _decrypt_files(
             log.append(DECRYPTED, decrypted_fields(viewing, path.name, report, str(args.out)))
 
         try:
-            result = decrypt_file(path, keys, args.out, device_key, before_commit=log_viewing)
-        except EvidenceError as exc:
+            result = decrypt_file(
+                path,
+                keys,
+                args.out,
+                device_key,
+                before_commit=log_viewing,
+                allow_unverified=args.unverified,
+            )
+        except (EvidenceError, InterruptionUnchecked) as exc:
             log.append(REFUSED, refused_fields(viewing, path.name, file_sha256(path), _error(exc)))
             print(f"{path}: {type(exc).__name__}: {exc}", file=sys.stderr)
             failures += 1

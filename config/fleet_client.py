@@ -14,7 +14,8 @@ Invariants:
   (signature thresholds, versions against the box's stored metadata, expiry, hashes) and the
   document's bytes against the signed length and SHA-256.
 - A document is returned only if its signed custom fields name this box or one of its groups,
-  its `config_serial` is strictly greater than the highest serial applied, and its signed length
+  its `config_serial` is strictly greater than the highest serial applied under the same targets
+  keys (config/fleet_targets.py `AppliedState.in_epoch`), and its signed length
   is at most `max_document_bytes` (checked before any byte of it is fetched).
 - Nothing here changes the applied state: the caller applies the document (schema, health check)
   and then calls `record_applied`, and persists `state.to_json()` itself.
@@ -55,7 +56,7 @@ from tuf.api.exceptions import (
 
 # python-tuf documents these names in tuf.api.metadata, which re-exports them without __all__;
 # mypy --strict (no implicit re-export) would otherwise refuse the documented import.
-from tuf.api.metadata import Metadata, Root, TargetFile
+from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
@@ -349,7 +350,9 @@ class FleetConfigClient:
             if require_document:
                 raise WrongBox(f"no document for box {self._box_id}")
             return None
-        if not is_newer(self._state, chosen.custom.config_serial, chosen.sha256):
+        targets_keys = self._trusted_targets_keys()
+        state = self._state.in_epoch(targets_keys)
+        if not is_newer(state, chosen.custom.config_serial, chosen.sha256):
             return None
         check_size(chosen, self._max_document_bytes)
         document = self._download(updater, chosen.info)
@@ -363,7 +366,14 @@ class FleetConfigClient:
             chosen.custom.boxes,
             chosen.custom.groups,
             document,
+            targets_keys,
         )
+
+    def _trusted_targets_keys(self) -> tuple[str, ...]:
+        """The targets role's key ids in the root ngclient just verified and stored (the
+        documents were verified under them): what orders serials (AppliedState.in_epoch)."""
+        root = Metadata[Root].from_bytes((self._metadata_dir / ROOT_FILE).read_bytes())
+        return tuple(sorted(root.signed.roles[Targets.type].keyids))
 
     def _download(self, updater: Updater, info: TargetFile) -> bytes:
         # ngclient verifies length and hashes while writing to a file; the copy lives only

@@ -12,7 +12,9 @@ Invariants:
   byte past the bound (or at once, on a larger Content-Length) and raises
   DownloadLengthMismatchError, which the client treats as a hostile server, not a flaky link.
 - Errors by fault, as config/fleet_client.py expects: another status is
-  `DownloadHTTPError(message, status)`; a link that failed or timed out is `DownloadError`; a
+  `DownloadHTTPError(message, status)` (`UnpairedByBackOffice`, a subclass, when the refusal
+  says the box was unpaired: transport/unpairing.py); a link that failed or timed out is
+  `DownloadError`; a
   pin mismatch or a server that breaks HTTP stays the transport's PinMismatch / HostileServer.
 - Every wait is bounded: connect, each read, the whole request, and the worker thread's wait.
 - No redirect is followed, no cookie kept, no proxy taken from the environment, no body
@@ -31,6 +33,7 @@ import aiohttp
 from tuf.api.exceptions import DownloadError, DownloadHTTPError, DownloadLengthMismatchError
 from yarl import URL
 
+from common.faults import RemoteFault
 from transport.binding import LinkBinding
 from transport.errors import TransientNetworkError, TransportError
 from transport.https import (
@@ -41,8 +44,15 @@ from transport.https import (
     translate_error,
 )
 from transport.tls import ClientTlsSettings
+from transport.unpairing import says_unpaired
 
 READ_PIECE_BYTES: Final = 16 * 1024
+
+
+class UnpairedByBackOffice(DownloadHTTPError, RemoteFault):
+    """The back office refused the request and said this box was unpaired."""
+
+
 DEFAULT_CONNECT_TIMEOUT_S: Final = 15.0
 DEFAULT_READ_TIMEOUT_S: Final = 15.0
 DEFAULT_REQUEST_TIMEOUT_S: Final = 120.0
@@ -131,7 +141,11 @@ class FleetLink:
         )
         try:
             if response.status != 200:
-                raise DownloadHTTPError(f"GET {url_path}: HTTP {response.status}", response.status)
+                message = f"GET {url_path}: HTTP {response.status}"
+                answered = {name.lower(): value for name, value in response.headers.items()}
+                if says_unpaired(response.status, answered):
+                    raise UnpairedByBackOffice(f"{message}: this box was unpaired", 403)
+                raise DownloadHTTPError(message, response.status)
             body = await read_at_most(response, url_path, max_bytes)
         except BaseException:
             # close(), not release(): an unread or refused body must not go back to the pool.

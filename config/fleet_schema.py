@@ -116,6 +116,19 @@ def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalCon
     return effective
 
 
+def check_accounts_reach(
+    text: str, boxes: tuple[str, ...], groups: tuple[str, ...], box_id: str, source: str
+) -> None:
+    """`[[accounts]]` carry password hashes: a box takes them only from a document signed for it
+    alone (no other box, no group), the rule the repository signs by (docs/fleet-config.md 4.6);
+    ConfigError otherwise."""
+    if "accounts" in parse_fleet_text(text, source) and (boxes != (box_id,) or groups):
+        raise ConfigError(
+            f"{source}: [[accounts]] may only come in a document for this box alone "
+            "(it is signed for other boxes or a group too)"
+        )
+
+
 def fleet_holds(text: str, source: str) -> dict[str, str]:
     """The document's holds: recording id -> ground code (empty without `[[holds]]`)."""
     return parse_holds(parse_fleet_text(text, source).get("holds", []), source)

@@ -9,13 +9,18 @@ targets with these rules; the box's TUF client (config/fleet_client.py, the shel
 downloads, bundles, the metadata directory) reads them. Nothing here does I/O.
 
 Invariants:
-- Custom fields are closed: an unknown key, a serial outside [1, 2**63 - 1], an invalid or
+- Custom fields are closed: an unknown key, a serial outside [1, MAX_CONFIG_SERIAL], an invalid or
   repeated name, or a target naming neither boxes nor groups is MalformedCustom.
 - A box never skips past a signed document that contradicts its path: a target found at one of
   its paths that does not name the box or one of its groups is WrongBox. Two targets with the same
   serial and different contents are MalformedCustom.
 - Serials only grow: a document is newer only with a higher `config_serial`; a lower one, or the
   applied serial on other bytes, is SerialRollback (a serial is never reused).
+- Serials are bounded (at most MAX_CONFIG_SERIAL, 2**31 - 1: room for 68 years of a document a
+  second) and compared only among documents verified under the same targets keys
+  (`AppliedState.in_epoch`). So a correctly signed serial at the bound (a stolen targets key)
+  wedges a box only until the root rotates the targets key, which the theft calls for anyway:
+  the box then orders the new key's documents from 0 again (docs/fleet-config.md 4.3, 8).
 
 Errors: `ConfigRejected` and its subclasses are `tuf.api.exceptions.RepositoryError`s for
 correctly signed documents this box must refuse.
@@ -38,7 +43,9 @@ from common.faults import RemoteFault
 MAX_DOCUMENT_BYTES = 256 * 1024
 """A fleet document larger than this (by its signed length) is refused before it is fetched."""
 MAX_NAMES_PER_TARGET = 4096
-MAX_CONFIG_SERIAL = 2**63 - 1
+MAX_CONFIG_SERIAL = 2**31 - 1
+"""The highest serial a document may carry: far beyond any fleet's needs (the repository gives
+each document the next one), and an int everywhere (JSON in JavaScript, TOML, sqlite)."""
 
 METADATA_PREFIX = "/fleet/metadata/"
 TARGETS_PREFIX = "/fleet/targets/"
@@ -204,7 +211,8 @@ def select_candidate(
 @dataclass(frozen=True, slots=True)
 class FleetDocument:
     """A verified fleet document for this box. `document` is the raw bytes (TOML); its schema is
-    checked by whoever applies it. The bytes stay out of `repr` (they hold password hashes)."""
+    checked by whoever applies it. The bytes stay out of `repr` (they hold password hashes).
+    `targets_keys`: the key ids of the targets role it verified under (sorted; empty: unknown)."""
 
     target_path: str
     config_serial: int
@@ -212,24 +220,39 @@ class FleetDocument:
     boxes: tuple[str, ...]
     groups: tuple[str, ...]
     document: bytes = field(repr=False)
+    targets_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class AppliedState:
-    """What the box last applied: the highest serial (0: none yet), its SHA-256 and path."""
+    """What the box last applied: the highest serial (0: none yet), its SHA-256 and path, and
+    the targets keys it verified under (empty: not known, as in states from before they were
+    kept: such a state orders every document, whatever its keys)."""
 
     config_serial: int = 0
     sha256: str | None = None
     target_path: str | None = None
+    targets_keys: tuple[str, ...] = ()
+
+    def in_epoch(self, targets_keys: Sequence[str]) -> AppliedState:
+        """The state that orders a document verified under `targets_keys`: this one, or a fresh
+        one when the fleet's targets keys changed since this was recorded (a rotation: serials
+        start over, and no document of the retired key verifies any more)."""
+        keys = tuple(sorted(targets_keys))
+        if self.targets_keys and keys and keys != self.targets_keys:
+            return AppliedState(targets_keys=keys)
+        return self
 
     def after_applying(self, document: FleetDocument) -> AppliedState:
         """The state once `document` is applied. Raises SerialRollback if it is not newer."""
-        if not is_newer(self, document.config_serial, document.sha256):
+        base = self.in_epoch(document.targets_keys)
+        if not is_newer(base, document.config_serial, document.sha256):
             raise SerialRollback(
                 f"{document.target_path}: config_serial {document.config_serial} is not above "
-                f"the applied {self.config_serial}"
+                f"the applied {base.config_serial}"
             )
-        return AppliedState(document.config_serial, document.sha256, document.target_path)
+        keys = tuple(sorted(document.targets_keys)) or base.targets_keys
+        return AppliedState(document.config_serial, document.sha256, document.target_path, keys)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -238,6 +261,7 @@ class AppliedState:
                 "config_serial": self.config_serial,
                 "sha256": self.sha256,
                 "target_path": self.target_path,
+                "targets_keys": list(self.targets_keys),
             },
             sort_keys=True,
         )
@@ -248,9 +272,13 @@ class AppliedState:
         raw = json.loads(text)
         if not isinstance(raw, dict) or raw.get("format") != _STATE_FORMAT:
             raise ValueError(f"applied state: format must be {_STATE_FORMAT}")
-        unknown = sorted(set(raw) - {"format", "config_serial", "sha256", "target_path"})
+        known = {"format", "config_serial", "sha256", "target_path", "targets_keys"}
+        unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"applied state: unknown key {unknown[0]!r}")
+        keys = raw.get("targets_keys", [])  # absent in states written before it was kept
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ValueError("applied state: targets_keys must be a list of key ids")
         serial, sha256, path = raw.get("config_serial"), raw.get("sha256"), raw.get("target_path")
         if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
             raise ValueError("applied state: config_serial must be a non-negative integer")
@@ -262,7 +290,7 @@ class AppliedState:
             raise ValueError("applied state: sha256 must be 64 lower-case hex digits")
         if path is not None and not isinstance(path, str):
             raise ValueError("applied state: target_path must be a string")
-        return cls(serial, sha256, path)
+        return cls(serial, sha256, path, tuple(sorted(keys)))
 
 
 def is_newer(state: AppliedState, config_serial: int, sha256: str) -> bool:

@@ -91,5 +91,8 @@ def step_backoffice(paths: DemoPaths, run: Runner) -> None:
     output = run.admin("pki", "init", "--dir", paths.pki, "--host", BACKOFFICE_NAME, "127.0.0.1")
     pins = [word for word in output.split() if word.startswith("sha256/")]
     check(len(pins) == 2, "pki init printed no primary and backup pin")
-    run.admin("config", "init", "--repo", paths.fleet_repo, "--keys", paths.fleet_keys)
+    run.admin(
+        "config", "init", "--repo", paths.fleet_repo, "--keys", paths.fleet_keys,
+        "--trust", paths.fleet_trust,
+    )  # fmt: skip
     say("every pairing code carries both pins: a box trusts exactly these two server keys")

@@ -77,6 +77,11 @@ class DemoPaths:
         return self.backoffice / "fleet-keys"
 
     @property
+    def fleet_trust(self) -> Path:
+        """The fleet admin's own copy of the fleet root (docs/fleet-config.md 7.1)."""
+        return self.backoffice / "fleet-trust"
+
+    @property
     def serve_log(self) -> Path:
         return self.backoffice / "serve.log"
 

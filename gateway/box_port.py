@@ -39,6 +39,7 @@ from gateway.uplink_from_config import UplinkNotStarted
 from transport.uplink import UplinkService
 from transport.uplink_files import UnknownUpload
 from transport.uplink_view import idle_rows
+from transport.withdrawal import UNPAIRED_ALARM
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class BoxAdapter:
             log.error("pairing: cannot write the credentials: %s", exc.strerror)
             message = "the credentials could not be saved"
             raise Refused(RefusalKind.FAILED, "pairing_not_saved", message) from exc
+        self.box.alarms.clear(UNPAIRED_ALARM)  # an earlier unpair no longer holds
         await self.audit("gateway.paired", box_id=box_id, re_pair=re_pair)
         running = isinstance(self.uplink, UplinkService)
         return Paired(box_id, credentials.address, RUNNING_NOTE if running else NEXT_START_NOTE)

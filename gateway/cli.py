@@ -164,11 +164,15 @@ def _recover(box: Box, _args: argparse.Namespace) -> int:
             else "sealed"
         )
         print(f"recovered {sidecar.file_id}: {state}")
+    for refused in report.refused:
+        # Not a power cut of this box (storage/recovery.py): kept aside, alarmed, audited.
+        print(f"REFUSED {refused.file_id}: {refused.reason}; kept as {refused.quarantined.name}")
     print(
         f"recovery: {len(report.recovered)} file(s) recovered, {len(report.discarded)} empty "
         f"file(s) discarded, {len(report.swept_tmp)} temp file(s) swept"
+        + (f", {len(report.refused)} file(s) refused" if report.refused else "")
     )
-    return 0
+    return 1 if report.refused else 0
 
 
 def _retention(box: Box, _args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from common.durable import atomic_write_text, make_dirs
-from config.fleet_schema import apply_fleet_document, fleet_holds
+from config.fleet_schema import apply_fleet_document, check_accounts_reach, fleet_holds
 from config.fleet_targets import FleetDocument
 from config.local import ConfigError, LocalConfig
 
@@ -156,6 +156,8 @@ class FleetApplier:
         source = f"fleet document {document.target_path} (serial {serial})"
         try:
             text = document.document.decode("utf-8")
+            box_id = self.local.box.device_serial
+            check_accounts_reach(text, document.boxes, document.groups, box_id, source)
             effective = apply_fleet_document(self.local, text, source)
             grounds = fleet_holds(text, source)
         except (UnicodeDecodeError, ConfigError) as exc:

@@ -97,6 +97,7 @@ def document_to_json(document: FleetDocument) -> str:
             "boxes": list(document.boxes),
             "groups": list(document.groups),
             "document": base64.b64encode(document.document).decode(),
+            "targets_keys": list(document.targets_keys),
         },
         sort_keys=True,
     )
@@ -120,7 +121,12 @@ def document_from_json(text: str) -> FleetDocument:
             raise ValueError("the bytes are not the document that was verified")
     except (ValueError, TypeError, KeyError, binascii.Error) as exc:
         raise FleetMemoryError(f"not a deferred fleet document: {exc}") from exc
-    return replace(document, boxes=tuple(document.boxes), groups=tuple(document.groups))
+    keys = tuple(document.targets_keys)
+    if not all(isinstance(key, str) for key in keys):
+        raise FleetMemoryError("not a deferred fleet document: targets_keys")
+    return replace(
+        document, boxes=tuple(document.boxes), groups=tuple(document.groups), targets_keys=keys
+    )
 
 
 def _is_count(value: object) -> bool:

@@ -17,6 +17,12 @@ Every outcome becomes a report signed with the device key (protocol/fleet_report
 down are delivered at the first round with a link, after restarts too (gateway/fleet_memory.py).
 Every state file is written with common/durable.py (tmp, fsync, rename, fsync dir).
 
+A re-pair (`mvb pair --re-pair` in another process, or the page's pairing) replaces the pairing
+directory and resets the files the sync kept under the old root (`forget_fleet_state`): at its
+next round the sync sees the new directory (`follow_pairing`) and takes everything from disk
+again (applied serial, outbox, pending document, refusals) and the new back office's address;
+with no pairing directory left (an unpair) it polls nothing.
+
 Faults by kind: a failing link (DownloadError, TransportError) waits for the next round;
 a hostile or tampered repository (RepositoryError) is logged, audited and alarmed, and the box
 keeps its configuration. Nothing here can stop recording.
@@ -30,7 +36,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -40,7 +46,7 @@ from tuf.api.exceptions import DownloadError, RepositoryError
 from common.alarms import Alarms
 from common.durable import atomic_write_text, durable_unlink
 from config.fleet_client import FleetConfigClient
-from config.fleet_fetch import FleetLink, LinkFetch
+from config.fleet_fetch import FleetLink, LinkFetch, UnpairedByBackOffice
 from config.fleet_targets import AppliedState, FleetDocument
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
 from gateway.fleet_memory import (
@@ -98,7 +104,14 @@ class FleetSync:
         device_public_pem: bytes,
         poll_s: float = 300.0,
         retry_s: float = RETRY_S,
+        pairing_dir: Path | None = None,
+        resolve_office: Callable[[], Awaitable[BackOffice | None]] | None = None,
+        on_unpaired: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`pairing_dir`: the box's pairing directory, watched for a re-pair or an unpair;
+        `resolve_office`: the back office as the pairing files now say (after a re-pair);
+        `on_unpaired`: what to do when the back office says the box was unpaired
+        (gateway/unpairing.py)."""
         self.state_path = state_dir / STATE_FILE
         self.outbox_path = state_dir / OUTBOX_FILE
         self.pending_path = state_dir / PENDING_FILE
@@ -117,13 +130,18 @@ class FleetSync:
         self._outbox = self._load_outbox()
         self._pending = self._load_pending()
         self._show_memory()
-        self._refused_serials: set[int] = set()
+        # (serial, sha256): a serial is unique only among documents of one targets key.
+        self._refused: set[tuple[int, str]] = set()
         # The last rejection written to the audit log: a repository under attack is polled every
         # few minutes for as long as the attack lasts, and the log must not grow by one entry
         # per poll for months. A new reason, or the same one after a good check, is audited.
         self._last_rejection: str | None = None
         self._last_deferral_report: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pairing_dir = pairing_dir
+        self._resolve_office = resolve_office
+        self._on_unpaired = on_unpaired
+        self._pairing_mark = pairing_mark(pairing_dir)
 
     async def start(self) -> None:
         """Poll as a task of its own (tests); `mvb run` supervises `run()` instead."""
@@ -170,9 +188,35 @@ class FleetSync:
             return "refused: this configuration is already applied"
         return await self._apply(document)
 
+    async def follow_pairing(self) -> bool:
+        """If the pairing directory changed since the last look (a re-pair, an unpair), take
+        the fleet state from disk again and the back office from the new pairing (None when
+        unpaired). True when it changed."""
+        if self._pairing_dir is None:
+            return False
+        mark = await asyncio.to_thread(pairing_mark, self._pairing_dir)
+        if mark == self._pairing_mark:
+            return False
+        self._pairing_mark = mark
+        self._refused.clear()
+        self._last_rejection = None
+        self._last_deferral_report = None
+        self.status = FleetSyncStatus(applied_serial=self._load_state().config_serial)
+        self._outbox = self._load_outbox()
+        self._pending = self._load_pending()
+        self._show_memory()
+        if mark is None:
+            self.back_office = None
+            log.info("fleet: the box is no longer paired; nothing is polled")
+        elif self._resolve_office is not None:
+            self.back_office = await self._resolve_office()
+            log.info("fleet: the box was paired again; fleet state taken from disk")
+        return True
+
     async def check_once(self) -> ApplyOutcome | None:
         """One round: deliver waiting reports, then the outcome of applying a new document,
         or None."""
+        await self.follow_pairing()
         office = self.back_office
         if office is None:
             return None  # no uplink: configuration arrives by push only
@@ -187,7 +231,7 @@ class FleetSync:
                 self._load_state(),
             )
             document = await self._fetch(client)
-            if document is None or document.config_serial in self._refused_serials:
+            if document is None or (document.config_serial, document.sha256) in self._refused:
                 return None
             outcome = await self._apply(document)
             await self._deliver(link)
@@ -213,6 +257,12 @@ class FleetSync:
     async def _fetch(self, client: FleetConfigClient) -> FleetDocument | None:
         try:
             document = await asyncio.to_thread(client.check)
+        except UnpairedByBackOffice:
+            if self._on_unpaired is not None:
+                await self._on_unpaired()
+                await self.follow_pairing()  # nothing is polled from now on
+            self.status.last_check = "the back office unpaired this box"
+            return None
         except (DownloadError, TransportError) as exc:
             self.status.last_check = f"back office unreachable ({type(exc).__name__})"
             return None
@@ -236,7 +286,17 @@ class FleetSync:
         self.status.last_outcome = "applied" if outcome.applied else outcome.reason
         serial = document.config_serial
         if outcome.applied:
-            state = self._load_state().after_applying(document)
+            before = self._load_state()
+            state = before.after_applying(document)
+            if before.in_epoch(document.targets_keys) is not before:
+                # The root rotated the targets key: serials start over (fleet_targets.py).
+                await asyncio.to_thread(
+                    self.audit.append,
+                    "config.serials_restarted",
+                    from_serial=before.config_serial,
+                    to_serial=state.config_serial,
+                    reason="the fleet's targets key changed",
+                )
             await asyncio.to_thread(self._save_state, state)
             self.status.applied_serial = state.config_serial
             await self._queue_report(document, "applied", "")
@@ -250,7 +310,7 @@ class FleetSync:
                 await self._keep_pending(document)  # so not rewritten at every round
             return
         else:
-            self._refused_serials.add(serial)
+            self._refused.add((serial, document.sha256))
             await self._queue_report(document, "refused", outcome.reason or "refused")
         pending = self._pending
         if pending is not None and pending.config_serial <= max(serial, self.status.applied_serial):
@@ -332,7 +392,10 @@ class FleetSync:
 
     def _load_pending(self) -> FleetDocument | None:
         pending: FleetDocument | None = _load(self.pending_path, document_from_json, None)
-        if pending is not None and pending.config_serial <= self.status.applied_serial:
+        if pending is None:
+            return None
+        applied = self._load_state().in_epoch(pending.targets_keys)
+        if pending.config_serial <= applied.config_serial:
             return None  # applied or overtaken since
         return pending
 
@@ -345,6 +408,18 @@ class FleetSync:
     def _save_state(self, state: AppliedState) -> None:
         """tmp, fsync, rename, fsync dir: the highest serial survives a power cut."""
         atomic_write_text(self.state_path, state.to_json(), mode=0o600)
+
+
+def pairing_mark(directory: Path | None) -> tuple[int, int] | None:
+    """What identifies one pairing: the pairing directory's device and inode (a pairing or
+    re-pair replaces the directory as a whole); None when there is none."""
+    if directory is None:
+        return None
+    try:
+        info = directory.stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_dev, info.st_ino)
 
 
 def forget_fleet_state(state_dir: Path) -> None:

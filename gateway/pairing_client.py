@@ -45,7 +45,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from tuf.api.exceptions import RepositoryError
 
-from common.durable import make_dirs, recover_directory_swap, replace_directory
+from common.durable import make_dirs, recover_directory_swap, remove_tree, replace_directory
 from common.faults import MisuseFault, TransientFault
 from config.fleet_client import install_trust_root
 from gateway.fleet_sync import forget_fleet_state
@@ -205,6 +205,19 @@ def recover_pairing_dir(state_dir: Path) -> None:
     unfinished write.
     """
     recover_directory_swap(state_dir / PAIRING_DIR)
+
+
+def forget_pairing(state_dir: Path) -> None:
+    """An unpair (the back office said so, gateway/unpairing.py; RULES L5): forget the
+    credentials and the back office's address (the pairing directory: the box is unpaired the
+    moment it is gone), then the fleet's trust root and what the fleet sync kept under it.
+    The evidence, the catalog and the audit log are not touched. A crash in between leaves an
+    unpaired box with a stale trust root, which the next pairing replaces (`install_credentials`).
+    The client key is unlinked, not wiped (flash keeps no promise either way); its certificate is
+    on the back office's deny list until it expires, so the key is worth nothing."""
+    remove_tree(state_dir / PAIRING_DIR)
+    remove_tree(fleet_metadata_dir(state_dir))
+    forget_fleet_state(state_dir)
 
 
 def store_credentials(state_dir: Path, credentials: PairedCredentials) -> None:

@@ -41,7 +41,7 @@ from gateway.hold_desk import HoldDesk
 from gateway.inputs import CrashRule, InputRule
 from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
 from gateway.officer.desks import OfficerDesks
-from gateway.pairing_client import fleet_metadata_dir, is_paired
+from gateway.pairing_client import fleet_metadata_dir, is_paired, pairing_files
 from gateway.policy import recorder_policy
 from gateway.recorder import Event
 from gateway.sdnotify import (
@@ -52,6 +52,7 @@ from gateway.sdnotify import (
 )
 from gateway.startup import CardUnusable, check_card
 from gateway.supervisor import Child, Supervisor
+from gateway.unpairing import Unpairing
 from gateway.uplink_credentials import PairedCredentials
 from gateway.uplink_credentials import resolve_back_office as resolve_paired_back_office
 from gateway.uplink_from_config import UplinkNotStarted, uplink_service
@@ -217,7 +218,11 @@ async def resolve_back_office(
 
 
 def build_fleet_sync(
-    running: RunningBox, local: LocalConfig, effective: LocalConfig, office: BackOffice | None
+    running: RunningBox,
+    local: LocalConfig,
+    effective: LocalConfig,
+    office: BackOffice | None,
+    unpairing: Unpairing | None = None,
 ) -> FleetSync | None:
     """Signed fleet configuration for a paired box: polled over the uplink when it runs
     (`office`), and pushed as a bundle (local API) always. A configuration is judged by the
@@ -250,11 +255,23 @@ def build_fleet_sync(
         sign=running.box.device_key.sign,
         device_public_pem=running.box.device_key.public_pem(),
         poll_s=effective.uplink.config_poll_s,
+        pairing_dir=pairing_files(local.state_dir).directory,
+        resolve_office=lambda: _paired_office(local, effective),
+        on_unpaired=None if unpairing is None else unpairing.unpaired,
     )
+
+
+async def _paired_office(local: LocalConfig, effective: LocalConfig) -> BackOffice | None:
+    """The back office the pairing files name now (after a re-pair), or None."""
+    office = await resolve_back_office(local, effective)
+    return office if isinstance(office, BackOffice) else None
 
 
 async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalConfig) -> None:
     await running.service.start()
+    # An unpair (RULES L5) is heard by the uplink or the fleet sync: gateway/unpairing.py.
+    unpairing = Unpairing(local.state_dir, running.box.alarms, running.box.audit)
+    await asyncio.to_thread(unpairing.clear_if_paired)
     office = await resolve_back_office(local, config)
     if isinstance(office, BackOffice):
         # Certificates judged by trusted time, not by a wall clock that may be days wrong.
@@ -266,12 +283,13 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
             lambda connector: PairedCredentials(local, config, connector),
         )
         running.uplink.on_server_date = running.box.trusted.observe_server_date
+        running.uplink.guard.on_unpaired = unpairing.unpaired
     else:
         running.uplink = office  # None (off) or why it does not run; recording goes on regardless
         if office is not None:
             log.warning("uplink not started: %s", office.reason)
     running.fleet = build_fleet_sync(
-        running, local, config, office if isinstance(office, BackOffice) else None
+        running, local, config, office if isinstance(office, BackOffice) else None, unpairing
     )
     running.supervisor.on_failure = lambda name, exc: _audit_failure(running, name, exc)
     running.supervised = asyncio.create_task(

@@ -5,6 +5,8 @@ Layout (docs/evidence-format.md section 5):
     <card>/evidence/<recording_id>/<file_id>.mvbe.part   being written
     <card>/evidence/<recording_id>/<file_id>.mvbe        sealed or recovered
     <card>/evidence/<recording_id>/<file_id>.json        sidecar: plaintext facts, atomic writes
+    <card>/evidence/<recording_id>/<file_id>.mvbe.quarantined   a `.part` recovery refused to
+                                                         close (storage/recovery.py): kept as found
     <card>/catalog/                                      diskcache (sqlite); rebuildable
     <card>/holds/holds.json                              the holds (storage/holds.py); atomic
 """
@@ -25,6 +27,7 @@ HOLDS_DIR = "holds"
 HOLDS_FILE = "holds.json"
 SEALED_SUFFIX = ".mvbe"
 PART_SUFFIX = ".mvbe.part"
+QUARANTINE_SUFFIX = ".mvbe.quarantined"
 SIDECAR_SUFFIX = ".json"
 
 
@@ -115,6 +118,9 @@ class CardLayout:
 
     def sidecar_path(self, recording_id: str, file_id: str) -> Path:
         return self.recording_dir(recording_id) / (file_id + SIDECAR_SUFFIX)
+
+    def quarantine_path(self, recording_id: str, file_id: str) -> Path:
+        return self.recording_dir(recording_id) / (file_id + QUARANTINE_SUFFIX)
 
     def part_files(self) -> Iterator[Path]:
         """Files that were being written when the box stopped (sorted, for reproducible logs)."""

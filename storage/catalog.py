@@ -181,7 +181,10 @@ class Catalog:
     otherwise a one-line reason fit for an audit event (broken catalog moved aside, empty catalog
     filled from the card, or files on the card that the catalog did not know). `adopted_from_card`
     lists the records that `open` took from the card; `unreadable_files` lists evidence files on
-    the card that could not be catalogued at all (no sidecar and no readable header).
+    the card that could not be catalogued at all (no sidecar and no readable header);
+    `complete_before_open` is True when the stored catalog was neither broken nor empty, so that
+    every file the box wrote was in it before `open` adopted anything (recovery relies on it:
+    storage/recovery.py `CatalogKnowledge`).
     """
 
     def __init__(self, layout: CardLayout, cache: Any) -> None:
@@ -191,6 +194,7 @@ class Catalog:
         self.rebuilt_reason: str | None = None
         self.adopted_from_card: tuple[FileRecord, ...] = ()
         self.unreadable_files: tuple[Path, ...] = ()
+        self.complete_before_open = False
 
     @classmethod
     def open(cls, layout: CardLayout) -> Catalog:
@@ -362,6 +366,7 @@ class Catalog:
         scan = scan_card(self.layout)
         self.adopted_from_card = tuple(self._adopt(scan.records))
         self.unreadable_files = scan.unreadable
+        self.complete_before_open = broken is None and not was_empty
         self.rebuilt_reason = _rebuilt_reason(broken, was_empty, len(self.adopted_from_card))
 
     def _adopt(self, card_records: Iterable[FileRecord]) -> list[FileRecord]:

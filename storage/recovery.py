@@ -3,20 +3,42 @@
 The box has no key for files it was writing (the data key died with the process), so recovery
 works from the plaintext framing and the crc32 of each record: it keeps every intact chunk, cuts
 the torn tail, and closes the file with an interruption record signed by the device key.
+
+The device key's signature says "this box was writing this file when it stopped", so recovery
+first checks that it was (`judge_part`, pure): the store catalogues every file as RECORDING
+before its first byte and as SEALED only after its rename (storage/store.py, writer.py), so a
+`.part` is a power cut only when the catalog knew it as RECORDING and no sealed file or sidecar
+of it is on the card. Anything else (a sealed file cut short and renamed `.part`, a file of
+another card, a copy beside its sealed original) is refused: renamed `.mvbe.quarantined` as it
+was found (never signed, never uploaded), audited `storage.part_refused` and returned in
+`RecoveryReport.refused` for the store's sticky alarm. A catalog that was lost or broken before
+this open cannot be asked: such a `.part` is recovered (a power cut that also broke the catalog
+must not lose evidence) and audited with `catalog_checked` false.
+
+Invariants: every change recovery makes to the card is audited (cut and closed, completed,
+discarded, quarantined, temp files swept), with what it cut (`torn_bytes`) and the SHA-256 of
+what it left; idempotent: a second run finds nothing to do.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from common.durable import durable_rename, durable_unlink, sweep_tmp_files
-from storage.card import PART_SUFFIX, SEALED_SUFFIX, CardLayout, Sidecar, write_sidecar
+from storage.card import (
+    PART_SUFFIX,
+    QUARANTINE_SUFFIX,
+    CardLayout,
+    Sidecar,
+    write_sidecar,
+)
 from storage.errors import EvidenceError
 from storage.evidence_format import (
     FLAG_INTERRUPTED,
@@ -29,8 +51,10 @@ from storage.evidence_format import (
     decode_header,
     file_tag,
 )
+from storage.models import FileState
 from storage.reader import interruption_message
 
+Scalar = str | int | bool
 AuditSink = Callable[..., object]
 """`audit(event, **fields)`: where recovery reports what it did (`AuditLog.append`, audit_io)."""
 
@@ -50,11 +74,83 @@ class IntactPrefix:
     sealed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    state: FileState
+    recording_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogKnowledge:
+    """What the catalog knew before this open: its `files` by file id (not those it adopted
+    from the card at this open), and whether it was `complete` (neither broken nor lost: then
+    every file the box ever wrote is in `files`)."""
+
+    files: Mapping[str, KnownFile]
+    complete: bool
+
+
+class Verdict(enum.Enum):
+    RECOVER = "recover"  # a power cut: close it, signed
+    RECOVER_UNCHECKED = "recover_unchecked"  # no catalog to ask: close it, say so
+    REFUSE = "refuse"  # not a file this box was writing: quarantine, alarm
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    verdict: Verdict
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedPart:
+    """A `.part` recovery would not close: where its bytes are now, and why."""
+
+    file_id: str
+    recording_id: str
+    quarantined: Path
+    reason: str
+
+
 @dataclass(slots=True)
 class RecoveryReport:
     recovered: list[Sidecar] = field(default_factory=list)
     discarded: list[Path] = field(default_factory=list)
     swept_tmp: list[Path] = field(default_factory=list)
+    refused: list[RefusedPart] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    """File ids recovered without a catalog to check them against."""
+
+
+def judge_part(
+    file_id: str,
+    recording_id: str,
+    catalog: CatalogKnowledge,
+    *,
+    sealed_exists: bool,
+    sidecar_exists: bool,
+) -> Judgement:
+    """Pure: may recovery close this `.part` (ids from its path) as an interrupted recording of
+    this box?
+
+    Only a file the catalog knew as RECORDING of the same recording, with no sealed file and no
+    sidecar of its id on the card: the catalog says RECORDING before the `.part` exists, a
+    sealed file is renamed before the catalog says SEALED, and its sidecar is written after.
+    """
+    known = catalog.files.get(file_id)
+    if sealed_exists:
+        return Judgement(Verdict.REFUSE, "a sealed file with the same id is on the card")
+    if known is not None and known.state is not FileState.RECORDING:
+        return Judgement(Verdict.REFUSE, f"the catalog knows this file as {known.state.value}")
+    if known is not None and known.recording_id != recording_id:
+        return Judgement(Verdict.REFUSE, "the catalog knows this file in another recording")
+    if sidecar_exists:
+        return Judgement(Verdict.REFUSE, "the card holds its sidecar, written only once sealed")
+    if known is not None:
+        return Judgement(Verdict.RECOVER)
+    if catalog.complete:
+        return Judgement(Verdict.REFUSE, "the catalog never registered it: not written here")
+    return Judgement(Verdict.RECOVER_UNCHECKED, "the catalog was lost: nothing to check against")
 
 
 def scan_intact_prefix(data: bytes) -> IntactPrefix:
@@ -107,35 +203,90 @@ def interruption_record(
 
 
 def recover_card(
-    layout: CardLayout, signer: Signer, audit: AuditSink, now_ms: int
+    layout: CardLayout,
+    signer: Signer,
+    audit: AuditSink,
+    now_ms: int,
+    catalog: CatalogKnowledge,
 ) -> RecoveryReport:
-    """Close every `.part` file on the card and sweep temp files. Idempotent."""
+    """Close every `.part` file on the card that `judge_part` allows, quarantine the others,
+    and sweep temp files. Idempotent."""
     report = RecoveryReport()
     for part in layout.part_files():
-        sidecar = recover_part_file(layout, part, signer, audit, now_ms)
-        if sidecar is None:
+        recording_id, file_id = part.parent.name, part.name.removesuffix(PART_SUFFIX)
+        judgement = judge_part(
+            file_id,
+            recording_id,
+            catalog,
+            sealed_exists=layout.sealed_path(recording_id, file_id).exists(),
+            sidecar_exists=layout.sidecar_path(recording_id, file_id).exists(),
+        )
+        if judgement.verdict is Verdict.REFUSE:
+            report.refused.append(quarantine_part(layout, part, judgement.reason, audit))
+            continue
+        checked = judgement.verdict is Verdict.RECOVER
+        outcome = recover_part_file(layout, part, signer, audit, now_ms, catalog_checked=checked)
+        if outcome is None:
             report.discarded.append(part)
+        elif isinstance(outcome, RefusedPart):
+            report.refused.append(outcome)
         else:
-            report.recovered.append(sidecar)
+            report.recovered.append(outcome)
+            if not checked:
+                report.unchecked.append(file_id)
     report.swept_tmp = sweep_tmp_files(layout.evidence_root)
     for tmp in report.swept_tmp:
         audit("storage.tmp_swept", name=tmp.name)
     return report
 
 
+def quarantine_part(layout: CardLayout, part: Path, reason: str, audit: AuditSink) -> RefusedPart:
+    """Rename a refused `.part` to `<file_id>.mvbe.quarantined` (a fresh `-<n>` name when one
+    is there), bytes untouched, and audit it. Nothing lists, uploads or deletes such a file."""
+    recording_id, file_id = part.parent.name, part.name.removesuffix(PART_SUFFIX)
+    target = layout.quarantine_path(recording_id, file_id)
+    number = 1
+    while target.exists():
+        number += 1
+        target = part.with_name(f"{file_id}{QUARANTINE_SUFFIX}-{number}")
+    size_bytes = part.stat().st_size
+    durable_rename(part, target)
+    audit(
+        "storage.part_refused",
+        file_id=file_id,
+        recording_id=recording_id,
+        reason=reason,
+        size_bytes=size_bytes,
+        kept_as=target.name,
+    )
+    return RefusedPart(file_id, recording_id, target, reason)
+
+
 def recover_part_file(
-    layout: CardLayout, part: Path, signer: Signer, audit: AuditSink, now_ms: int
-) -> Sidecar | None:
-    """Recover one file; None when it held nothing durable and was deleted."""
+    layout: CardLayout,
+    part: Path,
+    signer: Signer,
+    audit: AuditSink,
+    now_ms: int,
+    *,
+    catalog_checked: bool,
+) -> Sidecar | RefusedPart | None:
+    """Recover one file the caller judged (`judge_part`; `catalog_checked`: there was a catalog
+    to ask). None when it held nothing durable and was deleted; a RefusedPart, quarantined,
+    when its header names another file than its path (the catalog was asked about the path)."""
     data = part.read_bytes()
-    file_id = part.name.removesuffix(PART_SUFFIX)
+    recording_id, file_id = part.parent.name, part.name.removesuffix(PART_SUFFIX)
     try:
         prefix = scan_intact_prefix(data)
         header, header_len = decode_header(data)
     except EvidenceError as exc:
         durable_unlink(part)
-        audit("storage.empty_file_discarded", file_id=file_id, reason=str(exc))
+        audit(
+            "storage.empty_file_discarded", file_id=file_id, reason=str(exc), size_bytes=len(data)
+        )
         return None
+    if (header.file_id.hex(), header.recording_id.hex()) != (file_id, recording_id):
+        return quarantine_part(layout, part, "its header names another file than its path", audit)
     kept = data[: prefix.end_offset]
     torn_bytes = len(data) - prefix.end_offset
     if not prefix.sealed:
@@ -143,11 +294,10 @@ def recover_part_file(
             data[:header_len], prefix.chunks, now_ms, hashlib.sha256(kept).digest(), signer
         )
     _rewrite_tail(part, prefix.end_offset, kept[prefix.end_offset :])
-    sealed_path = part.with_name(file_id + SEALED_SUFFIX)
-    durable_rename(part, sealed_path)
+    durable_rename(part, layout.sealed_path(recording_id, file_id))
     sidecar = Sidecar(
-        recording_id=header.recording_id.hex(),
-        file_id=header.file_id.hex(),
+        recording_id=recording_id,
+        file_id=file_id,
         file_seq=header.file_seq,
         created_at_ms=header.created_at_ms,
         size_bytes=len(kept),
@@ -156,16 +306,18 @@ def recover_part_file(
         interrupted_at_chunk=None if prefix.sealed else prefix.chunks,
     )
     write_sidecar(layout, sidecar)
+    repaired: dict[str, Scalar] = {
+        "file_id": file_id,
+        "recording_id": recording_id,
+        "torn_bytes": torn_bytes,
+        "size_bytes": sidecar.size_bytes,
+        "sha256": sidecar.sha256_hex,
+        "catalog_checked": catalog_checked,
+    }
     if prefix.sealed:
-        audit("storage.seal_completed", file_id=file_id, chunks=prefix.chunks)
+        audit("storage.seal_completed", chunks=prefix.chunks, **repaired)
     else:
-        audit(
-            "storage.recording_interrupted",
-            file_id=file_id,
-            recording_id=sidecar.recording_id,
-            interrupted_at_chunk=prefix.chunks,
-            torn_bytes=torn_bytes,
-        )
+        audit("storage.recording_interrupted", interrupted_at_chunk=prefix.chunks, **repaired)
     return sidecar
 
 

@@ -42,6 +42,7 @@ from storage.holds import HoldBook
 from storage.holds_io import load_holds, write_holds
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 from storage.recovery import RecoveryReport, recover_card
+from storage.recovery_alarm import catalog_knowledge, raise_recovery_alarm
 from storage.retention import (
     TIME_UNKNOWN_GRACE_MS,
     Deletion,
@@ -141,16 +142,20 @@ class EvidenceStore:
         """Recover the card, open (or rebuild) the catalog, and register recovered files."""
         layout = CardLayout(settings.card_dir)
         make_dirs(layout.evidence_root)  # durable in the card root from the first open
-        report = recover_card(layout, device_key, audit.append, clock_ms())
+        # The catalog first: recovery asks it whether a `.part` is a file this box was writing.
         catalog = Catalog.open(layout)
         if catalog.rebuilt_reason is not None:
             audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
+        report = recover_card(
+            layout, device_key, audit.append, clock_ms(), catalog_knowledge(catalog)
+        )
         store = cls(settings, recipients, device_key, audit, catalog, clock_ms, alarms, trusted)
         store.holds = load_holds(layout, catalog, audit, store.alarms, clock_ms())
         for sidecar in report.recovered:
             store._register_sealed(sidecar)
         for discarded in report.discarded:
             store._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
+        raise_recovery_alarm(store.alarms, layout, report)
         # A rebuilt catalog knows no holds, and a power cut may have come between book and flags.
         store._copy_holds_to_catalog(None, store.holds)
         return store, report

@@ -394,18 +394,38 @@ def test_power_cut_is_recovered_and_decrypts_with_a_verified_device_signature(
     assert len(media) >= acked
     assert media == media_for(seed)[: len(media)]
 
+    # Without the device key the power cut cannot be checked: refused, unless --unverified
+    # (tests/backoffice/test_decrypt_unverified.py has the forged signature).
+    power_cut_file = card / "evidence" / recording_id / f"{file_id}.mvbe"
+    refused = run(
+        MVB_ADMIN,
+        "decrypt",
+        power_cut_file,
+        "--key",
+        keys.private,
+        "--out",
+        tmp_path / "refused",
+        "--log",
+        viewing_log,
+        "--reason",
+        "test: request 13",
+    )
+    assert refused.returncode == 1
+    assert "InterruptionUnchecked" in refused.stderr
+    assert files_in(tmp_path / "refused") == []
     unverified, [unverified_line] = decrypt(
-        card / "evidence" / recording_id / f"{file_id}.mvbe",
+        power_cut_file,
         "--key",
         keys.private,
         "--out",
         tmp_path / "out-unverified",
+        "--unverified",
         log=viewing_log,
     )
     assert unverified.returncode == 0, unverified.stderr
     assert unverified_line.endswith(
-        f"interrupted at chunk {chunks} (power cut; device signature not checked: "
-        "pass --device-key)"
+        f"interrupted at chunk {chunks} (a power cut it claims: UNVERIFIED, device signature "
+        "not checked, decrypted with --unverified)"
     )
 
 

@@ -59,6 +59,7 @@ BACK_OFFICE_SHARES: dict[str, str] = {
     "storage.errors": "the evidence format's errors, for the decrypt command",
     "transport.pinning": "the SPKI pin format both sides check",
     "transport.blocked_report": "a blocked file's report: the box writes, the back office reads",
+    "transport.unpairing": "the back office says a box was unpaired: it writes, the box reads",
     "transport.h3": "HTTP/3 field rules and limits both peers enforce (the pure core)",
     "transport.quic_peer": "aioquic's peer certificate, read the same way on both sides",
     "config.fleet_targets": "the signed fleet repository's target paths and custom metadata",

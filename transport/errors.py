@@ -52,11 +52,13 @@ class PinMismatch(TransportError, RemoteFault):
 class CredentialsWithdrawn(TransportError, RemoteFault):
     """401 or 403: the back office refuses this box's client certificate (docs/pairing.md 5.2:
     an unpaired or re-paired box's old certificate). Retrying with the same credentials cannot
-    help; new credentials (a re-pair) can."""
+    help; new credentials (a re-pair) can. `unpaired`: the back office said the box was
+    removed (transport/unpairing.py): the box forgets it."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, *, unpaired: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.unpaired = unpaired
 
 
 class HostileServer(TransportError, RemoteFault):

@@ -49,6 +49,7 @@ from transport.errors import (
     UploadRejected,
 )
 from transport.http import BodySlice, HttpRequest, HttpResponse
+from transport.unpairing import says_unpaired
 
 TUS_VERSION: Final = "1.0.0"
 ATTESTATION_HEADER: Final = "Mvb-Stored-Sha256"
@@ -713,7 +714,8 @@ def refusal_error(request: HttpRequest, response: HttpResponse) -> TransportErro
     if status in TRANSIENT_STATUSES or 500 <= status <= 599:
         return ServerError(what, status=status, retry_after_s=_retry_after_s(response))
     if status in CREDENTIAL_STATUSES:
-        return CredentialsWithdrawn(what, status=status)
+        unpaired = says_unpaired(status, response.headers)
+        return CredentialsWithdrawn(what, status=status, unpaired=unpaired)
     if 400 <= status <= 499:
         return UploadRejected(what, status=status)
     return HostileServer(f"{what}, a status tus 1.0.0 does not give here")

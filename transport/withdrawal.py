@@ -8,6 +8,13 @@ Meanwhile, every CREDENTIALS_CHECK_S, it compares the credentials on disk with t
 ones (a re-pair: `mvb pair --re-pair`, or the page's pairing) are loaded at once and the uplink
 resumes without a restart (`uplink.credentials_renewed`).
 
+Unpaired (the refusal says `Mvb-Credentials: unpaired`, transport/unpairing.py): the admin
+removed the box (RULES L5). The guard raises the sticky alarm `unpaired` instead, audits the
+withdrawal with `unpaired: true` and calls `on_unpaired` (the box's unpairing, gateway/
+unpairing.py: it forgets the credentials and the back office's address, and keeps the evidence).
+No recheck then: there is nothing left to ask with. New credentials (the next pairing) lift it
+as any withdrawal, and clear the alarm.
+
 Invariants:
 - withdrawn exactly while the ledger holds a withdrawal for the credentials in use: a restart
   with the same credentials stays withdrawn (nothing is sent but the hourly recheck), a restart
@@ -33,6 +40,11 @@ log = logging.getLogger(__name__)
 
 ALARM = "uplink_credentials"
 REASON = "the back office refuses this box's certificate: pair the box again"
+UNPAIRED_ALARM = "unpaired"
+UNPAIRED_REASON = (
+    "the back office removed this box (unpaired): its credentials and the back office's address "
+    "are forgotten, its evidence stays on the box until it is paired again"
+)
 
 Audit = Callable[..., Awaitable[None]]
 
@@ -56,8 +68,12 @@ class CredentialsGuard:
         self._clock_s = clock_s
         self._wall_ms = wall_ms
         self.withdrawn: Withdrawal | None = None
+        self.unpaired = False
         self._recheck_at_s = 0.0
         self._checked_at_s = -CREDENTIALS_CHECK_S
+        # What the box does when the back office says it was unpaired (set by its composition
+        # root; nothing by default: a box configured by hand has no pairing to forget).
+        self.on_unpaired: Callable[[], Awaitable[None]] = _nothing
 
     async def load(self) -> None:
         """At start: withdrawn if the ledger says the credentials in use were refused."""
@@ -85,7 +101,7 @@ class CredentialsGuard:
     def recheck_due(self) -> bool:
         """Withdrawn, and the hour is over: one OPTIONS may ask again (then the next hour)."""
         now_s = self._clock_s()
-        if self.withdrawn is None or now_s < self._recheck_at_s:
+        if self.withdrawn is None or self.unpaired or now_s < self._recheck_at_s:
             return False
         self._recheck_at_s = now_s + WITHDRAWN_RECHECK_S
         return True
@@ -98,9 +114,16 @@ class CredentialsGuard:
         self.withdrawn = withdrawal
         self._recheck_at_s = self._clock_s() + WITHDRAWN_RECHECK_S
         self._checked_at_s = -CREDENTIALS_CHECK_S  # look for new ones at once (a re-pair raced)
+        await asyncio.to_thread(self._ledger.put_withdrawal, withdrawal)
+        if fault.unpaired:
+            self.unpaired = True
+            log.warning("uplink: the back office says this box was unpaired (%d)", fault.status)
+            self._alarms.raise_(UNPAIRED_ALARM, UNPAIRED_REASON, sticky=True)
+            await self._audit("uplink.credentials_withdrawn", status=fault.status, unpaired=True)
+            await self.on_unpaired()
+            return
         log.warning("uplink: the back office refuses this box's credentials (%d)", fault.status)
         self._alarms.raise_(ALARM, f"{REASON} (HTTP {fault.status}); uploads stopped")
-        await asyncio.to_thread(self._ledger.put_withdrawal, withdrawal)
         await self._audit("uplink.credentials_withdrawn", status=fault.status)
 
     async def renewed(self) -> bool:
@@ -127,7 +150,13 @@ class CredentialsGuard:
         if withdrawn is None:
             return
         self.withdrawn = None
+        self.unpaired = False
         log.info("uplink: resuming, %s", why)
         self._alarms.clear(ALARM)
+        self._alarms.clear(UNPAIRED_ALARM)
         await asyncio.to_thread(self._ledger.put_withdrawal, None)
         await self._audit("uplink.credentials_renewed", status=withdrawn.status)
+
+
+async def _nothing() -> None:
+    return None

@@ -309,6 +309,8 @@ def _upload_blocked(aged: _Aged) -> list[str]:
 
 
 def _not_paired(aged: _Aged) -> list[str]:
+    if "unpaired" in aged.document["alarms"]:
+        return []  # the `unpaired` alert says more: the back office removed this box
     return ["no pairing: recordings stay on the card"] if _is_unpaired(aged.document) else []
 
 
@@ -338,6 +340,8 @@ def _recording_long(aged: _Aged) -> list[str]:
 ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("pin_mismatch", "critical", _pin_mismatch),
     ("credentials_withdrawn", "critical", _credentials_withdrawn),
+    # The back office removed the box (RULES L5; gateway/unpairing.py): sticky, until paired.
+    ("unpaired", "critical", _alarm("unpaired")),
     ("card_full", "critical", _card_full),
     # A write or fsync failed: that camera's recording stopped (storage/writer.py poisons).
     ("card_write_failed", "critical", _alarm("card_write_failed")),
@@ -345,6 +349,8 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("camera_refused", "critical", _camera_refused),  # L6: a sender not the camera, refused
     # Retention (docs/retention.md): unuploaded files the 28-day rule deletes within a day.
     ("retention_imminent", "critical", _alarm("retention_imminent")),
+    # A file recovery would not close as a power cut (storage/recovery_alarm.py).
+    ("evidence_suspect", "critical", _alarm("evidence_suspect")),
     ("gps_stale", "warning", _gps_stale),
     ("report_missing", "warning", _report_missing),
     ("report_not_sent", "warning", _report_not_sent),

@@ -23,19 +23,19 @@ def admin(*argv: str | Path) -> int:
 def test_admin_signs_publishes_and_bundles_a_document_a_box_accepts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo, keys = tmp_path / "repo", tmp_path / "keys"
+    repo, keys, trust = tmp_path / "repo", tmp_path / "keys", tmp_path / "trust"
     document = tmp_path / "box.toml"
     document.write_text("[recording]\nprerecord_s = 60.0\n")
-    assert admin("config", "init", "--repo", repo, "--keys", keys) == 0
+    assert admin("config", "init", "--repo", repo, "--keys", keys, "--trust", trust) == 0
     sign: list[str | Path] = [
-        "config", "sign", "--repo", repo, "--targets-key", keys / "targets.key"
+        "config", "sign", "--repo", repo, "--trust", trust, "--targets-key", keys / "targets.key"
     ]  # fmt: skip
     assert admin(*sign, "--path", "boxes/MVB-1.toml", "--file", document, "--box", "MVB-1") == 0
     assert "config_serial 1" in capsys.readouterr().out
     online: list[str | Path] = [
         "--snapshot-key", keys / "snapshot.key", "--timestamp-key", keys / "timestamp.key"
     ]  # fmt: skip
-    assert admin("config", "publish", "--repo", repo, *online) == 0
+    assert admin("config", "publish", "--repo", repo, "--trust", trust, *online) == 0
     bundle = tmp_path / "bundle.tar"
     assert admin("config", "bundle", "--repo", repo, "--out", bundle, "boxes/MVB-1.toml") == 0
 
@@ -51,12 +51,12 @@ def test_admin_signs_publishes_and_bundles_a_document_a_box_accepts(
 def test_signing_with_a_key_that_is_not_the_targets_key_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo, keys = tmp_path / "repo", tmp_path / "keys"
+    repo, keys, trust = tmp_path / "repo", tmp_path / "keys", tmp_path / "trust"
     document = tmp_path / "box.toml"
     document.write_text("[recording]\nprerecord_s = 60.0\n")
-    assert admin("config", "init", "--repo", repo, "--keys", keys) == 0
+    assert admin("config", "init", "--repo", repo, "--keys", keys, "--trust", trust) == 0
     wrong: list[str | Path] = ["--targets-key", keys / "timestamp.key"]
-    code = admin("config", "sign", "--repo", repo, *wrong, "--path", "groups/all.toml",
-                 "--file", document, "--group", "all")  # fmt: skip
+    code = admin("config", "sign", "--repo", repo, "--trust", trust, *wrong,
+                 "--path", "groups/all.toml", "--file", document, "--group", "all")  # fmt: skip
     assert code == 2
     assert "mvb-admin:" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import pytest
 from backoffice import cli
 from backoffice.fleet_holds import HoldEditError, holds_of, with_hold, without_hold
 from backoffice.fleet_repo import FleetRepository
+from backoffice.fleet_trust_io import AdminTrust
 from config.fleet_client import FleetConfigClient, install_trust_root
 from config.fleet_schema import fleet_holds
 from config.fleet_targets import AppliedState
@@ -74,11 +75,13 @@ def no_link(url_path: str, max_bytes: int) -> bytes:
 def test_hold_and_release_sign_the_document_again_for_the_same_boxes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo, keys = tmp_path / "repo", tmp_path / "keys"
+    repo, keys, trust = tmp_path / "repo", tmp_path / "keys", tmp_path / "trust"
     document = tmp_path / "box.toml"
     document.write_text(DOCUMENT)
-    assert admin("config", "init", "--repo", repo, "--keys", keys) == 0
-    targets: list[str | Path] = ["--repo", repo, "--targets-key", keys / "targets.key"]
+    assert admin("config", "init", "--repo", repo, "--keys", keys, "--trust", trust) == 0
+    targets: list[str | Path] = [
+        "--repo", repo, "--trust", trust, "--targets-key", keys / "targets.key"
+    ]  # fmt: skip
     path = "boxes/MVB-1.toml"
     assert (
         admin("config", "sign", *targets, "--path", path, "--file", document, "--box", "MVB-1") == 0
@@ -96,7 +99,7 @@ def test_hold_and_release_sign_the_document_again_for_the_same_boxes(
     online: list[str | Path] = [
         "--snapshot-key", keys / "snapshot.key", "--timestamp-key", keys / "timestamp.key"
     ]  # fmt: skip
-    assert admin("config", "publish", "--repo", repo, *online) == 0
+    assert admin("config", "publish", "--repo", repo, "--trust", trust, *online) == 0
     bundle = tmp_path / "bundle.tar"
     assert admin("config", "bundle", "--repo", repo, "--out", bundle, path) == 0
 
@@ -110,7 +113,7 @@ def test_hold_and_release_sign_the_document_again_for_the_same_boxes(
 
     release = ["config", "release", *targets, "--path", path, "--recording", RID]
     assert admin(*release) == 0
-    signed = FleetRepository(repo).signed_document(path)
+    signed = FleetRepository(repo, trust=AdminTrust.load(trust)).signed_document(path)
     assert signed is not None
     assert signed[0].decode().rstrip() == DOCUMENT.rstrip()
     assert signed[1].config_serial == 3

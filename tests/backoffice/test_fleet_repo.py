@@ -128,11 +128,11 @@ def test_serials_grow_fleet_wide(repo: FleetRepository, signers: FleetSigners) -
 
     # Another path with the same or a lower serial would let a box roll back across paths.
     with pytest.raises(SerialNotIncreasing, match="must exceed 5"):
-        _add(repo, signers, group_target_path(GROUP), 5, groups=(GROUP,))
+        _add(repo, signers, group_target_path(GROUP), 5, boxes=(BOX,), groups=(GROUP,))
     with pytest.raises(SerialNotIncreasing):
         _add(repo, signers, box_target_path(BOX), 4, boxes=(BOX,))
     assert repo.next_config_serial() == 6
-    _add(repo, signers, group_target_path(GROUP), 6, groups=(GROUP,))
+    _add(repo, signers, group_target_path(GROUP), 6, boxes=(BOX,), groups=(GROUP,))
     assert repo.next_config_serial() == 7
 
 
@@ -254,7 +254,7 @@ def test_bundle_holds_the_published_metadata_and_only_the_named_documents(
     repo: FleetRepository, signers: FleetSigners
 ) -> None:
     _add(repo, signers, box_target_path(BOX), 1, boxes=(BOX,))
-    _add(repo, signers, group_target_path(GROUP), 2, groups=(GROUP,))
+    _add(repo, signers, group_target_path(GROUP), 2, boxes=(BOX,), groups=(GROUP,))
     repo.publish(signers.snapshot, signers.timestamp, now=_now())
     _add(repo, signers, box_target_path(BOX), 3, boxes=(BOX,), document=b"staged = 1\n")
 

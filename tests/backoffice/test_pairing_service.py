@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from backoffice.fleet_access import FleetAccess
 from backoffice.fleet_repo import FleetRepository, init_repository
 from backoffice.pairing import BackOfficeTrust, issue_code, redeem, unpair
 from backoffice.pairing_ledger import CodeState, PairingLedger
@@ -117,7 +118,7 @@ async def back_office(pki: TestPki, tmp_path: Path) -> AsyncIterator[BackOffice]
             key_file=pki.server_key,
             client_ca_file=pki.ca_cert,
             client_gate=LedgerGate(store),
-            fleet_files=fleet.served_path,
+            fleet_files=FleetAccess(fleet),
         )
         service = PairingService(
             store,
@@ -386,7 +387,8 @@ async def test_unpair_stops_a_kept_alive_connection_at_its_next_request(
     assert result.stdout.startswith(f"unpaired box {BOX}: certificate ")
     assert before.status == 204
     assert after.status == 403
-    assert b"withdrawn" in after.body
+    assert b"unpaired" in after.body
+    assert after.headers["mvb-credentials"] == "unpaired"  # the box forgets the back office
     assert opened == 1  # the same kept-alive connection: checked per request, not per handshake
 
 

@@ -191,7 +191,10 @@ def test_valid_document_is_accepted_then_up_to_date_then_replaced(fleet: Fleet) 
     assert document.sha256 == hashlib.sha256(DOC).hexdigest()
     assert document.target_path == "boxes/MVB-TEST-0001.toml"
     assert client.state == AppliedState()  # only the caller's apply step records it
-    assert client.record_applied(document) == AppliedState(1, document.sha256, document.target_path)
+    keys = (fleet.signers.targets.public_key.keyid,)
+    assert document.targets_keys == keys  # what the root it verified under names for targets
+    applied = AppliedState(1, document.sha256, document.target_path, keys)
+    assert client.record_applied(document) == applied
     assert client.check() is None
     fleet.add(box_target_path(BOX), DOC + b"# v2\n", serial=2, boxes=(BOX,))
     newer = client.check()
@@ -211,14 +214,14 @@ def test_fetch_is_bounded_by_the_signed_length(fleet: Fleet) -> None:
 
 
 def test_group_document_applies_to_members_and_the_highest_serial_wins(fleet: Fleet) -> None:
-    fleet.add(group_target_path(GROUP), b"group = 1\n", serial=1, groups=(GROUP,))
+    fleet.add(group_target_path(GROUP), b"group = 1\n", serial=1, boxes=(BOX,), groups=(GROUP,))
     member, outsider = fleet.client(), fleet.client(OTHER_BOX, groups=("h2o",))
 
     assert _applied(member).target_path == "groups/borsele.toml"
     assert outsider.check() is None
     fleet.add(box_target_path(BOX), b"box = 2\n", serial=2, boxes=(BOX,))
     assert _applied(member).document == b"box = 2\n"
-    fleet.add(group_target_path(GROUP), b"group = 3\n", serial=3, groups=(GROUP,))
+    fleet.add(group_target_path(GROUP), b"group = 3\n", serial=3, boxes=(BOX,), groups=(GROUP,))
     assert _applied(member).document == b"group = 3\n"
 
 
@@ -385,7 +388,9 @@ def test_document_for_another_box_is_rejected(fleet: Fleet) -> None:
 
 
 def test_oversized_document_is_refused_before_download(fleet: Fleet) -> None:
-    generous = FleetRepository(fleet.repo.repo_dir, max_document_bytes=1024 * 1024)
+    generous = FleetRepository(
+        fleet.repo.repo_dir, trust=fleet.repo.trust, max_document_bytes=1024 * 1024
+    )
     big = b"# " + b"x" * (300 * 1024) + b"\n"
     generous.add_config(
         box_target_path(BOX),

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from tuf.api.exceptions import DownloadError, DownloadHTTPError, DownloadLengthMismatchError
 
+from backoffice.fleet_access import FleetAccess
 from backoffice.fleet_repo import FleetRepository, init_repository, load_fleet_signers
 from backoffice.pairing import NONCE_BYTES, issue_code, unpair
 from backoffice.pairing_service import (
@@ -32,13 +33,20 @@ from backoffice.pairing_service import (
 from backoffice.server import RunningServer, start_https_server
 from backoffice.tus_app import TusApp
 from backoffice.upload_store import UploadStore
+from common.alarms import Alarms
 from config.fleet_client import FleetConfigClient
-from config.fleet_fetch import FleetLink, LinkFetch
+from config.fleet_fetch import FleetLink, LinkFetch, UnpairedByBackOffice
 from config.fleet_targets import AppliedState
+from config.local import parse_config
+from gateway.fleet_apply import ConfigSlots, FleetApplier
+from gateway.fleet_sync import FleetSync
 from gateway.pairing_client import fleet_metadata_dir, pair, pairing_files
+from gateway.unpairing import Unpairing
 from protocol.pairing_messages import ServiceEndpoint
+from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
 from tests.tls_helpers import TestPki
+from transport.connect import BackOffice
 from transport.errors import PinMismatch
 from transport.pinning import PinSet
 from transport.tls import ClientTlsSettings
@@ -103,7 +111,7 @@ async def paired(pki: TestPki, tmp_path: Path) -> AsyncIterator[PairedBox]:
             key_file=pki.server_key,
             client_ca_file=pki.ca_cert,
             client_gate=LedgerGate(store),
-            fleet_files=fleet.served_path,
+            fleet_files=FleetAccess(fleet),
         )
         servers.append(mutual)
         code = store.transact(
@@ -175,10 +183,11 @@ async def test_an_unpaired_box_gets_403_at_its_next_fetch(
     await asyncio.to_thread(fetch, "/fleet/metadata/timestamp.json", 16 * 1024)
     paired.store.transact(lambda ledger: (unpair(ledger, BOX, time.time()), None))
 
-    with pytest.raises(DownloadHTTPError) as raised:
+    with pytest.raises(UnpairedByBackOffice) as raised:
         await asyncio.to_thread(fetch, "/fleet/metadata/timestamp.json", 16 * 1024)
 
-    assert raised.value.status_code == 403
+    assert raised.value.status_code == 403  # and it says unpaired: the box forgets the office
+    assert isinstance(raised.value, DownloadHTTPError)
 
 
 async def test_an_unreachable_back_office_is_a_download_error(paired: PairedBox) -> None:
@@ -219,3 +228,59 @@ async def test_fetch_on_the_event_loop_thread_is_refused(link: FleetLink) -> Non
 
     with pytest.raises(RuntimeError, match=r"asyncio\.to_thread"):
         fetch("/fleet/metadata/timestamp.json", 16 * 1024)
+
+
+async def test_the_fleet_sync_that_hears_unpaired_makes_the_box_forget_its_back_office(
+    paired: PairedBox, tmp_path: Path
+) -> None:
+    """The fleet poll may be the box's first contact after an unpair (RULES L5): the box
+    forgets its pairing and fleet trust (gateway/unpairing.py), raises `unpaired`, audits it,
+    and polls nothing after; the evidence is not the fleet sync's to touch."""
+    state = paired.state
+    device = DeviceKey.load_or_create(state)
+    audit = AuditLog.open(state / "audit.jsonl", device)
+    alarms = Alarms()
+    applier = FleetApplier(
+        parse_config({"box": {"recipient_keys": ["r.pub"], "device_serial": BOX}}, "box.toml"),
+        _NoTarget(),
+        ConfigSlots(state),
+        [],
+        settle_s=0,
+    )
+    unpairing = Unpairing(state, alarms, audit)
+    sync = FleetSync(
+        state_dir=state,
+        metadata_dir=fleet_metadata_dir(state),
+        box_id=BOX,
+        groups=(),
+        back_office=BackOffice("127.0.0.1", paired.port, 0, paired.tls()),
+        applier=applier,
+        audit=audit,
+        alarms=alarms,
+        sign=device.sign,
+        device_public_pem=device.public_pem(),
+        pairing_dir=pairing_files(state).directory,
+        on_unpaired=unpairing.unpaired,
+    )
+    try:
+        assert (await sync.check_once()) is not None  # paired: serial 1 applied
+        paired.store.transact(lambda ledger: (unpair(ledger, BOX, time.time()), None))
+
+        assert await sync.check_once() is None
+
+        assert not pairing_files(state).directory.exists()
+        assert not fleet_metadata_dir(state).exists()
+        assert not (state / "fleet-state.json").exists()
+        assert "unpaired" in alarms
+        assert sync.back_office is None, "nothing is polled any more"
+        assert sync.status.last_check == "the back office unpaired this box"
+        events = (state / "audit.jsonl").read_text().splitlines()
+        assert sum('"gateway.unpaired"' in line for line in events) == 1
+    finally:
+        alarms.close()
+        audit.close()
+
+
+class _NoTarget:
+    def hand_out(self, effective: object) -> None:
+        return None

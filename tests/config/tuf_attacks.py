@@ -25,6 +25,7 @@ from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Timestamp
 
 from backoffice.fleet_metadata import rotated_root, signed_by, stored_target_name
 from backoffice.fleet_repo import TIMESTAMP_FILE, FleetRepository, FleetSigners
+from backoffice.fleet_trust import KnownTargets
 from config.fleet_targets import FleetCustom
 
 SNAPSHOT_SUFFIX = ".snapshot.json"
@@ -167,6 +168,13 @@ def recover(
     for path, data in before.items():
         if after.get(path) != data and not _box_may_trust_newer(path, data, after[path]):
             plant(path, data)
+    if repo.trust is not None:
+        # The admin, having investigated, takes the restored targets as the ones to build on:
+        # an attack may have made the admin's own tool sign a version that is gone now, which
+        # the trust would otherwise (rightly) call a rollback.
+        newest = _newest(repo, TARGETS_SUFFIX)
+        data = (repo.metadata_dir / f"{newest}{TARGETS_SUFFIX}").read_bytes()
+        repo.trust.targets = KnownTargets.of(newest, data)
     while repo.targets().signed.version < attacker_targets:
         repo.sign_targets(signers.targets, now=now)
     return repo.publish(signers.snapshot, signers.timestamp, now=now)

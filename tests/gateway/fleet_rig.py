@@ -31,6 +31,7 @@ from typing import Any
 
 from backoffice.fleet_repo import FleetRepository, FleetSigners, init_repository, load_fleet_signers
 from backoffice.fleet_reports import ConfigReport
+from backoffice.fleet_trust_io import AdminTrust
 from backoffice.pairing import PairingCode
 from backoffice.pairing_ledger import CodeState
 from backoffice.pairing_service import LedgerStore
@@ -45,6 +46,7 @@ MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
 BOX = "MVB-0042"
 DOCUMENT = b"[recording]\nprerecord_s = 60\n"
 STEP_TIMEOUT_S = 20.0
+TRUST_DIR = "fleet-trust"
 SERVING = re.compile(r"serving (?:pairing at )?https://127\.0\.0\.1:(?P<port>\d+)/(?P<what>\S+)")
 REPORTS_FILE = "fleet-reports.jsonl"
 
@@ -100,6 +102,11 @@ class BackOffice:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.pair_port}"
+
+    @property
+    def trust(self) -> Path:
+        """The fleet admin's trust (docs/fleet-config.md 7.1), written at `config init`."""
+        return self.keys.parent / TRUST_DIR
 
     def signers(self) -> FleetSigners:
         return load_fleet_signers(self.keys)
@@ -165,7 +172,9 @@ def start_back_office(
     """A fleet created under `root`, `documents` signed for BOX and published (serials 1, 2, ...)
     before the back office starts serving it. Ports 0: any free ones; fixed ports let a test stop
     the back office and serve it again where its boxes look for it (`serve_again`)."""
-    fleet = init_repository(root / "repo", root / "fleet-keys", now=datetime.now(UTC))
+    fleet = init_repository(
+        root / "repo", root / "fleet-keys", now=datetime.now(UTC), trust_dir=root / TRUST_DIR
+    )
     signers = load_fleet_signers(root / "fleet-keys")
     for document in documents:
         publish_document(fleet, signers, document)
@@ -199,7 +208,7 @@ def serve_again(
             yield BackOffice(
                 pki,
                 state,
-                FleetRepository(root / "repo"),
+                FleetRepository(root / "repo", trust=AdminTrust.load(root / TRUST_DIR)),
                 root / "fleet-keys",
                 root / "uploads",
                 ports["files"],

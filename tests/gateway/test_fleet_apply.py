@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from config.accounts import hash_password
 from config.fleet_targets import FleetDocument
 from config.local import LocalConfig, parse_config
 from gateway.fleet_apply import ConfigSlots, FleetApplier, HealthCheck
@@ -223,3 +224,33 @@ async def test_undecodable_bytes_are_refused(
     outcome = await applier.apply(bad)
     assert not outcome.applied
     assert target.handed == []
+
+
+@pytest.mark.parametrize(
+    ("boxes", "groups", "applied"),
+    [
+        (("MVB-UNPAIRED",), (), True),
+        (("MVB-UNPAIRED", "MVB-2"), (), False),
+        (("MVB-UNPAIRED",), ("zuid",), False),
+    ],
+)
+async def test_accounts_come_only_from_a_document_for_this_box_alone(
+    rig: tuple[FleetApplier, RecordingTarget, Health, list[dict[str, Any]]],
+    boxes: tuple[str, ...],
+    groups: tuple[str, ...],
+    applied: bool,
+) -> None:
+    """Password hashes reach only the box a document is for (issue 13, item 4): the repository
+    signs no other, and a box takes no other."""
+    applier, target, _health, _audit = rig
+    hashed = hash_password("a long pass phrase")
+    text = f'[[accounts]]\nname = "boa.jansen"\nrole = "officer"\npassword_hash = "{hashed}"\n'
+    data = text.encode()
+    sha256 = hashlib.sha256(data).hexdigest()
+    path = "boxes/MVB-UNPAIRED.toml"
+    outcome = await applier.apply(FleetDocument(path, 5, sha256, boxes, groups, data))
+    assert outcome.applied is applied
+    if not applied:
+        assert outcome.reason is not None
+        assert "may only come in a document for this box alone" in outcome.reason
+        assert target.handed == []

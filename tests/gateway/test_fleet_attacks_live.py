@@ -293,7 +293,9 @@ def _for_another_box(live: LiveBox) -> Planted:
 
 def _oversized(live: LiveBox) -> Planted:
     # Signed through a repository that allows more than the box does.
-    generous = FleetRepository(live.repo.repo_dir, max_document_bytes=1024 * 1024)
+    generous = FleetRepository(
+        live.repo.repo_dir, trust=live.repo.trust, max_document_bytes=1024 * 1024
+    )
     serial = live.burn_serial()
     publish_document(generous, live.signers, OVERSIZED, config_serial=serial)
     return Planted(serial, _sha256(OVERSIZED))

@@ -71,7 +71,7 @@ def reports(office_root: Path) -> list[dict[str, Any]]:
 def admin(office: BackOffice, command: str, recording_id: str, *extra: str) -> str:
     """`mvb-admin config hold|release` then `publish`, as the fleet admin runs them."""
     keys = office.keys
-    repo = ["--repo", str(office.fleet.repo_dir)]
+    repo = ["--repo", str(office.fleet.repo_dir), "--trust", str(office.trust)]
     edit = ["config", command, *repo, "--targets-key", str(keys / "targets.key"), "--path", PATH]
     assert admin_cli.main([*edit, "--recording", recording_id, *extra]) == 0
     online = ["--snapshot-key", str(keys / "snapshot.key")]

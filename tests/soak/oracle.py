@@ -45,6 +45,7 @@ NEVER_IN_A_SOAK = frozenset(
         "uplink.uploaded_unattested",
         "storage.card_full",
         "storage.recording_refused",
+        "storage.part_refused",
     }
 )
 """Events that mean the soak found trouble: nothing in it corrupts a card, fills it or changes

@@ -21,7 +21,7 @@ from Crypto.Protocol.DH import key_agreement
 from Crypto.Protocol.KDF import HKDF
 from Crypto.PublicKey import ECC
 
-from storage.card import CardLayout
+from storage.card import CardLayout, Sidecar
 from storage.devicekey import DeviceKey, DevicePublicKey
 from storage.envelope import RecipientPrivateKey, RecipientPublicKey
 from storage.errors import BadHeaderMac, TruncatedFile
@@ -102,8 +102,10 @@ def test_recovery_still_closes_a_version_1_file_cut_by_a_power_cut(tmp_path: Pat
         read(data[:torn], key(KEYS[0]))
 
     device = DeviceKey.generate()
-    sidecar = recover_part_file(layout, part, device, lambda *a, **k: None, 1_790_000_200_000)
-    assert sidecar is not None
+    sidecar = recover_part_file(
+        layout, part, device, lambda *a, **k: None, 1_790_000_200_000, catalog_checked=True
+    )
+    assert isinstance(sidecar, Sidecar)
     assert sidecar.interrupted_at_chunk == 3
     sealed = layout.sealed_path(header.recording_id.hex(), header.file_id.hex())
     media = io.BytesIO()

@@ -25,6 +25,7 @@ from storage.errors import RecordingRefused, StoreError
 from storage.models import FileState
 from storage.reader import ReadReport, read_evidence
 from storage.recovery import recover_card, scan_intact_prefix
+from storage.recovery_alarm import catalog_knowledge
 from storage.retention import DeletionReason
 from storage.space import CardFullError, SpacePolicy, card_free_bytes
 from storage.store import EvidenceStore, StoreSettings
@@ -318,10 +319,12 @@ def test_a_real_enospc_leaves_no_torn_record_and_recovery_keeps_the_acknowledged
     assert prefix.end_offset == len(data), "a torn record was left on the card"
     assert not prefix.sealed
 
-    # Recovery of the file itself (what EvidenceStore.open does first) fits on the full card: the
-    # interruption record goes into the file's last page, the sidecar into the 4 KiB left.
+    # Recovery of the file itself (what EvidenceStore.open does after opening the catalog) fits
+    # on the full card: the interruption record goes into the file's last page, the sidecar into
+    # the 4 KiB left.
+    knowledge = catalog_knowledge(box.store.catalog)
     box.store.close()
-    report = recover_card(box.store.layout, box.device, box.audit.append, box.clock())
+    report = recover_card(box.store.layout, box.device, box.audit.append, box.clock(), knowledge)
     [recovered] = report.recovered
     assert recovered.interrupted_at_chunk == prefix.chunks
     assert list(box.store.layout.part_files()) == []

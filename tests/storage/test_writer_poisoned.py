@@ -32,6 +32,7 @@ from storage.space import SpacePolicy
 from storage.store import EvidenceStore, StoreSettings
 from storage.writer import EvidenceFileWriter
 from tests.evidence_helpers import fixed_clock, open_evidence_fds, open_writer
+from tests.storage.test_recovery import writing
 
 pytestmark = pytest.mark.root
 
@@ -119,7 +120,8 @@ def test_a_failed_write_poisons_the_writer_and_nothing_more_reaches_the_card(
 
     # Recovery closes the file; the back office reads at least what was reported durable.
     device = DeviceKey.generate()
-    report = recover_card(CardLayout(card.mountpoint), device, lambda *a, **k: None, fixed_clock())
+    layout = CardLayout(card.mountpoint)
+    report = recover_card(layout, device, lambda *a, **k: None, fixed_clock(), writing(layout.root))
     [recovered] = report.recovered
     sealed = part.with_name(part.name.removesuffix(".part"))
     media = io.BytesIO()

@@ -8,9 +8,12 @@ from typing import Any
 
 from common.alarms import Alarms
 from transport.errors import CredentialsWithdrawn
+from transport.http import HttpRequest, HttpResponse
 from transport.ledger import UplinkLedger
 from transport.refusals import CREDENTIALS_CHECK_S, WITHDRAWN_RECHECK_S
-from transport.withdrawal import ALARM, CredentialsGuard
+from transport.tus_session import refusal_error
+from transport.unpairing import says_unpaired
+from transport.withdrawal import ALARM, UNPAIRED_ALARM, CredentialsGuard
 
 
 class Fingerprints:
@@ -105,3 +108,57 @@ async def test_new_credentials_on_disk_lift_the_withdrawal_at_once(tmp_path: Pat
         assert ALARM not in alarms.codes()
     finally:
         ledger.close()
+
+
+async def test_an_unpaired_answer_forgets_nothing_here_but_calls_the_box_and_never_rechecks(
+    tmp_path: Path,
+) -> None:
+    """`Mvb-Credentials: unpaired` (transport/unpairing.py): the sticky alarm `unpaired`, the
+    box's unpairing called once, no hourly recheck (nothing left to ask with); new credentials
+    lift it and clear the alarm."""
+    ledger, audit = UplinkLedger(tmp_path / "ledger"), AuditList()
+    try:
+        credentials = Fingerprints("old")
+        clock = Clock()
+        alarms = Alarms()
+        unpaired_guard = CredentialsGuard(ledger, credentials, alarms, audit, clock, lambda: 1)
+        calls: list[str] = []
+
+        async def forget() -> None:
+            calls.append("forget")
+
+        unpaired_guard.on_unpaired = forget
+        refusal = refusal_error(
+            HttpRequest("HEAD", "/files/x"), HttpResponse(403, {"mvb-credentials": "unpaired"})
+        )
+        assert isinstance(refusal, CredentialsWithdrawn)
+        assert refusal.unpaired
+        await unpaired_guard.withdraw(refusal)
+        await unpaired_guard.withdraw(refusal)
+
+        assert calls == ["forget"]
+        assert UNPAIRED_ALARM in alarms
+        assert ALARM not in alarms
+        assert audit.events == [("uplink.credentials_withdrawn", {"status": 403, "unpaired": True})]
+        clock.now_s += WITHDRAWN_RECHECK_S * 2
+        assert not unpaired_guard.recheck_due()
+        credentials.files = "new"  # the next pairing
+        clock.now_s += CREDENTIALS_CHECK_S
+        assert await unpaired_guard.renewed()
+        assert UNPAIRED_ALARM not in alarms
+    finally:
+        ledger.close()
+
+
+def test_only_a_refusal_that_says_unpaired_is_an_unpair() -> None:
+    request = HttpRequest("PATCH", "/files/x")
+    for status, headers, unpaired in (
+        (403, {"mvb-credentials": "unpaired"}, True),
+        (401, {"mvb-credentials": " Unpaired "}, True),
+        (403, {"mvb-credentials": "withdrawn"}, False),
+        (403, {}, False),
+        (404, {"mvb-credentials": "unpaired"}, False),
+    ):
+        assert says_unpaired(status, headers) is unpaired
+        refusal = refusal_error(request, HttpResponse(status, headers))
+        assert getattr(refusal, "unpaired", False) is unpaired

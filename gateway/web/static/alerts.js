@@ -20,6 +20,8 @@ const TEXTS = Object.freeze({
   retention_near: key("alert.retention_near"),
   retention_time_unknown: key("alert.retention_time_unknown"),
   time_conflict: key("alert.time_conflict"),
+  evidence_suspect: key("alert.evidence_suspect"),
+  unpaired: key("alert.unpaired"),
 });
 
 /** Which overview tiles an alert concerns, so those tiles show the alert's tone too. */
@@ -39,6 +41,8 @@ export const ALERT_TILES = Object.freeze({
   retention_near: ["tile-card", "tile-uplink"],
   retention_time_unknown: ["tile-card", "tile-gps"],
   time_conflict: ["tile-gps"],
+  evidence_suspect: ["tile-card"],
+  unpaired: ["tile-uplink", "tile-box"],
 });
 
 /** The officer's sentence for one alert; `missingReports` is the status document's count. */

@@ -117,6 +117,12 @@ CASES: list[tuple[str, str, Callable[[Document], None]]] = [
         set_path("alarms.retention_time_unknown", "1 file(s) not uploaded are kept"),
     ),
     ("time_conflict", "warning", set_path("alarms.time_conflict", "GPS time is 40 s away")),
+    ("unpaired", "critical", set_path("alarms.unpaired", "the back office removed this box")),
+    (
+        "evidence_suspect",
+        "critical",
+        set_path("alarms.evidence_suspect", "1 file(s) on the card were not this box's to close"),
+    ),
 ]
 
 
@@ -202,3 +208,11 @@ def test_a_camera_gets_time_to_deliver_after_start() -> None:
     assert codes(document) == []
     document["box"]["uptime_s"] = 12.0
     assert codes(document) == ["camera_down"]
+
+
+def test_an_unpaired_box_shows_unpaired_not_the_plain_not_paired() -> None:
+    document = quiet()
+    document["uplink"] = {"state": "not paired", "reason": "-"}
+    assert codes(document) == ["not_paired"]
+    document["alarms"]["unpaired"] = "the back office removed this box"
+    assert codes(document) == ["unpaired"]
