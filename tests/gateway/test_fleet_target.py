@@ -13,6 +13,7 @@ from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
 from gateway.run import start_box, stop_box
 from tests.cameras import free_port
+from tests.capture_helpers import wait_for
 from tests.evidence_helpers import write_box_config
 
 NS_PER_S = 1_000_000_000
@@ -50,6 +51,9 @@ async def test_prerecord_changes_on_a_running_camera(tmp_path: Path) -> None:
     config = load_config(box_config(tmp_path, str(clip)))
     running = await start_box(config)
     try:
+        camera = running.service.cameras["dashcam"]
+        # A document is judged on a box that delivers: before the first packet it is deferred.
+        await wait_for(lambda: camera.source.health.connected, "the camera's first packets")
         applier = FleetApplier(
             config,
             RunningBoxTarget(running.service, running.box.store),
@@ -60,7 +64,6 @@ async def test_prerecord_changes_on_a_running_camera(tmp_path: Path) -> None:
         text = "[recording]\nprerecord_s = 8.0\n[storage]\nretention_days = 14\n"
         outcome = await applier.apply(fleet_document(text, 1))
         assert outcome.applied, outcome.reason
-        camera = running.service.cameras["dashcam"]
         assert camera.ring.window_ns == 8 * NS_PER_S
         assert running.service.recorder.policy.prerecord_s == 8.0
         assert running.service.status()["cameras"]["dashcam"]["prerecord_s"] == 8.0
