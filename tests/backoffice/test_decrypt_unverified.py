@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -36,6 +37,9 @@ from storage.recovery import CatalogKnowledge, KnownFile, recover_card
 from tests.evidence_helpers import FIXED_NOW_MS, open_writer, write_file
 
 MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
+
+
+VIEWING_HEAD = re.compile(r"viewing log \S+: head \d+:[0-9a-f]{16} \(note it on the viewing form\)")
 
 
 def admin(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -93,6 +97,19 @@ def with_random_signature(data: bytes) -> bytes:
     return data[:start] + forged.encode() + forged_body
 
 
+def decrypt(path: Path, tmp_path: Path, *args: str | Path) -> tuple[int, list[str], str]:
+    """`mvb-admin decrypt PATH ARGS` as a viewing (its log made in `tmp_path`): the exit code,
+    the lines before the viewing log's head (the last line, always printed), and stderr."""
+    log = tmp_path / "viewing-log"
+    if not log.exists():
+        assert admin("viewing", "init", "--log", log).returncode == 0
+    result = admin("decrypt", path, *args, "--log", log, "--reason", "test: laundering")
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr
+    assert VIEWING_HEAD.fullmatch(lines[-1]) is not None, lines[-1]
+    return result.returncode, lines[:-1], result.stderr
+
+
 @pytest.fixture(scope="module")
 def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
     return Evidence(tmp_path_factory.mktemp("decrypt"))
@@ -104,12 +121,12 @@ def test_without_the_device_key_a_power_cut_claim_is_refused_and_nothing_written
 ) -> None:
     path = getattr(evidence, which)
     out = tmp_path / "out"
-    result = admin("decrypt", path, "--key", evidence.private_key, "--out", out)
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert result.stderr.startswith(f"{path}: InterruptionUnchecked: ends in an interruption")
-    assert "--device-key" in result.stderr
-    assert "--unverified" in result.stderr
+    code, lines, stderr = decrypt(path, tmp_path, "--key", evidence.private_key, "--out", out)
+    assert code == 1
+    assert lines == []
+    assert stderr.startswith(f"{path}: InterruptionUnchecked: ends in an interruption")
+    assert "--device-key" in stderr
+    assert "--unverified" in stderr
     assert not out.exists() or list(out.iterdir()) == []
 
 
@@ -117,11 +134,11 @@ def test_unverified_decrypts_a_forged_claim_and_says_so_in_line_and_metadata(
     evidence: Evidence, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    result = admin(
-        "decrypt", evidence.forged, "--key", evidence.private_key, "--out", out, "--unverified"
+    code, [line], stderr = decrypt(
+        evidence.forged, tmp_path, "--key", evidence.private_key, "--out", out, "--unverified"
     )
-    assert result.returncode == 0, result.stderr
-    assert "UNVERIFIED, device signature not checked, decrypted with --unverified" in result.stdout
+    assert code == 0, stderr
+    assert "UNVERIFIED, device signature not checked, decrypted with --unverified" in line
     [metadata] = out.glob("*.json")
     document = json.loads(metadata.read_text())
     assert document["interruption_signature_checked"] is False
@@ -132,21 +149,25 @@ def test_with_the_device_key_the_genuine_claim_is_verified_and_the_forged_one_re
     evidence: Evidence, tmp_path: Path
 ) -> None:
     key = ("--key", evidence.private_key, "--device-key", evidence.device_pub)
-    genuine = admin("decrypt", evidence.interrupted, *key, "--out", tmp_path / "a")
-    assert genuine.returncode == 0, genuine.stderr
-    assert "device signature verified" in genuine.stdout
+    code, [line], stderr = decrypt(evidence.interrupted, tmp_path, *key, "--out", tmp_path / "a")
+    assert code == 0, stderr
+    assert "device signature verified" in line
     [metadata] = (tmp_path / "a").glob("*.json")
     assert json.loads(metadata.read_text())["interruption_signature"] == "verified"
-    forged = admin("decrypt", evidence.forged, *key, "--out", tmp_path / "b", "--unverified")
-    assert forged.returncode == 1
-    assert "BadInterruptionRecord" in forged.stderr
-    assert "not signed by this box" in forged.stderr
+    code, _, stderr = decrypt(
+        evidence.forged, tmp_path, *key, "--out", tmp_path / "b", "--unverified"
+    )
+    assert code == 1
+    assert "BadInterruptionRecord" in stderr
+    assert "not signed by this box" in stderr
 
 
 def test_a_sealed_file_needs_no_device_key(evidence: Evidence, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = admin("decrypt", evidence.sealed, "--key", evidence.private_key, "--out", out)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("sealed")
+    code, [line], stderr = decrypt(
+        evidence.sealed, tmp_path, "--key", evidence.private_key, "--out", out
+    )
+    assert code == 0, stderr
+    assert line.endswith("sealed")
     [metadata] = out.glob("*.json")
     assert json.loads(metadata.read_text())["interruption_signature"] is None

@@ -190,8 +190,10 @@ def test_mvb_recover_refuses_a_laundered_sealed_file_on_a_copy_of_card_and_state
     assert verified.returncode == 0, verified.stdout + verified.stderr
     # Nothing of it can be decrypted as an interrupted recording: it was never closed or signed.
     out = tmp_path / "out"
+    assert run(MVB_ADMIN, "viewing", "init", "--log", tmp_path / "viewing").returncode == 0
     decrypted = run(
-        MVB_ADMIN, "decrypt", quarantined, "--key", keys / "recording.key", "--out", out
-    )
+        MVB_ADMIN, "decrypt", quarantined, "--key", keys / "recording.key", "--out", out,
+        "--log", tmp_path / "viewing", "--reason", "test: a laundered file",
+    )  # fmt: skip
     assert decrypted.returncode == 1
     assert "TruncatedFile" in decrypted.stderr
