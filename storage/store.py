@@ -629,8 +629,20 @@ class StreamWriter:
         writer, self._writer = self._writer, None
         if writer is None:
             return
+
+        def audit_the_seal(sidecar: Sidecar) -> None:
+            # Before the file's name changes (storage/writer.py `seal`): a power cut can leave a
+            # seal audited and completed again by recovery, never a sealed file unaudited (S5).
+            self.store.audit.append(
+                "storage.file_sealed",
+                file_id=sidecar.file_id,
+                recording_id=sidecar.recording_id,
+                size_bytes=sidecar.size_bytes,
+                sha256=sidecar.sha256_hex,
+            )
+
         try:
-            sealed = writer.seal()
+            sealed = writer.seal(before_publish=audit_the_seal)
         except WriterPoisoned as exc:
             self._writer = writer  # named in the audit entry
             self._write_failed(exc)
@@ -638,10 +650,3 @@ class StreamWriter:
         self.store.alarms.clear("card_write_failed")  # the card took a whole file again
         self.recording.sealed.append(sealed)
         self.store._register_sealed(sealed.sidecar)
-        self.store.audit.append(
-            "storage.file_sealed",
-            file_id=sealed.sidecar.file_id,
-            recording_id=sealed.sidecar.recording_id,
-            size_bytes=sealed.sidecar.size_bytes,
-            sha256=sealed.sidecar.sha256_hex,
-        )

@@ -184,8 +184,19 @@ class EvidenceFileWriter:
         self._fsync()
         return DurablePoint(self._chunks_written, self._media_bytes, self._offset)
 
-    def seal(self, end: dict[str, Any] | None = None) -> SealedFile:
+    def seal(
+        self,
+        end: dict[str, Any] | None = None,
+        *,
+        before_publish: Callable[[Sidecar], None] | None = None,
+    ) -> SealedFile:
         """Write the LAST chunk, fsync, rename to `.mvbe`, fsync dir, write the sidecar.
+
+        `before_publish(sidecar)` runs once the file is whole and durable and before its name
+        changes (the store audits the seal there): a power cut before it leaves a `.part` that
+        recovery completes and audits; one after it, a seal already audited. So no sealed file
+        is ever on the card that the audit log does not name. If it raises, the file stays a
+        `.part` (recovery completes it) and the error propagates.
 
         Space is not checked here: the card reserve exists so that sealing always fits.
         """
@@ -207,7 +218,6 @@ class EvidenceFileWriter:
             raise
         sha256_hex = self._close()  # the file is whole on the card: nothing more is written
         sealed_path = self._layout.sealed_path(self._recording_id, self._file_id)
-        durable_rename(self._part_path, sealed_path)
         sidecar = Sidecar(
             recording_id=self._recording_id,
             file_id=self._file_id,
@@ -218,6 +228,9 @@ class EvidenceFileWriter:
             sealed_at_ms=sealed_at_ms,
             interrupted_at_chunk=None,
         )
+        if before_publish is not None:
+            before_publish(sidecar)
+        durable_rename(self._part_path, sealed_path)
         write_sidecar(self._layout, sidecar)
         return SealedFile(sealed_path, sidecar)
 

@@ -109,7 +109,10 @@ class AuditFacts:
 
     def _note_recorded(self, event: str, fields: Mapping[str, Any]) -> None:
         file_id = str(fields["file_id"])
-        if file_id in self.recorded:
+        before = self.recorded.get(file_id)
+        if before is not None and _completes(before, event, fields):
+            return  # sealed and audited, then the rename done by recovery after a power cut
+        if before is not None:
             self.troubles.append(f"file {file_id} became evidence twice ({event})")
         recording_id = fields.get("recording_id")
         chunk = fields.get("interrupted_at_chunk")
@@ -127,6 +130,16 @@ class AuditFacts:
         if recording_id in self.flagged:
             return "P0"
         return classes_by_source.get(str(self.trigger_of.get(recording_id)), "P1")
+
+
+def _completes(before: RecordedFile, event: str, fields: Mapping[str, Any]) -> bool:
+    """A seal audited before its rename (storage/writer.py `seal`), completed by recovery after
+    a power cut: the same bytes, announced once and completed once."""
+    return (
+        before.how == "sealed"
+        and RECORDED_HOW[event] == "completed"
+        and fields.get("sha256") == before.sha256_hex
+    )
 
 
 @dataclass(frozen=True, slots=True)

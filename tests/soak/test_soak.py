@@ -215,8 +215,19 @@ def test_oracle_refuses_routine_files_over_cellular_and_trouble_events() -> None
 
 
 def test_oracle_counts_a_file_recorded_twice() -> None:
-    facts = audit(sealed("f1", SHA_A), ("storage.seal_completed", {"file_id": "f1", "chunks": 2}))
+    completed_other = {"file_id": "f1", "chunks": 2, "sha256": SHA_B}
+    facts = audit(sealed("f1", SHA_A), ("storage.seal_completed", completed_other))
     assert any("became evidence twice" in p for p in facts.troubles)
+    facts = audit(sealed("f1", SHA_A), sealed("f1", SHA_A))
+    assert any("became evidence twice" in p for p in facts.troubles)
+
+
+def test_oracle_accepts_a_seal_recovery_completed_after_its_audit() -> None:
+    """A cut between the seal's audit entry and its rename: recovery completes the same bytes."""
+    completed = {"file_id": "f1", "chunks": 2, "sha256": SHA_A}
+    facts = audit(sealed("f1", SHA_A), ("storage.seal_completed", completed))
+    assert facts.troubles == []
+    assert facts.recorded["f1"].how == "sealed"
 
 
 def test_media_time_sums_the_segments_only() -> None:

@@ -157,3 +157,47 @@ def test_a_power_cut_at_the_deletion_is_audited_at_the_next_start(
         "storage.file_attested",
         "storage.file_deleted",
     ]
+
+
+def test_a_power_cut_at_the_seal_leaves_no_sealed_file_unaudited(
+    tmp_path: Path, recipient: RecipientPrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak found a file at the back office that the box's audit log never named: the cut
+    came after the rename to `.mvbe` and before `storage.file_sealed`. The seal is audited
+    first now: a cut there leaves a whole `.part`, which recovery completes and audits."""
+    with store_on(tmp_path, recipient) as store:
+        cut_power_at(monkeypatch, store, "storage.file_sealed")
+        with pytest.raises(PowerCut):
+            record_evidence(store, 1000)
+        assert list(store.layout.sealed_files()) == []  # nothing sealed the log does not name
+        (part,) = store.layout.part_files()
+        file_id = part.name.split(".")[0]
+    monkeypatch.undo()
+    with store_on(tmp_path, recipient) as store:  # the next start: recovery completes the seal
+        (record,) = store.catalog.all()
+        assert (record.file_id, record.state) == (file_id, FileState.SEALED)
+        assert record.interrupted_at_chunk is None  # its last chunk was on the card: whole
+    assert events_of(tmp_path, file_id) == ["storage.seal_completed"]
+
+
+def test_the_seal_is_audited_before_its_name_changes(
+    tmp_path: Path, recipient: RecipientPrivateKey
+) -> None:
+    """When the audit entry is durable the file is still a `.part`: a cut right after it makes
+    recovery complete a seal the log already named (the same SHA-256), never the reverse."""
+    with store_on(tmp_path, recipient) as store:
+        append = store.audit.append
+        seen: list[tuple[bool, bool]] = []
+
+        def append_and_look(name: str, /, **fields: Any) -> Any:
+            entry = append(name, **fields)
+            if name == "storage.file_sealed":
+                recording, file_id = str(fields["recording_id"]), str(fields["file_id"])
+                sealed = store.layout.sealed_path(recording, file_id).exists()
+                part = store.layout.part_path(recording, file_id).exists()
+                seen.append((part, sealed))
+            return entry
+
+        store.audit.append = append_and_look  # type: ignore[method-assign]
+        record_evidence(store, 1000)
+    assert seen == [(True, False)]
