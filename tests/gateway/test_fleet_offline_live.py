@@ -142,6 +142,11 @@ async def test_a_pushed_hold_applies_with_every_link_down_and_is_reported_when_i
         assert status["fleet"]["reports_waiting"] == 1
         assert "report_not_sent" in [alert["code"] for alert in status["alerts"]]
         assert reports(office_root) == [], "nothing reached the stopped back office"
+        # Retention 29 days on (in trusted time), the back office still away: held and never
+        # attested, kept (S4). Checked before the link returns: once the back office attests the
+        # upload, S3 deletes the held file whatever its hold (docs/retention.md).
+        assert await retention_at(running.box.store, days_later=29) == []
+        assert running.box.store.layout.sealed_path(recording_id, file_id).exists()
 
         with serve_again(pki, office_root, **ports) as office:
             await wait_for(
@@ -156,11 +161,7 @@ async def test_a_pushed_hold_applies_with_every_link_down_and_is_reported_when_i
                 2,
                 0,
             )
-            # Retention 29 days on (in trusted time): held, kept.
             store = running.box.store
-            assert await retention_at(store, days_later=29) == []
-            assert store.layout.sealed_path(recording_id, file_id).exists()
-
             admin(office, "release", recording_id)  # serial 3, over the link
             await wait_for(lambda: not store.holds.held(), "the fleet's release applied")
             deleted = await retention_at(store, days_later=29)
