@@ -195,7 +195,9 @@ def test_ffmpeg_pushes_ts_into_a_pyav_tcp_listener(clip: Path) -> None:
     port = free_port()
     # The pusher starts first: it retries until the listener is up.
     with ffmpeg_push_ts(f"tcp://{LOOPBACK}:{port}", clip) as push:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10.0  # ffmpeg starts slowly on a loaded machine
+        while push.refused == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         with av.open(
             f"tcp://{LOOPBACK}:{port}",
             format="mpegts",

@@ -188,12 +188,14 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
 class FfmpegPush:
     """A running ffmpeg push, (re)started while the listener refuses the connection.
 
-    `attempts`: ffmpeg runs so far; `returncode`/`stderr`: those of the last run."""
+    `attempts`: ffmpeg runs so far; `refused`: those that ended with the connection refused;
+    `returncode`/`stderr`: those of the last run."""
 
     def __init__(self, argv: list[str], connect_timeout_s: float) -> None:
         self.argv = argv
         self.connect_timeout_s = connect_timeout_s
         self.attempts = 0
+        self.refused = 0
         self.returncode: int | None = None
         self.stderr = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -228,6 +230,7 @@ class FfmpegPush:
                 self.returncode = proc.returncode
                 self.stderr = err.decode(errors="replace")
                 refused = self.returncode != 0 and "Connection refused" in self.stderr
+                self.refused += refused
                 if not refused or time.monotonic() >= deadline:
                     break
                 self._stop.wait(0.1)
