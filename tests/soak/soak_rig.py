@@ -44,8 +44,11 @@ import aiohttp
 
 from labnet.proxy import FaultPlan, TcpFaultProxy
 from storage.audit import verify_audit_log
+from storage.card import CardLayout
+from storage.catalog import Catalog
 from storage.devicekey import DevicePublicKey
 from storage.envelope import RecipientPrivateKey
+from storage.models import FileState
 from tests.clock_helpers import stepped_by_file
 from tests.evidence_helpers import write_box_config
 from tests.gpsfake import Gpsfake, free_port
@@ -330,6 +333,12 @@ class BoxApi:
     async def status(self) -> dict[str, Any]:
         async with self.session.get(f"{self.base}/api/status") as response:
             assert response.status == 200, response.status
+            document: dict[str, Any] = await response.json()
+            return document
+
+    async def uploads(self) -> dict[str, Any]:
+        """`mvb uploads --json`: every file waiting on the card, with its state and reason."""
+        async with self.session.get(f"{self.base}/api/uploads") as response:
             document: dict[str, Any] = await response.json()
             return document
 
@@ -727,11 +736,31 @@ async def drain(world: World, timeout_s: float) -> None:
     world.stats.startup_s.append(await world.box.start(world.api.session))
     began_s = time.monotonic()
     progress = _DrainProgress(world.log, began_s)
-    await world.status_until(
-        progress.empty, "the card to empty (files left on it or still uploading)", timeout_s
-    )
+    try:
+        await world.status_until(
+            progress.empty, "the card to empty (files left on it or still uploading)", timeout_s
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await _left_on_card(world)}") from None
     world.stats.drain_s = time.monotonic() - began_s
     assert await world.box.terminate() == 0, "mvb run did not stop cleanly on SIGTERM"
+
+
+async def _left_on_card(world: World) -> str:
+    """What a drain that did not finish left: the catalog's records not deleted, and the
+    uplink's own account of them (so a failed soak says why, not only that)."""
+    catalog = Catalog.open(CardLayout(world.paths.card))
+    try:
+        left = [r for r in catalog.all() if r.state is not FileState.DELETED]
+    finally:
+        catalog.close()
+    lines = [
+        f"  {r.file_id} {r.state.value} class {r.upload_class} held {r.held} "
+        f"attested {r.attested_sha256_hex is not None} created {r.created_at_ms}"
+        for r in left
+    ]
+    uploads = json.dumps(await world.api.uploads(), sort_keys=True)
+    return "\n".join(["left on the card (catalog):", *lines, f"uplink: {uploads}"])
 
 
 class _DrainProgress:
