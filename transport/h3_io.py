@@ -10,10 +10,13 @@ Invariants:
   certificate passed aioquic's chain and host name check (`tls.ca_file`, `tls.server_name`) and
   then the SPKI pin check. The pin is checked inside the handshake, before the box's own
   certificate (it names the box) is sent (`check_server_before_client_certificate`): a server
-  that is not pinned never learns which box called. A pin failure closes the connection and
-  is PinMismatch; so is a certificate the chain check refused ("a connection presenting an
-  unknown certificate is dropped"), and so is the back office refusing the box's own client
-  certificate.
+  that is not pinned never learns which box called. When the box judges certificate dates by
+  trusted time (`tls.validity_time`), aioquic's own check (wall clock) is off and the chain, host
+  name and dates are verified by transport/cert_validity.py in the same place, before the pin;
+  a handshake that completed without that check passing is refused. A pin failure closes the
+  connection and is PinMismatch; so is a certificate the chain check refused ("a connection
+  presenting an unknown certificate is dropped"), and so is the back office refusing the box's
+  own client certificate.
 - `connect()` returns only once the server acknowledged a PING sent after the handshake: the
   back office checks the box's certificate after the handshake (see backoffice/h3_server.py), so
   a refusal is seen at connect time, not as a mysterious failure of the first request.
@@ -36,6 +39,7 @@ import copy
 import ipaddress
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +59,7 @@ from aioquic.quic.events import (
 from aioquic.tls import AlertDescription
 
 from transport.binding import LinkBinding, bound_socket
+from transport.cert_validity import verify_chain_by_trusted_time
 from transport.errors import HostileServer, PinMismatch, TransientNetworkError
 from transport.h3 import (
     H3LimitExceeded,
@@ -71,6 +76,7 @@ from transport.progress_io import NoProgress, run_watched
 from transport.quic_peer import (
     check_server_before_client_certificate,
     peer_certificate_der,
+    peer_intermediates_der,
     stream_send_backlog_bytes,
 )
 from transport.tls import ClientTlsSettings
@@ -88,18 +94,38 @@ aioquic copies everything it is given into its own buffer, so this bounds that c
 
 
 def client_configuration(tls: ClientTlsSettings, idle_timeout_s: float) -> QuicConfiguration:
-    """QUIC settings for the box: verify chain and host name, present the box's certificate."""
+    """QUIC settings for the box: verify chain and host name, present the box's certificate.
+
+    With `tls.validity_time` aioquic verifies nothing (it would judge dates by the wall clock,
+    which may be days wrong): `ChainCheck` does it inside the handshake instead."""
     configuration = QuicConfiguration(
         is_client=True,
         alpn_protocols=H3_ALPN,
         idle_timeout=idle_timeout_s,
         server_name=tls.server_name,
-        verify_mode=ssl.CERT_REQUIRED,
+        verify_mode=ssl.CERT_REQUIRED if tls.validity_time is None else ssl.CERT_NONE,
         cafile=str(tls.ca_file),
         congestion_control_algorithm=CONGESTION_CONTROL,
     )
     configuration.load_cert_chain(tls.client_cert_file, tls.client_key_file)
     return configuration
+
+
+ChainCheck = Callable[[bytes, list[bytes]], None]
+"""Verifies the server's leaf and intermediates (DER); PinMismatch when refused."""
+
+
+def chain_check(tls: ClientTlsSettings) -> ChainCheck | None:
+    """The box's own chain check when dates are judged by trusted time; None: aioquic's."""
+    clock = tls.validity_time
+    if clock is None:
+        return None
+    ca_pem = tls.ca_file.read_bytes()  # once per connection, as aioquic reads its cafile
+
+    def check(leaf_der: bytes, intermediates_der: list[bytes]) -> None:
+        verify_chain_by_trusted_time(leaf_der, intermediates_der, ca_pem, tls.server_name, clock())
+
+    return check
 
 
 # --- I/O shell ----------------------------------------------------------------------------
@@ -137,16 +163,21 @@ class _ClientProtocol(QuicConnectionProtocol):
     """aioquic's asyncio glue for one box-to-back-office connection.
 
     Invariants: `h3` stays None, so no HTTP/3 byte is sent or parsed, until the server's leaf
-    passed the pin check; `failure` is the first reason the connection became unusable and every
-    waiting request is failed with (a copy of) it.
+    passed the checks inside the handshake (`verified_in_handshake`) and the pin check after
+    it; `failure` is the first reason the connection became unusable and every waiting request
+    is failed with (a copy of) it.
     """
 
-    def __init__(self, quic: QuicConnection, pins: PinSet) -> None:
+    def __init__(
+        self, quic: QuicConnection, pins: PinSet, check_chain: ChainCheck | None = None
+    ) -> None:
         super().__init__(quic)
         self.h3: H3Connection | None = None
         self.failure: Exception | None = None
         self.progress = asyncio.Event()
+        self.verified_in_handshake = False
         self._pins = pins
+        self._check_chain = check_chain
         self._collectors: dict[int, _ResponseCollector] = {}
         self._unidirectional_guards: dict[int, H3StreamGuard] = {}
 
@@ -212,17 +243,22 @@ class _ClientProtocol(QuicConnectionProtocol):
             self._on_stream_event(self.h3, event)
 
     def check_pin_in_handshake(self, certificate: bytes) -> None:
-        """The pin check inside the handshake (transport/quic_peer.py): a mismatch is recorded
-        as this connection's failure, then aborts the handshake before the box's certificate
-        is sent."""
+        """The checks inside the handshake (transport/quic_peer.py): the chain by trusted time
+        when the box judges dates itself, then the pin. A failure is recorded as this
+        connection's failure, then aborts the handshake before the box's certificate is sent."""
         try:
+            if self._check_chain is not None:
+                self._check_chain(certificate, peer_intermediates_der(self._quic))
             self._pins.check(certificate)
-        except PinMismatch as exc:
+        except (PinMismatch, RuntimeError) as exc:
             self._fail(exc)
             raise
+        self.verified_in_handshake = True
 
     def _on_handshake_completed(self) -> None:
         try:
+            if not self.verified_in_handshake:  # aioquic changed and skipped the hook
+                raise PinMismatch("the back office certificate was not verified in the handshake")
             self._pins.check(peer_certificate_der(self._quic))
         except (PinMismatch, RuntimeError) as exc:
             self._fail(exc)
@@ -403,7 +439,7 @@ class H3Transport:
         quic = QuicConnection(configuration=configuration)
         try:
             udp_transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _ClientProtocol(quic, tls.pins), sock=sock
+                lambda: _ClientProtocol(quic, tls.pins, chain_check(tls)), sock=sock
             )
             # The pin is checked inside the handshake, before the box's certificate (its serial)
             # is sent; the check after the handshake below stays as a second line.

@@ -2,7 +2,9 @@
 
 aioquic has no public API for three things the uplink needs:
 - the peer's leaf certificate after the handshake (pin check on the box, client identity on the
-  back office): `QuicConnection.tls._peer_certificate`;
+  back office): `QuicConnection.tls._peer_certificate`, and its intermediates
+  (`_peer_certificate_chain`: the box verifies the chain itself when it judges dates by
+  trusted time, transport/cert_validity.py);
 - a server asking for a client certificate: `tls.Context._request_client_certificate` (documented
   in aioquic as "for test purposes only"). With it set, aioquic sends a CertificateRequest and
   checks the client's CertificateVerify signature (proof that the client holds the key) but it does
@@ -60,6 +62,14 @@ def peer_certificate_der(quic: QuicConnection) -> bytes | None:
             "not a cryptography x509.Certificate"
         )
     return certificate.public_bytes(Encoding.DER)
+
+
+def peer_intermediates_der(quic: QuicConnection) -> list[bytes]:
+    """The DER of the certificates the peer sent after its leaf (its intermediates)."""
+    chain = _private(_private(quic, "tls"), "_peer_certificate_chain")
+    if not all(isinstance(c, x509.Certificate) for c in chain):
+        raise RuntimeError("aioquic changed: the peer chain is not cryptography certificates")
+    return [c.public_bytes(Encoding.DER) for c in chain]
 
 
 def request_client_certificate(quic: QuicConnection) -> None:
@@ -134,6 +144,7 @@ def check_private_api() -> None:
     context = tls.Context(is_client=False)
     _private(context, _REQUEST_CLIENT_CERTIFICATE)
     _private(context, "_peer_certificate")
+    _private(context, "_peer_certificate_chain")
     _private(tls.Context(is_client=True), _CLIENT_HANDLE_CERTIFICATE_VERIFY)
     sender = QuicStreamSender(stream_id=0, writable=True)
     _private(sender, "_buffer_start")
