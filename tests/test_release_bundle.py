@@ -84,7 +84,7 @@ def test_a_release_installs_offline_into_a_clean_venv_and_runs(
     cut.mkdir(parents=True)  # what a power cut in a former install left: no release.json
     (cut / "leftover").write_text("half")
     installed = run(
-        "unshare", "--net", "--", sys.executable, "-m", "gateway.cli", "release", "install",
+        "unshare", "--net", "--", Path(sys.executable).parent / "mvb", "release", "install",
         path, "--releases", releases,
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
