@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-uplink bench-backoffice torture soak clean system-deps npm-peers
+.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice torture soak clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -14,10 +14,22 @@ $(PY):
 		apt-get update -qq && apt-get install -y -qq python3-venv python3-pip; \
 		$(PYTHON) -m venv $(VENV); }
 
-$(STAMP): $(PY) pyproject.toml
+# Dependencies come from the lock only, every file checked against its SHA-256 (docs/releases.md);
+# the project itself is installed editable on top, without resolving anything again.
+$(STAMP): $(PY) pyproject.toml requirements/test.lock
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --require-hashes -r requirements/test.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
+
+# The locks, regenerated from pyproject.toml (one lock for every platform the box runs on).
+UV_VERSION := 0.13.9
+lock: $(PY)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--no-header -q -o requirements/box.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+		--generate-hashes --no-header -q -o requirements/test.lock
 
 # Debian packages the tests use as real peers: gpsd + gpsfake (GPS), the ffmpeg CLI (pushing
 # cameras, the capture benchmark's baseline), gst-rtsp-server through Debian's python3-gi (an RTSP

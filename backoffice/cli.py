@@ -58,6 +58,7 @@ from backoffice.pki import (
     issue_server_cert,
     load_issued,
 )
+from backoffice.release_cli import add_release_parser, run_release
 from backoffice.serve_limits import ServeLimits, add_limit_arguments, ensure_descriptors
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
@@ -74,6 +75,7 @@ from backoffice.viewing_io import ViewingLogError
 from common.faults import ConfigurationFault, MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
+from protocol.release_manifest import BundleError
 from storage.audit_io import AuditLogError
 from storage.devicekey import DeviceKeyError
 from storage.envelope import RecipientKeyError
@@ -97,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     add_key_holder_parsers(sub)  # keys, decrypt, viewing (backoffice/viewing_cli.py)
 
     add_audit_parser(sub)
+    add_release_parser(sub)
 
     _add_serve(sub)
     _add_pki(sub)
@@ -228,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_config(args)
         if args.command in ("pair-code", "unpair"):
             return _pairing_command(args)
+        if args.command == "release":
+            return run_release(args)
         return run_audit(args)
     except (
         HeadArgumentError,
@@ -244,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ViewingInputError,
         ViewingLogError,
         AuditLogError,
+        BundleError,
         ConfigurationFault,  # a limit of `serve` that cannot hold (backoffice/serve_limits.py)
     ) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)

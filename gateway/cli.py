@@ -21,6 +21,7 @@ from gateway.importer import ClipError, import_clip
 from gateway.logfmt import configure_logging
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import officer_message, pair, pairing_files
+from gateway.release_cli import add_release_parser, run_release
 from gateway.run import run
 from protocol.pairing_code import CodeFormatError
 from storage.devicekey import DeviceKey, DeviceKeyError
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path)
     imp.add_argument("--camera", default="bodycam")
     sub.add_parser("catalog", help="list evidence files and their state")
+    add_release_parser(sub)
     sub.add_parser("recover", help="recover the card (also done at every start)")
     sub.add_parser("retention", help="delete what retention allows now")
     sub.add_parser("device-key", help="print the box's public device key (for audit verify)")
@@ -109,6 +111,8 @@ def _add_shift_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "release":  # beside the running box: no configuration needed
+        return run_release(args)
     try:
         config = load_config(args.config)
         if args.command in _SERVICE_COMMANDS:
