@@ -19,7 +19,7 @@ from aiohttp import web
 from config.local import load_config
 from gateway.caller import Refused
 from gateway.hold_desk import parse_hold_body
-from gateway.officer.reports import parse_report
+from gateway.officer.reports_form import parse_report
 from gateway.port import BundleResult
 from gateway.web.app import api_application
 from gateway.web.session_routes import add_session_routes
