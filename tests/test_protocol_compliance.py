@@ -6,6 +6,7 @@ every article and the test that proves it):
 - L4 (Zepcam: "only http and https ports are open"): a running box with its web channel on
   listens on its HTTPS port and its loopback API and nowhere else (cameras that push to the box
   add their authenticated ingest listeners, RULES L6: tests/gateway/test_camera_ingest.py);
+- docs/protocol-compliance.md names only tests that exist (a renamed test must be renamed there);
 - H2O art. 5.8: an officer may not destroy a recording on their own: no route of the box's API
   and no `mvb` command deletes a chosen recording (retention deletes by its rules only,
   tests/storage/test_retention.py; a hold can only keep a recording longer).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -109,3 +111,17 @@ async def test_a_running_box_listens_on_https_and_its_loopback_api_only(tmp_path
         ("tcp", f"{api.host}:{api.port}"),
     }
     assert own_listeners() == before, "stopped: nothing left listening"
+
+
+def test_every_test_the_compliance_table_names_exists() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    table = (repo / "docs" / "protocol-compliance.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"(tests/[a-z0-9_/]+\.py)::(test_[a-z0-9_]+)", table))
+    assert len(named) >= 60, "the table names its tests as node ids"
+    missing = [
+        f"{path}::{name}"
+        for path, name in sorted(named)
+        if not (repo / path).is_file()
+        or re.search(rf"^(async )?def {name}\(", (repo / path).read_text(), re.MULTILINE) is None
+    ]
+    assert missing == []
