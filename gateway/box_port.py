@@ -177,18 +177,18 @@ class BoxAdapter:
         self, caller: Identity, recording_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         rules = report_rules(self.effective_config())
-        return await self.officer.reports.file(recording_id, body, caller.officer_id, rules)
+        return await self.officer.reports.file(recording_id, body, caller, rules)
 
     async def register_warning(self, caller: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
         rules = report_rules(self.effective_config())
         place = warning_place(self.gps, time.monotonic_ns())
-        return await self.officer.reports.register_warning(body, caller.officer_id, rules, place)
+        return await self.officer.reports.register_warning(body, caller, rules, place)
 
     async def correct_report(
         self, caller: Identity, recording_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         rules = report_rules(self.effective_config())
-        return await self.officer.reports.correct(recording_id, body, caller.officer_id, rules)
+        return await self.officer.reports.correct(recording_id, body, caller, rules)
 
     # -- holds ------------------------------------------------------------------------------------
 

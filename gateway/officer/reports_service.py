@@ -7,9 +7,13 @@ reports_form.py's.
 
 Invariants: two concurrent filings of one recording file one report, the other is refused
 `already_filed`; a crash between sealing the report and saving the book leaves the recording
-"missing": the officer files again, and the back office receives two reports, never none (the
-same for a warning: registered twice, never lost). A correction is refused before the entry
-has its first report (`not_filed`); the first report is never touched.
+"missing": the officer files again, and the back office receives two reports, never none (the same
+for a warning: registered twice, never lost). A correction is refused before the entry has its
+first report (`not_filed`); the first report is never touched. Each filing is audited
+`report.filed` with its kind (`report`, `warning`, `correction`), ids, the caller's channel and who
+(`by`: "local", or the account's tag, never a login name), after the sealed file and the book are
+durable: the chain registers every report and warning without anyone decrypting (Borsele 3.2.1),
+and holds nothing the officer wrote.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common.durable import atomic_write_bytes
-from gateway.caller import RefusalKind, Refused
+from gateway.caller import Identity, RefusalKind, Refused, audit_name
 from gateway.officer.reports import (
     MAX_CORRECTIONS,
     RECORDING_ID,
@@ -39,6 +43,7 @@ from gateway.officer.reports_form import (
     parse_report,
     parse_warning,
 )
+from storage.audit_io import AuditLog
 from storage.space import CardFullError
 from storage.store import EvidenceStore
 
@@ -69,18 +74,24 @@ class ReportDesk:
         self,
         state_dir: Path,
         store: EvidenceStore,
+        audit: AuditLog,
         officer_id: Callable[[], str | None],
         book: ReportBook,
     ) -> None:
         self.path = state_dir / REPORTS_FILE
         self.store = store
+        self.audit = audit
         self.officer_id = officer_id
         self.book = book
         self._lock = asyncio.Lock()
 
     @classmethod
     def load(
-        cls, state_dir: Path, store: EvidenceStore, officer_id: Callable[[], str | None]
+        cls,
+        state_dir: Path,
+        store: EvidenceStore,
+        audit: AuditLog,
+        officer_id: Callable[[], str | None],
     ) -> ReportDesk:
         """Read the book (a small file, at start). An unreadable book starts empty and says so:
         the officer may be asked for fewer reports, but nothing stops recording."""
@@ -92,7 +103,7 @@ class ReportDesk:
         except (OSError, BookFormatError) as exc:
             log.warning("%s unreadable, starting an empty report book: %s", path, exc)
             book = ReportBook()
-        return cls(state_dir, store, officer_id, book)
+        return cls(state_dir, store, audit, officer_id, book)
 
     async def _save(self) -> None:
         data = self.book.to_json()
@@ -139,7 +150,7 @@ class ReportDesk:
         self,
         recording_id: str,
         body: Mapping[str, Any],
-        officer_id: str | None,
+        caller: Identity,
         rules: ReportRules | None = None,
     ) -> dict[str, Any]:
         """File the report in `body`; refused `unknown_recording` (before the body is looked
@@ -161,18 +172,19 @@ class ReportDesk:
             metadata = entry_metadata(
                 entry,
                 report.fields(),
-                officer_id=officer_id or self.officer_id(),
+                officer_id=caller.officer_id or self.officer_id(),
                 filed_at_ms=filed_at_ms,
             )
             file_id = await self._seal(recording_id, metadata)
             self.book.filed(recording_id, filed_at_ms, file_id)
             await self._save()
+        await self._audit("report", recording_id, file_id, caller)
         return {"recording_id": recording_id, "filed_at_ms": filed_at_ms, "file_id": file_id}
 
     async def register_warning(
         self,
         body: Mapping[str, Any],
-        officer_id: str | None,
+        caller: Identity,
         rules: ReportRules | None,
         place: Mapping[str, Any],
     ) -> dict[str, Any]:
@@ -187,12 +199,13 @@ class ReportDesk:
             metadata = entry_metadata(
                 entry,
                 {**warning.fields(), **place},
-                officer_id=officer_id or self.officer_id(),
+                officer_id=caller.officer_id or self.officer_id(),
                 filed_at_ms=at_ms,
             )
             file_id = await self._seal(warning_id, metadata)
             self.book.warned(warning_id, at_ms, file_id)
             await self._save()
+        await self._audit("warning", warning_id, file_id, caller)
         position_known = place.get("position") is not None
         return {
             "recording_id": warning_id,
@@ -205,7 +218,7 @@ class ReportDesk:
         self,
         recording_id: str,
         body: Mapping[str, Any],
-        officer_id: str | None,
+        caller: Identity,
         rules: ReportRules | None = None,
     ) -> dict[str, Any]:
         """File a correction of an entry's report or warning: a later sealed file linked to the
@@ -235,13 +248,14 @@ class ReportDesk:
             metadata = entry_metadata(
                 entry,
                 corrected.fields(),
-                officer_id=officer_id or self.officer_id(),
+                officer_id=caller.officer_id or self.officer_id(),
                 filed_at_ms=filed_at_ms,
                 correction=link,
             )
             file_id = await self._seal(recording_id, metadata)
             self.book.corrected(recording_id)
             await self._save()
+        await self._audit("correction", recording_id, file_id, caller)
         return {
             "recording_id": recording_id,
             "filed_at_ms": filed_at_ms,
@@ -249,6 +263,17 @@ class ReportDesk:
             "corrects_file_id": entry.report_file_id,
             "correction_no": entry.corrections + 1,
         }
+
+    async def _audit(self, kind: str, recording_id: str, file_id: str, caller: Identity) -> None:
+        await asyncio.to_thread(
+            self.audit.append,
+            "report.filed",
+            kind=kind,
+            recording_id=recording_id,
+            file_id=file_id,
+            channel=caller.channel,
+            by=audit_name(caller),
+        )
 
     async def _seal(self, recording_id: str, metadata: dict[str, Any]) -> str:
         try:

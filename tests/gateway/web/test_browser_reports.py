@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
 
+from gateway.caller import account_tag
 from tests.gateway.web.browser_rig import (
     CAMERA,
     PHONE,
@@ -153,6 +154,11 @@ async def test_a_warning_without_a_recording_and_its_correction(
     assert later["corrects_file_id"] == entry.report_file_id
     assert (later["what"], later["correction_reason"]) == (CORRECTED, WHY)
     assert (later["premises"], later["premises_ground"]) == ("private_premises", "consent")
+    audited = [e["fields"] for e in box.audit_events() if e["event"] == "report.filed"]
+    assert [(f["kind"], f["channel"], f["by"]) for f in audited[-2:]] == [
+        ("warning", "web", account_tag("alice")),
+        ("correction", "web", account_tag("alice")),
+    ]
     roots = [box.config.card_dir, box.config.state_dir]
     assert files_containing(roots, b"marker 3f7a") == []
 

@@ -84,6 +84,16 @@ async def test_a_warning_is_sealed_with_the_time_and_the_gps_position(gpsd_confi
     assert (sealed["what"], sealed["premises"], sealed["premises_ground"]) == (WHAT, "public", None)
     roots = [box.config.card_dir, box.config.state_dir]
     assert files_containing(roots, b"marker 9d41") == []
+    assert (
+        "report.filed",
+        {
+            "kind": "warning",
+            "recording_id": warning_id,
+            "file_id": answer["file_id"],
+            "channel": "local",
+            "by": "local",
+        },
+    ) in box.audit_events("report.filed")
 
 
 async def test_a_correction_is_a_later_sealed_report_and_the_first_stays(tmp_path: Path) -> None:
@@ -145,6 +155,15 @@ async def test_a_correction_is_a_later_sealed_report_and_the_first_stays(tmp_pat
         assert m["corrects_file_id"] == first_file_id
     sealed_events = [f for e, f in box.audit_events("storage.report_sealed")]
     assert len([f for f in sealed_events if f["recording_id"] == recording_id]) == 3
+    filed_events = [f for e, f in box.audit_events("report.filed")]
+    assert [(f["kind"], f["file_id"] == first_file_id) for f in filed_events] == [
+        ("report", True),
+        ("correction", False),
+        ("correction", False),
+    ]
+    assert {(f["recording_id"], f["channel"], f["by"]) for f in filed_events} == {
+        (recording_id, "local", "local")
+    }
     assert files_containing([box.config.card_dir, box.config.state_dir], b"marker 9d41") == []
 
 
