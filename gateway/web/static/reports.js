@@ -141,9 +141,10 @@ export async function loadReports() {
     showFormError(errorText(failure));
     return;
   }
-  const first = form?.mode === "report" ? form.entry.recording_id : null;
-  if (first !== null && !waiting.some((item) => item.recording_id === first)) {
-    closeForm(); // filed from elsewhere (another tablet): nothing left to write here
+  const subject = form?.entry?.recording_id ?? null;
+  const book = form?.mode === "report" ? waiting : filed;
+  if (subject !== null && !book.some((item) => item.recording_id === subject)) {
+    closeForm(); // filed from elsewhere, or the shift ended (another tablet): nothing to write
   }
   renderReports();
   restoreDraft();
