@@ -3,12 +3,12 @@
 A fleet document (TOML, signed by the fleet admin, verified by config/fleet_client.py) carries
 policy: the protocol numbers (pre-record, post-record, maximum continuous recording, retention
 days), trigger rules and upload classes, link budgets and rate caps, uplink tuning, web accounts
-and the web login policy ([webui]), and the fleet's holds (`[[holds]]`: recordings retention
-must keep, RULES S4; `fleet_holds`). The local file keeps what is physical to one box: device
-serial, folders, cameras and their addresses, vehicle inputs, interface names, the web listener
-and its certificate ([web]), and (until pairing writes them) the back office's address and
-credentials. Both are parsed by the same section dataclasses and value checks, so a number means
-the same thing and has the same range wherever it is written.
+and the web login policy ([webui]), which report fields are required ([reports]), and the fleet's
+holds (`[[holds]]`: recordings retention must keep, RULES S4; `fleet_holds`). The local file keeps
+what is physical to one box: device serial, folders, cameras and their addresses, vehicle inputs,
+interface names, the web listener and its certificate ([web]), and (until pairing writes them) the
+back office's address and credentials. Both are parsed by the same section dataclasses and value
+checks, so a number means the same thing and has the same range wherever it is written.
 
 `apply_fleet_document(local, text)` returns the effective configuration: the local one with every
 policy key the document sets replaced. Invariants:
@@ -33,6 +33,7 @@ from config.local import (
     LinkSection,
     LocalConfig,
     RecordingSection,
+    ReportsSection,
     TriggerSection,
     WebuiSection,
     check_config,
@@ -74,6 +75,7 @@ FLEET_KEYS: dict[str, frozenset[str]] = {
     "triggers": frozenset(f.name for f in fields(TriggerSection)),
     "accounts": frozenset({"name", "role", "password_hash", "officer_id"}),
     "webui": frozenset(f.name for f in fields(WebuiSection)),
+    "reports": frozenset(f.name for f in fields(ReportsSection)),
     "fleet": frozenset({"name", "policy"}),
     "holds": frozenset({"recording_id", "ground"}),
 }
@@ -106,6 +108,7 @@ def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalCon
         storage=_merged(local.storage, raw.get("storage", {}), "storage", source),
         uplink=_merged(local.uplink, raw.get("uplink", {}), "uplink", source),
         webui=_merged(local.webui, raw.get("webui", {}), "webui", source),
+        reports=_merged(local.reports, raw.get("reports", {}), "reports", source),
         links=_merged_links(local.links, raw.get("links", []), source),
         triggers={**local.triggers, **_triggers(raw.get("triggers", {}), local, source)},
         # accounts come as a whole list: a document that names accounts replaces the box's

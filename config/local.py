@@ -83,6 +83,21 @@ class RecordingSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsSection:
+    """Which report fields a municipality requires (RULES R7, R8; docs/webui.md 4), settable by a
+    fleet document. The strictest, everything required, is the default. A field not required may
+    still be given; it is then checked like a required one.
+
+    `require_informed_afterwards`: a report whose person was not warned beforehand says whether
+    (and when) the person was informed afterwards (H2O art. 2.4, DPIA 4.5).
+    `require_premises`: every report and warning says whether it happened in a home or on private
+    premises, and on what ground (Borsele 3.2.2: consent or a warrant to enter)."""
+
+    require_informed_afterwards: bool = True
+    require_premises: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class GpsSection:
     host: str = "127.0.0.1"
     port: int = 2947
@@ -338,6 +353,7 @@ class LocalConfig:
     accounts: tuple[AccountSection, ...] = ()
     web: WebSection = field(default_factory=WebSection)
     webui: WebuiSection = field(default_factory=WebuiSection)
+    reports: ReportsSection = field(default_factory=ReportsSection)
     source: str = "<defaults>"
 
     def resolve(self, relative: str) -> Path:
@@ -368,6 +384,7 @@ Section = (
     | ApiSection
     | WebSection
     | WebuiSection
+    | ReportsSection
     | CameraSection
     | InputSection
     | TriggerSection
@@ -384,6 +401,7 @@ _SECTIONS: dict[str, type[Section]] = {
     "uplink": UplinkSection,
     "web": WebSection,
     "webui": WebuiSection,
+    "reports": ReportsSection,
 }
 _COLLECTIONS = frozenset({"cameras", "inputs", "triggers", "links", "accounts"})
 
@@ -416,6 +434,7 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
     accounts = parse_accounts(raw.get("accounts", []), source)
     web = parse_section(raw.get("web", {}), "web", WebSection, source)
     webui = parse_section(raw.get("webui", {}), "webui", WebuiSection, source)
+    reports = parse_section(raw.get("reports", {}), "reports", ReportsSection, source)
     config = LocalConfig(
         box,
         storage,
@@ -430,6 +449,7 @@ def parse_config(raw: dict[str, Any], source: str) -> LocalConfig:
         accounts,
         web,
         webui,
+        reports,
         source,
     )
     check_config(config, source)

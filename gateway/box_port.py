@@ -24,6 +24,7 @@ from gateway.gps import GpsTracker
 from gateway.hold_desk import HoldDesk
 from gateway.officer.desks import OfficerDesks
 from gateway.officer.reports import with_held_flags
+from gateway.officer.reports_form import report_rules
 from gateway.officer.shift import ShiftStart
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import AlreadyPairedHere, is_paired, officer_message, pair
@@ -55,6 +56,21 @@ def _not_recording() -> Refused:
 def _admin_only(caller: Identity, what: str) -> None:
     if caller.role != "admin":
         raise Refused(RefusalKind.FORBIDDEN, "forbidden", f"only an admin may {what}")
+
+
+PLACE_MAX_AGE_S = 300.0
+"""A warning takes the last GPS fix up to this old (its `at_ms` says how old): in a street of
+high buildings the fix is often a few seconds stale, and an old place is better than none."""
+
+
+def warning_place(gps: GpsTracker, now_mono_ns: int) -> dict[str, Any]:
+    """Where the box is as a warning is registered: gpsd's state and the last fix, if recent."""
+    fix = gps.fix
+    recent = fix is not None and now_mono_ns - fix.received_mono_ns <= PLACE_MAX_AGE_S * 1e9
+    return {
+        "gps_status": gps.status(now_mono_ns).value,
+        "position": fix.sample() if fix is not None and recent else None,
+    }
 
 
 class BoxAdapter:
@@ -154,12 +170,25 @@ class BoxAdapter:
         return await self.officer.shift.end(caller, acknowledge_missing)
 
     def reports_view(self) -> dict[str, Any]:
-        return with_held_flags(self.officer.reports.view(), self.holds.held_ids())
+        view = with_held_flags(self.officer.reports.view(), self.holds.held_ids())
+        return {**view, "required": report_rules(self.effective_config()).required()}
 
     async def file_report(
         self, caller: Identity, recording_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return await self.officer.reports.file(recording_id, body, caller.officer_id)
+        rules = report_rules(self.effective_config())
+        return await self.officer.reports.file(recording_id, body, caller, rules)
+
+    async def register_warning(self, caller: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
+        rules = report_rules(self.effective_config())
+        place = warning_place(self.gps, time.monotonic_ns())
+        return await self.officer.reports.register_warning(body, caller, rules, place)
+
+    async def correct_report(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        rules = report_rules(self.effective_config())
+        return await self.officer.reports.correct(recording_id, body, caller, rules)
 
     # -- holds ------------------------------------------------------------------------------------
 

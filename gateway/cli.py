@@ -22,6 +22,7 @@ from gateway.logfmt import configure_logging
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import officer_message, pair, pairing_files
 from gateway.release_cli import add_release_parser, run_release
+from gateway.report_cli import add_report_parsers, report_command, warning_command
 from gateway.run import run
 from protocol.pairing_code import CodeFormatError
 from storage.devicekey import DeviceKey, DeviceKeyError
@@ -101,12 +102,7 @@ def _add_shift_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         action="store_true",
         help="end it although reports are missing (audited)",
     )
-    report = sub.add_parser("report", help="file the report of a recording of this shift")
-    report.add_argument("recording_id", help="32 hex digits (see `mvb status` / GET /api/reports)")
-    report.add_argument("--what", required=True, help="what happened: facts and circumstances")
-    warned = report.add_mutually_exclusive_group(required=True)
-    warned.add_argument("--warned", action="store_true", help="the person was warned beforehand")
-    warned.add_argument("--not-warned", metavar="REASON", help="not warned beforehand, and why")
+    add_report_parsers(sub)  # `mvb report`, `mvb warning` (gateway/report_cli.py)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -526,24 +522,11 @@ def _shift(config: LocalConfig, args: argparse.Namespace) -> int:
 
 
 def _report(config: LocalConfig, args: argparse.Namespace) -> int:
-    """`mvb report RECORDING_ID --what ... --warned | --not-warned REASON` (RULES R4)."""
-    body: dict[str, Any] = {"what": args.what, "warned_beforehand": args.warned}
-    if not args.warned:
-        body["not_warned_reason"] = args.not_warned
-    path = f"/api/reports/{urllib.parse.quote(args.recording_id, safe='')}"
-    try:
-        code, document = _api_call(config, "PUT", path, body)
-    except OSError as exc:
-        print(f"mvb report: the box is not running ({exc})", file=sys.stderr)
-        return 1
-    if code != 200:
-        print(f"mvb report: {_refusal(document, code)}", file=sys.stderr)
-        return 1
-    print(
-        f"report filed for recording {document['recording_id']}: encrypted as evidence file "
-        f"{document['file_id']}"
-    )
-    return 0
+    return report_command(config, args, _api_call)
+
+
+def _warning(config: LocalConfig, args: argparse.Namespace) -> int:
+    return warning_command(config, args, _api_call)
 
 
 _SERVICE_COMMANDS = {
@@ -552,6 +535,7 @@ _SERVICE_COMMANDS = {
     "record": _record,
     "shift": _shift,
     "report": _report,
+    "warning": _warning,
     "pair": _pair,
     "config": _config_push,
     "hold": _hold,

@@ -100,13 +100,29 @@ class BoxPort(Protocol):
         """End the shift; refused `no_shift`, `forbidden`, `reports_missing` (with `missing`)."""
         ...
 
-    def reports_view(self) -> dict[str, Any]: ...
+    def reports_view(self) -> dict[str, Any]:
+        """The book (`missing`, `filed`: recordings and warnings) and the members the
+        municipality requires (`required`, docs/webui.md 4)."""
+        ...
 
     async def file_report(
         self, caller: Identity, recording_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Seal the report in `body` as encrypted evidence of its recording. Refused
         `unknown_recording`, `invalid` (with `field`), `already_filed`, `card_full`."""
+        ...
+
+    async def register_warning(self, caller: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Seal a warning given without a recording (RULES R7) with the box's time and GPS
+        position. Refused `invalid` (with `field`), `card_full`."""
+        ...
+
+    async def correct_report(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Seal a correction of an entry's report or warning, linked to the first (which
+        stays). Refused `unknown_recording`, `not_filed`, `invalid` (with `field`),
+        `too_many_corrections`, `card_full`."""
         ...
 
     # -- holds (RULES S4; docs/webui.md 2) ------------------------------------------------------

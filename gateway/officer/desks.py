@@ -23,7 +23,7 @@ class OfficerDesks:
     the report book notes every recording that needs a report."""
 
     def __init__(self, state_dir: Path, store: EvidenceStore, audit: AuditLog) -> None:
-        self.reports = ReportDesk.load(state_dir, store, self._officer_id)
+        self.reports = ReportDesk.load(state_dir, store, audit, self._officer_id)
         recipients = recipient_set(store.recipients).keys  # each opens a sealed id alone
         self.shift = ShiftDesk.load(state_dir, audit, self.reports, recipients)
 

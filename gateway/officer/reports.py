@@ -1,16 +1,18 @@
-"""The officer's reports (RULES R4, H2O art. 3; docs/webui.md section 4): the pure core.
+"""The officer's report book (RULES R4, R7; H2O art. 3; docs/webui.md section 4): the pure core.
 
-`ReportBook` knows which recordings need a report and which have one (no report text ever);
-`Report` is what the officer reports about one recording and `report_metadata` what the sealed
-report file carries. The shell is `reports_service.py`; the web face parses request bodies into
-a `Report` (gateway/web/report_routes.py).
+`ReportBook` knows which recordings need a report and which have one, and which warnings were
+registered without a recording (no report text ever); `metadata` builds what a sealed report,
+warning or correction file carries. What the officer writes is parsed in `reports_form.py`; the
+shell is `reports_service.py`; the web face is gateway/web/report_routes.py.
 
 Invariants:
-- the book holds the recordings since the last end of a shift, in order of start, with their
-  start time, trigger source and duration, and whether a report was filed: ids, times and
-  sources only, never what the officer wrote (that exists only inside the encrypted file);
-- a report is filed at most once per recording (evidence is never altered: a correction is a
-  later report).
+- the book holds the entries since the last end of a shift, in order: recordings (with their
+  start time, trigger source and duration) and warnings (with the moment they were registered);
+  ids, times, sources, file ids and counts only, never what the officer wrote (that exists only
+  inside the encrypted files);
+- a recording's report is filed at most once, a warning is its own report (filed when
+  registered); evidence is never altered: a correction is a later, sealed file linked to the
+  first (`corrects_file_id`), which stays as it was.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from gateway.caller import RefusalKind, Refused
 log = logging.getLogger(__name__)
 
 RECORDING_ID = re.compile(r"[0-9a-f]{32}")
-WHAT_MAX_CHARS = 4000
-REASON_MAX_CHARS = 1000
+ENTRY_KINDS = ("recording", "warning")
+BOOK_VERSION = 2
+MAX_CORRECTIONS = 32  # per entry: a bound on the book's numbers, far above honest use
 MAX_BOOK_ENTRIES = 512  # far above a shift's recordings; bounds the file whatever happens
 TRIGGER_SOURCE_MAX_CHARS = 32
 # Text the officer types may hold line breaks and tabs; other control characters are refused,
@@ -45,13 +48,20 @@ _CONTENT = re.compile(f"[^{_BLANKS}\x00-\x1f\x7f]")
 
 @dataclass(frozen=True, slots=True)
 class BookEntry:
-    """One recording that needs a report. `duration_s` is None while it runs."""
+    """One entry of the book: a recording that needs a report (`duration_s` None while it runs),
+    or a warning registered without a recording (`kind` "warning": reported when registered,
+    `started_at_ms` is that moment, no trigger, no duration). `report_file_id` is the sealed
+    first report (None before it, and for entries of a version 1 book); `corrections` counts
+    the corrections filed after it."""
 
     recording_id: str
     started_at_ms: int
     trigger_source: str
     duration_s: float | None = None
     reported_at_ms: int | None = None
+    kind: str = "recording"
+    report_file_id: str | None = None
+    corrections: int = 0
 
     @property
     def reported(self) -> bool:
@@ -85,12 +95,26 @@ class ReportBook:
         if entry is not None:
             self._entries[recording_id] = _replace(entry, duration_s=round(duration_s, 1))
 
-    def filed(self, recording_id: str, at_ms: int) -> None:
+    def filed(self, recording_id: str, at_ms: int, file_id: str | None = None) -> None:
         entry = self._entries[recording_id]
-        self._entries[recording_id] = _replace(entry, reported_at_ms=at_ms)
+        self._entries[recording_id] = _replace(entry, reported_at_ms=at_ms, report_file_id=file_id)
+
+    def warned(self, warning_id: str, at_ms: int, file_id: str) -> None:
+        """A warning registered (and sealed) without a recording."""
+        self._entries[warning_id] = BookEntry(
+            warning_id, at_ms, "", None, at_ms, "warning", file_id, 0
+        )
+        self._bound()
+
+    def corrected(self, recording_id: str) -> None:
+        entry = self._entries[recording_id]
+        self._entries[recording_id] = _replace(entry, corrections=entry.corrections + 1)
 
     def get(self, recording_id: str) -> BookEntry | None:
         return self._entries.get(recording_id)
+
+    def warnings(self) -> list[BookEntry]:
+        return [e for e in self._entries.values() if e.kind == "warning"]
 
     def missing(self) -> list[BookEntry]:
         return [e for e in self._entries.values() if not e.reported]
@@ -115,17 +139,21 @@ class ReportBook:
 
     def to_json(self) -> bytes:
         entries = [e.view() for e in self._entries.values()]
-        return json.dumps({"version": 1, "entries": entries}, sort_keys=True).encode()
+        document = {"version": BOOK_VERSION, "entries": entries}
+        return json.dumps(document, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> ReportBook:
         try:
             document = json.loads(raw)
-            entries = [_entry_from(item) for item in document["entries"]]
+            version = document["version"]
+            if version not in (1, BOOK_VERSION):
+                raise BookFormatError("unknown report book version")
+            entries = [_entry_from(item, version) for item in document["entries"]]
         except (ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, BookFormatError):
+                raise
             raise BookFormatError(f"not a report book: {type(exc).__name__}") from exc
-        if document.get("version") != 1:
-            raise BookFormatError("unknown report book version")
         return cls(entries[-MAX_BOOK_ENTRIES:])
 
 
@@ -142,8 +170,15 @@ def _replace(entry: BookEntry, **changes: Any) -> BookEntry:
     return BookEntry(**{**asdict(entry), **changes})
 
 
-def _entry_from(item: Any) -> BookEntry:
-    if not isinstance(item, dict) or set(item) != set(BookEntry.__dataclass_fields__):
+_VERSION_1_FIELDS = frozenset(
+    {"recording_id", "started_at_ms", "trigger_source", "duration_s", "reported_at_ms"}
+)
+
+
+def _entry_from(item: Any, version: int) -> BookEntry:
+    """An entry as written by `version` (1: recordings only, before warnings and corrections)."""
+    shape = _VERSION_1_FIELDS if version == 1 else set(BookEntry.__dataclass_fields__)
+    if not isinstance(item, dict) or set(item) != shape:
         raise ValueError("entry shape")
     entry = BookEntry(**item)
     ok = (
@@ -153,6 +188,17 @@ def _entry_from(item: Any) -> BookEntry:
         and isinstance(entry.trigger_source, str)
         and (entry.duration_s is None or _is_number(entry.duration_s))
         and (entry.reported_at_ms is None or _is_int(entry.reported_at_ms))
+        and entry.kind in ENTRY_KINDS
+        and (entry.kind == "recording" or entry.reported_at_ms is not None)
+        and (
+            entry.report_file_id is None
+            or (
+                isinstance(entry.report_file_id, str)
+                and RECORDING_ID.fullmatch(entry.report_file_id) is not None
+            )
+        )
+        and _is_int(entry.corrections)
+        and 0 <= entry.corrections <= MAX_CORRECTIONS
     )
     if not ok:
         raise ValueError("entry values")
@@ -167,20 +213,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# -- the report (pure) ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What the officer reports about one recording (H2O art. 3). Invariant: a reason exactly
-    when the person was not warned beforehand."""
-
-    what: str
-    warned_beforehand: bool
-    not_warned_reason: str | None
-
-
-REPORT_MEMBERS = frozenset({"what", "warned_beforehand", "not_warned_reason"})
+# -- the form's text members (pure) ---------------------------------------------------------------
 
 
 def invalid(field: str, message: str) -> Refused:
@@ -204,35 +237,30 @@ def text_member(body: Mapping[str, Any], name: str, max_chars: int) -> str:
     return value
 
 
-def parse_report(body: Mapping[str, Any]) -> Report:
-    """The report in `body` (a JSON object), or Refused `invalid` naming the first member at
-    fault in `field`."""
-    unknown = sorted(set(body) - REPORT_MEMBERS)
-    if unknown:
-        raise invalid(unknown[0], f"unknown member {unknown[0][:64]!r}")
-    what = text_member(body, "what", WHAT_MAX_CHARS)
-    warned = body.get("warned_beforehand")
-    if not isinstance(warned, bool):
-        raise invalid("warned_beforehand", "warned_beforehand must be true or false")
-    if warned:
-        if body.get("not_warned_reason") is not None:
-            raise invalid("not_warned_reason", "not_warned_reason only when not warned")
-        return Report(what, True, None)
-    reason = text_member(body, "not_warned_reason", REASON_MAX_CHARS)
-    return Report(what, False, reason)
+# -- what a sealed file carries (pure) -------------------------------------------------------------
 
 
-def report_metadata(
-    report: Report, entry: BookEntry, *, officer_id: str | None, filed_at_ms: int
+def entry_metadata(
+    entry: BookEntry,
+    fields: Mapping[str, Any],
+    *,
+    officer_id: str | None,
+    filed_at_ms: int,
+    correction: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What the encrypted report file carries (next to the recording facts of its header)."""
+    """What the encrypted file of a report, a warning or a correction carries: the entry's facts,
+    who filed it and when, the officer's `fields` (reports_form.py), and for a correction its
+    link: `{"corrects_file_id", "correction_no", "correction_reason"}`."""
+    facts: dict[str, Any] = {"entry_kind": entry.kind, "recording_id": entry.recording_id}
+    if entry.kind == "warning":
+        facts["warned_at_ms"] = entry.started_at_ms
+    else:
+        facts["recording_started_at_ms"] = entry.started_at_ms
+        facts["trigger_source"] = entry.trigger_source
     return {
-        "recording_id": entry.recording_id,
-        "recording_started_at_ms": entry.started_at_ms,
-        "trigger_source": entry.trigger_source,
+        **facts,
         "officer_id": officer_id,
         "filed_at_ms": filed_at_ms,
-        "what": report.what,
-        "warned_beforehand": report.warned_beforehand,
-        "not_warned_reason": report.not_warned_reason,
+        **fields,
+        **(correction or {"corrects_file_id": None}),
     }

@@ -1,32 +1,49 @@
 """The report book's shell: `ReportDesk` keeps the book in `state_dir/reports.json` (atomic
-write) and files a report as an encrypted evidence file of its recording (storage/store.py
-`write_report`), so only the back office can read it. The book's rules are
-gateway/officer/reports.py's.
+write) and files a report, a warning or a correction as an encrypted evidence file (storage/
+store.py `write_report`), so only the back office can read it: a report and its corrections
+under their recording's id, a warning under a fresh id of its own (an evidence "recording"
+without media). The book's rules are gateway/officer/reports.py's, the fields'
+reports_form.py's.
 
 Invariants: two concurrent filings of one recording file one report, the other is refused
 `already_filed`; a crash between sealing the report and saving the book leaves the recording
-"missing": the officer files again, and the back office receives two reports, never none.
+"missing": the officer files again, and the back office receives two reports, never none (the same
+for a warning: registered twice, never lost). A correction is refused before the entry has its
+first report (`not_filed`); the first report is never touched. Each filing is audited
+`report.filed` with its kind (`report`, `warning`, `correction`), ids, the caller's channel and who
+(`by`: "local", or the account's tag, never a login name), after the sealed file and the book are
+durable: the chain registers every report and warning without anyone decrypting (Borsele 3.2.1),
+and holds nothing the officer wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from common.durable import atomic_write_bytes
-from gateway.caller import RefusalKind, Refused
+from gateway.caller import Identity, RefusalKind, Refused, audit_name
 from gateway.officer.reports import (
+    MAX_CORRECTIONS,
     RECORDING_ID,
     TRIGGER_SOURCE_MAX_CHARS,
+    BookEntry,
     BookFormatError,
     ReportBook,
-    parse_report,
-    report_metadata,
+    entry_metadata,
 )
+from gateway.officer.reports_form import (
+    ReportRules,
+    parse_correction,
+    parse_report,
+    parse_warning,
+)
+from storage.audit_io import AuditLog
 from storage.space import CardFullError
 from storage.store import EvidenceStore
 
@@ -37,6 +54,10 @@ REPORTS_FILE = "reports.json"
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _card_full() -> Refused:
+    return Refused(RefusalKind.CONFLICT, "card_full", "the memory card is full")
 
 
 def _unknown_recording() -> Refused:
@@ -53,18 +74,24 @@ class ReportDesk:
         self,
         state_dir: Path,
         store: EvidenceStore,
+        audit: AuditLog,
         officer_id: Callable[[], str | None],
         book: ReportBook,
     ) -> None:
         self.path = state_dir / REPORTS_FILE
         self.store = store
+        self.audit = audit
         self.officer_id = officer_id
         self.book = book
         self._lock = asyncio.Lock()
 
     @classmethod
     def load(
-        cls, state_dir: Path, store: EvidenceStore, officer_id: Callable[[], str | None]
+        cls,
+        state_dir: Path,
+        store: EvidenceStore,
+        audit: AuditLog,
+        officer_id: Callable[[], str | None],
     ) -> ReportDesk:
         """Read the book (a small file, at start). An unreadable book starts empty and says so:
         the officer may be asked for fewer reports, but nothing stops recording."""
@@ -76,7 +103,7 @@ class ReportDesk:
         except (OSError, BookFormatError) as exc:
             log.warning("%s unreadable, starting an empty report book: %s", path, exc)
             book = ReportBook()
-        return cls(state_dir, store, officer_id, book)
+        return cls(state_dir, store, audit, officer_id, book)
 
     async def _save(self) -> None:
         data = self.book.to_json()
@@ -120,13 +147,17 @@ class ReportDesk:
         )
 
     async def file(
-        self, recording_id: str, body: Mapping[str, Any], officer_id: str
+        self,
+        recording_id: str,
+        body: Mapping[str, Any],
+        caller: Identity,
+        rules: ReportRules | None = None,
     ) -> dict[str, Any]:
         """File the report in `body`; refused `unknown_recording` (before the body is looked
         at), `invalid` (naming the member), `already_filed`, `card_full`."""
         if not self.knows(recording_id):
             raise _unknown_recording()
-        report = parse_report(body)
+        report = parse_report(body, rules)
         async with self._lock:
             entry = self.book.get(recording_id)
             if entry is None:
@@ -135,21 +166,118 @@ class ReportDesk:
                 raise Refused(
                     RefusalKind.CONFLICT, "already_filed", "this recording already has its report"
                 )
+            if entry.kind != "recording":  # a warning is reported when registered
+                raise _unknown_recording()
             filed_at_ms = _wall_ms()
-            metadata = report_metadata(
-                report,
+            metadata = entry_metadata(
                 entry,
-                officer_id=officer_id or self.officer_id(),
+                report.fields(),
+                officer_id=caller.officer_id or self.officer_id(),
                 filed_at_ms=filed_at_ms,
             )
-            try:
-                sealed = await asyncio.to_thread(self.store.write_report, recording_id, metadata)
-            except CardFullError as exc:
-                raise Refused(RefusalKind.CONFLICT, "card_full", "the memory card is full") from exc
-            self.book.filed(recording_id, filed_at_ms)
+            file_id = await self._seal(recording_id, metadata)
+            self.book.filed(recording_id, filed_at_ms, file_id)
             await self._save()
+        await self._audit("report", recording_id, file_id, caller)
+        return {"recording_id": recording_id, "filed_at_ms": filed_at_ms, "file_id": file_id}
+
+    async def register_warning(
+        self,
+        body: Mapping[str, Any],
+        caller: Identity,
+        rules: ReportRules | None,
+        place: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Register a warning given without a recording (RULES R7): sealed at once under a fresh
+        id with the box's time and `place` (the GPS facts of this moment: `{"gps_status",
+        "position"}`). Refused `invalid` (naming the member), `card_full`."""
+        warning = parse_warning(body, rules)
+        async with self._lock:
+            warning_id = secrets.token_hex(16)
+            at_ms = _wall_ms()
+            entry = BookEntry(warning_id, at_ms, "", None, at_ms, "warning")
+            metadata = entry_metadata(
+                entry,
+                {**warning.fields(), **place},
+                officer_id=caller.officer_id or self.officer_id(),
+                filed_at_ms=at_ms,
+            )
+            file_id = await self._seal(warning_id, metadata)
+            self.book.warned(warning_id, at_ms, file_id)
+            await self._save()
+        await self._audit("warning", warning_id, file_id, caller)
+        position_known = place.get("position") is not None
+        return {
+            "recording_id": warning_id,
+            "at_ms": at_ms,
+            "file_id": file_id,
+            "position_known": position_known,
+        }
+
+    async def correct(
+        self,
+        recording_id: str,
+        body: Mapping[str, Any],
+        caller: Identity,
+        rules: ReportRules | None = None,
+    ) -> dict[str, Any]:
+        """File a correction of an entry's report or warning: a later sealed file linked to the
+        first, which stays. Refused `unknown_recording`, `not_filed` (no first report yet: file
+        it instead), `invalid`, `too_many_corrections`, `card_full`."""
+        if not self.knows(recording_id):
+            raise _unknown_recording()
+        async with self._lock:
+            entry = self.book.get(recording_id)
+            if entry is None:
+                raise _unknown_recording()
+            if not entry.reported:
+                raise Refused(
+                    RefusalKind.CONFLICT, "not_filed", "this recording has no report to correct"
+                )
+            reason, corrected = parse_correction(body, entry.kind, rules)
+            if entry.corrections >= MAX_CORRECTIONS:
+                raise Refused(
+                    RefusalKind.CONFLICT, "too_many_corrections", "no more corrections possible"
+                )
+            filed_at_ms = _wall_ms()
+            link = {
+                "corrects_file_id": entry.report_file_id,
+                "correction_no": entry.corrections + 1,
+                "correction_reason": reason,
+            }
+            metadata = entry_metadata(
+                entry,
+                corrected.fields(),
+                officer_id=caller.officer_id or self.officer_id(),
+                filed_at_ms=filed_at_ms,
+                correction=link,
+            )
+            file_id = await self._seal(recording_id, metadata)
+            self.book.corrected(recording_id)
+            await self._save()
+        await self._audit("correction", recording_id, file_id, caller)
         return {
             "recording_id": recording_id,
             "filed_at_ms": filed_at_ms,
-            "file_id": sealed.sidecar.file_id,
+            "file_id": file_id,
+            "corrects_file_id": entry.report_file_id,
+            "correction_no": entry.corrections + 1,
         }
+
+    async def _audit(self, kind: str, recording_id: str, file_id: str, caller: Identity) -> None:
+        await asyncio.to_thread(
+            self.audit.append,
+            "report.filed",
+            kind=kind,
+            recording_id=recording_id,
+            file_id=file_id,
+            channel=caller.channel,
+            by=audit_name(caller),
+        )
+
+    async def _seal(self, recording_id: str, metadata: dict[str, Any]) -> str:
+        try:
+            sealed = await asyncio.to_thread(self.store.write_report, recording_id, metadata)
+        except CardFullError as exc:
+            raise _card_full() from exc
+        return sealed.sidecar.file_id

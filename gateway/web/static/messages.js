@@ -25,6 +25,8 @@ const ERROR_TEXTS = Object.freeze({
   held_by_fleet: key("error.held_by_fleet"),
   recording_deleted: key("error.recording_deleted"),
   already_filed: key("error.already_filed"),
+  not_filed: key("error.not_filed"),
+  too_many_corrections: key("error.too_many_corrections"),
   not_paired: key("error.not_paired"),
   pairing_busy: key("error.pairing_busy"),
   pairing_not_saved: key("error.pairing_not_saved"),

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from gateway.caller import RefusalKind, Refused
-from gateway.officer.reports import (
+from gateway.officer.reports import BookEntry, BookFormatError, ReportBook
+from gateway.officer.reports_form import (
     REASON_MAX_CHARS,
     WHAT_MAX_CHARS,
-    BookEntry,
-    BookFormatError,
-    ReportBook,
+    ReportRules,
     parse_report,
 )
 
@@ -34,16 +34,61 @@ def test_the_book_tracks_recordings_and_survives_its_file() -> None:
     assert again.summary() == book.summary()
 
 
+def test_warnings_and_corrections_are_in_the_book_and_survive_its_file() -> None:
+    book = ReportBook()
+    book.started(RID, 1000, "officer")
+    book.filed(RID, 2000, "a" * 32)
+    book.warned("b" * 32, 3000, "c" * 32)
+    book.corrected(RID)
+    book.corrected(RID)
+    assert book.missing() == []
+    assert [e.recording_id for e in book.warnings()] == ["b" * 32]
+    again = ReportBook.from_json(book.to_json())
+    assert again.get(RID) == BookEntry(RID, 1000, "officer", None, 2000, "recording", "a" * 32, 2)
+    assert again.get("b" * 32) == BookEntry("b" * 32, 3000, "", None, 3000, "warning", "c" * 32)
+
+
+def test_a_version_1_book_is_read_as_recordings_without_file_ids() -> None:
+    entry = {
+        "recording_id": RID,
+        "started_at_ms": 1000,
+        "trigger_source": "officer",
+        "duration_s": 3.0,
+        "reported_at_ms": None,
+    }
+    book = ReportBook.from_json(json.dumps({"version": 1, "entries": [entry]}).encode())
+    assert book.get(RID) == BookEntry(RID, 1000, "officer", 3.0)
+    assert json.loads(book.to_json())["version"] == 2
+
+
 @pytest.mark.parametrize(
     "raw",
     [
         b"",
         b"[]",
-        b'{"version": 2, "entries": []}',
+        b'{"version": 3, "entries": []}',
+        b'{"entries": []}',
         b'{"version": 1, "entries": [{"recording_id": "../../x"}]}',
         b'{"version": 1, "entries": [{"recording_id": "0123456789abcdef0123456789abcdef",'
         b' "started_at_ms": true, "trigger_source": "x", "duration_s": null,'
         b' "reported_at_ms": null}]}',
+        # version 2 shape rules: a warning is always reported; corrections are bounded
+        b'{"version": 2, "entries": [{"recording_id": "0123456789abcdef0123456789abcdef",'
+        b' "started_at_ms": 1, "trigger_source": "", "duration_s": null,'
+        b' "reported_at_ms": null, "kind": "warning", "report_file_id": null, "corrections": 0}]}',
+        b'{"version": 2, "entries": [{"recording_id": "0123456789abcdef0123456789abcdef",'
+        b' "started_at_ms": 1, "trigger_source": "", "duration_s": null,'
+        b' "reported_at_ms": 1, "kind": "recording", "report_file_id": "../x",'
+        b' "corrections": 0}]}',
+        b'{"version": 2, "entries": [{"recording_id": "0123456789abcdef0123456789abcdef",'
+        b' "started_at_ms": 1, "trigger_source": "", "duration_s": null,'
+        b' "reported_at_ms": 1, "kind": "recording", "report_file_id": null,'
+        b' "corrections": 33}]}',
+        # a version 1 book never held version 2 members
+        b'{"version": 1, "entries": [{"recording_id": "0123456789abcdef0123456789abcdef",'
+        b' "started_at_ms": 1, "trigger_source": "", "duration_s": null,'
+        b' "reported_at_ms": 1, "kind": "recording", "report_file_id": null,'
+        b' "corrections": 0}]}',
     ],
 )
 def test_a_damaged_book_is_refused(raw: bytes) -> None:
@@ -83,13 +128,16 @@ def test_an_invalid_report_names_its_field(body: dict[str, Any], field: str) -> 
 
 
 def test_a_valid_report_at_the_bounds() -> None:
+    lenient = ReportRules(require_informed_afterwards=False, require_premises=False)
     report = parse_report(
         {
             "what": "w" * WHAT_MAX_CHARS,
             "warned_beforehand": False,
             "not_warned_reason": "line one\nline\ttwo" + "r" * (REASON_MAX_CHARS - 17),
-        }
+        },
+        lenient,
     )
     assert len(report.what) == WHAT_MAX_CHARS
     assert report.not_warned_reason is not None
-    assert parse_report({"what": "x", "warned_beforehand": True, "not_warned_reason": None})
+    body = {"what": "x", "warned_beforehand": True, "not_warned_reason": None}
+    assert parse_report(body, lenient)

@@ -22,7 +22,13 @@ import aiohttp
 from config.local import LocalConfig
 from gateway.caller import Identity, RefusalKind, Refused
 from gateway.hold_desk import parse_hold_body
-from gateway.officer.reports import RECORDING_ID, ReportBook, parse_report, with_held_flags
+from gateway.officer.reports import RECORDING_ID, ReportBook, with_held_flags
+from gateway.officer.reports_form import (
+    parse_correction,
+    parse_report,
+    parse_warning,
+    report_rules,
+)
 from gateway.officer.shift import Shift, ShiftStart, decide_end, decide_start, shift_view
 from gateway.port import AuditValue, BoxPort, BundleResult, Paired
 from gateway.status_facts import (
@@ -179,7 +185,8 @@ class FakeBox:
             "missing": [e.view() for e in self.book.missing()],
             "filed": [e.view() for e in self.book.reported()],
         }
-        return with_held_flags(view, frozenset(self.holds))
+        required = report_rules(self.config).required()
+        return {**with_held_flags(view, frozenset(self.holds)), "required": required}
 
     async def file_report(
         self, caller: Identity, recording_id: str, body: Mapping[str, Any]
@@ -188,14 +195,47 @@ class FakeBox:
         if entry is None:
             message = "no recording of this shift has that id"
             raise Refused(RefusalKind.NOT_FOUND, "unknown_recording", message)
-        report = parse_report(body)
+        report = parse_report(body, report_rules(self.config))
         if entry.reported:
             message = "this recording already has its report"
             raise Refused(RefusalKind.CONFLICT, "already_filed", message)
         filed_at_ms = time.time_ns() // 1_000_000
-        self.book.filed(recording_id, filed_at_ms)
+        self.book.filed(recording_id, filed_at_ms, "f" * 32)
         self.reports[recording_id] = {"what": report.what, "officer_id": caller.officer_id}
         return {"recording_id": recording_id, "filed_at_ms": filed_at_ms, "file_id": "f" * 32}
+
+    async def register_warning(self, caller: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
+        warning = parse_warning(body, report_rules(self.config))
+        at_ms = time.time_ns() // 1_000_000
+        warning_id = f"{len(self.book.warnings()) + 1:032x}"
+        self.book.warned(warning_id, at_ms, "d" * 32)
+        self.reports[warning_id] = {"what": warning.what, "officer_id": caller.officer_id}
+        return {
+            "recording_id": warning_id,
+            "at_ms": at_ms,
+            "file_id": "d" * 32,
+            "position_known": False,
+        }
+
+    async def correct_report(
+        self, caller: Identity, recording_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        entry = self.book.get(recording_id) if RECORDING_ID.fullmatch(recording_id) else None
+        if entry is None:
+            message = "no recording of this shift has that id"
+            raise Refused(RefusalKind.NOT_FOUND, "unknown_recording", message)
+        if not entry.reported:
+            message = "this recording has no report to correct"
+            raise Refused(RefusalKind.CONFLICT, "not_filed", message)
+        parse_correction(body, entry.kind, report_rules(self.config))
+        self.book.corrected(recording_id)
+        return {
+            "recording_id": recording_id,
+            "filed_at_ms": time.time_ns() // 1_000_000,
+            "file_id": "c" * 32,
+            "corrects_file_id": entry.report_file_id,
+            "correction_no": entry.corrections + 1,
+        }
 
     # -- holds: the box's rules in short (admins only; any recording of the book) -----------------
 

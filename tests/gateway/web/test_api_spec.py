@@ -19,7 +19,7 @@ from aiohttp import web
 from config.local import load_config
 from gateway.caller import Refused
 from gateway.hold_desk import parse_hold_body
-from gateway.officer.reports import parse_report
+from gateway.officer.reports_form import parse_report, parse_warning
 from gateway.port import BundleResult
 from gateway.web.app import api_application
 from gateway.web.session_routes import add_session_routes
@@ -156,11 +156,32 @@ async def test_answers_of_a_running_box_fit_the_spec(box: LocalBox) -> None:
         assert bad.status == 422
         assert_fits(validator("Error"), await bad.json())
         filed = await client.put(
-            f"/api/reports/{recording_id}", json={"what": "x", "warned_beforehand": True}
+            f"/api/reports/{recording_id}",
+            json={"what": "x", "warned_beforehand": True, "premises": "public"},
         )
         assert_fits(
             response_validator("/api/reports/{recording_id}", "put", 200), await filed.json()
         )
+        correction = {
+            "correction_reason": "typo",
+            "what": "y",
+            "warned_beforehand": True,
+            "premises": "home",
+            "premises_ground": "warrant",
+        }
+        assert validator("Correction").is_valid(correction)
+        corrected = await client.post(f"/api/reports/{recording_id}/corrections", json=correction)
+        assert_fits(
+            response_validator("/api/reports/{recording_id}/corrections", "post", 200),
+            await corrected.json(),
+        )
+        warning = {"what": "z", "premises": "public"}
+        assert validator("Warning").is_valid(warning)
+        warned = await client.post("/api/warnings", json=warning)
+        assert_fits(response_validator("/api/warnings", "post", 200), await warned.json())
+        unplaced = await client.post("/api/warnings", json={"what": "z"})
+        assert unplaced.status == 422
+        assert_fits(validator("Error"), await unplaced.json())
         holds = f"/api/holds/{recording_id}"
         held = await client.put(holds, json={"reason": "police demand 17"})
         assert_fits(response_validator("/api/holds/{recording_id}", "put", 200), await held.json())
@@ -220,31 +241,81 @@ async def test_each_bundle_outcome_has_its_status_and_fits_the_spec(
     assert body.get("deferred", False) is result.deferred
 
 
+PLACED = {"premises": "public"}
+NOT_WARNED = {
+    "what": "x",
+    "warned_beforehand": False,
+    "not_warned_reason": "r",
+    "informed_afterwards": False,
+    "premises": "public",
+}
 REPORT_BODIES: list[dict[str, Any]] = [
+    NOT_WARNED,
+    {**NOT_WARNED, "informed_afterwards": None},
+    {**NOT_WARNED, "informed_afterwards": True},
+    {**NOT_WARNED, "informed_afterwards": True, "informed_at_ms": 1_780_000_000_000},
+    {**NOT_WARNED, "informed_afterwards": True, "informed_at_ms": 1_500_000_000_000},
+    {**NOT_WARNED, "informed_afterwards": True, "informed_at_ms": 4_102_444_800_000},
+    {**NOT_WARNED, "informed_afterwards": True, "informed_at_ms": 4_102_444_799_999},
+    {**NOT_WARNED, "informed_afterwards": True, "informed_at_ms": "soon"},
+    {**NOT_WARNED, "informed_afterwards": False, "informed_at_ms": 1_780_000_000_000},
+    {**NOT_WARNED, "informed_afterwards": "yes"},
+    {**NOT_WARNED, "premises": None},
+    {**NOT_WARNED, "premises": "home"},
+    {**NOT_WARNED, "premises": "home", "premises_ground": "consent"},
+    {**NOT_WARNED, "premises": "private_premises", "premises_ground": "none"},
+    {**NOT_WARNED, "premises": "private_premises", "premises_ground": "maybe"},
+    {**NOT_WARNED, "premises": "public", "premises_ground": "warrant"},
+    {**NOT_WARNED, "premises": "garden"},
+    {"what": "x", "warned_beforehand": True, "premises": "public", "informed_afterwards": True},
+    {"what": "x", "warned_beforehand": True, "premises": "public", "informed_afterwards": None},
+    {"what": "x", "warned_beforehand": True, "premises": "public", "informed_at_ms": 1},
+    {"what": "x", "warned_beforehand": True, **PLACED},
+    {"what": "x", "warned_beforehand": True, "not_warned_reason": None, **PLACED},
+    {"what": "x", "warned_beforehand": True, "not_warned_reason": "r", **PLACED},
+    {"what": "x", "warned_beforehand": False, "not_warned_reason": "r", **PLACED},
+    {"what": "x", "warned_beforehand": False, **PLACED},
+    {"what": "x", "warned_beforehand": False, "not_warned_reason": None, **PLACED},
+    {"what": "x", "warned_beforehand": False, "not_warned_reason": " \t", **PLACED},
+    {"what": "", "warned_beforehand": True, **PLACED},
+    {"what": "\n\n", "warned_beforehand": True, **PLACED},
+    {"what": "line\nline\ttab", "warned_beforehand": True, **PLACED},
+    {"what": "nul\x00", "warned_beforehand": True, **PLACED},
+    {"what": "del\x7f", "warned_beforehand": True, **PLACED},
+    {"what": "\x1c x", "warned_beforehand": True, **PLACED},
+    {"what": "\x85", "warned_beforehand": True, **PLACED},
+    {"what": "\ufeff\u3000", "warned_beforehand": True, **PLACED},
+    {"what": "\x1f", "warned_beforehand": True, **PLACED},
+    {"what": "\xa0 x \u2028", "warned_beforehand": True, **PLACED},
+    {"what": "  x  ", "warned_beforehand": True, **PLACED},
+    {"what": "x" * 4000, "warned_beforehand": True, **PLACED},
+    {"what": "x" * 4001, "warned_beforehand": True, **PLACED},
+    {"what": "x", "warned_beforehand": 1, **PLACED},
+    {"what": "x", "warned_beforehand": True, "other": 1, **PLACED},
+    {"warned_beforehand": True, **PLACED},
     {"what": "x", "warned_beforehand": True},
-    {"what": "x", "warned_beforehand": True, "not_warned_reason": None},
-    {"what": "x", "warned_beforehand": True, "not_warned_reason": "r"},
-    {"what": "x", "warned_beforehand": False, "not_warned_reason": "r"},
-    {"what": "x", "warned_beforehand": False},
-    {"what": "x", "warned_beforehand": False, "not_warned_reason": None},
-    {"what": "x", "warned_beforehand": False, "not_warned_reason": " \t"},
-    {"what": "", "warned_beforehand": True},
-    {"what": "\n\n", "warned_beforehand": True},
-    {"what": "line\nline\ttab", "warned_beforehand": True},
-    {"what": "nul\x00", "warned_beforehand": True},
-    {"what": "del\x7f", "warned_beforehand": True},
-    {"what": "\x1c x", "warned_beforehand": True},
-    {"what": "\x85", "warned_beforehand": True},
-    {"what": "\ufeff\u3000", "warned_beforehand": True},
-    {"what": "\x1f", "warned_beforehand": True},
-    {"what": "\xa0 x \u2028", "warned_beforehand": True},
-    {"what": "  x  ", "warned_beforehand": True},
-    {"what": "x" * 4000, "warned_beforehand": True},
-    {"what": "x" * 4001, "warned_beforehand": True},
-    {"what": "x", "warned_beforehand": 1},
-    {"what": "x", "warned_beforehand": True, "other": 1},
-    {"warned_beforehand": True},
 ]
+
+
+WARNING_BODIES: list[dict[str, Any]] = [
+    {"what": "x", "premises": "public"},
+    {"what": "x"},
+    {"what": "", "premises": "public"},
+    {"what": "x", "premises": "home"},
+    {"what": "x", "premises": "home", "premises_ground": "warrant"},
+    {"what": "x", "premises": "public", "premises_ground": None},
+    {"what": "x", "premises": "public", "warned_beforehand": True},
+]
+
+
+@pytest.mark.parametrize("body", WARNING_BODIES)
+def test_the_warning_schema_and_the_handler_agree(body: dict[str, Any]) -> None:
+    try:
+        parse_warning(body)
+        accepted = True
+    except Refused:
+        accepted = False
+    assert validator("Warning").is_valid(body) is accepted
 
 
 @pytest.mark.parametrize("body", REPORT_BODIES)

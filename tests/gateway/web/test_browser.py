@@ -302,6 +302,9 @@ async def test_a_shift_with_a_recording_and_its_report(
     await page.get_by_text("No", exact=True).click()
     await expect(by(page, "report-reason-row")).to_be_visible()
     await by(page, "report-reason").fill(REASON)
+    await expect(by(page, "report-informed-row")).to_be_visible()
+    await page.get_by_text("No, not told", exact=True).click()
+    await page.get_by_text("Public place", exact=True).click()
     await screens.shoot(page, "reports-form")
     async with page.expect_response(
         lambda r: r.url.endswith(f"/api/reports/{recording_id}"), timeout=SLOW_MS
@@ -320,6 +323,7 @@ async def test_a_shift_with_a_recording_and_its_report(
     (report,) = [r for r in box.filed_reports() if r.get("recording_id") == recording_id]
     assert (report["what"], report["warned_beforehand"]) == (WHAT, False)
     assert report["not_warned_reason"] == REASON
+    assert (report["informed_afterwards"], report["premises"]) == (False, "public")
     roots = [box.config.card_dir, box.config.state_dir]
     for text in (WHAT, REASON, "marker 5c1e"):
         assert files_containing(roots, text.encode()) == []

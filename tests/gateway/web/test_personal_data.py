@@ -50,7 +50,7 @@ async def test_no_officer_id_or_bodycam_serial_in_plaintext_on_card_or_state(
         await camera_ready(box)
         await post(client, "/api/shift/start", {"officer_id": OFFICER, "bodycam_serials": BODYCAMS})
         first = await record_once(box, client)
-        report = {"what": "A verbal threat.", "warned_beforehand": True}
+        report = {"what": "A verbal threat.", "warned_beforehand": True, "premises": "public"}
         reply = await client.put(f"/api/reports/{first}", json=report)
         assert reply.status == 200, await reply.text()
     async with running_box(config) as box, box.client() as client:  # a restart mid-shift
