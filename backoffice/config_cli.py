@@ -22,10 +22,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backoffice.config_lint import DEFAULTS_SOURCE, built_in_defaults, lint_document
 from backoffice.fleet_holds import HoldEditError, with_hold, without_hold
 from backoffice.fleet_repo import FleetRepository, init_repository, load_signer
 from backoffice.fleet_trust import UntrustedMetadata
 from backoffice.fleet_trust_io import AdminTrust
+from config.local import LocalConfig, load_config
 from storage.holds import HOLD_GROUNDS
 
 
@@ -49,6 +51,12 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sign.add_argument("--file", type=Path, required=True, help="the document")
     sign.add_argument("--box", action="append", default=[], help="a box it applies to")
     sign.add_argument("--group", action="append", default=[], help="a group it applies to")
+    _add_against(sign)
+    lint = config.add_parser("lint", help="check a document as the boxes will, before signing")
+    lint.add_argument("--file", type=Path, required=True, help="the document")
+    lint.add_argument("--box", action="append", default=[], help="a box it is for")
+    lint.add_argument("--group", action="append", default=[], help="a group it is for")
+    _add_against(lint)
     for name, what in (("hold", "hold a recording"), ("release", "release a recording's hold")):
         edit = config.add_parser(
             name, help=f"{what} in the document signed at --path (signed again, next serial)"
@@ -71,6 +79,28 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bundle.add_argument("paths", nargs="+", help="target paths to include")
 
 
+def _add_against(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a box.toml of the fleet to check the values against (default: built-in defaults)",
+    )
+
+
+def _lint(args: argparse.Namespace) -> list[str]:
+    if args.against is not None:
+        against: LocalConfig | None = load_config(args.against)
+    else:  # lint checks values against the defaults; sign checks them only when told against what
+        against = built_in_defaults() if args.config_command == "lint" else None
+    return lint_document(
+        args.file.read_text(encoding="utf-8"),
+        str(args.file),
+        boxes=args.box,
+        groups=args.group,
+        against=against,
+    )
+
+
 def run_config(args: argparse.Namespace) -> int:
     command: str = args.config_command
     try:
@@ -89,6 +119,18 @@ def _run(command: str, args: argparse.Namespace, now: datetime) -> int:
         return 0
     if command == "trust":
         return _start_trust(args)
+    if command in ("lint", "sign"):
+        problems = _lint(args)
+        for problem in problems:
+            print(f"mvb-admin config {command}: {problem}", file=sys.stderr)
+        if problems:
+            if command == "sign":
+                print("mvb-admin config sign: refused, nothing signed", file=sys.stderr)
+            return 1
+        if command == "lint":
+            base = DEFAULTS_SOURCE if args.against is None else str(args.against)
+            print(f"{args.file}: a box would apply it (values checked against {base})")
+            return 0
     # A bundle signs nothing (the box verifies it as it verifies a download): no trust needed.
     trust = None if command == "bundle" else AdminTrust.load(args.trust)
     repo = FleetRepository(args.repo, trust=trust)

@@ -145,13 +145,28 @@ def parse_holds(values: Any, source: str) -> dict[str, str]:
         raise ConfigError(f"{source}: {exc}") from exc
 
 
+def unknown_fleet_keys(raw: dict[str, Any]) -> list[str]:
+    """Every section (`[name]`) and key (`section.key`) of `raw` that a fleet document may not
+    set, sorted: what `mvb-admin config lint` names before anything is signed."""
+    unknown = [f"[{section}]" for section in raw if section not in FLEET_KEYS]
+    for section, allowed in FLEET_KEYS.items():
+        for table in _tables(section, raw.get(section)):
+            unknown += [f"{section}.{key}" for key in table if key not in allowed]
+    return sorted(set(unknown))
+
+
+def _tables(section: str, value: Any) -> list[dict[str, Any]]:
+    """The tables of one section: itself, each of an array, or each trigger's."""
+    if section == "triggers" and isinstance(value, dict):
+        return [t for t in value.values() if isinstance(t, dict)]
+    if isinstance(value, list):
+        return [t for t in value if isinstance(t, dict)]
+    return [value] if isinstance(value, dict) else []
+
+
 def _refuse_local_keys(raw: dict[str, Any], source: str) -> None:
     for section, allowed in FLEET_KEYS.items():
-        value = raw.get(section)
-        tables = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
-        if section == "triggers" and isinstance(value, dict):
-            tables = [t for t in value.values() if isinstance(t, dict)]
-        for table in tables:
+        for table in _tables(section, raw.get(section)):
             extra = sorted(set(table) - allowed)
             if extra:
                 raise ConfigError(
