@@ -14,6 +14,8 @@ These run the real tools. Without `systemd-analyze` they fail and say to install
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import json
 import os
 import re
@@ -32,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from backoffice.cli import _parser as admin_parser
+from backoffice.fleet_repo import Lifetimes
 from config.local import BoxSection
 from demo.synthetic import generate_clip
 from gateway.cli import _parser as box_parser
@@ -45,6 +48,8 @@ REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "systemd"
 BOX_UNIT = UNITS / "mvb.service"
 BACKOFFICE_UNIT = UNITS / "mvb-backoffice.service"
+PUBLISH_UNIT = UNITS / "mvb-fleet-publish.service"
+PUBLISH_TIMER = UNITS / "mvb-fleet-publish.timer"
 MAX_EXPOSURE = 3.0
 SHUTDOWN_GRACE_S = 20  # the lifecycle's default shutdown_grace_s; TimeoutStopSec= must exceed it
 MVB = Path(sys.executable).with_name("mvb")
@@ -155,7 +160,7 @@ def exposure(unit: Path) -> float:
 # -- systemd-analyze ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unit", [BOX_UNIT, BACKOFFICE_UNIT], ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", [BOX_UNIT, BACKOFFICE_UNIT, PUBLISH_UNIT], ids=lambda p: p.name)
 def test_verify_has_nothing_to_say_about_the_unit(unit: Path, tmp_path: Path) -> None:
     assert verify_complaints(verifiable_copy(unit, tmp_path)) == []
 
@@ -177,6 +182,54 @@ def test_the_box_unit_exposure_is_at_most_3() -> None:
 def test_the_back_office_unit_exposure_is_at_most_3() -> None:
     score = exposure(BACKOFFICE_UNIT)
     assert score <= MAX_EXPOSURE, f"mvb-backoffice.service exposure {score} > {MAX_EXPOSURE}"
+
+
+def test_the_publish_job_has_no_network_and_an_exposure_of_at_most_1() -> None:
+    unit = read_unit(PUBLISH_UNIT)
+    assert single(unit, "Service", "PrivateNetwork") == "yes"
+    score = exposure(PUBLISH_UNIT)
+    assert score <= 1.0, f"mvb-fleet-publish.service exposure {score} > 1.0"
+
+
+def test_verify_has_nothing_to_say_about_the_publish_timer(tmp_path: Path) -> None:
+    verifiable_copy(PUBLISH_UNIT, tmp_path)  # the timer's service, beside it
+    timer = tmp_path / PUBLISH_TIMER.name
+    timer.write_text(PUBLISH_TIMER.read_text())
+    assert verify_complaints(timer) == []
+
+
+def test_the_timer_publishes_well_within_the_timestamp_lifetime() -> None:
+    """Boxes refuse a timestamp older than its lifetime (a freeze): the longest gap between two
+    runs, delay included, leaves room for two runs to fail in a row."""
+    timer = read_unit(PUBLISH_TIMER)
+    done = subprocess.run(
+        [systemd_analyze(), "calendar", "--iterations=9", single(timer, "Timer", "OnCalendar")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    moments = [
+        datetime.datetime.strptime(match[1], "%a %Y-%m-%d %H:%M:%S %Z")
+        for match in re.finditer(r"(?:Next elapse|Iter\. #\d+): (.+)", done.stdout)
+    ]
+    assert len(moments) == 9, done.stdout
+    longest = max(later - earlier for earlier, later in itertools.pairwise(moments))
+    delay = datetime.timedelta(minutes=int(single(timer, "Timer", "RandomizedDelaySec")[:-3]))
+    assert single(timer, "Timer", "Persistent") == "true"
+    assert (longest + delay) * 3 <= Lifetimes().timestamp
+
+
+def test_the_publish_exec_start_is_a_command_line_mvb_admin_accepts() -> None:
+    unit = read_unit(PUBLISH_UNIT)
+    line = single(unit, "Service", "ExecStart")
+    expanded = line.replace("%d", "/run/credentials/mvb-fleet-publish.service")
+    args = admin_parser().parse_args(shlex.split(expanded)[1:])
+    assert (args.command, args.config_command) == ("config", "publish")
+    credentials = {value.split(":")[0] for value in values(unit, "Service", "LoadCredential")}
+    assert {args.snapshot_key.name, args.timestamp_key.name} == credentials
+    state = Path("/var/lib") / single(unit, "Service", "StateDirectory")
+    assert args.repo.parent == state
+    assert args.trust.parent == state
 
 
 # -- what the box unit must say ------------------------------------------------------------------
