@@ -22,6 +22,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backoffice.config_keys_cli import (
+    add_key_parsers,
+    add_passphrase_file,
+    new_passphrase,
+    run_key_command,
+    signer_from,
+)
 from backoffice.config_lint import DEFAULTS_SOURCE, built_in_defaults, lint_document
 from backoffice.fleet_holds import HoldEditError, with_hold, without_hold
 from backoffice.fleet_repo import FleetRepository, init_repository, load_signer
@@ -40,6 +47,7 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     init.add_argument("--repo", type=Path, required=True)
     init.add_argument("--keys", type=Path, required=True, help="where the new keys are written")
     init.add_argument("--trust", type=Path, required=True, help="where the admin's trust goes")
+    add_passphrase_file(init)  # encrypts the root and targets keys
     trust = config.add_parser("trust", help="start a trust from a fleet root given out of band")
     trust.add_argument("--trust", type=Path, required=True)
     trust.add_argument("--root", type=Path, required=True, help="an N.root.json of the fleet")
@@ -52,6 +60,7 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sign.add_argument("--box", action="append", default=[], help="a box it applies to")
     sign.add_argument("--group", action="append", default=[], help="a group it applies to")
     _add_against(sign)
+    add_passphrase_file(sign)
     lint = config.add_parser("lint", help="check a document as the boxes will, before signing")
     lint.add_argument("--file", type=Path, required=True, help="the document")
     lint.add_argument("--box", action="append", default=[], help="a box it is for")
@@ -68,6 +77,7 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         edit.add_argument("--recording", required=True, help="the recording id (32 hex)")
         if name == "hold":
             edit.add_argument("--ground", required=True, choices=HOLD_GROUNDS)
+        add_passphrase_file(edit)
     publish = config.add_parser("publish", help="new snapshot and timestamp (online keys)")
     publish.add_argument("--repo", type=Path, required=True)
     publish.add_argument("--trust", type=Path, required=True, help=trust_help)
@@ -77,6 +87,7 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bundle.add_argument("--repo", type=Path, required=True)
     bundle.add_argument("--out", type=Path, required=True)
     bundle.add_argument("paths", nargs="+", help="target paths to include")
+    add_key_parsers(config)
 
 
 def _add_against(parser: argparse.ArgumentParser) -> None:
@@ -112,13 +123,20 @@ def run_config(args: argparse.Namespace) -> int:
 
 def _run(command: str, args: argparse.Namespace, now: datetime) -> int:
     if command == "init":
-        repo = init_repository(args.repo, args.keys, now=now, trust_dir=args.trust)
+        passphrase = new_passphrase(args, "passphrase of the root and targets keys (empty: none): ")
+        repo = init_repository(
+            args.repo, args.keys, now=now, trust_dir=args.trust, passphrase=passphrase or None
+        )
         print(f"created the fleet repository in {args.repo} (root v{repo.root().signed.version})")
-        print(f"keys in {args.keys}: move each root key offline, targets.key to the fleet admin")
+        state = "encrypted with the passphrase" if passphrase else "NOT encrypted"
+        print(f"keys in {args.keys} (root and targets keys {state}): move each root key offline,")
+        print("targets.key to the fleet admin, snapshot.key and timestamp.key to the back office")
         print(f"the admin's trust in {args.trust}: keep it with targets.key, never on the server")
         return 0
     if command == "trust":
         return _start_trust(args)
+    if command in ("keygen", "resign", "rotate-root"):
+        return run_key_command(command, args, now)
     if command in ("lint", "sign"):
         problems = _lint(args)
         for problem in problems:
@@ -142,7 +160,7 @@ def _run(command: str, args: argparse.Namespace, now: datetime) -> int:
             boxes=args.box,
             groups=args.group,
             config_serial=serial,
-            targets_signer=load_signer(args.targets_key),
+            targets_signer=signer_from(args.targets_key, args),
             now=now,
         )
         print(f"signed {args.path} as config_serial {serial}; run `publish` to release it")
@@ -185,7 +203,7 @@ def _edit_hold(repo: FleetRepository, args: argparse.Namespace, now: datetime) -
         boxes=custom.boxes,
         groups=custom.groups,
         config_serial=serial,
-        targets_signer=load_signer(args.targets_key),
+        targets_signer=signer_from(args.targets_key, args),
         now=now,
     )
     done = "holds" if args.config_command == "hold" else "no longer holds"

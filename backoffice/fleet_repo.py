@@ -64,6 +64,7 @@ from tuf.api.metadata import (
 )
 
 from backoffice.fleet_keys import ROOT_KEY_COUNT as ROOT_KEY_COUNT
+from backoffice.fleet_keys import FleetKeyLocked as FleetKeyLocked
 from backoffice.fleet_keys import FleetSigners as FleetSigners
 from backoffice.fleet_keys import generate_fleet_keys as generate_fleet_keys
 from backoffice.fleet_keys import load_fleet_signers as load_fleet_signers
@@ -503,15 +504,17 @@ def init_repository(
     root_threshold: int = ROOT_THRESHOLD,
     lifetimes: Lifetimes | None = None,
     trust_dir: Path | None = None,
+    passphrase: str | None = None,
 ) -> FleetRepository:
     """Generate the fleet's keys into `keys_dir` and create the repository in `repo_dir`; the
-    admin's trust (root v1, targets v1) into `trust_dir` when given.
+    admin's trust (root v1, targets v1) into `trust_dir` when given; the root and targets keys
+    encrypted with `passphrase` when given.
 
     Do this on an offline machine, then move each root key to its own offline medium and the
     targets key, with the trust, to the fleet admin; only snapshot.key and timestamp.key go to
     the back office (with a trust of its own: `config trust --root`).
     """
-    signers = generate_fleet_keys(keys_dir, root_key_count=root_key_count)
+    signers = generate_fleet_keys(keys_dir, root_key_count=root_key_count, passphrase=passphrase)
     return FleetRepository.create(
         repo_dir,
         signers,
