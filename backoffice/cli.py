@@ -25,6 +25,8 @@ from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.fleet_access import FleetAccess
+from backoffice.fleet_cli import add_fleet_parser, run_fleet
+from backoffice.fleet_health import FleetHealthStore
 from backoffice.fleet_metadata import FleetRepoError
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
@@ -100,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
     add_release_parser(sub)
+    add_fleet_parser(sub)
 
     _add_serve(sub)
     _add_pki(sub)
@@ -233,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _pairing_command(args)
         if args.command == "release":
             return run_release(args)
+        if args.command == "fleet":
+            return run_fleet(args)
         return run_audit(args)
     except (
         HeadArgumentError,
@@ -434,6 +439,7 @@ async def _start_https(
         enrolled_keys=None if gate is None else gate.enrolled_device_key,
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
         audit_store=app.audit_store if isinstance(app, HeadTappingTusApp) else None,
+        fleet_health=None if fleet is None else FleetHealthStore(args.dir),
         in_flight=args.in_flight,
         **args.limits.https_options(),
     )

@@ -28,6 +28,7 @@ Invariants:
   without one it is 404. Only clients past the TLS handshake and the gate get here.
 - With `audit_store`, requests under /audit/v1/ ship the box's audit log and a fleet report's
   `audit_head` is judged (backoffice/audit_routes.py, docs/audit-custody.md); without one 404.
+- With `fleet_health`, POST /fleet/health: a box's signed health (backoffice/fleet_health.py).
 - With `fleet_reports`, POST /fleet/report is a box's signed report, verified against the
   device key it enrolled at pairing (`enrolled_keys`; without them every report is 409).
 - With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names for this client
@@ -62,6 +63,7 @@ from backoffice.body_pace import BodyPace as BodyPace
 from backoffice.body_pace import PacedBody
 from backoffice.connection_book import ConnectionLimits
 from backoffice.fleet_access import FleetFileDenied
+from backoffice.fleet_health import FleetHealthStore, health_route
 from backoffice.fleet_reports import (
     ForeignDeviceKey,
     KeyNotEnrolled,
@@ -82,6 +84,7 @@ from backoffice.tus_app import (
 )
 from common.faults import RemoteFault, StorageFault
 from protocol.fleet_report import MAX_REPORT_BYTES
+from protocol.health_report import HEALTH_PATH
 from storage.devicekey import DevicePublicKey
 from transport.audit_wire import AUDIT_PREFIX
 from transport.blocked_report import BLOCKED_PATH, BlockedReportRefused
@@ -234,8 +237,10 @@ class _HttpsShell:
         rate_limit: ClientRateLimit | None = None,
         blocked_log: BlockedLog | None = None,
         audit_store: AuditStore | None = None,
+        fleet_health: FleetHealthStore | None = None,
     ) -> None:
         self._app = app
+        self._fleet_health = fleet_health
         self._audit_store = audit_store
         self._enrolled_keys = enrolled_keys
         self._in_flight = in_flight
@@ -286,6 +291,8 @@ class _HttpsShell:
             return refused
         if request.path == FLEET_REPORT_PATH and request.method == "POST":
             return await self._fleet_report(request, client_id)
+        if request.path == HEALTH_PATH and self._fleet_health is not None:
+            return await health_route(request, client_id, self._fleet_health, self._enrolled_keys)
         if request.path == BLOCKED_PATH:
             return await self._blocked_report(request, client_id)
         if request.path.startswith(AUDIT_PREFIX):
@@ -492,6 +499,7 @@ async def start_https_server(
     rate_limit: ClientRateLimit | None = None,
     blocked_log: BlockedLog | None = None,
     audit_store: AuditStore | None = None,
+    fleet_health: FleetHealthStore | None = None,
 ) -> RunningServer:
     """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
 
@@ -520,6 +528,7 @@ async def start_https_server(
         rate_limit=rate_limit,
         blocked_log=blocked_log,
         audit_store=audit_store,
+        fleet_health=fleet_health,
     )
     return await serve_tls(
         shell.handle,

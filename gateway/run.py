@@ -37,6 +37,7 @@ from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
 from gateway.gps import GpsdClient, GpsTracker
+from gateway.health_io import HealthReporter
 from gateway.hold_desk import HoldDesk
 from gateway.inputs import CrashRule, InputRule
 from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
@@ -51,6 +52,7 @@ from gateway.sdnotify import (
     watchdog_pinger,
 )
 from gateway.startup import CardUnusable, check_card
+from gateway.status_facts import StatusInputs
 from gateway.supervisor import Child, Supervisor
 from gateway.unpairing import Unpairing
 from gateway.uplink_credentials import PairedCredentials
@@ -120,6 +122,7 @@ class RunningBox:
     ignored_events: int = 0
     uplink: UplinkService | UplinkNotStarted | None = None  # None: [uplink] is off
     fleet: FleetSync | None = None
+    health: HealthReporter | None = None  # health reports to the fleet's back office
     supervisor: Supervisor = field(default_factory=Supervisor)
     supervised: asyncio.Task[None] | None = None  # runs every child of `supervisor`
 
@@ -343,7 +346,25 @@ def children(running: RunningBox, config: LocalConfig) -> list[Child]:
         kids.append(Child("uplink", running.uplink.run))
     if running.fleet is not None:
         kids.append(Child("fleet", running.fleet.run))
+        running.health = health_reporter(running, running.fleet)
+        kids.append(Child("health", running.health.run))
     return kids
+
+
+def health_reporter(running: RunningBox, fleet: FleetSync) -> HealthReporter:
+    """Health reports to the fleet sync's back office (followed across a re-pair)."""
+
+    async def inputs() -> StatusInputs:
+        while running.port is None:  # the port is made once the supervisor runs
+            await asyncio.sleep(0.1)
+        return await running.port.status_inputs()
+
+    return HealthReporter(
+        box_id=fleet.box_id,
+        sign=running.box.device_key.sign,
+        gather=inputs,
+        back_office=lambda: fleet.back_office,
+    )
 
 
 def _audit_failure(running: RunningBox, name: str, exc: BaseException) -> None:
