@@ -1,0 +1,40 @@
+"""docs/fleet-admin.md runs: its `sh` blocks, in order, in one empty directory, with the real
+`mvb-admin` (the admin's guide cannot drift from the commands). `shell` blocks are for a box or
+a service and are not run here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+GUIDE = REPOSITORY / "docs" / "fleet-admin.md"
+BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def test_every_sh_block_of_the_admins_guide_runs(tmp_path: Path) -> None:
+    blocks = BLOCK.findall(GUIDE.read_text(encoding="utf-8"))
+    assert len(blocks) >= 10
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for number, block in enumerate(blocks, 1):
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"block {number}:\n{block}\n{done.stdout}\n{done.stderr}"
+    codes = sorted(p.name for p in tmp_path.glob("code-MVB-*.txt"))
+    assert codes == ["code-MVB-0001.txt", "code-MVB-0002.txt", "code-MVB-0003.txt"]
+    assert (tmp_path / "stick.tar").stat().st_size > 0
+    assert (tmp_path / "fleet" / "repo" / "metadata" / "2.root.json").exists()
+    root = json.loads((tmp_path / "fleet" / "repo" / "metadata" / "2.root.json").read_text())
+    new_key = (tmp_path / "admin" / "targets-2.pub").read_text()
+    targets_keys = root["signed"]["roles"]["targets"]["keyids"]
+    assert [root["signed"]["keys"][k]["keyval"]["public"] for k in targets_keys] == [new_key]
