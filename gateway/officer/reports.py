@@ -45,13 +45,20 @@ _CONTENT = re.compile(f"[^{_BLANKS}\x00-\x1f\x7f]")
 
 @dataclass(frozen=True, slots=True)
 class BookEntry:
-    """One recording that needs a report. `duration_s` is None while it runs."""
+    """One recording that needs a report. `duration_s` is None while it runs, and stays None
+    for a recording the box never saw end (a power cut): `interrupted` then says it ended with
+    the box, not that it still runs."""
 
     recording_id: str
     started_at_ms: int
     trigger_source: str
     duration_s: float | None = None
     reported_at_ms: int | None = None
+    interrupted: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.duration_s is None and not self.interrupted
 
     @property
     def reported(self) -> bool:
@@ -101,10 +108,24 @@ class ReportBook:
     def clear(self) -> None:
         self._entries.clear()
 
+    def close_interrupted(self) -> int:
+        """At the box's start no recording runs: an entry still running is one the box never
+        saw end (power cut, crash). Marks those `interrupted`; how many it marked."""
+        open_ids = [e.recording_id for e in self._entries.values() if e.running]
+        for recording_id in open_ids:
+            self._entries[recording_id] = _replace(self._entries[recording_id], interrupted=True)
+        return len(open_ids)
+
     def summary(self) -> dict[str, int]:
-        """The status document's `reports` member."""
-        missing = len(self.missing())
-        return {"missing": missing, "filed": len(self._entries) - missing}
+        """The status document's `reports` member; `running` of the `missing` still run (the
+        page asks for their report once they end)."""
+        missing = self.missing()
+        running = sum(1 for entry in missing if entry.running)
+        return {
+            "missing": len(missing),
+            "filed": len(self._entries) - len(missing),
+            "running": running,
+        }
 
     def _bound(self) -> None:
         while len(self._entries) > MAX_BOOK_ENTRIES:
@@ -142,8 +163,12 @@ def _replace(entry: BookEntry, **changes: Any) -> BookEntry:
     return BookEntry(**{**asdict(entry), **changes})
 
 
+_OPTIONAL_MEMBERS = frozenset({"interrupted"})  # absent in books written before it existed
+
+
 def _entry_from(item: Any) -> BookEntry:
-    if not isinstance(item, dict) or set(item) != set(BookEntry.__dataclass_fields__):
+    members = set(BookEntry.__dataclass_fields__)
+    if not isinstance(item, dict) or not members - _OPTIONAL_MEMBERS <= set(item) <= members:
         raise ValueError("entry shape")
     entry = BookEntry(**item)
     ok = (
@@ -153,6 +178,7 @@ def _entry_from(item: Any) -> BookEntry:
         and isinstance(entry.trigger_source, str)
         and (entry.duration_s is None or _is_number(entry.duration_s))
         and (entry.reported_at_ms is None or _is_int(entry.reported_at_ms))
+        and isinstance(entry.interrupted, bool)
     )
     if not ok:
         raise ValueError("entry values")
