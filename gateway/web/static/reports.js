@@ -114,11 +114,19 @@ function restoreDraft() {
   updateCounters();
 }
 
+/** A recording the box never saw end (a power cut) reads as cut off, never as still running. */
+function durationText(recording) {
+  if (recording.duration_s !== null) {
+    return fmt.duration(recording.duration_s);
+  }
+  return recording.interrupted === true ? t("reports.interrupted") : t("reports.running");
+}
+
 function recordingLabel(recording) {
   return [
     fmt.moment(recording.started_at_ms),
     triggerText(recording.trigger_source),
-    recording.duration_s === null ? t("reports.running") : fmt.duration(recording.duration_s),
+    durationText(recording),
     recording.held === true ? t("reports.held") : "",
   ]
     .filter((part) => part !== "")
