@@ -31,7 +31,7 @@ import {
 } from "./reports.js";
 import { renderSettings, resetSettings, setupSettings } from "./settings.js";
 import { loadShift, renderShift, resetShift, setupShift } from "./shift.js";
-import { alertsView, reportsMissing, shiftRuns } from "./status.js";
+import { alertsView, reportsDue, reportsMissing, shiftRuns } from "./status.js";
 
 const SCREENS = Object.freeze(["overview", "shift", "reports", "settings"]);
 const DEFAULT_SCREEN = "overview";
@@ -113,12 +113,12 @@ function renderStatus() {
   if (doc === null || page.user === null) {
     return;
   }
-  const missing = reportsMissing(doc);
+  const due = reportsDue(doc);
   renderCommand(doc);
-  renderAlerts(byId("alerts"), alertsView(doc), missing);
+  renderAlerts(byId("alerts"), alertsView(doc), due);
   renderOverview(doc);
   renderSettings(doc, page.user);
-  renderBadge(missing);
+  renderBadge(due);
 }
 
 function showConnectionLost(lost) {

@@ -221,3 +221,10 @@ export function shiftRuns(doc) {
 export function reportsMissing(doc) {
   return number(object(doc.reports).missing) ?? 0;
 }
+
+/** How many of them the officer is asked for now: those that ended (a running recording gets
+ * its reminder once it ends, not while the officer is busy with it). */
+export function reportsDue(doc) {
+  const reports = object(doc.reports);
+  return Math.max(0, (number(reports.missing) ?? 0) - (number(reports.running) ?? 0));
+}

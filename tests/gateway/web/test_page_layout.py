@@ -61,6 +61,16 @@ ALARMS = (
     "time_conflict",
 )
 SLOW_MS = 10_000
+# Which screens are photographed in which condition, in every viewport, language and scheme:
+# every screen while recording with two alerts, the overview also in stand-by and with five.
+SHOT: dict[tuple[int, str], tuple[str, ...]] = {
+    (0, "standby"): ("overview",),
+    (0, "recording"): (),
+    (2, "standby"): (),
+    (2, "recording"): SCREENS,
+    (5, "standby"): (),
+    (5, "recording"): ("overview",),
+}
 RID = [f"{n:032x}" for n in range(1, 6)]
 
 TEXTS = {
@@ -194,14 +204,14 @@ async def alerts_shown(page: Page, box: FakeBox, count: int) -> None:
     await expect(by(page, "alert")).to_have_count(count, timeout=SLOW_MS)
 
 
-async def set_state(page: Page, box: FakeBox, recording: bool, language: str) -> None:
+async def set_state(page: Page, box: FakeBox, recording: bool) -> None:
     if recording and box.recording_id is None:
         box._record("officer")
     if not recording and box.recording_id is not None:
         await box.stop_recording(box_identity())
         box.book.clear()  # its report reminder is not one of the alerts counted here
-    want = TEXTS[language]["recording" if recording else "standby"]
-    await expect(by(page, "rec-state")).to_have_text(want, timeout=SLOW_MS)
+    want = "recording" if recording else "standby"
+    await expect(by(page, "rec-panel")).to_have_attribute("data-state", want, timeout=SLOW_MS)
 
 
 def box_identity() -> Identity:
@@ -222,26 +232,52 @@ UNCOVERED = """(element) => {
     };
 }"""
 
+# The indicator and the shown action, measured at the top of the screen and scrolled to its
+# bottom, in one trip to the page.
+STATE_AND_ACTION = (
+    """() => {
+    const measure = """
+    + UNCOVERED
+    + """;
+    const indicator = document.getElementById("rec-panel");
+    const actions = [...document.querySelectorAll("#btn-record-start, #btn-record-stop")]
+        .filter((button) => !button.hidden);
+    const both = () => ({indicator: measure(indicator), actions: actions.map(measure)});
+    window.scrollTo(0, 0);
+    const atTop = both();
+    window.scrollTo(0, document.documentElement.scrollHeight);
+    const scrolled = both();
+    window.scrollTo(0, 0);
+    return {"at the top": atTop, "scrolled down": scrolled};
+}"""
+)
+
 
 async def geometry(locator: Locator) -> dict[str, Any]:
     return dict(await locator.evaluate(UNCOVERED))
 
 
+def assert_in_view(rect: dict[str, Any], where: str) -> None:
+    assert rect["top"] >= 0, (where, rect)
+    assert rect["bottom"] <= rect["vh"], (where, rect)
+    assert rect["left"] >= 0, (where, rect)
+    assert rect["right"] <= rect["vw"], (where, rect)
+    assert rect["mine"], (where, "covered by another element", rect)
+
+
 async def assert_state_and_action_in_view(page: Page, where: str) -> None:
-    """The indicator and the visible primary action: inside the viewport, uncovered, the
-    action under the indicator and as wide as it."""
-    indicator = await geometry(by(page, "rec-panel"))
-    action = page.locator("#btn-record-start:not([hidden]), #btn-record-stop:not([hidden])")
-    await expect(action).to_have_count(1)
-    button = await geometry(action)
-    for name, rect in (("indicator", indicator), ("action", button)):
-        assert rect["top"] >= 0, (where, name, rect)
-        assert rect["bottom"] <= rect["vh"], (where, name, rect)
-        assert rect["left"] >= 0, (where, name, rect)
-        assert rect["right"] <= rect["vw"], (where, name, rect)
-        assert rect["mine"], (where, name, "covered by another element", rect)
-    assert button["top"] >= indicator["bottom"], (where, indicator, button)
-    assert button["width"] >= indicator["width"] - 1, (where, "the action is not full width")
+    """The indicator and the one visible primary action: inside the viewport and uncovered, at
+    the top of the screen and scrolled to its bottom; the action under the indicator and as
+    wide as it."""
+    for position, found in (await page.evaluate(STATE_AND_ACTION)).items():
+        here = f"{where}, {position}"
+        indicator = found["indicator"]
+        assert len(found["actions"]) == 1, (here, found["actions"])
+        (button,) = found["actions"]
+        assert_in_view(indicator, f"{here}: indicator")
+        assert_in_view(button, f"{here}: action")
+        assert button["top"] >= indicator["bottom"], (here, indicator, button)
+        assert button["width"] >= indicator["width"] - 1, (here, "the action is not full width")
 
 
 async def shoot(page: Page, screens: Screens, name: str) -> Path:
@@ -270,32 +306,30 @@ async def test_state_and_action_stay_in_view_on_every_screen(
 ) -> None:
     calm(rig.box)
     await page.set_viewport_size(viewport.size())
-    for language in ("nl", "en"):
-        await use_language(page, language)
-        for scheme in ("light", "dark"):
-            await page.emulate_media(color_scheme=scheme)
-            for count in ALERT_COUNTS:
-                await alerts_shown(page, rig.box, count)
-                for recording in (False, True):
-                    await set_state(page, rig.box, recording, language)
+    # The box's condition changes least often (each change waits for a status); language and
+    # scheme are the page's own and switch at once.
+    for count in ALERT_COUNTS:
+        await alerts_shown(page, rig.box, count)
+        for recording in (False, True):
+            await set_state(page, rig.box, recording)
+            state = "recording" if recording else "standby"
+            for language in ("nl", "en"):
+                await use_language(page, language)
+                await expect(by(page, "rec-state")).to_have_text(TEXTS[language][state])
+                for scheme in ("light", "dark"):
+                    await page.emulate_media(color_scheme=scheme)
                     for screen in SCREENS:
                         await go_to(page, screen)
-                        state = "recording" if recording else "standby"
-                        where = (
-                            f"{viewport.name} {language} {scheme} {count} alerts {state} {screen}"
-                        )
+                        combination = f"{viewport.name}-{language}-{scheme}"
+                        where = f"{combination} {count} alerts {state} {screen}"
                         await assert_state_and_action_in_view(page, where)
-                        await page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
-                        await assert_state_and_action_in_view(page, f"{where}, scrolled down")
-                        await page.evaluate("() => window.scrollTo(0, 0)")
-                        if count == 2 or (count == 5 and screen == "overview"):
-                            combination = f"{viewport.name}-{language}-{scheme}"
-                            await shoot(
-                                page, screens, f"{screen}-{state}-{count}alerts-{combination}"
-                            )
-    await set_state(page, rig.box, False, "en")
-    shots = sorted(screens.directory.glob(f"*-{viewport.name}-*.png"))
-    assert len(shots) == 2 * 2 * 2 * (len(SCREENS) + 1), [p.name for p in shots]
+                        if screen in SHOT[count, state]:
+                            name = f"{screen}-{state}-{count}alerts-{combination}"
+                            await shoot(page, screens, name)
+    await set_state(page, rig.box, False)
+    shots = sorted(screens.directory.glob(f"*alerts-{viewport.name}-*.png"))
+    per_combination = sum(len(names) for names in SHOT.values())
+    assert len(shots) == 2 * 2 * per_combination, [p.name for p in shots]
 
 
 async def test_alerts_beyond_two_fold_and_a_refusal_shows_under_the_action(
@@ -344,7 +378,10 @@ async def test_stop_is_held_not_tapped(page: Page, rig: Rig, screens: Screens) -
     await page.set_viewport_size(PHONE.size())
     await use_language(page, "nl")
     await alerts_shown(page, rig.box, 0)
-    await set_state(page, rig.box, True, "nl")
+    await set_state(page, rig.box, True)
+    # the running recording is not asked for yet: no reminder, no badge while it runs
+    await expect(by(page, "reports-badge")).to_be_hidden()
+    await expect(by(page, "alert")).to_have_count(0)
     stop = by(page, "btn-record-stop")
     await expect(stop).to_have_attribute("data-hold-ms", "1500")
     await expect(by(page, "hold-hint")).to_have_text("Houd 1,5 s vast")
@@ -360,6 +397,8 @@ async def test_stop_is_held_not_tapped(page: Page, rig: Rig, screens: Screens) -
     await page.mouse.up()
     assert rig.box.recording_id is None
     await expect(by(page, "record-message")).to_be_hidden()
+    await expect(by(page, "reports-badge")).to_have_text("1")  # ended: now it is asked for
+    await expect(page.locator("[data-testid=alert][data-code=report_missing]")).to_have_count(1)
 
 
 async def test_an_action_answer_shows_without_the_status_feed(browser: Browser, rig: Rig) -> None:
