@@ -230,6 +230,9 @@ async def test_recording_starts_within_a_second_is_flagged_and_stops(
 
     recording = box.running.service.recording
     assert recording is not None
+    # the overview follows the recording on its way (issue 16): being written, on this card
+    row = page.locator(f"[data-testid=recording][data-recording-id='{recording.recording_id}']")
+    await expect(row).to_have_attribute("data-delivery", "recording", timeout=SLOW_MS)
     await by(page, "btn-record-flag").click()
     await expect(by(page, "rec-flagged")).to_be_visible(timeout=SLOW_MS)
     await screens.shoot(page, "overview-recording")
@@ -237,6 +240,9 @@ async def test_recording_starts_within_a_second_is_flagged_and_stops(
     await hold_stop(page)
     assert box.recorder_state() == "standby"
     await expect(by(page, "reports-badge")).to_have_text("1", timeout=SLOW_MS)
+    # not paired: sealed, it stays on the card; an incident
+    await expect(row).to_have_attribute("data-delivery", "on_card", timeout=SLOW_MS)
+    await expect(row).to_contain_text("incident")
 
     # The incident uploads first: every file of the recording, also those sealed after the
     # flag, is P0.

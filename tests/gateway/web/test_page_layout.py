@@ -400,6 +400,19 @@ async def test_stop_is_held_not_tapped(page: Page, rig: Rig, screens: Screens) -
     await expect(by(page, "reports-badge")).to_have_text("1")  # ended: now it is asked for
     await expect(page.locator("[data-testid=alert][data-code=report_missing]")).to_have_count(1)
 
+    # the keyboard holds too: Space held down, not pressed
+    rig.box.book.clear()
+    await set_state(page, rig.box, True)
+    await stop.focus()
+    await page.keyboard.press("Space")
+    await expect(by(page, "record-message")).to_have_text(TEXTS["nl"]["short"])
+    assert rig.box.recording_id is not None
+    await page.keyboard.down("Space")
+    await expect(by(page, "rec-state")).to_have_text(TEXTS["nl"]["standby"], timeout=SLOW_MS)
+    await page.keyboard.up("Space")
+    assert rig.box.recording_id is None
+    rig.box.book.clear()
+
 
 async def test_an_action_answer_shows_without_the_status_feed(browser: Browser, rig: Rig) -> None:
     """With /api/events and /api/status blocked, only the POST's answer can change the page."""
