@@ -137,13 +137,16 @@ class WebuiSection:
     """Web login policy (RULES U2), settable by a fleet document: lock an account for
     `lockout_s` after `max_failed_logins` wrong passwords in a row; a session ends after
     `session_idle_s` without a request and `session_max_s` after login. `metrics_token_sha256`
-    (64 hex, optional) admits a monitor to /metrics with the token whose SHA-256 it is."""
+    (64 hex, optional) admits a monitor to /metrics with the token whose SHA-256 it is.
+    `hold_to_stop_ms`: how long the officer holds the page's Stop before it stops (a deliberate
+    hold, not a tap that a bump in a moving car makes; 0: a tap stops; docs/webui.md 6)."""
 
     max_failed_logins: int = 5
     lockout_s: int = 900
     session_idle_s: int = 1800
     session_max_s: int = 43200
     metrics_token_sha256: str = ""
+    hold_to_stop_ms: int = 1500
 
 
 UPLINK_CREDENTIAL_KEYS = ("ca_file", "client_cert_file", "client_key_file", "pins")
@@ -304,6 +307,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("webui", "lockout_s"): (60, 86400),
     ("webui", "session_idle_s"): (60, 86400),
     ("webui", "session_max_s"): (300, 7 * 86400),
+    ("webui", "hold_to_stop_ms"): (0, 10_000),
     ("gps", "stale_after_s"): (1, 60),
     ("cameras", "width"): (16, 7680),
     ("cameras", "height"): (16, 4320),

@@ -119,6 +119,7 @@ class BoxAdapter:
             fleet=None if fleet is None else vars(fleet.status),
             shift=self.officer.shift.view(),
             reports=self.officer.reports.book.summary(),
+            hold_to_stop_ms=self.effective_config().webui.hold_to_stop_ms,
         )
 
     def _read_slow_facts(self) -> tuple[StorageFacts, UplinkFacts | UplinkIdle, bool]:

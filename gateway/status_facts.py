@@ -21,6 +21,8 @@ from storage.models import FileRecord, FileState
 
 WAITING_STATES = frozenset({FileState.SEALED, FileState.UPLOADING})
 NOT_PAIRED = "not paired"
+RECENT_RECORDINGS = 5  # the officer follows the newest few; the document stays small
+DEFAULT_HOLD_TO_STOP_MS = 1500  # config/local.py [webui] hold_to_stop_ms
 
 
 @functools.cache
@@ -32,6 +34,26 @@ def software_version() -> str:
 
 
 # -- facts: plain values the pure builder works from --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFiles:
+    """One recording's files as the officer follows its delivery (docs/webui.md 3): counts by
+    state, not the files. `attested_*` include files deleted after the back office attested
+    them (their evidence is safe); files retention deleted unattested are not counted.
+    `started_at_ms` is the earliest file's wall-clock stamp (for the order and the label)."""
+
+    recording_id: str
+    started_at_ms: int
+    files: int = 0
+    size_bytes: int = 0
+    recording_files: int = 0
+    sealed_files: int = 0
+    attested_files: int = 0
+    attested_bytes: int = 0
+    uploading_file_ids: frozenset[str] = frozenset()
+    held: bool = False
+    flagged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +74,8 @@ class StorageFacts:
     oldest_waiting_created_ms: int | None = None
     flagged_recordings: frozenset[str] = frozenset()
     held_recordings: frozenset[str] = frozenset()
+    recent_recordings: tuple[RecordingFiles, ...] = ()
+    """The RECENT_RECORDINGS newest recordings with a file on the card, newest first."""
 
 
 def storage_facts(
@@ -63,6 +87,7 @@ def storage_facts(
     retention_days: int,
 ) -> StorageFacts:
     """Count the catalog's records (pure)."""
+    records = tuple(records)  # walked twice: the counts, then the newest recordings
     files = bytes_on_card = interrupted = 0
     waiting_files: Counter[str] = Counter()
     waiting_bytes: Counter[str] = Counter()
@@ -97,7 +122,42 @@ def storage_facts(
         oldest_waiting_created_ms=oldest_ms,
         flagged_recordings=frozenset(flagged),
         held_recordings=frozenset(held),
+        recent_recordings=recent_recordings(records),
     )
+
+
+def recent_recordings(
+    records: Iterable[FileRecord], keep: int = RECENT_RECORDINGS
+) -> tuple[RecordingFiles, ...]:
+    """The `keep` newest recordings of `records`, newest first, each summed over its files
+    (pure). A recording whose every file retention deleted unattested is gone: not listed."""
+    by_recording: dict[str, RecordingFiles] = {}
+    for record in records:
+        attested = record.is_attested
+        if record.state is FileState.DELETED and not attested:
+            continue
+        rid = record.recording_id
+        now = by_recording.get(rid) or RecordingFiles(rid, record.created_at_ms)
+        by_recording[rid] = RecordingFiles(
+            recording_id=rid,
+            started_at_ms=min(now.started_at_ms, record.created_at_ms),
+            files=now.files + 1,
+            size_bytes=now.size_bytes + record.size_bytes,
+            recording_files=now.recording_files + (record.state is FileState.RECORDING),
+            sealed_files=now.sealed_files + (record.state is FileState.SEALED and not attested),
+            attested_files=now.attested_files + attested,
+            attested_bytes=now.attested_bytes + (record.size_bytes if attested else 0),
+            uploading_file_ids=now.uploading_file_ids
+            | (
+                frozenset({record.file_id})
+                if record.state is FileState.UPLOADING and not attested
+                else frozenset()
+            ),
+            held=now.held or record.held,
+            flagged=now.flagged or record.upload_class == "P0",
+        )
+    newest = sorted(by_recording.values(), key=lambda r: (r.started_at_ms, r.recording_id))
+    return tuple(reversed(newest[-keep:])) if keep > 0 else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +222,5 @@ class StatusInputs:
     shift: Mapping[str, Any]
     reports: Mapping[str, Any]
     software_version: str = field(default_factory=software_version)
+    hold_to_stop_ms: int = DEFAULT_HOLD_TO_STOP_MS
+    """How long the page's Stop must be held ([webui] hold_to_stop_ms; 0: a tap stops)."""

@@ -48,11 +48,12 @@ _CONTENT = re.compile(f"[^{_BLANKS}\x00-\x1f\x7f]")
 
 @dataclass(frozen=True, slots=True)
 class BookEntry:
-    """One entry of the book: a recording that needs a report (`duration_s` None while it runs),
-    or a warning registered without a recording (`kind` "warning": reported when registered,
-    `started_at_ms` is that moment, no trigger, no duration). `report_file_id` is the sealed
-    first report (None before it, and for entries of a version 1 book); `corrections` counts
-    the corrections filed after it."""
+    """One entry of the book: a recording that needs a report (`duration_s` None while it runs,
+    and still None for a recording the box never saw end, a power cut: `interrupted` then says
+    it ended with the box, not that it still runs), or a warning registered without a recording
+    (`kind` "warning": reported when registered, `started_at_ms` is that moment, no trigger, no
+    duration). `report_file_id` is the sealed first report (None before it, and for entries of
+    a version 1 book); `corrections` counts the corrections filed after it."""
 
     recording_id: str
     started_at_ms: int
@@ -62,6 +63,11 @@ class BookEntry:
     kind: str = "recording"
     report_file_id: str | None = None
     corrections: int = 0
+    interrupted: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.kind == "recording" and self.duration_s is None and not self.interrupted
 
     @property
     def reported(self) -> bool:
@@ -125,10 +131,24 @@ class ReportBook:
     def clear(self) -> None:
         self._entries.clear()
 
+    def close_interrupted(self) -> int:
+        """At the box's start no recording runs: an entry still running is one the box never
+        saw end (power cut, crash). Marks those `interrupted`; how many it marked."""
+        open_ids = [e.recording_id for e in self._entries.values() if e.running]
+        for recording_id in open_ids:
+            self._entries[recording_id] = _replace(self._entries[recording_id], interrupted=True)
+        return len(open_ids)
+
     def summary(self) -> dict[str, int]:
-        """The status document's `reports` member."""
-        missing = len(self.missing())
-        return {"missing": missing, "filed": len(self._entries) - missing}
+        """The status document's `reports` member; `running` of the `missing` still run (the
+        page asks for their report once they end)."""
+        missing = self.missing()
+        running = sum(1 for entry in missing if entry.running)
+        return {
+            "missing": len(missing),
+            "filed": len(self._entries) - len(missing),
+            "running": running,
+        }
 
     def _bound(self) -> None:
         while len(self._entries) > MAX_BOOK_ENTRIES:
@@ -173,12 +193,14 @@ def _replace(entry: BookEntry, **changes: Any) -> BookEntry:
 _VERSION_1_FIELDS = frozenset(
     {"recording_id", "started_at_ms", "trigger_source", "duration_s", "reported_at_ms"}
 )
+_OPTIONAL_MEMBERS = frozenset({"interrupted"})  # absent in books written before it existed
 
 
 def _entry_from(item: Any, version: int) -> BookEntry:
     """An entry as written by `version` (1: recordings only, before warnings and corrections)."""
     shape = _VERSION_1_FIELDS if version == 1 else set(BookEntry.__dataclass_fields__)
-    if not isinstance(item, dict) or set(item) != shape:
+    optional = _OPTIONAL_MEMBERS & shape if version > 1 else frozenset()
+    if not isinstance(item, dict) or not shape - optional <= set(item) <= shape:
         raise ValueError("entry shape")
     entry = BookEntry(**item)
     ok = (
@@ -199,6 +221,7 @@ def _entry_from(item: Any, version: int) -> BookEntry:
         )
         and _is_int(entry.corrections)
         and 0 <= entry.corrections <= MAX_CORRECTIONS
+        and isinstance(entry.interrupted, bool)
     )
     if not ok:
         raise ValueError("entry values")

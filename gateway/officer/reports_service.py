@@ -103,6 +103,11 @@ class ReportDesk:
         except (OSError, BookFormatError) as exc:
             log.warning("%s unreadable, starting an empty report book: %s", path, exc)
             book = ReportBook()
+        interrupted = book.close_interrupted()  # no recording runs before the recorder starts
+        if interrupted:
+            log.info(
+                "%d recording(s) in the report book ended with the box's last run", interrupted
+            )
         return cls(state_dir, store, audit, officer_id, book)
 
     async def _save(self) -> None:

@@ -43,7 +43,7 @@ def api_application(
     app.on_shutdown.append(streams.close)
     app.router.add_routes(
         [
-            *record_routes.routes(port),
+            *record_routes.routes(port, status),
             *status_routes.routes(status),
             web.get("/api/events", streams.handle),
             *shift_routes.routes(port),

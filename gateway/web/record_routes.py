@@ -11,27 +11,34 @@ from aiohttp import web
 from gateway.port import BoxPort
 from gateway.web.identity import identity_of
 from gateway.web.jsonbody import ApiError, answers_refusals
+from gateway.web.status_source import StatusSource
 
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024  # config/fleet_client.py's bundle bound
 TRIGGER_SOURCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
-def routes(port: BoxPort) -> list[web.RouteDef]:
+def routes(port: BoxPort, status: StatusSource) -> list[web.RouteDef]:
+    """Every answer to a command carries the status document built after it (`status`): the
+    page shows the command's effect at once, not at the next status of its event stream."""
+
+    async def answer(members: dict[str, object]) -> web.Response:
+        return web.json_response({**members, "status": await status.document()})
+
     @answers_refusals
     async def record_start(request: web.Request) -> web.Response:
         """Start (or extend) a recording (R2). A start the card refuses is 409 `card_full` with
         the reason, so the officer knows at once that nothing is being recorded."""
-        return web.json_response({"state": await port.start_recording(identity_of(request))})
+        return await answer({"state": await port.start_recording(identity_of(request))})
 
     @answers_refusals
     async def record_stop(request: web.Request) -> web.Response:
-        return web.json_response({"state": await port.stop_recording(identity_of(request))})
+        return await answer({"state": await port.stop_recording(identity_of(request))})
 
     @answers_refusals
     async def record_flag(request: web.Request) -> web.Response:
         """The officer flags the running recording as an incident: it uploads first (P0)."""
         flagged = await port.flag_incident(identity_of(request))
-        return web.json_response({"flagged_files": flagged, "upload_class": "P0"})
+        return await answer({"flagged_files": flagged, "upload_class": "P0"})
 
     @answers_refusals
     async def trigger(request: web.Request) -> web.Response:
@@ -44,7 +51,7 @@ def routes(port: BoxPort) -> list[web.RouteDef]:
         source = body.get("source") if isinstance(body, dict) else None
         if not isinstance(source, str) or not TRIGGER_SOURCE.fullmatch(source):
             raise ApiError(400, "bad_request", "source must match [a-z][a-z0-9_]{0,31}")
-        return web.json_response({"state": await port.trigger(source)})
+        return await answer({"state": await port.trigger(source)})
 
     @answers_refusals
     async def config_bundle(request: web.Request) -> web.Response:

@@ -44,8 +44,13 @@ class StatusSource:
         self._building: asyncio.Future[dict[str, Any]] | None = None
 
     async def document(self) -> dict[str, Any]:
+        """A fresh build; it also becomes the shared one, so that an event stream does not send
+        a build older than what a command's answer just showed."""
+        started_s = self._clock_s()
         document = with_alerts(build_status(await self.port.status_inputs()))
         self._extras(document)
+        if self._last is None or self._last[0] <= started_s:  # a slower, older build never wins
+            self._last = (started_s, document)
         return document
 
     async def shared(self, max_age_s: float) -> dict[str, Any]:
@@ -58,9 +63,7 @@ class StatusSource:
 
     async def _build_shared(self) -> dict[str, Any]:
         try:
-            document = await self.document()
-            self._last = (self._clock_s(), document)
-            return document
+            return await self.document()
         finally:
             self._building = None
 

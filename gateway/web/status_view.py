@@ -25,6 +25,7 @@ from gateway.status_facts import (
     NOT_PAIRED,
     GpsFacts,
     LinkBudget,
+    RecordingFiles,
     StatusInputs,
     StorageFacts,
     UplinkFacts,
@@ -62,7 +63,11 @@ def build_status(facts: StatusInputs) -> dict[str, Any]:
         "recording": _recording(facts),
         "cameras": dict(service["cameras"]),
         "alarms": dict(service["alarms"]),
-        "storage": _storage(facts.storage, facts.at_ms),
+        "storage": {
+            **_storage(facts.storage, facts.at_ms),
+            "recordable_s": recordable_s(facts.storage, service["cameras"]),
+        },
+        "recordings": _recordings(facts.storage, facts.uplink),
         "uplink": _uplink(facts.uplink, facts.storage),
         "gps": _gps(facts.gps),
         "pairing": {
@@ -92,6 +97,63 @@ def _recording(facts: StatusInputs) -> dict[str, Any]:
         "trigger_source": recording.trigger_source if running else None,
         "flagged": flagged,
         "max_continuous_s": recording.max_continuous_s,
+        "hold_to_stop_ms": facts.hold_to_stop_ms,
+    }
+
+
+def recordable_s(storage: StorageFacts, cameras: Mapping[str, Any]) -> float | None:
+    """How long the card still records at the cameras' current bitrate: the free bytes above
+    the reserve over the bytes per second every connected camera sends. None when no camera
+    delivers (nothing to divide by): the page then says it does not know."""
+    bits_per_s = sum(
+        float(camera.get("bitrate_bps") or 0)
+        for camera in cameras.values()
+        if camera.get("connected")
+    )
+    if bits_per_s <= 0:
+        return None
+    usable_bytes = max(0, storage.card_free_bytes - storage.reserve_bytes)
+    return round(usable_bytes * 8 / bits_per_s, 1)
+
+
+def _recordings(storage: StorageFacts, uplink: UplinkFacts | UplinkIdle) -> list[dict[str, Any]]:
+    """The newest recordings and how far each got towards the back office (docs/webui.md 3)."""
+    offsets: dict[str, int] = {}
+    waiting: set[str] = set()
+    if isinstance(uplink, UplinkFacts):
+        status = uplink.status
+        offsets = {str(u["file_id"]): int(u["offset_bytes"] or 0) for u in status["uploading"]}
+        waiting = {str(w.get("file_id")) for w in status["waiting"]}
+    return [_delivery(recording, offsets, waiting) for recording in storage.recent_recordings]
+
+
+def _delivery(
+    recording: RecordingFiles, offsets: Mapping[str, int], waiting: set[str]
+) -> dict[str, Any]:
+    """`delivery`: recording (still written) | on_card (nothing sent) | uploading (with
+    `sent_percent`) | at_back_office (every byte sent, the back office has not confirmed every
+    file yet) | verified (the back office confirmed every file's checksum: the box may delete
+    its copy). A file the uplink left mid-way and lists as waiting still has bytes to send; its
+    sent part counts only while it moves (the box learns the offset again when it resumes)."""
+    moving = [offsets[f] for f in recording.uploading_file_ids if f in offsets]
+    paused = [f for f in recording.uploading_file_ids if f not in offsets and f in waiting]
+    sent_bytes = recording.attested_bytes + sum(moving)
+    percent = 0 if recording.size_bytes == 0 else sent_bytes * 100 // recording.size_bytes
+    if recording.recording_files:
+        delivery = "recording"
+    elif recording.attested_files == recording.files:
+        delivery = "verified"
+    elif moving or paused or recording.sealed_files:
+        delivery = "uploading" if sent_bytes > 0 or moving else "on_card"
+    else:
+        delivery = "at_back_office"  # sent, unconfirmed: no file of it waits or moves
+    return {
+        "recording_id": recording.recording_id,
+        "started_at_ms": recording.started_at_ms,
+        "delivery": delivery,
+        "sent_percent": min(100, percent),
+        "held": recording.held,
+        "flagged": recording.flagged,
     }
 
 
@@ -283,8 +345,11 @@ def _gps_stale(aged: _Aged) -> list[str]:
 
 
 def _report_missing(aged: _Aged) -> list[str]:
-    missing = int(aged.document["reports"]["missing"])
-    return [f"{missing} recording(s) still need a report"] if missing else []
+    """Recordings that ended without a report; the one running now is not asked for yet (its
+    reminder would sit above the recording state while the officer is busy)."""
+    reports = aged.document["reports"]
+    missing = int(reports["missing"]) - int(reports.get("running", 0))
+    return [f"{missing} recording(s) still need a report"] if missing > 0 else []
 
 
 def _report_not_sent(aged: _Aged) -> list[str]:

@@ -1,7 +1,9 @@
-// Alerts on top of every screen (docs/webui.md 3): each code in plain words with what to do.
-// A code this page does not know still shows, with the box's own `detail`.
+// Alerts under the recording state on every screen (docs/webui.md 3, 6): each code in plain
+// words with what to do, the most urgent first (critical, then the box's order); beyond the
+// first ALERTS_SHOWN the rest wait behind one button, so that alerts never push the page's
+// content away. A code this page does not know still shows, with the box's own `detail`.
 
-import { el, replaceIfChanged, show } from "./dom.js";
+import { byId, el, replaceIfChanged, show } from "./dom.js";
 import { currentLanguage, key, t, tn } from "./i18n.js";
 
 /** Codes with a fixed text; report_missing, camera_down and camera_refused take a parameter. */
@@ -64,6 +66,26 @@ export function alertText(alert, missingReports) {
   return alert.detail !== "" ? alert.detail : alert.code;
 }
 
+export const ALERTS_SHOWN = 2;
+let expanded = false; // the officer asked to see every alert
+
+/** Wires the "more alerts" button (once); `rerender()` draws the alerts again. */
+export function setupAlerts(rerender) {
+  byId("alerts-more").addEventListener("click", () => {
+    expanded = !expanded;
+    rerender();
+  });
+}
+
+/** Signed out: the next officer starts with the short list. */
+export function resetAlerts(list) {
+  expanded = false;
+  show(list, false);
+  list.replaceChildren();
+  delete list.dataset.signature;
+  show(byId("alerts-more"), false);
+}
+
 /** Replaces the alert list when it changed; hidden when there is nothing to say. */
 export function renderAlerts(list, alerts, missingReports) {
   const shown = alerts.map((alert) => ({
@@ -71,9 +93,10 @@ export function renderAlerts(list, alerts, missingReports) {
     severity: alert.severity,
     text: alertText(alert, missingReports),
   }));
-  replaceIfChanged(list, JSON.stringify([currentLanguage(), shown]), () =>
-    shown.map((alert) =>
-      el(
+  const folded = expanded ? 0 : Math.max(0, shown.length - ALERTS_SHOWN);
+  replaceIfChanged(list, JSON.stringify([currentLanguage(), shown, folded]), () =>
+    shown.map((alert, index) => {
+      const item = el(
         "li",
         {
           className: "alert",
@@ -84,10 +107,19 @@ export function renderAlerts(list, alerts, missingReports) {
           el("span", { className: "alert-severity", text: severityLabel(alert.severity) }),
           el("span", { className: "alert-text", text: alert.text }),
         ],
-      ),
-    ),
+      );
+      show(item, index < shown.length - folded);
+      return item;
+    }),
   );
   show(list, shown.length > 0);
+  const more = byId("alerts-more");
+  const foldable = shown.length > ALERTS_SHOWN;
+  show(more, foldable);
+  more.setAttribute("aria-expanded", String(expanded && foldable));
+  more.textContent = expanded
+    ? t("alerts.less")
+    : tn("alerts.more", Math.max(0, shown.length - ALERTS_SHOWN));
 }
 
 function severityLabel(severity) {

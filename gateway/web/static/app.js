@@ -6,8 +6,9 @@
 //   the login screen;
 // - nothing here renders footage (RULES S2): the API has none, and the page asks for none.
 
-import { renderAlerts } from "./alerts.js";
+import { renderAlerts, resetAlerts, setupAlerts } from "./alerts.js";
 import { onUnauthorized, request, setCsrfToken } from "./api.js";
+import { renderCommand, resetCommand, setupCommand } from "./command.js";
 import { byId, show } from "./dom.js";
 import {
   applyTranslations,
@@ -30,10 +31,13 @@ import {
 } from "./reports.js";
 import { renderSettings, resetSettings, setupSettings } from "./settings.js";
 import { loadShift, renderShift, resetShift, setupShift } from "./shift.js";
-import { alertsView, reportsMissing, shiftRuns } from "./status.js";
+import { alertsView, reportsDue, reportsMissing, shiftRuns } from "./status.js";
 
 const SCREENS = Object.freeze(["overview", "shift", "reports", "settings"]);
 const DEFAULT_SCREEN = "overview";
+// A document built this much before the one shown is an older build overtaken by an action's
+// answer (which carries the newest): it is dropped. Beyond it, the box's clock stepped back.
+const OVERTAKEN_WINDOW_MS = 5000;
 
 const page = {
   user: null, // the signed-in account's name (shown in settings); null: signed out
@@ -73,9 +77,23 @@ function showScreen(name) {
   }
 }
 
-/** A new status document; the open list screens reload when the box says their list changed
- * (a recording ended, a report was filed or a shift started on another tablet). */
+/** Whether `doc` is older than the document shown (by less than OVERTAKEN_WINDOW_MS). */
+function overtaken(shown, doc) {
+  const shownMs = shown?.at_ms;
+  const docMs = doc?.at_ms;
+  if (typeof shownMs !== "number" || typeof docMs !== "number") {
+    return false;
+  }
+  return docMs < shownMs && shownMs - docMs < OVERTAKEN_WINDOW_MS;
+}
+
+/** A new status document (from the feed, or an action's answer); the open list screens reload
+ * when the box says their list changed (a recording ended, a report was filed or a shift
+ * started on another tablet). */
 function receiveStatus(doc) {
+  if (overtaken(page.status, doc)) {
+    return;
+  }
   page.status = doc;
   renderStatus();
   const missing = reportsMissing(doc);
@@ -95,11 +113,12 @@ function renderStatus() {
   if (doc === null || page.user === null) {
     return;
   }
-  const missing = reportsMissing(doc);
-  renderAlerts(byId("alerts"), alertsView(doc), missing);
+  const due = reportsDue(doc);
+  renderCommand(doc);
+  renderAlerts(byId("alerts"), alertsView(doc), due);
   renderOverview(doc);
   renderSettings(doc, page.user);
-  renderBadge(missing);
+  renderBadge(due);
 }
 
 function showConnectionLost(lost) {
@@ -114,6 +133,7 @@ function enter(session, username) {
   keepDraftFor(page.user);
   resetLogin();
   show(byId("nav"), true);
+  show(byId("command"), true);
   feed.start();
   showScreen(screenFromHash());
 }
@@ -134,9 +154,9 @@ function leave({ expired = false } = {}) {
   page.missingReports = null;
   page.shiftActive = null;
   show(byId("nav"), false);
-  show(byId("alerts"), false);
-  byId("alerts").replaceChildren();
-  delete byId("alerts").dataset.signature;
+  show(byId("command"), false);
+  resetCommand();
+  resetAlerts(byId("alerts"));
   renderBadge(0);
   resetShift();
   resetReports({ keepDraftOf: expired ? user : null });
@@ -184,6 +204,8 @@ async function main() {
   }
   onUnauthorized(() => leave({ expired: true }));
   setupLogin(enter);
+  setupCommand(receiveStatus);
+  setupAlerts(renderStatus);
   setupOverview();
   setupShift();
   setupReports();

@@ -1,18 +1,18 @@
-// The overview: the recording state huge, Start / Stop / Mark as incident for one thumb, and
-// the health tiles (cameras, card, upload, GPS, this box). Rendering reads only the status
-// document (status.js views); the buttons call the API and leave the state to the next status.
+// The overview: under the state and its action (command.js, on every screen) what started the
+// recording and Mark as incident, then the tiles: the newest recordings and how far each got,
+// cameras, card, upload, GPS, this box. Rendering reads only the status document (status.js).
 
 import { ALERT_TILES } from "./alerts.js";
-import { request } from "./api.js";
+import { act, isBusy } from "./command.js";
 import { byId, el, replaceIfChanged, setText, setTone, show } from "./dom.js";
 import * as fmt from "./format.js";
 import { currentLanguage, formatNumber, key, t, tn } from "./i18n.js";
-import { errorText } from "./messages.js";
 import {
   alertsView,
   boxView,
   camerasView,
   gpsView,
+  recordingsView,
   recordingView,
   storageView,
   UPLOAD_CLASSES,
@@ -20,11 +20,20 @@ import {
 } from "./status.js";
 import { configSerialText, triggerText } from "./words.js";
 
-const STATE_TEXTS = Object.freeze({
-  standby: key("rec.state.standby"),
-  recording: key("rec.state.recording"),
-  postrecord: key("rec.state.postrecord"),
-  unknown: key("rec.state.unknown"),
+const DELIVERY_TEXTS = Object.freeze({
+  recording: key("recordings.delivery.recording"),
+  on_card: key("recordings.delivery.on_card"),
+  uploading: key("recordings.delivery.uploading"),
+  at_back_office: key("recordings.delivery.at_back_office"),
+  verified: key("recordings.delivery.verified"),
+});
+
+const DELIVERY_TONES = Object.freeze({
+  recording: "critical",
+  on_card: "idle",
+  uploading: "warning",
+  at_back_office: "warning",
+  verified: "ok",
 });
 
 const LINK_STATE_TEXTS = Object.freeze({
@@ -46,63 +55,21 @@ const GPS_TEXTS = Object.freeze({
 });
 
 const TILE_IDS = Object.freeze(["tile-cameras", "tile-card", "tile-uplink", "tile-gps", "tile-box"]);
+const FLAG = "/api/record/flag";
 
-const BUTTONS = Object.freeze({
-  start: "btn-record-start",
-  stop: "btn-record-stop",
-  flag: "btn-record-flag",
-});
-
-/** Which buttons apply in which recording state; with no known state all do (the box decides). */
-const APPLIES = Object.freeze({
-  standby: new Set(["start"]),
-  recording: new Set(["stop", "flag"]),
-  postrecord: new Set(["start", "flag"]), // a new trigger during post-record continues it
-  unknown: new Set(["start", "stop", "flag"]),
-});
-
-let shownState = "unknown";
-const busy = new Set(); // buttons whose request is under way: one press, one request
-
-/** Wires the three recording buttons (once). Success shows in the next status (<= 0.5 s). */
+/** Wires Mark as incident (once); its answer shows at once, as Start's and Stop's do. */
 export function setupOverview() {
-  bindAction("start", "/api/record/start");
-  bindAction("stop", "/api/record/stop");
-  bindAction("flag", "/api/record/flag");
-}
-
-function bindAction(name, path) {
-  byId(BUTTONS[name]).addEventListener("click", async () => {
-    const message = byId("record-message");
-    show(message, false);
-    busy.add(name);
-    updateButtons();
-    try {
-      await request("POST", path);
-    } catch (error) {
-      showMessage(message, errorText(error), "critical");
-    } finally {
-      busy.delete(name);
-      updateButtons();
-    }
+  byId("btn-record-flag").addEventListener("click", async () => {
+    byId("btn-record-flag").disabled = true;
+    await act(FLAG);
+    byId("btn-record-flag").disabled = false;
   });
-}
-
-function updateButtons() {
-  for (const [name, id] of Object.entries(BUTTONS)) {
-    byId(id).disabled = busy.has(name) || !APPLIES[shownState].has(name);
-  }
-}
-
-function showMessage(node, text, tone) {
-  node.textContent = text;
-  setTone(node, tone);
-  show(node, true);
 }
 
 /** Draws the whole overview from one status document. */
 export function renderOverview(doc) {
   renderRecording(recordingView(doc));
+  renderRecordings(recordingsView(doc));
   renderTileTones(alertsView(doc), gpsView(doc));
   renderCameras(camerasView(doc));
   renderStorage(storageView(doc));
@@ -111,18 +78,49 @@ export function renderOverview(doc) {
   renderBox(boxView(doc));
 }
 
+/** While a recording runs: what started it, and Mark as incident (until it is one). */
 function renderRecording(view) {
-  const panel = byId("rec-panel");
-  panel.dataset.state = view.state;
-  setText("rec-state", t(STATE_TEXTS[view.state]));
   const running = view.state === "recording" || view.state === "postrecord";
-  setText("rec-elapsed", fmt.clock(view.elapsedS));
-  show(byId("rec-elapsed"), running);
+  show(byId("rec-detail"), running);
   setText("rec-trigger", t("rec.trigger", { source: triggerText(view.trigger) }));
   show(byId("rec-trigger"), running && view.trigger !== null);
-  show(byId("rec-flagged"), running && view.flagged);
-  shownState = view.state;
-  updateButtons();
+  show(byId("btn-record-flag"), running && !view.flagged);
+  byId("btn-record-flag").disabled = isBusy(FLAG);
+}
+
+/** The newest recordings, each with how far it got: on the card, uploading (percent), at the
+ * back office, verified; incident and held as marks (never why it is held). */
+function renderRecordings(recordings) {
+  const signature = JSON.stringify([currentLanguage(), recordings]);
+  replaceIfChanged(byId("recordings-list"), signature, () => recordings.map(recordingRow));
+  show(byId("recordings-none"), recordings.length === 0);
+}
+
+function recordingRow(recording) {
+  const delivery = t(DELIVERY_TEXTS[recording.delivery], {
+    percent: fmt.percent(recording.sentPercent / 100),
+  });
+  const marks = [
+    recording.flagged ? t("recordings.incident") : "",
+    recording.held ? t("recordings.held") : "",
+  ].filter((mark) => mark !== "");
+  return el(
+    "li",
+    {
+      className: "row",
+      testid: "recording",
+      data: {
+        recordingId: recording.recordingId,
+        delivery: recording.delivery,
+        tone: DELIVERY_TONES[recording.delivery],
+      },
+    },
+    [
+      el("span", { className: "row-title", text: fmt.moment(recording.startedAtMs) }),
+      el("span", { className: "row-state", testid: "recording-delivery", text: delivery }),
+      ...marks.map((mark) => el("span", { className: "chip", text: mark })),
+    ],
+  );
 }
 
 /** Tiles take the tone of their alerts (the box's one judgement); else ok, or idle for GPS
@@ -187,6 +185,12 @@ function renderStorage(view) {
     view.cardBytes === null
       ? fmt.bytes(view.freeBytes)
       : t("card.free_of", { free: fmt.bytes(view.freeBytes), size: fmt.bytes(view.cardBytes) }),
+  );
+  setText(
+    "card-hours",
+    view.recordableS === null
+      ? t("card.hours_unknown")
+      : t("card.hours_left", { duration: fmt.duration(view.recordableS) }),
   );
   const nothingWaits = view.waitingFiles === 0;
   setText(
@@ -254,6 +258,10 @@ function renderUplink(view) {
         : tn("card.files", entry.files, { size: fmt.bytes(entry.bytes ?? 0) }),
     );
   }
+  // "All sent in: unknown" says nothing when nothing waits: the row goes.
+  const waits = UPLOAD_CLASSES.some((name) => (view.queue[name].files ?? 0) > 0);
+  show(byId("uplink-eta-label"), waits);
+  show(byId("uplink-eta"), waits);
   setText("uplink-eta", view.etaS === null ? t("uplink.eta_unknown") : fmt.duration(view.etaS));
   setText("uplink-budget", budgetText(view.links));
   setText(

@@ -167,15 +167,19 @@ function restoreDraft() {
   updateCounters();
 }
 
+/** A recording the box never saw end (a power cut) reads as cut off, never as still running. */
+function durationText(recording) {
+  if (recording.duration_s !== null) {
+    return fmt.duration(recording.duration_s);
+  }
+  return recording.interrupted === true ? t("reports.interrupted") : t("reports.running");
+}
+
 function entryLabel(entry) {
   const parts =
     entry.kind === "warning"
       ? [t("reports.warning_label"), fmt.moment(entry.started_at_ms)]
-      : [
-          fmt.moment(entry.started_at_ms),
-          triggerText(entry.trigger_source),
-          entry.duration_s === null ? t("reports.running") : fmt.duration(entry.duration_s),
-        ];
+      : [fmt.moment(entry.started_at_ms), triggerText(entry.trigger_source), durationText(entry)];
   if (entry.held === true) {
     parts.push(t("reports.held"));
   }

@@ -22,16 +22,39 @@ function string(value) {
 
 const RECORDING_STATES = new Set(["standby", "recording", "postrecord"]);
 
-/** {state, elapsedS, trigger, flagged}; state is "unknown" when the box did not say. */
+export const DEFAULT_HOLD_TO_STOP_MS = 1500; // the box's default ([webui] hold_to_stop_ms)
+
+/** {state, elapsedS, trigger, flagged, holdToStopMs}; state is "unknown" when the box did not
+ * say; without a hold time from the box the default holds (a tap never stops by accident). */
 export function recordingView(doc) {
   const recording = object(doc.recording);
   const state = string(recording.state) ?? string(doc.state);
+  const holdMs = number(recording.hold_to_stop_ms);
   return {
     state: RECORDING_STATES.has(state) ? state : "unknown",
     elapsedS: number(recording.elapsed_s),
     trigger: string(recording.trigger_source),
     flagged: recording.flagged === true,
+    holdToStopMs: holdMs !== null && holdMs >= 0 ? holdMs : DEFAULT_HOLD_TO_STOP_MS,
   };
+}
+
+const DELIVERIES = new Set(["recording", "on_card", "uploading", "at_back_office", "verified"]);
+
+/** The newest recordings: [{recordingId, startedAtMs, delivery, sentPercent, held, flagged}]
+ * in the box's order (newest first); an unknown delivery reads as on_card. */
+export function recordingsView(doc) {
+  return list(doc.recordings)
+    .map(object)
+    .filter((item) => typeof item.recording_id === "string")
+    .map((item) => ({
+      recordingId: item.recording_id,
+      startedAtMs: number(item.started_at_ms),
+      delivery: DELIVERIES.has(item.delivery) ? item.delivery : "on_card",
+      sentPercent: number(item.sent_percent) ?? 0,
+      held: item.held === true,
+      flagged: item.flagged === true,
+    }));
 }
 
 /** [{code, severity, detail, ...members}], critical first, in the box's order otherwise. */
@@ -75,6 +98,7 @@ export function storageView(doc) {
     oldestWaitingS: number(storage.oldest_waiting_age_s),
     retentionS: number(storage.retention_s),
     heldRecordings: number(storage.held_recordings),
+    recordableS: number(storage.recordable_s),
   };
 }
 
@@ -196,4 +220,11 @@ export function shiftRuns(doc) {
 /** How many recordings of this shift still need a report (0 when the box did not say). */
 export function reportsMissing(doc) {
   return number(object(doc.reports).missing) ?? 0;
+}
+
+/** How many of them the officer is asked for now: those that ended (a running recording gets
+ * its reminder once it ends, not while the officer is busy with it). */
+export function reportsDue(doc) {
+  const reports = object(doc.reports);
+  return Math.max(0, (number(reports.missing) ?? 0) - (number(reports.running) ?? 0));
 }

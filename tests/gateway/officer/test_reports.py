@@ -27,7 +27,7 @@ def test_the_book_tracks_recordings_and_survives_its_file() -> None:
     book.started("f" * 32, 2000, "officer")
     book.finished(RID, 12.34)
     book.filed(RID, 5000)
-    assert book.summary() == {"missing": 1, "filed": 1}
+    assert book.summary() == {"missing": 1, "filed": 1, "running": 1}
     assert [e.recording_id for e in book.missing()] == ["f" * 32]
     again = ReportBook.from_json(book.to_json())
     assert again.get(RID) == BookEntry(RID, 1000, "lights", 12.3, 5000)
@@ -59,6 +59,36 @@ def test_a_version_1_book_is_read_as_recordings_without_file_ids() -> None:
     book = ReportBook.from_json(json.dumps({"version": 1, "entries": [entry]}).encode())
     assert book.get(RID) == BookEntry(RID, 1000, "officer", 3.0)
     assert json.loads(book.to_json())["version"] == 2
+
+
+def test_a_recording_the_box_never_saw_end_reads_as_interrupted_after_a_restart() -> None:
+    """Issue 16 item 7: a power cut kills a recording; the book on disk still has it without a
+    duration. At the next start no recording runs, so it ended with the box: interrupted, still
+    missing its report, no longer "running"."""
+    book = ReportBook()
+    book.started(RID, 1000, "officer")
+    book.started("f" * 32, 2000, "lights")
+    book.finished("f" * 32, 3.0)
+    assert book.summary() == {"missing": 2, "filed": 0, "running": 1}
+    after_cut = ReportBook.from_json(book.to_json())
+    assert after_cut.close_interrupted() == 1
+    assert after_cut.close_interrupted() == 0  # once is enough: nothing runs any more
+    entry = after_cut.get(RID)
+    assert entry is not None
+    assert (entry.interrupted, entry.running, entry.duration_s) == (True, False, None)
+    assert after_cut.get("f" * 32) == BookEntry("f" * 32, 2000, "lights", 3.0)
+    assert after_cut.summary() == {"missing": 2, "filed": 0, "running": 0}
+    assert ReportBook.from_json(after_cut.to_json()).get(RID) == entry
+
+
+def test_a_book_written_before_interrupted_existed_still_reads() -> None:
+    old = (
+        b'{"version": 1, "entries": [{"recording_id": "' + RID.encode() + b'",'
+        b' "started_at_ms": 1, "trigger_source": "x", "duration_s": null,'
+        b' "reported_at_ms": null}]}'
+    )
+    book = ReportBook.from_json(old)
+    assert book.get(RID) == BookEntry(RID, 1, "x")
 
 
 @pytest.mark.parametrize(

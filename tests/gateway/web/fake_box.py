@@ -34,8 +34,10 @@ from gateway.port import AuditValue, BoxPort, BundleResult, Paired
 from gateway.status_facts import (
     GpsFacts,
     RecordingFacts,
+    RecordingFiles,
     StatusInputs,
     StorageFacts,
+    UplinkFacts,
     UplinkIdle,
 )
 from gateway.web.local_channel import start_local_api
@@ -78,6 +80,15 @@ class FakeBox:
     uploads: dict[str, str] = field(default_factory=dict)  # file id -> "waiting" | "blocked"
     # The back office's recording key: the audit seals officer ids to it, as the box does.
     recording_key: RecipientPrivateKey = field(default_factory=RecipientPrivateKey.generate)
+    # Facts of the status document a test sets to play a box's condition (no uplink: "not
+    # paired" unless paired, then "off"; no cameras; no gpsd).
+    gps: GpsFacts = field(default_factory=lambda: GpsFacts("no_gpsd"))
+    uptime_s: float = 60.0
+    uplink: UplinkFacts | UplinkIdle | None = None
+    cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    card_free_bytes: int = 32 << 30
+    recent_recordings: tuple[RecordingFiles, ...] = ()
+    recording_for_s: float = 1.0
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -87,11 +98,11 @@ class FakeBox:
             at_ms=time.time_ns() // 1_000_000,
             device_serial=self.config.box.device_serial,
             vehicle_id=self.config.box.vehicle_id,
-            uptime_s=60.0,
+            uptime_s=self.uptime_s,
             service={
                 "state": self.state,
-                "recording_for_s": 1.0 if recording else 0.0,
-                "cameras": {},
+                "recording_for_s": self.recording_for_s if recording else 0.0,
+                "cameras": {name: dict(camera) for name, camera in self.cameras.items()},
                 "alarms": dict(self.alarms),
             },
             recording=RecordingFacts(
@@ -102,18 +113,28 @@ class FakeBox:
             ),
             storage=StorageFacts(
                 card_total_bytes=64 << 30,
-                card_free_bytes=0 if self.card_full else 32 << 30,
+                card_free_bytes=0 if self.card_full else self.card_free_bytes,
                 reserve_bytes=1 << 30,
                 retention_days=self.config.storage.retention_days,
+                held_recordings=frozenset(self.holds),
+                recent_recordings=self.recent_recordings,
             ),
-            uplink=UplinkIdle("not paired", "the box is not paired with a back office"),
-            gps=GpsFacts("no_gpsd"),
+            uplink=self._uplink(),
+            gps=self.gps,
             paired=self.paired,
             fleet=None,
             shift=self.shift_view(),
             reports=self.book.summary(),
             software_version="0.0.0-fake",
+            hold_to_stop_ms=self.config.webui.hold_to_stop_ms,
         )
+
+    def _uplink(self) -> UplinkFacts | UplinkIdle:
+        if self.uplink is not None:
+            return self.uplink
+        if self.paired:
+            return UplinkIdle("off", "no uplink is configured")
+        return UplinkIdle("not paired", "the box is not paired with a back office")
 
     def effective_config(self) -> LocalConfig:
         return self.config

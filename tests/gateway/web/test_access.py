@@ -191,7 +191,9 @@ async def test_a_state_change_needs_the_csrf_token_and_the_box_s_origin(
     assert web_rig.box.state == "standby"
     own_origin = {**csrf(token), "Origin": web_rig.base}
     started = await client.post("/api/record/start", headers=own_origin)
-    assert (started.status, await started.json()) == (200, {"state": "recording"})
+    answer = await started.json()
+    assert (started.status, answer["state"]) == (200, "recording")
+    assert answer["status"]["recording"]["state"] == "recording"  # the page shows it at once
 
 
 async def test_a_login_from_a_foreign_page_is_refused(web_rig: WebRig) -> None:

@@ -128,6 +128,18 @@ async def log_in(page: Page, box: WebBox, name: str = "alice") -> None:
     await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
 
 
+async def hold_stop(page: Page) -> None:
+    """Stop is held, not tapped (docs/webui.md 6): press, wait until the page shows stand-by,
+    let go."""
+    stop = by(page, "btn-record-stop")
+    await stop.hover()
+    await page.mouse.down()
+    try:
+        await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
+    finally:
+        await page.mouse.up()
+
+
 async def go_to(page: Page, screen: str) -> None:
     await by(page, f"nav-{screen}").click()
     await expect(by(page, f"screen-{screen}")).to_be_visible()
@@ -206,7 +218,7 @@ async def test_recording_starts_within_a_second_is_flagged_and_stops(
 ) -> None:
     await log_in(page, box)
     await expect(by(page, "rec-panel")).to_have_attribute("data-state", "standby")
-    await expect(by(page, "btn-record-stop")).to_be_disabled()
+    await expect(by(page, "btn-record-stop")).to_be_hidden()  # stand-by offers Start only
     await expect(page.locator(f"[data-testid=camera][data-camera={CAMERA}]")).to_have_count(1)
     await screens.shoot(page, "overview-standby")
 
@@ -218,14 +230,19 @@ async def test_recording_starts_within_a_second_is_flagged_and_stops(
 
     recording = box.running.service.recording
     assert recording is not None
+    # the overview follows the recording on its way (issue 16): being written, on this card
+    row = page.locator(f"[data-testid=recording][data-recording-id='{recording.recording_id}']")
+    await expect(row).to_have_attribute("data-delivery", "recording", timeout=SLOW_MS)
     await by(page, "btn-record-flag").click()
     await expect(by(page, "rec-flagged")).to_be_visible(timeout=SLOW_MS)
     await screens.shoot(page, "overview-recording")
 
-    await by(page, "btn-record-stop").click()
-    await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
+    await hold_stop(page)
     assert box.recorder_state() == "standby"
     await expect(by(page, "reports-badge")).to_have_text("1", timeout=SLOW_MS)
+    # not paired: sealed, it stays on the card; an incident
+    await expect(row).to_have_attribute("data-delivery", "on_card", timeout=SLOW_MS)
+    await expect(row).to_contain_text("incident")
 
     # The incident uploads first: every file of the recording, also those sealed after the
     # flag, is P0.
@@ -271,8 +288,7 @@ async def test_a_shift_with_a_recording_and_its_report(
     recording = box.running.service.recording
     assert recording is not None
     recording_id = recording.recording_id
-    await by(page, "btn-record-stop").click()
-    await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
+    await hold_stop(page)
 
     reminder = page.locator("[data-testid=alert][data-code=report_missing]")
     await expect(reminder).to_have_text(
@@ -489,8 +505,7 @@ async def test_every_screen_at_phone_and_tablet_width(
     await by(page, "btn-record-start").click()
     await expect(by(page, "rec-state")).to_have_text("RECORDING", timeout=STATE_CHANGE_MS)
     await screens.shoot(page, "overview-recording")
-    await by(page, "btn-record-stop").click()
-    await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
+    await hold_stop(page)
     await go_to(page, "shift")
     await expect(by(page, "shift-status")).to_have_text("No shift is running.")
     await screens.shoot(page, "shift")

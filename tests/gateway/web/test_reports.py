@@ -62,7 +62,7 @@ async def test_a_report_is_sealed_as_evidence_of_its_recording(box: LocalBox) ->
         assert listed["missing"][0]["trigger_source"] == "officer"
         assert listed["missing"][0]["duration_s"] is not None
         status = await (await client.get("/api/status")).json()
-        assert status["reports"] == {"missing": 1, "filed": 0}
+        assert status["reports"] == {"missing": 1, "filed": 0, "running": 0}
         assert "report_missing" in [a["code"] for a in status["alerts"]]
 
         body = {

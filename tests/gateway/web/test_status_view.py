@@ -208,6 +208,7 @@ def test_the_running_recording() -> None:
         "trigger_source": "lights",
         "flagged": True,
         "max_continuous_s": 1800.0,
+        "hold_to_stop_ms": 1500,
     }
     assert (document["state"], document["recording_for_s"]) == ("recording", 12.5)
 
