@@ -172,8 +172,12 @@ async def test_a_report_in_dutch_informed_afterwards_in_a_home_with_a_warrant(
     await expect(by(page, "rec-state")).to_have_text("OPNAME LOOPT", timeout=SLOW_MS)
     recording = box.running.service.recording
     assert recording is not None
-    await by(page, "btn-record-stop").click()
-    await expect(by(page, "rec-state")).to_have_text("Stand-by", timeout=SLOW_MS)
+    await by(page, "btn-record-stop").hover()  # Stop is held, not tapped (docs/webui.md 6.1)
+    await page.mouse.down()
+    try:
+        await expect(by(page, "rec-state")).to_have_text("Stand-by", timeout=SLOW_MS)
+    finally:
+        await page.mouse.up()
     await by(page, "nav-reports").click()
     item = page.locator(f"[data-testid=report-item][data-recording-id='{recording.recording_id}']")
     await item.click()
