@@ -41,8 +41,14 @@ WEAR_CLASSES: Final[tuple[tuple[str, str], ...]] = (
     ("evidence", "card/evidence/*.mvbe*"),
     ("sidecar", "card/evidence/*.json*"),  # and its tmp file `.<id>.json.<hex>.tmp`
     ("evidence dirs", "card/evidence*"),  # mkdir, rmdir and fsyncs of the recording folders
-    ("catalog", "card/catalog*"),  # sqlite: cache.db, its -wal and -shm
-    ("upload ledger", "card/uplink*"),  # sqlite, as the catalog
+    # sqlite: every commit appends its pages to -wal; a checkpoint copies them into cache.db;
+    # -shm is mmapped, and what labdisk sees of it is the kernel's writeback of its pages.
+    ("catalog wal", "card/catalog/*-wal"),
+    ("catalog shm", "card/catalog/*-shm"),
+    ("catalog db", "card/catalog*"),  # cache.db, and the folder's fsyncs
+    ("ledger wal", "card/uplink/*-wal"),
+    ("ledger shm", "card/uplink/*-shm"),
+    ("ledger db", "card/uplink*"),
     ("holds", "card/holds*"),
     ("card other", "card*"),
     ("audit log", "state/audit.jsonl"),
@@ -125,8 +131,9 @@ class WearFigures:
         pages = (chosen.fsyncs_per_h + chosen.dir_fsyncs_per_h) * FSYNC_PAGE_BYTES
         return (chosen.bytes_per_h + pages) / self.evidence_bytes_per_h
 
-    def class_bytes_per_h(self, name: str) -> float:
-        return sum(c.bytes_per_h for c in self.classes if c.name == name)
+    def class_bytes_per_h(self, prefix: str) -> float:
+        """Bytes per hour of the classes whose name starts with `prefix` ("catalog": all 3)."""
+        return sum(c.bytes_per_h for c in self.classes if c.name.startswith(prefix))
 
     def overhead_bytes_per_h(self) -> float:
         """What is written beyond the evidence's own media bytes, per hour."""
@@ -166,13 +173,18 @@ def figures_from_stats(
     return WearFigures(footage_s, evidence_bytes * scale, classes)
 
 
-def render(figures: WearFigures, rating: CardRating = HIGH_ENDURANCE_128GB) -> str:
+def render(
+    figures: WearFigures,
+    rating: CardRating = HIGH_ENDURANCE_128GB,
+    *,
+    evidence_label: str = "media handed to the store",
+) -> str:
     """The report as Markdown: per class, totals, ratio against the target, endurance."""
     evidence = figures.evidence_bytes_per_h
     lines = [
         f"footage: {figures.footage_s:.0f} s, "
         f"scaled to one hour (x {HOUR_S / figures.footage_s:.2f})",
-        f"evidence (media handed to the store): {evidence / 1e6:.1f} MB per hour",
+        f"evidence ({evidence_label}): {evidence / 1e6:.1f} MB per hour",
         "",
         "| class | MB/h | per byte of evidence | fsyncs/h | dir fsyncs/h | metadata ops/h |",
         "|---|---:|---:|---:|---:|---:|",
@@ -211,7 +223,7 @@ def render_comparison(runs: Mapping[str, WearFigures], *, baseline: str) -> str:
     for name, figures in runs.items():
         lines.append(
             f"| {name} | {figures.class_bytes_per_h('catalog') / 1e6:.2f} | "
-            f"{figures.class_bytes_per_h('upload ledger') / 1e6:.2f} | {figures.ratio():.4f} | "
+            f"{figures.class_bytes_per_h('ledger') / 1e6:.2f} | {figures.ratio():.4f} | "
             f"{figures.ratio_with_fsync_pages():.4f} | "
             f"{figures.overhead_bytes_per_h() / base.overhead_bytes_per_h():.2f} | "
             f"{figures.endurance_years(HIGH_ENDURANCE_128GB):.1f} |"

@@ -25,7 +25,7 @@ def _counters(bytes_written: int, fsyncs: int = 0) -> dict[str, int]:
 def test_figures_scale_a_short_run_to_an_hour_and_judge_the_target() -> None:
     stats = {
         "evidence": _counters(1_000_000, fsyncs=10),
-        "catalog": _counters(50_000, fsyncs=5),
+        "catalog wal": _counters(50_000, fsyncs=5),
         "audit log": _counters(30_000, fsyncs=5),  # state directory: not the card
         "total": _counters(1_080_000, fsyncs=20),
     }
@@ -39,7 +39,7 @@ def test_figures_scale_a_short_run_to_an_hour_and_judge_the_target() -> None:
     years = HIGH_ENDURANCE_128GB.tbw_bytes / (figures.ratio_with_fsync_pages() * 1e7) / 8766
     assert figures.endurance_years(HIGH_ENDURANCE_128GB) == pytest.approx(years)
     over = figures_from_stats(
-        {**stats, "catalog": _counters(150_000)}, footage_s=360, evidence_bytes=1_000_000
+        {**stats, "catalog wal": _counters(150_000)}, footage_s=360, evidence_bytes=1_000_000
     )
     assert over.ratio() == pytest.approx(1.18)
     assert not over.target_met
@@ -65,7 +65,7 @@ def test_a_short_run_on_labdisk_counts_every_writer_and_small_pages_write_less(
         assert result.files_sealed == 3
         assert result.files_deleted == 3
         written = {name: c["bytes_written"] for name, c in result.stats.items()}
-        for name in ("evidence", "sidecar", "catalog", "upload ledger", "audit log"):
+        for name in ("evidence", "sidecar", "catalog wal", "ledger wal", "audit log"):
             assert written.get(name, 0) > 0, name
         figures = result.figures()
         assert 1.0 < figures.ratio() <= TARGET_RATIO
@@ -76,4 +76,4 @@ def test_a_short_run_on_labdisk_counts_every_writer_and_small_pages_write_less(
     # Same footage, same evidence bytes; the sqlite files shrink (1 KiB pages, not 4 KiB).
     assert new_f.class_bytes_per_h("evidence") == old_f.class_bytes_per_h("evidence")
     assert new_f.class_bytes_per_h("catalog") < old_f.class_bytes_per_h("catalog") / 2
-    assert new_f.class_bytes_per_h("upload ledger") < old_f.class_bytes_per_h("upload ledger") / 2
+    assert new_f.class_bytes_per_h("ledger") < old_f.class_bytes_per_h("ledger") / 2
