@@ -359,3 +359,7 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("\n" + render_comparison(results, baseline=OLD_CARD.name))
+
+
+if __name__ == "__main__":
+    main()
