@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from bench.wear_figures import (
     WEAR_CLASSES,
@@ -50,6 +50,8 @@ from bench.wear_figures import (
     render_comparison,
 )
 from common.durable import atomic_write_text, make_dirs
+from gateway.box import AUDIT_LOG_NAME
+from gateway.uplink_from_config import LEDGER_DIR
 from labdisk import LabDisk
 from labdisk.durability import Mode
 from storage.audit_io import AuditLog
@@ -59,18 +61,16 @@ from storage.envelope import RecipientPrivateKey
 from storage.models import FileState
 from storage.space import SpacePolicy
 from storage.sqlite_files import create_database
-from storage.store import EvidenceStore, StoreSettings
+from storage.store import EvidenceStore, StoreSettings, StreamWriter
 from storage.trusted_time_io import TrustedClock
 from storage.writer import SealedFile
+from transport.audit_shipping_io import POSITION_FILE
 from transport.budget import BudgetState
 from transport.chunk_size import DEFAULT_MAX_CHUNK_BYTES
 from transport.ledger import FileUpload, UplinkLedger
 
 START_WALL_MS = 1_796_000_000_000  # 2026-11: any fixed start; the footage clock runs from it
-LEDGER_DIR = "uplink"  # gateway/uplink_from_config.py LEDGER_DIR
-AUDIT_LOG_NAME = "audit.jsonl"  # gateway/box.py
-SHIPPED_POSITION = "audit-shipped.json"  # transport/audit_shipping_io.py POSITION_FILE
-RANDOM_POOL_BYTES = 1 << 20
+RANDOM_POOL_BYTES = 1 << 20  # the media: encrypted before it reaches the card, so any bytes do
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ class Box:
         self.evidence_bytes += size
         return self._pool[self._pool_at - size : self._pool_at]
 
-    def _end_segment(self, stream: Any, second: int) -> None:
+    def _end_segment(self, stream: StreamWriter, second: int) -> None:
         """As gateway/capture/muxer.py `_end_segment`: the GPS window, then the segment facts."""
         now_ms = self.clock.wall_ms()
         stream.add_metadata(
@@ -292,7 +292,7 @@ class Box:
         # The audit shipper, hurried: it sends the new entries and keeps its position.
         head, end_bytes = self.audit.durable_end()
         position = f'{{"end_bytes": {end_bytes}, "seq": {head.seq}, "sha256": "{head.sha256_hex}"}}'
-        atomic_write_text(self.state / SHIPPED_POSITION, position, mode=0o600)
+        atomic_write_text(self.state / POSITION_FILE, position, mode=0o600)
 
     def files_deleted(self) -> int:
         return sum(r.state is FileState.DELETED for r in self.store.catalog.all())

@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.capture_clip import make_clip
-from bench.wear import LEDGER_DIR, NEW_CARD, OLD_CARD
+from bench.wear import NEW_CARD, OLD_CARD
 from bench.wear_figures import WEAR_CLASSES, figures_from_stats, render
 from common.durable import make_dirs
+from gateway.uplink_from_config import LEDGER_DIR
 from labdisk import LabDisk
 from storage.card import CATALOG_DIR
 from storage.sqlite_files import create_database
