@@ -113,13 +113,13 @@ class DyingService(ProcessService):
             die()
 
 
-@dataclass(frozen=True, slots=True)
-class DyingRoot(ReleaseRoot):
-    die_between_links: bool = False
+class DiesBetweenLinks(ReleaseRoot):
+    """Dies once `previous` is re-pointed, before `current` is (no fields of its own: the
+    slotted, frozen base forbids new ones, and zero-argument super() with it)."""
 
     def link(self, name: str, version: str) -> None:
-        super().link(name, version)
-        if self.die_between_links and name == "previous":
+        ReleaseRoot.link(self, name, version)
+        if name == "previous":
             die()
 
 
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> None:
     root = Path(root_text)
     service = DyingService(die_at, root, Path(config), root.parent / "box.log")
     switcher = Switcher(
-        DyingRoot(root, die_between_links=die_at == "between-links"),
+        DiesBetweenLinks(root) if die_at == "between-links" else ReleaseRoot(root),
         service,
         api_url=api_url,
         timing=FAST,
