@@ -22,8 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.durable import atomic_write_bytes, make_dirs
+from gateway.release_install import COMPLETE
 from gateway.release_switch import Event, EventKind
 from gateway.release_switch_io import ReleaseRoot, Switcher, Timing
+from protocol.release_manifest import FileEntry, Manifest
 
 STOP_TIMEOUT_S = 30.0
 DIE_POINTS = ("before-stop", "between-links", "after-start")
@@ -91,6 +94,22 @@ class ProcessService:
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
+
+
+def fake_install(root: ReleaseRoot, version: str) -> None:
+    """A release directory whose release.json is complete (the venv is not this test's part)."""
+    manifest = Manifest(
+        version=version,
+        platform="x86_64",
+        source_commit="",
+        lock_sha256="0" * 64,
+        files={
+            "install.txt": FileEntry("0" * 64, 1),
+            "wheels/a-1-py3-none-any.whl": FileEntry("0" * 64, 1),
+        },
+    )
+    make_dirs(root.release(version))
+    atomic_write_bytes(root.release(version) / COMPLETE, manifest.to_json())
 
 
 def die() -> None:

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from common.durable import atomic_write_bytes, make_dirs
-from gateway.release_install import COMPLETE
+from common.durable import make_dirs
 from gateway.release_switch import Event, EventKind, Outcome, Phase
 from gateway.release_switch_io import ReleaseRoot, Switcher, Timing, activate_first
-from protocol.release_manifest import FileEntry, Manifest
 from tests.labdisk.conftest import MakeDisk
 from tests.labdisk.test_labdisk import wait_for_stall
+from tests.release_switch_helpers import fake_install
 
 pytestmark = pytest.mark.root
 
@@ -81,22 +80,6 @@ def healthy_api() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
-
-
-def fake_install(root: ReleaseRoot, version: str) -> None:
-    """A release directory whose release.json is complete (the venv is not this test's part)."""
-    manifest = Manifest(
-        version=version,
-        platform="x86_64",
-        source_commit="",
-        lock_sha256="0" * 64,
-        files={
-            "install.txt": FileEntry("0" * 64, 1),
-            "wheels/a-1-py3-none-any.whl": FileEntry("0" * 64, 1),
-        },
-    )
-    make_dirs(root.release(version))
-    atomic_write_bytes(root.release(version) / COMPLETE, manifest.to_json())
 
 
 def bootable(root: ReleaseRoot) -> str:
