@@ -15,9 +15,10 @@ Phases:
 Invariants:
 - `good` is always an installed release that proved itself healthy (or the first one
   installed); `current` points to `good` except in TRIAL. A rollback only ever goes to `good`.
-- Every start of `target` is counted before it happens: a release that never reports healthy,
-  or takes the box down before it can (a power cut, a kernel hang, a crash loop), is rolled back
-  after at most MAX_ATTEMPTS starts, whoever is left to count.
+- Every start of `target` is counted once, before it happens (by the trial's begin, the boot
+  step, or a resume that makes one): a release that never reports healthy, or takes the box
+  down before it can (a power cut, a kernel hang, a crash loop), is rolled back after at most
+  MAX_ATTEMPTS starts, whoever is left to count.
 - A step either applies (a row of the table) or raises SwitchRefused and changes nothing.
 - `serial` grows by one at each finished switch, so the box reports each outcome once.
 """
@@ -92,6 +93,7 @@ class SwitchState:
     good: str
     target: str = ""
     attempts: int = 0
+    start_counted: bool = False  # the boot step counted the start systemd makes after it
     reason: str = ""
     last: Outcome = Outcome.NONE
     last_version: str = ""
@@ -127,20 +129,25 @@ def _out_of_attempts(state: SwitchState) -> bool:
 
 
 def _trial_boot(state: SwitchState, _event: Event) -> Step:
-    """Before the box's service starts (the boot unit): link what it must start. No service
-    action here: the service is ordered after this step and would wait for it."""
+    """Before the box's service starts (the boot unit): count the start systemd makes next
+    and link what it must start. No service action here: the service is ordered after this
+    step and would wait for it."""
     if _out_of_attempts(state):
         return replace(state, phase=Phase.ROLLBACK, reason=BOOT_ATTEMPTS_REASON), [_A.LINK_GOOD]
-    return replace(state, attempts=state.attempts + 1), [_A.LINK_TARGET]
+    counted = replace(state, attempts=state.attempts + 1, start_counted=True)
+    return counted, [_A.LINK_TARGET]
 
 
 def _trial_resume(state: SwitchState, _event: Event) -> Step:
     """The switcher died mid-trial, or the machine booted and the service started: count the
-    start it makes (START is a no-op for a running service), then judge it."""
+    start it makes (START is a no-op for a running service) unless the boot step counted it
+    already, then judge it."""
+    then = [_A.LINK_TARGET, _A.START, _A.CHECK_HEALTH]
+    if state.start_counted:
+        return replace(state, start_counted=False), then
     if _out_of_attempts(state):
         return _roll_back(state, BOOT_ATTEMPTS_REASON)
-    counted = replace(state, attempts=state.attempts + 1)
-    return counted, [_A.LINK_TARGET, _A.START, _A.CHECK_HEALTH]
+    return replace(state, attempts=state.attempts + 1), then
 
 
 def _roll_back(state: SwitchState, reason: str) -> Step:

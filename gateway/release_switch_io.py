@@ -119,6 +119,7 @@ def state_to_json(state: SwitchState) -> bytes:
             "good": state.good,
             "target": state.target,
             "attempts": state.attempts,
+            "start_counted": state.start_counted,
             "reason": state.reason,
             "last": state.last.value,
             "last_version": state.last_version,
@@ -131,7 +132,7 @@ def state_to_json(state: SwitchState) -> bytes:
 def state_from_json(data: bytes) -> SwitchState:
     document = load_object(data, MAX_STATE_BYTES, STATE_FILE, SwitchStateError)
     members = frozenset({"format", "phase", "good", "target", "attempts", "reason", "last"})
-    members |= {"last_version", "last_reason", "serial"}
+    members |= {"start_counted", "last_version", "last_reason", "serial"}
     fields = Fields(document, members, STATE_FILE, SwitchStateError)
     fields.integer("format", STATE_FORMAT, STATE_FORMAT)
     try:
@@ -143,12 +144,19 @@ def state_from_json(data: bytes) -> SwitchState:
         good=fields.text("good", 40),
         target=fields.text("target", 40),
         attempts=fields.integer("attempts", 0, 1000),
+        start_counted=_boolean(fields.raw("start_counted")),
         reason=fields.text("reason", 80),
         last=last,
         last_version=fields.text("last_version", 40),
         last_reason=fields.text("last_reason", 80),
         serial=fields.integer("serial", 0, 2**53),
     )
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise SwitchStateError(f"{STATE_FILE}: start_counted must be true or false")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,7 @@ def test_boot_counting_rolls_back_a_release_that_never_gets_judged() -> None:
     for attempt in range(2, MAX_ATTEMPTS + 1):
         state, actions = step(state, ev(EventKind.BOOT))
         assert (state.phase, state.attempts, actions) == (Phase.TRIAL, attempt, [A.LINK_TARGET])
+        assert state.start_counted
     state, actions = step(state, ev(EventKind.BOOT))
     assert (state.phase, state.reason) == (Phase.ROLLBACK, BOOT_ATTEMPTS_REASON)
     assert actions == [A.LINK_GOOD]  # the service starts after the boot step, on `good`
@@ -102,6 +103,16 @@ def test_a_resumed_trial_counts_the_start_it_makes_and_judges_it() -> None:
     state, actions = step(state, ev(EventKind.RESUME))
     assert (state.phase, state.reason) == (Phase.ROLLBACK, BOOT_ATTEMPTS_REASON)
     assert actions == [A.STOP, A.LINK_GOOD, A.START, A.RESTORED]
+
+
+def test_a_resume_after_a_boot_judges_the_start_the_boot_counted() -> None:
+    """One start, one count: the boot step counted the start systemd made after it."""
+    booted, _ = step(trial(), ev(EventKind.BOOT))
+    resumed, actions = step(booted, ev(EventKind.RESUME))
+    assert (resumed.attempts, resumed.start_counted) == (2, False)
+    assert actions == [A.LINK_TARGET, A.START, A.CHECK_HEALTH]
+    again, _ = step(resumed, ev(EventKind.RESUME))  # the switcher died again: a new start
+    assert again.attempts == 3
 
 
 def test_a_cut_before_the_trial_boots_the_good_release_and_keeps_waiting() -> None:
@@ -140,6 +151,7 @@ def test_the_state_file_round_trips_and_refuses_damage() -> None:
         state_to_json(rolling).replace(b'"rollback"', b'"sideways"'),
         state_to_json(rolling).replace(b'"format":1', b'"format":2'),
         state_to_json(rolling)[:-1] + b',"extra":1}',
+        state_to_json(rolling).replace(b'"start_counted":false', b'"start_counted":0'),
     ):
         with pytest.raises(SwitchStateError):
             state_from_json(damaged)
