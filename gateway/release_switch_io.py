@@ -17,12 +17,14 @@ Invariants:
   interrupts, the next BOOT or RESUME finds a state that explains the links and finishes or
   undoes the step;
 - a switch is asked for only to a complete install (release.json names the same version);
-- the box is stopped only in stand-by: while its API says recording or post-recording the
-  switcher waits (an API that does not answer means no box runs to be interrupted).
+- the box is stopped only in stand-by: its API says `standby`, or nothing listens on its port
+  (no box runs to be interrupted); anything else (recording, post-recording, an error, a
+  timeout) and the switcher waits.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import time
@@ -54,7 +56,6 @@ STATE_FILE: Final = "switch.json"
 STATE_FORMAT: Final = 1
 MAX_STATE_BYTES: Final = 4096
 LINKS: Final = ("current", "previous", "good")
-BUSY_STATES: Final = frozenset({"recording", "postrecord"})
 DEFAULT_API_URL: Final = "http://127.0.0.1:8088"
 STATUS_TIMEOUT_S: Final = 5.0
 
@@ -99,13 +100,33 @@ class Systemctl:
 def fetch_status(api_url: str) -> object | None:
     """The box's status document from its loopback API, or None when nothing answers."""
     try:
-        with urllib.request.urlopen(  # noqa: S310 (the box's own loopback API)
-            f"{api_url}/api/status", timeout=STATUS_TIMEOUT_S
-        ) as response:
-            document: object = json.loads(response.read())
-            return document
-    except (OSError, ValueError, urllib.error.URLError):
+        return _status(api_url)
+    except (OSError, ValueError, http.client.HTTPException):
         return None
+
+
+def box_activity(api_url: str) -> str:
+    """`standby`, `absent` (nothing listens: no box runs to be interrupted) or `busy`: recording,
+    post-recording, or anything else, an error or a timeout included, because a box that may
+    be recording is never stopped."""
+    try:
+        document = _status(api_url)
+    except ConnectionRefusedError:
+        return "absent"
+    except urllib.error.URLError as exc:
+        return "absent" if isinstance(exc.reason, ConnectionRefusedError) else "busy"
+    except (OSError, ValueError, http.client.HTTPException):
+        return "busy"
+    standby = isinstance(document, dict) and document.get("state") == "standby"
+    return "standby" if standby else "busy"
+
+
+def _status(api_url: str) -> object:
+    with urllib.request.urlopen(  # noqa: S310 (the box's own loopback API)
+        f"{api_url}/api/status", timeout=STATUS_TIMEOUT_S
+    ) as response:
+        document: object = json.loads(response.read())
+        return document
 
 
 # -- the state file ------------------------------------------------------------------------------
@@ -275,8 +296,7 @@ class Switcher:
 
     def _act(self, action: ActionKind, state: SwitchState) -> Event | None:
         if action is ActionKind.WAIT_STANDBY:
-            document = fetch_status(self.api_url)
-            busy = isinstance(document, dict) and document.get("state") in BUSY_STATES
+            busy = box_activity(self.api_url) == "busy"
             return Event(EventKind.BUSY if busy else EventKind.STANDBY)
         if action is ActionKind.STOP:
             self._service("stop")
