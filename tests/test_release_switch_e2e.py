@@ -11,9 +11,9 @@ releases built from this tree (`build_release(version=...)`), installed offline,
   plus the resume finish the switch;
 - a release under trial that keeps taking the box down is rolled back by boot counting alone.
 
-Left out here: a power cut of the card itself (labdisk) during the link renames; the SIGKILL
-keeps the page cache, so these prove recovery, not durability (the durable steps are
-common/durable.py's, tested on labdisk there).
+Left out here: a power cut of the card itself; the SIGKILL keeps the page cache, so these prove
+recovery, not durability (tests/labdisk/test_release_switch_cut.py cuts the power at every
+durable step of a switch); systemd itself (not PID 1 here).
 """
 
 from __future__ import annotations
