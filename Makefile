@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice bench-wear bench-wear-box torture soak clean system-deps npm-peers
+.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice bench-wear bench-wear-box bench-release torture soak clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -90,6 +90,9 @@ torture: $(STAMP)
 
 bench-uplink: $(STAMP) system-deps  # root: builds network namespaces
 	$(PY) -m bench.uplink
+
+bench-release: $(STAMP)  # sizes and times of a release update: build, install, A/B switch
+	$(PY) -m bench.release_update
 
 bench-backoffice: $(STAMP)  # box B's upload time while a paired thief floods the back office
 	$(PY) -m bench.backoffice_attack
