@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice torture soak clean system-deps npm-peers
+.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice bench-wear bench-wear-box bench-release torture soak clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -91,8 +91,21 @@ torture: $(STAMP)
 bench-uplink: $(STAMP) system-deps  # root: builds network namespaces
 	$(PY) -m bench.uplink
 
+bench-release: $(STAMP)  # sizes and times of a release update: build, install, A/B switch
+	$(PY) -m bench.release_update
+
 bench-backoffice: $(STAMP)  # box B's upload time while a paired thief floods the back office
 	$(PY) -m bench.backoffice_attack
+
+# Card wear (issue 14 item 5): bytes written to the card per byte of evidence, one 4 Mbit/s
+# camera for an hour of footage on labdisk (root: FUSE), old and new card; about a minute.
+bench-wear: $(STAMP) system-deps
+	nice $(PY) -m bench.wear
+
+# The check on it: the real `mvb run` on labdisk, recording and uploading in real time to the real
+# back office, every writer counted; 5 minutes per card, old and new (about 13 minutes).
+bench-wear-box: $(STAMP) system-deps
+	nice $(PY) -m bench.wear_box
 
 # The whole-box soak, long version (docs/soak.md): SOAK_MINUTES of power cuts, WiFi flaps, LTE
 # budget and back-office restarts around the real `mvb run`; SOAK_SEED replays a run's script.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -35,12 +36,14 @@ from protocol.release_manifest import (
     ROOT,
     FileEntry,
     Manifest,
+    is_version,
 )
 
 LOCK: Final = Path("requirements/box.lock")
 GLIBC_MINORS: Final = range(17, 37)
 """manylinux_2_17 (CentOS 7's glibc) up to 2_36 (Debian 12's): the wheels a Debian 12 box runs."""
 PIP_TIMEOUT_S: Final = 900.0
+_PROJECT_VERSION: Final = re.compile(r'^version = "[^"\n]*"$', re.MULTILINE)
 
 
 class ReleaseBuildError(RuntimeError, ConfigurationFault):
@@ -56,14 +59,19 @@ def platform_tags(platform: str) -> list[str]:
     ]
 
 
-def build_release(repository: Path, out_dir: Path, platform: str) -> tuple[Path, Manifest]:
+def build_release(
+    repository: Path, out_dir: Path, platform: str, *, version: str | None = None
+) -> tuple[Path, Manifest]:
     """Build `out_dir/mvb-<version>-<platform>.tar` from `repository`'s HEAD; its path and
-    manifest."""
+    manifest. `version` overrides pyproject.toml's (a release candidate, or version N+1 of the
+    same tree for a test of the A/B switch); the bundle says so only through its version."""
     commit, epoch_s = _commit(repository)
     with tempfile.TemporaryDirectory(prefix="mvb-release-") as work_text:
         work = Path(work_text)
         source = work / "source"
         _export(repository, source)
+        if version is not None:
+            _override_version(source / "pyproject.toml", version)
         wheels = work / ROOT / "wheels"
         wheels.mkdir(parents=True)
         environment = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch_s)}
@@ -125,6 +133,17 @@ def _export(repository: Path, target: Path) -> None:
     target.mkdir()
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(target, filter="data")
+
+
+def _override_version(pyproject: Path, version: str) -> None:
+    """pyproject.toml's one `version = "..."` line of [project] set to `version`."""
+    if not is_version(version):
+        raise ReleaseBuildError(f"{version!r} is not a release version (docs/releases.md 2)")
+    text = pyproject.read_text(encoding="utf-8")
+    changed, count = _PROJECT_VERSION.subn(f'version = "{version}"', text, count=1)
+    if count != 1:
+        raise ReleaseBuildError("pyproject.toml has no `version = ...` line to override")
+    pyproject.write_text(changed, encoding="utf-8")
 
 
 def _build_own_wheel(source: Path, wheels: Path, environment: dict[str, str]) -> Path:

@@ -17,6 +17,11 @@ def add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     build.add_argument("--out", type=Path, required=True, help="directory for the bundle")
     build.add_argument("--repository", type=Path, default=Path(), help="a git checkout")
     build.add_argument(
+        "--version",
+        dest="release_version",
+        help="release this version instead of pyproject.toml's (a candidate, or N+1 for a test)",
+    )
+    build.add_argument(
         "--platform",
         choices=PLATFORMS,
         default=platform.machine() if platform.machine() in PLATFORMS else PLATFORMS[0],
@@ -24,7 +29,9 @@ def add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_release(args: argparse.Namespace) -> int:
-    bundle, manifest = build_release(args.repository.resolve(), args.out, args.platform)
+    bundle, manifest = build_release(
+        args.repository.resolve(), args.out, args.platform, version=args.release_version
+    )
     print(_summary(bundle, manifest))
     return 0
 

@@ -29,6 +29,8 @@ Rules:
 7. **A log grows by whole lines** (`append_line`): one write(2) in O_APPEND of a line ending in
    a newline, then fsync; the file's first line also fsyncs the directory. After a power cut the
    last line may be cut short: readers skip a last line without its newline.
+8. **A symbolic link is re-pointed whole** (`replace_symlink`): a tmp link renamed over it, then
+   the directory fsynced; it never disappears in between.
 
 Permission bits: a file written by `atomic_*` or `pending_file` gets exactly `mode` (set with
 fchmod, so keys and certificates do not depend on the umask), or, with `mode=None`, 0o666 less
@@ -242,6 +244,21 @@ def durable_rename(source: Path, target: Path) -> None:
     fsync_dir(target.parent)
     if source.parent != target.parent:
         fsync_dir(source.parent)
+
+
+def replace_symlink(link: Path, target: str) -> None:
+    """Point the symbolic link `link` at `target` (a path as the link should hold it, e.g.
+    relative), atomically: a tmp link beside it (rule 3's name) renamed over it, then the
+    directory fsynced. After a power cut `link` names the old or the new target, never nothing
+    (what the A/B switch of releases stands on: gateway/release_switch_io.py)."""
+    tmp = link.parent / tmp_name_for(link.name)
+    tmp.symlink_to(target)
+    try:
+        tmp.replace(link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(link.parent)
 
 
 def durable_unlink(path: Path, *, missing_ok: bool = True) -> None:

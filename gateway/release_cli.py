@@ -1,7 +1,9 @@
-"""`mvb release install BUNDLE --releases DIR`: the box's offline install (docs/releases.md 3).
+"""`mvb release ...`: releases on this box (docs/releases.md sections 3 to 5).
 
-Needs no box configuration: it only adds a venv beside the running release and never touches
-the running one (switching to it is issue 17's A/B switch)."""
+Needs no box configuration. `install` adds a venv beside the running release and never touches
+the running one; `activate`, `request`, `switch`, `resume` and `boot` drive the A/B switch
+(gateway/release_switch_io.py) as root: on a box through the systemd units in systemd/, by hand
+only to install the first release or to switch while watching."""
 
 from __future__ import annotations
 
@@ -11,9 +13,25 @@ from pathlib import Path
 from typing import Final
 
 from gateway.release_install import install_release
+from gateway.release_switch import Event, EventKind, Outcome, Phase, SwitchRefused, step
+from gateway.release_switch_io import (
+    DEFAULT_API_URL,
+    ReleaseRoot,
+    ServiceError,
+    Switcher,
+    SwitchStateError,
+    Systemctl,
+    Timing,
+    activate_first,
+    state_to_json,
+)
 from protocol.release_manifest import BundleError
 
-DEFAULT_RELEASES: Final = Path("/opt/mvb/releases")
+DEFAULT_ROOT: Final = Path("/opt/mvb")
+DEFAULT_RELEASES: Final = DEFAULT_ROOT / "releases"
+EXIT_REFUSED: Final = 2
+EXIT_ROLLED_BACK: Final = 3
+EXIT_PENDING: Final = 4
 
 
 def add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,13 +40,68 @@ def add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     install = actions.add_parser("install", help="install a release bundle offline, beside")
     install.add_argument("bundle", type=Path, help="mvb-<version>-<platform>.tar")
     install.add_argument("--releases", type=Path, default=DEFAULT_RELEASES)
+    helps = {
+        "activate": "make the first installed release current (a fresh box)",
+        "request": "ask for a switch to an installed release (the switch unit carries it out)",
+        "switch": "switch to an installed release now: wait for stand-by, start, judge, commit "
+        "or roll back",
+        "resume": "carry on with a switch under way (the switch unit runs this)",
+        "boot": "count a start of a release under trial, before the box starts (boot unit)",
+        "status": "print the switch's state",
+    }
+    for name, text in helps.items():
+        command = actions.add_parser(name, help=text)
+        if name in ("activate", "request", "switch"):
+            command.add_argument("version")
+        command.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+        if name in ("switch", "resume"):
+            command.add_argument("--api-url", default=DEFAULT_API_URL)
+            command.add_argument("--unit", default="mvb.service")
+            command.add_argument("--health-deadline-s", type=float, default=120.0)
 
 
 def run_release(args: argparse.Namespace) -> int:
     try:
-        target = install_release(args.bundle, args.releases)
-    except (BundleError, OSError) as exc:
+        return _dispatch(args)
+    except (BundleError, SwitchRefused, SwitchStateError, ServiceError, OSError) as exc:
         print(f"mvb release: {exc}", file=sys.stderr)
-        return 2
-    print(f"installed release {target.name} at {target}")
-    return 0
+        return EXIT_REFUSED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.release_command == "install":
+        target = install_release(args.bundle, args.releases)
+        print(f"installed release {target.name} at {target}")
+        return 0
+    root = ReleaseRoot(args.root)
+    if args.release_command == "activate":
+        activate_first(root, args.version)
+        print(f"release {args.version} is current")
+        return 0
+    if args.release_command == "status":
+        sys.stdout.write(state_to_json(root.load()).decode() + "\n")
+        return 0
+    if args.release_command == "request":
+        root.check_installed(args.version)
+        state, _ = step(root.load(), Event(EventKind.REQUEST, version=args.version))
+        root.save(state)
+        print(f"release {args.version}: switch requested")
+        return 0
+    if args.release_command == "boot":
+        Switcher(root, Systemctl()).run(Event(EventKind.BOOT))
+        return 0
+    switcher = Switcher(
+        root,
+        Systemctl(args.unit),
+        api_url=args.api_url,
+        timing=Timing(health_deadline_s=args.health_deadline_s),
+    )
+    before = root.load() if root.state_file.exists() else None
+    if args.release_command == "switch":
+        state = switcher.run(Event(EventKind.REQUEST, version=args.version))
+    else:
+        state = switcher.run(Event(EventKind.RESUME))
+    if state.phase is Phase.PENDING:
+        return EXIT_PENDING
+    finished = before is None or state.serial != before.serial
+    return EXIT_ROLLED_BACK if finished and state.last is Outcome.ROLLED_BACK else 0

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,6 +46,7 @@ from gateway.officer.desks import OfficerDesks
 from gateway.pairing_client import fleet_metadata_dir, is_paired, pairing_files
 from gateway.policy import recorder_policy
 from gateway.recorder import Event
+from gateway.release_report import release_root_of, watch_switch_outcome
 from gateway.sdnotify import (
     Notifier,
     status_line,
@@ -335,6 +337,15 @@ def children(running: RunningBox, config: LocalConfig) -> list[Child]:
             lambda: keep_retention(running.box.store, config.storage.retention_check_s),
         ),
     ]
+    release_root = release_root_of(sys.argv[0])
+    if release_root is not None:  # started through /opt/mvb/current: tell of each switch
+        audit, alarms = running.box.audit.append, running.box.alarms
+        kids.append(
+            Child(
+                "release-report",
+                lambda: watch_switch_outcome(release_root, config.state_dir, audit, alarms),
+            )
+        )
     kids += [
         Child(f"input-{index}", line.run)
         for index, line in enumerate(input_lines(config, running.events))

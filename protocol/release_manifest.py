@@ -41,6 +41,11 @@ _COMMIT: Final = re.compile(r"([0-9a-f]{40})?")
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
+def is_version(text: str) -> bool:
+    """A version a release may have (a subset of PEP 440: N[.N...][aN|bN|rcN][.postN][.devN])."""
+    return _VERSION.fullmatch(text) is not None
+
+
 class BundleError(ValueError, RemoteFault):
     """A bundle or manifest that fails the rules: nothing of it is installed."""
 

@@ -49,6 +49,7 @@ from common.faults import IllegalTransition, MisuseFault, RemoteFault, StorageFa
 from storage.card import CardLayout
 from storage.catalog_rebuild import scan_card
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
+from storage.sqlite_files import create_database
 
 _T = TypeVar("_T")
 
@@ -451,6 +452,8 @@ def _open_checked_cache(directory: Path) -> Any:
     """Open the diskcache and decode every record, so corruption shows now and not mid-upload."""
     # Made here, not by diskcache (which would not fsync the card root), with diskcache's mode.
     make_dirs(directory, mode=_CACHE_DIR_MODE)
+    # Small pages: a commit appends each page it changed to the WAL (storage/sqlite_files.py).
+    create_database(directory)
     cache = diskcache.Cache(
         str(directory),
         # Never evict or cull: an evicted record is evidence the box forgets (S4, S5).

@@ -50,6 +50,9 @@ BOX_UNIT = UNITS / "mvb.service"
 BACKOFFICE_UNIT = UNITS / "mvb-backoffice.service"
 PUBLISH_UNIT = UNITS / "mvb-fleet-publish.service"
 PUBLISH_TIMER = UNITS / "mvb-fleet-publish.timer"
+RELEASE_BOOT_UNIT = UNITS / "mvb-release-boot.service"
+RELEASE_SWITCH_UNIT = UNITS / "mvb-release-switch.service"
+RELEASE_SWITCH_PATH = UNITS / "mvb-release-switch.path"
 MAX_EXPOSURE = 3.0
 SHUTDOWN_GRACE_S = 20  # the lifecycle's default shutdown_grace_s; TimeoutStopSec= must exceed it
 MVB = Path(sys.executable).with_name("mvb")
@@ -160,9 +163,23 @@ def exposure(unit: Path) -> float:
 # -- systemd-analyze ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unit", [BOX_UNIT, BACKOFFICE_UNIT, PUBLISH_UNIT], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "unit",
+    [BOX_UNIT, BACKOFFICE_UNIT, PUBLISH_UNIT, RELEASE_BOOT_UNIT, RELEASE_SWITCH_UNIT],
+    ids=lambda p: p.name,
+)
 def test_verify_has_nothing_to_say_about_the_unit(unit: Path, tmp_path: Path) -> None:
     assert verify_complaints(verifiable_copy(unit, tmp_path)) == []
+
+
+def test_verify_has_nothing_to_say_about_the_switch_path_unit(tmp_path: Path) -> None:
+    """The path unit beside (a verifiable copy of) the service it starts."""
+    verifiable_copy(RELEASE_SWITCH_UNIT, tmp_path)
+    path_unit = tmp_path / RELEASE_SWITCH_PATH.name
+    path_unit.write_text(RELEASE_SWITCH_PATH.read_text())
+    assert single(read_unit(path_unit), "Path", "Unit") == RELEASE_SWITCH_UNIT.name
+    assert single(read_unit(path_unit), "Path", "PathChanged") == "/opt/mvb/switch.json"
+    assert verify_complaints(path_unit) == []
 
 
 def test_verify_would_report_a_broken_unit(tmp_path: Path) -> None:
@@ -177,6 +194,13 @@ def test_verify_would_report_a_broken_unit(tmp_path: Path) -> None:
 def test_the_box_unit_exposure_is_at_most_3() -> None:
     score = exposure(BOX_UNIT)
     assert score <= MAX_EXPOSURE, f"mvb.service exposure {score} > {MAX_EXPOSURE}"
+
+
+@pytest.mark.parametrize("unit", [RELEASE_BOOT_UNIT, RELEASE_SWITCH_UNIT], ids=lambda p: p.name)
+def test_the_release_switch_units_exposure_is_at_most_2(unit: Path) -> None:
+    """They run as root (the box may never switch its own code): confined more than the box."""
+    score = exposure(unit)
+    assert score <= 2.0, f"{unit.name} exposure {score} > 2.0"
 
 
 def test_the_back_office_unit_exposure_is_at_most_3() -> None:
@@ -257,9 +281,35 @@ def test_supervision_directives(box_unit: Unit) -> None:
 
 def test_exec_start_is_a_command_line_mvb_accepts(box_unit: Unit) -> None:
     argv = shlex.split(single(box_unit, "Service", "ExecStart"))
-    assert argv[0] == "/opt/mvb/.venv/bin/mvb"
+    assert argv[0] == "/opt/mvb/current/bin/mvb"  # through the A/B switch's link
     args = box_parser().parse_args(argv[1:])
     assert (args.command, args.config) == ("run", Path("/etc/mvb/box.toml"))
+    assert values(box_unit, "Unit", "Wants") == [RELEASE_BOOT_UNIT.name]
+    assert RELEASE_BOOT_UNIT.name in words(box_unit, "Unit", "After")
+
+
+def test_the_switch_units_run_the_good_release_s_switcher_on_the_box_s_root() -> None:
+    """Never the release on trial (a broken one could not roll itself back); the root the
+    box's ExecStart= links through; the API port the box listens on by default."""
+    api_port = tomllib.loads((REPO / "config" / "defaults" / "box.toml").read_text())["api"]["port"]
+    for unit_path, command in ((RELEASE_BOOT_UNIT, "boot"), (RELEASE_SWITCH_UNIT, "resume")):
+        unit = read_unit(unit_path)
+        argv = shlex.split(single(unit, "Service", "ExecStart"))
+        assert argv[0] == "/opt/mvb/good/bin/mvb"
+        args = box_parser().parse_args(argv[1:])
+        assert (args.command, args.release_command, args.root) == (
+            "release",
+            command,
+            Path("/opt/mvb"),
+        )
+        assert single(unit, "Service", "Type") == "oneshot"
+        assert words(unit, "Service", "ReadWritePaths") == ["/opt/mvb"]
+    boot = read_unit(RELEASE_BOOT_UNIT)
+    assert single(boot, "Unit", "Before") == BOX_UNIT.name
+    switch = read_unit(RELEASE_SWITCH_UNIT)
+    assert single(switch, "Unit", "After") == BOX_UNIT.name
+    resume = box_parser().parse_args(shlex.split(single(switch, "Service", "ExecStart"))[1:])
+    assert resume.api_url == f"http://127.0.0.1:{api_port}"
 
 
 def test_hardening_directives(box_unit: Unit) -> None:

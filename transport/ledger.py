@@ -20,7 +20,9 @@ from typing import Any
 
 import diskcache
 
+from common.durable import make_dirs
 from common.faults import StorageFault
+from storage.sqlite_files import create_database
 
 _FILE = "file:"
 _BUDGET = "budget:"
@@ -75,6 +77,9 @@ class UplinkLedger:
     """diskcache-backed; every write is a committed sqlite transaction (survives power loss)."""
 
     def __init__(self, directory: Path) -> None:
+        make_dirs(directory)  # durable in the card root, which diskcache's makedirs is not
+        # Small pages: the budget is written after every chunk (storage/sqlite_files.py).
+        create_database(directory)
         self._cache: Any = diskcache.Cache(str(directory), eviction_policy="none")
 
     def close(self) -> None:
