@@ -61,7 +61,13 @@ from backoffice.pki import (
     load_issued,
 )
 from backoffice.release_cli import add_release_parser, run_release
-from backoffice.serve_limits import ServeLimits, add_limit_arguments, ensure_descriptors
+from backoffice.serve_limits import (
+    ServeLimits,
+    add_limit_arguments,
+    ensure_descriptors,
+    positive_float,
+    positive_int,
+)
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
     FleetFiles,
@@ -119,15 +125,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument("--client-ca", type=Path, required=True, help="CA of box certificates")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8443, help="HTTPS port (0: any free port)")
-    serve.add_argument("--max-upload-bytes", type=_positive_int, default=DEFAULT_MAX_UPLOAD_BYTES)
-    serve.add_argument("--max-chunk-bytes", type=_positive_int, default=DEFAULT_MAX_CHUNK_BYTES)
+    serve.add_argument("--max-upload-bytes", type=positive_int, default=DEFAULT_MAX_UPLOAD_BYTES)
+    serve.add_argument("--max-chunk-bytes", type=positive_int, default=DEFAULT_MAX_CHUNK_BYTES)
     serve.add_argument("--reserve-bytes", type=_non_negative_int, default=DEFAULT_RESERVE_BYTES)
     serve.add_argument(
-        "--idle-timeout", type=_positive_float, default=DEFAULT_IDLE_TIMEOUT_S, help="seconds"
+        "--idle-timeout", type=positive_float, default=DEFAULT_IDLE_TIMEOUT_S, help="seconds"
     )
     serve.add_argument(
         "--upload-expiry",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_UPLOAD_EXPIRY_S,
         help="seconds an unfinished upload may stay idle before it is removed (tus expiration)",
     )
@@ -200,20 +206,6 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
 

@@ -180,113 +180,109 @@ def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
     limits = serve.add_argument_group("limits per box and per listener")
     limits.add_argument(
         "--client-max-requests",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_REQUESTS_PER_CLIENT,
         help="requests one box may have in flight, on both listeners together (more: 429)",
     )
     limits.add_argument(
         "--client-rate-limit",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_CLIENT_REQUESTS_PER_S,
         help="tus requests a second one box may send on average (more: 429, connection closed)",
     )
     limits.add_argument(
         "--client-burst",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CLIENT_BURST,
         help="tus requests one box may send at once, with --client-rate-limit",
     )
     limits.add_argument(
         "--client-creations-per-min",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CREATIONS_PER_MIN,
         help="uploads one box may create a minute (and at once); more: 429",
     )
     limits.add_argument(
         "--client-reserved-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="bytes one box's unfinished uploads may hold (reserved at creation; more: 507); "
         f"default {RESERVED_SHARE_OF_MAX_UPLOAD} x --max-upload-bytes",
     )
     limits.add_argument(
         "--min-body-rate",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
         help="bytes/s a request body must bring in every --body-rate-window (slower: 408, cut)",
     )
     limits.add_argument(
         "--body-rate-window",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_PACE_WINDOW_S,
         help="seconds: the window over which --min-body-rate is measured",
     )
     limits.add_argument(
         "--max-concurrent-requests",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_CONCURRENT_REQUESTS,
         help="requests handled at once by the HTTPS listener, all boxes together (more: 503)",
     )
-    limits.add_argument(
-        "--max-connections",
-        type=_positive_int,
-        default=DEFAULT_CONNECTIONS.max_connections,
-        help="connections the HTTPS listener holds at once (beyond: they wait in the backlog)",
+    _add_listener_limits(
+        limits, "", "the HTTPS listener", DEFAULT_CONNECTIONS, DEFAULT_HANDSHAKE_TIMEOUT_S
     )
-    limits.add_argument(
-        "--max-connections-per-address",
-        type=_positive_int,
-        default=DEFAULT_CONNECTIONS.max_per_address,
-        help="connections the HTTPS listener holds from one address (IPv6: one /64)",
-    )
-    limits.add_argument(
-        "--new-connections-per-address-per-s",
-        type=_positive_float,
-        default=DEFAULT_CONNECTIONS.new_per_address_per_s,
-        help="new connections a second the HTTPS listener takes from one address (bursts of "
-        f"{DEFAULT_CONNECTIONS.new_burst_per_address}); more are closed before their handshake",
-    )
-    limits.add_argument(
-        "--handshake-timeout",
-        type=_positive_float,
-        default=DEFAULT_HANDSHAKE_TIMEOUT_S,
-        help="seconds a TLS handshake may take on the HTTPS listener",
-    )
-    limits.add_argument(
-        "--pair-max-connections",
-        type=_positive_int,
-        default=DEFAULT_PAIR_CONNECTIONS.max_connections,
-        help="connections the pairing listener holds at once: its own descriptor budget",
-    )
-    limits.add_argument(
-        "--pair-max-connections-per-address",
-        type=_positive_int,
-        default=DEFAULT_PAIR_CONNECTIONS.max_per_address,
-        help="connections the pairing listener holds from one address (IPv6: one /64)",
-    )
-    limits.add_argument(
-        "--pair-new-connections-per-address-per-s",
-        type=_positive_float,
-        default=DEFAULT_PAIR_CONNECTIONS.new_per_address_per_s,
-        help="new connections a second the pairing listener takes from one address (bursts of "
-        f"{DEFAULT_PAIR_CONNECTIONS.new_burst_per_address})",
-    )
-    limits.add_argument(
-        "--pair-handshake-timeout",
-        type=_positive_float,
-        default=DEFAULT_PAIR_HANDSHAKE_TIMEOUT_S,
-        help="seconds a TLS handshake may take on the pairing listener",
+    _add_listener_limits(
+        limits,
+        "pair-",
+        "the pairing listener",
+        DEFAULT_PAIR_CONNECTIONS,
+        DEFAULT_PAIR_HANDSHAKE_TIMEOUT_S,
     )
 
 
-def _positive_int(text: str) -> int:
+def _add_listener_limits(
+    limits: argparse._ArgumentGroup,
+    prefix: str,
+    listener: str,
+    connections: ConnectionLimits,
+    handshake_timeout_s: float,
+) -> None:
+    """One listener's connection budget and handshake bound (each listener has its own: the
+    pairing listener cannot use up the evidence listener's descriptors)."""
+    limits.add_argument(
+        f"--{prefix}max-connections",
+        type=positive_int,
+        default=connections.max_connections,
+        help=f"connections {listener} holds at once (beyond: they wait in the backlog)",
+    )
+    limits.add_argument(
+        f"--{prefix}max-connections-per-address",
+        type=positive_int,
+        default=connections.max_per_address,
+        help=f"connections {listener} holds from one address (IPv6: one /64)",
+    )
+    limits.add_argument(
+        f"--{prefix}new-connections-per-address-per-s",
+        type=positive_float,
+        default=connections.new_per_address_per_s,
+        help=f"new connections a second {listener} takes from one address (bursts of "
+        f"{connections.new_burst_per_address}); more are closed before their handshake",
+    )
+    limits.add_argument(
+        f"--{prefix}handshake-timeout",
+        type=positive_float,
+        default=handshake_timeout_s,
+        help=f"seconds a TLS handshake may take on {listener}",
+    )
+
+
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
