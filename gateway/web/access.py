@@ -37,17 +37,13 @@ from gateway.caller import account_tag as account_tag  # the audit's name for an
 from gateway.web.identity import Identity, set_identity, set_still_authorised
 from gateway.web.jsonbody import ApiError
 from gateway.web.jsonbody import error_response as api_error_response
-from gateway.web.sessions import (
-    LoginThrottle,
-    Session,
-    SessionLimits,
-    SessionTable,
-    ThrottlePolicy,
-)
+from gateway.web.login_throttle import KnownDevices, LoginThrottle, ThrottlePolicy, client_key
+from gateway.web.sessions import Session, SessionLimits, SessionTable
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mvb_session"
+DEVICE_COOKIE = "mvb_device"  # a known device of an account (gateway/web/login_throttle.py)
 CSRF_HEADER = "X-CSRF-Token"
 MAX_BODY_BYTES = 64 * 1024
 BUNDLE_PATH = "/api/config/bundle"  # bounded by the application's own 16 MiB instead
@@ -58,6 +54,7 @@ PASSIVE_READS = frozenset({("GET", "/api/status"), ("GET", "/api/events")})
 LOCAL_ONLY = frozenset({("POST", "/api/trigger")})  # another device of the vehicle (webui.md 2)
 MAX_CONCURRENT_VERIFICATIONS = 2  # PBKDF2 is ~0.1-1 s of a core: recording keeps the rest
 MAX_WAITING_LOGINS = 16  # beyond this a login flood is answered 503 instead of queued
+IDLE_HOLD_TICK_S = 5.0  # how often the shell stops the idle clocks while the box records
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -97,14 +94,18 @@ class LoginBusy(TransientFault):
 
 @dataclass
 class WebAccess:
-    """The web channel's state: sessions and the login throttle (in memory), the configuration
-    as the box runs it now (`config_of`), the clock (monotonic seconds) and the audit log."""
+    """The web channel's state: sessions, the login throttle and the known devices (in memory),
+    the configuration as the box runs it now (`config_of`), the clock (monotonic seconds), the
+    audit log, and whether the recorder records or runs its post-record (`recorder_busy`: the
+    sessions' idle clock stands still meanwhile, docs/webui.md 1.1)."""
 
     config_of: Callable[[], LocalConfig]
     audit: Audit
     clock: Clock = time.monotonic
+    recorder_busy: Callable[[], bool] = lambda: False
     sessions: SessionTable = field(default_factory=SessionTable)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    devices: KnownDevices = field(default_factory=KnownDevices)
     _verifications: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
     )
@@ -173,11 +174,13 @@ class WebAccess:
         """The caller's live session, or None. A session whose account is gone, or whose role or
         password changed, is ended here; so are all sessions of accounts that are gone.
         `touch` restarts the idle timer: only for what the officer does, not for the page's own
-        status reads (PASSIVE_READS), or an unattended tablet would never log out."""
+        status reads (PASSIVE_READS), or an unattended tablet would never log out; and always
+        while the recorder is busy (a recording never logs the officer out)."""
         self._end_sessions_of_vanished_accounts()
         session_id = request.cookies.get(SESSION_COOKIE)
         if not session_id:
             return None
+        touch = touch or self.recorder_busy()
         now_s = self.clock()
         session = self.sessions.lookup(session_id, now_s, self.limits())
         if session is None:
@@ -187,6 +190,21 @@ class WebAccess:
             self.sessions.delete(session_id)
             return None
         return self.sessions.touch(session_id, now_s) if touch else session
+
+    def hold_idle_while_recording(self) -> bool:
+        """While the recorder is busy, every live session's idle timer starts again (the shell
+        calls this at least every IDLE_HOLD_TICK_S); True when it did."""
+        if not self.recorder_busy():
+            return False
+        self.sessions.touch_all(self.clock(), self.limits())
+        return True
+
+    def client_of(self, request: web.Request) -> str:
+        """Who the throttle counts a login against (gateway/web/login_throttle.py)."""
+        return client_key(request.remote)
+
+    def known_device(self, request: web.Request, name: str) -> bool:
+        return self.devices.knows(request.cookies.get(DEVICE_COOKIE), name, self.clock())
 
     def _end_sessions_of_vanished_accounts(self) -> None:
         names = {account.name for account in self.config_of().accounts}
