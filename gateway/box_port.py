@@ -28,6 +28,7 @@ from gateway.officer.shift import ShiftStart
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import AlreadyPairedHere, is_paired, officer_message, pair
 from gateway.port import AuditValue, BundleResult, Paired
+from gateway.recorder import State
 from gateway.status_facts import StatusInputs, StorageFacts, UplinkFacts, UplinkIdle
 from gateway.status_gather import (
     gps_facts,
@@ -130,6 +131,9 @@ class BoxAdapter:
         except IllegalTransition as exc:
             raise _not_recording() from exc
         return self.service.recorder.state.value
+
+    def recorder_busy(self) -> bool:
+        return self.service.recorder.state is not State.STANDBY
 
     async def flag_incident(self, caller: Identity) -> int:
         recording = self.service.recording

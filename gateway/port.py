@@ -87,6 +87,11 @@ class BoxPort(Protocol):
         """A trigger from another device of the vehicle, recorded with its `source`."""
         ...
 
+    def recorder_busy(self) -> bool:
+        """True while a recording or its post-record runs (the web sessions do not idle out
+        meanwhile: docs/webui.md 1.1). Cheap: called at every web request."""
+        ...
+
     # -- the shift and the reports (R4, R5) ---------------------------------------------------
 
     def shift_view(self) -> dict[str, Any]: ...

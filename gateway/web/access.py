@@ -34,6 +34,7 @@ from common.faults import TransientFault
 from config.accounts import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from config.local import AccountSection, LocalConfig
 from gateway.caller import account_tag as account_tag  # the audit's name for an account
+from gateway.web.displays import DISPLAY_ROUTES, Display, DisplayTable
 from gateway.web.identity import Identity, set_identity, set_still_authorised
 from gateway.web.jsonbody import ApiError
 from gateway.web.jsonbody import error_response as api_error_response
@@ -43,6 +44,7 @@ from gateway.web.sessions import Session, SessionLimits, SessionTable
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mvb_session"
+DISPLAY_COOKIE = "mvb_display"  # a bound vehicle display (gateway/web/displays.py)
 DEVICE_COOKIE = "mvb_device"  # a known device of an account (gateway/web/login_throttle.py)
 CSRF_HEADER = "X-CSRF-Token"
 MAX_BODY_BYTES = 64 * 1024
@@ -75,6 +77,7 @@ ANONYMOUS = Identity(channel="web", user="", role="", officer_id="")
 """The identity of a web request outside /api/ (the page, /metrics with its own token check)."""
 
 _SESSION_KEY: web.RequestKey[Session] = web.RequestKey("web_session", Session)
+_DISPLAY_KEY: web.RequestKey[Display] = web.RequestKey("web_display", Display)
 
 Clock = Callable[[], float]
 Audit = Callable[..., Awaitable[None]]
@@ -103,9 +106,11 @@ class WebAccess:
     audit: Audit
     clock: Clock = time.monotonic
     recorder_busy: Callable[[], bool] = lambda: False
+    shift_since_ms: Callable[[], int | None] = lambda: None
     sessions: SessionTable = field(default_factory=SessionTable)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     devices: KnownDevices = field(default_factory=KnownDevices)
+    displays: DisplayTable = field(default_factory=DisplayTable)
     _verifications: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
     )
@@ -199,6 +204,26 @@ class WebAccess:
         self.sessions.touch_all(self.clock(), self.limits())
         return True
 
+    def current_display(self, request: web.Request) -> Display | None:
+        """The vehicle display this browser was bound as, while its binding holds (the same
+        shift runs, the officer's account unchanged: gateway/web/displays.py)."""
+        token = request.cookies.get(DISPLAY_COOKIE)
+        if not token:
+            return None
+        user = self.displays.user_of(token)
+        if user is None:
+            return None
+        account = self.account(user)
+        grant = None if account is None else grant_of(account)
+        return self.displays.lookup(token, self.clock(), self.shift_since_ms(), grant)
+
+    def display_identity(self, display: Display) -> Identity:
+        """A display acts for the officer who bound it, with the role `display` that no
+        service grants anything beyond DISPLAY_ROUTES."""
+        account = self.account(display.user)
+        officer_id = account.officer_id if account is not None else ""
+        return Identity(channel="web", user=display.user, role="display", officer_id=officer_id)
+
     def client_of(self, request: web.Request) -> str:
         """Who the throttle counts a login against (gateway/web/login_throttle.py)."""
         return client_key(request.remote)
@@ -233,6 +258,12 @@ def session_of(request: web.Request) -> Session:
     if not isinstance(session, Session):
         raise RuntimeError("no session on the request: the access middleware is not installed")
     return session
+
+
+def display_of(request: web.Request) -> Display | None:
+    """The live vehicle display of this browser, on the display routes; else None."""
+    display = request.get(_DISPLAY_KEY)
+    return display if isinstance(display, Display) else None
 
 
 def error_response(
@@ -303,23 +334,36 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
             return _csrf_refused()
         set_identity(request, ANONYMOUS)
         return await handler(request)
-    passive = (request.method, request.path) in PASSIVE_READS
-    session = access.current_session(request, touch=not passive)
-    if session is None:
+    route = (request.method, request.path)
+    session = access.current_session(request, touch=route not in PASSIVE_READS)
+    display = access.current_display(request) if route in DISPLAY_ROUTES else None
+    if session is None and display is None:
         return error_response(401, "login_required", "Log in first.")
-    if request.method in STATE_CHANGING and not _csrf_ok(request, session):
+    if request.method in STATE_CHANGING and not _csrf_ok(request, session, display):
         return _csrf_refused()
-    if (request.method, request.path) in LOCAL_ONLY:
+    if route in LOCAL_ONLY:
         return error_response(403, "forbidden", "Only devices of the vehicle may call this.")
-    request[_SESSION_KEY] = session
-    set_identity(request, access.identity(session))
-    set_still_authorised(request, lambda: access.current_session(request, touch=False) is not None)
+    if display is not None:
+        request[_DISPLAY_KEY] = display
+    if session is not None:
+        request[_SESSION_KEY] = session
+        set_identity(request, access.identity(session))
+        set_still_authorised(
+            request, lambda: access.current_session(request, touch=False) is not None
+        )
+    elif display is not None:
+        set_identity(request, access.display_identity(display))
+        set_still_authorised(request, lambda: access.current_display(request) is not None)
     return await handler(request)
 
 
-def _csrf_ok(request: web.Request, session: Session) -> bool:
+def _csrf_ok(request: web.Request, session: Session | None, display: Display | None) -> bool:
+    """The session's token, or on a display route the display's own."""
     token = request.headers.get(CSRF_HEADER, "")
-    return origin_allowed(request) and session.csrf_matches(token)
+    matches = (session is not None and session.csrf_matches(token)) or (
+        display is not None and display.csrf_matches(token)
+    )
+    return origin_allowed(request) and matches
 
 
 def _csrf_refused() -> web.Response:

@@ -42,6 +42,7 @@ from gateway.web.certs import (
     server_context,
     wanted_names,
 )
+from gateway.web.display_routes import add_display_routes
 from gateway.web.session_routes import add_session_routes
 from gateway.web.status_source import StatusSource
 
@@ -104,7 +105,13 @@ async def start_web(
         return None
     hostname = socket.gethostname()
     url = web_url(web_config.host, web_config.https_port, hostname)
-    web_access = WebAccess(port.effective_config, port.audit, clock)
+    web_access = WebAccess(
+        port.effective_config,
+        port.audit,
+        clock,
+        recorder_busy=port.recorder_busy,
+        shift_since_ms=lambda: shift_since_ms(port.shift_view()),
+    )
     listener = WebListener("listening", url, access=web_access)
     try:
         certificate = await asyncio.to_thread(_certificate, config, hostname)
@@ -118,6 +125,21 @@ async def start_web(
         port.raise_alarm(ALARM, reason)
         return WebListener("failed", url, listener.certificate_sha256, reason)
     return listener
+
+
+def shift_since_ms(view: dict[str, Any]) -> int | None:
+    """The running shift's start from the port's shift view; None when no shift runs."""
+    since = view.get("since_ms")
+    return since if view.get("active") is True and isinstance(since, int) else None
+
+
+async def _hold_idle_while_recording(web_access: WebAccess) -> None:
+    """While the box records, no session idles out (docs/webui.md 1.1): the idle clocks are
+    restarted every IDLE_HOLD_TICK_S, so one ends at the earliest `session_idle_s` after the
+    recording (and its post-record) ended."""
+    while True:
+        web_access.hold_idle_while_recording()
+        await asyncio.sleep(access.IDLE_HOLD_TICK_S)
 
 
 def _certificate(config: LocalConfig, hostname: str) -> WebCertificate:
@@ -142,6 +164,7 @@ async def _serve(
     web_config = config.web
     access.install(app, web_access)
     add_session_routes(app)
+    add_display_routes(app)
     _add_page_routes(app)
     https = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await https.setup()
@@ -159,6 +182,14 @@ async def _serve(
     sniffer = FirstByteListener(_protocols(https), _protocols(redirect), context)
     await sniffer.start(web_config.host, web_config.https_port)
     listener._closers.append(sniffer.stop)
+    holder = asyncio.create_task(_hold_idle_while_recording(web_access), name="web-idle-hold")
+    listener._closers.append(lambda: _cancel(holder))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _protocols(runner: web.AppRunner) -> web.Server:

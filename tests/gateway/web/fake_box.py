@@ -137,6 +137,9 @@ class FakeBox:
         self.state = "standby"
         return self.state
 
+    def recorder_busy(self) -> bool:
+        return self.recording_id is not None
+
     async def flag_incident(self, caller: Identity) -> int:
         if self.recording_id is None:
             raise _not_recording()
