@@ -53,6 +53,7 @@ LOGIN_PATH = "/api/session"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The page's own status reads: they need a session but do not keep it alive (webui.md 1.1).
 PASSIVE_READS = frozenset({("GET", "/api/status"), ("GET", "/api/events")})
+DISPLAY_QUESTION = ("GET", "/api/display")  # answered `{"bound": false}` to anyone
 LOCAL_ONLY = frozenset({("POST", "/api/trigger")})  # another device of the vehicle (webui.md 2)
 MAX_CONCURRENT_VERIFICATIONS = 2  # PBKDF2 is ~0.1-1 s of a core: recording keeps the rest
 MAX_WAITING_LOGINS = 16  # beyond this a login flood is answered 503 instead of queued
@@ -338,6 +339,9 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
     session = access.current_session(request, touch=route not in PASSIVE_READS)
     display = access.current_display(request) if route in DISPLAY_ROUTES else None
     if session is None and display is None:
+        if route == DISPLAY_QUESTION:
+            set_identity(request, ANONYMOUS)  # "not bound" tells a stranger nothing
+            return await handler(request)
         return error_response(401, "login_required", "Log in first.")
     if request.method in STATE_CHANGING and not _csrf_ok(request, session, display):
         return _csrf_refused()
