@@ -65,6 +65,7 @@ class WebListener:
     url: str
     certificate_sha256: str = ""
     reason: str = ""
+    certificate_self_signed: bool = True
     access: WebAccess | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -76,6 +77,21 @@ class WebListener:
         if self.reason:
             document["reason"] = self.reason
         return document
+
+    def banner(self) -> str:
+        """What `mvb run` prints at start: where the page is and which certificate it shows
+        (the fingerprint the officer compares on the tablet, or trusts through the page CA)."""
+        if self.state != "listening":
+            return f"mvb: the officer's page is not running: {self.reason}"
+        how = (
+            "self-signed: trust exactly this fingerprint on the tablet"
+            if self.certificate_self_signed
+            else "configured certificate: a tablet that trusts its CA accepts it"
+        )
+        return (
+            f"mvb: the officer's page: {self.url} "
+            f"(certificate SHA-256 {self.certificate_sha256}; {how})"
+        )
 
     async def stop(self) -> None:
         for close in reversed(self._closers):
@@ -116,6 +132,7 @@ async def start_web(
     try:
         certificate = await asyncio.to_thread(_certificate, config, hostname)
         listener.certificate_sha256 = certificate.fingerprint_sha256
+        listener.certificate_self_signed = certificate.self_signed
         app = api_application(port, status, access.middlewares())
         await _serve(listener, web_access, app, config, certificate)
     except (OSError, WebCertificateError, ssl.SSLError) as exc:
