@@ -42,6 +42,7 @@ class BundleResult:
     config_serial: int | None = None
     sha256: str | None = None
     deferred: bool = False
+    reason_code: str | None = None  # the reason as the page's code (gateway/fleet_refusals.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from storage.models import FileRecord, FileState
 
 WAITING_STATES = frozenset({FileState.SEALED, FileState.UPLOADING})
 NOT_PAIRED = "not paired"
+UPLINK_OFF = "off"  # [uplink] is off in the box's configuration
 
 
 @functools.cache

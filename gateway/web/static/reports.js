@@ -190,7 +190,7 @@ const FIELDS = Object.freeze({
 /** 422: the field at fault (marked, focused) and the box's message about it. */
 function showInvalid(failure) {
   const field = FIELDS[failure.body?.field];
-  const message = failure.detail !== "" ? failure.detail : t("report.invalid");
+  const message = errorText(failure); // what the field needs, in the officer's language
   if (field === undefined) {
     showFormError(message);
     return;

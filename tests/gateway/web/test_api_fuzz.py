@@ -56,7 +56,8 @@ FuzzCase = Case[Any]  # one generated request of any operation
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN = ("POST", "/api/session")
 EXAMPLES_PER_OPERATION = 50  # both runs together stay well under a minute on two cores
-LOGIN_AUDIT = frozenset({"web.login_failed", "web.account_locked"})  # a failed login is counted
+# A failed login is counted (and may ban the client or the account: gateway/web/login_throttle.py).
+LOGIN_AUDIT = frozenset({"web.login_failed", "web.account_locked", "web.client_locked"})
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES_PER_OPERATION,
     deadline=None,  # a login is PBKDF2: slow by design
