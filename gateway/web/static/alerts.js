@@ -1,5 +1,6 @@
 // Alerts on top of every screen (docs/webui.md 3): each code in plain words with what to do.
-// A code this page does not know still shows, with the box's own `detail`.
+// A code this page does not know shows a translated sentence naming the code, never the box's
+// own English `detail` (tests/gateway/web/test_refusal_codes.py checks every code has its text).
 
 import { el, replaceIfChanged, show } from "./dom.js";
 import { currentLanguage, key, t, tn } from "./i18n.js";
@@ -49,7 +50,9 @@ export const ALERT_TILES = Object.freeze({
 export function alertText(alert, missingReports) {
   if (alert.code === "report_missing") {
     // the count comes from the same document; a detail-only alert still says something
-    return missingReports > 0 ? tn("alert.report_missing", missingReports) : alert.detail;
+    return missingReports > 0
+      ? tn("alert.report_missing", missingReports)
+      : t("alert.report_missing_unknown");
   }
   if (alert.code === "camera_down") {
     const camera = typeof alert.camera === "string" ? alert.camera : alert.detail;
@@ -61,7 +64,7 @@ export function alertText(alert, missingReports) {
   if (Object.hasOwn(TEXTS, alert.code)) {
     return t(TEXTS[alert.code]);
   }
-  return alert.detail !== "" ? alert.detail : alert.code;
+  return t("alert.other", { code: alert.code }); // never the box's English `detail`
 }
 
 /** Replaces the alert list when it changed; hidden when there is nothing to say. */

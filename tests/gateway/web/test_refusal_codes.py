@@ -24,6 +24,7 @@ from gateway.pairing_client import (
 )
 from gateway.status_facts import NOT_PAIRED, UPLINK_OFF
 from gateway.uplink_from_config import NO_SERVICE_ENDPOINT, PAIRING_UNREADABLE
+from gateway.web.status_view import ALERT_CODES
 from protocol.pairing_code import CodeFormatError, CodeTypo
 from tests.gateway.web.api_codes import error_codes, invalid_fields, unliteral_calls
 from transport.wait_reasons import WaitCode
@@ -145,3 +146,14 @@ def test_every_reason_no_uplink_runs_has_its_text_in_both_languages() -> None:
     assert sorted(states - set(table)) == []
     for language in LANGUAGES:
         assert sorted(table[state] for state in states if table[state] not in texts(language)) == []
+
+
+def test_every_alert_code_the_status_can_raise_has_its_text_in_both_languages() -> None:
+    """The alert codes come from the one pure function's rules (status_view.ALERT_CODES); three
+    take a camera name or a count and are worded in alerts.js itself."""
+    worded_with_a_value = {"camera_down", "camera_refused", "report_missing"}
+    table = js_table("alerts.js", "TEXTS")
+    assert_covered(table, frozenset(ALERT_CODES) - worded_with_a_value, "alert.")
+    for language in LANGUAGES:
+        names = {"alert.camera_down", "alert.camera_refused", "alert.report_missing.other"}
+        assert names | {"alert.other", "alert.report_missing_unknown"} <= set(texts(language))
