@@ -12,8 +12,10 @@ Security headers and `Cache-Control: no-store` are added to every response as it
 (`add_security_headers`), so static files and errors carry them too.
 
 Invariants: no handler behind /api/ runs without a live session, except `POST /api/session`
-(login, Origin-checked); no state change runs without the session's CSRF token; nothing here
-logs a name, a password, a cookie or a token.
+(login, Origin-checked), `GET /api/display` (answers only whether this browser is a bound
+display) and, for a bound vehicle display, exactly DISPLAY_ROUTES (gateway/web/displays.py);
+no state change runs without the session's (or on a display route the display's) CSRF token;
+nothing here logs a name, a password, an address, a cookie or a token.
 """
 
 from __future__ import annotations
