@@ -156,7 +156,7 @@ def _locked(retry_after_s: float) -> web.Response:
     return error_response(
         423,
         "locked",
-        f"Too many wrong passwords: this account is locked for {seconds} s.",
+        f"Too many wrong passwords: this account cannot log in from here for {seconds} s.",
         {"Retry-After": str(seconds)},
     )
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 import requests
+import requests.adapters
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
@@ -178,12 +179,29 @@ class Login:
     csrf_token: str
 
 
+OFFICER_ADDRESS = "127.0.0.3"  # the officer's tablet: not the fuzzing client (127.0.0.1)
+
+
+class FromAddress(requests.adapters.HTTPAdapter):
+    """Connections from `source` (a loopback address of its own): the anonymous run's wrong
+    logins ban the fuzzing client (gateway/web/login_throttle.py), not the officer's tablet."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self._source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def login(box: BoxThread, http: requests.Session) -> Login:
-    """The officer's session for the authenticated run."""
+    """The officer's session for the authenticated run, logged in from the officer's tablet."""
     with requests.Session() as own:
         own.trust_env = False
         own.verify = http.verify
+        own.mount("https://", FromAddress(OFFICER_ADDRESS))
         answer = own.post(
             f"{web_box(box).base}/api/session",
             json={"username": "alice", "password": password_of("alice")},
