@@ -23,20 +23,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from common.durable import atomic_write_bytes, make_dirs
 from common.faults import TransientFault
 from config.accounts import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from config.local import AccountSection, LocalConfig
 from gateway.caller import account_tag as account_tag  # the audit's name for an account
-from gateway.web.displays import DISPLAY_ROUTES, Display, DisplayTable
+from gateway.web.displays import DISPLAY_ROUTES, Display, DisplayTable, csrf_token_of
 from gateway.web.identity import Identity, set_identity, set_still_authorised
 from gateway.web.jsonbody import ApiError
 from gateway.web.jsonbody import error_response as api_error_response
@@ -114,6 +117,7 @@ class WebAccess:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     devices: KnownDevices = field(default_factory=KnownDevices)
     displays: DisplayTable = field(default_factory=DisplayTable)
+    displays_path: Path | None = None  # where the bindings outlive a restart (digests only)
     _verifications: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
     )
@@ -213,19 +217,41 @@ class WebAccess:
         token = request.cookies.get(DISPLAY_COOKIE)
         if not token:
             return None
-        user = self.displays.user_of(token)
-        if user is None:
+        tag = self.displays.account_of(token)
+        if tag is None:
             return None
-        account = self.account(user)
+        account = self.account_tagged(tag)
         grant = None if account is None else grant_of(account)
         return self.displays.lookup(token, self.clock(), self.shift_since_ms(), grant)
+
+    def account_tagged(self, tag: str) -> AccountSection | None:
+        return next((a for a in self.config_of().accounts if account_tag(a.name) == tag), None)
 
     def display_identity(self, display: Display) -> Identity:
         """A display acts for the officer who bound it, with the role `display` that no
         service grants anything beyond DISPLAY_ROUTES."""
-        account = self.account(display.user)
-        officer_id = account.officer_id if account is not None else ""
-        return Identity(channel="web", user=display.user, role="display", officer_id=officer_id)
+        account = self.account_tagged(display.account)
+        name, officer_id = ("", "") if account is None else (account.name, account.officer_id)
+        return Identity(channel="web", user=name, role="display", officer_id=officer_id)
+
+    def load_displays(self) -> None:
+        """The bindings kept before a restart; a file that cannot be read binds nothing."""
+        path = self.displays_path
+        if path is None or not path.exists():
+            return
+        try:
+            self.displays.load_json(path.read_bytes(), self.clock())
+        except (OSError, ValueError) as exc:
+            log.warning("web: vehicle display bindings not restored: %s", exc)
+
+    async def save_displays(self) -> None:
+        """Durable before the answer: a power cut after a bind keeps the tablet bound."""
+        if self.displays_path is None:
+            return
+        try:
+            await asyncio.to_thread(_write_private, self.displays_path, self.displays.to_json())
+        except OSError as exc:  # the binding still holds until the next restart
+            log.warning("web: vehicle display bindings not saved: %s", exc.strerror or exc)
 
     def client_of(self, request: web.Request) -> str:
         """Who the throttle counts a login against (gateway/web/login_throttle.py)."""
@@ -243,6 +269,11 @@ class WebAccess:
         account = self.account(session.user)
         officer_id = account.officer_id if account is not None else ""
         return Identity(channel="web", user=session.user, role=session.role, officer_id=officer_id)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    make_dirs(path.parent)
+    atomic_write_bytes(path, data, mode=0o600)
 
 
 def _iterations(stored: str) -> int:
@@ -366,8 +397,9 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
 def _csrf_ok(request: web.Request, session: Session | None, display: Display | None) -> bool:
     """The session's token, or on a display route the display's own."""
     token = request.headers.get(CSRF_HEADER, "")
+    display_token = csrf_token_of(request.cookies.get(DISPLAY_COOKIE, ""))
     matches = (session is not None and session.csrf_matches(token)) or (
-        display is not None and display.csrf_matches(token)
+        display is not None and hmac.compare_digest(display_token.encode(), token.encode())
     )
     return origin_allowed(request) and matches
 

@@ -25,7 +25,7 @@ from gateway.web.access import (
     grant_of,
     session_of,
 )
-from gateway.web.displays import DISPLAY_MAX_S, Display
+from gateway.web.displays import DISPLAY_MAX_S, Display, csrf_token_of
 
 
 def add_display_routes(app: web.Application) -> None:
@@ -34,12 +34,12 @@ def add_display_routes(app: web.Application) -> None:
     app.router.add_delete("/api/display", _unbind)
 
 
-def _document(access: WebAccess, display: Display | None) -> dict[str, object]:
+def _document(access: WebAccess, display: Display | None, token: str) -> dict[str, object]:
     if display is None:
         return {"bound": False}
     return {
         "bound": True,
-        "csrf_token": display.csrf_token,
+        "csrf_token": csrf_token_of(token),
         "expires_in_s": max(0, math.floor(display.expires_at_s() - access.clock())),
     }
 
@@ -51,15 +51,16 @@ async def _bind(request: web.Request) -> web.StreamResponse:
     account = access.account(session.user)
     if shift_since_ms is None or account is None:
         return error_response(409, "no_shift", "Start a shift first: a display is for a shift.")
-    old = display_of(request)
-    if old is not None:
-        access.displays.unbind(old.token)
-    display = access.displays.bind(account.name, grant_of(account), shift_since_ms, access.clock())
-    await access.record("web.display_bound", account=account_tag(account.name))
-    response = web.json_response(_document(access, display))
+    access.displays.unbind(request.cookies.get(DISPLAY_COOKIE, ""))
+    tag = account_tag(account.name)
+    token = access.displays.bind(tag, grant_of(account), shift_since_ms, access.clock())
+    await access.save_displays()
+    await access.record("web.display_bound", account=tag)
+    display = access.displays.lookup(token, access.clock(), shift_since_ms, grant_of(account))
+    response = web.json_response(_document(access, display, token))
     response.set_cookie(
         DISPLAY_COOKIE,
-        display.token,
+        token,
         max_age=int(DISPLAY_MAX_S),
         secure=True,
         httponly=True,
@@ -70,14 +71,16 @@ async def _bind(request: web.Request) -> web.StreamResponse:
 
 
 async def _binding(request: web.Request) -> web.Response:
-    return web.json_response(_document(request.app[WEB_ACCESS], display_of(request)))
+    token = request.cookies.get(DISPLAY_COOKIE, "")
+    return web.json_response(_document(request.app[WEB_ACCESS], display_of(request), token))
 
 
 async def _unbind(request: web.Request) -> web.Response:
     access = request.app[WEB_ACCESS]
     display = display_of(request)
-    if display is not None and access.displays.unbind(display.token):
-        await access.record("web.display_unbound", account=account_tag(display.user))
+    if display is not None and access.displays.unbind(request.cookies.get(DISPLAY_COOKIE, "")):
+        await access.save_displays()
+        await access.record("web.display_unbound", account=display.account)
     response = web.json_response({"bound": False})
     response.del_cookie(DISPLAY_COOKIE, path="/api", secure=True, httponly=True, samesite="Strict")
     return response

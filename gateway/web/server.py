@@ -55,6 +55,7 @@ HANDSHAKE_TIMEOUT_S = 10.0
 SHUTDOWN_TIMEOUT_S = 2.0  # event streams never finish on their own
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (recognising, not binding)
 ALARM = "web_listener"
+DISPLAYS_FILE = "displays.json"  # vehicle display bindings (digests only: displays.py)
 
 
 @dataclass
@@ -127,7 +128,9 @@ async def start_web(
         clock,
         recorder_busy=port.recorder_busy,
         shift_since_ms=lambda: shift_since_ms(port.shift_view()),
+        displays_path=config.state_dir / "web" / DISPLAYS_FILE,
     )
+    web_access.load_displays()
     listener = WebListener("listening", url, access=web_access)
     try:
         certificate = await asyncio.to_thread(_certificate, config, hostname)

@@ -14,6 +14,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from gateway.web.displays import DISPLAY_MAX_S, DisplayTable
+from gateway.web.server import DISPLAYS_FILE, start_web
+from gateway.web.status_source import StatusSource
 from tests.gateway.web.conftest import WebRig, login
 
 ALICE_TAG = hashlib.sha256(b"alice").hexdigest()[:12]
@@ -176,3 +179,44 @@ async def test_another_browser_without_the_cookie_sees_nothing(
         assert (reply.status, await reply.json()) == (200, {"bound": False})
         stranger.cookie_jar.update_cookies({"mvb_display": "forged"})
         assert (await stranger.get("/api/status")).status == 401
+
+
+async def test_a_binding_outlives_a_restart_of_the_box_and_keeps_no_secret(
+    web_rig: WebRig, alice: tuple[aiohttp.ClientSession, str]
+) -> None:
+    """A power cut mid-shift must not drop the car's display to a login screen. The state holds
+    the token's digest and the account's tag: neither the token, its CSRF token nor the name."""
+    client, token = alice
+    display_token = await bind(client, token)
+    cookie = next(c.value for c in client.cookie_jar if c.key == "mvb_display")
+    stored = (web_rig.config.state_dir / "web" / DISPLAYS_FILE).read_text()
+    for secret in (cookie, display_token, "alice"):
+        assert secret not in stored
+    assert ALICE_TAG in stored
+    await web_rig.listener.stop()
+    status = StatusSource(web_rig.box)
+    restarted = await start_web(web_rig.box, status, web_rig.config, clock=web_rig.clock)
+    assert restarted is not None
+    try:
+        client.cookie_jar.clear(lambda c: c.key == "mvb_session")  # a restart ends sessions
+        binding = await (await client.get("/api/display")).json()
+        assert binding["bound"] is True
+        assert binding["csrf_token"] == display_token
+        start = await client.post("/api/record/start", headers=csrf(display_token))
+        assert start.status == 200, await start.text()
+    finally:
+        await restarted.stop()
+
+
+def test_a_displays_file_that_is_not_one_binds_nothing() -> None:
+    table = DisplayTable()
+    for raw in (b"", b"[]", b'{"format": 2}', b'{"format": 1, "displays": [{"account": 1}]}'):
+        with pytest.raises(ValueError, match=r"Expecting value|not a displays file|display entry"):
+            table.load_json(raw, 0.0)
+    assert len(table) == 0
+    token = table.bind("tag", "grant", 5, 0.0)
+    copy = DisplayTable()
+    copy.load_json(table.to_json(), 100.0)
+    display = copy.lookup(token, 100.0 + DISPLAY_MAX_S - 1, 5, "grant")
+    assert display is not None, "a restored binding lives DISPLAY_MAX_S from the restart"
+    assert copy.lookup(token, 101.0, 6, "grant") is None, "another shift: gone"
