@@ -22,8 +22,12 @@ Invariants:
   password comes meanwhile; a correct password resets the pair and the client (not the
   account: other clients' guesses still count there).
 - Memory is bounded: a book forgets a key `lockout_s` after its last failure or lock and keeps
-  at most `max_entries`; when every entry of a full book is locked, a new key counts as locked
-  until the earliest lock ends (fail closed rather than forget a lock an attacker earned).
+  at most `max_entries`; a lock is never evicted. When every entry of a full book is locked,
+  the account book fails closed (a new name counts as locked until the earliest lock ends: it
+  holds unknown devices only), while the pair and client books fail open (a new key is not
+  counted there). So filling the books with locks from many addresses never locks out a known
+  device, and it gains the attacker nothing: every guess at a name still counts in the account
+  book.
 - An unknown account name is counted like a real one: a lock reveals nothing about which names
   exist.
 """
@@ -95,10 +99,15 @@ class FailureBook(Generic[K]):
     """Wrong passwords in a row per key, with a ban after `threshold(policy)` of them."""
 
     def __init__(
-        self, threshold: Callable[[ThrottlePolicy], int], max_entries: int = MAX_THROTTLE_ENTRIES
+        self,
+        threshold: Callable[[ThrottlePolicy], int],
+        max_entries: int = MAX_THROTTLE_ENTRIES,
+        *,
+        fail_closed: bool = True,
     ) -> None:
         self._threshold = threshold
         self._max_entries = max_entries
+        self._fail_closed = fail_closed
         self._entries: dict[K, _Failures] = {}
 
     def __len__(self) -> int:
@@ -110,7 +119,8 @@ class FailureBook(Generic[K]):
         entry = self._entries.get(key)
         if entry is not None:
             return max(0.0, entry.locked_until_s - now_s)
-        if len(self._entries) >= self._max_entries and self._all_locked(now_s):
+        full = len(self._entries) >= self._max_entries
+        if self._fail_closed and full and self._all_locked(now_s):
             return min(e.locked_until_s for e in self._entries.values()) - now_s
         return 0.0
 
@@ -166,8 +176,10 @@ class LoginThrottle:
     """The three books of the module docstring, asked and told together."""
 
     def __init__(self, max_entries: int = MAX_THROTTLE_ENTRIES) -> None:
-        self.pairs: FailureBook[tuple[str, str]] = FailureBook(_per_client, max_entries)
-        self.clients: FailureBook[str] = FailureBook(_spread, max_entries)
+        self.pairs: FailureBook[tuple[str, str]] = FailureBook(
+            _per_client, max_entries, fail_closed=False
+        )
+        self.clients: FailureBook[str] = FailureBook(_spread, max_entries, fail_closed=False)
         self.accounts: FailureBook[str] = FailureBook(_spread, max_entries)
 
     def __len__(self) -> int:

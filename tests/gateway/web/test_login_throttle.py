@@ -114,6 +114,18 @@ def test_a_book_full_of_locks_fails_closed_for_new_keys() -> None:
     assert book.retry_after_s("c", 900, POLICY) == 0, "a's lock ended: room again"
 
 
+def test_a_pair_book_full_of_locks_fails_open_and_never_locks_out_a_known_device() -> None:
+    """Locks earned from 4 addresses fill the small books; the officer's tablet (a new pair
+    there) still logs in, and a stranger at a new address is held by the account's count."""
+    throttle = LoginThrottle(max_entries=4)
+    for n in range(4):
+        for _ in range(5):
+            throttle.failed(f"10.9.{n}.1", "alice", 0, POLICY)
+    assert wait(throttle, TABLET, "alice", 1, known=True) == 0
+    assert wait(throttle, OTHER, "alice", 1) == 899, "the account's 20 failures hold new devices"
+    assert wait(throttle, OTHER, "bob", 1) == 0
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
