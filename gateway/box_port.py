@@ -19,7 +19,7 @@ from config.local import LocalConfig
 from gateway.box import Box
 from gateway.caller import Identity, RefusalKind, Refused
 from gateway.capture.service import CaptureService
-from gateway.fleet_sync import FleetSync
+from gateway.fleet_sync import BundleRejected, FleetSync
 from gateway.gps import GpsTracker
 from gateway.hold_desk import HoldDesk
 from gateway.officer.desks import OfficerDesks
@@ -27,8 +27,15 @@ from gateway.officer.reports import with_held_flags
 from gateway.officer.reports_form import report_rules
 from gateway.officer.shift import ShiftStart
 from gateway.pairing import BoxIdInvalid, PairingFailed
-from gateway.pairing_client import AlreadyPairedHere, is_paired, officer_message, pair
+from gateway.pairing_client import (
+    AlreadyPairedHere,
+    is_paired,
+    officer_message,
+    officer_reason,
+    pair,
+)
 from gateway.port import AuditValue, BundleResult, Paired
+from gateway.recorder import State
 from gateway.status_facts import StatusInputs, StorageFacts, UplinkFacts, UplinkIdle
 from gateway.status_gather import (
     gps_facts,
@@ -148,6 +155,9 @@ class BoxAdapter:
             raise _not_recording() from exc
         return self.service.recorder.state.value
 
+    def recorder_busy(self) -> bool:
+        return self.service.recorder.state is not State.STANDBY
+
     async def flag_incident(self, caller: Identity) -> int:
         recording = self.service.recording
         if recording is None:
@@ -224,12 +234,14 @@ class BoxAdapter:
             device_key = self.box.device_key.public_key().raw()
             credentials = await pair(code, box_id, config.state_dir, device_key, re_pair=re_pair)
         except AlreadyPairedHere as exc:
-            raise Refused(RefusalKind.CONFLICT, "already_paired", officer_message(exc)) from exc
+            message, reason = officer_message(exc), officer_reason(exc)
+            raise Refused(RefusalKind.CONFLICT, "already_paired", message, reason=reason) from exc
         except BoxIdInvalid as exc:
             message = f"box.device_serial: {exc}"
             raise Refused(RefusalKind.INVALID, "box_id_invalid", message) from exc
         except (PairingFailed, ValueError) as exc:  # ValueError: the code is not a code
-            raise Refused(RefusalKind.INVALID, "pairing_failed", officer_message(exc)) from exc
+            message, reason = officer_message(exc), officer_reason(exc)
+            raise Refused(RefusalKind.INVALID, "pairing_failed", message, reason=reason) from exc
         except OSError as exc:
             log.error("pairing: cannot write the credentials: %s", exc.strerror)
             message = "the credentials could not be saved"
@@ -245,14 +257,15 @@ class BoxAdapter:
             message = "the box is not paired with the back office"
             raise Refused(RefusalKind.CONFLICT, "not_paired", message)
         outcome = await fleet.push(bundle)
-        if isinstance(outcome, str):
-            return BundleResult(applied=False, reason=outcome)
+        if isinstance(outcome, BundleRejected):
+            return BundleResult(applied=False, reason=outcome.reason, reason_code=outcome.code)
         return BundleResult(
             outcome.applied,
             outcome.reason,
             outcome.config_serial,
             outcome.sha256,
             deferred=outcome.transient,
+            reason_code=outcome.reason_code,
         )
 
     # -- uploads ----------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class BundleResult:
     config_serial: int | None = None
     sha256: str | None = None
     deferred: bool = False
+    reason_code: str | None = None  # the reason as the page's code (gateway/fleet_refusals.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,11 @@ class BoxPort(Protocol):
 
     async def trigger(self, source: str) -> str:
         """A trigger from another device of the vehicle, recorded with its `source`."""
+        ...
+
+    def recorder_busy(self) -> bool:
+        """True while a recording or its post-record runs (the web sessions do not idle out
+        meanwhile: docs/webui.md 1.1). Cheap: called at every web request."""
         ...
 
     # -- the shift and the reports (R4, R5) ---------------------------------------------------

@@ -431,6 +431,8 @@ async def run(config: LocalConfig) -> int:
         f"http://{config.api.host}:{config.api.port}/api/status",
         flush=True,
     )
+    if running.web is not None:
+        print(running.web.banner(), flush=True)
     notifier.ready(_status_line(running))
     helpers = _service_helpers(running, notifier)
     core_failed = await _wait_for_stop_or_core_failure(running, stop)

@@ -221,6 +221,7 @@ def _uplink(uplink: UplinkFacts | UplinkIdle, storage: StorageFacts) -> dict[str
         "queue": _by_class(storage.waiting_files, storage.waiting_bytes),
         "eta_s": None if throughput is None else round(waiting_bytes / throughput, 1),
         "waiting_reasons": _waiting_reasons(status["waiting"]),
+        "waiting_codes": _waiting_codes(status["waiting"]),
         "links": links,
         "uploading": uploading,
         "uploaded_files": status["uploaded_files"],
@@ -251,6 +252,16 @@ def _waiting_reasons(waiting: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Why files wait, most common first, at most MAX_WAITING_REASONS of them."""
     counts = Counter(str(item["reason"])[:200] for item in waiting)
     return dict(counts.most_common(MAX_WAITING_REASONS))
+
+
+def _waiting_codes(waiting: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The same, as codes the page translates (transport/wait_reasons.py) with the link they
+    name: `[{"code", "link", "count"}]`, most common first, at most MAX_WAITING_REASONS."""
+    counts = Counter((str(item.get("code", "")), item.get("link")) for item in waiting)
+    return [
+        {"code": code, "link": link, "count": count}
+        for (code, link), count in counts.most_common(MAX_WAITING_REASONS)
+    ]
 
 
 def _gps(gps: GpsFacts) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class FakeBox:
     bundles: list[bytes] = field(default_factory=list)
     bundle_result: BundleResult = field(
         default_factory=lambda: BundleResult(
-            applied=False, reason="refused: BadBundle: not a bundle"
+            applied=False, reason="refused: BadBundle: not a bundle", reason_code="bad_bundle"
         )
     )
     alarms: dict[str, str] = field(default_factory=dict)
@@ -163,6 +163,9 @@ class FakeBox:
         self.flagged = False
         self.state = "standby"
         return self.state
+
+    def recorder_busy(self) -> bool:
+        return self.recording_id is not None
 
     async def flag_incident(self, caller: Identity) -> int:
         if self.recording_id is None:
@@ -291,10 +294,14 @@ class FakeBox:
     async def pair(self, code: str, re_pair: bool) -> Paired:
         if self.paired and not re_pair:
             message = "this box is already paired"
-            raise Refused(RefusalKind.CONFLICT, "already_paired", message)
+            raise Refused(
+                RefusalKind.CONFLICT, "already_paired", message, reason="already_paired_here"
+            )
         if code != GOOD_CODE:
             message = "the pairing code is not valid"
-            raise Refused(RefusalKind.INVALID, "pairing_failed", message)
+            raise Refused(
+                RefusalKind.INVALID, "pairing_failed", message, reason="refused_code_unknown"
+            )
         self.paired = True
         await self.audit("gateway.paired", re_pair=re_pair)
         return Paired(self.config.box.device_serial, "127.0.0.1:8443", "note")
@@ -311,6 +318,7 @@ class FakeBox:
     async def uploads_view(self, caller: Identity) -> dict[str, Any]:
         _admin_only(caller)
         reasons = {"blocked": "the back office holds other bytes", "waiting": "waiting for WiFi"}
+        codes = {"blocked": "blocked", "waiting": "waiting_for_wifi"}
         files = [
             {
                 "file_id": file_id,
@@ -320,6 +328,8 @@ class FakeBox:
                 "created_at_ms": 0,
                 "state": state,
                 "reason": reasons[state],
+                "code": codes[state],
+                "link": None,
                 "retry_in_s": None,
                 "offset_bytes": None,
             }
