@@ -139,8 +139,13 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     assert len(rows) == 2, catalog.stdout
     audit = (config.parent / "state" / "audit.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in audit]
-    triggers = [e["fields"]["source"] for e in events if e["event"] == "gateway.trigger"]
-    assert triggers == ["lights", "officer"]
+    triggers = [e["fields"] for e in events if e["event"] == "gateway.trigger"]
+    assert triggers == [  # R3: the source, and who asked on which channel (issue 15, item 5)
+        {"source": "lights", "started_recording": True, "channel": "input", "account": None},
+        {"source": "officer", "started_recording": True, "channel": "cli", "account": "local"},
+    ]
+    [stop] = [e["fields"] for e in events if e["event"] == "gateway.stop"]
+    assert stop == {"source": "officer", "postrecord_s": 0.0, "channel": "cli", "account": "local"}
     names = [e["event"] for e in events]
     assert names[0] == "gateway.started"
     assert "gateway.stopped" in names
@@ -210,6 +215,6 @@ def test_bodycam_event_and_hard_braking_are_triggers(
     events = [json.loads(line) for line in (config.parent / "state" / "audit.jsonl").open()]
     triggers = [e["fields"] for e in events if e["event"] == "gateway.trigger"]
     assert triggers == [
-        {"source": "bodycam", "started_recording": True},
-        {"source": "crash", "started_recording": False},
+        {"source": "bodycam", "started_recording": True, "channel": "button", "account": None},
+        {"source": "crash", "started_recording": False, "channel": "input", "account": None},
     ]

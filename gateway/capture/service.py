@@ -27,6 +27,7 @@ from gateway.capture.packet import CapturedPacket
 from gateway.capture.ring import PrerecordRing
 from gateway.capture.source import ThreadedSource
 from gateway.recorder import (
+    ORIGIN_KEYS,
     Action,
     Event,
     EventKind,
@@ -208,8 +209,9 @@ class CaptureService:
     async def trigger(self, source: str, **facts: Any) -> list[Action]:
         return await self.submit(Event(EventKind.TRIGGER, self.clock_ns(), source, facts))
 
-    async def stop_recording(self, source: str = "officer") -> list[Action]:
-        return await self.submit(Event(EventKind.STOP, self.clock_ns(), source))
+    async def stop_recording(self, source: str = "officer", **facts: Any) -> list[Action]:
+        """`facts` name who stopped it (`channel`, `account`: gateway/recorder.py ORIGIN_KEYS)."""
+        return await self.submit(Event(EventKind.STOP, self.clock_ns(), source, facts))
 
     async def submit(self, event: Event) -> list[Action]:
         """Run one event through the recorder and carry out its actions. IllegalTransition
@@ -243,7 +245,7 @@ class CaptureService:
         if isinstance(action, StartRecording):
             await self._start(action)
         elif isinstance(action, NoteTrigger):
-            await self._audit_trigger(action.source, started=False)
+            await self._audit_trigger(action.source, action.facts, started=False)
             await self._escalate(action.source)
             self._attach_cameras(action.cameras, event.now_ns)
             await self._broadcast(
@@ -256,12 +258,25 @@ class CaptureService:
                 }
             )
         elif isinstance(action, NoteStop):
-            await self._audit("gateway.stop", source=action.source)
+            origin = origin_of(event.facts)
+            postrecord_s = max(0.0, (action.postrecord_until_ns - event.now_ns) / NS_PER_S)
+            await self._audit(
+                "gateway.stop", source=action.source, postrecord_s=postrecord_s, **origin
+            )
             await self._broadcast(
-                {"type": "event", "name": "stop", "source": action.source, "at_ms": _wall_ms()}
+                {
+                    "type": "event",
+                    "name": "stop",
+                    "source": action.source,
+                    "at_ms": _wall_ms(),
+                    "postrecord_s": postrecord_s,
+                    **origin,
+                }
             )
         elif isinstance(action, RefuseStop):
-            await self._audit("gateway.stop_refused", source=action.source)
+            await self._audit(
+                "gateway.stop_refused", source=action.source, **origin_of(event.facts)
+            )
         elif isinstance(action, WarnMaxContinuous):
             minutes = action.recording_for_s / 60
             message = f"recording for {minutes:.0f} min: stop when the threat is over"
@@ -273,7 +288,7 @@ class CaptureService:
             await self._finish()
 
     async def _start(self, action: StartRecording) -> None:
-        await self._audit_trigger(action.source, started=True)
+        await self._audit_trigger(action.source, action.facts, started=True)
         trigger = {"source": action.source, "at_ms": _wall_ms(), **_scalars(action.facts)}
         try:
             facts = {**self.facts, **self._observed_facts(), "trigger": trigger}
@@ -336,9 +351,13 @@ class CaptureService:
                 await _observe(observer.recording_finished(recording.recording_id, duration_s))
         self.alarms.clear("max_continuous")
 
-    async def _audit_trigger(self, source: str, *, started: bool) -> None:
-        # RULES R3: every start is registered, with its source.
-        await self._audit("gateway.trigger", source=source, started_recording=started)
+    async def _audit_trigger(
+        self, source: str, facts: Mapping[str, object], *, started: bool
+    ) -> None:
+        # RULES R3: every start is registered, with its source, and who asked on which channel.
+        await self._audit(
+            "gateway.trigger", source=source, started_recording=started, **origin_of(facts)
+        )
 
     async def _audit(self, event: str, **fields: str | int | float | bool | None) -> None:
         """Audit appends fsync: off the event loop."""
@@ -396,6 +415,16 @@ async def _observe(call: Awaitable[None]) -> None:
         await call
     except Exception:
         log.exception("recording observer failed")
+
+
+def origin_of(facts: Mapping[str, object]) -> dict[str, str | None]:
+    """Who asked for a trigger or a stop, as the audit log names them: the `channel` (page,
+    cli, button, input) and the `account` (an account tag, "local"; None for a device)."""
+    return {
+        key: value
+        for key in ORIGIN_KEYS
+        if key in facts and (isinstance(value := facts[key], str) or value is None)
+    }
 
 
 def _scalars(facts: dict[str, object]) -> dict[str, object]:
