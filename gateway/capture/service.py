@@ -64,6 +64,10 @@ class RecordingObserver(Protocol):
         """Facts for the encrypted `recording` metadata of the recording starting now (R5)."""
         ...
 
+    def camera_facts(self, camera_serial: str) -> Mapping[str, Any]:
+        """Facts of one camera's part, as it joins the recording (R5: whose footage it is)."""
+        ...
+
     async def recording_started(self, recording_id: str, facts: Mapping[str, Any]) -> None:
         """A recording started with `facts` (the trigger's source and wall-clock `at_ms`)."""
         ...
@@ -76,10 +80,17 @@ class RecordingObserver(Protocol):
 class CameraRecording:
     """One camera's part of the current recording, driven on the camera's own worker thread."""
 
-    def __init__(self, recording: Recording, camera: Camera, gps_window: GpsWindow) -> None:
+    def __init__(
+        self,
+        recording: Recording,
+        camera: Camera,
+        gps_window: GpsWindow,
+        observed: Mapping[str, Any] | None = None,
+    ) -> None:
         stream = recording.open_stream(
             camera.name,
             container="mpegts",
+            **(observed or {}),
             camera_serial=camera.serial,
             camera_auth=camera.source.spec.auth,  # how the camera proved it is this one (L6)
         )
@@ -312,6 +323,15 @@ class CaptureService:
                 log.exception("recording observer failed to give facts; recording without them")
         return facts
 
+    def _observed_camera_facts(self, camera_serial: str) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        for observer in self.observers:
+            try:
+                facts.update(observer.camera_facts(camera_serial))
+            except Exception:
+                log.exception("recording observer failed to give camera facts; going without")
+        return facts
+
     async def _escalate(self, source: str) -> None:
         """A P0 trigger (a crash) during a running recording makes the whole recording P0."""
         if self.recording is not None and self.upload_class_of(source) == "P0":
@@ -324,7 +344,8 @@ class CaptureService:
         for camera in self.cameras.values():
             if camera.recording is not None or (names is not None and camera.name not in names):
                 continue
-            camera.recording = CameraRecording(self.recording, camera, self.gps_window)
+            observed = self._observed_camera_facts(camera.serial)
+            camera.recording = CameraRecording(self.recording, camera, self.gps_window, observed)
             camera.recording.submit_packets(camera.ring.snapshot(since_ns))
 
     async def _broadcast(self, obj: dict[str, Any]) -> None:

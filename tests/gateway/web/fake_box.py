@@ -153,11 +153,10 @@ class FakeBox:
         return shift_view(self.shift, len(self.book.missing()))
 
     async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
-        before = self.shift
-        self.shift = decide_start(before, start, time.time_ns() // 1_000_000)
-        event = "shift.started" if before is None else "shift.bodycams_changed"
+        change = decide_start(self.shift, start, time.time_ns() // 1_000_000)
+        self.shift = change.shift
         await self.audit(
-            event, officer_id_sealed=self._sealed(start.officer_id), channel=caller.channel
+            change.event, officer_id_sealed=self._sealed(start.officer_id), channel=caller.channel
         )
         return self.shift_view()
 
@@ -170,7 +169,7 @@ class FakeBox:
         ended = decide_end(self.shift, caller, acknowledge_missing, missing)
         self.shift = None
         self.book.clear()
-        sealed = self._sealed(ended.officer_id)
+        sealed = self._sealed(ended.officer_ids[0] if ended.officer_ids else None)
         await self.audit("shift.ended", officer_id_sealed=sealed, channel=caller.channel)
         return {**self.shift_view(), "ended": True, "reports_missing_acknowledged": len(missing)}
 
