@@ -29,7 +29,7 @@ import {
   setupReports,
 } from "./reports.js";
 import { renderSettings, resetSettings, setupSettings } from "./settings.js";
-import { loadShift, renderShift, resetShift, setupShift } from "./shift.js";
+import { loadShift, renderShift, resetShift, setShiftAccount, setupShift } from "./shift.js";
 import { alertsView, reportsMissing, shiftRuns } from "./status.js";
 
 const SCREENS = Object.freeze(["overview", "shift", "reports", "settings"]);
@@ -111,6 +111,7 @@ function showConnectionLost(lost) {
 function enter(session, username) {
   setCsrfToken(session.csrf_token);
   page.user = typeof session.user === "string" ? session.user : username;
+  setShiftAccount(session.officer_id); // whose bodycams the shift screen shows
   keepDraftFor(page.user);
   resetLogin();
   show(byId("nav"), true);

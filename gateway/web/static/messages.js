@@ -16,7 +16,9 @@ const ERROR_TEXTS = Object.freeze({
   not_recording: key("error.not_recording"),
   "not recording": key("error.not_recording"), // the recording routes' older spelling
   no_officer_id: key("error.no_officer_id"),
-  shift_active: key("error.shift_active"),
+  shift_full: key("error.shift_full"),
+  bodycam_taken: key("error.bodycam_taken"),
+  shift_required: key("error.shift_required"),
   no_shift: key("error.no_shift"),
   reports_missing: key("error.reports_missing"),
   unknown_recording: key("error.unknown_recording"),
