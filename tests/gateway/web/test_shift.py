@@ -5,9 +5,14 @@ encryption; a shift ends only with every report filed or the missing ones acknow
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
@@ -17,10 +22,12 @@ import pytest
 
 from config.local import load_config
 from gateway.caller import Refused
+from gateway.capture.service import Camera
 from gateway.officer.shift import ShiftStart
 from gateway.web.identity import LOCAL_IDENTITY, Identity
 from gateway.web.jsonbody import ApiError
 from gateway.web.shift_routes import parse_start
+from storage.reader import read_evidence
 from storage.sealed import open_sealed
 from tests.gateway.web.conftest import WebRig, login
 from tests.gateway.web.fake_box import fake_local
@@ -83,7 +90,7 @@ async def test_a_duo_shifts_recordings_name_each_bodycams_officer_and_both_on_th
     )
     async with running_box(config) as box, box.client() as client:
         for camera in box.running.service.cameras.values():
-            await wait_for(lambda c=camera: c.ring.span_ns() > 0, f"{camera.name}'s packets")
+            await wait_for(partial(delivered, camera), f"{camera.name}'s packets")
         status = await (await client.get("/api/status")).json()
         assert "no_shift" in [alert["code"] for alert in status["alerts"]]
         before = await record_once(box, client)
@@ -127,10 +134,10 @@ async def test_a_duo_shifts_recordings_name_each_bodycams_officer_and_both_on_th
     for report in box.decrypt_all():
         recording = next(m for m in report.metadata if m["type"] == "recording")
         by_camera[(recording["recording_id"], recording["camera"])] = recording
-    assert {camera for (_, camera) in by_camera} == {"dashcam", "bodycam-1", "bodycam-2"}
+    assert {name for (_, name) in by_camera} == {"dashcam", "bodycam-1", "bodycam-2"}
     for recording_id in (before, after):
-        for camera in ("dashcam", "bodycam-1", "bodycam-2"):
-            facts = by_camera[(recording_id, camera)]
+        for name in ("dashcam", "bodycam-1", "bodycam-2"):
+            facts = by_camera[(recording_id, name)]
             assert (facts["officer_ids"], facts["shift_officers"]) == ([], [])
     assert by_camera[(during, "dashcam")]["officer_ids"] == ["BOA-42", "BOA-43"]
     assert by_camera[(during, "bodycam-1")]["officer_ids"] == ["BOA-42"]
@@ -166,6 +173,10 @@ async def test_a_duo_shifts_recordings_name_each_bodycams_officer_and_both_on_th
             },
         ),
     ]
+
+
+def delivered(camera: Camera) -> bool:
+    return camera.ring.span_ns() > 0
 
 
 def opened(box: LocalBox, fields: dict[str, Any]) -> dict[str, Any]:
@@ -345,3 +356,94 @@ async def test_on_the_web_the_account_names_the_officer(web_rig: WebRig) -> None
     (started,) = [e for e in web_rig.audit_events() if e["event"] == "shift.started"]
     sealed = started["fields"]["officer_id_sealed"]
     assert open_sealed(sealed, web_rig.box.recording_key, "officer_id") == b"BOA-1234"
+
+
+# -- mvb import: a docked bodycam's clip, attributed by the shift history -------------------------
+
+
+async def test_mvb_import_attributes_a_clip_to_whoever_held_its_bodycam_then(
+    tmp_path: Path,
+) -> None:
+    """Issue 15, item 4: the shift history (sealed officer ids, tagged serials) outlives the
+    shift and the box's process; `mvb import --bodycam` names the officer who held that bodycam
+    at the clip's time (given, or the file's mtime), sealed for the back office."""
+    clip = replay_clip(tmp_path)
+    config = feature_box_config(tmp_path)
+    async with running_box(config) as box, box.client() as client:
+        code, _ = await post(
+            client, "/api/shift/start", {"officer_id": "BOA-42", "bodycam_serials": ["BC-7"]}
+        )
+        assert code == 200
+        code, _ = await post(
+            client, "/api/shift/start", {"officer_id": "BOA-43", "bodycam_serials": ["BC-8"]}
+        )
+        assert code == 200
+        during_ms = time.time_ns() // 1_000_000
+        await wait_for(lambda: time.time_ns() // 1_000_000 > during_ms, "the next millisecond")
+        code, _ = await post(client, "/api/shift/end", {})
+        assert code == 200
+    after_ms = time.time_ns() // 1_000_000 + 60_000
+    history = box.config.state_dir / "shift_history.json"
+    assert history.exists()
+    for needle in (b"BOA-42", b"BOA-43", b"BC-7", b"BC-8"):
+        assert files_containing([box.config.state_dir], needle) == [], needle
+
+    os.utime(clip, ns=(during_ms * 1_000_000, during_ms * 1_000_000))
+    mvb = [str(MVB), "--config", str(config), "import", str(clip)]
+    imports = [
+        (["--bodycam", "BC-7"], "file_mtime", "BOA-42"),
+        (["--bodycam", "BC-8", "--recorded-at", iso(during_ms)], "given", "BOA-43"),
+        (["--bodycam", "BC-8", "--recorded-at", iso(after_ms)], "given", None),
+    ]
+    for args, _, officer in imports:
+        done = await run_command(*mvb, *args)
+        assert done.returncode == 0, done.stderr
+        assert ("attributed to the officer" in done.stdout) == (officer is not None), done.stdout
+    attributed = []
+    for path in sorted(
+        box.running.box.store.layout.sealed_files(), key=lambda p: p.stat().st_mtime
+    ):
+        with path.open("rb") as handle:
+            read = read_evidence(handle, box.recipient, media_out=io.BytesIO())
+        facts = next(m for m in read.metadata if m["type"] == "recording")
+        sealed = facts["officer_id_sealed"]
+        opened = None if sealed is None else open_sealed(sealed, box.recipient, "officer_id")
+        attributed.append(
+            (facts["bodycam_serial"], facts["clip_time_source"], opened and opened.decode())
+        )
+    assert attributed == [(args[1], source, who) for args, source, who in imports]
+
+
+def iso(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+async def test_a_policy_may_refuse_the_officers_recordings_without_a_shift(
+    tmp_path: Path,
+) -> None:
+    """Issue 15, item 4: `[recording].officer_start_needs_shift` refuses the officer's start
+    while no shift runs (409 `shift_required`, audited with who asked); with a shift it records."""
+    config = feature_box_config(tmp_path)
+    text = config.read_text()
+    assert text.count("[recording]\n") == 1
+    config.write_text(
+        text.replace("[recording]\n", "[recording]\nofficer_start_needs_shift = true\n")
+    )
+    async with running_box(config) as box, box.client() as client:
+        reply = await client.post("/api/record/start")
+        assert (reply.status, (await reply.json())["error"]) == (409, "shift_required")
+        assert box.running.service.recording is None
+        refused = [fields for event, fields in box.audit_events("gateway.trigger_refused")]
+        assert refused == [
+            {"source": "officer", "reason": "no_shift", "channel": "cli", "account": "local"}
+        ]
+        code, _ = await post(client, "/api/shift/start", {"officer_id": "BOA-1"})
+        assert code == 200
+        recording_id = await record_once(box, client)
+    (facts,) = [
+        fields
+        for event, fields in box.audit_events("gateway.trigger")
+        if event == "gateway.trigger"
+    ]
+    assert (facts["source"], facts["channel"]) == ("officer", "cli")
+    assert len(recording_id) == 32
