@@ -228,7 +228,12 @@ class CaptureService:
         """Run one event through the recorder and carry out its actions. IllegalTransition
         (e.g. a stop while standing by) propagates to the caller, which tells the officer."""
         if event.kind is EventKind.TRIGGER and not self.accepting_triggers:
-            await self._audit("gateway.trigger_refused", source=event.source, reason="shutdown")
+            await self._audit(
+                "gateway.trigger_refused",
+                source=event.source,
+                reason="shutdown",
+                **origin_of(event.facts),
+            )
             return []
         async with self._lock:
             actions = self.recorder.handle(event)

@@ -1,6 +1,6 @@
 """Settings inherit (issue 15, item 3): a `[triggers.X]` table overrides only the keys it names,
 in a local file and in a fleet document laid over it; the officer's stop has a post-record of
-its own (item 5), zero unless the municipality sets one."""
+its own (item 5), zero unless the municipality sets one; who asked is named by channel."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 
 from config.fleet_schema import apply_fleet_document
 from config.local import ConfigError, LocalConfig, parse_config
+from gateway.capture.service import origin_of
 from gateway.policy import recorder_policy
+from gateway.recorder import Event, EventKind
+from gateway.watchers import with_channel
 
 CAMERAS = [
     {"name": "dashcam", "kind": "rtsp_pull", "url": "rtsp://10.0.0.2/cam", "auth": "none"},
@@ -78,3 +81,14 @@ def test_the_officers_stop_has_no_postrecord_unless_the_policy_sets_one() -> Non
     )
     with pytest.raises(ConfigError, match=r"recording\.officer_stop_postrecord_s = 121"):
         local(recording={"officer_stop_postrecord_s": 121})
+
+
+def test_an_input_event_is_named_by_its_channel() -> None:
+    """R3 (issue 15, item 5): an input line whose source is the officer is the officer's button;
+    every other input (lights, crash, speed) is an input; neither has an account."""
+    button = with_channel(Event(EventKind.STOP, 1, "officer", {"input": "officer", "value": 0}))
+    assert button.facts == {"input": "officer", "value": 0, "channel": "button", "account": None}
+    lights = with_channel(Event(EventKind.TRIGGER, 1, "lights"))
+    assert (lights.facts["channel"], lights.facts["account"]) == ("input", None)
+    assert origin_of(lights.facts) == {"channel": "input", "account": None}
+    assert origin_of({"channel": 7, "account": "a"}) == {"account": "a"}, "only text is audited"
