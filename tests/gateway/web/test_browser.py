@@ -416,6 +416,13 @@ async def test_a_duo_shift_two_officers_on_their_own_phones(
         f for name, f in events if name == "gateway.trigger" and f.get("channel") == "page"
     ][-1:]
     assert started["account"] == account_tag("alice"), "the trigger names the page's account"
+    stopped = [f for name, f in events if name == "gateway.stop"][-1]
+    assert stopped == {
+        "source": "officer",
+        "postrecord_s": 0.0,  # stop means stop (issue 15, item 5)
+        "channel": "page",
+        "account": account_tag("alice"),
+    }
     assert dave not in box.audit_text()
     assert alice not in box.audit_text()
 
