@@ -29,8 +29,15 @@ import {
   setupReports,
 } from "./reports.js";
 import { renderSettings, resetSettings, setupSettings } from "./settings.js";
-import { loadShift, renderShift, resetShift, setShiftAccount, setupShift } from "./shift.js";
-import { alertsView, reportsMissing, shiftRuns } from "./status.js";
+import {
+  loadShift,
+  renderShift,
+  resetShift,
+  setShiftAccount,
+  setupShift,
+  shiftSignature,
+} from "./shift.js";
+import { alertsView, reportsMissing } from "./status.js";
 
 const SCREENS = Object.freeze(["overview", "shift", "reports", "settings"]);
 const DEFAULT_SCREEN = "overview";
@@ -39,7 +46,7 @@ const page = {
   user: null, // the signed-in account's name (shown in settings); null: signed out
   status: null, // the last status document
   missingReports: null, // its report count, to reload the report list when it changes
-  shiftActive: null, // whether a shift runs, to reload the shift screen when that changes
+  shiftSignature: null, // who works the shift with which bodycams: reload its screen on a change
   screen: null,
 };
 
@@ -74,20 +81,21 @@ function showScreen(name) {
 }
 
 /** A new status document; the open list screens reload when the box says their list changed
- * (a recording ended, a report was filed or a shift started on another tablet). */
+ * (a recording ended, a report was filed, a shift started or a partner joined on another
+ * tablet). */
 function receiveStatus(doc) {
   page.status = doc;
   renderStatus();
   const missing = reportsMissing(doc);
-  const shiftActive = shiftRuns(doc);
+  const shift = shiftSignature(doc);
   if (page.missingReports !== null && missing !== page.missingReports && page.screen === "reports") {
     loadReports();
   }
-  if (page.shiftActive !== null && shiftActive !== page.shiftActive && page.screen === "shift") {
+  if (page.shiftSignature !== null && shift !== page.shiftSignature && page.screen === "shift") {
     loadShift();
   }
   page.missingReports = missing;
-  page.shiftActive = shiftActive;
+  page.shiftSignature = shift;
 }
 
 function renderStatus() {
@@ -133,7 +141,7 @@ function leave({ expired = false } = {}) {
   page.user = null;
   page.status = null;
   page.missingReports = null;
-  page.shiftActive = null;
+  page.shiftSignature = null;
   show(byId("nav"), false);
   show(byId("alerts"), false);
   byId("alerts").replaceChildren();

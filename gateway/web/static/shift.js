@@ -8,6 +8,7 @@ import { byId, el, setText, setTone, show } from "./dom.js";
 import * as fmt from "./format.js";
 import { key, t } from "./i18n.js";
 import { errorText } from "./messages.js";
+import { shiftRuns } from "./status.js";
 import { triggerText } from "./words.js";
 
 export const MAX_BODYCAMS = 8;
@@ -20,6 +21,22 @@ let accountOfficerId = ""; // the logged-in account's service number (GET /api/s
 /** The service number of the account now logged in: whose bodycams the form shows. */
 export function setShiftAccount(officerId) {
   accountOfficerId = typeof officerId === "string" ? officerId : "";
+}
+
+/**
+ * Who works the shift with which bodycams, as one string: the page reloads the shift screen
+ * when it changes (a shift started or ended, a partner joined, bodycams changed elsewhere).
+ */
+export function shiftSignature(doc) {
+  if (!shiftRuns(doc)) {
+    return "none";
+  }
+  const running = Array.isArray(doc.shift.officers) ? doc.shift.officers : [];
+  const parts = running.map((officer) => {
+    const serials = Array.isArray(officer?.bodycam_serials) ? officer.bodycam_serials : [];
+    return `${officer?.officer_id}:${serials.join(",")}`;
+  });
+  return parts.length > 0 ? parts.join(";") : "sealed";
 }
 
 /** The officers of the last shift answer, each `{officer_id, bodycam_serials}`. */

@@ -373,12 +373,13 @@ async def test_a_duo_shift_two_officers_on_their_own_phones(
         await expect(by(partner, "shift-officer-bodycams")).to_have_text(["BC-1001", "BC-2001"])
         await screens.shoot(partner, "shift-duo")
 
-        await go_to(page, "overview")
-        await expect(no_shift).to_have_count(0, timeout=SLOW_MS)
-        await go_to(page, "shift")
-        await expect(by(page, "shift-officer-item")).to_have_count(2)
+        # alice's page, open on the shift screen all along, shows her partner live
+        await expect(by(page, "shift-officer-item")).to_have_count(2, timeout=SLOW_MS)
         await expect(by(page, "shift-officer-item").nth(1)).to_contain_text(dave)
         await expect(by(page, "shift-start-title")).to_have_text("Change your bodycams")
+        await expect(by(page, "shift-serial-0")).to_have_value("BC-1001")
+        await go_to(page, "overview")
+        await expect(no_shift).to_have_count(0, timeout=SLOW_MS)
 
         await go_to(page, "overview")
         await by(page, "btn-record-start").click()
