@@ -19,9 +19,10 @@ State file, version 3: `{"version": 3, "shift": null | {"since_ms": int, "office
 officer, no `officers`) is read as one officer; a version 1 file (plain ids, written by older
 boxes) is read once and written again as version 3 at load.
 
-Order of writes on a change: the shift file, then the history, then the audit entry. A power
-cut between them leaves the history one change behind (an import then names the holder before
-the change, or nobody), never a holder the shift did not have.
+Order of writes on a change: the history with every holding closed, the shift file, the history
+with the new shift's holdings opened, the audit entry. A power cut between any two leaves the
+history naming nobody for the moments around the change (an import is then attributed to no
+officer), never a holder the shift did not have.
 """
 
 from __future__ import annotations
@@ -202,8 +203,14 @@ class ShiftDesk:
             self.saved = before
             raise
 
-    async def _record_holdings(self, shift: Shift | None, now_ms: int) -> None:
-        """The history after this change: who holds which bodycam from now on."""
+    async def _close_holdings(self, now_ms: int) -> None:
+        """Before a change: nobody holds a bodycam from `now_ms` on (durable)."""
+        history = after_change(self.history, [], now_ms)
+        await asyncio.to_thread(save_history, self.state_dir, history)
+        self.history = history
+
+    async def _open_holdings(self, shift: Shift | None, now_ms: int) -> None:
+        """After a change: who holds which bodycam from `now_ms` on (durable)."""
         history = await asyncio.to_thread(self._after_change, shift, now_ms)
         await asyncio.to_thread(save_history, self.state_dir, history)
         self.history = history
@@ -220,9 +227,10 @@ class ShiftDesk:
         async with self._lock:
             now_ms = _wall_ms()
             change = decide_start(self.shift, request, now_ms)
+            await self._close_holdings(now_ms)
             await self._save(change.shift)
             self.shift = change.shift
-            await self._record_holdings(change.shift, now_ms)
+            await self._open_holdings(change.shift, now_ms)
             sealed = await asyncio.to_thread(self._officer_id_sealed, request.officer_id)
             await asyncio.to_thread(
                 self.audit.append,
@@ -242,9 +250,9 @@ class ShiftDesk:
                 await asyncio.to_thread(self._officer_id_sealed, officer_id)
                 for officer_id in (shift.officer_ids or (None,))
             ]
+            await self._close_holdings(_wall_ms())
             await self._save(None)
             self.shift = None
-            await self._record_holdings(None, _wall_ms())
             await self.reports.clear()
             await asyncio.to_thread(
                 self.audit.append,

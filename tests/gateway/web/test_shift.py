@@ -27,8 +27,9 @@ from gateway.officer.shift import ShiftStart
 from gateway.web.identity import LOCAL_IDENTITY, Identity
 from gateway.web.jsonbody import ApiError
 from gateway.web.shift_routes import parse_start
+from storage.envelope import RecipientPrivateKey
 from storage.reader import read_evidence
-from storage.sealed import open_sealed
+from storage.sealed import open_sealed, seal
 from tests.gateway.web.conftest import WebRig, login
 from tests.gateway.web.fake_box import fake_local
 from tests.gateway.web.feature_rig import (
@@ -447,3 +448,23 @@ async def test_a_policy_may_refuse_the_officers_recordings_without_a_shift(
     ]
     assert (facts["source"], facts["channel"]) == ("officer", "cli")
     assert len(recording_id) == 32
+
+
+async def test_a_shift_saved_before_duo_patrols_is_read_as_one_officer(tmp_path: Path) -> None:
+    """A version 2 shift file (one officer, no count of officers) from a box updated mid-shift:
+    the shift runs on, sealed, with one unknown officer; the first officer resumes it."""
+    config = feature_box_config(tmp_path)
+    recipient = RecipientPrivateKey.load(Path((tmp_path / "private-key-path").read_text()))
+    sealed = seal(b'{"officer_id": "BOA-1"}', "shift", (recipient.public(),))
+    state = tmp_path / "box" / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    saved = {"since_ms": 1234, "bodycams": 0, "sealed": sealed}
+    (state / "shift.json").write_text(json.dumps({"version": 2, "shift": saved}))
+    async with running_box(config) as box, box.client() as client:
+        shift = await (await client.get("/api/shift")).json()
+        assert (shift["active"], shift["officers"], shift["officers_unknown"]) == (True, [], 1)
+        assert shift["since_ms"] == 1234
+        code, resumed = await post(client, "/api/shift/start", {"officer_id": "BOA-1"})
+        assert (code, resumed["since_ms"], len(resumed["officers"])) == (200, 1234, 1)
+    written = json.loads((state / "shift.json").read_text())
+    assert (written["version"], written["shift"]["officers"]) == (3, 1)
