@@ -22,7 +22,7 @@ ERIN = Identity(channel="web", user="erin", role="officer", officer_id="BOA-99")
 ADMIN = Identity(channel="web", user="bob", role="admin", officer_id="")
 
 
-def test_one_shift_and_who_may_end_it() -> None:
+def test_one_shift_at_a_time_and_who_may_end_it() -> None:
     started = decide_start(None, ShiftStart("BOA-1234", ("BC-1",)), 1000)
     running = started.shift
     assert (started.event, running) == (
