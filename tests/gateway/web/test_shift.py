@@ -304,9 +304,6 @@ async def test_mvb_shift_start_and_end(box: LocalBox) -> None:
     assert joined.stdout.strip() == (
         "shift: officer BOA-3 (bodycams BC-1, BC-2), officer BOA-4 (no bodycams)"
     )
-    full = await run_command(*mvb, "start", "--officer-id", "BOA-5")
-    assert full.returncode == 1
-    assert "already holds 2 officers" in full.stderr
     status = await run_command(str(MVB), "--config", str(box.config_path), "status", "--text")
     assert "shift: officer BOA-3 (bodycams BC-1, BC-2), officer BOA-4" in status.stdout
     async with box.client() as client:
