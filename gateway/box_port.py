@@ -166,6 +166,9 @@ class BoxAdapter:
     async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
         return await self.officer.shift.start(caller, start)
 
+    async def leave_shift(self, caller: Identity, officer_id: str) -> dict[str, Any]:
+        return await self.officer.shift.leave(caller, officer_id)
+
     async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
         return await self.officer.shift.end(caller, acknowledge_missing)
 

@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_shift_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`mvb shift start|end` and `mvb report` (docs/webui.md 2, RULES R4 and R5)."""
+    """`mvb shift start|leave|end` and `mvb report` (docs/webui.md 2, RULES R4 and R5)."""
     shift = sub.add_parser("shift", help="the officer's shift on the running box")
     actions = shift.add_subparsers(dest="shift_action", required=True)
     start = actions.add_parser(
@@ -106,6 +106,8 @@ def _add_shift_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     start.add_argument(
         "--bodycam", action="extend", nargs="+", default=[], metavar="SERIAL", help="at most 8"
     )
+    leave = actions.add_parser("leave", help="one officer of a duo goes off duty")
+    leave.add_argument("--officer-id", required=True, help="the leaving officer's service number")
     end = actions.add_parser("end", help="end the shift (every recording needs its report)")
     end.add_argument(
         "--acknowledge-missing-reports",
@@ -527,6 +529,8 @@ def _shift(config: LocalConfig, args: argparse.Namespace) -> int:
     line there, RULES R5); exit 1 with the box's reason when it refuses."""
     if args.shift_action == "start":
         body: dict[str, Any] = {"officer_id": args.officer_id, "bodycam_serials": args.bodycam}
+    elif args.shift_action == "leave":
+        body = {"officer_id": args.officer_id}
     else:
         body = {"acknowledge_missing_reports": args.acknowledge_missing_reports}
     try:
@@ -541,7 +545,7 @@ def _shift(config: LocalConfig, args: argparse.Namespace) -> int:
         if document.get("error") == "reports_missing":
             print("  file them (mvb report) or add --acknowledge-missing-reports", file=sys.stderr)
         return 1
-    if args.shift_action == "start":
+    if args.shift_action in ("start", "leave"):
         print(f"shift: {shift_officers_text(document)}")
     else:
         acknowledged = document.get("reports_missing_acknowledged", 0)

@@ -1,8 +1,9 @@
 """The officer's shift (RULES R5, R4; docs/webui.md section 2): who records with this box.
 
 Boa's patrol in pairs: a shift holds one or two officers (`MAX_OFFICERS`), each with the
-bodycams they carry. Pure core: `bodycam_serials` (validation), `decide_start` / `decide_end`
-(a command and the current shift -> the new shift and what happened, or the refusal),
+bodycams they carry. Pure core: `bodycam_serials` (validation), `decide_start` /
+`decide_leave` / `decide_end` (a command and the current shift -> the new shift and what
+happened, or the refusal),
 `camera_officers` (whose footage a camera's is) and `shift_view`. The shell is
 `shift_service.py`; the web face parses requests into `ShiftStart`
 (gateway/web/shift_routes.py).
@@ -10,7 +11,8 @@ bodycams they carry. Pure core: `bodycam_serials` (validation), `decide_start` /
 Invariants:
 - at most one shift runs, with at most two officers; the first officer starts it, a second
   joins it (`shift.joined`), a third is refused (`shift_full`); an officer starting again
-  changes their own bodycams and keeps the start time;
+  changes their own bodycams and keeps the start time; one of two may leave (`shift.left`),
+  the other works on;
 - a bodycam belongs to one officer at a time (`bodycam_taken`): a bodycam's footage names that
   officer, every other camera's (the dashcam's) names every officer of the shift;
 - who works the shift is known only to the process that saw it start (no members after a
@@ -157,6 +159,27 @@ def decide_start(current: Shift | None, start: ShiftStart, now_ms: int) -> Shift
             f"this box's shift already holds {MAX_OFFICERS} officers",
         )
     return ShiftChange(Shift((*current.members, member), current.since_ms), "shift.joined")
+
+
+def decide_leave(current: Shift | None, identity: Identity, officer_id: str) -> ShiftChange:
+    """The shift after `officer_id` leaves it (a duo's partner goes off duty; `shift.left`):
+    the other officer works it on, with the report book as it is. Refused `no_shift`,
+    `forbidden` (another officer's leave, unless an admin asks; or the shift is not resumed
+    since a restart), `last_officer` (the only officer ends the shift instead)."""
+    if current is None:
+        raise Refused(RefusalKind.CONFLICT, "no_shift", "no shift is running")
+    if identity.role != "admin" and identity.officer_id != officer_id:
+        raise Refused(RefusalKind.FORBIDDEN, "forbidden", "an officer leaves only for themselves")
+    if current.member(officer_id) is None:
+        why = "that officer does not work this shift"
+        if not current.known:
+            why += " (the box restarted: start the shift again to resume it first)"
+        raise Refused(RefusalKind.FORBIDDEN, "forbidden", why)
+    if len(current.members) == 1:
+        message = "the shift's only officer ends the shift instead of leaving it"
+        raise Refused(RefusalKind.CONFLICT, "last_officer", message)
+    members = tuple(m for m in current.members if m.officer_id != officer_id)
+    return ShiftChange(Shift(members, current.since_ms), "shift.left")
 
 
 def decide_end(

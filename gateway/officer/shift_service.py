@@ -1,8 +1,8 @@
 """The shift's shell: `ShiftDesk` keeps the shift in `state_dir/shift.json` (tmp, fsync,
 rename, fsync dir: a power cut leaves the old or the new shift, never a mix) and who held which
 bodycam in the shift history (`shift_history_io.py`), audits `shift.started` / `shift.joined`
-/ `shift.bodycams_changed` / `shift.resumed` / `shift.ended`, and gives every recording that
-starts during the shift its facts. The decisions are gateway/officer/shift.py's.
+/ `shift.bodycams_changed` / `shift.resumed` / `shift.left` / `shift.ended`, and gives every
+recording that starts during the shift its facts. The decisions are gateway/officer/shift.py's.
 
 Personal data (docs/audit-custody.md 6): officer ids and bodycam serials are never written in
 plaintext. The state file holds the start time, the number of officers and bodycams and the
@@ -43,6 +43,7 @@ from gateway.officer.shift import (
     ShiftStart,
     camera_officers,
     decide_end,
+    decide_leave,
     decide_start,
     shift_view,
 )
@@ -238,6 +239,26 @@ class ShiftDesk:
                 officer_id_sealed=sealed,
                 bodycams=len(request.bodycam_serials),
                 officers=len(change.shift.members),
+                channel=identity.channel,
+            )
+        return self.view()
+
+    async def leave(self, identity: Identity, officer_id: str) -> dict[str, Any]:
+        """One officer of a duo goes off duty; the other works the shift on."""
+        async with self._lock:
+            now_ms = _wall_ms()
+            change = decide_leave(self.shift, identity, officer_id)
+            await self._close_holdings(now_ms)
+            await self._save(change.shift)
+            self.shift = change.shift
+            await self._open_holdings(change.shift, now_ms)
+            sealed = await asyncio.to_thread(self._officer_id_sealed, officer_id)
+            await asyncio.to_thread(
+                self.audit.append,
+                change.event,
+                officer_id_sealed=sealed,
+                officers=len(change.shift.members),
+                by_admin=identity.officer_id != officer_id,
                 channel=identity.channel,
             )
         return self.view()

@@ -19,6 +19,7 @@ const ERROR_TEXTS = Object.freeze({
   shift_full: key("error.shift_full"),
   bodycam_taken: key("error.bodycam_taken"),
   shift_required: key("error.shift_required"),
+  last_officer: key("error.last_officer"),
   no_shift: key("error.no_shift"),
   reports_missing: key("error.reports_missing"),
   unknown_recording: key("error.unknown_recording"),

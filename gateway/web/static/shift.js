@@ -1,6 +1,6 @@
 // The shift screen (RULES R5, R4): start binds the officer and up to 8 bodycams to the box; a
 // second officer joins the running shift the same way (a duo patrol: at most two officers, a
-// bodycam belongs to one of them); end refuses with 409 reports_missing (and the list) until
+// bodycam belongs to one of them) and one of two may leave it; end refuses with 409 reports_missing (and the list) until
 // the officer writes the reports or acknowledges, which the box audits.
 
 import { ApiError, request } from "./api.js";
@@ -82,6 +82,23 @@ export function setupShift() {
     event.preventDefault();
     endShift();
   });
+  byId("shift-leave-submit").addEventListener("click", leaveShift);
+}
+
+/** One officer of a duo goes off duty; the colleague works the shift on. */
+async function leaveShift() {
+  const button = byId("shift-leave-submit");
+  button.disabled = true;
+  try {
+    await request("POST", "/api/shift/leave", { json: {} });
+    clearSerials();
+    showShiftMessage(t("shift.left"), "ok");
+    await loadShift();
+  } catch (failure) {
+    showShiftMessage(errorText(failure), "critical");
+  } finally {
+    button.disabled = false;
+  }
 }
 
 function revealNextSerial() {
@@ -212,6 +229,7 @@ export function renderShift() {
     fillSerials(Array.isArray(mine?.bodycam_serials) ? mine.bodycam_serials : []);
   }
   show(byId("shift-end-form"), active);
+  show(byId("shift-leave-submit"), mode === "change" && officers().length > 1);
   if (!active) {
     missing = null;
   }

@@ -12,6 +12,7 @@ from gateway.officer.shift import (
     bodycam_serials,
     camera_officers,
     decide_end,
+    decide_leave,
     decide_start,
     shift_view,
 )
@@ -132,3 +133,26 @@ def test_after_a_restart_the_first_officer_to_start_resumes_the_shift() -> None:
     view = shift_view(unknown, missing=0, officers_unknown=2)
     assert (view["active"], view["officers"], view["officers_unknown"]) == (True, [], 2)
     assert shift_view(resumed.shift, missing=1, officers_unknown=2)["officers_unknown"] == 0
+
+
+def test_one_of_a_duo_leaves_and_the_other_works_on() -> None:
+    duo = Shift((Member("BOA-1234", ("BC-1",)), Member("BOA-7", ("BC-2",))), 1000)
+    left = decide_leave(duo, CAROL, "BOA-7")
+    assert (left.event, left.shift) == ("shift.left", Shift((Member("BOA-1234", ("BC-1",)),), 1000))
+    assert decide_leave(duo, ADMIN, "BOA-7").shift == left.shift, "an admin may send one off"
+    assert decide_leave(duo, LOCAL_IDENTITY, "BOA-1234").shift.officer_ids == ("BOA-7",)
+    with pytest.raises(Refused) as other:
+        decide_leave(duo, ALICE, "BOA-7")
+    assert (other.value.kind, other.value.code) == (RefusalKind.FORBIDDEN, "forbidden")
+    with pytest.raises(Refused) as stranger:
+        decide_leave(duo, ERIN, "BOA-99")
+    assert stranger.value.code == "forbidden"
+    with pytest.raises(Refused) as alone:
+        decide_leave(left.shift, ALICE, "BOA-1234")
+    assert (alone.value.kind, alone.value.code) == (RefusalKind.CONFLICT, "last_officer")
+    with pytest.raises(Refused) as unknown:
+        decide_leave(Shift((), 1000), ADMIN, "BOA-7")
+    assert "resume it first" in unknown.value.message
+    with pytest.raises(Refused) as nothing:
+        decide_leave(None, ALICE, "BOA-1234")
+    assert nothing.value.code == "no_shift"

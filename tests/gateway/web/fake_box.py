@@ -23,7 +23,14 @@ from config.local import LocalConfig
 from gateway.caller import Identity, RefusalKind, Refused
 from gateway.hold_desk import parse_hold_body
 from gateway.officer.reports import RECORDING_ID, ReportBook, parse_report, with_held_flags
-from gateway.officer.shift import Shift, ShiftStart, decide_end, decide_start, shift_view
+from gateway.officer.shift import (
+    Shift,
+    ShiftStart,
+    decide_end,
+    decide_leave,
+    decide_start,
+    shift_view,
+)
 from gateway.port import AuditValue, BoxPort, BundleResult, Paired
 from gateway.status_facts import (
     GpsFacts,
@@ -163,6 +170,14 @@ class FakeBox:
     def _sealed(self, officer_id: str | None) -> str:
         recipients = (self.recording_key.public(),)
         return seal((officer_id or "").encode(), "officer_id", recipients)
+
+    async def leave_shift(self, caller: Identity, officer_id: str) -> dict[str, Any]:
+        change = decide_leave(self.shift, caller, officer_id)
+        self.shift = change.shift
+        await self.audit(
+            change.event, officer_id_sealed=self._sealed(officer_id), channel=caller.channel
+        )
+        return self.shift_view()
 
     async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
         missing = [entry.recording_id for entry in self.book.missing()]

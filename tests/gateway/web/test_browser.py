@@ -339,8 +339,8 @@ async def test_a_duo_shift_two_officers_on_their_own_phones(
     browser: Browser, page: Page, box: WebBox, watch: PageWatch, screens: Screens
 ) -> None:
     """Issue 15, item 4: alice starts the shift, dave joins it from his own phone with his own
-    bodycam; each page lists both officers; the dashcam's recording names both; dave ends it.
-    Before the shift the page says that recordings carry no name."""
+    bodycam; each page lists both officers; the dashcam's recording names both; dave leaves and
+    alice ends it. Before the shift the page says that recordings carry no name."""
     alice, dave = ACCOUNTS["alice"][1], ACCOUNTS["dave"][1]
     no_shift = page.locator("[data-testid=alert][data-code=no_shift]")
     await log_in(page, box)
@@ -378,6 +378,7 @@ async def test_a_duo_shift_two_officers_on_their_own_phones(
         await expect(by(page, "shift-officer-item").nth(1)).to_contain_text(dave)
         await expect(by(page, "shift-start-title")).to_have_text("Change your bodycams")
         await expect(by(page, "shift-serial-0")).to_have_value("BC-1001")
+        await expect(by(page, "shift-leave-submit")).to_be_visible()
         await go_to(page, "overview")
         await expect(no_shift).to_have_count(0, timeout=SLOW_MS)
 
@@ -389,13 +390,22 @@ async def test_a_duo_shift_two_officers_on_their_own_phones(
         await by(page, "btn-record-stop").click()
         await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
 
-        await by(partner, "shift-end-submit").click()  # dave ends it for both
-        await expect(by(partner, "shift-end-message")).to_contain_text("verslag", timeout=SLOW_MS)
-        await by(partner, "shift-ack").check()
-        await by(partner, "shift-end-submit").click()
-        await expect(by(partner, "shift-status")).to_have_text("Er loopt geen dienst.")
+        await by(partner, "shift-leave-submit").click()  # dave goes off duty, alice works on
+        await expect(by(partner, "shift-end-message")).to_have_text(
+            "Je hebt de dienst verlaten. Je collega werkt door.", timeout=SLOW_MS
+        )
+        await expect(by(partner, "shift-start-title")).to_have_text("Aansluiten bij de dienst")
     finally:
         await context.close()
+
+    await go_to(page, "shift")
+    await expect(by(page, "shift-officer-item")).to_have_count(1, timeout=SLOW_MS)
+    await expect(by(page, "shift-leave-submit")).to_be_hidden()  # the last officer ends it
+    await by(page, "shift-end-submit").click()
+    await expect(by(page, "shift-end-message")).to_contain_text("report", timeout=SLOW_MS)
+    await by(page, "shift-ack").check()
+    await by(page, "shift-end-submit").click()
+    await expect(by(page, "shift-status")).to_have_text("No shift is running.")
 
     (camera_facts,) = [
         m
@@ -410,7 +420,7 @@ async def test_a_duo_shift_two_officers_on_their_own_phones(
     ]
     events = [(e["event"], e["fields"]) for e in box.audit_events()]
     shift_events = [name for name, _ in events if name.startswith("shift.")]
-    assert shift_events[-3:] == ["shift.started", "shift.joined", "shift.ended"]
+    assert shift_events[-4:] == ["shift.started", "shift.joined", "shift.left", "shift.ended"]
     (joined,) = [f for name, f in events if name == "shift.joined"][-1:]
     assert (joined["officers"], joined["channel"]) == (2, "web")
     (started,) = [

@@ -304,8 +304,11 @@ async def test_mvb_shift_start_and_end(box: LocalBox) -> None:
     assert joined.stdout.strip() == (
         "shift: officer BOA-3 (bodycams BC-1, BC-2), officer BOA-4 (no bodycams)"
     )
+    left = await run_command(*mvb, "leave", "--officer-id", "BOA-3")
+    assert left.returncode == 0, left.stderr
+    assert left.stdout.strip() == "shift: officer BOA-4 (no bodycams)"
     status = await run_command(str(MVB), "--config", str(box.config_path), "status", "--text")
-    assert "shift: officer BOA-3 (bodycams BC-1, BC-2), officer BOA-4" in status.stdout
+    assert "shift: officer BOA-4 (no bodycams); reports missing: 0" in status.stdout
     async with box.client() as client:
         recording_id = await record_once(box, client)
     refused = await run_command(*mvb, "end")
