@@ -296,4 +296,5 @@ async def officer_stops(
     echo(json.dumps(answer))
     check(answer.get("state") == "postrecord", f"the stop was not accepted: {answer}")
     recorder = running.service.recorder
-    incident.stop_mono_ns = recorder.postrecord_until_ns - int(recorder.postrecord_s * NS_PER_S)
+    postrecord_ns = int(recorder.policy.officer_stop_postrecord_s * NS_PER_S)
+    incident.stop_mono_ns = recorder.postrecord_until_ns - postrecord_ns

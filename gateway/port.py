@@ -98,8 +98,13 @@ class BoxPort(Protocol):
     def shift_view(self) -> dict[str, Any]: ...
 
     async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
-        """Start a shift or change its bodycams; the shift view after it. Refused
-        `shift_active`."""
+        """Start a shift, join it as its second officer, or change one's bodycams; the shift
+        view after it. Refused `shift_full`, `bodycam_taken`."""
+        ...
+
+    async def leave_shift(self, caller: Identity, officer_id: str) -> dict[str, Any]:
+        """One officer of a duo leaves the shift, the other works on; the shift view after it.
+        Refused `no_shift`, `forbidden`, `last_officer`."""
         ...
 
     async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:

@@ -363,6 +363,13 @@ def _report_missing(aged: _Aged) -> list[str]:
     return [f"{missing} recording(s) still need a report"] if missing > 0 else []
 
 
+def _no_shift(aged: _Aged) -> list[str]:
+    """RULES R5: with no shift running, new recordings carry no officer (issue 15, item 4)."""
+    if aged.document["shift"]["active"]:
+        return []
+    return ["no shift: recordings now carry no officer"]
+
+
 def _report_not_sent(aged: _Aged) -> list[str]:
     fleet = aged.document["fleet"]
     if fleet is None or fleet["reported_serial"] >= fleet["applied_serial"]:
@@ -429,6 +436,7 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("evidence_suspect", "critical", _alarm("evidence_suspect")),
     ("gps_stale", "warning", _gps_stale),
     ("report_missing", "warning", _report_missing),
+    ("no_shift", "warning", _no_shift),
     ("report_not_sent", "warning", _report_not_sent),
     ("upload_blocked", "warning", _upload_blocked),
     ("not_paired", "warning", _not_paired),

@@ -26,6 +26,7 @@ const TEXTS = Object.freeze({
   time_conflict: key("alert.time_conflict"),
   evidence_suspect: key("alert.evidence_suspect"),
   unpaired: key("alert.unpaired"),
+  no_shift: key("alert.no_shift"),
 });
 
 /** Which overview tiles an alert concerns, so those tiles show the alert's tone too. */

@@ -35,8 +35,15 @@ import {
   setupReports,
 } from "./reports.js";
 import { renderSettings, resetSettings, setupSettings } from "./settings.js";
-import { loadShift, renderShift, resetShift, setupShift } from "./shift.js";
-import { alertsView, reportsDue, reportsMissing, shiftRuns } from "./status.js";
+import {
+  loadShift,
+  renderShift,
+  resetShift,
+  setShiftAccount,
+  setupShift,
+  shiftSignature,
+} from "./shift.js";
+import { alertsView, reportsDue, reportsMissing } from "./status.js";
 
 const SCREENS = Object.freeze(["overview", "shift", "reports", "settings"]);
 const DEFAULT_SCREEN = "overview";
@@ -48,7 +55,7 @@ const page = {
   user: null, // the signed-in account's name (shown in settings); null: signed out
   status: null, // the last status document
   missingReports: null, // its report count, to reload the report list when it changes
-  shiftActive: null, // whether a shift runs, to reload the shift screen when that changes
+  shiftSignature: null, // who works the shift with which bodycams: reload its screen on a change
   screen: null,
   display: false, // a bound vehicle display showing the state without a session
   signedOut: null, // the key of why the login screen shows (signed out, session ended), or null
@@ -100,8 +107,8 @@ function overtaken(shown, doc) {
 }
 
 /** A new status document (from the feed, or an action's answer); the open list screens reload
- * when the box says their list changed (a recording ended, a report was filed or a shift
- * started on another tablet). */
+ * when the box says their list changed (a recording ended, a report was filed, a shift started
+ * or a partner joined on another tablet). */
 function receiveStatus(doc) {
   if (overtaken(page.status, doc)) {
     return;
@@ -109,15 +116,15 @@ function receiveStatus(doc) {
   page.status = doc;
   renderStatus();
   const missing = reportsMissing(doc);
-  const shiftActive = shiftRuns(doc);
+  const shift = shiftSignature(doc);
   if (page.missingReports !== null && missing !== page.missingReports && page.screen === "reports") {
     loadReports();
   }
-  if (page.shiftActive !== null && shiftActive !== page.shiftActive && page.screen === "shift") {
+  if (page.shiftSignature !== null && shift !== page.shiftSignature && page.screen === "shift") {
     loadShift();
   }
   page.missingReports = missing;
-  page.shiftActive = shiftActive;
+  page.shiftSignature = shift;
 }
 
 function renderStatus() {
@@ -147,6 +154,7 @@ function enter(session, username) {
   show(byId("display-banner"), false);
   showSignedOut(null);
   page.user = typeof session.user === "string" ? session.user : username;
+  setShiftAccount(session.officer_id); // whose bodycams the shift screen shows
   keepDraftFor(page.user);
   resetLogin();
   show(byId("nav"), true);
@@ -182,7 +190,7 @@ function leave({ expired = false, signedOut = false } = {}) {
   page.user = null;
   page.status = null;
   page.missingReports = null;
-  page.shiftActive = null;
+  page.shiftSignature = null;
   show(byId("nav"), false);
   show(byId("command"), false);
   resetCommand();

@@ -29,7 +29,14 @@ from gateway.officer.reports_form import (
     parse_warning,
     report_rules,
 )
-from gateway.officer.shift import Shift, ShiftStart, decide_end, decide_start, shift_view
+from gateway.officer.shift import (
+    Shift,
+    ShiftStart,
+    decide_end,
+    decide_leave,
+    decide_start,
+    shift_view,
+)
 from gateway.port import AuditValue, BoxPort, BundleResult, Paired
 from gateway.status_facts import (
     GpsFacts,
@@ -183,11 +190,10 @@ class FakeBox:
         return shift_view(self.shift, len(self.book.missing()))
 
     async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
-        before = self.shift
-        self.shift = decide_start(before, start, time.time_ns() // 1_000_000)
-        event = "shift.started" if before is None else "shift.bodycams_changed"
+        change = decide_start(self.shift, start, time.time_ns() // 1_000_000)
+        self.shift = change.shift
         await self.audit(
-            event, officer_id_sealed=self._sealed(start.officer_id), channel=caller.channel
+            change.event, officer_id_sealed=self._sealed(start.officer_id), channel=caller.channel
         )
         return self.shift_view()
 
@@ -195,12 +201,20 @@ class FakeBox:
         recipients = (self.recording_key.public(),)
         return seal((officer_id or "").encode(), "officer_id", recipients)
 
+    async def leave_shift(self, caller: Identity, officer_id: str) -> dict[str, Any]:
+        change = decide_leave(self.shift, caller, officer_id)
+        self.shift = change.shift
+        await self.audit(
+            change.event, officer_id_sealed=self._sealed(officer_id), channel=caller.channel
+        )
+        return self.shift_view()
+
     async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
         missing = [entry.recording_id for entry in self.book.missing()]
         ended = decide_end(self.shift, caller, acknowledge_missing, missing)
         self.shift = None
         self.book.clear()
-        sealed = self._sealed(ended.officer_id)
+        sealed = self._sealed(ended.officer_ids[0] if ended.officer_ids else None)
         await self.audit("shift.ended", officer_id_sealed=sealed, channel=caller.channel)
         return {**self.shift_view(), "ended": True, "reports_missing_acknowledged": len(missing)}
 

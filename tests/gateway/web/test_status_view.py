@@ -275,7 +275,7 @@ async def test_mvb_status_prints_a_summary_or_the_document(box: LocalBox) -> Non
     lines = summary.stdout.splitlines()
     assert lines[0].startswith("box MVB-TEST-0001 (vehicle veh-test-1), software ")
     assert "recorder: standby" in lines
-    assert "shift: none; reports missing: 0" in lines
+    assert "shift: none (recordings carry no officer); reports missing: 0" in lines
     assert "pairing: not paired" in lines
     assert any(line.startswith("uplink: not paired") for line in lines)
     assert "ALERT warning not_paired: no pairing: recordings stay on the card" in lines
