@@ -19,6 +19,7 @@ from typing import Final
 
 from cryptography import x509
 
+from backoffice import web_pki_cli
 from backoffice.audit_cli import HeadArgumentError, add_audit_parser, run_audit
 from backoffice.audit_routes import HeadTappingTusApp
 from backoffice.audit_store import AuditStore
@@ -80,6 +81,7 @@ from backoffice.upload_store import DEFAULT_RESERVE_BYTES, UploadStore, UploadSt
 from backoffice.viewing import ViewingInputError
 from backoffice.viewing_cli import add_key_holder_parsers, run_decrypt, run_keys, run_viewing
 from backoffice.viewing_io import ViewingLogError
+from backoffice.web_pki import WebPkiRefused
 from common.faults import ConfigurationFault, MisuseFault
 from protocol.pairing_code import PAIR_PATH, CodeFormatError, normalise_server_name
 from protocol.pairing_messages import ServiceEndpoint
@@ -200,6 +202,7 @@ def _add_pki(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     client = pki.add_parser("issue-client", help="issue a box's client certificate")
     client.add_argument("--dir", type=Path, required=True, help="the directory of `pki init`")
     client.add_argument("--serial", required=True, help="the box's device serial (the CN)")
+    web_pki_cli.add_parsers(pki)
 
 
 def _non_negative_int(text: str) -> int:
@@ -221,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "pki":
+            if args.pki_command in web_pki_cli.COMMANDS:
+                return web_pki_cli.run(args)
             return _pki_init(args) if args.pki_command == "init" else _pki_issue_client(args)
         if args.command == "config":
             return run_config(args)
@@ -248,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         AuditLogError,
         BundleError,
         ConfigurationFault,  # a limit of `serve` that cannot hold (backoffice/serve_limits.py)
+        WebPkiRefused,
     ) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ policy key the document sets replaced. Invariants:
 - A key outside FLEET_KEYS fails, naming the key: a fleet document can never move the card, point
   a camera elsewhere or turn the uplink's pins off.
 - Links are matched by name: a document may tune a link the box has, never add an interface.
+- A table changes only the keys it names: `[recording]`, `[triggers.X]` (over the box's own
+  `[triggers.X]`), a link; a trigger's unset `postrecord_s` stays [recording]'s.
 - The result passes the same whole-configuration checks as a local file (`check_config`).
 - `[[holds]]` name a recording id (32 hex) and a ground code (storage/holds.py HOLD_GROUNDS),
   nothing else (no free text: a reason may be personal and stays in the back office); at most
@@ -110,7 +112,7 @@ def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalCon
         webui=_merged(local.webui, raw.get("webui", {}), "webui", source),
         reports=_merged(local.reports, raw.get("reports", {}), "reports", source),
         links=_merged_links(local.links, raw.get("links", []), source),
-        triggers={**local.triggers, **_triggers(raw.get("triggers", {}), local, source)},
+        triggers=_merged_triggers(local, raw.get("triggers", {}), source),
         # accounts come as a whole list: a document that names accounts replaces the box's
         accounts=parse_accounts(raw["accounts"], source) if "accounts" in raw else local.accounts,
         source=source,
@@ -197,6 +199,14 @@ def _merged_links(
     return tuple(by_name[link.name] for link in current)
 
 
-def _triggers(values: Any, local: LocalConfig, source: str) -> dict[str, TriggerSection]:
+def _merged_triggers(local: LocalConfig, values: Any, source: str) -> dict[str, TriggerSection]:
+    """The box's triggers with the document's tables applied: a `[triggers.X]` changes only the
+    keys it names of the box's own `[triggers.X]` (a new source starts from the defaults)."""
     cameras = {camera.name for camera in local.cameras}
-    return parse_triggers(values, cameras, source)
+    parsed = parse_triggers(values, cameras, source)  # every table checked as in a local file
+    merged = dict(local.triggers)
+    for name, trigger in parsed.items():
+        named = values[name]
+        base = merged.get(name, TriggerSection())
+        merged[name] = replace(base, **{key: getattr(trigger, key) for key in named})
+    return merged

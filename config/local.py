@@ -76,7 +76,15 @@ class RecordingSection:
     strictest, 30 s, is the default."""
 
     prerecord_s: float = 30.0
+    # After an automatic trigger's stop (lights off), and for every trigger whose table does not
+    # name its own: the post-record the recording keeps.
     postrecord_s: float = 30.0
+    # The officer's stop ends the recording at once (H2O art. 2.6: stop when the threat is
+    # over) unless the municipality's policy sets a post-record for it here.
+    officer_stop_postrecord_s: float = 0.0
+    # A policy may refuse recordings the officer starts while no shift runs (RULES R5: a
+    # recording without a name); automatic triggers record whatever the shift.
+    officer_start_needs_shift: bool = False
     max_continuous_s: float = 1800.0
     segment_min_s: float = 1.0
     ring_max_bytes: int = 96 * 1024 * 1024  # per camera: 120 s at 6 Mbit/s fits
@@ -242,9 +250,10 @@ class AccountSection:
 
 @dataclass(frozen=True, slots=True)
 class TriggerSection:
-    """Per trigger source (officer, lights, siren, crash, speed, door): what it does."""
+    """Per trigger source (officer, lights, siren, crash, speed, door): what it does. A table
+    overrides only the keys it names: `postrecord_s` None means [recording].postrecord_s."""
 
-    postrecord_s: float = 30.0
+    postrecord_s: float | None = None
     may_stop: bool = False
     cameras: tuple[str, ...] = ()  # empty: every camera of the vehicle
     threshold_mps: float = 25.0  # the speed trigger only: 90 km/h
@@ -296,6 +305,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("box", "recipient_threshold"): (1, 8),
     ("recording", "prerecord_s"): (5, 120),
     ("recording", "postrecord_s"): (0, 120),
+    ("recording", "officer_stop_postrecord_s"): (0, 120),
     ("recording", "max_continuous_s"): (60, 8 * 3600),
     ("recording", "segment_min_s"): (0.5, 10),
     ("recording", "ring_max_bytes"): (1024 * 1024, 1024 * 1024 * 1024),
@@ -659,8 +669,15 @@ def parse_section(values: Any, name: str, cls: type[S], source: str) -> S:
     return cls(**parsed)
 
 
+_UNSET_MEANS: dict[tuple[str, str], Any] = {("triggers", "postrecord_s"): 0.0}
+"""Keys whose default is None (unset: taken from another section); the value a set key's type
+and range are checked like."""
+
+
 def _check_value(section: str, key: str, value: Any, default: Any, source: str) -> Any:
     where = f"{source}: {section}.{key}"
+    if default is None:
+        default = _UNSET_MEANS[(section, key)]
     if isinstance(default, tuple):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")

@@ -66,6 +66,9 @@ retention_days = 28
 [recording]
 prerecord_s = {prerecord_s:g}
 postrecord_s = {postrecord_s:g}
+# The officer's stop ends a recording at once unless the policy sets a post-record for it, as
+# the demo does to show one (the box's default is 0 s: stop when the threat is over).
+officer_stop_postrecord_s = {postrecord_s:g}
 
 [gps]  # the simulated gpsd of demo/gps_sim.py
 host = "127.0.0.1"

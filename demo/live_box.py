@@ -293,7 +293,10 @@ async def officer_stops(
     """The officer presses stop: POST /api/record/stop."""
     say(f"{clock_text()} the officer presses stop: POST /api/record/stop")
     answer = await api_call(api, "POST", "/api/record/stop")
-    echo(json.dumps(answer))
+    # the answer also carries the status document built after the stop (docs/webui.md 2); the
+    # narration shows the recorder's answer only
+    echo(json.dumps({name: value for name, value in answer.items() if name != "status"}))
     check(answer.get("state") == "postrecord", f"the stop was not accepted: {answer}")
     recorder = running.service.recorder
-    incident.stop_mono_ns = recorder.postrecord_until_ns - int(recorder.postrecord_s * NS_PER_S)
+    postrecord_ns = int(recorder.policy.officer_stop_postrecord_s * NS_PER_S)
+    incident.stop_mono_ns = recorder.postrecord_until_ns - postrecord_ns

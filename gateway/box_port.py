@@ -17,9 +17,9 @@ from typing import Any
 from common.faults import IllegalTransition
 from config.local import LocalConfig
 from gateway.box import Box
-from gateway.caller import Identity, RefusalKind, Refused
+from gateway.caller import Identity, RefusalKind, Refused, audit_name
 from gateway.capture.service import CaptureService
-from gateway.fleet_sync import FleetSync
+from gateway.fleet_sync import BundleRejected, FleetSync
 from gateway.gps import GpsTracker
 from gateway.hold_desk import HoldDesk
 from gateway.officer.desks import OfficerDesks
@@ -27,8 +27,15 @@ from gateway.officer.reports import with_held_flags
 from gateway.officer.reports_form import report_rules
 from gateway.officer.shift import ShiftStart
 from gateway.pairing import BoxIdInvalid, PairingFailed
-from gateway.pairing_client import AlreadyPairedHere, is_paired, officer_message, pair
+from gateway.pairing_client import (
+    AlreadyPairedHere,
+    is_paired,
+    officer_message,
+    officer_reason,
+    pair,
+)
 from gateway.port import AuditValue, BundleResult, Paired
+from gateway.recorder import OFFICER, State
 from gateway.status_facts import StatusInputs, StorageFacts, UplinkFacts, UplinkIdle
 from gateway.status_gather import (
     gps_facts,
@@ -51,6 +58,13 @@ NOT_RECORDING = "the box is not recording"
 
 def _not_recording() -> Refused:
     return Refused(RefusalKind.CONFLICT, "not_recording", NOT_RECORDING)
+
+
+def origin_of_caller(caller: Identity) -> dict[str, str | None]:
+    """The channel and account a trigger or stop of `caller` is audited with (R3): the page
+    names the account's tag, the loopback channel (the `mvb` commands) "local"."""
+    channel = "page" if caller.channel == "web" else "cli"
+    return {"channel": channel, "account": audit_name(caller)}
 
 
 def _admin_only(caller: Identity, what: str) -> None:
@@ -135,18 +149,29 @@ class BoxAdapter:
 
     async def start_recording(self, caller: Identity) -> str:
         service = self.service
-        await service.trigger("officer", via="api")
+        origin = origin_of_caller(caller)
+        if self.officer.shift.shift is None and self._needs_shift():
+            await self.audit("gateway.trigger_refused", source=OFFICER, reason="no_shift", **origin)
+            message = "the policy asks for a running shift before the officer records"
+            raise Refused(RefusalKind.CONFLICT, "shift_required", message)
+        await service.trigger(OFFICER, **origin)
         if service.recording is None:
             reason = service.alarms.get("card_full") or "the recording could not start"
             raise Refused(RefusalKind.CONFLICT, "card_full", reason)
         return service.recorder.state.value
 
+    def _needs_shift(self) -> bool:
+        return self.effective_config().recording.officer_start_needs_shift
+
     async def stop_recording(self, caller: Identity) -> str:
         try:
-            await self.service.stop_recording("officer")
+            await self.service.stop_recording(OFFICER, **origin_of_caller(caller))
         except IllegalTransition as exc:
             raise _not_recording() from exc
         return self.service.recorder.state.value
+
+    def recorder_busy(self) -> bool:
+        return self.service.recorder.state is not State.STANDBY
 
     async def flag_incident(self, caller: Identity) -> int:
         recording = self.service.recording
@@ -156,7 +181,7 @@ class BoxAdapter:
         return len(changed)
 
     async def trigger(self, source: str) -> str:
-        await self.service.trigger(source, via="api")
+        await self.service.trigger(source, channel="button", account=None)  # a device's button
         return self.service.recorder.state.value
 
     # -- the shift and the reports --------------------------------------------------------------
@@ -166,6 +191,9 @@ class BoxAdapter:
 
     async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
         return await self.officer.shift.start(caller, start)
+
+    async def leave_shift(self, caller: Identity, officer_id: str) -> dict[str, Any]:
+        return await self.officer.shift.leave(caller, officer_id)
 
     async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
         return await self.officer.shift.end(caller, acknowledge_missing)
@@ -224,12 +252,14 @@ class BoxAdapter:
             device_key = self.box.device_key.public_key().raw()
             credentials = await pair(code, box_id, config.state_dir, device_key, re_pair=re_pair)
         except AlreadyPairedHere as exc:
-            raise Refused(RefusalKind.CONFLICT, "already_paired", officer_message(exc)) from exc
+            message, reason = officer_message(exc), officer_reason(exc)
+            raise Refused(RefusalKind.CONFLICT, "already_paired", message, reason=reason) from exc
         except BoxIdInvalid as exc:
             message = f"box.device_serial: {exc}"
             raise Refused(RefusalKind.INVALID, "box_id_invalid", message) from exc
         except (PairingFailed, ValueError) as exc:  # ValueError: the code is not a code
-            raise Refused(RefusalKind.INVALID, "pairing_failed", officer_message(exc)) from exc
+            message, reason = officer_message(exc), officer_reason(exc)
+            raise Refused(RefusalKind.INVALID, "pairing_failed", message, reason=reason) from exc
         except OSError as exc:
             log.error("pairing: cannot write the credentials: %s", exc.strerror)
             message = "the credentials could not be saved"
@@ -245,14 +275,15 @@ class BoxAdapter:
             message = "the box is not paired with the back office"
             raise Refused(RefusalKind.CONFLICT, "not_paired", message)
         outcome = await fleet.push(bundle)
-        if isinstance(outcome, str):
-            return BundleResult(applied=False, reason=outcome)
+        if isinstance(outcome, BundleRejected):
+            return BundleResult(applied=False, reason=outcome.reason, reason_code=outcome.code)
         return BundleResult(
             outcome.applied,
             outcome.reason,
             outcome.config_serial,
             outcome.sha256,
             deferred=outcome.transient,
+            reason_code=outcome.reason_code,
         )
 
     # -- uploads ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from config.local import ConfigError, LocalConfig, load_config
 from gateway.box import Box, open_box
 from gateway.hold_cli import add_hold_parser, hold_command
-from gateway.importer import ClipError, import_clip
+from gateway.importer import ClipError, attribute_clip, import_clip, recorded_at_ms
 from gateway.logfmt import configure_logging
 from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import officer_message, pair, pairing_files
@@ -44,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="record an existing clip (docked bodycam) as evidence")
     imp.add_argument("file", type=Path)
     imp.add_argument("--camera", default="bodycam")
+    imp.add_argument(
+        "--bodycam",
+        metavar="SERIAL",
+        help="the bodycam's serial: the clip is attributed to the officer who held it then",
+    )
+    imp.add_argument(
+        "--recorded-at",
+        metavar="ISO8601",
+        help="when the clip was shot (default: its creation_time tag, else the file's mtime)",
+    )
     sub.add_parser("catalog", help="list evidence files and their state")
     add_release_parser(sub)
     sub.add_parser("recover", help="recover the card (also done at every start)")
@@ -88,14 +98,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_shift_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`mvb shift start|end` and `mvb report` (docs/webui.md 2, RULES R4 and R5)."""
+    """`mvb shift start|leave|end` and `mvb report` (docs/webui.md 2, RULES R4 and R5)."""
     shift = sub.add_parser("shift", help="the officer's shift on the running box")
     actions = shift.add_subparsers(dest="shift_action", required=True)
-    start = actions.add_parser("start", help="bind an officer and bodycams to the box")
+    start = actions.add_parser(
+        "start",
+        help="bind an officer and bodycams to the box; a second officer joins the running shift",
+    )
     start.add_argument("--officer-id", required=True, help="the officer's service number")
     start.add_argument(
         "--bodycam", action="extend", nargs="+", default=[], metavar="SERIAL", help="at most 8"
     )
+    leave = actions.add_parser("leave", help="one officer of a duo goes off duty")
+    leave.add_argument("--officer-id", required=True, help="the leaving officer's service number")
     end = actions.add_parser("end", help="end the shift (every recording needs its report)")
     end.add_argument(
         "--acknowledge-missing-reports",
@@ -124,8 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _import(box: Box, args: argparse.Namespace) -> int:
+    facts: dict[str, Any] = dict(box.facts)
     try:
-        sealed = import_clip(box.store, args.file, camera=args.camera, facts=box.facts)
+        if args.bodycam is not None:
+            at_ms = None if args.recorded_at is None else recorded_at_ms(args.recorded_at)
+            attribution = attribute_clip(
+                box.config.state_dir, box.device_key.sign, args.file, args.bodycam, at_ms
+            )
+            facts.update(attribution.facts)
+            print(f"mvb import: {attribution.note}")
+        sealed = import_clip(box.store, args.file, camera=args.camera, facts=facts)
     except (ClipError, RecordingRefused, StoreError, OSError) as exc:
         print(f"mvb import: {exc}", file=sys.stderr)
         return 1
@@ -337,14 +360,23 @@ def _summary_people(document: dict[str, Any]) -> list[str]:
     fleet = document.get("fleet")
     paired = f"paired as {pairing.get('box_id')}" if pairing.get("paired") else "not paired"
     serial = "" if fleet is None else f"; configuration serial {fleet.get('applied_serial')}"
-    if shift.get("active") and shift.get("officer_id") is None:
-        people = "shift: running since a restart, its officer not known here (start it to resume)"
+    if shift.get("active") and not shift.get("officers"):
+        people = "shift: running since a restart, its officers not known here (start it to resume)"
     elif shift.get("active"):
-        bodycams = ", ".join(shift.get("bodycam_serials") or []) or "none"
-        people = f"shift: officer {shift.get('officer_id')}, bodycams {bodycams}"
+        people = "shift: " + shift_officers_text(shift)
     else:
-        people = "shift: none"
+        people = "shift: none (recordings carry no officer)"
     return [f"{people}; reports missing: {reports.get('missing', 0)}", f"pairing: {paired}{serial}"]
+
+
+def shift_officers_text(shift: dict[str, Any]) -> str:
+    """`officer BOA-1 (bodycams BC-1), officer BOA-2 (no bodycams)`: one or two officers."""
+    parts = []
+    for officer in shift.get("officers") or []:
+        bodycams = ", ".join(officer.get("bodycam_serials") or [])
+        carried = f"bodycams {bodycams}" if bodycams else "no bodycams"
+        parts.append(f"officer {officer.get('officer_id')} ({carried})")
+    return ", ".join(parts)
 
 
 def status_summary(document: dict[str, Any]) -> list[str]:
@@ -497,6 +529,8 @@ def _shift(config: LocalConfig, args: argparse.Namespace) -> int:
     line there, RULES R5); exit 1 with the box's reason when it refuses."""
     if args.shift_action == "start":
         body: dict[str, Any] = {"officer_id": args.officer_id, "bodycam_serials": args.bodycam}
+    elif args.shift_action == "leave":
+        body = {"officer_id": args.officer_id}
     else:
         body = {"acknowledge_missing_reports": args.acknowledge_missing_reports}
     try:
@@ -511,9 +545,8 @@ def _shift(config: LocalConfig, args: argparse.Namespace) -> int:
         if document.get("error") == "reports_missing":
             print("  file them (mvb report) or add --acknowledge-missing-reports", file=sys.stderr)
         return 1
-    if args.shift_action == "start":
-        bodycams = ", ".join(document["bodycam_serials"]) or "no bodycams"
-        print(f"shift started: officer {document['officer_id']}, {bodycams}")
+    if args.shift_action in ("start", "leave"):
+        print(f"shift: {shift_officers_text(document)}")
     else:
         acknowledged = document.get("reports_missing_acknowledged", 0)
         note = f" ({acknowledged} missing report(s) acknowledged)" if acknowledged else ""

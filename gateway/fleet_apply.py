@@ -38,6 +38,8 @@ from common.durable import atomic_write_text, make_dirs
 from config.fleet_schema import apply_fleet_document, check_accounts_reach, fleet_holds
 from config.fleet_targets import FleetDocument
 from config.local import ConfigError, LocalConfig
+from gateway.fleet_refusals import DEFERRED as DEFERRED_CODE
+from gateway.fleet_refusals import INVALID_DOCUMENT, ROLLED_BACK
 
 Judge = Callable[[LocalConfig], Awaitable[str | None]]
 """Returns None when healthy, else a reason the officer and the fleet admin can read."""
@@ -83,6 +85,7 @@ class ApplyOutcome:
     sha256: str
     reason: str | None = None
     transient: bool = False
+    reason_code: str | None = None  # the reason as the page's code (gateway/fleet_refusals.py)
 
 
 class ConfigSlots:
@@ -161,7 +164,7 @@ class FleetApplier:
             effective = apply_fleet_document(self.local, text, source)
             grounds = fleet_holds(text, source)
         except (UnicodeDecodeError, ConfigError) as exc:
-            return await self._refused(serial, sha256, f"refused: {exc}")
+            return await self._refused(serial, sha256, f"refused: {exc}", INVALID_DOCUMENT)
         if self.holds is not None:
             await self.holds.fleet_named(serial, grounds)
         judged: list[HealthCheck] = []
@@ -182,7 +185,7 @@ class FleetApplier:
             await asyncio.sleep(self.settle_s)
             if await check.judge(previous) is not None:
                 return await self._deferred(serial, sha256, f"{reason} (before it too)")
-            return await self._refused(serial, sha256, f"rolled back: {reason}")
+            return await self._refused(serial, sha256, f"rolled back: {reason}", ROLLED_BACK)
         await asyncio.to_thread(self.slots.mark_current, serial)
         self.effective = effective
         self._last_deferral = None
@@ -191,11 +194,11 @@ class FleetApplier:
             await self.holds.fleet_applied(serial, grounds)
         return ApplyOutcome(True, serial, sha256)
 
-    async def _refused(self, serial: int, sha256: str, reason: str) -> ApplyOutcome:
+    async def _refused(self, serial: int, sha256: str, reason: str, code: str) -> ApplyOutcome:
         await asyncio.to_thread(
             self._audit, "config.refused", config_serial=serial, sha256=sha256, reason=reason
         )
-        return ApplyOutcome(False, serial, sha256, reason)
+        return ApplyOutcome(False, serial, sha256, reason, reason_code=code)
 
     async def _deferred(self, serial: int, sha256: str, why: str) -> ApplyOutcome:
         reason = f"{DEFERRED}{why}"
@@ -204,7 +207,8 @@ class FleetApplier:
             await asyncio.to_thread(
                 self._audit, "config.deferred", config_serial=serial, sha256=sha256, reason=reason
             )
-        return ApplyOutcome(False, serial, sha256, reason, transient=True)
+        code = DEFERRED_CODE
+        return ApplyOutcome(False, serial, sha256, reason, transient=True, reason_code=code)
 
 
 async def _first_failure(

@@ -55,6 +55,7 @@ from gateway.fleet_memory import (
     document_from_json,
     document_to_json,
 )
+from gateway.fleet_refusals import ALREADY_APPLIED, refusal_code
 from protocol.fleet_report import AUDIT_HEAD, one_line, signed_message
 from storage.audit_io import AuditLog
 from transport.connect import BackOffice
@@ -84,8 +85,17 @@ class FleetSyncStatus:
     reported_serial: int = 0
     last_check: str = "never"
     last_outcome: str | None = None
+    last_refusal_code: str | None = None  # the last refusal as the page's code (fleet_refusals)
     pending_serial: int | None = None
     reports_waiting: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BundleRejected:
+    """A pushed bundle refused before it was applied: the English and the page's code."""
+
+    reason: str
+    code: str
 
 
 class FleetSync:
@@ -171,7 +181,7 @@ class FleetSync:
                 except Exception:
                     log.exception("retrying a deferred fleet document failed")
 
-    async def push(self, bundle: bytes) -> ApplyOutcome | str:
+    async def push(self, bundle: bytes) -> ApplyOutcome | BundleRejected:
         """A signed bundle from the web UI or a USB stick, for a box without a link: the same
         verification (trust root, thresholds, serial, this box) and the same apply. Returns the
         outcome, or why the bundle was refused before applying."""
@@ -183,9 +193,10 @@ class FleetSync:
         except RepositoryError as exc:
             reason = f"{type(exc).__name__}: {exc}"[:300]
             await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
-            return f"refused: {reason}"
+            return BundleRejected(f"refused: {reason}", refusal_code(exc))
         if document is None:
-            return "refused: this configuration is already applied"
+            already = "refused: this configuration is already applied"
+            return BundleRejected(already, ALREADY_APPLIED)
         return await self._apply(document)
 
     async def follow_pairing(self) -> bool:
@@ -269,6 +280,7 @@ class FleetSync:
         except RepositoryError as exc:
             reason = f"{type(exc).__name__}: {exc}"[:300]
             self.status.last_check = f"refused: {reason}"
+            self.status.last_refusal_code = refusal_code(exc)
             # Sticky: a refused configuration stays in view across restarts until a good check.
             self.alarms.raise_(
                 "fleet_config", f"fleet configuration refused: {reason}", sticky=True
@@ -284,6 +296,8 @@ class FleetSync:
 
     async def _remember(self, document: FleetDocument, outcome: ApplyOutcome) -> None:
         self.status.last_outcome = "applied" if outcome.applied else outcome.reason
+        if not outcome.applied:
+            self.status.last_refusal_code = outcome.reason_code
         serial = document.config_serial
         if outcome.applied:
             before = self._load_state()

@@ -422,6 +422,38 @@ _REFUSAL_ADVICE: Final = {
 }
 
 
+_REASON_BY_CLASS: Final[tuple[tuple[type[Exception], str], ...]] = (
+    (AlreadyPairedHere, "already_paired_here"),
+    (CodeTypo, "code_typo"),
+    (CodeFormatError, "not_a_code"),
+    (WrongServerKey, "wrong_server_key"),
+    (GrantRejected, "grant_rejected"),
+    (PairingUnreachable, "unreachable"),
+    (ValueError, "not_a_code"),  # the typed text could not be read as a code at all
+)
+_REFUSED_OTHER: Final = "refused_other"
+_FAILED: Final = "failed"
+
+
+def officer_reason(error: Exception) -> str:
+    """`officer_message` as the code the page translates (`pair.reason.<code>`); one of
+    `officer_reasons()`."""
+    if isinstance(error, RefusedByBackOffice):
+        if error.kind in _REFUSAL_ADVICE:
+            return "refused_" + error.kind.replace("-", "_")
+        return _REFUSED_OTHER
+    for kind, code in _REASON_BY_CLASS:
+        if isinstance(error, kind):
+            return code
+    return _FAILED
+
+
+def officer_reasons() -> frozenset[str]:
+    """Every code `officer_reason` can give."""
+    refused = {"refused_" + kind.replace("-", "_") for kind in _REFUSAL_ADVICE}
+    return frozenset(code for _, code in _REASON_BY_CLASS) | refused | {_REFUSED_OTHER, _FAILED}
+
+
 def officer_message(error: Exception) -> str:
     """One line for the officer about why pairing did not happen; never repeats the code."""
     if isinstance(error, CodeTypo):

@@ -7,10 +7,14 @@ from gateway.recorder import RecorderPolicy, TriggerPolicy
 
 
 def recorder_policy(config: LocalConfig) -> RecorderPolicy:
+    """A `[triggers.X]` table overrides only the keys it names: without `postrecord_s` the
+    trigger keeps [recording].postrecord_s (the key a local file or a fleet document set)."""
     rec = config.recording
     triggers = {
         name: TriggerPolicy(
-            cameras=frozenset(t.cameras) or None, postrecord_s=t.postrecord_s, may_stop=t.may_stop
+            cameras=frozenset(t.cameras) or None,
+            postrecord_s=rec.postrecord_s if t.postrecord_s is None else t.postrecord_s,
+            may_stop=t.may_stop,
         )
         for name, t in config.triggers.items()
     }
@@ -19,4 +23,5 @@ def recorder_policy(config: LocalConfig) -> RecorderPolicy:
         max_continuous_s=rec.max_continuous_s,
         triggers=triggers,
         default_trigger=TriggerPolicy(postrecord_s=rec.postrecord_s),
+        officer_stop_postrecord_s=rec.officer_stop_postrecord_s,
     )

@@ -42,6 +42,7 @@ class BundleResult:
     config_serial: int | None = None
     sha256: str | None = None
     deferred: bool = False
+    reason_code: str | None = None  # the reason as the page's code (gateway/fleet_refusals.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +88,23 @@ class BoxPort(Protocol):
         """A trigger from another device of the vehicle, recorded with its `source`."""
         ...
 
+    def recorder_busy(self) -> bool:
+        """True while a recording or its post-record runs (the web sessions do not idle out
+        meanwhile: docs/webui.md 1.1). Cheap: called at every web request."""
+        ...
+
     # -- the shift and the reports (R4, R5) ---------------------------------------------------
 
     def shift_view(self) -> dict[str, Any]: ...
 
     async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
-        """Start a shift or change its bodycams; the shift view after it. Refused
-        `shift_active`."""
+        """Start a shift, join it as its second officer, or change one's bodycams; the shift
+        view after it. Refused `shift_full`, `bodycam_taken`."""
+        ...
+
+    async def leave_shift(self, caller: Identity, officer_id: str) -> dict[str, Any]:
+        """One officer of a duo leaves the shift, the other works on; the shift view after it.
+        Refused `no_shift`, `forbidden`, `last_officer`."""
         ...
 
     async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:

@@ -9,9 +9,11 @@ It takes events and `now` and returns actions; it never touches a camera, a file
 Rules from the protocols (RULES R1-R3):
 - every trigger is an action the shell audits with its source (R3);
 - a recording starts `prerecord_s` before its trigger (R1, the ring supplies it);
-- it stops only by a stop (the officer, or a trigger source whose policy allows stopping),
-  followed by `postrecord_s` of post-record; never by time: past `max_continuous_s` the officer
-  is warned (R2), evidence is not cut;
+- it stops only by a stop (the officer, or a trigger source whose policy allows stopping);
+  never by time: past `max_continuous_s` the officer is warned (R2), evidence is not cut;
+- the officer's stop ends it at once (H2O art. 2.6: stop when the threat is over) unless the
+  policy sets `officer_stop_postrecord_s`; an automatic source's stop (lights off) keeps the
+  largest `postrecord_s` of the recording's triggers;
 - all cameras of the vehicle record together as one incident unless the trigger's policy names
   fewer; a later trigger may add cameras.
 """
@@ -24,6 +26,14 @@ from dataclasses import dataclass, field
 from common.faults import IllegalTransition
 
 NS_PER_S = 1_000_000_000
+OFFICER = "officer"
+"""The source of the officer's own start and stop (page, CLI, the officer's button)."""
+CHANNELS = ("page", "cli", "button", "input")
+"""How a trigger or stop reached the box (event fact `channel`, audited): the officer's page,
+the loopback API of the `mvb` commands, a button (the officer's input line, another device's
+record button through POST /api/trigger) or a vehicle input (lights, siren, crash, speed)."""
+ORIGIN_KEYS = ("channel", "account")
+"""The event facts that name who asked: the audit log carries them beside the source (R3)."""
 
 
 class State(enum.Enum):
@@ -54,6 +64,7 @@ class RecorderPolicy:
     max_continuous_s: float = 1800.0
     triggers: dict[str, TriggerPolicy] = field(default_factory=dict)
     default_trigger: TriggerPolicy = field(default_factory=TriggerPolicy)
+    officer_stop_postrecord_s: float = 0.0
 
     def for_source(self, source: str) -> TriggerPolicy:
         return self.triggers.get(source, self.default_trigger)
@@ -148,10 +159,15 @@ class Recorder:
         return [NoteTrigger(event.source, trigger.cameras, event.facts)]
 
     def _stop(self, event: Event) -> list[Action]:
-        if event.source != "officer" and not self.policy.for_source(event.source).may_stop:
+        officer = event.source == OFFICER
+        if not officer and not self.policy.for_source(event.source).may_stop:
             return [RefuseStop(event.source)]
+        postrecord_s = self.policy.officer_stop_postrecord_s if officer else self.postrecord_s
+        self.postrecord_until_ns = event.now_ns + int(postrecord_s * NS_PER_S)
+        if postrecord_s <= 0:
+            self.state = State.STANDBY  # stop means stop: sealed now, not at the next tick
+            return [NoteStop(event.source, self.postrecord_until_ns), FinishRecording()]
         self.state = State.POSTRECORD
-        self.postrecord_until_ns = event.now_ns + int(self.postrecord_s * NS_PER_S)
         return [NoteStop(event.source, self.postrecord_until_ns)]
 
     def _stop_again(self, event: Event) -> list[Action]:

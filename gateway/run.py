@@ -43,6 +43,7 @@ from gateway.hold_desk import HoldDesk
 from gateway.inputs import CrashRule, InputRule
 from gateway.inputs_io import GpioChardevInput, IioAccelerometerInput, SysfsGpioInput
 from gateway.officer.desks import OfficerDesks
+from gateway.officer.shift_history import tag_key
 from gateway.pairing_client import fleet_metadata_dir, is_paired, pairing_files
 from gateway.policy import recorder_policy
 from gateway.recorder import Event
@@ -189,7 +190,7 @@ async def start_box(local: LocalConfig) -> RunningBox:
     except ConfigError:  # a camera's certificate or password file: nothing runs yet
         await asyncio.to_thread(box.close)
         raise
-    facts = {**box.facts, "officer_id": None}
+    facts = dict(box.facts)  # the officers come from the shift (gateway/officer/desks.py)
     service = CaptureService(
         box.store,
         cameras,
@@ -199,7 +200,8 @@ async def start_box(local: LocalConfig) -> RunningBox:
         upload_class_of=lambda source: upload_class_for(source, config.triggers),
     )
     gpsd = GpsdClient(gps, config.gps.host, config.gps.port)
-    officer = await asyncio.to_thread(OfficerDesks, config.state_dir, box.store, box.audit)
+    tags = tag_key(box.device_key.sign)
+    officer = await asyncio.to_thread(OfficerDesks, config.state_dir, box.store, box.audit, tags)
     service.observers.append(officer)
     holds = HoldDesk(box.store, box.audit)
     running = RunningBox(box, service, gps, gpsd, asyncio.Queue(EVENT_QUEUE_SIZE), officer, holds)
@@ -442,6 +444,8 @@ async def run(config: LocalConfig) -> int:
         f"http://{config.api.host}:{config.api.port}/api/status",
         flush=True,
     )
+    if running.web is not None:
+        print(running.web.banner(), flush=True)
     notifier.ready(_status_line(running))
     helpers = _service_helpers(running, notifier)
     core_failed = await _wait_for_stop_or_core_failure(running, stop)

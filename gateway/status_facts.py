@@ -23,6 +23,7 @@ WAITING_STATES = frozenset({FileState.SEALED, FileState.UPLOADING})
 NOT_PAIRED = "not paired"
 RECENT_RECORDINGS = 5  # the officer follows the newest few; the document stays small
 DEFAULT_HOLD_TO_STOP_MS = 1500  # config/local.py [webui] hold_to_stop_ms
+UPLINK_OFF = "off"  # [uplink] is off in the box's configuration
 
 
 @functools.cache

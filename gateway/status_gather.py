@@ -13,6 +13,7 @@ from gateway.capture.service import CaptureService
 from gateway.gps import GpsTracker
 from gateway.status_facts import (
     NOT_PAIRED,
+    UPLINK_OFF,
     GpsFacts,
     LinkBudget,
     RecordingFacts,
@@ -62,7 +63,7 @@ def read_uplink_facts(
     """The uplink's status (it reads the catalog and its ledger): off the event loop."""
     if uplink is None:  # [uplink] is off in the configuration
         if paired:
-            return UplinkIdle("off", "the uplink is off in this box's configuration")
+            return UplinkIdle(UPLINK_OFF, "the uplink is off in this box's configuration")
         return UplinkIdle(NOT_PAIRED, "the box is not paired with a back office")
     if isinstance(uplink, UplinkNotStarted):  # configured, but it could not start
         status = uplink.status()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from common.faults import IllegalTransition
 from gateway.capture.service import CaptureService
 from gateway.gps import GpsTracker
 from gateway.inputs import InputRule, SpeedRule
-from gateway.recorder import Event
+from gateway.recorder import OFFICER, Event
 from gateway.startup import clock_offset_alarm
 from storage.audit_io import AuditLog
 from storage.store import EvidenceStore
@@ -41,9 +42,16 @@ async def consume_events(
     while True:
         event = await events.get()
         try:
-            await service.submit(event)
+            await service.submit(with_channel(event))
         except IllegalTransition:
             ignored()
+
+
+def with_channel(event: Event) -> Event:
+    """An input's event, named by its channel for the audit (R3): an input line whose source
+    is the officer is the officer's button; every other input (and speed) is an input."""
+    channel = "button" if event.source == OFFICER else "input"
+    return replace(event, facts={**event.facts, "channel": channel, "account": None})
 
 
 async def watch_clock(gps: GpsTracker, service: CaptureService, audit: AuditLog) -> None:

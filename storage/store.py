@@ -507,6 +507,7 @@ class StreamWriter:
         self._file_seq = 0
         self._writer: EvidenceFileWriter | None = None
         self._file_opened_mono_s = 0.0
+        self._file_first_mono_ns: int | None = None  # capture time of the file's first segment
         self._closed = False
 
     @property
@@ -527,11 +528,27 @@ class StreamWriter:
             writer = self._current()
             writer.append_metadata({"type": "segment", **segment})
             durable = writer.sync()
-        elapsed_s = time.monotonic() - self._file_opened_mono_s
         settings = self.store.settings
-        if writer.file_bytes >= settings.file_target_bytes or elapsed_s >= settings.file_target_s:
+        if writer.file_bytes >= settings.file_target_bytes or (
+            self._file_span_s(segment) >= settings.file_target_s
+        ):
             self._seal_current()
         return durable
+
+    def _file_span_s(self, segment: dict[str, Any]) -> float:
+        """How much time the current file holds, up to the end of `segment`: from the capture
+        time of its first segment (so a first file counts its pre-record, written in a burst
+        when the recording starts), and never less than the time since the file opened (a
+        segment without capture times: an import)."""
+        opened_s = time.monotonic() - self._file_opened_mono_s
+        start_ns = segment.get("start_mono_ns")
+        end_ns = segment.get("end_mono_ns")
+        if self._file_first_mono_ns is None and isinstance(start_ns, int):
+            self._file_first_mono_ns = start_ns
+        first_ns = self._file_first_mono_ns
+        if first_ns is None or not isinstance(end_ns, int):
+            return opened_s
+        return max(opened_s, (end_ns - first_ns) / 1e9)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -609,6 +626,7 @@ class StreamWriter:
             raise
         self._file_seq += 1
         self._file_opened_mono_s = time.monotonic()
+        self._file_first_mono_ns = None
         return writer
 
     def _write_recording_facts(self, writer: EvidenceFileWriter, header: EvidenceHeader) -> None:

@@ -58,6 +58,7 @@ def box(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen[str]]]:
     clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
     lights = tmp_path / "gpio-lights-value"
     lights.write_text("0\n")
+    (tmp_path / "gpio-officer-value").write_text("0\n")  # the officer's switch on the dashboard
     accel = tmp_path / "iio:device0"
     accel.mkdir()
     (accel / "in_accel_scale").write_text("0.009806650\n")
@@ -84,6 +85,12 @@ source = "lights"
 kind = "sysfs"
 path = "{lights}"
 debounce_ms = 20
+[[inputs]]
+source = "officer"
+kind = "sysfs"
+path = "{tmp_path / "gpio-officer-value"}"
+debounce_ms = 20
+stop_on_release = true
 [[inputs]]
 source = "crash"
 kind = "iio_accel"
@@ -139,8 +146,13 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     assert len(rows) == 2, catalog.stdout
     audit = (config.parent / "state" / "audit.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in audit]
-    triggers = [e["fields"]["source"] for e in events if e["event"] == "gateway.trigger"]
-    assert triggers == ["lights", "officer"]
+    triggers = [e["fields"] for e in events if e["event"] == "gateway.trigger"]
+    assert triggers == [  # R3: the source, and who asked on which channel (issue 15, item 5)
+        {"source": "lights", "started_recording": True, "channel": "input", "account": None},
+        {"source": "officer", "started_recording": True, "channel": "cli", "account": "local"},
+    ]
+    [stop] = [e["fields"] for e in events if e["event"] == "gateway.stop"]
+    assert stop == {"source": "officer", "postrecord_s": 0.0, "channel": "cli", "account": "local"}
     names = [e["event"] for e in events]
     assert names[0] == "gateway.started"
     assert "gateway.stopped" in names
@@ -210,6 +222,31 @@ def test_bodycam_event_and_hard_braking_are_triggers(
     events = [json.loads(line) for line in (config.parent / "state" / "audit.jsonl").open()]
     triggers = [e["fields"] for e in events if e["event"] == "gateway.trigger"]
     assert triggers == [
-        {"source": "bodycam", "started_recording": True},
-        {"source": "crash", "started_recording": False},
+        {"source": "bodycam", "started_recording": True, "channel": "button", "account": None},
+        {"source": "crash", "started_recording": False, "channel": "input", "account": None},
     ]
+
+
+def test_the_officers_switch_is_the_button_channel_and_its_stop_is_at_once(
+    box: tuple[Path, Path, subprocess.Popen[str]],
+) -> None:
+    """Issue 15, item 5: an input line whose source is the officer records and stops as the
+    officer (no post-record by default), audited as channel `button` without an account."""
+    config, root, process = box
+    switch = root / "gpio-officer-value"
+    switch.write_text("1\n")
+    wait_for(lambda: status(config)["state"] == "recording", "the switch to start a recording")
+    switch.write_text("0\n")
+    wait_for(lambda: status(config)["state"] == "standby", "the switch to stop it")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    events = [json.loads(line) for line in (config.parent / "state" / "audit.jsonl").open()]
+    [trigger] = [e["fields"] for e in events if e["event"] == "gateway.trigger"]
+    [stop] = [e["fields"] for e in events if e["event"] == "gateway.stop"]
+    assert trigger == {
+        "source": "officer",
+        "started_recording": True,
+        "channel": "button",
+        "account": None,
+    }
+    assert stop == {"source": "officer", "postrecord_s": 0.0, "channel": "button", "account": None}

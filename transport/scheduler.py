@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from transport.links import CostClass, LinkConfig
+from transport.wait_reasons import WaitCode, WaitReason
 
 TransportName = Literal["https", "h3"]
 HTTPS: Final = "https"
@@ -270,7 +271,7 @@ def explain_waiting(
     policy: SchedulerPolicy,
     now_s: float,
 ) -> str:
-    """A short reason, for the officer's status page, why `candidate` (not in flight) is not
+    """A short reason, in English for `mvb uploads`, why `candidate` (not in flight) is not
     uploading. It names the link closest to taking the file; a file that some link could take
     is waiting for a free slot (files ahead of it took them)."""
     if candidate.blocked_reason is not None:
@@ -278,6 +279,27 @@ def explain_waiting(
     if candidate.not_before_s > now_s:
         retry = f"retry in {math.ceil(candidate.not_before_s - now_s)} s"
         return retry if candidate.wait_reason is None else f"{candidate.wait_reason}; {retry}"
+    return waiting_verdict(candidate, links, policy).text()
+
+
+def waiting_code(
+    candidate: UploadCandidate,
+    links: Iterable[LinkView],
+    policy: SchedulerPolicy,
+    now_s: float,
+) -> WaitReason:
+    """The same reason as `explain_waiting`, as the code the officer's page translates."""
+    if candidate.blocked_reason is not None:
+        return WaitReason(WaitCode.BLOCKED)
+    if candidate.not_before_s > now_s:
+        return WaitReason(WaitCode.RETRYING)
+    return waiting_verdict(candidate, links, policy)
+
+
+def waiting_verdict(
+    candidate: UploadCandidate, links: Iterable[LinkView], policy: SchedulerPolicy
+) -> WaitReason:
+    """Why a file that may upload now does not: the verdict of the link closest to taking it."""
     views = _unique_links(links)
     ledger = _Ledger(views, (), {})
     best = _closest_link(candidate, views, ledger, policy)
@@ -306,24 +328,25 @@ def _closest_link(
     return closeness(closest)[0], closest
 
 
-def _reason(verdict: _Verdict, view: LinkView, upload_class: UploadClass) -> str:
+def _reason(verdict: _Verdict, view: LinkView, upload_class: UploadClass) -> WaitReason:
     if verdict is _Verdict.OK:
         # A link would take it now: the file was sealed after this round's queue was read.
-        return "starting shortly"
+        return WaitReason(WaitCode.STARTING_SHORTLY)
     if verdict in (_Verdict.NO_SLOT, _Verdict.HELD_FOR_WIFI):
-        return "waiting for a free upload slot"
+        return WaitReason(WaitCode.WAITING_FOR_SLOT)
     if verdict is _Verdict.BUDGET:
         then_wifi = view.is_cellular and upload_class is not UploadClass.P0
-        return f"{view.name} budget used up" + (", waiting for WiFi" if then_wifi else "")
+        code = WaitCode.BUDGET_USED_UP_THEN_WIFI if then_wifi else WaitCode.BUDGET_USED_UP
+        return WaitReason(code, view.name)
     if verdict is _Verdict.TOO_LARGE:
-        return f"waiting for WiFi (too large for {view.name})"
-    return "waiting for WiFi (routine)"
+        return WaitReason(WaitCode.TOO_LARGE_FOR_LINK, view.name)
+    return WaitReason(WaitCode.WAITING_FOR_WIFI)
 
 
-def _no_link_reason(upload_class: UploadClass) -> str:
+def _no_link_reason(upload_class: UploadClass) -> WaitReason:
     if upload_class is UploadClass.P2:
-        return "waiting for WiFi (routine)"
-    return "waiting for an uplink"
+        return WaitReason(WaitCode.WAITING_FOR_WIFI)
+    return WaitReason(WaitCode.WAITING_FOR_UPLINK)
 
 
 def _pick_link(

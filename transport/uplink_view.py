@@ -21,7 +21,14 @@ from typing import Any, Final
 from storage.models import FileRecord, FileState
 from transport.ledger import FileUpload
 from transport.refusals import Wait
-from transport.scheduler import LinkView, SchedulerPolicy, UploadCandidate, explain_waiting
+from transport.scheduler import (
+    LinkView,
+    SchedulerPolicy,
+    UploadCandidate,
+    explain_waiting,
+    waiting_code,
+)
+from transport.wait_reasons import WaitCode, WaitReason
 
 QUEUED_STATES: Final = frozenset({FileState.SEALED, FileState.UPLOADING})
 ROW_STATES: Final = ("uploading", "waiting", "blocked", "unattested")
@@ -73,7 +80,10 @@ def upload_rows(
 
 def idle_rows(records: Iterable[FileRecord], reason: str) -> list[dict[str, Any]]:
     """The rows when no uplink runs (not paired, off): every file waits, for `reason`."""
-    return [{**_facts(r), **_row("waiting", reason, None)} for r in waiting_records(records)]
+    code = WaitReason(WaitCode.UPLINK_NOT_RUNNING)
+    return [
+        {**_facts(r), **_row("waiting", reason, None, code=code)} for r in waiting_records(records)
+    ]
 
 
 def _facts(record: FileRecord) -> dict[str, Any]:
@@ -97,27 +107,39 @@ def _state_and_reason(
 ) -> dict[str, Any]:
     if running is not None:
         reason = f"uploading on {running.link} ({running.transport})"
-        return _row("uploading", reason, None, running.offset_bytes)
+        code = WaitReason(WaitCode.UPLOADING, running.link)
+        return _row("uploading", reason, None, running.offset_bytes, code=code)
     if upload.blocked_reason is not None:
-        return _row("blocked", upload.blocked_reason, None)
+        return _row("blocked", upload.blocked_reason, None, code=WaitReason(WaitCode.BLOCKED))
     state = "unattested" if upload.completed_unattested else "waiting"
     if everything_waits is not None and everything_waits.active(now_s):
-        return _row(state, everything_waits.reason, everything_waits.until_s - now_s)
+        code = WaitReason(WaitCode.BACK_OFFICE_WAITS)
+        return _row(state, everything_waits.reason, everything_waits.until_s - now_s, code=code)
     if candidate is None:
-        return _row(state, "not yet queued", None)
+        return _row(state, "not yet queued", None, code=WaitReason(WaitCode.NOT_YET_QUEUED))
     retry_in_s = candidate.not_before_s - now_s if candidate.not_before_s > now_s else None
     reason = explain_waiting(candidate, views, policy, now_s)
+    code = waiting_code(candidate, views, policy, now_s)
     if upload.completed_unattested and retry_in_s is None:
         reason = f"{UNATTESTED_NOTE}; {reason}"
-    return _row(state, reason, retry_in_s)
+        code = WaitReason(WaitCode.UNATTESTED)
+    return _row(state, reason, retry_in_s, code=code)
 
 
 def _row(
-    state: str, reason: str, retry_in_s: float | None, offset_bytes: int | None = None
+    state: str,
+    reason: str,
+    retry_in_s: float | None,
+    offset_bytes: int | None = None,
+    *,
+    code: WaitReason,
 ) -> dict[str, Any]:
+    """`reason` in English (`mvb uploads`); `code` and `link`: the same, for the page."""
     return {
         "state": state,
         "reason": reason,
+        "code": code.code.value,
+        "link": code.link,
         "retry_in_s": None if retry_in_s is None else float(math.ceil(max(0.0, retry_in_s))),
         "offset_bytes": offset_bytes,
     }
@@ -126,7 +148,13 @@ def _row(
 def status_waiting(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The status document's `waiting` list: every row not uploading, with its reason."""
     return [
-        {"file_id": row["file_id"], "class": row["upload_class"], "reason": row["reason"]}
+        {
+            "file_id": row["file_id"],
+            "class": row["upload_class"],
+            "reason": row["reason"],
+            "code": row["code"],
+            "link": row["link"],
+        }
         for row in rows
         if row["state"] != "uploading"
     ]

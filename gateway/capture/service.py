@@ -27,6 +27,7 @@ from gateway.capture.packet import CapturedPacket
 from gateway.capture.ring import PrerecordRing
 from gateway.capture.source import ThreadedSource
 from gateway.recorder import (
+    ORIGIN_KEYS,
     Action,
     Event,
     EventKind,
@@ -63,6 +64,10 @@ class RecordingObserver(Protocol):
         """Facts for the encrypted `recording` metadata of the recording starting now (R5)."""
         ...
 
+    def camera_facts(self, camera_serial: str) -> Mapping[str, Any]:
+        """Facts of one camera's part, as it joins the recording (R5: whose footage it is)."""
+        ...
+
     async def recording_started(self, recording_id: str, facts: Mapping[str, Any]) -> None:
         """A recording started with `facts` (the trigger's source and wall-clock `at_ms`)."""
         ...
@@ -75,10 +80,17 @@ class RecordingObserver(Protocol):
 class CameraRecording:
     """One camera's part of the current recording, driven on the camera's own worker thread."""
 
-    def __init__(self, recording: Recording, camera: Camera, gps_window: GpsWindow) -> None:
+    def __init__(
+        self,
+        recording: Recording,
+        camera: Camera,
+        gps_window: GpsWindow,
+        observed: Mapping[str, Any] | None = None,
+    ) -> None:
         stream = recording.open_stream(
             camera.name,
             container="mpegts",
+            **(observed or {}),
             camera_serial=camera.serial,
             camera_auth=camera.source.spec.auth,  # how the camera proved it is this one (L6)
         )
@@ -208,14 +220,20 @@ class CaptureService:
     async def trigger(self, source: str, **facts: Any) -> list[Action]:
         return await self.submit(Event(EventKind.TRIGGER, self.clock_ns(), source, facts))
 
-    async def stop_recording(self, source: str = "officer") -> list[Action]:
-        return await self.submit(Event(EventKind.STOP, self.clock_ns(), source))
+    async def stop_recording(self, source: str = "officer", **facts: Any) -> list[Action]:
+        """`facts` name who stopped it (`channel`, `account`: gateway/recorder.py ORIGIN_KEYS)."""
+        return await self.submit(Event(EventKind.STOP, self.clock_ns(), source, facts))
 
     async def submit(self, event: Event) -> list[Action]:
         """Run one event through the recorder and carry out its actions. IllegalTransition
         (e.g. a stop while standing by) propagates to the caller, which tells the officer."""
         if event.kind is EventKind.TRIGGER and not self.accepting_triggers:
-            await self._audit("gateway.trigger_refused", source=event.source, reason="shutdown")
+            await self._audit(
+                "gateway.trigger_refused",
+                source=event.source,
+                reason="shutdown",
+                **origin_of(event.facts),
+            )
             return []
         async with self._lock:
             actions = self.recorder.handle(event)
@@ -243,7 +261,7 @@ class CaptureService:
         if isinstance(action, StartRecording):
             await self._start(action)
         elif isinstance(action, NoteTrigger):
-            await self._audit_trigger(action.source, started=False)
+            await self._audit_trigger(action.source, action.facts, started=False)
             await self._escalate(action.source)
             self._attach_cameras(action.cameras, event.now_ns)
             await self._broadcast(
@@ -256,12 +274,25 @@ class CaptureService:
                 }
             )
         elif isinstance(action, NoteStop):
-            await self._audit("gateway.stop", source=action.source)
+            origin = origin_of(event.facts)
+            postrecord_s = max(0.0, (action.postrecord_until_ns - event.now_ns) / NS_PER_S)
+            await self._audit(
+                "gateway.stop", source=action.source, postrecord_s=postrecord_s, **origin
+            )
             await self._broadcast(
-                {"type": "event", "name": "stop", "source": action.source, "at_ms": _wall_ms()}
+                {
+                    "type": "event",
+                    "name": "stop",
+                    "source": action.source,
+                    "at_ms": _wall_ms(),
+                    "postrecord_s": postrecord_s,
+                    **origin,
+                }
             )
         elif isinstance(action, RefuseStop):
-            await self._audit("gateway.stop_refused", source=action.source)
+            await self._audit(
+                "gateway.stop_refused", source=action.source, **origin_of(event.facts)
+            )
         elif isinstance(action, WarnMaxContinuous):
             minutes = action.recording_for_s / 60
             message = f"recording for {minutes:.0f} min: stop when the threat is over"
@@ -273,7 +304,7 @@ class CaptureService:
             await self._finish()
 
     async def _start(self, action: StartRecording) -> None:
-        await self._audit_trigger(action.source, started=True)
+        await self._audit_trigger(action.source, action.facts, started=True)
         trigger = {"source": action.source, "at_ms": _wall_ms(), **_scalars(action.facts)}
         try:
             facts = {**self.facts, **self._observed_facts(), "trigger": trigger}
@@ -297,6 +328,15 @@ class CaptureService:
                 log.exception("recording observer failed to give facts; recording without them")
         return facts
 
+    def _observed_camera_facts(self, camera_serial: str) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        for observer in self.observers:
+            try:
+                facts.update(observer.camera_facts(camera_serial))
+            except Exception:
+                log.exception("recording observer failed to give camera facts; going without")
+        return facts
+
     async def _escalate(self, source: str) -> None:
         """A P0 trigger (a crash) during a running recording makes the whole recording P0."""
         if self.recording is not None and self.upload_class_of(source) == "P0":
@@ -309,7 +349,8 @@ class CaptureService:
         for camera in self.cameras.values():
             if camera.recording is not None or (names is not None and camera.name not in names):
                 continue
-            camera.recording = CameraRecording(self.recording, camera, self.gps_window)
+            observed = self._observed_camera_facts(camera.serial)
+            camera.recording = CameraRecording(self.recording, camera, self.gps_window, observed)
             camera.recording.submit_packets(camera.ring.snapshot(since_ns))
 
     async def _broadcast(self, obj: dict[str, Any]) -> None:
@@ -336,9 +377,13 @@ class CaptureService:
                 await _observe(observer.recording_finished(recording.recording_id, duration_s))
         self.alarms.clear("max_continuous")
 
-    async def _audit_trigger(self, source: str, *, started: bool) -> None:
-        # RULES R3: every start is registered, with its source.
-        await self._audit("gateway.trigger", source=source, started_recording=started)
+    async def _audit_trigger(
+        self, source: str, facts: Mapping[str, object], *, started: bool
+    ) -> None:
+        # RULES R3: every start is registered, with its source, and who asked on which channel.
+        await self._audit(
+            "gateway.trigger", source=source, started_recording=started, **origin_of(facts)
+        )
 
     async def _audit(self, event: str, **fields: str | int | float | bool | None) -> None:
         """Audit appends fsync: off the event loop."""
@@ -396,6 +441,16 @@ async def _observe(call: Awaitable[None]) -> None:
         await call
     except Exception:
         log.exception("recording observer failed")
+
+
+def origin_of(facts: Mapping[str, object]) -> dict[str, str | None]:
+    """Who asked for a trigger or a stop, as the audit log names them: the `channel` (page,
+    cli, button, input) and the `account` (an account tag, "local"; None for a device)."""
+    return {
+        key: value
+        for key in ORIGIN_KEYS
+        if key in facts and (isinstance(value := facts[key], str) or value is None)
+    }
 
 
 def _scalars(facts: dict[str, object]) -> dict[str, object]:

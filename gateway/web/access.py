@@ -12,8 +12,10 @@ Security headers and `Cache-Control: no-store` are added to every response as it
 (`add_security_headers`), so static files and errors carry them too.
 
 Invariants: no handler behind /api/ runs without a live session, except `POST /api/session`
-(login, Origin-checked); no state change runs without the session's CSRF token; nothing here
-logs a name, a password, a cookie or a token.
+(login, Origin-checked), `GET /api/display` (answers only whether this browser is a bound
+display) and, for a bound vehicle display, exactly DISPLAY_ROUTES (gateway/web/displays.py);
+no state change runs without the session's (or on a display route the display's) CSRF token;
+nothing here logs a name, a password, an address, a cookie or a token.
 """
 
 from __future__ import annotations
@@ -21,33 +23,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from common.durable import atomic_write_bytes, make_dirs
 from common.faults import TransientFault
 from config.accounts import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from config.local import AccountSection, LocalConfig
 from gateway.caller import account_tag as account_tag  # the audit's name for an account
+from gateway.web.displays import DISPLAY_ROUTES, Display, DisplayTable, csrf_token_of
 from gateway.web.identity import Identity, set_identity, set_still_authorised
 from gateway.web.jsonbody import ApiError
 from gateway.web.jsonbody import error_response as api_error_response
-from gateway.web.sessions import (
-    LoginThrottle,
-    Session,
-    SessionLimits,
-    SessionTable,
-    ThrottlePolicy,
-)
+from gateway.web.login_throttle import KnownDevices, LoginThrottle, ThrottlePolicy, client_key
+from gateway.web.sessions import Session, SessionLimits, SessionTable
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mvb_session"
+DISPLAY_COOKIE = "mvb_display"  # a bound vehicle display (gateway/web/displays.py)
+DEVICE_COOKIE = "mvb_device"  # a known device of an account (gateway/web/login_throttle.py)
 CSRF_HEADER = "X-CSRF-Token"
 MAX_BODY_BYTES = 64 * 1024
 BUNDLE_PATH = "/api/config/bundle"  # bounded by the application's own 16 MiB instead
@@ -55,9 +58,11 @@ LOGIN_PATH = "/api/session"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The page's own status reads: they need a session but do not keep it alive (webui.md 1.1).
 PASSIVE_READS = frozenset({("GET", "/api/status"), ("GET", "/api/events")})
+DISPLAY_QUESTION = ("GET", "/api/display")  # answered `{"bound": false}` to anyone
 LOCAL_ONLY = frozenset({("POST", "/api/trigger")})  # another device of the vehicle (webui.md 2)
 MAX_CONCURRENT_VERIFICATIONS = 2  # PBKDF2 is ~0.1-1 s of a core: recording keeps the rest
 MAX_WAITING_LOGINS = 16  # beyond this a login flood is answered 503 instead of queued
+IDLE_HOLD_TICK_S = 5.0  # how often the shell stops the idle clocks while the box records
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -78,6 +83,7 @@ ANONYMOUS = Identity(channel="web", user="", role="", officer_id="")
 """The identity of a web request outside /api/ (the page, /metrics with its own token check)."""
 
 _SESSION_KEY: web.RequestKey[Session] = web.RequestKey("web_session", Session)
+_DISPLAY_KEY: web.RequestKey[Display] = web.RequestKey("web_display", Display)
 
 Clock = Callable[[], float]
 Audit = Callable[..., Awaitable[None]]
@@ -97,14 +103,21 @@ class LoginBusy(TransientFault):
 
 @dataclass
 class WebAccess:
-    """The web channel's state: sessions and the login throttle (in memory), the configuration
-    as the box runs it now (`config_of`), the clock (monotonic seconds) and the audit log."""
+    """The web channel's state: sessions, the login throttle and the known devices (in memory),
+    the configuration as the box runs it now (`config_of`), the clock (monotonic seconds), the
+    audit log, and whether the recorder records or runs its post-record (`recorder_busy`: the
+    sessions' idle clock stands still meanwhile, docs/webui.md 1.1)."""
 
     config_of: Callable[[], LocalConfig]
     audit: Audit
     clock: Clock = time.monotonic
+    recorder_busy: Callable[[], bool] = lambda: False
+    shift_since_ms: Callable[[], int | None] = lambda: None
     sessions: SessionTable = field(default_factory=SessionTable)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    devices: KnownDevices = field(default_factory=KnownDevices)
+    displays: DisplayTable = field(default_factory=DisplayTable)
+    displays_path: Path | None = None  # where the bindings outlive a restart (digests only)
     _verifications: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
     )
@@ -173,11 +186,13 @@ class WebAccess:
         """The caller's live session, or None. A session whose account is gone, or whose role or
         password changed, is ended here; so are all sessions of accounts that are gone.
         `touch` restarts the idle timer: only for what the officer does, not for the page's own
-        status reads (PASSIVE_READS), or an unattended tablet would never log out."""
+        status reads (PASSIVE_READS), or an unattended tablet would never log out; and always
+        while the recorder is busy (a recording never logs the officer out)."""
         self._end_sessions_of_vanished_accounts()
         session_id = request.cookies.get(SESSION_COOKIE)
         if not session_id:
             return None
+        touch = touch or self.recorder_busy()
         now_s = self.clock()
         session = self.sessions.lookup(session_id, now_s, self.limits())
         if session is None:
@@ -188,6 +203,63 @@ class WebAccess:
             return None
         return self.sessions.touch(session_id, now_s) if touch else session
 
+    def hold_idle_while_recording(self) -> bool:
+        """While the recorder is busy, every live session's idle timer starts again (the shell
+        calls this at least every IDLE_HOLD_TICK_S); True when it did."""
+        if not self.recorder_busy():
+            return False
+        self.sessions.touch_all(self.clock(), self.limits())
+        return True
+
+    def current_display(self, request: web.Request) -> Display | None:
+        """The vehicle display this browser was bound as, while its binding holds (the same
+        shift runs, the officer's account unchanged: gateway/web/displays.py)."""
+        token = request.cookies.get(DISPLAY_COOKIE)
+        if not token:
+            return None
+        tag = self.displays.account_of(token)
+        if tag is None:
+            return None
+        account = self.account_tagged(tag)
+        grant = None if account is None else grant_of(account)
+        return self.displays.lookup(token, self.clock(), self.shift_since_ms(), grant)
+
+    def account_tagged(self, tag: str) -> AccountSection | None:
+        return next((a for a in self.config_of().accounts if account_tag(a.name) == tag), None)
+
+    def display_identity(self, display: Display) -> Identity:
+        """A display acts for the officer who bound it, with the role `display` that no
+        service grants anything beyond DISPLAY_ROUTES."""
+        account = self.account_tagged(display.account)
+        name, officer_id = ("", "") if account is None else (account.name, account.officer_id)
+        return Identity(channel="web", user=name, role="display", officer_id=officer_id)
+
+    def load_displays(self) -> None:
+        """The bindings kept before a restart; a file that cannot be read binds nothing."""
+        path = self.displays_path
+        if path is None or not path.exists():
+            return
+        try:
+            self.displays.load_json(path.read_bytes(), self.clock())
+        except (OSError, ValueError) as exc:
+            log.warning("web: vehicle display bindings not restored: %s", exc)
+
+    async def save_displays(self) -> None:
+        """Durable before the answer: a power cut after a bind keeps the tablet bound."""
+        if self.displays_path is None:
+            return
+        try:
+            await asyncio.to_thread(_write_private, self.displays_path, self.displays.to_json())
+        except OSError as exc:  # the binding still holds until the next restart
+            log.warning("web: vehicle display bindings not saved: %s", exc.strerror or exc)
+
+    def client_of(self, request: web.Request) -> str:
+        """Who the throttle counts a login against (gateway/web/login_throttle.py)."""
+        return client_key(request.remote)
+
+    def known_device(self, request: web.Request, name: str) -> bool:
+        return self.devices.knows(request.cookies.get(DEVICE_COOKIE), name, self.clock())
+
     def _end_sessions_of_vanished_accounts(self) -> None:
         names = {account.name for account in self.config_of().accounts}
         for user in self.sessions.users() - names:
@@ -197,6 +269,11 @@ class WebAccess:
         account = self.account(session.user)
         officer_id = account.officer_id if account is not None else ""
         return Identity(channel="web", user=session.user, role=session.role, officer_id=officer_id)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    make_dirs(path.parent)
+    atomic_write_bytes(path, data, mode=0o600)
 
 
 def _iterations(stored: str) -> int:
@@ -215,6 +292,12 @@ def session_of(request: web.Request) -> Session:
     if not isinstance(session, Session):
         raise RuntimeError("no session on the request: the access middleware is not installed")
     return session
+
+
+def display_of(request: web.Request) -> Display | None:
+    """The live vehicle display of this browser, on the display routes; else None."""
+    display = request.get(_DISPLAY_KEY)
+    return display if isinstance(display, Display) else None
 
 
 def error_response(
@@ -285,23 +368,40 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
             return _csrf_refused()
         set_identity(request, ANONYMOUS)
         return await handler(request)
-    passive = (request.method, request.path) in PASSIVE_READS
-    session = access.current_session(request, touch=not passive)
-    if session is None:
+    route = (request.method, request.path)
+    session = access.current_session(request, touch=route not in PASSIVE_READS)
+    display = access.current_display(request) if route in DISPLAY_ROUTES else None
+    if session is None and display is None:
+        if route == DISPLAY_QUESTION:
+            set_identity(request, ANONYMOUS)  # "not bound" tells a stranger nothing
+            return await handler(request)
         return error_response(401, "login_required", "Log in first.")
-    if request.method in STATE_CHANGING and not _csrf_ok(request, session):
+    if request.method in STATE_CHANGING and not _csrf_ok(request, session, display):
         return _csrf_refused()
-    if (request.method, request.path) in LOCAL_ONLY:
+    if route in LOCAL_ONLY:
         return error_response(403, "forbidden", "Only devices of the vehicle may call this.")
-    request[_SESSION_KEY] = session
-    set_identity(request, access.identity(session))
-    set_still_authorised(request, lambda: access.current_session(request, touch=False) is not None)
+    if display is not None:
+        request[_DISPLAY_KEY] = display
+    if session is not None:
+        request[_SESSION_KEY] = session
+        set_identity(request, access.identity(session))
+        set_still_authorised(
+            request, lambda: access.current_session(request, touch=False) is not None
+        )
+    elif display is not None:
+        set_identity(request, access.display_identity(display))
+        set_still_authorised(request, lambda: access.current_display(request) is not None)
     return await handler(request)
 
 
-def _csrf_ok(request: web.Request, session: Session) -> bool:
+def _csrf_ok(request: web.Request, session: Session | None, display: Display | None) -> bool:
+    """The session's token, or on a display route the display's own."""
     token = request.headers.get(CSRF_HEADER, "")
-    return origin_allowed(request) and session.csrf_matches(token)
+    display_token = csrf_token_of(request.cookies.get(DISPLAY_COOKIE, ""))
+    matches = (session is not None and session.csrf_matches(token)) or (
+        display is not None and hmac.compare_digest(display_token.encode(), token.encode())
+    )
+    return origin_allowed(request) and matches
 
 
 def _csrf_refused() -> web.Response:

@@ -60,12 +60,14 @@ def routes(port: BoxPort, status: StatusSource) -> list[web.RouteDef]:
         `deferred`) or refused (422). 409 when the box is not paired (no trust root)."""
         result = await port.push_bundle(await request.read())
         if result.config_serial is None:
-            return web.json_response({"applied": False, "reason": result.reason}, status=422)
+            refused = {"applied": False, "reason": result.reason, "reason_code": result.reason_code}
+            return web.json_response(refused, status=422)
         answer = {
             "applied": result.applied,
             "config_serial": result.config_serial,
             "sha256": result.sha256,
             "reason": result.reason,
+            "reason_code": result.reason_code,
             "deferred": result.deferred,
         }
         status = 200 if result.applied else 202 if result.deferred else 422

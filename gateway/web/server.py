@@ -42,6 +42,7 @@ from gateway.web.certs import (
     server_context,
     wanted_names,
 )
+from gateway.web.display_routes import add_display_routes
 from gateway.web.session_routes import add_session_routes
 from gateway.web.status_source import StatusSource
 
@@ -54,6 +55,7 @@ HANDSHAKE_TIMEOUT_S = 10.0
 SHUTDOWN_TIMEOUT_S = 2.0  # event streams never finish on their own
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (recognising, not binding)
 ALARM = "web_listener"
+DISPLAYS_FILE = "displays.json"  # vehicle display bindings (digests only: displays.py)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class WebListener:
     url: str
     certificate_sha256: str = ""
     reason: str = ""
+    certificate_self_signed: bool = True
     access: WebAccess | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -75,6 +78,21 @@ class WebListener:
         if self.reason:
             document["reason"] = self.reason
         return document
+
+    def banner(self) -> str:
+        """What `mvb run` prints at start: where the page is and which certificate it shows
+        (the fingerprint the officer compares on the tablet, or trusts through the page CA)."""
+        if self.state != "listening":
+            return f"mvb: the officer's page is not running: {self.reason}"
+        how = (
+            "self-signed: trust exactly this fingerprint on the tablet"
+            if self.certificate_self_signed
+            else "configured certificate: a tablet that trusts its CA accepts it"
+        )
+        return (
+            f"mvb: the officer's page: {self.url} "
+            f"(certificate SHA-256 {self.certificate_sha256}; {how})"
+        )
 
     async def stop(self) -> None:
         for close in reversed(self._closers):
@@ -104,11 +122,20 @@ async def start_web(
         return None
     hostname = socket.gethostname()
     url = web_url(web_config.host, web_config.https_port, hostname)
-    web_access = WebAccess(port.effective_config, port.audit, clock)
+    web_access = WebAccess(
+        port.effective_config,
+        port.audit,
+        clock,
+        recorder_busy=port.recorder_busy,
+        shift_since_ms=lambda: shift_since_ms(port.shift_view()),
+        displays_path=config.state_dir / "web" / DISPLAYS_FILE,
+    )
+    web_access.load_displays()
     listener = WebListener("listening", url, access=web_access)
     try:
         certificate = await asyncio.to_thread(_certificate, config, hostname)
         listener.certificate_sha256 = certificate.fingerprint_sha256
+        listener.certificate_self_signed = certificate.self_signed
         app = api_application(port, status, access.middlewares())
         await _serve(listener, web_access, app, config, certificate)
     except (OSError, WebCertificateError, ssl.SSLError) as exc:
@@ -118,6 +145,21 @@ async def start_web(
         port.raise_alarm(ALARM, reason)
         return WebListener("failed", url, listener.certificate_sha256, reason)
     return listener
+
+
+def shift_since_ms(view: dict[str, Any]) -> int | None:
+    """The running shift's start from the port's shift view; None when no shift runs."""
+    since = view.get("since_ms")
+    return since if view.get("active") is True and isinstance(since, int) else None
+
+
+async def _hold_idle_while_recording(web_access: WebAccess) -> None:
+    """While the box records, no session idles out (docs/webui.md 1.1): the idle clocks are
+    restarted every IDLE_HOLD_TICK_S, so one ends at the earliest `session_idle_s` after the
+    recording (and its post-record) ended."""
+    while True:
+        web_access.hold_idle_while_recording()
+        await asyncio.sleep(access.IDLE_HOLD_TICK_S)
 
 
 def _certificate(config: LocalConfig, hostname: str) -> WebCertificate:
@@ -142,6 +184,7 @@ async def _serve(
     web_config = config.web
     access.install(app, web_access)
     add_session_routes(app)
+    add_display_routes(app)
     _add_page_routes(app)
     https = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await https.setup()
@@ -159,6 +202,14 @@ async def _serve(
     sniffer = FirstByteListener(_protocols(https), _protocols(redirect), context)
     await sniffer.start(web_config.host, web_config.https_port)
     listener._closers.append(sniffer.stop)
+    holder = asyncio.create_task(_hold_idle_while_recording(web_access), name="web-idle-hold")
+    listener._closers.append(lambda: _cancel(holder))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _protocols(runner: web.AppRunner) -> web.Server:

@@ -5,18 +5,24 @@ The access layer (gateway/web/access.py) has checked Origin for a login, and a l
 
 Invariants:
 - An unknown name and a wrong password get the same answer (401 `wrong_credentials`) after the
-  same work; a locked name gets 423 `locked` with Retry-After, whatever the password.
-- The audit log names accounts only by `account_tag` and never sees a password.
+  same work; a banned client or name gets 423 `locked` with Retry-After, whatever the password
+  (bans per client and per account: gateway/web/login_throttle.py).
+- A correct password gives the browser a known-device cookie for that account, so that other
+  clients' guesses never lock it out.
+- The audit log names accounts only by `account_tag`, clients only by `client_tag`, and never
+  sees a password.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from aiohttp import web
 
 from config.local import AccountSection
 from gateway.web.access import (
+    DEVICE_COOKIE,
     SESSION_COOKIE,
     WEB_ACCESS,
     LoginBusy,
@@ -27,7 +33,8 @@ from gateway.web.access import (
     session_of,
 )
 from gateway.web.identity import identity_of
-from gateway.web.sessions import Session
+from gateway.web.login_throttle import KNOWN_DEVICE_MAX_S, Scope
+from gateway.web.sessions import CSRF_TOKEN_BYTES, Session, random_token
 
 MAX_USERNAME_CHARS = 64
 MAX_PASSWORD_CHARS = 1024
@@ -64,9 +71,11 @@ async def _login(request: web.Request) -> web.StreamResponse:
             400, "bad_request", "Send JSON with a username and a password (strings)."
         )
     name, password = credentials
+    client = access.client_of(request)
+    known = access.known_device(request, name)
     async with access.one_login_at_a_time(name):
         policy = access.throttle_policy()
-        retry_after_s = access.throttle.retry_after_s(name, access.clock(), policy)
+        retry_after_s = access.throttle.retry_after_s(client, name, known, access.clock(), policy)
         if retry_after_s > 0:
             return _locked(retry_after_s)
         account = access.account(name)
@@ -77,8 +86,8 @@ async def _login(request: web.Request) -> web.StreamResponse:
                 503, "busy", "Too many logins at once. Try again.", {"Retry-After": "1"}
             )
         if account is None or not matches:
-            return await _failed(access, name)
-        access.throttle.succeeded(name)
+            return await _failed(access, client, name, known)
+        access.throttle.succeeded(client, name)
     session = access.sessions.create(
         account.name, account.role, grant_of(account), access.clock(), access.limits()
     )
@@ -92,19 +101,53 @@ async def _login(request: web.Request) -> web.StreamResponse:
         samesite="Strict",
         path="/",
     )
+    _remember_device(access, response, account.name)
     return response
 
 
-async def _failed(access: WebAccess, name: str) -> web.Response:
-    """A wrong password (or an unknown name): counted, audited; the one that locks says so."""
+def _remember_device(access: WebAccess, response: web.Response, name: str) -> None:
+    """A fresh known-device token for this browser and account (login_throttle.KnownDevices)."""
+    token = random_token(CSRF_TOKEN_BYTES)
+    access.devices.remember(token, name, access.clock())
+    response.set_cookie(
+        DEVICE_COOKIE,
+        token,
+        max_age=int(KNOWN_DEVICE_MAX_S),
+        secure=True,
+        httponly=True,
+        samesite="Strict",
+        path="/api/session",
+    )
+
+
+def client_tag(client: str) -> str:
+    """What the audit log says instead of a client's address: a 12-hex SHA-256 prefix."""
+    return hashlib.sha256(client.encode()).hexdigest()[:12]
+
+
+async def _failed(access: WebAccess, client: str, name: str, known: bool) -> web.Response:
+    """A wrong password (or an unknown name): counted, audited; the one that bans says so.
+    The answer is 423 when this failure banned this client for this name."""
     policy = access.throttle_policy()
-    locked = access.throttle.failed(name, access.clock(), policy)
-    await access.record("web.login_failed", account=account_tag(name))
-    if locked:
+    now_s = access.clock()
+    engaged = access.throttle.failed(client, name, now_s, policy)
+    await access.record("web.login_failed", account=account_tag(name), client=client_tag(client))
+    if Scope.ACCOUNT in engaged:
         await access.record(
             "web.account_locked", account=account_tag(name), lockout_s=policy.lockout_s
         )
-        return _locked(policy.lockout_s)
+    if engaged - {Scope.ACCOUNT}:
+        scopes = sorted(scope.value for scope in engaged - {Scope.ACCOUNT})
+        await access.record(
+            "web.client_locked",
+            account=account_tag(name),
+            client=client_tag(client),
+            scope=",".join(scopes),
+            lockout_s=policy.lockout_s,
+        )
+    retry_after_s = access.throttle.retry_after_s(client, name, known, now_s, policy)
+    if engaged and retry_after_s > 0:
+        return _locked(retry_after_s)
     return error_response(401, "wrong_credentials", "The username or the password is wrong.")
 
 
@@ -113,7 +156,7 @@ def _locked(retry_after_s: float) -> web.Response:
     return error_response(
         423,
         "locked",
-        f"Too many wrong passwords: this account is locked for {seconds} s.",
+        f"Too many wrong passwords: this account cannot log in from here for {seconds} s.",
         {"Retry-After": str(seconds)},
     )
 

@@ -1,4 +1,4 @@
-"""GET /api/shift, POST /api/shift/start and /api/shift/end (docs/webui.md 2): the shift's face.
+"""GET /api/shift, POST /api/shift/start, /leave and /end (docs/webui.md 2): the shift's face.
 
 Parses a request into a command for the port (gateway/port.py); the rules of a shift are the
 box's (gateway/officer/shift.py). The channel decides whose shift it is: on the web the officer
@@ -46,6 +46,21 @@ def parse_start(body: Mapping[str, Any], identity: Identity) -> ShiftStart:
     return ShiftStart(officer_id, serials)
 
 
+def parse_leave(body: Mapping[str, Any], identity: Identity) -> str:
+    """Who leaves: on the web the account's officer, on the local channel the body's."""
+    reject_unknown(dict(body), frozenset({"officer_id"}))
+    if identity.channel == "web":
+        if "officer_id" in body:
+            raise invalid("officer_id", "on the web the officer id comes from your account")
+        if not identity.officer_id:
+            raise ApiError(409, "no_officer_id", "this account has no officer id: ask the admin")
+        return identity.officer_id
+    officer_id = body.get("officer_id")
+    if not isinstance(officer_id, str) or not OFFICER_ID.fullmatch(officer_id):
+        raise invalid("officer_id", f"officer_id must match {OFFICER_ID.pattern}")
+    return officer_id
+
+
 def parse_end(body: Mapping[str, Any]) -> bool:
     """Whether the caller acknowledges missing reports (absent: false)."""
     reject_unknown(dict(body), frozenset({"acknowledge_missing_reports"}))
@@ -66,6 +81,12 @@ def routes(port: BoxPort) -> list[web.RouteDef]:
         return web.json_response(await port.start_shift(identity, start))
 
     @answers_refusals
+    async def leave_shift(request: web.Request) -> web.Response:
+        identity = identity_of(request)
+        officer_id = parse_leave(await read_json_object(request), identity)
+        return web.json_response(await port.leave_shift(identity, officer_id))
+
+    @answers_refusals
     async def end_shift(request: web.Request) -> web.Response:
         acknowledge = parse_end(await read_json_object(request))
         return web.json_response(await port.end_shift(identity_of(request), acknowledge))
@@ -73,5 +94,6 @@ def routes(port: BoxPort) -> list[web.RouteDef]:
     return [
         web.get("/api/shift", get_shift),
         web.post("/api/shift/start", start_shift),
+        web.post("/api/shift/leave", leave_shift),
         web.post("/api/shift/end", end_shift),
     ]

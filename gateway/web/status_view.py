@@ -221,6 +221,7 @@ def _uplink(uplink: UplinkFacts | UplinkIdle, storage: StorageFacts) -> dict[str
         "queue": _by_class(storage.waiting_files, storage.waiting_bytes),
         "eta_s": None if throughput is None else round(waiting_bytes / throughput, 1),
         "waiting_reasons": _waiting_reasons(status["waiting"]),
+        "waiting_codes": _waiting_codes(status["waiting"]),
         "links": links,
         "uploading": uploading,
         "uploaded_files": status["uploaded_files"],
@@ -251,6 +252,16 @@ def _waiting_reasons(waiting: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Why files wait, most common first, at most MAX_WAITING_REASONS of them."""
     counts = Counter(str(item["reason"])[:200] for item in waiting)
     return dict(counts.most_common(MAX_WAITING_REASONS))
+
+
+def _waiting_codes(waiting: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The same, as codes the page translates (transport/wait_reasons.py) with the link they
+    name: `[{"code", "link", "count"}]`, most common first, at most MAX_WAITING_REASONS."""
+    counts = Counter((str(item.get("code", "")), item.get("link")) for item in waiting)
+    return [
+        {"code": code, "link": link, "count": count}
+        for (code, link), count in counts.most_common(MAX_WAITING_REASONS)
+    ]
 
 
 def _gps(gps: GpsFacts) -> dict[str, Any]:
@@ -352,6 +363,13 @@ def _report_missing(aged: _Aged) -> list[str]:
     return [f"{missing} recording(s) still need a report"] if missing > 0 else []
 
 
+def _no_shift(aged: _Aged) -> list[str]:
+    """RULES R5: with no shift running, new recordings carry no officer (issue 15, item 4)."""
+    if aged.document["shift"]["active"]:
+        return []
+    return ["no shift: recordings now carry no officer"]
+
+
 def _report_not_sent(aged: _Aged) -> list[str]:
     fleet = aged.document["fleet"]
     if fleet is None or fleet["reported_serial"] >= fleet["applied_serial"]:
@@ -418,6 +436,7 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     ("evidence_suspect", "critical", _alarm("evidence_suspect")),
     ("gps_stale", "warning", _gps_stale),
     ("report_missing", "warning", _report_missing),
+    ("no_shift", "warning", _no_shift),
     ("report_not_sent", "warning", _report_not_sent),
     ("upload_blocked", "warning", _upload_blocked),
     ("not_paired", "warning", _not_paired),

@@ -136,7 +136,8 @@ cameras = ["dashcam"]
     assert config.cameras[0].rtsp_transport == "udp"
     assert config.triggers["lights"].may_stop is True
     assert config.triggers["speed"].cameras == ("dashcam",)
-    assert config.triggers["speed"].postrecord_s == 30.0
+    assert config.triggers["speed"].postrecord_s is None, "unset: [recording]'s (inherited)"
+    assert config.triggers["lights"].postrecord_s == 60.0
 
 
 def test_upload_class_per_trigger_defaults_crash_to_p0() -> None:

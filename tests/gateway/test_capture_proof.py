@@ -63,8 +63,10 @@ async def test_rtsp_camera_prerecord_trigger_stop_postrecord_with_gps(
                 name="dashcam", kind="rtsp_pull", url=url, rtsp_transport=transport, serial="DC-77"
             )
             camera = Camera(PyavSource(spec), prerecord_s=PRERECORD_S, ring_max_bytes=32 << 20)
-            policy = RecorderPolicy(
-                prerecord_s=PRERECORD_S, default_trigger=TriggerPolicy(postrecord_s=POSTRECORD_S)
+            policy = RecorderPolicy(  # a policy that sets a post-record for the officer's stop
+                prerecord_s=PRERECORD_S,
+                default_trigger=TriggerPolicy(postrecord_s=POSTRECORD_S),
+                officer_stop_postrecord_s=POSTRECORD_S,
             )
             service = CaptureService(
                 store,

@@ -7,7 +7,7 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -65,8 +65,10 @@ async def rig(tmp_path: Path, clip: Path, recipient: RecipientPrivateKey) -> Asy
             ring_max_bytes=32 << 20,
         ),
     ]
-    policy = RecorderPolicy(
-        prerecord_s=PRERECORD_S, default_trigger=TriggerPolicy(postrecord_s=POSTRECORD_S)
+    policy = RecorderPolicy(  # a municipality that sets a post-record for the officer's stop
+        prerecord_s=PRERECORD_S,
+        default_trigger=TriggerPolicy(postrecord_s=POSTRECORD_S),
+        officer_stop_postrecord_s=POSTRECORD_S,
     )
     with store_on(tmp_path, recipient) as store:
         service = CaptureService(
@@ -139,6 +141,33 @@ async def test_a_crash_during_a_recording_makes_it_an_incident(rig: Rig) -> None
     await rig.service.stop_recording()
     await wait_for(lambda: rig.service.recording is None, "the recording to end")
     assert {r.upload_class for r in rig.store.catalog.by_recording(recording_id)} == {"P0"}
+
+
+async def test_the_officers_stop_seals_at_once_without_a_policy_post_record(
+    rig: Rig, recipient: RecipientPrivateKey
+) -> None:
+    """Stop means stop (issue 15, item 5): the recording is sealed by the stop itself, its last
+    packet from before the stop; the audit names the post-record (none) and who stopped."""
+    service = rig.service
+    service.recorder.policy = replace(service.recorder.policy, officer_stop_postrecord_s=0.0)
+    await wait_for(lambda: service.cameras["dashcam"].ring.span_ns() >= PRERECORD_S * S, "the ring")
+    await service.trigger("lights")
+    await asyncio.sleep(1.0)
+    stop_ns = time.monotonic_ns()
+    await service.stop_recording("officer", channel="page", account="0123456789ab")
+    assert service.recording is None, "sealed by the stop, not by a later tick"
+    assert service.recorder.state.value == "standby"
+    [(report, _media)] = decrypt_all(rig.store, recipient)
+    segments = [m for m in report.metadata if m["type"] == "segment"]
+    assert segments[-1]["end_mono_ns"] <= stop_ns
+    entries = [json.loads(line) for line in rig.audit_path.read_text().splitlines()]
+    [stop] = [e["fields"] for e in entries if e["event"] == "gateway.stop"]
+    assert stop == {
+        "source": "officer",
+        "postrecord_s": 0.0,
+        "channel": "page",
+        "account": "0123456789ab",
+    }
 
 
 async def test_stop_while_standing_by_is_refused_and_nothing_breaks(rig: Rig) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from common.faults import IllegalTransition
@@ -30,6 +32,8 @@ POLICY = RecorderPolicy(
         "speed": TriggerPolicy(cameras=frozenset({"dashcam"}), postrecord_s=30),
     },
 )
+OFFICER_POSTRECORD = replace(POLICY, officer_stop_postrecord_s=30)
+"""A municipality whose policy sets a post-record for the officer's stop."""
 
 
 def trigger(now_s: float, source: str = "officer") -> Event:
@@ -45,7 +49,7 @@ def tick(now_s: float) -> Event:
 
 
 def test_full_cycle() -> None:
-    rec = Recorder(POLICY)
+    rec = Recorder(OFFICER_POSTRECORD)
     [start] = rec.handle(trigger(100))
     assert start == StartRecording("officer", None, 40 * S, {})
     assert rec.state is State.RECORDING
@@ -60,13 +64,31 @@ def test_stop_while_standing_by_is_illegal() -> None:
         Recorder(POLICY).handle(stop(1))
 
 
-def test_retrigger_in_postrecord_continues_the_same_recording() -> None:
+def test_the_officers_stop_ends_the_recording_at_once_by_default() -> None:
     rec = Recorder(POLICY)
+    rec.handle(trigger(0, "lights"))  # the lights' 60 s post-record is for an automatic stop
+    assert rec.handle(stop(10)) == [NoteStop("officer", 10 * S), FinishRecording()]
+    assert rec.state is State.STANDBY
+    [start] = rec.handle(trigger(11))
+    assert isinstance(start, StartRecording), "the next trigger is a new recording"
+
+
+def test_an_automatic_stop_keeps_the_post_record() -> None:
+    rec = Recorder(POLICY)
+    rec.handle(trigger(0, "lights"))
+    assert rec.handle(stop(10, "lights")) == [NoteStop("lights", 70 * S)]
+    assert rec.state is State.POSTRECORD
+    assert rec.handle(tick(70)) == [FinishRecording()]
+
+
+def test_retrigger_in_postrecord_continues_the_same_recording() -> None:
+    rec = Recorder(OFFICER_POSTRECORD)
     rec.handle(trigger(0))
     rec.handle(stop(10))
     assert rec.handle(trigger(20, "lights")) == [NoteTrigger("lights", None, {})]
     assert rec.state is State.RECORDING
-    assert rec.handle(stop(30)) == [NoteStop("officer", 90 * S)]  # lights' 60 s post-record
+    assert rec.handle(stop(30, "lights")) == [NoteStop("lights", 90 * S)]  # lights' 60 s
+    assert rec.handle(stop(31)) == [], "already stopping"
 
 
 def test_a_source_that_may_not_stop_is_refused() -> None:
@@ -98,7 +120,7 @@ def test_max_continuous_warns_and_never_stops() -> None:
 
 
 def test_second_stop_during_postrecord_changes_nothing() -> None:
-    rec = Recorder(POLICY)
+    rec = Recorder(OFFICER_POSTRECORD)
     rec.handle(trigger(0))
     rec.handle(stop(1))
     assert rec.handle(stop(2)) == []

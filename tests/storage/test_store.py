@@ -232,3 +232,25 @@ def test_upload_class_follows_the_recording_and_an_incident_flag(
 def test_an_unknown_upload_class_is_refused(store: EvidenceStore) -> None:
     with pytest.raises(ValueError, match="upload class"):
         store.start_recording({"upload_class": "P9"})
+
+
+def test_the_file_target_counts_the_pre_record(store: EvidenceStore) -> None:
+    """A recording's first file holds the pre-record, written in a burst when it starts: the
+    target (60 s) counts the capture time its segments span, not the time since it opened."""
+    second_ns = 1_000_000_000
+    recording = store.start_recording({})
+    stream = recording.open_stream("dashcam")
+    for index in range(70):  # 70 one-second segments, all at once like a 70 s pre-record
+        stream.append_media(b"x" * 100)
+        stream.end_segment(
+            {
+                "index": index,
+                "start_mono_ns": index * second_ns,
+                "end_mono_ns": (index + 1) * second_ns,
+            }
+        )
+    recording.close()
+    files = sorted(store.catalog.by_recording(recording.recording_id), key=lambda r: r.file_seq)
+    assert len(files) == 2, "was one file of 70 s against a 60 s target"
+    assert [f.file_seq for f in files] == [0, 1]
+    assert files[0].size_bytes > files[1].size_bytes, "60 segments, then 10"

@@ -26,7 +26,9 @@ from transport.scheduler import (
     choose_transport,
     explain_waiting,
     plan,
+    waiting_code,
 )
+from transport.wait_reasons import WaitCode, WaitReason
 
 P0, P1, P2 = UploadClass.P0, UploadClass.P1, UploadClass.P2
 NOW_S = 1_000.0
@@ -420,6 +422,42 @@ def test_assignment_carries_the_links_transport() -> None:
 )
 def test_explain_waiting(candidate: UploadCandidate, links: list[LinkView], reason: str) -> None:
     assert explain_waiting(candidate, links, POLICY, NOW_S) == reason
+
+
+@pytest.mark.parametrize(
+    ("candidate", "links", "code"),
+    [
+        (cand("f", blocked_reason="pin mismatch"), [wifi()], WaitReason(WaitCode.BLOCKED)),
+        (cand("f", not_before_s=NOW_S + 40), [wifi()], WaitReason(WaitCode.RETRYING)),
+        (cand("f", P2), [lte()], WaitReason(WaitCode.WAITING_FOR_WIFI)),
+        (cand("f", P1), [lte(usable=False)], WaitReason(WaitCode.WAITING_FOR_UPLINK)),
+        (
+            cand("f", P1, remaining=65 * MIB),
+            [lte()],
+            WaitReason(WaitCode.TOO_LARGE_FOR_LINK, "wwan0"),
+        ),
+        (
+            cand("f", P1),
+            [lte(budget=budget(MIB, 0))],
+            WaitReason(WaitCode.BUDGET_USED_UP_THEN_WIFI, "wwan0"),
+        ),
+        (
+            cand("f", P0, remaining=2 * MIB),
+            [lte(budget=budget(MIB, 0))],
+            WaitReason(WaitCode.BUDGET_USED_UP, "wwan0"),
+        ),
+        (cand("f", P1), [wifi(active=2), lte()], WaitReason(WaitCode.WAITING_FOR_SLOT)),
+        (cand("f", P1), [wifi()], WaitReason(WaitCode.STARTING_SHORTLY)),
+    ],
+)
+def test_the_page_gets_the_same_reason_as_a_code(
+    candidate: UploadCandidate, links: list[LinkView], code: WaitReason
+) -> None:
+    """The code the officer's page translates says what `explain_waiting` says in English
+    (for the scheduler's own verdicts, word for word)."""
+    assert waiting_code(candidate, links, POLICY, NOW_S) == code
+    if code.code not in (WaitCode.BLOCKED, WaitCode.RETRYING):
+        assert code.text() == explain_waiting(candidate, links, POLICY, NOW_S)
 
 
 # -- validation ------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 // Alerts under the recording state on every screen (docs/webui.md 3, 6): each code in plain
 // words with what to do, the most urgent first (critical, then the box's order); beyond the
 // first ALERTS_SHOWN the rest wait behind one button, so that alerts never push the page's
-// content away. A code this page does not know still shows, with the box's own `detail`.
+// content away. A code this page does not know shows a translated sentence naming the code,
+// never the box's own English `detail` (tests/gateway/web/test_refusal_codes.py checks every
+// code has its text).
 
 import { byId, el, replaceIfChanged, show } from "./dom.js";
 import { currentLanguage, key, t, tn } from "./i18n.js";
@@ -24,6 +26,7 @@ const TEXTS = Object.freeze({
   time_conflict: key("alert.time_conflict"),
   evidence_suspect: key("alert.evidence_suspect"),
   unpaired: key("alert.unpaired"),
+  no_shift: key("alert.no_shift"),
 });
 
 /** Which overview tiles an alert concerns, so those tiles show the alert's tone too. */
@@ -51,7 +54,9 @@ export const ALERT_TILES = Object.freeze({
 export function alertText(alert, missingReports) {
   if (alert.code === "report_missing") {
     // the count comes from the same document; a detail-only alert still says something
-    return missingReports > 0 ? tn("alert.report_missing", missingReports) : alert.detail;
+    return missingReports > 0
+      ? tn("alert.report_missing", missingReports)
+      : t("alert.report_missing_unknown");
   }
   if (alert.code === "camera_down") {
     const camera = typeof alert.camera === "string" ? alert.camera : alert.detail;
@@ -63,7 +68,7 @@ export function alertText(alert, missingReports) {
   if (Object.hasOwn(TEXTS, alert.code)) {
     return t(TEXTS[alert.code]);
   }
-  return alert.detail !== "" ? alert.detail : alert.code;
+  return t("alert.other", { code: alert.code }); // never the box's English `detail`
 }
 
 export const ALERTS_SHOWN = 2;

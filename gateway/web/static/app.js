@@ -3,19 +3,24 @@
 // Invariants:
 // - the session's CSRF token lives in api.js's memory only; a reload asks GET /api/session;
 // - a 401 anywhere (but at login) stops the live feed, forgets the officer's screens and shows
-//   the login screen;
+//   the login screen with why (signed out, or the session ended); a bound vehicle display then
+//   keeps the overview's state and record buttons (display.js, docs/webui.md 1.4), and a browser
+//   that is not one shows nothing from the box;
 // - nothing here renders footage (RULES S2): the API has none, and the page asks for none.
 
 import { renderAlerts, resetAlerts, setupAlerts } from "./alerts.js";
 import { onUnauthorized, request, setCsrfToken } from "./api.js";
 import { renderCommand, resetCommand, setupCommand } from "./command.js";
+import { displayBinding, loadDisplayTile, resetDisplayTile, setupDisplay } from "./display.js";
 import { byId, show } from "./dom.js";
 import {
   applyTranslations,
   chooseLanguage,
   currentLanguage,
+  key,
   LANGUAGES,
   storedLanguage,
+  t,
   useLanguage,
 } from "./i18n.js";
 import { LiveFeed } from "./live.js";
@@ -30,8 +35,15 @@ import {
   setupReports,
 } from "./reports.js";
 import { renderSettings, resetSettings, setupSettings } from "./settings.js";
-import { loadShift, renderShift, resetShift, setupShift } from "./shift.js";
-import { alertsView, reportsDue, reportsMissing, shiftRuns } from "./status.js";
+import {
+  loadShift,
+  renderShift,
+  resetShift,
+  setShiftAccount,
+  setupShift,
+  shiftSignature,
+} from "./shift.js";
+import { alertsView, reportsDue, reportsMissing } from "./status.js";
 
 const SCREENS = Object.freeze(["overview", "shift", "reports", "settings"]);
 const DEFAULT_SCREEN = "overview";
@@ -43,9 +55,14 @@ const page = {
   user: null, // the signed-in account's name (shown in settings); null: signed out
   status: null, // the last status document
   missingReports: null, // its report count, to reload the report list when it changes
-  shiftActive: null, // whether a shift runs, to reload the shift screen when that changes
+  shiftSignature: null, // who works the shift with which bodycams: reload its screen on a change
   screen: null,
+  display: false, // a bound vehicle display showing the state without a session
+  signedOut: null, // the key of why the login screen shows (signed out, session ended), or null
 };
+
+const SIGNED_OUT = key("login.signed_out");
+const SESSION_ENDED = key("login.session_ended");
 
 const feed = new LiveFeed({ onStatus: receiveStatus, onLost: showConnectionLost });
 
@@ -74,6 +91,8 @@ function showScreen(name) {
     loadShift();
   } else if (name === "reports") {
     loadReports();
+  } else if (name === "settings") {
+    loadDisplayTile();
   }
 }
 
@@ -88,8 +107,8 @@ function overtaken(shown, doc) {
 }
 
 /** A new status document (from the feed, or an action's answer); the open list screens reload
- * when the box says their list changed (a recording ended, a report was filed or a shift
- * started on another tablet). */
+ * when the box says their list changed (a recording ended, a report was filed, a shift started
+ * or a partner joined on another tablet). */
 function receiveStatus(doc) {
   if (overtaken(page.status, doc)) {
     return;
@@ -97,28 +116,30 @@ function receiveStatus(doc) {
   page.status = doc;
   renderStatus();
   const missing = reportsMissing(doc);
-  const shiftActive = shiftRuns(doc);
+  const shift = shiftSignature(doc);
   if (page.missingReports !== null && missing !== page.missingReports && page.screen === "reports") {
     loadReports();
   }
-  if (page.shiftActive !== null && shiftActive !== page.shiftActive && page.screen === "shift") {
+  if (page.shiftSignature !== null && shift !== page.shiftSignature && page.screen === "shift") {
     loadShift();
   }
   page.missingReports = missing;
-  page.shiftActive = shiftActive;
+  page.shiftSignature = shift;
 }
 
 function renderStatus() {
   const doc = page.status;
-  if (doc === null || page.user === null) {
+  if (doc === null || (page.user === null && !page.display)) {
     return;
   }
   const due = reportsDue(doc);
   renderCommand(doc);
   renderAlerts(byId("alerts"), alertsView(doc), due);
   renderOverview(doc);
-  renderSettings(doc, page.user);
-  renderBadge(due);
+  if (page.user !== null) {
+    renderSettings(doc, page.user);
+    renderBadge(due);
+  }
 }
 
 function showConnectionLost(lost) {
@@ -129,7 +150,11 @@ function showConnectionLost(lost) {
 /** After login or on page load with a live session. */
 function enter(session, username) {
   setCsrfToken(session.csrf_token);
+  page.display = false;
+  show(byId("display-banner"), false);
+  showSignedOut(null);
   page.user = typeof session.user === "string" ? session.user : username;
+  setShiftAccount(session.officer_id); // whose bodycams the shift screen shows
   keepDraftFor(page.user);
   resetLogin();
   show(byId("nav"), true);
@@ -138,21 +163,34 @@ function enter(session, username) {
   showScreen(screenFromHash());
 }
 
+/** Why the login screen shows, in words (a key), or nothing. */
+function showSignedOut(why) {
+  page.signedOut = why;
+  const node = byId("login-signed-out");
+  node.textContent = why === null ? "" : t(why);
+  show(node, why !== null);
+}
+
 /**
- * Logout or lost session: forget the officer's data and show the login screen. `expired`: the
- * box ended the session (401), so a half-written report is kept for the same account.
+ * Logout or lost session: forget the officer's data and show the login screen, saying why.
+ * `expired`: the box ended the session (401), so a half-written report is kept for the same
+ * account. `signedOut`: the officer signed out. Then a bound vehicle display shows the state.
  */
-function leave({ expired = false } = {}) {
+function leave({ expired = false, signedOut = false } = {}) {
   const user = page.user;
-  if (expired && user === null) {
+  const wasDisplay = page.display;
+  if (expired && user === null && !wasDisplay) {
     return; // several calls fail with 401 at once: the first one already left
   }
   feed.stop();
+  page.display = false;
+  show(byId("display-banner"), false);
+  resetDisplayTile();
   setCsrfToken(null);
   page.user = null;
   page.status = null;
   page.missingReports = null;
-  page.shiftActive = null;
+  page.shiftSignature = null;
   show(byId("nav"), false);
   show(byId("command"), false);
   resetCommand();
@@ -166,7 +204,33 @@ function leave({ expired = false } = {}) {
     show(byId(`screen-${screen}`), false);
   }
   show(byId("screen-login"), true);
+  showSignedOut(expired && user !== null ? SESSION_ENDED : signedOut ? SIGNED_OUT : null);
   byId("login-username").focus();
+  if (!wasDisplay) {
+    enterDisplayIfBound(); // a display whose binding ended (401 as a display) stays at login
+  }
+}
+
+/** A bound vehicle display without a session: the overview's state and record buttons. */
+async function enterDisplayIfBound() {
+  const binding = await displayBinding();
+  if (binding === null || page.user !== null) {
+    return;
+  }
+  setCsrfToken(binding.csrf_token);
+  page.display = true;
+  show(byId("nav"), false);
+  show(byId("command"), true); // the top bar: the state and its primary action stay at hand
+  show(byId("display-banner"), true);
+  showDisplayOverview();
+  feed.start();
+}
+
+function showDisplayOverview() {
+  page.screen = "overview";
+  for (const screen of ["login", ...SCREENS]) {
+    show(byId(`screen-${screen}`), screen === "overview");
+  }
 }
 
 async function switchLanguage(language) {
@@ -181,6 +245,9 @@ function renderLanguage() {
     byId(`lang-${language}`).setAttribute("aria-pressed", String(language === currentLanguage()));
   }
   renderStatus();
+  if (page.signedOut !== null) {
+    showSignedOut(page.signedOut);
+  }
   if (page.user !== null) {
     renderShift();
     renderReports();
@@ -209,7 +276,14 @@ async function main() {
   setupOverview();
   setupShift();
   setupReports();
-  setupSettings(() => leave());
+  setupSettings(() => leave({ signedOut: true }));
+  setupDisplay();
+  byId("display-sign-in").addEventListener("click", () => {
+    show(byId("screen-overview"), false);
+    show(byId("screen-login"), true);
+    page.screen = "login";
+    byId("login-username").focus();
+  });
   window.addEventListener("hashchange", () => {
     if (page.user !== null) {
       showScreen(screenFromHash());

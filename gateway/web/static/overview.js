@@ -18,7 +18,7 @@ import {
   UPLOAD_CLASSES,
   uplinkView,
 } from "./status.js";
-import { configSerialText, triggerText } from "./words.js";
+import { configSerialText, triggerText, uplinkIdleText, waitText } from "./words.js";
 
 const DELIVERY_TEXTS = Object.freeze({
   recording: key("recordings.delivery.recording"),
@@ -219,7 +219,7 @@ function uplinkHeadline(view) {
     return t("uplink.not_paired");
   }
   if (view.mode === "idle") {
-    return t("uplink.idle", { reason: view.reason ?? view.state });
+    return uplinkIdleText(view.state);
   }
   switch (view.state) {
     case "uploading":
@@ -268,7 +268,9 @@ function renderUplink(view) {
     "uplink-waiting",
     view.waiting.length === 0
       ? t("uplink.waiting_none")
-      : view.waiting.map((item) => `${item.reason} (${formatNumber(item.count)})`).join("; "),
+      : view.waiting
+          .map((item) => `${waitText(item.code, item.link)} (${formatNumber(item.count)})`)
+          .join("; "),
   );
 }
 

@@ -297,17 +297,18 @@ const FIELDS = Object.freeze({
   correction_reason: { input: "report-correction-reason", label: key("report.field.correction_reason") },
 });
 
-/** 422: the field at fault (marked, focused), named in the officer's language. */
+/** 422: the field at fault (marked, focused) and what it needs, in the officer's language. */
 function showInvalid(failure) {
   const field = FIELDS[failure.body?.field];
+  const message = errorText(failure); // what the field needs (messages.js FIELD_TEXTS)
   if (field === undefined) {
-    showFormError(t("report.invalid"));
+    showFormError(message);
     return;
   }
   const input = byId(field.input);
   input.setAttribute("aria-invalid", "true");
   input.focus();
-  showFormError(t("report.invalid_field", { field: t(field.label) }));
+  showFormError(`${t(field.label)}: ${message}`);
 }
 
 function clearInvalid() {

@@ -6,7 +6,7 @@ import { ApiError, request } from "./api.js";
 import { byId, setText, setTone, show } from "./dom.js";
 import * as fmt from "./format.js";
 import { t } from "./i18n.js";
-import { errorText } from "./messages.js";
+import { bundleReasonText, errorText, pairingReasonText } from "./messages.js";
 import { boxView } from "./status.js";
 import { configSerialText } from "./words.js";
 
@@ -40,13 +40,14 @@ export function setupSettings(onLogout) {
 }
 
 /**
- * A refused pairing: the box explains most refusals in one plain sentence (`pairing_failed`,
- * `already_paired`: docs/pairing.md 3.3 behind it), shown after a translated lead-in.
+ * A refused pairing: `pairing_failed` and `already_paired` carry a `reason` code
+ * (gateway/pairing_client.py officer_reason, docs/pairing.md 3.3 behind it), shown after a
+ * translated lead-in; any other refusal is its error's text.
  */
 function pairingRefusal(failure) {
   const explained = ["pairing_failed", "already_paired"];
-  if (failure instanceof ApiError && explained.includes(failure.code) && failure.detail !== "") {
-    return t("pair.refused", { reason: failure.detail });
+  if (failure instanceof ApiError && explained.includes(failure.code)) {
+    return t("pair.refused", { reason: pairingReasonText(failure) });
   }
   return errorText(failure);
 }
@@ -73,14 +74,13 @@ async function pair() {
   }
 }
 
-/** The bundle's refusal: the box's `reason` (422), else the usual error text. */
+/** The bundle's refusal: its `reason_code` (422) translated, else the usual error text. */
 function bundleRefusal(failure) {
   if (!(failure instanceof ApiError)) {
     return errorText(failure);
   }
-  const reason = failure.body?.reason;
-  if (typeof reason === "string" && reason !== "") {
-    return t("bundle.refused", { reason });
+  if (failure.status === 422 && failure.body !== null && "reason_code" in failure.body) {
+    return t("bundle.refused", { reason: bundleReasonText(failure.body.reason_code) });
   }
   if (failure.status === 409) {
     return t("error.not_paired"); // no trust root to check a bundle against yet
@@ -126,7 +126,10 @@ export function renderSettings(doc, user) {
   setText("settings-paired", view.paired ? t("box.is_paired") : t("box.not_paired"));
   setText("settings-box-id", fmt.text(view.boxId));
   setText("settings-config-serial", configSerialText(view.configSerial));
-  setText("settings-config-refusal", view.lastRefusal ?? t("settings.no_refusal"));
+  setText(
+    "settings-config-refusal",
+    view.lastRefusal === null ? t("settings.no_refusal") : bundleReasonText(view.lastRefusalCode),
+  );
 }
 
 /** Forget the previous officer's inputs and results. */

@@ -1,12 +1,14 @@
-// The shift screen (RULES R5, R4): start binds the officer and up to 8 bodycams to the box;
-// end refuses with 409 reports_missing (and the list) until the officer writes the reports or
-// acknowledges, which the box audits.
+// The shift screen (RULES R5, R4): start binds the officer and up to 8 bodycams to the box; a
+// second officer joins the running shift the same way (a duo patrol: at most two officers, a
+// bodycam belongs to one of them) and one of two may leave it; end refuses with 409 reports_missing (and the list) until
+// the officer writes the reports or acknowledges, which the box audits.
 
 import { ApiError, request } from "./api.js";
 import { byId, el, setText, setTone, show } from "./dom.js";
 import * as fmt from "./format.js";
 import { key, t } from "./i18n.js";
 import { errorText } from "./messages.js";
+import { shiftRuns } from "./status.js";
 import { triggerText } from "./words.js";
 
 export const MAX_BODYCAMS = 8;
@@ -14,6 +16,45 @@ export const BODYCAM_SERIAL = /^[A-Za-z0-9._-]{1,64}$/; // docs/api.yaml Bodycam
 
 let shift = null; // the last GET /api/shift answer; null before the first
 let missing = null; // the recordings of the last 409 reports_missing, shown until the shift ends
+let accountOfficerId = ""; // the logged-in account's service number (GET /api/session)
+
+/** The service number of the account now logged in: whose bodycams the form shows. */
+export function setShiftAccount(officerId) {
+  accountOfficerId = typeof officerId === "string" ? officerId : "";
+}
+
+/**
+ * Who works the shift with which bodycams, as one string: the page reloads the shift screen
+ * when it changes (a shift started or ended, a partner joined, bodycams changed elsewhere).
+ */
+export function shiftSignature(doc) {
+  if (!shiftRuns(doc)) {
+    return "none";
+  }
+  const running = Array.isArray(doc.shift.officers) ? doc.shift.officers : [];
+  const parts = running.map((officer) => {
+    const serials = Array.isArray(officer?.bodycam_serials) ? officer.bodycam_serials : [];
+    return `${officer?.officer_id}:${serials.join(",")}`;
+  });
+  return parts.length > 0 ? parts.join(";") : "sealed";
+}
+
+/** The officers of the last shift answer, each `{officer_id, bodycam_serials}`. */
+function officers() {
+  return shift !== null && Array.isArray(shift.officers) ? shift.officers : [];
+}
+
+/** What the start form does now: start, join, change (my bodycams), or nothing (full). */
+function formMode() {
+  if (shift === null || shift.active !== true || officers().length === 0) {
+    return "start"; // no shift, or one the box knows only sealed since a restart: resume it
+  }
+  if (officers().some((officer) => officer?.officer_id === accountOfficerId)) {
+    return "change";
+  }
+  const max = Number.isInteger(shift.max_officers) ? shift.max_officers : 2;
+  return officers().length < max ? "join" : "full";
+}
 
 function serialInput(index) {
   return byId(`shift-serial-${index}`);
@@ -41,6 +82,23 @@ export function setupShift() {
     event.preventDefault();
     endShift();
   });
+  byId("shift-leave-submit").addEventListener("click", leaveShift);
+}
+
+/** One officer of a duo goes off duty; the colleague works the shift on. */
+async function leaveShift() {
+  const button = byId("shift-leave-submit");
+  button.disabled = true;
+  try {
+    await request("POST", "/api/shift/leave", { json: {} });
+    clearSerials();
+    showShiftMessage(t("shift.left"), "ok");
+    await loadShift();
+  } catch (failure) {
+    showShiftMessage(errorText(failure), "critical");
+  } finally {
+    button.disabled = false;
+  }
 }
 
 function revealNextSerial() {
@@ -136,26 +194,64 @@ export async function loadShift() {
   renderShift();
 }
 
+const FORM_KEYS = Object.freeze({
+  start: [key("shift.start_title"), key("shift.start")],
+  join: [key("shift.join_title"), key("shift.join")],
+  change: [key("shift.change_title"), key("shift.change")],
+});
+
+/** The headline: no shift, a running one, one known only sealed since a restart, or full. */
+function statusText(active, mode) {
+  if (!active) {
+    return t("shift.none");
+  }
+  if (officers().length === 0) {
+    return t("shift.restarted");
+  }
+  return mode === "full" ? t("shift.full") : t("shift.active");
+}
+
 /** Draws the last known shift (also after a language switch). */
 export function renderShift() {
   const active = shift !== null && shift.active === true;
-  setText("shift-status", active ? t("shift.active") : t("shift.none"));
-  setText("shift-officer", active ? fmt.text(shift.officer_id) : fmt.text(null));
+  const mode = formMode();
+  setText("shift-status", statusText(active, mode));
+  renderOfficers(active);
   setText("shift-since", active ? fmt.moment(shift.since_ms) : fmt.text(null));
-  const serials = active && Array.isArray(shift.bodycam_serials) ? shift.bodycam_serials : [];
-  setText("shift-bodycams", serials.length > 0 ? serials.join(", ") : fmt.text(null));
-  // a running shift's officer may change the bodycams: the same form, saying so
-  show(byId("shift-start-form"), shift !== null);
-  setKey("shift-start-title", active ? key("shift.change_title") : key("shift.start_title"));
-  setKey("shift-start-submit", active ? key("shift.change") : key("shift.start"));
-  if (active) {
-    fillSerials(serials);
+  // the same form starts, joins, or changes my bodycams, saying which; a full shift hides it
+  show(byId("shift-start-form"), shift !== null && mode !== "full");
+  if (mode !== "full") {
+    setKey("shift-start-title", FORM_KEYS[mode][0]);
+    setKey("shift-start-submit", FORM_KEYS[mode][1]);
+  }
+  if (mode === "change") {
+    const mine = officers().find((officer) => officer?.officer_id === accountOfficerId);
+    fillSerials(Array.isArray(mine?.bodycam_serials) ? mine.bodycam_serials : []);
   }
   show(byId("shift-end-form"), active);
+  show(byId("shift-leave-submit"), mode === "change" && officers().length > 1);
   if (!active) {
     missing = null;
   }
   renderMissing();
+}
+
+/** One row per officer of the shift: the service number and the bodycams they carry. */
+function renderOfficers(active) {
+  const list = byId("shift-officers");
+  const rows = (active ? officers() : []).map((officer) => {
+    const serials = Array.isArray(officer?.bodycam_serials) ? officer.bodycam_serials : [];
+    return el("li", { className: "row", testid: "shift-officer-item" }, [
+      el("span", { className: "row-title", text: fmt.text(officer?.officer_id) }),
+      el("span", {
+        className: "row-detail",
+        testid: "shift-officer-bodycams",
+        text: serials.length > 0 ? serials.join(", ") : t("shift.no_bodycams"),
+      }),
+    ]);
+  });
+  list.replaceChildren(...rows);
+  show(byId("shift-officers-none"), rows.length === 0);
 }
 
 /** Shows `name`'s text and remembers the key, so a language switch translates it again. */
@@ -212,6 +308,7 @@ function clearSerials() {
 /** Forget everything of the previous officer (logout, lost session). */
 export function resetShift() {
   shift = null;
+  accountOfficerId = "";
   missing = null;
   clearSerials();
   show(byId("shift-start-error"), false);

@@ -119,8 +119,8 @@ function bytesToBps(value) {
 
 /**
  * The upload side. `mode`: "not_paired" (no pairing: nothing can leave the box), "idle" (no
- * uplink runs; `reason` says why, in the box's words) or "running" with `state` uploading | up
- * | blocked | down, the links, the queue by class, throughput, ETA and why files wait.
+ * uplink runs; `state` says why, as a code) or "running" with `state` uploading | up | blocked |
+ * down, the links, the queue by class, throughput, ETA and why files wait (codes with a link).
  */
 export function uplinkView(doc) {
   const uplink = object(doc.uplink);
@@ -165,9 +165,10 @@ export function uplinkView(doc) {
       }),
     ),
     etaS: number(uplink.eta_s),
-    waiting: Object.entries(object(uplink.waiting_reasons))
-      .filter(([, count]) => number(count) !== null)
-      .map(([reason, count]) => ({ reason, count })),
+    waiting: list(uplink.waiting_codes)
+      .map(object)
+      .filter((item) => string(item.code) !== null && number(item.count) !== null)
+      .map((item) => ({ code: item.code, link: string(item.link), count: item.count })),
   };
 }
 
@@ -198,7 +199,9 @@ function lastRefusal(fleet) {
   return check?.startsWith("refused: ") ? check.slice("refused: ".length) : null;
 }
 
-/** {paired, boxId, configSerial, lastRefusal, vehicleId}; configSerial 0: none applied. */
+/** {paired, boxId, configSerial, lastRefusal, lastRefusalCode, vehicleId}; configSerial 0: none
+ * applied; lastRefusal is the box's English (only whether there was one is shown), its code is
+ * what the page translates. */
 export function boxView(doc) {
   const pairing = object(doc.pairing);
   const fleet = object(doc.fleet);
@@ -208,6 +211,7 @@ export function boxView(doc) {
     boxId: string(pairing.box_id),
     configSerial: number(fleet.applied_serial),
     lastRefusal: lastRefusal(fleet),
+    lastRefusalCode: string(fleet.last_refusal_code),
     vehicleId: string(box.vehicle_id),
   };
 }

@@ -4,8 +4,9 @@ Used by the officer's-page tests (test_browser.py) and the API fuzz (test_api_fu
 
 - `web_box(root, hashes)`: `start_box` on a temporary card and state directory with the web
   listener (HTTPS on a free port, no redirect port), the loopback API, one small synthetic camera
-  (cheap: 320x180 at 5 fps), a gpsd port nobody listens on, and three accounts: `alice` (officer
-  with a service number), `bob` (admin) and `carol` (officer, spent by the lockout test).
+  (cheap: 320x180 at 5 fps), a gpsd port nobody listens on, and four accounts: `alice` (officer
+  with a service number), `bob` (admin), `carol` (officer, spent by the lockout test) and `dave`
+  (officer, alice's partner in a duo patrol).
   `BoxThread` runs the same box on an event loop of its own, for synchronous callers.
 - `chromium(pin)`: /usr/bin/chromium through Playwright, trusting the box's self-signed
   certificate by its SPKI pin only (see `chromium`); a missing Chromium fails, never skips.
@@ -72,6 +73,7 @@ ACCOUNTS = {
     "alice": ("officer", "BOA-1234", "correct horse battery"),
     "bob": ("admin", "", "bob's own secret"),
     "carol": ("officer", "BOA-5678", "carol's staple gun"),
+    "dave": ("officer", "BOA-2468", "dave's patrol partner"),  # alice's partner in a duo
 }
 CAMERA = "dashcam"
 MIN_PNG_BYTES = 4096  # a rendered screen is tens of KB; a blank or broken capture is far less
@@ -195,6 +197,17 @@ class WebBox:
 
     def audit_kinds(self) -> list[str]:
         return [str(entry["event"]) for entry in self.audit_events()]
+
+    def decrypted_recordings(self, recording_id: str) -> list[list[dict[str, Any]]]:
+        """The metadata of each sealed file of one recording, read with the back office's key."""
+        key = RecipientPrivateKey.load(self.recipient_key_path)
+        found = []
+        for path in sorted(self.running.box.store.layout.sealed_files()):
+            with path.open("rb") as handle:
+                evidence = read_evidence(handle, key, media_out=io.BytesIO())
+            if evidence.header.recording_id.hex() == recording_id:
+                found.append(list(evidence.metadata))
+        return found
 
     def filed_reports(self) -> list[dict[str, Any]]:
         """The report metadata of every sealed file on the card, read with the back office's

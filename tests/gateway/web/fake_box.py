@@ -29,7 +29,14 @@ from gateway.officer.reports_form import (
     parse_warning,
     report_rules,
 )
-from gateway.officer.shift import Shift, ShiftStart, decide_end, decide_start, shift_view
+from gateway.officer.shift import (
+    Shift,
+    ShiftStart,
+    decide_end,
+    decide_leave,
+    decide_start,
+    shift_view,
+)
 from gateway.port import AuditValue, BoxPort, BundleResult, Paired
 from gateway.status_facts import (
     GpsFacts,
@@ -71,7 +78,7 @@ class FakeBox:
     bundles: list[bytes] = field(default_factory=list)
     bundle_result: BundleResult = field(
         default_factory=lambda: BundleResult(
-            applied=False, reason="refused: BadBundle: not a bundle"
+            applied=False, reason="refused: BadBundle: not a bundle", reason_code="bad_bundle"
         )
     )
     alarms: dict[str, str] = field(default_factory=dict)
@@ -164,6 +171,9 @@ class FakeBox:
         self.state = "standby"
         return self.state
 
+    def recorder_busy(self) -> bool:
+        return self.recording_id is not None
+
     async def flag_incident(self, caller: Identity) -> int:
         if self.recording_id is None:
             raise _not_recording()
@@ -180,11 +190,10 @@ class FakeBox:
         return shift_view(self.shift, len(self.book.missing()))
 
     async def start_shift(self, caller: Identity, start: ShiftStart) -> dict[str, Any]:
-        before = self.shift
-        self.shift = decide_start(before, start, time.time_ns() // 1_000_000)
-        event = "shift.started" if before is None else "shift.bodycams_changed"
+        change = decide_start(self.shift, start, time.time_ns() // 1_000_000)
+        self.shift = change.shift
         await self.audit(
-            event, officer_id_sealed=self._sealed(start.officer_id), channel=caller.channel
+            change.event, officer_id_sealed=self._sealed(start.officer_id), channel=caller.channel
         )
         return self.shift_view()
 
@@ -192,12 +201,20 @@ class FakeBox:
         recipients = (self.recording_key.public(),)
         return seal((officer_id or "").encode(), "officer_id", recipients)
 
+    async def leave_shift(self, caller: Identity, officer_id: str) -> dict[str, Any]:
+        change = decide_leave(self.shift, caller, officer_id)
+        self.shift = change.shift
+        await self.audit(
+            change.event, officer_id_sealed=self._sealed(officer_id), channel=caller.channel
+        )
+        return self.shift_view()
+
     async def end_shift(self, caller: Identity, acknowledge_missing: bool) -> dict[str, Any]:
         missing = [entry.recording_id for entry in self.book.missing()]
         ended = decide_end(self.shift, caller, acknowledge_missing, missing)
         self.shift = None
         self.book.clear()
-        sealed = self._sealed(ended.officer_id)
+        sealed = self._sealed(ended.officer_ids[0] if ended.officer_ids else None)
         await self.audit("shift.ended", officer_id_sealed=sealed, channel=caller.channel)
         return {**self.shift_view(), "ended": True, "reports_missing_acknowledged": len(missing)}
 
@@ -291,10 +308,14 @@ class FakeBox:
     async def pair(self, code: str, re_pair: bool) -> Paired:
         if self.paired and not re_pair:
             message = "this box is already paired"
-            raise Refused(RefusalKind.CONFLICT, "already_paired", message)
+            raise Refused(
+                RefusalKind.CONFLICT, "already_paired", message, reason="already_paired_here"
+            )
         if code != GOOD_CODE:
             message = "the pairing code is not valid"
-            raise Refused(RefusalKind.INVALID, "pairing_failed", message)
+            raise Refused(
+                RefusalKind.INVALID, "pairing_failed", message, reason="refused_code_unknown"
+            )
         self.paired = True
         await self.audit("gateway.paired", re_pair=re_pair)
         return Paired(self.config.box.device_serial, "127.0.0.1:8443", "note")
@@ -311,6 +332,7 @@ class FakeBox:
     async def uploads_view(self, caller: Identity) -> dict[str, Any]:
         _admin_only(caller)
         reasons = {"blocked": "the back office holds other bytes", "waiting": "waiting for WiFi"}
+        codes = {"blocked": "blocked", "waiting": "waiting_for_wifi"}
         files = [
             {
                 "file_id": file_id,
@@ -320,6 +342,8 @@ class FakeBox:
                 "created_at_ms": 0,
                 "state": state,
                 "reason": reasons[state],
+                "code": codes[state],
+                "link": None,
                 "retry_in_s": None,
                 "offset_bytes": None,
             }

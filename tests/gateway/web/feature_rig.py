@@ -61,7 +61,14 @@ class LocalBox:
         return reports
 
 
-def feature_box_config(root: Path, *, camera_clip: Path | None = None, extra: str = "") -> Path:
+def feature_box_config(
+    root: Path,
+    *,
+    camera_clip: Path | None = None,
+    extra: str = "",
+    bodycams: tuple[str, ...] = (),
+) -> Path:
+    """`bodycams`: serials of replay cameras `bodycam-1`, ... beside the dashcam (DC-9)."""
     private, public = create_recording_keys(root / "keys")
     camera = ""
     if camera_clip is not None:
@@ -71,6 +78,14 @@ name = "dashcam"
 kind = "replay"
 url = "{camera_clip}"
 serial = "DC-9"
+"""
+        for number, serial in enumerate(bodycams, start=1):
+            camera += f"""
+[[cameras]]
+name = "bodycam-{number}"
+kind = "replay"
+url = "{camera_clip}"
+serial = "{serial}"
 """
     config = write_box_config(
         root / "box",

@@ -18,6 +18,7 @@ from gateway.web.access import CSP, MAX_WAITING_LOGINS, LoginBusy, WebAccess
 from tests.gateway.web.conftest import PASSWORDS, WebRig, accounts_toml, login
 
 ALICE_TAG = hashlib.sha256(b"alice").hexdigest()[:12]
+LOOPBACK_TAG = hashlib.sha256(b"127.0.0.1").hexdigest()[:12]  # the audit's name for the client
 
 
 def csrf(token: str) -> dict[str, str]:
@@ -72,7 +73,7 @@ async def test_a_wrong_password_and_an_unknown_name_get_the_same_answer(web_rig:
     )
 
 
-async def test_five_wrong_passwords_lock_even_the_right_one_until_lockout_passes(
+async def test_five_wrong_passwords_ban_the_client_even_for_the_right_one_until_lockout_passes(
     web_rig: WebRig,
 ) -> None:
     async with web_rig.client() as client:
@@ -93,9 +94,10 @@ async def test_five_wrong_passwords_lock_even_the_right_one_until_lockout_passes
         assert (still.status, still.headers["Retry-After"]) == (423, "1")
         web_rig.clock.advance(1)
         assert (await login(client, "alice"))[0] == 200
+    ban = {"account": ALICE_TAG, "client": LOOPBACK_TAG, "scope": "pair", "lockout_s": 900}
     assert events(web_rig) == [
-        *[("web.login_failed", {"account": ALICE_TAG})] * 5,
-        ("web.account_locked", {"account": ALICE_TAG, "lockout_s": 900}),
+        *[("web.login_failed", {"account": ALICE_TAG, "client": LOOPBACK_TAG})] * 5,
+        ("web.client_locked", ban),
         ("web.login", {"account": ALICE_TAG, "role": "officer"}),
     ]
 

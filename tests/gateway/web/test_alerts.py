@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.officer.shift import Member, Shift, shift_view
 from gateway.status_facts import GpsFacts, LinkBudget, StatusInputs, UplinkFacts
 from gateway.web import status_view
 from gateway.web.status_view import ALERT_CODES, alerts, build_status
@@ -20,7 +21,7 @@ Document = dict[str, Any]
 
 
 def quiet() -> Document:
-    """A healthy, paired box: a camera delivering, a GPS fix, an uplink that is up."""
+    """A healthy, paired box: a camera delivering, a GPS fix, an uplink that is up, a shift."""
     camera = {"connected": True, "last_packet_age_s": 0.04}
     uplink = UplinkFacts(
         {
@@ -43,6 +44,7 @@ def quiet() -> Document:
         uplink=uplink,
         paired=True,
         fleet={"applied_serial": 3, "reported_serial": 3, "last_check": "ok", "last_outcome": None},
+        shift=shift_view(Shift((Member("BOA-1", ()),), NOW_MS), missing=0),
     )
     return build_status(inputs)
 
@@ -96,6 +98,7 @@ CASES: list[tuple[str, str, Callable[[Document], None]]] = [
     ),
     ("gps_stale", "warning", set_path("gps", {**quiet()["gps"], "fix": False, "fix_age_s": 45.0})),
     ("report_missing", "warning", set_path("reports.missing", 2)),
+    ("no_shift", "warning", set_path("shift", shift_view(None, missing=0))),
     ("report_not_sent", "warning", set_path("fleet.reported_serial", 2)),
     ("upload_blocked", "warning", set_path("alarms.uplink_file_0123456789ab", "blocked: x")),
     ("not_paired", "warning", set_path("uplink", {"state": "not paired", "reason": "-"})),

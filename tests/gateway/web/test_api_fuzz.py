@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 import requests
+import requests.adapters
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
@@ -56,7 +57,8 @@ FuzzCase = Case[Any]  # one generated request of any operation
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN = ("POST", "/api/session")
 EXAMPLES_PER_OPERATION = 50  # both runs together stay well under a minute on two cores
-LOGIN_AUDIT = frozenset({"web.login_failed", "web.account_locked"})  # a failed login is counted
+# A failed login is counted (and may ban the client or the account: gateway/web/login_throttle.py).
+LOGIN_AUDIT = frozenset({"web.login_failed", "web.account_locked", "web.client_locked"})
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES_PER_OPERATION,
     deadline=None,  # a login is PBKDF2: slow by design
@@ -177,12 +179,29 @@ class Login:
     csrf_token: str
 
 
+OFFICER_ADDRESS = "127.0.0.3"  # the officer's tablet: not the fuzzing client (127.0.0.1)
+
+
+class FromAddress(requests.adapters.HTTPAdapter):
+    """Connections from `source` (a loopback address of its own): the anonymous run's wrong
+    logins ban the fuzzing client (gateway/web/login_throttle.py), not the officer's tablet."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self._source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def login(box: BoxThread, http: requests.Session) -> Login:
-    """The officer's session for the authenticated run."""
+    """The officer's session for the authenticated run, logged in from the officer's tablet."""
     with requests.Session() as own:
         own.trust_env = False
         own.verify = http.verify
+        own.mount("https://", FromAddress(OFFICER_ADDRESS))
         answer = own.post(
             f"{web_box(box).base}/api/session",
             json={"username": "alice", "password": password_of("alice")},

@@ -22,6 +22,7 @@ from gateway.hold_desk import parse_hold_body
 from gateway.officer.reports_form import parse_report, parse_warning
 from gateway.port import BundleResult
 from gateway.web.app import api_application
+from gateway.web.display_routes import add_display_routes
 from gateway.web.session_routes import add_session_routes
 from gateway.web.status_source import StatusSource
 from tests.gateway.web.conftest import WebRig, login
@@ -132,6 +133,7 @@ async def test_the_apps_register_what_the_spec_describes(tmp_path: Path) -> None
     api = registered(api_application(fake, StatusSource(fake), []))
     sessions = web.Application()
     add_session_routes(sessions)
+    add_display_routes(sessions)
     served = api | registered(sessions) | PAGE_ROUTES
     assert served == documented()
 

@@ -176,7 +176,7 @@ async def test_login_with_a_wrong_then_the_right_password(
     assert "web.login" in kinds
 
 
-async def test_five_wrong_passwords_lock_the_account_even_for_the_right_one(
+async def test_five_wrong_passwords_lock_the_account_on_this_device_even_for_the_right_one(
     page: Page, box: WebBox, watch: PageWatch, screens: Screens
 ) -> None:
     watch.allow("/api/session", 423)
@@ -186,7 +186,10 @@ async def test_five_wrong_passwords_lock_the_account_even_for_the_right_one(
         assert await try_login(page, "carol", guess) == 401
         await expect(by(page, "login-error")).to_have_text("Wrong user name or password.")
     assert await try_login(page, "carol", wrong[4]) == 423  # the fifth locks at once
-    locked = "This account is locked after too many wrong passwords. Try again in 15 minutes."
+    locked = (
+        "Too many wrong passwords: this account cannot sign in from this device for now."
+        " Try again in 15 minutes."
+    )
     await expect(by(page, "login-error")).to_have_text(locked)
 
     assert await try_login(page, "carol", password_of("carol")) == 423
@@ -198,8 +201,10 @@ async def test_five_wrong_passwords_lock_the_account_even_for_the_right_one(
     events = box.audit_events()
     tag = account_tag("carol")
     assert tag == hashlib.sha256(b"carol").hexdigest()[:12]
-    locks = [e["fields"] for e in events if e["event"] == "web.account_locked"]
-    assert locks == [{"account": tag, "lockout_s": 900}]
+    locks = [e["fields"] for e in events if e["event"].endswith("_locked")]
+    assert locks == [
+        {"account": tag, "client": locks[0]["client"], "scope": "pair", "lockout_s": 900}
+    ], "this device is banned for carol; the account is not (one client's guesses)"
     failed = [
         e for e in events if e["event"] == "web.login_failed" and e["fields"]["account"] == tag
     ]
@@ -278,8 +283,10 @@ async def test_a_shift_with_a_recording_and_its_report(
     await by(page, "shift-serial-1").fill("BC-1002")
     await by(page, "shift-start-submit").click()
     await expect(by(page, "shift-status")).to_have_text("A shift is running.")
-    await expect(by(page, "shift-officer")).to_have_text(ACCOUNTS["alice"][1])
-    await expect(by(page, "shift-bodycams")).to_have_text("BC-1001, BC-1002")
+    await expect(by(page, "shift-officer-item")).to_have_count(1)
+    await expect(by(page, "shift-officer-item")).to_contain_text(ACCOUNTS["alice"][1])
+    await expect(by(page, "shift-officer-bodycams")).to_have_text("BC-1001, BC-1002")
+    await expect(by(page, "shift-start-title")).to_have_text("Change your bodycams")
     await screens.shoot(page, "shift")
 
     await go_to(page, "overview")
@@ -351,6 +358,115 @@ async def test_a_shift_with_a_recording_and_its_report(
     ended = [e["fields"] for e in box.audit_events() if e["event"] == "shift.ended"]
     assert ended[-1]["reports_missing"] == 0
     assert ended[-1]["channel"] == "web"
+
+
+async def test_a_duo_shift_two_officers_on_their_own_phones(
+    browser: Browser, page: Page, box: WebBox, watch: PageWatch, screens: Screens
+) -> None:
+    """Issue 15, item 4: alice starts the shift, dave joins it from his own phone with his own
+    bodycam; each page lists both officers; the dashcam's recording names both; dave leaves and
+    alice ends it. Before the shift the page says that recordings carry no name."""
+    alice, dave = ACCOUNTS["alice"][1], ACCOUNTS["dave"][1]
+    no_shift = page.locator("[data-testid=alert][data-code=no_shift]")
+    await log_in(page, box)
+    await expect(no_shift).to_have_text(
+        "AttentionStart your shift: recordings now carry no name.", timeout=SLOW_MS
+    )
+    await go_to(page, "shift")
+    await by(page, "shift-serial-0").fill("BC-1001")
+    await by(page, "shift-start-submit").click()
+    await expect(by(page, "shift-officer-item")).to_have_count(1)
+
+    context = await browser.new_context(viewport=PHONE.size(), locale="nl-NL")
+    partner = await context.new_page()
+    await watch.attach(partner)
+    try:
+        watch.allow("/api/shift/start", 409)  # the partner's bodycam
+        watch.allow("/api/shift/end", 409)  # a report is missing
+        await log_in_nl(partner, box, "dave")
+        await by(partner, "nav-shift").click()
+        await expect(by(partner, "shift-start-title")).to_have_text("Aansluiten bij de dienst")
+        await by(partner, "shift-serial-0").fill("BC-1001")  # alice's: refused, in Dutch
+        await by(partner, "shift-start-submit").click()
+        await expect(by(partner, "shift-start-error")).to_have_text(
+            "Die bodycam draagt je collega in deze dienst al."
+        )
+        await by(partner, "shift-serial-0").fill("BC-2001")
+        await by(partner, "shift-start-submit").click()
+        await expect(by(partner, "shift-officer-item")).to_have_count(2, timeout=SLOW_MS)
+        await expect(by(partner, "shift-start-title")).to_have_text("Bodycams wijzigen")
+        await expect(by(partner, "shift-officer-bodycams")).to_have_text(["BC-1001", "BC-2001"])
+        await screens.shoot(partner, "shift-duo")
+
+        # alice's page, open on the shift screen all along, shows her partner live
+        await expect(by(page, "shift-officer-item")).to_have_count(2, timeout=SLOW_MS)
+        await expect(by(page, "shift-officer-item").nth(1)).to_contain_text(dave)
+        await expect(by(page, "shift-start-title")).to_have_text("Change your bodycams")
+        await expect(by(page, "shift-serial-0")).to_have_value("BC-1001")
+        await expect(by(page, "shift-leave-submit")).to_be_visible()
+        await go_to(page, "overview")
+        await expect(no_shift).to_have_count(0, timeout=SLOW_MS)
+
+        await go_to(page, "overview")
+        await by(page, "btn-record-start").click()
+        await expect(by(page, "rec-state")).to_have_text("RECORDING", timeout=STATE_CHANGE_MS)
+        recording = box.running.service.recording
+        assert recording is not None
+        await hold_stop(page)
+
+        await by(partner, "shift-leave-submit").click()  # dave goes off duty, alice works on
+        await expect(by(partner, "shift-end-message")).to_have_text(
+            "Je hebt de dienst verlaten. Je collega werkt door.", timeout=SLOW_MS
+        )
+        await expect(by(partner, "shift-start-title")).to_have_text("Aansluiten bij de dienst")
+    finally:
+        await context.close()
+
+    await go_to(page, "shift")
+    await expect(by(page, "shift-officer-item")).to_have_count(1, timeout=SLOW_MS)
+    await expect(by(page, "shift-leave-submit")).to_be_hidden()  # the last officer ends it
+    await by(page, "shift-end-submit").click()
+    await expect(by(page, "shift-end-message")).to_contain_text("report", timeout=SLOW_MS)
+    await by(page, "shift-ack").check()
+    await by(page, "shift-end-submit").click()
+    await expect(by(page, "shift-status")).to_have_text("No shift is running.")
+
+    (camera_facts,) = [
+        m
+        for r in box.decrypted_recordings(recording.recording_id)
+        for m in r
+        if m["type"] == "recording"
+    ]
+    assert camera_facts["officer_ids"] == [alice, dave], "the dashcam names both officers"
+    assert camera_facts["shift_officers"] == [
+        {"officer_id": alice, "bodycam_serials": ["BC-1001"]},
+        {"officer_id": dave, "bodycam_serials": ["BC-2001"]},
+    ]
+    events = [(e["event"], e["fields"]) for e in box.audit_events()]
+    shift_events = [name for name, _ in events if name.startswith("shift.")]
+    assert shift_events[-4:] == ["shift.started", "shift.joined", "shift.left", "shift.ended"]
+    (joined,) = [f for name, f in events if name == "shift.joined"][-1:]
+    assert (joined["officers"], joined["channel"]) == (2, "web")
+    (started,) = [
+        f for name, f in events if name == "gateway.trigger" and f.get("channel") == "page"
+    ][-1:]
+    assert started["account"] == account_tag("alice"), "the trigger names the page's account"
+    stopped = [f for name, f in events if name == "gateway.stop"][-1]
+    assert stopped == {
+        "source": "officer",
+        "postrecord_s": 0.0,  # stop means stop (issue 15, item 5)
+        "channel": "page",
+        "account": account_tag("alice"),
+    }
+    assert dave not in box.audit_text()
+    assert alice not in box.audit_text()
+
+
+async def log_in_nl(page: Page, box: WebBox, name: str) -> None:
+    await page.goto(box.base + "/")
+    await expect(by(page, "screen-login")).to_be_visible()
+    assert await try_login(page, name, password_of(name)) == 200
+    await expect(by(page, "screen-overview")).to_be_visible()
 
 
 # -- CSRF --------------------------------------------------------------------------------------

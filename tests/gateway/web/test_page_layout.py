@@ -189,7 +189,7 @@ def calm(box: FakeBox) -> None:
             "prerecord_filled_s": 5.0,
         }
     }
-    box.shift = decide_start(None, ShiftStart("BOA-1234", ("BC-1",)), int(time.time() * 1000))
+    box.shift = decide_start(None, ShiftStart("BOA-1234", ("BC-1",)), int(time.time() * 1000)).shift
 
 
 def with_alerts(box: FakeBox, count: int) -> None:

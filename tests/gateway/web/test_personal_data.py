@@ -75,12 +75,14 @@ async def test_no_officer_id_or_bodycam_serial_in_plaintext_on_card_or_state(
                 filed.append(item)
     assert [(r["recording_id"], r["officer_id"]) for r in filed] == [(first, OFFICER)]
     for recording_id in (first, resumed):
-        assert facts[recording_id]["officer_id"] == OFFICER
-        assert facts[recording_id]["bodycam_serials"] == BODYCAMS
+        assert facts[recording_id]["officer_ids"] == [OFFICER]  # the dashcam: the shift's
+        assert facts[recording_id]["shift_officers"] == [
+            {"officer_id": OFFICER, "bodycam_serials": BODYCAMS}
+        ]
     sealed_shift = facts[after_restart]["shift_sealed"]
-    assert facts[after_restart]["officer_id"] is None
+    assert (facts[after_restart]["officer_ids"], facts[after_restart]["shift_officers"]) == ([], [])
     opened = json.loads(open_sealed(sealed_shift, box.recipient, "shift"))
-    assert (opened["officer_id"], opened["bodycam_serials"]) == (OFFICER, BODYCAMS)
+    assert opened["officers"] == [{"officer_id": OFFICER, "bodycam_serials": BODYCAMS}]
     # ... and in the audit log, with its own tool.
     log = box.config.state_dir / "audit.jsonl"
     shown = subprocess.run(
@@ -107,4 +109,4 @@ async def test_no_officer_id_or_bodycam_serial_in_plaintext_on_card_or_state(
         text=True,
         check=True,
     ).stdout
-    assert json.loads(unsealed)["officer_id"] == OFFICER
+    assert json.loads(unsealed)["officers"][0]["officer_id"] == OFFICER

@@ -147,7 +147,19 @@ def test_the_uplink_summary_with_an_eta_from_the_links_that_upload() -> None:
                 "size_bytes": 9,
             }
         ],
-        "waiting": [{"file_id": "x", "class": "P1", "reason": "link busy"}] * 3,
+        "waiting": [
+            {"file_id": "x", "class": "P1", "reason": "link busy", "code": "waiting_for_slot"}
+        ]
+        * 3
+        + [
+            {
+                "file_id": "y",
+                "class": "P1",
+                "reason": "lte budget used up",
+                "code": "budget_used_up",
+                "link": "lte",
+            }
+        ],
         "uploaded_unattested": {"files": 0, "note": "..."},
         "uploaded_files": 4,
     }
@@ -161,7 +173,11 @@ def test_the_uplink_summary_with_an_eta_from_the_links_that_upload() -> None:
     assert uplink["throughput_bytes_per_s"] == 1_000_000
     assert uplink["eta_s"] == 2.0
     assert uplink["queue"]["P1"] == {"files": 2, "bytes": 2_000_000}
-    assert uplink["waiting_reasons"] == {"link busy": 3}
+    assert uplink["waiting_reasons"] == {"link busy": 3, "lte budget used up": 1}
+    assert uplink["waiting_codes"] == [
+        {"code": "waiting_for_slot", "link": None, "count": 3},
+        {"code": "budget_used_up", "link": "lte", "count": 1},
+    ]
     lte = uplink["links"][1]
     assert (lte["monthly_cap_bytes"], lte["budget_used_bytes"]) == (5_000_000, 1_234)
     assert "not_in_the_document" not in lte
@@ -259,7 +275,7 @@ async def test_mvb_status_prints_a_summary_or_the_document(box: LocalBox) -> Non
     lines = summary.stdout.splitlines()
     assert lines[0].startswith("box MVB-TEST-0001 (vehicle veh-test-1), software ")
     assert "recorder: standby" in lines
-    assert "shift: none; reports missing: 0" in lines
+    assert "shift: none (recordings carry no officer); reports missing: 0" in lines
     assert "pairing: not paired" in lines
     assert any(line.startswith("uplink: not paired") for line in lines)
     assert "ALERT warning not_paired: no pairing: recordings stay on the card" in lines

@@ -1,0 +1,56 @@
+"""Why the box did not apply a fleet configuration, as a code the officer's page translates
+(`bundle.reason.<code>`, docs/fleet-config.md 6), beside the English the audit log keeps. Pure.
+
+A document refused before it was applied is judged by its fault's class (the most specific
+entry of REFUSAL_BY_CLASS that the exception is an instance of: python-tuf's and ours); one that
+was verified and then not applied has an APPLY_CODES code.
+
+Invariant: `refusal_code` returns only codes of `reason_codes()`, and both languages of the page
+have each (tests/gateway/web/test_refusal_codes.py).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tuf.api.exceptions import (
+    BadVersionNumberError,
+    EqualVersionNumberError,
+    ExpiredMetadataError,
+    LengthOrHashMismatchError,
+    RepositoryError,
+    UnsignedMetadataError,
+)
+
+from config.fleet_client import BadBundle
+from config.fleet_targets import ConfigRejected, DocumentTooLarge, SerialRollback, WrongBox
+
+REFUSAL_BY_CLASS: Final[tuple[tuple[type[Exception], str], ...]] = (
+    (BadBundle, "bad_bundle"),  # not a readable bundle (tar, members, size)
+    (SerialRollback, "serial_rollback"),  # older than what the box applied
+    (WrongBox, "wrong_box"),  # for another box or group
+    (DocumentTooLarge, "document_too_large"),
+    (ConfigRejected, "not_for_this_box"),
+    (UnsignedMetadataError, "not_signed"),  # signatures missing or by the wrong keys
+    (ExpiredMetadataError, "expired"),
+    (BadVersionNumberError, "version_rollback"),
+    (EqualVersionNumberError, "version_rollback"),
+    (LengthOrHashMismatchError, "tampered"),
+    (RepositoryError, "untrusted"),  # any other fault of the signed repository
+)
+ALREADY_APPLIED: Final = "already_applied"
+INVALID_DOCUMENT: Final = "invalid_document"  # signed, but not a configuration this box takes
+ROLLED_BACK: Final = "rolled_back"  # applied, a health check failed, the old one is back
+DEFERRED: Final = "deferred"  # kept: applied once the box's state allows
+APPLY_CODES: Final = (ALREADY_APPLIED, INVALID_DOCUMENT, ROLLED_BACK, DEFERRED)
+
+
+def refusal_code(error: Exception) -> str:
+    for kind, code in REFUSAL_BY_CLASS:
+        if isinstance(error, kind):
+            return code
+    return "untrusted"
+
+
+def reason_codes() -> frozenset[str]:
+    return frozenset(code for _, code in REFUSAL_BY_CLASS) | frozenset(APPLY_CODES)
