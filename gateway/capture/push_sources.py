@@ -35,7 +35,7 @@ from gateway.capture.ingest_report import IngestReport
 from gateway.capture.listener import CameraListener, ListenOn
 from gateway.capture.packet import CapturedPacket
 from gateway.capture.relay import shut
-from gateway.capture.source import SourceSpec, ThreadedSource, demux_video
+from gateway.capture.source import SourceSpec, ThreadedSource, demux_camera
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +146,7 @@ class TsPushSource(PushSource):
                 timeout=(self.spec.open_timeout_s, self.spec.read_timeout_s),
             )
             try:
-                for captured in self.ticking(demux_video(container, generation, self.stopping)):
+                for captured in self.ticking(demux_camera(container, generation, self.stopping)):
                     reader.packet_arrived()
                     yield captured
             finally:
