@@ -16,6 +16,10 @@ event in its part's metadata; a recorded camera is retried about every second
 (`ThreadedSource.set_recording`). Audio is kept when `record_audio` is on (a municipality's
 policy, RecordingSection.record_audio): the ring buffers it and the recording muxes it; when off,
 neither holds a byte of it.
+
+While recording, every tick also writes what changed around the recording into its metadata:
+the GPS lost and back, alarms raised and cleared (gateway/capture/recording_events.py). The
+`recording_listeners` hear when recording starts and ends (gpsd is retried faster meanwhile).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any, Protocol
 
 from gateway.capture.muxer import GpsWindow, SegmentMuxer
 from gateway.capture.packet import CapturedPacket
+from gateway.capture.recording_events import GPS_FIX, alarm_events, gps_event
 from gateway.capture.ring import PrerecordRing
 from gateway.capture.source import LinkEvent, QueueItem, ThreadedSource
 from gateway.recorder import (
@@ -177,8 +182,13 @@ class CaptureService:
         clock_ns: Callable[[], int] = time.monotonic_ns,
         upload_class_of: Callable[[str], str] = lambda _source: "P1",
         record_audio: bool = True,
+        gps_status: Callable[[int], str] = lambda _now_ns: GPS_FIX,
     ) -> None:
         self.store = store
+        self.gps_status = gps_status  # monotonic ns -> gateway/gps.py GpsStatus value
+        self.recording_listeners: list[Callable[[bool], None]] = []
+        self._seen_gps = GPS_FIX
+        self._seen_alarms: dict[str, str] = {}
         self.record_audio = record_audio
         self.upload_class_of = upload_class_of
         self.cameras = {c.name: c for c in cameras}
@@ -279,6 +289,22 @@ class CaptureService:
         while True:
             await asyncio.sleep(self.tick_s)
             await self.submit(Event(EventKind.TICK, self.clock_ns()))
+            async with self._lock:
+                if self.recording is not None:
+                    await self._note_surroundings()
+
+    async def _note_surroundings(self) -> None:
+        """The GPS and the alarms, as events in the recording when they changed."""
+        at_ms = _wall_ms()
+        gps = self.gps_status(self.clock_ns())
+        alarms = self.alarms.snapshot()
+        events = alarm_events(self._seen_alarms, alarms, at_ms)
+        gps_changed = gps_event(self._seen_gps, gps, at_ms)
+        if gps_changed is not None:
+            events.insert(0, gps_changed)
+        self._seen_gps, self._seen_alarms = gps, alarms
+        for event in events:
+            await self._broadcast(event)
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -328,7 +354,9 @@ class CaptureService:
             self.recorder.handle(Event(EventKind.ABORT, self.clock_ns(), action.source))
             return
         self.recording_started_ns = self.clock_ns()
+        self._seen_gps, self._seen_alarms = GPS_FIX, {}  # the baseline: see recording_events
         self._attach_cameras(action.cameras, action.prerecord_from_ns)
+        self._tell_listeners(recording=True)
         for observer in self.observers:
             await _observe(observer.recording_started(self.recording.recording_id, facts))
 
@@ -383,6 +411,14 @@ class CaptureService:
             for observer in self.observers:
                 await _observe(observer.recording_finished(recording.recording_id, duration_s))
         self.alarms.clear("max_continuous")
+        self._tell_listeners(recording=False)
+
+    def _tell_listeners(self, *, recording: bool) -> None:
+        for listener in self.recording_listeners:
+            try:
+                listener(recording)
+            except Exception:
+                log.exception("recording listener failed")
 
     async def _audit_trigger(self, source: str, *, started: bool) -> None:
         # RULES R3: every start is registered, with its source.

@@ -29,6 +29,7 @@ from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import PyavSource, SourceSpec
 from gateway.recorder import RecorderPolicy, TriggerPolicy
 from storage.envelope import RecipientPrivateKey
+from storage.reader import ReadReport
 from tests.cameras import rtsp_camera
 from tests.capture_helpers import decrypt_all, segments, store_on, wait_for
 
@@ -52,19 +53,23 @@ def ffprobe_streams(path: Path) -> list[dict[str, Any]]:
 def span_s(media: bytes, kind: str) -> tuple[Fraction, Fraction]:
     """(first pts, end) of a stream in seconds; the end is the last packet's pts plus its
     duration (a video frame, or the audio packet's own duration)."""
-    with av.open(io.BytesIO(media), format="mpegts") as container:
-        streams = [s for s in container.streams if s.type == kind or kind == "data" == s.type]
-        packets = [p for p in container.demux(streams[0]) if p.size and p.pts is not None]
-    time_base = Fraction(packets[0].time_base)
-    first = min(p.pts for p in packets) * time_base
-    last = max(packets, key=lambda p: p.pts)
-    duration = last.duration * time_base if last.duration else FRAME_S
-    return first, last.pts * time_base + duration
+    with av.open(io.BytesIO(media), mode="r", format="mpegts") as container:
+        streams = [s for s in container.streams if s.type == kind]
+        timed = [
+            (int(p.pts), int(p.duration or 0), Fraction(p.time_base))
+            for p in container.demux(streams[0])
+            if p.size and p.pts is not None
+        ]
+    time_base = timed[0][2]
+    first = min(pts for pts, _, _ in timed) * time_base
+    last_pts, last_duration, _ = max(timed)
+    duration = last_duration * time_base if last_duration else FRAME_S
+    return first, last_pts * time_base + duration
 
 
 async def record(
     tmp_path: Path, recipient: RecipientPrivateKey, url: str, *, record_audio: bool
-) -> tuple[Any, bytes, CaptureService]:
+) -> tuple[ReadReport, bytes, dict[str, Any]]:
     with store_on(tmp_path, recipient) as store:
         spec = SourceSpec(name="dashcam", kind="rtsp_pull", url=url, serial="DC-A")
         camera = Camera(PyavSource(spec), prerecord_s=PRERECORD_S, ring_max_bytes=16 << 20)
@@ -165,7 +170,7 @@ async def test_record_audio_off_keeps_no_sound(
         report, media, status = await record(tmp_path, recipient, url, record_audio=False)
     assert status["record_audio"] is False
     assert status["cameras"]["dashcam"]["audio"] == "off"
-    with av.open(io.BytesIO(media), format="mpegts") as container:
+    with av.open(io.BytesIO(media), mode="r", format="mpegts") as container:
         assert [s.type for s in container.streams] == ["video"]
     assert all(s["audio"] is None for s in segments(report))
     assert report.metadata[0]["record_audio"] is False
