@@ -177,6 +177,11 @@ function cameraRow(camera) {
     }),
     el("span", { className: "row-detail", testid: "camera-bitrate", text: fmt.bitrate(camera.bitrateBps) }),
     el("span", { className: "row-detail", testid: "camera-prerecord", text: prerecord }),
+    el("span", {
+      className: "row-detail",
+      testid: "camera-audio",
+      text: camera.audio === null ? "" : t(`cameras.audio.${camera.audio}`),
+    }),
     meter,
   ]);
 }
