@@ -253,15 +253,24 @@ class CaptureService:
 
     async def _camera_loop(self, camera: Camera, queue: asyncio.Queue[QueueItem]) -> None:
         while True:
-            item = await queue.get()
-            if isinstance(item, LinkEvent):
-                await self._link_event(camera, item)
-                continue
-            if item.is_audio and not self.record_audio:
-                continue  # not buffered either: a policy without sound keeps none in RAM
-            camera.ring.push(item)
-            if camera.recording is not None:
-                await camera.recording.submit_packets([item])
+            batch = [await queue.get()]
+            while not queue.empty():  # what arrived together goes to the worker together
+                batch.append(queue.get_nowait())
+            packets: list[CapturedPacket] = []
+            for item in batch:
+                if isinstance(item, LinkEvent):
+                    await self._submit(camera, packets)
+                    packets = []
+                    await self._link_event(camera, item)
+                elif not item.is_audio or self.record_audio:
+                    # no sound is buffered either under a policy without it
+                    camera.ring.push(item)
+                    packets.append(item)
+            await self._submit(camera, packets)
+
+    async def _submit(self, camera: Camera, packets: list[CapturedPacket]) -> None:
+        if packets and camera.recording is not None:
+            await camera.recording.submit_packets(packets)
 
     async def _link_event(self, camera: Camera, event: LinkEvent) -> None:
         """A camera lost or back: audited always, in the recording's metadata while recorded.
