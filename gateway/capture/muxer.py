@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -83,11 +83,11 @@ class _TsMuxer:
         if with_audio and template.audio is not None:
             self.audio = self.container.add_stream_from_template(template.audio)
 
-    def mux(self, captured: CapturedPacket, offset_s: Fraction) -> bytes:
-        """Mux one packet shifted by `offset_s`; the shared packet is left as it was."""
+    def mux(self, captured: CapturedPacket, shift: int) -> bytes:
+        """Mux one packet shifted by `shift` ticks of its time base; the shared packet is left
+        as it was."""
         packet = captured.packet
         pts, dts, time_base = packet.pts, packet.dts, packet.time_base
-        shift = ticks(offset_s, Fraction(time_base)) if offset_s else 0
         try:
             packet.stream = self.audio if captured.is_audio else self.stream
             if shift:
@@ -113,13 +113,17 @@ class _Segment:
     first_pts: int | None
     end_mono_ns: int = 0
     end_wall_ms: int = 0
-    last_pts: int | None = None
+    last_pts: int | None = None  # the latest video pts written (shifted)
+    last_pts_mono_ns: int = 0  # when that picture arrived
     packets: int = 0
     media_bytes: int = 0
     time_base: str = ""
     generation: int = 0
     gap_before_s: float | None = None
     offset_s: Fraction = Fraction(0)
+    # the offset in ticks of the video's and the audio's time base (computed once: Fractions
+    # per packet would cost more than the mux)
+    shift_ticks: dict[bool, int] = field(default_factory=dict)  # is_audio -> ticks
     audio_packets: int = 0
     audio: dict[str, Any] | None = None  # the connection's audio, when the recording keeps it
 
@@ -221,7 +225,7 @@ class SegmentMuxer:
             start_mono_ns=captured.at_mono_ns,
             start_wall_ms=captured.at_wall_ms,
             media_offset=self._media_offset,
-            first_pts=_shifted(captured.pts, offset_s, captured),
+            first_pts=None if captured.pts is None else captured.pts + _ticks(captured, offset_s),
             time_base=str(captured.packet.time_base),
             generation=generation,
             gap_before_s=None if gap is None else round(gap.gap_s, 3),
@@ -239,7 +243,10 @@ class SegmentMuxer:
         assert self._segment is not None
         segment = self._segment
         try:
-            muxed = self._muxer.mux(captured, segment.offset_s)
+            shift = segment.shift_ticks.get(captured.is_audio)
+            if shift is None:
+                shift = segment.shift_ticks[captured.is_audio] = _ticks(captured, segment.offset_s)
+            muxed = self._muxer.mux(captured, shift)
         except av.error.FFmpegError:
             # e.g. a camera's non-monotonic DTS: this packet cannot be stored; count it, go on
             self.stats.rejected_by_muxer += 1
@@ -252,12 +259,12 @@ class SegmentMuxer:
             self.stats.audio_packets += 1
             return
         segment.packets += 1
-        segment.last_pts = _shifted(captured.pts, segment.offset_s, captured)
         self.stats.packets += 1
         if captured.pts is not None:
-            self._timeline.note_video(
-                self._timeline.place(segment.generation, _pts_s(captured)), captured.at_mono_ns
-            )
+            out_pts = captured.pts + shift
+            if segment.last_pts is None or out_pts > segment.last_pts:
+                segment.last_pts = out_pts  # the latest picture: where a next connection follows
+                segment.last_pts_mono_ns = captured.at_mono_ns
 
     def _write_media(self, data: bytes) -> None:
         if not data:
@@ -272,6 +279,9 @@ class SegmentMuxer:
         segments meet, so no sample falls between them."""
         segment, self._segment = self._segment, None
         assert segment is not None
+        if segment.last_pts is not None:  # where a next connection is measured from
+            last_s = segment.last_pts * Fraction(segment.time_base)
+            self._timeline.note_video(last_s, segment.last_pts_mono_ns)
         for sample in self._gps_window(segment.start_mono_ns, until_mono_ns):
             self._writer.add_metadata({"type": "gps", **sample})
         durable = self._writer.end_segment(
@@ -306,8 +316,6 @@ def _pts_s(captured: CapturedPacket) -> Fraction:
     return Fraction(0) if pts is None else pts * Fraction(captured.packet.time_base)
 
 
-def _shifted(pts: int | None, offset_s: Fraction, captured: CapturedPacket) -> int | None:
-    """`pts` as written to the file (the packet's time base, shifted onto the timeline)."""
-    if pts is None:
-        return None
-    return pts + ticks(offset_s, Fraction(captured.packet.time_base))
+def _ticks(captured: CapturedPacket, offset_s: Fraction) -> int:
+    """`offset_s` in ticks of the packet's time base."""
+    return ticks(offset_s, Fraction(captured.packet.time_base)) if offset_s else 0
