@@ -35,7 +35,12 @@ from gateway.capture.ingest_report import IngestReport
 from gateway.capture.listener import CameraListener, ListenOn
 from gateway.capture.packet import CapturedPacket
 from gateway.capture.relay import shut
-from gateway.capture.source import SourceSpec, ThreadedSource, demux_camera
+from gateway.capture.source import (
+    LIVE_PROBE_OPTIONS,
+    SourceSpec,
+    ThreadedSource,
+    demux_camera,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +148,7 @@ class TsPushSource(PushSource):
             container = self._opener(
                 reader,
                 format="mpegts",
+                options=dict(LIVE_PROBE_OPTIONS),
                 timeout=(self.spec.open_timeout_s, self.spec.read_timeout_s),
             )
             try:

@@ -40,6 +40,12 @@ import av
 from gateway.capture.camera_trust import CameraRefused
 from gateway.capture.packet import CapturedPacket, StreamTemplate
 
+# FFmpeg's probe of a new stream reads 20 frames to estimate the frame rate before it returns
+# (`fpsprobesize`), then delivers them at once: measured on the RTSP camera, the open took 1.3 s
+# instead of 0.5 s, and the first keyframe arrived 0.8 s late, so a reconnect's gap looked 0.8 s
+# longer than it was. Stream copy needs no frame rate: the probe stops at the first decodable
+# frame.
+LIVE_PROBE_OPTIONS = {"fpsprobesize": "0"}
 RECORDING_RETRY_S = 1.0  # issue 15: a camera lost while recording is retried about every second
 # Audio packets ride with the next video packet to the event loop (one wake-up, not three: AAC
 # sends ~47 packets a second beside 25 frames); a camera sending sound without picture still
@@ -153,7 +159,7 @@ def pyav_open_args(spec: SourceSpec, url: str | None = None) -> tuple[str, dict[
     credentials or the loopback relay are added in memory, never configured in a URL)."""
     if spec.kind != "rtsp_pull":
         raise ValueError(f"camera {spec.name}: {spec.kind!r} is not opened by URL")
-    options = {"rtsp_transport": spec.rtsp_transport}
+    options = {"rtsp_transport": spec.rtsp_transport, **LIVE_PROBE_OPTIONS}
     if spec.rtsp_transport == "udp":
         options["rtsp_flags"] = "filter_src"  # accept RTP only from the negotiated peer
     return url or spec.url, {

@@ -144,7 +144,11 @@ def test_open_arguments_of_an_rtsp_pull() -> None:
     rtsp = SourceSpec(name="a", kind="rtsp_pull", url="rtsp://127.0.0.1/x", rtsp_transport="udp")
     url, kwargs = pyav_open_args(rtsp)
     assert url == "rtsp://127.0.0.1/x"
-    assert kwargs["options"] == {"rtsp_transport": "udp", "rtsp_flags": "filter_src"}
+    assert kwargs["options"] == {
+        "rtsp_transport": "udp",
+        "rtsp_flags": "filter_src",
+        "fpsprobesize": "0",  # no frame-rate probe: the first keyframe is not held back
+    }
     with_login = pyav_open_args(rtsp, "rtsp://u:p@127.0.0.1/x")[0]
     assert with_login == "rtsp://u:p@127.0.0.1/x", "credentials are handed in, never configured"
     for push in ("ts_listen", "rtsp_listen"):
