@@ -61,14 +61,17 @@ def flashes_and_beeps(media: bytes, fmt: str) -> tuple[list[float], list[float]]
     with av.open(io.BytesIO(media), mode="r", format=fmt) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         for packet in container.demux(video, audio):
+            time_base = packet.stream.time_base
+            assert time_base is not None
             for frame in packet.decode():
-                if frame.pts is None or frame.time_base is None:
+                if not isinstance(frame, av.VideoFrame | av.AudioFrame) or frame.pts is None:
                     continue
-                at_s = float(frame.pts * frame.time_base)
-                if packet.stream.type == "video":
+                at_s = float(frame.pts * time_base)
+                if isinstance(frame, av.VideoFrame):
                     luma = bytes(frame.planes[0])
                     if sum(luma) / len(luma) > FLASH_LUMA:
                         flashes.append(at_s)
+                if not isinstance(frame, av.AudioFrame):
                     continue
                 samples = array.array("f", bytes(frame.planes[0]))[: frame.samples]
                 for index, sample in enumerate(samples):
