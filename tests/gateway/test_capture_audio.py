@@ -2,14 +2,15 @@
 
 A real RTSP camera (gst-rtsp-server: `videotestsrc` and `audiotestsrc` ticks, encoded as a
 camera sends them: AAC, Opus, G.711 A-law) is pulled by the box's own source into the pre-record
-ring and a recording; the recording is decrypted with the back office's key and read by the
-ffprobe CLI and PyAV. The sound must be there from the pre-record on, start within one video
-frame of the picture, last as long as the picture within one frame, and carry the codec the
-camera sent. With `record_audio` off, neither the ring nor the file holds a byte of sound.
+ring and a recording; the recording is decrypted at the back office (`mvb-admin decrypt` with
+its recording key, logged in a viewing log) and read by the ffprobe CLI and PyAV. The sound must
+be there from the pre-record on, start within one video frame of the picture, last as long as
+the picture within one frame, and carry the codec the camera sent. With `record_audio` off,
+neither the ring nor the file holds a byte of sound.
 
 A/V offset measured here: the difference of the first audio and video presentation times in the
-file (the camera's own RTP/RTCP timing, kept by stream copy), printed per codec.
-Left out: lip sync *inside* the camera (the test camera's encoders are its own business).
+file (the camera's own RTP/RTCP timing, kept by stream copy), printed per codec; on the content
+(a flash and a beep) in tests/gateway/test_capture_av_sync.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import io
 import json
 import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import av
 import pytest
 
+from backoffice.keys import create_recording_keys
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.source import PyavSource, SourceSpec
 from gateway.recorder import RecorderPolicy, TriggerPolicy
@@ -33,6 +36,7 @@ from storage.reader import ReadReport
 from tests.cameras import rtsp_camera
 from tests.capture_helpers import decrypt_all, segments, store_on, wait_for
 
+MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
 PRERECORD_S = 2.0
 RECORD_S = 3.0
 FPS = 25
@@ -67,9 +71,28 @@ def span_s(media: bytes, kind: str) -> tuple[Fraction, Fraction]:
     return first, last_pts * time_base + duration
 
 
+def back_office_decrypt(evidence: Path, key: Path, tmp_path: Path) -> bytes:
+    """The media of `evidence` as the back office decrypts it (`mvb-admin decrypt`, logged in
+    a viewing log), read from what the command wrote."""
+    log, out = tmp_path / "viewing", tmp_path / "decrypted"
+    subprocess.run([MVB_ADMIN, "viewing", "init", "--log", log], check=True, capture_output=True)
+    subprocess.run(
+        [MVB_ADMIN, "decrypt", evidence, "--key", key, "--out", out, "--log", log,
+         "--reason", "test: issue 15 sound"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    [media] = out.glob("*.ts")
+    return media.read_bytes()
+
+
 async def record(
-    tmp_path: Path, recipient: RecipientPrivateKey, url: str, *, record_audio: bool
+    tmp_path: Path, url: str, *, record_audio: bool
 ) -> tuple[ReadReport, bytes, dict[str, Any]]:
+    """A recording of the camera at `url`: its metadata, its media as the back office decrypts
+    it, and the service's status at its end."""
+    key, _public = create_recording_keys(tmp_path / "keys")
+    recipient = RecipientPrivateKey.load(key)
     with store_on(tmp_path, recipient) as store:
         spec = SourceSpec(name="dashcam", kind="rtsp_pull", url=url, serial="DC-A")
         camera = Camera(PyavSource(spec), prerecord_s=PRERECORD_S, ring_max_bytes=16 << 20)
@@ -94,15 +117,16 @@ async def record(
         finally:
             await service.stop()
         [(report, media)] = decrypt_all(store, recipient)
-    return report, media, status
+        [evidence] = store.layout.sealed_files()
+        decrypted = back_office_decrypt(evidence, key, tmp_path)
+    assert decrypted == media, "the back office's decryption is the reader's"
+    return report, decrypted, status
 
 
 @pytest.mark.parametrize(("audio", "codec"), [("aac", "aac"), ("opus", "opus")])
-async def test_camera_sound_is_recorded_in_sync(
-    tmp_path: Path, recipient: RecipientPrivateKey, audio: str, codec: str
-) -> None:
+async def test_camera_sound_is_recorded_in_sync(tmp_path: Path, audio: str, codec: str) -> None:
     with rtsp_camera(fps=FPS, gop=FPS, audio=audio) as url:
-        report, media, status = await record(tmp_path, recipient, url, record_audio=True)
+        report, media, status = await record(tmp_path, url, record_audio=True)
     assert status["cameras"]["dashcam"]["audio"] == "recorded"
     path = tmp_path / "recording.ts"
     path.write_bytes(media)
@@ -124,13 +148,11 @@ async def test_camera_sound_is_recorded_in_sync(
     assert report.metadata[0]["record_audio"] is True
 
 
-async def test_g711_is_kept_as_a_named_private_stream(
-    tmp_path: Path, recipient: RecipientPrivateKey
-) -> None:
+async def test_g711_is_kept_as_a_named_private_stream(tmp_path: Path) -> None:
     """MPEG-TS has no stream type for G.711: FFmpeg writes it as private data. The bytes are
     the camera's (stream copy), the metadata names codec and rate, so a reader decodes them."""
     with rtsp_camera(fps=FPS, gop=FPS, audio="pcma") as url:
-        report, media, _ = await record(tmp_path, recipient, url, record_audio=True)
+        report, media, _ = await record(tmp_path, url, record_audio=True)
     [audio] = {s["audio"]["codec"]: s["audio"] for s in segments(report)}.values()
     assert audio["codec"] == "pcm_alaw"
     assert audio["sample_rate_hz"] == 8000
@@ -163,11 +185,9 @@ async def test_g711_is_kept_as_a_named_private_stream(
     assert len(raw) >= 8000 * (PRERECORD_S + RECORD_S), "a byte per sample at 8 kHz"
 
 
-async def test_record_audio_off_keeps_no_sound(
-    tmp_path: Path, recipient: RecipientPrivateKey
-) -> None:
+async def test_record_audio_off_keeps_no_sound(tmp_path: Path) -> None:
     with rtsp_camera(fps=FPS, gop=FPS, audio="aac") as url:
-        report, media, status = await record(tmp_path, recipient, url, record_audio=False)
+        report, media, status = await record(tmp_path, url, record_audio=False)
     assert status["record_audio"] is False
     assert status["cameras"]["dashcam"]["audio"] == "off"
     with av.open(io.BytesIO(media), mode="r", format="mpegts") as container:
