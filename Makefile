@@ -33,7 +33,8 @@ lock: $(PY)
 
 # Debian packages the tests use as real peers: gpsd + gpsfake (GPS), the ffmpeg CLI (pushing
 # cameras, the capture benchmark's baseline), gst-rtsp-server through Debian's python3-gi (an RTSP
-# camera on loopback; glib-networking is GIO's TLS backend, for the camera serving RTSPS),
+# camera on loopback; glib-networking is GIO's TLS backend, for the camera serving RTSPS; its
+# sound: audiotestsrc, opusenc and RTP payloaders from -base/-good, voaacenc (AAC) from -bad),
 # iproute2 + nftables (emulated links in network namespaces: tbf for rate, nftables for loss),
 # Chromium (the officer page's browser tests, driven by Playwright with executable_path;
 # Playwright's own browser download is never used), systemd (systemd-analyze
@@ -42,7 +43,8 @@ lock: $(PY)
 # faketime (steps a real `mvb run`'s wall clock while its monotonic clock stays true: the
 # retention clock tests). Installed only when missing, so a prepared machine starts at once.
 APT_PACKAGES := gpsd gpsd-clients ffmpeg python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 \
-	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly iproute2 nftables \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly \
+	gstreamer1.0-plugins-bad iproute2 nftables \
 	chromium fonts-dejavu-core systemd fuse3 faketime glib-networking
 # npm peers: @tus/server with its file store (the box's tus interop peer). Needs Node >= 20.19.
 TUS_NODE := tests/peers/tus_node
@@ -55,6 +57,7 @@ system-deps:
 	    ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); \
 	      gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gio, Gst, GstRtspServer; \
 	      Gst.init(None); assert Gst.ElementFactory.find('x264enc'); \
+	      assert Gst.ElementFactory.find('voaacenc'); assert Gst.ElementFactory.find('opusenc'); \
 	      assert Gio.TlsBackend.get_default().supports_tls()" 2>/dev/null; then \
 		echo "installing Debian packages for the tests: $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

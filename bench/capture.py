@@ -29,7 +29,7 @@ After the table (each count against ffmpeg), the most cameras sustained is searc
 only, within a time budget: from where the table's fitted CPU reaches one core, up in steps of
 25 % until a count fails, then by bisection.
 
-Run: `python -m bench.capture [--quick] [--cameras 1,4,8,16] [--search-budget-s 300]
+Run: `python -m bench.capture [--quick] [--audio] [--cameras 1,4,8,16] [--search-budget-s 300]
 [--prerecord-s 10] [--out DIR]`. Full: about 9 minutes; `--quick`: under one minute.
 
 Where the parts are: this module is the command and the report (tables, fits, verdict); the run
@@ -99,7 +99,14 @@ def print_header(runner: Runner, elapsed_s: float, idle: float) -> None:
         f"- machine: {machine()}; CPU idle just before the run: {100 * idle:.0f} %\n"
         f"- camera: {WIDTH}x{HEIGHT} {clip.fps:.0f} fps H.264, GOP 1 s, "
         f"{clip.bitrate_bps / 1e6:.2f} Mbit/s measured over the {clip.seconds:.0f} s clip, "
-        f"replayed in real time (stream copy)\n"
+        f"replayed in real time (stream copy)"
+        + (
+            f", with {clip.audio_codec} sound at "
+            f"{clip.audio_bytes * 8 / clip.seconds / 1e3:.0f} kbit/s (recorded: record_audio on)"
+            if clip.audio_codec
+            else ", no sound"
+        )
+        + "\n"
         f"- box: pre-record {p.prerecord_s:.0f} s (rings full before the trigger), segments "
         f">= {SEGMENT_MIN_S:.0f} s, recording window {p.record_s:.0f} s once every camera has "
         f"caught up ({p.search_record_s:.0f} s in the search rows, no ffmpeg there)\n"
@@ -241,6 +248,9 @@ def main() -> None:
     parser.add_argument("--cameras", help="comma-separated camera counts measured against ffmpeg")
     parser.add_argument("--search-budget-s", type=float, help="seconds for the most-cameras search")
     parser.add_argument("--prerecord-s", type=float, help="pre-record window (box default 30)")
+    parser.add_argument(
+        "--audio", action="store_true", help="the cameras send AAC sound too (issue 15)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="work dir (default: tmp in cwd)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,7 +270,7 @@ def main() -> None:
     idle = wait_for_idle()
     workdir = Path(tempfile.mkdtemp(prefix="mvb-bench-capture-", dir=args.out or Path.cwd()))
     try:
-        clip = make_clip(workdir)
+        clip = make_clip(workdir, audio=args.audio)
         progress(f"clip: {clip.seconds:.0f} s at {clip.bitrate_bps / 1e6:.3f} Mbit/s")
         imports = measure_imports()
         runner = Runner(params, clip, workdir)

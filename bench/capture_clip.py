@@ -1,25 +1,31 @@
 """The capture benchmark's camera: a synthetic 4 Mbit/s H.264 clip, made once per run.
 
 `make_clip` encodes it with `demo.synthetic` and cuts off the first second (where x264's rate
-control ramps up), so the clip starts on a keyframe and holds its bit rate throughout.
+control ramps up), so the clip starts on a keyframe and holds its bit rate throughout. With
+`audio`, the ffmpeg CLI adds a sound track as a camera sends it (AAC-LC, 48 kHz mono, 64 kbit/s:
+a 440 Hz tone), video stream-copied.
 """
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 BITRATE_BPS = 4_000_000
 CLIP_S = 6  # kept in memory by every ReplaySource: 3 MB per camera, reported and subtracted
+AUDIO_BITRATE_BPS = 64_000
 
 
 @dataclass(frozen=True)
 class Clip:
     path: Path
     seconds: float
-    packets: int
-    payload_bytes: int
+    packets: int  # video
+    payload_bytes: int  # video and audio
+    audio_codec: str | None = None
+    audio_bytes: int = 0
 
     @property
     def bitrate_bps(self) -> float:
@@ -30,7 +36,7 @@ class Clip:
         return self.packets / self.seconds
 
 
-def make_clip(workdir: Path) -> Clip:
+def make_clip(workdir: Path, *, audio: bool = False) -> Clip:
     """CLIP_S seconds of 4 Mbit/s CBR video; generated one second longer, the first one cut off
     (the encoder's VBV fills during it, so it is ~10 % short), stream copied into the clip."""
     import av
@@ -68,4 +74,27 @@ def make_clip(workdir: Path) -> Clip:
             packet.stream = out
             dst.mux(packet)
     raw.unlink()
-    return Clip(path, packets / FPS, packets, payload)
+    clip = Clip(path, packets / FPS, packets, payload)
+    return _with_audio(clip, workdir) if audio else clip
+
+
+def _with_audio(clip: Clip, workdir: Path) -> Clip:
+    import av
+
+    path = workdir / "clip-audio.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(clip.path),
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-t", f"{clip.seconds}", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+         "-c:a", "aac", "-ac", "1", "-b:a", str(AUDIO_BITRATE_BPS), "-f", "mpegts", str(path)],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        audio_bytes = sum(p.size for p in container.demux(stream) if p.size)
+        codec = str(stream.codec_context.name)
+    clip.path.unlink()
+    return Clip(
+        path, clip.seconds, clip.packets, clip.payload_bytes + audio_bytes, codec, audio_bytes
+    )

@@ -88,6 +88,9 @@ class RecordingSection:
     max_continuous_s: float = 1800.0
     segment_min_s: float = 1.0
     ring_max_bytes: int = 96 * 1024 * 1024  # per camera: 120 s at 6 Mbit/s fits
+    # "beeld en geluid" (Borsele 2.1, H2O art. 1): a camera's sound is recorded with its
+    # picture unless the municipality's policy says otherwise (docs/capture.md, Audio)
+    record_audio: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ class RunningBoxTarget:
             recorder_policy(effective),
             effective.recording.ring_max_bytes,
             lambda source: upload_class_for(source, effective.triggers),
+            record_audio=effective.recording.record_audio,
         )
         retention = RetentionPolicy(retention_days=effective.storage.retention_days)
         self.store.settings = replace(self.store.settings, retention=retention)

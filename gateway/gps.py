@@ -393,7 +393,9 @@ class GpsdClient:
     least one report resets the backoff. A connection silent for `idle_timeout_s` is treated as
     hung and reopened (gpsd without a receiver is silent too; a reconnect every
     `idle_timeout_s` on loopback is cheap). Memory per connection is bounded by the stream
-    limit (MAX_LINE_BYTES, a little more while a longer line is being discarded).
+    limit (MAX_LINE_BYTES, a little more while a longer line is being discarded). While the box
+    records (`set_recording(True)`), a retry waits at most `recording_retry_s`, and a backoff
+    already running ends then: a recording's GPS samples matter more than a quiet log.
     """
 
     def __init__(
@@ -406,6 +408,7 @@ class GpsdClient:
         reconnect_max_s: float = 30.0,
         connect_timeout_s: float = 5.0,
         idle_timeout_s: float = 30.0,
+        recording_retry_s: float = 1.0,
         mono_ns: Callable[[], int] = time.monotonic_ns,
         wall_ms: Callable[[], int] = _wall_ms,
         rng: random.Random | None = None,
@@ -425,6 +428,9 @@ class GpsdClient:
         self.reconnects = 0  # connection attempts after the first
         self.connections = 0  # successful connections
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # a recording started: end the backoff now
+        self._recording = False
+        self.recording_retry_s = recording_retry_s
         self._writer: asyncio.StreamWriter | None = None
 
     @property
@@ -443,6 +449,12 @@ class GpsdClient:
             last_report_age_s=None if last is None else (now - last) / NS_PER_S,
             gpsd_release=self.tracker.gpsd_release,
         )
+
+    def set_recording(self, recording: bool) -> None:
+        """The box records (faster retries) or stands by (the backoff as is). Event loop."""
+        self._recording = recording
+        if recording:
+            self._wake.set()
 
     def stop(self) -> None:
         """Ask `run()` to return: wakes a backoff sleep, ends the current session."""
@@ -471,6 +483,8 @@ class GpsdClient:
             if worked:
                 self._backoff.reset()  # it worked for a while: retry soon
             delay_s = self._backoff.next_s()
+            if self._recording:
+                delay_s = min(delay_s, self.recording_retry_s)
             # A working gpsd lost is worth a warning; a gpsd still absent (at boot, or without
             # a receiver) is not, or the log would fill with one line per retry.
             level = logging.WARNING if worked else logging.INFO
@@ -478,9 +492,17 @@ class GpsdClient:
             await self._sleep(delay_s)
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, cut short by `stop()`."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        """Sleep, cut short by `stop()` or by a recording starting."""
+        self._wake.clear()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait(
+                (stopping, woken), timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+            woken.cancel()
 
     async def _session(self) -> None:
         """One connection: watch, then feed lines until EOF. Raises OSError/TimeoutError."""

@@ -4,7 +4,8 @@ attributed by its bodycam serial to the officer who held that bodycam at the cli
 
 The media bytes are stored exactly as they are in the clip (never transcoded); segments are the
 byte ranges between keyframes, found by demuxing the clip with PyAV, so every segment boundary is
-a durability point just as in live recording.
+a durability point just as in live recording. The clip's sound stays in it (its bytes are
+stored whole); the import event names its codec (`audio_codec`, null without sound).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class ClipProbe:
     codec: str
     segment_offsets: tuple[int, ...]
     segment_starts_s: tuple[float, ...]
+    audio_codec: str | None = None
 
 
 def probe_clip(path: Path) -> ClipProbe:
@@ -117,11 +119,13 @@ def probe_clip(path: Path) -> ClipProbe:
             duration_s = float(container.duration) / 1_000_000 if container.duration else None
             name = _CONTAINERS.get(container.format.name, container.format.name)
             codec = video.codec_context.name
+            audio = next((s for s in container.streams if s.type == "audio"), None)
+            audio_codec = None if audio is None else str(audio.codec_context.name)
     except av.error.FFmpegError as exc:
         raise ClipError(f"{path.name}: not a readable media file ({exc.strerror})") from exc
     if not offsets:
         raise ClipError(f"{path.name}: no keyframe found; not importable evidence")
-    return ClipProbe(name, duration_s, codec, tuple(offsets), tuple(starts))
+    return ClipProbe(name, duration_s, codec, tuple(offsets), tuple(starts), audio_codec)
 
 
 def _keyframe_cuts(container: Any, video: Any) -> tuple[list[int], list[float]]:
@@ -154,6 +158,7 @@ def import_clip(
                 "source_name": path.name,
                 "source_sha256": hashlib.sha256(data).hexdigest(),
                 "codec": probe.codec,
+                "audio_codec": probe.audio_codec,
                 "duration_s": probe.duration_s,
             }
         )

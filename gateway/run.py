@@ -198,8 +198,11 @@ async def start_box(local: LocalConfig) -> RunningBox:
         facts,
         gps_window=gps.samples_between,
         upload_class_of=lambda source: upload_class_for(source, config.triggers),
+        record_audio=config.recording.record_audio,
+        gps_status=lambda now_ns: gps.status(now_ns).value,
     )
     gpsd = GpsdClient(gps, config.gps.host, config.gps.port)
+    service.recording_listeners.append(gpsd.set_recording)  # GPS retried faster meanwhile
     tags = tag_key(box.device_key.sign)
     officer = await asyncio.to_thread(OfficerDesks, config.state_dir, box.store, box.audit, tags)
     service.observers.append(officer)

@@ -37,7 +37,7 @@ from gateway.capture.credentials import Credentials
 from gateway.capture.ingest_report import IngestReport
 from gateway.capture.packet import CapturedPacket
 from gateway.capture.relay import Relay, shut
-from gateway.capture.source import SourceSpec, ThreadedSource, demux_video, pyav_open_args
+from gateway.capture.source import SourceSpec, ThreadedSource, demux_camera, pyav_open_args
 
 LOOPBACK = "127.0.0.1"
 RTSPS_DEFAULT_PORT = 322  # RFC 7826 (RTSP 2.0) registers 322 for rtsps
@@ -83,7 +83,7 @@ class RtspsPullSource(ThreadedSource):
         try:
             container = self._opener(url, **kwargs)
             try:
-                for captured in demux_video(container, generation, self.stopping):
+                for captured in demux_camera(container, generation, self.stopping):
                     self.report.tick()
                     yield captured
             finally:

@@ -35,7 +35,12 @@ from gateway.capture.ingest_report import IngestReport
 from gateway.capture.listener import CameraListener, ListenOn
 from gateway.capture.packet import CapturedPacket
 from gateway.capture.relay import shut
-from gateway.capture.source import SourceSpec, ThreadedSource, demux_video
+from gateway.capture.source import (
+    LIVE_PROBE_OPTIONS,
+    SourceSpec,
+    ThreadedSource,
+    demux_camera,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +148,11 @@ class TsPushSource(PushSource):
             container = self._opener(
                 reader,
                 format="mpegts",
+                options=dict(LIVE_PROBE_OPTIONS),
                 timeout=(self.spec.open_timeout_s, self.spec.read_timeout_s),
             )
             try:
-                for captured in self.ticking(demux_video(container, generation, self.stopping)):
+                for captured in self.ticking(demux_camera(container, generation, self.stopping)):
                     reader.packet_arrived()
                     yield captured
             finally:

@@ -9,12 +9,15 @@ Invariants:
 - it is evicted by whole GOPs: the oldest GOP goes once the next one starts at or before
   `newest - window_ns` (so a keyframe at or before the cutoff stays), or while the ring is over
   `max_bytes` and holds more than the current GOP;
-- hence memory is bounded by max_bytes plus one GOP.
+- hence memory is bounded by max_bytes plus one GOP, plus the lead: the items `is_lead` picks
+  (a camera's sound) that arrived up to `lead_ns` before the first keyframe, kept from the
+  evicted GOP so a snapshot can start the sound with the picture (see `snapshot`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 
@@ -33,11 +36,21 @@ T = TypeVar("T", bound=RingItem)
 
 
 class PrerecordRing(Generic[T]):
-    def __init__(self, window_ns: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        window_ns: int,
+        max_bytes: int,
+        *,
+        lead_ns: int = 0,
+        is_lead: Callable[[T], bool] = lambda _item: False,
+    ) -> None:
         if window_ns <= 0 or max_bytes <= 0:
             raise ValueError("the pre-record window and byte bound must be positive")
         self.window_ns = window_ns
         self.max_bytes = max_bytes
+        self.lead_ns = lead_ns
+        self._is_lead = is_lead
+        self._lead: list[T] = []  # the lead of the first GOP, from the GOP evicted before it
         self._gops: deque[list[T]] = deque()
         self._bytes = 0
         self.dropped_before_keyframe = 0
@@ -72,17 +85,31 @@ class PrerecordRing(Generic[T]):
         while len(self._gops) > 1 and (
             self._gops[1][0].at_mono_ns <= cutoff_ns or self._bytes > self.max_bytes
         ):
-            self._bytes -= sum(i.size_bytes for i in self._gops.popleft())
+            evicted = self._gops.popleft()
+            self._bytes -= sum(i.size_bytes for i in evicted)
+            self._lead = self._lead_of(evicted, self._gops[0][0].at_mono_ns)
+
+    def _lead_of(self, gop: list[T], keyframe_ns: int) -> list[T]:
+        return [i for i in gop if self._is_lead(i) and i.at_mono_ns >= keyframe_ns - self.lead_ns]
 
     def snapshot(self, since_mono_ns: int) -> list[T]:
         """Items from the last keyframe at or before `since_mono_ns` (or the oldest keyframe
-        if the ring does not reach back that far) up to the newest."""
+        if the ring does not reach back that far) up to the newest, preceded by that keyframe's
+        lead (what `is_lead` picks of the `lead_ns` before it: the sound a camera sends ahead of
+        its picture; the muxer keeps what of it is timed at or after the keyframe)."""
+        gops = list(self._gops)
+        if not gops:
+            return []
         start = 0
-        for index, gop in enumerate(self._gops):
+        for index, gop in enumerate(gops):
             if gop[0].at_mono_ns <= since_mono_ns:
                 start = index
-        return [item for gop in list(self._gops)[start:] for item in gop]
+        lead = (
+            self._lead if start == 0 else self._lead_of(gops[start - 1], gops[start][0].at_mono_ns)
+        )
+        return lead + [item for gop in gops[start:] for item in gop]
 
     def clear(self) -> None:
         self._gops.clear()
+        self._lead = []
         self._bytes = 0

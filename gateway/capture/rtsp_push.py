@@ -35,7 +35,7 @@ from gateway.capture.packet import CapturedPacket
 from gateway.capture.push_sources import PushSource
 from gateway.capture.relay import Relay, shut
 from gateway.capture.rtsp_front import FramingError, FrontStep, RtspFront
-from gateway.capture.source import SourceSpec, demux_video
+from gateway.capture.source import LIVE_PROBE_OPTIONS, SourceSpec, demux_camera
 
 LOOPBACK = "127.0.0.1"
 AUTH_TIMEOUT_S = 5.0  # from connecting to an admitted request
@@ -84,11 +84,15 @@ class RtspPushSource(PushSource):
         try:
             container = self._opener(
                 f"rtsp://{LOOPBACK}:{port}{step.path}",
-                options={"rtsp_flags": "listen", "listen_timeout": str(_whole_s(self.spec))},
+                options={
+                    "rtsp_flags": "listen",
+                    "listen_timeout": str(_whole_s(self.spec)),
+                    **LIVE_PROBE_OPTIONS,
+                },
                 timeout=(self.spec.open_timeout_s, self.spec.read_timeout_s),
             )
             try:
-                for captured in self.ticking(demux_video(container, generation, self.stopping)):
+                for captured in self.ticking(demux_camera(container, generation, self.stopping)):
                     if not relay.box_spoke.is_set():
                         self.refuse(conn, peer, LOOPBACK_TAKEN)
                         return

@@ -9,6 +9,17 @@ Ordering without locks: a camera's work reaches its worker through `loop.run_in_
 one-thread executor, which runs jobs in submission order. A recording's start submits the ring
 snapshot *synchronously* when it attaches to the camera, so every later packet queues after it:
 no packet is lost or doubled between pre-record and live.
+
+A camera's connection lost and back (`LinkEvent`, in order with its packets) is audited
+(`gateway.camera_lost`, `gateway.camera_back` with the gap) and, while the camera is recorded, an
+event in its part's metadata; a recorded camera is retried about every second
+(`ThreadedSource.set_recording`). Audio is kept when `record_audio` is on (a municipality's
+policy, RecordingSection.record_audio): the ring buffers it and the recording muxes it; when off,
+neither holds a byte of it.
+
+While recording, every tick also writes what changed around the recording into its metadata:
+the GPS lost and back, alarms raised and cleared (gateway/capture/recording_events.py). The
+`recording_listeners` hear when recording starts and ends (gpsd is retried faster meanwhile).
 """
 
 from __future__ import annotations
@@ -24,8 +35,9 @@ from typing import Any, Protocol
 
 from gateway.capture.muxer import GpsWindow, SegmentMuxer
 from gateway.capture.packet import CapturedPacket
+from gateway.capture.recording_events import GPS_FIX, alarm_events, gps_event
 from gateway.capture.ring import PrerecordRing
-from gateway.capture.source import ThreadedSource
+from gateway.capture.source import LinkEvent, QueueItem, ThreadedSource
 from gateway.recorder import (
     ORIGIN_KEYS,
     Action,
@@ -46,6 +58,7 @@ from storage.store import EvidenceStore, Recording
 log = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
+AUDIO_LEAD_NS = NS_PER_S // 2  # sound a camera sends ahead of its picture (its encoder's delay)
 
 
 def no_gps(_start_ns: int, _end_ns: int) -> list[dict[str, Any]]:
@@ -86,6 +99,8 @@ class CameraRecording:
         camera: Camera,
         gps_window: GpsWindow,
         observed: Mapping[str, Any] | None = None,
+        *,
+        record_audio: bool,
     ) -> None:
         stream = recording.open_stream(
             camera.name,
@@ -93,8 +108,9 @@ class CameraRecording:
             **(observed or {}),
             camera_serial=camera.serial,
             camera_auth=camera.source.spec.auth,  # how the camera proved it is this one (L6)
+            record_audio=record_audio,
         )
-        self.muxer = SegmentMuxer(stream, gps_window, camera.segment_min_s)
+        self.muxer = SegmentMuxer(stream, gps_window, camera.segment_min_s, with_audio=record_audio)
         self._stream = stream
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"record-{camera.name}")
         self.failed: str | None = None
@@ -148,10 +164,13 @@ class Camera:
     segment_min_s: float = 1.0
     ring: PrerecordRing[CapturedPacket] = field(init=False)
     recording: CameraRecording | None = None
+    lost_at_mono_ns: int | None = None  # the last packet of a lost connection, until it is back
 
     def __post_init__(self) -> None:
         window_ns = int(self.prerecord_s * NS_PER_S)
-        self.ring = PrerecordRing(window_ns, self.ring_max_bytes)
+        self.ring = PrerecordRing(
+            window_ns, self.ring_max_bytes, lead_ns=AUDIO_LEAD_NS, is_lead=_is_audio
+        )
 
     @property
     def name(self) -> str:
@@ -174,8 +193,15 @@ class CaptureService:
         tick_s: float = 0.25,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         upload_class_of: Callable[[str], str] = lambda _source: "P1",
+        record_audio: bool = True,
+        gps_status: Callable[[int], str] = lambda _now_ns: GPS_FIX,
     ) -> None:
         self.store = store
+        self.gps_status = gps_status  # monotonic ns -> gateway/gps.py GpsStatus value
+        self.recording_listeners: list[Callable[[bool], None]] = []
+        self._seen_gps = GPS_FIX
+        self._seen_alarms: dict[str, str] = {}
+        self.record_audio = record_audio
         self.upload_class_of = upload_class_of
         self.cameras = {c.name: c for c in cameras}
         self.recorder = Recorder(policy)
@@ -243,17 +269,69 @@ class CaptureService:
 
     # -- loops ----------------------------------------------------------------------------------
 
-    async def _camera_loop(self, camera: Camera, queue: asyncio.Queue[CapturedPacket]) -> None:
+    async def _camera_loop(self, camera: Camera, queue: asyncio.Queue[QueueItem]) -> None:
         while True:
-            captured = await queue.get()
-            camera.ring.push(captured)
-            if camera.recording is not None:
-                await camera.recording.submit_packets([captured])
+            batch = [await queue.get()]
+            while not queue.empty():  # what arrived together goes to the worker together
+                batch.append(queue.get_nowait())
+            packets: list[CapturedPacket] = []
+            for item in batch:
+                if isinstance(item, LinkEvent):
+                    await self._submit(camera, packets)
+                    packets = []
+                    await self._link_event(camera, item)
+                elif not item.is_audio or self.record_audio:
+                    # no sound is buffered either under a policy without it
+                    camera.ring.push(item)
+                    packets.append(item)
+            await self._submit(camera, packets)
+
+    async def _submit(self, camera: Camera, packets: list[CapturedPacket]) -> None:
+        if packets and camera.recording is not None:
+            await camera.recording.submit_packets(packets)
+
+    async def _link_event(self, camera: Camera, event: LinkEvent) -> None:
+        """A camera lost or back: audited always, in the recording's metadata while recorded.
+        `back` carries the hole: from the lost connection's last packet to this first one."""
+        gap_s = None
+        if event.kind == "back" and camera.lost_at_mono_ns is not None:
+            gap_s = round((event.at_mono_ns - camera.lost_at_mono_ns) / NS_PER_S, 3)
+        camera.lost_at_mono_ns = event.at_mono_ns if event.kind == "lost" else None
+        facts: dict[str, str | int | float | bool | None] = {
+            "camera": camera.name,
+            "at_ms": event.at_wall_ms,
+            "connection": event.generation,
+        }
+        if event.kind == "lost":
+            facts["reason"] = event.reason
+        else:
+            facts["gap_s"] = gap_s
+        if camera.recording is not None:
+            await camera.recording.submit_metadata(
+                {"type": "event", "name": f"camera_{event.kind}", **facts}
+            )
+        await self._audit(f"gateway.camera_{event.kind}", **facts)
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
             await self.submit(Event(EventKind.TICK, self.clock_ns()))
+            async with self._lock:
+                if self.recording is not None:
+                    await self._note_surroundings()
+
+    async def _note_surroundings(self) -> None:
+        """The GPS and the alarms, as events in the recording when they changed."""
+        at_ms = _wall_ms()
+        gps = self.gps_status(self.clock_ns())
+        alarms = self.alarms.snapshot()
+        events = alarm_events(self._seen_alarms, alarms, at_ms)
+        gps_changed = gps_event(self._seen_gps, gps, at_ms)
+        if gps_changed is not None:
+            events.insert(0, gps_changed)
+        self._seen_gps, self._seen_alarms = gps, alarms
+        for event in events:
+            await self._broadcast(event)
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -309,13 +387,16 @@ class CaptureService:
         try:
             facts = {**self.facts, **self._observed_facts(), "trigger": trigger}
             facts["upload_class"] = self.upload_class_of(action.source)
+            facts["record_audio"] = self.record_audio  # the policy this recording keeps
             self.recording = await asyncio.to_thread(self.store.start_recording, facts)
         except RecordingRefused as exc:
             self.alarms.raise_("card_full", str(exc))
             self.recorder.handle(Event(EventKind.ABORT, self.clock_ns(), action.source))
             return
         self.recording_started_ns = self.clock_ns()
+        self._seen_gps, self._seen_alarms = GPS_FIX, {}  # the baseline: see recording_events
         self._attach_cameras(action.cameras, action.prerecord_from_ns)
+        self._tell_listeners(recording=True)
         for observer in self.observers:
             await _observe(observer.recording_started(self.recording.recording_id, facts))
 
@@ -350,8 +431,15 @@ class CaptureService:
             if camera.recording is not None or (names is not None and camera.name not in names):
                 continue
             observed = self._observed_camera_facts(camera.serial)
-            camera.recording = CameraRecording(self.recording, camera, self.gps_window, observed)
+            camera.recording = CameraRecording(
+                self.recording,
+                camera,
+                self.gps_window,
+                observed,
+                record_audio=self.record_audio,
+            )
             camera.recording.submit_packets(camera.ring.snapshot(since_ns))
+            camera.source.set_recording(True)
 
     async def _broadcast(self, obj: dict[str, Any]) -> None:
         parts = [c.recording for c in self.cameras.values() if c.recording is not None]
@@ -365,6 +453,7 @@ class CaptureService:
             if camera.recording is not None:
                 parts.append((camera.name, camera.recording))
                 camera.recording = None
+                camera.source.set_recording(False)
         for name, part in parts:
             await part.close()
             if part.failed:
@@ -376,6 +465,14 @@ class CaptureService:
             for observer in self.observers:
                 await _observe(observer.recording_finished(recording.recording_id, duration_s))
         self.alarms.clear("max_continuous")
+        self._tell_listeners(recording=False)
+
+    def _tell_listeners(self, *, recording: bool) -> None:
+        for listener in self.recording_listeners:
+            try:
+                listener(recording)
+            except Exception:
+                log.exception("recording listener failed")
 
     async def _audit_trigger(
         self, source: str, facts: Mapping[str, object], *, started: bool
@@ -396,6 +493,7 @@ class CaptureService:
         policy: RecorderPolicy,
         ring_max_bytes: int,
         upload_class_of: Callable[[str], str] | None = None,
+        record_audio: bool | None = None,
     ) -> None:
         """A new recording policy (signed fleet configuration) on running cameras.
 
@@ -404,6 +502,8 @@ class CaptureService:
         on (it cannot recall what it already dropped), and `prerecord_filled_s` shows it.
         """
         self.recorder.policy = policy
+        if record_audio is not None:
+            self.record_audio = record_audio
         if upload_class_of is not None:
             self.upload_class_of = upload_class_of
         for camera in self.cameras.values():
@@ -421,10 +521,14 @@ class CaptureService:
                 "prerecord_filled_s": round(camera.ring.span_ns() / NS_PER_S, 1),
                 "prerecord_bytes": camera.ring.bytes,
                 "recording": camera.recording is not None,
+                # recorded: the camera sends sound and the policy keeps it; off: the policy
+                # keeps none; none: the camera sends no sound
+                "audio": _audio_state(self.record_audio, camera.source.health.audio_codec),
             }
         recording_for_s = (now - self.recording_started_ns) / NS_PER_S if self.recording else 0.0
         return {
             "state": self.recorder.state.value,
+            "record_audio": self.record_audio,
             "recording_for_s": round(recording_for_s, 1),
             "cameras": cameras,
             "alarms": self.alarms.snapshot(),
@@ -456,3 +560,13 @@ def origin_of(facts: Mapping[str, object]) -> dict[str, str | None]:
 def _scalars(facts: dict[str, object]) -> dict[str, object]:
     """Trigger facts travel into encrypted metadata; keep them JSON scalars."""
     return {k: v for k, v in facts.items() if isinstance(v, str | int | float | bool) or v is None}
+
+
+def _audio_state(record_audio: bool, codec: str | None) -> str:
+    if not record_audio:
+        return "off"
+    return "none" if codec is None else "recorded"
+
+
+def _is_audio(captured: CapturedPacket) -> bool:
+    return captured.is_audio

@@ -3,6 +3,13 @@
 Each source reconnects by itself with bounded, jittered backoff; a garbage, stalled or vanished
 stream shows in its health (connected, fps, bitrate, last-packet age, errors) and never touches
 another camera: every camera has its own thread, its own bounded queue, and its own failures.
+While the camera is being recorded (`set_recording`), a lost camera is retried about every
+`recording_retry_s` instead (a second of evidence lost is a second the reviewer never sees); the
+slow backoff is for standby. A loss of a connection that delivered, and the next connection's
+first packet, reach the event loop as `LinkEvent`s in the packet queue, in order with the packets.
+
+Audio: a camera's first audio stream, if it sends one, is demuxed beside the video (stream copy,
+whatever codec it is); the recording decides whether it is kept (`record_audio`).
 
 Kinds (all stream copy):
 - `rtsp_pull`: an IP camera / ONVIF dashcam, RTSP over TCP or UDP (`PyavSource` here; RTSPS
@@ -33,6 +40,18 @@ import av
 from gateway.capture.camera_trust import CameraRefused
 from gateway.capture.packet import CapturedPacket, StreamTemplate
 
+# FFmpeg's probe of a new stream reads 20 frames to estimate the frame rate before it returns
+# (`fpsprobesize`), then delivers them at once: measured on the RTSP camera, the open took 1.3 s
+# instead of 0.5 s, and the first keyframe arrived 0.8 s late, so a reconnect's gap looked 0.8 s
+# longer than it was. Stream copy needs no frame rate: the probe stops at the first decodable
+# frame.
+LIVE_PROBE_OPTIONS = {"fpsprobesize": "0"}
+RECORDING_RETRY_S = 1.0  # issue 15: a camera lost while recording is retried about every second
+# Audio packets ride with the next video packet to the event loop (one wake-up, not three: AAC
+# sends ~47 packets a second beside 25 frames); a camera sending sound without picture still
+# delivers it once this many wait.
+AUDIO_HELD_MAX = 8
+
 NS_PER_S = 1_000_000_000
 RATE_WINDOW_NS = 5 * NS_PER_S
 
@@ -56,15 +75,22 @@ class SourceHealth:
     errors: int = 0
     last_error: str | None = None
     last_packet_mono_ns: int | None = None
-    _window: deque[tuple[int, int]] = field(default_factory=deque)
+    _window: deque[tuple[int, int, int]] = field(default_factory=deque)  # at_ns, frames, bytes
     # written by the source thread, read by the event loop
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def note_packet(self, at_mono_ns: int, size_bytes: int) -> None:
-        self.packets += 1
-        self.last_packet_mono_ns = at_mono_ns
+    audio_codec: str | None = None  # what the camera's current connection sends, if anything
+    audio_packets: int = 0
+
+    def note_packet(self, at_mono_ns: int, size_bytes: int, *, is_audio: bool = False) -> None:
+        """Count a packet; an audio packet counts in the bitrate, not in the frame rate."""
+        if is_audio:
+            self.audio_packets += 1
+        else:
+            self.packets += 1
+            self.last_packet_mono_ns = at_mono_ns
         with self._lock:
-            self._window.append((at_mono_ns, size_bytes))
+            self._window.append((at_mono_ns, 0 if is_audio else 1, size_bytes))
         self._prune(at_mono_ns)
 
     def _prune(self, now_mono_ns: int) -> None:
@@ -74,12 +100,14 @@ class SourceHealth:
 
     def fps(self, now_mono_ns: int) -> float:
         self._prune(now_mono_ns)
-        return len(self._window) / (RATE_WINDOW_NS / NS_PER_S)
+        with self._lock:
+            frames = sum(n for _, n, _ in self._window)
+        return frames / (RATE_WINDOW_NS / NS_PER_S)
 
     def bitrate_bps(self, now_mono_ns: int) -> float:
         self._prune(now_mono_ns)
         with self._lock:
-            total_bytes = sum(size for _, size in self._window)
+            total_bytes = sum(size for _, _, size in self._window)
         return total_bytes * 8 / (RATE_WINDOW_NS / NS_PER_S)
 
     def last_packet_age_s(self, now_mono_ns: int) -> float | None:
@@ -101,6 +129,7 @@ class SourceHealth:
             "reconnects": self.reconnects,
             "errors": self.errors,
             "last_error": self.last_error,
+            "audio_codec": self.audio_codec,
         }
 
 
@@ -120,6 +149,7 @@ class SourceSpec:
     read_timeout_s: float = 5.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
+    recording_retry_s: float = RECORDING_RETRY_S  # the bound on a retry while recording
     queue_packets: int = 512
     serial: str = ""
 
@@ -129,7 +159,7 @@ def pyav_open_args(spec: SourceSpec, url: str | None = None) -> tuple[str, dict[
     credentials or the loopback relay are added in memory, never configured in a URL)."""
     if spec.kind != "rtsp_pull":
         raise ValueError(f"camera {spec.name}: {spec.kind!r} is not opened by URL")
-    options = {"rtsp_transport": spec.rtsp_transport}
+    options = {"rtsp_transport": spec.rtsp_transport, **LIVE_PROBE_OPTIONS}
     if spec.rtsp_transport == "udp":
         options["rtsp_flags"] = "filter_src"  # accept RTP only from the negotiated peer
     return url or spec.url, {
@@ -138,30 +168,58 @@ def pyav_open_args(spec: SourceSpec, url: str | None = None) -> tuple[str, dict[
     }
 
 
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """A camera's connection was lost (`lost`: `at_*` is its last packet's arrival, the start of
+    the hole) or is back (`back`: `at_*` is the new connection's first packet)."""
+
+    kind: str  # lost | back
+    at_mono_ns: int
+    at_wall_ms: int
+    generation: int
+    reason: str | None = None  # lost: why, as the health page says it (never a URL)
+
+
+QueueItem = CapturedPacket | LinkEvent
+
+
 class PacketBridge:
-    """Thread -> event loop hand-over with a bound. When the queue is full the packet is dropped
-    and counted, and so is everything up to the next keyframe: what is stored stays decodable."""
+    """Thread -> event loop hand-over with a bound. When `maxsize` packets wait, a packet is
+    dropped and counted, and so is everything up to the next keyframe: what is stored stays
+    decodable. A `LinkEvent` is never dropped (there are at most two per connection)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int, health: SourceHealth) -> None:
-        self.queue: asyncio.Queue[CapturedPacket] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[QueueItem] = asyncio.Queue()  # bounded by hand, below
+        self._maxsize = maxsize
         self._loop = loop
         self._health = health
         self._skip_until_keyframe = False
 
-    def deliver(self, captured: CapturedPacket) -> None:
+    def deliver(self, item: QueueItem) -> None:
         """Called from the source thread."""
-        self._loop.call_soon_threadsafe(self._put, captured)
+        self._loop.call_soon_threadsafe(self._put, item)
 
-    def _put(self, captured: CapturedPacket) -> None:
-        if self._skip_until_keyframe and not captured.is_keyframe:
+    def deliver_many(self, items: list[CapturedPacket]) -> None:
+        """Several packets in one hand-over, in order. Called from the source thread."""
+        self._loop.call_soon_threadsafe(self._put_many, items)
+
+    def _put_many(self, items: list[CapturedPacket]) -> None:
+        for item in items:
+            self._put(item)
+
+    def _put(self, item: QueueItem) -> None:
+        if isinstance(item, LinkEvent):
+            self.queue.put_nowait(item)
+            return
+        if self._skip_until_keyframe and not item.is_keyframe:
             self._health.dropped += 1
             return
-        try:
-            self.queue.put_nowait(captured)
-            self._skip_until_keyframe = False
-        except asyncio.QueueFull:
+        if self.queue.qsize() >= self._maxsize:
             self._health.dropped += 1
             self._skip_until_keyframe = True
+            return
+        self.queue.put_nowait(item)
+        self._skip_until_keyframe = False
 
 
 class ThreadedSource(abc.ABC):
@@ -171,12 +229,15 @@ class ThreadedSource(abc.ABC):
         self.spec = spec
         self.health = SourceHealth(auth=spec.auth)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # ends a backoff early: stop, or a recording started
+        self._recording = False
         self._thread: threading.Thread | None = None
         self._generation = 0
         self._rng = random.Random()
+        self._lost = False  # a connection that delivered was lost; the next packet is "back"
         self.bridge: PacketBridge | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[CapturedPacket]:
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[QueueItem]:
         self.bridge = PacketBridge(loop, self.spec.queue_packets, self.health)
         self._thread = threading.Thread(
             target=self._run, name=f"camera-{self.spec.name}", daemon=True
@@ -186,9 +247,17 @@ class ThreadedSource(abc.ABC):
 
     async def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.interrupt()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+
+    def set_recording(self, recording: bool) -> None:
+        """While recording, a lost camera is retried every `recording_retry_s` at most; a
+        recording that starts during a long standby backoff ends it at once."""
+        self._recording = recording
+        if recording:
+            self._wake.set()
 
     def interrupt(self) -> None:  # noqa: B027 (a hook: most sources need nothing)
         """Called once `stop` is set, from the stopping thread: end a blocking wait of the
@@ -196,6 +265,14 @@ class ThreadedSource(abc.ABC):
 
     def finish(self) -> None:  # noqa: B027 (a hook)
         """Called on the source thread when it ends: release what outlives one connection."""
+
+    def retry_delay_s(self, attempt: int) -> float:
+        """How long to wait before the next connection: jittered exponential backoff in
+        standby, at most `recording_retry_s` while recording."""
+        delay_s = backoff_s(attempt, self.spec.backoff_min_s, self.spec.backoff_max_s, self._rng)
+        if self._recording:
+            return min(delay_s, self.spec.recording_retry_s)
+        return delay_s
 
     def _run(self) -> None:
         attempt = 0
@@ -206,26 +283,32 @@ class ThreadedSource(abc.ABC):
                 attempt = 0 if delivered else attempt + 1
                 if not self._stop.is_set():
                     self.health.reconnects += 1
-                    self._stop.wait(
-                        backoff_s(
-                            attempt, self.spec.backoff_min_s, self.spec.backoff_max_s, self._rng
-                        )
-                    )
+                    self._wake.clear()
+                    self._wake.wait(self.retry_delay_s(attempt))
         finally:
             self.finish()
 
     def _connect_once(self) -> bool:
         """One connection's life; True if it delivered any packet (then backoff restarts)."""
-        delivered = False
+        delivered: CapturedPacket | None = None
+        last: CapturedPacket | None = None
+        held: list[CapturedPacket] = []  # audio waiting for the next video packet
+        assert self.bridge is not None
         try:
             for captured in self.produce(self._generation):
                 if self._stop.is_set():
                     break
-                self.health.connected = True
-                self.health.note_packet(captured.at_mono_ns, captured.size_bytes)
-                assert self.bridge is not None
-                self.bridge.deliver(captured)
-                delivered = True
+                if delivered is None:
+                    delivered = captured
+                    self._connected(captured)
+                last = captured
+                self.health.note_packet(
+                    captured.at_mono_ns, captured.size_bytes, is_audio=captured.is_audio
+                )
+                held.append(captured)
+                if not captured.is_audio or len(held) >= AUDIO_HELD_MAX:
+                    self.bridge.deliver_many(held)
+                    held = []
             else:
                 if not self._stop.is_set():  # our own stop interrupts the read: not a fault
                     self._note_error("stream ended")
@@ -233,8 +316,25 @@ class ThreadedSource(abc.ABC):
             if not self._stop.is_set():
                 self._note_error(_describe(exc))
         finally:
+            if held:
+                self.bridge.deliver_many(held)
             self.health.connected = False
-        return delivered
+            if last is not None and not self._stop.is_set():
+                self._lost = True
+                self._link("lost", last, self.health.last_error)
+        return delivered is not None
+
+    def _connected(self, first: CapturedPacket) -> None:
+        self.health.connected = True
+        self.health.audio_codec = first.template.audio_codec
+        if self._lost:
+            self._lost = False
+            self._link("back", first, None)
+
+    def _link(self, kind: str, at: CapturedPacket, reason: str | None) -> None:
+        assert self.bridge is not None
+        event = LinkEvent(kind, at.at_mono_ns, at.at_wall_ms, at.template.generation, reason)
+        self.bridge.deliver(event)
 
     def _note_error(self, message: str) -> None:
         self.health.errors += 1
@@ -262,35 +362,42 @@ class PyavSource(ThreadedSource):
     def produce(self, generation: int) -> Iterator[CapturedPacket]:
         container = self._opener(self._url, **self._kwargs)
         try:
-            yield from demux_video(container, generation, self.stopping)
+            yield from demux_camera(container, generation, self.stopping)
         finally:
             container.close()
 
 
-def demux_video(
+def demux_camera(
     container: Any, generation: int, stopping: Callable[[], bool]
 ) -> Iterator[CapturedPacket]:
-    """The video packets of an open container, stamped on arrival, until it ends or `stopping`."""
+    """The video packets of an open container, and those of its first audio stream if it has
+    one, stamped on arrival in the order they arrive, until it ends or `stopping`."""
     if not container.streams.video:
         raise ValueError("no video stream")
-    stream = container.streams.video[0]
-    template = StreamTemplate(stream, generation)
-    for packet in container.demux(stream):
+    video = container.streams.video[0]
+    audio = container.streams.audio[0] if container.streams.audio else None
+    template = StreamTemplate(video, generation, audio)
+    wanted = [video] if audio is None else [video, audio]
+    for packet in container.demux(wanted):
         if packet.size == 0 or packet.dts is None:
             continue  # demuxer flush markers and packets without timing
-        yield captured_now(packet, template)
+        is_audio = audio is not None and packet.stream_index == audio.index
+        yield captured_now(packet, template, is_audio=is_audio)
         if stopping():
             return
 
 
-def captured_now(packet: Any, template: StreamTemplate) -> CapturedPacket:
+def captured_now(
+    packet: Any, template: StreamTemplate, *, is_audio: bool = False
+) -> CapturedPacket:
     return CapturedPacket(
         packet=packet,
         template=template,
-        is_keyframe=bool(packet.is_keyframe),
+        is_keyframe=bool(packet.is_keyframe) and not is_audio,
         size_bytes=int(packet.size),
         at_mono_ns=time.monotonic_ns(),
         at_wall_ms=time.time_ns() // 1_000_000,
+        is_audio=is_audio,
     )
 
 

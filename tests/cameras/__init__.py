@@ -93,6 +93,7 @@ def rtsp_camera(
     kbps: int = 500,
     path: str = "/cam",
     slices: int = 1,
+    audio: str = "none",
     port: int = 0,
     ready_timeout_s: float = 15.0,
     max_lifetime_s: int = 300,
@@ -107,6 +108,7 @@ def rtsp_camera(
     real one: a client joins mid-GOP (its first packets may be P-frames; FFmpeg gives the very
     first packet no pts), any number of clients share the one encoder, and the stream cannot be
     seeked (a client's PLAY never disturbs the others). TCP and UDP (unicast) transports.
+    `audio` (`aac`, `opus`, `pcma`, `pcmu`; `none` by default) adds a sound track of ticks.
 
     The server exits at teardown (SIGTERM, then SIGKILL), when this process dies (it watches
     its stdin), and after `max_lifetime_s` regardless.
@@ -122,6 +124,7 @@ def rtsp_camera(
         f"--kbps={kbps}",
         f"--path={path}",
         f"--slices={slices}",
+        f"--audio={audio}",
         f"--max-seconds={max_lifetime_s}",
         "--watch-stdin",
     ]

@@ -6,6 +6,10 @@ starts it; by hand:
 
     /usr/bin/python3 tests/cameras/rtsp_server.py --port 0 --fps 25 --gop 25
 
+With `--audio aac|opus|pcma|pcmu` the camera also sends sound: `audiotestsrc` ticks (a short
+tone at every second of the pipeline clock, as the picture's frames are timed on), encoded as
+AAC (voaacenc, RTP mpeg4-generic), Opus, or G.711 A-law / mu-law at 8 kHz.
+
 With `--tls-cert FILE --tls-key FILE` it serves RTSPS (RTSP over TLS) with that certificate;
 with `--user U --password-file F` it requires RTSP digest authentication (the password is read
 from a file, never from the command line, where other processes could see it).
@@ -63,7 +67,27 @@ def pipeline(args: argparse.Namespace) -> str:
         f" ! x264enc tune=zerolatency speed-preset=ultrafast {slicing}"
         f" key-int-max={args.gop} bitrate={args.kbps}"
         " ! video/x-h264,profile=constrained-baseline"
-        " ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        " ! rtph264pay name=pay0 pt=96 config-interval=-1"
+        f"{audio_branch(args.audio)} )"
+    )
+
+
+AUDIO_BRANCHES = {
+    "aac": (48000, "voaacenc bitrate=64000 ! aacparse ! rtpmp4gpay name=pay1 pt=97"),
+    "opus": (48000, "opusenc ! rtpopuspay name=pay1 pt=98"),
+    "pcma": (8000, "alawenc ! rtppcmapay name=pay1"),
+    "pcmu": (8000, "mulawenc ! rtppcmupay name=pay1"),
+}
+
+
+def audio_branch(codec: str) -> str:
+    """The camera's microphone: ticks at every second, encoded as a camera would send them."""
+    if codec == "none":
+        return ""
+    rate_hz, encode = AUDIO_BRANCHES[codec]
+    return (
+        f" audiotestsrc is-live=true wave=ticks volume=0.8 samplesperbuffer={rate_hz // 50}"
+        f" ! audio/x-raw,rate={rate_hz},channels=1 ! audioconvert ! audioresample ! {encode}"
     )
 
 
@@ -119,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kbps", type=int, default=500, help="x264 bitrate, kbit/s")
     parser.add_argument("--path", default="/cam")
     parser.add_argument("--slices", type=int, default=1, help="H.264 slices per frame")
+    parser.add_argument("--audio", choices=["none", *AUDIO_BRANCHES], default="none")
     parser.add_argument("--udp-port-min", type=int, default=20000, help="server RTP/RTCP ports")
     parser.add_argument("--udp-port-max", type=int, default=60000)
     parser.add_argument("--max-seconds", type=int, default=0, help="exit after; 0: never")
@@ -179,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         f"rtspsrc name=src location={scheme}://{LOOPBACK}:{port}{args.path} protocols=tcp"
         " latency=0 tls-validation-flags=0"
         " ! fakesink name=sink sync=false async=false signal-handoffs=true"
+        + (" src. ! fakesink sync=false async=false" if args.audio != "none" else "")
     )
     if credentials is not None:
         source = watcher.get_by_name("src")

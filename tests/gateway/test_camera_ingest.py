@@ -35,7 +35,7 @@ from gateway.capture.packet import CapturedPacket
 from gateway.capture.pull_sources import RtspsPullSource
 from gateway.capture.push_sources import PushSource, TlsAdmission, TsPushSource
 from gateway.capture.rtsp_push import RtspPushSource, connect_when_listening
-from gateway.capture.source import PyavSource, SourceSpec, ThreadedSource
+from gateway.capture.source import PyavSource, QueueItem, SourceSpec, ThreadedSource
 from gateway.capture.sources import IngestWiring, make_source
 from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
@@ -64,7 +64,7 @@ class Watched:
     """A running source with the real audit log and alarms its refusals go to."""
 
     source: ThreadedSource
-    queue: asyncio.Queue[CapturedPacket]
+    queue: asyncio.Queue[QueueItem]
     audit_path: Path
     alarms: Alarms
 
@@ -82,8 +82,7 @@ class Watched:
         """Packets delivered and not yet taken (taken here)."""
         count = 0
         while not self.queue.empty():
-            self.queue.get_nowait()
-            count += 1
+            count += isinstance(self.queue.get_nowait(), CapturedPacket)  # not a LinkEvent
         return count
 
     async def packets(self, at_least: int, timeout_s: float = 20) -> int:
@@ -92,8 +91,7 @@ class Watched:
         while got < at_least:
             assert time.monotonic() < deadline, f"only {got} packets"
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.queue.get(), 0.5)
-                got += 1
+                got += isinstance(await asyncio.wait_for(self.queue.get(), 0.5), CapturedPacket)
         return got
 
     async def refusals(self, count: int) -> None:

@@ -61,13 +61,19 @@ async def test_prerecord_changes_on_a_running_camera(tmp_path: Path) -> None:
             [cameras_delivering(running.service), back_office_reachable(lambda: running.uplink)],
             settle_s=1.0,
         )
-        text = "[recording]\nprerecord_s = 8.0\n[storage]\nretention_days = 14\n"
+        assert running.service.status()["cameras"]["dashcam"]["audio"] == "none"  # no sound
+        text = (
+            "[recording]\nprerecord_s = 8.0\nrecord_audio = false\n[storage]\nretention_days = 14\n"
+        )
         outcome = await applier.apply(fleet_document(text, 1))
         assert outcome.applied, outcome.reason
         assert camera.ring.window_ns == 8 * NS_PER_S
         assert running.service.recorder.policy.prerecord_s == 8.0
         assert running.service.status()["cameras"]["dashcam"]["prerecord_s"] == 8.0
         assert running.box.store.settings.retention.retention_days == 14
+        # the municipality's policy on sound reaches the running cameras (issue 15)
+        assert running.service.record_audio is False
+        assert running.service.status()["cameras"]["dashcam"]["audio"] == "off"
     finally:
         await stop_box(running)
 

@@ -83,3 +83,41 @@ def test_invariants(window_s: int, gop: int, seconds: int, max_bytes: int) -> No
 def test_rejects_nonsense_bounds() -> None:
     with pytest.raises(ValueError, match="positive"):
         PrerecordRing[Item](window_ns=0, max_bytes=1)
+
+
+@dataclass(frozen=True)
+class AvItem:
+    at_mono_ns: int
+    is_keyframe: bool
+    is_audio: bool = False
+    size_bytes: int = 100
+
+
+def test_the_sound_ahead_of_the_oldest_keyframe_survives_its_gop() -> None:
+    """Issue 15: a snapshot starts with the `lead_ns` of sound before its keyframe, also when
+    the GOP that sound arrived in was evicted; video of that GOP never comes along."""
+    ring: PrerecordRing[AvItem] = PrerecordRing(
+        window_ns=2 * S, max_bytes=10**9, lead_ns=S // 2, is_lead=lambda i: i.is_audio
+    )
+    items = []
+    for ms in range(0, 10_000, 50):  # video every 100 ms (GOP 1 s), sound every 50 ms
+        at = ms * 1_000_000
+        if ms % 100 == 0:
+            items.append(AvItem(at, is_keyframe=ms % 1000 == 0))
+        else:
+            items.append(AvItem(at, is_keyframe=False, is_audio=True))
+    for item in items:
+        ring.push(item)
+    oldest = ring.snapshot(0)
+    start = next(i for i, item in enumerate(oldest) if item.is_keyframe)
+    lead = oldest[:start]
+    assert lead, "the evicted GOP's sound is kept as the lead"
+    assert all(item.is_audio for item in lead)
+    assert all(oldest[start].at_mono_ns - S // 2 <= item.at_mono_ns for item in lead)
+    newest = items[-1].at_mono_ns
+    middle = ring.snapshot(newest - S)  # a keyframe inside the ring: its lead from its GOP
+    start = next(i for i, item in enumerate(middle) if item.is_keyframe)
+    assert middle[:start]
+    assert all(item.is_audio for item in middle[:start])
+    ring.clear()
+    assert ring.snapshot(0) == []

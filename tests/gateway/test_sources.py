@@ -20,6 +20,7 @@ from gateway.capture.push_sources import PushSource, TlsAdmission, TsPushSource
 from gateway.capture.rtsp_push import RtspPushSource
 from gateway.capture.source import (
     PyavSource,
+    QueueItem,
     SourceSpec,
     ThreadedSource,
     backoff_s,
@@ -37,7 +38,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def start_listening(
     source: PushSource, timeout_s: float = 10
-) -> tuple[int, asyncio.Queue[CapturedPacket]]:
+) -> tuple[int, asyncio.Queue[QueueItem]]:
     """Start a push source on port 0 and wait until it listens: the port the kernel chose, and
     the source's packet queue."""
     queue = source.start(asyncio.get_running_loop())
@@ -55,7 +56,7 @@ async def collect(
     until: Callable[[list[CapturedPacket]], bool],
     timeout_s: float = 20,
     *,
-    queue: asyncio.Queue[CapturedPacket] | None = None,
+    queue: asyncio.Queue[QueueItem] | None = None,
 ) -> list[CapturedPacket]:
     """Packets of `source` until `until` holds (it is started here unless `queue` is given:
     `start_listening` started it), then stop it."""
@@ -67,9 +68,11 @@ async def collect(
         while not until(packets):
             assert time.monotonic() < deadline, f"only {len(packets)} packets in time"
             try:
-                packets.append(await asyncio.wait_for(queue.get(), 0.5))
+                item = await asyncio.wait_for(queue.get(), 0.5)
             except TimeoutError:
                 continue
+            if isinstance(item, CapturedPacket):  # not a LinkEvent (lost, back)
+                packets.append(item)
     finally:
         await source.stop()
     return packets
@@ -141,7 +144,11 @@ def test_open_arguments_of_an_rtsp_pull() -> None:
     rtsp = SourceSpec(name="a", kind="rtsp_pull", url="rtsp://127.0.0.1/x", rtsp_transport="udp")
     url, kwargs = pyav_open_args(rtsp)
     assert url == "rtsp://127.0.0.1/x"
-    assert kwargs["options"] == {"rtsp_transport": "udp", "rtsp_flags": "filter_src"}
+    assert kwargs["options"] == {
+        "rtsp_transport": "udp",
+        "rtsp_flags": "filter_src",
+        "fpsprobesize": "0",  # no frame-rate probe: the first keyframe is not held back
+    }
     with_login = pyav_open_args(rtsp, "rtsp://u:p@127.0.0.1/x")[0]
     assert with_login == "rtsp://u:p@127.0.0.1/x", "credentials are handed in, never configured"
     for push in ("ts_listen", "rtsp_listen"):

@@ -175,8 +175,27 @@ function cameraRow(camera) {
     }),
     el("span", { className: "row-detail", testid: "camera-bitrate", text: fmt.bitrate(camera.bitrateBps) }),
     el("span", { className: "row-detail", testid: "camera-prerecord", text: prerecord }),
+    el("span", {
+      className: "row-detail",
+      testid: "camera-audio",
+      text: audioText(camera.audio),
+    }),
     meter,
   ]);
+}
+
+/** What the camera's sound is doing, in words (issue 15: "beeld en geluid"). */
+function audioText(audio) {
+  if (audio === "recorded") {
+    return t("cameras.audio.recorded");
+  }
+  if (audio === "off") {
+    return t("cameras.audio.off");
+  }
+  if (audio === "none") {
+    return t("cameras.audio.none");
+  }
+  return "";
 }
 
 function renderStorage(view) {

@@ -71,7 +71,7 @@ export function alertsView(doc) {
   return alerts.sort((a, b) => rank(a) - rank(b));
 }
 
-/** [{name, connected, bitrateBps, prerecordFilledS, prerecordS}] sorted by name. */
+/** [{name, connected, bitrateBps, prerecordFilledS, prerecordS, audio}] sorted by name. */
 export function camerasView(doc) {
   const cameras = doc.cameras;
   const entries = Array.isArray(cameras)
@@ -84,6 +84,7 @@ export function camerasView(doc) {
       bitrateBps: number(camera.bitrate_bps),
       prerecordFilledS: number(camera.prerecord_filled_s),
       prerecordS: number(camera.prerecord_s),
+      audio: ["recorded", "off", "none"].includes(camera.audio) ? camera.audio : null,
     }))
     .sort((a, b) => a.name.localeCompare(b.name));
 }

@@ -552,8 +552,11 @@ async def test_the_language_switch_changes_the_texts_and_survives_a_reload(
     assert await try_login(page, "alice", password_of("alice")) == 200
     await expect(by(page, "btn-record-start")).to_have_text("Opname starten")
     await expect(by(page, "rec-state")).to_have_text("Stand-by", timeout=SLOW_MS)
+    # the camera's sound (issue 15): this synthetic camera sends none, and the page says so
+    await expect(by(page, "camera-audio")).to_have_text("Camera levert geen geluid")
     await by(page, "lang-en").click()
     await expect(by(page, "btn-record-start")).to_have_text("Start recording")
+    await expect(by(page, "camera-audio")).to_have_text("Camera sends no sound")
     await page.reload()
     await expect(by(page, "screen-overview")).to_be_visible()  # the session survives too
     await expect(by(page, "btn-record-start")).to_have_text("Start recording")
