@@ -16,15 +16,22 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import diskcache
 
+from common.durable import make_dirs
 from common.faults import StorageFault
 
 _FILE = "file:"
 _BUDGET = "budget:"
 _WITHDRAWAL = "withdrawal"
+LEDGER_DIR: Final = "uplink"
+"""The ledger's folder on the card (gateway/uplink_from_config.py opens it there)."""
+LEDGER_FILES: Final = frozenset({"cache.db", "cache.db-wal", "cache.db-shm", "cache.db-journal"})
+"""Every file the ledger's folder may hold (diskcache's SQLite file and SQLite's companions):
+gateway/startup.py's own-file check."""
+_CACHE_DIR_MODE = 0o755  # diskcache's own mode for the directory it would have made
 
 
 class LedgerCorrupt(ValueError, StorageFault):
@@ -72,10 +79,19 @@ def _optional_str(value: object) -> str | None:
 
 
 class UplinkLedger:
-    """diskcache-backed; every write is a committed sqlite transaction (survives power loss)."""
+    """diskcache-backed; every write is a committed sqlite transaction, durable on return.
+
+    Invariant: a fact written here survives a power cut once the call returned (issue 14: the
+    torture on labdisk). Hence the directory made durably in its parent (diskcache's own
+    makedirs fsyncs nothing: in strict POSIX mode the whole ledger went with its entry) and
+    SQLite's FULL synchronous mode (diskcache's default, NORMAL, fsyncs the WAL only at a
+    checkpoint: a cut lost the last offsets and budget bytes)."""
 
     def __init__(self, directory: Path) -> None:
-        self._cache: Any = diskcache.Cache(str(directory), eviction_policy="none")
+        make_dirs(directory, mode=_CACHE_DIR_MODE)
+        self._cache: Any = diskcache.Cache(
+            str(directory), eviction_policy="none", cull_limit=0, sqlite_synchronous=2
+        )
 
     def close(self) -> None:
         self._cache.close()
