@@ -84,7 +84,8 @@ def test_the_metadata_of_a_fleet_check_survives_a_cut_right_after_it(
     assert timestamp.signed.version >= 1
     again = FleetConfigClient(metadata, BOX, (), fleet.link, AppliedState())
     document = again.check()  # the box after the restart: same trust, same document
-    assert document is not None and document.document == DOC
+    assert document is not None
+    assert document.document == DOC
     assert again.repaired is None
 
 
@@ -124,11 +125,14 @@ def test_torn_metadata_falls_back_to_the_paired_root(make_disk: MakeDisk, tmp_pa
     client = FleetConfigClient(metadata, BOX, (), fleet.link, AppliedState())
     document = client.check()
 
-    assert document is not None and document.document == DOC
-    assert client.repaired is not None and PAIRED_ROOT_FILE in client.repaired
+    assert document is not None
+    assert document.document == DOC
+    assert client.repaired is not None
+    assert PAIRED_ROOT_FILE in client.repaired
     assert root_version(metadata) == 2  # the chain walked again, root.json written whole
     again = FleetConfigClient(metadata, BOX, (), fleet.link, AppliedState())
-    assert again.check() is not None and again.repaired is None
+    assert again.check() is not None
+    assert again.repaired is None
 
 
 def test_no_usable_root_at_all_is_a_refusal_that_says_pair_again(tmp_path: Path) -> None:
@@ -171,7 +175,8 @@ async def test_the_fleet_sync_alarms_and_audits_a_repair(tmp_path: Path) -> None
         assert "root.json unusable" in (alarms.get("fleet_metadata") or "")
         events = (state / "audit.jsonl").read_text()
         assert events.count('"config.metadata_repaired"') == 1
-        assert root_version(metadata) == 1 and (metadata / "root.json").stat().st_size > 0
+        assert root_version(metadata) == 1
+        assert (metadata / "root.json").stat().st_size > 0
     finally:
         alarms.close()
         audit.close()
