@@ -1,7 +1,7 @@
 """Power-cut torture in bench mode: as many cuts as asked, with recovery time per start.
 
 Run: `python -m bench.torture [--kills 500] [--seed N] [--power sigkill|strict|ext4]
-[--max-delay-s 1.2]`.
+[--max-delay-s 1.2] [--scenario evidence|fleet]`.
 `sigkill` (the default) kills the writer only: the page cache keeps every byte, so it proves
 recovery, not durability. `strict` and `ext4` put the card and the state directory on a labdisk
 (labdisk/) and cut its power after every kill, with a torn last write (issue 14): what the box
@@ -26,7 +26,13 @@ from labdisk.durability import Mode
 from storage.audit import format_report, verify_audit_log
 from storage.devicekey import DevicePublicKey
 from storage.envelope import RecipientPrivateKey
+from tests.fleet_torture import fleet_torture
 from tests.torture_harness import PowerCut, TortureResult, torture
+
+SCENARIOS = (
+    "evidence: a recording writer (tests/torture_harness.py); fleet: pairing, fleet checks and "
+    "applied serials (tests/fleet_torture.py, labdisk only)"
+)
 
 
 @contextlib.contextmanager
@@ -49,7 +55,13 @@ def main() -> None:
     parser.add_argument(
         "--max-delay-s", type=float, default=1.2, help="kill at a random moment up to this"
     )
+    parser.add_argument(
+        "--scenario", choices=("evidence", "fleet"), default="evidence", help=SCENARIOS
+    )
     args = parser.parse_args()
+    if args.scenario == "fleet":
+        fleet_main(args)
+        return
     with tempfile.TemporaryDirectory(prefix="mvb-torture-") as tmp:
         root = Path(tmp)
         private_path, public_path = create_recording_keys(root / "backoffice")
@@ -73,6 +85,33 @@ def main() -> None:
     print(f"- {format_report(audit)}")
     if not audit.ok:
         raise SystemExit(1)
+
+
+def fleet_main(args: argparse.Namespace) -> None:
+    """The fleet-state torture (tests/fleet_torture.py) on a labdisk."""
+    if args.power == "sigkill":
+        raise SystemExit("--scenario fleet needs --power strict or ext4")
+    with tempfile.TemporaryDirectory(prefix="mvb-fleet-torture-") as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        with power_for(args.power, root, args.seed) as power:
+            assert power is not None
+            result = fleet_torture(root / "work", power, args.kills, args.seed, args.max_delay_s)
+            card_files, card_bytes = card_totals(power.mount / "state")
+    print(f"# bench/torture.py --scenario fleet: {args.kills} runs, power {args.power}, seed "
+          f"{args.seed}")  # fmt: skip
+    print(f"- wall time: {time.perf_counter() - started:.0f} s")
+    print(
+        f"- labdisk cuts: {power.cuts}; thrown away: {power.bytes_lost / 1e6:.2f} MB not "
+        f"durable, {power.files_restored} files restored, {power.entries_reverted} directory "
+        f"entries reverted"
+    )
+    print(
+        f"- claims checked: {result.pairings_claimed} pairings, {result.serials_claimed} applied "
+        f"serials; re-pairs cut short (nothing claimed): {result.pairings_interrupted}"
+    )
+    print(f"- state directory at the end: {card_files} files, {card_bytes / 1e3:.0f} kB")
+    print("- lost: nothing (every check passed after every cut)")
 
 
 def card_totals(card: Path) -> tuple[int, int]:
