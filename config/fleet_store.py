@@ -43,6 +43,7 @@ from tuf.api.exceptions import RepositoryError
 from tuf.api.metadata import Metadata, Root
 
 from common.durable import atomic_write_bytes, make_dirs
+from common.faults import StorageFault
 
 ROOT_FILE: Final = "root.json"
 PAIRED_ROOT_FILE: Final = "paired-root.json"
@@ -53,9 +54,10 @@ METADATA_FILE_MODE: Final = 0o600
 _HISTORY_NAME: Final = re.compile(r"([1-9][0-9]{0,8})\.root\.json")
 
 
-class NoTrustRoot(RepositoryError):
+class NoTrustRoot(RepositoryError, StorageFault):
     """Neither `root.json`, the paired root nor any root in the history is usable: the box
-    must be paired again."""
+    must be paired again. A fault of the box's own storage (a RepositoryError, so that every
+    caller keeps its configuration as for any refusal)."""
 
 
 @dataclass(frozen=True, slots=True)
