@@ -26,7 +26,7 @@ from labdisk.durability import Mode
 from storage.audit import format_report, verify_audit_log
 from storage.devicekey import DevicePublicKey
 from storage.envelope import RecipientPrivateKey
-from tests.fleet_torture import fleet_torture
+from tests.fleet_torture import FleetTortureResult, fleet_torture
 from tests.torture_harness import PowerCut, TortureResult, torture
 
 SCENARIOS = (
@@ -67,15 +67,22 @@ def main() -> None:
         private_path, public_path = create_recording_keys(root / "backoffice")
         started = time.perf_counter()
         with power_for(args.power, root, args.seed) as power:
-            result = torture(
-                root / "box",
-                args.kills,
-                RecipientPrivateKey.load(private_path),
-                public_path,
-                args.seed,
-                max_delay_s=args.max_delay_s,
-                power=power,
-            )
+            result = TortureResult()
+            for batch, kills in enumerate(batches(args.kills)):
+                # One card for all batches; each batch its own seeds (torture() derives the
+                # run seeds from it). A line per batch: a long run cut short still says how far
+                # it got, and every run up to there passed every check.
+                part = torture(
+                    root / "box",
+                    kills,
+                    RecipientPrivateKey.load(private_path),
+                    public_path,
+                    args.seed * 1000 + batch,
+                    max_delay_s=args.max_delay_s,
+                    power=power,
+                )
+                add_into(result, part)
+                print_progress(result, power, time.perf_counter() - started)
             elapsed_s = time.perf_counter() - started
             state = (root / "box") if power is None else power.mount
             device = DevicePublicKey.load(state / "state" / "device_key.pub.pem")
@@ -87,6 +94,33 @@ def main() -> None:
         raise SystemExit(1)
 
 
+BATCH_KILLS = 25
+
+
+def batches(kills: int) -> list[int]:
+    return [min(BATCH_KILLS, kills - done) for done in range(0, kills, BATCH_KILLS)]
+
+
+def add_into(total: TortureResult, part: TortureResult) -> None:
+    total.kills += part.kills
+    total.completed_runs += part.completed_runs
+    total.recordings_checked += part.recordings_checked
+    total.acked_bytes_checked += part.acked_bytes_checked
+    total.interrupted_files += part.interrupted_files
+    total.recovery_s += part.recovery_s
+
+
+def print_progress(result: TortureResult, power: PowerCut | None, elapsed_s: float) -> None:
+    runs = result.kills + result.completed_runs
+    cut = "" if power is None else f", {power.cuts} cuts, {power.bytes_lost / 1e6:.1f} MB lost"
+    print(
+        f"... {runs} runs checked in {elapsed_s:.0f} s{cut}, "
+        f"{result.recordings_checked} recordings, {result.acked_bytes_checked / 1e6:.1f} MB "
+        "acknowledged media verified: nothing lost",
+        flush=True,
+    )
+
+
 def fleet_main(args: argparse.Namespace) -> None:
     """The fleet-state torture (tests/fleet_torture.py) on a labdisk."""
     if args.power == "sigkill":
@@ -96,7 +130,19 @@ def fleet_main(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         with power_for(args.power, root, args.seed) as power:
             assert power is not None
-            result = fleet_torture(root / "work", power, args.kills, args.seed, args.max_delay_s)
+            began = time.perf_counter()
+
+            def progress(so_far: FleetTortureResult) -> None:
+                print(
+                    f"... {so_far.runs} runs checked in {time.perf_counter() - began:.0f} s: "
+                    f"{so_far.pairings_claimed} pairings, {so_far.serials_claimed} serials "
+                    "claimed, nothing lost",
+                    flush=True,
+                )
+
+            result = fleet_torture(
+                root / "work", power, args.kills, args.seed, args.max_delay_s, progress
+            )
             card_files, card_bytes = card_totals(power.mount / "state")
     print(f"# bench/torture.py --scenario fleet: {args.kills} runs, power {args.power}, seed "
           f"{args.seed}")  # fmt: skip

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,7 @@ BOX = "MVB-FLEET-TORTURE"
 RE_PAIR_CHANCE = 0.15
 ROOT_RENEW_CHANCE = 0.1
 PIN = "sha256/" + "A" * 43 + "="
+PROGRESS_EVERY = 25
 
 
 def credentials(marker: int, root_json: bytes) -> PairedCredentials:
@@ -199,9 +201,15 @@ def check_claims(state_dir: Path, claims: Claims) -> None:
 
 
 def fleet_torture(
-    work: Path, power: PowerCut, runs: int, seed: int, max_delay_s: float = 1.0
+    work: Path,
+    power: PowerCut,
+    runs: int,
+    seed: int,
+    max_delay_s: float = 1.0,
+    progress: Callable[[FleetTortureResult], None] | None = None,
 ) -> FleetTortureResult:
-    """`runs` lives of the child, each SIGKILLed and cut; the checks after every one."""
+    """`runs` lives of the child, each SIGKILLed and cut; the checks after every one;
+    `progress(result so far)` every PROGRESS_EVERY runs."""
     init_repository(work / "repo", work / "keys", now=datetime.now(UTC), trust_dir=work / "trust")
     power.prepare()
     state_dir = power.mount / "state"
@@ -237,6 +245,8 @@ def fleet_torture(
             check_claims(state_dir, claims)
         except RepositoryError as error:
             raise AssertionError(f"run {run}: the box lost its fleet trust: {error}") from error
+        if progress is not None and result.runs % PROGRESS_EVERY == 0:
+            progress(result)
     return result
 
 

@@ -91,6 +91,7 @@ class PowerCut:
 
 def child_main(config_path: Path, seed: int) -> None:
     """Write one recording in random-sized segments; print `ACK n` once n bytes are durable."""
+    print("READY", flush=True)  # imported: from here on every moment is worth a cut
     rng = random.Random(seed ^ 0x5EED)
     media = media_for(seed)
     box = open_box(load_config(config_path))
@@ -120,13 +121,21 @@ class TortureResult:
     recovery_s: list[float] = field(default_factory=list)
 
 
-def run_one(config: Path, seed: int, kill_after_s: float) -> tuple[str | None, int, bool]:
-    """Start the child, SIGKILL it after `kill_after_s`; return (recording, acked bytes, done)."""
+def run_one(
+    config: Path, seed: int, kill_after_s: float, *, from_ready: bool = False
+) -> tuple[str | None, int, bool]:
+    """Start the child, SIGKILL it after `kill_after_s` (counted from its READY when
+    `from_ready`: on a loaded machine Python's start-up alone may outlast the delay); return
+    (recording, acked bytes, done)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.torture_harness", str(config), str(seed)],
         stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[1],
     )
+    if from_ready:
+        assert child.stdout is not None
+        ready = child.stdout.readline()
+        assert ready == b"READY\n", f"the writer did not start: {ready!r}"
     time.sleep(kill_after_s)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate()
@@ -196,7 +205,8 @@ def torture(
     for run in range(kills):
         seed = rng_seed * 100_000 + run
         # run_one returns once the writer has exited: nothing of it can land after the cut.
-        recording_id, acked, done = run_one(config, seed, rng.uniform(0.0, max_delay_s))
+        delay_s = rng.uniform(0.0, max_delay_s)
+        recording_id, acked, done = run_one(config, seed, delay_s, from_ready=power is not None)
         if power is not None:
             power.cut()
         result.kills += 0 if done else 1
