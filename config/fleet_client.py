@@ -64,7 +64,6 @@ from tuf.ngclient.updater import Updater
 from common.durable import durable_unlink, remove_tree
 from common.faults import RemoteFault
 from config.fleet_store import (
-    PAIRED_ROOT_FILE,
     ROLE_FILES,
     ROOT_FILE,
     ROOT_HISTORY_DIR,
@@ -183,17 +182,21 @@ def install_trust_root(metadata_dir: Path, root_json: bytes, *, replace: bool = 
         version = checked_root(root_json)
     except ValueError as error:
         raise RepositoryError(f"the trust root is not root metadata: {error}") from error
-    if has_trust_root(metadata_dir):
-        if not replace:
-            raise FileExistsError(f"{metadata_dir}: the box is paired; re-pair explicitly")
-        _drop_stored_metadata(metadata_dir)
+    if has_trust_root(metadata_dir) and not replace:
+        raise FileExistsError(f"{metadata_dir}: the box is paired; re-pair explicitly")
+    # The new root replaces the old in place first, the metadata verified under the old goes
+    # after: a power cut in between never leaves the box without a root (the fleet torture
+    # found a re-pair cut after its unlinks: no root.json, only an old history).
     install_root_files(metadata_dir, root_json)
+    _drop_stored_metadata(metadata_dir)
     return version
 
 
 def _drop_stored_metadata(metadata_dir: Path) -> None:
-    """Forget what ngclient stored (only its own files: the directory may hold others)."""
-    for name in (ROOT_FILE, PAIRED_ROOT_FILE, *ROLE_FILES):
+    """Forget what ngclient verified under an earlier root (only its own files: the directory
+    may hold others). Stale files left by a cut are harmless: ngclient verifies every local
+    file against the trusted root and replaces what fails."""
+    for name in ROLE_FILES:
         durable_unlink(metadata_dir / name)
     with contextlib.suppress(OSError):  # as before: a root_history that will not go is no fault
         remove_tree(metadata_dir / ROOT_HISTORY_DIR)

@@ -80,11 +80,12 @@ def checked_root(data: bytes) -> int:
 
 
 def has_trust_root(metadata_dir: Path) -> bool:
-    """A root was installed here (it may still prove unusable: `trusted_root` says)."""
+    """A root was installed here: `root.json`, the paired root or a root in the history (it may
+    still prove unusable: `trusted_root` says)."""
     return any(
         (metadata_dir / name).exists() or (metadata_dir / name).is_symlink()
         for name in (ROOT_FILE, PAIRED_ROOT_FILE)
-    )
+    ) or any(path.exists() for path in _fallback_roots(metadata_dir)[1:])
 
 
 def trusted_root(metadata_dir: Path) -> TrustRoot:

@@ -9,6 +9,8 @@ check (any recording box makes one within a second): `unrelated_fsync`.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from backoffice.fleet_repo import init_repository, load_fleet_signers
 from common.alarms import Alarms
 from common.durable import make_dirs
 from config.fleet_client import FleetConfigClient, install_trust_root
-from config.fleet_store import PAIRED_ROOT_FILE, NoTrustRoot
+from config.fleet_store import PAIRED_ROOT_FILE, NoTrustRoot, trusted_root
 from config.fleet_targets import AppliedState, box_target_path
 from config.local import parse_config
 from gateway.fleet_apply import ConfigSlots, FleetApplier
@@ -29,7 +31,7 @@ from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
 from tests.config.test_fleet_client import BOX, DOC, Fleet
 from tests.labdisk.conftest import MakeDisk
-from tests.labdisk.test_labdisk import write_file
+from tests.labdisk.test_labdisk import wait_for_stall, write_file
 
 pytestmark = pytest.mark.root
 
@@ -185,3 +187,39 @@ async def test_the_fleet_sync_alarms_and_audits_a_repair(tmp_path: Path) -> None
 class _NoTarget:
     def hand_out(self, effective: object) -> None:
         return None
+
+
+@pytest.mark.parametrize("stalled_unlink", [0, 1, 2, 3])
+def test_a_re_pair_cut_at_any_step_leaves_a_trust_root(
+    make_disk: MakeDisk, tmp_path: Path, stalled_unlink: int
+) -> None:
+    """Found by the fleet torture: a re-pair dropped the old root before writing the new one,
+    and a cut in between left no root.json and no paired root, only an old history: the box
+    stayed paired and could verify nothing. Now the new root replaces the old in place first."""
+    disk = make_disk("strict")
+    metadata = tmp_path / "card" / "state" / "fleet-metadata"
+    make_dirs(metadata.parent)
+    old = make_fleet(tmp_path / "old")
+    install_trust_root(metadata, old.repo.trust_root_bytes())
+    old.add(box_target_path(BOX), DOC, serial=1, boxes=(BOX,))
+    assert FleetConfigClient(metadata, BOX, (), old.link, AppliedState()).check() is not None
+    new = make_fleet(tmp_path / "new")
+    disk.stall(5.0, ops=["unlink"], after=stalled_unlink, times=1)
+
+    def re_pair() -> None:
+        with contextlib.suppress(OSError):  # the cut fails the stalled unlink (EIO)
+            install_trust_root(metadata, new.repo.trust_root_bytes(), replace=True)
+
+    worker = threading.Thread(target=re_pair)
+    worker.start()
+    wait_for_stall(disk)
+    disk.cut()  # the power goes while that unlink waits
+    worker.join(10)
+
+    assert not worker.is_alive()
+    trust = trusted_root(metadata)
+    assert trust.repaired is None
+    assert trust.root_bytes in (old.repo.trust_root_bytes(), new.repo.trust_root_bytes())
+    new.add(box_target_path(BOX), DOC, serial=1, boxes=(BOX,))
+    fleet = new if trust.root_bytes == new.repo.trust_root_bytes() else old
+    assert FleetConfigClient(metadata, BOX, (), fleet.link, AppliedState()).check() is not None
