@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from backoffice.keys import create_recording_keys
@@ -65,33 +67,68 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mvb-torture-") as tmp:
         root = Path(tmp)
         private_path, public_path = create_recording_keys(root / "backoffice")
+        key = RecipientPrivateKey.load(private_path)
         started = time.perf_counter()
-        with power_for(args.power, root, args.seed) as power:
-            result = TortureResult()
-            for batch, kills in enumerate(batches(args.kills)):
-                # One card for all batches; each batch its own seeds (torture() derives the
-                # run seeds from it). A line per batch: a long run cut short still says how far
-                # it got, and every run up to there passed every check.
+        result, cuts, audit_entries = TortureResult(), CutTotals(), 0
+        for batch, kills in enumerate(batches(args.kills)):
+            # A fresh card per batch of 25 (each with its own seeds): a card that only grows
+            # slows the writer's start through FUSE until few cuts land while it records. A
+            # line per batch: a long run cut short still says how far it got.
+            batch_root, batch_seed = root / f"batch-{batch}", args.seed * 1000 + batch
+            with power_for(args.power, batch_root, batch_seed) as power:
                 part = torture(
-                    root / "box",
+                    batch_root / "box",
                     kills,
-                    RecipientPrivateKey.load(private_path),
+                    key,
                     public_path,
-                    args.seed * 1000 + batch,
+                    batch_seed,
                     max_delay_s=args.max_delay_s,
                     power=power,
                 )
-                add_into(result, part)
-                print_progress(result, power, time.perf_counter() - started)
-            elapsed_s = time.perf_counter() - started
-            state = (root / "box") if power is None else power.mount
-            device = DevicePublicKey.load(state / "state" / "device_key.pub.pem")
-            audit = verify_audit_log((state / "state" / AUDIT_LOG_NAME).read_bytes(), device)
-            card_files, card_bytes = card_totals(state / "card")
-    print_report(args, elapsed_s, result, power, card_files, card_bytes)
-    print(f"- {format_report(audit)}")
+                data = batch_root / "box" if power is None else power.mount
+                audit_entries += checked_audit(data / "state")
+                cuts.add(power, *card_totals(data / "card"))
+            add_into(result, part)
+            print_progress(result, cuts if power else None, time.perf_counter() - started)
+            shutil.rmtree(batch_root)
+        elapsed_s = time.perf_counter() - started
+    print_report(args, elapsed_s, result, cuts if args.power != "sigkill" else None)
+    print(f"- audit logs: {audit_entries} entries, every chain and signature verifies")
+
+
+@dataclass
+class CutTotals:
+    """The labdisk cuts of all batches, and what their cards held at the end."""
+
+    cuts: int = 0
+    bytes_lost: int = 0
+    files_restored: int = 0
+    entries_reverted: int = 0
+    torn_pages_kept: int = 0
+    torn_pages: int = 0
+    card_files: int = 0
+    card_bytes: int = 0
+
+    def add(self, power: PowerCut | None, card_files: int, card_bytes: int) -> None:
+        self.card_files += card_files
+        self.card_bytes += card_bytes
+        if power is not None:
+            self.cuts += power.cuts
+            self.bytes_lost += power.bytes_lost
+            self.files_restored += power.files_restored
+            self.entries_reverted += power.entries_reverted
+            self.torn_pages_kept += power.torn_pages_kept
+            self.torn_pages += power.torn_pages
+
+
+def checked_audit(state: Path) -> int:
+    """The whole chain of one card's box verifies; its entries. SystemExit(1) otherwise."""
+    device = DevicePublicKey.load(state / "device_key.pub.pem")
+    audit = verify_audit_log((state / AUDIT_LOG_NAME).read_bytes(), device)
     if not audit.ok:
+        print(f"- {format_report(audit)}")
         raise SystemExit(1)
+    return audit.entries
 
 
 BATCH_KILLS = 25
@@ -110,7 +147,7 @@ def add_into(total: TortureResult, part: TortureResult) -> None:
     total.recovery_s += part.recovery_s
 
 
-def print_progress(result: TortureResult, power: PowerCut | None, elapsed_s: float) -> None:
+def print_progress(result: TortureResult, power: CutTotals | None, elapsed_s: float) -> None:
     runs = result.kills + result.completed_runs
     cut = "" if power is None else f", {power.cuts} cuts, {power.bytes_lost / 1e6:.1f} MB lost"
     print(
@@ -166,27 +203,23 @@ def card_totals(card: Path) -> tuple[int, int]:
 
 
 def print_report(
-    args: argparse.Namespace,
-    elapsed_s: float,
-    result: TortureResult,
-    power: PowerCut | None,
-    card_files: int,
-    card_bytes: int,
+    args: argparse.Namespace, elapsed_s: float, result: TortureResult, cuts: CutTotals | None
 ) -> None:
     print(f"# bench/torture.py: {args.kills} runs, power {args.power}, seed {args.seed}")
     print(f"- wall time: {elapsed_s:.0f} s")
     print(f"- killed mid-run: {result.kills}; finished before the kill: {result.completed_runs}")
-    if power is not None:
+    if cuts is not None:
         print(
-            f"- labdisk cuts: {power.cuts}; thrown away: {power.bytes_lost / 1e6:.1f} MB not "
-            f"durable, {power.files_restored} files restored, {power.entries_reverted} "
-            f"directory entries reverted, torn pages kept {power.torn_pages_kept} of "
-            f"{power.torn_pages}"
+            f"- labdisk cuts: {cuts.cuts}; thrown away: {cuts.bytes_lost / 1e6:.1f} MB not "
+            f"durable, {cuts.files_restored} files restored, {cuts.entries_reverted} "
+            f"directory entries reverted, torn pages kept {cuts.torn_pages_kept} of "
+            f"{cuts.torn_pages}"
         )
     print(f"- recordings checked byte-exact: {result.recordings_checked}")
     print(f"- acknowledged media verified: {result.acked_bytes_checked / 1e6:.1f} MB")
     print(f"- files recovered as interrupted: {result.interrupted_files}")
-    print(f"- on the card at the end: {card_files} files, {card_bytes / 1e6:.1f} MB")
+    if cuts is not None:
+        print(f"- on the cards at the end: {cuts.card_files} files, {cuts.card_bytes / 1e6:.1f} MB")
     print(
         f"- recovery at start: median {statistics.median(result.recovery_s) * 1000:.1f} ms, "
         f"max {max(result.recovery_s) * 1000:.1f} ms"
