@@ -21,8 +21,9 @@ Invariants:
   and then calls `record_applied`, and persists `state.to_json()` itself.
 - Every download is bounded: `fetch` is told the most bytes ngclient will accept for that file.
 - ngclient is synchronous and its fetches block: run `check` and `verify_bundle` off the event loop
-  (`await asyncio.to_thread(client.check)`). A lock serialises them, because one metadata
-  directory serves one Updater at a time.
+  (`await asyncio.to_thread(client.check)`). A lock per metadata directory (in this process,
+  across clients: config/fleet_store.py) serialises them, because one metadata directory serves
+  one Updater and one commit at a time.
 
 Errors by fault: `tuf.api.exceptions.RepositoryError` subclasses for metadata or bytes that fail
 verification (a hostile or broken back office, or a tampered bundle); `ConfigRejected` subclasses
@@ -70,6 +71,7 @@ from config.fleet_store import (
     NoTrustRoot,
     WorkingCopy,
     checked_root,
+    directory_lock,
     has_trust_root,
     install_root_files,
     trusted_root,
@@ -351,6 +353,10 @@ class FleetConfigClient:
     def _run_updater(self, fetch: Fetch, *, require_document: bool) -> FleetDocument | None:
         """ngclient on a working copy of the metadata; what it verified is committed durably
         afterwards, also when it raised (config/fleet_store.py)."""
+        with directory_lock(self._metadata_dir):
+            return self._run_updater_locked(fetch, require_document=require_document)
+
+    def _run_updater_locked(self, fetch: Fetch, *, require_document: bool) -> FleetDocument | None:
         try:
             trust = trusted_root(self._metadata_dir)
         except NoTrustRoot:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,19 @@ class WorkingCopy:
         except OSError:
             return False
         return bool(data) and data != self._before.get(name)
+
+
+_DIRECTORY_LOCKS: dict[Path, threading.Lock] = {}
+_DIRECTORY_LOCKS_GUARD = threading.Lock()
+
+
+def directory_lock(metadata_dir: Path) -> threading.Lock:
+    """One lock per metadata directory in this process: two verifications (a round's check and
+    a pushed bundle, each with a client of its own) must not commit over each other, or the
+    slower one could put back metadata older than the faster one committed."""
+    key = metadata_dir.resolve()
+    with _DIRECTORY_LOCKS_GUARD:
+        return _DIRECTORY_LOCKS.setdefault(key, threading.Lock())
 
 
 @contextlib.contextmanager
