@@ -79,6 +79,12 @@ LTE_RATE_BYTES_PER_S = 150_000.0
 POLL_S = 0.1
 START_TIMEOUT_S = 60.0
 STATE_TIMEOUT_S = 20.0
+API_TIMEOUT_S = 10.0
+SLOW_CARD_FACTOR = 3.0
+"""On labdisk every card write goes through a FUSE daemon in Python: on this shared 2-core
+machine a start or a seal (fsyncs behind the capture lock) kept `POST /api/record/stop` from
+answering for over 10 s twice in long soaks. The rig waits longer there; how the box copes with
+a card that stalls is issue 14 item 3's (the dying card), not this oracle's."""
 UPLOAD_TRAFFIC_BYTES = 16 * 1024  # more than a TLS handshake and a probe: file bytes flow
 UPLOAD_WAIT_S = 8.0  # a little over the uplink's 5 s queue refresh
 IDLE_WAIT_S = 15.0
@@ -402,6 +408,7 @@ class World:
     plans: dict[str, FaultPlan]
     stats: SoakStats
     log: Callable[[str], None]
+    state_timeout_s: float = STATE_TIMEOUT_S
 
     @property
     def wifi(self) -> FaultPlan:
@@ -411,6 +418,10 @@ class World:
         self.wifi.blackhole = False
         self.wifi.refuse = False
         self.wifi.rate_bytes_per_s = WIFI_RATE_BYTES_PER_S
+
+    async def state_until(self, state: str, what: str) -> None:
+        """Until the box's recorder is in `state` (bounded by `state_timeout_s`)."""
+        await self.status_until(lambda s: s["state"] == state, what, self.state_timeout_s)
 
     async def status_until(
         self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout_s: float
@@ -542,7 +553,9 @@ async def soak_world(
             await back_office.start()
             plans = link_plans()
             proxy = TcpFaultProxy("127.0.0.1", back_office.port, plan_for_peer=plans.get)
-            async with proxy, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(10)) as session:
+            slow = SLOW_CARD_FACTOR if disk is not None else 1.0
+            timeout = aiohttp.ClientTimeout(API_TIMEOUT_S * slow)
+            async with proxy, aiohttp.ClientSession(timeout=timeout) as session:
                 api_port = free_port()
                 config = box_config(
                     paths, pki, proxy_port=proxy.port, gps_port=gps_port, api_port=api_port
@@ -550,7 +563,9 @@ async def soak_world(
                 stats = SoakStats()
                 box = BoxProcess(paths, config, api_port, box_log, disk, stats)
                 api = BoxApi(session, box.api)
-                yield World(paths, back_office, box, api, proxy, plans, stats, log)
+                yield World(
+                    paths, back_office, box, api, proxy, plans, stats, log, STATE_TIMEOUT_S * slow
+                )
         finally:
             if box is not None:
                 await box.power_cut()
@@ -678,7 +693,9 @@ async def _live(world: World, cycle: Cycle) -> str:
     """The scripted activity up to the moment of the power cut; returns the phase it reached."""
     api = world.api
     await api.trigger(cycle.trigger)
-    await world.status_until(lambda s: s["state"] == "recording", "recording", STATE_TIMEOUT_S)
+    await world.status_until(
+        lambda s: s["state"] == "recording", "recording", world.state_timeout_s
+    )
     if cycle.flag:
         assert await api.post("/api/record/flag") == 200
     if cycle.kill_phase is KillPhase.RECORDING:
@@ -695,7 +712,9 @@ async def _live(world: World, cycle: Cycle) -> str:
 
 async def _stop_recording(world: World) -> None:
     assert await world.api.post("/api/record/stop") == 200
-    await world.status_until(lambda s: s["state"] == "standby", "post-record", STATE_TIMEOUT_S)
+    await world.status_until(
+        lambda s: s["state"] == "standby", "post-record", world.state_timeout_s
+    )
 
 
 async def _until_idle(world: World, cycle: Cycle) -> str:
@@ -733,7 +752,9 @@ async def _lte_episode(world: World) -> None:
     world.stats.lte_budget_used_up_seen = True
     started_before = _recordings(world.paths.audit)
     await world.api.trigger("crash")
-    await world.status_until(lambda s: s["state"] == "recording", "recording", STATE_TIMEOUT_S)
+    await world.status_until(
+        lambda s: s["state"] == "recording", "recording", world.state_timeout_s
+    )
     crash = next(r for r in _recordings(world.paths.audit) if r not in started_before)
     await _stop_recording(world)
     try:
