@@ -121,21 +121,18 @@ class TortureResult:
     recovery_s: list[float] = field(default_factory=list)
 
 
-def run_one(
-    config: Path, seed: int, kill_after_s: float, *, from_ready: bool = False
-) -> tuple[str | None, int, bool]:
-    """Start the child, SIGKILL it after `kill_after_s` (counted from its READY when
-    `from_ready`: on a loaded machine Python's start-up alone may outlast the delay); return
+def run_one(config: Path, seed: int, kill_after_s: float) -> tuple[str | None, int, bool]:
+    """Start the child, SIGKILL it `kill_after_s` after its READY (on a loaded machine Python's
+    start-up alone outlasted the delay, and few kills landed while it recorded); return
     (recording, acked bytes, done)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.torture_harness", str(config), str(seed)],
         stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[1],
     )
-    if from_ready:
-        assert child.stdout is not None
-        ready = child.stdout.readline()
-        assert ready == b"READY\n", f"the writer did not start: {ready!r}"
+    assert child.stdout is not None
+    ready = child.stdout.readline()
+    assert ready == b"READY\n", f"the writer did not start: {ready!r}"
     time.sleep(kill_after_s)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate()
@@ -206,7 +203,7 @@ def torture(
         seed = rng_seed * 100_000 + run
         # run_one returns once the writer has exited: nothing of it can land after the cut.
         delay_s = rng.uniform(0.0, max_delay_s)
-        recording_id, acked, done = run_one(config, seed, delay_s, from_ready=power is not None)
+        recording_id, acked, done = run_one(config, seed, delay_s)
         if power is not None:
             power.cut()
         result.kills += 0 if done else 1
