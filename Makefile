@@ -88,8 +88,16 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(PY) -m bench.store
 
-torture: $(STAMP)
-	$(PY) -m bench.torture --kills 500
+# Power cuts on labdisk (root, fuse3): SIGKILL plus a cut of the emulated card, in strict POSIX and
+# ext4-like modes; the recording writer TORTURE_KILLS times per mode, the fleet state (pairing,
+# TUF metadata, applied serial) FLEET_TORTURE_KILLS times per mode. docs/soak.md has the figures.
+TORTURE_KILLS ?= 500
+FLEET_TORTURE_KILLS ?= 100
+torture: $(STAMP) system-deps
+	nice $(PY) -m bench.torture --kills $(TORTURE_KILLS) --power strict --max-delay-s 2.5
+	nice $(PY) -m bench.torture --kills $(TORTURE_KILLS) --power ext4 --max-delay-s 2.5
+	nice $(PY) -m bench.torture --scenario fleet --kills $(FLEET_TORTURE_KILLS) --power strict
+	nice $(PY) -m bench.torture --scenario fleet --kills $(FLEET_TORTURE_KILLS) --power ext4
 
 bench-uplink: $(STAMP) system-deps  # root: builds network namespaces
 	$(PY) -m bench.uplink
@@ -112,9 +120,13 @@ bench-wear-box: $(STAMP) system-deps
 
 # The whole-box soak, long version (docs/soak.md): SOAK_MINUTES of power cuts, WiFi flaps, LTE
 # budget and back-office restarts around the real `mvb run`; SOAK_SEED replays a run's script.
+# Every power cut is a SIGKILL plus a labdisk cut in SOAK_POWER mode (strict, ext4; none: SIGKILL
+# only); run it in both modes.
 SOAK_MINUTES ?= 30
+SOAK_POWER ?= strict
 soak: $(STAMP) system-deps
-	$(PY) -m tests.soak.run_soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+	nice $(PY) -m tests.soak.run_soak --minutes $(SOAK_MINUTES) --power $(SOAK_POWER) \
+		$(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache

@@ -51,7 +51,6 @@ from bench.wear_figures import (
 )
 from common.durable import atomic_write_text, make_dirs
 from gateway.box import AUDIT_LOG_NAME
-from gateway.uplink_from_config import LEDGER_DIR
 from labdisk import LabDisk
 from labdisk.durability import Mode
 from storage.audit_io import AuditLog
@@ -67,7 +66,7 @@ from storage.writer import SealedFile
 from transport.audit_shipping_io import POSITION_FILE
 from transport.budget import BudgetState
 from transport.chunk_size import DEFAULT_MAX_CHUNK_BYTES
-from transport.ledger import FileUpload, UplinkLedger
+from transport.ledger import LEDGER_DIR, FileUpload, UplinkLedger
 
 START_WALL_MS = 1_796_000_000_000  # 2026-11: any fixed start; the footage clock runs from it
 RANDOM_POOL_BYTES = 1 << 20  # the media: encrypted before it reaches the card, so any bytes do

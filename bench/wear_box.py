@@ -44,13 +44,13 @@ from bench.capture_clip import make_clip
 from bench.wear import NEW_CARD, OLD_CARD
 from bench.wear_figures import WEAR_CLASSES, figures_from_stats, render
 from common.durable import make_dirs
-from gateway.uplink_from_config import LEDGER_DIR
 from labdisk import LabDisk
 from storage.card import CATALOG_DIR
 from storage.sqlite_files import create_database
 from tests.evidence_helpers import write_box_config
 from tests.gpsfake import free_port
 from tests.tls_helpers import SERVER_NAME, TestPki, make_test_pki
+from transport.ledger import LEDGER_DIR
 
 MVB: Final = Path(sys.executable).with_name("mvb")
 MVB_ADMIN: Final = Path(sys.executable).with_name("mvb-admin")

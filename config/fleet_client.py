@@ -21,8 +21,9 @@ Invariants:
   and then calls `record_applied`, and persists `state.to_json()` itself.
 - Every download is bounded: `fetch` is told the most bytes ngclient will accept for that file.
 - ngclient is synchronous and its fetches block: run `check` and `verify_bundle` off the event loop
-  (`await asyncio.to_thread(client.check)`). A lock serialises them, because one metadata
-  directory serves one Updater at a time.
+  (`await asyncio.to_thread(client.check)`). A lock per metadata directory (in this process,
+  across clients: config/fleet_store.py) serialises them, because one metadata directory serves
+  one Updater and one commit at a time.
 
 Errors by fault: `tuf.api.exceptions.RepositoryError` subclasses for metadata or bytes that fail
 verification (a hostile or broken back office, or a tampered bundle); `ConfigRejected` subclasses
@@ -61,8 +62,21 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
-from common.durable import atomic_write_bytes, durable_unlink, make_dirs, remove_tree
+from common.durable import durable_unlink, remove_tree
 from common.faults import RemoteFault
+from config.fleet_store import (
+    ROLE_FILES,
+    ROOT_FILE,
+    ROOT_HISTORY_DIR,
+    NoTrustRoot,
+    WorkingCopy,
+    checked_root,
+    directory_lock,
+    has_trust_root,
+    install_root_files,
+    trusted_root,
+    working_copy,
+)
 from config.fleet_targets import (
     BUNDLE_METADATA_DIR,
     BUNDLE_TARGETS_DIR,
@@ -92,7 +106,6 @@ FETCH_CEILING_BYTES = 4 * 1024 * 1024
 """No single file the client fetches is larger (the targets metadata bound)."""
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 MAX_BUNDLE_MEMBERS = 1024
-ROOT_FILE = "root.json"
 
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 _MAX_PATH_CHARS = 512
@@ -164,27 +177,31 @@ def install_trust_root(metadata_dir: Path, root_json: bytes, *, replace: bool = 
 
     The root must be signed by its own threshold. Refuses to replace an installed root unless
     `replace` (an explicit re-pair), which also drops all stored metadata. Returns its version.
+    Durable on return, `fleet-metadata/` in its parent too (config/fleet_store.py): a power cut
+    right after pairing keeps the root the box says it is paired under.
     """
-    root = Metadata[Root].from_bytes(root_json)
-    if not isinstance(root.signed, Root):
-        raise RepositoryError("the trust root is not root metadata")
-    root.signed.verify_delegate(Root.type, root.signed_bytes, root.signatures)
-    root_path = metadata_dir / ROOT_FILE
-    if root_path.exists() or root_path.is_symlink():
-        if not replace:
-            raise FileExistsError(f"{root_path} exists: the box is paired; re-pair explicitly")
-        _drop_stored_metadata(metadata_dir)
-    make_dirs(metadata_dir, mode=0o700)
-    atomic_write_bytes(root_path, root_json, mode=0o600)  # 0600, as tempfile made it before
-    return root.signed.version
+    try:
+        version = checked_root(root_json)
+    except ValueError as error:
+        raise RepositoryError(f"the trust root is not root metadata: {error}") from error
+    if has_trust_root(metadata_dir) and not replace:
+        raise FileExistsError(f"{metadata_dir}: the box is paired; re-pair explicitly")
+    # The new root replaces the old in place first, the metadata verified under the old goes
+    # after: a power cut in between never leaves the box without a root (the fleet torture
+    # found a re-pair cut after its unlinks: no root.json, only an old history).
+    install_root_files(metadata_dir, root_json)
+    _drop_stored_metadata(metadata_dir)
+    return version
 
 
 def _drop_stored_metadata(metadata_dir: Path) -> None:
-    """Forget what ngclient stored (only its own files: the directory may hold others)."""
-    for name in (ROOT_FILE, "timestamp.json", "snapshot.json", "targets.json"):
+    """Forget what ngclient verified under an earlier root (only its own files: the directory
+    may hold others). Stale files left by a cut are harmless: ngclient verifies every local
+    file against the trusted root and replaces what fails."""
+    for name in ROLE_FILES:
         durable_unlink(metadata_dir / name)
     with contextlib.suppress(OSError):  # as before: a root_history that will not go is no fault
-        remove_tree(metadata_dir / "root_history")
+        remove_tree(metadata_dir / ROOT_HISTORY_DIR)
 
 
 def read_bundle(
@@ -276,9 +293,8 @@ class FleetConfigClient:
         targets_prefix: str = TARGETS_PREFIX,
     ) -> None:
         self._paths = candidate_paths(box_id, groups)
-        root_path = metadata_dir / ROOT_FILE
-        if not root_path.exists():
-            raise FileNotFoundError(f"{root_path}: no fleet trust root; pair the box first")
+        if not has_trust_root(metadata_dir):
+            raise FileNotFoundError(f"{metadata_dir}: no fleet trust root; pair the box first")
         self._metadata_dir = metadata_dir
         self._box_id = box_id
         self._groups = tuple(groups)
@@ -288,6 +304,9 @@ class FleetConfigClient:
         self._metadata_prefix = metadata_prefix
         self._targets_prefix = targets_prefix
         self._lock = threading.Lock()
+        self.repaired: str | None = None
+        """Set when a verification had to start from the durable trust root because the stored
+        metadata was unusable (config/fleet_store.py): the caller alarms and audits it."""
 
     @property
     def state(self) -> AppliedState:
@@ -332,14 +351,37 @@ class FleetConfigClient:
             raise LengthOrHashMismatchError(str(error)) from error
 
     def _run_updater(self, fetch: Fetch, *, require_document: bool) -> FleetDocument | None:
+        """ngclient on a working copy of the metadata; what it verified is committed durably
+        afterwards, also when it raised (config/fleet_store.py)."""
+        with directory_lock(self._metadata_dir):
+            return self._run_updater_locked(fetch, require_document=require_document)
+
+    def _run_updater_locked(self, fetch: Fetch, *, require_document: bool) -> FleetDocument | None:
+        try:
+            trust = trusted_root(self._metadata_dir)
+        except NoTrustRoot:
+            self.repaired = "no usable fleet trust root: pair the box again"
+            raise
+        if trust.repaired is not None:
+            self.repaired = trust.repaired
+            logger.warning("fleet metadata repaired: %s", trust.repaired)
+        with working_copy(self._metadata_dir, trust.root_bytes) as copy:
+            try:
+                return self._verify_in(copy, fetch, require_document=require_document)
+            finally:
+                copy.commit()
+
+    def _verify_in(
+        self, copy: WorkingCopy, fetch: Fetch, *, require_document: bool
+    ) -> FleetDocument | None:
         updater = Updater(
-            metadata_dir=str(self._metadata_dir),
+            metadata_dir=str(copy.path),
             metadata_base_url=self._metadata_prefix,
             target_base_url=self._targets_prefix,
             fetcher=LinkFetcher(fetch, FETCH_CEILING_BYTES),
             config=_updater_config(),
             # The box's trust anchor is the root installed at pairing as advanced by verified
-            # rotations, which ngclient keeps as metadata_dir/root.json.
+            # rotations: the working copy's root.json.
             bootstrap=None,
         )
         updater.refresh()
@@ -350,12 +392,12 @@ class FleetConfigClient:
             if require_document:
                 raise WrongBox(f"no document for box {self._box_id}")
             return None
-        targets_keys = self._trusted_targets_keys()
+        targets_keys = _trusted_targets_keys(copy.path)
         state = self._state.in_epoch(targets_keys)
         if not is_newer(state, chosen.custom.config_serial, chosen.sha256):
             return None
         check_size(chosen, self._max_document_bytes)
-        document = self._download(updater, chosen.info)
+        document = _download(updater, chosen.info, copy.path)
         logger.info(
             "fleet document %s serial %d verified", chosen.target_path, chosen.custom.config_serial
         )
@@ -369,15 +411,17 @@ class FleetConfigClient:
             targets_keys,
         )
 
-    def _trusted_targets_keys(self) -> tuple[str, ...]:
-        """The targets role's key ids in the root ngclient just verified and stored (the
-        documents were verified under them): what orders serials (AppliedState.in_epoch)."""
-        root = Metadata[Root].from_bytes((self._metadata_dir / ROOT_FILE).read_bytes())
-        return tuple(sorted(root.signed.roles[Targets.type].keyids))
 
-    def _download(self, updater: Updater, info: TargetFile) -> bytes:
-        # ngclient verifies length and hashes while writing to a file; the copy lives only
-        # until it has been read back.
-        with tempfile.TemporaryDirectory(dir=self._metadata_dir, prefix=".download-") as tmp:
-            path = updater.download_target(info, filepath=str(Path(tmp) / "document"))
-            return Path(path).read_bytes()
+def _trusted_targets_keys(working_dir: Path) -> tuple[str, ...]:
+    """The targets role's key ids in the root ngclient just verified and stored (the documents
+    were verified under them): what orders serials (AppliedState.in_epoch)."""
+    root = Metadata[Root].from_bytes((working_dir / ROOT_FILE).read_bytes())
+    return tuple(sorted(root.signed.roles[Targets.type].keyids))
+
+
+def _download(updater: Updater, info: TargetFile, working_dir: Path) -> bytes:
+    # ngclient verifies length and hashes while writing to a file; the copy lives only until it
+    # has been read back, in the scratch directory (never on the card or in the state dir).
+    with tempfile.TemporaryDirectory(dir=working_dir, prefix=".download-") as tmp:
+        path = updater.download_target(info, filepath=str(Path(tmp) / "document"))
+        return Path(path).read_bytes()

@@ -194,6 +194,8 @@ class FleetSync:
             reason = f"{type(exc).__name__}: {exc}"[:300]
             await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
             return BundleRejected(f"refused: {reason}", refusal_code(exc))
+        finally:
+            await self._note_repair(client)
         if document is None:
             already = "refused: this configuration is already applied"
             return BundleRejected(already, ALREADY_APPLIED)
@@ -209,6 +211,7 @@ class FleetSync:
         if mark == self._pairing_mark:
             return False
         self._pairing_mark = mark
+        self.alarms.clear("fleet_metadata")  # a new pairing installed a new trust root
         self._refused.clear()
         self._last_rejection = None
         self._last_deferral_report = None
@@ -241,7 +244,10 @@ class FleetSync:
                 LinkFetch(link, asyncio.get_running_loop()),
                 self._load_state(),
             )
-            document = await self._fetch(client)
+            try:
+                document = await self._fetch(client)
+            finally:
+                await self._note_repair(client)
             if document is None or (document.config_serial, document.sha256) in self._refused:
                 return None
             outcome = await self._apply(document)
@@ -264,6 +270,20 @@ class FleetSync:
         outcome = await self.applier.apply(document)
         await self._remember(document, outcome)
         return outcome
+
+    async def _note_repair(self, client: FleetConfigClient) -> None:
+        """The stored metadata was unusable (torn by a power cut, damaged) and the check started
+        again from the durable trust root (config/fleet_store.py): a sticky alarm for the fleet
+        admin (the box lost metadata it had verified, and it may happen again on a failing
+        card), cleared by the next pairing; audited at each repair."""
+        if client.repaired is None:
+            return
+        self.alarms.raise_(
+            "fleet_metadata", f"fleet metadata repaired: {client.repaired}", sticky=True
+        )
+        await asyncio.to_thread(
+            self.audit.append, "config.metadata_repaired", reason=client.repaired[:300]
+        )
 
     async def _fetch(self, client: FleetConfigClient) -> FleetDocument | None:
         try:

@@ -5,7 +5,8 @@ The card check answers three questions (issue: service lifecycle):
   box would fill its internal flash instead of the card;
 - **writable**: a probe file is written, fsync'd and removed;
 - **encrypted only**: every file on the card is the box's own: evidence files start with the
-  evidence magic (docs/evidence-format.md), sidecars are JSON, the catalog lives in its folder.
+  evidence magic (docs/evidence-format.md), sidecars are JSON, the catalog lives in its folder,
+  the uplink ledger in `uplink/` (its SQLite file and SQLite's companions).
   Anything else (a stray video, a copied file) is *foreign*: the box never deletes it (it may
   be someone's evidence), it raises an alarm and audits how many there are.
 
@@ -36,6 +37,7 @@ from storage.card import (
     SIDECAR_SUFFIX,
 )
 from storage.evidence_format import MAGIC
+from transport.ledger import LEDGER_DIR, LEDGER_FILES
 
 PROBE_NAME = ".mvb-write-probe"
 CLOCK_OFFSET_ALARM_MS = 2_000  # wall clock this far from GPS time: stamps would mislead
@@ -53,13 +55,15 @@ class CardReport:
 
 
 def is_own_file(relative: Path, header: bytes) -> bool:
-    """True for a file the box writes: catalog files, the holds file, sidecars, and evidence
-    files (by magic)."""
+    """True for a file the box writes: catalog files, the uplink ledger, the holds file,
+    sidecars, and evidence files (by magic)."""
     parts = relative.parts
     if not parts:
         return False
     if parts == (PROBE_NAME,) or parts[0] == CATALOG_DIR:
         return True
+    if parts[0] == LEDGER_DIR and len(parts) == 2:
+        return parts[1] in LEDGER_FILES  # the uplink ledger: its SQLite file, WAL and index
     if parts[0] == HOLDS_DIR and len(parts) == 2:
         # The holds file, one moved aside as unreadable, or an atomic write cut short.
         name = parts[1]

@@ -25,7 +25,7 @@ from storage.store import EvidenceStore
 from transport.binding import LinkBinding
 from transport.connect import BackOffice, BackOfficeConnector, carrier_up
 from transport.credentials import Credentials
-from transport.ledger import UplinkLedger
+from transport.ledger import LEDGER_DIR, UplinkLedger
 from transport.links import CostClass, LinkConfig
 from transport.pinning import PinSet
 from transport.scheduler import SchedulerPolicy
@@ -33,7 +33,6 @@ from transport.tls import ClientTlsSettings
 from transport.uplink import UplinkService, UplinkSettings
 from transport.upload import RetryPolicy
 
-LEDGER_DIR: Final = "uplink"
 NOT_PAIRED: Final = "not paired"
 NO_SERVICE_ENDPOINT: Final = "no service endpoint"
 PAIRING_UNREADABLE: Final = "pairing unreadable"

@@ -155,6 +155,7 @@ class EvidenceStore:
             store._register_sealed(sidecar)
         for discarded in report.discarded:
             store._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
+        store._forget_never_written()
         raise_recovery_alarm(store.alarms, layout, report)
         # A rebuilt catalog knows no holds, and a power cut may have come between book and flags.
         store._copy_holds_to_catalog(None, store.holds)
@@ -325,6 +326,29 @@ class EvidenceStore:
             record = self.catalog.get(file_id)
             if record is not None and record.state is FileState.RECORDING:
                 self.catalog.transition(file_id, FileState.DELETED, deleted_at_ms=self.clock_ms())
+
+    def _forget_never_written(self) -> None:
+        """A RECORDING entry whose file is not on the card at all: the catalog commits the entry
+        before the `.part` exists (recovery must know it, storage/recovery.py), and a power cut
+        before the `.part`'s header and directory entry were durable takes the file away and
+        leaves the entry (labdisk soak, issue 14: phantom files the box counted on its card
+        forever). Nothing was ever acknowledged of such a file: DELETED, and audited."""
+        layout = self.layout
+        with self._lock:
+            for record in self.catalog.all():
+                if record.state is not FileState.RECORDING:
+                    continue
+                paths = (layout.part_path, layout.sealed_path, layout.sidecar_path)
+                if any(path(record.recording_id, record.file_id).exists() for path in paths):
+                    continue
+                self.catalog.transition(
+                    record.file_id, FileState.DELETED, deleted_at_ms=self.clock_ms()
+                )
+                self.audit.append(
+                    "storage.file_never_written",
+                    file_id=record.file_id,
+                    recording_id=record.recording_id,
+                )
 
     def _register_sealed(self, sealed: Sidecar) -> None:
         """Catalog a sealed or recovered file with its checksum."""

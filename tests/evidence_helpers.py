@@ -125,9 +125,11 @@ def write_box_config(
     device_serial: str = "MVB-TEST-0001",
     vehicle_id: str = "veh-test-1",
     storage_lines: str = "",
+    data_dir: Path | None = None,
 ) -> Path:
-    """`root/box.toml` for a box whose card and state live under `root`; `storage_lines` are
-    appended to [storage] (tests use it to set sizes, or to break the file on purpose).
+    """`root/box.toml` for a box whose card and state live under `root` (or under `data_dir`: a
+    labdisk mount); `storage_lines` are appended to [storage] (tests use it to set sizes, or to
+    break the file on purpose).
 
     The officer's web listener is off unless `storage_lines` has a [web] table: its default
     ports are fixed, and boxes of tests running side by side must not race for them."""
@@ -139,8 +141,8 @@ def write_box_config(
 [box]
 device_serial = "{device_serial}"
 vehicle_id = "{vehicle_id}"
-state_dir = "{root / "state"}"
-card_dir = "{root / "card"}"
+state_dir = "{(data_dir or root) / "state"}"
+card_dir = "{(data_dir or root) / "card"}"
 recipient_keys = ["{recipient_pub}"]
 
 [storage]

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import diskcache
 
@@ -27,6 +27,12 @@ from storage.sqlite_files import create_database
 _FILE = "file:"
 _BUDGET = "budget:"
 _WITHDRAWAL = "withdrawal"
+LEDGER_DIR: Final = "uplink"
+"""The ledger's folder on the card (gateway/uplink_from_config.py opens it there)."""
+LEDGER_FILES: Final = frozenset({"cache.db", "cache.db-wal", "cache.db-shm", "cache.db-journal"})
+"""Every file the ledger's folder may hold (diskcache's SQLite file and SQLite's companions):
+gateway/startup.py's own-file check."""
+_CACHE_DIR_MODE = 0o755  # diskcache's own mode for the directory it would have made
 
 
 class LedgerCorrupt(ValueError, StorageFault):
@@ -74,13 +80,21 @@ def _optional_str(value: object) -> str | None:
 
 
 class UplinkLedger:
-    """diskcache-backed; every write is a committed sqlite transaction (survives power loss)."""
+    """diskcache-backed; every write is a committed sqlite transaction, durable on return.
+
+    Invariant: a fact written here survives a power cut once the call returned (issue 14: the
+    torture on labdisk). Hence the directory made durably in its parent (diskcache's own
+    makedirs fsyncs nothing: in strict POSIX mode the whole ledger went with its entry) and
+    SQLite's FULL synchronous mode (diskcache's default, NORMAL, fsyncs the WAL only at a
+    checkpoint: a cut lost the last offsets and budget bytes)."""
 
     def __init__(self, directory: Path) -> None:
-        make_dirs(directory)  # durable in the card root, which diskcache's makedirs is not
+        make_dirs(directory, mode=_CACHE_DIR_MODE)  # durable in the card root: diskcache's is not
         # Small pages: the budget is written after every chunk (storage/sqlite_files.py).
         create_database(directory)
-        self._cache: Any = diskcache.Cache(str(directory), eviction_policy="none")
+        self._cache: Any = diskcache.Cache(
+            str(directory), eviction_policy="none", cull_limit=0, sqlite_synchronous=2
+        )
 
     def close(self) -> None:
         self._cache.close()

@@ -1,6 +1,10 @@
 """`make soak`: the whole-box soak for as long as asked, with a summary at the end.
 
     python -m tests.soak.run_soak --minutes 30 [--seed S] [--kills 22] [--keep DIR]
+                                  [--power strict|ext4|none]
+
+`--power` (default strict): the box's card and state directory on a labdisk, cut after every
+SIGKILL in that mode (real power-loss semantics, issue 14); `none`: SIGKILL only.
 
 Exit status 0 when the oracle found nothing, 1 when it did (the problems are listed), 2 when the
 soak itself could not run to its end (the traceback says where). The seed is printed first:
@@ -16,8 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from labdisk.durability import Mode
 from tests.soak.soak_rig import SoakSettings, run_soak
 from tests.tls_helpers import make_test_pki
+
+
+def power_mode(name: str) -> Mode | None:
+    if name == "none":
+        return None
+    return "strict" if name == "strict" else "ext4"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: a random one")
     parser.add_argument("--kills", type=int, default=22, help="at least this many power cuts")
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
+    parser.add_argument("--power", choices=("strict", "ext4", "none"), default="strict")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     settings = SoakSettings(
@@ -33,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         min_kills=args.kills,
         minutes=args.minutes,
         drain_timeout_s=max(180.0, args.minutes * 20),
+        power=power_mode(args.power),
     )
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
         parser.error(f"--keep {args.keep}: not empty (a soak starts from nothing)")

@@ -13,6 +13,10 @@
 - the back office is the real `mvb-admin serve`, a subprocess, stopped (SIGTERM, and SIGKILL)
   and started again on the same port and store;
 - the box is SIGKILLed at the cycle's kill phase (recording, upload, idle), then started again;
+  with `SoakSettings.power` (issue 14) its card and state directory live on one labdisk mount
+  (labdisk/), and once the killed box has exited the disk is cut too (strict POSIX or ext4-like,
+  torn last write): everything not made durable is gone, as after a real power loss, and the
+  oracle judges what the box claimed durable (a SIGKILL alone keeps the page cache);
 - its wall clock (only its own: libfaketime reads the offset from a file at least every second,
   its monotonic clocks stay true) is stepped by the script now and then, 40 days forward and
   back: retention must delete nothing unattested, and the pinned link must keep working.
@@ -35,13 +39,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
 
+from common.durable import make_dirs
+from labdisk import LabDisk
+from labdisk.durability import Mode
 from labnet.proxy import FaultPlan, TcpFaultProxy
 from storage.audit import verify_audit_log
 from storage.card import CardLayout
@@ -75,6 +82,12 @@ LTE_RATE_BYTES_PER_S = 150_000.0
 POLL_S = 0.1
 START_TIMEOUT_S = 60.0
 STATE_TIMEOUT_S = 20.0
+API_TIMEOUT_S = 10.0
+SLOW_CARD_FACTOR = 3.0
+"""On labdisk every card write goes through a FUSE daemon in Python: on this shared 2-core
+machine a start or a seal (fsyncs behind the capture lock) kept `POST /api/record/stop` from
+answering for over 10 s twice in long soaks. The rig waits longer there; how the box copes with
+a card that stalls is issue 14 item 3's (the dying card), not this oracle's."""
 UPLOAD_TRAFFIC_BYTES = 16 * 1024  # more than a TLS handshake and a probe: file bytes flow
 UPLOAD_WAIT_S = 8.0  # a little over the uplink's 5 s queue refresh
 IDLE_WAIT_S = 15.0
@@ -91,11 +104,13 @@ class SoakSettings:
     min_kills: int = 22
     minutes: float = 0.0  # keep cycling until this much wall time has passed (the long soak)
     drain_timeout_s: float = 180.0
+    power: Mode | None = None  # a labdisk cut after every SIGKILL, in this mode (None: none)
 
 
 @dataclass(frozen=True, slots=True)
 class SoakPaths:
     root: Path
+    on_labdisk: bool = False
 
     @property
     def keys(self) -> Path:
@@ -118,12 +133,21 @@ class SoakPaths:
         return self.root / "decrypted"
 
     @property
+    def data(self) -> Path:
+        """Where the card and the state directory live: the labdisk mount, or the box's folder."""
+        return self.root / "disk" if self.on_labdisk else self.box
+
+    @property
+    def disk_backing(self) -> Path:
+        return self.root / "disk-backing"
+
+    @property
     def state(self) -> Path:
-        return self.box / "state"
+        return self.data / "state"
 
     @property
     def card(self) -> Path:
-        return self.box / "card"
+        return self.data / "card"
 
     @property
     def audit(self) -> Path:
@@ -144,6 +168,10 @@ class SoakPaths:
 class SoakStats:
     cycles: int = 0
     kills: Counter[str] = field(default_factory=Counter)
+    disk_cuts: int = 0
+    disk_bytes_lost: int = 0
+    disk_files_restored: int = 0
+    disk_entries_reverted: int = 0
     startup_s: list[float] = field(default_factory=list)
     back_office_restarts: int = 0
     back_office_crashes: int = 0
@@ -177,6 +205,9 @@ class SoakReport:
             [
                 f"soak seed {self.seed}: {s.cycles} cycles in {s.wall_s:.0f} s",
                 f"  power cuts (SIGKILL): {sum(s.kills.values())} ({kills})",
+                f"  labdisk cuts: {s.disk_cuts}; thrown away: {s.disk_bytes_lost:,} bytes not "
+                f"durable, {s.disk_files_restored} files restored, {s.disk_entries_reverted} "
+                "directory entries reverted",
                 f"  mvb run start-up: median {startup[len(startup) // 2]:.2f} s, "
                 f"max {startup[-1]:.2f} s (spawn to API answering and gateway.started audited)",
                 f"  recordings: {len(self.facts.trigger_of)}; files recorded: "
@@ -244,13 +275,23 @@ class BackOfficeProcess:
 class BoxProcess:
     """The real `mvb run`. Started means: its API answers and it audited `gateway.started`."""
 
-    def __init__(self, paths: SoakPaths, config: Path, api_port: int, log: IO[bytes]) -> None:
+    def __init__(
+        self,
+        paths: SoakPaths,
+        config: Path,
+        api_port: int,
+        log: IO[bytes],
+        disk: LabDisk | None = None,
+        stats: SoakStats | None = None,
+    ) -> None:
         self.paths = paths
         self.config = config
         self.api = f"http://127.0.0.1:{api_port}"
         self._log = log
         self._process: asyncio.subprocess.Process | None = None
         self.starts = 0
+        self._disk = disk
+        self._stats = stats or SoakStats()
 
     async def start(self, session: aiohttp.ClientSession) -> float:
         """Spawn and wait until started; returns the seconds that took."""
@@ -293,11 +334,20 @@ class BoxProcess:
             return False
 
     async def power_cut(self) -> None:
-        """SIGKILL: no goodbye, nothing flushed that was not already durable."""
+        """SIGKILL: no goodbye, nothing flushed that was not already durable. On labdisk, once
+        the box has exited (nothing of it may land after), the disk loses what was not durable."""
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
+        if process is None:
+            return
+        if process.returncode is None:
             process.kill()
-            await asyncio.wait_for(process.wait(), EXIT_TIMEOUT_S)
+        await asyncio.wait_for(process.wait(), EXIT_TIMEOUT_S)
+        if self._disk is not None:
+            report = await asyncio.to_thread(self._disk.cut, torn=True)
+            self._stats.disk_cuts += 1
+            self._stats.disk_bytes_lost += int(report.get("bytes_lost", 0))
+            self._stats.disk_files_restored += int(report.get("files_restored", 0))
+            self._stats.disk_entries_reverted += int(report.get("entries_reverted", 0))
 
     async def terminate(self) -> int:
         process, self._process = self._process, None
@@ -367,6 +417,7 @@ class World:
     plans: dict[str, FaultPlan]
     stats: SoakStats
     log: Callable[[str], None]
+    state_timeout_s: float = STATE_TIMEOUT_S
 
     @property
     def wifi(self) -> FaultPlan:
@@ -376,6 +427,10 @@ class World:
         self.wifi.blackhole = False
         self.wifi.refuse = False
         self.wifi.rate_bytes_per_s = WIFI_RATE_BYTES_PER_S
+
+    async def state_until(self, state: str, what: str) -> None:
+        """Until the box's recorder is in `state` (bounded by `state_timeout_s`)."""
+        await self.status_until(lambda s: s["state"] == state, what, self.state_timeout_s)
 
     async def status_until(
         self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout_s: float
@@ -466,12 +521,27 @@ p0_reserve_bytes = {LTE_P0_RESERVE_BYTES}
 headroom_fraction = 0.0
 udp_allowed = false
 """
-    return write_box_config(paths.box, paths.keys / "recording.pub", storage_lines=sections)
+    return write_box_config(
+        paths.box, paths.keys / "recording.pub", storage_lines=sections, data_dir=paths.data
+    )
+
+
+@contextlib.contextmanager
+def card_disk(paths: SoakPaths, mode: Mode | None, seed: int) -> Iterator[LabDisk | None]:
+    """The labdisk holding the card and the state directory (made durable before the box's
+    first start), or None; unmounted at the end."""
+    if mode is None:
+        yield None
+        return
+    with LabDisk(paths.disk_backing, paths.data, mode=mode, seed=seed) as disk:
+        make_dirs(paths.card)
+        make_dirs(paths.state)
+        yield disk
 
 
 @contextlib.asynccontextmanager
 async def soak_world(
-    paths: SoakPaths, pki: TestPki, log: Callable[[str], None]
+    paths: SoakPaths, pki: TestPki, log: Callable[[str], None], disk: LabDisk | None = None
 ) -> AsyncIterator[World]:
     """Keys, GPS, back office, proxy and a configured (not yet started) box; all stopped after."""
     paths.logs.mkdir(parents=True, exist_ok=True)
@@ -492,14 +562,19 @@ async def soak_world(
             await back_office.start()
             plans = link_plans()
             proxy = TcpFaultProxy("127.0.0.1", back_office.port, plan_for_peer=plans.get)
-            async with proxy, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(10)) as session:
+            slow = SLOW_CARD_FACTOR if disk is not None else 1.0
+            timeout = aiohttp.ClientTimeout(API_TIMEOUT_S * slow)
+            async with proxy, aiohttp.ClientSession(timeout=timeout) as session:
                 api_port = free_port()
                 config = box_config(
                     paths, pki, proxy_port=proxy.port, gps_port=gps_port, api_port=api_port
                 )
-                box = BoxProcess(paths, config, api_port, box_log)
+                stats = SoakStats()
+                box = BoxProcess(paths, config, api_port, box_log, disk, stats)
                 api = BoxApi(session, box.api)
-                yield World(paths, back_office, box, api, proxy, plans, SoakStats(), log)
+                yield World(
+                    paths, back_office, box, api, proxy, plans, stats, log, STATE_TIMEOUT_S * slow
+                )
         finally:
             if box is not None:
                 await box.power_cut()
@@ -627,7 +702,9 @@ async def _live(world: World, cycle: Cycle) -> str:
     """The scripted activity up to the moment of the power cut; returns the phase it reached."""
     api = world.api
     await api.trigger(cycle.trigger)
-    await world.status_until(lambda s: s["state"] == "recording", "recording", STATE_TIMEOUT_S)
+    await world.status_until(
+        lambda s: s["state"] == "recording", "recording", world.state_timeout_s
+    )
     if cycle.flag:
         assert await api.post("/api/record/flag") == 200
     if cycle.kill_phase is KillPhase.RECORDING:
@@ -644,7 +721,9 @@ async def _live(world: World, cycle: Cycle) -> str:
 
 async def _stop_recording(world: World) -> None:
     assert await world.api.post("/api/record/stop") == 200
-    await world.status_until(lambda s: s["state"] == "standby", "post-record", STATE_TIMEOUT_S)
+    await world.status_until(
+        lambda s: s["state"] == "standby", "post-record", world.state_timeout_s
+    )
 
 
 async def _until_idle(world: World, cycle: Cycle) -> str:
@@ -682,7 +761,9 @@ async def _lte_episode(world: World) -> None:
     world.stats.lte_budget_used_up_seen = True
     started_before = _recordings(world.paths.audit)
     await world.api.trigger("crash")
-    await world.status_until(lambda s: s["state"] == "recording", "recording", STATE_TIMEOUT_S)
+    await world.status_until(
+        lambda s: s["state"] == "recording", "recording", world.state_timeout_s
+    )
     crash = next(r for r in _recordings(world.paths.audit) if r not in started_before)
     await _stop_recording(world)
     try:
@@ -892,9 +973,22 @@ async def run_soak(
     """The whole soak: cycles until `min_kills` power cuts (and `minutes`), drain, judge."""
     log(f"soak seed {settings.seed} (rerun with this seed to replay the script)")
     began_s = time.monotonic()
-    paths = SoakPaths(root)
+    paths = SoakPaths(root, on_labdisk=settings.power is not None)
     script = CycleScript(settings.seed)
-    async with soak_world(paths, pki, log) as world:
+    with card_disk(paths, settings.power, settings.seed) as disk:
+        return await _soak(settings, paths, script, pki, log, disk, began_s)
+
+
+async def _soak(
+    settings: SoakSettings,
+    paths: SoakPaths,
+    script: CycleScript,
+    pki: TestPki,
+    log: Callable[[str], None],
+    disk: LabDisk | None,
+    began_s: float,
+) -> SoakReport:
+    async with soak_world(paths, pki, log, disk) as world:
         index = 0
         while sum(world.stats.kills.values()) < settings.min_kills or (
             time.monotonic() - began_s < settings.minutes * 60
