@@ -33,6 +33,7 @@ from gateway.box import Box, open_box
 from gateway.box_port import BoxAdapter
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.sources import IngestWiring, make_source
+from gateway.card_watch import watch_card
 from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
@@ -341,6 +342,11 @@ def children(running: RunningBox, config: LocalConfig) -> list[Child]:
         kids.append(Child("speed", lambda: watch_speed(running.gps, threshold_mps, running.events)))
     if isinstance(running.uplink, UplinkService):
         kids.append(Child("uplink", running.uplink.run))
+    # A failing card is probed and taken back into use without a restart (gateway/card_watch.py).
+    on_back = [running.uplink.ledger.reopen] if isinstance(running.uplink, UplinkService) else []
+    kids.append(
+        Child("card", lambda: watch_card(running.box.store, running.service, on_back=on_back))
+    )
     if running.fleet is not None:
         kids.append(Child("fleet", running.fleet.run))
     return kids

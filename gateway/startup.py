@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.durable import durable_unlink, is_tmp_name, make_dirs
+from common.durable import is_tmp_name, make_dirs
 from common.faults import StorageFault
 from storage.card import (
     CATALOG_DIR,
@@ -35,9 +35,9 @@ from storage.card import (
     SEALED_SUFFIX,
     SIDECAR_SUFFIX,
 )
+from storage.card_probe import PROBE_NAME, write_probe
 from storage.evidence_format import MAGIC
 
-PROBE_NAME = ".mvb-write-probe"
 CLOCK_OFFSET_ALARM_MS = 2_000  # wall clock this far from GPS time: stamps would mislead
 
 
@@ -101,15 +101,8 @@ def check_card(card_dir: Path, *, require_mount: bool) -> CardReport:
 
 
 def _probe_writable(card_dir: Path) -> None:
-    probe = card_dir / PROBE_NAME
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, b"probe")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        durable_unlink(probe, missing_ok=False)
+        write_probe(card_dir)
     except OSError as exc:
         raise CardUnusable(f"the card at {card_dir} is not writable ({exc.strerror})") from exc
 

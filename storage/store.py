@@ -33,6 +33,7 @@ from common.alarms import Alarms
 from common.durable import durable_unlink, make_dirs, remove_empty_dir
 from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
+from storage.card_health import ALARM_OF, CARD_ALARMS, CardCondition, alarm_message, condition_of
 from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
 from storage.envelope import Recipients, RecordingKey
@@ -127,6 +128,8 @@ class EvidenceStore:
         # (and audit) the same file. Separate from _lock, which each deletion takes.
         self._retention_lock = threading.Lock()
         self._holds_lock = threading.Lock()  # one change of the book at a time
+        # Files a writer has open: a reopen after a card fault must not recover them.
+        self._live_files: set[str] = set()
 
     @classmethod
     def open(
@@ -141,27 +144,72 @@ class EvidenceStore:
     ) -> tuple[EvidenceStore, RecoveryReport]:
         """Recover the card, open (or rebuild) the catalog, and register recovered files."""
         layout = CardLayout(settings.card_dir)
-        make_dirs(layout.evidence_root)  # durable in the card root from the first open
-        # The catalog first: recovery asks it whether a `.part` is a file this box was writing.
-        catalog = Catalog.open(layout)
-        if catalog.rebuilt_reason is not None:
-            audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
-        report = recover_card(
-            layout, device_key, audit.append, clock_ms(), catalog_knowledge(catalog)
-        )
+        catalog, report = _open_card(layout, device_key, audit, clock_ms(), frozenset())
         store = cls(settings, recipients, device_key, audit, catalog, clock_ms, alarms, trusted)
-        store.holds = load_holds(layout, catalog, audit, store.alarms, clock_ms())
-        for sidecar in report.recovered:
-            store._register_sealed(sidecar)
-        for discarded in report.discarded:
-            store._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
-        raise_recovery_alarm(store.alarms, layout, report)
-        # A rebuilt catalog knows no holds, and a power cut may have come between book and flags.
-        store._copy_holds_to_catalog(None, store.holds)
+        store._adopt_recovery(report)
         return store, report
+
+    def _adopt_recovery(self, report: RecoveryReport) -> None:
+        """Catalog what recovery closed or discarded, read the holds, raise its alarm."""
+        self.holds = load_holds(self.layout, self.catalog, self.audit, self.alarms, self.clock_ms())
+        for sidecar in report.recovered:
+            self._register_sealed(sidecar)
+        for discarded in report.discarded:
+            self._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
+        raise_recovery_alarm(self.alarms, self.layout, report)
+        # A rebuilt catalog knows no holds, and a power cut may have come between book and flags.
+        self._copy_holds_to_catalog(None, self.holds)
 
     def close(self) -> None:
         self.catalog.close()
+
+    # -- a dying card (storage/card_health.py; docs/storage.md "A dying card") ------------------
+
+    def note_card_fault(self, exc: BaseException) -> CardCondition | None:
+        """Raise the card alarm `exc` shows (read-only, missing, failed) and return its
+        condition; None (and nothing raised) when `exc` is not the card's (a full card, a bug).
+        Never raises: it is called from the paths that are handling the failure."""
+        condition = condition_of(exc)
+        if condition is not None:
+            detail = getattr(exc, "strerror", None) or type(exc).__name__
+            self.alarms.raise_(ALARM_OF[condition], alarm_message(condition, str(detail)))
+        return condition
+
+    def card_faulted(self) -> bool:
+        """True while a card alarm is raised: the card watch probes until it is back."""
+        return any(code in self.alarms for code in CARD_ALARMS)
+
+    def reopen_card(self) -> RecoveryReport:
+        """The card is back (reinserted, replaced, or working again): open its catalog anew,
+        recover the `.part` files left by writers that failed (never one still being written),
+        catalog what recovery closed, and clear the card alarms. Raises OSError or
+        sqlite3.Error when the card fails again meanwhile (the caller keeps probing)."""
+        with self._lock:
+            live = frozenset(self._live_files)
+        now_ms = self.clock_ms()
+        catalog, report = _open_card(self.layout, self.device_key, self.audit, now_ms, live)
+        with self._lock:
+            old, self.catalog = self.catalog, catalog
+        with contextlib.suppress(Exception):  # its handles died with the card
+            old.close()
+        self._adopt_recovery(report)
+        for code in CARD_ALARMS:
+            self.alarms.clear(code)
+        self.audit.append(
+            "storage.card_back",
+            recovered=len(report.recovered),
+            discarded=len(report.discarded),
+            refused=len(report.refused),
+        )
+        return report
+
+    def _writer_opened(self, file_id: str) -> None:
+        with self._lock:
+            self._live_files.add(file_id)
+
+    def _writer_ended(self, file_id: str) -> None:
+        with self._lock:
+            self._live_files.discard(file_id)
 
     # -- recordings -------------------------------------------------------------------------
 
@@ -446,6 +494,24 @@ class EvidenceStore:
         remove_empty_dir(self.layout.recording_dir(deletion.recording_id))
 
 
+def _open_card(
+    layout: CardLayout, device_key: DeviceKey, audit: AuditLog, now_ms: int, live: frozenset[str]
+) -> tuple[Catalog, RecoveryReport]:
+    """The catalog (opened, or rebuilt) and recovery of every `.part` but the `live` ones."""
+    make_dirs(layout.evidence_root)  # durable in the card root from the first open
+    # The catalog first: recovery asks it whether a `.part` is a file this box was writing.
+    catalog = Catalog.open(layout)
+    try:
+        if catalog.rebuilt_reason is not None:
+            audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
+        knowledge = catalog_knowledge(catalog)
+        report = recover_card(layout, device_key, audit.append, now_ms, knowledge, skip=live)
+    except BaseException:
+        catalog.close()
+        raise
+    return catalog, report
+
+
 @contextlib.contextmanager
 def _catalog_full_is_card_full(card: Path, space: SpacePolicy) -> Iterator[None]:
     """sqlite's own "database or disk is full" is the card being full: say so by fault."""
@@ -469,11 +535,18 @@ class Recording:
         self.sealed: list[SealedFile] = []
 
     def open_stream(
-        self, camera: str, *, container: str = "mpegts", **camera_facts: Any
+        self, camera: str, *, container: str = "mpegts", resume: bool = False, **camera_facts: Any
     ) -> StreamWriter:
-        if camera in self.streams:
+        """The camera's stream in this recording. With `resume` (its card failed and is back)
+        the camera's earlier stream is abandoned (recovery closes its `.part`) and the new one
+        goes on with the next file number; without it a second stream is refused."""
+        earlier = self.streams.get(camera)
+        if earlier is not None and not resume:
             raise ValueError(f"camera {camera!r} already has a stream in this recording")
         stream = StreamWriter(self, camera, container, camera_facts)
+        if earlier is not None:
+            earlier.abandon()
+            stream._file_seq = earlier.next_file_seq
         self.streams[camera] = stream
         return stream
 
@@ -538,6 +611,24 @@ class StreamWriter:
             self._seal_current()
         self._closed = True
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def next_file_seq(self) -> int:
+        return self._file_seq
+
+    def abandon(self) -> None:
+        """End the stream without sealing (its card failed): the `.part` keeps its whole
+        records and recovery closes it once the card is back. Never raises."""
+        writer, self._writer = self._writer, None
+        self._closed = True
+        if writer is not None:
+            with contextlib.suppress(Exception):  # closing a dead card's file may fail too
+                writer.abandon()
+            self.store._writer_ended(writer.path.name.removesuffix(PART_SUFFIX))
+
     @contextlib.contextmanager
     def _stop_on_full_card(self) -> Iterator[None]:
         """On a full card: seal what was written (the reserve pays for it), alarm, re-raise.
@@ -562,7 +653,10 @@ class StreamWriter:
         No new file is opened on a card that just failed a write."""
         writer, self._writer = self._writer, None
         self._closed = True
-        self.store.alarms.raise_("card_write_failed", str(exc))
+        if writer is not None:
+            self.store._writer_ended(writer.path.name.removesuffix(PART_SUFFIX))
+        if self.store.note_card_fault(exc) is None:  # not an errno of the card's: still failed
+            self.store.alarms.raise_(ALARM_OF[CardCondition.FAILED], str(exc))
         self.store.audit.append(
             "storage.write_failed",
             camera_stream=self.camera,
@@ -589,6 +683,7 @@ class StreamWriter:
             threshold=self.recording.key.threshold,
         )
         store._register_recording_file(header)
+        store._writer_opened(header.file_id.hex())  # before its `.part` exists: see reopen_card
         try:
             writer = EvidenceFileWriter(
                 store.layout,
@@ -600,12 +695,14 @@ class StreamWriter:
         except BaseException:
             # No durable header (e.g. a full card): the writer removed its .part, so the
             # catalog must not keep a RECORDING entry that no file and no recovery will end.
+            store._writer_ended(header.file_id.hex())
             store._forget_discarded(header.file_id.hex())
             raise
         try:
             self._write_recording_facts(writer, header)
         except BaseException:
             writer.abandon()  # the .part holds whole records; recovery closes it at next start
+            store._writer_ended(header.file_id.hex())
             raise
         self._file_seq += 1
         self._file_opened_mono_s = time.monotonic()
@@ -647,6 +744,8 @@ class StreamWriter:
             self._writer = writer  # named in the audit entry
             self._write_failed(exc)
             raise
-        self.store.alarms.clear("card_write_failed")  # the card took a whole file again
+        finally:
+            if writer.closed:  # sealed, or failed for good: recovery may close its `.part`
+                self.store._writer_ended(writer.path.name.removesuffix(PART_SUFFIX))
         self.recording.sealed.append(sealed)
         self.store._register_sealed(sealed.sidecar)

@@ -12,6 +12,7 @@ fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -75,10 +76,19 @@ class UplinkLedger:
     """diskcache-backed; every write is a committed sqlite transaction (survives power loss)."""
 
     def __init__(self, directory: Path) -> None:
+        self._directory = directory
         self._cache: Any = diskcache.Cache(str(directory), eviction_policy="none")
 
     def close(self) -> None:
         self._cache.close()
+
+    def reopen(self) -> None:
+        """Open the ledger's files again: the card was pulled and is back, and the handles of
+        before are dead (gateway/card_watch.py). Closing the old ones may fail: ignored."""
+        old = self._cache
+        self._cache = diskcache.Cache(str(self._directory), eviction_policy="none")
+        with contextlib.suppress(Exception):  # whatever a dead card's sqlite says, it is gone
+            old.close()
 
     def file(self, file_id: str) -> FileUpload:
         raw = self._cache.get(_FILE + file_id)

@@ -13,6 +13,7 @@ const ERROR_TEXTS = Object.freeze({
   internal: key("error.internal"),
   wrong_credentials: key("error.wrong_credentials"),
   card_full: key("error.card_full"),
+  card_unusable: key("error.card_unusable"),
   not_recording: key("error.not_recording"),
   "not recording": key("error.not_recording"), // the recording routes' older spelling
   no_officer_id: key("error.no_officer_id"),
