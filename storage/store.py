@@ -34,6 +34,7 @@ from common.durable import durable_unlink, make_dirs, remove_empty_dir
 from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
 from storage.card_health import ALARM_OF, CARD_ALARMS, CardCondition, alarm_message, condition_of
+from storage.card_reopen import CardAway, let_go
 from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
 from storage.envelope import Recipients, RecordingKey
@@ -161,7 +162,8 @@ class EvidenceStore:
         self._copy_holds_to_catalog(None, self.holds)
 
     def close(self) -> None:
-        self.catalog.close()
+        with contextlib.suppress(CardAway):  # the card went away and did not come back
+            self.catalog.close()
 
     # -- a dying card (storage/card_health.py; docs/storage.md "A dying card") ------------------
 
@@ -186,12 +188,11 @@ class EvidenceStore:
         sqlite3.Error when the card fails again meanwhile (the caller keeps probing)."""
         with self._lock:
             live = frozenset(self._live_files)
+            let_go(self, "catalog")  # before opening anew: storage/card_reopen.py
         now_ms = self.clock_ms()
         catalog, report = _open_card(self.layout, self.device_key, self.audit, now_ms, live)
         with self._lock:
-            old, self.catalog = self.catalog, catalog
-        with contextlib.suppress(Exception):  # its handles died with the card
-            old.close()
+            self.catalog = catalog
         self._adopt_recovery(report)
         for code in CARD_ALARMS:
             self.alarms.clear(code)
@@ -698,13 +699,13 @@ class StreamWriter:
             store._writer_ended(header.file_id.hex())
             store._forget_discarded(header.file_id.hex())
             raise
+        self._file_seq += 1  # its header is durable: recovery keeps this file under its number
         try:
             self._write_recording_facts(writer, header)
         except BaseException:
             writer.abandon()  # the .part holds whole records; recovery closes it at next start
             store._writer_ended(header.file_id.hex())
             raise
-        self._file_seq += 1
         self._file_opened_mono_s = time.monotonic()
         return writer
 

@@ -12,7 +12,6 @@ fingerprint.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import diskcache
 
 from common.faults import StorageFault
+from storage.card_reopen import let_go
 
 _FILE = "file:"
 _BUDGET = "budget:"
@@ -85,10 +85,9 @@ class UplinkLedger:
     def reopen(self) -> None:
         """Open the ledger's files again: the card was pulled and is back, and the handles of
         before are dead (gateway/card_watch.py). Closing the old ones may fail: ignored."""
-        old = self._cache
+        # Not closed: every connection of before must be gone first (storage/card_reopen.py).
+        let_go(self, "_cache")
         self._cache = diskcache.Cache(str(self._directory), eviction_policy="none")
-        with contextlib.suppress(Exception):  # whatever a dead card's sqlite says, it is gone
-            old.close()
 
     def file(self, file_id: str) -> FileUpload:
         raw = self._cache.get(_FILE + file_id)
