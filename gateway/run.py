@@ -5,7 +5,8 @@ Wiring only: every decision lives in a pure part (recorder, ring, rules, tracker
 backoff, card check); this module builds them from the configuration and connects them.
 
 Lifecycle (docs/deploy-box.md):
-- start: check the card (present, mounted if required, writable; foreign files alarmed), recover
+- start: check the card (present, mounted if required, writable; foreign files alarmed; without
+  a usable card run degraded until it is: gateway/degraded.py), recover
   it (open_box), apply the last good configuration, start the subsystems, tell systemd READY;
 - run: every loop is a child of one supervisor (gateway/supervisor.py): GPS, each vehicle
   input, the speed watcher, the uplink, fleet sync, the clock check, trusted time and the
