@@ -194,6 +194,7 @@ class EvidenceStore:
         with self._lock:
             self.catalog = catalog
         self._adopt_recovery(report)
+        self._forget_never_written(live)
         for code in CARD_ALARMS:
             self.alarms.clear(code)
         self.audit.append(
@@ -203,6 +204,25 @@ class EvidenceStore:
             refused=len(report.refused),
         )
         return report
+
+    def _forget_never_written(self, live: frozenset[str]) -> None:
+        """A file the catalog took as RECORDING whose `.part` the failing card never created
+        (and whose forgetting failed with it): nothing of it is on the card, so it leaves the
+        catalog as DELETED, audited, like a `.part` recovery discarded. Any file of its id on
+        the card (a sidecar, a quarantined copy) keeps the record as it is."""
+        with self._lock:
+            recording = [r for r in self.catalog.all() if r.state is FileState.RECORDING]
+        for record in recording:
+            folder = self.layout.recording_dir(record.recording_id)
+            if record.file_id in live or any(folder.glob(f"{record.file_id}*")):
+                continue
+            self.audit.append(
+                "storage.empty_file_discarded",
+                file_id=record.file_id,
+                reason="the card failed before the file was created",
+                size_bytes=0,
+            )
+            self._forget_discarded(record.file_id)
 
     def _writer_opened(self, file_id: str) -> None:
         with self._lock:

@@ -105,7 +105,10 @@ async def test_an_eio_on_a_write_or_an_fsync(
         await wait_for(
             lambda: rig.audited("alarm.raised", code="card_write_failed"), "the failed-card alarm"
         )
-        assert rig.audited("storage.write_failed", camera_stream="dashcam")
+        await wait_for(
+            lambda: rig.audited("storage.write_failed", camera_stream="dashcam"),
+            "the failed write in the audit log",
+        )
         await rig.alive()
         await resumes_on_a_good_card(rig, recipient)  # one EIO: the next probe succeeds
 
