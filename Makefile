@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-uplink bench-backoffice torture soak clean system-deps npm-peers
+.PHONY: demo test lint typecheck unit bench bench-uplink bench-backoffice bench-card torture soak clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -81,6 +81,9 @@ bench-uplink: $(STAMP) system-deps  # root: builds network namespaces
 
 bench-backoffice: $(STAMP)  # box B's upload time while a paired thief floods the back office
 	$(PY) -m bench.backoffice_attack
+
+bench-card: $(STAMP)  # root (labdisk): fsync stalls under a recording, ring lag vs awaiting writes
+	$(PY) -m bench.card_stall
 
 # The whole-box soak, long version (docs/soak.md): SOAK_MINUTES of power cuts, WiFi flaps, LTE
 # budget and back-office restarts around the real `mvb run`; SOAK_SEED replays a run's script.

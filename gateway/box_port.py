@@ -38,6 +38,7 @@ from gateway.status_gather import (
     unknown_storage_facts,
 )
 from gateway.uplink_from_config import UplinkNotStarted
+from storage.card_reopen import CardAway
 from transport.uplink import UplinkService
 from transport.uplink_files import UnknownUpload
 from transport.uplink_view import idle_rows
@@ -117,6 +118,8 @@ class BoxAdapter:
         store = self.box.store
         try:
             return read_storage_facts(store), read_uplink_facts(self.uplink, paired), paired
+        except CardAway:
+            pass  # the card watch is opening the card's files again: a moment, not a fault
         except (OSError, sqlite3.Error) as exc:
             if store.note_card_fault(exc) is None:
                 raise
