@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from common.alarms import Alarms
-from common.durable import durable_unlink, make_dirs, remove_empty_dir
+from common.durable import durable_unlink, remove_empty_dir
 from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
-from storage.card_health import ALARM_OF, CARD_ALARMS, CardCondition, alarm_message, condition_of
-from storage.card_reopen import CardAway, let_go
+from storage.card_health import ALARM_OF, CardCondition
+from storage.card_reopen import CardAway
 from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
 from storage.envelope import Recipients, RecordingKey
@@ -43,8 +43,8 @@ from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.holds import HoldBook
 from storage.holds_io import load_holds, write_holds
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
-from storage.recovery import RecoveryReport, recover_card
-from storage.recovery_alarm import catalog_knowledge, raise_recovery_alarm
+from storage.recovery import RecoveryReport
+from storage.recovery_alarm import raise_recovery_alarm
 from storage.retention import (
     TIME_UNKNOWN_GRACE_MS,
     Deletion,
@@ -61,6 +61,7 @@ from storage.space import (
     decide_admission,
     write_guard,
 )
+from storage.store_card import CardEpisodes, open_card
 from storage.trusted_time import TrustedNow, TrustedState, resolve_created
 from storage.trusted_time_io import TrustedClock
 from storage.writer import DEFAULT_CHUNK_MAX_BYTES, DurablePoint, EvidenceFileWriter, SealedFile
@@ -92,7 +93,7 @@ class StoreSettings:
     time_unknown_alarm_after_s: float = TIME_UNKNOWN_GRACE_MS / 1000
 
 
-class EvidenceStore:
+class EvidenceStore(CardEpisodes):
     """Owns the card: recovery at open, recordings, catalog, retention."""
 
     def __init__(
@@ -145,7 +146,7 @@ class EvidenceStore:
     ) -> tuple[EvidenceStore, RecoveryReport]:
         """Recover the card, open (or rebuild) the catalog, and register recovered files."""
         layout = CardLayout(settings.card_dir)
-        catalog, report = _open_card(layout, device_key, audit, clock_ms(), frozenset())
+        catalog, report = open_card(layout, device_key, audit, clock_ms(), frozenset())
         store = cls(settings, recipients, device_key, audit, catalog, clock_ms, alarms, trusted)
         store._adopt_recovery(report)
         return store, report
@@ -164,73 +165,6 @@ class EvidenceStore:
     def close(self) -> None:
         with contextlib.suppress(CardAway):  # the card went away and did not come back
             self.catalog.close()
-
-    # -- a dying card (storage/card_health.py; docs/storage.md "A dying card") ------------------
-
-    def note_card_fault(self, exc: BaseException) -> CardCondition | None:
-        """Raise the card alarm `exc` shows (read-only, missing, failed) and return its
-        condition; None (and nothing raised) when `exc` is not the card's (a full card, a bug).
-        Never raises: it is called from the paths that are handling the failure."""
-        condition = condition_of(exc)
-        if condition is not None:
-            detail = getattr(exc, "strerror", None) or type(exc).__name__
-            self.alarms.raise_(ALARM_OF[condition], alarm_message(condition, str(detail)))
-        return condition
-
-    def card_faulted(self) -> bool:
-        """True while a card alarm is raised: the card watch probes until it is back."""
-        return any(code in self.alarms for code in CARD_ALARMS)
-
-    def reopen_card(self) -> RecoveryReport:
-        """The card is back (reinserted, replaced, or working again): open its catalog anew,
-        recover the `.part` files left by writers that failed (never one still being written),
-        catalog what recovery closed, and clear the card alarms. Raises OSError or
-        sqlite3.Error when the card fails again meanwhile (the caller keeps probing)."""
-        with self._lock:
-            live = frozenset(self._live_files)
-            let_go(self, "catalog")  # before opening anew: storage/card_reopen.py
-        now_ms = self.clock_ms()
-        catalog, report = _open_card(self.layout, self.device_key, self.audit, now_ms, live)
-        with self._lock:
-            self.catalog = catalog
-        self._adopt_recovery(report)
-        self._forget_never_written(live)
-        for code in CARD_ALARMS:
-            self.alarms.clear(code)
-        self.audit.append(
-            "storage.card_back",
-            recovered=len(report.recovered),
-            discarded=len(report.discarded),
-            refused=len(report.refused),
-        )
-        return report
-
-    def _forget_never_written(self, live: frozenset[str]) -> None:
-        """A file the catalog took as RECORDING whose `.part` the failing card never created
-        (and whose forgetting failed with it): nothing of it is on the card, so it leaves the
-        catalog as DELETED, audited, like a `.part` recovery discarded. Any file of its id on
-        the card (a sidecar, a quarantined copy) keeps the record as it is."""
-        with self._lock:
-            recording = [r for r in self.catalog.all() if r.state is FileState.RECORDING]
-        for record in recording:
-            folder = self.layout.recording_dir(record.recording_id)
-            if record.file_id in live or any(folder.glob(f"{record.file_id}*")):
-                continue
-            self.audit.append(
-                "storage.empty_file_discarded",
-                file_id=record.file_id,
-                reason="the card failed before the file was created",
-                size_bytes=0,
-            )
-            self._forget_discarded(record.file_id)
-
-    def _writer_opened(self, file_id: str) -> None:
-        with self._lock:
-            self._live_files.add(file_id)
-
-    def _writer_ended(self, file_id: str) -> None:
-        with self._lock:
-            self._live_files.discard(file_id)
 
     # -- recordings -------------------------------------------------------------------------
 
@@ -513,24 +447,6 @@ class EvidenceStore:
             self.catalog.transition(deletion.file_id, FileState.DELETED, deleted_at_ms=now_ms)
         # Not empty (other files of the recording) or already gone: kept, nothing to do.
         remove_empty_dir(self.layout.recording_dir(deletion.recording_id))
-
-
-def _open_card(
-    layout: CardLayout, device_key: DeviceKey, audit: AuditLog, now_ms: int, live: frozenset[str]
-) -> tuple[Catalog, RecoveryReport]:
-    """The catalog (opened, or rebuilt) and recovery of every `.part` but the `live` ones."""
-    make_dirs(layout.evidence_root)  # durable in the card root from the first open
-    # The catalog first: recovery asks it whether a `.part` is a file this box was writing.
-    catalog = Catalog.open(layout)
-    try:
-        if catalog.rebuilt_reason is not None:
-            audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
-        knowledge = catalog_knowledge(catalog)
-        report = recover_card(layout, device_key, audit.append, now_ms, knowledge, skip=live)
-    except BaseException:
-        catalog.close()
-        raise
-    return catalog, report
 
 
 @contextlib.contextmanager
