@@ -72,12 +72,18 @@ def _optional_str(value: object) -> str | None:
     raise TypeError(f"expected a string or null, got {type(value).__name__}")
 
 
+def _open_cache(directory: Path) -> Any:
+    """synchronous=FULL, as the catalog: diskcache's default (NORMAL, with its WAL) commits
+    without an fsync, and labdisk showed a committed entry gone after the card was pulled."""
+    return diskcache.Cache(str(directory), eviction_policy="none", sqlite_synchronous=2)
+
+
 class UplinkLedger:
     """diskcache-backed; every write is a committed sqlite transaction (survives power loss)."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
-        self._cache: Any = diskcache.Cache(str(directory), eviction_policy="none")
+        self._cache: Any = _open_cache(directory)
 
     def close(self) -> None:
         self._cache.close()
@@ -87,7 +93,7 @@ class UplinkLedger:
         before are dead (gateway/card_watch.py). Closing the old ones may fail: ignored."""
         # Not closed: every connection of before must be gone first (storage/card_reopen.py).
         let_go(self, "_cache")
-        self._cache = diskcache.Cache(str(self._directory), eviction_policy="none")
+        self._cache = _open_cache(self._directory)
 
     def file(self, file_id: str) -> FileUpload:
         raw = self._cache.get(_FILE + file_id)
