@@ -8,9 +8,10 @@ evidence sealed before stays readable and queued for upload, and once a good car
 same recording goes on in new files, without a restart. fsync stalls of 2 s: no packet dropped,
 the backlog measured (printed; docs/storage.md records the figure).
 
-Left out here: the uplink's real upload after the card is back (the catalog's queue is checked;
-tests/transport cover uploading what the catalog queues), and a card that lies (acknowledges
-an fsync and loses the data: labdisk's power cut covers that, the torture and the soak).
+Left out here: the uplink's real upload after the card is back (the catalog's queue is checked
+here; tests/transport/test_uplink_dying_card.py uploads what was sealed before a pull), and a
+card that lies (acknowledges an fsync and loses the data: labdisk's power cut covers that, the
+torture and the soak).
 """
 
 from __future__ import annotations
