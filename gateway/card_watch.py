@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from gateway.capture.service import CaptureService
-from storage.card_health import ALARM_OF, CARD_ALARMS, CardCondition, alarm_message
 from storage.card_probe import probe_card
 from storage.store import EvidenceStore
 
@@ -32,15 +31,6 @@ log = logging.getLogger(__name__)
 
 CARD_PROBE_S: Final = 1.0
 """How often a failing card is probed: a reinserted card is written to within about a second."""
-
-
-def show_condition(store: EvidenceStore, condition: CardCondition) -> None:
-    """Raise the alarm of `condition`, and clear the other card alarms (one card, one state)."""
-    code = ALARM_OF[condition]
-    for other in CARD_ALARMS - {code}:
-        store.alarms.clear(other)
-    if code not in store.alarms:
-        store.alarms.raise_(code, alarm_message(condition))
 
 
 async def card_back(
@@ -76,6 +66,6 @@ async def watch_card(
             continue
         condition = await asyncio.to_thread(probe_card, store.layout.root)
         if condition is not None:
-            show_condition(store, condition)
+            store.probe_shows(condition)
             continue
         await card_back(store, service, on_back)

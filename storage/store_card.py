@@ -19,7 +19,14 @@ from common.alarms import Alarms
 from common.durable import make_dirs
 from storage.audit_io import AuditLog
 from storage.card import CardLayout
-from storage.card_health import ALARM_OF, CARD_ALARMS, CardCondition, alarm_message, condition_of
+from storage.card_health import (
+    ALARM_OF,
+    CARD_ALARMS,
+    CardCondition,
+    alarm_message,
+    condition_of,
+    worse,
+)
 from storage.card_reopen import let_go
 from storage.catalog import Catalog
 from storage.devicekey import DeviceKey
@@ -53,8 +60,39 @@ class CardEpisodes:
         condition = condition_of(exc)
         if condition is not None:
             detail = getattr(exc, "strerror", None) or type(exc).__name__
-            self.alarms.raise_(ALARM_OF[condition], alarm_message(condition, str(detail)))
+            self.show_card_condition(condition, str(detail))
         return condition
+
+    def show_card_condition(self, condition: CardCondition, detail: str | None = None) -> None:
+        """One card, one alarm: the worse of `condition` and the one shown (missing over
+        read-only over failed: a pulled card's stale handles fail EIO too), the others cleared.
+        The probe sees the card as it is now: it calls `probe_shows` instead."""
+        shown = self.card_condition()
+        if shown is not None and worse(shown, condition) is shown:
+            return
+        self._replace_card_alarm(condition, detail)
+
+    def probe_shows(self, condition: CardCondition) -> None:
+        """What a probe of the card saw now replaces whatever was shown (a card that failed a
+        write and is then pulled is missing; one that was missing and is back read-only is
+        read-only)."""
+        if condition is not self.card_condition():
+            self._replace_card_alarm(condition, None)
+
+    def card_condition(self) -> CardCondition | None:
+        """The card alarm raised now (the worse one, should two be), or None."""
+        shown: CardCondition | None = None
+        for condition, code in ALARM_OF.items():
+            if code in self.alarms:
+                shown = worse(shown, condition)
+        return shown
+
+    def _replace_card_alarm(self, condition: CardCondition, detail: str | None) -> None:
+        code = ALARM_OF[condition]
+        for other in CARD_ALARMS - {code}:
+            self.alarms.clear(other)
+        if code not in self.alarms or detail is not None:
+            self.alarms.raise_(code, alarm_message(condition, detail))
 
     def card_faulted(self) -> bool:
         """True while a card alarm is raised: the card watch probes until it is back."""
