@@ -95,6 +95,7 @@ class CameraRecording:
         camera: Camera,
         gps_window: GpsWindow,
         *,
+        since_ns: int = 0,
         on_fault: Callable[[BaseException], CardCondition | None] = lambda _exc: None,
         resume: bool = False,
     ) -> None:
@@ -109,6 +110,7 @@ class CameraRecording:
         self._stream = stream
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"record-{camera.name}")
         self._on_fault = on_fault
+        self.since_ns = since_ns  # the ring's packets from here on belong to this part
         self.failed: str | None = None
         self.card_fault: CardCondition | None = None  # why it failed, when the card's fault
         self.last_fed_ns: int | None = None  # the newest packet the muxer took (mono ns)
@@ -238,6 +240,9 @@ class CaptureService:
         self.accepting_triggers = True
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        # Cameras whose part failed with the card, waiting for it: since when their ring holds
+        # what the card did not take (resume_on_card).
+        self._awaiting_card: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -381,15 +386,18 @@ class CaptureService:
         for camera in self.cameras.values():
             if camera.recording is not None or (names is not None and camera.name not in names):
                 continue
-            camera.recording = self._part(camera)
+            if camera.name in self._awaiting_card:
+                continue  # its part failed with the card: resume_on_card gives it a new one
+            camera.recording = self._part(camera, since_ns)
             camera.recording.submit_packets(camera.ring.snapshot(since_ns))
 
-    def _part(self, camera: Camera, *, resume: bool = False) -> CameraRecording:
+    def _part(self, camera: Camera, since_ns: int, *, resume: bool = False) -> CameraRecording:
         assert self.recording is not None
         return CameraRecording(
             self.recording,
             camera,
             self.gps_window,
+            since_ns=since_ns,
             on_fault=self.store.note_card_fault,
             resume=resume,
         )
@@ -400,25 +408,26 @@ class CaptureService:
         cameras a new part of the running recording, fed from its ring since the last packet
         that reached the card (from the keyframe before it: a GOP may appear twice, in the
         interrupted file and the new one; nothing is missing that the ring still held).
-        Returns the cameras resumed. `reopen`'s error propagates (the card failed again)."""
+        Returns the cameras resumed. `reopen`'s error propagates (the card failed again): the
+        cameras stay waiting for the next call."""
         async with self._lock:
-            failed = [
-                (camera, camera.recording)
-                for camera in self.cameras.values()
-                if camera.recording is not None and camera.recording.failed
-            ]
-            for camera, part in failed:
-                camera.recording = None
-                await part.close()
+            for camera in self.cameras.values():
+                part = camera.recording
+                if part is not None and part.failed:
+                    camera.recording = None
+                    await part.close()
+                    since_ns = part.since_ns if part.last_fed_ns is None else part.last_fed_ns
+                    self._awaiting_card[camera.name] = since_ns
             await asyncio.to_thread(reopen)
             if self.recording is None:
+                self._awaiting_card.clear()
                 return []
-            for camera, part in failed:
-                since_ns = part.last_fed_ns
-                camera.recording = self._part(camera, resume=True)
-                snapshot = camera.ring.snapshot(self.clock_ns() if since_ns is None else since_ns)
-                camera.recording.submit_packets(snapshot)
-            resumed = [camera.name for camera, _ in failed]
+            resumed = sorted(self._awaiting_card)
+            for name, since_ns in self._awaiting_card.items():
+                camera = self.cameras[name]
+                camera.recording = self._part(camera, since_ns, resume=True)
+                camera.recording.submit_packets(camera.ring.snapshot(since_ns))
+            self._awaiting_card.clear()
         await self._audit("gateway.recording_resumed", cameras=len(resumed))
         return resumed
 
@@ -450,6 +459,7 @@ class CaptureService:
             await part.close()
             if part.failed and part.card_fault is None:  # a card fault has its own alarm
                 self.alarms.raise_(f"camera_{name}", part.failed)
+        self._awaiting_card.clear()  # nothing to resume: the recording ends
         recording, self.recording = self.recording, None
         if recording is not None:
             try:

@@ -107,8 +107,15 @@ def waiting_to_upload(store: EvidenceStore) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def dying_card_rig(
-    tmp_path: Path, clip: Path, recipient: RecipientPrivateKey, *, seed: int = 14
+    tmp_path: Path,
+    clip: Path,
+    recipient: RecipientPrivateKey,
+    *,
+    seed: int = 14,
+    probe_s: float = PROBE_S,
 ) -> AsyncIterator[DyingCardRig]:
+    """`probe_s`: how often the card watch probes (a test that drives resume_on_card itself
+    gives it an hour)."""
     disk = LabDisk(tmp_path / "card-backing", tmp_path / "card", mode="ext4", seed=seed).start()
     device = DeviceKey.load_or_create(tmp_path / "state")
     audit = AuditLog.open(tmp_path / "state" / "audit.jsonl", device)
@@ -127,7 +134,7 @@ async def dying_card_rig(
     policy = RecorderPolicy(prerecord_s=PRERECORD_S, default_trigger=TriggerPolicy(postrecord_s=1))
     service = CaptureService(store, [camera], policy, FACTS, tick_s=0.05)
     await service.start()
-    watch = asyncio.create_task(watch_card(store, service, probe_s=PROBE_S))
+    watch = asyncio.create_task(watch_card(store, service, probe_s=probe_s))
     rig = DyingCardRig(disk, store, service, watch, tmp_path / "state" / "audit.jsonl")
     try:
         yield rig

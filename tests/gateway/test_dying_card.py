@@ -160,3 +160,24 @@ async def test_fsync_stalls_of_two_seconds_drop_no_packet(
         await rig.service.stop_recording()
         await wait_for(lambda: rig.service.recording is None, "the recording to end")
         assert every_file_reads(rig, recipient)
+
+
+async def test_a_card_that_fails_again_while_it_is_taken_back_is_tried_again(
+    tmp_path: Path, clip: Path, recipient: RecipientPrivateKey
+) -> None:
+    """resume_on_card while the card is still out: the reopen fails, the camera waits (a
+    trigger meanwhile neither crashes nor gives it a part on the dead card), and the next call,
+    with the card back, resumes it."""
+    async with dying_card_rig(tmp_path, clip, recipient, probe_s=3600) as rig:
+        await recording_with_durable_files(rig, files=1)
+        rig.disk.pull("ENODEV")
+        await wait_for(lambda: "card_missing" in rig.store.alarms, "the missing-card alarm")
+        with pytest.raises(OSError, match="No such device"):  # ENODEV, as the card was pulled
+            await rig.service.resume_on_card(rig.store.reopen_card)
+        assert rig.camera.recording is None, "no part on a card that is not there"
+        await rig.service.trigger("officer")  # extends the recording; nothing attaches
+        assert rig.camera.recording is None
+        await rig.alive()
+        rig.disk.reinsert()
+        assert await rig.service.resume_on_card(rig.store.reopen_card) == ["dashcam"]
+        await resumes_on_a_good_card(rig, recipient)
