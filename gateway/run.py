@@ -407,6 +407,7 @@ async def run(config: LocalConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_environ()
+    starting: asyncio.Task[None] | None = None  # after a degraded READY: pings while starting
     while True:
         try:
             running = await start_box(config)
@@ -414,9 +415,16 @@ async def run(config: LocalConfig) -> int:
         except CardUnusable as exc:
             print(f"mvb: {exc}; nothing can be recorded: page and API up, degraded", flush=True)
             if not await serve_degraded(config, exc, stop, notifier):
+                if starting is not None:
+                    starting.cancel()
                 notifier.stopping()
                 notifier.close()
                 return 0
+            # systemd heard READY while degraded, so its watchdog runs: the full start (card
+            # recovery may take long) must not look like a hung service.
+            starting = starting or _degraded_watchdog(notifier)
+    if starting is not None:
+        starting.cancel()
     print(
         f"mvb: running with {len(config.cameras)} camera(s); API on "
         f"http://{config.api.host}:{config.api.port}/api/status",

@@ -152,26 +152,35 @@ def card_alerts(document: dict[str, object]) -> list[str]:
 @pytest.mark.root
 @pytest.mark.parametrize("condition", ["missing", "read_only"])
 def test_without_a_usable_card_the_page_stays_up_and_the_card_s_return_starts_the_box(
-    tmp_path: Path, condition: str
+    tmp_path: Path, condition: str, notify_socket: tuple[socket.socket, Path]
 ) -> None:
-    """Degraded mode (issue 14 item 4): no exit and no restart every 2 s. The API answers
-    and says why (storage.card, alert card_missing or card_read_only), commands are refused
-    with card_unusable; the card (a real labdisk mount) comes, or turns writable, and the same
-    process starts in full and records."""
+    """Degraded mode (issue 14 item 4): no exit and no restart every 2 s. systemd hears READY
+    and watchdog pings; the API answers and says why (storage.card, alert card_missing or
+    card_read_only), commands are refused with card_unusable; the card (a real labdisk mount)
+    comes, or turns writable, and the same process starts in full and records."""
+    receiver, notify_path = notify_socket
+    messages: list[str] = []
     clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
     config = box_config(tmp_path, extra_storage="require_mount = true", camera_clip=clip)
     card = LabDisk(tmp_path / "card-backing", tmp_path / "box" / "card", mode="ext4")
     if condition == "read_only":
         card.start()
         card.read_only()
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
     process = subprocess.Popen(
         [str(MVB), "--config", str(config), "run"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=env,
     )
     try:
         wait_for(lambda: mvb(config, "status").returncode == 0, "the local API, degraded")
+        wait_for(
+            lambda: sum("WATCHDOG=1" in m for m in received(receiver, messages)) >= 3,
+            "watchdog pings while degraded",
+        )
+        assert any(m.startswith("READY=1") for m in messages), messages
         document = status(config)
         storage = document["storage"]
         assert isinstance(storage, dict)
