@@ -18,7 +18,8 @@ Invariants:
 - each condition has exactly one alarm code (`ALARM_OF`); `CARD_ALARMS` are all of them, so a
   card that comes back clears every one, whatever it was before;
 - sqlite's own errors (the catalog, the uplink ledger) are read by their message, the only place
-  the library states the kind ("attempt to write a readonly database", "disk I/O error").
+  the library states the kind ("attempt to write a readonly database", "disk I/O error",
+  "database disk image is malformed").
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ NOT_THE_CARDS_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 _SQLITE_READ_ONLY = ("readonly database", "read-only file system")
 _SQLITE_FULL = ("database or disk is full",)
+# "malformed": measured on labdisk, a connection of before a pull read pages of the reinserted
+# card's file beside its own stale ones; the reopen (a new connection, or a rebuilt catalog if
+# the file really is damaged: storage/catalog.py) is the repair either way.
+_SQLITE_FAILED = ("disk i/o error", "unable to open database", "malformed", "not a database")
 _MAX_CHAIN = 8  # exceptions chained deeper than this are not the card's story
 
 MESSAGE_OF: Final = {
@@ -84,13 +89,13 @@ def _condition_of_one(exc: BaseException) -> CardCondition | Literal["full"] | N
         if exc.errno in MISSING_ERRNOS:
             return CardCondition.MISSING
         return CardCondition.FAILED
-    if isinstance(exc, sqlite3.OperationalError):
+    if isinstance(exc, sqlite3.DatabaseError):  # OperationalError is one too
         text = str(exc).lower()
         if any(words in text for words in _SQLITE_FULL):
             return "full"
         if any(words in text for words in _SQLITE_READ_ONLY):
             return CardCondition.READ_ONLY
-        if "disk i/o error" in text or "unable to open database" in text:
+        if any(words in text for words in _SQLITE_FAILED):
             return CardCondition.FAILED
     return None
 

@@ -26,7 +26,9 @@ def sealed_on(card: Path) -> int:
 
 
 def card_state(config: Path) -> str:
-    storage = status(config)["storage"]
+    document = status(config)
+    assert "storage" in document, document
+    storage = document["storage"]
     assert isinstance(storage, dict)
     return str(storage["card"])
 

@@ -56,6 +56,8 @@ def test_sqlite_says_it_in_words() -> None:
     readonly = sqlite3.OperationalError("attempt to write a readonly database")
     assert condition_of(readonly) is CardCondition.READ_ONLY
     assert condition_of(sqlite3.OperationalError("disk I/O error")) is CardCondition.FAILED
+    malformed = sqlite3.DatabaseError("database disk image is malformed")
+    assert condition_of(malformed) is CardCondition.FAILED
     assert condition_of(sqlite3.OperationalError("no such table: x")) is None
 
 
