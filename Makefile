@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice bench-wear bench-wear-box bench-release torture soak clean system-deps npm-peers
+.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice bench-wear bench-wear-box bench-release bench-card torture soak clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -117,6 +117,9 @@ bench-wear: $(STAMP) system-deps
 # back office, every writer counted; 5 minutes per card, old and new (about 13 minutes).
 bench-wear-box: $(STAMP) system-deps
 	nice $(PY) -m bench.wear_box
+
+bench-card: $(STAMP)  # root (labdisk): fsync stalls under a recording, ring lag vs awaiting writes
+	$(PY) -m bench.card_stall
 
 # The whole-box soak, long version (docs/soak.md): SOAK_MINUTES of power cuts, WiFi flaps, LTE
 # budget and back-office restarts around the real `mvb run`; SOAK_SEED replays a run's script.

@@ -6,12 +6,15 @@ recovery so that every repair it makes is an audit event (RULES S5).
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 from common.alarms import Alarms
 from common.durable import make_dirs, sweep_tmp_files
 from config.local import LocalConfig
+from gateway.startup import CardUnusable
 from storage.audit_io import AuditLog
+from storage.card_health import condition_of
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientKeyError, RecipientPublicKey, RecipientSet
 from storage.recovery import RecoveryReport
@@ -91,7 +94,18 @@ def open_box(config: LocalConfig) -> Box:
     alarms = Alarms.load(config.state_dir, audit.append)
     settings = store_settings(config)
     trusted = TrustedClock.open(config.state_dir, alarms=alarms, audit=audit.append)
-    store, report = EvidenceStore.open(
-        settings, recipients, device_key, audit, alarms=alarms, trusted=trusted
-    )
+    try:
+        store, report = EvidenceStore.open(
+            settings, recipients, device_key, audit, alarms=alarms, trusted=trusted
+        )
+    except (OSError, sqlite3.Error) as exc:
+        # The card passed its check and failed the open (its catalog unreadable, a read error):
+        # the service runs degraded (gateway/degraded.py) instead of exiting.
+        condition = condition_of(exc)
+        trusted.close()
+        alarms.close()
+        audit.close()
+        if condition is None:
+            raise
+        raise CardUnusable(f"the card at {config.card_dir} failed: {exc}", condition) from exc
     return Box(config, device_key, audit, store, report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -42,8 +43,10 @@ from gateway.status_gather import (
     read_storage_facts,
     read_uplink_facts,
     recording_facts,
+    unknown_storage_facts,
 )
 from gateway.uplink_from_config import UplinkNotStarted
+from storage.card_reopen import CardAway
 from transport.uplink import UplinkService
 from transport.uplink_files import UnknownUpload
 from transport.uplink_view import idle_rows
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 NEXT_START_NOTE = "The uplink starts with the next start of the service."
 RUNNING_NOTE = "The uplink takes the new credentials by itself."
 NOT_RECORDING = "the box is not recording"
+CARD_UNUSABLE = "the card cannot be written (missing, read-only or failed): replace it"
+CARD_UNREADABLE = "card unreadable"  # the uplink's state while the card does not answer
 
 
 def _not_recording() -> Refused:
@@ -137,9 +142,20 @@ class BoxAdapter:
         )
 
     def _read_slow_facts(self) -> tuple[StorageFacts, UplinkFacts | UplinkIdle, bool]:
-        """Everything that touches the card or the state directory, in one worker-thread trip."""
+        """Everything that touches the card or the state directory, in one worker-thread trip.
+        A card that fails to answer leaves the status standing: its alarm (raised here if the
+        writers have not yet) says why, and what cannot be read counts 0."""
         paired = is_paired(self.box.config.state_dir)
-        return read_storage_facts(self.box.store), read_uplink_facts(self.uplink, paired), paired
+        store = self.box.store
+        try:
+            return read_storage_facts(store), read_uplink_facts(self.uplink, paired), paired
+        except CardAway:
+            pass  # the card watch is opening the card's files again: a moment, not a fault
+        except (OSError, sqlite3.Error) as exc:
+            if store.note_card_fault(exc) is None:
+                raise
+        unknown = unknown_storage_facts(store)
+        return unknown, UplinkIdle(CARD_UNREADABLE, "the card cannot be read"), paired
 
     def effective_config(self) -> LocalConfig:
         fleet = self.fleet
@@ -156,6 +172,8 @@ class BoxAdapter:
             raise Refused(RefusalKind.CONFLICT, "shift_required", message)
         await service.trigger(OFFICER, **origin)
         if service.recording is None:
+            if self.box.store.card_faulted():
+                raise Refused(RefusalKind.CONFLICT, "card_unusable", CARD_UNUSABLE)
             reason = service.alarms.get("card_full") or "the recording could not start"
             raise Refused(RefusalKind.CONFLICT, "card_full", reason)
         return service.recorder.state.value

@@ -5,7 +5,8 @@ Wiring only: every decision lives in a pure part (recorder, ring, rules, tracker
 backoff, card check); this module builds them from the configuration and connects them.
 
 Lifecycle (docs/deploy-box.md):
-- start: check the card (present, mounted if required, writable; foreign files alarmed), recover
+- start: check the card (present, mounted if required, writable; foreign files alarmed; without
+  a usable card run degraded until it is: gateway/degraded.py), recover
   it (open_box), apply the last good configuration, start the subsystems, tell systemd READY;
 - run: every loop is a child of one supervisor (gateway/supervisor.py): GPS, each vehicle
   input, the speed watcher, the uplink, fleet sync, the clock check, trusted time and the
@@ -34,6 +35,8 @@ from gateway.box import Box, open_box
 from gateway.box_port import BoxAdapter
 from gateway.capture.service import Camera, CaptureService
 from gateway.capture.sources import IngestWiring, make_source
+from gateway.card_watch import watch_card
+from gateway.degraded import DegradedBox, open_state, show_card_alarm, until_usable
 from gateway.fleet_apply import ConfigSlots, FleetApplier
 from gateway.fleet_sync import FleetSync
 from gateway.fleet_target import RunningBoxTarget, back_office_reachable, cameras_delivering
@@ -72,13 +75,13 @@ from gateway.watchers import (
 from gateway.web.local_channel import start_local_api
 from gateway.web.server import WebListener, start_web
 from gateway.web.status_source import StatusSource
+from storage.card_health import CARD_ALARMS
 from transport.connect import BackOffice
 from transport.uplink import UplinkService
 
 log = logging.getLogger(__name__)
 
 EVENT_QUEUE_SIZE = 64
-EXIT_CARD_UNUSABLE = 3
 
 
 InputLine = SysfsGpioInput | GpioChardevInput | IioAccelerometerInput
@@ -360,6 +363,11 @@ def children(running: RunningBox, config: LocalConfig) -> list[Child]:
         kids.append(Child("speed", lambda: watch_speed(running.gps, threshold_mps, running.events)))
     if isinstance(running.uplink, UplinkService):
         kids.append(Child("uplink", running.uplink.run))
+    # A failing card is probed and taken back into use without a restart (gateway/card_watch.py).
+    on_back = [running.uplink.ledger.reopen] if isinstance(running.uplink, UplinkService) else []
+    kids.append(
+        Child("card", lambda: watch_card(running.box.store, running.service, on_back=on_back))
+    )
     if running.fleet is not None:
         kids.append(Child("fleet", running.fleet.run))
         running.health = health_reporter(running, running.fleet)
@@ -429,19 +437,31 @@ async def stop_box(running: RunningBox) -> None:
 
 async def run(config: LocalConfig) -> int:
     """Run until SIGTERM or SIGINT (ignition off); exit 0 after a graceful stop, 1 when the core
-    failed (systemd restarts the service), EXIT_CARD_UNUSABLE without a usable card."""
+    failed (systemd restarts the service). Without a usable card the box runs degraded (page and
+    API up, the card's alarm raised) and starts in full once the card is usable."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier.from_environ()
-    try:
-        running = await start_box(config)
-    except CardUnusable as exc:
-        print(f"mvb: {exc}; nothing can be recorded", flush=True)
-        notifier.status("card unusable")
-        notifier.close()
-        return EXIT_CARD_UNUSABLE
+    starting: asyncio.Task[None] | None = None  # after a degraded READY: pings while starting
+    while True:
+        try:
+            running = await start_box(config)
+            break
+        except CardUnusable as exc:
+            print(f"mvb: {exc}; nothing can be recorded: page and API up, degraded", flush=True)
+            if not await serve_degraded(config, exc, stop, notifier):
+                if starting is not None:
+                    starting.cancel()
+                notifier.stopping()
+                notifier.close()
+                return 0
+            # systemd heard READY while degraded, so its watchdog runs: the full start (card
+            # recovery may take long) must not look like a hung service.
+            starting = starting or _degraded_watchdog(notifier)
+    if starting is not None:
+        starting.cancel()
     print(
         f"mvb: running with {len(config.cameras)} camera(s); API on "
         f"http://{config.api.host}:{config.api.port}/api/status",
@@ -458,6 +478,48 @@ async def run(config: LocalConfig) -> int:
     await shutdown(running, config.box.shutdown_grace_s)
     notifier.close()
     return 1 if core_failed else 0
+
+
+async def serve_degraded(
+    config: LocalConfig, why: CardUnusable, stop: asyncio.Event, notifier: Notifier
+) -> bool:
+    """Without a usable card: the page and the local API up behind DegradedBox, the card's
+    alarm raised, until the card is usable (True: start in full) or the service is stopped
+    (False). gateway/degraded.py says why this is not an exit."""
+    parts = await asyncio.to_thread(open_state, config)
+    try:
+        show_card_alarm(parts.alarms, why)
+        await asyncio.to_thread(parts.audit.append, "gateway.degraded", card=why.condition.value)
+        box = DegradedBox(config, parts, why)
+        status = StatusSource(box)
+        stop_api = await start_local_api(box, status, config.api.host, config.api.port)
+        web = None
+        pinger = _degraded_watchdog(notifier)
+        try:
+            web = await start_web(box, status, config)
+            notifier.ready(f"no usable card ({why.condition.value}): degraded")
+            usable = await until_usable(config, box, stop)
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+            if web is not None:
+                await web.stop()
+            await stop_api()
+        if usable:
+            for code in CARD_ALARMS:
+                parts.alarms.clear(code)
+            await asyncio.to_thread(parts.audit.append, "gateway.card_usable")
+        return usable
+    finally:
+        await asyncio.to_thread(parts.close)
+
+
+def _degraded_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
+    """A degraded box is healthy as long as its loop runs: systemd must not kill it."""
+    interval_s = watchdog_interval_s_from_environ()
+    if interval_s is None:
+        return None
+    return asyncio.create_task(watchdog_pinger(notifier, interval_s, lambda: True))
 
 
 def _service_helpers(running: RunningBox, notifier: Notifier) -> list[asyncio.Task[None]]:

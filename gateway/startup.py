@@ -10,9 +10,9 @@ The card check answers three questions (issue: service lifecycle):
   Anything else (a stray video, a copied file) is *foreign*: the box never deletes it (it may
   be someone's evidence), it raises an alarm and audits how many there are.
 
-A card that is missing or read-only is fatal (`CardUnusable`): nothing can be recorded, and the
-service exits with a message so that systemd starts it again until the card is back. Foreign
-files are not fatal.
+A card that is missing, read-only or failing is `CardUnusable` (with its condition): nothing can
+be recorded, and the service runs degraded (gateway/degraded.py: the page and the API up, the
+alarm saying why) until the card is usable, then starts in full. Foreign files are not fatal.
 
 `classify` is pure (relative paths and header bytes in, verdicts out); `check_card` is the thin
 shell that walks the card.
@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.durable import durable_unlink, is_tmp_name, make_dirs
+from common.durable import is_tmp_name, make_dirs
 from common.faults import StorageFault
 from storage.card import (
     CATALOG_DIR,
@@ -36,15 +36,21 @@ from storage.card import (
     SEALED_SUFFIX,
     SIDECAR_SUFFIX,
 )
+from storage.card_health import CardCondition, condition_of
+from storage.card_probe import PROBE_NAME, write_probe
 from storage.evidence_format import MAGIC
 from transport.ledger import LEDGER_DIR, LEDGER_FILES
 
-PROBE_NAME = ".mvb-write-probe"
 CLOCK_OFFSET_ALARM_MS = 2_000  # wall clock this far from GPS time: stamps would mislead
 
 
 class CardUnusable(StorageFault):
-    """The card cannot hold evidence; the message says why, for the officer and the log."""
+    """The card cannot hold evidence; the message says why, for the officer and the log, and
+    `condition` how (missing, read-only, failed: storage/card_health.py)."""
+
+    def __init__(self, message: str, condition: CardCondition = CardCondition.MISSING) -> None:
+        super().__init__(message)
+        self.condition = condition
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,23 +105,17 @@ def check_card(card_dir: Path, *, require_mount: bool) -> CardReport:
             make_dirs(card_dir)
         except OSError as exc:
             why = f"the card folder {card_dir} cannot be made ({exc.strerror})"
-            raise CardUnusable(why) from exc
+            raise CardUnusable(why, condition_of(exc) or CardCondition.MISSING) from exc
     _probe_writable(card_dir)
     return classify(_entries(card_dir))
 
 
 def _probe_writable(card_dir: Path) -> None:
-    probe = card_dir / PROBE_NAME
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, b"probe")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        durable_unlink(probe, missing_ok=False)
+        write_probe(card_dir)
     except OSError as exc:
-        raise CardUnusable(f"the card at {card_dir} is not writable ({exc.strerror})") from exc
+        why = f"the card at {card_dir} is not writable ({exc.strerror})"
+        raise CardUnusable(why, condition_of(exc) or CardCondition.FAILED) from exc
 
 
 def _entries(card_dir: Path) -> Iterable[tuple[Path, bytes]]:

@@ -43,6 +43,16 @@ def read_storage_facts(store: EvidenceStore) -> StorageFacts:
     )
 
 
+def unknown_storage_facts(store: EvidenceStore) -> StorageFacts:
+    """The storage facts of a card that does not answer: nothing on it can be counted."""
+    return StorageFacts(
+        card_total_bytes=0,
+        card_free_bytes=0,
+        reserve_bytes=store.settings.space.reserve_bytes,
+        retention_days=store.settings.retention.retention_days,
+    )
+
+
 def link_budgets(uplink: UplinkService, today: datetime.date) -> dict[str, LinkBudget]:
     """Each link's spend in today's billing cycle (read on a copy: status never rolls the
     stored cycle, the uplink does that when it spends)."""

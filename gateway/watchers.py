@@ -139,7 +139,8 @@ async def keep_retention(
     trusted = store.trusted
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.to_thread(store.apply_retention)
+        if not store.card_faulted():  # a failing card: the card watch first (dying-card.md)
+            await asyncio.to_thread(store.apply_retention)
         if trusted.dirty:
             await asyncio.to_thread(trusted.save)
         known = trusted.now().known

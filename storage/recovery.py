@@ -26,7 +26,7 @@ import enum
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -208,12 +208,18 @@ def recover_card(
     audit: AuditSink,
     now_ms: int,
     catalog: CatalogKnowledge,
+    *,
+    skip: Collection[str] = (),
 ) -> RecoveryReport:
     """Close every `.part` file on the card that `judge_part` allows, quarantine the others,
-    and sweep temp files. Idempotent."""
+    and sweep temp files. Idempotent. `skip`: file ids a writer of this process still has open
+    (a card that came back while another camera went on writing): left alone, and with any of
+    them open no temp file is swept (one may be a seal under way)."""
     report = RecoveryReport()
     for part in layout.part_files():
         recording_id, file_id = part.parent.name, part.name.removesuffix(PART_SUFFIX)
+        if file_id in skip:
+            continue
         judgement = judge_part(
             file_id,
             recording_id,
@@ -234,7 +240,7 @@ def recover_card(
             report.recovered.append(outcome)
             if not checked:
                 report.unchecked.append(file_id)
-    report.swept_tmp = sweep_tmp_files(layout.evidence_root)
+    report.swept_tmp = [] if skip else sweep_tmp_files(layout.evidence_root)
     for tmp in report.swept_tmp:
         audit("storage.tmp_swept", name=tmp.name)
     return report

@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from common.alarms import Alarms
-from common.durable import durable_unlink, make_dirs, remove_empty_dir
+from common.durable import durable_unlink, remove_empty_dir
 from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
+from storage.card_health import ALARM_OF, CardCondition
+from storage.card_reopen import CardAway
 from storage.catalog import AttestationMismatch, Catalog
 from storage.devicekey import DeviceKey
 from storage.envelope import Recipients, RecordingKey
@@ -41,8 +43,8 @@ from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.holds import HoldBook
 from storage.holds_io import load_holds, write_holds
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
-from storage.recovery import RecoveryReport, recover_card
-from storage.recovery_alarm import catalog_knowledge, raise_recovery_alarm
+from storage.recovery import RecoveryReport
+from storage.recovery_alarm import raise_recovery_alarm
 from storage.retention import (
     TIME_UNKNOWN_GRACE_MS,
     Deletion,
@@ -59,6 +61,7 @@ from storage.space import (
     decide_admission,
     write_guard,
 )
+from storage.store_card import CardEpisodes, open_card
 from storage.trusted_time import TrustedNow, TrustedState, resolve_created
 from storage.trusted_time_io import TrustedClock
 from storage.writer import DEFAULT_CHUNK_MAX_BYTES, DurablePoint, EvidenceFileWriter, SealedFile
@@ -90,7 +93,7 @@ class StoreSettings:
     time_unknown_alarm_after_s: float = TIME_UNKNOWN_GRACE_MS / 1000
 
 
-class EvidenceStore:
+class EvidenceStore(CardEpisodes):
     """Owns the card: recovery at open, recordings, catalog, retention."""
 
     def __init__(
@@ -127,6 +130,8 @@ class EvidenceStore:
         # (and audit) the same file. Separate from _lock, which each deletion takes.
         self._retention_lock = threading.Lock()
         self._holds_lock = threading.Lock()  # one change of the book at a time
+        # Files a writer has open: a reopen after a card fault must not recover them.
+        self._live_files: set[str] = set()
 
     @classmethod
     def open(
@@ -141,28 +146,26 @@ class EvidenceStore:
     ) -> tuple[EvidenceStore, RecoveryReport]:
         """Recover the card, open (or rebuild) the catalog, and register recovered files."""
         layout = CardLayout(settings.card_dir)
-        make_dirs(layout.evidence_root)  # durable in the card root from the first open
-        # The catalog first: recovery asks it whether a `.part` is a file this box was writing.
-        catalog = Catalog.open(layout)
-        if catalog.rebuilt_reason is not None:
-            audit.append("storage.catalog_rebuilt", reason=catalog.rebuilt_reason)
-        report = recover_card(
-            layout, device_key, audit.append, clock_ms(), catalog_knowledge(catalog)
-        )
+        catalog, report = open_card(layout, device_key, audit, clock_ms(), frozenset())
         store = cls(settings, recipients, device_key, audit, catalog, clock_ms, alarms, trusted)
-        store.holds = load_holds(layout, catalog, audit, store.alarms, clock_ms())
-        for sidecar in report.recovered:
-            store._register_sealed(sidecar)
-        for discarded in report.discarded:
-            store._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
-        store._forget_never_written()
-        raise_recovery_alarm(store.alarms, layout, report)
-        # A rebuilt catalog knows no holds, and a power cut may have come between book and flags.
-        store._copy_holds_to_catalog(None, store.holds)
+        store._adopt_recovery(report)
+        store._forget_never_written(frozenset())  # no writer runs yet at open
         return store, report
 
+    def _adopt_recovery(self, report: RecoveryReport) -> None:
+        """Catalog what recovery closed or discarded, read the holds, raise its alarm."""
+        self.holds = load_holds(self.layout, self.catalog, self.audit, self.alarms, self.clock_ms())
+        for sidecar in report.recovered:
+            self._register_sealed(sidecar)
+        for discarded in report.discarded:
+            self._forget_discarded(discarded.name.removesuffix(PART_SUFFIX))
+        raise_recovery_alarm(self.alarms, self.layout, report)
+        # A rebuilt catalog knows no holds, and a power cut may have come between book and flags.
+        self._copy_holds_to_catalog(None, self.holds)
+
     def close(self) -> None:
-        self.catalog.close()
+        with contextlib.suppress(CardAway):  # the card went away and did not come back
+            self.catalog.close()
 
     # -- recordings -------------------------------------------------------------------------
 
@@ -327,29 +330,6 @@ class EvidenceStore:
             if record is not None and record.state is FileState.RECORDING:
                 self.catalog.transition(file_id, FileState.DELETED, deleted_at_ms=self.clock_ms())
 
-    def _forget_never_written(self) -> None:
-        """A RECORDING entry whose file is not on the card at all: the catalog commits the entry
-        before the `.part` exists (recovery must know it, storage/recovery.py), and a power cut
-        before the `.part`'s header and directory entry were durable takes the file away and
-        leaves the entry (labdisk soak, issue 14: phantom files the box counted on its card
-        forever). Nothing was ever acknowledged of such a file: DELETED, and audited."""
-        layout = self.layout
-        with self._lock:
-            for record in self.catalog.all():
-                if record.state is not FileState.RECORDING:
-                    continue
-                paths = (layout.part_path, layout.sealed_path, layout.sidecar_path)
-                if any(path(record.recording_id, record.file_id).exists() for path in paths):
-                    continue
-                self.catalog.transition(
-                    record.file_id, FileState.DELETED, deleted_at_ms=self.clock_ms()
-                )
-                self.audit.append(
-                    "storage.file_never_written",
-                    file_id=record.file_id,
-                    recording_id=record.recording_id,
-                )
-
     def _register_sealed(self, sealed: Sidecar) -> None:
         """Catalog a sealed or recovered file with its checksum."""
         file_id, recording_id = sealed.file_id, sealed.recording_id
@@ -493,11 +473,18 @@ class Recording:
         self.sealed: list[SealedFile] = []
 
     def open_stream(
-        self, camera: str, *, container: str = "mpegts", **camera_facts: Any
+        self, camera: str, *, container: str = "mpegts", resume: bool = False, **camera_facts: Any
     ) -> StreamWriter:
-        if camera in self.streams:
+        """The camera's stream in this recording. With `resume` (its card failed and is back)
+        the camera's earlier stream is abandoned (recovery closes its `.part`) and the new one
+        goes on with the next file number; without it a second stream is refused."""
+        earlier = self.streams.get(camera)
+        if earlier is not None and not resume:
             raise ValueError(f"camera {camera!r} already has a stream in this recording")
         stream = StreamWriter(self, camera, container, camera_facts)
+        if earlier is not None:
+            earlier.abandon()
+            stream._file_seq = earlier.next_file_seq
         self.streams[camera] = stream
         return stream
 
@@ -579,6 +566,24 @@ class StreamWriter:
             self._seal_current()
         self._closed = True
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def next_file_seq(self) -> int:
+        return self._file_seq
+
+    def abandon(self) -> None:
+        """End the stream without sealing (its card failed): the `.part` keeps its whole
+        records and recovery closes it once the card is back. Never raises."""
+        writer, self._writer = self._writer, None
+        self._closed = True
+        if writer is not None:
+            with contextlib.suppress(Exception):  # closing a dead card's file may fail too
+                writer.abandon()
+            self.store._writer_ended(writer.path.name.removesuffix(PART_SUFFIX))
+
     @contextlib.contextmanager
     def _stop_on_full_card(self) -> Iterator[None]:
         """On a full card: seal what was written (the reserve pays for it), alarm, re-raise.
@@ -603,7 +608,10 @@ class StreamWriter:
         No new file is opened on a card that just failed a write."""
         writer, self._writer = self._writer, None
         self._closed = True
-        self.store.alarms.raise_("card_write_failed", str(exc))
+        if writer is not None:
+            self.store._writer_ended(writer.path.name.removesuffix(PART_SUFFIX))
+        if self.store.note_card_fault(exc) is None:  # not an errno of the card's: still failed
+            self.store.alarms.raise_(ALARM_OF[CardCondition.FAILED], str(exc))
         self.store.audit.append(
             "storage.write_failed",
             camera_stream=self.camera,
@@ -630,6 +638,7 @@ class StreamWriter:
             threshold=self.recording.key.threshold,
         )
         store._register_recording_file(header)
+        store._writer_opened(header.file_id.hex())  # before its `.part` exists: see reopen_card
         try:
             writer = EvidenceFileWriter(
                 store.layout,
@@ -641,14 +650,16 @@ class StreamWriter:
         except BaseException:
             # No durable header (e.g. a full card): the writer removed its .part, so the
             # catalog must not keep a RECORDING entry that no file and no recovery will end.
+            store._writer_ended(header.file_id.hex())
             store._forget_discarded(header.file_id.hex())
             raise
+        self._file_seq += 1  # its header is durable: recovery keeps this file under its number
         try:
             self._write_recording_facts(writer, header)
         except BaseException:
             writer.abandon()  # the .part holds whole records; recovery closes it at next start
+            store._writer_ended(header.file_id.hex())
             raise
-        self._file_seq += 1
         self._file_opened_mono_s = time.monotonic()
         self._file_first_mono_ns = None
         return writer
@@ -689,6 +700,8 @@ class StreamWriter:
             self._writer = writer  # named in the audit entry
             self._write_failed(exc)
             raise
-        self.store.alarms.clear("card_write_failed")  # the card took a whole file again
+        finally:
+            if writer.closed:  # sealed, or failed for good: recovery may close its `.part`
+                self.store._writer_ended(writer.path.name.removesuffix(PART_SUFFIX))
         self.recording.sealed.append(sealed)
         self.store._register_sealed(sealed.sidecar)

@@ -22,6 +22,7 @@ import diskcache
 
 from common.durable import make_dirs
 from common.faults import StorageFault
+from storage.card_reopen import let_go
 from storage.sqlite_files import create_database
 
 _FILE = "file:"
@@ -79,6 +80,14 @@ def _optional_str(value: object) -> str | None:
     raise TypeError(f"expected a string or null, got {type(value).__name__}")
 
 
+def _open_cache(directory: Path) -> Any:
+    """synchronous=FULL, as the catalog: diskcache's default (NORMAL, with its WAL) commits
+    without an fsync, and labdisk showed a committed entry gone after the card was pulled."""
+    return diskcache.Cache(
+        str(directory), eviction_policy="none", cull_limit=0, sqlite_synchronous=2
+    )
+
+
 class UplinkLedger:
     """diskcache-backed; every write is a committed sqlite transaction, durable on return.
 
@@ -89,15 +98,21 @@ class UplinkLedger:
     checkpoint: a cut lost the last offsets and budget bytes)."""
 
     def __init__(self, directory: Path) -> None:
+        self._directory = directory
         make_dirs(directory, mode=_CACHE_DIR_MODE)  # durable in the card root: diskcache's is not
         # Small pages: the budget is written after every chunk (storage/sqlite_files.py).
         create_database(directory)
-        self._cache: Any = diskcache.Cache(
-            str(directory), eviction_policy="none", cull_limit=0, sqlite_synchronous=2
-        )
+        self._cache: Any = _open_cache(directory)
 
     def close(self) -> None:
         self._cache.close()
+
+    def reopen(self) -> None:
+        """Open the ledger's files again: the card was pulled and is back, and the handles of
+        before are dead (gateway/card_watch.py). Closing the old ones may fail: ignored."""
+        # Not closed: every connection of before must be gone first (storage/card_reopen.py).
+        let_go(self, "_cache")
+        self._cache = _open_cache(self._directory)
 
     def file(self, file_id: str) -> FileUpload:
         raw = self._cache.get(_FILE + file_id)

@@ -187,11 +187,14 @@ class UplinkService:
         await asyncio.to_thread(self.store.apply_retention)
         await self.guard.load()
         while True:
-            try:
-                await self.run_once()
-            except Exception:
-                # A bug in one round must not stop uploads for years: log it, try again.
-                log.exception("uplink round failed")
+            # A failing card (its alarm raised): no round reads it until the card watch took it
+            # back (gateway/card_watch.py), rather than one failed round per tick.
+            if not self.store.card_faulted():
+                try:
+                    await self.run_once()
+                except Exception:
+                    # A bug in one round must not stop uploads for years: log it, try again.
+                    log.exception("uplink round failed")
             await asyncio.sleep(self.settings.tick_s)
 
     async def run_once(self) -> list[str]:

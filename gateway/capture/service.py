@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +54,8 @@ from gateway.recorder import (
     StartRecording,
     WarnMaxContinuous,
 )
-from storage.errors import RecordingRefused, StoreError
+from storage.card_health import CardCondition
+from storage.errors import RecordingRefused
 from storage.store import EvidenceStore, Recording
 
 log = logging.getLogger(__name__)
@@ -90,8 +93,19 @@ class RecordingObserver(Protocol):
         ...
 
 
+RECORD_BACKLOG_MAX_BYTES = 32 * 1024 * 1024
+"""Packets a camera may have queued for its card worker before its loop waits for the card:
+about a minute of a 4 Mbit/s camera. Below it a card that stalls (an fsync of seconds) never
+holds up the camera's loop, so its ring and its source queue go on as if nothing happened."""
+
+
 class CameraRecording:
-    """One camera's part of the current recording, driven on the camera's own worker thread."""
+    """One camera's part of the current recording, driven on the camera's own worker thread.
+
+    Invariants: packets reach the card in the order they were submitted; the event loop never
+    waits for the card unless `backlog_bytes` passed RECORD_BACKLOG_MAX_BYTES; any error of the
+    card ends this part (`failed`) without raising into the event loop (the card watch resumes
+    the recording in a new part once the card is back: gateway/card_watch.py)."""
 
     def __init__(
         self,
@@ -101,11 +115,15 @@ class CameraRecording:
         observed: Mapping[str, Any] | None = None,
         *,
         record_audio: bool,
+        since_ns: int = 0,
+        on_fault: Callable[[BaseException], CardCondition | None] = lambda _exc: None,
+        resume: bool = False,
     ) -> None:
         stream = recording.open_stream(
             camera.name,
             container="mpegts",
             **(observed or {}),
+            resume=resume,
             camera_serial=camera.serial,
             camera_auth=camera.source.spec.auth,  # how the camera proved it is this one (L6)
             record_audio=record_audio,
@@ -113,11 +131,27 @@ class CameraRecording:
         self.muxer = SegmentMuxer(stream, gps_window, camera.segment_min_s, with_audio=record_audio)
         self._stream = stream
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"record-{camera.name}")
+        self._on_fault = on_fault
+        self.since_ns = since_ns  # the ring's packets from here on belong to this part
         self.failed: str | None = None
+        self.card_fault: CardCondition | None = None  # why it failed, when the card's fault
+        self.last_fed_ns: int | None = None  # the newest packet the muxer took (mono ns)
+        self.backlog_bytes = 0  # submitted, not yet taken by the worker
+        self.backlog_max_bytes = 0
+        self.backlog_max_packets = 0
+        self._backlog_packets = 0
+        self._backlog_lock = threading.Lock()
 
     def submit_packets(self, packets: list[CapturedPacket]) -> asyncio.Future[None]:
         """Queue packets in order (synchronous call: the order of calls is the order on card)."""
-        return asyncio.get_running_loop().run_in_executor(self._worker, self._feed, packets)
+        size = sum(p.size_bytes for p in packets)
+        with self._backlog_lock:
+            self.backlog_bytes += size
+            self._backlog_packets += len(packets)
+            self.backlog_max_bytes = max(self.backlog_max_bytes, self.backlog_bytes)
+            self.backlog_max_packets = max(self.backlog_max_packets, self._backlog_packets)
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._worker, self._feed, packets, size)
 
     def submit_metadata(self, obj: dict[str, Any]) -> asyncio.Future[None]:
         return asyncio.get_running_loop().run_in_executor(self._worker, self._note, obj)
@@ -128,30 +162,50 @@ class CameraRecording:
         finally:
             self._worker.shutdown(wait=False)
 
-    def _feed(self, packets: list[CapturedPacket]) -> None:
-        if self.failed:
-            return
+    def _fail(self, exc: Exception) -> None:
+        """Called on the worker: this part ends; the card alarm says why (a full card raised
+        its own alarm already)."""
+        self.failed = str(exc) or type(exc).__name__
         try:
+            self.card_fault = self._on_fault(exc)
+        except Exception:
+            log.exception("the card fault could not be noted")
+
+    def _feed(self, packets: list[CapturedPacket], size: int) -> None:
+        try:
+            if self.failed:
+                return
             for captured in packets:
                 self.muxer.feed(captured)
-        except StoreError as exc:  # a full card: the store sealed the file and raised the alarm
-            self.failed = str(exc)
+                self.last_fed_ns = captured.at_mono_ns
+        except Exception as exc:  # the card, or a bug: never into the camera's loop
+            self._fail(exc)
+        finally:
+            with self._backlog_lock:
+                self.backlog_bytes -= size
+                self._backlog_packets -= len(packets)
 
     def _note(self, obj: dict[str, Any]) -> None:
         if self.failed or self.muxer.stats.packets == 0:
             return  # a camera that delivered nothing yet gets no file; the others carry the event
         try:
             self._stream.add_metadata(obj)
-        except StoreError as exc:
-            self.failed = str(exc)
+        except Exception as exc:
+            self._fail(exc)
 
     def _close(self) -> None:
         if not self.failed:
             try:
                 self.muxer.close()
-            except StoreError as exc:
-                self.failed = str(exc)
-        self._stream.close()
+            except Exception as exc:
+                self._fail(exc)
+        if self.card_fault is None:
+            try:
+                self._stream.close()  # seals (a full card seals from its reserve)
+            except Exception as exc:
+                self._fail(exc)
+        if self.card_fault is not None:
+            self._stream.abandon()  # recovery closes its `.part` once the card is back
 
 
 @dataclass
@@ -218,6 +272,9 @@ class CaptureService:
         self.accepting_triggers = True
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        # Cameras whose part failed with the card, waiting for it: since when their ring holds
+        # what the card did not take (resume_on_card).
+        self._awaiting_card: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -270,6 +327,9 @@ class CaptureService:
     # -- loops ----------------------------------------------------------------------------------
 
     async def _camera_loop(self, camera: Camera, queue: asyncio.Queue[QueueItem]) -> None:
+        """Ring first, then the card's worker: what arrived together goes to the worker together;
+        the loop waits for the card only when its backlog is over RECORD_BACKLOG_MAX_BYTES (a
+        card that stalls for seconds stays below it)."""
         while True:
             batch = [await queue.get()]
             while not queue.empty():  # what arrived together goes to the worker together
@@ -287,9 +347,11 @@ class CaptureService:
             await self._submit(camera, packets)
 
     async def _submit(self, camera: Camera, packets: list[CapturedPacket]) -> None:
-        if packets and camera.recording is not None:
-            await camera.recording.submit_packets(packets)
-
+        part = camera.recording
+        if packets and part is not None and not part.failed:
+            fed = part.submit_packets(packets)
+            if part.backlog_bytes > RECORD_BACKLOG_MAX_BYTES:
+                await fed
     async def _link_event(self, camera: Camera, event: LinkEvent) -> None:
         """A camera lost or back: audited always, in the recording's metadata while recorded.
         `back` carries the hole: from the lost connection's last packet to this first one."""
@@ -393,6 +455,11 @@ class CaptureService:
             self.alarms.raise_("card_full", str(exc))
             self.recorder.handle(Event(EventKind.ABORT, self.clock_ns(), action.source))
             return
+        except (OSError, sqlite3.Error) as exc:  # the card is failing: its alarm says which way
+            if self.store.note_card_fault(exc) is None:
+                raise
+            self.recorder.handle(Event(EventKind.ABORT, self.clock_ns(), action.source))
+            return
         self.recording_started_ns = self.clock_ns()
         self._seen_gps, self._seen_alarms = GPS_FIX, {}  # the baseline: see recording_events
         self._attach_cameras(action.cameras, action.prerecord_from_ns)
@@ -421,7 +488,11 @@ class CaptureService:
     async def _escalate(self, source: str) -> None:
         """A P0 trigger (a crash) during a running recording makes the whole recording P0."""
         if self.recording is not None and self.upload_class_of(source) == "P0":
-            await asyncio.to_thread(self.store.flag_incident, self.recording.recording_id)
+            try:
+                await asyncio.to_thread(self.store.flag_incident, self.recording.recording_id)
+            except (OSError, sqlite3.Error) as exc:  # kept in RAM: the card's files get it later
+                if self.store.note_card_fault(exc) is None:
+                    raise
 
     def _attach_cameras(self, names: frozenset[str] | None, since_ns: int) -> None:
         """Give each selected camera not yet recording its part, fed from its ring first.
@@ -430,16 +501,65 @@ class CaptureService:
         for camera in self.cameras.values():
             if camera.recording is not None or (names is not None and camera.name not in names):
                 continue
-            observed = self._observed_camera_facts(camera.serial)
-            camera.recording = CameraRecording(
-                self.recording,
-                camera,
-                self.gps_window,
-                observed,
-                record_audio=self.record_audio,
-            )
+            if camera.name in self._awaiting_card:
+                continue  # its part failed with the card: resume_on_card gives it a new one
+            camera.recording = self._part(camera, since_ns)
             camera.recording.submit_packets(camera.ring.snapshot(since_ns))
             camera.source.set_recording(True)
+
+    def _part(self, camera: Camera, since_ns: int, *, resume: bool = False) -> CameraRecording:
+        assert self.recording is not None
+        return CameraRecording(
+            self.recording,
+            camera,
+            self.gps_window,
+            self._observed_camera_facts(camera.serial),
+            record_audio=self.record_audio,
+            since_ns=since_ns,
+            on_fault=self.store.note_card_fault,
+            resume=resume,
+        )
+
+    async def resume_on_card(self, reopen: Callable[[], object]) -> list[str]:
+        """The card is back: close the parts that failed, run `reopen` (the store opens the
+        card again and recovers their files: EvidenceStore.reopen_card), and give each of those
+        cameras a new part of the running recording, fed from its ring since the last packet
+        that reached the card (from the keyframe before it: a GOP may appear twice, in the
+        interrupted file and the new one; nothing is missing that the ring still held).
+        Returns the cameras resumed. `reopen`'s error propagates (the card failed again): the
+        cameras stay waiting for the next call."""
+        async with self._lock:
+            for camera in self.cameras.values():
+                part = camera.recording
+                if part is not None and part.failed:
+                    camera.recording = None
+                    await part.close()
+                    since_ns = part.since_ns if part.last_fed_ns is None else part.last_fed_ns
+                    self._awaiting_card[camera.name] = since_ns
+            await asyncio.to_thread(reopen)
+            if self.recording is None:
+                self._awaiting_card.clear()
+                return []
+            resumed = sorted(self._awaiting_card)
+            for name, since_ns in self._awaiting_card.items():
+                camera = self.cameras[name]
+                camera.recording = self._part(camera, since_ns, resume=True)
+                camera.recording.submit_packets(camera.ring.snapshot(since_ns))
+            self._awaiting_card.clear()
+        await self._audit("gateway.recording_resumed", cameras=len(resumed))
+        return resumed
+
+    def record_backlog(self) -> dict[str, dict[str, int]]:
+        """Per camera recording now: bytes waiting for the card, and the most this part had."""
+        return {
+            name: {
+                "backlog_bytes": part.backlog_bytes,
+                "backlog_max_bytes": part.backlog_max_bytes,
+                "backlog_max_packets": part.backlog_max_packets,
+            }
+            for name, camera in self.cameras.items()
+            if (part := camera.recording) is not None
+        }
 
     async def _broadcast(self, obj: dict[str, Any]) -> None:
         parts = [c.recording for c in self.cameras.values() if c.recording is not None]
@@ -456,11 +576,16 @@ class CaptureService:
                 camera.source.set_recording(False)
         for name, part in parts:
             await part.close()
-            if part.failed:
+            if part.failed and part.card_fault is None:  # a card fault has its own alarm
                 self.alarms.raise_(f"camera_{name}", part.failed)
+        self._awaiting_card.clear()  # nothing to resume: the recording ends
         recording, self.recording = self.recording, None
         if recording is not None:
-            await asyncio.to_thread(recording.close)
+            try:
+                await asyncio.to_thread(recording.close)
+            except Exception as exc:  # a failing card must not stop the recorder's loop
+                if self.store.note_card_fault(exc) is None:
+                    log.exception("recording %s did not close cleanly", recording.recording_id)
             duration_s = (self.clock_ns() - self.recording_started_ns) / NS_PER_S
             for observer in self.observers:
                 await _observe(observer.recording_finished(recording.recording_id, duration_s))

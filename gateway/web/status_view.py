@@ -31,6 +31,7 @@ from gateway.status_facts import (
     UplinkFacts,
     UplinkIdle,
 )
+from storage.card_health import card_state
 from storage.models import UPLOAD_CLASSES
 
 MS_PER_S = 1000
@@ -64,7 +65,7 @@ def build_status(facts: StatusInputs) -> dict[str, Any]:
         "cameras": dict(service["cameras"]),
         "alarms": dict(service["alarms"]),
         "storage": {
-            **_storage(facts.storage, facts.at_ms),
+            **_storage(facts.storage, facts.at_ms, service["alarms"]),
             "recordable_s": recordable_s(facts.storage, service["cameras"]),
         },
         "recordings": _recordings(facts.storage, facts.uplink),
@@ -161,10 +162,12 @@ def _by_class(files: Mapping[str, int], sizes: Mapping[str, int]) -> dict[str, d
     return {c: {"files": files.get(c, 0), "bytes": sizes.get(c, 0)} for c in UPLOAD_CLASSES}
 
 
-def _storage(storage: StorageFacts, at_ms: int) -> dict[str, Any]:
+def _storage(storage: StorageFacts, at_ms: int, alarms: Iterable[str]) -> dict[str, Any]:
     oldest_ms = storage.oldest_waiting_created_ms
     oldest_age_s = None if oldest_ms is None else max(0.0, (at_ms - oldest_ms) / MS_PER_S)
     return {
+        # ok | read_only | missing | failed: the card alarm raised (storage/card_health.py)
+        "card": card_state(alarms),
         "files_on_card": storage.files_on_card,
         "bytes_on_card": storage.bytes_on_card,
         "interrupted_files": storage.interrupted_files,
@@ -426,7 +429,10 @@ ALERT_RULES: tuple[tuple[str, str, Rule], ...] = (
     # The back office removed the box (RULES L5; gateway/unpairing.py): sticky, until paired.
     ("unpaired", "critical", _alarm("unpaired")),
     ("card_full", "critical", _card_full),
-    # A write or fsync failed: that camera's recording stopped (storage/writer.py poisons).
+    # The card is dying (storage/card_health.py): a write or fsync failed, it turned read-only,
+    # or it is gone. Recording resumes by itself once it works again (gateway/card_watch.py).
+    ("card_missing", "critical", _alarm("card_missing")),
+    ("card_read_only", "critical", _alarm("card_read_only")),
     ("card_write_failed", "critical", _alarm("card_write_failed")),
     ("camera_down", "critical", _camera_down),
     ("camera_refused", "critical", _camera_refused),  # L6: a sender not the camera, refused

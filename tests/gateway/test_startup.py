@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from gateway.startup import (
-    PROBE_NAME,
     CardUnusable,
     check_card,
     classify,
     clock_offset_alarm,
     is_own_file,
 )
+from storage.card_health import CardCondition
+from storage.card_probe import PROBE_NAME
 from storage.evidence_format import MAGIC
 from tests.evidence_helpers import mounted_tmpfs
 
@@ -94,9 +95,10 @@ def test_a_card_folder_that_cannot_be_made_is_unusable(tmp_path: Path) -> None:
 
 def test_without_a_mounted_card_nothing_is_recorded_onto_internal_flash(tmp_path: Path) -> None:
     (tmp_path / "card").mkdir()
-    with pytest.raises(CardUnusable, match="no card is mounted"):
+    with pytest.raises(CardUnusable, match="no card is mounted") as refused:
         check_card(tmp_path / "card", require_mount=True)
     assert list((tmp_path / "card").iterdir()) == [], "nothing written to the bare folder"
+    assert refused.value.condition is CardCondition.MISSING
 
 
 @pytest.mark.root
@@ -104,8 +106,9 @@ def test_a_mounted_card_is_accepted_and_a_read_only_one_refused(tmp_path: Path) 
     with mounted_tmpfs(tmp_path / "card", "1m") as card:
         assert check_card(card, require_mount=True).foreign_files == ()
         subprocess.run(["mount", "-o", "remount,ro", str(card)], check=True)
-        with pytest.raises(CardUnusable, match="not writable"):
+        with pytest.raises(CardUnusable, match="not writable") as refused:
             check_card(card, require_mount=True)
+        assert refused.value.condition is CardCondition.READ_ONLY  # the alarm degraded mode shows
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ const ERROR_TEXTS = Object.freeze({
   box_id_invalid: key("error.box_id_invalid"),
   busy: key("error.busy"),
   card_full: key("error.card_full"),
+  card_unusable: key("error.card_unusable"),
   csrf: key("error.csrf"),
   forbidden: key("error.forbidden"),
   held_by_fleet: key("error.held_by_fleet"),

@@ -70,6 +70,7 @@ class FakeBox:
     recordings: int = 0
     flagged: bool = False
     card_full: bool = False
+    card_unusable: bool = False  # the card is missing, read-only or failing (gateway/degraded.py)
     triggers: list[str] = field(default_factory=list)
     shift: Shift | None = None
     book: ReportBook = field(default_factory=ReportBook)
@@ -149,6 +150,9 @@ class FakeBox:
     # -- the recorder ---------------------------------------------------------------------------
 
     async def start_recording(self, caller: Identity) -> str:
+        if self.card_unusable:
+            message = "the card cannot be written (missing, read-only or failed): replace it"
+            raise Refused(RefusalKind.CONFLICT, "card_unusable", message)
         if self.card_full:
             raise Refused(RefusalKind.CONFLICT, "card_full", "the memory card is full")
         self._record("officer")

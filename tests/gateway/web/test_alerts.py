@@ -89,6 +89,16 @@ CASES: list[tuple[str, str, Callable[[Document], None]]] = [
         "critical",
         set_path("alarms.card_write_failed", "write of evidence file 01ab failed: I/O error"),
     ),
+    (
+        "card_missing",
+        "critical",
+        set_path("alarms.card_missing", "the memory card is missing or unreachable"),
+    ),
+    (
+        "card_read_only",
+        "critical",
+        set_path("alarms.card_read_only", "the memory card turned read-only: replace it"),
+    ),
     ("camera_down", "critical", set_path("cameras.dashcam.last_packet_age_s", 7.0)),
     ("camera_down", "critical", set_path("cameras.dashcam.connected", False)),
     (
