@@ -352,6 +352,7 @@ class CaptureService:
             fed = part.submit_packets(packets)
             if part.backlog_bytes > RECORD_BACKLOG_MAX_BYTES:
                 await fed
+
     async def _link_event(self, camera: Camera, event: LinkEvent) -> None:
         """A camera lost or back: audited always, in the recording's metadata while recorded.
         `back` carries the hole: from the lost connection's last packet to this first one."""
