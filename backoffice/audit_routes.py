@@ -76,6 +76,9 @@ async def audit_route(
     except NotABoxId as exc:
         return _answer(403, str(exc))
     except AppendRefused as exc:
+        # Said in the log too: a box whose appends are refused keeps sending the same batch, and
+        # the reason is what the fleet admin needs (the ext4 power-loss soak met one unexplained).
+        log.warning("audit append refused box=%s: %r", client_id, str(exc)[:200])
         return _answer(400, str(exc))
     return _answer(answer.status, answer.message, answer.held.render())
 
