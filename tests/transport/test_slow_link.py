@@ -19,6 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from common.faults import TransientFault
 from labnet.proxy import FaultPlan, TcpFaultProxy
 from labnet.udp_proxy import UdpFaultProxy
 from storage.envelope import RecipientPrivateKey
@@ -339,9 +340,12 @@ async def test_a_blackholed_http3_upload_is_cut_after_the_stall_timeout_and_resu
             h3, spec, path, stall, lift, lambda: proxy.bytes_client_to_server > 3 * MIB // 2
         )
     assert outcome.attested_sha256_hex == spec.sha256_hex
-    [fault] = faults
+    fault, *after = faults
     assert isinstance(fault, NoProgress)
     assert str(fault).startswith("h3 PATCH: stalled: no body byte moved for 3 s")
+    # After the blackhole lifts, QUIC's loss recovery (its probe timeouts grew while nothing
+    # came back) may cost the next request too: transient, retried, never a refusal.
+    assert all(isinstance(f, TransientFault) for f in after), after
     assert session.body_bytes_sent - spec.size_bytes <= 1 * MIB
 
 
