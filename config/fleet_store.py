@@ -156,6 +156,8 @@ class WorkingCopy:
         """Write every file ngclient changed into the durable directory, in the order of the
         module docstring; return their names (relative). A file ngclient left unreadable
         (it raised in the middle of a write) is skipped: the durable one stays."""
+        if not self.durable.is_dir():
+            return []  # unpaired meanwhile: its metadata is gone and must not come back
         changed = [name for name in self._ordered_names() if self._changed(name)]
         if any(name.startswith(ROOT_HISTORY_DIR + "/") for name in changed):
             make_dirs(self.durable / ROOT_HISTORY_DIR, mode=0o700)
