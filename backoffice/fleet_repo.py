@@ -119,6 +119,17 @@ class Lifetimes:
     timestamp: timedelta = timedelta(days=1)
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigDocument:
+    """One document to sign: where, its bytes, whom it is for, its serial."""
+
+    target_path: str
+    document: bytes
+    boxes: tuple[str, ...]
+    groups: tuple[str, ...]
+    config_serial: int
+
+
 # ---------------------------------------------------------------------------- the repository
 
 
@@ -222,6 +233,15 @@ class FleetRepository:
         target = self.verified_targets().signed.targets.get(target_path)
         if target is None:
             return None
+        return self._document_of(target_path, target)
+
+    def signed_documents(self) -> dict[str, tuple[bytes, FleetCustom]]:
+        """Every document the newest targets sign (published or not), by target path, with its
+        custom fields: one verification for all (a rollout reads the whole fleet)."""
+        targets = self.verified_targets().signed.targets
+        return {path: self._document_of(path, target) for path, target in targets.items()}
+
+    def _document_of(self, target_path: str, target: TargetFile) -> tuple[bytes, FleetCustom]:
         stored = stored_target_name(target)
         document = (self.targets_dir / stored).read_bytes()
         try:
@@ -270,23 +290,46 @@ class FleetRepository:
         Not visible to boxes until `publish`. Raises FleetRepoError (bad path, names, size),
         SerialNotIncreasing, ThresholdNotMet (not the fleet's targets key).
         """
-        if len(document) > self.max_document_bytes:
-            raise FleetRepoError(
-                f"{target_path}: {len(document)} bytes; boxes accept at most "
-                f"{self.max_document_bytes}"
-            )
-        custom = FleetCustom(tuple(boxes), tuple(groups), config_serial)
-        target = config_target_file(target_path, document, custom)
+        (target,) = self.add_configs(
+            [ConfigDocument(target_path, document, tuple(boxes), tuple(groups), config_serial)],
+            targets_signer=targets_signer,
+            now=now,
+        )
+        return target
+
+    def add_configs(
+        self, documents: Sequence[ConfigDocument], *, targets_signer: Signer, now: datetime
+    ) -> list[TargetFile]:
+        """Add or replace several documents in ONE new targets version: all of them or none
+        reach the boxes (a rollout step, backoffice/rollout_io.py). Serials must exceed every
+        serial signed so far and grow in the order given (a later one wins at a box that
+        finds two); paths must differ. Raises as `add_config`."""
+        if not documents:
+            raise FleetRepoError("no document to sign")
+        if len({d.target_path for d in documents}) != len(documents):
+            raise FleetRepoError("a path is named twice in one signing")
         chain = self._verified_chain()
         current = self._verified_targets(chain).signed
-        if config_serial <= highest_serial(current):
-            raise SerialNotIncreasing(
-                f"{target_path}: config_serial {config_serial} must exceed "
-                f"{highest_serial(current)}, the highest signed so far"
-            )
-        self._store_target(target, document)
-        self._write_targets(chain[-1].signed, current, {target_path: target}, targets_signer, now)
-        return target
+        floor = highest_serial(current)
+        made: dict[str, TargetFile] = {}
+        for doc in documents:
+            if len(doc.document) > self.max_document_bytes:
+                raise FleetRepoError(
+                    f"{doc.target_path}: {len(doc.document)} bytes; boxes accept at most "
+                    f"{self.max_document_bytes}"
+                )
+            if doc.config_serial <= floor:
+                raise SerialNotIncreasing(
+                    f"{doc.target_path}: config_serial {doc.config_serial} must exceed "
+                    f"{floor}, the highest signed so far"
+                )
+            floor = doc.config_serial
+            custom = FleetCustom(doc.boxes, doc.groups, doc.config_serial)
+            made[doc.target_path] = config_target_file(doc.target_path, doc.document, custom)
+        for doc in documents:
+            self._store_target(made[doc.target_path], doc.document)
+        self._write_targets(chain[-1].signed, current, made, targets_signer, now)
+        return list(made.values())
 
     def sign_targets(self, targets_signer: Signer, *, now: datetime) -> int:
         """Re-sign the current targets as a new version (fresh expiry, or after the targets key

@@ -1,4 +1,5 @@
-"""`mvb-admin release build`: the offline release bundle (docs/releases.md 2)."""
+"""`mvb-admin release build`: the offline release bundle (docs/releases.md 2); `release
+rollout|status|pause|resume|promote|rollback`: staged rollouts (backoffice/rollout_cli.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import platform
 from pathlib import Path
 
 from backoffice.release_build import build_release
+from backoffice.rollout_cli import COMMANDS as ROLLOUT_COMMANDS
+from backoffice.rollout_cli import add_rollout_parsers, run_rollout
 from protocol.release_manifest import PLATFORMS, Manifest
 
 
@@ -26,9 +29,12 @@ def add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         choices=PLATFORMS,
         default=platform.machine() if platform.machine() in PLATFORMS else PLATFORMS[0],
     )
+    add_rollout_parsers(actions)
 
 
 def run_release(args: argparse.Namespace) -> int:
+    if args.release_command in ROLLOUT_COMMANDS:
+        return run_rollout(args)
     bundle, manifest = build_release(
         args.repository.resolve(), args.out, args.platform, version=args.release_version
     )

@@ -80,6 +80,9 @@ FLEET_KEYS: dict[str, frozenset[str]] = {
     "reports": frozenset(f.name for f in fields(ReportsSection)),
     "fleet": frozenset({"name", "policy"}),
     "holds": frozenset({"recording_id", "ground"}),
+    # the release the box runs (a PEP 440 version): written by `mvb-admin release rollout`
+    # (backoffice/rollout_docs.py), acted on by the box's release fetch
+    "release": frozenset({"version"}),
 }
 """Every key a fleet document may set, by section; [fleet] names the document for people."""
 

@@ -1,0 +1,263 @@
+"""Staged rollouts: the shell around backoffice/rollout.py (the state machine),
+backoffice/rollout_docs.py (what each step signs) and backoffice/rollout_progress.py.
+
+The record of each rollout is one small JSON file, `<repo>/rollouts/<rollout id>.json`
+(0600, common/durable.py: tmp, fsync, rename, fsync dir), beside the repository it signs in and
+never served (the back office serves only `metadata/` and `targets/`). A step:
+
+1. reads the record and the signed documents (verified against the admin's trust, one
+   verification: FleetRepository.signed_documents);
+2. asks the table whether the step is allowed (RolloutRefused: nothing signed, nothing written);
+3. signs the step's documents in ONE targets version (FleetRepository.add_configs, the next
+   serials, each document kept but for its `[release]` pin), so a crash leaves all of them or
+   none;
+4. writes the record with the new phase and what was signed.
+
+A crash between 3 and 4 leaves the documents signed and the record one phase behind: running the
+step again signs nothing more (the documents already pin the version) and writes the record.
+Publishing stays the back office's step (`mvb-admin config publish`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from securesystemslib.signer import Signer
+
+from backoffice.fleet_health import BoxHealth
+from backoffice.fleet_repo import ConfigDocument, FleetRepository
+from backoffice.rollout import (
+    Event,
+    Phase,
+    Rollout,
+    RolloutRefused,
+    Signed,
+    check_rollout_id,
+    check_version,
+    parse_rollout,
+)
+from backoffice.rollout_docs import (
+    Doc,
+    Edit,
+    box_edits,
+    canary_boxes,
+    group_edits,
+    group_members,
+    pinned_versions,
+    rollback_edits,
+)
+from common.durable import atomic_write_bytes, make_dirs
+
+ROLLOUTS_DIR = "rollouts"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RolloutBook:
+    """The rollout records of one repository."""
+
+    def __init__(self, repo_dir: Path) -> None:
+        self.directory = repo_dir / ROLLOUTS_DIR
+
+    def save(self, rollout: Rollout) -> None:
+        make_dirs(self.directory, mode=0o700)
+        atomic_write_bytes(self._path(rollout.rollout_id), rollout.to_json(), mode=0o600)
+
+    def load(self, rollout_id: str) -> Rollout:
+        path = self._path(check_rollout_id(rollout_id))
+        if not path.exists():
+            raise RolloutRefused(f"no rollout {rollout_id} in {self.directory}")
+        return parse_rollout(path.read_bytes(), str(path))
+
+    def all(self) -> list[Rollout]:
+        if not self.directory.is_dir():
+            return []
+        paths = sorted(self.directory.glob("*.json"))
+        return sorted(
+            (parse_rollout(p.read_bytes(), str(p)) for p in paths),
+            key=lambda r: (r.started_at_ms, r.rollout_id),
+        )
+
+    def choose(self, rollout_id: str | None) -> Rollout:
+        """The rollout named, or the only active one (RolloutRefused when there are several or
+        none: the admin names it with --rollout)."""
+        if rollout_id is not None:
+            return self.load(rollout_id)
+        active = [r for r in self.all() if r.active]
+        if len(active) != 1:
+            names = ", ".join(r.rollout_id for r in active) or "none"
+            raise RolloutRefused(f"name the rollout with --rollout (active: {names})")
+        return active[0]
+
+    def new_id(self, version: str, group: str | None) -> str:
+        base = f"{version}-{group or 'boxes'}"
+        taken = {r.rollout_id for r in self.all()}
+        number = 1
+        while (candidate := base if number == 1 else f"{base}-{number}") in taken:
+            number += 1
+        return check_rollout_id(candidate)
+
+    def _path(self, rollout_id: str) -> Path:
+        return self.directory / f"{rollout_id}.json"
+
+
+def signed_docs(repo: FleetRepository) -> dict[str, Doc]:
+    return {
+        path: Doc(path, data.decode("utf-8"), custom.boxes, custom.groups, custom.config_serial)
+        for path, (data, custom) in repo.signed_documents().items()
+    }
+
+
+def sign(
+    repo: FleetRepository, edits: Sequence[Edit], signer: Signer, now: datetime
+) -> tuple[Signed, ...]:
+    """The edits in one targets version, with the next serials in their order."""
+    if not edits:
+        return ()
+    first = repo.next_config_serial()
+    documents = [
+        ConfigDocument(e.path, e.text.encode(), e.boxes, e.groups, first + i)
+        for i, e in enumerate(edits)
+    ]
+    repo.add_configs(documents, targets_signer=signer, now=now)
+    return tuple(
+        Signed(d.target_path, d.config_serial, d.boxes, e.version)
+        for d, e in zip(documents, edits, strict=True)
+    )
+
+
+def plan(
+    book: RolloutBook,
+    docs: dict[str, Doc],
+    *,
+    version: str,
+    group: str | None,
+    boxes: Sequence[str],
+    canary_percent: int | None,
+    previous_version: str | None,
+    reports: Iterable[BoxHealth],
+    at_ms: int,
+) -> Rollout:
+    """A planned rollout (nothing signed): its targets, its canary, the version a rollback
+    pins. Refused when another active rollout holds one of its boxes."""
+    check_version(version)
+    if (group is None) == (not boxes):
+        raise RolloutRefused("name either --group or --box")
+    if canary_percent is not None and group is None:
+        raise RolloutRefused("--canary-percent is a share of a --group")
+    targets = tuple(sorted(set(boxes))) if group is None else group_members(group, docs)
+    for other in book.all():
+        if (other.phase, other.version, other.group) == (Phase.PLANNED, version, group) and (
+            group is not None or other.targets == targets
+        ):
+            return other  # a start cut short: the same id, canary and clock
+        overlap = set(other.targets) & set(targets)
+        if other.active and (overlap or (group is not None and other.group == group)):
+            raise RolloutRefused(
+                f"rollout {other.rollout_id} ({other.phase.value}) still holds "
+                f"{', '.join(sorted(overlap)) or group}: promote, finish or roll it back first"
+            )
+    previous = _previous_version(version, targets, docs, reports, previous_version)
+    rollout_id = book.new_id(version, group)
+    canary = () if canary_percent is None else canary_boxes(rollout_id, targets, canary_percent)
+    return Rollout(
+        rollout_id=rollout_id,
+        version=version,
+        previous_version=previous,
+        group=group,
+        targets=targets,
+        canary=canary,
+        canary_percent=canary_percent or 0,
+        phase=Phase.PLANNED,
+        started_at_ms=at_ms,
+    )
+
+
+def _previous_version(
+    version: str,
+    targets: Sequence[str],
+    docs: dict[str, Doc],
+    reports: Iterable[BoxHealth],
+    given: str | None,
+) -> str:
+    """What a rollback pins: given, else the one version the targets' documents pin, else the
+    one version their health reports run."""
+    if given is not None:
+        return check_version(given, "--previous-version")
+    pinned = pinned_versions(targets, docs) - {None}
+    running = {str(r.health["software_version"]) for r in reports if r.box_id in targets}
+    for found in (pinned, running):
+        if len(found) == 1:
+            (previous,) = found
+            if previous is not None and previous != version:
+                return check_version(previous, "the previous version")
+    raise RolloutRefused(
+        f"cannot tell which version to roll back to (pinned: {sorted(map(str, pinned))}, "
+        f"running: {sorted(running)}): say --previous-version"
+    )
+
+
+def start(
+    repo: FleetRepository, book: RolloutBook, rollout: Rollout, signer: Signer, now: datetime
+) -> Rollout:
+    """Record the planned rollout, sign its first step (the canary's box documents, the boxes
+    named, or the whole group), record the step."""
+    book.save(rollout)
+    docs = signed_docs(repo)
+    if rollout.canary:
+        event, edits = Event.START_CANARY, box_edits(rollout.canary, rollout.version, docs)
+    elif rollout.group is None:
+        event, edits = Event.START_ALL, box_edits(rollout.targets, rollout.version, docs)
+    else:
+        event, edits = Event.START_ALL, group_edits(rollout.group, rollout.version, docs)
+    return _step(repo, book, rollout, event, edits, signer, now)
+
+
+def promote(
+    repo: FleetRepository, book: RolloutBook, rollout: Rollout, signer: Signer, now: datetime
+) -> Rollout:
+    """The canary -> the whole group: the group's document (and members' own) pin the version.
+    The caller has checked the health gate (or was told --force)."""
+    rollout.after(Event.PROMOTE, 0)  # refused before anything is read or signed
+    if rollout.group is None:
+        raise RolloutRefused(f"rollout {rollout.rollout_id} names boxes, not a group")
+    edits = group_edits(rollout.group, rollout.version, signed_docs(repo))
+    return _step(repo, book, rollout, Event.PROMOTE, edits, signer, now)
+
+
+def rollback(
+    repo: FleetRepository, book: RolloutBook, rollout: Rollout, signer: Signer, now: datetime
+) -> tuple[Rollout, list[str]]:
+    """Every document a targeted box runs that pins the version, pinned to the previous one;
+    the boxes left as they are (their document pins something else now)."""
+    rollout.after(Event.ROLLBACK, 0)
+    edits, left = rollback_edits(rollout, signed_docs(repo))
+    return _step(repo, book, rollout, Event.ROLLBACK, edits, signer, now), left
+
+
+def mark(book: RolloutBook, rollout: Rollout, event: Event) -> Rollout:
+    """A step that signs nothing (pause, resume, complete)."""
+    after = rollout.after(event, now_ms())
+    book.save(after)
+    return after
+
+
+def _step(
+    repo: FleetRepository,
+    book: RolloutBook,
+    rollout: Rollout,
+    event: Event,
+    edits: list[Edit],
+    signer: Signer,
+    now: datetime,
+) -> Rollout:
+    rollout.after(event, 0)  # checked again: nothing is signed for a step the table refuses
+    signed = sign(repo, edits, signer, now)
+    after = rollout.after(event, now_ms(), signed)
+    book.save(after)
+    return after
