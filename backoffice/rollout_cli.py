@@ -35,6 +35,7 @@ from backoffice.rollout_io import (
 from backoffice.rollout_progress import Progress, canary_healthy, progress
 
 COMMANDS = frozenset({"rollout", "status", "pause", "resume", "promote", "rollback"})
+_SIGNING = frozenset({"rollout", "promote", "rollback"})
 _TRUST_HELP = "the admin's trusted fleet root (config init --trust, or config trust)"
 
 
@@ -70,7 +71,9 @@ def add_rollout_parsers(actions: argparse._SubParsersAction[argparse.ArgumentPar
 
 def _naming(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", type=Path, required=True)
-    parser.add_argument("--rollout", help="the rollout's id (default: the only active one)")
+    parser.add_argument(
+        "--rollout", help="the rollout's id (default: the active one, else the newest)"
+    )
 
 
 def _signing(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +98,8 @@ def run_rollout(args: argparse.Namespace) -> int:
     try:
         return _run(command, args, RolloutBook(args.repo))
     except (RolloutRefused, UntrustedMetadata) as exc:
-        print(f"mvb-admin release {command}: refused, nothing signed: {exc}", file=sys.stderr)
+        nothing = "nothing signed" if command in _SIGNING else "nothing changed"
+        print(f"mvb-admin release {command}: refused, {nothing}: {exc}", file=sys.stderr)
         return 1
     except RolloutStateDamaged as exc:
         print(f"mvb-admin release {command}: {exc}", file=sys.stderr)

@@ -84,15 +84,19 @@ class RolloutBook:
         )
 
     def choose(self, rollout_id: str | None) -> Rollout:
-        """The rollout named, or the only active one (RolloutRefused when there are several or
-        none: the admin names it with --rollout)."""
+        """The rollout named, else the only active one, else (none active) the newest one;
+        RolloutRefused when several are active (the admin names one with --rollout) or there is
+        none at all."""
         if rollout_id is not None:
             return self.load(rollout_id)
-        active = [r for r in self.all() if r.active]
-        if len(active) != 1:
-            names = ", ".join(r.rollout_id for r in active) or "none"
+        rollouts = self.all()
+        active = [r for r in rollouts if r.active]
+        if len(active) > 1:
+            names = ", ".join(r.rollout_id for r in active)
             raise RolloutRefused(f"name the rollout with --rollout (active: {names})")
-        return active[0]
+        if not rollouts:
+            raise RolloutRefused(f"no rollout in {self.directory}")
+        return active[0] if active else rollouts[-1]
 
     def new_id(self, version: str, group: str | None) -> str:
         base = f"{version}-{group or 'boxes'}"
@@ -185,21 +189,29 @@ def _previous_version(
     reports: Iterable[BoxHealth],
     given: str | None,
 ) -> str:
-    """What a rollback pins: given, else the one version the targets' documents pin, else the
-    one version their health reports run."""
+    """What a rollback pins: given, else the one version every target's document pins, else
+    the one version every target reports running."""
     if given is not None:
         return check_version(given, "--previous-version")
-    pinned = pinned_versions(targets, docs) - {None}
-    running = {str(r.health["software_version"]) for r in reports if r.box_id in targets}
+    pinned = pinned_versions(targets, docs)
+    reports_of = {r.box_id: r for r in reports if r.box_id in targets}
+    running: set[str | None] = {
+        str(reports_of[box].health["software_version"]) if box in reports_of else None
+        for box in targets
+    }
     for found in (pinned, running):
         if len(found) == 1:
             (previous,) = found
             if previous is not None and previous != version:
                 return check_version(previous, "the previous version")
     raise RolloutRefused(
-        f"cannot tell which version to roll back to (pinned: {sorted(map(str, pinned))}, "
-        f"running: {sorted(running)}): say --previous-version"
+        f"cannot tell which version to roll back to (pinned: {_named(pinned)}, running: "
+        f"{_named(running)}): say --previous-version"
     )
+
+
+def _named(versions: set[str | None]) -> str:
+    return ", ".join(sorted(v or "none" for v in versions))
 
 
 def start(
