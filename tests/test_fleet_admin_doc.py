@@ -38,3 +38,13 @@ def test_every_sh_block_of_the_admins_guide_runs(tmp_path: Path) -> None:
     new_key = (tmp_path / "admin" / "targets-2.pub").read_text()
     targets_keys = root["signed"]["roles"]["targets"]["keyids"]
     assert [root["signed"]["keys"][k]["keyval"]["public"] for k in targets_keys] == [new_key]
+    rollout = json.loads((tmp_path / "rollout.json").read_text())
+    assert (rollout["rollout_id"], rollout["phase"]) == ("1.4.0-h2o", "rolled_back")
+    assert (rollout["canary"], rollout["stale"]) == (["MVB-0002"], ["MVB-0001", "MVB-0002"])
+    record = json.loads((tmp_path / "fleet" / "repo" / "rollouts" / "1.4.0-h2o.json").read_text())
+    signed = [(s["path"], s["version"]) for s in record["signed"]]
+    assert signed == [
+        ("boxes/MVB-0002.toml", "1.4.0"),
+        ("groups/h2o.toml", "1.4.0"),
+        ("groups/h2o.toml", "1.3.0"),
+    ]
