@@ -57,9 +57,14 @@ def add_rollout_parsers(actions: argparse._SubParsersAction[argparse.ArgumentPar
     status = actions.add_parser("status", help="a rollout's progress, from the boxes' health")
     _naming(status)
     _health(status)
+    status.add_argument(
+        "--trust", type=Path, help=f"{_TRUST_HELP}; with it, a rollout done is recorded"
+    )
     status.add_argument("--json", action="store_true")
     for name, what in (("pause", "hold the canary back"), ("resume", "let a paused canary go on")):
-        _naming(actions.add_parser(name, help=what))
+        step = actions.add_parser(name, help=what)
+        _naming(step)
+        step.add_argument("--trust", type=Path, required=True, help=_TRUST_HELP)
     promote_parser = actions.add_parser("promote", help="the canary's release to the whole group")
     _signing(promote_parser)
     _health(promote_parser)
@@ -96,7 +101,11 @@ def _health(parser: argparse.ArgumentParser) -> None:
 def run_rollout(args: argparse.Namespace) -> int:
     command: str = args.release_command
     try:
-        return _run(command, args, RolloutBook(args.repo))
+        book = RolloutBook(args.repo, args.trust)
+        code = _run(command, args, book)
+        for name in book.repaired:
+            print(f"rollouts/{name} on the server differed from the admin's: written again")
+        return code
     except (RolloutRefused, UntrustedMetadata) as exc:
         nothing = "nothing signed" if command in _SIGNING else "nothing changed"
         print(f"mvb-admin release {command}: refused, {nothing}: {exc}", file=sys.stderr)
@@ -173,7 +182,7 @@ def _print_step(rollout: Rollout, signed: tuple[Signed, ...]) -> None:
 
 def _status(args: argparse.Namespace, book: RolloutBook, rollout: Rollout) -> int:
     state = _progress(args, rollout)
-    if rollout.phase == Phase.PROMOTED and state.all_on_version:
+    if rollout.phase == Phase.PROMOTED and state.all_on_version and book.writable:
         rollout = mark(book, rollout, Event.COMPLETE)
     healthy, problems = canary_healthy(rollout, state)
     if args.json:

@@ -1,9 +1,10 @@
 """Staged rollouts: the shell around backoffice/rollout.py (the state machine),
 backoffice/rollout_docs.py (what each step signs) and backoffice/rollout_progress.py.
 
-The record of each rollout is one small JSON file, `<repo>/rollouts/<rollout id>.json`
-(0600, common/durable.py: tmp, fsync, rename, fsync dir), beside the repository it signs in and
-never served (the back office serves only `metadata/` and `targets/`). A step:
+The record of each rollout is one small JSON file, `<rollout id>.json` (0600, common/durable.py:
+tmp, fsync, rename, fsync dir), kept twice: in the admin's trust (`<trust>/rollouts/`, what
+counts) and beside the repository it signs in (`<repo>/rollouts/`, for the back office to show;
+never served to boxes: the back office serves only `metadata/` and `targets/`). A step:
 
 1. reads the record and the signed documents (verified against the admin's trust, one
    verification: FleetRepository.signed_documents);
@@ -21,7 +22,7 @@ Publishing stays the back office's step (`mvb-admin config publish`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -59,29 +60,58 @@ def now_ms() -> int:
 
 
 class RolloutBook:
-    """The rollout records of one repository."""
+    """The rollout records: the admin's own copy in the trust directory (`<trust>/rollouts/`,
+    on the admin's machine, docs/fleet-config.md 7.1) and the served repository's
+    (`<repo>/rollouts/`, for the back office and its page to show).
 
-    def __init__(self, repo_dir: Path) -> None:
-        self.directory = repo_dir / ROLLOUTS_DIR
+    With a trust, only the admin's copy is read for a step, because a step signs what the
+    record says (a server that forged `previous_version` would otherwise have the admin's key
+    pin an old release); a served copy that differs or is missing (a crash between the two
+    writes, or a forgery) is written again from it and named in `repaired`. Records on the
+    server that this trust never wrote (another admin's) are read only to refuse a rollout that
+    would overlap them (`others`): a forged one can make a step refuse, never sign. Without a
+    trust (`release status` on the back office) the served copies are read, nothing is written."""
+
+    def __init__(self, repo_dir: Path, trust_dir: Path | None = None) -> None:
+        self.served = repo_dir / ROLLOUTS_DIR
+        self.own = None if trust_dir is None else trust_dir / ROLLOUTS_DIR
+        self.directory = self.served if self.own is None else self.own
+        self.repaired: list[str] = []
+
+    @property
+    def writable(self) -> bool:
+        return self.own is not None
 
     def save(self, rollout: Rollout) -> None:
-        make_dirs(self.directory, mode=0o700)
-        atomic_write_bytes(self._path(rollout.rollout_id), rollout.to_json(), mode=0o600)
+        if self.own is None:
+            raise RolloutRefused("a rollout record is written only with the admin's --trust")
+        data = rollout.to_json()
+        for directory in (self.own, self.served):  # the admin's copy first: it counts
+            make_dirs(directory, mode=0o700)
+            atomic_write_bytes(directory / f"{rollout.rollout_id}.json", data, mode=0o600)
 
     def load(self, rollout_id: str) -> Rollout:
-        path = self._path(check_rollout_id(rollout_id))
+        path = self.directory / f"{check_rollout_id(rollout_id)}.json"
         if not path.exists():
             raise RolloutRefused(f"no rollout {rollout_id} in {self.directory}")
-        return parse_rollout(path.read_bytes(), str(path))
+        return self._read(path)
 
     def all(self) -> list[Rollout]:
-        if not self.directory.is_dir():
+        """This trust's rollouts (without a trust: the served ones), oldest first."""
+        return self._records(self.directory, lambda path: True)
+
+    def others(self) -> list[Rollout]:
+        """Rollouts on the server that this trust did not write (none without a trust)."""
+        if self.own is None:
             return []
-        paths = sorted(self.directory.glob("*.json"))
-        return sorted(
-            (parse_rollout(p.read_bytes(), str(p)) for p in paths),
-            key=lambda r: (r.started_at_ms, r.rollout_id),
-        )
+        own = self.own
+        return self._records(self.served, lambda path: not (own / path.name).exists())
+
+    def _records(self, directory: Path, wanted: Callable[[Path], bool]) -> list[Rollout]:
+        if not directory.is_dir():
+            return []
+        paths = [p for p in sorted(directory.glob("*.json")) if wanted(p)]
+        return sorted((self._read(p) for p in paths), key=lambda r: (r.started_at_ms, r.rollout_id))
 
     def choose(self, rollout_id: str | None) -> Rollout:
         """The rollout named, else the only active one, else (none active) the newest one;
@@ -100,14 +130,22 @@ class RolloutBook:
 
     def new_id(self, version: str, group: str | None) -> str:
         base = f"{version}-{group or 'boxes'}"
-        taken = {r.rollout_id for r in self.all()}
+        taken = {r.rollout_id for r in (*self.all(), *self.others())}
         number = 1
         while (candidate := base if number == 1 else f"{base}-{number}") in taken:
             number += 1
         return check_rollout_id(candidate)
 
-    def _path(self, rollout_id: str) -> Path:
-        return self.directory / f"{rollout_id}.json"
+    def _read(self, path: Path) -> Rollout:
+        data = path.read_bytes()
+        rollout = parse_rollout(data, str(path))
+        if self.own is not None and path.parent == self.own:
+            served = self.served / path.name
+            if not served.exists() or served.read_bytes() != data:
+                make_dirs(self.served, mode=0o700)
+                atomic_write_bytes(served, data, mode=0o600)
+                self.repaired.append(path.name)
+        return rollout
 
 
 def signed_docs(repo: FleetRepository) -> dict[str, Doc]:
@@ -165,6 +203,13 @@ def plan(
             raise RolloutRefused(
                 f"rollout {other.rollout_id} ({other.phase.value}) still holds "
                 f"{', '.join(sorted(overlap)) or group}: promote, finish or roll it back first"
+            )
+    for other in book.others():
+        same_group = group is not None and other.group == group
+        if other.active and (set(other.targets) & set(targets) or same_group):
+            raise RolloutRefused(
+                f"rollout {other.rollout_id} on the server (not of this trust) is "
+                f"{other.phase.value} for some of these boxes: settle it with its admin first"
             )
     previous = _previous_version(version, targets, docs, reports, previous_version)
     rollout_id = book.new_id(version, group)

@@ -41,7 +41,9 @@ def test_every_sh_block_of_the_admins_guide_runs(tmp_path: Path) -> None:
     rollout = json.loads((tmp_path / "rollout.json").read_text())
     assert (rollout["rollout_id"], rollout["phase"]) == ("1.4.0-h2o", "rolled_back")
     assert (rollout["canary"], rollout["stale"]) == (["MVB-0002"], ["MVB-0001", "MVB-0002"])
-    record = json.loads((tmp_path / "fleet" / "repo" / "rollouts" / "1.4.0-h2o.json").read_text())
+    record = json.loads((tmp_path / "admin" / "trust" / "rollouts" / "1.4.0-h2o.json").read_text())
+    served = tmp_path / "fleet" / "repo" / "rollouts" / "1.4.0-h2o.json"
+    assert json.loads(served.read_text()) == record
     signed = [(s["path"], s["version"]) for s in record["signed"]]
     assert signed == [
         ("boxes/MVB-0002.toml", "1.4.0"),

@@ -51,7 +51,10 @@ class Admin:
     def release(self, command: str, *args: str | Path) -> tuple[int, str, str]:
         if command in ("rollout", "promote", "rollback"):
             return self.run("release", command, *self.signing(), *args)
-        return self.run("release", command, "--repo", self.root / "repo", *args)
+        return self.run("release", command, "--repo", self.root / "repo", *self.trust(), *args)
+
+    def trust(self) -> list[str | Path]:
+        return ["--trust", self.root / "trust"]
 
     def report(self, box: str, version: str) -> None:
         health = Health(
@@ -131,7 +134,7 @@ def test_single_boxes_then_the_whole_group(admin: Admin) -> None:
 
 
 def test_a_start_cut_short_is_finished_by_running_it_again(admin: Admin) -> None:
-    book = RolloutBook(admin.root / "repo")
+    book = RolloutBook(admin.root / "repo", admin.root / "trust")
     planned = plan(
         book, signed_docs(admin.repo()), version="1.4.0", group="h2o", boxes=(),
         canary_percent=50, previous_version="1.3.0", reports=(), at_ms=1,
@@ -151,7 +154,7 @@ def test_a_start_cut_short_is_finished_by_running_it_again(admin: Admin) -> None
 def test_a_damaged_record_is_named_and_nothing_is_signed(admin: Admin) -> None:
     assert admin.release("rollout", "--version", "1.4.0", "--box", "MVB-0001",
                          "--previous-version", "1.3.0")[0] == 0  # fmt: skip
-    record = admin.root / "repo" / "rollouts" / "1.4.0-boxes.json"
+    record = admin.root / "trust" / "rollouts" / "1.4.0-boxes.json"
     record.write_text(record.read_text().replace('"promoted"', '"sideways"'))
     version = admin.repo().targets().signed.version
     code, _, err = admin.release("rollback")
@@ -165,3 +168,45 @@ def test_a_pinned_document_passes_the_lint(admin: Admin) -> None:
     document.write_text(GROUP_DOC + '[release]\nversion = "1.4.0"\n')
     code, _, err = admin.run("config", "lint", "--file", document, "--group", "h2o")
     assert code == 0, err
+
+
+def test_the_servers_copy_of_a_record_is_never_what_a_step_signs_by(admin: Admin) -> None:
+    """A server that rewrites a record (an old, vulnerable release as the previous version)
+    cannot have the admin's key pin it: the admin's own copy counts, the server's is restored."""
+    code, _, err = admin.release(
+        "rollout", "--version", "1.4.0", "--box", "MVB-0001", "--previous-version", "1.3.0"
+    )
+    assert code == 0, err
+    served = admin.root / "repo" / "rollouts" / "1.4.0-boxes.json"
+    honest = served.read_bytes()
+    served.write_text(
+        served.read_text().replace('"previous_version": "1.3.0"', '"previous_version": "0.9.0"')
+    )
+    code, out, err = admin.release("rollback")
+    assert code == 0, err
+    assert "signed boxes/MVB-0001.toml as config_serial 3: version 1.3.0" in out
+    assert "rollouts/1.4.0-boxes.json on the server differed from the admin's" in out
+    assert b'"previous_version": "1.3.0"' in served.read_bytes()
+    assert served.read_bytes() != honest, "and it holds the rollback now"
+
+    # Without the trust (the back office's view) the served copies are read, nothing written.
+    code, out, err = admin.run(
+        "release", "status", "--repo", admin.root / "repo", "--dir", admin.root / "store"
+    )
+    assert code == 0, err
+    assert "rollout 1.4.0-boxes: rolled_back" in out
+    with pytest.raises(SystemExit, match="2"):  # argparse: --trust is required
+        admin.run("release", "pause", "--repo", admin.root / "repo")
+
+
+def test_another_admins_active_rollout_on_the_server_is_respected(admin: Admin) -> None:
+    code, _, err = admin.release(
+        "rollout", "--version", "1.4.0", "--box", "MVB-0001", "--previous-version", "1.3.0"
+    )
+    assert code == 0, err
+    (admin.root / "trust" / "rollouts" / "1.4.0-boxes.json").rename(admin.root / "elsewhere.json")
+    code, _, err = admin.release(
+        "rollout", "--version", "1.5.0", "--group", "h2o", "--previous-version", "1.3.0"
+    )
+    assert code == 1
+    assert "rollout 1.4.0-boxes on the server (not of this trust) is promoted" in err
