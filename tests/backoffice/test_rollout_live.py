@@ -70,7 +70,7 @@ class Fleet:
     def release(self, command: str, *args: str | Path) -> tuple[int, str, str]:
         if command in ("rollout", "promote", "rollback"):
             return self.admin("release", command, *self.signing(), *args)
-        trust = ["--trust", self.office.trust]
+        trust: list[str | Path] = ["--trust", self.office.trust]
         return self.admin("release", command, "--repo", self.office.fleet.repo_dir, *trust, *args)
 
     def status(self) -> dict[str, Any]:
