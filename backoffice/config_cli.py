@@ -34,6 +34,7 @@ from backoffice.fleet_holds import HoldEditError, with_hold, without_hold
 from backoffice.fleet_repo import FleetRepository, init_repository, load_signer
 from backoffice.fleet_trust import UntrustedMetadata
 from backoffice.fleet_trust_io import AdminTrust
+from backoffice.rollout_cli import add_config_rollout_parser, run_config_rollout
 from config.local import LocalConfig, load_config
 from storage.holds import HOLD_GROUNDS
 
@@ -88,6 +89,8 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bundle.add_argument("--out", type=Path, required=True)
     bundle.add_argument("paths", nargs="+", help="target paths to include")
     add_key_parsers(config)
+    add_config_rollout_parser(config)
+    _add_against(config.choices["rollout"])
 
 
 def _add_against(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +101,7 @@ def _add_against(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _lint(args: argparse.Namespace) -> list[str]:
+def _lint(args: argparse.Namespace, *, groups: list[str] | None = None) -> list[str]:
     if args.against is not None:
         against: LocalConfig | None = load_config(args.against)
     else:  # lint checks values against the defaults; sign checks them only when told against what
@@ -106,8 +109,8 @@ def _lint(args: argparse.Namespace) -> list[str]:
     return lint_document(
         args.file.read_text(encoding="utf-8"),
         str(args.file),
-        boxes=args.box,
-        groups=args.group,
+        boxes=getattr(args, "box", []),
+        groups=args.group if groups is None else groups,
         against=against,
     )
 
@@ -137,6 +140,8 @@ def _run(command: str, args: argparse.Namespace, now: datetime) -> int:
         return _start_trust(args)
     if command in ("keygen", "resign", "rotate-root"):
         return run_key_command(command, args, now)
+    if command == "rollout":  # linted as `sign` lints a document for the group
+        return run_config_rollout(args, _lint(args, groups=[args.group]))
     if command in ("lint", "sign"):
         problems = _lint(args)
         for problem in problems:

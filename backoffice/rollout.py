@@ -86,6 +86,13 @@ ACTIVE: Final = frozenset({Phase.PLANNED, Phase.CANARY, Phase.PAUSED, Phase.PROM
 """Phases in which the rollout still holds its boxes: no other rollout may take one of them."""
 
 
+KINDS: Final = ("release", "config")
+"""What a rollout moves: a release (`version` is a PEP 440 version, `[release]` pins it) or the
+group's configuration (`version` is `config-` and the first 12 hex of the new document's SHA-256;
+`documents` holds the new text and the previous one: backoffice/rollout_config.py)."""
+_CONFIG_LABEL: Final = re.compile(r"config-[0-9a-f]{12}")
+
+
 class RolloutRefused(ValueError, MisuseFault):
     """A step the rollout's phase does not allow, or a rollout that cannot be planned; nothing
     was signed or written."""
@@ -131,6 +138,8 @@ class Rollout:
     started_at_ms: int
     history: tuple[Step, ...] = ()
     signed: tuple[Signed, ...] = ()
+    kind: str = "release"
+    documents: tuple[str, ...] = ()  # config: (the new document, the group's before)
 
     def after(self, event: Event, at_ms: int, signed: tuple[Signed, ...] = ()) -> Rollout:
         """The record after `event`, with what its step signed; RolloutRefused when the table
@@ -182,6 +191,8 @@ class Rollout:
                 }
                 for s in self.signed
             ],
+            "kind": self.kind,
+            "documents": list(self.documents),
         }
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
@@ -199,7 +210,9 @@ def refusal(rollout: Rollout, event: Event) -> str:
     )
 
 
-def check_version(version: str, what: str = "--version") -> str:
+def check_version(version: str, what: str = "--version", kind: str = "release") -> str:
+    if kind == "config" and _CONFIG_LABEL.fullmatch(version):
+        return version
     if not _VERSION.fullmatch(version):
         raise RolloutRefused(f"{what} {version!r} is not a PEP 440 version such as 1.4.0")
     return version
@@ -220,20 +233,23 @@ def parse_rollout(data: bytes, source: str) -> Rollout:
         history = tuple(
             Step(Event(s["event"]), _int(s["at_ms"]), Phase(s["phase"])) for s in raw["history"]
         )
+        kind = _str(raw["kind"])
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
         signed = tuple(
             Signed(
                 _str(s["path"]),
                 _int(s["config_serial"]),
                 _names(s["boxes"]),
-                check_version(_str(s["version"])),
+                check_version(_str(s["version"]), kind=kind),
             )
             for s in raw["signed"]
         )
         group = raw["group"]
         rollout = Rollout(
             rollout_id=check_rollout_id(_str(raw["rollout_id"])),
-            version=check_version(_str(raw["version"])),
-            previous_version=check_version(_str(raw["previous_version"])),
+            version=check_version(_str(raw["version"]), kind=kind),
+            previous_version=check_version(_str(raw["previous_version"]), kind=kind),
             group=None if group is None else _str(group),
             targets=_names(raw["targets"]),
             canary=_names(raw["canary"]),
@@ -242,8 +258,10 @@ def parse_rollout(data: bytes, source: str) -> Rollout:
             started_at_ms=_int(raw["started_at_ms"]),
             history=history,
             signed=signed,
+            kind=kind,
+            documents=_names(raw["documents"]),
         )
-        if len(raw) != 11:
+        if len(raw) != 13 or (kind == "config") != (len(rollout.documents) == 2):
             raise ValueError("unknown members")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RolloutStateDamaged(f"{source}: not a rollout record ({exc})") from None

@@ -27,6 +27,7 @@ from backoffice.rollout_io import (
     mark,
     now_ms,
     plan,
+    plan_config,
     promote,
     rollback,
     signed_docs,
@@ -170,6 +171,46 @@ def _start(args: argparse.Namespace, book: RolloutBook) -> int:
     return 0
 
 
+def add_config_rollout_parser(config: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rollout = config.add_parser(
+        "rollout", help="a group's new document to a canary share first (then `release promote`)"
+    )
+    _signing(rollout)
+    rollout.add_argument("--group", required=True)
+    rollout.add_argument("--file", type=Path, required=True, help="the group's new document")
+    rollout.add_argument("--canary-percent", type=int, help="this share of the group first (1-100)")
+
+
+def run_config_rollout(args: argparse.Namespace, problems: list[str]) -> int:
+    """`config rollout`, after the same lint as `config sign` (`problems`)."""
+    for problem in problems:
+        print(f"mvb-admin config rollout: {problem}", file=sys.stderr)
+    if problems:
+        print("mvb-admin config rollout: refused, nothing signed", file=sys.stderr)
+        return 1
+    book = RolloutBook(args.repo, args.trust)
+    try:
+        repo = _repository(args)
+        planned = plan_config(
+            book,
+            signed_docs(repo),
+            group=args.group,
+            new_text=args.file.read_text(encoding="utf-8"),
+            canary_percent=args.canary_percent,
+            at_ms=now_ms(),
+        )
+        after = start(repo, book, planned, signer_from(args.targets_key, args), datetime.now(UTC))
+    except (RolloutRefused, UntrustedMetadata) as exc:
+        print(f"mvb-admin config rollout: refused, nothing signed: {exc}", file=sys.stderr)
+        return 1
+    if after.canary:
+        print(f"canary ({after.canary_percent}%): {', '.join(after.canary)}")
+    _print_step(after, after.signed)
+    steps = "status|pause|resume|promote|rollback"
+    print(f"its steps: mvb-admin release {steps} --rollout {after.rollout_id}")
+    return 0
+
+
 def _print_step(rollout: Rollout, signed: tuple[Signed, ...]) -> None:
     for doc in signed:
         print(f"signed {doc.path} as config_serial {doc.config_serial}: version {doc.version}")
@@ -188,6 +229,7 @@ def _status(args: argparse.Namespace, book: RolloutBook, rollout: Rollout) -> in
     if args.json:
         document = {
             "rollout_id": rollout.rollout_id,
+            "kind": rollout.kind,
             "phase": rollout.phase.value,
             "version": rollout.version,
             "previous_version": rollout.previous_version,
@@ -206,7 +248,7 @@ def _status(args: argparse.Namespace, book: RolloutBook, rollout: Rollout) -> in
 def _text(rollout: Rollout, state: Progress, healthy: bool, problems: list[str]) -> str:
     where = f"group {rollout.group}" if rollout.group else "boxes"
     lines = [
-        f"rollout {rollout.rollout_id}: {rollout.phase.value} (release {rollout.version}, "
+        f"rollout {rollout.rollout_id}: {rollout.phase.value} ({rollout.kind} {rollout.version}, "
         f"previous {rollout.previous_version}, {where})",
         f"targeted {len(state.boxes)}, on {rollout.version}: {state.count('on_version')}, "
         f"failed {state.count('failed')}, waiting {state.count('waiting')}",

@@ -40,6 +40,14 @@ from backoffice.rollout import (
     check_version,
     parse_rollout,
 )
+from backoffice.rollout_config import (
+    config_box_edits,
+    config_group_edits,
+    config_label,
+    config_rollback_edits,
+    config_targets,
+    follows,
+)
 from backoffice.rollout_docs import (
     Doc,
     Edit,
@@ -51,6 +59,7 @@ from backoffice.rollout_docs import (
     rollback_edits,
 )
 from common.durable import atomic_write_bytes, make_dirs
+from config.fleet_targets import group_target_path
 
 ROLLOUTS_DIR = "rollouts"
 
@@ -227,6 +236,50 @@ def plan(
     )
 
 
+def plan_config(
+    book: RolloutBook,
+    docs: dict[str, Doc],
+    *,
+    group: str,
+    new_text: str,
+    canary_percent: int | None,
+    at_ms: int,
+) -> Rollout:
+    """A planned rollout of the group's document `new_text` (nothing signed); its targets are
+    the members that run the group's document now (backoffice/rollout_config.py)."""
+    targets = config_targets(group, docs)
+    before = docs[group_target_path(group)].text
+    if follows(before, new_text):
+        raise RolloutRefused(f"{group_target_path(group)} says that already")
+    if not targets:
+        raise RolloutRefused(f"no member of {group} runs the group's document")
+    label = config_label(new_text)
+    for other in book.all():
+        if (other.phase, other.version, other.group) == (Phase.PLANNED, label, group):
+            return other  # a start cut short: the same id, canary and clock
+    for other in (*book.all(), *book.others()):
+        if other.active and (other.group == group or set(other.targets) & set(targets)):
+            raise RolloutRefused(
+                f"rollout {other.rollout_id} ({other.phase.value}) still holds boxes of "
+                f"{group}: promote, finish or roll it back first"
+            )
+    rollout_id = book.new_id(label, group)
+    canary = () if canary_percent is None else canary_boxes(rollout_id, targets, canary_percent)
+    return Rollout(
+        rollout_id=rollout_id,
+        version=label,
+        previous_version=config_label(before),
+        group=group,
+        targets=targets,
+        canary=canary,
+        canary_percent=canary_percent or 0,
+        phase=Phase.PLANNED,
+        started_at_ms=at_ms,
+        kind="config",
+        documents=(new_text, before),
+    )
+
+
 def _previous_version(
     version: str,
     targets: Sequence[str],
@@ -266,13 +319,27 @@ def start(
     named, or the whole group), record the step."""
     book.save(rollout)
     docs = signed_docs(repo)
-    if rollout.canary:
-        event, edits = Event.START_CANARY, box_edits(rollout.canary, rollout.version, docs)
+    event = Event.START_CANARY if rollout.canary else Event.START_ALL
+    if rollout.kind == "config":
+        new_text = rollout.documents[0]
+        edits = (
+            config_box_edits(rollout.canary, new_text, rollout.version, docs)
+            if rollout.canary
+            else config_group_edits(_group(rollout), new_text, rollout.version, docs)
+        )
+    elif rollout.canary:
+        edits = box_edits(rollout.canary, rollout.version, docs)
     elif rollout.group is None:
-        event, edits = Event.START_ALL, box_edits(rollout.targets, rollout.version, docs)
+        edits = box_edits(rollout.targets, rollout.version, docs)
     else:
-        event, edits = Event.START_ALL, group_edits(rollout.group, rollout.version, docs)
+        edits = group_edits(rollout.group, rollout.version, docs)
     return _step(repo, book, rollout, event, edits, signer, now)
+
+
+def _group(rollout: Rollout) -> str:
+    if rollout.group is None:
+        raise RolloutRefused(f"rollout {rollout.rollout_id} names boxes, not a group")
+    return rollout.group
 
 
 def promote(
@@ -281,9 +348,11 @@ def promote(
     """The canary -> the whole group: the group's document (and members' own) pin the version.
     The caller has checked the health gate (or was told --force)."""
     rollout.after(Event.PROMOTE, 0)  # refused before anything is read or signed
-    if rollout.group is None:
-        raise RolloutRefused(f"rollout {rollout.rollout_id} names boxes, not a group")
-    edits = group_edits(rollout.group, rollout.version, signed_docs(repo))
+    group, docs = _group(rollout), signed_docs(repo)
+    if rollout.kind == "config":
+        edits = config_group_edits(group, rollout.documents[0], rollout.version, docs)
+    else:
+        edits = group_edits(group, rollout.version, docs)
     return _step(repo, book, rollout, Event.PROMOTE, edits, signer, now)
 
 
@@ -293,7 +362,11 @@ def rollback(
     """Every document a targeted box runs that pins the version, pinned to the previous one;
     the boxes left as they are (their document pins something else now)."""
     rollout.after(Event.ROLLBACK, 0)
-    edits, left = rollback_edits(rollout, signed_docs(repo))
+    docs = signed_docs(repo)
+    if rollout.kind == "config":
+        edits, left = config_rollback_edits(rollout, docs), list[str]()
+    else:
+        edits, left = rollback_edits(rollout, docs)
     return _step(repo, book, rollout, Event.ROLLBACK, edits, signer, now), left
 
 

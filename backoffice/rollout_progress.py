@@ -1,7 +1,8 @@
 """How far a rollout got, from the boxes' health reports (docs/fleet-health.md). PURE.
 
 Each targeted box is in exactly one bucket:
-- **on version**: its latest report says `software_version` = the rollout's version;
+- **on version**: its latest report says `software_version` = the rollout's version (a
+  configuration rollout: its applied serial has reached the serial signed for it);
 - **failed**: it rolled the release back (the sticky alarm `release_rolled_back` of the A/B
   switch, docs/releases.md 5), or it refused the rollout's document (its applied serial is below
   the serial the rollout signed for it and its last outcome is a refusal, with the reason);
@@ -112,11 +113,19 @@ def _box(
         bucket, reason = "failed", f"rolled back ({', '.join(sorted(alarms))})"
     elif refused:
         bucket, reason = "failed", f"refused: {outcome}"
-    elif version == rollout.version:
+    elif _on_version(rollout, health, serial):
         bucket, reason = "on_version", ""
     else:
         bucket, reason = "waiting", _waits_for(health, serial)
     return BoxProgress(box, bucket, stale, since, version, reason)
+
+
+def _on_version(rollout: Rollout, health: dict[str, Any], serial: int | None) -> bool:
+    """A release: the box runs it. A configuration: it applied the document signed for it (or
+    a later one: serials only grow)."""
+    if rollout.kind == "config":
+        return serial is not None and int(health["config_applied_serial"]) >= serial
+    return str(health["software_version"]) == rollout.version
 
 
 def _waits_for(health: dict[str, Any], serial: int | None) -> str:

@@ -129,3 +129,21 @@ def test_versions_are_pep_440(version: str) -> None:
 def test_other_versions_are_refused(version: str) -> None:
     with pytest.raises(RolloutRefused, match="PEP 440"):
         check_version(version)
+
+
+def test_a_configuration_rollouts_record_reads_back_and_needs_its_documents() -> None:
+    config = Rollout(
+        "config-0123456789ab-h2o", "config-0123456789ab", "config-ba9876543210", "h2o",
+        ("MVB-0001",), (), 0, Phase.PLANNED, 1, kind="config", documents=("new", "old"),
+    )  # fmt: skip
+    assert parse_rollout(config.to_json(), "r.json") == config
+    document = json.loads(config.to_json())
+    document["documents"] = []
+    with pytest.raises(RolloutStateDamaged):
+        parse_rollout(json.dumps(document).encode(), "r.json")
+    document = json.loads(config.to_json())
+    document["kind"] = "firmware"
+    with pytest.raises(RolloutStateDamaged):
+        parse_rollout(json.dumps(document).encode(), "r.json")
+    with pytest.raises(RolloutRefused):
+        check_version("config-0123456789ab")  # a label only for a configuration
