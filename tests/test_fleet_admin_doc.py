@@ -50,3 +50,9 @@ def test_every_sh_block_of_the_admins_guide_runs(tmp_path: Path) -> None:
         ("groups/h2o.toml", "1.4.0"),
         ("groups/h2o.toml", "1.3.0"),
     ]
+    config_rollouts = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "admin" / "trust" / "rollouts").glob("config-*-h2o.json")
+    ]
+    assert [(r["kind"], r["phase"]) for r in config_rollouts] == [("config", "promoted")]
+    assert config_rollouts[0]["signed"][-1]["path"] == "groups/h2o.toml"
