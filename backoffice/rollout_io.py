@@ -220,6 +220,8 @@ def plan(
                 f"rollout {other.rollout_id} on the server (not of this trust) is "
                 f"{other.phase.value} for some of these boxes: settle it with its admin first"
             )
+    if pinned_versions(targets, docs) == {version}:
+        raise RolloutRefused(f"every targeted box's document pins {version} already")
     previous = _previous_version(version, targets, docs, reports, previous_version)
     rollout_id = book.new_id(version, group)
     canary = () if canary_percent is None else canary_boxes(rollout_id, targets, canary_percent)
@@ -359,8 +361,9 @@ def promote(
 def rollback(
     repo: FleetRepository, book: RolloutBook, rollout: Rollout, signer: Signer, now: datetime
 ) -> tuple[Rollout, list[str]]:
-    """Every document a targeted box runs that pins the version, pinned to the previous one;
-    the boxes left as they are (their document pins something else now)."""
+    """A release: every document a targeted box runs that pins the version, pinned to the
+    previous one, and the boxes left as they are (their document pins something else now). A
+    configuration: the group's text from before where the rollout put the new one."""
     rollout.after(Event.ROLLBACK, 0)
     docs = signed_docs(repo)
     if rollout.kind == "config":

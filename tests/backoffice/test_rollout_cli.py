@@ -127,9 +127,17 @@ def test_single_boxes_then_the_whole_group(admin: Admin) -> None:
     assert "boxes/MVB-0002.toml" not in out, "its document was the group's and a pin: it gives way"
     assert admin.runs() == dict.fromkeys(BOXES, ("groups/h2o.toml", "1.5.0"))
 
+    code, _, err = admin.release(
+        "rollout", "--version", "1.5.0", "--box", "MVB-0001", "--previous-version", "1.4.0"
+    )
+    assert code == 1
+    assert "still holds MVB-0001" in err
     code, out, err = admin.release("rollback")
     assert code == 0, err
     assert admin.runs() == dict.fromkeys(BOXES, ("groups/h2o.toml", "1.4.0"))
+    code, _, err = admin.release("rollout", "--version", "1.4.0", "--group", "h2o")
+    assert code == 1
+    assert "every targeted box's document pins 1.4.0 already" in err
     assert admin.release("rollback")[0] == 1, "rolled_back is final"
 
 
