@@ -203,6 +203,11 @@ def run_config_rollout(args: argparse.Namespace, problems: list[str]) -> int:
     except (RolloutRefused, UntrustedMetadata) as exc:
         print(f"mvb-admin config rollout: refused, nothing signed: {exc}", file=sys.stderr)
         return 1
+    except RolloutStateDamaged as exc:
+        print(f"mvb-admin config rollout: {exc}", file=sys.stderr)
+        return 2
+    for name in book.repaired:
+        print(f"rollouts/{name} on the server differed from the admin's: written again")
     if after.canary:
         print(f"canary ({after.canary_percent}%): {', '.join(after.canary)}")
     _print_step(after, after.signed)
