@@ -42,7 +42,7 @@ _TRUST_HELP = "the admin's trusted fleet root (config init --trust, or config tr
 
 def add_rollout_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rollout = actions.add_parser("rollout", help="pin a release to a group, a canary or boxes")
-    _signing(rollout)
+    _signing(rollout, starts=True)
     rollout.add_argument("--version", dest="release_version", required=True)
     rollout.add_argument("--group", help="every box the group's document names")
     rollout.add_argument(
@@ -82,8 +82,12 @@ def _naming(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _signing(parser: argparse.ArgumentParser) -> None:
-    _naming(parser)
+def _signing(parser: argparse.ArgumentParser, *, starts: bool = False) -> None:
+    """The signing options; a step on a rollout also names it, a start makes one."""
+    if starts:
+        parser.add_argument("--repo", type=Path, required=True)
+    else:
+        _naming(parser)
     parser.add_argument("--trust", type=Path, required=True, help=_TRUST_HELP)
     parser.add_argument("--targets-key", type=Path, required=True)
     add_passphrase_file(parser)
@@ -175,7 +179,7 @@ def add_config_rollout_parser(config: argparse._SubParsersAction[argparse.Argume
     rollout = config.add_parser(
         "rollout", help="a group's new document to a canary share first (then `release promote`)"
     )
-    _signing(rollout)
+    _signing(rollout, starts=True)
     rollout.add_argument("--group", required=True)
     rollout.add_argument("--file", type=Path, required=True, help="the group's new document")
     rollout.add_argument("--canary-percent", type=int, help="this share of the group first (1-100)")
