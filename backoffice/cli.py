@@ -24,6 +24,7 @@ from backoffice.audit_cli import HeadArgumentError, add_audit_parser, run_audit
 from backoffice.audit_routes import HeadTappingTusApp
 from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
+from backoffice.check_now import CheckNowBook, CheckNowRefused
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.fleet_access import FleetAccess
 from backoffice.fleet_cli import add_fleet_parser, run_fleet
@@ -254,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         BundleError,
         ConfigurationFault,  # a limit of `serve` that cannot hold (backoffice/serve_limits.py)
         WebPkiRefused,
+        CheckNowRefused,
     ) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)
         return 2
@@ -438,6 +440,7 @@ async def _start_https(
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
         audit_store=app.audit_store if isinstance(app, HeadTappingTusApp) else None,
         fleet_health=None if fleet is None else FleetHealthStore(args.dir),
+        check_now=None if fleet is None else CheckNowBook(args.dir),
         in_flight=args.in_flight,
         **args.limits.https_options(),
     )
