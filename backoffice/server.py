@@ -576,6 +576,32 @@ async def serve_tls(
     that fails to bind leaves nothing behind."""
     application = web.Application(client_max_size=client_max_size)
     application.router.add_route("*", "/{tail:.*}", handle)
+    return await serve_application(
+        application,
+        context,
+        host=host,
+        port=port,
+        what=what,
+        idle_timeout_s=idle_timeout_s,
+        shutdown_timeout_s=shutdown_timeout_s,
+        connections=connections,
+        handshake_timeout_s=handshake_timeout_s,
+    )
+
+
+async def serve_application(
+    application: web.Application,
+    context: ssl.SSLContext,
+    *,
+    host: str,
+    port: int,
+    what: str,
+    idle_timeout_s: float,
+    shutdown_timeout_s: float,
+    connections: ConnectionLimits,
+    handshake_timeout_s: float,
+) -> RunningServer:
+    """`serve_tls` for an application with routes of its own (the fleet admin page)."""
     runner = web.AppRunner(
         application,
         handler_cancellation=True,

@@ -86,7 +86,8 @@ async def test_check_now_reaches_a_box_in_the_answer_to_its_health_report(
         )
         try:
             fleet, reporter = running.fleet, running.health
-            assert fleet is not None and reporter is not None
+            assert fleet is not None
+            assert reporter is not None
             await wait_for(lambda: fleet.status.applied_serial == 1, "the first document")
             await wait_for(lambda: reporter.sent is not None, "the first health report")
 
