@@ -174,11 +174,15 @@ class AdminAccess:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Security headers on every answer; the session and CSRF rules on /api/."""
-        if request.path.startswith("/api/"):
-            response = await self._api(request, handler)
-            response.headers["Cache-Control"] = "no-store"
-        else:
-            response = await handler(request)
+        try:
+            if request.path.startswith("/api/"):
+                response = await self._api(request, handler)
+                response.headers["Cache-Control"] = "no-store"
+            else:
+                response = await handler(request)
+        except web.HTTPException as exc:  # aiohttp's own 404, 405, 413: JSON with a code too
+            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+            response = error(exc.status, code.get(exc.status, "bad_request"), exc.reason)
         response.headers.update(SECURITY_HEADERS)
         return response
 

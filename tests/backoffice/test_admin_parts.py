@@ -132,6 +132,10 @@ async def test_the_page_serves_its_own_files_only(tmp_path: Path) -> None:
             assert answer.status == 404, path
         answer = await client.get("/metrics")
         assert answer.status == 404  # no token file: no scrape endpoint
+        answer = await client.get("/nothing-here")
+        assert answer.status == 404
+        assert (await answer.json())["error"] == "not_found"
+        assert "Content-Security-Policy" in answer.headers
         answer = await client.post("/api/pairing-codes", json={})
         assert answer.status == 401  # no session, before anything else
 
