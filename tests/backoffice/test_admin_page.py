@@ -36,7 +36,7 @@ from tests.backoffice.admin_rig import (
 )
 from tests.backoffice.prometheus_text import parse
 from tests.gateway.fleet_rig import BOX
-from tests.gateway.web.browser_rig import PageWatch, chromium, spki_pin
+from tests.gateway.web.browser_rig import PageWatch, chromium, output_root, spki_pin
 from tests.tls_helpers import TestPki
 
 I18N = Path(__file__).parents[2] / "backoffice" / "admin_static" / "i18n"
@@ -106,12 +106,16 @@ async def test_an_admin_sees_the_fleet_and_issues_a_pairing_code_in_dutch_and_en
             if text != nl[key] and len(text) >= 6 and "{" not in text
         }
         assert [text for text in english_only if text in dutch] == []
+        shots = output_root() / "admin_page"
+        shots.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=shots / "fleet-nl.png", full_page=True)
 
         await page.click("#lang-en")
         await expect(page.locator("h1")).to_have_text(en["title"])
         await expect(row).to_contain_text(en[f"alarm.{ALARM}"])
         await expect(row).to_contain_text(en["class.P0"])
         await expect(page.locator("#pair-error")).to_have_text(en["error.already_paired"])
+        await page.screenshot(path=shots / "fleet-en.png", full_page=True)
         watch.assert_clean()
         await context.close()
 
