@@ -7,7 +7,9 @@ only): an admin logs in, sees the box with its alarm translated, its group's ver
 pairing code (shown once) and reads it all in Dutch and in English, with no English left on the
 Dutch page and no CSP violation; five wrong passwords lock the account out from that client,
 even for the right password. Over HTTP: a POST without the CSRF token or from another origin is
-refused; the scrape endpoint wants its bearer token and its text parses strictly.
+refused; the session cookie is Secure, HttpOnly and SameSite=Strict, and a removed account's
+session ends at its next request; the scrape endpoint wants its bearer token and its text
+parses strictly.
 
 Left out: a second client address (the lockout per client and account is the officer page's
 pure core, tested in tests/common/test_login_throttle.py and over the network in
@@ -24,6 +26,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from backoffice.admin_access import CSP
+from backoffice.admin_accounts import add_account, remove_account
 from backoffice.pairing import CODE_VALIDITY_S
 from tests.backoffice.admin_rig import (
     ALARM,
@@ -116,6 +119,9 @@ async def test_an_admin_sees_the_fleet_and_issues_a_pairing_code_in_dutch_and_en
         await expect(row).to_contain_text(en["class.P0"])
         await expect(page.locator("#pair-error")).to_have_text(en["error.already_paired"])
         await page.screenshot(path=shots / "fleet-en.png", full_page=True)
+        await page.click("#logout")
+        await expect(page.locator("#login-form")).to_be_visible()
+        await expect(page.locator("#fleet")).to_be_hidden()
         watch.assert_clean()
         await context.close()
 
@@ -219,3 +225,26 @@ async def test_the_scrape_endpoint_wants_its_token_and_speaks_the_text_format(
     assert [(s.labels, s.value) for s in versions] == [({"group": GROUP, "version": VERSION}, 1)]
     for sample in samples:
         assert set(sample.labels) <= {"box", "group", "class", "version"}
+
+
+async def test_a_removed_account_loses_its_session_at_once(office: AdminOffice) -> None:
+    add_account(office.root / "admin", "erin", "erin's admin passphrase")
+    tls = office.ssl_context()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.post(
+            office.url + "/api/session",
+            json={"username": "erin", "password": "erin's admin passphrase"},
+            ssl=tls,
+        ) as answer:
+            assert answer.status == 200
+            cookie = answer.cookies["mvb_admin_session"]
+            assert cookie["secure"]
+            assert cookie["httponly"]
+            assert cookie["samesite"] == "Strict"
+        async with session.get(office.url + "/api/fleet", ssl=tls) as answer:
+            assert answer.status == 200
+            fleet = await answer.json()
+            assert [box["box_id"] for box in fleet["boxes"]] == [BOX]
+        remove_account(office.root / "admin", "erin")
+        async with session.get(office.url + "/api/fleet", ssl=tls) as answer:
+            assert answer.status == 401
