@@ -12,8 +12,9 @@ Invariants:
   session's CSRF token in X-CSRF-Token and, when the browser sends one, its own Origin.
 - Every answer carries SECURITY_HEADERS (CSP without inline script or style) and API answers
   `Cache-Control: no-store`.
-- Logins are verified off the event loop, at most 2 at once (uploads keep the rest); an unknown
-  name costs the same work as a wrong password and gets the same answer.
+- Logins are verified off the event loop, at most 2 at once (uploads keep the rest), at most 16
+  waiting (more: 503 `busy`); an unknown name costs the same work as a wrong password and gets
+  the same answer.
 - Nothing logs a name, a password, an address, a cookie or a token: names and clients appear
   as 12-hex SHA-256 prefixes.
 """
@@ -57,6 +58,8 @@ POLICY: Final = ThrottlePolicy(max_failed_logins=5, lockout_s=900.0)
 LIMITS: Final = SessionLimits(idle_s=1800.0, max_s=8 * 3600.0)
 """An admin's working session: 30 minutes idle, 8 hours at most."""
 MAX_CONCURRENT_VERIFICATIONS: Final = 2
+MAX_WAITING_LOGINS: Final = 16
+"""Beyond this a login flood is answered 503 `busy` instead of queued."""
 MAX_USERNAME_CHARS: Final = 64
 MAX_PASSWORD_CHARS: Final = 1024
 CSP: Final = (
@@ -107,6 +110,7 @@ class AdminAccess:
     _verifying: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
     )
+    _waiting: int = 0
 
     def accounts(self) -> dict[str, str]:
         try:
@@ -126,8 +130,14 @@ class AdminAccess:
         if retry_after_s > 0:
             return _locked(retry_after_s)
         stored = self.accounts().get(name)
-        async with self._verifying:
-            matches = await asyncio.to_thread(verify_password, stored or _DUMMY_HASH, password)
+        if self._waiting >= MAX_WAITING_LOGINS:
+            return error(503, "busy", "Too many logins at once. Try again.", {"Retry-After": "1"})
+        self._waiting += 1
+        try:
+            async with self._verifying:
+                matches = await asyncio.to_thread(verify_password, stored or _DUMMY_HASH, password)
+        finally:
+            self._waiting -= 1
         if stored is None or not matches:
             engaged = self.throttle.failed(client, name, self.clock(), POLICY)
             log.warning("admin login failed account=%s client=%s", tag(name), tag(client))

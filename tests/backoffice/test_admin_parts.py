@@ -5,6 +5,7 @@ a Dutch and an English text)."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from backoffice import cli as admin_cli
-from backoffice.admin_access import AdminAccess
+from backoffice.admin_access import MAX_WAITING_LOGINS, AdminAccess
 from backoffice.admin_accounts import (
     AdminAccountRefused,
     AdminAccountsUnreadable,
@@ -211,3 +212,20 @@ def test_serve_refuses_an_admin_port_without_accounts(tmp_path: Path) -> None:
         "--admin-port", "0",
     ]  # fmt: skip
     assert admin_cli.main(argv) == 2
+
+
+async def test_a_login_flood_is_answered_busy_not_queued(tmp_path: Path) -> None:
+    app = admin_application(AdminAccess(tmp_path), AdminSite(tmp_path, None, None, None))
+    async with TestClient(TestServer(app)) as client:
+
+        async def guess(number: int) -> int:
+            body = {"username": f"nobody-{number}", "password": "a wrong guess"}
+            answer = await client.post("/api/session", json=body)
+            if answer.status == 503:
+                assert (await answer.json())["error"] == "busy"
+                assert answer.headers["Retry-After"] == "1"
+            return answer.status
+
+        statuses = await asyncio.gather(*(guess(number) for number in range(24)))
+    assert statuses.count(503) >= 24 - MAX_WAITING_LOGINS
+    assert set(statuses) <= {401, 423, 503}
