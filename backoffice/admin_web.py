@@ -12,6 +12,7 @@ Routes (JSON errors `{"error": code, "message": English}`; the page translates t
   (backoffice/admin_access.py).
 - `GET /api/fleet`: the fleet (backoffice/fleet_view.py): boxes stale first, their groups and
   alarms, versions per group, the boxes asked to check now.
+- `POST /api/check-now {"box_id"}`: as `mvb-admin config check-now` (backoffice/check_now.py).
 - `POST /api/pairing-codes {"box_id", "re_pair"}`: a one-time pairing code (shown once: the
   back office keeps only its digest), 409 with a code when the pairing rules refuse.
 - `GET /metrics`: Prometheus text of the same fleet; `Authorization: Bearer <token>` whose
@@ -35,7 +36,7 @@ from typing import Final
 from aiohttp import web
 
 from backoffice.admin_access import ACCESS_KEY, SESSION_KEY, AdminAccess, error, tag
-from backoffice.check_now import CheckNowBook
+from backoffice.check_now import CheckNowBook, CheckNowRefused
 from backoffice.connection_book import ConnectionLimits
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_status import DEFAULT_STALE_AFTER_MS
@@ -118,6 +119,7 @@ def admin_application(access: AdminAccess, site: AdminSite) -> web.Application:
     app.router.add_post("/api/session", _never)  # answered by the access middleware
     app.router.add_get("/api/fleet", _fleet)
     app.router.add_post("/api/pairing-codes", _pairing_code)
+    app.router.add_post("/api/check-now", _check_now)
     app.router.add_get("/metrics", _metrics)
     return app
 
@@ -227,6 +229,22 @@ async def _pairing_code(request: web.Request) -> web.Response:
             "valid_s": CODE_VALIDITY_S,
         }
     )
+
+
+async def _check_now(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or set(body) != {"box_id"} or not isinstance(body["box_id"], str):
+        return error(400, "bad_request", "Send JSON with box_id (a string).")
+    try:
+        await asyncio.to_thread(CheckNowBook(site.store_dir).request, body["box_id"])
+    except CheckNowRefused:
+        return error(422, "invalid_box_id", "A box id is 1-64 of A-Z a-z 0-9 . _ -.")
+    log.info("admin account=%s asked a box to check now", tag(request[SESSION_KEY].user))
+    return web.json_response({"box_id": body["box_id"]})
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -231,7 +231,24 @@ function renderBoxes(boxes) {
     for (const code of box.alarms) badge(alarms, alarmText(code), "warn");
     cell(row, gpsText(box));
     cell(row, clockText(box.clock_offset_ms));
+    const actions = cell(row, "");
+    const check = document.createElement("button");
+    check.type = "button";
+    check.className = "check-now";
+    check.textContent = t("checknow.button");
+    check.addEventListener("click", () => checkNow(box.box_id));
+    actions.append(check);
   }
+}
+
+async function checkNow(boxId) {
+  showError("checknow-error", null);
+  const answer = await api("POST", "/api/check-now", { box_id: boxId });
+  if (answer.status !== 200) {
+    showError("checknow-error", answer);
+    return;
+  }
+  await refresh();
 }
 
 function renderAlarms(boxes) {

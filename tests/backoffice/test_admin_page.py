@@ -27,6 +27,7 @@ from playwright.async_api import Page, expect
 
 from backoffice.admin_access import CSP
 from backoffice.admin_accounts import add_account, remove_account
+from backoffice.check_now import CHECK_NOW_DIR
 from backoffice.pairing import CODE_VALIDITY_S
 from tests.backoffice.admin_rig import (
     ALARM,
@@ -87,6 +88,11 @@ async def test_an_admin_sees_the_fleet_and_issues_a_pairing_code_in_dutch_and_en
         )
         await expect(page.locator("#versions")).to_contain_text(GROUP)
         await expect(page.locator("#versions")).to_contain_text(f"{VERSION}: 1")
+
+        await expect(page.locator("#checknow")).to_have_text(nl["checknow.none"])
+        await row.locator("button.check-now").click()
+        await expect(page.locator("#checknow")).to_have_text(BOX)
+        assert (office.uploads / CHECK_NOW_DIR / f"{BOX}.json").exists()
 
         await page.fill("#pair-box", NEW_BOX)
         await page.click("#pair-button")
