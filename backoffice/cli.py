@@ -8,7 +8,6 @@ import contextlib
 import ipaddress
 import logging
 import re
-import secrets
 import signal
 import sys
 import time
@@ -20,10 +19,19 @@ from typing import Final
 from cryptography import x509
 
 from backoffice import web_pki_cli
+from backoffice.admin_accounts import AdminAccountRefused, AdminAccountsUnreadable
+from backoffice.admin_cli import (
+    add_admin_parser,
+    add_admin_serve_arguments,
+    admin_arguments_missing,
+    run_admin,
+    start_admin_listener,
+)
 from backoffice.audit_cli import HeadArgumentError, add_audit_parser, run_audit
 from backoffice.audit_routes import HeadTappingTusApp
 from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
+from backoffice.check_now import CheckNowBook, CheckNowRefused
 from backoffice.config_cli import add_config_parser, run_config
 from backoffice.fleet_access import FleetAccess
 from backoffice.fleet_cli import add_fleet_parser, run_fleet
@@ -34,15 +42,13 @@ from backoffice.fleet_reports import ReportLog
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.in_flight import InFlight, cut_withdrawn_periodically
 from backoffice.keys import KeyHolderError
+from backoffice.pair_codes import issue_pair_code
 from backoffice.pairing import (
     CODE_VALIDITY_S,
-    NONCE_BYTES,
     AdminInputError,
     AlreadyPaired,
     NotPaired,
-    PairingCode,
     TooManyOpenCodes,
-    issue_code,
     unpair,
 )
 from backoffice.pairing_ledger import LedgerFormatError, PairedBox, PairingLedger
@@ -111,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_parser(sub)
     add_release_parser(sub)
     add_fleet_parser(sub)
+    add_admin_parser(sub)
 
     _add_serve(sub)
     _add_pki(sub)
@@ -172,6 +179,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--fleet-repo", type=Path, help="serve this fleet TUF repository at /fleet/ (mutual TLS)"
     )
     add_limit_arguments(serve)
+    add_admin_serve_arguments(serve)
 
 
 def _add_pairing(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -235,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_release(args)
         if args.command == "fleet":
             return run_fleet(args)
+        if args.command == "admin":
+            return run_admin(args)
         return run_audit(args)
     except (
         HeadArgumentError,
@@ -254,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         BundleError,
         ConfigurationFault,  # a limit of `serve` that cannot hold (backoffice/serve_limits.py)
         WebPkiRefused,
+        CheckNowRefused,
+        AdminAccountRefused,
+        AdminAccountsUnreadable,
     ) as exc:
         print(f"mvb-admin: {exc}", file=sys.stderr)
         return 2
@@ -305,6 +318,9 @@ REPORTS_FILE = "fleet-reports.jsonl"
 
 
 def _check_serve_arguments(args: argparse.Namespace) -> None:
+    missing_for_admin = admin_arguments_missing(args)
+    if missing_for_admin:
+        raise CliError(f"--admin-port needs {', '.join(missing_for_admin)}")
     if args.pair_port is None:
         return
     missing = [
@@ -381,6 +397,7 @@ async def _start_listeners(
         listeners.append(https)
         print(f"serving https://{args.host}:{https.port}/files/ from {args.dir}", flush=True)
         h3_port = 0  # none: what the grant says when there is no HTTP/3 listener
+        pair_address = None  # where the admin page's codes send boxes (with pairing only)
         if args.h3_port is not None:
             h3 = await start_h3_server(
                 app,
@@ -407,6 +424,12 @@ async def _start_listeners(
             pairing = await _start_pairing(args, store, fleet, service)
             listeners.append(pairing)
             print(f"serving pairing at https://{args.host}:{pairing.port}{PAIR_PATH}", flush=True)
+            pair_address = f"{service.address.rpartition(':')[0]}:{pairing.port}"
+        admin = await start_admin_listener(args, store, fleet, pair_address)
+        if admin is not None:
+            listeners.append(admin)
+            host = args.admin_host or args.host
+            print(f"serving the fleet admin page at https://{host}:{admin.port}/", flush=True)
     except BaseException:
         for listener in listeners:
             await listener.close()
@@ -438,6 +461,7 @@ async def _start_https(
         blocked_log=BlockedLog(args.dir / BLOCKED_FILE),
         audit_store=app.audit_store if isinstance(app, HeadTappingTusApp) else None,
         fleet_health=None if fleet is None else FleetHealthStore(args.dir),
+        check_now=None if fleet is None else CheckNowBook(args.dir),
         in_flight=args.in_flight,
         **args.limits.https_options(),
     )
@@ -481,11 +505,9 @@ def _pairing_command(args: argparse.Namespace) -> int:
 def _pair_code(args: argparse.Namespace, store: LedgerStore) -> int:
     pins = back_office_pins(args.pki)
     now_s = time.time()
-
-    def issue(ledger: PairingLedger) -> tuple[PairingLedger, tuple[PairingCode, int | None]]:
-        return _issued(ledger, args, pins, now_s)
-
-    code, replaces_serial = store.transact(issue)
+    code, replaces_serial = issue_pair_code(
+        store, args.box_id, args.address, pins, now_s, re_pair=args.re_pair
+    )
     expiry = datetime.fromtimestamp(now_s + CODE_VALIDITY_S, tz=UTC)
     what = "pairing code" if replaces_serial is None else "re-pair code"
     replaces = "" if replaces_serial is None else f" (replaces certificate {replaces_serial:x})"
@@ -495,23 +517,6 @@ def _pair_code(args: argparse.Namespace, store: LedgerStore) -> int:
     )
     print(code.text())
     return 0
-
-
-def _issued(
-    ledger: PairingLedger, args: argparse.Namespace, pins: Sequence[str], now_s: float
-) -> tuple[PairingLedger, tuple[PairingCode, int | None]]:
-    new_ledger, code = issue_code(
-        ledger,
-        args.box_id,
-        args.address,
-        pins,
-        now_s,
-        secrets.token_bytes(NONCE_BYTES),
-        re_pair=args.re_pair,
-    )
-    record = new_ledger.code(code.code_id)
-    assert record is not None  # issue_code just added it
-    return new_ledger, (code, record.replaces_serial)
 
 
 def _unpair(args: argparse.Namespace, store: LedgerStore) -> int:

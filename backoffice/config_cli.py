@@ -5,7 +5,8 @@ a root handed over out of band), sign (the admin's targets key signs a document 
 groups with the next config_serial), hold / release (the document signed at a path, with one
 `[[holds]]` table more or less, signed again for the same boxes and groups:
 backoffice/fleet_holds.py), publish (the back office's online keys sign a new snapshot and
-timestamp), bundle (metadata + documents in one file for a box without a link).
+timestamp), bundle (metadata + documents in one file for a box without a link), check-now (the
+box checks its configuration at its next health report: backoffice/check_now.py).
 See docs/fleet-config.md for where each key lives (11 for holds).
 
 Every step that signs takes `--trust DIR`, the admin's own copy of the fleet's root
@@ -22,6 +23,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backoffice.check_now import CheckNowBook
 from backoffice.config_keys_cli import (
     add_key_parsers,
     add_passphrase_file,
@@ -88,6 +90,11 @@ def add_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bundle.add_argument("--repo", type=Path, required=True)
     bundle.add_argument("--out", type=Path, required=True)
     bundle.add_argument("paths", nargs="+", help="target paths to include")
+    check_now = config.add_parser(
+        "check-now", help="the box checks its configuration at its next health report (<= 5 min)"
+    )
+    check_now.add_argument("--dir", type=Path, required=True, help="the back office's store")
+    check_now.add_argument("--box", required=True, help="the box's id")
     add_key_parsers(config)
     add_config_rollout_parser(config)
     _add_against(config.choices["rollout"])
@@ -138,6 +145,13 @@ def _run(command: str, args: argparse.Namespace, now: datetime) -> int:
         return 0
     if command == "trust":
         return _start_trust(args)
+    if command == "check-now":
+        CheckNowBook(args.dir).request(args.box)
+        print(
+            f"box {args.box} checks its fleet configuration when it next reports its health "
+            "(within one report interval, 5 minutes, of being on line)"
+        )
+        return 0
     if command in ("keygen", "resign", "rotate-root"):
         return run_key_command(command, args, now)
     if command == "rollout":  # linted as `sign` lints a document for the group

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from backoffice.fleet_health import FleetHealthStore
-from backoffice.fleet_status import DEFAULT_STALE_AFTER_MS, metrics, rows, table
+from backoffice.fleet_repo import FleetRepository
+from backoffice.fleet_status import DEFAULT_STALE_AFTER_MS, table
+from backoffice.fleet_view import read_fleet
 
 
 def add_fleet_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,17 +26,21 @@ def add_fleet_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             default=DEFAULT_STALE_AFTER_MS // 1000,
             help="a box without a report this long is stale (default 900)",
         )
+        action.add_argument(
+            "--fleet-repo",
+            type=Path,
+            help="the fleet repository: boxes' groups (metrics label `group`, versions per group)",
+        )
     actions.choices["status"].add_argument("--json", action="store_true")
 
 
 def run_fleet(args: argparse.Namespace) -> int:
-    fleet = rows(
-        FleetHealthStore(args.dir).all(), time.time_ns() // 1_000_000, args.stale_after_s * 1000
-    )
+    repository = None if args.fleet_repo is None else FleetRepository(args.fleet_repo)
+    view = read_fleet(args.dir, repository, args.stale_after_s * 1000)
     if args.fleet_command == "metrics":
-        print(metrics(fleet), end="")
+        print(view.metrics_text(), end="")
     elif args.json:
-        print(json.dumps([row.to_json_object() for row in fleet], indent=2, sort_keys=True))
+        print(json.dumps([row.to_json_object() for row in view.rows], indent=2, sort_keys=True))
     else:
-        print(table(fleet), end="")
+        print(table(view.rows), end="")
     return 0

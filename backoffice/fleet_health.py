@@ -6,9 +6,10 @@ own receive time beside the box's clock (which may be wrong): `<store>/fleet-hea
 one file per box, replaced durably (common/durable.py). `mvb-admin fleet status` and the fleet
 metrics read them (backoffice/fleet_status.py).
 
-Answers: 204 taken; 400 malformed or a signature that does not verify (the box tries again at
-its interval, not at every look); 409 no enrolled key; 413 too large; 503 the ledger cannot be
-read.
+Answers: 204 taken (with `Mvb-Fleet-Check: now` when the admin asked this box to check its fleet
+configuration now: backoffice/check_now.py); 400 malformed or a signature that does not verify
+(the box tries again at its interval, not at every look); 409 no enrolled key; 413 too large;
+503 the ledger cannot be read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from backoffice.check_now import CHECK_NOW_HEADER, CHECK_NOW_VALUE, CheckNowBook
 from backoffice.fleet_reports import KeyNotEnrolled
 from common.durable import atomic_write_bytes, make_dirs
 from common.faults import StorageFault
@@ -86,9 +88,11 @@ async def health_route(
     box_id: str,
     store: FleetHealthStore,
     enrolled_keys: Callable[[str], Awaitable[DevicePublicKey | None]] | None,
+    check_now: CheckNowBook | None = None,
 ) -> web.Response:
     """One report of the box named by the client certificate (`box_id`); `enrolled_keys` is
-    the pairing ledger's lookup (StorageFault when it cannot be read: 503)."""
+    the pairing ledger's lookup (StorageFault when it cannot be read: 503). Only a report that
+    verified is answered with the check-now instruction."""
     if request.method != "POST":
         return _answer(405, "POST only\n")
     if (request.content_length or 0) > MAX_HEALTH_BYTES:
@@ -111,4 +115,8 @@ async def health_route(
     except KeyNotEnrolled as exc:
         return _answer(409, f"{exc}\n")
     await asyncio.to_thread(store.save, box_id, health, time.time_ns() // 1_000_000)
-    return _answer(204, "")
+    taken = _answer(204, "")
+    if check_now is not None and await asyncio.to_thread(check_now.pending, box_id):
+        taken.headers[CHECK_NOW_HEADER] = CHECK_NOW_VALUE
+        log.info("asked box %s to check its fleet configuration now", box_id)
+    return taken

@@ -9,7 +9,7 @@ docs/grafana-fleet.json reads these names).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,39 +102,74 @@ def table(fleet: Sequence[Row]) -> str:
     return "\n".join(line.rstrip() for line in text) + f"\n{len(fleet)} box(es)\n"
 
 
-def metrics(fleet: Sequence[Row]) -> str:
-    """Prometheus text exposition: one series per box (label `box`), no personal data."""
-    series: list[tuple[str, str, str]] = [
-        ("mvb_fleet_box_seen_age_seconds", "gauge", "seconds since the box's last report"),
-        ("mvb_fleet_box_stale", "gauge", "1 when the box has not reported for too long"),
-        ("mvb_fleet_box_config_serial", "gauge", "the applied configuration serial"),
-        ("mvb_fleet_box_card_free_bytes", "gauge", "free bytes on the card"),
-        ("mvb_fleet_box_queue_files", "gauge", "files waiting for upload, by class"),
-        ("mvb_fleet_box_oldest_waiting_seconds", "gauge", "age of the oldest waiting file"),
-        ("mvb_fleet_box_blocked_files", "gauge", "files blocked from upload"),
-        ("mvb_fleet_box_alarms", "gauge", "alarms raised on the box"),
-        ("mvb_fleet_box_clock_offset_seconds", "gauge", "wall clock minus GPS time"),
-    ]
+SERIES: tuple[tuple[str, str], ...] = (
+    ("mvb_fleet_box_info", "1 per box; labels: its software version"),
+    ("mvb_fleet_box_seen_age_seconds", "seconds since the box's last report"),
+    ("mvb_fleet_box_stale", "1 when the box has not reported for too long"),
+    ("mvb_fleet_box_config_serial", "the applied configuration serial"),
+    ("mvb_fleet_box_config_pending", "1 when a configuration document waits to be applied"),
+    ("mvb_fleet_box_card_total_bytes", "the card's size"),
+    ("mvb_fleet_box_card_free_bytes", "free bytes on the card"),
+    ("mvb_fleet_box_card_used_ratio", "the card's used share, 0 to 1"),
+    ("mvb_fleet_box_queue_files", "files waiting for upload, by class"),
+    ("mvb_fleet_box_queue_bytes", "bytes waiting for upload, by class"),
+    ("mvb_fleet_box_oldest_waiting_seconds", "age of the oldest waiting file"),
+    ("mvb_fleet_box_blocked_files", "files blocked from upload"),
+    ("mvb_fleet_box_alarms", "alarms raised on the box"),
+    ("mvb_fleet_box_gps_fix_age_seconds", "seconds since the last GPS fix"),
+    ("mvb_fleet_box_clock_offset_seconds", "wall clock minus GPS time"),
+    ("mvb_fleet_group_version_boxes", "boxes of a group reporting a software version"),
+)
+"""Every series `metrics` writes, each a gauge (docs/fleet-health.md 2; the Grafana dashboard in
+docs/grafana-fleet.json reads these names; tests/backoffice/test_fleet_metrics.py checks both)."""
+
+
+def metrics(
+    fleet: Sequence[Row],
+    groups: Mapping[str, Sequence[str]] | None = None,
+    group_versions: Mapping[str, Mapping[str, int]] | None = None,
+) -> str:
+    """Prometheus text exposition (format 0.0.4): one series per box, labelled `box` and `group`
+    (its groups joined by ",", empty for none: backoffice/fleet_versions.py); the boxes per group
+    and version. Counts, bytes, ages and codes only: no position, no officer, no recording."""
     out = []
-    for name, kind, help_text in series:
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for name, help_text in SERIES:
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        if name == "mvb_fleet_group_version_boxes":
+            for group, versions in sorted((group_versions or {}).items()):
+                for version, count in sorted(versions.items()):
+                    labels = f'group="{_escape(group)}",version="{_escape(version)}"'
+                    out.append(f"{name}{{{labels}}} {count}")
+            continue
         for row in fleet:
-            out += [f"{name}{{{labels}}} {value}" for labels, value in _values(name, row)]
+            box_groups = ",".join((groups or {}).get(row.box_id, ()))
+            box = f'box="{_escape(row.box_id)}",group="{_escape(box_groups)}"'
+            out += [f"{name}{{{labels}}} {value}" for labels, value in _values(name, box, row)]
     return "\n".join(out) + "\n"
 
 
-def _values(name: str, row: Row) -> list[tuple[str, str]]:
-    h, box = row.health, f'box="{_escape(row.box_id)}"'
-    if name == "mvb_fleet_box_queue_files":
-        return [(f'{box},class="{c}"', str(q["files"])) for c, q in sorted(h["queue"].items())]
+def _values(name: str, box: str, row: Row) -> list[tuple[str, str]]:
+    h = row.health
+    if name in ("mvb_fleet_box_queue_files", "mvb_fleet_box_queue_bytes"):
+        member = "files" if name.endswith("files") else "bytes"
+        return [(f'{box},class="{c}"', str(q[member])) for c, q in sorted(h["queue"].items())]
+    if name == "mvb_fleet_box_info":
+        return [(f'{box},version="{_escape(str(h["software_version"]))}"', "1")]
+    total = h["card_total_bytes"]
     value: Any = {
         "mvb_fleet_box_seen_age_seconds": row.seen_age_s,
         "mvb_fleet_box_stale": int(row.stale),
         "mvb_fleet_box_config_serial": h["config_applied_serial"],
+        "mvb_fleet_box_config_pending": int(h["config_pending_serial"] is not None),
+        "mvb_fleet_box_card_total_bytes": total,
         "mvb_fleet_box_card_free_bytes": h["card_free_bytes"],
+        "mvb_fleet_box_card_used_ratio": None
+        if total == 0
+        else round((total - h["card_free_bytes"]) / total, 4),
         "mvb_fleet_box_oldest_waiting_seconds": h["oldest_waiting_age_s"],
         "mvb_fleet_box_blocked_files": h["blocked_files"],
         "mvb_fleet_box_alarms": len(h["alarms"]),
+        "mvb_fleet_box_gps_fix_age_seconds": h["gps_fix_age_s"],
         "mvb_fleet_box_clock_offset_seconds": None
         if h["clock_offset_ms"] is None
         else h["clock_offset_ms"] / 1000,

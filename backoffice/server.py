@@ -28,7 +28,9 @@ Invariants:
   without one it is 404. Only clients past the TLS handshake and the gate get here.
 - With `audit_store`, requests under /audit/v1/ ship the box's audit log and a fleet report's
   `audit_head` is judged (backoffice/audit_routes.py, docs/audit-custody.md); without one 404.
-- With `fleet_health`, POST /fleet/health: a box's signed health (backoffice/fleet_health.py).
+- With `fleet_health`, POST /fleet/health: a box's signed health (backoffice/fleet_health.py);
+  with `check_now`, its 204 tells a box the admin asked to check its fleet configuration now,
+  and the box's next GET of timestamp.json fulfils the request (backoffice/check_now.py).
 - With `fleet_reports`, POST /fleet/report is a box's signed report, verified against the
   device key it enrolled at pairing (`enrolled_keys`; without them every report is 409).
 - With `fleet_files`, GET/HEAD under FLEET_PREFIX answer the file it names for this client
@@ -61,6 +63,7 @@ from backoffice.body_pace import (
 from backoffice.body_pace import DEFAULT_PACE_WINDOW_S as DEFAULT_PACE_WINDOW_S
 from backoffice.body_pace import BodyPace as BodyPace
 from backoffice.body_pace import PacedBody
+from backoffice.check_now import TIMESTAMP_PATH, CheckNowBook
 from backoffice.connection_book import ConnectionLimits
 from backoffice.fleet_access import FleetFileDenied
 from backoffice.fleet_health import FleetHealthStore, health_route
@@ -238,9 +241,11 @@ class _HttpsShell:
         blocked_log: BlockedLog | None = None,
         audit_store: AuditStore | None = None,
         fleet_health: FleetHealthStore | None = None,
+        check_now: CheckNowBook | None = None,
     ) -> None:
         self._app = app
         self._fleet_health = fleet_health
+        self._check_now = check_now
         self._audit_store = audit_store
         self._enrolled_keys = enrolled_keys
         self._in_flight = in_flight
@@ -292,7 +297,9 @@ class _HttpsShell:
         if request.path == FLEET_REPORT_PATH and request.method == "POST":
             return await self._fleet_report(request, client_id)
         if request.path == HEALTH_PATH and self._fleet_health is not None:
-            return await health_route(request, client_id, self._fleet_health, self._enrolled_keys)
+            return await health_route(
+                request, client_id, self._fleet_health, self._enrolled_keys, self._check_now
+            )
         if request.path == BLOCKED_PATH:
             return await self._blocked_report(request, client_id)
         if request.path.startswith(AUDIT_PREFIX):
@@ -398,6 +405,8 @@ class _HttpsShell:
         )
         if data is None:
             return _fleet_answer(404, b"not found\n")
+        if request.path == TIMESTAMP_PATH and self._check_now is not None:
+            await asyncio.to_thread(self._check_now.done, client_id)
         return _fleet_answer(200, data, content_type="application/octet-stream")
 
     async def _tus(
@@ -500,6 +509,7 @@ async def start_https_server(
     blocked_log: BlockedLog | None = None,
     audit_store: AuditStore | None = None,
     fleet_health: FleetHealthStore | None = None,
+    check_now: CheckNowBook | None = None,
 ) -> RunningServer:
     """Serve `app` over HTTPS with mutual TLS on host:port (0 picks a free port).
 
@@ -529,6 +539,7 @@ async def start_https_server(
         blocked_log=blocked_log,
         audit_store=audit_store,
         fleet_health=fleet_health,
+        check_now=check_now,
     )
     return await serve_tls(
         shell.handle,
@@ -565,6 +576,32 @@ async def serve_tls(
     that fails to bind leaves nothing behind."""
     application = web.Application(client_max_size=client_max_size)
     application.router.add_route("*", "/{tail:.*}", handle)
+    return await serve_application(
+        application,
+        context,
+        host=host,
+        port=port,
+        what=what,
+        idle_timeout_s=idle_timeout_s,
+        shutdown_timeout_s=shutdown_timeout_s,
+        connections=connections,
+        handshake_timeout_s=handshake_timeout_s,
+    )
+
+
+async def serve_application(
+    application: web.Application,
+    context: ssl.SSLContext,
+    *,
+    host: str,
+    port: int,
+    what: str,
+    idle_timeout_s: float,
+    shutdown_timeout_s: float,
+    connections: ConnectionLimits,
+    handshake_timeout_s: float,
+) -> RunningServer:
+    """`serve_tls` for an application with routes of its own (the fleet admin page)."""
     runner = web.AppRunner(
         application,
         handler_cancellation=True,

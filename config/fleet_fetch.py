@@ -157,6 +157,12 @@ class FleetLink:
     async def post_json(self, url_path: str, body: bytes) -> int:
         """POST a small JSON body (a report) and return the status; the answer body is not read
         beyond a few bytes. Link faults raise DownloadError, pin faults pass through."""
+        status, _ = await self.post_json_answer(url_path, body)
+        return status
+
+    async def post_json_answer(self, url_path: str, body: bytes) -> tuple[int, dict[str, str]]:
+        """As `post_json`, with the answer's headers (names lower-cased; a repeated header's
+        values joined with ", "): what the pinned back office says besides the status."""
         url = request_url(self._host, self._port, url_path)
         headers = [
             ("Host", host_header_value(self._server_name, self._port)),
@@ -174,8 +180,12 @@ class FleetLink:
             if isinstance(translated, TransientNetworkError):
                 raise DownloadError(f"POST {url_path}: {translated}") from exc
             raise translated from exc
+        answered: dict[str, str] = {}
+        for name, value in response.headers.items():
+            key = name.lower()
+            answered[key] = value if key not in answered else f"{answered[key]}, {value}"
         response.close()
-        return response.status
+        return response.status, answered
 
     async def aclose(self) -> None:
         """Close every connection; idempotent."""

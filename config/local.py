@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.faults import ConfigurationFault
-from config.accounts import PasswordHashError, parse_password_hash
+from common.passwords import PasswordHashError, parse_password_hash
 from config.cameras import CAMERA_KINDS, CameraSection, ingest_problem, listeners_problem
 from transport.chunk_size import DEFAULT_CHUNK_TARGET_S, DEFAULT_MIN_CHUNK_BYTES
 from transport.pinning import PinFormatError, parse_pin
@@ -243,7 +243,7 @@ class LinkSection:
 @dataclass(frozen=True, slots=True)
 class AccountSection:
     """A web UI account ([[accounts]]): `role` officer or admin; only a PBKDF2 hash is kept
-    (config/accounts.py). Names are what the officer types, never shown in evidence."""
+    (common/passwords.py). Names are what the officer types, never shown in evidence."""
 
     name: str = ""
     role: str = "officer"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from config.accounts import hash_password
+from common.passwords import hash_password
 from demo.back_office import BackOffice
 from demo.box_config import (
     DEVICE_SERIAL,

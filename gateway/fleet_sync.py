@@ -152,6 +152,8 @@ class FleetSync:
         self._resolve_office = resolve_office
         self._on_unpaired = on_unpaired
         self._pairing_mark = pairing_mark(pairing_dir)
+        # Set by `check_soon` (the back office's check-now instruction): ends the wait in `run`.
+        self._check_soon = asyncio.Event()
 
     async def start(self) -> None:
         """Poll as a task of its own (tests); `mvb run` supervises `run()` instead."""
@@ -164,22 +166,31 @@ class FleetSync:
                 await self._task
 
     async def run(self) -> None:
-        """Check for signed configuration every `poll_s`, forever; between checks, try a
-        deferred document every `retry_s`."""
+        """Check for signed configuration every `poll_s` (at once when `check_soon` was
+        called), forever; between checks, try a deferred document every `retry_s`."""
         while True:
+            self._check_soon.clear()  # this round is the check asked for so far
             try:
                 await self.check_once()
             except Exception:
                 log.exception("fleet configuration round failed")  # next round tries again
             waited_s = 0.0
-            while waited_s < self.poll_s:
+            while waited_s < self.poll_s and not self._check_soon.is_set():
                 step_s = min(self.retry_s, self.poll_s - waited_s)
-                await asyncio.sleep(step_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._check_soon.wait(), step_s)
                 waited_s += step_s
                 try:
                     await self.retry_pending()
                 except Exception:
                     log.exception("retrying a deferred fleet document failed")
+
+    def check_soon(self) -> None:
+        """Check for signed configuration now rather than at the end of `poll_s` (the back
+        office asked: `Mvb-Fleet-Check`, gateway/health_io.py). Asked during a round, one more
+        round follows it (that round may have fetched the timestamp before the admin asked);
+        asked again before the round starts, still one round."""
+        self._check_soon.set()
 
     async def push(self, bundle: bytes) -> ApplyOutcome | BundleRejected:
         """A signed bundle from the web UI or a USB stick, for a box without a link: the same

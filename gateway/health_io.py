@@ -6,6 +6,11 @@ card...) and otherwise every `interval_s`, over the pinned mutual-TLS link of th
 back office (followed across a re-pair; nothing is sent while unpaired), signed with the device
 key. A report that does not get through is not queued: the next look sends the box's state as it
 is then, which is all the fleet admin needs. Nothing here can stop recording.
+
+The answer that takes a report may ask the box to check its fleet configuration now
+(`Mvb-Fleet-Check: now`, the admin's `mvb-admin config check-now`): `on_check_now` is called
+(the fleet sync's `check_soon`). It comes only in an answer of the pinned back office over
+mutual TLS, and asks for nothing but an early poll, whose download TUF verifies as always.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from tuf.api.exceptions import DownloadError
 from config.fleet_fetch import FleetLink
 from gateway.health import health_of
 from gateway.status_facts import StatusInputs
-from protocol.health_report import HEALTH_PATH, Health, signed_message, wire
+from protocol.health_report import (
+    CHECK_NOW_HEADER,
+    CHECK_NOW_VALUE,
+    HEALTH_PATH,
+    Health,
+    signed_message,
+    wire,
+)
 from transport.connect import BackOffice
 from transport.errors import TransportError
 
@@ -44,6 +56,7 @@ class HealthReporter:
         interval_s: float = INTERVAL_S,
         look_s: float = LOOK_S,
         clock_s: Callable[[], float] = time.monotonic,
+        on_check_now: Callable[[], None] | None = None,
     ) -> None:
         self.box_id = box_id
         self.interval_s = interval_s
@@ -53,6 +66,7 @@ class HealthReporter:
         self._gather = gather
         self._back_office = back_office
         self._clock_s = clock_s
+        self._on_check_now = on_check_now
         self._sent_at_s = 0.0
 
     async def run(self) -> None:
@@ -76,7 +90,7 @@ class HealthReporter:
         try:
             link = await FleetLink.connect(office.host, office.https_port, office.tls)
             try:
-                status = await link.post_json(HEALTH_PATH, body)
+                status, headers = await link.post_json_answer(HEALTH_PATH, body)
             finally:
                 await link.aclose()
         except (DownloadError, TransportError) as exc:
@@ -87,4 +101,8 @@ class HealthReporter:
             # not at every look.
             log.warning("the back office did not take the health report: HTTP %d", status)
         self.sent, self._sent_at_s = health, self._clock_s()
+        if status == 204 and headers.get(CHECK_NOW_HEADER.lower()) == CHECK_NOW_VALUE:
+            log.info("the back office asks for a fleet configuration check now")
+            if self._on_check_now is not None:
+                self._on_check_now()
         return status == 204

@@ -388,6 +388,7 @@ def health_reporter(running: RunningBox, fleet: FleetSync) -> HealthReporter:
         sign=running.box.device_key.sign,
         gather=inputs,
         back_office=lambda: fleet.back_office,
+        on_check_now=fleet.check_soon,
     )
 
 

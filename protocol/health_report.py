@@ -28,6 +28,10 @@ from common.faults import RemoteFault
 from protocol.strict_json import Fields, dump_json, load_object
 
 HEALTH_PATH: Final = "/fleet/health"
+CHECK_NOW_HEADER: Final = "Mvb-Fleet-Check"
+"""On the 204 that takes a report: CHECK_NOW_VALUE asks the box to check its fleet configuration
+now (the admin's `mvb-admin config check-now`; docs/fleet-health.md 2.1). The only value."""
+CHECK_NOW_VALUE: Final = "now"
 LABEL: Final = "mvb-health-v1"
 MAX_HEALTH_BYTES: Final = 16 * 1024
 UPLOAD_CLASSES: Final = ("P0", "P1", "P2")

@@ -33,6 +33,10 @@ def test_every_sh_block_of_the_admins_guide_runs(tmp_path: Path) -> None:
     codes = sorted(p.name for p in tmp_path.glob("code-MVB-*.txt"))
     assert codes == ["code-MVB-0001.txt", "code-MVB-0002.txt", "code-MVB-0003.txt"]
     assert (tmp_path / "stick.tar").stat().st_size > 0
+    assert (tmp_path / "backoffice" / "store" / "fleet-check-now" / "MVB-0003.json").exists()
+    accounts = json.loads((tmp_path / "backoffice" / "admin" / "accounts.json").read_text())
+    assert list(accounts["accounts"]) == ["alice"]
+    assert len((tmp_path / "backoffice" / "metrics.token").read_text().strip()) >= 32
     assert (tmp_path / "fleet" / "repo" / "metadata" / "2.root.json").exists()
     root = json.loads((tmp_path / "fleet" / "repo" / "metadata" / "2.root.json").read_text())
     new_key = (tmp_path / "admin" / "targets-2.pub").read_text()

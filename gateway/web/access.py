@@ -36,21 +36,21 @@ from aiohttp.typedefs import Handler
 
 from common.durable import atomic_write_bytes, make_dirs
 from common.faults import TransientFault
-from config.accounts import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
+from common.login_throttle import KnownDevices, LoginThrottle, ThrottlePolicy, client_key
+from common.passwords import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
+from common.sessions import Session, SessionLimits, SessionTable
 from config.local import AccountSection, LocalConfig
 from gateway.caller import account_tag as account_tag  # the audit's name for an account
 from gateway.web.displays import DISPLAY_ROUTES, Display, DisplayTable, csrf_token_of
 from gateway.web.identity import Identity, set_identity, set_still_authorised
 from gateway.web.jsonbody import ApiError
 from gateway.web.jsonbody import error_response as api_error_response
-from gateway.web.login_throttle import KnownDevices, LoginThrottle, ThrottlePolicy, client_key
-from gateway.web.sessions import Session, SessionLimits, SessionTable
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mvb_session"
 DISPLAY_COOKIE = "mvb_display"  # a bound vehicle display (gateway/web/displays.py)
-DEVICE_COOKIE = "mvb_device"  # a known device of an account (gateway/web/login_throttle.py)
+DEVICE_COOKIE = "mvb_device"  # a known device of an account (common/login_throttle.py)
 CSRF_HEADER = "X-CSRF-Token"
 MAX_BODY_BYTES = 64 * 1024
 BUNDLE_PATH = "/api/config/bundle"  # bounded by the application's own 16 MiB instead
@@ -254,7 +254,7 @@ class WebAccess:
             log.warning("web: vehicle display bindings not saved: %s", exc.strerror or exc)
 
     def client_of(self, request: web.Request) -> str:
-        """Who the throttle counts a login against (gateway/web/login_throttle.py)."""
+        """Who the throttle counts a login against (common/login_throttle.py)."""
         return client_key(request.remote)
 
     def known_device(self, request: web.Request, name: str) -> bool:

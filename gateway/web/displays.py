@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.web.sessions import SESSION_ID_BYTES, random_token
+from common.sessions import SESSION_ID_BYTES, random_token
 
 DISPLAY_MAX_S = 16 * 3600.0  # a long shift; a shift nobody ends does not bind a display forever
 MAX_DISPLAYS = 8

@@ -6,7 +6,7 @@ The access layer (gateway/web/access.py) has checked Origin for a login, and a l
 Invariants:
 - An unknown name and a wrong password get the same answer (401 `wrong_credentials`) after the
   same work; a banned client or name gets 423 `locked` with Retry-After, whatever the password
-  (bans per client and per account: gateway/web/login_throttle.py).
+  (bans per client and per account: common/login_throttle.py).
 - A correct password gives the browser a known-device cookie for that account, so that other
   clients' guesses never lock it out.
 - The audit log names accounts only by `account_tag`, clients only by `client_tag`, and never
@@ -20,6 +20,8 @@ import math
 
 from aiohttp import web
 
+from common.login_throttle import KNOWN_DEVICE_MAX_S, Scope
+from common.sessions import CSRF_TOKEN_BYTES, Session, random_token
 from config.local import AccountSection
 from gateway.web.access import (
     DEVICE_COOKIE,
@@ -33,8 +35,6 @@ from gateway.web.access import (
     session_of,
 )
 from gateway.web.identity import identity_of
-from gateway.web.login_throttle import KNOWN_DEVICE_MAX_S, Scope
-from gateway.web.sessions import CSRF_TOKEN_BYTES, Session, random_token
 
 MAX_USERNAME_CHARS = 64
 MAX_PASSWORD_CHARS = 1024

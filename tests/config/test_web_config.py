@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from config.accounts import PasswordHash
+from common.passwords import PasswordHash
 from config.fleet_schema import apply_fleet_document
 from config.local import ConfigError, LocalConfig, load_config, parse_config
 

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from config.accounts import hash_password, verify_password
+from common.passwords import hash_password, verify_password
 from config.local import load_config
 from demo import box_config, evidence, narration, workspace
 from demo import run as demo

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from config.accounts import hash_password
+from common.passwords import hash_password
 from config.fleet_targets import FleetDocument
 from config.local import LocalConfig, parse_config
 from gateway.fleet_apply import ConfigSlots, FleetApplier, HealthCheck

@@ -87,7 +87,7 @@ async def test_a_box_reports_its_health_and_an_alarm_reaches_the_fleet_status(
             assert "card_readonly_test" in row["alarms"]
             assert admin_cli.main(["fleet", "metrics", "--dir", str(uploads)]) == 0
             metrics = capsys.readouterr().out
-            assert f'mvb_fleet_box_alarms{{box="{BOX}"}} 1' in metrics
+            assert f'mvb_fleet_box_alarms{{box="{BOX}",group=""}} 1' in metrics
 
             before = (uploads / HEALTH_DIR / f"{BOX}.json").read_bytes()
             thief = DeviceKey.generate()

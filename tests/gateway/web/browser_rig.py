@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, async_playwright
 
 from backoffice.keys import create_recording_keys
-from config.accounts import hash_password
+from common.passwords import hash_password
 from config.local import LocalConfig, load_config
 from gateway.officer.desks import OfficerDesks
 from gateway.run import RunningBox, start_box, stop_box

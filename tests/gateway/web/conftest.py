@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from backoffice.keys import create_recording_keys
-from config.accounts import hash_password
+from common.passwords import hash_password
 from config.local import LocalConfig, load_config
 from gateway.web.server import WebListener, start_web
 from gateway.web.status_source import StatusSource

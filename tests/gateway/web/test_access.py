@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from config.accounts import MIN_ITERATIONS, hash_password, parse_password_hash
+from common.passwords import MIN_ITERATIONS, hash_password, parse_password_hash
 from config.fleet_schema import apply_fleet_document
 from config.local import parse_config
 from gateway.web.access import CSP, MAX_WAITING_LOGINS, LoginBusy, WebAccess

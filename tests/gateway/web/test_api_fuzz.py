@@ -57,7 +57,7 @@ FuzzCase = Case[Any]  # one generated request of any operation
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN = ("POST", "/api/session")
 EXAMPLES_PER_OPERATION = 50  # both runs together stay well under a minute on two cores
-# A failed login is counted (and may ban the client or the account: gateway/web/login_throttle.py).
+# A failed login is counted (and may ban the client or the account: common/login_throttle.py).
 LOGIN_AUDIT = frozenset({"web.login_failed", "web.account_locked", "web.client_locked"})
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES_PER_OPERATION,
@@ -184,7 +184,7 @@ OFFICER_ADDRESS = "127.0.0.3"  # the officer's tablet: not the fuzzing client (1
 
 class FromAddress(requests.adapters.HTTPAdapter):
     """Connections from `source` (a loopback address of its own): the anonymous run's wrong
-    logins ban the fuzzing client (gateway/web/login_throttle.py), not the officer's tablet."""
+    logins ban the fuzzing client (common/login_throttle.py), not the officer's tablet."""
 
     def __init__(self, source: str) -> None:
         self._source = source

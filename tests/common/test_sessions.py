@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.web.sessions import SessionLimits, SessionTable
+from common.sessions import SessionLimits, SessionTable
 
 LIMITS = SessionLimits(idle_s=600, max_s=3600)
 

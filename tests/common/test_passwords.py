@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.accounts import (
+from common.passwords import (
     MIN_ITERATIONS,
     PasswordHashError,
     hash_password,

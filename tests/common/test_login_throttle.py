@@ -1,4 +1,4 @@
-"""The login throttle per client and per account (gateway/web/login_throttle.py): the pure rules,
+"""The login throttle per client and per account (common/login_throttle.py): the pure rules,
 with the clock passed in. The same rules over real HTTPS from two source addresses are in
 test_lockout_clients.py."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.web.login_throttle import (
+from common.login_throttle import (
     KNOWN_DEVICE_MAX_S,
     FailureBook,
     KnownDevices,

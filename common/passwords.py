@@ -1,4 +1,5 @@
-"""Officer and admin accounts of the box's web UI: password hashes only (RULES U2).
+"""Password hashes of web accounts (RULES U2): the box's officer and admin accounts and the back
+office's fleet admin accounts (backoffice/admin_accounts.py) are hashed and checked alike.
 
 A hash is written `pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>` (the format Django and
 passlib use, so a fleet admin's tools can make them). The box never sees a password it did not

@@ -1,5 +1,5 @@
 """Web sessions (docs/webui.md 1.1): pure, in memory, no clock. The login throttle is
-gateway/web/login_throttle.py.
+common/login_throttle.py.
 
 Every method takes `now_s` (seconds on a monotonic clock) from its caller, so the rules are tested
 without sleeping and a wall-clock step cannot revive a session. `SessionLimits` is passed per
