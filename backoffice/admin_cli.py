@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from backoffice.admin_access import AdminAccess
 from backoffice.admin_accounts import AdminAccountRefused, add_account, remove_account
 from backoffice.admin_web import AdminSite, Pairing, start_admin_server, token_digest
 from backoffice.fleet_repo import FleetRepository
+from backoffice.fleet_versions import RolloutTargets, no_rollout_targets
 from backoffice.pairing_service import LedgerStore, back_office_pins
+from backoffice.rollout import RolloutStateDamaged, release_targets
+from backoffice.rollout_io import RolloutBook
 from backoffice.server import RunningServer
 from common.durable import atomic_write_bytes, make_dirs
 
 METRICS_TOKEN_BYTES = 32
+
+log = logging.getLogger(__name__)
 
 
 def add_admin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,7 +116,8 @@ async def start_admin_listener(
     if store is not None and pair_address is not None:
         pairing = Pairing(store, back_office_pins(args.pki_dir), args.pair_address or pair_address)
     digest = None if args.metrics_token_file is None else token_digest(args.metrics_token_file)
-    site = AdminSite(args.dir, fleet, pairing, digest)
+    rollouts = no_rollout_targets if fleet is None else _rollout_targets(fleet.repo_dir)
+    site = AdminSite(args.dir, fleet, pairing, digest, rollout_targets=rollouts)
     return await start_admin_server(
         AdminAccess(args.admin_state),
         site,
@@ -118,3 +126,17 @@ async def start_admin_listener(
         cert_file=args.admin_cert or args.cert,
         key_file=args.admin_key or args.key,
     )
+
+
+def _rollout_targets(repo_dir: Path) -> RolloutTargets:
+    """The page's rollout hook: the served rollout records (read-only, no trust) as group ->
+    the version being rolled out; a damaged record shows as no rollout (logged), never a 500."""
+
+    def targets() -> Mapping[str, str]:
+        try:
+            return release_targets(RolloutBook(repo_dir).all())
+        except (OSError, RolloutStateDamaged) as exc:
+            log.error("rollout records unreadable: %s", exc)
+            return {}
+
+    return targets

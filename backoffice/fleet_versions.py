@@ -7,9 +7,9 @@ other membership. The versions are what the boxes' latest health reports say the
 rollout's progress is the count of a group's boxes on each version (docs/fleet-health.md 3).
 
 The rollout's own state (which version a group is being moved to) belongs to `mvb-admin release
-rollout` (issue 17 item 4, built beside this). `RolloutTargets` is the one read-only hook the
-page and the metrics need from it: group -> the version being rolled out. Until it is connected,
-`no_rollout_targets` says "none", and the page shows the versions the boxes report only.
+rollout` (backoffice/rollout.py). `RolloutTargets` is the one read-only hook the page needs from
+it: group -> the version being rolled out (`serve` connects it to the served rollout records,
+backoffice/admin_cli.py); without a fleet repository `no_rollout_targets` says "none".
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ NO_GROUP = ""
 """The group key of boxes that no group document names (the page says "no group")."""
 
 RolloutTargets = Callable[[], Mapping[str, str]]
-"""`targets()`: group -> the release version a rollout moves it to (read-only; the lead connects
-it to the rollout state of `mvb-admin release rollout`)."""
+"""`targets()`: group -> the release version an active rollout moves it to (read-only)."""
 
 
 def no_rollout_targets() -> Mapping[str, str]:
-    """No rollout is known to the page (the rollout state is not connected yet)."""
+    """No rollout is known to the page (a back office without a fleet repository)."""
     return {}
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
@@ -284,3 +285,15 @@ def _names(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise TypeError("a list was expected")
     return tuple(_str(name) for name in value)
+
+
+def release_targets(rollouts: Iterable[Rollout]) -> dict[str, str]:
+    """Group -> the release version an active rollout moves it to (the fleet page's "rolling
+    out to" column). Box-only rollouts and configuration rollouts name no group version; when
+    two active rollouts of one group exist (the planner refuses overlaps, so only a damaged
+    book could hold them) the newest wins."""
+    found: dict[str, str] = {}
+    for rollout in sorted(rollouts, key=lambda r: r.started_at_ms):
+        if rollout.kind == "release" and rollout.group and rollout.phase in ACTIVE:
+            found[rollout.group] = rollout.version
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -18,6 +19,7 @@ from backoffice.rollout import (
     Signed,
     check_version,
     parse_rollout,
+    release_targets,
 )
 
 
@@ -147,3 +149,16 @@ def test_a_configuration_rollouts_record_reads_back_and_needs_its_documents() ->
         parse_rollout(json.dumps(document).encode(), "r.json")
     with pytest.raises(RolloutRefused):
         check_version("config-0123456789ab")  # a label only for a configuration
+
+
+def test_the_page_sees_the_version_each_group_is_being_moved_to() -> None:
+    canary = rollout(Phase.CANARY)
+    done = replace(rollout(Phase.DONE), rollout_id="1.3.0-wk", group="wk", version="1.3.0")
+    boxes_only = replace(rollout(Phase.PROMOTED), rollout_id="1.5.0-x", group=None, version="1.5.0")
+    config = replace(rollout(Phase.PAUSED), rollout_id="c-ams", group="ams", kind="config")
+    newer = replace(
+        rollout(Phase.PROMOTED), rollout_id="1.4.1-h2o", version="1.4.1", started_at_ms=2_000
+    )
+    assert release_targets([canary, done, boxes_only, config]) == {"h2o": "1.4.0"}
+    assert release_targets([newer, canary]) == {"h2o": "1.4.1"}
+    assert release_targets([rollout(Phase.ROLLED_BACK)]) == {}
