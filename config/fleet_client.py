@@ -262,7 +262,7 @@ def _bundle_url_path(
     raise BadBundle(f"bundle member {member.name!r} is outside metadata/ and targets/")
 
 
-def _serve_from(files: Mapping[str, bytes]) -> Fetch:
+def serve_from(files: Mapping[str, bytes]) -> Fetch:
     def fetch(url_path: str, max_bytes: int) -> bytes:
         body = files.get(url_path)
         if body is None:
@@ -332,7 +332,7 @@ class FleetConfigClient:
         )
         with self._lock:
             try:
-                return self._verify(_serve_from(files), require_document=True)
+                return self._verify(serve_from(files), require_document=True)
             except DownloadError as error:
                 raise BadBundle(f"the bundle is incomplete: {error}") from error
 
