@@ -76,14 +76,26 @@ def sign_release(
     """Seal `bundle` to `recipient`, store it, and sign a releases version that adds it (or
     replaces the release of the same version and platform). Not visible until `publish`."""
     custom = bundle_custom(bundle)
-    targets = repo.verified_targets().signed
-    if not delegates_releases(targets):
-        raise FleetRepoError("the targets delegate no releases role: run `release delegate`")
     sealed = io.BytesIO()
     with bundle.open("rb") as source:
         seal_release(source, sealed, recipient)
+    return add_release_target(repo, sealed.getvalue(), custom, releases_signer, now=now)
+
+
+def add_release_target(
+    repo: FleetRepository,
+    sealed: bytes,
+    custom: ReleaseCustom,
+    releases_signer: Signer,
+    *,
+    now: datetime,
+) -> SignedRelease:
+    """Store `sealed` as the release `custom` names and sign the next releases version."""
+    targets = repo.verified_targets().signed
+    if not delegates_releases(targets):
+        raise FleetRepoError("the targets delegate no releases role: run `release delegate`")
     target_path = release_target_path(custom.version, custom.platform)
-    target = TargetFile.from_data(target_path, sealed.getvalue(), HASH_ALGORITHMS)
+    target = TargetFile.from_data(target_path, sealed, HASH_ALGORITHMS)
     target.unrecognized_fields["custom"] = custom.to_custom()
     releases = _next_releases(repo.metadata_dir, targets, now)
     releases.targets[target_path] = target
@@ -92,10 +104,11 @@ def sign_release(
     check_releases_threshold(targets, metadata)
     stored = repo.targets_dir / stored_target_name(target)
     make_dirs(stored.parent)
-    atomic_create_bytes(stored, sealed.getvalue(), mode=0o644)
+    if not stored.exists():  # content-addressed: the same name holds the same bytes
+        atomic_create_bytes(stored, sealed, mode=0o644)
     name = releases_file(releases.version)
     atomic_create_bytes(repo.metadata_dir / name, metadata.to_bytes(), mode=0o644)
-    return SignedRelease(target_path, custom, len(sealed.getvalue()), releases.version)
+    return SignedRelease(target_path, custom, len(sealed), releases.version)
 
 
 def _next_releases(metadata_dir: Path, targets: Targets, now: datetime) -> Targets:

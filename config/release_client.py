@@ -23,12 +23,10 @@ DownloadError for a link that failed; a pin mismatch stays the transport's.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from tuf.api.exceptions import DownloadLengthMismatchError, LengthOrHashMismatchError
-from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.api.metadata import Metadata, Snapshot, TargetFile, Targets
 from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.updater import Updater
 
@@ -105,6 +103,9 @@ class ReleaseClient:
         target_path = release_target_path(version, self._platform)
         top = Metadata[Targets].from_bytes((working_dir / "targets.json").read_bytes()).signed
         check_only_releases_role(top, target_path)
+        snapshot = Metadata[Snapshot].from_bytes((working_dir / "snapshot.json").read_bytes())
+        if f"{RELEASES_ROLE}.json" not in snapshot.signed.meta:
+            raise ReleaseMissing("the fleet has signed no release yet")
         info = updater.get_targetinfo(target_path)
         if info is None:
             raise ReleaseMissing(f"no release {version} for {self._platform} is signed")
@@ -113,7 +114,7 @@ class ReleaseClient:
             raise ReleaseRefused(
                 f"{target_path}: {info.length} bytes; a box takes at most {self._max_release_bytes}"
             )
-        _download(updater, info, working_dir, out)
+        _download(updater, info, out)
         return custom
 
 
@@ -129,8 +130,7 @@ def check_only_releases_role(top: Targets, target_path: str) -> None:
         raise ReleaseNotDelegated("the fleet's targets delegate no releases role (or others)")
 
 
-def _download(updater: Updater, info: TargetFile, working_dir: Path, out: Path) -> None:
-    # ngclient checks length and hashes while it writes; the file moves to `out` only after.
-    with tempfile.TemporaryDirectory(dir=working_dir, prefix=".download-") as tmp:
-        path = updater.download_target(info, filepath=str(Path(tmp) / "release.sealed"))
-        shutil.move(path, out)
+def _download(updater: Updater, info: TargetFile, out: Path) -> None:
+    # ngclient checks length and hashes before it writes a byte to `out` (scratch: the opened
+    # release, not this file, is what the install keeps).
+    updater.download_target(info, filepath=str(out))
