@@ -168,23 +168,32 @@ def start_back_office(
     *,
     mutual_port: int = 0,
     pair_port: int = 0,
+    serve_args: Sequence[str] = (),
 ) -> Iterator[BackOffice]:
     """A fleet created under `root`, `documents` signed for BOX and published (serials 1, 2, ...)
     before the back office starts serving it. Ports 0: any free ones; fixed ports let a test stop
-    the back office and serve it again where its boxes look for it (`serve_again`)."""
+    the back office and serve it again where its boxes look for it (`serve_again`).
+    `serve_args`: more options of `mvb-admin serve` (a release key)."""
     fleet = init_repository(
         root / "repo", root / "fleet-keys", now=datetime.now(UTC), trust_dir=root / TRUST_DIR
     )
     signers = load_fleet_signers(root / "fleet-keys")
     for document in documents:
         publish_document(fleet, signers, document)
-    with serve_again(pki, root, mutual_port=mutual_port, pair_port=pair_port) as office:
+    with serve_again(
+        pki, root, mutual_port=mutual_port, pair_port=pair_port, serve_args=serve_args
+    ) as office:
         yield office
 
 
 @contextlib.contextmanager
 def serve_again(
-    pki: TestPki, root: Path, *, mutual_port: int = 0, pair_port: int = 0
+    pki: TestPki,
+    root: Path,
+    *,
+    mutual_port: int = 0,
+    pair_port: int = 0,
+    serve_args: Sequence[str] = (),
 ) -> Iterator[BackOffice]:
     """`mvb-admin serve` on the fleet, pairing state and uploads already under `root`."""
     state = root / "pairing-state"
@@ -193,7 +202,7 @@ def serve_again(
         "--cert", str(pki.server_cert), "--key", str(pki.server_key),
         "--client-ca", str(pki.ca_cert), "--port", str(mutual_port), "--reserve-bytes", "0",
         "--pair-port", str(pair_port), "--pairing-state", str(state),
-        "--pki-dir", str(pki.directory), "--fleet-repo", str(root / "repo"),
+        "--pki-dir", str(pki.directory), "--fleet-repo", str(root / "repo"), *serve_args,
     ]  # fmt: skip
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
