@@ -39,7 +39,7 @@ from tests.gateway.fleet_rig import (
     mvb_pair,
     publish_document,
     running_box_config,
-    start_back_office,
+    start_back_office_with,
     write_recipient_pub,
 )
 from tests.release_switch_helpers import fake_install
@@ -67,8 +67,9 @@ def sign_release(office: BackOffice, root: Path, bundle: Path) -> None:
     targets key, the bundle sealed and signed, the back office's publish."""
     passphrase = root / "ceremony.pass"
     passphrase.write_text("a long ceremony passphrase\n")
-    keys, repo = office.keys, ["--repo", office.fleet.repo_dir, "--trust", office.trust]
-    pass_file = ["--passphrase-file", passphrase]
+    keys = office.keys
+    repo: list[str | Path] = ["--repo", office.fleet.repo_dir, "--trust", office.trust]
+    pass_file: list[str | Path] = ["--passphrase-file", passphrase]
     admin("release", "keygen", "--out", root / "releases.key", *pass_file)
     assert b"ENCRYPTED" in (root / "releases.key").read_bytes()
     admin("release", "delegate", *repo, "--targets-key", keys / "targets.key",
@@ -111,7 +112,7 @@ async def test_a_box_updates_to_the_release_its_fleet_pins_and_refuses_a_downgra
     recipient_pub = write_recipient_pub(tmp_path)
     clip = generate_clip(tmp_path / "clip.ts", seconds=2, keyframe_interval_frames=25)
     serve_args = ["--release-key", str(tmp_path / "release-seal.key")]
-    with start_back_office(pki, tmp_path / "office", serve_args=serve_args) as office:
+    with start_back_office_with(pki, tmp_path / "office", serve_args) as office:
         paired = mvb_pair(box_config(tmp_path / "box", recipient_pub), office.code())
         assert paired.returncode == 0, paired.stderr
         assert not (tmp_path / "box" / "state" / "pairing" / "release.key").exists()
@@ -123,14 +124,14 @@ async def test_a_box_updates_to_the_release_its_fleet_pins_and_refuses_a_downgra
             fleet = running.fleet
             assert fleet is not None
             await wait_for(
-                lambda: switch_state(release_root).get("phase") == "pending",
-                "the switch asked for",
+                lambda: fleet.status.release == f"{NEXT_RELEASE} requested",
+                "the release handed to the switch",
             )
-            assert switch_state(release_root)["target"] == NEXT_RELEASE
+            state = switch_state(release_root)
+            assert (state["phase"], state["target"]) == ("pending", NEXT_RELEASE)
             assert is_installed(release_root / "releases" / NEXT_RELEASE)
             python = release_root / "releases" / NEXT_RELEASE / "bin" / "mvb"
             assert python.exists()  # a real venv, installed offline from the opened bundle
-            assert fleet.status.release == f"{NEXT_RELEASE} requested"
             key_file = tmp_path / "box" / "state" / "pairing" / "release.key"
             assert key_file.stat().st_mode & 0o777 == 0o600  # fetched over the pinned link
             assert not (tmp_path / "box" / "state" / "release-incoming").exists()
