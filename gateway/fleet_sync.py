@@ -45,7 +45,13 @@ from tuf.api.exceptions import DownloadError, RepositoryError
 
 from common.alarms import Alarms
 from common.durable import atomic_write_text, durable_unlink
-from config.fleet_client import Fetch, FleetConfigClient, read_bundle, serve_from
+from config.fleet_client import (
+    MAX_RELEASE_BUNDLE_BYTES,
+    Fetch,
+    FleetConfigClient,
+    read_bundle,
+    serve_from,
+)
 from config.fleet_fetch import FleetLink, LinkFetch, UnpairedByBackOffice
 from config.fleet_schema import release_pin
 from config.fleet_targets import AppliedState, FleetDocument
@@ -196,7 +202,8 @@ class FleetSync:
             self.metadata_dir, self.box_id, self.groups, _no_link, self._load_state()
         )
         try:
-            document = await asyncio.to_thread(client.verify_bundle, bundle)
+            files = await asyncio.to_thread(read_bundle, bundle, max_bytes=MAX_RELEASE_BUNDLE_BYTES)
+            document = await asyncio.to_thread(client.verify_files, files)
         except RepositoryError as exc:
             reason = f"{type(exc).__name__}: {exc}"[:300]
             await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
@@ -204,11 +211,11 @@ class FleetSync:
         finally:
             await self._note_repair(client)
         if document is None:
-            await self._follow_release(serve_from(read_bundle(bundle)))
+            await self._follow_release(serve_from(files))  # the release may be what is new
             already = "refused: this configuration is already applied"
             return BundleRejected(already, ALREADY_APPLIED)
         outcome = await self._apply(document)
-        await self._follow_release(serve_from(read_bundle(bundle)))
+        await self._follow_release(serve_from(files))
         return outcome
 
     async def _follow_release(self, fetch: Fetch, *, key_fetch: Fetch | None = None) -> None:
@@ -286,7 +293,11 @@ class FleetSync:
             ):
                 outcome = await self._apply(document)
             fetch = LinkFetch(link, asyncio.get_running_loop())
-            await self._follow_release(fetch, key_fetch=fetch)
+            if self.releases is not None and self.status.last_check == "ok":
+                # The key at the first round after pairing (for a stick later), and the release
+                # only from a repository that just verified over a working link.
+                await self.releases.ensure_key(fetch)
+                await self._follow_release(fetch, key_fetch=fetch)
             await self._deliver(link)
             return outcome
         finally:

@@ -21,6 +21,7 @@ Invariants:
 - The release key lives in `pairing/release.key` (0600, beside the TLS client key): fetched once
   over the pinned mutual-TLS link (`RELEASE_KEY_PATH`), and gone with the pairing.
 - Blocking work (ngclient, AES, pip) runs in worker threads; nothing here stops recording.
+  One follow runs at a time (a round over the link and a pushed stick share `work_dir`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class ReleaseUpdater:
         self.last: ReleaseOutcome | None = None
         self._settled: dict[str, ReleaseOutcome] = {}
         self._audited: set[tuple[str, str, str]] = set()
+        # One follow at a time: a round over the link and a pushed stick share `work_dir`.
+        self._one_at_a_time = asyncio.Lock()
 
     async def follow(
         self, pinned: str | None, fetch: Fetch, *, key_fetch: Fetch | None = None
@@ -136,11 +139,12 @@ class ReleaseUpdater:
         has none (the link only)."""
         if pinned is None:
             return None
-        outcome = self._settled.get(pinned) or await self._follow(pinned, fetch, key_fetch)
-        if outcome.outcome in ("requested", "refused"):
-            self._settled = {pinned: outcome}  # a new pin forgets the old ones
-        await self._show(outcome)
-        return outcome
+        async with self._one_at_a_time:
+            outcome = self._settled.get(pinned) or await self._follow(pinned, fetch, key_fetch)
+            if outcome.outcome in ("requested", "refused"):
+                self._settled = {pinned: outcome}  # a new pin forgets the old ones
+            await self._show(outcome)
+            return outcome
 
     async def _follow(self, pinned: str, fetch: Fetch, key_fetch: Fetch | None) -> ReleaseOutcome:
         try:
@@ -177,6 +181,12 @@ class ReleaseUpdater:
         finally:
             await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
         return ReleaseOutcome(version, "requested")
+
+    async def ensure_key(self, key_fetch: Fetch) -> None:
+        """Fetch the release key if the box has none (every round with a link: the first one
+        after pairing gets it, so a box whose links are down later can open a release from a
+        stick)."""
+        await self._release_key(key_fetch)
 
     async def _release_key(self, key_fetch: Fetch | None) -> RecipientPrivateKey | None:
         """The fleet's release key: from `pairing/release.key`, else fetched and kept there."""

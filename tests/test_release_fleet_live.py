@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,10 +35,13 @@ from gateway.release_update import install_and_request
 from gateway.run import RunningBox, start_box, stop_box
 from tests.conftest import NEXT_RELEASE
 from tests.gateway.fleet_rig import (
+    BOX,
+    MVB,
     BackOffice,
     box_config,
     mvb_pair,
     publish_document,
+    run_async,
     running_box_config,
     start_back_office_with,
     write_recipient_pub,
@@ -46,6 +50,7 @@ from tests.release_switch_helpers import fake_install
 from tests.tls_helpers import TestPki
 
 RUNNING = "1.0.0"
+PLATFORM = os.uname().machine
 WAIT_S = 240.0  # the offline pip install of 26 wheels, on a shared machine
 
 pytestmark = pytest.mark.slow
@@ -154,3 +159,41 @@ async def test_a_box_updates_to_the_release_its_fleet_pins_and_refuses_a_downgra
     assert ("release.requested", {"version": NEXT_RELEASE}) in events
     refused = [fields for event, fields in events if event == "release.refused"]
     assert [(f["version"], f["code"]) for f in refused] == [("0.9.0", "release_downgrade")]
+
+
+async def test_a_box_with_every_link_down_updates_from_a_usb_stick(
+    pki: TestPki, tmp_path: Path, next_release_bundle: Path
+) -> None:
+    """The release key arrived at the first round after pairing; then every link is down and
+    the stick carries the signed document that pins N+1 with the sealed release: `mvb config
+    push` applies the document, and the release is opened, installed and switched to."""
+    admin("release", "seal-keygen", "--out", tmp_path / "release-seal.key")
+    release_root = tmp_path / "opt-mvb"
+    fake_install(ReleaseRoot(release_root), RUNNING)
+    activate_first(ReleaseRoot(release_root), RUNNING)
+    recipient_pub = write_recipient_pub(tmp_path)
+    clip = generate_clip(tmp_path / "clip.ts", seconds=2, keyframe_interval_frames=25)
+    serve_args = ["--release-key", str(tmp_path / "release-seal.key")]
+    key_file = tmp_path / "box" / "state" / "pairing" / "release.key"
+    with start_back_office_with(pki, tmp_path / "office", serve_args) as office:
+        paired = mvb_pair(box_config(tmp_path / "box", recipient_pub), office.code())
+        assert paired.returncode == 0, paired.stderr
+        config = running_box_config(tmp_path / "box", recipient_pub, clip)
+        async with box_running(config, release_root):
+            await wait_for(key_file.exists, "the release key fetched after pairing", 30.0)
+        await asyncio.to_thread(sign_release, office, tmp_path, next_release_bundle)
+        pin = f'[release]\nversion = "{NEXT_RELEASE}"\n'.encode()
+        await asyncio.to_thread(publish_document, office.fleet, office.signers(), pin)
+        stick = tmp_path / "stick.tar"
+        admin("config", "bundle", "--repo", office.fleet.repo_dir, "--out", stick,
+              f"boxes/{BOX}.toml", f"releases/mvb-{NEXT_RELEASE}-{PLATFORM}.sealed")  # fmt: skip
+    assert next_release_bundle.read_bytes()[1024:2048] not in stick.read_bytes()  # sealed
+    async with box_running(config, release_root) as running:  # the back office is gone
+        fleet = running.fleet
+        assert fleet is not None
+        pushed = await run_async(MVB, "--config", config, "config", "push", stick)
+        assert pushed.returncode == 0, pushed.stderr
+        assert fleet.status.release == f"{NEXT_RELEASE} requested"
+        state = switch_state(release_root)
+        assert (state["phase"], state["target"]) == ("pending", NEXT_RELEASE)
+        assert is_installed(release_root / "releases" / NEXT_RELEASE)
