@@ -197,7 +197,7 @@ class ReleaseUpdater:
                 log.info("release key not fetched: %s", type(error).__name__)
                 return None
             try:
-                await asyncio.to_thread(_keep_key, self.key_file, pem)
+                await asyncio.to_thread(keep_release_key, self.key_file, pem)
             except RecipientKeyError as error:
                 log.error("release key refused: %s", error)
                 return None
@@ -257,7 +257,7 @@ def _manifest_bytes(bundle: Path) -> bytes:
         raise ReleaseMismatch(f"the opened bundle has no readable manifest: {error}") from None
 
 
-def _keep_key(path: Path, pem: bytes) -> None:
+def keep_release_key(path: Path, pem: bytes) -> None:
     """Keep the fetched key only if it is an X25519 private key (0600, durable);
     RecipientKeyError otherwise (nothing kept)."""
     try:
