@@ -194,7 +194,7 @@ class ReleaseUpdater:
             try:
                 pem = await asyncio.to_thread(key_fetch, RELEASE_KEY_PATH, MAX_KEY_BYTES)
             except (DownloadError, TransportError) as error:
-                log.info("release key not fetched: %s", type(error).__name__)
+                log.debug("release key not fetched: %s", type(error).__name__)  # each round
                 return None
             try:
                 await asyncio.to_thread(keep_release_key, self.key_file, pem)
