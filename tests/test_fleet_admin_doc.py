@@ -38,3 +38,12 @@ def test_every_sh_block_of_the_admins_guide_runs(tmp_path: Path) -> None:
     new_key = (tmp_path / "admin" / "targets-2.pub").read_text()
     targets_keys = root["signed"]["roles"]["targets"]["keyids"]
     assert [root["signed"]["keys"][k]["keyval"]["public"] for k in targets_keys] == [new_key]
+    newest_targets = max(
+        (tmp_path / "fleet" / "repo" / "metadata").glob("*.targets.json"),
+        key=lambda path: int(path.name.split(".")[0]),
+    )
+    delegations = json.loads(newest_targets.read_text())["signed"]["delegations"]
+    releases_pub = (tmp_path / "admin" / "releases.pub").read_text()
+    (role,) = delegations["roles"]
+    assert (role["name"], role["paths"]) == ("releases", ["releases/*"])
+    assert [delegations["keys"][k]["keyval"]["public"] for k in role["keyids"]] == [releases_pub]
