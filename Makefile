@@ -104,6 +104,7 @@ bench-uplink: $(STAMP) system-deps  # root: builds network namespaces
 
 bench-release: $(STAMP)  # sizes and times of a release update: build, install, A/B switch
 	$(PY) -m bench.release_update
+	$(PY) -m bench.release_fetch  # the fleet's part: seal, sign, ngclient fetch, open, install
 
 bench-backoffice: $(STAMP)  # box B's upload time while a paired thief floods the back office
 	$(PY) -m bench.backoffice_attack

@@ -178,6 +178,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument(
         "--fleet-repo", type=Path, help="serve this fleet TUF repository at /fleet/ (mutual TLS)"
     )
+    serve.add_argument(
+        "--release-key",
+        type=Path,
+        help="with --fleet-repo: the fleet's release sealing key (`release seal-keygen`), "
+        "handed to paired boxes (docs/releases.md 6)",
+    )
     add_limit_arguments(serve)
     add_admin_serve_arguments(serve)
 
@@ -444,7 +450,9 @@ async def _start_https(
     fleet: FleetRepository | None,
 ) -> RunningServer:
     gate = None if store is None else LedgerGate(store)
-    fleet_files: FleetFiles | None = None if fleet is None else FleetAccess(fleet)
+    fleet_files: FleetFiles | None = (
+        None if fleet is None else FleetAccess(fleet, release_key=args.release_key)
+    )
     reports = None if fleet is None else ReportLog(args.dir / REPORTS_FILE)
     return await start_https_server(
         app,

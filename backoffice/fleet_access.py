@@ -10,8 +10,10 @@ paired box (a box cannot verify anything without it).
 What the metadata still reveals to any paired box, by design of TUF (the targets role lists
 every target; per-box delegations would list every role in the snapshot instead): the fleet's
 box ids and group names, which boxes each document is for, its serial, length and SHA-256.
-Never a document's bytes. A document's SHA-256 does not reveal its password hashes: each PBKDF2
-hash carries a random salt, so the document cannot be guessed from its digest.
+Never a document's bytes. A sealed release (`releases/...`, docs/releases.md 7) is served to
+every paired box: it is encrypted to the fleet's release key, so its bytes say nothing.
+A document's SHA-256 does not reveal its password hashes: each PBKDF2 hash carries a random
+salt, so the document cannot be guessed from its digest.
 
 `readers_by_file` is pure; `FleetAccess` is the shell the HTTPS listener calls (off the event
 loop): it re-reads the published targets whenever `timestamp.json` changed (a publish replaces
@@ -33,6 +35,7 @@ from backoffice.fleet_metadata import stored_target_name
 from backoffice.fleet_repo import TIMESTAMP_FILE, FleetRepository
 from common.faults import RemoteFault
 from config.fleet_targets import TARGETS_PREFIX, MalformedCustom, parse_custom
+from config.release_targets import RELEASE_KEY_PATH, RELEASES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +72,23 @@ class FleetAccess:
     """`fleet_files(url_path, box_id)` for the HTTPS listener (backoffice/server.py): the file
     that answers, None (404), or FleetFileDenied (403) for a document not for this box."""
 
-    def __init__(self, repository: FleetRepository) -> None:
+    def __init__(self, repository: FleetRepository, release_key: Path | None = None) -> None:
+        """`release_key`: the fleet's release sealing key (private PEM), served to every paired
+        box at RELEASE_KEY_PATH (docs/releases.md 6.2); None: not served (404)."""
         self.repository = repository
+        self.release_key = release_key
         self._published: _Published | None = None
 
     def __call__(self, url_path: str, box_id: str) -> Path | None:
+        if url_path == RELEASE_KEY_PATH:
+            log.info("fleet: box %s fetched the release key", box_id)
+            return self.release_key
         path = self.repository.served_path(url_path)
         if path is None or not url_path.startswith(TARGETS_PREFIX):
             return path
         relative = url_path[len(TARGETS_PREFIX) :]
+        if relative.startswith(RELEASES_DIR + "/"):
+            return path  # a sealed release: every paired box may fetch it (docs/releases.md 7)
         if not may_read(relative, box_id, self._readers()):
             log.warning("fleet: box %s asked for a document not for it: %s", box_id, relative)
             raise FleetFileDenied(f"{relative} is not a document for box {box_id}")

@@ -54,6 +54,7 @@ from pathlib import Path
 from securesystemslib.signer import Key, Signer
 from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import (
+    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -82,6 +83,7 @@ from backoffice.fleet_metadata import (
     signed_by,
     stored_target_name,
 )
+from backoffice.fleet_release_meta import releases_delegation, releases_meta
 from backoffice.fleet_trust import (
     KnownTargets,
     UntrustedMetadata,
@@ -100,11 +102,12 @@ from config.fleet_targets import (
     FleetCustom,
     parse_custom,
 )
+from config.release_targets import RELEASES_ROLE
 
 ROOT_THRESHOLD = 2
 TIMESTAMP_FILE = "timestamp.json"
 log = logging.getLogger(__name__)
-_VERSIONED = re.compile(r"([1-9][0-9]{0,17})\.(root|targets|snapshot)\.json")
+_VERSIONED = re.compile(r"([1-9][0-9]{0,17})\.(root|targets|snapshot|releases)\.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +334,18 @@ class FleetRepository:
         self._write_targets(chain[-1].signed, current, made, targets_signer, now)
         return list(made.values())
 
+    def delegate_releases(
+        self, keys: Sequence[Key], threshold: int, targets_signer: Signer, *, now: datetime
+    ) -> int:
+        """A new targets version delegating `releases/*` to the `releases` role with `keys`
+        and `threshold` (replacing an earlier delegation: a new releases key). Returns it."""
+        chain = self._verified_chain()
+        current = self._verified_targets(chain).signed
+        delegation = releases_delegation(keys, threshold)
+        return self._write_targets(
+            chain[-1].signed, current, {}, targets_signer, now, delegations=delegation
+        )
+
     def sign_targets(self, targets_signer: Signer, *, now: datetime) -> int:
         """Re-sign the current targets as a new version (fresh expiry, or after the targets key
         was rotated). Returns the new version."""
@@ -355,7 +370,9 @@ class FleetRepository:
             version=snapshot_version,
             expires=now + self.lifetimes.snapshot,
             meta={
-                "targets.json": MetaFile.from_data(targets_version, targets_bytes, HASH_ALGORITHMS)
+                "targets.json": MetaFile.from_data(targets_version, targets_bytes, HASH_ALGORITHMS),
+                # the delegated releases role, verified under these targets' delegation
+                **releases_meta(self.metadata_dir, targets.signed),
             },
         )
         snapshot_bytes = self._sign_checked(root, snapshot, [snapshot_signer])
@@ -418,6 +435,14 @@ class FleetRepository:
         members[f"{BUNDLE_METADATA_DIR}/{TIMESTAMP_FILE}"] = timestamp_bytes
         members[f"{BUNDLE_METADATA_DIR}/{snapshot_name}"] = snapshot_bytes
         members[f"{BUNDLE_METADATA_DIR}/{targets_name}"] = targets_bytes
+        releases_meta_file = (
+            Metadata[Snapshot].from_bytes(snapshot_bytes).signed.meta.get(f"{RELEASES_ROLE}.json")
+        )
+        if releases_meta_file is not None:  # the published releases, and what they sign
+            releases_name = f"{releases_meta_file.version}.{RELEASES_ROLE}.json"
+            releases_bytes = self._read(releases_name)
+            members[f"{BUNDLE_METADATA_DIR}/{releases_name}"] = releases_bytes
+            published = {**published, **Metadata[Targets].from_bytes(releases_bytes).signed.targets}
         for target_path in target_paths:
             target = published.get(target_path)
             if target is None:
@@ -435,9 +460,11 @@ class FleetRepository:
         changes: Mapping[str, TargetFile],
         signer: Signer,
         now: datetime,
+        delegations: Delegations | None = None,
     ) -> int:
-        """The next targets version on `current` (verified) with `changes`, signed and checked
-        against `root` (the newest verified); the trust notes it."""
+        """The next targets version on `current` (verified) with `changes` (and `delegations`
+        when given), signed and checked against `root` (the newest verified); the trust notes
+        it."""
         targets = Targets.from_dict(copy.deepcopy(current.to_dict()))
         # Above every targets version a snapshot ever named: a box may have stored one that is
         # gone from disk since (a thief's, signed with a stolen key, moved out as evidence), and
@@ -445,6 +472,8 @@ class FleetRepository:
         targets.version = max(current.version, self._published_targets_version()) + 1
         targets.expires = now + self.lifetimes.targets
         targets.targets.update(changes)
+        if delegations is not None:
+            targets.delegations = delegations
         data = self._sign_checked(root, targets, [signer])
         _write_once(self.metadata_dir / f"{targets.version}.targets.json", data)
         self._require_trust().note_targets(KnownTargets.of(targets.version, data))

@@ -86,6 +86,8 @@ from backoffice.tus_app import (
     TusApp,
 )
 from common.faults import RemoteFault, StorageFault
+from config.fleet_targets import TARGETS_PREFIX
+from config.release_targets import RELEASES_DIR
 from protocol.fleet_report import MAX_REPORT_BYTES
 from protocol.health_report import HEALTH_PATH
 from storage.devicekey import DevicePublicKey
@@ -120,6 +122,7 @@ CLIENT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FLEET_PREFIX: Final = "/fleet/"
 FLEET_REPORT_PATH: Final = "/fleet/report"
 """Paths under this prefix are the fleet's TUF repository (docs/fleet-config.md 3), never tus."""
+RELEASES_PREFIX: Final = f"{TARGETS_PREFIX}{RELEASES_DIR}/"
 MAX_FLEET_FILE_BYTES: Final = 4 * 1024 * 1024
 """The largest fleet file served (the box's own bound on targets metadata)."""
 _SERIAL_HEX: Final = re.compile(r"[0-9A-Fa-f]{1,40}")
@@ -383,7 +386,7 @@ class _HttpsShell:
         await asyncio.to_thread(self._blocked_log.append, client_id, report)
         return _fleet_answer(204, b"")
 
-    async def _fleet_file(self, request: web.Request, client_id: str) -> web.Response:
+    async def _fleet_file(self, request: web.Request, client_id: str) -> web.StreamResponse:
         """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded; a
         document only to a box it is for."""
         if self._fleet_files is None:
@@ -398,6 +401,8 @@ class _HttpsShell:
             path = await asyncio.to_thread(self._fleet_files, request.path, client_id)
         except FleetFileDenied:
             return _fleet_answer(403, b"this document is not for this box\n")
+        if request.path.startswith(RELEASES_PREFIX):
+            return self._release_file(path)
         data = (
             None
             if path is None
@@ -408,6 +413,16 @@ class _HttpsShell:
         if request.path == TIMESTAMP_PATH and self._check_now is not None:
             await asyncio.to_thread(self._check_now.done, client_id)
         return _fleet_answer(200, data, content_type="application/octet-stream")
+
+    @staticmethod
+    def _release_file(path: Path | None) -> web.StreamResponse:
+        """A sealed release (docs/releases.md 7), streamed from disk: larger than any other
+        fleet file, and encrypted (every paired box may have it)."""
+        if path is None:
+            return _fleet_answer(404, b"not found\n")
+        return web.FileResponse(
+            path, headers={"Cache-Control": "no-store", "Content-Type": "application/octet-stream"}
+        )
 
     async def _tus(
         self, request: web.Request, client_id: str, ticket: Ticket

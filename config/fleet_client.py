@@ -92,6 +92,7 @@ from config.fleet_targets import (
     is_newer,
     select_candidate,
 )
+from config.release_targets import MAX_RELEASE_BYTES
 from transport.errors import TransportError
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ bytes (it should stop reading there). Any other exception is a failed download."
 FETCH_CEILING_BYTES = 4 * 1024 * 1024
 """No single file the client fetches is larger (the targets metadata bound)."""
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+MAX_RELEASE_BUNDLE_BYTES = MAX_RELEASE_BYTES + MAX_BUNDLE_BYTES
+"""A pushed bundle that carries a sealed release (docs/releases.md 7.4) besides metadata and
+documents: the box's push routes read at most this much."""
 MAX_BUNDLE_MEMBERS = 1024
 
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
@@ -209,11 +213,13 @@ def read_bundle(
     *,
     metadata_prefix: str = METADATA_PREFIX,
     targets_prefix: str = TARGETS_PREFIX,
+    max_bytes: int = MAX_BUNDLE_BYTES,
 ) -> dict[str, bytes]:
     """A push bundle (an uncompressed POSIX tar of `metadata/...` and `targets/...`) as a map from
-    the URL path the Updater will ask for to the member's bytes. Raises BadBundle."""
-    if len(bundle_bytes) > MAX_BUNDLE_BYTES:
-        raise BadBundle(f"bundle is {len(bundle_bytes)} bytes; at most {MAX_BUNDLE_BYTES}")
+    the URL path the Updater will ask for to the member's bytes. Raises BadBundle. `max_bytes`:
+    MAX_RELEASE_BUNDLE_BYTES where a bundle may carry a release."""
+    if len(bundle_bytes) > max_bytes:
+        raise BadBundle(f"bundle is {len(bundle_bytes)} bytes; at most {max_bytes}")
     files: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(bundle_bytes), mode="r:") as archive:
@@ -225,7 +231,7 @@ def read_bundle(
                     continue
                 if url_path in files:
                     raise BadBundle(f"bundle holds {member.name!r} twice")
-                budget_bytes = MAX_BUNDLE_BYTES - sum(len(data) for data in files.values())
+                budget_bytes = max_bytes - sum(len(data) for data in files.values())
                 files[url_path] = _read_member(archive, member, budget_bytes)
     except (tarfile.TarError, EOFError, ValueError) as error:
         raise BadBundle(f"bundle is not a readable tar: {error}") from error
@@ -262,7 +268,7 @@ def _bundle_url_path(
     raise BadBundle(f"bundle member {member.name!r} is outside metadata/ and targets/")
 
 
-def _serve_from(files: Mapping[str, bytes]) -> Fetch:
+def serve_from(files: Mapping[str, bytes]) -> Fetch:
     def fetch(url_path: str, max_bytes: int) -> bytes:
         body = files.get(url_path)
         if body is None:
@@ -330,9 +336,13 @@ class FleetConfigClient:
             metadata_prefix=self._metadata_prefix,
             targets_prefix=self._targets_prefix,
         )
+        return self.verify_files(files)
+
+    def verify_files(self, files: Mapping[str, bytes]) -> FleetDocument | None:
+        """`verify_bundle` of a bundle already read (`read_bundle`)."""
         with self._lock:
             try:
-                return self._verify(_serve_from(files), require_document=True)
+                return self._verify(serve_from(files), require_document=True)
             except DownloadError as error:
                 raise BadBundle(f"the bundle is incomplete: {error}") from error
 

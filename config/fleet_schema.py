@@ -22,6 +22,9 @@ policy key the document sets replaced. Invariants:
   nothing else (no free text: a reason may be personal and stays in the back office); at most
   MAX_HOLDS, none twice. They are not configuration of a subsystem: the applier hands them to the
   box's holds (gateway/fleet_apply.py), the effective configuration does not carry them.
+- `[release] version` pins the software release the box runs (docs/releases.md 7): checked
+  here (`release_pin`), acted on by the box's release updater, not carried by the effective
+  configuration either.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from config.local import (
     parse_section,
     parse_triggers,
 )
+from protocol.release_manifest import is_version
 from storage.holds import holds_from_tables
 
 FLEET_KEYS: dict[str, frozenset[str]] = {
@@ -107,6 +111,7 @@ def apply_fleet_document(local: LocalConfig, text: str, source: str) -> LocalCon
         raise ConfigError(f"{source}: [{unknown[0]}] cannot be set by a fleet document")
     _refuse_local_keys(raw, source)
     parse_holds(raw.get("holds", []), source)  # checked with the rest; handed out apart
+    parse_release_pin(raw.get("release", {}), source)  # acted on apart (gateway/release_update.py)
     effective = replace(
         local,
         recording=_merged(local.recording, raw.get("recording", {}), "recording", source),
@@ -148,6 +153,23 @@ def parse_holds(values: Any, source: str) -> dict[str, str]:
         return holds_from_tables(values)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+def release_pin(text: str, source: str) -> str | None:
+    """The release version the document pins (`[release] version`), or None."""
+    return parse_release_pin(parse_fleet_text(text, source).get("release", {}), source)
+
+
+def parse_release_pin(values: Any, source: str) -> str | None:
+    """`[release]`: a table with at most `version`, a release version (docs/releases.md 7)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [release] must be a table")
+    version = values.get("version")
+    if version is None:
+        return None
+    if not isinstance(version, str) or not is_version(version):
+        raise ConfigError(f'{source}: release.version must be a release version like "1.2.0"')
+    return version
 
 
 def unknown_fleet_keys(raw: dict[str, Any]) -> list[str]:

@@ -11,8 +11,9 @@ So ngclient never writes the durable directory. Each verification runs on a **wo
 durable files), and what ngclient verified there is **committed** back file by file through
 common/durable.py (tmp, fsync, rename, fsync dir), in an order that keeps every prefix usable:
 `root_history/` (new versions, oldest first), then `root.json` (a regular file, never a link),
-then timestamp, snapshot, targets. A cut between two commits leaves older metadata beside newer,
-which ngclient handles as it handles any stale local file (it verifies and replaces it).
+then timestamp, snapshot, targets, releases. A cut between two commits leaves older metadata
+beside newer, which ngclient handles as it handles any stale local file (it verifies and
+replaces it).
 
 Invariants of the durable directory (`metadata_dir`):
 - `root.json` is the newest root ngclient verified and this module committed, or the root
@@ -49,8 +50,9 @@ from common.faults import StorageFault
 ROOT_FILE: Final = "root.json"
 PAIRED_ROOT_FILE: Final = "paired-root.json"
 ROOT_HISTORY_DIR: Final = "root_history"
-ROLE_FILES: Final = ("timestamp.json", "snapshot.json", "targets.json")
-"""Committed after the root, in ngclient's own order of verification."""
+ROLE_FILES: Final = ("timestamp.json", "snapshot.json", "targets.json", "releases.json")
+"""Committed after the root, in ngclient's own order of verification (`releases`: the role
+targets delegates releases to, docs/releases.md 7)."""
 METADATA_FILE_MODE: Final = 0o600
 _HISTORY_NAME: Final = re.compile(r"([1-9][0-9]{0,8})\.root\.json")
 

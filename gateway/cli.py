@@ -263,7 +263,8 @@ def _config_push(config: LocalConfig, args: argparse.Namespace) -> int:
     url = f"http://{config.api.host}:{config.api.port}/api/config/bundle"
     request = urllib.request.Request(url, method="POST", data=args.bundle.read_bytes())
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (loopback)
+        # A bundle with a release waits for its install too (minutes on a slow card).
+        with urllib.request.urlopen(request, timeout=900) as response:  # noqa: S310 (loopback)
             document = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         document = json.loads(exc.read() or b"{}")

@@ -24,8 +24,26 @@ from tuf.api.exceptions import (
 
 from config.fleet_client import BadBundle
 from config.fleet_targets import ConfigRejected, DocumentTooLarge, SerialRollback, WrongBox
+from config.release_targets import (
+    ReleaseDowngrade,
+    ReleaseMismatch,
+    ReleaseMissing,
+    ReleaseNotDelegated,
+    ReleaseRefused,
+)
+from storage.errors import NoMatchingRecipient, WrongKey
+from storage.release_seal import ReleaseSealError
 
 REFUSAL_BY_CLASS: Final[tuple[tuple[type[Exception], str], ...]] = (
+    # a release (docs/releases.md 7): before the configuration's, some are RepositoryErrors
+    (ReleaseDowngrade, ReleaseDowngrade.code),  # lower than the running version
+    (ReleaseNotDelegated, ReleaseNotDelegated.code),  # not signed by the releases role
+    (ReleaseMismatch, ReleaseMismatch.code),  # not the bundle its signed fields describe
+    (ReleaseMissing, ReleaseMissing.code),  # no release of the pinned version signed
+    (ReleaseRefused, ReleaseRefused.code),
+    (ReleaseSealError, "release_tampered"),  # the sealed bytes do not open intact
+    (NoMatchingRecipient, "release_wrong_seal_key"),  # sealed to another fleet's key
+    (WrongKey, "release_wrong_seal_key"),
     (BadBundle, "bad_bundle"),  # not a readable bundle (tar, members, size)
     (SerialRollback, "serial_rollback"),  # older than what the box applied
     (WrongBox, "wrong_box"),  # for another box or group
@@ -42,7 +60,16 @@ ALREADY_APPLIED: Final = "already_applied"
 INVALID_DOCUMENT: Final = "invalid_document"  # signed, but not a configuration this box takes
 ROLLED_BACK: Final = "rolled_back"  # applied, a health check failed, the old one is back
 DEFERRED: Final = "deferred"  # kept: applied once the box's state allows
-APPLY_CODES: Final = (ALREADY_APPLIED, INVALID_DOCUMENT, ROLLED_BACK, DEFERRED)
+RELEASE_NO_KEY: Final = "release_no_key"  # paired before releases were sealed: re-pair
+RELEASE_INSTALL_FAILED: Final = "release_install_failed"  # the opened bundle did not install
+APPLY_CODES: Final = (
+    ALREADY_APPLIED,
+    INVALID_DOCUMENT,
+    ROLLED_BACK,
+    DEFERRED,
+    RELEASE_NO_KEY,
+    RELEASE_INSTALL_FAILED,
+)
 
 
 def refusal_code(error: Exception) -> str:

@@ -45,9 +45,17 @@ from tuf.api.exceptions import DownloadError, RepositoryError
 
 from common.alarms import Alarms
 from common.durable import atomic_write_text, durable_unlink
-from config.fleet_client import FleetConfigClient
+from config.fleet_client import (
+    MAX_RELEASE_BUNDLE_BYTES,
+    Fetch,
+    FleetConfigClient,
+    read_bundle,
+    serve_from,
+)
 from config.fleet_fetch import FleetLink, LinkFetch, UnpairedByBackOffice
+from config.fleet_schema import release_pin
 from config.fleet_targets import AppliedState, FleetDocument
+from config.local import ConfigError
 from gateway.fleet_apply import ApplyOutcome, FleetApplier
 from gateway.fleet_memory import (
     FleetMemoryError,
@@ -56,6 +64,7 @@ from gateway.fleet_memory import (
     document_to_json,
 )
 from gateway.fleet_refusals import ALREADY_APPLIED, refusal_code
+from gateway.release_update import ReleaseUpdater
 from protocol.fleet_report import AUDIT_HEAD, one_line, signed_message
 from storage.audit_io import AuditLog
 from transport.connect import BackOffice
@@ -88,6 +97,7 @@ class FleetSyncStatus:
     last_refusal_code: str | None = None  # the last refusal as the page's code (fleet_refusals)
     pending_serial: int | None = None
     reports_waiting: int = 0
+    release: str | None = None  # the pinned release's last outcome: "<version> <outcome> <code>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +127,13 @@ class FleetSync:
         pairing_dir: Path | None = None,
         resolve_office: Callable[[], Awaitable[BackOffice | None]] | None = None,
         on_unpaired: Callable[[], Awaitable[None]] | None = None,
+        releases: ReleaseUpdater | None = None,
     ) -> None:
         """`pairing_dir`: the box's pairing directory, watched for a re-pair or an unpair;
         `resolve_office`: the back office as the pairing files now say (after a re-pair);
         `on_unpaired`: what to do when the back office says the box was unpaired
-        (gateway/unpairing.py)."""
+        (gateway/unpairing.py); `releases`: follows the release the applied document pins
+        (gateway/release_update.py), after each round and each pushed bundle."""
         self.state_path = state_dir / STATE_FILE
         self.outbox_path = state_dir / OUTBOX_FILE
         self.pending_path = state_dir / PENDING_FILE
@@ -154,6 +166,7 @@ class FleetSync:
         self._pairing_mark = pairing_mark(pairing_dir)
         # Set by `check_soon` (the back office's check-now instruction): ends the wait in `run`.
         self._check_soon = asyncio.Event()
+        self.releases = releases
 
     async def start(self) -> None:
         """Poll as a task of its own (tests); `mvb run` supervises `run()` instead."""
@@ -200,7 +213,8 @@ class FleetSync:
             self.metadata_dir, self.box_id, self.groups, _no_link, self._load_state()
         )
         try:
-            document = await asyncio.to_thread(client.verify_bundle, bundle)
+            files = await asyncio.to_thread(read_bundle, bundle, max_bytes=MAX_RELEASE_BUNDLE_BYTES)
+            document = await asyncio.to_thread(client.verify_files, files)
         except RepositoryError as exc:
             reason = f"{type(exc).__name__}: {exc}"[:300]
             await asyncio.to_thread(self.audit.append, "config.rejected", reason=reason)
@@ -208,9 +222,33 @@ class FleetSync:
         finally:
             await self._note_repair(client)
         if document is None:
+            await self._follow_release(serve_from(files))  # the release may be what is new
             already = "refused: this configuration is already applied"
             return BundleRejected(already, ALREADY_APPLIED)
-        return await self._apply(document)
+        outcome = await self._apply(document)
+        await self._follow_release(serve_from(files))
+        return outcome
+
+    async def _follow_release(self, fetch: Fetch, *, key_fetch: Fetch | None = None) -> None:
+        """The release the applied document pins (docs/releases.md 7): fetched from `fetch`
+        (the link, or a pushed bundle's files), opened, handed to the switch; a refusal is
+        shown as the configuration's are (status, health, the audit log, an alarm)."""
+        if self.releases is None:
+            return
+        current = await asyncio.to_thread(self.applier.slots.current)
+        try:
+            pinned = None if current is None else release_pin(current[1], "the applied document")
+        except ConfigError as exc:  # applied before [release] was known: nothing pinned
+            log.warning("fleet: the applied document's [release] is unreadable: %s", exc)
+            pinned = None
+        result = await self.releases.follow(pinned, fetch, key_fetch=key_fetch)
+        if result is None:
+            self.status.release = None
+            return
+        self.status.release = " ".join(filter(None, (result.version, result.outcome, result.code)))
+        if result.outcome == "refused":
+            self.status.last_outcome = f"release {result.version} refused: {result.code}"
+            self.status.last_refusal_code = result.code
 
     async def follow_pairing(self) -> bool:
         """If the pairing directory changed since the last look (a re-pair, an unpair), take
@@ -259,9 +297,18 @@ class FleetSync:
                 document = await self._fetch(client)
             finally:
                 await self._note_repair(client)
-            if document is None or (document.config_serial, document.sha256) in self._refused:
-                return None
-            outcome = await self._apply(document)
+            outcome = None
+            if (
+                document is not None
+                and (document.config_serial, document.sha256) not in self._refused
+            ):
+                outcome = await self._apply(document)
+            fetch = LinkFetch(link, asyncio.get_running_loop())
+            if self.releases is not None and self.status.last_check == "ok":
+                # The key at the first round after pairing (for a stick later), and the release
+                # only from a repository that just verified over a working link.
+                await self.releases.ensure_key(fetch)
+                await self._follow_release(fetch, key_fetch=fetch)
             await self._deliver(link)
             return outcome
         finally:

@@ -21,7 +21,9 @@ endpoint: address, server name, HTTP/3 port; protocol/pairing_messages.py Servic
 The directory is the commit point: it is written whole under a temporary name, fsynced and
 renamed into place (common/durable.py `replace_directory`), so the box is paired (the directory
 exists) with a complete set of files or not at all. A re-pair swaps the directories by two
-renames; `recover_pairing_dir` finishes a swap a crash interrupted.
+renames; `recover_pairing_dir` finishes a swap a crash interrupted. Once paired, `release.key`
+(0600) joins them: the fleet's release key, fetched over the new link (`fetch_release_key`,
+docs/releases.md 6.2), not part of the commit point (a box without it fetches it later).
 
 Invariants:
 - No request byte is sent to a server whose key the code does not name.
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +46,13 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
-from tuf.api.exceptions import RepositoryError
+from tuf.api.exceptions import DownloadError, RepositoryError
 
 from common.durable import make_dirs, recover_directory_swap, remove_tree, replace_directory
 from common.faults import MisuseFault, TransientFault
 from config.fleet_client import install_trust_root
+from config.fleet_fetch import FleetLink
+from config.release_targets import RELEASE_KEY_PATH
 from gateway.fleet_sync import forget_fleet_state
 from gateway.pairing import (
     GrantMalformed,
@@ -62,10 +67,12 @@ from gateway.pairing import (
     refusal_from_answer,
     start_pairing,
 )
+from gateway.release_update import MAX_KEY_BYTES, RELEASE_KEY_FILE, keep_release_key
 from gateway.uplink_from_config import PairedUplink
 from protocol.pairing_code import CodeFormatError, CodeTypo, normalise_address, split_address
 from protocol.pairing_messages import MAX_GRANT_BYTES, MessageFormatError, ServiceEndpoint
-from transport.errors import HostileServer, TransientNetworkError
+from storage.envelope import RecipientKeyError
+from transport.errors import HostileServer, TransientNetworkError, TransportError
 from transport.https import peer_certificate, read_bounded_body, translate_error
 from transport.pinning import PinSet
 from transport.tls import MINIMUM_TLS, ClientTlsSettings
@@ -85,6 +92,8 @@ DEFAULT_RETRY_DELAY_S: Final = 2.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 15.0
 DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
 JSON_TYPE: Final = "application/json"
+RELEASE_KEY_TIMEOUT_S: Final = 10.0
+logger = logging.getLogger(__name__)
 
 
 class AlreadyPairedHere(PairingFailed, MisuseFault):
@@ -397,7 +406,38 @@ async def pair(
         raise refusal_from_answer(status, body)
     credentials = accept_grant(attempt, body)
     await asyncio.to_thread(install_credentials, state_dir, credentials, re_pair=re_pair)
+    await fetch_release_key(state_dir)
     return credentials
+
+
+async def fetch_release_key(state_dir: Path) -> bool:
+    """The fleet's release key, fetched at once over the freshly paired link (docs/releases.md
+    6.2): a box taken to a place without a link right after pairing can still open a release
+    from a stick. Best effort: a back office without a release key, or a link that fails now,
+    leaves it to the box's first fleet round; pairing has succeeded either way."""
+    files = pairing_files(state_dir)
+    try:
+        service = await asyncio.to_thread(files.service)
+        if service is None:
+            return False
+        host, port = split_address(service.address)
+        tls = await asyncio.to_thread(files.tls_settings)
+        link = await FleetLink.connect(
+            host, port, tls, connect_timeout_s=RELEASE_KEY_TIMEOUT_S,
+            read_timeout_s=RELEASE_KEY_TIMEOUT_S, request_timeout_s=RELEASE_KEY_TIMEOUT_S,
+        )  # fmt: skip
+    except (OSError, ValueError) as exc:
+        logger.info("release key not fetched at pairing: %s", type(exc).__name__)
+        return False
+    try:
+        pem = await link.get(RELEASE_KEY_PATH, MAX_KEY_BYTES)
+        await asyncio.to_thread(keep_release_key, files.directory / RELEASE_KEY_FILE, pem)
+    except (DownloadError, TransportError, RecipientKeyError, OSError) as exc:
+        logger.info("release key not fetched at pairing: %s", type(exc).__name__)
+        return False
+    finally:
+        await link.aclose()
+    return True
 
 
 # --- what the officer reads -----------------------------------------------------------------------

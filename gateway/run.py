@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -50,7 +51,9 @@ from gateway.officer.shift_history import tag_key
 from gateway.pairing_client import fleet_metadata_dir, is_paired, pairing_files
 from gateway.policy import recorder_policy
 from gateway.recorder import Event
+from gateway.release_cli import DEFAULT_ROOT
 from gateway.release_report import release_root_of, watch_switch_outcome
+from gateway.release_update import RELEASE_WORK_DIR, ReleaseUpdater, install_and_request
 from gateway.sdnotify import (
     Notifier,
     status_line,
@@ -58,7 +61,7 @@ from gateway.sdnotify import (
     watchdog_pinger,
 )
 from gateway.startup import CardUnusable, check_card
-from gateway.status_facts import StatusInputs
+from gateway.status_facts import StatusInputs, software_version
 from gateway.supervisor import Child, Supervisor
 from gateway.unpairing import Unpairing
 from gateway.uplink_credentials import PairedCredentials
@@ -271,6 +274,22 @@ def build_fleet_sync(
         pairing_dir=pairing_files(local.state_dir).directory,
         resolve_office=lambda: _paired_office(local, effective),
         on_unpaired=None if unpairing is None else unpairing.unpaired,
+        releases=build_release_updater(running, local),
+    )
+
+
+def build_release_updater(running: RunningBox, local: LocalConfig) -> ReleaseUpdater:
+    """The release the fleet pins, installed beside the running one under /opt/mvb and
+    switched by the A/B switch (docs/releases.md 7)."""
+    return ReleaseUpdater(
+        metadata_dir=fleet_metadata_dir(local.state_dir),
+        work_dir=local.state_dir / RELEASE_WORK_DIR,
+        pairing_dir=pairing_files(local.state_dir).directory,
+        running_version=software_version(),
+        platform=os.uname().machine,
+        hand_off=install_and_request(DEFAULT_ROOT),
+        audit=running.box.audit,
+        alarms=running.box.alarms,
     )
 
 

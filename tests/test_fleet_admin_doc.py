@@ -60,3 +60,12 @@ def test_every_sh_block_of_the_admins_guide_runs(tmp_path: Path) -> None:
     ]
     assert [(r["kind"], r["phase"]) for r in config_rollouts] == [("config", "promoted")]
     assert config_rollouts[0]["signed"][-1]["path"] == "groups/h2o.toml"
+    newest_targets = max(
+        (tmp_path / "fleet" / "repo" / "metadata").glob("*.targets.json"),
+        key=lambda path: int(path.name.split(".")[0]),
+    )
+    delegations = json.loads(newest_targets.read_text())["signed"]["delegations"]
+    releases_pub = (tmp_path / "admin" / "releases.pub").read_text()
+    (role,) = delegations["roles"]
+    assert (role["name"], role["paths"]) == ("releases", ["releases/*"])
+    assert [delegations["keys"][k]["keyval"]["public"] for k in role["keyids"]] == [releases_pub]

@@ -63,6 +63,8 @@ BACK_OFFICE_SHARES: dict[str, str] = {
     "transport.h3": "HTTP/3 field rules and limits both peers enforce (the pure core)",
     "transport.quic_peer": "aioquic's peer certificate, read the same way on both sides",
     "config.fleet_targets": "the signed fleet repository's target paths and custom metadata",
+    "config.release_targets": "releases as targets of the releases role: paths, custom fields",
+    "storage.release_seal": "a release sealed to the fleet's release key, opened on the box",
     "config.fleet_schema": "`config lint` checks a document by the rules the boxes apply",
     "config.local": "`config lint --against` reads a box.toml as the box does",
     "storage.holds": "the rule a fleet document's [[holds]] meets, checked by box and admin's tool",

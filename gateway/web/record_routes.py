@@ -8,13 +8,30 @@ import re
 
 from aiohttp import web
 
+from config.fleet_client import MAX_RELEASE_BUNDLE_BYTES
 from gateway.port import BoxPort
 from gateway.web.identity import identity_of
 from gateway.web.jsonbody import ApiError, answers_refusals
 from gateway.web.status_source import StatusSource
 
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024  # config/fleet_client.py's bundle bound
+MAX_PUSH_BYTES = MAX_RELEASE_BUNDLE_BYTES  # a bundle that carries a release (docs/releases.md 7)
+READ_PIECE_BYTES = 1024 * 1024
 TRIGGER_SOURCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+async def read_bounded(request: web.Request, max_bytes: int) -> bytes:
+    """The body, at most `max_bytes` (413 beyond): the app's client_max_size stays small for
+    every other route; only a pushed bundle may carry a release."""
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=declared)
+    body = bytearray()
+    while piece := await request.content.read(READ_PIECE_BYTES):
+        body += piece
+        if len(body) > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=len(body))
+    return bytes(body)
 
 
 def routes(port: BoxPort, status: StatusSource) -> list[web.RouteDef]:
@@ -58,7 +75,7 @@ def routes(port: BoxPort, status: StatusSource) -> list[web.RouteDef]:
         """A signed configuration bundle pushed to the box (USB stick, web UI): verified like
         a download, then applied (200), kept to apply once the box's state allows (202,
         `deferred`) or refused (422). 409 when the box is not paired (no trust root)."""
-        result = await port.push_bundle(await request.read())
+        result = await port.push_bundle(await read_bounded(request, MAX_PUSH_BYTES))
         if result.config_serial is None:
             refused = {"applied": False, "reason": result.reason, "reason_code": result.reason_code}
             return web.json_response(refused, status=422)

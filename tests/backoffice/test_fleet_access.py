@@ -20,14 +20,17 @@ import pytest
 from tuf.api.exceptions import DownloadHTTPError
 from tuf.api.metadata import Metadata, Targets
 
-from backoffice.fleet_access import may_read, readers_by_file
+from backoffice.fleet_access import FleetAccess, may_read, readers_by_file
 from backoffice.fleet_metadata import FleetRepoError
+from backoffice.fleet_releases import sign_release
 from backoffice.fleet_repo import FleetRepository, FleetSigners, init_repository, load_fleet_signers
 from config.fleet_fetch import FleetLink
 from config.fleet_targets import TARGETS_PREFIX, box_target_path, group_target_path
+from config.release_targets import RELEASE_KEY_PATH
 from gateway.pairing_client import pairing_files
 from tests.evidence_helpers import write_box_config
 from tests.gateway.fleet_rig import BackOffice, mvb_pair, start_back_office, write_recipient_pub
+from tests.release_target_helpers import release_fleet, synthetic_bundle
 from tests.tls_helpers import TestPki
 
 A, B = "MVB-A", "MVB-B"
@@ -184,3 +187,27 @@ async def test_the_metadata_every_box_reads_names_documents_but_holds_no_documen
     assert b"password_hash" not in metadata
     assert b"pbkdf2" not in metadata
     assert json.loads(metadata)["signed"]["targets"][box_target_path(A)]["custom"]["boxes"] == [A]
+
+
+def test_sealed_releases_and_the_release_key_are_for_every_paired_box(tmp_path: Path) -> None:
+    """docs/releases.md 6.2, 7.1: a sealed release is encrypted, so every paired box may fetch
+    it; the release key is served at RELEASE_KEY_PATH when the back office has one (404, None,
+    when not); a document stays for the boxes it names."""
+    fleet = release_fleet(tmp_path / "office")
+    sign_release(
+        fleet.repo,
+        synthetic_bundle(tmp_path, "1.0.1"),
+        fleet.seal_key.public(),
+        fleet.releases_signer,
+        now=datetime.now(UTC),
+    )
+    fleet.publish()
+    (stored,) = (fleet.repo.targets_dir / "releases").iterdir()
+    url = f"{TARGETS_PREFIX}releases/{stored.name}"
+    key = tmp_path / "release-seal.key"
+    key.write_text(fleet.seal_key.pem())
+    for access in (FleetAccess(fleet.repo, release_key=key), FleetAccess(fleet.repo)):
+        assert access(url, A) == stored
+        assert access(url, B) == stored
+    assert FleetAccess(fleet.repo, release_key=key)(RELEASE_KEY_PATH, A) == key
+    assert FleetAccess(fleet.repo)(RELEASE_KEY_PATH, A) is None

@@ -172,28 +172,55 @@ def start_back_office(
     """A fleet created under `root`, `documents` signed for BOX and published (serials 1, 2, ...)
     before the back office starts serving it. Ports 0: any free ones; fixed ports let a test stop
     the back office and serve it again where its boxes look for it (`serve_again`)."""
+    new_fleet(root, documents)
+    with serve_again(pki, root, mutual_port=mutual_port, pair_port=pair_port) as office:
+        yield office
+
+
+def new_fleet(root: Path, documents: Sequence[bytes]) -> None:
     fleet = init_repository(
         root / "repo", root / "fleet-keys", now=datetime.now(UTC), trust_dir=root / TRUST_DIR
     )
     signers = load_fleet_signers(root / "fleet-keys")
     for document in documents:
         publish_document(fleet, signers, document)
-    with serve_again(pki, root, mutual_port=mutual_port, pair_port=pair_port) as office:
+
+
+@contextlib.contextmanager
+def start_back_office_with(
+    pki: TestPki, root: Path, serve_args: Sequence[str], documents: Sequence[bytes] = (DOCUMENT,)
+) -> Iterator[BackOffice]:
+    """`start_back_office` on any free ports, with more options of `mvb-admin serve` (a
+    release key)."""
+    new_fleet(root, documents)
+    with _serve(pki, root, 0, 0, serve_args) as office:
         yield office
 
 
 @contextlib.contextmanager
 def serve_again(
-    pki: TestPki, root: Path, *, mutual_port: int = 0, pair_port: int = 0
+    pki: TestPki,
+    root: Path,
+    *,
+    mutual_port: int = 0,
+    pair_port: int = 0,
 ) -> Iterator[BackOffice]:
     """`mvb-admin serve` on the fleet, pairing state and uploads already under `root`."""
+    with _serve(pki, root, mutual_port, pair_port, ()) as office:
+        yield office
+
+
+@contextlib.contextmanager
+def _serve(
+    pki: TestPki, root: Path, mutual_port: int, pair_port: int, serve_args: Sequence[str]
+) -> Iterator[BackOffice]:
     state = root / "pairing-state"
     command = [
         str(MVB_ADMIN), "serve", "--dir", str(root / "uploads"),
         "--cert", str(pki.server_cert), "--key", str(pki.server_key),
         "--client-ca", str(pki.ca_cert), "--port", str(mutual_port), "--reserve-bytes", "0",
         "--pair-port", str(pair_port), "--pairing-state", str(state),
-        "--pki-dir", str(pki.directory), "--fleet-repo", str(root / "repo"),
+        "--pki-dir", str(pki.directory), "--fleet-repo", str(root / "repo"), *serve_args,
     ]  # fmt: skip
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

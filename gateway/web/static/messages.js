@@ -113,6 +113,15 @@ const BUNDLE_REASON_TEXTS = Object.freeze({
   untrusted: key("bundle.reason.untrusted"),
   version_rollback: key("bundle.reason.version_rollback"),
   wrong_box: key("bundle.reason.wrong_box"),
+  release_downgrade: key("bundle.reason.release_downgrade"),
+  release_not_delegated: key("bundle.reason.release_not_delegated"),
+  release_mismatch: key("bundle.reason.release_mismatch"),
+  release_missing: key("bundle.reason.release_missing"),
+  release_refused: key("bundle.reason.release_refused"),
+  release_tampered: key("bundle.reason.release_tampered"),
+  release_wrong_seal_key: key("bundle.reason.release_wrong_seal_key"),
+  release_no_key: key("bundle.reason.release_no_key"),
+  release_install_failed: key("bundle.reason.release_install_failed"),
 });
 
 function lookup(table, code, fallback) {
