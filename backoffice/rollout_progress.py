@@ -25,8 +25,10 @@ from typing import Any, Final
 from backoffice.fleet_health import BoxHealth
 from backoffice.rollout import Rollout
 
-ROLLED_BACK_ALARMS: Final = frozenset({"release_rolled_back"})
-"""Alarm codes that mean the box tried the release and went back (gateway/release_report.py)."""
+ROLLED_BACK_ALARMS: Final = frozenset({"release_rolled_back", "release_refused"})
+"""Alarm codes that mean the box tried the release and went back (gateway/release_report.py) or
+refused the pinned release (gateway/release_update.py: a downgrade, a wrong key, a tampered or
+uninstallable bundle; cleared once the pin is acted on)."""
 _NOT_REFUSALS: Final = frozenset({"", "applied"})
 """Last outcomes that are no refusal; a deferral ("deferred: ...", gateway/fleet_apply.py) waits."""
 

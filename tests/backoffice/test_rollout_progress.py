@@ -101,3 +101,15 @@ def test_the_gate_opens_only_on_fresh_reports_of_the_version_from_every_canary_b
     stale = [report("MVB-0001", "1.4.0"), report("MVB-0002", "1.4.0", age_ms=STALE_MS + 1)]
     assert canary_healthy(r, progress(r, stale, NOW_MS, STALE_MS))[1] == ["MVB-0002 is stale"]
     assert not progress(r, healthy_reports, NOW_MS, STALE_MS).all_on_version, "two still wait"
+
+
+def test_a_box_that_refused_the_pinned_release_fails() -> None:
+    state = progress(
+        rollout(),
+        [report("MVB-0001", "1.3.0", alarms=["release_refused"]), report("MVB-0002", "1.4.0")],
+        NOW_MS,
+        STALE_MS,
+    )
+    buckets = {b.box_id: b.bucket for b in state.boxes}
+    assert (buckets["MVB-0001"], buckets["MVB-0002"]) == ("failed", "on_version")
+    assert "release_refused" in state.boxes[0].reason
