@@ -12,6 +12,9 @@ import asyncio
 import threading
 from typing import cast
 
+import pytest
+
+import gateway.capture.source as source_module
 from gateway.capture.packet import CapturedPacket, StreamTemplate
 from gateway.capture.source import (
     BATCH_MAX_ITEMS,
@@ -62,10 +65,10 @@ def test_a_batch_is_due_at_a_keyframe_at_its_count_or_its_time() -> None:
     assert batch_is_due(2, 5 * MS, packet(5 * MS + span_ns))
 
 
-async def test_a_thread_hands_over_a_few_batches_per_gop_in_order() -> None:
-    health = SourceHealth()
-    bridge = PacketBridge(asyncio.get_running_loop(), 1000, health)
-    sent = gops(3)
+async def hand_over_from_a_thread(sent: list[CapturedPacket]) -> PacketBridge:
+    """A bridge fed `sent` from a thread of its own (then released, as at a connection's end),
+    after every hand-over reached the queue."""
+    bridge = PacketBridge(asyncio.get_running_loop(), 1000, SourceHealth())
 
     def source() -> None:
         for captured in sent:
@@ -76,13 +79,30 @@ async def test_a_thread_hands_over_a_few_batches_per_gop_in_order() -> None:
     thread.start()
     await asyncio.to_thread(thread.join)
     await asyncio.sleep(0)  # the last hand-over's callback
+    return bridge
+
+
+async def test_a_thread_hands_over_one_batch_per_gop_in_order() -> None:
+    """The default bound (a second) and GOPs of a second: the first keyframe alone, then each
+    GOP's frames with the next keyframe, the rest at the end."""
+    assert BATCH_MAX_S >= 1.0
+    sent = gops(3)
+    bridge = await hand_over_from_a_thread(sent)
     assert drain(bridge.queue) == sent
-    # each GOP: the keyframe at once (it ends a segment), then its 24 frames in batches that
-    # each end with the first frame BATCH_MAX_S or more after the batch's first
-    frames_per_batch = -(-int(BATCH_MAX_S * 1e9) // FRAME_NS) + 1
-    assert bridge.batches == 3 * (1 + -(-24 // frames_per_batch))
-    assert bridge.batches <= len(sent) // 6
-    assert health.dropped == 0
+    assert bridge.batches == 4
+
+
+async def test_a_batch_that_spans_its_time_bound_goes_before_the_keyframe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bound of 0.25 s: each GOP's first keyframe goes at once, then its frames in batches
+    that end with the first frame 0.25 s or more after the batch's first (8 frames: 40..320
+    ms), in order."""
+    monkeypatch.setattr(source_module, "BATCH_MAX_S", 0.25)
+    sent = gops(3)
+    bridge = await hand_over_from_a_thread(sent)
+    assert drain(bridge.queue) == sent
+    assert bridge.batches == 3 * (1 + 3)
 
 
 async def test_a_flush_takes_what_is_held_behind_what_was_handed_over() -> None:
