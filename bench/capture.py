@@ -170,13 +170,13 @@ def print_switches(rows: list[Row]) -> None:
     roles = ["sources", "event loop", "card workers", "other"]
     print(
         "\n| cameras | packets per second per camera (video + audio) | packets per hand-over "
-        "| context switches per packet: all threads | "
+        "| context switches per packet: all threads | ffmpeg's, for scale | "
         + " | ".join(roles)
         + " | CPU share: "
         + " | ".join(roles)
         + " |"
     )
-    print("|---:|---:|---:|---:|" + "---:|" * 2 * len(roles))
+    print("|---:|---:|---:|---:|---:|" + "---:|" * 2 * len(roles))
     for row in rows:
         box = row.box
         packets = max(1, box.record_all_packets)
@@ -185,7 +185,8 @@ def print_switches(rows: list[Row]) -> None:
         cpu_total = max(1e-9, sum(cpu.values()))
         print(
             f"| {box.cameras} | {packets / box.record_wall_s / box.cameras:.0f} "
-            f"| {packets / max(1, box.record_batches):.1f} | {box.switches_per_packet():.2f} | "
+            f"| {packets / max(1, box.record_batches):.1f} | {box.switches_per_packet():.2f} "
+            f"| {f'{row.ffmpeg.switches_per_packet:.2f}' if row.ffmpeg else '-'} | "
             + " | ".join(f"{by_role.get(role, 0) / packets:.2f}" for role in roles)
             + " | "
             + " | ".join(f"{100 * cpu.get(role, 0.0) / cpu_total:.0f} %" for role in roles)

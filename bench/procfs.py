@@ -92,3 +92,16 @@ def thread_switches_cpu(native_id: int) -> tuple[int, float]:
     switches = sum(int(line.split()[1]) for line in lines if "ctxt_switches:" in line)
     fields = stat[stat.rindex(")") + 2 :].split()
     return switches, (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_switches(pids: list[int]) -> int:
+    """Context switches (voluntary and involuntary) of the processes' live threads so far."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                lines = (task / "status").read_text().splitlines()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            total += sum(int(line.split()[1]) for line in lines if "ctxt_switches:" in line)
+    return total
