@@ -121,6 +121,7 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     config, root, process = box
     lights = root / "gpio-lights-value"
     assert status(config)["state"] == "standby"
+    assert_http3_not_loaded(process.pid)
 
     lights.write_text("1\n")  # emergency lights on
     wait_for(lambda: status(config)["state"] == "recording", "the lights to start a recording")
@@ -156,6 +157,16 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     names = [e["event"] for e in events]
     assert names[0] == "gateway.started"
     assert "gateway.stopped" in names
+
+
+def assert_http3_not_loaded(pid: int) -> None:
+    """Issue 18: the box loads what its configuration uses. No link prefers HTTP/3 here, so
+    aioquic and its QPACK library are not in the running box (their native modules would be in
+    its memory map); PyAV's are, which shows the map is read right."""
+    mapped = Path(f"/proc/{pid}/maps").read_text()
+    assert "/av/" in mapped
+    assert "/aioquic/" not in mapped
+    assert "/pylsqpack/" not in mapped
 
 
 def test_a_taken_api_port_fails_cleanly(tmp_path: Path) -> None:
