@@ -36,6 +36,7 @@ from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
 
 ROOT = Path(__file__).resolve().parent.parent
+MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
 MiB = 1024 * 1024
 TARGET_ONE_CAMERA_BYTES = 60e6
 TARGET_PER_CAMERA_BYTES = 1 * MiB
@@ -64,7 +65,7 @@ class Reading:
 def box_config(root: Path, clip: Clip, cameras: int, prerecord_s: float, api_port: int) -> Path:
     recipient = root / "keys" / "recording.pub"
     subprocess.run(
-        [sys.executable, "-m", "backoffice.cli", "keys", "create", "--dir", str(recipient.parent)],
+        [str(MVB_ADMIN), "keys", "create", "--dir", str(recipient.parent)],
         cwd=ROOT,
         check=True,
         capture_output=True,
