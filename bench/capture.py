@@ -185,7 +185,8 @@ def print_switches(rows: list[Row]) -> None:
         cpu_total = max(1e-9, sum(cpu.values()))
         print(
             f"| {box.cameras} | {packets / box.record_wall_s / box.cameras:.0f} "
-            f"| {packets / max(1, box.record_batches):.1f} | {box.switches_per_packet():.2f} "
+            f"| {f'{packets / box.record_batches:.1f}' if box.record_batches else '-'} "
+            f"| {box.switches_per_packet():.2f} "
             f"| {f'{row.ffmpeg.switches_per_packet:.2f}' if row.ffmpeg else '-'} | "
             + " | ".join(f"{by_role.get(role, 0) / packets:.2f}" for role in roles)
             + " | "

@@ -81,17 +81,17 @@ def idle_share(seconds: float = 1.0) -> float:
 
 
 def thread_switches_cpu(native_id: int) -> tuple[int, float]:
-    """Voluntary and involuntary context switches, and CPU seconds (utime + stime), of one of
-    this process's threads so far ((0, 0.0) if it has ended)."""
+    """Voluntary and involuntary context switches, and CPU seconds (the scheduler's account), of
+    one of this process's threads so far ((0, 0.0) if it has ended)."""
+    task = Path(f"/proc/self/task/{native_id}")
     try:
-        lines = Path(f"/proc/self/task/{native_id}/status").read_text().splitlines()
-        stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+        lines = (task / "status").read_text().splitlines()
+        on_cpu_ns = int((task / "schedstat").read_text().split()[0])  # ns, not 10 ms ticks
     except FileNotFoundError:
         return 0, 0.0
     # voluntary_ctxt_switches: and nonvoluntary_ctxt_switches:
     switches = sum(int(line.split()[1]) for line in lines if "ctxt_switches:" in line)
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return switches, (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return switches, on_cpu_ns / 1e9
 
 
 def process_switches(pids: list[int]) -> int:
