@@ -304,6 +304,8 @@ class CaptureService:
         """Ignition off: stop the sources, seal whatever is being recorded."""
         for camera in self.cameras.values():
             await camera.source.stop()
+        # what the sources held when they stopped reaches the parts before the loops end
+        await self._take_held_packets()
         self._loops_run = False
         for task in self._tasks:
             task.cancel()
