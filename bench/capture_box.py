@@ -18,6 +18,7 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.capture_clip import FPS
-from bench.procfs import anon_self, rss_self
+from bench.procfs import anon_self, rss_self, thread_switches_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -33,10 +34,13 @@ RING_MAX_BYTES = 96 * MiB  # the box's default per camera (config.local)
 SEGMENT_MIN_S = 1.0
 MIN_DELIVERED = 0.97
 MIN_KEPT_UP = 0.98
-SAMPLE_S = 0.2
+SAMPLE_S = 0.5  # the sampler runs in the measured process: its wake-ups count too
 CATCH_UP_MAX_S = 30.0  # a camera not caught up with its pre-record by then is not sustained
 SEAL_MAX_S = 30.0
 CHILD_SLACK_S = 30.0
+THREAD_ROLES = {"MainThread": "event loop", "camera-": "sources", "record-": "card workers"}
+"""Thread name prefixes -> the role their context switches are counted under ("other": the
+store's hashing threads, asyncio.to_thread's pool)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,11 @@ class BoxResult:
     record_wall_s: float
     record_sys_s: float  # the kernel's part of record_cpu_s
     record_switches: int  # context switches (all threads) in the recording window
-    record_packets: int  # packets the cameras delivered in the recording window
+    record_packets: int  # video frames the cameras delivered in the recording window
+    record_all_packets: int  # video and audio packets delivered in the recording window
+    record_batches: int  # hand-overs from the source threads to the event loop in the window
+    record_switches_by_role: dict[str, int]  # THREAD_ROLES, of threads alive over the window
+    record_cpu_by_role: dict[str, float]  # CPU seconds, the same threads
     rss_record_start: int  # at the start of the steady recording window
     rss_record: int
     rss_record_max: int
@@ -97,6 +105,10 @@ class BoxResult:
         if phase == "standby":
             return 100 * self.standby_cpu_s / self.standby_wall_s / self.cameras
         return 100 * self.record_cpu_s / self.record_wall_s / self.cameras
+
+    def switches_per_packet(self) -> float:
+        """Context switches (all threads) per packet the cameras delivered, video and audio."""
+        return self.record_switches / max(1, self.record_all_packets)
 
     def own_memory(self, rss: int, ring: int) -> int:
         """RSS less the ring's packet bytes and the replay clips'."""
@@ -146,6 +158,36 @@ class Sampler:
             self.rss_max = max(self.rss_max, rss_self())
             self.backlog_max = max(self.backlog_max, *self._queue_sizes(), 0)
             await asyncio.sleep(SAMPLE_S)
+
+
+def thread_role(name: str) -> str:
+    return next((role for prefix, role in THREAD_ROLES.items() if name.startswith(prefix)), "other")
+
+
+ThreadReadings = dict[int, tuple[str, int, float]]
+
+
+def switches_by_thread() -> ThreadReadings:
+    """native thread id -> (role, context switches, CPU s so far), for every live Python
+    thread."""
+    return {
+        t.native_id: (thread_role(t.name), *thread_switches_cpu(t.native_id))
+        for t in threading.enumerate()
+        if t.native_id is not None
+    }
+
+
+def switches_in_window(
+    before: ThreadReadings, after: ThreadReadings
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Per role, the switches and CPU seconds of the threads alive at both ends of the window."""
+    switches: dict[str, int] = {}
+    cpu: dict[str, float] = {}
+    for native_id, (role, count, cpu_s) in after.items():
+        if native_id in before:
+            switches[role] = switches.get(role, 0) + count - before[native_id][1]
+            cpu[role] = cpu.get(role, 0.0) + cpu_s - before[native_id][2]
+    return switches, cpu
 
 
 async def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
@@ -199,6 +241,12 @@ async def run_box(cfg: BoxConfig) -> BoxResult:
     def source_packets() -> int:
         return sum(s.health.packets for s in sources)
 
+    def all_packets() -> int:
+        return sum(s.health.packets + s.health.audio_packets for s in sources)
+
+    def batches() -> int:
+        return sum(getattr(s.bridge, "batches", 0) for s in sources)
+
     def muxed_packets() -> int:
         return sum(p.muxer.stats.packets for p in parts)
 
@@ -228,11 +276,14 @@ async def run_box(cfg: BoxConfig) -> BoxResult:
         sampler.reset()
         muxed2, packets2, segments2 = muxed_packets(), source_packets(), segments()
         cpu2, t2, rss_record_start = time.process_time(), time.monotonic(), rss_self()
+        all2, batches2, threads2 = all_packets(), batches(), switches_by_thread()
         usage2 = resource.getrusage(resource.RUSAGE_SELF)
         await asyncio.sleep(cfg.record_s)
         muxed3, packets3, segments3 = muxed_packets(), source_packets(), segments()
         cpu3, t3 = time.process_time(), time.monotonic()
         usage3 = resource.getrusage(resource.RUSAGE_SELF)
+        all3, batches3, threads3 = all_packets(), batches(), switches_by_thread()
+        switches_by_role, cpu_by_role = switches_in_window(threads2, threads3)
         rss_record, anon_record, ring_record = rss_self(), anon_self(), ring_bytes()
         backlog_end = max(queue_sizes(), default=0)
         dropped = sum(s.health.dropped for s in sources) + sum(
@@ -269,6 +320,10 @@ async def run_box(cfg: BoxConfig) -> BoxResult:
         record_sys_s=usage3.ru_stime - usage2.ru_stime,
         record_switches=usage3.ru_nvcsw + usage3.ru_nivcsw - usage2.ru_nvcsw - usage2.ru_nivcsw,
         record_packets=packets3 - packets2,
+        record_all_packets=all3 - all2,
+        record_batches=batches3 - batches2,
+        record_switches_by_role=switches_by_role,
+        record_cpu_by_role=cpu_by_role,
         rss_record_start=rss_record_start,
         rss_record=rss_record,
         rss_record_max=sampler.rss_max,

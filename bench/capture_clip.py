@@ -26,6 +26,7 @@ class Clip:
     payload_bytes: int  # video and audio
     audio_codec: str | None = None
     audio_bytes: int = 0
+    audio_packets: int = 0
 
     @property
     def bitrate_bps(self) -> float:
@@ -92,9 +93,16 @@ def _with_audio(clip: Clip, workdir: Path) -> Clip:
     )  # fmt: skip
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
-        audio_bytes = sum(p.size for p in container.demux(stream) if p.size)
+        sizes = [p.size for p in container.demux(stream) if p.size]
+        audio_bytes, audio_packets = sum(sizes), len(sizes)
         codec = str(stream.codec_context.name)
     clip.path.unlink()
     return Clip(
-        path, clip.seconds, clip.packets, clip.payload_bytes + audio_bytes, codec, audio_bytes
+        path,
+        clip.seconds,
+        clip.packets,
+        clip.payload_bytes + audio_bytes,
+        codec,
+        audio_bytes,
+        audio_packets,
     )

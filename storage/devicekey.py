@@ -22,8 +22,9 @@ import hashlib
 import stat
 from pathlib import Path
 
-from Crypto.PublicKey import ECC
-from Crypto.Signature import eddsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.durable import atomic_write_bytes, make_dirs
 from common.faults import ConfigurationFault
@@ -39,8 +40,11 @@ KEY_ID_BYTES = 8
 # A PEM Ed25519 key is about 120 bytes; anything much larger is not ours, and reading is bounded.
 MAX_KEY_FILE_BYTES = 16 * 1024
 
-_CURVE = "Ed25519"
-_MODE = "rfc8032"  # pure Ed25519, no context, no pre-hash
+# `cryptography` (OpenSSL), the library the evidence chunks are encrypted with: one cryptography
+# library loaded on the box (issue 18). Its Ed25519 is pure Ed25519 (no context, no pre-hash), so
+# signatures are those pycryptodome's "rfc8032" mode made before (RFC 8032 test vectors:
+# tests/storage/test_devicekey.py), and PKCS#8 / SubjectPublicKeyInfo PEM files read both ways.
+Ed25519Key = Ed25519PrivateKey | Ed25519PublicKey
 
 
 class DeviceKeyError(ValueError, ConfigurationFault):
@@ -60,16 +64,20 @@ def _read_key_file(path: Path) -> bytes:
     return data
 
 
-def _import_ed25519(data: bytes, source: str) -> ECC.EccKey:
+def _import_ed25519(data: bytes, source: str) -> Ed25519Key:
     """Parse PEM `data` as an Ed25519 key (public or private); `source` names it in errors."""
+    loaded: object
     try:
-        key = ECC.import_key(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError, IndexError, TypeError):
+        if b"PRIVATE KEY-----" in data:
+            loaded = serialization.load_pem_private_key(data, password=None)
+        else:
+            loaded = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         # `from None`: the library's exception may carry parts of the input, which is key material.
         raise DeviceKeyError(f"{source}: not a PEM Ed25519 key") from None
-    if key.curve != _CURVE:
-        raise DeviceKeyError(f"{source}: key is on curve {key.curve}, expected {_CURVE}")
-    return key
+    if not isinstance(loaded, Ed25519PrivateKey | Ed25519PublicKey):
+        raise DeviceKeyError(f"{source}: a {type(loaded).__name__}, expected Ed25519")
+    return loaded
 
 
 class DevicePublicKey:
@@ -77,17 +85,19 @@ class DevicePublicKey:
 
     __slots__ = ("_key", "_raw")
 
-    def __init__(self, key: ECC.EccKey) -> None:
-        if key.has_private():
+    def __init__(self, key: Ed25519Key) -> None:
+        if not isinstance(key, Ed25519PublicKey):
             raise DeviceKeyError("DevicePublicKey must be built from a public key")
-        self._key = key
-        self._raw: bytes = key.export_key(format="raw")
+        self._key: Ed25519PublicKey = key
+        self._raw: bytes = key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
 
     @classmethod
     def from_pem(cls, data: bytes, *, source: str = "public key PEM") -> DevicePublicKey:
         """Parse a public key PEM. A private key PEM is refused, so it is never passed around."""
         key = _import_ed25519(data, source)
-        if key.has_private():
+        if isinstance(key, Ed25519PrivateKey):
             raise DeviceKeyError(f"{source}: holds a private key, expected a public key")
         return cls(key)
 
@@ -95,7 +105,7 @@ class DevicePublicKey:
     def from_raw(cls, raw: bytes, *, source: str = "raw public key") -> DevicePublicKey:
         """The key from its 32-byte RFC 8032 encoding (`raw()`); DeviceKeyError otherwise."""
         try:
-            key = eddsa.import_public_key(raw)
+            key = Ed25519PublicKey.from_public_bytes(raw)
         except (ValueError, TypeError):
             raise DeviceKeyError(f"{source}: not a 32-byte Ed25519 public key") from None
         return cls(key)
@@ -110,8 +120,8 @@ class DevicePublicKey:
         if len(signature) != SIGNATURE_BYTES:
             return False
         try:
-            eddsa.new(self._key, _MODE).verify(message, signature)
-        except (ValueError, TypeError):
+            self._key.verify(signature, message)
+        except (InvalidSignature, ValueError, TypeError):
             return False
         return True
 
@@ -125,7 +135,11 @@ class DevicePublicKey:
 
     def pem(self) -> bytes:
         """SubjectPublicKeyInfo PEM, newline-terminated."""
-        return _pem_bytes(self._key.export_key(format="PEM"))
+        return _pem_bytes(
+            self._key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DevicePublicKey):
@@ -144,16 +158,24 @@ class DeviceKey:
 
     __slots__ = ("_key", "_public")
 
-    def __init__(self, key: ECC.EccKey) -> None:
-        if not key.has_private():
+    def __init__(self, key: Ed25519Key) -> None:
+        if not isinstance(key, Ed25519PrivateKey):
             raise DeviceKeyError("DeviceKey must be built from a private key")
-        self._key = key
+        self._key: Ed25519PrivateKey = key
         self._public = DevicePublicKey(key.public_key())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> DeviceKey:
+        """The key of a 32-byte RFC 8032 private key (seed): test vectors, provisioning."""
+        try:
+            return cls(Ed25519PrivateKey.from_private_bytes(seed))
+        except ValueError:
+            raise DeviceKeyError("not a 32-byte Ed25519 private key") from None
 
     @classmethod
     def generate(cls) -> DeviceKey:
         """A fresh random key, not stored anywhere (tests, provisioning tools)."""
-        return cls(ECC.generate(curve=_CURVE))
+        return cls(Ed25519PrivateKey.generate())
 
     @classmethod
     def load_or_create(cls, state_dir: Path) -> DeviceKey:
@@ -176,7 +198,7 @@ class DeviceKey:
         """Read and check an existing private key file."""
         _refuse_loose_permissions(path)
         key = _import_ed25519(_read_key_file(path), str(path))
-        if not key.has_private():
+        if not isinstance(key, Ed25519PrivateKey):
             raise DeviceKeyError(f"{path}: holds only a public key, expected the private key")
         return cls(key)
 
@@ -195,11 +217,17 @@ class DeviceKey:
             atomic_write_bytes(path, wanted, mode=PUBLIC_KEY_MODE)
 
     def _private_pem(self) -> bytes:
-        return _pem_bytes(self._key.export_key(format="PEM"))
+        return _pem_bytes(
+            self._key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
 
     def sign(self, message: bytes) -> bytes:
         """Pure Ed25519 signature (RFC 8032) of `message`: 64 bytes, deterministic."""
-        return eddsa.new(self._key, _MODE).sign(message)
+        return self._key.sign(message)
 
     def public_key(self) -> DevicePublicKey:
         return self._public
@@ -230,6 +258,6 @@ def _refuse_loose_permissions(path: Path) -> None:
         )
 
 
-def _pem_bytes(pem: str) -> bytes:
-    """PEM text as ASCII bytes ending in exactly one newline (pycryptodome omits it)."""
-    return pem.rstrip("\n").encode("ascii") + b"\n"
+def _pem_bytes(pem: bytes) -> bytes:
+    """PEM ending in exactly one newline (as pycryptodome's, which omitted it, were written)."""
+    return pem.rstrip(b"\n") + b"\n"

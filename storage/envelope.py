@@ -17,12 +17,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from Crypto.Cipher import AES
-from Crypto.Hash import SHA256
-from Crypto.Protocol.DH import import_x25519_public_key, key_agreement
-from Crypto.Protocol.KDF import HKDF
-from Crypto.PublicKey import ECC
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+if TYPE_CHECKING:
+    from Crypto.PublicKey import ECC
 
 from common.faults import ConfigurationFault
 from storage.errors import (
@@ -52,6 +56,12 @@ _MAX_KEY_FILE_BYTES = 16 * 1024
 # N = 2^17, r = 8: 128 MiB and 0.3 to 0.7 s per unlock here, once per holder per viewing.
 _KEY_FILE_PROTECTION = "scryptAndAES256-CBC"  # the PKCS#8 scheme name, not a secret
 _SCRYPT_COST = 2**17
+# Libraries (issue 18: one cryptography library on the box): what the box does, wrap a key to
+# the recipients and derive file keys, is `cryptography`'s X25519, HKDF-SHA256 and AES-256-GCM
+# (OpenSSL), as the chunks are. The back office's private keys stay pycryptodome's, imported only
+# when one is used: their holder files are PKCS#8 under scrypt (memory-hard), which pycryptodome
+# writes and reads, and a box never holds one. Both implement RFC 7748 and RFC 5869, so the
+# bytes are the same (tests/storage/test_format_v1.py derives them with pycryptodome).
 
 
 class RecipientKeyError(ValueError, ConfigurationFault):
@@ -66,28 +76,42 @@ def _key_id(raw_public: bytes) -> bytes:
 class RecipientPublicKey:
     """A back-office recording public key, as configured on the box."""
 
-    key: ECC.EccKey
+    key: X25519PublicKey
 
     @property
     def raw(self) -> bytes:
-        return bytes(self.key.export_key(format="raw"))
+        return self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     @property
     def key_id(self) -> bytes:
         return _key_id(self.raw)
 
     def pem(self) -> str:
-        return str(self.key.export_key(format="PEM"))
+        return self.key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> RecipientPublicKey:
+        """The key from its 32-byte RFC 7748 encoding (ValueError otherwise)."""
+        return cls(X25519PublicKey.from_public_bytes(raw))
 
     @classmethod
     def load(cls, path: Path) -> RecipientPublicKey:
-        try:
-            key = ECC.import_key(_read_key_file(path))
-        except (ValueError, IndexError) as exc:
-            raise RecipientKeyError(f"{path}: not a readable X25519 public key") from exc
-        if key.curve != "Curve25519" or key.has_private():
+        data = _read_key_file(path)
+        if b"PRIVATE KEY" in data:
             raise RecipientKeyError(f"{path}: expected an X25519 public key")
-        return cls(key)
+        loaded: object
+        try:
+            if data.lstrip().startswith(b"-----"):
+                loaded = serialization.load_pem_public_key(data)
+            else:
+                loaded = serialization.load_der_public_key(data)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise RecipientKeyError(f"{path}: not a readable X25519 public key") from exc
+        if not isinstance(loaded, X25519PublicKey):
+            raise RecipientKeyError(f"{path}: expected an X25519 public key")
+        return cls(loaded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +147,12 @@ def recipient_set(recipients: Recipients) -> RecipientSet:
 class RecipientPrivateKey:
     """A back office recording private key (one key holder's, under four-eyes). Never on a box."""
 
-    key: ECC.EccKey
+    key: ECC.EccKey  # pycryptodome's: see the libraries above
 
     @classmethod
     def generate(cls) -> RecipientPrivateKey:
+        from Crypto.PublicKey import ECC
+
         return cls(ECC.generate(curve="X25519"))
 
     @classmethod
@@ -136,6 +162,8 @@ class RecipientPrivateKey:
         encrypted = b"ENCRYPTED PRIVATE KEY" in data
         if encrypted and passphrase is None:
             raise RecipientKeyError(f"{path}: the key is encrypted: its holder's passphrase needed")
+        from Crypto.PublicKey import ECC
+
         try:
             key = ECC.import_key(data, passphrase=passphrase if encrypted else None)
         except (ValueError, IndexError, TypeError):
@@ -147,7 +175,7 @@ class RecipientPrivateKey:
         return cls(key)
 
     def public(self) -> RecipientPublicKey:
-        return RecipientPublicKey(self.key.public_key())
+        return RecipientPublicKey.from_raw(bytes(self.key.public_key().export_key(format="raw")))
 
     def pem(self, passphrase: str | None = None) -> str:
         """PKCS#8 PEM; with a passphrase, encrypted (scrypt, AES-256-CBC) for one holder."""
@@ -201,19 +229,17 @@ class RecipientPrivateKey:
     def _open_stanza(
         self, stanza: RecipientStanza, aad: bytes, info: bytes, mine: RecipientPublicKey
     ) -> bytes:
+        from Crypto.Protocol.DH import import_x25519_public_key, key_agreement
+
         try:
             ephemeral = import_x25519_public_key(stanza.ephemeral_public)
         except ValueError as exc:
             raise MalformedHeader("recipient stanza holds an invalid ephemeral key") from exc
         shared = key_agreement(static_priv=self.key, eph_pub=ephemeral, kdf=_raw)
         kek = _derive_kek(shared, stanza.ephemeral_public, mine.raw, info)
-        cipher = AES.new(kek, AES.MODE_GCM, nonce=_ZERO_NONCE)
-        cipher.update(aad)
         try:
-            return bytes(
-                cipher.decrypt_and_verify(stanza.wrapped_key[:32], stanza.wrapped_key[32:])
-            )
-        except ValueError as exc:
+            return AESGCM(kek).decrypt(_ZERO_NONCE, stanza.wrapped_key, aad)
+        except InvalidTag as exc:
             raise WrongKey("the key share does not unwrap with this recording key") from exc
 
 
@@ -236,7 +262,14 @@ def _raw(shared: bytes) -> bytes:
 
 
 def _derive_kek(shared: bytes, ephemeral_raw: bytes, recipient_raw: bytes, info: bytes) -> bytes:
-    return bytes(HKDF(shared, DATA_KEY_BYTES, ephemeral_raw + recipient_raw, SHA256, context=info))
+    return hkdf_sha256(shared, ephemeral_raw + recipient_raw, info)
+
+
+def hkdf_sha256(secret: bytes, salt: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of `secret`: a 32-byte key."""
+    return HKDF(algorithm=hashes.SHA256(), length=DATA_KEY_BYTES, salt=salt, info=info).derive(
+        secret
+    )
 
 
 def _wrap_aad(header: EvidenceHeader, position: int) -> bytes:
@@ -265,24 +298,27 @@ def wrap_key(key: bytes, recipient: RecipientPublicKey, aad: bytes, info: bytes)
     HKDF-SHA256(shared secret, salt = ephemeral || recipient, `info`), the wrap AES-256-GCM under a
     zero nonce (the KEK is used once) with `aad`. `info` separates the uses (evidence shares,
     sealed values); `aad` binds the stanza to what it belongs to."""
-    ephemeral = ECC.generate(curve="X25519")
-    ephemeral_raw = bytes(ephemeral.public_key().export_key(format="raw"))
-    shared = key_agreement(static_pub=recipient.key, eph_priv=ephemeral, kdf=_raw)
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_raw = ephemeral.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    try:
+        shared = _raw(ephemeral.exchange(recipient.key))
+    except ValueError as exc:  # OpenSSL refuses the all-zero secret of a low-order point itself
+        raise MalformedHeader("X25519 agreement produced the all-zero secret") from exc
     kek = _derive_kek(shared, ephemeral_raw, recipient.raw, info)
-    cipher = AES.new(kek, AES.MODE_GCM, nonce=_ZERO_NONCE)
-    cipher.update(aad)
-    wrapped, tag = cipher.encrypt_and_digest(key)
-    return RecipientStanza(recipient.key_id, ephemeral_raw, bytes(wrapped) + bytes(tag))
+    wrapped_and_tag = AESGCM(kek).encrypt(_ZERO_NONCE, key, aad)  # ciphertext || tag
+    return RecipientStanza(recipient.key_id, ephemeral_raw, wrapped_and_tag)
 
 
 def derive_file_key(data_key: bytes | bytearray, file_id: bytes) -> bytes:
     """Per-file chunk key (spec 3.4): a chunk never authenticates in another file."""
-    return bytes(HKDF(bytes(data_key), DATA_KEY_BYTES, file_id, SHA256, context=_FILE_KEY_INFO))
+    return hkdf_sha256(bytes(data_key), file_id, _FILE_KEY_INFO)
 
 
 def derive_header_mac_key(data_key: bytes | bytearray, file_id: bytes) -> bytes:
     """The key of a version 2 header's MAC (spec 4.1.1)."""
-    return bytes(HKDF(bytes(data_key), DATA_KEY_BYTES, file_id, SHA256, context=_HEADER_MAC_INFO))
+    return hkdf_sha256(bytes(data_key), file_id, _HEADER_MAC_INFO)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from Crypto.Protocol.SecretSharing import Shamir
-
 DATA_KEY_BYTES = 32
 HALF_BYTES = 16
 MAX_SHARES = 8
@@ -29,6 +27,10 @@ def split_key(data_key: bytes | bytearray, threshold: int, shares: int) -> tuple
         raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes")
     if threshold == 1:
         return tuple(bytes(data_key) for _ in range(shares))  # p(x) = key: every share is it
+    # imported here: only k of n needs it, so a box at k = 1 loads no second cryptography
+    # library (issue 18)
+    from Crypto.Protocol.SecretSharing import Shamir
+
     halves = (bytes(data_key[:HALF_BYTES]), bytes(data_key[HALF_BYTES:]))
     # pycryptodome numbers its shares 1..n, the spec's stanza positions.
     split = [Shamir.split(threshold, shares, half) for half in halves]
@@ -49,6 +51,8 @@ def join_shares(shares: Mapping[int, bytes]) -> bytes:
     points = sorted(shares.items())
     if len(points) == 1:
         return points[0][1]  # the constant through one point (k = 1)
+    from Crypto.Protocol.SecretSharing import Shamir
+
     high = Shamir.combine([(i, share[:HALF_BYTES]) for i, share in points])
     low = Shamir.combine([(i, share[HALF_BYTES:]) for i, share in points])
     return high + low

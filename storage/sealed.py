@@ -40,12 +40,11 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from Crypto.Cipher import AES
-from Crypto.Hash import SHA256
-from Crypto.Protocol.KDF import HKDF
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from common.faults import RemoteFault
-from storage.envelope import RecipientPrivateKey, RecipientPublicKey, wrap_key
+from storage.envelope import RecipientPrivateKey, RecipientPublicKey, hkdf_sha256, wrap_key
 from storage.evidence_format import KEY_ID_BYTES, WRAPPED_KEY_BYTES, RecipientStanza
 from storage.key_shares import DATA_KEY_BYTES
 
@@ -92,12 +91,11 @@ def seal(plaintext: bytes, label: str, recipients: tuple[RecipientPublicKey, ...
         stanzas = [wrap_key(bytes(data_key), r, aad, _WRAP_INFO) for r in recipients]
         header = seal_id + bytes([len(stanzas)])
         header += b"".join(s.key_id + s.ephemeral_public + s.wrapped_key for s in stanzas)
-        cipher = AES.new(_value_key(bytes(data_key), seal_id, label), AES.MODE_GCM, _ZERO_NONCE)
+        cipher = AESGCM(_value_key(bytes(data_key), seal_id, label))
     finally:
         data_key[:] = bytes(DATA_KEY_BYTES)  # ours is gone; the library may hold copies
-    cipher.update(label.encode() + b"\n" + header)
-    ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-    body = base64.urlsafe_b64encode(header + ciphertext + tag).rstrip(b"=").decode("ascii")
+    sealed = cipher.encrypt(_ZERO_NONCE, plaintext, label.encode() + b"\n" + header)  # ... || tag
+    body = base64.urlsafe_b64encode(header + sealed).rstrip(b"=").decode("ascii")
     return f"{PREFIX}:{label}:{body}"
 
 
@@ -113,12 +111,11 @@ def open_sealed(text: str, key: RecipientPrivateKey, label: str | None = None) -
     if label is not None and parsed.label != label:
         raise SealedFormatError(f"a sealed {parsed.label!r}, not a sealed {label!r}")
     data_key = key.unwrap_key(parsed.stanzas, _WRAP_DOMAIN + parsed.seal_id, _WRAP_INFO)
-    cipher = AES.new(_value_key(data_key, parsed.seal_id, parsed.label), AES.MODE_GCM, _ZERO_NONCE)
-    cipher.update(parsed.label.encode() + b"\n" + parsed.header)
-    body, tag = parsed.ciphertext[:-TAG_BYTES], parsed.ciphertext[-TAG_BYTES:]
-    try:
-        return bytes(cipher.decrypt_and_verify(body, tag))
-    except ValueError:
+    cipher = AESGCM(_value_key(data_key, parsed.seal_id, parsed.label))
+    aad = parsed.label.encode() + b"\n" + parsed.header
+    try:  # the ciphertext ends with its tag (TAG_BYTES), as AESGCM takes it
+        return cipher.decrypt(_ZERO_NONCE, parsed.ciphertext, aad)
+    except InvalidTag:
         raise SealedFormatError("the sealed value was altered") from None
 
 
@@ -127,8 +124,7 @@ def is_sealed(value: object) -> bool:
 
 
 def _value_key(data_key: bytes, seal_id: bytes, label: str) -> bytes:
-    info = _VALUE_INFO + label.encode()
-    return bytes(HKDF(data_key, DATA_KEY_BYTES, seal_id, SHA256, context=info))
+    return hkdf_sha256(data_key, seal_id, _VALUE_INFO + label.encode())
 
 
 def _parse(text: str) -> _Parsed:

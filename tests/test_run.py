@@ -121,6 +121,7 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     config, root, process = box
     lights = root / "gpio-lights-value"
     assert status(config)["state"] == "standby"
+    assert_loads_what_it_uses(process.pid)
 
     lights.write_text("1\n")  # emergency lights on
     wait_for(lambda: status(config)["state"] == "recording", "the lights to start a recording")
@@ -134,6 +135,7 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     started = mvb(config, "record", "start")
     assert started.returncode == 0
     assert "recording" in started.stdout
+    assert_loads_what_it_uses(process.pid)  # its key wrapped to the recipient, files written
     gps = status(config)["gps"]
     assert isinstance(gps, dict)
     assert gps["status"] == "no_gpsd"  # no gpsd on that port: reported, nothing else disturbed
@@ -156,6 +158,20 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     names = [e["event"] for e in events]
     assert names[0] == "gateway.started"
     assert "gateway.stopped" in names
+
+
+def assert_loads_what_it_uses(pid: int) -> None:
+    """Issue 18: the box loads what its configuration uses. No link prefers HTTP/3 here, so
+    aioquic and its QPACK library are not in the running box; one recipient key (no four-eyes
+    split), so its one cryptography library is `cryptography`: no pycryptodome. Their native
+    modules would be in its memory map; PyAV's and cryptography's are, which shows the map is
+    read right."""
+    mapped = Path(f"/proc/{pid}/maps").read_text()
+    assert "/av/" in mapped
+    assert "/cryptography/" in mapped
+    assert "/aioquic/" not in mapped
+    assert "/pylsqpack/" not in mapped
+    assert "/Crypto/" not in mapped
 
 
 def test_a_taken_api_port_fails_cleanly(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
-"""Opening pinned transports to the configured back office, and reading a link's carrier."""
+"""Opening pinned transports to the configured back office, and reading a link's carrier.
+
+HTTP/3 (transport/h3_io.py, aioquic) is imported only when a link asks for it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.links import LinkConfig
@@ -49,6 +50,10 @@ class BackOfficeConnector:
         if kind == "h3":
             if not office.h3_port:
                 raise ValueError("HTTP/3 asked for, but the back office has no h3_port")
+            # Imported here: aioquic and pylsqpack cost the box about 3 MiB of memory, and only
+            # a link that prefers HTTP/3 ever uses them (issue 18: load what the box uses).
+            from transport.h3_io import H3Transport
+
             return await H3Transport.connect(
                 office.host,
                 office.h3_port,

@@ -5,10 +5,17 @@ a coroutine that moves packets into the ring (and, while recording, to the camer
 during a recording a worker thread of its own for muxing and card I/O. The event loop never
 touches the card.
 
-Ordering without locks: a camera's work reaches its worker through `loop.run_in_executor` on a
-one-thread executor, which runs jobs in submission order. A recording's start submits the ring
-snapshot *synchronously* when it attaches to the camera, so every later packet queues after it:
-no packet is lost or doubled between pre-record and live.
+Hops per packet (issue 18): the source thread hands packets over in batches (at every keyframe,
+at most BATCH_MAX_S or BATCH_MAX_ITEMS apart: gateway/capture/source.py), the camera's loop puts
+a batch into the ring and gives it to the worker as one job, and the loop is not woken when the
+job is done (it waits for the worker only over the backlog bound, for metadata and at the end).
+So one wake-up of the loop and one of the worker per batch, not a round trip per packet.
+
+Ordering without locks: a camera's work reaches its worker through a one-thread executor, which
+runs jobs in submission order. A recording's start submits the ring snapshot *synchronously*
+when it attaches to the camera, so every later packet queues after it: no packet is lost or
+doubled between pre-record and live. A recording's end first flushes each recorded camera's
+bridge and waits (at most FLUSH_WAIT_MAX_S) until its loop took what arrived before the end.
 
 A camera's connection lost and back (`LinkEvent`, in order with its packets) is audited
 (`gateway.camera_lost`, `gateway.camera_back` with the gap) and, while the camera is recorded, an
@@ -25,6 +32,7 @@ the GPS lost and back, alarms raised and cleared (gateway/capture/recording_even
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import sqlite3
@@ -39,7 +47,7 @@ from gateway.capture.muxer import GpsWindow, SegmentMuxer
 from gateway.capture.packet import CapturedPacket
 from gateway.capture.recording_events import GPS_FIX, alarm_events, gps_event
 from gateway.capture.ring import PrerecordRing
-from gateway.capture.source import LinkEvent, QueueItem, ThreadedSource
+from gateway.capture.source import Flush, LinkEvent, QueueItem, ThreadedSource
 from gateway.recorder import (
     ORIGIN_KEYS,
     Action,
@@ -93,6 +101,11 @@ class RecordingObserver(Protocol):
         ...
 
 
+FLUSH_WAIT_MAX_S = 0.5
+"""How long a recording's end waits for the camera loops to take the packets that arrived before
+it (microseconds normally; a loop waits longer only while its card is over the backlog bound or
+a link event's metadata waits for a stalled card, and then the end does not wait for it)."""
+
 RECORD_BACKLOG_MAX_BYTES = 32 * 1024 * 1024
 """Packets a camera may have queued for its card worker before its loop waits for the card:
 about a minute of a 4 Mbit/s camera. Below it a card that stalls (an fsync of seconds) never
@@ -142,16 +155,16 @@ class CameraRecording:
         self._backlog_packets = 0
         self._backlog_lock = threading.Lock()
 
-    def submit_packets(self, packets: list[CapturedPacket]) -> asyncio.Future[None]:
-        """Queue packets in order (synchronous call: the order of calls is the order on card)."""
+    def submit_packets(self, packets: list[CapturedPacket]) -> concurrent.futures.Future[None]:
+        """Queue packets in order (synchronous call: the order of calls is the order on card).
+        The job's end does not wake the event loop; wrap the future to wait for it."""
         size = sum(p.size_bytes for p in packets)
         with self._backlog_lock:
             self.backlog_bytes += size
             self._backlog_packets += len(packets)
             self.backlog_max_bytes = max(self.backlog_max_bytes, self.backlog_bytes)
             self.backlog_max_packets = max(self.backlog_max_packets, self._backlog_packets)
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._worker, self._feed, packets, size)
+        return self._worker.submit(self._feed, packets, size)
 
     def submit_metadata(self, obj: dict[str, Any]) -> asyncio.Future[None]:
         return asyncio.get_running_loop().run_in_executor(self._worker, self._note, obj)
@@ -272,6 +285,7 @@ class CaptureService:
         self.accepting_triggers = True
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._loops_run = False  # the camera loops take their queues (a flush is answered)
         # Cameras whose part failed with the card, waiting for it: since when their ring holds
         # what the card did not take (resume_on_card).
         self._awaiting_card: dict[str, int] = {}
@@ -284,11 +298,15 @@ class CaptureService:
             queue = camera.source.start(loop)
             self._tasks.append(asyncio.create_task(self._camera_loop(camera, queue)))
         self._tasks.append(asyncio.create_task(self._tick_loop()))
+        self._loops_run = True
 
     async def stop(self) -> None:
         """Ignition off: stop the sources, seal whatever is being recorded."""
         for camera in self.cameras.values():
             await camera.source.stop()
+        # what the sources held when they stopped reaches the parts before the loops end
+        await self._take_held_packets()
+        self._loops_run = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -336,7 +354,12 @@ class CaptureService:
                 batch.append(queue.get_nowait())
             packets: list[CapturedPacket] = []
             for item in batch:
-                if isinstance(item, LinkEvent):
+                if isinstance(item, Flush):
+                    await self._submit(camera, packets)
+                    packets = []
+                    if not item.taken.done():
+                        item.taken.set_result(None)
+                elif isinstance(item, LinkEvent):
                     await self._submit(camera, packets)
                     packets = []
                     await self._link_event(camera, item)
@@ -351,7 +374,7 @@ class CaptureService:
         if packets and part is not None and not part.failed:
             fed = part.submit_packets(packets)
             if part.backlog_bytes > RECORD_BACKLOG_MAX_BYTES:
-                await fed
+                await asyncio.wrap_future(fed)
 
     async def _link_event(self, camera: Camera, event: LinkEvent) -> None:
         """A camera lost or back: audited always, in the recording's metadata while recorded.
@@ -567,6 +590,7 @@ class CaptureService:
         await asyncio.gather(*(p.submit_metadata(obj) for p in parts))
 
     async def _finish(self) -> None:
+        await self._take_held_packets()
         # Detach every part first: the camera loops then stop submitting at once, and each
         # part's close runs after the packets already queued on its worker.
         parts = []
@@ -592,6 +616,19 @@ class CaptureService:
                 await _observe(observer.recording_finished(recording.recording_id, duration_s))
         self.alarms.clear("max_continuous")
         self._tell_listeners(recording=False)
+
+    async def _take_held_packets(self) -> None:
+        """What the recorded cameras' sources hold or have queued reaches their parts before
+        the end (the batching must not cut the last fraction of a second off a recording)."""
+        if not self._loops_run:
+            return  # the loops are stopped (ignition off): nobody would take a flush
+        taken = [
+            camera.source.bridge.flush()
+            for camera in self.cameras.values()
+            if camera.recording is not None and camera.source.bridge is not None
+        ]
+        if taken:
+            await asyncio.wait(taken, timeout=FLUSH_WAIT_MAX_S)
 
     def _tell_listeners(self, *, recording: bool) -> None:
         for listener in self.recording_listeners:

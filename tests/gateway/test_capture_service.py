@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import gateway.capture.source as source_module
 from common.faults import IllegalTransition
 from demo.replay_source import ReplaySource
 from demo.synthetic import generate_clip
@@ -168,6 +169,57 @@ async def test_the_officers_stop_seals_at_once_without_a_policy_post_record(
         "channel": "page",
         "account": "0123456789ab",
     }
+
+
+def held_back(camera: Camera) -> bool:
+    """The camera's source has a packet its loop (the ring) has not seen yet."""
+    newest = camera.source.health.last_packet_mono_ns
+    return newest is not None and camera.ring.snapshot(0)[-1].at_mono_ns < newest
+
+
+async def test_a_stop_takes_the_packets_the_source_still_held(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packets reach the loop in batches (issue 18): the recording's end flushes the batch a
+    camera's source still holds, so the part gets every packet that arrived before the stop.
+    Batches here go only at keyframes (a second apart), so the stop falls mid-batch."""
+    monkeypatch.setattr(source_module, "BATCH_MAX_S", 10.0)
+    service = rig.service
+    service.recorder.policy = replace(service.recorder.policy, officer_stop_postrecord_s=0.0)
+    camera = service.cameras["dashcam"]
+    await wait_for(lambda: camera.ring.gops > 0, "a keyframe")
+    await service.trigger("officer")
+    part = camera.recording
+    assert part is not None
+
+    await wait_for(lambda: held_back(camera), "a packet held by the source")
+    arrived_ns = camera.source.health.last_packet_mono_ns
+    assert arrived_ns is not None
+    await service.stop_recording("officer")
+    assert service.recording is None
+    assert part.last_fed_ns is not None
+    assert part.last_fed_ns >= arrived_ns
+
+
+async def test_ignition_off_takes_the_packets_the_source_still_held(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's stop (ignition off) seals the recording with every packet its sources
+    delivered before they stopped, also those they held in a batch."""
+    monkeypatch.setattr(source_module, "BATCH_MAX_S", 10.0)
+    service = rig.service
+    camera = service.cameras["dashcam"]
+    await wait_for(lambda: camera.ring.gops > 0, "a keyframe")
+    await service.trigger("lights")
+    part = camera.recording
+    assert part is not None
+    await wait_for(lambda: held_back(camera), "a packet held by the source")
+    await service.stop()
+    assert service.recording is None
+    arrived_ns = camera.source.health.last_packet_mono_ns  # the source has stopped: its last
+    assert arrived_ns is not None
+    assert part.last_fed_ns is not None
+    assert part.last_fed_ns >= arrived_ns
 
 
 async def test_stop_while_standing_by_is_refused_and_nothing_breaks(rig: Rig) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
 
 from storage.devicekey import (
     PRIVATE_KEY_FILE,
@@ -78,7 +79,7 @@ def test_reload_heals_missing_or_foreign_public_file(tmp_path: Path) -> None:
 
 
 def test_sign_is_pure_ed25519_rfc8032() -> None:
-    key = DeviceKey(ECC.construct(curve="Ed25519", seed=RFC_SEED))
+    key = DeviceKey.from_seed(RFC_SEED)
 
     assert key.public_key().raw() == RFC_PUBLIC
     assert key.sign(RFC_MESSAGE) == RFC_SIGNATURE
@@ -118,7 +119,7 @@ def test_verify_rejects_signature_of_other_key() -> None:
 
 
 def test_key_id_is_sha256_prefix_of_raw_public_key() -> None:
-    public = DeviceKey(ECC.construct(curve="Ed25519", seed=RFC_SEED)).public_key()
+    public = DeviceKey.from_seed(RFC_SEED).public_key()
     assert public.key_id() == hashlib.sha256(RFC_PUBLIC).hexdigest()[:16]
 
 
@@ -179,6 +180,19 @@ def test_public_key_in_private_key_file_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(DeviceKeyError, match="holds only a public key"):
         DeviceKey.load_or_create(tmp_path)
+
+
+def test_a_key_file_written_by_pycryptodome_loads_and_signs_the_same(tmp_path: Path) -> None:
+    """Boxes made their device key with pycryptodome until issue 18: the file still loads, and
+    the key signs as pycryptodome's did (RFC 8032 is deterministic)."""
+    old = ECC.construct(curve="Ed25519", seed=RFC_SEED)
+    private = tmp_path / PRIVATE_KEY_FILE
+    private.write_bytes(old.export_key(format="PEM").encode() + b"\n")
+    private.chmod(0o600)
+    key = DeviceKey.load_or_create(tmp_path)
+    message = b"gateway.started"
+    assert key.sign(message) == eddsa.new(old, "rfc8032").sign(message)
+    assert key.public_key().raw() == old.public_key().export_key(format="raw")
 
 
 def test_private_key_pem_is_refused_as_public_key() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
-from Crypto.Protocol.DH import key_agreement
+from Crypto.Protocol.DH import import_x25519_public_key, key_agreement
 from Crypto.Protocol.KDF import HKDF
 from Crypto.PublicKey import ECC
 
@@ -67,7 +67,8 @@ def v1_stanza_for(recipient: RecipientPublicKey, data_key: bytes, recording_id: 
     """A version 1 stanza made by the spec's section 9 (what a malicious v1 box could write)."""
     ephemeral = ECC.generate(curve="X25519")
     e_raw = bytes(ephemeral.public_key().export_key(format="raw"))
-    shared = key_agreement(static_pub=recipient.key, eph_priv=ephemeral, kdf=lambda x: x)
+    static = import_x25519_public_key(recipient.raw)  # pycryptodome's, beside the box's own
+    shared = key_agreement(static_pub=static, eph_priv=ephemeral, kdf=lambda x: x)
     kek = HKDF(shared, 32, e_raw + recipient.raw, SHA256, context=b"MVB evidence v1 key wrap")
     cipher = AES.new(kek, AES.MODE_GCM, nonce=bytes(12))
     cipher.update(recording_id)
