@@ -4,6 +4,7 @@ tus creation and a configuration report are judged without ever failing them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -29,6 +30,7 @@ from transport.audit_wire import render_key
 
 BOX = "MVB-TEST-0001"  # the test client certificate's CN
 TUS = {"Tus-Resumable": "1.0.0"}
+PIECE_PAUSE_S = 0.5  # a pause between two pieces of one body (not an assertion)
 
 
 @dataclass
@@ -121,6 +123,32 @@ async def test_append_and_head_hold_the_log_under_the_certificates_box_id(
     assert office.audit.box(BOX).log_bytes() == body
     async with session.get(office.url("/audit/v1/head")) as reply:
         assert reply.headers["Mvb-Audit-Held"] == box_log.durable_end()[0].render()
+
+
+async def test_an_append_whose_body_arrives_in_pieces_is_read_whole(
+    office: Office, session: aiohttp.ClientSession, box_log: AuditLog
+) -> None:
+    """The ext4 soak's refusal (docs/soak.md): a body longer than one TLS record reaches the
+    back office in pieces, and a single read judged the first piece alone ("whole lines", 400).
+    Here the second half is held back until the first has long arrived: the server waits for
+    it. (Would the server be slower than the pause, the pieces would merge and the test could
+    not see the old fault; it can never fail a right server.)"""
+    for number in range(40):
+        box_log.append("gateway.trigger", number=number, note="x" * 400)
+    body = box_log.path.read_bytes()
+    assert len(body) > 16 * 1024  # longer than one TLS record
+    cut = len(body) // 2 + 7  # mid-line
+
+    async def in_two_pieces() -> AsyncIterator[bytes]:
+        yield body[:cut]
+        await asyncio.sleep(PIECE_PAUSE_S)
+        yield body[cut:]
+
+    async with session.post(
+        office.url("/audit/v1/append"), data=in_two_pieces(), headers=append_headers(box_log)
+    ) as reply:
+        assert reply.status == 204, await reply.text()
+    assert office.audit.box(BOX).log_bytes() == body
 
 
 @pytest.mark.parametrize(
