@@ -24,8 +24,13 @@ from backoffice.upload_store import UploadStore
 from protocol.fleet_report import signed_message
 from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey, DevicePublicKey
-from tests.backoffice.test_server_https import STEP_TIMEOUT_S, box_context
-from tests.tls_helpers import TestPki
+from tests.backoffice.test_server_https import (
+    STEP_TIMEOUT_S,
+    box_context,
+    read_until_closed,
+    request_head,
+)
+from tests.tls_helpers import SERVER_NAME, TestPki
 from transport.audit_wire import render_key
 
 BOX = "MVB-TEST-0001"  # the test client certificate's CN
@@ -149,6 +154,43 @@ async def test_an_append_whose_body_arrives_in_pieces_is_read_whole(
     ) as reply:
         assert reply.status == 204, await reply.text()
     assert office.audit.box(BOX).log_bytes() == body
+
+
+async def test_an_append_whose_body_stalls_is_answered_408_and_nothing_is_held(
+    pki: TestPki, tmp_path: Path, box_log: AuditLog, key: DeviceKey
+) -> None:
+    """Reading a body whole must not let a client hold a request open: the append's body is
+    read under the body pace (here 0.5 s windows), so one that stops mid-way is cut."""
+    audit = AuditStore(tmp_path / "store")
+    store = UploadStore.open(tmp_path / "store", reserve_bytes=0)
+    server = await start_https_server(
+        HeadTappingTusApp(
+            store, max_upload_bytes=1 << 20, max_chunk_bytes=1 << 20, audit_store=audit
+        ),
+        host="127.0.0.1",
+        port=0,
+        cert_file=pki.server_cert,
+        key_file=pki.server_key,
+        client_ca_file=pki.ca_cert,
+        audit_store=audit,
+        enrolled_keys=enrolled(BOX, key.public_key()),
+        pace_window_s=0.5,
+    )
+    try:
+        body = box_log.path.read_bytes()
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, ssl=box_context(pki), server_hostname=SERVER_NAME
+        )
+        headers = {**append_headers(box_log), "Content-Length": str(len(body))}
+        writer.write(request_head("POST", "/audit/v1/append", headers) + body[:10])
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            answer = await read_until_closed(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert audit.box(BOX).log_bytes() == b""
+    finally:
+        await server.close()
+        store.close()
 
 
 @pytest.mark.parametrize(
