@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from backoffice.audit_store import AuditStore, NotABoxId
+from backoffice.body_pace import BodyPace, read_whole_body
 from backoffice.tus_app import (
     IncomingRequest,
     MetadataError,
@@ -55,9 +56,12 @@ async def audit_route(
     client_id: str,
     store: AuditStore,
     enrolled: DevicePublicKey | None = None,
+    pace: BodyPace | None = None,
 ) -> web.Response:
     """Answer a request under /audit/v1/ from client `client_id`; `enrolled` is the device key
-    it enrolled at pairing, if the ledger holds one (an append must carry that key)."""
+    it enrolled at pairing, if the ledger holds one (an append must carry that key). An append's
+    body is read whole, under `pace` when given, before it is judged (read_whole_body: a body
+    arrives in pieces)."""
     try:
         if request.path == HEAD_PATH:
             if request.method != "GET":
@@ -70,9 +74,15 @@ async def audit_route(
             return _answer(405, "POST only")
         if (request.content_length or 0) > MAX_APPEND_BYTES:
             return _answer(413, f"an append is at most {MAX_APPEND_BYTES} bytes")
-        body = await request.content.read(MAX_APPEND_BYTES + 1)
+        body = await read_whole_body(request.content, MAX_APPEND_BYTES, pace)
+        if body is None:
+            return _answer(413, f"an append is at most {MAX_APPEND_BYTES} bytes")
         head, key = request.headers.get(HEAD_HEADER), request.headers.get(KEY_HEADER)
         answer = await asyncio.to_thread(store.append, client_id, body, head, key, enrolled)
+    except TimeoutError:
+        response = _answer(408, "the append's body came too slowly")
+        response.force_close()  # the rest of a stalled body is not worth waiting for
+        return response
     except NotABoxId as exc:
         return _answer(403, str(exc))
     except AppendRefused as exc:

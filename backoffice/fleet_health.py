@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from backoffice.body_pace import read_whole_body
 from backoffice.check_now import CHECK_NOW_HEADER, CHECK_NOW_VALUE, CheckNowBook
 from backoffice.fleet_reports import KeyNotEnrolled
 from common.durable import atomic_write_bytes, make_dirs
@@ -97,7 +98,9 @@ async def health_route(
         return _answer(405, "POST only\n")
     if (request.content_length or 0) > MAX_HEALTH_BYTES:
         return _answer(413, "report too large\n")
-    body = await request.content.read(MAX_HEALTH_BYTES + 1)
+    body = await read_whole_body(request.content, MAX_HEALTH_BYTES)
+    if body is None:
+        return _answer(413, "report too large\n")
     try:
         enrolled = None if enrolled_keys is None else await enrolled_keys(box_id)
     except StorageFault as exc:

@@ -5,7 +5,10 @@ Invariants:
   (CERT_REQUIRED against `client_ca_file`); its client id is that certificate's CN, which must be
   1-64 of `A-Z a-z 0-9 . _ -` (else 403: ids go into file names and log lines).
 - Request bodies reach TusApp as they stream, in pieces of at most BODY_PIECE_BYTES; nothing reads
-  a body whole (and `client_max_size` bounds what aiohttp would, were anything to).
+  a tus body whole (and `client_max_size` bounds what aiohttp would, were anything to). The small
+  bodies of the other routes (an audit append, a report, a health report: at most 64 KiB) are
+  read whole, to their end, before they are judged (`read_whole_body`: a body longer than one
+  TLS record arrives in pieces); an audit append's under the body pace below.
 - No connection is held without progress: an idle connection, or one stuck in its request head, is
   closed after `idle_timeout_s` (aiohttp's keep-alive timer); a body must bring at least
   `min_body_rate_bytes_per_s` times `pace_window_s` bytes in every window of `pace_window_s`
@@ -62,7 +65,7 @@ from backoffice.body_pace import (
 )
 from backoffice.body_pace import DEFAULT_PACE_WINDOW_S as DEFAULT_PACE_WINDOW_S
 from backoffice.body_pace import BodyPace as BodyPace
-from backoffice.body_pace import PacedBody
+from backoffice.body_pace import PacedBody, read_whole_body
 from backoffice.check_now import TIMESTAMP_PATH, CheckNowBook
 from backoffice.connection_book import ConnectionLimits
 from backoffice.fleet_access import FleetFileDenied
@@ -309,7 +312,8 @@ class _HttpsShell:
             if self._audit_store is None:
                 return _fleet_answer(404, b"not found\n")
             enrolled = None if self._enrolled_keys is None else await self._enrolled_keys(client_id)
-            return await audit_route(request, client_id, self._audit_store, enrolled)
+            pace = self._body_pace()
+            return await audit_route(request, client_id, self._audit_store, enrolled, pace)
         if request.path.startswith(FLEET_PREFIX):
             return await self._fleet_file(request, client_id)
         return await self._tus(request, client_id, ticket)
@@ -345,7 +349,9 @@ class _HttpsShell:
             return _fleet_answer(404, b"not found\n")
         if (request.content_length or 0) > MAX_REPORT_BYTES:
             return _fleet_answer(413, b"report too large\n")
-        body = await request.content.read(MAX_REPORT_BYTES + 1)
+        body = await read_whole_body(request.content, MAX_REPORT_BYTES)
+        if body is None:
+            return _fleet_answer(413, b"report too large\n")
         try:
             enrolled = None if self._enrolled_keys is None else await self._enrolled_keys(client_id)
             report = parse_report(client_id, body, enrolled)
@@ -378,7 +384,9 @@ class _HttpsShell:
             return _fleet_answer(405, b"POST only\n", {"Allow": "POST"})
         if (request.content_length or 0) > MAX_BLOCKED_REPORT_BYTES:
             return _fleet_answer(413, b"report too large\n")
-        body = await request.content.read(MAX_BLOCKED_REPORT_BYTES + 1)
+        body = await read_whole_body(request.content, MAX_BLOCKED_REPORT_BYTES)
+        if body is None:
+            return _fleet_answer(413, b"report too large\n")
         try:
             report = parse_blocked_report(body)
         except BlockedReportRefused as exc:
@@ -423,6 +431,11 @@ class _HttpsShell:
         return web.FileResponse(
             path, headers={"Cache-Control": "no-store", "Content-Type": "application/octet-stream"}
         )
+
+    def _body_pace(self) -> BodyPace:
+        """A request body's pace, from now (backoffice/body_pace.py)."""
+        now_s = asyncio.get_running_loop().time()
+        return BodyPace(self._pace_window_s, self._min_body_rate_bytes_per_s, now_s)
 
     async def _tus(
         self, request: web.Request, client_id: str, ticket: Ticket

@@ -190,7 +190,9 @@ class LiveBox:
             say(f"{clock_text()} a thief pulls the card now: {await asyncio.to_thread(copy_card)}")
             say(f"post-record: the cameras keep recording for {plan.postrecord_s:g} s ...")
             await self._report_until(
-                lambda _status, _counts: running.service.recording is None,
+                lambda _status, _counts: (
+                    running.service.recording is None and not running.service.sealing
+                ),
                 plan.postrecord_s + READY_TIMEOUT_S,
                 "the recording did not finish after its post-record",
                 PROGRESS_EVERY_S,

@@ -76,7 +76,8 @@ class BoxPort(Protocol):
         ...
 
     async def stop_recording(self, caller: Identity) -> str:
-        """Stop the recording (post-record follows); refused `not_recording`."""
+        """Stop the recording (post-record follows); refused `not_recording`. Answers once the
+        stop is decided and audited, never after the card's syncs (its files seal after)."""
         ...
 
     async def flag_incident(self, caller: Identity) -> int:

@@ -266,7 +266,9 @@ class AuditShipper:
             )
             self._wait(NO_ROUTE_RECHECK_S)
         elif step is Step.RETRY:
-            log.info("audit shipping: HTTP %d, trying again later", response.status)
+            # The back office's one-line reason, bounded: a 400 names what it could not read.
+            reason = response.body.decode("utf-8", "replace").strip()[:200]
+            log.info("audit shipping: HTTP %d, trying again later: %r", response.status, reason)
             self._wait(RETRY_S)
         # WITHDRAWN: the uplink's credentials guard stops every request until a re-pair.
 

@@ -80,7 +80,8 @@ class RecordingObserver(Protocol):
     """Something outside capture that adds facts to new recordings and follows their life (the
     officer's shift and report book, gateway/web/). Capture never imports it: it is handed in.
 
-    Called on the event loop under the service's lock: each call must be quick. A failing
+    Called on the event loop, under the service's lock but `recording_finished`: each call must
+    be quick. A failing
     observer is logged and skipped; it never stops or spoils a recording (evidence first).
     """
 
@@ -97,7 +98,8 @@ class RecordingObserver(Protocol):
         ...
 
     async def recording_finished(self, recording_id: str, duration_s: float) -> None:
-        """The recording was sealed `duration_s` after its trigger (post-record included)."""
+        """The recording was sealed; it ended `duration_s` after its trigger (post-record
+        included). Called after the sealing, off the service's lock (CaptureService._finish)."""
         ...
 
 
@@ -289,6 +291,8 @@ class CaptureService:
         # Cameras whose part failed with the card, waiting for it: since when their ring holds
         # what the card did not take (resume_on_card).
         self._awaiting_card: dict[str, int] = {}
+        # Recordings ended and still sealing (`_finish`): the card's syncs run here, off the lock.
+        self._sealing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -315,19 +319,40 @@ class CaptureService:
         async with self._lock:
             if self.recording is not None:
                 await self._finish()
+        await self.sealed()
+
+    @property
+    def sealing(self) -> bool:
+        """A recording ended and its files still seal (the card's syncs)."""
+        return bool(self._sealing)
+
+    async def sealed(self) -> None:
+        """Until every recording ended so far is sealed: its parts closed (the card's syncs)
+        and the recording closed."""
+        while self._sealing:
+            await asyncio.wait(set(self._sealing))
 
     # -- commands -------------------------------------------------------------------------------
 
     async def trigger(self, source: str, **facts: Any) -> list[Action]:
         return await self.submit(Event(EventKind.TRIGGER, self.clock_ns(), source, facts))
 
-    async def stop_recording(self, source: str = "officer", **facts: Any) -> list[Action]:
-        """`facts` name who stopped it (`channel`, `account`: gateway/recorder.py ORIGIN_KEYS)."""
-        return await self.submit(Event(EventKind.STOP, self.clock_ns(), source, facts))
+    async def stop_recording(
+        self, source: str = "officer", *, sealed: bool = True, **facts: Any
+    ) -> list[Action]:
+        """`facts` name who stopped it (`channel`, `account`: gateway/recorder.py ORIGIN_KEYS).
+        `sealed=False` returns once the stop is decided and audited (`gateway.stop`, fsynced in
+        the state directory), while the card still seals: the officer's Stop (gateway/box_port.py)
+        must not wait for a card that stalls."""
+        event = Event(EventKind.STOP, self.clock_ns(), source, facts)
+        return await self.submit(event, sealed=sealed)
 
-    async def submit(self, event: Event) -> list[Action]:
+    async def submit(self, event: Event, *, sealed: bool = True) -> list[Action]:
         """Run one event through the recorder and carry out its actions. IllegalTransition
-        (e.g. a stop while standing by) propagates to the caller, which tells the officer."""
+        (e.g. a stop while standing by) propagates to the caller, which tells the officer.
+        A recording the event ended seals after the lock is released; with `sealed` (the
+        default) this waits for it, without it returns at once. An event that ended none (a
+        trigger) never waits for an earlier recording's seal."""
         if event.kind is EventKind.TRIGGER and not self.accepting_triggers:
             await self._audit(
                 "gateway.trigger_refused",
@@ -340,7 +365,9 @@ class CaptureService:
             actions = self.recorder.handle(event)
             for action in actions:
                 await self._execute(action, event)
-            return actions
+        if sealed and any(isinstance(action, FinishRecording) for action in actions):
+            await self.sealed()
+        return actions
 
     # -- loops ----------------------------------------------------------------------------------
 
@@ -401,7 +428,7 @@ class CaptureService:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            await self.submit(Event(EventKind.TICK, self.clock_ns()))
+            await self.submit(Event(EventKind.TICK, self.clock_ns()), sealed=False)
             async with self._lock:
                 if self.recording is not None:
                     await self._note_surroundings()
@@ -553,6 +580,7 @@ class CaptureService:
         Returns the cameras resumed. `reopen`'s error propagates (the card failed again): the
         cameras stay waiting for the next call."""
         async with self._lock:
+            await self.sealed()  # no part of an ended recording writes while the card reopens
             for camera in self.cameras.values():
                 part = camera.recording
                 if part is not None and part.failed:
@@ -586,36 +614,63 @@ class CaptureService:
         }
 
     async def _broadcast(self, obj: dict[str, Any]) -> None:
-        parts = [c.recording for c in self.cameras.values() if c.recording is not None]
-        await asyncio.gather(*(p.submit_metadata(obj) for p in parts))
+        """Queue `obj` on every part's worker, in order with its packets; not waited for: a
+        worker may sit in a card's fsync, and this runs under the lock (a part's failure to
+        write it is the part's own: CameraRecording._note)."""
+        for camera in self.cameras.values():
+            if camera.recording is not None:
+                camera.recording.submit_metadata(obj)
 
     async def _finish(self) -> None:
+        """End the recording now; its sealing (the card's syncs) follows in a task of its own,
+        off the lock (`sealed` waits for it). The parts are detached first: the camera loops
+        then stop submitting at once, and each part's close runs after the packets already
+        queued on its worker."""
         await self._take_held_packets()
-        # Detach every part first: the camera loops then stop submitting at once, and each
-        # part's close runs after the packets already queued on its worker.
         parts = []
         for camera in self.cameras.values():
             if camera.recording is not None:
                 parts.append((camera.name, camera.recording))
                 camera.recording = None
                 camera.source.set_recording(False)
+        self._awaiting_card.clear()  # nothing to resume: the recording ends
+        recording, self.recording = self.recording, None
+        duration_s = (self.clock_ns() - self.recording_started_ns) / NS_PER_S
+        self.alarms.clear("max_continuous")
+        self._tell_listeners(recording=False)
+        task = asyncio.create_task(self._seal(parts, recording, duration_s), name="seal")
+        self._sealing.add(task)
+        task.add_done_callback(self._sealing.discard)
+
+    async def _seal(
+        self,
+        parts: list[tuple[str, CameraRecording]],
+        recording: Recording | None,
+        duration_s: float,
+    ) -> None:
+        try:
+            await self._seal_parts(parts, recording, duration_s)
+        except Exception:  # a bug: logged, never lost in a task nobody awaits
+            log.exception("sealing a recording failed")
+
+    async def _seal_parts(
+        self,
+        parts: list[tuple[str, CameraRecording]],
+        recording: Recording | None,
+        duration_s: float,
+    ) -> None:
         for name, part in parts:
             await part.close()
             if part.failed and part.card_fault is None:  # a card fault has its own alarm
                 self.alarms.raise_(f"camera_{name}", part.failed)
-        self._awaiting_card.clear()  # nothing to resume: the recording ends
-        recording, self.recording = self.recording, None
         if recording is not None:
             try:
                 await asyncio.to_thread(recording.close)
             except Exception as exc:  # a failing card must not stop the recorder's loop
                 if self.store.note_card_fault(exc) is None:
                     log.exception("recording %s did not close cleanly", recording.recording_id)
-            duration_s = (self.clock_ns() - self.recording_started_ns) / NS_PER_S
             for observer in self.observers:
                 await _observe(observer.recording_finished(recording.recording_id, duration_s))
-        self.alarms.clear("max_continuous")
-        self._tell_listeners(recording=False)
 
     async def _take_held_packets(self) -> None:
         """What the recorded cameras' sources hold or have queued reaches their parts before

@@ -4,6 +4,7 @@ tus creation and a configuration report are judged without ever failing them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -23,12 +24,18 @@ from backoffice.upload_store import UploadStore
 from protocol.fleet_report import signed_message
 from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey, DevicePublicKey
-from tests.backoffice.test_server_https import STEP_TIMEOUT_S, box_context
-from tests.tls_helpers import TestPki
+from tests.backoffice.test_server_https import (
+    STEP_TIMEOUT_S,
+    box_context,
+    read_until_closed,
+    request_head,
+)
+from tests.tls_helpers import SERVER_NAME, TestPki
 from transport.audit_wire import render_key
 
 BOX = "MVB-TEST-0001"  # the test client certificate's CN
 TUS = {"Tus-Resumable": "1.0.0"}
+PIECE_PAUSE_S = 0.5  # a pause between two pieces of one body (not an assertion)
 
 
 @dataclass
@@ -121,6 +128,69 @@ async def test_append_and_head_hold_the_log_under_the_certificates_box_id(
     assert office.audit.box(BOX).log_bytes() == body
     async with session.get(office.url("/audit/v1/head")) as reply:
         assert reply.headers["Mvb-Audit-Held"] == box_log.durable_end()[0].render()
+
+
+async def test_an_append_whose_body_arrives_in_pieces_is_read_whole(
+    office: Office, session: aiohttp.ClientSession, box_log: AuditLog
+) -> None:
+    """The ext4 soak's refusal (docs/soak.md): a body longer than one TLS record reaches the
+    back office in pieces, and a single read judged the first piece alone ("whole lines", 400).
+    Here the second half is held back until the first has long arrived: the server waits for
+    it. (Would the server be slower than the pause, the pieces would merge and the test could
+    not see the old fault; it can never fail a right server.)"""
+    for number in range(40):
+        box_log.append("gateway.trigger", number=number, note="x" * 400)
+    body = box_log.path.read_bytes()
+    assert len(body) > 16 * 1024  # longer than one TLS record
+    cut = len(body) // 2 + 7  # mid-line
+
+    async def in_two_pieces() -> AsyncIterator[bytes]:
+        yield body[:cut]
+        await asyncio.sleep(PIECE_PAUSE_S)
+        yield body[cut:]
+
+    async with session.post(
+        office.url("/audit/v1/append"), data=in_two_pieces(), headers=append_headers(box_log)
+    ) as reply:
+        assert reply.status == 204, await reply.text()
+    assert office.audit.box(BOX).log_bytes() == body
+
+
+async def test_an_append_whose_body_stalls_is_answered_408_and_nothing_is_held(
+    pki: TestPki, tmp_path: Path, box_log: AuditLog, key: DeviceKey
+) -> None:
+    """Reading a body whole must not let a client hold a request open: the append's body is
+    read under the body pace (here 0.5 s windows), so one that stops mid-way is cut."""
+    audit = AuditStore(tmp_path / "store")
+    store = UploadStore.open(tmp_path / "store", reserve_bytes=0)
+    server = await start_https_server(
+        HeadTappingTusApp(
+            store, max_upload_bytes=1 << 20, max_chunk_bytes=1 << 20, audit_store=audit
+        ),
+        host="127.0.0.1",
+        port=0,
+        cert_file=pki.server_cert,
+        key_file=pki.server_key,
+        client_ca_file=pki.ca_cert,
+        audit_store=audit,
+        enrolled_keys=enrolled(BOX, key.public_key()),
+        pace_window_s=0.5,
+    )
+    try:
+        body = box_log.path.read_bytes()
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, ssl=box_context(pki), server_hostname=SERVER_NAME
+        )
+        headers = {**append_headers(box_log), "Content-Length": str(len(body))}
+        writer.write(request_head("POST", "/audit/v1/append", headers) + body[:10])
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            answer = await read_until_closed(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert audit.box(BOX).log_bytes() == b""
+    finally:
+        await server.close()
+        store.close()
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,7 @@ async def test_rtsp_camera_prerecord_trigger_stop_postrecord_with_gps(
                 stop_ns = time.monotonic_ns()
                 await service.stop_recording()
                 await wait_for(lambda: service.recording is None, "post-record to finish")
+                await service.sealed()  # the post-record's end seals after its tick
                 health = camera.source.health
                 assert health.dropped == 0
             finally:

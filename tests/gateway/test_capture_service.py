@@ -96,6 +96,7 @@ async def test_prerecord_trigger_stop_postrecord(rig: Rig, recipient: RecipientP
     stop_ns = time.monotonic_ns()
     await service.stop_recording()
     await wait_for(lambda: service.recording is None, "post-record to finish")
+    await service.sealed()  # a recording the post-record ended seals after its tick
 
     [(report, media)] = decrypt_all(rig.store, recipient)  # the broken bodycam recorded nothing
     segments = [m for m in report.metadata if m["type"] == "segment"]

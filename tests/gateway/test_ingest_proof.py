@@ -120,7 +120,8 @@ camera_ca_file = "{cams.ca}"
         with ffmpeg_push_ts(url, genuine, client_cert=cams.camera("BC-1"), box_ca=cams.box_ca):
             await wait_for(lambda: source.health.packets >= 50, "the genuine bodycam")
             assert (await client.post("/api/record/stop")).status == 200
-            await wait_for(lambda: box.running.service.recording is None, "the sealed recording")
+            await wait_for(lambda: box.running.service.recording is None, "the stop")
+            await box.running.service.sealed()  # the officer's Stop answers before the seal
 
         refused = box.audit_events("camera.refused")
         admitted = box.audit_events("camera.admitted")
@@ -175,7 +176,8 @@ camera_cert_file = "{dashcam.cert}"
             packets = source.health.packets
             await wait_for(lambda: source.health.packets >= packets + 25, "a second of video")
             assert (await client.post("/api/record/stop")).status == 200
-            await wait_for(lambda: box.running.service.recording is None, "the sealed recording")
+            await wait_for(lambda: box.running.service.recording is None, "the stop")
+            await box.running.service.sealed()  # the officer's Stop answers before the seal
         reasons = {f["reason"] for _, f in box.audit_events("camera.refused")}
     assert reasons == {"untrusted_certificate"}
     files = list(decrypted(box, "dashcam"))

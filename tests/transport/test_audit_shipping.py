@@ -18,6 +18,7 @@ from transport.audit_shipping_io import (
     AUDIT_REFUSED_ALARM,
     INTERVAL_S,
     POSITION_FILE,
+    RETRY_S,
     AuditShipper,
     LinkCourier,
 )
@@ -70,6 +71,30 @@ async def test_the_log_arrives_whole_in_bounded_pieces_and_the_position_is_durab
         before = len(requests)
         await ship(rig)  # nothing new: nothing is sent
         assert len([h for h in held(rig).box(BOX).heads() if h["via"] == "append"]) == before
+
+
+async def test_a_backlog_over_a_paced_link_arrives_whole_and_custody_resumes(
+    tmp_path: Path, recipient: RecipientPrivateKey, pki: TestPki
+) -> None:
+    """The ext4 soak's stall (seed 1406, docs/soak.md): while the back office was away the box's
+    backlog outgrew one TLS record (16 KiB); over a paced link, on a new connection (as after
+    every start of the box), the append reached the back office in pieces, and the back office
+    judged the first piece alone: 400 ("whole lines"). Every retry carried the same backlog or
+    a longer one, so custody never resumed. Now the body is read whole and held."""
+    async with uplink_rig(tmp_path, recipient, pki, (wifi(),)) as rig:
+        await rig.probe()
+        add_entries(rig, 3)
+        await ship(rig)  # small: one TLS record
+        wifi_proxy = rig.proxies["wifi"]
+        wifi_proxy.plan.rate_bytes_per_s = 100_000
+        wifi_proxy.plan.delay_s = 0.03
+        add_entries(rig, 120)  # about 70 KiB: two requests, each many records
+        wifi_proxy.reset_all()  # the box restarted: a new connection (its handshake paced too)
+        await ship(rig, rounds=int(RETRY_S / INTERVAL_S) + 1)  # the reset costs one retry
+        assert held(rig).box(BOX).log_bytes() == rig.store.audit.path.read_bytes()
+        appends = [h for h in held(rig).box(BOX).heads() if h["via"] == "append"]
+        assert len(appends) >= 3
+        assert all(h["outcome"] == "held" for h in appends)
 
 
 async def test_a_power_cut_before_the_position_was_saved_resends_harmlessly(
