@@ -4,8 +4,11 @@ release through ngclient (config/release_client.py), open the seal with the flee
 and the A/B switch (gateway/release_install.py, gateway/release_switch_io.py: never while
 recording, the switch waits for stand-by).
 
-What a pin means (config/release_targets.py `judge_pin`): the running version, nothing; a lower
-one, refused (`release_downgrade`); a higher one, fetched. Every outcome that is not "nothing to
+What a pin means (config/release_targets.py `judge_pin`): the running version, nothing; the
+release this box ran before (still installed), a switch back to it with no fetch (a fleet's
+rollback, gateway/release_handoff.py); any other lower one, refused (`release_downgrade`); one
+the box's own health check rolled back, refused (`release_failed_health`) while the switch's
+last outcome is that rollback; a higher one, fetched. Every outcome that is not "nothing to
 do" is audited once per (version, outcome) and shown to the fleet admin: refusals as a code
 (gateway/fleet_refusals.py) in the fleet sync's status (health `config_last_outcome`) and the
 sticky alarm `release_refused`; a hand-off as `release.requested`.
@@ -48,14 +51,16 @@ from config.release_targets import (
     PinVerdict,
     ReleaseCustom,
     ReleaseDowngrade,
+    ReleaseFailedHealth,
     ReleaseMismatch,
     ReleaseMissing,
     judge_pin,
 )
 from gateway.fleet_refusals import RELEASE_INSTALL_FAILED, RELEASE_NO_KEY, refusal_code
+from gateway.release_handoff import SwitchAccess
 from gateway.release_install import install_release, is_installed
-from gateway.release_switch import Event, EventKind, step
-from gateway.release_switch_io import ReleaseRoot
+from gateway.release_switch import Event, EventKind, SwitchRefused, step
+from gateway.release_switch_io import ReleaseRoot, SwitchStateError
 from protocol.release_manifest import MANIFEST, BundleError, Manifest
 from storage.audit_io import AuditLog
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
@@ -114,6 +119,7 @@ class ReleaseUpdater:
         running_version: str,
         platform: str,
         hand_off: HandOff,
+        switch: SwitchAccess,
         audit: AuditLog,
         alarms: Alarms,
     ) -> None:
@@ -123,6 +129,7 @@ class ReleaseUpdater:
         self.running_version = running_version
         self.platform = platform
         self.hand_off = hand_off
+        self.switch = switch
         self.audit = audit
         self.alarms = alarms
         self.last: ReleaseOutcome | None = None
@@ -147,8 +154,9 @@ class ReleaseUpdater:
             return outcome
 
     async def _follow(self, pinned: str, fetch: Fetch, key_fetch: Fetch | None) -> ReleaseOutcome:
+        history = await asyncio.to_thread(self.switch.history)
         try:
-            verdict = judge_pin(pinned, self.running_version)
+            verdict = judge_pin(pinned, self.running_version, history)
         except ValueError as error:
             return ReleaseOutcome(pinned, "refused", "release_mismatch", str(error))
         if verdict is PinVerdict.CURRENT:
@@ -156,6 +164,13 @@ class ReleaseUpdater:
         if verdict is PinVerdict.DOWNGRADE:
             lower = ReleaseDowngrade(f"{pinned} is lower than the running {self.running_version}")
             return ReleaseOutcome(pinned, "refused", refusal_code(lower), str(lower))
+        if verdict is PinVerdict.FAILED_HEALTH:
+            failed = ReleaseFailedHealth(
+                f"{pinned} failed its health check here and was rolled back"
+            )
+            return ReleaseOutcome(pinned, "refused", refusal_code(failed), str(failed))
+        if verdict is PinVerdict.SWITCH_BACK:
+            return await self._switch_back(pinned)
         key = await self._release_key(key_fetch)
         if key is None:
             why = "the box has no release key: it is fetched over the link (or pair again)"
@@ -181,6 +196,17 @@ class ReleaseUpdater:
         finally:
             await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
         return ReleaseOutcome(version, "requested")
+
+    async def _switch_back(self, version: str) -> ReleaseOutcome:
+        """A fleet's rollback to the release this box ran before: no fetch, no install, the
+        switch's own request (it waits for stand-by)."""
+        try:
+            await asyncio.to_thread(self.switch.switch_back, version)
+        except SwitchRefused as error:  # a switch is under way: ask again next round
+            return ReleaseOutcome(version, "waiting", "", str(error)[:300])
+        except (SwitchStateError, OSError) as error:
+            return ReleaseOutcome(version, "refused", RELEASE_INSTALL_FAILED, _reason(error))
+        return ReleaseOutcome(version, "requested", reason="switch back to the previous release")
 
     async def ensure_key(self, key_fetch: Fetch) -> None:
         """Fetch the release key if the box has none (every round with a link: the first one

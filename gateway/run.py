@@ -52,6 +52,7 @@ from gateway.pairing_client import fleet_metadata_dir, is_paired, pairing_files
 from gateway.policy import recorder_policy
 from gateway.recorder import Event
 from gateway.release_cli import DEFAULT_ROOT
+from gateway.release_handoff import RootSwitch
 from gateway.release_report import release_root_of, watch_switch_outcome
 from gateway.release_update import RELEASE_WORK_DIR, ReleaseUpdater, install_and_request
 from gateway.sdnotify import (
@@ -288,6 +289,7 @@ def build_release_updater(running: RunningBox, local: LocalConfig) -> ReleaseUpd
         running_version=software_version(),
         platform=os.uname().machine,
         hand_off=install_and_request(DEFAULT_ROOT),
+        switch=RootSwitch(DEFAULT_ROOT),
         audit=running.box.audit,
         alarms=running.box.alarms,
     )
