@@ -41,13 +41,16 @@ from typing import Final, Literal
 
 from Crypto.PublicKey import ECC
 from tuf.api.exceptions import DownloadError, RepositoryError
+from tuf.api.metadata import Metadata, Root
 
 from common.alarms import Alarms
 from common.durable import atomic_write_bytes, make_dirs
 from config.fleet_client import Fetch
+from config.fleet_targets import METADATA_PREFIX
 from config.release_client import ReleaseClient
 from config.release_targets import (
     RELEASE_KEY_PATH,
+    RELEASES_ROLE,
     PinVerdict,
     ReleaseCustom,
     ReleaseDowngrade,
@@ -58,6 +61,7 @@ from config.release_targets import (
 )
 from gateway.fleet_refusals import RELEASE_INSTALL_FAILED, RELEASE_NO_KEY, refusal_code
 from gateway.release_handoff import SwitchAccess
+from gateway.release_inbox import InboxItem, put_item
 from gateway.release_install import install_release, is_installed
 from gateway.release_switch import Event, EventKind, SwitchRefused, step
 from gateway.release_switch_io import ReleaseRoot, SwitchStateError
@@ -74,9 +78,30 @@ ALARM: Final = "release_refused"
 RELEASE_KEY_FILE: Final = "release.key"
 RELEASE_WORK_DIR: Final = "release-incoming"
 """In the state directory: a release being fetched and opened (emptied after each attempt)."""
+RELEASE_INBOX_DIR: Final = "release-inbox"
+"""In the state directory: releases verified here for root's installer (docs/releases.md 7.6)."""
+RELEASE_STAGING_DIR: Final = "release-staging"
+"""In the state directory: an inbox item being built (moved into the inbox by one rename)."""
 MAX_KEY_BYTES: Final = 16 * 1024
-HandOff = Callable[[Path, str], None]
-"""`hand_off(bundle, version)`: install the opened bundle and ask for the switch (blocking)."""
+MAX_ROOT_BYTES: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """A release verified and opened by the box: the opened `bundle`, the `sealed` bytes as
+    signed, the release key that opened them, and the metadata files the verification read
+    (`metadata`: name -> bytes, the root chain from 2 included) so that root can verify it
+    again from its own anchor (docs/releases.md 7.6)."""
+
+    bundle: Path
+    version: str
+    sealed: Path
+    key_pem: bytes
+    metadata: dict[str, bytes]
+
+
+HandOff = Callable[[HandOver], None]
+"""`hand_off(release)`: install it and ask for the switch, or leave it for root (blocking)."""
 _FOR_GOOD: Final = (RepositoryError, ReleaseSealError, EvidenceError)
 
 
@@ -95,13 +120,26 @@ def install_and_request(root: Path) -> HandOff:
     """The hand-off of a box whose service may write the release root (`/opt/mvb`): install
     beside the running release, then ask for the switch as `mvb release request` does."""
 
-    def hand_off(bundle: Path, version: str) -> None:
+    def hand_off(release: HandOver) -> None:
         releases = root / "releases"
-        if not is_installed(releases / version):
-            install_release(bundle, releases)
+        if not is_installed(releases / release.version):
+            install_release(release.bundle, releases)
         release_root = ReleaseRoot(root)
-        state, _ = step(release_root.load(), Event(EventKind.REQUEST, version=version))
+        state, _ = step(release_root.load(), Event(EventKind.REQUEST, version=release.version))
         release_root.save(state)
+
+    return hand_off
+
+
+def hand_to_inbox(inbox: Path, staging: Path) -> HandOff:
+    """The hand-off of a box whose service may not write the release root (user `mvb` under
+    systemd/mvb.service): the sealed release, its key and metadata into the inbox, for root's
+    `mvb release install-inbox` to verify again and install (docs/releases.md 7.6). `staging`
+    is on the file system of the inbox and of the work directory (each move is one rename)."""
+
+    def hand_off(release: HandOver) -> None:
+        item = InboxItem("install", release.version, release.key_pem, metadata=release.metadata)
+        put_item(inbox, staging, item, sealed_file=release.sealed)
 
     return hand_off
 
@@ -184,7 +222,10 @@ class ReleaseUpdater:
             client = ReleaseClient(self.metadata_dir, fetch, platform=self.platform)
             custom = await asyncio.to_thread(client.fetch_release, version, sealed)
             await asyncio.to_thread(open_checked, sealed, opened, key, custom)
-            await asyncio.to_thread(self.hand_off, opened, version)
+            metadata = await asyncio.to_thread(metadata_for_root, self.metadata_dir, fetch)
+            key_pem = await asyncio.to_thread(self.key_file.read_bytes)
+            release = HandOver(opened, version, sealed, key_pem, metadata)
+            await asyncio.to_thread(self.hand_off, release)
         except (DownloadError, TransportError) as error:
             return ReleaseOutcome(version, "waiting", "link", type(error).__name__)
         except ReleaseMissing as error:
@@ -252,6 +293,28 @@ class ReleaseUpdater:
             fields["code"] = outcome.code
             fields["reason"] = outcome.reason[:300]
         await asyncio.to_thread(self.audit.append, f"release.{outcome.outcome}", **fields)
+
+
+def metadata_for_root(metadata_dir: Path, fetch: Fetch) -> dict[str, bytes]:
+    """The metadata the box verified, named as the repository serves it (consistent
+    snapshots: `N.snapshot.json`, `N.targets.json`, `N.releases.json`; `timestamp.json`), and
+    every `N.root.json` from 2 to the box's trusted root: root's anchor may be older than the
+    box's and follows the rotations from its own. A root the source does not have is left
+    out (root then refuses the item if it needs it). What root verifies, not what it trusts."""
+    files = {"timestamp.json": (metadata_dir / "timestamp.json").read_bytes()}
+    for role in ("snapshot", "targets", RELEASES_ROLE):
+        data = (metadata_dir / f"{role}.json").read_bytes()
+        files[f"{Metadata.from_bytes(data).signed.version}.{role}.json"] = data
+    root = (metadata_dir / "root.json").read_bytes()
+    newest = Metadata[Root].from_bytes(root).signed.version
+    files[f"{newest}.root.json"] = root
+    for version in range(2, newest):
+        name = f"{version}.root.json"
+        try:
+            files[name] = fetch(METADATA_PREFIX + name, MAX_ROOT_BYTES)
+        except (DownloadError, TransportError):
+            continue
+    return files
 
 
 def open_checked(

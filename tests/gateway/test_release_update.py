@@ -69,7 +69,7 @@ class Box:
             pairing_dir=pairing,
             running_version=RUNNING,
             platform=PLATFORM,
-            hand_off=lambda bundle, version: self.handed.append((version, bundle.read_bytes())),
+            hand_off=lambda given: self.handed.append((given.version, given.bundle.read_bytes())),
             switch=RootSwitch(self.release_root.path),
             audit=self.audit,
             alarms=self.alarms,
