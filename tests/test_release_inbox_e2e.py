@@ -13,10 +13,13 @@ systemd's, checked by tests/test_systemd_units.py), and systemd starting the pat
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import Root, Timestamp
 
 from backoffice.fleet_releases import sign_release
 from common.alarms import Alarms
@@ -108,9 +111,30 @@ def installed(rig: Rig) -> list[str]:
     return sorted(path.name for path in (rig.root.path / "releases").iterdir())
 
 
+def rotate_root_and_timestamp_keys(fleet: ReleaseFleet) -> ReleaseFleet:
+    """A root rotation to new root keys and a new timestamp key: metadata signed after it
+    verifies only for a client that walked the root chain."""
+    new_root = [CryptoSigner.generate_ecdsa() for _ in range(3)]
+    new_timestamp = CryptoSigner.generate_ecdsa()
+    fleet.repo.rotate_root(
+        [*fleet.signers.root[:2], *new_root[:2]],
+        role_keys={
+            Root.type: [signer.public_key for signer in new_root],
+            Timestamp.type: [new_timestamp.public_key],
+        },
+        now=datetime.now(UTC),
+    )
+    signers = replace(fleet.signers, root=tuple(new_root), timestamp=new_timestamp)
+    return replace(fleet, signers=signers)
+
+
 async def test_the_box_only_leaves_the_release_in_its_inbox_and_root_installs_it(
     rig: Rig, next_release_bundle: Path
 ) -> None:
+    """Root's anchor is the fleet's first root; the fleet rotates its root (and timestamp) keys
+    twice before the release: root follows the chain the item carries."""
+    rig.trust(rig.fleet.repo.trust_root_bytes())
+    rig.fleet = rotate_root_and_timestamp_keys(rotate_root_and_timestamp_keys(rig.fleet))
     rig.sign(next_release_bundle)
     outcome = await rig.follow(NEXT_RELEASE)
     assert (outcome.version, outcome.outcome) == (NEXT_RELEASE, "requested")
@@ -119,7 +143,7 @@ async def test_the_box_only_leaves_the_release_in_its_inbox_and_root_installs_it
         "item.json", "metadata", "release.key", "release.sealed",
     ]  # fmt: skip
     assert installed(rig) == [RUNNING]  # the box's service wrote nothing under the root
-    rig.trust(rig.fleet.repo.trust_root_bytes())
+    assert "2.root.json" in {path.name for path in (item / "metadata").iterdir()}
     assert rig.install_inbox() == [f"release inbox {NEXT_RELEASE}: installed"]
     assert installed(rig) == [RUNNING, NEXT_RELEASE]
     assert (rig.root.release(NEXT_RELEASE) / "bin" / "mvb").exists()
@@ -185,6 +209,21 @@ async def test_metadata_that_does_not_chain_to_roots_anchor_is_refused(
     assert line.split()[3:5] == ["refused", "not_signed"], line
     assert installed(rig) == [RUNNING]
     assert list(rig.inbox.iterdir()) == []
+
+
+async def test_without_the_root_chain_root_cannot_verify_the_rotated_fleet(
+    rig: Rig, tmp_path: Path
+) -> None:
+    rig.trust(rig.fleet.repo.trust_root_bytes())
+    rig.fleet = rotate_root_and_timestamp_keys(rotate_root_and_timestamp_keys(rig.fleet))
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    rig.sign(synthetic_bundle(bundles, "1.0.1"))
+    assert (await rig.follow("1.0.1")).outcome == "requested"
+    (rig.inbox / "1.0.1" / "metadata" / "2.root.json").unlink()  # the chain cut
+    line = rig.install_inbox()[0]
+    assert line.split()[3:5] == ["refused", "not_signed"], line
+    assert installed(rig) == [RUNNING]
 
 
 async def test_a_switch_back_through_the_inbox_only_to_the_previous_release(
