@@ -18,6 +18,10 @@ Invariants:
   bytes, the seal opened intact with this fleet's key, and the opened bundle's manifest has the
   SHA-256, version and platform the releases key signed. Anything else removes what was
   written and refuses.
+- The hand-off is a configuration, never a fallback: on a box (`gateway/run.py`) always
+  `hand_to_inbox` (root verifies again and installs, docs/releases.md 7.6); `install_and_request`
+  only where the caller names it (tests: no second user exists there).
+- A lower pin is never fetched: it is the previous release's switch back or a refusal.
 - A refusal for good (downgrade, wrong role, tampered, mismatch, wrong seal key) is not fetched
   again for the same version until the pin changes or the service restarts; a link that
   failed, a release not signed yet or a missing release key are tried again every round.
