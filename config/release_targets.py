@@ -8,9 +8,12 @@ platform (`releases/mvb-<version>-<platform>.sealed`), its bytes are the sealed 
 SHA-256 of the bundle's manifest (`ReleaseCustom`): after opening the seal the box checks that
 the bundle is the one the releases key signed for, not merely one that decrypts.
 
-What a box does with a pinned version (`judge_pin`): nothing when it runs that version, refuse a
-lower one (`release_downgrade`), fetch a higher one. Versions are ordered by PEP 440 for the
-subset release_manifest.is_version accepts (`version_key`).
+What a box does with a pinned version (`judge_pin`, docs/releases.md 7.3): nothing when it runs
+that version; refuse one its own health check rolled back (`release_failed_health`) while the
+switch's last outcome is that rollback; switch back, with no fetch, to a lower one that is the
+release the box ran before (the A/B switch's `previous`, still installed): a fleet's rollback;
+refuse any other lower one (`release_downgrade`); fetch a higher one. Versions are ordered by
+PEP 440 for the subset release_manifest.is_version accepts (`version_key`).
 
 Invariants: custom fields are closed (exactly version, platform, manifest_sha256, each checked);
 a release target found anywhere but in the `releases` role is refused
@@ -56,6 +59,14 @@ class ReleaseDowngrade(ReleaseRefused):
     code = "release_downgrade"
 
 
+class ReleaseFailedHealth(ReleaseRefused):
+    """The pinned release was installed and switched to here, and the box's own health check
+    rolled it back: it is not fetched and tried again while the switch's last outcome is that
+    rollback (a loop of fetch, switch, rollback otherwise)."""
+
+    code = "release_failed_health"
+
+
 class ReleaseNotDelegated(ReleaseRefused):
     """The release is not a target of the `releases` role (signed by another role's key)."""
 
@@ -77,8 +88,23 @@ class ReleaseMissing(ReleaseRefused):
 
 class PinVerdict(StrEnum):
     CURRENT = "current"  # the box runs the pinned version: nothing to do
-    DOWNGRADE = "downgrade"  # lower than the running one: refused
+    DOWNGRADE = "downgrade"  # lower than the running one and not the previous: refused
+    SWITCH_BACK = "switch_back"  # lower, the release this box ran before: switch, no fetch
+    FAILED_HEALTH = "failed_health"  # the box's health check rolled it back: refused
     UPGRADE = "upgrade"  # higher: fetch, open, install, switch
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchHistory:
+    """What the box's A/B switch says about releases other than the running one.
+
+    `previous`: the release the box ran before its last switch, still completely installed
+    (the release root's `previous` link), or None. `rolled_back`: the release the last
+    finished switch rolled back (its health check failed), or None when the last switch
+    succeeded or there was none."""
+
+    previous: str | None = None
+    rolled_back: str | None = None
 
 
 def version_key(version: str) -> tuple[Any, ...]:
@@ -101,12 +127,33 @@ def version_key(version: str) -> tuple[Any, ...]:
     return (tuple(release), pre, post, dev)
 
 
-def judge_pin(pinned: str, running: str) -> PinVerdict:
-    """What a box running `running` does with the pinned version (ValueError: not versions)."""
+def judge_pin(pinned: str, running: str, history: SwitchHistory) -> PinVerdict:
+    """What a box running `running` does with the pinned version (ValueError: `pinned` or
+    `running` not versions; a `history` entry that is not a version counts as absent).
+
+    A rollback is not a downgrade attack: a lower pin is taken only when it is exactly the
+    release this box ran before (still installed, verified when it was installed), and only as
+    a switch back to it; any other lower pin could be an old, vulnerable release an attacker
+    replays, and is refused."""
     pinned_key, running_key = version_key(pinned), version_key(running)
     if pinned_key == running_key:
         return PinVerdict.CURRENT
-    return PinVerdict.DOWNGRADE if pinned_key < running_key else PinVerdict.UPGRADE
+    if _same_version(history.rolled_back, pinned_key):
+        return PinVerdict.FAILED_HEALTH
+    if pinned_key > running_key:
+        return PinVerdict.UPGRADE
+    if _same_version(history.previous, pinned_key):
+        return PinVerdict.SWITCH_BACK
+    return PinVerdict.DOWNGRADE
+
+
+def _same_version(version: str | None, key: tuple[Any, ...]) -> bool:
+    if version is None:
+        return False
+    try:
+        return version_key(version) == key
+    except ValueError:
+        return False
 
 
 def release_target_path(version: str, platform: str) -> str:

@@ -26,6 +26,7 @@ from config.fleet_client import BadBundle
 from config.fleet_targets import ConfigRejected, DocumentTooLarge, SerialRollback, WrongBox
 from config.release_targets import (
     ReleaseDowngrade,
+    ReleaseFailedHealth,
     ReleaseMismatch,
     ReleaseMissing,
     ReleaseNotDelegated,
@@ -37,6 +38,7 @@ from storage.release_seal import ReleaseSealError
 REFUSAL_BY_CLASS: Final[tuple[tuple[type[Exception], str], ...]] = (
     # a release (docs/releases.md 7): before the configuration's, some are RepositoryErrors
     (ReleaseDowngrade, ReleaseDowngrade.code),  # lower than the running version
+    (ReleaseFailedHealth, ReleaseFailedHealth.code),  # rolled back here by its health check
     (ReleaseNotDelegated, ReleaseNotDelegated.code),  # not signed by the releases role
     (ReleaseMismatch, ReleaseMismatch.code),  # not the bundle its signed fields describe
     (ReleaseMissing, ReleaseMissing.code),  # no release of the pinned version signed

@@ -1,7 +1,9 @@
 """`mvb release ...`: releases on this box (docs/releases.md sections 3 to 5).
 
 Needs no box configuration. `install` adds a venv beside the running release and never touches
-the running one; `activate`, `request`, `switch`, `resume` and `boot` drive the A/B switch
+the running one; `install-inbox` verifies again, from root's own anchor (`trust-fleet`), and
+installs the releases the box's service left in its inbox (docs/releases.md 7.6); `activate`,
+`request`, `switch`, `resume` and `boot` drive the A/B switch
 (gateway/release_switch_io.py) as root: on a box through the systemd units in systemd/, by hand
 only to install the first release or to switch while watching."""
 
@@ -12,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from tuf.api.exceptions import RepositoryError
+
+from gateway.release_inbox_install import default_platform, install_inbox, trust_fleet
 from gateway.release_install import install_release
 from gateway.release_switch import Event, EventKind, Outcome, Phase, SwitchRefused, step
 from gateway.release_switch_io import (
@@ -29,6 +34,7 @@ from protocol.release_manifest import BundleError
 
 DEFAULT_ROOT: Final = Path("/opt/mvb")
 DEFAULT_RELEASES: Final = DEFAULT_ROOT / "releases"
+DEFAULT_INBOX: Final = Path("/var/lib/mvb/release-inbox")
 EXIT_REFUSED: Final = 2
 EXIT_ROLLED_BACK: Final = 3
 EXIT_PENDING: Final = 4
@@ -40,6 +46,16 @@ def add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     install = actions.add_parser("install", help="install a release bundle offline, beside")
     install.add_argument("bundle", type=Path, help="mvb-<version>-<platform>.tar")
     install.add_argument("--releases", type=Path, default=DEFAULT_RELEASES)
+    inbox = actions.add_parser(
+        "install-inbox", help="verify again and install the releases the box left (root)"
+    )
+    inbox.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    inbox.add_argument("--inbox", type=Path, default=DEFAULT_INBOX)
+    inbox.add_argument("--platform", default=default_platform())
+    trust = actions.add_parser("trust-fleet", help="pin the fleet's root.json as root's anchor")
+    trust.add_argument("root_json", type=Path, help="the fleet's root.json (as at pairing)")
+    trust.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    trust.add_argument("--replace", action="store_true", help="replace a pinned anchor")
     helps = {
         "activate": "make the first installed release current (a fresh box)",
         "request": "ask for a switch to an installed release (the switch unit carries it out)",
@@ -63,12 +79,26 @@ def add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def run_release(args: argparse.Namespace) -> int:
     try:
         return _dispatch(args)
-    except (BundleError, SwitchRefused, SwitchStateError, ServiceError, OSError) as exc:
+    except (
+        BundleError,
+        SwitchRefused,
+        SwitchStateError,
+        ServiceError,
+        OSError,
+        RepositoryError,
+    ) as exc:
         print(f"mvb release: {exc}", file=sys.stderr)
         return EXIT_REFUSED
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.release_command == "install-inbox":
+        install_inbox(args.root, args.inbox, platform=args.platform)
+        return 0  # refusals are logged per item: the path unit keeps watching
+    if args.release_command == "trust-fleet":
+        version = trust_fleet(args.root, args.root_json.read_bytes(), replace=args.replace)
+        print(f"the fleet's root version {version} is root's release anchor")
+        return 0
     if args.release_command == "install":
         target = install_release(args.bundle, args.releases)
         print(f"installed release {target.name} at {target}")

@@ -4,8 +4,11 @@ release through ngclient (config/release_client.py), open the seal with the flee
 and the A/B switch (gateway/release_install.py, gateway/release_switch_io.py: never while
 recording, the switch waits for stand-by).
 
-What a pin means (config/release_targets.py `judge_pin`): the running version, nothing; a lower
-one, refused (`release_downgrade`); a higher one, fetched. Every outcome that is not "nothing to
+What a pin means (config/release_targets.py `judge_pin`): the running version, nothing; the
+release this box ran before (still installed), a switch back to it with no fetch (a fleet's
+rollback, gateway/release_handoff.py); any other lower one, refused (`release_downgrade`); one
+the box's own health check rolled back, refused (`release_failed_health`) while the switch's
+last outcome is that rollback; a higher one, fetched. Every outcome that is not "nothing to
 do" is audited once per (version, outcome) and shown to the fleet admin: refusals as a code
 (gateway/fleet_refusals.py) in the fleet sync's status (health `config_last_outcome`) and the
 sticky alarm `release_refused`; a hand-off as `release.requested`.
@@ -15,6 +18,10 @@ Invariants:
   bytes, the seal opened intact with this fleet's key, and the opened bundle's manifest has the
   SHA-256, version and platform the releases key signed. Anything else removes what was
   written and refuses.
+- The hand-off is a configuration, never a fallback: on a box (`gateway/run.py`) always
+  `hand_to_inbox` (root verifies again and installs, docs/releases.md 7.6); `install_and_request`
+  only where the caller names it (tests: no second user exists there).
+- A lower pin is never fetched: it is the previous release's switch back or a refusal.
 - A refusal for good (downgrade, wrong role, tampered, mismatch, wrong seal key) is not fetched
   again for the same version until the pin changes or the service restarts; a link that
   failed, a release not signed yet or a missing release key are tried again every round.
@@ -38,24 +45,30 @@ from typing import Final, Literal
 
 from Crypto.PublicKey import ECC
 from tuf.api.exceptions import DownloadError, RepositoryError
+from tuf.api.metadata import Metadata, Root
 
 from common.alarms import Alarms
 from common.durable import atomic_write_bytes, make_dirs
 from config.fleet_client import Fetch
+from config.fleet_targets import METADATA_PREFIX
 from config.release_client import ReleaseClient
 from config.release_targets import (
     RELEASE_KEY_PATH,
+    RELEASES_ROLE,
     PinVerdict,
     ReleaseCustom,
     ReleaseDowngrade,
+    ReleaseFailedHealth,
     ReleaseMismatch,
     ReleaseMissing,
     judge_pin,
 )
 from gateway.fleet_refusals import RELEASE_INSTALL_FAILED, RELEASE_NO_KEY, refusal_code
+from gateway.release_handoff import SwitchAccess
+from gateway.release_inbox import InboxItem, put_item
 from gateway.release_install import install_release, is_installed
-from gateway.release_switch import Event, EventKind, step
-from gateway.release_switch_io import ReleaseRoot
+from gateway.release_switch import Event, EventKind, SwitchRefused, step
+from gateway.release_switch_io import ReleaseRoot, SwitchStateError
 from protocol.release_manifest import MANIFEST, BundleError, Manifest
 from storage.audit_io import AuditLog
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
@@ -69,9 +82,30 @@ ALARM: Final = "release_refused"
 RELEASE_KEY_FILE: Final = "release.key"
 RELEASE_WORK_DIR: Final = "release-incoming"
 """In the state directory: a release being fetched and opened (emptied after each attempt)."""
+RELEASE_INBOX_DIR: Final = "release-inbox"
+"""In the state directory: releases verified here for root's installer (docs/releases.md 7.6)."""
+RELEASE_STAGING_DIR: Final = "release-staging"
+"""In the state directory: an inbox item being built (moved into the inbox by one rename)."""
 MAX_KEY_BYTES: Final = 16 * 1024
-HandOff = Callable[[Path, str], None]
-"""`hand_off(bundle, version)`: install the opened bundle and ask for the switch (blocking)."""
+MAX_ROOT_BYTES: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """A release verified and opened by the box: the opened `bundle`, the `sealed` bytes as
+    signed, the release key that opened them, and the metadata files the verification read
+    (`metadata`: name -> bytes, the root chain from 2 included) so that root can verify it
+    again from its own anchor (docs/releases.md 7.6)."""
+
+    bundle: Path
+    version: str
+    sealed: Path
+    key_pem: bytes
+    metadata: dict[str, bytes]
+
+
+HandOff = Callable[[HandOver], None]
+"""`hand_off(release)`: install it and ask for the switch, or leave it for root (blocking)."""
 _FOR_GOOD: Final = (RepositoryError, ReleaseSealError, EvidenceError)
 
 
@@ -90,13 +124,26 @@ def install_and_request(root: Path) -> HandOff:
     """The hand-off of a box whose service may write the release root (`/opt/mvb`): install
     beside the running release, then ask for the switch as `mvb release request` does."""
 
-    def hand_off(bundle: Path, version: str) -> None:
+    def hand_off(release: HandOver) -> None:
         releases = root / "releases"
-        if not is_installed(releases / version):
-            install_release(bundle, releases)
+        if not is_installed(releases / release.version):
+            install_release(release.bundle, releases)
         release_root = ReleaseRoot(root)
-        state, _ = step(release_root.load(), Event(EventKind.REQUEST, version=version))
+        state, _ = step(release_root.load(), Event(EventKind.REQUEST, version=release.version))
         release_root.save(state)
+
+    return hand_off
+
+
+def hand_to_inbox(inbox: Path, staging: Path) -> HandOff:
+    """The hand-off of a box whose service may not write the release root (user `mvb` under
+    systemd/mvb.service): the sealed release, its key and metadata into the inbox, for root's
+    `mvb release install-inbox` to verify again and install (docs/releases.md 7.6). `staging`
+    is on the file system of the inbox and of the work directory (each move is one rename)."""
+
+    def hand_off(release: HandOver) -> None:
+        item = InboxItem("install", release.version, release.key_pem, metadata=release.metadata)
+        put_item(inbox, staging, item, sealed_file=release.sealed)
 
     return hand_off
 
@@ -114,6 +161,7 @@ class ReleaseUpdater:
         running_version: str,
         platform: str,
         hand_off: HandOff,
+        switch: SwitchAccess,
         audit: AuditLog,
         alarms: Alarms,
     ) -> None:
@@ -123,6 +171,7 @@ class ReleaseUpdater:
         self.running_version = running_version
         self.platform = platform
         self.hand_off = hand_off
+        self.switch = switch
         self.audit = audit
         self.alarms = alarms
         self.last: ReleaseOutcome | None = None
@@ -147,8 +196,9 @@ class ReleaseUpdater:
             return outcome
 
     async def _follow(self, pinned: str, fetch: Fetch, key_fetch: Fetch | None) -> ReleaseOutcome:
+        history = await asyncio.to_thread(self.switch.history)
         try:
-            verdict = judge_pin(pinned, self.running_version)
+            verdict = judge_pin(pinned, self.running_version, history)
         except ValueError as error:
             return ReleaseOutcome(pinned, "refused", "release_mismatch", str(error))
         if verdict is PinVerdict.CURRENT:
@@ -156,6 +206,13 @@ class ReleaseUpdater:
         if verdict is PinVerdict.DOWNGRADE:
             lower = ReleaseDowngrade(f"{pinned} is lower than the running {self.running_version}")
             return ReleaseOutcome(pinned, "refused", refusal_code(lower), str(lower))
+        if verdict is PinVerdict.FAILED_HEALTH:
+            failed = ReleaseFailedHealth(
+                f"{pinned} failed its health check here and was rolled back"
+            )
+            return ReleaseOutcome(pinned, "refused", refusal_code(failed), str(failed))
+        if verdict is PinVerdict.SWITCH_BACK:
+            return await self._switch_back(pinned)
         key = await self._release_key(key_fetch)
         if key is None:
             why = "the box has no release key: it is fetched over the link (or pair again)"
@@ -169,7 +226,10 @@ class ReleaseUpdater:
             client = ReleaseClient(self.metadata_dir, fetch, platform=self.platform)
             custom = await asyncio.to_thread(client.fetch_release, version, sealed)
             await asyncio.to_thread(open_checked, sealed, opened, key, custom)
-            await asyncio.to_thread(self.hand_off, opened, version)
+            metadata = await asyncio.to_thread(metadata_for_root, self.metadata_dir, fetch)
+            key_pem = await asyncio.to_thread(self.key_file.read_bytes)
+            release = HandOver(opened, version, sealed, key_pem, metadata)
+            await asyncio.to_thread(self.hand_off, release)
         except (DownloadError, TransportError) as error:
             return ReleaseOutcome(version, "waiting", "link", type(error).__name__)
         except ReleaseMissing as error:
@@ -181,6 +241,17 @@ class ReleaseUpdater:
         finally:
             await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
         return ReleaseOutcome(version, "requested")
+
+    async def _switch_back(self, version: str) -> ReleaseOutcome:
+        """A fleet's rollback to the release this box ran before: no fetch, no install, the
+        switch's own request (it waits for stand-by)."""
+        try:
+            await asyncio.to_thread(self.switch.switch_back, version)
+        except SwitchRefused as error:  # a switch is under way: ask again next round
+            return ReleaseOutcome(version, "waiting", "", str(error)[:300])
+        except (SwitchStateError, OSError) as error:
+            return ReleaseOutcome(version, "refused", RELEASE_INSTALL_FAILED, _reason(error))
+        return ReleaseOutcome(version, "requested", reason="switch back to the previous release")
 
     async def ensure_key(self, key_fetch: Fetch) -> None:
         """Fetch the release key if the box has none (every round with a link: the first one
@@ -226,6 +297,28 @@ class ReleaseUpdater:
             fields["code"] = outcome.code
             fields["reason"] = outcome.reason[:300]
         await asyncio.to_thread(self.audit.append, f"release.{outcome.outcome}", **fields)
+
+
+def metadata_for_root(metadata_dir: Path, fetch: Fetch) -> dict[str, bytes]:
+    """The metadata the box verified, named as the repository serves it (consistent
+    snapshots: `N.snapshot.json`, `N.targets.json`, `N.releases.json`; `timestamp.json`), and
+    every `N.root.json` from 2 to the box's trusted root: root's anchor may be older than the
+    box's and follows the rotations from its own. A root the source does not have is left
+    out (root then refuses the item if it needs it). What root verifies, not what it trusts."""
+    files = {"timestamp.json": (metadata_dir / "timestamp.json").read_bytes()}
+    for role in ("snapshot", "targets", RELEASES_ROLE):
+        data = (metadata_dir / f"{role}.json").read_bytes()
+        files[f"{Metadata.from_bytes(data).signed.version}.{role}.json"] = data
+    root = (metadata_dir / "root.json").read_bytes()
+    newest = Metadata[Root].from_bytes(root).signed.version
+    files[f"{newest}.root.json"] = root
+    for version in range(2, newest):
+        name = f"{version}.root.json"
+        try:
+            files[name] = fetch(METADATA_PREFIX + name, MAX_ROOT_BYTES)
+        except (DownloadError, TransportError):
+            continue
+    return files
 
 
 def open_checked(

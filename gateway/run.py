@@ -52,8 +52,15 @@ from gateway.pairing_client import fleet_metadata_dir, is_paired, pairing_files
 from gateway.policy import recorder_policy
 from gateway.recorder import Event
 from gateway.release_cli import DEFAULT_ROOT
+from gateway.release_handoff import InboxSwitch
 from gateway.release_report import release_root_of, watch_switch_outcome
-from gateway.release_update import RELEASE_WORK_DIR, ReleaseUpdater, install_and_request
+from gateway.release_update import (
+    RELEASE_INBOX_DIR,
+    RELEASE_STAGING_DIR,
+    RELEASE_WORK_DIR,
+    ReleaseUpdater,
+    hand_to_inbox,
+)
 from gateway.sdnotify import (
     Notifier,
     status_line,
@@ -279,15 +286,18 @@ def build_fleet_sync(
 
 
 def build_release_updater(running: RunningBox, local: LocalConfig) -> ReleaseUpdater:
-    """The release the fleet pins, installed beside the running one under /opt/mvb and
-    switched by the A/B switch (docs/releases.md 7)."""
+    """The release the fleet pins, verified here and left in the release inbox for root's
+    installer, which verifies it again, installs it beside the running one under /opt/mvb and
+    requests the A/B switch (docs/releases.md 7.6): the box's service never writes /opt/mvb."""
+    inbox, staging = local.state_dir / RELEASE_INBOX_DIR, local.state_dir / RELEASE_STAGING_DIR
     return ReleaseUpdater(
         metadata_dir=fleet_metadata_dir(local.state_dir),
         work_dir=local.state_dir / RELEASE_WORK_DIR,
         pairing_dir=pairing_files(local.state_dir).directory,
         running_version=software_version(),
         platform=os.uname().machine,
-        hand_off=install_and_request(DEFAULT_ROOT),
+        hand_off=hand_to_inbox(inbox, staging),
+        switch=InboxSwitch(DEFAULT_ROOT, inbox, staging),
         audit=running.box.audit,
         alarms=running.box.alarms,
     )

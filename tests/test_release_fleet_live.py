@@ -29,6 +29,7 @@ import pytest
 from backoffice import cli as admin_cli
 from config.local import load_config
 from demo.synthetic import generate_clip
+from gateway.release_handoff import RootSwitch
 from gateway.release_install import is_installed
 from gateway.release_switch_io import ReleaseRoot, activate_first
 from gateway.release_update import install_and_request
@@ -93,6 +94,7 @@ async def box_running(config: Path, release_root: Path) -> AsyncIterator[Running
     assert running.fleet.releases is not None
     running.fleet.releases.running_version = RUNNING
     running.fleet.releases.hand_off = install_and_request(release_root)
+    running.fleet.releases.switch = RootSwitch(release_root)
     try:
         yield running
     finally:

@@ -38,6 +38,7 @@ from backoffice.fleet_repo import Lifetimes
 from config.local import BoxSection
 from demo.synthetic import generate_clip
 from gateway.cli import _parser as box_parser
+from gateway.release_update import RELEASE_INBOX_DIR
 from gateway.sdnotify import watchdog_interval_s
 from tests.backoffice.test_tuspy_interop import read_line
 from tests.evidence_helpers import write_box_config
@@ -53,6 +54,8 @@ PUBLISH_TIMER = UNITS / "mvb-fleet-publish.timer"
 RELEASE_BOOT_UNIT = UNITS / "mvb-release-boot.service"
 RELEASE_SWITCH_UNIT = UNITS / "mvb-release-switch.service"
 RELEASE_SWITCH_PATH = UNITS / "mvb-release-switch.path"
+RELEASE_INSTALL_UNIT = UNITS / "mvb-release-install.service"
+RELEASE_INSTALL_PATH = UNITS / "mvb-release-install.path"
 MAX_EXPOSURE = 3.0
 SHUTDOWN_GRACE_S = 20  # the lifecycle's default shutdown_grace_s; TimeoutStopSec= must exceed it
 MVB = Path(sys.executable).with_name("mvb")
@@ -165,7 +168,14 @@ def exposure(unit: Path) -> float:
 
 @pytest.mark.parametrize(
     "unit",
-    [BOX_UNIT, BACKOFFICE_UNIT, PUBLISH_UNIT, RELEASE_BOOT_UNIT, RELEASE_SWITCH_UNIT],
+    [
+        BOX_UNIT,
+        BACKOFFICE_UNIT,
+        PUBLISH_UNIT,
+        RELEASE_BOOT_UNIT,
+        RELEASE_SWITCH_UNIT,
+        RELEASE_INSTALL_UNIT,
+    ],
     ids=lambda p: p.name,
 )
 def test_verify_has_nothing_to_say_about_the_unit(unit: Path, tmp_path: Path) -> None:
@@ -179,6 +189,17 @@ def test_verify_has_nothing_to_say_about_the_switch_path_unit(tmp_path: Path) ->
     path_unit.write_text(RELEASE_SWITCH_PATH.read_text())
     assert single(read_unit(path_unit), "Path", "Unit") == RELEASE_SWITCH_UNIT.name
     assert single(read_unit(path_unit), "Path", "PathChanged") == "/opt/mvb/switch.json"
+    assert verify_complaints(path_unit) == []
+
+
+def test_verify_has_nothing_to_say_about_the_install_path_unit(tmp_path: Path) -> None:
+    """Root's installer starts when the box's inbox is not empty (docs/releases.md 7.6)."""
+    verifiable_copy(RELEASE_INSTALL_UNIT, tmp_path)
+    path_unit = tmp_path / RELEASE_INSTALL_PATH.name
+    path_unit.write_text(RELEASE_INSTALL_PATH.read_text())
+    assert single(read_unit(path_unit), "Path", "Unit") == RELEASE_INSTALL_UNIT.name
+    inbox = single(read_unit(path_unit), "Path", "DirectoryNotEmpty")
+    assert inbox == "/var/lib/mvb/release-inbox"
     assert verify_complaints(path_unit) == []
 
 
@@ -196,7 +217,9 @@ def test_the_box_unit_exposure_is_at_most_3() -> None:
     assert score <= MAX_EXPOSURE, f"mvb.service exposure {score} > {MAX_EXPOSURE}"
 
 
-@pytest.mark.parametrize("unit", [RELEASE_BOOT_UNIT, RELEASE_SWITCH_UNIT], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "unit", [RELEASE_BOOT_UNIT, RELEASE_SWITCH_UNIT, RELEASE_INSTALL_UNIT], ids=lambda p: p.name
+)
 def test_the_release_switch_units_exposure_is_at_most_2(unit: Path) -> None:
     """They run as root (the box may never switch its own code): confined more than the box."""
     score = exposure(unit)
@@ -310,6 +333,30 @@ def test_the_switch_units_run_the_good_release_s_switcher_on_the_box_s_root() ->
     assert single(switch, "Unit", "After") == BOX_UNIT.name
     resume = box_parser().parse_args(shlex.split(single(switch, "Service", "ExecStart"))[1:])
     assert resume.api_url == f"http://127.0.0.1:{api_port}"
+
+
+def test_the_install_unit_runs_the_good_release_s_installer_on_the_box_s_inbox() -> None:
+    """Root's installer (docs/releases.md 7.6): the good release's, on the inbox the box's
+    service writes (its state directory's `release-inbox`), offline, writing only the release
+    root and the inbox."""
+    state_dir = tomllib.loads((REPO / "config" / "defaults" / "box.toml").read_text())["box"][
+        "state_dir"
+    ]
+    unit = read_unit(RELEASE_INSTALL_UNIT)
+    argv = shlex.split(single(unit, "Service", "ExecStart"))
+    assert argv[0] == "/opt/mvb/good/bin/mvb"
+    args = box_parser().parse_args(argv[1:])
+    assert (args.command, args.release_command, args.root) == (
+        "release",
+        "install-inbox",
+        Path("/opt/mvb"),
+    )
+    assert args.inbox == Path(state_dir) / RELEASE_INBOX_DIR
+    assert single(unit, "Service", "Type") == "oneshot"
+    assert words(unit, "Service", "ReadWritePaths") == ["/opt/mvb", str(args.inbox)]
+    assert single(unit, "Service", "PrivateNetwork") == "yes"
+    assert words(unit, "Service", "CapabilityBoundingSet") == ["CAP_DAC_OVERRIDE"]
+    assert values(unit, "Service", "User") == []  # root: the mvb user may not write /opt/mvb
 
 
 def test_hardening_directives(box_unit: Unit) -> None:

@@ -11,6 +11,7 @@ from config.local import ConfigError
 from config.release_targets import (
     PinVerdict,
     ReleaseMismatch,
+    SwitchHistory,
     judge_pin,
     parse_release_custom,
     release_target_path,
@@ -42,7 +43,43 @@ def test_versions_are_ordered_as_pep_440_orders_them() -> None:
 def test_a_pin_is_judged_against_the_running_version(
     pinned: str, running: str, verdict: PinVerdict
 ) -> None:
-    assert judge_pin(pinned, running) is verdict
+    assert judge_pin(pinned, running, SwitchHistory()) is verdict
+
+
+NONE = SwitchHistory()
+
+
+@pytest.mark.parametrize(
+    ("pinned", "running", "history", "verdict"),
+    [
+        # the release this box ran before: a fleet's rollback, a switch back with no fetch
+        ("1.0.0", "1.0.1", SwitchHistory(previous="1.0.0"), PinVerdict.SWITCH_BACK),
+        ("1.0", "1.0.1", SwitchHistory(previous="1.0.0"), PinVerdict.SWITCH_BACK),  # PEP 440 equal
+        # any other lower pin is a downgrade, whatever the box ran before
+        ("0.9.0", "1.0.1", SwitchHistory(previous="1.0.0"), PinVerdict.DOWNGRADE),
+        ("1.0.0", "1.0.1", NONE, PinVerdict.DOWNGRADE),
+        (
+            "1.0.0",
+            "1.0.1",
+            SwitchHistory(previous="1.0.1"),
+            PinVerdict.DOWNGRADE,
+        ),  # after a rollback
+        ("1.0.0", "1.0.1", SwitchHistory(previous="garbage"), PinVerdict.DOWNGRADE),
+        # a higher pin that is the box's previous is still just an upgrade (fetched, verified)
+        ("1.0.2", "1.0.1", SwitchHistory(previous="1.0.2"), PinVerdict.UPGRADE),
+        # the box's own health check rolled this one back: not fetched again in a loop
+        ("1.0.2", "1.0.1", SwitchHistory(rolled_back="1.0.2"), PinVerdict.FAILED_HEALTH),
+        ("1.0.2", "1.0.1", SwitchHistory("1.0.0", "1.0.2"), PinVerdict.FAILED_HEALTH),
+        ("1.0.0", "1.0.1", SwitchHistory("1.0.0", "1.0.0"), PinVerdict.FAILED_HEALTH),
+        # another rolled-back version leaves this pin alone; the running one is current
+        ("1.0.3", "1.0.1", SwitchHistory(rolled_back="1.0.2"), PinVerdict.UPGRADE),
+        ("1.0.1", "1.0.1", SwitchHistory("1.0.0", "1.0.1"), PinVerdict.CURRENT),
+    ],
+)
+def test_a_lower_pin_is_taken_only_as_a_switch_back_and_a_failed_one_not_again(
+    pinned: str, running: str, history: SwitchHistory, verdict: PinVerdict
+) -> None:
+    assert judge_pin(pinned, running, history) is verdict
 
 
 @pytest.mark.parametrize("bad", ["", "v1.0", "1.0-beta", "latest", "1..0", "1.0 "])

@@ -7,7 +7,8 @@ targets instead of the releases role, a releases role signed by a key the target
 delegate, a sealed bundle altered before it was signed, a stored one altered after, one sealed
 to another fleet's key, one whose manifest is not the signed one. The hand-off here records
 what it is given (the install and switch are tests/test_release_fleet_live.py's and
-tests/test_release_switch_e2e.py's).
+tests/test_release_switch_e2e.py's); the release root the updater reads (the switch's state,
+the `previous` link) is a real one on disk, with release.json-only installs.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from backoffice.fleet_releases import add_release_target, bundle_custom, sign_re
 from common.alarms import Alarms
 from config.fleet_client import Fetch
 from config.release_targets import RELEASE_KEY_PATH, ReleaseCustom, release_target_path
+from gateway.release_handoff import RootSwitch
+from gateway.release_switch import Outcome, Phase, SwitchState
+from gateway.release_switch_io import ReleaseRoot, state_from_json
 from gateway.release_update import ALARM, ReleaseOutcome, ReleaseUpdater
 from storage.audit_io import AuditLog
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey
 from storage.release_seal import seal_release
+from tests.release_switch_helpers import fake_install
 from tests.release_target_helpers import (
     PLATFORM,
     ReleaseFleet,
@@ -51,6 +56,7 @@ class Box:
     def __init__(self, root: Path, fleet: ReleaseFleet, *, with_key: bool = True) -> None:
         self.handed: list[tuple[str, bytes]] = []
         root.mkdir(parents=True)
+        self.release_root = ReleaseRoot(root / "opt-mvb")  # nothing installed: no history
         self.audit = AuditLog.open(root / "audit.jsonl", DeviceKey.generate())
         self.alarms = Alarms()
         pairing = root / "pairing"
@@ -63,7 +69,8 @@ class Box:
             pairing_dir=pairing,
             running_version=RUNNING,
             platform=PLATFORM,
-            hand_off=lambda bundle, version: self.handed.append((version, bundle.read_bytes())),
+            hand_off=lambda given: self.handed.append((given.version, given.bundle.read_bytes())),
+            switch=RootSwitch(self.release_root.path),
             audit=self.audit,
             alarms=self.alarms,
         )
@@ -139,6 +146,78 @@ async def test_a_downgrade_is_refused_with_its_code_audited_once_and_alarmed(
     assert ALARM in box.alarms.codes()
     assert (await box.follow("1.0.0", fetch=no_fetch)).outcome == "current"
     assert ALARM not in box.alarms.codes()  # the fleet pinned the running version again
+
+
+def switched_from(root: ReleaseRoot, previous: str, state: SwitchState) -> None:
+    """A release root after a switch from `previous` to `state.good` (both installed)."""
+    for version in {previous, state.good}:
+        fake_install(root, version)
+    root.save(state)
+    root.link("previous", previous)
+    root.link("current", state.good)
+    root.link("good", state.good)
+
+
+async def test_a_fleet_rollback_to_the_previous_release_is_a_switch_back_with_no_fetch(
+    fleet: ReleaseFleet, tmp_path: Path
+) -> None:
+    """The box ran 0.9.0, switched to 1.0.0; a rollout's rollback pins 0.9.0 again: the switch
+    is asked to go back to the installed 0.9.0 (it waits for stand-by as any switch does);
+    nothing is fetched or installed. Any other lower pin stays a downgrade."""
+    box = Box(tmp_path / "box", fleet)
+    after = SwitchState(Phase.IDLE, good=RUNNING, last=Outcome.SWITCHED, last_version=RUNNING)
+    switched_from(box.release_root, OLDER, after)
+    outcome = await box.follow(OLDER, fetch=no_fetch)
+    assert (outcome.version, outcome.outcome) == (OLDER, "requested")
+    state = state_from_json(box.release_root.state_file.read_bytes())
+    assert (state.phase, state.target, state.good) == (Phase.PENDING, OLDER, RUNNING)
+    assert box.handed == []  # not fetched, not installed: the installed release is switched to
+    assert ("release.requested", {"version": OLDER}) in box.events()
+    assert ALARM not in box.alarms.codes()
+    older = await box.follow("0.8.0", fetch=no_fetch)  # not what this box ran before
+    assert (older.outcome, older.code) == ("refused", "release_downgrade")
+
+
+async def test_a_previous_release_no_longer_installed_is_a_downgrade(
+    fleet: ReleaseFleet, tmp_path: Path
+) -> None:
+    box = Box(tmp_path / "box", fleet)
+    switched_from(box.release_root, OLDER, SwitchState(Phase.IDLE, good=RUNNING))
+    (box.release_root.release(OLDER) / "release.json").unlink()  # a cut or removed install
+    outcome = await box.follow(OLDER, fetch=no_fetch)
+    assert (outcome.outcome, outcome.code) == ("refused", "release_downgrade")
+    assert state_from_json(box.release_root.state_file.read_bytes()).phase is Phase.IDLE
+
+
+async def test_a_release_the_health_check_rolled_back_is_not_fetched_again_until_the_pin_moves(
+    fleet: ReleaseFleet, bundles: Path, tmp_path: Path
+) -> None:
+    """1.0.1 was fetched, switched to and rolled back by the box's own health check; the pin
+    still says 1.0.1: refused with its code (sticky alarm), nothing fetched, also by a box
+    restarted (the switch's state is durable); a new pin is followed again."""
+    sign(fleet, synthetic_bundle(bundles, NEXT))
+    box = Box(tmp_path / "box", fleet)
+    rolled_back = SwitchState(
+        Phase.IDLE, good=RUNNING, last=Outcome.ROLLED_BACK, last_version=NEXT,
+        last_reason="no_camera", serial=2,
+    )  # fmt: skip
+    switched_from(box.release_root, RUNNING, rolled_back)  # previous == good after a rollback
+    fake_install(box.release_root, NEXT)
+    for _ in range(2):
+        outcome = await box.follow(NEXT, fetch=no_fetch)
+        assert (outcome.outcome, outcome.code) == ("refused", "release_failed_health")
+    assert box.handed == []
+    refusals = [fields for event, fields in box.events() if event == "release.refused"]
+    assert [(f["version"], f["code"]) for f in refusals] == [(NEXT, "release_failed_health")]
+    assert ALARM in box.alarms.codes()
+    restarted = Box(tmp_path / "box2", fleet)
+    switched_from(restarted.release_root, RUNNING, rolled_back)
+    again = await restarted.follow(NEXT, fetch=no_fetch)
+    assert (again.outcome, again.code) == ("refused", "release_failed_health")
+    newer = "1.0.2"
+    sign(fleet, synthetic_bundle(bundles, newer))
+    assert (await box.follow(newer)).outcome == "requested"
+    assert [version for version, _ in box.handed] == [newer]
 
 
 async def test_a_release_signed_into_the_targets_role_is_not_taken(

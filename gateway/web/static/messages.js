@@ -114,6 +114,7 @@ const BUNDLE_REASON_TEXTS = Object.freeze({
   version_rollback: key("bundle.reason.version_rollback"),
   wrong_box: key("bundle.reason.wrong_box"),
   release_downgrade: key("bundle.reason.release_downgrade"),
+  release_failed_health: key("bundle.reason.release_failed_health"),
   release_not_delegated: key("bundle.reason.release_not_delegated"),
   release_mismatch: key("bundle.reason.release_mismatch"),
   release_missing: key("bundle.reason.release_missing"),
