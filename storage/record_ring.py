@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from queue import SimpleQueue
 
 DEFAULT_RING_BUFFERS = 3
@@ -40,9 +41,17 @@ class HashedRecordRing:
         # (buffer to give back or None, the bytes to hash); None ends the thread.
         self._todo: SimpleQueue[tuple[bytearray | None, bytes | memoryview] | None] = SimpleQueue()
         self._hash = hashlib.sha256()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._failures: list[BaseException] = []  # what the thread met, if anything
+        # The thread holds the queues and the hash, not the ring: a ring dropped without
+        # close() is still collected, and its finalizer ends the thread.
+        self._thread = threading.Thread(
+            target=_hash_in_order,
+            args=(self._todo, self._free, self._hash, self._failures),
+            name="sha256",
+            daemon=True,
+        )
         self._thread.start()
+        self._finalizer = weakref.finalize(self, self._todo.put, None)
         self._stopped = False
         self._digest: str | None = None
 
@@ -69,8 +78,8 @@ class HashedRecordRing:
             if self._stopped:
                 raise RuntimeError("the ring was closed before its digest was asked for")
             self._stop()
-            if self._failure is not None:
-                raise RuntimeError("the evidence file's SHA-256 failed") from self._failure
+            if self._failures:
+                raise RuntimeError("the evidence file's SHA-256 failed") from self._failures[0]
             self._digest = self._hash.hexdigest()
         return self._digest
 
@@ -81,16 +90,26 @@ class HashedRecordRing:
 
     def _stop(self) -> None:
         self._stopped = True
-        self._todo.put(None)
+        self._finalizer()  # puts the end marker, once
         self._thread.join()
 
-    def _run(self) -> None:
-        while (item := self._todo.get()) is not None:
-            buffer, data = item
-            if self._failure is None:
-                try:
-                    self._hash.update(data)
-                except BaseException as exc:  # reported by hexdigest(); buffers still return
-                    self._failure = exc
-            if buffer is not None:
-                self._free.put(buffer)
+
+_Todo = SimpleQueue[tuple[bytearray | None, bytes | memoryview] | None]
+
+
+def _hash_in_order(
+    todo: _Todo,
+    free: SimpleQueue[bytearray],
+    digest: hashlib._Hash,
+    failures: list[BaseException],
+) -> None:
+    """The ring's thread: hash each piece in the order given, then free its buffer."""
+    while (item := todo.get()) is not None:
+        buffer, data = item
+        if not failures:
+            try:
+                digest.update(data)
+            except BaseException as exc:  # reported by hexdigest(); buffers still come back
+                failures.append(exc)
+        if buffer is not None:
+            free.put(buffer)

@@ -3,6 +3,7 @@ buffer is handed out again only after the hash has read it."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import threading
@@ -80,3 +81,13 @@ def test_the_record_crc_is_zlibs(data: bytes, start: int) -> None:
     """ISA-L's CRC-32 is the format's (spec 4.2: ISO-HDLC, as zlib), also over a view."""
     assert crc32(data) == zlib.crc32(data)
     assert crc32(memoryview(data)[start:]) == zlib.crc32(data[start:])
+
+
+def test_a_ring_dropped_without_close_ends_its_thread() -> None:
+    """A writer that is dropped (a bug, or an error path) must not leave a thread behind."""
+    ring = HashedRecordRing(8)
+    thread = ring._thread
+    del ring
+    gc.collect()
+    thread.join(timeout=10)  # returns as soon as the thread ends
+    assert not thread.is_alive()
