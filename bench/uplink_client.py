@@ -65,6 +65,7 @@ class Upload:
     path: Path
     sha256_hex: str
     size_bytes: int
+    file_id: str  # random per run: the back office never attests a file id that names other bytes
 
 
 def make_files(directory: Path, count: int, size_bytes: int) -> list[Upload]:
@@ -73,7 +74,8 @@ def make_files(directory: Path, count: int, size_bytes: int) -> list[Upload]:
         data = os.urandom(size_bytes)
         path = directory / f"file{index}.bin"
         path.write_bytes(data)
-        uploads.append(Upload(path, hashlib.sha256(data).hexdigest(), size_bytes))
+        sha256_hex = hashlib.sha256(data).hexdigest()
+        uploads.append(Upload(path, sha256_hex, size_bytes, os.urandom(16).hex()))
     return uploads
 
 
@@ -155,7 +157,7 @@ async def upload_ours(
     sizer = chunk_sizer(chunk_bytes)
 
     async def one(index: int, upload: Upload) -> UploadOutcome:
-        spec = UploadSpec(f"{index:032x}", upload.size_bytes, upload.sha256_hex)
+        spec = UploadSpec(upload.file_id, upload.size_bytes, upload.sha256_hex)
         session = new_session(spec, sizer)
         sessions.append(session)
         reader = SliceReader(upload.path)
@@ -218,7 +220,8 @@ def upload_tuspy(
             uploader = client.uploader(
                 file_path=str(upload.path),
                 chunk_size=chunk_bytes,
-                metadata={"file_id": f"{index:032x}", "sha256": upload.sha256_hex},
+                metadata={"file_id": upload.file_id, "sha256": upload.sha256_hex},
+                upload_checksum=True,  # as ours: every chunk checksummed (tuspy: SHA-1)
             )
             uploader.upload()
             urls[index] = str(uploader.url)
@@ -265,7 +268,7 @@ async def upload_with_cuts(
     and the chunk in flight at each cut (0 when no body was in flight)."""
     rng = random.Random(seed)
     sizer = chunk_sizer(chunk_bytes)
-    spec = UploadSpec("c" * 32, upload.size_bytes, upload.sha256_hex)
+    spec = UploadSpec(upload.file_id, upload.size_bytes, upload.sha256_hex)
     session = new_session(spec, sizer)
     reader = SliceReader(upload.path)
     in_force: list[int] = []

@@ -12,15 +12,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from common.faults import MisuseFault
 from storage.evidence_format import (
+    CRC_OFFSET,
     FLAG_LAST,
     RECORD_FRAMING_BYTES,
+    TAG_BYTES,
     RecordFraming,
     chunk_nonce,
     crc32,
     file_tag,
     header_hash,
+    pack_crc_into,
+    pack_framing_into,
 )
 
+RECORD_OVERHEAD_BYTES = RECORD_FRAMING_BYTES + TAG_BYTES
+"""What a record adds to its chunk's plaintext: framing in front, GCM tag behind."""
 MAX_CHUNK_INDEX = 0xFFFFFFFF
 """The nonce counter is 32 bits (spec 4.2): a file never holds more chunks than this."""
 
@@ -52,25 +58,34 @@ class ChunkSealer:
         """How many indexes (nonces) are spent: the next chunk gets this index."""
         return self._next_index
 
-    def seal(self, plaintext: bytes | bytearray, *, last: bool) -> tuple[bytes, bytes]:
-        """The record for the next chunk as (framing, ciphertext || tag), written back to back.
+    def seal_into(
+        self, plaintext: bytes | bytearray | memoryview, record: memoryview, *, last: bool
+    ) -> memoryview:
+        """Seal the next chunk into `record` and return the view of the whole record.
 
-        Two parts rather than one so the writer can hand both to writev without copying.
-        Raises NonceExhausted after the LAST chunk or when the 32-bit index would wrap.
+        The record is framing (16) || ciphertext || tag (16), back to back at the start of
+        `record` (at least `len(plaintext) + RECORD_OVERHEAD_BYTES` long): the caller writes
+        it with one syscall and hashes the same bytes, and reuses the buffer, so a chunk costs
+        no allocation and no copy beyond the encryption itself. Raises NonceExhausted after
+        the LAST chunk or when the 32-bit index would wrap.
         """
         if self._ended:
             raise NonceExhausted("the LAST chunk is sealed: this file takes no further chunk")
         index = self._next_index
         if index > MAX_CHUNK_INDEX:
             raise NonceExhausted(f"chunk index {index} does not fit the 32-bit nonce counter")
+        body_len = len(plaintext)
+        out = record[: body_len + RECORD_OVERHEAD_BYTES]
+        if len(out) < body_len + RECORD_OVERHEAD_BYTES:
+            raise ValueError(f"a record buffer of {len(record)} bytes cannot hold {body_len}")
         self._next_index += 1  # spent from here on, even if encryption or the write fails
         self._ended = last
-        flags = FLAG_LAST if last else 0
-        framing = RecordFraming(self._tag, index, flags, len(plaintext), 0)
-        aad = self._header_hash + framing.aad_prefix()
-        sealed = self._aead.encrypt(chunk_nonce(self._prefix, index, last), plaintext, aad)
-        framing = RecordFraming(self._tag, index, flags, len(plaintext), crc32(sealed))
-        return framing.encode(), sealed
+        pack_framing_into(out, self._tag, index, FLAG_LAST if last else 0, body_len, 0)
+        aad = self._header_hash + out[:CRC_OFFSET].tobytes()
+        nonce = chunk_nonce(self._prefix, index, last)
+        self._aead.encrypt_into(nonce, plaintext, aad, out[RECORD_FRAMING_BYTES:])
+        pack_crc_into(out, crc32(out[RECORD_FRAMING_BYTES:]))
+        return out
 
 
 class ChunkOpener:
@@ -95,4 +110,10 @@ class ChunkOpener:
             return None
 
 
-__all__ = ["RECORD_FRAMING_BYTES", "ChunkOpener", "ChunkSealer", "NonceExhausted"]
+__all__ = [
+    "RECORD_FRAMING_BYTES",
+    "RECORD_OVERHEAD_BYTES",
+    "ChunkOpener",
+    "ChunkSealer",
+    "NonceExhausted",
+]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-import zlib
 from dataclasses import dataclass
+
+from isal import isal_zlib
 
 from storage.errors import MalformedHeader, NotEvidenceFile, UnsupportedVersion
 
@@ -48,6 +49,9 @@ INTERRUPTION_BODY_BYTES = 8 + 64
 # chunk_max_bytes, nonce_prefix, recipient_count
 _FIXED = struct.Struct(">8sHH16s16sIQI7sB")
 _FRAMING = struct.Struct(">4sIB3sI")
+_CRC = struct.Struct(">I")
+CRC_OFFSET = 12
+"""Where the crc32 sits in the framing; the bytes before it are the AEAD's record prefix."""
 assert _FIXED.size == FIXED_HEADER_BYTES
 assert _FRAMING.size == RECORD_FRAMING_BYTES
 
@@ -248,6 +252,19 @@ def _u24(value: int) -> bytes:
     return value.to_bytes(3, "big")
 
 
+def pack_framing_into(
+    buf: bytearray | memoryview, tag: bytes, index: int, flags: int, body_len: int, crc: int
+) -> None:
+    """Write the 16 framing bytes at the start of `buf` (the writer's record buffer): the same
+    bytes as `RecordFraming(tag, index, flags, body_len, crc).encode()`, without a new object."""
+    _FRAMING.pack_into(buf, 0, tag, index, flags, _u24(body_len), crc)
+
+
+def pack_crc_into(buf: bytearray | memoryview, crc: int) -> None:
+    """Fill in the crc32 field (framing bytes 12..15) once the ciphertext and tag are known."""
+    _CRC.pack_into(buf, CRC_OFFSET, crc)
+
+
 def decode_framing(data: bytes) -> RecordFraming:
     """Parse 16 framing bytes. Range checks against the header are the caller's."""
     tag, index, flags, length, crc = _FRAMING.unpack(data)
@@ -259,6 +276,10 @@ def chunk_nonce(nonce_prefix: bytes, index: int, last: bool) -> bytes:
     return nonce_prefix + struct.pack(">IB", index, 1 if last else 0)
 
 
-def crc32(data: bytes | memoryview) -> int:
-    """Torn-write detector for recovery; not a security measure (spec 4.2)."""
-    return zlib.crc32(data) & 0xFFFFFFFF
+def crc32(data: bytes | bytearray | memoryview) -> int:
+    """Torn-write detector for recovery; not a security measure (spec 4.2).
+
+    zlib's CRC-32 (ISO-HDLC), computed by ISA-L: the same value as `zlib.crc32`, about ten
+    times faster here (carry-less multiply on x86; ARMv8's CRC32 or PMULL instructions on ARM),
+    where zlib's costs the writer about three times what AES-GCM does (docs/benchmarks.md)."""
+    return isal_zlib.crc32(data) & 0xFFFFFFFF

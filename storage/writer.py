@@ -10,60 +10,25 @@ No plaintext media ever reaches the disk: media is buffered in RAM until it is s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from common.durable import durable_rename, durable_unlink, fsync_dir, make_dirs
 from storage.card import CardLayout, Sidecar, write_sidecar
-from storage.chunk_crypto import ChunkSealer
+from storage.chunk_crypto import RECORD_OVERHEAD_BYTES, ChunkSealer
 from storage.envelope import FileKeys
 from storage.errors import WriterClosed, WriterPoisoned
-from storage.evidence_format import (
-    KIND_MEDIA,
-    KIND_METADATA,
-    RECORD_FRAMING_BYTES,
-    TAG_BYTES,
-    EvidenceHeader,
-)
+from storage.evidence_format import KIND_MEDIA, KIND_METADATA, EvidenceHeader
+from storage.record_ring import HashedRecordRing
 
 DEFAULT_CHUNK_MAX_BYTES = 256 * 1024
 
 SpaceCheck = Callable[[int], None]
 """Called with the bytes about to be written; raises (e.g. CardFullError) to refuse them."""
-
-
-class BackgroundSha256:
-    """SHA-256 fed in order from the writer thread, computed on a thread of its own.
-
-    hashlib releases the GIL on large buffers, so hashing overlaps encryption and the write
-    syscall. Bounded: at most `max_pending` buffers wait; `update` blocks beyond that.
-    """
-
-    def __init__(self, max_pending: int = 8) -> None:
-        self._hash = hashlib.sha256()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-        self._pending: deque[Future[None]] = deque()
-        self._max_pending = max_pending
-
-    def update(self, data: bytes) -> None:
-        while len(self._pending) >= self._max_pending:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._hash.update, data))
-
-    def hexdigest(self) -> str:
-        while self._pending:
-            self._pending.popleft().result()
-        return self._hash.hexdigest()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,18 +79,27 @@ class EvidenceFileWriter:
         )
         self._poisoned: str | None = None  # why the writer refuses, once a write failed
         self._media_limit = header.chunk_max_bytes - 1
-        self._pending = bytearray([KIND_MEDIA])  # the next media chunk's plaintext
+        # The next media chunk's plaintext: the kind byte, then `_pending_media_bytes` of media.
+        self._plaintext = bytearray(header.chunk_max_bytes)
+        self._plaintext[0] = KIND_MEDIA
+        self._pending_media_bytes = 0
         self._media_bytes = 0
         self._chunks_written = 0
-        self._hasher = BackgroundSha256()
+        # Record buffers reused chunk after chunk, and the file's SHA-256 fed from them.
+        self._ring = HashedRecordRing(header.chunk_max_bytes + RECORD_OVERHEAD_BYTES)
         # A new recording's folder must be durable in evidence/ (and evidence/ on the card)
         # before its file is: the header fsync below promises the file survives a power cut.
-        make_dirs(self._part_path.parent)
-        self._fd = os.open(self._part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            make_dirs(self._part_path.parent)
+            self._fd = os.open(self._part_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except BaseException:
+            self._ring.close()  # no file: only the hash thread to stop
+            raise
         self._offset = 0
         try:
             self._check_space(len(header_bytes))
             self._write(header_bytes)
+            self._ring.hash_bytes(header_bytes)
             self._fsync()
             fsync_dir(self._part_path.parent)
         except BaseException:
@@ -156,18 +130,16 @@ class EvidenceFileWriter:
         """Why this writer refuses every call (the first failed write or fsync), or None."""
         return self._poisoned
 
-    @property
-    def _pending_media_bytes(self) -> int:
-        return len(self._pending) - 1  # the kind byte leads the buffer
-
     def append_media(self, data: bytes | memoryview) -> None:
         """Buffer media; full chunks are encrypted and written (not yet fsynced)."""
         self._require_open()
         view = memoryview(data)
         while view:
-            room = self._media_limit - self._pending_media_bytes
-            self._pending += view[:room]
-            view = view[room:]
+            start = 1 + self._pending_media_bytes
+            take = min(self._media_limit - self._pending_media_bytes, len(view))
+            self._plaintext[start : start + take] = view[:take]
+            self._pending_media_bytes += take
+            view = view[take:]
             if self._pending_media_bytes == self._media_limit:
                 self._flush_pending_media()
 
@@ -242,12 +214,12 @@ class EvidenceFileWriter:
     def _close(self) -> str:
         """Drop the file key and pending media, close the descriptor; the SHA-256 written."""
         self._sealer = None  # drops the file key with the AEAD context
-        self._pending[:] = bytes(len(self._pending))  # do not leave footage lying in RAM
+        self._plaintext[:] = bytes(len(self._plaintext))  # do not leave footage lying in RAM
+        self._pending_media_bytes = 0
         try:
             os.close(self._fd)
         finally:
-            digest = self._hasher.hexdigest()
-            self._hasher.close()
+            digest = self._ring.hexdigest()
         return digest
 
     def _require_open(self) -> None:
@@ -263,42 +235,50 @@ class EvidenceFileWriter:
         if self._pending_media_bytes == 0:
             return
         media_bytes = self._pending_media_bytes
-        self._write_chunk(self._pending, last=False, check_space=check_space)
+        plaintext = memoryview(self._plaintext)[: 1 + media_bytes]
+        self._write_chunk(plaintext, last=False, check_space=check_space)
         self._media_bytes += media_bytes
-        self._pending = bytearray([KIND_MEDIA])
+        self._pending_media_bytes = 0
 
     def _write_chunk(
-        self, plaintext: bytes | bytearray, *, last: bool, check_space: bool = True
+        self, plaintext: bytes | memoryview, *, last: bool, check_space: bool = True
     ) -> None:
+        """Seal `plaintext` as the next chunk into a ring buffer, write it, hash it."""
         assert self._sealer is not None
+        record_bytes = len(plaintext) + RECORD_OVERHEAD_BYTES
         if check_space:
             # Before sealing: a refusal spends no nonce and leaves the writer usable.
-            self._check_space(RECORD_FRAMING_BYTES + len(plaintext) + TAG_BYTES)
-        framing, sealed = self._sealer.seal(plaintext, last=last)
-        self._write(framing, sealed)
+            self._check_space(record_bytes)
+        # A metadata object longer than a chunk gets a buffer of its own (the ring's are sized
+        # for chunk_max_bytes).
+        ring_buffer = self._ring.take() if record_bytes <= self._ring.buffer_bytes else None
+        buffer = ring_buffer if ring_buffer is not None else bytearray(record_bytes)
+        try:
+            record = self._sealer.seal_into(plaintext, memoryview(buffer), last=last)
+        except BaseException:
+            if ring_buffer is not None:
+                self._ring.give_back(ring_buffer)
+            raise
+        self._write(record)
+        self._ring.hash_record(record, ring_buffer)
         self._chunks_written += 1
 
     def _check_space(self, record_bytes: int) -> None:
         if self._space_check is not None:
             self._space_check(record_bytes)
 
-    def _write(self, *parts: bytes) -> None:
+    def _write(self, record: bytes | memoryview) -> None:
         """Write a whole record or poison the writer (the file cut back to its old end)."""
-        total = sum(len(p) for p in parts)
         try:
-            written = os.writev(self._fd, parts)
-            if written < total:  # rare short write: finish it from one joined buffer
-                rest = memoryview(b"".join(parts))[written:]
-                while rest:
-                    rest = rest[os.write(self._fd, rest) :]
+            rest = memoryview(record)
+            while rest:  # one write() unless the kernel takes less (rare)
+                rest = rest[os.write(self._fd, rest) :]
         except OSError as exc:
             # Best effort: whole records only for recovery (which also cuts a torn tail itself).
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._offset)
             self._poison("write", exc)
-        for part in parts:
-            self._hasher.update(part)
-        self._offset += total
+        self._offset += len(record)
 
     def _fsync(self) -> None:
         """fsync, or poison: after a failed fsync nobody knows what the card kept (Linux may

@@ -59,10 +59,13 @@ READ_BUFFER_BYTES = 64 * 1024
 
 HTTPS_DEFAULT_PORT = 443
 
-SEND_PIECE_BYTES: Final = 16 * 1024
-"""A request body is handed to the connection in pieces of this size (one TLS record each), each
-after the connection's buffer drained: so the count of bytes handed over is what the socket took,
-not what waits in our memory."""
+SEND_PIECE_BYTES: Final = 256 * 1024
+"""A request body is handed to the connection in pieces of this size, each after the connection's
+buffer drained: so the count of bytes handed over is what the socket took, bar at most one piece
+waiting in the connection's buffer, which `unacked_bytes()` counts until the peer acknowledged it.
+256 KiB rather than one 16 KiB TLS record per piece: the body is a memoryview of the chunk read
+off the card (no copy), and each piece costs a round of Python through aiohttp and asyncio's TLS
+layer, which at 16 KiB cost more CPU per GB than the checksum (docs/benchmarks.md, uplink)."""
 
 
 # --- pure helpers ------------------------------------------------------------------------------

@@ -26,9 +26,13 @@ from transport.progress import Progress, RequestWatch
 
 log = logging.getLogger(__name__)
 
-POLL_S: Final = 0.25
+POLL_S: Final = 1.0
 """How often a request's counters are sampled: the acknowledgements a socket reports arrive
-without an event to wait for. A quarter second is nothing next to any timeout."""
+without an event to wait for. A second is small next to any timeout (the stall timeout is 20 s
+by default), and the poller also samples at the watch's deadline, where progress seen late still
+counts (transport/progress.py), so sampling less often never cuts a moving request. Four
+samples a second cost more CPU per GB on a slow link than the bytes themselves
+(docs/benchmarks.md, uplink)."""
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from labdisk import LabDisk
 from storage.audit_io import AuditLog
 from storage.card import CardLayout
-from storage.chunk_crypto import ChunkSealer, NonceExhausted
+from storage.chunk_crypto import RECORD_OVERHEAD_BYTES, ChunkSealer, NonceExhausted
 from storage.devicekey import DeviceKey
 from storage.envelope import RecipientPrivateKey
 from storage.errors import WriterPoisoned
@@ -191,14 +191,16 @@ def test_a_sealer_never_uses_a_nonce_twice(sizes: list[int]) -> None:
     prefix = os.urandom(NONCE_PREFIX_BYTES)
     sealer = ChunkSealer(os.urandom(32), b"header", prefix)
     nonces = []
+    buffer = memoryview(bytearray(300 + RECORD_OVERHEAD_BYTES))
     for position, size in enumerate(sizes):
         last = position == len(sizes) - 1
-        framing, _ = sealer.seal(bytes(size), last=last)
-        record = decode_framing(framing)
+        sealed = sealer.seal_into(bytes(size), buffer, last=last)
+        assert len(sealed) == size + RECORD_OVERHEAD_BYTES
+        record = decode_framing(sealed[:16].tobytes())
         nonces.append(chunk_nonce(prefix, record.index, record.is_last))
     assert len(set(nonces)) == len(nonces) == sealer.chunks_sealed
     with pytest.raises(NonceExhausted):
-        sealer.seal(b"after the last", last=False)
+        sealer.seal_into(b"after the last", buffer, last=False)
     assert sealer.chunks_sealed == len(sizes)
 
 
