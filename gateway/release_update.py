@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from Crypto.PublicKey import ECC
 from tuf.api.exceptions import DownloadError, RepositoryError
 from tuf.api.metadata import Metadata, Root
 
@@ -353,6 +352,8 @@ def _manifest_bytes(bundle: Path) -> bytes:
 def keep_release_key(path: Path, pem: bytes) -> None:
     """Keep the fetched key only if it is an X25519 private key (0600, durable);
     RecipientKeyError otherwise (nothing kept)."""
+    from Crypto.PublicKey import ECC  # here: the box loads pycryptodome only when it must
+
     try:
         key = ECC.import_key(pem)
     except (ValueError, IndexError, TypeError):

@@ -29,12 +29,9 @@ import os
 import struct
 from typing import BinaryIO, Final
 
-from Crypto.Hash import SHA256
-from Crypto.Protocol.KDF import HKDF
-
 from common.faults import RemoteFault
-from storage.chunk_crypto import ChunkOpener, ChunkSealer
-from storage.envelope import RecipientPrivateKey, RecipientPublicKey, wrap_key
+from storage.chunk_crypto import RECORD_OVERHEAD_BYTES, ChunkOpener, ChunkSealer
+from storage.envelope import RecipientPrivateKey, RecipientPublicKey, hkdf_sha256, wrap_key
 from storage.evidence_format import (
     KEY_ID_BYTES,
     RECORD_FRAMING_BYTES,
@@ -81,15 +78,15 @@ def seal_release(source: BinaryIO, out: BinaryIO, recipient: RecipientPublicKey)
     sealer = ChunkSealer(chunk_key, header, nonce_prefix)
     out.write(header)
     written = len(header)
+    record = memoryview(bytearray(CHUNK_BYTES + RECORD_OVERHEAD_BYTES))  # reused per chunk
     chunk = source.read(CHUNK_BYTES)
     if not chunk:
         raise ValueError("an empty release bundle is not sealed")
     while chunk:
         following = source.read(CHUNK_BYTES)
-        framing, sealed = sealer.seal(chunk, last=not following)
-        out.write(framing)
+        sealed = sealer.seal_into(chunk, record, last=not following)
         out.write(sealed)
-        written += len(framing) + len(sealed)
+        written += len(sealed)
         chunk = following
     return written
 
@@ -154,4 +151,4 @@ def _header(
 
 
 def _chunk_key(data_key: bytes, seal_id: bytes) -> bytes:
-    return bytes(HKDF(data_key, DATA_KEY_BYTES, seal_id, SHA256, context=_FILE_KEY_INFO))
+    return hkdf_sha256(data_key, seal_id, _FILE_KEY_INFO)
