@@ -64,7 +64,13 @@ from storage.space import (
 from storage.store_card import CardEpisodes, open_card
 from storage.trusted_time import TrustedNow, TrustedState, resolve_created
 from storage.trusted_time_io import TrustedClock
-from storage.writer import DEFAULT_CHUNK_MAX_BYTES, DurablePoint, EvidenceFileWriter, SealedFile
+from storage.writer import (
+    DEFAULT_CHUNK_MAX_BYTES,
+    DurablePoint,
+    EvidenceFileWriter,
+    MetadataTooLarge,
+    SealedFile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -530,8 +536,21 @@ class StreamWriter:
             self._current().append_media(data)
 
     def add_metadata(self, obj: dict[str, Any]) -> None:
+        """Record `obj` in the recording; one too large for a chunk is replaced by a record of
+        its refusal (type and size only), so the file stays readable and the gap is evidence."""
         with self._stop_on_full_card():
-            self._current().append_metadata(obj)
+            writer = self._current()
+            try:
+                writer.append_metadata(obj)
+            except MetadataTooLarge as exc:
+                log.error("recording metadata refused: %s", exc)  # no content: it may be personal
+                writer.append_metadata(
+                    {
+                        "type": "metadata_refused",
+                        "refused_type": str(obj.get("type", ""))[:64],
+                        "bytes": exc.plaintext_bytes,
+                    }
+                )
 
     def end_segment(self, segment: dict[str, Any]) -> DurablePoint:
         """Record the segment's facts, make everything durable, roll the file if it is full."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.durable import durable_rename, durable_unlink, fsync_dir, make_dirs
+from common.faults import MisuseFault
 from storage.card import CardLayout, Sidecar, write_sidecar
 from storage.chunk_crypto import RECORD_OVERHEAD_BYTES, ChunkSealer
 from storage.envelope import FileKeys
@@ -44,6 +45,14 @@ class DurablePoint:
 class SealedFile:
     path: Path
     sidecar: Sidecar
+
+
+class MetadataTooLarge(ValueError, MisuseFault):
+    """A metadata object does not fit one chunk (nothing was written; the writer stays usable)."""
+
+    def __init__(self, plaintext_bytes: int, chunk_max_bytes: int) -> None:
+        super().__init__(f"metadata of {plaintext_bytes} bytes: a chunk holds {chunk_max_bytes}")
+        self.plaintext_bytes = plaintext_bytes
 
 
 class EvidenceFileWriter:
@@ -144,10 +153,17 @@ class EvidenceFileWriter:
                 self._flush_pending_media()
 
     def append_metadata(self, obj: dict[str, Any]) -> None:
-        """Write one metadata object as its own chunk, after any pending media."""
+        """Write one metadata object as its own chunk, after any pending media.
+
+        An object whose chunk would exceed the header's chunk_max_bytes raises MetadataTooLarge
+        before anything is written: a reader refuses a record longer than the header allows,
+        so writing it would make the rest of the file unreadable."""
         self._require_open()
+        plaintext = bytes([KIND_METADATA]) + _json_bytes(obj)
+        if len(plaintext) > self._media_limit + 1:
+            raise MetadataTooLarge(len(plaintext), self._media_limit + 1)
         self._flush_pending_media()
-        self._write_chunk(bytes([KIND_METADATA]) + _json_bytes(obj), last=False)
+        self._write_chunk(plaintext, last=False)
 
     def sync(self) -> DurablePoint:
         """Write pending media as a short chunk and fsync: a segment boundary (spec 5.3)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -254,3 +255,27 @@ def test_the_file_target_counts_the_pre_record(store: EvidenceStore) -> None:
     assert len(files) == 2, "was one file of 70 s against a 60 s target"
     assert [f.file_seq for f in files] == [0, 1]
     assert files[0].size_bytes > files[1].size_bytes, "60 segments, then 10"
+
+
+def test_metadata_too_large_for_a_chunk_is_recorded_as_refused_and_the_file_stays_readable(
+    store: EvidenceStore, recipient: RecipientPrivateKey
+) -> None:
+    recording = store.start_recording({"officer_id": "boa-17"})
+    stream = recording.open_stream("dashcam")
+    stream.append_media(b"a" * 5_000)
+    too_large = {"type": "event", "note": "x" * 20_000}  # the chunk holds 8192
+    stream.add_metadata(too_large)
+    stream.append_media(b"b" * 5_000)
+    stream.end_segment({"index": 0})
+    recording.close()
+
+    (path,) = store.layout.sealed_files()
+    with path.open("rb") as handle:
+        report = read_evidence(handle, recipient, media_out=io.BytesIO())
+    assert report.media_bytes == 10_000
+    refused = [m for m in report.metadata if m.get("type") == "metadata_refused"]
+    kind_and_json_bytes = 1 + len(json.dumps(too_large, separators=(",", ":")))
+    assert refused == [
+        {"type": "metadata_refused", "refused_type": "event", "bytes": kind_and_json_bytes}
+    ]
+    assert not any("xxxx" in json.dumps(m) for m in report.metadata)
