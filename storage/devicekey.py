@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import stat
 from pathlib import Path
+from typing import Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -108,6 +109,8 @@ class DevicePublicKey:
             key = Ed25519PublicKey.from_public_bytes(raw)
         except (ValueError, TypeError):
             raise DeviceKeyError(f"{source}: not a 32-byte Ed25519 public key") from None
+        if not ed25519_point_decodes(raw):  # OpenSSL loads any 32 bytes; the check is ours
+            raise DeviceKeyError(f"{source}: not a point of Ed25519's curve")
         return cls(key)
 
     @classmethod
@@ -261,3 +264,33 @@ def _refuse_loose_permissions(path: Path) -> None:
 def _pem_bytes(pem: bytes) -> bytes:
     """PEM ending in exactly one newline (as pycryptodome's, which omitted it, were written)."""
     return pem.rstrip(b"\n") + b"\n"
+
+
+_P: Final = 2**255 - 19
+_D: Final = (-121665 * pow(121666, -1, _P)) % _P
+_SQRT_MINUS_ONE: Final = pow(2, (_P - 1) // 4, _P)
+
+
+def ed25519_point_decodes(raw: bytes) -> bool:
+    """True iff `raw` is the canonical encoding of a point on Ed25519's curve (RFC 8032
+    5.1.3): y below p, x recoverable from y, and no sign bit on x = 0. PURE.
+
+    `cryptography` (OpenSSL) accepts any 32 bytes as a public key and fails only at a
+    signature's check; a key a box sends at pairing is judged when it arrives, so garbage is
+    refused as malformed before a pairing code is spent on it."""
+    if len(raw) != 32:
+        return False
+    encoded = int.from_bytes(raw, "little")
+    sign = encoded >> 255
+    y = encoded & ((1 << 255) - 1)
+    if y >= _P:
+        return False
+    u = (y * y - 1) % _P
+    v = (_D * y * y + 1) % _P
+    x_squared = u * pow(v, -1, _P) % _P
+    x = pow(x_squared, (_P + 3) // 8, _P)
+    if (x * x - x_squared) % _P != 0:
+        x = x * _SQRT_MINUS_ONE % _P
+        if (x * x - x_squared) % _P != 0:
+            return False
+    return not (x == 0 and sign == 1)

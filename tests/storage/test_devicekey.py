@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from storage.devicekey import (
     DeviceKey,
     DeviceKeyError,
     DevicePublicKey,
+    ed25519_point_decodes,
 )
 
 # RFC 8032 section 7.1, TEST 2 (one-byte message).
@@ -211,3 +213,27 @@ def test_repr_shows_only_the_key_id() -> None:
     key = DeviceKey.generate()
     assert repr(key) == f"DeviceKey(key_id={key.key_id()!r})"
     assert repr(key.public_key()) == f"DevicePublicKey(key_id={key.key_id()!r})"
+
+
+def test_a_raw_public_key_must_be_a_point_of_the_curve_as_pycryptodome_judges_it() -> None:
+    def pycryptodome_accepts(raw: bytes) -> bool:
+        try:
+            eddsa.import_public_key(raw)  # the reference the box used before issue 18
+        except ValueError:
+            return False
+        return True
+
+    generated = [DeviceKey.generate().public_key().raw() for _ in range(20)]
+    random_bytes = [os.urandom(32) for _ in range(400)]
+    edge = [
+        b"\xff" * 32,
+        (1 | 1 << 255).to_bytes(32, "little"),
+        (2**255 - 19).to_bytes(32, "little"),
+    ]
+    verdicts = {raw: ed25519_point_decodes(raw) for raw in generated + random_bytes + edge}
+    assert all(verdicts[raw] for raw in generated)
+    assert {verdicts[raw] for raw in random_bytes} == {True, False}  # about half are points
+    assert not any(verdicts[raw] for raw in edge)
+    assert verdicts == {raw: pycryptodome_accepts(raw) for raw in verdicts}
+    with pytest.raises(DeviceKeyError, match="not a point"):
+        DevicePublicKey.from_raw(b"\xff" * 32)
