@@ -6,6 +6,7 @@ file on the card alarmed and kept; a failing subsystem restarted while recording
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -55,6 +57,38 @@ port = {free_port()}
     )
 
 
+@contextlib.contextmanager
+def mvb_run(
+    config: Path, *, env: dict[str, str] | None = None, card: LabDisk | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """`mvb run` with `config` as a process. A block left normally ends it as systemd does
+    (SIGTERM) and asserts a graceful exit 0; whatever happened, a process still running is
+    killed, and then `card` (a labdisk under the box) is closed."""
+    process = subprocess.Popen(
+        [str(MVB), "--config", str(config), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        yield process
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        if card is not None:
+            card.close()
+
+
+def audit_events(config: Path) -> list[dict[str, Any]]:
+    """The audit log of the box whose configuration is `config` (its state directory beside it)."""
+    lines = (config.parent / "state" / "audit.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Path]]:
     path = tmp_path / "notify.sock"
@@ -91,15 +125,9 @@ def test_systemd_sees_ready_pings_status_and_a_graceful_stop(
     card.mkdir(parents=True)
     (card / "holiday.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom plaintext")
     env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
-    process = subprocess.Popen(
-        [str(MVB), "--config", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
     messages: list[str] = []
-    try:
+    # Leaving the block is the ignition going off mid-recording (SIGTERM, post-record 30 s).
+    with mvb_run(config, env=env):
         wait_for(lambda: "READY=1" in " ".join(received(receiver, messages)), "READY=1")
         wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
         document = status(config)
@@ -117,22 +145,13 @@ def test_systemd_sees_ready_pings_status_and_a_graceful_stop(
             lambda: recording_line in fields(received(receiver, messages)),
             "the STATUS line to follow the recording",
         )
-        process.send_signal(signal.SIGTERM)  # ignition off mid-recording (post-record 30 s)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
     received(receiver, messages)
     assert "STATUS=standby; 1 camera; uplink none" in fields(messages)  # sent with READY
     assert "STOPPING=1" in messages
     assert messages.index("STOPPING=1") > max(
         i for i, m in enumerate(messages) if m.startswith("READY=1")
     )
-    events = [
-        json.loads(line)
-        for line in (tmp_path / "box" / "state" / "audit.jsonl").read_text().splitlines()
-    ]
+    events = audit_events(config)
     names = [e["event"] for e in events]
     assert names.index("gateway.stopping") < names.index("storage.recording_sealed")
     assert names[-1] == "gateway.stopped"
@@ -176,14 +195,7 @@ def test_without_a_usable_card_the_page_stays_up_and_the_card_s_return_starts_th
         card.start()
         card.read_only()
     env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
-    process = subprocess.Popen(
-        [str(MVB), "--config", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
+    with mvb_run(config, env=env, card=card) as process:
         wait_for(lambda: mvb(config, "status").returncode == 0, "the local API, degraded")
         wait_for(
             lambda: sum("WATCHDOG=1" in m for m in received(receiver, messages)) >= 3,
@@ -208,17 +220,7 @@ def test_without_a_usable_card_the_page_stays_up_and_the_card_s_return_starts_th
         assert card_alerts(status(config)) == []
         started = mvb(config, "record", "start")
         assert started.returncode == 0, started.stdout + started.stderr
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        card.close()
-    events = [
-        json.loads(line)
-        for line in (tmp_path / "box" / "state" / "audit.jsonl").read_text().splitlines()
-    ]
+    events = audit_events(config)
     names = [e["event"] for e in events]
     assert names.count("gateway.degraded") == 1
     assert names.index("gateway.degraded") < names.index("gateway.card_usable")
