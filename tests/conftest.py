@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storage.envelope import RecipientPrivateKey
+from tests.release_fixtures import ReleaseBundles
 from tests.tls_helpers import TestPki, make_test_pki
 
 
@@ -23,3 +24,9 @@ def second_recipient() -> RecipientPrivateKey:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     """One throwaway back office PKI per test session (see tests/tls_helpers.py)."""
     return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def release_bundles(tmp_path_factory: pytest.TempPathFactory) -> ReleaseBundles:
+    """This checkout's release bundles, each built once per session (tests/release_fixtures.py)."""
+    return ReleaseBundles(tmp_path_factory.mktemp("release-bundles"))
