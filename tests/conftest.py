@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures and collection hooks shared by the whole suite."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
 def release_bundles(tmp_path_factory: pytest.TempPathFactory) -> ReleaseBundles:
     """This checkout's release bundles, each built once per session (tests/release_fixtures.py)."""
     return ReleaseBundles(tmp_path_factory.mktemp("release-bundles"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each schemathesis item its own node id. schemathesis (with pytest 9) names an operation's
+    item `test[GET /api/status]` but gives every operation of a test the test's one node id;
+    pytest-xdist's file scheduling (`make test`: --dist loadfile) keys a file's work by node id
+    and would run only one operation of each such test. The id is made what the name says."""
+    for item in items:
+        if getattr(item, "operation_label", None) is not None and item.parent is not None:
+            item._id = item.parent.id.child(item.name)  # what pytest makes of a plain item
