@@ -80,8 +80,13 @@ $(TUS_NODE)/node_modules/.package-lock.json: $(TUS_NODE)/package-lock.json
 	@command -v npm >/dev/null || { echo "npm (Node >= 20.19) is needed for the @tus/server peer"; exit 1; }
 	npm ci --prefix $(TUS_NODE) --no-audit --no-fund --loglevel=error
 
+# The suite spends most of its time waiting (processes, pip, network namespaces, polls with a
+# deadline), so two pytest-xdist workers about halve its wall time on two cores. --dist loadfile
+# keeps each test file on one worker: its module fixtures (one box, one Chromium, ...) are made
+# once. TEST_WORKERS=0 runs it in this process, as before.
+TEST_WORKERS ?= 2
 unit: $(STAMP) system-deps npm-peers
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 test: lint typecheck unit
 

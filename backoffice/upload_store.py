@@ -47,7 +47,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 from backoffice.file_claims import CLAIMS_DIR, ClaimDamaged, FileClaims
@@ -69,6 +68,7 @@ from backoffice.upload_info import Incident as Incident
 from backoffice.upload_info import UploadInfo as UploadInfo
 from backoffice.upload_info import UploadState as UploadState
 from backoffice.upload_info import UploadStatus as UploadStatus
+from common.closing import Closing
 from common.durable import (
     atomic_write_bytes,
     durable_unlink,
@@ -105,7 +105,7 @@ def disk_free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-class UploadStore:
+class UploadStore(Closing):
     """The uploads under one directory; see the module docstring for layout and invariants.
 
     Called from one thread (the event loop), except `complete()` and an Appender's `keep()` /
@@ -168,17 +168,6 @@ class UploadStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = None
-
-    def __enter__(self) -> UploadStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- queries --------------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 from backoffice.viewing import STARTED
+from common.closing import Closing
 from common.durable import atomic_create_bytes, make_dirs
 from common.faults import ConfigurationFault
 from storage.audit import AuditEntry, Scalar
@@ -47,7 +47,7 @@ class ViewingKey(DeviceKey):
         return cls._load_private(directory / KEY_FILE)
 
 
-class ViewingLog:
+class ViewingLog(Closing):
     """The one appender of a viewing log (per host: `AuditLog` holds an exclusive flock)."""
 
     def __init__(self, directory: Path, log: AuditLog, key: DeviceKey) -> None:
@@ -92,17 +92,6 @@ class ViewingLog:
 
     def close(self) -> None:
         self._log.close()
-
-    def __enter__(self) -> ViewingLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def read_log(directory: Path) -> bytes:

@@ -202,7 +202,8 @@ async def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
 async def run_box(cfg: BoxConfig) -> BoxResult:
     """One measurement of the box with `cfg.cameras` cameras (runs in the child process)."""
     from demo.replay_source import ReplaySource
-    from gateway.capture.service import Camera, CameraRecording, CaptureService
+    from gateway.capture.camera import Camera, CameraRecording
+    from gateway.capture.service import CaptureService
     from gateway.capture.source import SourceSpec
     from gateway.recorder import RecorderPolicy, TriggerPolicy
     from storage.audit_io import AuditLog

@@ -34,7 +34,8 @@ from config.fleet_schema import apply_fleet_document
 from config.local import ConfigError, LocalConfig, upload_class_for
 from gateway.box import Box, open_box
 from gateway.box_port import BoxAdapter
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.camera import Camera
+from gateway.capture.service import CaptureService
 from gateway.capture.sources import IngestWiring, make_source
 from gateway.card_watch import watch_card
 from gateway.degraded import DegradedBox, open_state, show_card_alarm, until_usable

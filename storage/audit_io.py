@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from common.closing import Closing
 from common.durable import fsync_dir
 from common.faults import StorageFault
 from storage.audit import (
@@ -70,7 +70,7 @@ class _Tail:
     torn_bytes: int  # bytes after the last LF
 
 
-class AuditLog:
+class AuditLog(Closing):
     """The single appender of one audit log file. Thread-safe; one instance per file and host.
 
     Invariants: the file holds only complete lines after `open` and after every `append` returns
@@ -204,17 +204,6 @@ class AuditLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-    def __enter__(self) -> AuditLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self._path)!r}, last_seq={self._last_seq})"

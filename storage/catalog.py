@@ -39,11 +39,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, Self, TypeVar
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
 
 import diskcache
 
+from common.closing import Closing
 from common.durable import durable_rename, make_dirs
 from common.faults import IllegalTransition, MisuseFault, RemoteFault, StorageFault
 from storage.card import CardLayout
@@ -175,7 +176,7 @@ def _opt(obj: dict[str, Any], name: str, kind: type[_T]) -> _T | None:
 # --- the catalog -----------------------------------------------------------------------------
 
 
-class Catalog:
+class Catalog(Closing):
     """The evidence catalog of one card. Create with `Catalog.open(layout)`.
 
     After `open`, `rebuilt_reason` is None when the stored catalog was trusted as it was, and
@@ -223,17 +224,6 @@ class Catalog:
 
     def close(self) -> None:
         self._cache.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- reads ---
 

@@ -24,13 +24,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from common.alarms import Alarms
-from common.durable import durable_unlink, remove_empty_dir
 from storage.audit_io import AuditLog
 from storage.card import PART_SUFFIX, CardLayout, Sidecar
 from storage.card_health import ALARM_OF, CardCondition
@@ -41,19 +39,11 @@ from storage.envelope import Recipients, RecordingKey
 from storage.errors import RecordingRefused, WriterPoisoned
 from storage.evidence_format import NONCE_PREFIX_BYTES, EvidenceHeader
 from storage.holds import HoldBook
-from storage.holds_io import load_holds, write_holds
+from storage.holds_io import load_holds
 from storage.models import UPLOAD_CLASSES, FileRecord, FileState
 from storage.recovery import RecoveryReport
 from storage.recovery_alarm import raise_recovery_alarm
-from storage.retention import (
-    TIME_UNKNOWN_GRACE_MS,
-    Deletion,
-    DeletionReason,
-    RetentionPlan,
-    RetentionPolicy,
-    plan_retention,
-    retention_alarms,
-)
+from storage.retention import RetentionPlan
 from storage.space import (
     CardFullError,
     SpacePolicy,
@@ -62,10 +52,11 @@ from storage.space import (
     write_guard,
 )
 from storage.store_card import CardEpisodes, open_card
-from storage.trusted_time import TrustedNow, TrustedState, resolve_created
+from storage.store_holds import StoreHolds
+from storage.store_retention import StoreRetention
+from storage.store_settings import StoreSettings as StoreSettings  # importers take it here
 from storage.trusted_time_io import TrustedClock
 from storage.writer import (
-    DEFAULT_CHUNK_MAX_BYTES,
     DurablePoint,
     EvidenceFileWriter,
     MetadataTooLarge,
@@ -82,25 +73,11 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class StoreSettings:
-    """What the store needs from configuration. Units in the names."""
+class EvidenceStore(CardEpisodes, StoreHolds, StoreRetention):
+    """Owns the card: recovery at open, recordings, catalog, retention.
 
-    card_dir: Path
-    chunk_max_bytes: int = DEFAULT_CHUNK_MAX_BYTES
-    file_target_s: float = 60.0
-    file_target_bytes: int = 64 * 1024 * 1024
-    space: SpacePolicy = field(
-        default_factory=lambda: SpacePolicy(
-            reserve_bytes=64 * 1024 * 1024, min_free_to_start_bytes=256 * 1024 * 1024
-        )
-    )
-    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
-    time_unknown_alarm_after_s: float = TIME_UNKNOWN_GRACE_MS / 1000
-
-
-class EvidenceStore(CardEpisodes):
-    """Owns the card: recovery at open, recordings, catalog, retention."""
+    Its holds (storage/store_holds.py), retention pass (storage/store_retention.py) and dying
+    card episodes (storage/store_card.py) are mixins in files of their own."""
 
     def __init__(
         self,
@@ -292,40 +269,6 @@ class EvidenceStore(CardEpisodes):
         (sealed,) = recording.sealed
         return sealed
 
-    # -- holds (storage/holds.py) -------------------------------------------------------------
-
-    def recording_files(self, recording_id: str) -> list[FileRecord]:
-        """The catalog's records of one recording (DELETED ones included)."""
-        with self._lock:
-            return self.catalog.by_recording(recording_id)
-
-    def change_holds(self, change: Callable[[HoldBook], HoldBook]) -> tuple[HoldBook, HoldBook]:
-        """Apply `change` to the holds: the book is written (durable) first, then copied into
-        the catalog's flags of the recordings whose hold changed. Returns (before, after). A
-        power cut in between leaves the book ahead of the catalog: the next open copies it."""
-        with self._holds_lock:
-            before = self.holds
-            after = change(before)
-            if after != before:
-                write_holds(self.layout, after)
-                self._copy_holds_to_catalog(before.held() ^ after.held(), after)
-        return before, after
-
-    def _copy_holds_to_catalog(self, recording_ids: Iterable[str] | None, book: HoldBook) -> None:
-        """Make `book` the store's holds and the catalog's `held` flags say what it says, for
-        `recording_ids` (all: None). One lock with the registering of new files, so a file
-        catalogued meanwhile takes either the old hold and is corrected here, or the new one."""
-        with self._lock:
-            self.holds = book
-            if recording_ids is None:
-                records = self.catalog.all()
-            else:
-                records = [r for i in sorted(recording_ids) for r in self.catalog.by_recording(i)]
-            for record in records:
-                held = book.is_held(record.recording_id)
-                if record.state is not FileState.DELETED and record.held != held:
-                    self.catalog.set_held(record.file_id, held)
-
     def _end_recording(self, recording_id: str) -> None:
         self._live_upload_classes.pop(recording_id, None)
 
@@ -380,80 +323,6 @@ class EvidenceStore(CardEpisodes):
                 "storage.attestation_mismatch", file_id=file_id, echoed_sha256=sha256_hex
             )
             raise
-
-    # -- retention --------------------------------------------------------------------------
-
-    def apply_retention(self) -> list[Deletion]:
-        """Delete what retention allows (attested, or expired in trusted time and not held);
-        audit each one; raise or clear the retention alarms. Returns what was deleted.
-
-        Files whose creation had no trusted bound get one first, if trusted time now allows
-        (noted in the catalog for good). Passes run one after the other (a later pass plans from
-        what the earlier one left), so every file is deleted and audited once however many
-        callers ask at the same time (the uplink after each attestation, the retention timer).
-        """
-        with self._retention_lock:
-            state, now = self.trusted.snapshot()
-            with self._lock:
-                records = self._bound_creation_times(self.catalog.all(), state, now)
-            plan = plan_retention(records, now, self.settings.retention)
-            deleted_at_ms = self.clock_ms()
-            for deletion in plan.deletions:
-                self._delete_file(deletion, deleted_at_ms, now)
-            grace_ms = round(self.settings.time_unknown_alarm_after_s * 1000)
-            alarms = retention_alarms(plan, self.settings.retention, grace_ms)
-            for code, message in alarms.items():
-                if message is None:
-                    self.alarms.clear(code)
-                else:
-                    self.alarms.raise_(code, message)
-            self.trusted.passed(now)
-            self.last_retention = plan
-        return list(plan.deletions)
-
-    def _bound_creation_times(
-        self, records: list[FileRecord], state: TrustedState, now: TrustedNow
-    ) -> list[FileRecord]:
-        """The records, with a trusted creation bound for each that lacked one and can get one
-        now (stored in the catalog). Called under `_lock`."""
-        bounded = []
-        for record in records:
-            if record.trusted_created_high_ms is None and record.state is not FileState.DELETED:
-                created = resolve_created(record.boot_id, record.created_mono_ms, state, now)
-                if created is not None:
-                    record = self.catalog.set_trusted_created(
-                        record.file_id, created.low_ms, created.high_ms, created.by
-                    )
-            bounded.append(record)
-        return bounded
-
-    def _delete_file(self, deletion: Deletion, now_ms: int, now: TrustedNow) -> None:
-        durable_unlink(self.layout.sealed_path(deletion.recording_id, deletion.file_id))
-        durable_unlink(self.layout.sidecar_path(deletion.recording_id, deletion.file_id))
-        # Audited before the catalog says DELETED: after a power cut between the two, the next
-        # pass finds the file still due, finds it gone, and audits the deletion again. The other
-        # order would leave a deletion that no audit entry ever records (S5).
-        expiry: dict[str, str | float] = {}
-        if deletion.reason is DeletionReason.EXPIRED and deletion.age_days is not None:
-            # An unuploaded recording is lost (S4): loudly, with what the decision rested on.
-            expiry = {"age_days": round(deletion.age_days, 2), "time_source": now.source}
-            log.warning(
-                "retention: unuploaded file %s deleted after %.1f days (trusted time from %s)",
-                deletion.file_id,
-                deletion.age_days,
-                now.source,
-            )
-        self.audit.append(
-            "storage.file_deleted",
-            file_id=deletion.file_id,
-            recording_id=deletion.recording_id,
-            reason=deletion.reason.value,
-            **expiry,
-        )
-        with self._lock:
-            self.catalog.transition(deletion.file_id, FileState.DELETED, deleted_at_ms=now_ms)
-        # Not empty (other files of the recording) or already gone: kept, nothing to do.
-        remove_empty_dir(self.layout.recording_dir(deletion.recording_id))
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
+import abc
 import threading
 from collections.abc import Callable
 
@@ -35,8 +36,10 @@ from storage.recovery import RecoveryReport, recover_card
 from storage.recovery_alarm import catalog_knowledge
 
 
-class CardEpisodes:
-    """Needs of the store it is mixed into (set by EvidenceStore.__init__)."""
+class CardEpisodes(abc.ABC):
+    """Needs of the store it is mixed into: its attributes (set by EvidenceStore.__init__) and
+    the two abstract methods below (EvidenceStore implements them: a class that does not cannot
+    be instantiated)."""
 
     alarms: Alarms
     audit: AuditLog
@@ -47,11 +50,13 @@ class CardEpisodes:
     _lock: threading.Lock
     _live_files: set[str]
 
+    @abc.abstractmethod
     def _adopt_recovery(self, report: RecoveryReport) -> None:
-        raise NotImplementedError
+        """Catalog what recovery closed or discarded, read the holds, raise its alarm."""
 
+    @abc.abstractmethod
     def _forget_discarded(self, file_id: str) -> None:
-        raise NotImplementedError
+        """A RECORDING entry whose file never reached the card leaves the catalog as DELETED."""
 
     def note_card_fault(self, exc: BaseException) -> CardCondition | None:
         """Raise the card alarm `exc` shows (read-only, missing, failed) and return its

@@ -6,17 +6,14 @@ recording goes on in new files, without a restart."""
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from demo.synthetic import generate_clip
 from labdisk import LabDisk
-from tests.test_lifecycle import box_config, card_alerts
-from tests.test_run import MVB, mvb, status, wait_for
+from tests.test_lifecycle import audit_events, box_config, card_alerts
+from tests.test_run import mvb, mvb_run, status, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -45,14 +42,7 @@ def test_a_card_pulled_under_mvb_run_is_an_alert_and_recording_resumes(tmp_path:
         tmp_path, extra_storage="require_mount = true\nfile_target_s = 2", camera_clip=clip
     )
     card = LabDisk(tmp_path / "card-backing", tmp_path / "box" / "card", mode="ext4").start()
-    process = subprocess.Popen(
-        [str(MVB), "--config", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
+    with mvb_run(config, card=card) as process:
         wait_for(lambda: prerecord_filled_s(config) >= 1.0, "the pre-record ring")
         started = mvb(config, "record", "start")
         assert started.returncode == 0, started.stdout + started.stderr
@@ -71,17 +61,7 @@ def test_a_card_pulled_under_mvb_run_is_an_alert_and_recording_resumes(tmp_path:
         wait_for(lambda: sealed_on(card.mountpoint) > sealed_at_return, "new files after return")
         assert card_alerts(status(config)) == []
         assert process.poll() is None, "no restart"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        card.close()
-    events = [
-        json.loads(line)
-        for line in (tmp_path / "box" / "state" / "audit.jsonl").read_text().splitlines()
-    ]
+    events = audit_events(config)
     names = [e["event"] for e in events]
     assert names.count("gateway.started") == 1
     assert "storage.card_back" in names

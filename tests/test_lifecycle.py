@@ -6,14 +6,15 @@ file on the card alarmed and kept; a failing subsystem restarted while recording
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,7 +27,7 @@ from gateway.run import start_box, stop_box
 from labdisk import LabDisk
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
-from tests.test_run import MVB, mvb, status, wait_for
+from tests.test_run import mvb, mvb_run, status, wait_for
 
 
 def box_config(root: Path, *, extra_storage: str = "", camera_clip: Path | None = None) -> Path:
@@ -55,25 +56,66 @@ port = {free_port()}
     )
 
 
+def audit_events(config: Path) -> list[dict[str, Any]]:
+    """The audit log of the box whose configuration is `config` (its state directory beside it)."""
+    lines = (config.parent / "state" / "audit.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+class Notifications:
+    """What `mvb run` sends to NOTIFY_SOCKET, read as it comes by a thread of its own: the kernel
+    keeps only a few unread datagrams (net.unix.max_dgram_qlen, 10 by default) and the box sends
+    without waiting (MSG_DONTWAIT), so a test that stopped reading for two seconds of watchdog
+    pings (a slow `mvb` command under load) would lose the STATUS line sent meanwhile."""
+
+    def __init__(self, path: Path) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+        self._socket.settimeout(0.2)
+        self._lock = threading.Lock()
+        self._messages: list[str] = []
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self._socket.recv(4096).decode()
+            except TimeoutError:
+                continue
+            with self._lock:
+                self._messages.append(message)
+
+    def messages(self) -> list[str]:
+        """Every datagram so far, in order (one string each)."""
+        with self._lock:
+            return list(self._messages)
+
+    def drained(self) -> list[str]:
+        """Every datagram, the last ones the process sent before it exited included."""
+        self._stop.set()
+        self._reader.join()
+        self._socket.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self._messages.append(self._socket.recv(4096).decode())
+        return self.messages()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join()
+        self._socket.close()
+
+
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Path]]:
+def notify_socket(tmp_path: Path) -> Iterator[tuple[Notifications, Path]]:
     path = tmp_path / "notify.sock"
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(path))
-    receiver.settimeout(0.2)
+    notifications = Notifications(path)
     try:
-        yield receiver, path
+        yield notifications, path
     finally:
-        receiver.close()
-
-
-def received(receiver: socket.socket, messages: list[str]) -> list[str]:
-    """Everything waiting on the socket, appended to `messages` (one datagram each)."""
-    while True:
-        try:
-            messages.append(receiver.recv(4096).decode())
-        except TimeoutError:
-            return messages
+        notifications.close()
 
 
 def fields(messages: list[str]) -> list[str]:
@@ -82,26 +124,18 @@ def fields(messages: list[str]) -> list[str]:
 
 
 def test_systemd_sees_ready_pings_status_and_a_graceful_stop(
-    tmp_path: Path, notify_socket: tuple[socket.socket, Path]
+    tmp_path: Path, notify_socket: tuple[Notifications, Path]
 ) -> None:
-    receiver, path = notify_socket
+    notes, path = notify_socket
     clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
     config = box_config(tmp_path, camera_clip=clip)
     card = tmp_path / "box" / "card"
     card.mkdir(parents=True)
     (card / "holiday.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom plaintext")
     env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
-    process = subprocess.Popen(
-        [str(MVB), "--config", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    messages: list[str] = []
-    try:
-        wait_for(lambda: "READY=1" in " ".join(received(receiver, messages)), "READY=1")
-        wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
+    # Leaving the block is the ignition going off mid-recording (SIGTERM, post-record 30 s).
+    with mvb_run(config, env=env):
+        wait_for(lambda: "READY=1" in " ".join(notes.messages()), "READY=1")
         document = status(config)
         alarms = document["alarms"]
         assert isinstance(alarms, dict)
@@ -109,30 +143,21 @@ def test_systemd_sees_ready_pings_status_and_a_graceful_stop(
         started = mvb(config, "record", "start")
         assert started.returncode == 0, started.stderr
         wait_for(
-            lambda: sum("WATCHDOG=1" in m for m in received(receiver, messages)) >= 3,
+            lambda: sum("WATCHDOG=1" in m for m in notes.messages()) >= 3,
             "watchdog pings while healthy",
         )
         recording_line = "STATUS=recording; 1 camera; uplink none"
         wait_for(
-            lambda: recording_line in fields(received(receiver, messages)),
+            lambda: recording_line in fields(notes.messages()),
             "the STATUS line to follow the recording",
         )
-        process.send_signal(signal.SIGTERM)  # ignition off mid-recording (post-record 30 s)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-    received(receiver, messages)
+    messages = notes.drained()
     assert "STATUS=standby; 1 camera; uplink none" in fields(messages)  # sent with READY
     assert "STOPPING=1" in messages
     assert messages.index("STOPPING=1") > max(
         i for i, m in enumerate(messages) if m.startswith("READY=1")
     )
-    events = [
-        json.loads(line)
-        for line in (tmp_path / "box" / "state" / "audit.jsonl").read_text().splitlines()
-    ]
+    events = audit_events(config)
     names = [e["event"] for e in events]
     assert names.index("gateway.stopping") < names.index("storage.recording_sealed")
     assert names[-1] == "gateway.stopped"
@@ -161,14 +186,13 @@ def card_alerts(document: dict[str, object]) -> list[str]:
 @pytest.mark.root
 @pytest.mark.parametrize("condition", ["missing", "read_only"])
 def test_without_a_usable_card_the_page_stays_up_and_the_card_s_return_starts_the_box(
-    tmp_path: Path, condition: str, notify_socket: tuple[socket.socket, Path]
+    tmp_path: Path, condition: str, notify_socket: tuple[Notifications, Path]
 ) -> None:
     """Degraded mode (issue 14 item 4): no exit and no restart every 2 s. systemd hears READY
     and watchdog pings; the API answers and says why (storage.card, alert card_missing or
     card_read_only), commands are refused with card_unusable; the card (a real labdisk mount)
     comes, or turns writable, and the same process starts in full and records."""
-    receiver, notify_path = notify_socket
-    messages: list[str] = []
+    notes, notify_path = notify_socket
     clip = generate_clip(tmp_path / "clip.ts", seconds=3, keyframe_interval_frames=25)
     config = box_config(tmp_path, extra_storage="require_mount = true", camera_clip=clip)
     card = LabDisk(tmp_path / "card-backing", tmp_path / "box" / "card", mode="ext4")
@@ -176,20 +200,12 @@ def test_without_a_usable_card_the_page_stays_up_and_the_card_s_return_starts_th
         card.start()
         card.read_only()
     env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
-    process = subprocess.Popen(
-        [str(MVB), "--config", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        wait_for(lambda: mvb(config, "status").returncode == 0, "the local API, degraded")
+    with mvb_run(config, env=env, card=card) as process:  # its API answers, degraded
         wait_for(
-            lambda: sum("WATCHDOG=1" in m for m in received(receiver, messages)) >= 3,
+            lambda: sum("WATCHDOG=1" in m for m in notes.messages()) >= 3,
             "watchdog pings while degraded",
         )
-        assert any(m.startswith("READY=1") for m in messages), messages
+        assert any(m.startswith("READY=1") for m in notes.messages()), notes.messages()
         document = status(config)
         storage = document["storage"]
         assert isinstance(storage, dict)
@@ -208,17 +224,7 @@ def test_without_a_usable_card_the_page_stays_up_and_the_card_s_return_starts_th
         assert card_alerts(status(config)) == []
         started = mvb(config, "record", "start")
         assert started.returncode == 0, started.stdout + started.stderr
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        card.close()
-    events = [
-        json.loads(line)
-        for line in (tmp_path / "box" / "state" / "audit.jsonl").read_text().splitlines()
-    ]
+    events = audit_events(config)
     names = [e["event"] for e in events]
     assert names.count("gateway.degraded") == 1
     assert names.index("gateway.degraded") < names.index("gateway.card_usable")

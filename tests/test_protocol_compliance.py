@@ -24,7 +24,8 @@ from config.local import load_config
 from demo.replay_source import ReplaySource
 from demo.synthetic import generate_clip
 from gateway import cli
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.camera import Camera
+from gateway.capture.service import CaptureService
 from gateway.capture.source import SourceSpec
 from gateway.recorder import RecorderPolicy, TriggerPolicy
 from gateway.web.app import api_application

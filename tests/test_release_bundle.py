@@ -19,6 +19,7 @@ import pytest
 from backoffice.release_build import build_release
 from gateway.release_install import COMPLETE, install_release
 from protocol.release_manifest import MANIFEST, ROOT, BundleError, Manifest
+from tests.release_fixtures import ReleaseBundles
 from tests.test_locks import locked
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -28,8 +29,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
-    return build_release(REPOSITORY, tmp_path_factory.mktemp("first"), PLATFORM)
+def bundle(release_bundles: ReleaseBundles) -> tuple[Path, Manifest]:
+    """HEAD's bundle at the project's own version (shared with the A/B switch's old release)."""
+    return release_bundles.get()
 
 
 def sha256(path: Path) -> str:

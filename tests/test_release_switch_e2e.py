@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from backoffice.release_build import build_release
 from gateway.release_install import install_release
 from gateway.release_report import ALARM
 from gateway.release_switch import (
@@ -42,11 +41,14 @@ from gateway.release_switch import (
 from gateway.release_switch_io import ReleaseRoot, Switcher, Timing, fetch_status
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
+from tests.release_fixtures import ReleaseBundles, head_version, later_version
 from tests.release_switch_helpers import DIE_POINTS, FAST, ProcessService
 from tests.test_systemd_units import wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-OLD, NEW, BROKEN = "1.0.0", "1.0.1", "1.0.2"
+# OLD is the project's own version: its bundle is test_release_bundle.py's too (built once).
+OLD = head_version()
+NEW, BROKEN = later_version(OLD, 1), later_version(OLD, 2)
 MVB = Path(sys.executable).with_name("mvb")
 MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
 CHECKOUT_ENV = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
@@ -56,12 +58,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(tmp_path_factory: pytest.TempPathFactory, release_bundles: ReleaseBundles) -> Path:
     """OLD, NEW and BROKEN installed from their bundles; BROKEN's camera source never delivers
     a frame (the bug a health check exists for: the API answers, the recorder runs)."""
-    bundles, releases = tmp_path_factory.mktemp("bundles"), tmp_path_factory.mktemp("releases")
-    for version in (OLD, NEW, BROKEN):
-        bundle, _ = build_release(REPOSITORY, bundles, os.uname().machine, version=version)
+    releases = tmp_path_factory.mktemp("releases")
+    for version in (None, NEW, BROKEN):  # None: the project's own version, OLD
+        bundle, _ = release_bundles.get(version)
         install_release(bundle, releases)
     source = next(
         (releases / BROKEN / "lib").glob("python3*/site-packages/demo/synthetic_source.py")

@@ -3,6 +3,7 @@ through the local API; SIGTERM seals what is being recorded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -14,12 +15,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from demo.synthetic import generate_clip
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
+
+if TYPE_CHECKING:
+    from labdisk import LabDisk
 
 MVB = Path(sys.executable).with_name("mvb")
 MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")
@@ -47,6 +52,28 @@ def status(config: Path) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     document: dict[str, object] = json.loads(result.stdout)
     return document
+
+
+@contextlib.contextmanager
+def mvb_run(
+    config: Path, *, env: dict[str, str] | None = None, card: LabDisk | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """`mvb run` with `config` as a process, once its local API answers (degraded or not). A
+    block left normally ends it as systemd does (SIGTERM) and asserts a graceful exit 0; whatever
+    happened, a process still running is killed, and then `card` (a labdisk under the box) is
+    closed. Its output goes to the test's captured output."""
+    process = subprocess.Popen([str(MVB), "--config", str(config), "run"], text=True, env=env)
+    try:
+        wait_for(lambda: mvb(config, "status").returncode == 0, "the local API", timeout_s=60)
+        yield process
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        if card is not None:
+            card.close()
 
 
 @pytest.fixture

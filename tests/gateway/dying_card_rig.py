@@ -19,7 +19,8 @@ from typing import Any
 
 from common.alarms import Alarms
 from demo.replay_source import ReplaySource
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.camera import Camera
+from gateway.capture.service import CaptureService
 from gateway.capture.source import SourceSpec
 from gateway.card_watch import watch_card
 from gateway.recorder import RecorderPolicy, TriggerPolicy

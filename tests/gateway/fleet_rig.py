@@ -39,6 +39,7 @@ from config.fleet_targets import box_target_path
 from storage.envelope import RecipientPrivateKey
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
+from tests.test_run import mvb_run as mvb_run  # the fleet tests take it from here
 from tests.tls_helpers import TestPki
 
 MVB = Path(sys.executable).with_name("mvb")
@@ -292,21 +293,6 @@ name = "wifi"
 cost_class = "wifi"
 """,
     )
-
-
-@contextlib.contextmanager
-def mvb_run(config: Path) -> Iterator[subprocess.Popen[str]]:
-    """`mvb run` until the context ends; it must then stop cleanly on SIGTERM."""
-    process = subprocess.Popen([str(MVB), "--config", str(config), "run"], text=True)
-    try:
-        wait_for(lambda: run(MVB, "--config", config, "status").returncode == 0, "the API")
-        yield process
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 def box_status(config: Path) -> dict[str, Any]:

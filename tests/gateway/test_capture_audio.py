@@ -28,7 +28,8 @@ import av
 import pytest
 
 from backoffice.keys import create_recording_keys
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.camera import Camera
+from gateway.capture.service import CaptureService
 from gateway.capture.source import PyavSource, SourceSpec
 from gateway.recorder import RecorderPolicy, TriggerPolicy
 from storage.envelope import RecipientPrivateKey

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import av
 
+from gateway.capture.camera import Camera
 from gateway.capture.credentials import Credentials
 from gateway.capture.rtsp_push import RtspPushSource
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.service import CaptureService
 from gateway.capture.source import SourceSpec
 from gateway.recorder import RecorderPolicy, TriggerPolicy
 from storage.envelope import RecipientPrivateKey

@@ -19,8 +19,9 @@ import pytest
 
 from demo.replay_source import ReplaySource
 from demo.synthetic import generate_clip
+from gateway.capture.camera import Camera
 from gateway.capture.push_sources import TsPushSource
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.service import CaptureService
 from gateway.capture.source import SourceSpec
 from gateway.gps import GpsdClient, GpsStatus, GpsTracker
 from gateway.recorder import RecorderPolicy, TriggerPolicy

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import av
 
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.camera import Camera
+from gateway.capture.service import CaptureService
 from gateway.capture.source import PyavSource, SourceSpec
 from gateway.recorder import RecorderPolicy, TriggerPolicy
 from storage.envelope import RecipientPrivateKey

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.camera import Camera
+from gateway.capture.service import CaptureService
 from gateway.capture.source import PyavSource, SourceSpec
 from gateway.gps import GpsdClient, GpsTracker
 from gateway.recorder import RecorderPolicy, TriggerPolicy

@@ -16,7 +16,8 @@ import gateway.capture.source as source_module
 from common.faults import IllegalTransition
 from demo.replay_source import ReplaySource
 from demo.synthetic import generate_clip
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.camera import Camera
+from gateway.capture.service import CaptureService
 from gateway.capture.source import SourceSpec
 from gateway.recorder import RecorderPolicy, TriggerPolicy
 from storage.envelope import RecipientPrivateKey

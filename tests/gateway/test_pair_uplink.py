@@ -7,7 +7,6 @@ routes), `mvb-admin pair-code`, `mvb pair` and `mvb run`, over real TLS on 127.0
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
@@ -27,7 +26,7 @@ from gateway.pairing_client import pairing_files
 from protocol.pairing_messages import ServiceEndpoint
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
-from tests.test_run import mvb, status, wait_for
+from tests.test_run import mvb, mvb_run, status, wait_for
 from tests.tls_helpers import SERVER_NAME, TestPki
 
 MVB = Path(sys.executable).with_name("mvb")
@@ -137,21 +136,6 @@ name = "wifi"
 cost_class = "wifi"
 """,
     )
-
-
-@contextlib.contextmanager
-def mvb_run(config: Path) -> Iterator[None]:
-    """`mvb run` until the context ends; it must then stop cleanly on SIGTERM."""
-    process = subprocess.Popen([str(MVB), "--config", str(config), "run"], text=True)
-    try:
-        wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
-        yield
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 def record_once(config: Path) -> None:

@@ -10,8 +10,9 @@ import contextlib
 import time
 from pathlib import Path
 
+from gateway.capture.camera import Camera
 from gateway.capture.recording_events import alarm_events, gps_event
-from gateway.capture.service import Camera, CaptureService
+from gateway.capture.service import CaptureService
 from gateway.capture.source import PyavSource, SourceSpec
 from gateway.gps import GpsdClient, GpsTracker
 from gateway.recorder import RecorderPolicy, TriggerPolicy

@@ -35,6 +35,7 @@ from gateway.box import open_box
 box = open_box(load_config(Path(sys.argv[1])))
 recording = box.store.start_recording(box.facts)
 print("READY", flush=True)
+sys.stdin.readline()  # the stall is in place: write
 stream = recording.open_stream("dashcam")
 stream.append_media(b"G" * 4000)
 stream.end_segment({"index": 1})
@@ -58,12 +59,18 @@ def test_a_file_cut_before_its_entry_was_durable_leaves_no_phantom(
     config_path = write_box_config(tmp_path / "box", public_path, data_dir=data)
     child = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(config_path)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[2],
     )
+    assert child.stdin is not None
     assert child.stdout is not None
     assert child.stdout.readline() == b"READY\n"
+    # The writer waits for the stall: a writer that went on at once could pass the folder's
+    # fsync before the stall was in place (seen under load), and then nothing would wait in it.
     disk.stall(5.0, ops=[stalled_op], path="card/evidence/*", times=1)
+    child.stdin.write(b"GO\n")
+    child.stdin.flush()
     wait_for_stall(disk)
     child.send_signal(signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):

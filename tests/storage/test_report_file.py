@@ -91,7 +91,9 @@ def test_a_report_during_the_recording_leaves_its_upload_class_alone(
 
 
 @pytest.mark.parametrize(
-    "recording_id", ["", "../../etc", "0123", uuid.uuid4().hex.upper(), uuid.uuid4().hex + "00"]
+    "recording_id",
+    ["", "../../etc", "0123", uuid.uuid4().hex.upper(), uuid.uuid4().hex + "00"],
+    ids=["empty", "a-path", "short", "upper-case", "too-long"],  # the same ids in every process
 )
 def test_a_report_needs_a_recording_id(
     tmp_path: Path, recipient: RecipientPrivateKey, recording_id: str

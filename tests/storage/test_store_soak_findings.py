@@ -57,7 +57,7 @@ def first_unlink_waits_for_the_other_pass(monkeypatch: pytest.MonkeyPatch) -> No
                 barrier.wait()
         unlink(path)
 
-    monkeypatch.setattr("storage.store.durable_unlink", unlink_after_barrier)
+    monkeypatch.setattr("storage.store_retention.durable_unlink", unlink_after_barrier)
 
 
 def test_two_retention_passes_at_once_delete_each_file_once(

@@ -1,6 +1,7 @@
 """A real box with its web channel on 127.0.0.1, and Debian's Chromium that trusts exactly its key.
 
-Used by the officer's-page tests (test_browser.py) and the API fuzz (test_api_fuzz.py):
+Used by the officer's-page tests (browser/: their conftest.py shares one box and one Chromium)
+and the API fuzz (test_api_fuzz.py):
 
 - `web_box(root, hashes)`: `start_box` on a temporary card and state directory with the web
   listener (HTTPS on a free port, no redirect port), the loopback API, one small synthetic camera
@@ -12,6 +13,7 @@ Used by the officer's-page tests (test_browser.py) and the API fuzz (test_api_fu
   certificate by its SPKI pin only (see `chromium`); a missing Chromium fails, never skips.
 - `PageWatch`: every console error, page error and Content-Security-Policy violation of a page;
   HTTP errors the test provokes on purpose are allowed by path and status, nothing else is.
+- `by`, `open_page`, `try_login`, `log_in`, `hold_stop`: the page's steps every module takes.
 - `Screens`: screenshots `<output>/<test>/<screen>-<viewport>.png`, output being
   `$MVB_TEST_OUTPUT` or `tests/output/webui/` of the checkout.
 
@@ -39,7 +41,15 @@ import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, async_playwright
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
 
 from backoffice.keys import create_recording_keys
 from common.passwords import hash_password
@@ -77,6 +87,9 @@ ACCOUNTS = {
 }
 CAMERA = "dashcam"
 MIN_PNG_BYTES = 4096  # a rendered screen is tens of KB; a blank or broken capture is far less
+# A box round trip that may include PBKDF2 (login) or sealing a file: generous, never asserted
+# as a duration, only a bound that keeps a broken box from hanging the run.
+SLOW_MS = 15_000
 
 T = TypeVar("T")
 
@@ -399,6 +412,48 @@ class Screens:
         if before is not None:
             await page.set_viewport_size({"width": before["width"], "height": before["height"]})
         return paths
+
+
+# -- the page's common steps --------------------------------------------------------------------
+
+
+def by(page: Page, test_id: str) -> Locator:
+    return page.get_by_test_id(test_id)
+
+
+async def open_page(page: Page, box: WebBox) -> None:
+    await page.goto(box.base + "/")
+    await expect(by(page, "screen-login")).to_be_visible()
+
+
+async def try_login(page: Page, name: str, password: str) -> int:
+    """Submit the login form once; the box's HTTP status for it."""
+    await by(page, "login-username").fill(name)
+    await by(page, "login-password").fill(password)
+    async with page.expect_response(
+        lambda r: r.url.endswith("/api/session") and r.request.method == "POST", timeout=SLOW_MS
+    ) as answer:
+        await by(page, "login-submit").click()
+    return (await answer.value).status
+
+
+async def log_in(page: Page, box: WebBox, name: str = "alice") -> None:
+    """Open the page, sign in as `name` (200), and wait for the overview in stand-by."""
+    await open_page(page, box)
+    assert await try_login(page, name, password_of(name)) == 200
+    await expect(by(page, "screen-overview")).to_be_visible(timeout=SLOW_MS)
+    await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
+
+
+async def hold_stop(page: Page) -> None:
+    """Stop is held, not tapped (docs/webui.md 6.1): press, wait until the page shows stand-by,
+    let go."""
+    await by(page, "btn-record-stop").hover()
+    await page.mouse.down()
+    try:
+        await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
+    finally:
+        await page.mouse.up()
 
 
 # -- a box for synchronous callers -----------------------------------------------------------

@@ -87,6 +87,22 @@ def test_the_exposition_carries_no_personal_data() -> None:
         (None, None, TOKEN_SHA256, False),
         ("not-an-address", None, "", False),
     ],
+    # Named, not shown: the token is random per run (and xdist's workers must see the same ids).
+    ids=[
+        "loopback",
+        "loopback-127/8",
+        "loopback-v6",
+        "remote-no-header",
+        "remote-bearer",
+        "remote-bearer-any-case",
+        "remote-token-plus-a-byte",
+        "remote-basic",
+        "remote-empty-bearer",
+        "remote-no-token-configured",
+        "empty-address-with-token",
+        "no-address",
+        "garbage-address",
+    ],
 )
 def test_who_may_read_the_metrics(
     remote: str | None, authorization: str | None, configured: str, allowed: bool

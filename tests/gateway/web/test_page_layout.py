@@ -12,7 +12,7 @@ Playwright, at phone (390x844) and tablet (1024x768) size, Dutch and English, li
 
 The box is the port's in-memory implementation (fake_box.py) behind the real web channel
 (start_web, TLS, sessions, CSRF): these tests are about the page, whose facts the test sets.
-The same page on a real box is test_browser.py's. One Chromium and one page for the module;
+The same page on a real box is browser/test_browser.py's. One Chromium and one page for the module;
 a viewport screenshot of every screen in every combination lands under the test output
 (browser_rig.Screens' directory).
 """

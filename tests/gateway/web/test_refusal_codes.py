@@ -3,7 +3,7 @@
 runs) is found in the box's code (api_codes.py, the modules that decide them), and the page has
 a text for it in its table and in both languages. A code added to the box without its texts
 fails here; the page then shows "refused (code X)" in the officer's language, never the box's
-English (test_browser_dutch.py shows that in Chromium)."""
+English (browser/test_browser_dutch.py shows that in Chromium)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import pytest
 
 from config.local import load_config
 from gateway.caller import Refused
-from gateway.capture.service import Camera
+from gateway.capture.camera import Camera
 from gateway.officer.shift import ShiftStart
 from gateway.web.identity import LOCAL_IDENTITY, Identity
 from gateway.web.jsonbody import ApiError

@@ -11,32 +11,28 @@ real 30-minute idle wait (the same rule, with `session_idle_s` 600 and a moved c
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from gateway.web.access import WebAccess
 from tests.gateway.web.browser_rig import (
-    CAMERA,
     PHONE,
+    SLOW_MS,
     TABLET,
     PageWatch,
     Screens,
     WebBox,
-    account_hashes,
-    chromium,
-    password_of,
+    by,
+    hold_stop,
+    log_in,
     settle,
-    spki_pin,
     wait_until,
-    web_box,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="package")
 
-SLOW_MS = 15_000  # a bound that keeps a broken box from hanging the run, never a duration
 IDLE_S = 600  # the rig's [webui] session_idle_s
 
 
@@ -50,20 +46,6 @@ class MovedClock:
         return time.monotonic() + self.offset_s
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def box(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebBox]:
-    async with web_box(tmp_path_factory.mktemp("display-box"), account_hashes()) as running:
-        camera = running.running.service.cameras[CAMERA]
-        await wait_until(lambda: camera.ring.gops > 0, "the camera to deliver")
-        yield running
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(box: WebBox) -> AsyncIterator[Browser]:
-    async with chromium(spki_pin(box.cert_path)) as launched:
-        yield launched
-
-
 def web_access(box: WebBox) -> WebAccess:
     web = box.running.web
     assert web is not None
@@ -72,10 +54,17 @@ def web_access(box: WebBox) -> WebAccess:
 
 
 @pytest.fixture
-def clock(box: WebBox) -> MovedClock:
+def clock(box: WebBox) -> Iterator[MovedClock]:
+    """The box's web access clock, moved by the test; the box's own clock again afterwards
+    (the package's other modules share the box)."""
+    access = web_access(box)
+    before = access.clock
     moved = MovedClock()
-    web_access(box).clock = moved
-    return moved
+    access.clock = moved
+    try:
+        yield moved
+    finally:
+        access.clock = before
 
 
 @pytest.fixture
@@ -92,29 +81,6 @@ async def open_context(browser: Browser, watch: PageWatch, width: str) -> Page:
     page = await context.new_page()
     await watch.attach(page)
     return page
-
-
-def by(page: Page, test_id: str) -> Locator:
-    return page.get_by_test_id(test_id)
-
-
-async def log_in(page: Page, box: WebBox) -> None:
-    await page.goto(box.base + "/")
-    await by(page, "login-username").fill("alice")
-    await by(page, "login-password").fill(password_of("alice"))
-    await by(page, "login-submit").click()
-    await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
-
-
-async def hold_stop(page: Page) -> None:
-    """Stop is held, not tapped (docs/webui.md 6.1): press, wait until the page shows stand-by,
-    let go."""
-    await by(page, "btn-record-stop").hover()
-    await page.mouse.down()
-    try:
-        await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
-    finally:
-        await page.mouse.up()
 
 
 async def jump(box: WebBox, clock: MovedClock, seconds: float) -> None:

@@ -3,21 +3,18 @@ real running box on 127.0.0.1 (browser_rig.py): log in, lockout, recording, inci
 report, CSRF, language, pairing and bundle refusals, and screenshots of every screen at phone
 and tablet width under the test run's output.
 
-One box and one Chromium per module, a fresh browser context (cookies, localStorage) per test;
-after each test the box is brought back to standby without a shift (`settle`), and the page must
-have logged no console error and no Content-Security-Policy violation (`PageWatch`).
+The box, Chromium and each test's fresh page come from this package's conftest.py (one box and
+one Chromium for the package's modules).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, FilePayload, Locator, Page, expect
+from playwright.async_api import Browser, FilePayload, Page, expect
 
 from gateway.web.access import account_tag
 from tests.cameras import free_port
@@ -28,116 +25,28 @@ from tests.gateway.web.browser_rig import (
     MIN_PNG_BYTES,
     NARROW_PHONE,
     PHONE,
+    SLOW_MS,
     TABLET,
     PageWatch,
     Screens,
     WebBox,
-    account_hashes,
+    by,
     chromium,
+    hold_stop,
+    log_in,
+    open_page,
     password_of,
-    settle,
-    spki_pin,
+    try_login,
     unpinned_chromium,
     wait_until,
-    web_box,
 )
 from tests.gateway.web.feature_rig import files_containing
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="package")
 
 # What the page must show within a second of the click (docs/webui.md 6, issue 6), measured by
 # the browser's own clock through Playwright's expect.
 STATE_CHANGE_MS = 1000
-# A box round trip that may include PBKDF2 (login) or sealing a file: generous, never asserted
-# as a duration, only a bound that keeps a broken box from hanging the run.
-SLOW_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def hashes() -> dict[str, str]:
-    return account_hashes()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def box(
-    tmp_path_factory: pytest.TempPathFactory, hashes: dict[str, str]
-) -> AsyncIterator[WebBox]:
-    async with web_box(tmp_path_factory.mktemp("browser-box"), hashes) as running:
-        camera = running.running.service.cameras[CAMERA]
-        await wait_until(lambda: camera.ring.gops > 0, "the camera to deliver")
-        yield running
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(box: WebBox) -> AsyncIterator[Browser]:
-    async with chromium(spki_pin(box.cert_path)) as launched:
-        yield launched
-
-
-@pytest.fixture
-def watch() -> PageWatch:
-    return PageWatch()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser: Browser, box: WebBox, watch: PageWatch) -> AsyncIterator[Page]:
-    """A fresh context per test (no cookie, no stored language), English by the browser's
-    language; afterwards the box is settled and the page must have said nothing wrong."""
-    context = await browser.new_context(
-        viewport=PHONE.size(), locale="en-GB", ignore_https_errors=False
-    )
-    opened = await context.new_page()
-    await watch.attach(opened)
-    try:
-        yield opened
-    finally:
-        await context.close()
-        await settle(box)
-    watch.assert_clean()
-
-
-@pytest.fixture
-def screens(request: pytest.FixtureRequest) -> Screens:
-    return Screens(request.node.name)
-
-
-def by(page: Page, test_id: str) -> Locator:
-    return page.get_by_test_id(test_id)
-
-
-async def open_page(page: Page, box: WebBox) -> None:
-    await page.goto(box.base + "/")
-    await expect(by(page, "screen-login")).to_be_visible()
-
-
-async def try_login(page: Page, name: str, password: str) -> int:
-    """Submit the login form once; the box's HTTP status for it."""
-    await by(page, "login-username").fill(name)
-    await by(page, "login-password").fill(password)
-    async with page.expect_response(
-        lambda r: r.url.endswith("/api/session") and r.request.method == "POST", timeout=SLOW_MS
-    ) as answer:
-        await by(page, "login-submit").click()
-    return (await answer.value).status
-
-
-async def log_in(page: Page, box: WebBox, name: str = "alice") -> None:
-    await open_page(page, box)
-    assert await try_login(page, name, password_of(name)) == 200
-    await expect(by(page, "screen-overview")).to_be_visible()
-    await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
-
-
-async def hold_stop(page: Page) -> None:
-    """Stop is held, not tapped (docs/webui.md 6): press, wait until the page shows stand-by,
-    let go."""
-    stop = by(page, "btn-record-stop")
-    await stop.hover()
-    await page.mouse.down()
-    try:
-        await expect(by(page, "rec-state")).to_have_text("Standby", timeout=SLOW_MS)
-    finally:
-        await page.mouse.up()
 
 
 async def go_to(page: Page, screen: str) -> None:

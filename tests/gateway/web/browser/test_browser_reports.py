@@ -8,34 +8,25 @@ position from a real gpsd is proven over the API (test_report_book.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Page, expect
 
 from gateway.caller import account_tag
 from tests.gateway.web.browser_rig import (
-    CAMERA,
-    PHONE,
-    PageWatch,
+    SLOW_MS,
     Screens,
     WebBox,
-    account_hashes,
-    chromium,
-    password_of,
-    settle,
-    spki_pin,
-    wait_until,
-    web_box,
+    by,
+    log_in,
 )
 from tests.gateway.web.feature_rig import files_containing
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="package")
 
-SLOW_MS = 15_000  # a box round trip that may seal a file: a bound, never asserted as a duration
 TIMEZONE = "Europe/Amsterdam"
 WARNING = "Warned a man at the harbour gate that I would record (marker 3f7a)."
 CORRECTED = "Warned a man in the harbour master's yard that I would record (marker 3f7a)."
@@ -44,51 +35,9 @@ REPORT = "Een man schreeuwde in zijn woning tegen de collega (marker 3f7a)."
 REASON = "Hij viel direct aan (marker 3f7a)."
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def box(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebBox]:
-    async with web_box(tmp_path_factory.mktemp("reports-box"), account_hashes()) as running:
-        camera = running.running.service.cameras[CAMERA]
-        await wait_until(lambda: camera.ring.gops > 0, "the camera to deliver")
-        yield running
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(box: WebBox) -> AsyncIterator[Browser]:
-    async with chromium(spki_pin(box.cert_path)) as launched:
-        yield launched
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser: Browser, box: WebBox) -> AsyncIterator[Page]:
-    watch = PageWatch()
-    context = await browser.new_context(
-        viewport=PHONE.size(), locale="en-GB", timezone_id=TIMEZONE, ignore_https_errors=False
-    )
-    opened = await context.new_page()
-    await watch.attach(opened)
-    try:
-        yield opened
-    finally:
-        await context.close()
-        await settle(box)
-    watch.assert_clean()
-
-
 @pytest.fixture
-def screens(request: pytest.FixtureRequest) -> Screens:
-    return Screens(request.node.name)
-
-
-def by(page: Page, test_id: str) -> Locator:
-    return page.get_by_test_id(test_id)
-
-
-async def log_in(page: Page, box: WebBox) -> None:
-    await page.goto(box.base + "/")
-    await by(page, "login-username").fill("alice")
-    await by(page, "login-password").fill(password_of("alice"))
-    await by(page, "login-submit").click()
-    await expect(by(page, "screen-overview")).to_be_visible(timeout=SLOW_MS)
+def context_options() -> dict[str, Any]:
+    return {"timezone_id": TIMEZONE}  # the page shows times in the box's zone
 
 
 async def submit(page: Page, path_end: str) -> None:

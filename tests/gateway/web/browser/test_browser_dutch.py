@@ -18,56 +18,41 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, FilePayload, Locator, Page, Route, expect
+from playwright.async_api import Browser, FilePayload, Page, Route, expect
 
 from gateway.fleet_refusals import reason_codes
 from gateway.pairing_client import officer_reasons
 from tests.gateway.web.api_codes import error_codes, invalid_fields
 from tests.gateway.web.browser_rig import (
-    CAMERA,
     PHONE,
+    SLOW_MS,
     PageWatch,
     Screens,
     WebBox,
-    account_hashes,
-    chromium,
+    by,
     password_of,
-    spki_pin,
-    wait_until,
-    web_box,
+    settle,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="package")
 
-STATIC = Path(__file__).resolve().parents[3] / "gateway" / "web" / "static"
-SLOW_MS = 15_000  # a bound that keeps a broken box from hanging the run, never a duration
+STATIC = Path(__file__).resolve().parents[4] / "gateway" / "web" / "static"
 PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 ENGLISH_MARK = "ENGLISH FROM THE BOX"  # in every message the router answers with
 NL = json.loads((STATIC / "i18n" / "nl.json").read_text(encoding="utf-8"))
 EN = json.loads((STATIC / "i18n" / "en.json").read_text(encoding="utf-8"))
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def box(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebBox]:
-    async with web_box(tmp_path_factory.mktemp("dutch-box"), account_hashes()) as running:
-        camera = running.running.service.cameras[CAMERA]
-        await wait_until(lambda: camera.ring.gops > 0, "the camera to deliver")
-        yield running
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def page(box: WebBox) -> AsyncIterator[Page]:
-    async with chromium(spki_pin(box.cert_path)) as browser:
-        yield await dutch_page(browser)
-
-
-async def dutch_page(browser: Browser) -> Page:
+@pytest_asyncio.fixture(loop_scope="package")
+async def page(browser: Browser, box: WebBox) -> AsyncIterator[Page]:
+    """The package's Chromium with Dutch as the browser's language (instead of the package's
+    English page: this module watches its page itself); the box settled afterwards."""
     context = await browser.new_context(viewport=PHONE.size(), locale="nl-NL")
-    return await context.new_page()
-
-
-def by(page: Page, test_id: str) -> Locator:
-    return page.get_by_test_id(test_id)
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
+        await settle(box)
 
 
 def english_only_texts() -> list[str]:
