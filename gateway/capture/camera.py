@@ -2,8 +2,9 @@
 driven on a worker thread of its own (the capture service, gateway/capture/service.py, owns
 both and decides when a part begins and ends).
 
-Ordering without locks: a part's work reaches its worker through `loop.run_in_executor` on a
-one-thread executor, which runs jobs in submission order (see the service's docstring).
+Ordering without locks: a part's work reaches its worker through its one-thread executor's
+`submit` (a batch of packets, a metadata object, the close), which runs jobs in submission
+order; the event loop waits for a job only when it must (see the service's docstring).
 """
 
 from __future__ import annotations

@@ -36,16 +36,24 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from gateway.capture.camera import NS_PER_S, Camera, CameraRecording
 from gateway.capture.muxer import GpsWindow
+from gateway.capture.observing import (
+    RecordingObserver,
+    audio_state,
+    no_gps,
+    observe,
+    origin_of,
+    scalars,
+    wall_ms,
+)
 from gateway.capture.packet import CapturedPacket
 from gateway.capture.recording_events import GPS_FIX, alarm_events, gps_event
 from gateway.capture.source import Flush, LinkEvent, QueueItem
 from gateway.recorder import (
-    ORIGIN_KEYS,
     Action,
     Event,
     EventKind,
@@ -62,37 +70,6 @@ from storage.errors import RecordingRefused
 from storage.store import EvidenceStore, Recording
 
 log = logging.getLogger(__name__)
-
-
-def no_gps(_start_ns: int, _end_ns: int) -> list[dict[str, Any]]:
-    return []
-
-
-class RecordingObserver(Protocol):
-    """Something outside capture that adds facts to new recordings and follows their life (the
-    officer's shift and report book, gateway/web/). Capture never imports it: it is handed in.
-
-    Called on the event loop, under the service's lock but `recording_finished`: each call must
-    be quick. A failing
-    observer is logged and skipped; it never stops or spoils a recording (evidence first).
-    """
-
-    def recording_facts(self) -> Mapping[str, Any]:
-        """Facts for the encrypted `recording` metadata of the recording starting now (R5)."""
-        ...
-
-    def camera_facts(self, camera_serial: str) -> Mapping[str, Any]:
-        """Facts of one camera's part, as it joins the recording (R5: whose footage it is)."""
-        ...
-
-    async def recording_started(self, recording_id: str, facts: Mapping[str, Any]) -> None:
-        """A recording started with `facts` (the trigger's source and wall-clock `at_ms`)."""
-        ...
-
-    async def recording_finished(self, recording_id: str, duration_s: float) -> None:
-        """The recording was sealed; it ended `duration_s` after its trigger (post-record
-        included). Called after the sealing, off the service's lock (CaptureService._finish)."""
-        ...
 
 
 FLUSH_WAIT_MAX_S = 0.5
@@ -291,7 +268,7 @@ class CaptureService:
 
     async def _note_surroundings(self) -> None:
         """The GPS and the alarms, as events in the recording when they changed."""
-        at_ms = _wall_ms()
+        at_ms = wall_ms()
         gps = self.gps_status(self.clock_ns())
         alarms = self.alarms.snapshot()
         events = alarm_events(self._seen_alarms, alarms, at_ms)
@@ -316,8 +293,8 @@ class CaptureService:
                     "type": "event",
                     "name": "trigger",
                     "source": action.source,
-                    "at_ms": _wall_ms(),
-                    **_scalars(action.facts),
+                    "at_ms": wall_ms(),
+                    **scalars(action.facts),
                 }
             )
         elif isinstance(action, NoteStop):
@@ -331,7 +308,7 @@ class CaptureService:
                     "type": "event",
                     "name": "stop",
                     "source": action.source,
-                    "at_ms": _wall_ms(),
+                    "at_ms": wall_ms(),
                     "postrecord_s": postrecord_s,
                     **origin,
                 }
@@ -352,7 +329,7 @@ class CaptureService:
 
     async def _start(self, action: StartRecording) -> None:
         await self._audit_trigger(action.source, action.facts, started=True)
-        trigger = {"source": action.source, "at_ms": _wall_ms(), **_scalars(action.facts)}
+        trigger = {"source": action.source, "at_ms": wall_ms(), **scalars(action.facts)}
         try:
             facts = {**self.facts, **self._observed_facts(), "trigger": trigger}
             facts["upload_class"] = self.upload_class_of(action.source)
@@ -372,7 +349,7 @@ class CaptureService:
         self._attach_cameras(action.cameras, action.prerecord_from_ns)
         self._tell_listeners(recording=True)
         for observer in self.observers:
-            await _observe(observer.recording_started(self.recording.recording_id, facts))
+            await observe(observer.recording_started(self.recording.recording_id, facts))
 
     def _observed_facts(self) -> dict[str, Any]:
         facts: dict[str, Any] = {}
@@ -526,7 +503,7 @@ class CaptureService:
                 if self.store.note_card_fault(exc) is None:
                     log.exception("recording %s did not close cleanly", recording.recording_id)
             for observer in self.observers:
-                await _observe(observer.recording_finished(recording.recording_id, duration_s))
+                await observe(observer.recording_finished(recording.recording_id, duration_s))
 
     async def _take_held_packets(self) -> None:
         """What the recorded cameras' sources hold or have queued reaches their parts before
@@ -597,7 +574,7 @@ class CaptureService:
                 "recording": camera.recording is not None,
                 # recorded: the camera sends sound and the policy keeps it; off: the policy
                 # keeps none; none: the camera sends no sound
-                "audio": _audio_state(self.record_audio, camera.source.health.audio_codec),
+                "audio": audio_state(self.record_audio, camera.source.health.audio_codec),
             }
         recording_for_s = (now - self.recording_started_ns) / NS_PER_S if self.recording else 0.0
         return {
@@ -607,36 +584,3 @@ class CaptureService:
             "cameras": cameras,
             "alarms": self.alarms.snapshot(),
         }
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def _observe(call: Awaitable[None]) -> None:
-    """Run one observer call; its failure is logged, never the recording's problem."""
-    try:
-        await call
-    except Exception:
-        log.exception("recording observer failed")
-
-
-def origin_of(facts: Mapping[str, object]) -> dict[str, str | None]:
-    """Who asked for a trigger or a stop, as the audit log names them: the `channel` (page,
-    cli, button, input) and the `account` (an account tag, "local"; None for a device)."""
-    return {
-        key: value
-        for key in ORIGIN_KEYS
-        if key in facts and (isinstance(value := facts[key], str) or value is None)
-    }
-
-
-def _scalars(facts: dict[str, object]) -> dict[str, object]:
-    """Trigger facts travel into encrypted metadata; keep them JSON scalars."""
-    return {k: v for k, v in facts.items() if isinstance(v, str | int | float | bool) or v is None}
-
-
-def _audio_state(record_audio: bool, codec: str | None) -> str:
-    if not record_audio:
-        return "off"
-    return "none" if codec is None else "recorded"
