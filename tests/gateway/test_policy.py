@@ -10,7 +10,7 @@ import pytest
 
 from config.fleet_schema import apply_fleet_document
 from config.local import ConfigError, LocalConfig, parse_config
-from gateway.capture.service import origin_of
+from gateway.capture.observing import origin_of
 from gateway.policy import recorder_policy
 from gateway.recorder import Event, EventKind
 from gateway.watchers import with_channel
