@@ -46,6 +46,7 @@ from common.login_throttle import (
 )
 from common.passwords import hash_password, verify_password
 from common.sessions import CSRF_TOKEN_BYTES, Session, SessionLimits, SessionTable, random_token
+from common.web_headers import security_headers
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,7 @@ CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": CSP,
-    "Strict-Transport-Security": "max-age=31536000",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
+SECURITY_HEADERS: Final = security_headers(CSP)
 _DUMMY_HASH: Final = hash_password("an unknown account costs a wrong password's work")
 
 

@@ -39,6 +39,7 @@ from common.faults import TransientFault
 from common.login_throttle import KnownDevices, LoginThrottle, ThrottlePolicy, client_key
 from common.passwords import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from common.sessions import Session, SessionLimits, SessionTable
+from common.web_headers import security_headers
 from config.local import AccountSection, LocalConfig
 from gateway.caller import account_tag as account_tag  # the audit's name for an account
 from gateway.web.displays import DISPLAY_ROUTES, Display, DisplayTable, csrf_token_of
@@ -69,15 +70,7 @@ CSP = (
     "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "Strict-Transport-Security": "max-age=31536000",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
+SECURITY_HEADERS = security_headers(CSP)
 
 ANONYMOUS = Identity(channel="web", user="", role="", officer_id="")
 """The identity of a web request outside /api/ (the page, /metrics with its own token check)."""

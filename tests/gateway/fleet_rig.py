@@ -265,17 +265,20 @@ def mvb_pair(config: Path, code: str, *extra: str) -> subprocess.CompletedProces
     return run(MVB, "--config", config, "pair", code, *extra)
 
 
-def running_box_config(root: Path, recipient_pub: Path, clip: Path) -> Path:
-    """A paired box (`root/state`) with one replayed camera, pre-record 30 s in its local file,
-    and its uplink on, asking for fleet configuration every second. [uplink] names no address
-    and no credentials: the box takes them from its pairing (as a real box does)."""
+def running_box_config(
+    root: Path, recipient_pub: Path, clip: Path, *, config_poll_s: int = 1, prerecord_s: int = 30
+) -> Path:
+    """A paired box (`root/state`) with one replayed camera, pre-record `prerecord_s` in its
+    local file, and its uplink on, asking for fleet configuration every `config_poll_s`.
+    [uplink] names no address and no credentials: the box takes them from its pairing (as a
+    real box does)."""
     return write_box_config(
         root,
         recipient_pub,
         device_serial=BOX,
         storage_lines=f"""
 [recording]
-prerecord_s = 30
+prerecord_s = {prerecord_s}
 [gps]
 port = {free_port()}
 [api]
@@ -287,7 +290,7 @@ url = "{clip}"
 serial = "DC-9"
 [uplink]
 enabled = true
-config_poll_s = 1
+config_poll_s = {config_poll_s}
 [[links]]
 name = "wifi"
 cost_class = "wifi"

@@ -24,12 +24,11 @@ from demo.synthetic import generate_clip
 from gateway.run import start_box, stop_box
 from protocol.health_report import CHECK_NOW_HEADER, HEALTH_PATH, signed_message, wire
 from storage.devicekey import DeviceKey
-from tests.cameras import free_port
-from tests.evidence_helpers import write_box_config
 from tests.gateway.fleet_rig import (
     BOX,
     box_config,
     mvb_pair,
+    running_box_config,
     start_back_office,
     write_recipient_pub,
 )
@@ -47,28 +46,7 @@ async def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 
 def slow_polling_box(root: Path, recipient_pub: Path, clip: Path) -> Path:
-    return write_box_config(
-        root,
-        recipient_pub,
-        device_serial=BOX,
-        storage_lines=f"""
-[gps]
-port = {free_port()}
-[api]
-port = {free_port()}
-[[cameras]]
-name = "dashcam"
-kind = "replay"
-url = "{clip}"
-serial = "DC-9"
-[uplink]
-enabled = true
-config_poll_s = {POLL_S}
-[[links]]
-name = "wifi"
-cost_class = "wifi"
-""",
-    )
+    return running_box_config(root, recipient_pub, clip, config_poll_s=POLL_S)
 
 
 async def test_check_now_reaches_a_box_in_the_answer_to_its_health_report(
