@@ -151,12 +151,17 @@ def write_verdict(directory: Path, verdict: Verdict, *, keep: int = KEEP_VERDICT
 
 
 def _open_own_dir(directory: Path) -> int:
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    # O_NOFOLLOW: a symlink fails (ELOOP); fstat then says it is a directory (read only here:
+    # the writes go through common/durable.py under /proc/self/fd/N).
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         fd = os.open(directory, flags)
     except OSError as error:
         raise VerdictDirUnsafe(f"{directory}: not a directory ({error.strerror})") from None
     info = os.fstat(fd)
+    if not stat.S_ISDIR(info.st_mode):
+        os.close(fd)
+        raise VerdictDirUnsafe(f"{directory}: not a directory")
     if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         os.close(fd)
         raise VerdictDirUnsafe(f"{directory}: not this user's own (owner, mode)")
