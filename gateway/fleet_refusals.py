@@ -64,6 +64,10 @@ ROLLED_BACK: Final = "rolled_back"  # applied, a health check failed, the old on
 DEFERRED: Final = "deferred"  # kept: applied once the box's state allows
 RELEASE_NO_KEY: Final = "release_no_key"  # paired before releases were sealed: re-pair
 RELEASE_INSTALL_FAILED: Final = "release_install_failed"  # the opened bundle did not install
+# root's installer refused the box's inbox item (docs/releases.md 7.6), as its verdict says:
+NO_TRUST_ANCHOR: Final = "no_trust_anchor"  # root has no fleet anchor pinned yet
+RELEASE_NOT_PREVIOUS: Final = "release_not_previous"  # a switch back to another release
+INBOX_ITEM_INVALID: Final = "inbox_item_invalid"  # the item is not one (altered on the box)
 APPLY_CODES: Final = (
     ALREADY_APPLIED,
     INVALID_DOCUMENT,
@@ -71,6 +75,9 @@ APPLY_CODES: Final = (
     DEFERRED,
     RELEASE_NO_KEY,
     RELEASE_INSTALL_FAILED,
+    NO_TRUST_ANCHOR,
+    RELEASE_NOT_PREVIOUS,
+    INBOX_ITEM_INVALID,
 )
 
 

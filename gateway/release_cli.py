@@ -30,6 +30,7 @@ from gateway.release_switch_io import (
     activate_first,
     state_to_json,
 )
+from gateway.release_verdict import DEFAULT_VERDICTS_DIR
 from protocol.release_manifest import BundleError
 
 DEFAULT_ROOT: Final = Path("/opt/mvb")
@@ -52,6 +53,9 @@ def add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     inbox.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     inbox.add_argument("--inbox", type=Path, default=DEFAULT_INBOX)
     inbox.add_argument("--platform", default=default_platform())
+    inbox.add_argument(
+        "--verdicts", type=Path, default=DEFAULT_VERDICTS_DIR, help="root's verdicts, for the box"
+    )
     trust = actions.add_parser("trust-fleet", help="pin the fleet's root.json as root's anchor")
     trust.add_argument("root_json", type=Path, help="the fleet's root.json (as at pairing)")
     trust.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -93,7 +97,7 @@ def run_release(args: argparse.Namespace) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.release_command == "install-inbox":
-        install_inbox(args.root, args.inbox, platform=args.platform)
+        install_inbox(args.root, args.inbox, platform=args.platform, verdicts=args.verdicts)
         return 0  # refusals are logged per item: the path unit keeps watching
     if args.release_command == "trust-fleet":
         version = trust_fleet(args.root, args.root_json.read_bytes(), replace=args.replace)

@@ -14,13 +14,17 @@ Invariants:
 - every item is removed from the inbox once judged, installed or refused; a refusal is one line
   naming its code and changes nothing under the release root but root's own scratch (emptied);
 - one bad item never stops the others, and the command's exit status is 0 for refusals (the
-  path unit must keep watching).
+  path unit must keep watching);
+- with a verdict directory, every item named by a version gets root's verdict there
+  (gateway/release_verdict.py) after it was judged and before it is removed, so that the box
+  learns a refusal (a verdict that cannot be written is a journal line, nothing more).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,22 +44,22 @@ from config.release_targets import (
     ReleaseRefused,
     judge_pin,
 )
-from gateway.fleet_refusals import RELEASE_INSTALL_FAILED, refusal_code
+from gateway.fleet_refusals import NO_TRUST_ANCHOR, RELEASE_INSTALL_FAILED, refusal_code
+from gateway.fleet_refusals import RELEASE_NOT_PREVIOUS as NOT_PREVIOUS
 from gateway.release_handoff import RootSwitch
 from gateway.release_inbox import InboxItem, InboxItemRefused, item_names, read_item, remove_item
 from gateway.release_install import install_release, is_installed
 from gateway.release_switch import SwitchRefused
 from gateway.release_switch_io import ReleaseRoot, SwitchStateError
 from gateway.release_update import open_checked
-from protocol.release_manifest import BundleError
+from gateway.release_verdict import VerdictOutcome, new_verdict, write_verdict
+from protocol.release_manifest import BundleError, is_version
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
 from storage.errors import EvidenceError
 from storage.release_seal import ReleaseSealError
 
 TRUST_DIR: Final = "trust"
 SCRATCH_DIR: Final = ".inbox-work"
-NO_TRUST_ANCHOR: Final = "no_trust_anchor"
-NOT_PREVIOUS: Final = "release_not_previous"
 _REFUSED: Final = (
     RepositoryError,
     ReleaseSealError,
@@ -84,12 +88,20 @@ def trust_fleet(root: Path, root_json: bytes, *, replace: bool = False) -> int:
 
 
 def install_inbox(
-    root: Path, inbox: Path, *, platform: str, say: Callable[[str], None] = print
+    root: Path,
+    inbox: Path,
+    *,
+    platform: str,
+    verdicts: Path | None = None,
+    say: Callable[[str], None] = print,
 ) -> list[ItemOutcome]:
-    """Judge, install or refuse, and remove every item in `inbox` (module invariants)."""
+    """Judge, install or refuse, and remove every item in `inbox`; each verdict into
+    `verdicts` when given (module invariants)."""
     outcomes = []
     for name in item_names(inbox):
         outcome = _one(root, inbox, name, platform)
+        if verdicts is not None and is_version(name):
+            _write_verdict(verdicts, name, outcome, say)
         remove_item(inbox, name)
         detail = " ".join(filter(None, (outcome.code, outcome.reason)))
         say(f"release inbox {name}: {outcome.outcome} {detail}".rstrip())
@@ -123,6 +135,20 @@ def _one(root: Path, inbox: Path, name: str, platform: str) -> ItemOutcome:
         return ItemOutcome(name, "refused", refusal_code(error), _reason(error))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_verdict(
+    verdicts: Path, name: str, outcome: ItemOutcome, say: Callable[[str], None]
+) -> None:
+    judged: VerdictOutcome = "refused"
+    if outcome.outcome == "installed":
+        judged = "installed"
+    elif outcome.outcome == "switch_back":
+        judged = "switch_back"
+    try:
+        write_verdict(verdicts, new_verdict(name, judged, outcome.code, int(time.time())))
+    except OSError as error:  # VerdictDirUnsafe among them
+        say(f"release inbox {name}: verdict not written ({error})")
 
 
 def _switch_back(root: Path, item: InboxItem) -> ItemOutcome:

@@ -23,7 +23,11 @@ Invariants:
   only where the caller names it (tests: no second user exists there).
 - A lower pin is never fetched: it is the previous release's switch back or a refusal.
 - A refusal for good (downgrade, wrong role, tampered, mismatch, wrong seal key) is not fetched
-  again for the same version until the pin changes or the service restarts; a link that
+  again for the same version until the pin changes or the service restarts;
+- a hand-off to root (`verdicts` given) is `requested` until root's verdict for it arrives
+  (gateway/release_verdict.py, only one written after the hand-off): a refusal by root becomes
+  this box's refusal (its code, the alarm, the audit with `by: root`), settled like its own;
+  `installed` (or `switch_back`) becomes `installed`; a malformed verdict is ignored; a link that
   failed, a release not signed yet or a missing release key are tried again every round.
 - The release key lives in `pairing/release.key` (0600, beside the TLS client key): fetched once
   over the pinned mutual-TLS link (`RELEASE_KEY_PATH`), and gone with the pairing.
@@ -60,14 +64,21 @@ from config.release_targets import (
     ReleaseFailedHealth,
     ReleaseMismatch,
     ReleaseMissing,
+    ReleaseRefused,
     judge_pin,
 )
-from gateway.fleet_refusals import RELEASE_INSTALL_FAILED, RELEASE_NO_KEY, refusal_code
+from gateway.fleet_refusals import (
+    RELEASE_INSTALL_FAILED,
+    RELEASE_NO_KEY,
+    reason_codes,
+    refusal_code,
+)
 from gateway.release_handoff import SwitchAccess
 from gateway.release_inbox import InboxItem, put_item
 from gateway.release_install import install_release, is_installed
 from gateway.release_switch import Event, EventKind, SwitchRefused, step
 from gateway.release_switch_io import ReleaseRoot, SwitchStateError
+from gateway.release_verdict import Verdict, read_verdict
 from protocol.release_manifest import MANIFEST, BundleError, Manifest
 from storage.audit_io import AuditLog
 from storage.envelope import RecipientKeyError, RecipientPrivateKey
@@ -110,13 +121,15 @@ _FOR_GOOD: Final = (RepositoryError, ReleaseSealError, EvidenceError)
 
 @dataclass(frozen=True, slots=True)
 class ReleaseOutcome:
-    """What became of a pin: `requested` (handed to the switch), `current`, `refused` (with
-    `code`), or `waiting` (transient: tried again next round, with `code`)."""
+    """What became of a pin: `requested` (handed to the switch, or to root), `installed` (root
+    installed it and requested the switch), `current`, `refused` (with `code`; `by` "root"
+    when root's installer refused it), or `waiting` (transient: tried again next round)."""
 
     version: str
-    outcome: Literal["current", "requested", "refused", "waiting"]
+    outcome: Literal["current", "requested", "installed", "refused", "waiting"]
     code: str = ""
     reason: str = ""
+    by: str = ""
 
 
 def install_and_request(root: Path) -> HandOff:
@@ -163,6 +176,7 @@ class ReleaseUpdater:
         switch: SwitchAccess,
         audit: AuditLog,
         alarms: Alarms,
+        verdicts: Path | None = None,
     ) -> None:
         self.metadata_dir = metadata_dir
         self.work_dir = work_dir
@@ -173,6 +187,10 @@ class ReleaseUpdater:
         self.switch = switch
         self.audit = audit
         self.alarms = alarms
+        self.verdicts = verdicts
+        # The version handed to root and the judgement of the verdict seen before (a verdict
+        # left from an earlier hand-over of that version is not this one's): None, not waiting.
+        self._awaiting: tuple[str, str | None] | None = None
         self.last: ReleaseOutcome | None = None
         self._settled: dict[str, ReleaseOutcome] = {}
         self._audited: set[tuple[str, str, str]] = set()
@@ -188,11 +206,35 @@ class ReleaseUpdater:
         if pinned is None:
             return None
         async with self._one_at_a_time:
-            outcome = self._settled.get(pinned) or await self._follow(pinned, fetch, key_fetch)
-            if outcome.outcome in ("requested", "refused"):
+            outcome = self._settled.get(pinned)
+            if outcome is None:
+                outcome = await self._follow(pinned, fetch, key_fetch)
+            elif outcome.outcome == "requested":
+                outcome = await self._roots_verdict(outcome)
+            if outcome.outcome in ("requested", "installed", "refused"):
                 self._settled = {pinned: outcome}  # a new pin forgets the old ones
             await self._show(outcome)
             return outcome
+
+    async def _roots_verdict(self, requested: ReleaseOutcome) -> ReleaseOutcome:
+        """What root said of the hand-off of `requested` (the module's invariant); `requested`
+        itself while root has not judged it."""
+        if self.verdicts is None or self._awaiting is None:
+            return requested
+        version, seen_before = self._awaiting
+        if version != requested.version:
+            return requested
+        verdict = await asyncio.to_thread(read_verdict, self.verdicts, version)
+        if verdict is None or verdict.judgement == seen_before:
+            return requested
+        self._awaiting = None
+        return outcome_of(verdict)
+
+    async def _await_verdict(self, version: str) -> None:
+        """Before a hand-off to root: remember the verdict already there (module invariant)."""
+        if self.verdicts is not None:
+            before = await asyncio.to_thread(read_verdict, self.verdicts, version)
+            self._awaiting = (version, None if before is None else before.judgement)
 
     async def _follow(self, pinned: str, fetch: Fetch, key_fetch: Fetch | None) -> ReleaseOutcome:
         history = await asyncio.to_thread(self.switch.history)
@@ -228,6 +270,7 @@ class ReleaseUpdater:
             metadata = await asyncio.to_thread(metadata_for_root, self.metadata_dir, fetch)
             key_pem = await asyncio.to_thread(self.key_file.read_bytes)
             release = HandOver(opened, version, sealed, key_pem, metadata)
+            await self._await_verdict(version)
             await asyncio.to_thread(self.hand_off, release)
         except (DownloadError, TransportError) as error:
             return ReleaseOutcome(version, "waiting", "link", type(error).__name__)
@@ -245,6 +288,7 @@ class ReleaseUpdater:
         """A fleet's rollback to the release this box ran before: no fetch, no install, the
         switch's own request (it waits for stand-by)."""
         try:
+            await self._await_verdict(version)
             await asyncio.to_thread(self.switch.switch_back, version)
         except SwitchRefused as error:  # a switch is under way: ask again next round
             return ReleaseOutcome(version, "waiting", "", str(error)[:300])
@@ -284,7 +328,7 @@ class ReleaseUpdater:
         if outcome.outcome == "refused":
             message = f"release {outcome.version} refused: {outcome.code}"
             self.alarms.raise_(ALARM, message, sticky=True)
-        elif outcome.outcome in ("current", "requested"):
+        elif outcome.outcome in ("current", "requested", "installed"):
             self.alarms.clear(ALARM)
         mark = (outcome.version, outcome.outcome, outcome.code)
         if outcome.outcome == "current" or mark in self._audited:
@@ -295,7 +339,22 @@ class ReleaseUpdater:
         if outcome.code:
             fields["code"] = outcome.code
             fields["reason"] = outcome.reason[:300]
+        if outcome.by:
+            fields["by"] = outcome.by
         await asyncio.to_thread(self.audit.append, f"release.{outcome.outcome}", **fields)
+
+
+def outcome_of(verdict: Verdict) -> ReleaseOutcome:
+    """Root's verdict as the box's outcome: a refusal keeps root's code when the page knows it
+    (gateway/fleet_refusals.py), else the general `release_refused`."""
+    if verdict.outcome == "installed":
+        return ReleaseOutcome(verdict.version, "installed", reason="installed by root", by="root")
+    if verdict.outcome == "switch_back":
+        why = "root requested the switch back"
+        return ReleaseOutcome(verdict.version, "installed", reason=why, by="root")
+    code = verdict.code if verdict.code in reason_codes() else ReleaseRefused.code
+    why = f"root's installer refused it: {verdict.code}"
+    return ReleaseOutcome(verdict.version, "refused", code, why, by="root")
 
 
 def metadata_for_root(metadata_dir: Path, fetch: Fetch) -> dict[str, bytes]:

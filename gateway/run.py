@@ -62,6 +62,7 @@ from gateway.release_update import (
     ReleaseUpdater,
     hand_to_inbox,
 )
+from gateway.release_verdict import DEFAULT_VERDICTS_DIR
 from gateway.sdnotify import (
     Notifier,
     status_line,
@@ -301,6 +302,7 @@ def build_release_updater(running: RunningBox, local: LocalConfig) -> ReleaseUpd
         switch=InboxSwitch(DEFAULT_ROOT, inbox, staging),
         audit=running.box.audit,
         alarms=running.box.alarms,
+        verdicts=DEFAULT_VERDICTS_DIR,  # root's verdicts (docs/releases.md 7.6)
     )
 
 

@@ -1,7 +1,8 @@
 """The install's privilege split, end to end (docs/releases.md 7.6): the box's release updater
 verifies a pinned release and leaves it in its inbox (it never writes the release root); root's
 `mvb release install-inbox`, a real process run as mvb-release-install.service runs it,
-verifies it again from root's own anchor and installs it, or refuses and removes it.
+verifies it again from root's own anchor and installs it, or refuses and removes it; root's
+verdict reaches the box's updater on its next round (gateway/release_verdict.py).
 
 Real parts: a fleet repository with the releases role delegated (tests/release_target_helpers),
 the box's ReleaseUpdater with the inbox hand-off that gateway/run.py builds, the `mvb` program.
@@ -54,6 +55,8 @@ class Rig:
         (state / "pairing" / "release.key").write_text(fleet.seal_key.pem())
         self.inbox, staging = state / "release-inbox", state / "release-staging"
         self.root = ReleaseRoot(directory / "opt-mvb")
+        self.verdicts = directory / "release-verdicts"  # root's, 0755 (as the tmpfiles make it)
+        self.verdicts.mkdir(mode=0o755)
         fake_install(self.root, RUNNING)
         activate_first(self.root, RUNNING)
         self.updater = ReleaseUpdater(
@@ -66,6 +69,7 @@ class Rig:
             switch=InboxSwitch(self.root.path, self.inbox, staging),
             audit=AuditLog.open(state / "audit.jsonl", DeviceKey.generate()),
             alarms=Alarms(),
+            verdicts=self.verdicts,
         )
 
     def sign(self, bundle: Path) -> None:
@@ -90,7 +94,10 @@ class Rig:
 
     def install_inbox(self) -> list[str]:
         """Root's installer, as the unit runs it; the lines it logged (one per item)."""
-        done = mvb("release", "install-inbox", "--root", self.root.path, "--inbox", self.inbox)
+        done = mvb(
+            "release", "install-inbox", "--root", self.root.path, "--inbox", self.inbox,
+            "--verdicts", self.verdicts,
+        )  # fmt: skip
         return done.stdout.splitlines()
 
 
@@ -239,3 +246,56 @@ async def test_a_switch_back_through_the_inbox_only_to_the_previous_release(
     assert rig.install_inbox() == [f"release inbox {OLDER}: switch_back"]
     state = state_from_json(rig.root.state_file.read_bytes())
     assert (state.phase, state.target) == (Phase.PENDING, OLDER)
+
+
+async def test_roots_refusal_reaches_the_box_and_its_install_clears_it(
+    rig: Rig, next_release_bundle: Path
+) -> None:
+    """Root refuses an item the mvb user altered: on its next round the box shows root's code
+    as its own refusal (outcome, sticky alarm, audit `by: root`) and does not hand it over
+    again; a new pin, then the same one again, hands it over anew (the old verdict is not this
+    hand-over's) and root's `installed` clears the refusal."""
+    rig.trust(rig.fleet.repo.trust_root_bytes())
+    rig.sign(next_release_bundle)
+    assert (await rig.follow(NEXT_RELEASE)).outcome == "requested"
+    sealed = rig.inbox / NEXT_RELEASE / "release.sealed"
+    data = bytearray(sealed.read_bytes())
+    data[-100] ^= 1
+    sealed.write_bytes(bytes(data))
+    assert rig.install_inbox()[0].split()[3:5] == ["refused", "tampered"]
+    refused = await rig.follow(NEXT_RELEASE)
+    assert (refused.outcome, refused.code, refused.by) == ("refused", "tampered", "root")
+    assert "release_refused" in rig.updater.alarms.codes()
+    assert ("release.refused", NEXT_RELEASE, "tampered", "root") in audited(rig)
+    assert (await rig.follow(NEXT_RELEASE)).outcome == "refused"
+    assert list(rig.inbox.iterdir()) == []  # not handed over again for the same pin
+
+    assert (await rig.follow(OLDER)).code == "release_downgrade"  # the pin changes
+    assert (await rig.follow(NEXT_RELEASE)).outcome == "requested"  # handed over anew
+    assert (await rig.follow(NEXT_RELEASE)).outcome == "requested"  # root has not judged yet
+    assert rig.install_inbox() == [f"release inbox {NEXT_RELEASE}: installed"]
+    done = await rig.follow(NEXT_RELEASE)
+    assert (done.outcome, done.by) == ("installed", "root")
+    assert "release_refused" not in rig.updater.alarms.codes()
+    assert ("release.installed", NEXT_RELEASE, "", "root") in audited(rig)
+    assert installed(rig) == [RUNNING, NEXT_RELEASE]
+
+
+async def test_a_malformed_verdict_is_ignored_and_the_box_keeps_waiting(
+    rig: Rig, tmp_path: Path
+) -> None:
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    rig.sign(synthetic_bundle(bundles, "1.0.2"))
+    assert (await rig.follow("1.0.2")).outcome == "requested"
+    (rig.verdicts / "1.0.2.json").write_bytes(b'{"format": 1, "outcome": "installed"}')
+    assert (await rig.follow("1.0.2")).outcome == "requested"
+    assert "release_refused" not in rig.updater.alarms.codes()
+
+
+def audited(rig: Rig) -> list[tuple[str, object, object, object]]:
+    return [
+        (entry.event, entry.fields.get("version"), entry.fields.get("code", ""),
+         entry.fields.get("by"))
+        for entry in rig.updater.audit.entries()
+    ]  # fmt: skip

@@ -39,6 +39,7 @@ from config.local import BoxSection
 from demo.synthetic import generate_clip
 from gateway.cli import _parser as box_parser
 from gateway.release_update import RELEASE_INBOX_DIR
+from gateway.release_verdict import DEFAULT_VERDICTS_DIR
 from gateway.sdnotify import watchdog_interval_s
 from tests.backoffice.test_tuspy_interop import read_line
 from tests.evidence_helpers import write_box_config
@@ -338,7 +339,7 @@ def test_the_switch_units_run_the_good_release_s_switcher_on_the_box_s_root() ->
 def test_the_install_unit_runs_the_good_release_s_installer_on_the_box_s_inbox() -> None:
     """Root's installer (docs/releases.md 7.6): the good release's, on the inbox the box's
     service writes (its state directory's `release-inbox`), offline, writing only the release
-    root and the inbox."""
+    root, the inbox and its verdicts where the box's updater reads them."""
     state_dir = tomllib.loads((REPO / "config" / "defaults" / "box.toml").read_text())["box"][
         "state_dir"
     ]
@@ -353,7 +354,12 @@ def test_the_install_unit_runs_the_good_release_s_installer_on_the_box_s_inbox()
     )
     assert args.inbox == Path(state_dir) / RELEASE_INBOX_DIR
     assert single(unit, "Service", "Type") == "oneshot"
-    assert words(unit, "Service", "ReadWritePaths") == ["/opt/mvb", str(args.inbox)]
+    assert args.verdicts == DEFAULT_VERDICTS_DIR  # where gateway/run.py's updater reads them
+    assert words(unit, "Service", "ReadWritePaths") == [
+        "/opt/mvb",
+        str(args.inbox),
+        str(args.verdicts),
+    ]
     assert single(unit, "Service", "PrivateNetwork") == "yes"
     assert words(unit, "Service", "CapabilityBoundingSet") == ["CAP_DAC_OVERRIDE"]
     assert values(unit, "Service", "User") == []  # root: the mvb user may not write /opt/mvb
@@ -459,6 +465,8 @@ def test_sysusers_and_tmpfiles_make_the_user_and_directories(tmp_path: Path) -> 
     )
     etc = (root / "etc" / "mvb").stat()
     assert (stat.S_IMODE(etc.st_mode), etc.st_uid, etc.st_gid) == (0o750, 0, mvb_gid)
+    verdicts = (root / DEFAULT_VERDICTS_DIR.relative_to("/")).stat()  # root's, the box reads
+    assert (stat.S_IMODE(verdicts.st_mode), verdicts.st_uid, verdicts.st_gid) == (0o755, 0, 0)
     assert not (root / "media").exists()  # the card's mount point is the mount unit's to make
 
 

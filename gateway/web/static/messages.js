@@ -123,6 +123,9 @@ const BUNDLE_REASON_TEXTS = Object.freeze({
   release_wrong_seal_key: key("bundle.reason.release_wrong_seal_key"),
   release_no_key: key("bundle.reason.release_no_key"),
   release_install_failed: key("bundle.reason.release_install_failed"),
+  no_trust_anchor: key("bundle.reason.no_trust_anchor"),
+  release_not_previous: key("bundle.reason.release_not_previous"),
+  inbox_item_invalid: key("bundle.reason.inbox_item_invalid"),
 });
 
 function lookup(table, code, fallback) {

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from tuf.api.exceptions import RepositoryError
 
 from gateway.fleet_refusals import reason_codes, refusal_code
@@ -115,6 +116,12 @@ def test_every_bundle_reason_has_its_text_in_both_languages() -> None:
     assert_covered(table, reason_codes(), "bundle.reason.")
     for language in LANGUAGES:
         assert "bundle.reason.other" in texts(language)
+
+
+def test_the_api_spec_names_exactly_the_bundle_reasons() -> None:
+    """docs/api.yaml's BundleReasonCode (the status's `last_refusal_code`) is reason_codes()."""
+    spec = yaml.safe_load((STATIC.parents[2] / "docs" / "api.yaml").read_text(encoding="utf-8"))
+    assert set(spec["components"]["schemas"]["BundleReasonCode"]["enum"]) == reason_codes()
 
 
 def _subclasses(kind: type[Exception]) -> list[type[Exception]]:
