@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from config.fleet_schema import apply_fleet_document
-from config.local import ConfigError, LocalConfig, upload_class_for
+from config.local import ConfigError, LocalConfig
+from config.local_sections import upload_class_for
 from gateway.box import Box, open_box
 from gateway.box_port import BoxAdapter
 from gateway.capture.camera import Camera

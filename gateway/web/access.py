@@ -39,7 +39,8 @@ from common.faults import TransientFault
 from common.login_throttle import KnownDevices, LoginThrottle, ThrottlePolicy, client_key
 from common.passwords import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from common.sessions import Session, SessionLimits, SessionTable
-from config.local import AccountSection, LocalConfig
+from config.local import LocalConfig
+from config.local_sections import AccountSection
 from gateway.caller import account_tag as account_tag  # the audit's name for an account
 from gateway.web.displays import DISPLAY_ROUTES, Display, DisplayTable, csrf_token_of
 from gateway.web.identity import Identity, set_identity, set_still_authorised
