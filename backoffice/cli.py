@@ -39,6 +39,7 @@ from backoffice.fleet_health import FleetHealthStore
 from backoffice.fleet_metadata import FleetRepoError
 from backoffice.fleet_repo import FleetRepository
 from backoffice.fleet_reports import ReportLog
+from backoffice.fleet_routes import FleetFiles
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.in_flight import InFlight, cut_withdrawn_periodically
 from backoffice.keys import KeyHolderError
@@ -77,7 +78,6 @@ from backoffice.serve_limits import (
 )
 from backoffice.server import (
     DEFAULT_IDLE_TIMEOUT_S,
-    FleetFiles,
     RunningServer,
     start_https_server,
 )

@@ -34,7 +34,8 @@ Invariants:
   repository opened without a trust can serve, never sign.
 
 The rules each signed version must satisfy (roots, thresholds, target files) are pure, in
-backoffice/fleet_metadata.py; this module holds the keys, the files and the order of writes.
+backoffice/fleet_metadata.py; this module holds the keys, the files and the order of writes
+(reading the files on disk: its base class, backoffice/fleet_repo_files.py).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import re
 import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -84,10 +84,11 @@ from backoffice.fleet_metadata import (
     stored_target_name,
 )
 from backoffice.fleet_release_meta import releases_delegation, releases_meta
+from backoffice.fleet_repo_files import TIMESTAMP_FILE as TIMESTAMP_FILE
+from backoffice.fleet_repo_files import FleetRepoFiles
 from backoffice.fleet_trust import (
     KnownTargets,
     UntrustedMetadata,
-    online_version,
     verified_root_chain,
     verified_targets,
 )
@@ -97,17 +98,13 @@ from config.fleet_targets import (
     BUNDLE_METADATA_DIR,
     BUNDLE_TARGETS_DIR,
     MAX_DOCUMENT_BYTES,
-    METADATA_PREFIX,
-    TARGETS_PREFIX,
     FleetCustom,
     parse_custom,
 )
 from config.release_targets import RELEASES_ROLE
 
 ROOT_THRESHOLD = 2
-TIMESTAMP_FILE = "timestamp.json"
 log = logging.getLogger(__name__)
-_VERSIONED = re.compile(r"([1-9][0-9]{0,17})\.(root|targets|snapshot|releases)\.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +133,7 @@ class ConfigDocument:
 # ---------------------------------------------------------------------------- the repository
 
 
-class FleetRepository:
+class FleetRepository(FleetRepoFiles):
     """The repository in `repo_dir`. Methods write new versions; they never edit old ones.
 
     Not safe for concurrent writers: the admin tools run one at a time.
@@ -208,14 +205,6 @@ class FleetRepository:
 
     # -- reading
 
-    def root(self) -> Metadata[Root]:
-        """The newest root version on disk, unverified (serving, inspection)."""
-        return Metadata[Root].from_bytes(self._newest_bytes(Root.type))
-
-    def targets(self) -> Metadata[Targets]:
-        """The newest targets version on disk (it may not be published yet), unverified."""
-        return Metadata[Targets].from_bytes(self._newest_bytes(Targets.type))
-
     def verified_root(self) -> Metadata[Root]:
         """The newest root a chain from the admin's trusted root reaches (UntrustedMetadata
         otherwise); the trust moves to it."""
@@ -225,10 +214,6 @@ class FleetRepository:
         """The newest targets, verified against the newest verified root (or exactly the
         targets the admin last signed, signed under a key rotated out since)."""
         return self._verified_targets(self._verified_chain())
-
-    def trust_root_bytes(self) -> bytes:
-        """The newest root, as handed to a box at pairing (its trust anchor)."""
-        return self._newest_bytes(Root.type)
 
     def signed_document(self, target_path: str) -> tuple[bytes, FleetCustom] | None:
         """The document the newest targets sign at `target_path` (published or not) with its
@@ -258,22 +243,6 @@ class FleetRepository:
     def next_config_serial(self) -> int:
         """The smallest serial `add_config` accepts now."""
         return highest_serial(self.verified_targets().signed) + 1
-
-    def served_path(self, url_path: str) -> Path | None:
-        """The file that answers GET `url_path` (METADATA_PREFIX/... or TARGETS_PREFIX/...), or
-        None: for the back office's HTTP handler and for tests. Never leaves `repo_dir`."""
-        for prefix, directory in (
-            (METADATA_PREFIX, self.metadata_dir),
-            (TARGETS_PREFIX, self.targets_dir),
-        ):
-            if url_path.startswith(prefix):
-                relative = url_path[len(prefix) :]
-                segments = relative.split("/")
-                if not relative or any(s in ("", ".", "..") or s.startswith(".") for s in segments):
-                    return None
-                path = directory.joinpath(*segments)
-                return path if path.is_file() else None
-        return None
 
     # -- the admin's steps
 
@@ -479,17 +448,6 @@ class FleetRepository:
         self._require_trust().note_targets(KnownTargets.of(targets.version, data))
         return targets.version
 
-    def _published_targets_version(self) -> int:
-        """The highest targets version any snapshot on disk names (0: none readable)."""
-        named = [0]
-        for version in self._versions(Snapshot.type):
-            try:
-                snapshot = Metadata[Snapshot].from_bytes(self._read(f"{version}.snapshot.json"))
-                named.append(snapshot.signed.meta["targets.json"].version)
-            except Exception as error:  # a damaged or foreign file names nothing we use
-                log.warning("metadata/%d.snapshot.json unreadable: %s", version, error)
-        return max(named)
-
     def _require_trust(self) -> AdminTrust:
         if self.trust is None:
             raise FleetRepoError(
@@ -521,20 +479,6 @@ class FleetRepository:
         trust.note_targets(KnownTargets.of(version, data))
         return targets
 
-    def _online_version(self, role: str) -> int:
-        """The highest version of `role` (snapshot, timestamp) on disk, by file name and by what
-        the newest file says (backoffice/fleet_trust.py `online_version`: why no more)."""
-        if role == Timestamp.type:
-            path = self.metadata_dir / TIMESTAMP_FILE
-            if not path.exists():
-                return 0
-            return online_version(role, path.read_bytes(), TIMESTAMP_FILE)
-        newest = self._newest_version(role)
-        if newest == 0:
-            return 0
-        name = f"{newest}.{role}.json"
-        return max(newest, online_version(role, self._read(name), name))
-
     @staticmethod
     def _sign_checked(root: Root, signed: Role, signers: Sequence[Signer]) -> bytes:
         metadata = signed_by(signed, signers)
@@ -547,24 +491,6 @@ class FleetRepository:
             return  # content-addressed: the same name holds the same bytes
         make_dirs(path.parent)
         _write_once(path, document)
-
-    def _versions(self, role: str) -> list[int]:
-        versions = [
-            int(match.group(1))
-            for path in self.metadata_dir.iterdir()
-            if (match := _VERSIONED.fullmatch(path.name)) and match.group(2) == role
-        ]
-        return sorted(versions)
-
-    def _newest_version(self, role: str) -> int:
-        versions = self._versions(role)
-        return versions[-1] if versions else 0
-
-    def _newest_bytes(self, role: str) -> bytes:
-        return self._read(f"{self._newest_version(role)}.{role}.json")
-
-    def _read(self, name: str) -> bytes:
-        return (self.metadata_dir / name).read_bytes()
 
 
 def init_repository(

@@ -69,17 +69,19 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from backoffice.in_flight import IN_FLIGHT_RETRY_AFTER_S, InFlight, Ticket
-from backoffice.server import (
-    BODY_PIECE_BYTES,
+from backoffice.client_gate import (
     CLIENT_ID_PATTERN,
-    DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
-    DEFAULT_PACE_WINDOW_S,
-    BodyPace,
     ClientDenied,
     ClientGate,
     GateUnavailable,
     denial_headers,
+)
+from backoffice.in_flight import IN_FLIGHT_RETRY_AFTER_S, InFlight, Ticket
+from backoffice.server import (
+    BODY_PIECE_BYTES,
+    DEFAULT_MIN_BODY_RATE_BYTES_PER_S,
+    DEFAULT_PACE_WINDOW_S,
+    BodyPace,
 )
 from backoffice.tus_app import IncomingRequest, OutgoingResponse, RequestWithdrawn
 from common.faults import RemoteFault

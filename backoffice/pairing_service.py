@@ -51,6 +51,7 @@ from typing import Final, TypeVar
 
 from aiohttp import web
 
+from backoffice.client_gate import ClientDenied, GateUnavailable
 from backoffice.connection_book import ConnectionLimits
 from backoffice.pairing import (
     BackOfficeTrust,
@@ -66,7 +67,7 @@ from backoffice.pairing import (
 )
 from backoffice.pairing_ledger import MAX_LEDGER_BYTES, PairingLedger
 from backoffice.pki import Issued, load_issued
-from backoffice.server import ClientDenied, GateUnavailable, RunningServer, serve_tls
+from backoffice.server import RunningServer, serve_tls
 from common.durable import atomic_write_bytes, make_dirs
 from common.faults import StorageFault
 from protocol.pairing_code import PAIR_PATH

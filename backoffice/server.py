@@ -46,16 +46,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from backoffice.audit_routes import audit_route, observe_head
+from backoffice.audit_routes import audit_route
 from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BlockedLog
 
@@ -65,17 +64,30 @@ from backoffice.body_pace import (
 )
 from backoffice.body_pace import DEFAULT_PACE_WINDOW_S as DEFAULT_PACE_WINDOW_S
 from backoffice.body_pace import BodyPace as BodyPace
-from backoffice.body_pace import PacedBody, read_whole_body
-from backoffice.check_now import TIMESTAMP_PATH, CheckNowBook
+from backoffice.body_pace import PacedBody
+from backoffice.check_now import CheckNowBook
+from backoffice.client_gate import (
+    ClientDenied,
+    ClientGate,
+    EnrolledKeys,
+    GateUnavailable,
+    client_id_of,
+    client_serial_of,
+    denial_headers,
+)
 from backoffice.connection_book import ConnectionLimits
-from backoffice.fleet_access import FleetFileDenied
 from backoffice.fleet_health import FleetHealthStore, health_route
 from backoffice.fleet_reports import (
-    ForeignDeviceKey,
-    KeyNotEnrolled,
     ReportLog,
-    ReportRefused,
-    parse_report,
+)
+from backoffice.fleet_routes import (
+    FLEET_PREFIX,
+    FLEET_REPORT_PATH,
+    FleetFiles,
+    blocked_report_route,
+    fleet_answer,
+    fleet_file_route,
+    fleet_report_route,
 )
 from backoffice.in_flight import IN_FLIGHT_RETRY_AFTER_S, InFlight, Ticket
 from backoffice.listener import BudgetedSite, start_site
@@ -88,17 +100,9 @@ from backoffice.tus_app import (
     RequestWithdrawn,
     TusApp,
 )
-from common.faults import RemoteFault, StorageFault
-from config.fleet_targets import TARGETS_PREFIX
-from config.release_targets import RELEASES_DIR
-from protocol.fleet_report import MAX_REPORT_BYTES
 from protocol.health_report import HEALTH_PATH
-from storage.devicekey import DevicePublicKey
 from transport.audit_wire import AUDIT_PREFIX
-from transport.blocked_report import BLOCKED_PATH, BlockedReportRefused
-from transport.blocked_report import MAX_REPORT_BYTES as MAX_BLOCKED_REPORT_BYTES
-from transport.blocked_report import parse_report as parse_blocked_report
-from transport.unpairing import CREDENTIALS_HEADER, UNPAIRED, WITHDRAWN
+from transport.blocked_report import BLOCKED_PATH
 
 log = logging.getLogger(__name__)
 
@@ -121,89 +125,7 @@ MAX_LINGER_S: Final = 2.0
 """After an answer that left a body unread (an error, a stall), aiohttp reads and drops the rest
 for at most this long, so the client can read the answer before the close (a close with unread
 data would reset the connection and could destroy the answer in flight)."""
-CLIENT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-FLEET_PREFIX: Final = "/fleet/"
-FLEET_REPORT_PATH: Final = "/fleet/report"
-"""Paths under this prefix are the fleet's TUF repository (docs/fleet-config.md 3), never tus."""
-RELEASES_PREFIX: Final = f"{TARGETS_PREFIX}{RELEASES_DIR}/"
-MAX_FLEET_FILE_BYTES: Final = 4 * 1024 * 1024
-"""The largest fleet file served (the box's own bound on targets metadata)."""
-_SERIAL_HEX: Final = re.compile(r"[0-9A-Fa-f]{1,40}")
 _REASONS: Final = {STATUS_CHECKSUM_MISMATCH: "Checksum Mismatch"}
-
-
-class ClientDenied(RemoteFault):
-    """Raised by a client gate: this client certificate must not be served (403). `unpaired`:
-    an admin removed the box, and the answer says so (transport/unpairing.py)."""
-
-    def __init__(self, message: str, *, unpaired: bool = False) -> None:
-        super().__init__(message)
-        self.unpaired = unpaired
-
-
-def denial_headers(denied: ClientDenied) -> dict[str, str]:
-    """The header of a 403 to a withdrawn certificate: whether the box was unpaired (it then
-    forgets the back office) or only withdrawn (it waits for new credentials)."""
-    return {CREDENTIALS_HEADER: UNPAIRED if denied.unpaired else WITHDRAWN}
-
-
-class GateUnavailable(StorageFault):
-    """Raised by a client gate that cannot decide (its state is unreadable): fail closed (503)."""
-
-
-ClientGate = Callable[[int], Awaitable[None]]
-"""`await gate(serial)` before every request of a mutual-TLS client: returns to allow, raises
-ClientDenied or GateUnavailable otherwise (docs/pairing.md 5.2: an unpaired box stops at once)."""
-
-EnrolledKeys = Callable[[str], Awaitable[DevicePublicKey | None]]
-"""`await enrolled_keys(box_id)`: the device key the box enrolled at pairing (None: none);
-GateUnavailable when the ledger cannot be read (`LedgerGate.enrolled_device_key`)."""
-
-FleetFiles = Callable[[str, str], Path | None]
-"""`fleet_files(url_path, client_id)`: the file that answers GET `url_path` under FLEET_PREFIX
-for the box `client_id`, or None; raises FleetFileDenied for a document not for that box
-(`backoffice/fleet_access.py` FleetAccess)."""
-
-
-def client_id_of(peercert: object) -> str | None:
-    """The CN of a verified peer certificate (as `SSLSocket.getpeercert()` gives it), if it is
-    exactly one CN made of CLIENT_ID_PATTERN; else None."""
-    if not isinstance(peercert, Mapping):
-        return None
-    subject = peercert.get("subject", ())
-    if not isinstance(subject, tuple):
-        return None
-    names = [
-        attribute[1]
-        for relative_name in subject
-        if isinstance(relative_name, tuple)
-        for attribute in relative_name
-        if isinstance(attribute, tuple) and len(attribute) == 2 and attribute[0] == "commonName"
-    ]
-    if len(names) != 1 or not isinstance(names[0], str):
-        return None
-    return names[0] if CLIENT_ID_PATTERN.fullmatch(names[0]) else None
-
-
-def client_serial_of(peercert: object) -> int | None:
-    """The serial number of a verified peer certificate (as `SSLSocket.getpeercert()` gives it,
-    upper-case hex), or None when it is missing or not hex."""
-    if not isinstance(peercert, Mapping):
-        return None
-    serial = peercert.get("serialNumber")
-    if not isinstance(serial, str) or not _SERIAL_HEX.fullmatch(serial):
-        return None
-    return int(serial, 16)
-
-
-def read_fleet_file(path: Path, max_bytes: int) -> bytes | None:
-    """The file's bytes, or None when it is gone or larger than `max_bytes` (blocking)."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
-    return data if len(data) <= max_bytes else None
 
 
 def server_ssl_context(cert_file: Path, key_file: Path, client_ca_file: Path) -> ssl.SSLContext:
@@ -301,21 +223,23 @@ class _HttpsShell:
         if refused is not None:
             return refused
         if request.path == FLEET_REPORT_PATH and request.method == "POST":
-            return await self._fleet_report(request, client_id)
+            return await fleet_report_route(
+                request, client_id, self._fleet_reports, self._enrolled_keys, self._audit_store
+            )
         if request.path == HEALTH_PATH and self._fleet_health is not None:
             return await health_route(
                 request, client_id, self._fleet_health, self._enrolled_keys, self._check_now
             )
         if request.path == BLOCKED_PATH:
-            return await self._blocked_report(request, client_id)
+            return await blocked_report_route(request, client_id, self._blocked_log)
         if request.path.startswith(AUDIT_PREFIX):
             if self._audit_store is None:
-                return _fleet_answer(404, b"not found\n")
+                return fleet_answer(404, b"not found\n")
             enrolled = None if self._enrolled_keys is None else await self._enrolled_keys(client_id)
             pace = self._body_pace()
             return await audit_route(request, client_id, self._audit_store, enrolled, pace)
         if request.path.startswith(FLEET_PREFIX):
-            return await self._fleet_file(request, client_id)
+            return await fleet_file_route(request, client_id, self._fleet_files, self._check_now)
         return await self._tus(request, client_id, ticket)
 
     async def _gate(self, peercert: object, client_id: str) -> web.Response | None:
@@ -342,95 +266,6 @@ class _HttpsShell:
                 503, "the back office cannot check certificates now", {"Retry-After": "30"}
             )
         return None
-
-    async def _fleet_report(self, request: web.Request, client_id: str) -> web.Response:
-        """A box's signed statement of the configuration it applied (backoffice/fleet_reports)."""
-        if self._fleet_reports is None:
-            return _fleet_answer(404, b"not found\n")
-        if (request.content_length or 0) > MAX_REPORT_BYTES:
-            return _fleet_answer(413, b"report too large\n")
-        body = await read_whole_body(request.content, MAX_REPORT_BYTES)
-        if body is None:
-            return _fleet_answer(413, b"report too large\n")
-        try:
-            enrolled = None if self._enrolled_keys is None else await self._enrolled_keys(client_id)
-            report = parse_report(client_id, body, enrolled)
-        except ForeignDeviceKey as exc:
-            log.error("incident=report_foreign_key client_id=%s: %s", client_id, exc)
-            return _fleet_answer(400, f"{exc}\n".encode())
-        except ReportRefused as exc:
-            return _fleet_answer(400, f"{exc}\n".encode())
-        except KeyNotEnrolled as exc:
-            return _fleet_answer(409, f"{exc}\n".encode())
-        except GateUnavailable as exc:
-            log.error("enrolled device keys unavailable client_id=%s: %s", client_id, exc)
-            return _fleet_answer(503, b"the back office cannot check reports now\n")
-        await asyncio.to_thread(self._fleet_reports.append, report)
-        if report.audit_head and self._audit_store is not None:
-            await observe_head(self._audit_store, client_id, report.audit_head, "report")
-        log.info(
-            "config applied client_id=%s config_serial=%d sha256=%s",
-            client_id,
-            report.config_serial,
-            report.sha256,
-        )
-        return _fleet_answer(204, b"")
-
-    async def _blocked_report(self, request: web.Request, client_id: str) -> web.Response:
-        """A box blocked a file for integrity and says so (transport/blocked_report.py)."""
-        if self._blocked_log is None:
-            return _fleet_answer(404, b"not found\n")
-        if request.method != "POST":
-            return _fleet_answer(405, b"POST only\n", {"Allow": "POST"})
-        if (request.content_length or 0) > MAX_BLOCKED_REPORT_BYTES:
-            return _fleet_answer(413, b"report too large\n")
-        body = await read_whole_body(request.content, MAX_BLOCKED_REPORT_BYTES)
-        if body is None:
-            return _fleet_answer(413, b"report too large\n")
-        try:
-            report = parse_blocked_report(body)
-        except BlockedReportRefused as exc:
-            return _fleet_answer(400, f"{exc}\n".encode())
-        await asyncio.to_thread(self._blocked_log.append, client_id, report)
-        return _fleet_answer(204, b"")
-
-    async def _fleet_file(self, request: web.Request, client_id: str) -> web.StreamResponse:
-        """A file of the fleet's TUF repository, read-only: GET/HEAD, exact paths, bounded; a
-        document only to a box it is for."""
-        if self._fleet_files is None:
-            return _fleet_answer(404, b"not found\n")
-        if request.method not in ("GET", "HEAD"):
-            return _fleet_answer(405, b"fleet files are read only\n", {"Allow": "GET, HEAD"})
-        # The raw path must be the path itself: no query, no percent-encoding to decode into
-        # something served_path did not see.
-        if request.raw_path != request.path:
-            return _fleet_answer(404, b"not found\n")
-        try:
-            path = await asyncio.to_thread(self._fleet_files, request.path, client_id)
-        except FleetFileDenied:
-            return _fleet_answer(403, b"this document is not for this box\n")
-        if request.path.startswith(RELEASES_PREFIX):
-            return self._release_file(path)
-        data = (
-            None
-            if path is None
-            else await asyncio.to_thread(read_fleet_file, path, MAX_FLEET_FILE_BYTES)
-        )
-        if data is None:
-            return _fleet_answer(404, b"not found\n")
-        if request.path == TIMESTAMP_PATH and self._check_now is not None:
-            await asyncio.to_thread(self._check_now.done, client_id)
-        return _fleet_answer(200, data, content_type="application/octet-stream")
-
-    @staticmethod
-    def _release_file(path: Path | None) -> web.StreamResponse:
-        """A sealed release (docs/releases.md 7), streamed from disk: larger than any other
-        fleet file, and encrypted (every paired box may have it)."""
-        if path is None:
-            return _fleet_answer(404, b"not found\n")
-        return web.FileResponse(
-            path, headers={"Cache-Control": "no-store", "Content-Type": "application/octet-stream"}
-        )
 
     def _body_pace(self) -> BodyPace:
         """A request body's pace, from now (backoffice/body_pace.py)."""
@@ -471,22 +306,6 @@ def _to_aiohttp(outgoing: OutgoingResponse) -> web.Response:
         reason=_REASONS.get(outgoing.status),
         headers=outgoing.headers,
         body=outgoing.body or None,
-    )
-
-
-def _fleet_answer(
-    status: int,
-    body: bytes,
-    headers: Mapping[str, str] | None = None,
-    *,
-    content_type: str = "text/plain",
-) -> web.Response:
-    # no-store: timestamp.json changes under the same name; nothing in between may keep it.
-    return web.Response(
-        status=status,
-        body=body,
-        content_type=content_type,
-        headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 

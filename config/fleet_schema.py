@@ -35,16 +35,18 @@ from typing import Any
 
 from config.local import (
     ConfigError,
-    LinkSection,
     LocalConfig,
-    RecordingSection,
-    ReportsSection,
-    TriggerSection,
-    WebuiSection,
     check_config,
     parse_accounts,
     parse_section,
     parse_triggers,
+)
+from config.local_sections import (
+    LinkSection,
+    RecordingSection,
+    ReportsSection,
+    TriggerSection,
+    WebuiSection,
 )
 from protocol.release_manifest import is_version
 from storage.holds import holds_from_tables

@@ -12,7 +12,7 @@ import contextlib
 import secrets
 import socket
 
-from config.local import WebSection
+from config.local_sections import WebSection
 
 DEVICE_SERIAL = "MVB-DEMO-0001"
 VEHICLE_ID = "demo-vehicle-1"

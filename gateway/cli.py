@@ -23,7 +23,7 @@ from gateway.pairing import BoxIdInvalid, PairingFailed
 from gateway.pairing_client import officer_message, pair, pairing_files
 from gateway.release_cli import add_release_parser, run_release
 from gateway.report_cli import add_report_parsers, report_command, warning_command
-from gateway.run import run
+from gateway.run_service import run
 from protocol.pairing_code import CodeFormatError
 from storage.devicekey import DeviceKey, DeviceKeyError
 from storage.errors import RecordingRefused, StoreError

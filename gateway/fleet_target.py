@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from config.local import LocalConfig, upload_class_for
+from config.local import LocalConfig
+from config.local_sections import upload_class_for
 from gateway.capture.service import CaptureService
 from gateway.fleet_apply import HealthCheck
 from gateway.policy import recorder_policy

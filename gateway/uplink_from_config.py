@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from config.local import LinkSection, LocalConfig
+from config.local import LocalConfig
+from config.local_sections import LinkSection
 from protocol.pairing_code import split_address
 from protocol.pairing_messages import ServiceEndpoint
 from storage.store import EvidenceStore

@@ -37,7 +37,7 @@ BOX_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"gateway"}),
     frozenset({"gateway.web"}),
 )
-COMPOSITION_ROOT = frozenset({"gateway.run", "gateway.cli"})
+COMPOSITION_ROOT = frozenset({"gateway.run", "gateway.run_service", "gateway.cli"})
 PORT_MODULES = frozenset(
     {
         "gateway.port",  # the interface itself

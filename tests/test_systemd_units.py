@@ -35,7 +35,7 @@ import pytest
 
 from backoffice.cli import _parser as admin_parser
 from backoffice.fleet_repo import Lifetimes
-from config.local import BoxSection
+from config.local_sections import BoxSection
 from demo.synthetic import generate_clip
 from gateway.cli import _parser as box_parser
 from gateway.release_update import RELEASE_INBOX_DIR

@@ -36,8 +36,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from storage.catalog import AttestationMismatch
-from storage.models import FileRecord, FileState
+from storage.models import FileRecord
 from storage.store import EvidenceStore
 from transport.audit_shipping_io import AuditShipper, LinkCourier
 from transport.audit_wire import METADATA_KEY
@@ -49,15 +48,14 @@ from transport.chunk_size import (
 from transport.credentials import Credentials, FixedCredentials
 from transport.errors import (
     CredentialsWithdrawn,
-    IntegrityError,
     PinMismatch,
     TransientNetworkError,
     TransportError,
 )
-from transport.http import HttpRequest, HttpResponse
+from transport.http import HttpRequest
 from transport.ledger import FileUpload, UplinkLedger
 from transport.links import LinkConfig, LinkState, rate_limit_bytes_per_s
-from transport.refusals import Rechecks, Verdict, Wait, next_wait, reason_of, verdict_of
+from transport.refusals import Rechecks, Verdict, Wait, next_wait, verdict_of
 from transport.scheduler import SchedulerPolicy, UploadCandidate, UploadClass, plan
 from transport.tus_session import (
     ServerCapabilities,
@@ -68,9 +66,9 @@ from transport.tus_session import (
 )
 from transport.uplink_files import FileDesk
 from transport.uplink_links import Connector, UplinkLink, open_link
+from transport.uplink_outcomes import PROBE_TIMEOUT_S, UplinkOutcomes, fault_kind
 from transport.uplink_view import (
     QUEUED_STATES,
-    UNATTESTED_NOTE,
     Uploading,
     uplink_status,
     upload_rows,
@@ -80,7 +78,6 @@ from transport.withdrawal import CredentialsGuard
 
 log = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_S = 20.0
 QUEUE_REFRESH_S = 5.0
 SWEEP_S = 60.0  # how often ledger entries of files gone from the card are swept
 MIN_DURATION_S = 1e-6  # a coarse clock can measure 0 s; the health model needs > 0
@@ -100,7 +97,7 @@ class UplinkSettings:
     chunk_target_s: float = DEFAULT_CHUNK_TARGET_S
 
 
-class UplinkService:
+class UplinkService(UplinkOutcomes):
     """Uploads sealed evidence until each file is attested, then lets retention delete it."""
 
     def __init__(
@@ -317,7 +314,7 @@ class UplinkService:
             link.health.observe_success(self._clock_s())  # the link carried the answer
             await self._withdraw(exc)
         except (TransportError, TimeoutError, OSError) as exc:
-            log.info("uplink probe on %s failed: %s", link.config.name, _kind(exc))
+            log.info("uplink probe on %s failed: %s", link.config.name, fault_kind(exc))
             await link.drop_transport("https")
             link.health.observe_failure(self._clock_s())
         finally:
@@ -409,7 +406,7 @@ class UplinkService:
                     "uplink %s on %s: %s, retry in %.1f s",
                     record.file_id,
                     link.config.name,
-                    _kind(exc),
+                    fault_kind(exc),
                     delay_s,
                 ),
             )
@@ -465,109 +462,6 @@ class UplinkService:
         progress = self._progress.get(file_id)
         if progress is not None:
             progress.offset_bytes = session.offset_bytes
-
-    # -- outcomes ---------------------------------------------------------------------------------
-
-    async def _mark_uploading(self, record: FileRecord) -> None:
-        if record.state is FileState.SEALED:
-            await asyncio.to_thread(
-                self.store.catalog.transition, record.file_id, FileState.UPLOADING
-            )
-
-    async def _requeue(self, file_id: str) -> None:
-        record = await asyncio.to_thread(self.store.catalog.get, file_id)
-        if record is not None and record.state is FileState.UPLOADING:
-            await asyncio.to_thread(self.store.catalog.transition, file_id, FileState.SEALED)
-
-    async def _conclude(
-        self, record: FileRecord, link: UplinkLink, kind: str, outcome: UploadOutcome
-    ) -> None:
-        file_id = record.file_id
-        self._pause = None  # the back office answered: whatever paused it is over
-        self._waits.pop(file_id, None)
-        first = self._rechecks.get(file_id) is None
-        if first:
-            self.uploaded_files += 1
-            self.uploaded_bytes += record.size_bytes
-        if outcome.attested_sha256_hex is None:
-            done = FileUpload(upload_url=outcome.upload_url, completed_unattested=True)
-            await asyncio.to_thread(self.ledger.put_file, file_id, done)
-            self._rechecks.unattested(file_id, self._clock_s(), UNATTESTED_NOTE)
-            await self._requeue(file_id)
-            if first:
-                link_name = link.config.name
-                event = "uplink.uploaded_unattested"
-                await self._audit(event, file_id=file_id, link=link_name, transport=kind)
-            return
-        self._rechecks.forget(file_id)
-        try:
-            await asyncio.to_thread(
-                self.store.record_attestation, file_id, outcome.attested_sha256_hex
-            )
-        except AttestationMismatch as exc:
-            raise IntegrityError(str(exc)) from exc
-        await self._audit("uplink.uploaded", file_id=file_id, link=link.config.name, transport=kind)
-        await asyncio.to_thread(self.store.apply_retention)  # S3: the attested copy goes now
-        await asyncio.to_thread(self.ledger.forget_file, file_id)
-        self.audit_shipper.hurry()  # the delivery and the deletion reach the back office soon
-
-    def _adopt(self, capabilities: ServerCapabilities) -> None:
-        """New capabilities from an OPTIONS. A back office that attests where the last one did
-        not (or nothing was known) is asked at once about every file completed unattested."""
-        if self._rechecks.server_attests(capabilities.attests):
-            log.info("uplink: the back office attests; asking about unattested files now")
-            self._queue_dirty = True
-        self._capabilities = capabilities
-
-    async def _block_link(self, link: UplinkLink, exc: PinMismatch) -> None:
-        if link.pin_blocked is None:
-            link.pin_blocked = str(exc)
-            self.store.alarms.raise_(
-                f"uplink_pin_{link.config.name}",
-                f"link {link.config.name}: back office certificate not pinned; uploads stopped",
-            )
-            await self._audit("uplink.pin_mismatch", link=link.config.name, detail=str(exc))
-        await link.drop_transports()
-
-    async def _block_file(self, file_id: str, link: UplinkLink, exc: Exception) -> None:
-        """Integrity: the file waits for a person (transport/uplink_files.py)."""
-        finished = isinstance(exc, IntegrityError)  # the server holds every byte: evidence
-        await self.desk.block(file_id, reason_of(exc), upload_finished=finished)
-        self._waits.pop(file_id, None)
-        self._rechecks.forget(file_id)
-        await self._audit(
-            "uplink.upload_blocked", file_id=file_id, link=link.config.name, reason=_kind(exc)
-        )
-
-    async def _withdraw(self, exc: CredentialsWithdrawn) -> None:
-        """401/403: stop, and drop every connection (they carry the refused certificate)."""
-        await self.guard.withdraw(exc)
-        for link in self.links.values():
-            for task in list(link.uploads.values()):
-                if task is not asyncio.current_task():
-                    task.cancel()  # the others would only be refused too
-            await link.drop_transports()
-        if await self.guard.renewed():  # a re-pair may already have written new ones
-            await self._renew_connections()
-
-    async def _renew_connections(self) -> None:
-        """New credentials are loaded: forget what the old connections learnt."""
-        for link in self.links.values():
-            await link.drop_transports()
-        self._capabilities = None
-        self._pause = None
-        self._queue_dirty = True
-
-    async def _ask(self, request: HttpRequest, body: bytes | None) -> HttpResponse | None:
-        """A request on the first usable link (None: none is usable)."""
-        now_s = self._clock_s()
-        usable = [link for link in self.links.values() if link.usable(now_s)]
-        if not usable:
-            return None
-        return await usable[0].ask(request, body, self._connect, PROBE_TIMEOUT_S)
-
-    async def _audit(self, event: str, **fields: Any) -> None:
-        await asyncio.to_thread(self.store.audit.append, event, **fields)
 
     # -- status -----------------------------------------------------------------------------------
 
@@ -627,7 +521,3 @@ class UplinkService:
             now_s,
             everything_waits=self._everything_waits(now_s),
         )
-
-
-def _kind(exc: BaseException) -> str:
-    return type(exc).__name__

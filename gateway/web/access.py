@@ -40,7 +40,8 @@ from common.login_throttle import KnownDevices, LoginThrottle, ThrottlePolicy, c
 from common.passwords import MIN_ITERATIONS, PasswordHash, parse_password_hash, verify_password
 from common.sessions import Session, SessionLimits, SessionTable
 from common.web_headers import security_headers
-from config.local import AccountSection, LocalConfig
+from config.local import LocalConfig
+from config.local_sections import AccountSection
 from gateway.caller import account_tag as account_tag  # the audit's name for an account
 from gateway.web.displays import DISPLAY_ROUTES, Display, DisplayTable, csrf_token_of
 from gateway.web.identity import Identity, set_identity, set_still_authorised

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from common.login_throttle import KNOWN_DEVICE_MAX_S, Scope
 from common.sessions import CSRF_TOKEN_BYTES, Session, random_token
-from config.local import AccountSection
+from config.local_sections import AccountSection
 from gateway.web.access import (
     DEVICE_COOKIE,
     SESSION_COOKIE,

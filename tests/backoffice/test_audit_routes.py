@@ -18,8 +18,9 @@ import pytest
 
 from backoffice.audit_routes import HeadTappingTusApp
 from backoffice.audit_store import AuditStore
+from backoffice.client_gate import EnrolledKeys
 from backoffice.fleet_reports import ReportLog
-from backoffice.server import EnrolledKeys, RunningServer, start_https_server
+from backoffice.server import RunningServer, start_https_server
 from backoffice.upload_store import UploadStore
 from protocol.fleet_report import signed_message
 from storage.audit_io import AuditLog

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from backoffice.client_gate import ClientDenied, GateUnavailable
 from backoffice.h3_server import start_h3_server
 from backoffice.in_flight import InFlight
-from backoffice.server import ClientDenied, GateUnavailable
 from backoffice.tus_app import IncomingRequest, OutgoingResponse
 from tests.tls_helpers import TestPki
 from transport.h3_io import H3Transport

@@ -19,8 +19,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from backoffice.client_gate import client_id_of
 from backoffice.pki import issue_client_cert, load_issued
-from backoffice.server import BodyPace, RunningServer, client_id_of, start_https_server
+from backoffice.server import BodyPace, RunningServer, start_https_server
 from backoffice.tus_app import IncomingRequest, OutgoingResponse, TusApp
 from backoffice.upload_store import UploadStore
 from tests.tls_helpers import SERVER_NAME, TestPki

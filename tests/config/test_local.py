@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from config.local import (
-    ConfigError,
-    LocalConfig,
-    UplinkSection,
-    load_config,
-    parse_config,
-    parse_section,
-    upload_class_for,
-)
+from config.local import ConfigError, LocalConfig, load_config, parse_config, parse_section
+from config.local_sections import UplinkSection, upload_class_for
 from gateway.uplink_from_config import (
     NO_SERVICE_ENDPOINT,
     NOT_PAIRED,

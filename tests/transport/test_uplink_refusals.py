@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
+from backoffice.client_gate import ClientDenied
 from backoffice.rate_limit import ClientRateLimit
-from backoffice.server import ClientDenied
 from storage.envelope import RecipientPrivateKey
 from storage.models import FileState
 from tests.tls_helpers import TestPki

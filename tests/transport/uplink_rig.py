@@ -21,14 +21,10 @@ from pathlib import Path
 from backoffice.audit_routes import HeadTappingTusApp
 from backoffice.audit_store import AuditStore
 from backoffice.blocked_log import BLOCKED_FILE, BlockedLog
+from backoffice.client_gate import ClientGate
 from backoffice.h3_server import RunningH3Server, start_h3_server
 from backoffice.rate_limit import ClientRateLimit
-from backoffice.server import (
-    DEFAULT_IDLE_TIMEOUT_S,
-    ClientGate,
-    RunningServer,
-    start_https_server,
-)
+from backoffice.server import DEFAULT_IDLE_TIMEOUT_S, RunningServer, start_https_server
 from backoffice.tus_app import MAX_CHUNK_HEADER, IncomingRequest, OutgoingResponse, TusApp
 from backoffice.upload_store import UploadStore
 from labnet.proxy import FaultPlan, TcpFaultProxy
