@@ -4,6 +4,7 @@ document passes."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,18 @@ def lint(document: Path, *extra: str | Path) -> int:
     return admin("config", "lint", "--file", document, *extra)
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.toml")))
+FLEET_EXAMPLES = sorted(
+    p.name for p in EXAMPLES.glob("*.toml") if "fleet" in tomllib.loads(p.read_text())
+)
+"""The example fleet documents (a [fleet] table); box-paired.toml beside them is a box's local
+file (tests/config/test_example_configs.py)."""
+
+
+def test_the_examples_hold_fleet_documents() -> None:
+    assert len(FLEET_EXAMPLES) >= 3
+
+
+@pytest.mark.parametrize("example", FLEET_EXAMPLES)
 def test_every_example_document_passes(example: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert lint(EXAMPLES / example, "--group", example.removesuffix(".toml")) == 0
     assert "a box would apply it" in capsys.readouterr().out
