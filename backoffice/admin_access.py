@@ -122,7 +122,7 @@ class AdminAccess:
         retry_after_s = self.throttle.retry_after_s(client, name, known, self.clock(), POLICY)
         if retry_after_s > 0:
             return _locked(retry_after_s)
-        stored = self.accounts().get(name)
+        stored = (await asyncio.to_thread(self.accounts)).get(name)
         if self._waiting >= MAX_WAITING_LOGINS:
             return error(503, "busy", "Too many logins at once. Try again.", {"Retry-After": "1"})
         self._waiting += 1
@@ -160,15 +160,16 @@ class AdminAccess:
         )
         return response
 
-    def session_of(self, request: web.Request) -> Session | None:
-        """The live session of this request's cookie whose account still holds its grant."""
+    async def session_of(self, request: web.Request) -> Session | None:
+        """The live session of this request's cookie whose account still holds its grant (the
+        accounts file is read off the event loop: a slow disk must not stall every request)."""
         session_id = request.cookies.get(SESSION_COOKIE)
         if not session_id:
             return None
         session = self.sessions.lookup(session_id, self.clock(), LIMITS)
         if session is None:
             return None
-        stored = self.accounts().get(session.user)
+        stored = (await asyncio.to_thread(self.accounts)).get(session.user)
         if stored is None or not hmac.compare_digest(grant_of(stored), session.grant):
             self.sessions.delete_all_for(session.user)  # removed, or its password changed
             return None
@@ -194,7 +195,7 @@ class AdminAccess:
             return error(403, "csrf", "This request did not come from this page.")
         if request.path == LOGIN_PATH and request.method == "POST":
             return await self.login(request)
-        session = self.session_of(request)
+        session = await self.session_of(request)
         if session is None:
             return error(401, "login_required", "Log in first.")
         if request.method in STATE_CHANGING and not session.csrf_matches(
