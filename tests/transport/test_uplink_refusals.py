@@ -144,7 +144,7 @@ async def test_the_upload_of_a_file_deleted_from_the_card_is_terminated(
         [record] = rig.records()
         proxy = rig.proxies["wifi"]
         proxy.plan.rate_bytes_per_s = 400_000.0  # slow enough to catch it half-way
-        await rig.probe()  # the link comes up
+        await rig.probe_until_up("wifi")
         assert await rig.service.run_once() == [record.file_id]
         await proxy.wait_until(lambda: proxy.bytes_client_to_server > 300_000)
         rig.carrier["wifi"] = False  # the car drives off: the upload stops half-way

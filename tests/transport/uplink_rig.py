@@ -40,7 +40,7 @@ from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
 from transport.ledger import UplinkLedger
-from transport.links import CostClass, LinkConfig
+from transport.links import HOLD_DOWN_MAX_S, CostClass, LinkConfig
 from transport.scheduler import SchedulerPolicy
 from transport.tls import ClientTlsSettings
 from transport.uplink import UplinkService, UplinkSettings
@@ -278,6 +278,17 @@ class Rig:
         probes = [link.probing for link in self.service.links.values() if link.probing]
         if probes:
             await asyncio.wait(probes, timeout=30)
+
+    async def probe_until_up(self, name: str, attempts: int = 5) -> None:
+        """Probe until link `name` is UP. Under load a probe may time out and put the link in
+        hold-down; the rig's clock then skips the hold-down and the link is probed again."""
+        link = self.service.links[name]
+        for _ in range(attempts):
+            await self.probe()
+            if link.health.usable(self.clock()):
+                return
+            self.clock.advance(HOLD_DOWN_MAX_S + 1)
+        raise AssertionError(f"link {name} did not come up in {attempts} probes")
 
     def records(self) -> list[FileRecord]:
         return self.store.catalog.all()
