@@ -22,9 +22,8 @@ from demo.synthetic import generate_clip
 from tests.cameras import free_port
 from tests.gateway.fleet_rig import (
     MVB,
+    api_status,
     box_config,
-    box_status,
-    fleet_status,
     mvb_pair,
     running_box_config,
     start_back_office,
@@ -59,11 +58,11 @@ def test_a_paired_box_loads_tuf_for_its_first_check_and_the_page_when_it_is_on(
                 env=logging_imports(),
             )
         try:
-            wait_for(lambda: _applied_serial(config, box) == 1, "the box's first fleet check")
+            wait_for(lambda: _applied_serial(config, box, log) == 1, "the box's first fleet check")
             imported = imported_modules(log)
             assert {"tuf.ngclient", "tuf.api.metadata", "urllib3"} <= imported
             assert "gateway.web.server" in imported
-            web = box_status(config)["web"]
+            web = api_status(config)["web"]
             assert web["state"] == "listening"
             assert web["url"].endswith(f":{https_port}/")
             box.send_signal(signal.SIGTERM)
@@ -74,9 +73,16 @@ def test_a_paired_box_loads_tuf_for_its_first_check_and_the_page_when_it_is_on(
                 box.wait(10)
 
 
-def _applied_serial(config: Path, box: subprocess.Popen[bytes]) -> int | None:
-    assert box.poll() is None, "the box stopped"
-    with contextlib.suppress(AssertionError):  # the local API is not up yet
-        serial: int = fleet_status(config)["applied_serial"]
+def _applied_serial(config: Path, box: subprocess.Popen[bytes], log: Path) -> int | None:
+    """The box's applied fleet serial, from its local API (None until the API answers)."""
+    assert box.poll() is None, f"the box stopped: {_not_imports(log)[-2000:]}"
+    with contextlib.suppress(OSError):  # the local API is not up yet
+        serial: int = api_status(config)["fleet"]["applied_serial"]
         return serial
     return None
+
+
+def _not_imports(log: Path) -> str:
+    """The box's stderr without CPython's import-time lines: its own messages."""
+    lines = log.read_text(errors="replace").splitlines()
+    return "\n".join(line for line in lines if not line.startswith("import time:"))
