@@ -5,7 +5,11 @@ GPS daemon, the box's default modules otherwise) with N replayed 4 Mbit/s camera
 benchmark's clip), in stand-by once every ring holds its pre-record. Its *own* memory is its
 RSS (VmRSS of the process, sampled every 0.2 s over `--sample-s`, the median) less the rings'
 packet bytes (the status document's `prerecord_bytes`) and the replayed clips (each replay camera
-holds its clip in memory; a real camera leaves nothing of the kind in the box).
+holds its clip in memory; a real camera leaves nothing of the kind in the box). PSS and USS
+(/proc/<pid>/smaps_rollup at the end of the window) are printed beside it: they count library
+pages shared with other processes on this machine (another box, the benchmark itself) partly or
+not at all, which on a vehicle, where the box is the only Python process, they would not.
+`python -m bench.memory_floor` gives the floor of this process shape (fresh interpreters).
 
 Targets (issue 18): the box's own memory < 60 MB at one camera; per camera beyond the ring
 <= 1 MiB in stand-by (the slope from 1 to 4 cameras). Each is printed with whether it was met.
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.capture_clip import Clip, make_clip
+from bench.memory_floor import Footprint, parse_rollup
 from bench.procfs import proc_kb
 from tests.cameras import free_port
 from tests.evidence_helpers import write_box_config
@@ -56,6 +61,7 @@ class Reading:
     ring: int  # the rings' packet bytes
     clips: int  # the replayed clips' bytes
     loaded: list[str]  # WATCHED_PACKAGES the box had loaded
+    rollup: Footprint  # /proc/<pid>/smaps_rollup at the end of the window (PSS, USS)
 
     @property
     def own(self) -> int:
@@ -144,6 +150,7 @@ def measure(source: Path, clip: Clip, cameras: int, args: argparse.Namespace) ->
             assert document is not None
             rings.append(ring_bytes(document)[0])
             loaded = loaded_packages(box.pid)
+            rollup = parse_rollup(Path(f"/proc/{box.pid}/smaps_rollup").read_text())
         finally:
             box.terminate()
             try:
@@ -158,6 +165,7 @@ def measure(source: Path, clip: Clip, cameras: int, args: argparse.Namespace) ->
         rings[0],
         cameras * clip.payload_bytes,
         loaded,
+        rollup,
     )
 
 
@@ -183,13 +191,14 @@ def main() -> None:
     )
     print(
         "| cameras | RSS MiB | of it anonymous | rings MiB | replay clips MiB "
-        "| **box's own MiB** | native libraries of issue 18 loaded |"
+        "| **box's own MiB** | PSS MiB | USS MiB | native libraries of issue 18 loaded |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in readings:
         print(
             f"| {r.cameras} | {r.rss / MiB:.1f} | {r.anon / MiB:.1f} | {r.ring / MiB:.1f} "
-            f"| {r.clips / MiB:.1f} | **{r.own / MiB:.1f}** | {', '.join(r.loaded) or '-'} |"
+            f"| {r.clips / MiB:.1f} | **{r.own / MiB:.1f}** | {r.rollup.pss / MiB:.1f} "
+            f"| {r.rollup.uss / MiB:.1f} | {', '.join(r.loaded) or '-'} |"
         )
     by = {r.cameras: r for r in readings}
     one = by[1].own

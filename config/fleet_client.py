@@ -38,14 +38,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import tarfile
-import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 from tuf.api.exceptions import (
     DownloadError,
@@ -55,18 +51,10 @@ from tuf.api.exceptions import (
     RepositoryError,
 )
 
-# python-tuf documents these names in tuf.api.metadata, which re-exports them without __all__;
-# mypy --strict (no implicit re-export) would otherwise refuse the documented import.
-from tuf.api.metadata import Metadata, Root, TargetFile, Targets
-from tuf.ngclient.config import UpdaterConfig
-from tuf.ngclient.fetcher import FetcherInterface
-from tuf.ngclient.updater import Updater
-
 from common.durable import durable_unlink, remove_tree
 from common.faults import RemoteFault
 from config.fleet_store import (
     ROLE_FILES,
-    ROOT_FILE,
     ROOT_HISTORY_DIR,
     NoTrustRoot,
     WorkingCopy,
@@ -82,6 +70,7 @@ from config.fleet_targets import (
     BUNDLE_TARGETS_DIR,
     MAX_DOCUMENT_BYTES,
     METADATA_PREFIX,
+    PATH_SEGMENT,
     TARGETS_PREFIX,
     AppliedState,
     FleetDocument,
@@ -93,7 +82,6 @@ from config.fleet_targets import (
     select_candidate,
 )
 from config.release_targets import MAX_RELEASE_BYTES
-from transport.errors import TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -111,69 +99,9 @@ MAX_RELEASE_BUNDLE_BYTES = MAX_RELEASE_BYTES + MAX_BUNDLE_BYTES
 documents: the box's push routes read at most this much."""
 MAX_BUNDLE_MEMBERS = 1024
 
-_PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
-_MAX_PATH_CHARS = 512
-
 
 class BadBundle(RepositoryError, RemoteFault):
     """A pushed bundle is not a readable bundle, or lacks a file the verification needs."""
-
-
-def _checked_url_path(url: str) -> str:
-    """ngclient builds URLs from our base paths, role names and signed target paths; refuse any
-    that could leave those prefixes (a path with '..', a query, a scheme)."""
-    if not url.startswith("/") or len(url) > _MAX_PATH_CHARS:
-        raise DownloadError(f"refusing to fetch {url[:80]!r}: not an absolute path")
-    segments = url[1:].split("/")
-    if not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments):
-        raise DownloadError(f"refusing to fetch {url[:80]!r}: unexpected characters")
-    return url
-
-
-class LinkFetcher(FetcherInterface):
-    """ngclient's downloads through an injected synchronous `fetch(url_path, max_bytes)`.
-
-    The Updater's base URLs are plain paths (METADATA_PREFIX, TARGETS_PREFIX), so the URL that
-    ngclient forms is the path sent over the pinned link: no host name is ever looked up.
-    """
-
-    def __init__(self, fetch: Fetch, max_bytes: int) -> None:
-        self._fetch_fn = fetch
-        self._max_bytes = max_bytes
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        return iter((self._fetch_bounded(url, self._max_bytes),))
-
-    @contextmanager
-    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
-        # ngclient knows each file's bound (from signed lengths or its config): pass it down so
-        # the link stops reading there instead of at the fetcher's ceiling.
-        bound_bytes = min(max_length, self._max_bytes)
-        try:
-            body = self._fetch_bounded(url, bound_bytes)
-        except (DownloadError, TransportError):
-            raise
-        except Exception as error:
-            raise DownloadError(f"failed to download {url}") from error
-        yield io.BytesIO(body)
-
-    def _fetch_bounded(self, url: str, max_bytes: int) -> bytes:
-        body = self._fetch_fn(_checked_url_path(url), max_bytes)
-        if len(body) > max_bytes:
-            raise DownloadLengthMismatchError(f"{url}: more than {max_bytes} bytes")
-        return body
-
-
-def _updater_config() -> UpdaterConfig:
-    return UpdaterConfig(
-        max_root_rotations=64,
-        # The fleet uses no delegated targets roles: never walk into one.
-        max_delegations=0,
-        root_max_length=64 * 1024,
-        timestamp_max_length=16 * 1024,
-        snapshot_max_length=64 * 1024,
-        targets_max_length=4 * 1024 * 1024,
-    )
 
 
 def install_trust_root(metadata_dir: Path, root_json: bytes, *, replace: bool = False) -> int:
@@ -259,7 +187,7 @@ def _bundle_url_path(
         raise BadBundle(f"bundle member {member.name!r} is not a regular file")
     top, _, rest = member.name.partition("/")
     segments = rest.split("/")
-    if not rest or not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments):
+    if not rest or not all(PATH_SEGMENT.fullmatch(segment) for segment in segments):
         raise BadBundle(f"bundle member {member.name!r} has an unexpected path")
     if top == BUNDLE_METADATA_DIR and len(segments) == 1:
         return metadata_prefix + rest
@@ -384,15 +312,12 @@ class FleetConfigClient:
     def _verify_in(
         self, copy: WorkingCopy, fetch: Fetch, *, require_document: bool
     ) -> FleetDocument | None:
-        updater = Updater(
-            metadata_dir=str(copy.path),
-            metadata_base_url=self._metadata_prefix,
-            target_base_url=self._targets_prefix,
-            fetcher=LinkFetcher(fetch, FETCH_CEILING_BYTES),
-            config=_updater_config(),
-            # The box's trust anchor is the root installed at pairing as advanced by verified
-            # rotations: the working copy's root.json.
-            bootstrap=None,
+        # python-tuf's client (and urllib3, which it imports) loads at the first verification:
+        # a box that is not paired, or has not checked yet, does not carry it (issue 18).
+        from config.fleet_updater import download_target, open_updater, trusted_targets_keys
+
+        updater = open_updater(
+            copy.path, fetch, self._metadata_prefix, self._targets_prefix, FETCH_CEILING_BYTES
         )
         updater.refresh()
         found = [updater.get_targetinfo(path) for path in self._paths]
@@ -402,12 +327,12 @@ class FleetConfigClient:
             if require_document:
                 raise WrongBox(f"no document for box {self._box_id}")
             return None
-        targets_keys = _trusted_targets_keys(copy.path)
+        targets_keys = trusted_targets_keys(copy.path)
         state = self._state.in_epoch(targets_keys)
         if not is_newer(state, chosen.custom.config_serial, chosen.sha256):
             return None
         check_size(chosen, self._max_document_bytes)
-        document = _download(updater, chosen.info, copy.path)
+        document = download_target(updater, chosen.info, copy.path)
         logger.info(
             "fleet document %s serial %d verified", chosen.target_path, chosen.custom.config_serial
         )
@@ -420,18 +345,3 @@ class FleetConfigClient:
             document,
             targets_keys,
         )
-
-
-def _trusted_targets_keys(working_dir: Path) -> tuple[str, ...]:
-    """The targets role's key ids in the root ngclient just verified and stored (the documents
-    were verified under them): what orders serials (AppliedState.in_epoch)."""
-    root = Metadata[Root].from_bytes((working_dir / ROOT_FILE).read_bytes())
-    return tuple(sorted(root.signed.roles[Targets.type].keyids))
-
-
-def _download(updater: Updater, info: TargetFile, working_dir: Path) -> bytes:
-    # ngclient verifies length and hashes while writing to a file; the copy lives only until it
-    # has been read back, in the scratch directory (never on the card or in the state dir).
-    with tempfile.TemporaryDirectory(dir=working_dir, prefix=".download-") as tmp:
-        path = updater.download_target(info, filepath=str(Path(tmp) / "document"))
-        return Path(path).read_bytes()

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Final
 
 from tuf.api.exceptions import RepositoryError
-from tuf.api.metadata import Metadata, Root
 
 from common.durable import atomic_write_bytes, make_dirs
 from common.faults import StorageFault
@@ -75,6 +74,10 @@ class TrustRoot:
 def checked_root(data: bytes) -> int:
     """The version of `data` if it is root metadata signed by its own threshold; raises
     RepositoryError (DeserializationError for an empty or torn file) otherwise."""
+    # tuf.api.metadata (1.3 MiB) loads with the first root the box checks (pairing, or its
+    # first verification), not at the start of a box that may not be paired (issue 18).
+    from tuf.api.metadata import Metadata, Root
+
     root = Metadata[Root].from_bytes(data)
     if not isinstance(root.signed, Root):
         raise RepositoryError("not root metadata")

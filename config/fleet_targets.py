@@ -32,13 +32,15 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tuf.api.exceptions import RepositoryError
 
-# python-tuf documents TargetFile in tuf.api.metadata, which re-exports it without __all__.
-from tuf.api.metadata import TargetFile
-
 from common.faults import RemoteFault
+
+if TYPE_CHECKING:  # tuf.api.metadata loads with the box's first verification (issue 18)
+    # python-tuf documents TargetFile in tuf.api.metadata, which re-exports it without __all__.
+    from tuf.api.metadata import TargetFile
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 """A fleet document larger than this (by its signed length) is refused before it is fetched."""
@@ -59,6 +61,9 @@ CUSTOM_GROUPS = "groups"
 CUSTOM_SERIAL = "config_serial"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PATH_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+"""One segment of a URL path the box fetches or of a pushed bundle's member: nothing that could
+leave its folder ('..'), no query, no scheme."""
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _STATE_FORMAT = 1
 

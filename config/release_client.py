@@ -30,9 +30,10 @@ from tuf.api.metadata import Metadata, Snapshot, TargetFile, Targets
 from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.updater import Updater
 
-from config.fleet_client import Fetch, LinkFetcher
+from config.fleet_client import Fetch
 from config.fleet_store import directory_lock, has_trust_root, trusted_root, working_copy
 from config.fleet_targets import METADATA_PREFIX, TARGETS_PREFIX
+from config.fleet_updater import LinkFetcher
 from config.release_targets import (
     MAX_RELEASE_BYTES,
     RELEASES_ROLE,

@@ -36,7 +36,6 @@ from common.durable import atomic_write_bytes, make_dirs
 from config.fleet_client import Fetch, install_trust_root
 from config.fleet_store import has_trust_root
 from config.fleet_targets import METADATA_PREFIX, TARGETS_PREFIX
-from config.release_client import ReleaseClient
 from config.release_targets import (
     PinVerdict,
     ReleaseDowngrade,
@@ -169,6 +168,9 @@ def _verify_and_install(root: Path, scratch: Path, item: InboxItem, platform: st
         raise ReleaseFailedHealth(f"{item.version} was rolled back here by its health check")
     if verdict is not PinVerdict.UPGRADE:
         raise ReleaseDowngrade(f"{item.version} is not higher than the running {good}")
+    # python-tuf's client loads here, not in the box that imports this module (issue 18).
+    from config.release_client import ReleaseClient
+
     sealed, opened, key_file = scratch / "release.sealed", scratch / "release.tar", scratch / "key"
     client = ReleaseClient(root / TRUST_DIR, inbox_fetch(item), platform=platform)
     custom = client.fetch_release(item.version, sealed)

@@ -48,13 +48,11 @@ from pathlib import Path
 from typing import Final, Literal
 
 from tuf.api.exceptions import DownloadError, RepositoryError
-from tuf.api.metadata import Metadata, Root
 
 from common.alarms import Alarms
 from common.durable import atomic_write_bytes, make_dirs
 from config.fleet_client import Fetch
 from config.fleet_targets import METADATA_PREFIX
-from config.release_client import ReleaseClient
 from config.release_targets import (
     RELEASE_KEY_PATH,
     RELEASES_ROLE,
@@ -263,6 +261,9 @@ class ReleaseUpdater:
     async def _update(self, version: str, fetch: Fetch, key: RecipientPrivateKey) -> ReleaseOutcome:
         await asyncio.to_thread(make_dirs, self.work_dir)
         sealed, opened = self.work_dir / "release.sealed", self.work_dir / "release.tar"
+        # python-tuf's client loads with the first release the box fetches (issue 18).
+        from config.release_client import ReleaseClient
+
         try:
             client = ReleaseClient(self.metadata_dir, fetch, platform=self.platform)
             custom = await asyncio.to_thread(client.fetch_release, version, sealed)
@@ -363,6 +364,8 @@ def metadata_for_root(metadata_dir: Path, fetch: Fetch) -> dict[str, bytes]:
     every `N.root.json` from 2 to the box's trusted root: root's anchor may be older than the
     box's and follows the rotations from its own. A root the source does not have is left
     out (root then refuses the item if it needs it). What root verifies, not what it trusts."""
+    from tuf.api.metadata import Metadata, Root  # loaded by the fetch before this (issue 18)
+
     files = {"timestamp.json": (metadata_dir / "timestamp.json").read_bytes()}
     for role in ("snapshot", "targets", RELEASES_ROLE):
         data = (metadata_dir / f"{role}.json").read_bytes()

@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.fleet_schema import apply_fleet_document
 from config.local import ConfigError, LocalConfig
@@ -52,6 +52,7 @@ from gateway.officer.desks import OfficerDesks
 from gateway.officer.shift_history import tag_key
 from gateway.pairing_client import fleet_metadata_dir, is_paired, pairing_files
 from gateway.policy import recorder_policy
+from gateway.port import BoxPort
 from gateway.recorder import Event
 from gateway.release_cli import DEFAULT_ROOT
 from gateway.release_handoff import InboxSwitch
@@ -80,10 +81,12 @@ from gateway.watchers import (
     watch_trusted_time,
 )
 from gateway.web.local_channel import start_local_api
-from gateway.web.server import WebListener, start_web
 from gateway.web.status_source import StatusSource
 from transport.connect import BackOffice
 from transport.uplink import UplinkService
+
+if TYPE_CHECKING:
+    from gateway.web.server import WebListener
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +349,20 @@ async def _start_parts(running: RunningBox, local: LocalConfig, config: LocalCon
     running.port = port
     running.status = StatusSource(port, lambda document: _add_web_status(running, document))
     running.stop_api = await start_local_api(port, running.status, config.api.host, config.api.port)
-    running.web = await start_web(port, running.status, config)
+    running.web = await start_page(port, running.status, config)
+
+
+async def start_page(
+    port: BoxPort, status: StatusSource, config: LocalConfig
+) -> WebListener | None:
+    """The officer's page (gateway/web/server.py), None when `[web]` is off: its modules (the
+    HTTPS listener, sessions, logins, displays: 0.3 MiB) are loaded only for a box that serves
+    it (issue 18). `[web]` is the local file's, so it cannot turn on while the box runs."""
+    if not config.web.enabled:
+        return None
+    from gateway.web.server import start_web
+
+    return await start_web(port, status, config)
 
 
 def _add_web_status(running: RunningBox, document: dict[str, Any]) -> None:

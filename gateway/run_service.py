@@ -20,7 +20,7 @@ import signal
 
 from config.local import LocalConfig
 from gateway.degraded import DegradedBox, open_state, show_card_alarm, until_usable
-from gateway.run import RunningBox, start_box, stop_box
+from gateway.run import RunningBox, start_box, start_page, stop_box
 from gateway.sdnotify import (
     Notifier,
     status_line,
@@ -29,7 +29,6 @@ from gateway.sdnotify import (
 )
 from gateway.startup import CardUnusable
 from gateway.web.local_channel import start_local_api
-from gateway.web.server import start_web
 from gateway.web.status_source import StatusSource
 from storage.card_health import CARD_ALARMS
 from transport.uplink import UplinkService
@@ -98,7 +97,7 @@ async def serve_degraded(
         web = None
         pinger = _degraded_watchdog(notifier)
         try:
-            web = await start_web(box, status, config)
+            web = await start_page(box, status, config)
             notifier.ready(f"no usable card ({why.condition.value}): degraded")
             usable = await until_usable(config, box, stop)
         finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -127,12 +129,14 @@ threshold_g = 0.5
 postrecord_s = 1
 """,
     )
-    process = subprocess.Popen(
-        [str(MVB), "--config", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with (tmp_path / IMPORT_LOG).open("w") as stderr:
+        process = subprocess.Popen(
+            [str(MVB), "--config", str(config), "run"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=logging_imports(),
+        )
     try:
         wait_for(lambda: mvb(config, "status").returncode == 0, "the local API")
         yield config, tmp_path, process
@@ -149,6 +153,7 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     lights = root / "gpio-lights-value"
     assert status(config)["state"] == "standby"
     assert_loads_what_it_uses(process.pid)
+    assert_imports_only_what_it_uses(root / IMPORT_LOG)
 
     lights.write_text("1\n")  # emergency lights on
     wait_for(lambda: status(config)["state"] == "recording", "the lights to start a recording")
@@ -163,6 +168,7 @@ def test_input_line_and_officer_drive_recordings_and_sigterm_seals(
     assert started.returncode == 0
     assert "recording" in started.stdout
     assert_loads_what_it_uses(process.pid)  # its key wrapped to the recipient, files written
+    assert_imports_only_what_it_uses(root / IMPORT_LOG)
     gps = status(config)["gps"]
     assert isinstance(gps, dict)
     assert gps["status"] == "no_gpsd"  # no gpsd on that port: reported, nothing else disturbed
@@ -199,6 +205,37 @@ def assert_loads_what_it_uses(pid: int) -> None:
     assert "/aioquic/" not in mapped
     assert "/pylsqpack/" not in mapped
     assert "/Crypto/" not in mapped
+
+
+IMPORT_LOG = "box-imports.log"
+IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+\d+ \|\s+(?P<module>\S+)")
+NOT_UNTIL_USED = (
+    "tuf.api.metadata",  # python-tuf: the first fleet verification (a paired box)
+    "tuf.ngclient",
+    "urllib3",
+    "gateway.web.server",  # the officer's page: [web] on
+    "common.sessions",
+)
+
+
+def logging_imports() -> dict[str, str]:
+    """The environment for a box that logs each module it imports, when it imports it, on its
+    stderr (CPython's `-X importtime`): what a running box has loaded, read from outside."""
+    return {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+
+
+def imported_modules(log: Path) -> set[str]:
+    """The modules a process started with `logging_imports()` has imported so far."""
+    return {m["module"] for m in IMPORT_LINE.finditer(log.read_text(errors="replace"))}
+
+
+def assert_imports_only_what_it_uses(log: Path) -> None:
+    """Issue 18: a box that is not paired and has the officer's page off has not loaded
+    python-tuf's client, urllib3 or the page's modules; what it does load is in the log (the
+    log is read right)."""
+    imported = imported_modules(log)
+    assert {"gateway.run", "gateway.web.local_channel", "tuf.api.exceptions", "av"} <= imported
+    assert imported.isdisjoint(NOT_UNTIL_USED), imported & set(NOT_UNTIL_USED)
 
 
 def test_a_taken_api_port_fails_cleanly(tmp_path: Path) -> None:

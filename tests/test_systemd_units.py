@@ -117,6 +117,11 @@ def words(unit: Unit, section: str, key: str) -> list[str]:
     return [word for value in values(unit, section, key) for word in value.split()]
 
 
+def environment(unit: Unit) -> dict[str, str]:
+    """The variables the unit's Environment= lines set (one NAME=value per line here)."""
+    return dict(line.partition("=")[::2] for line in values(unit, "Service", "Environment"))
+
+
 def verifiable_copy(unit_path: Path, directory: Path) -> Path:
     """The unit with its ExecStart= program replaced by an executable stub of the same name.
 
@@ -301,6 +306,13 @@ def test_supervision_directives(box_unit: Unit) -> None:
     assert watchdog_s == 30
     environ = {"WATCHDOG_USEC": str(watchdog_s * 1_000_000)}  # what systemd hands the box
     assert watchdog_interval_s(environ, pid=1) == watchdog_s / 2
+
+
+def test_the_box_runs_with_two_malloc_arenas(box_unit: Unit) -> None:
+    """Issue 18 item 2: one arena per thread in use kept free memory per camera thread; two
+    measured less (docs/benchmarks.md). The confined box below runs with this environment."""
+    assert environment(box_unit)["MALLOC_ARENA_MAX"] == "2"
+    assert "MALLOC_TRIM_THRESHOLD_" not in environment(box_unit)  # measured: no help
 
 
 def test_exec_start_is_a_command_line_mvb_accepts(box_unit: Unit) -> None:
@@ -633,8 +645,9 @@ def test_the_confined_box_records_encrypts_and_uploads(
     tmp_path: Path, pki: TestPki, confined_back_office: int
 ) -> None:
     """PyAV encoding (synthetic camera) and decoding (replay camera), the evidence encryption,
-    pinned mutual TLS and tus, all under MemoryDenyWriteExecute with no capability: the
-    libraries need no writable executable memory and nothing privileged."""
+    pinned mutual TLS and tus, all under MemoryDenyWriteExecute with no capability and with the
+    unit's environment: the libraries need no writable executable memory and nothing
+    privileged."""
     keys = tmp_path / "recording-keys"
     subprocess.run(
         [str(MVB_ADMIN), "keys", "create", "--dir", str(keys)], check=True, env=CHECKOUT_ENV
@@ -645,8 +658,9 @@ def test_the_confined_box_records_encrypts_and_uploads(
     config = write_box_config(
         tmp_path / "box", keys / "recording.pub", storage_lines=sections + synthetic
     )
+    unit_env = environment(read_unit(BOX_UNIT))  # as systemd would start it (MALLOC_ARENA_MAX)
     with subprocess.Popen(
-        confined([MVB, "--config", config, "run"]), env=CHECKOUT_ENV, text=True
+        confined([MVB, "--config", config, "run"]), env={**CHECKOUT_ENV, **unit_env}, text=True
     ) as box:
         try:
             wait_until(lambda: api_answers(config), "the confined box's local API")
