@@ -67,7 +67,8 @@ class CameraRecording:
         self.since_ns = since_ns  # the ring's packets from here on belong to this part
         self.failed: str | None = None
         self.card_fault: CardCondition | None = None  # why it failed, when the card's fault
-        self.last_fed_ns: int | None = None  # the newest packet the muxer took (mono ns)
+        # the newest packet the muxer took (mono ns): the last of the last batch fed without fault
+        self.last_fed_ns: int | None = None
         self.backlog_bytes = 0  # submitted, not yet taken by the worker
         self.backlog_max_bytes = 0
         self.backlog_max_packets = 0
@@ -107,9 +108,9 @@ class CameraRecording:
         try:
             if self.failed:
                 return
-            for captured in packets:
-                self.muxer.feed(captured)
-                self.last_fed_ns = captured.at_mono_ns
+            self.muxer.feed_many(packets)  # one call and one store write per batch
+            if packets:
+                self.last_fed_ns = packets[-1].at_mono_ns
         except Exception as exc:  # the card, or a bug: never into the camera's loop
             self._fail(exc)
         finally:

@@ -17,6 +17,11 @@ within one audio frame of the picture instead of a video encoder's delay later.
 The packets are the ring's (shared, refcounted): their timestamps are shifted only for the
 muxer's call and restored at once, so a later recording from the same ring sees them unchanged.
 
+Batches (issue 18): `feed_many` muxes what the camera's loop handed over together and gives the
+store its bytes in one `append_media`, not one per packet. The bytes are the same, in the same
+order, and reach the store before anything that ends a segment, starts another muxer or adds
+metadata: a segment's bytes, offsets and durable point do not depend on how packets were batched.
+
 Synchronous: it runs on the camera's own worker thread (see `gateway.capture.service`).
 """
 
@@ -48,7 +53,8 @@ GpsWindow = Callable[[int, int], list[dict[str, Any]]]
 
 
 class _Collect(io.RawIOBase):
-    """A file-like the TS muxer writes into; we drain it after every packet."""
+    """A file-like the TS muxer writes into; drained into the store once per batch and before
+    a segment ends (`SegmentMuxer._flush_media`)."""
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
@@ -83,9 +89,9 @@ class _TsMuxer:
         if with_audio and template.audio is not None:
             self.audio = self.container.add_stream_from_template(template.audio)
 
-    def mux(self, captured: CapturedPacket, shift: int) -> bytes:
-        """Mux one packet shifted by `shift` ticks of its time base; the shared packet is left
-        as it was."""
+    def mux(self, captured: CapturedPacket, shift: int) -> None:
+        """Mux one packet shifted by `shift` ticks of its time base into the sink; the shared
+        packet is left as it was."""
         packet = captured.packet
         pts, dts, time_base = packet.pts, packet.dts, packet.time_base
         try:
@@ -97,11 +103,10 @@ class _TsMuxer:
         finally:
             packet.time_base = time_base  # mux rebases the packet in place
             packet.pts, packet.dts = pts, dts
-        return self.sink.drain()
 
-    def close(self) -> bytes:
+    def close(self) -> None:
+        """Write the trailer into the sink (drained by the caller)."""
         self.container.close()
-        return self.sink.drain()
 
 
 @dataclass(slots=True)
@@ -163,6 +168,18 @@ class SegmentMuxer:
 
     def feed(self, captured: CapturedPacket) -> DurablePoint | None:
         """Mux one packet; returns the durable point when it closed a segment."""
+        durable = self._take(captured)
+        self._flush_media()
+        return durable
+
+    def feed_many(self, packets: list[CapturedPacket]) -> None:
+        """Mux packets in order, their bytes to the store once at the end (and before every
+        segment end among them): the same file as `feed` one at a time, fewer calls."""
+        for captured in packets:
+            self._take(captured)
+        self._flush_media()
+
+    def _take(self, captured: CapturedPacket) -> DurablePoint | None:
         if captured.is_audio and not self._with_audio:
             self.stats.audio_not_kept += 1
             return None
@@ -195,7 +212,8 @@ class SegmentMuxer:
     def close(self) -> DurablePoint | None:
         """Flush the muxer's trailer into the last segment and end it (durable)."""
         if self._muxer is not None:
-            self._write_media(self._muxer.close())
+            self._muxer.close()
+            self._flush_media()
             self._muxer = None
         if self._segment is None:
             return None
@@ -235,7 +253,8 @@ class SegmentMuxer:
 
     def _switch_muxer(self, template: StreamTemplate) -> None:
         if self._muxer is not None:
-            self._write_media(self._muxer.close())
+            self._muxer.close()
+            self._flush_media()
         self._muxer = _TsMuxer(template, self._with_audio)
 
     def _append(self, captured: CapturedPacket) -> None:
@@ -246,12 +265,11 @@ class SegmentMuxer:
             shift = segment.shift_ticks.get(captured.is_audio)
             if shift is None:
                 shift = segment.shift_ticks[captured.is_audio] = _ticks(captured, segment.offset_s)
-            muxed = self._muxer.mux(captured, shift)
+            self._muxer.mux(captured, shift)
         except av.error.FFmpegError:
             # e.g. a camera's non-monotonic DTS: this packet cannot be stored; count it, go on
             self.stats.rejected_by_muxer += 1
             return
-        self._write_media(muxed)
         segment.end_mono_ns = max(segment.end_mono_ns, captured.at_mono_ns)
         segment.end_wall_ms = max(segment.end_wall_ms, captured.at_wall_ms)
         if captured.is_audio:
@@ -266,9 +284,11 @@ class SegmentMuxer:
                 segment.last_pts = out_pts  # the latest picture: where a next connection follows
                 segment.last_pts_mono_ns = captured.at_mono_ns
 
-    def _write_media(self, data: bytes) -> None:
-        if not data:
+    def _flush_media(self) -> None:
+        """What the muxer wrote since the last flush, to the store (and the current segment)."""
+        if self._muxer is None or not self._muxer.sink.chunks:
             return
+        data = self._muxer.sink.drain()
         self._writer.append_media(data)
         self._media_offset += len(data)
         if self._segment is not None:
@@ -277,6 +297,7 @@ class SegmentMuxer:
     def _end_segment(self, until_mono_ns: int) -> DurablePoint:
         """`until_mono_ns` is where the next segment starts: the GPS windows of consecutive
         segments meet, so no sample falls between them."""
+        self._flush_media()  # the segment's bytes, before its end is recorded
         segment, self._segment = self._segment, None
         assert segment is not None
         if segment.last_pts is not None:  # where a next connection is measured from

@@ -7,7 +7,8 @@ touches the card.
 
 Hops per packet (issue 18): the source thread hands packets over in batches (at every keyframe,
 at most BATCH_MAX_S or BATCH_MAX_ITEMS apart: gateway/capture/source.py), the camera's loop puts
-a batch into the ring and gives it to the worker as one job, and the loop is not woken when the
+a batch into the ring and gives it to the worker as one job (muxed in one call, its bytes to the
+store in one write: gateway/capture/muxer.py `feed_many`), and the loop is not woken when the
 job is done (it waits for the worker only over the backlog bound, for metadata and at the end).
 So one wake-up of the loop and one of the worker per batch, not a round trip per packet.
 

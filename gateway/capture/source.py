@@ -90,15 +90,19 @@ class SourceHealth:
     audio_packets: int = 0
 
     def note_packet(self, at_mono_ns: int, size_bytes: int, *, is_audio: bool = False) -> None:
-        """Count a packet; an audio packet counts in the bitrate, not in the frame rate."""
+        """Count a packet; an audio packet counts in the bitrate, not in the frame rate.
+        Called per packet on the source thread: one lock, no call (the prune is inline)."""
         if is_audio:
             self.audio_packets += 1
         else:
             self.packets += 1
             self.last_packet_mono_ns = at_mono_ns
+        window = self._window
+        cutoff_ns = at_mono_ns - RATE_WINDOW_NS
         with self._lock:
-            self._window.append((at_mono_ns, 0 if is_audio else 1, size_bytes))
-        self._prune(at_mono_ns)
+            window.append((at_mono_ns, 0 if is_audio else 1, size_bytes))
+            while window[0][0] < cutoff_ns:
+                window.popleft()
 
     def _prune(self, now_mono_ns: int) -> None:
         with self._lock:
@@ -375,18 +379,19 @@ class ThreadedSource(abc.ABC):
         last: CapturedPacket | None = None
         bridge = self.bridge
         assert bridge is not None
+        # per packet: bound methods looked up once (this loop runs 70 times a second per camera
+        # with sound, and every lookup is the box's CPU)
+        stopping, note_packet, offer = self._stop.is_set, self.health.note_packet, bridge.offer
         try:
             for captured in self.produce(self._generation):
-                if self._stop.is_set():
+                if stopping():
                     break
                 if delivered is None:
                     delivered = captured
                     self._connected(captured)
                 last = captured
-                self.health.note_packet(
-                    captured.at_mono_ns, captured.size_bytes, is_audio=captured.is_audio
-                )
-                bridge.offer(captured)
+                note_packet(captured.at_mono_ns, captured.size_bytes, is_audio=captured.is_audio)
+                offer(captured)
             else:
                 if not self._stop.is_set():  # our own stop interrupts the read: not a fault
                     self._note_error("stream ended")
@@ -467,14 +472,15 @@ def demux_camera(
 def captured_now(
     packet: Any, template: StreamTemplate, *, is_audio: bool = False
 ) -> CapturedPacket:
+    # positional: per packet, on the source thread (CapturedPacket's field order)
     return CapturedPacket(
-        packet=packet,
-        template=template,
-        is_keyframe=bool(packet.is_keyframe) and not is_audio,
-        size_bytes=int(packet.size),
-        at_mono_ns=time.monotonic_ns(),
-        at_wall_ms=time.time_ns() // 1_000_000,
-        is_audio=is_audio,
+        packet,
+        template,
+        not is_audio and bool(packet.is_keyframe),
+        int(packet.size),
+        time.monotonic_ns(),
+        time.time_ns() // 1_000_000,
+        is_audio,
     )
 
 
