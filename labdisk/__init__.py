@@ -131,7 +131,9 @@ tmp too. These are bytes the file system received, before any flash-level amplif
 ## Files
 
 durability.py (pure: what is durable, what a cut puts back), faults.py (pure: rules, delays,
-card state, accounting), fs_io.py (the FUSE operations, in the daemon), cut_io.py (a cut's work
+card state, accounting), fs_io.py (the FUSE operations, in the daemon: the file and directory
+data operations, on fs_core_io.py's shared state and plumbing, with fs_tree_io.py's namespace
+operations and fs_control_io.py's control: cut, pull, faults, stats), cut_io.py (a cut's work
 in the backing directory), control_io.py (the socket and `LabDiskClient`), mount_io.py
 (`LabDisk`: start, wait, unmount), __main__.py (`serve` and `ctl`). Tests: tests/labdisk/.
 """

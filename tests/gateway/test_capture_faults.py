@@ -118,6 +118,12 @@ def decrypted(
     return out
 
 
+def newest_ns(camera: Camera) -> int:
+    """When the newest packet in the camera's ring arrived (0 while the ring is empty)."""
+    newest = camera.ring.snapshot(0)
+    return newest[-1].at_mono_ns if newest else 0
+
+
 def decodable_frames(media: bytes) -> int:
     with av.open(io.BytesIO(media), mode="r", format="mpegts") as container:
         return sum(1 for _ in container.decode(video=0))
@@ -143,11 +149,19 @@ async def test_stalled_stream_times_out_and_keeps_what_came_before(
     tmp_path: Path, recipient: RecipientPrivateKey, clip: Path
 ) -> None:
     async with rig(tmp_path, recipient, clip) as r:
+        # The dashcam's pre-record in its ring first (before the push, so the stall still falls
+        # in the recording): on a loaded machine its replay starts late, and a recording that
+        # starts before a camera's first keyframe has that camera only from it on.
+        await wait_for(lambda: r.steady.ring.span_ns() >= 2 * S, "the dashcam's ring")
         with push_stalling_ts(r.port, clip, stall_after_bytes=clip.stat().st_size // 2):
             await wait_for(lambda: r.pushed.source.health.packets > 25, "packets before the stall")
             await r.service.trigger("officer")
             await wait_for(lambda: r.pushed.source.health.errors >= 1, "the stall to be noticed")
+            noticed_ns = time.monotonic_ns()
             assert "TimeoutError" in str(r.pushed.source.health.last_error)
+            # The dashcam records on through the bodycam's stall: a packet of it after the stall
+            # was noticed, before the stop (the recording's end below must reach past it).
+            await wait_for(lambda: newest_ns(r.steady) > noticed_ns, "the dashcam after the stall")
             await r.service.stop_recording()
             await wait_for(lambda: r.service.recording is None, "the recording to be sealed")
         files = decrypted(r.store, recipient)
@@ -155,7 +169,9 @@ async def test_stalled_stream_times_out_and_keeps_what_came_before(
     report, media = files["bodycam"]
     assert decodable_frames(media) > 0
     assert all(s["keyframe_start"] for s in segments(report))
-    assert decodable_frames(files["dashcam"][1]) > 25
+    dashcam_report, dashcam_media = files["dashcam"]
+    assert decodable_frames(dashcam_media) > 25
+    assert segments(dashcam_report)[-1]["end_mono_ns"] > noticed_ns
 
 
 async def test_drop_mid_gop_then_reconnect_continues_the_recording(

@@ -156,10 +156,19 @@ async def test_the_officers_stop_seals_at_once_without_a_policy_post_record(
     await wait_for(lambda: service.cameras["dashcam"].ring.span_ns() >= PRERECORD_S * S, "the ring")
     await service.trigger("lights")
     await asyncio.sleep(1.0)
-    stop_ns = time.monotonic_ns()
+    # The stop takes effect when the service detaches the parts (it tells its listeners then);
+    # the packets the sources held up to that moment are the recording's last (the test above
+    # and below), so that moment, not a clock read before the call, bounds the recording's end.
+    ended_ns: list[int] = []
+    service.recording_listeners.append(
+        lambda recording: None if recording else ended_ns.append(time.monotonic_ns())
+    )
+    called_ns = time.monotonic_ns()
     await service.stop_recording("officer", channel="page", account="0123456789ab")
     assert service.recording is None, "sealed by the stop, not by a later tick"
     assert service.recorder.state.value == "standby"
+    [stop_ns] = ended_ns
+    assert stop_ns >= called_ns, "ended by this stop"
     [(report, _media)] = decrypt_all(rig.store, recipient)
     segments = [m for m in report.metadata if m["type"] == "segment"]
     assert segments[-1]["end_mono_ns"] <= stop_ns

@@ -31,7 +31,7 @@ from tests.transport.uplink_rig import record_evidence
 from transport.binding import LinkBinding
 from transport.connect import BackOffice, BackOfficeConnector
 from transport.h3_io import H3Transport
-from transport.http import Transport
+from transport.http import BodySlice, HttpRequest, Transport
 from transport.https import HttpsTransport
 from transport.ledger import UplinkLedger
 from transport.links import CostClass, LinkConfig
@@ -225,6 +225,35 @@ async def test_a_413_from_the_back_office_halves_the_chunk_and_the_upload_comple
     assert uplink.links["lte"].chunks.server_limit_bytes == 128 * KIB
 
 
+async def until_the_upload_is_free(
+    transport_for: Callable[[], contextlib.AbstractAsyncContextManager[Transport]],
+    session: TusSession,
+) -> None:
+    """Until the back office no longer holds the cut request: it keeps the upload busy until
+    it has seen the cut and discarded that request's append (in a worker thread: longer on a
+    loaded machine), and a PATCH meanwhile is answered 423 with its body counted as sent. The
+    probe is an empty PATCH at the session's offset (the busy check comes first, so 423 means
+    busy and any other answer that it is free); it appends nothing."""
+    assert session.upload_url is not None
+    probe = HttpRequest(
+        "PATCH",
+        session.upload_url,
+        (
+            ("Tus-Resumable", "1.0.0"),
+            ("Upload-Offset", str(session.offset_bytes)),
+            ("Content-Type", "application/offset+octet-stream"),
+        ),
+        BodySlice(session.offset_bytes, 0),
+    )
+    async with asyncio.timeout(STEP_S):
+        while True:
+            with contextlib.suppress(TransientFault):
+                async with transport_for() as transport:
+                    if (await transport.request(probe, b"")).status != 423:
+                        return
+            await asyncio.sleep(0.1)
+
+
 async def upload_through_a_stall(
     transport_for: Callable[[], contextlib.AbstractAsyncContextManager[Transport]],
     spec: UploadSpec,
@@ -234,7 +263,8 @@ async def upload_through_a_stall(
     stalled_when: Callable[[], bool],
 ) -> tuple[UploadOutcome, TusSession, list[BaseException]]:
     """Upload `path` in 1 MiB chunks; `stall()` once `stalled_when()`, `lift()` at the first
-    retry. Returns the outcome, the session and the faults retried."""
+    retry, and the retry waits until the back office let go of the cut request (see
+    `until_the_upload_is_free`). Returns the outcome, the session and the faults retried."""
     session = TusSession(spec, chunk_bytes=1 * MIB)
     reader = SliceReader(path)
     faults: list[BaseException] = []
@@ -251,11 +281,18 @@ async def upload_through_a_stall(
         faults.append(fault)
         lift()
 
+    async def backoff(delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await until_the_upload_is_free(transport_for, session)
+
     stalling = asyncio.create_task(staller())
     try:
         outcome = await asyncio.wait_for(
             drive_with_retries(
-                attempt, RetryPolicy(initial_s=0.1, max_s=0.2, attempts=3), on_retry=on_retry
+                attempt,
+                RetryPolicy(initial_s=0.1, max_s=0.2, attempts=3),
+                sleep=backoff,
+                on_retry=on_retry,
             ),
             STEP_S,
         )
