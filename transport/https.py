@@ -97,7 +97,7 @@ def host_header_value(server_name: str, port: int) -> str:
 
 
 def outgoing_headers(
-    request: HttpRequest, body: bytes | None, server_name: str, port: int
+    request: HttpRequest, body: bytes | bytearray | None, server_name: str, port: int
 ) -> list[tuple[str, str]]:
     """The request's headers plus Host (unless given) and Upload-Checksum (when asked for).
 
@@ -330,7 +330,7 @@ class ProgressPayload(Payload):
 
     _autoclose = True  # bytes in memory: nothing to close
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes | bytearray) -> None:
         super().__init__(body, content_type="application/octet-stream")
         self._size = len(body)
         self._body = body
@@ -458,7 +458,7 @@ class HttpsTransport:
     def connections_opened(self) -> int:
         return self._connector.connections_opened
 
-    async def request(self, request: HttpRequest, body: bytes | None) -> HttpResponse:
+    async def request(self, request: HttpRequest, body: bytes | bytearray | None) -> HttpResponse:
         """Send `request` with `body` and return the answer (see transport.http.Transport)."""
         url = request_url(self._host, self._port, request.target)
         headers = outgoing_headers(request, body, self._server_name, self._port)
@@ -472,7 +472,7 @@ class HttpsTransport:
             raise translated from exc
 
     async def _watched(
-        self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+        self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | bytearray | None
     ) -> HttpResponse:
         payload = None if body is None else ProgressPayload(body)
         answer = _AnswerProgress()
