@@ -11,7 +11,8 @@ upload costs in CPU (docs/benchmarks.md, uplink: about 0.2 ms each on a busy mac
 caches after a second of sleep). So the sampling is a loop.call_at callback (one loop iteration
 per sample, no task), and a source that dates its progress (`Progress.moved_at_s`, HTTPS: the
 socket's last ACK) is sampled every DATED_POLL_S only: its stall is found at the watch's deadline
-all the same.
+all the same. Samples fall on a grid of the loop's clock (`next_sample_s`), so the watches of
+requests in flight together wake the loop once, not once each.
 
 Invariants:
 - The request runs in the caller's task (cancellation and context as without the watch); no
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
@@ -84,7 +86,7 @@ async def run_watched(
                     reason.append(verdict)
                     timeout.reschedule(loop.time())  # cancels the request where it waits
                     return
-                timer = loop.call_at(now_s + max(0.0, min(poll_s, watch.deadline_s - now_s)), poll)
+                timer = loop.call_at(next_sample_s(now_s, poll_s, watch.deadline_s), poll)
 
             timer = loop.call_soon(poll)
             try:
@@ -96,6 +98,15 @@ async def run_watched(
         if reason and timeout.expired():
             raise NoProgress(f"{what}: {reason[0]}") from exc
         raise
+
+
+def next_sample_s(now_s: float, poll_s: float, deadline_s: float) -> float:
+    """When to sample next: the watch's deadline, or before it the next multiple of `poll_s` on
+    the loop's clock (never more than `poll_s` away). On a common grid, the watches of requests
+    in flight together (the box uploads several files per link) sample in one wake-up of the
+    loop instead of one each."""
+    grid_s = (math.floor(now_s / poll_s) + 1) * poll_s
+    return max(now_s, min(grid_s, deadline_s))
 
 
 def _sample_verdict(

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from transport.progress import Progress, RequestTimeouts, RequestWatch
-from transport.progress_io import NoProgress, run_watched
+from transport.progress_io import NoProgress, next_sample_s, run_watched
 
 GUARD_S = 5.0
 """Bound on a step that must end by the watch's own (much shorter) deadline."""
@@ -85,3 +85,15 @@ async def test_a_timeout_of_the_request_itself_propagates_unchanged() -> None:
     with pytest.raises(TimeoutError, match="the request's own") as caught:
         await run_watched(request(), watch, lambda: Progress(), "test")
     assert not isinstance(caught.value, NoProgress)
+
+
+def test_samples_fall_on_a_common_grid_never_more_than_a_period_apart() -> None:
+    """Two requests started apart sample at the same moments (one wake-up for both)."""
+    assert next_sample_s(101.3, 5.0, 200.0) == 105.0
+    assert next_sample_s(103.9, 5.0, 200.0) == 105.0
+    assert next_sample_s(105.0, 5.0, 200.0) == 110.0  # on the grid: a whole period on
+
+
+def test_the_deadline_comes_before_the_grid() -> None:
+    assert next_sample_s(101.3, 5.0, 102.0) == 102.0
+    assert next_sample_s(101.3, 5.0, 90.0) == 101.3  # past due: at once
