@@ -154,7 +154,7 @@ class RequestWatch:
             and progress.unacked_bytes < before.unacked_bytes
         )
         if progress.handed_bytes > before.handed_bytes or acknowledged:
-            self._last_progress_s = max(self._last_progress_s, moved_s)
+            self._last_progress_s = moved_s  # real progress replaces the setup allowance
         if progress.handed_bytes >= self._body_bytes and not progress.unacked_bytes:
             self._answer(moved_s)  # the body ended when its last byte moved
 

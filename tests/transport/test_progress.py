@@ -211,11 +211,11 @@ def test_a_date_after_the_observation_counts_as_the_observation() -> None:
     assert request.deadline_s == 113.0
 
 
-def test_an_older_date_never_takes_back_progress_already_counted() -> None:
-    """The setup allowance counts as progress up to the moment the connection must be up."""
+def test_dated_progress_replaces_the_setup_allowance() -> None:
+    """The allowance is for a connection still to open; a byte that moved shows it is up."""
     request = watch(allowance_s=5.0)  # progress counted until 105
     request.observe(102.0, Progress(16_384, 16_384, 0, moved_at_s=101.0))
-    assert request.deadline_s == 115.0
+    assert request.deadline_s == 111.0
 
 
 def test_the_dated_end_of_the_body_starts_the_read_timeout() -> None:
