@@ -490,10 +490,15 @@ class HttpsTransport:
             return payload.progress(answer, loop.time())
 
         exchange = self._exchange(method, url, headers, payload, answer)
-        # Dated by the socket's last ACK: sampled seldom, the stall still found on time; the
+        # Dated by the socket's last ACK: sampled seldom, a dead link still found on time; the
         # body's end is seen within the answer's shortest bound, so its deadline is kept too.
         timeouts = self._timeouts
-        poll_s = min(DATED_POLL_S, timeouts.read_timeout_s, timeouts.request_timeout_s)
+        poll_s = min(
+            DATED_POLL_S,
+            timeouts.stall_timeout_s / 2,
+            timeouts.read_timeout_s,
+            timeouts.request_timeout_s,
+        )
         return await run_watched(exchange, watch, sample, f"https {method}", poll_s=poll_s)
 
     async def _exchange(

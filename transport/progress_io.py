@@ -42,15 +42,16 @@ small next to any timeout (the stall timeout is 20 s by default): a stall is fou
 second of `stall_timeout_s`. The poller also samples at the watch's deadline, where progress seen
 late still counts (transport/progress.py), so sampling less often never cuts a moving request."""
 
-DATED_POLL_S: Final = 5.0
+DATED_POLL_S: Final = 10.0
 """How often a source that dates its progress (`Progress.moved_at_s`) is sampled at most. The
 date makes the deadline exact (the last ACK plus `stall_timeout_s`), so a dead link is found at
-`stall_timeout_s` as with any period; the period bounds only what a peer that keeps sending ACKs
-without taking a byte can add (an ACK dates the progress seen since the last sample): a stall is
-found within `stall_timeout_s` + 5 s (25 s by default, under the back office's own 30 s). A
-caller keeps it no longer than its answer's shortest bound (`read_timeout_s`,
-`request_timeout_s`): the body's end is seen at a sample and dated, so seen within that bound,
-the answer's deadline is kept exactly."""
+`stall_timeout_s` whatever the period; the period bounds only what a peer that keeps sending
+ACKs without taking a byte can add (such an ACK dates the progress seen since the last sample).
+A caller keeps it no longer than half its `stall_timeout_s` (so that case is found within 1.5x
+`stall_timeout_s`: 30 s by default) and no longer than its answer's shortest bound
+(`read_timeout_s`, `request_timeout_s`: the body's end is seen at a sample and dated, so seen
+within that bound, the answer's deadline is kept exactly). 10 s rather than 5 s: on an EDGE-like
+link each sample is a wake-up costing about 0.2 ms of CPU (docs/benchmarks.md, uplink)."""
 
 T = TypeVar("T")
 
