@@ -65,8 +65,8 @@ class SliceReader:
         buffer = bytearray(body.length_bytes)
         try:
             count = os.preadv(self._fd, [buffer], body.offset_bytes, nowait)
-        except OSError:  # EAGAIN (not cached), EOPNOTSUPP (FUSE): the thread reads it, and
-            return None  # raises what the card raises
+        except OSError:  # EAGAIN (not cached), EOPNOTSUPP (no such reads here): the thread
+            return None  # reads it, and raises what the card raises
         if count != body.length_bytes:  # partly cached, or a short file: the thread decides
             return None
         self.reads_on_loop += 1
