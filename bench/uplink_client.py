@@ -140,7 +140,7 @@ class ChunkLog:
     def name(self) -> str:
         return self._transport.name
 
-    async def request(self, request: HttpRequest, body: bytes | None) -> Any:
+    async def request(self, request: HttpRequest, body: bytes | bytearray | None) -> Any:
         if body:
             self.sizes.append(len(body))
         return await self._transport.request(request, body)

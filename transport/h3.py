@@ -229,7 +229,7 @@ def split_header_fields(headers: Headers) -> tuple[dict[str, str], dict[str, str
 
 
 def request_header_fields(
-    request: HttpRequest, body: bytes | None, authority: str
+    request: HttpRequest, body: bytes | bytearray | None, authority: str
 ) -> list[tuple[bytes, bytes]]:
     """The header block of `request`: pseudo-headers first, names lower-case, the transport's
     own content-length (and Upload-Checksum when the slice asks for one)."""

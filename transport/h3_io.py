@@ -470,7 +470,7 @@ class H3Transport:
             await self._protocol.ping()
         self._protocol.raise_if_failed()
 
-    async def request(self, request: HttpRequest, body: bytes | None) -> HttpResponse:
+    async def request(self, request: HttpRequest, body: bytes | bytearray | None) -> HttpResponse:
         """Send `request` on a new stream and return the (bounded) response."""
         if self._closed:
             raise TransientNetworkError("the HTTP/3 transport is closed")
@@ -504,7 +504,7 @@ class H3Transport:
         h3: H3Connection,
         stream_id: int,
         request: HttpRequest,
-        body: bytes | None,
+        body: bytes | bytearray | None,
         collector: _ResponseCollector,
     ) -> HttpResponse:
         await self._send(h3, stream_id, request, body, collector)
@@ -515,7 +515,7 @@ class H3Transport:
         h3: H3Connection,
         stream_id: int,
         request: HttpRequest,
-        body: bytes | None,
+        body: bytes | bytearray | None,
         collector: _ResponseCollector,
     ) -> None:
         protocol = self._protocol

@@ -58,7 +58,7 @@ class Transport(Protocol):
         """ "https" or "h3" (for stats and the status page)."""
         ...
 
-    async def request(self, request: HttpRequest, body: bytes | None) -> HttpResponse:
+    async def request(self, request: HttpRequest, body: bytes | bytearray | None) -> HttpResponse:
         """Send `request` with `body` (the slice's bytes, already read) and return the response.
 
         Raises TransientNetworkError when the outcome is unknown (cut, reset, timeout): the

@@ -47,7 +47,7 @@ from transport.errors import HostileServer, PinMismatch, TransientNetworkError, 
 from transport.http import MAX_RESPONSE_BODY_BYTES, HttpRequest, HttpResponse
 from transport.pinning import PinSet
 from transport.progress import DEFAULT_STALL_TIMEOUT_S, Progress, RequestTimeouts, RequestWatch
-from transport.progress_io import run_watched
+from transport.progress_io import DATED_POLL_S, run_watched
 from transport.tls import ClientTlsSettings, client_ssl_context
 
 READ_PIECE_BYTES = 16 * 1024
@@ -62,7 +62,8 @@ HTTPS_DEFAULT_PORT = 443
 SEND_PIECE_BYTES: Final = 256 * 1024
 """A request body is handed to the connection in pieces of this size, each after the connection's
 buffer drained: so the count of bytes handed over is what the socket took, bar at most one piece
-waiting in the connection's buffer, which `unacked_bytes()` counts until the peer acknowledged it.
+waiting in the connection's buffer, which `progress()` counts as unacknowledged until the peer
+acknowledged it.
 256 KiB rather than one 16 KiB TLS record per piece: the body is a memoryview of the chunk read
 off the card (no copy), and each piece costs a round of Python through aiohttp and asyncio's TLS
 layer, which at 16 KiB cost more CPU per GB than the checksum (docs/benchmarks.md, uplink)."""
@@ -96,7 +97,7 @@ def host_header_value(server_name: str, port: int) -> str:
 
 
 def outgoing_headers(
-    request: HttpRequest, body: bytes | None, server_name: str, port: int
+    request: HttpRequest, body: bytes | bytearray | None, server_name: str, port: int
 ) -> list[tuple[str, str]]:
     """The request's headers plus Host (unless given) and Upload-Checksum (when asked for).
 
@@ -186,6 +187,36 @@ def socket_unacked_bytes(transport: asyncio.BaseTransport) -> int | None:
     return buffered + queued
 
 
+TCP_INFO_LAST_ACK_RECV_OFFSET: Final = 56
+"""Where Linux's struct tcp_info holds `tcpi_last_ack_recv` (u32, milliseconds since the last
+ACK came in): after 8 one-byte fields and 12 u32s (rto ... last_data_recv). Stable ABI since
+Linux 2.6."""
+TCP_INFO_READ_BYTES: Final = TCP_INFO_LAST_ACK_RECV_OFFSET + 4
+
+
+def last_ack_age_s(tcp_info: bytes) -> float | None:
+    """Seconds since the socket's last ACK, from the bytes of getsockopt(TCP_INFO); None if the
+    kernel gave too few bytes."""
+    if len(tcp_info) < TCP_INFO_READ_BYTES:
+        return None
+    (age_ms,) = struct.unpack_from("=I", tcp_info, TCP_INFO_LAST_ACK_RECV_OFFSET)
+    return int(age_ms) / 1000.0
+
+
+def socket_last_ack_age_s(transport: asyncio.BaseTransport) -> float | None:
+    """Seconds since the connection's socket last received an ACK (TCP_INFO), None where the
+    kernel cannot tell (not a TCP socket, not Linux, closed meanwhile)."""
+    sock = transport.get_extra_info("socket")
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if sock is None or tcp_info is None:
+        return None
+    try:
+        raw: bytes = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, TCP_INFO_READ_BYTES)
+    except (OSError, ValueError):
+        return None
+    return last_ack_age_s(raw)
+
+
 def probe_binding(binding: LinkBinding) -> None:
     """Apply `binding` to a throwaway socket, so a missing interface or foreign source address
     fails at connect() with the OSError that names it instead of as a vague network error."""
@@ -251,10 +282,16 @@ class PinningConnector(aiohttp.TCPConnector):
 
 
 class _AnswerProgress:
-    """Response bytes read so far (the head counts one), for the request's watch."""
+    """Response bytes read so far (the head counts one) and when the last came (loop time), for
+    the request's watch."""
 
     def __init__(self) -> None:
         self.bytes = 0
+        self.at_s: float | None = None
+
+    def add(self, count_bytes: int) -> None:
+        self.bytes += count_bytes
+        self.at_s = asyncio.get_running_loop().time()
 
 
 async def read_bounded_body(
@@ -275,7 +312,7 @@ async def read_bounded_body(
     while piece := await response.content.read(READ_PIECE_BYTES):
         body += piece
         if progress is not None:
-            progress.bytes += len(piece)
+            progress.add(len(piece))
         if len(body) > limit_bytes:
             raise HostileServer(f"response body exceeds the {limit_bytes} byte bound")
     return bytes(body)
@@ -285,19 +322,21 @@ class ProgressPayload(Payload):
     """A request body written in pieces of SEND_PIECE_BYTES, counting what the connection took.
 
     Invariant: `handed_bytes` counts the body bytes written to the connection after which its
-    buffer drained (so they reached the kernel, bar at most one buffer's worth); `unacked_bytes()`
-    reads what the connection still holds unacknowledged. Reusable, like aiohttp's BytesPayload:
+    buffer drained (so they reached the kernel, bar at most one buffer's worth), `handed_at_s`
+    when that count last rose (loop time); `progress()` reads what the connection still holds
+    unacknowledged and dates the body's last movement. Reusable, like aiohttp's BytesPayload:
     every write starts its count from zero.
     """
 
     _autoclose = True  # bytes in memory: nothing to close
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes | bytearray) -> None:
         super().__init__(body, content_type="application/octet-stream")
         self._size = len(body)
         self._body = body
         self._writer: AbstractStreamWriter | None = None
         self.handed_bytes = 0
+        self.handed_at_s: float | None = None
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return self._body.decode(encoding, errors)
@@ -310,6 +349,8 @@ class ProgressPayload(Payload):
     ) -> None:
         self._writer = writer
         self.handed_bytes = 0
+        self.handed_at_s = None
+        loop = asyncio.get_running_loop()
         view = memoryview(self._body)
         end_bytes = len(view) if content_length is None else min(len(view), content_length)
         for start in range(0, end_bytes, SEND_PIECE_BYTES):
@@ -317,13 +358,24 @@ class ProgressPayload(Payload):
             await writer.write(piece)
             await writer.drain()
             self.handed_bytes = start + len(piece)
+            self.handed_at_s = loop.time()
 
-    def unacked_bytes(self) -> int | None:
+    def progress(self, answer: _AnswerProgress, now_s: float) -> Progress:
+        """The request's counters at `now_s` (loop time), dated at the latest of the last
+        handover, the socket's last ACK and the answer's last byte: never earlier than the last
+        real movement (an ACK without new data may make it later). Undated when the socket
+        cannot tell its ACKs: a handover time alone would date acknowledgements too early."""
         writer = self._writer
         transport = None if writer is None else writer.transport
         if transport is None:
-            return None
-        return socket_unacked_bytes(transport)
+            return Progress(self.handed_bytes, None, answer.bytes)
+        unacked = socket_unacked_bytes(transport)
+        ack_age_s = socket_last_ack_age_s(transport)
+        if ack_age_s is None:
+            return Progress(self.handed_bytes, unacked, answer.bytes)
+        moments = [now_s - ack_age_s, self.handed_at_s, answer.at_s]
+        moved_at_s = max(moment for moment in moments if moment is not None)
+        return Progress(self.handed_bytes, unacked, answer.bytes, moved_at_s)
 
 
 class HttpsTransport:
@@ -406,7 +458,7 @@ class HttpsTransport:
     def connections_opened(self) -> int:
         return self._connector.connections_opened
 
-    async def request(self, request: HttpRequest, body: bytes | None) -> HttpResponse:
+    async def request(self, request: HttpRequest, body: bytes | bytearray | None) -> HttpResponse:
         """Send `request` with `body` and return the answer (see transport.http.Transport)."""
         url = request_url(self._host, self._port, request.target)
         headers = outgoing_headers(request, body, self._server_name, self._port)
@@ -420,7 +472,7 @@ class HttpsTransport:
             raise translated from exc
 
     async def _watched(
-        self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+        self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | bytearray | None
     ) -> HttpResponse:
         payload = None if body is None else ProgressPayload(body)
         answer = _AnswerProgress()
@@ -434,11 +486,20 @@ class HttpsTransport:
 
         def sample() -> Progress:
             if payload is None:
-                return Progress(response_bytes=answer.bytes)
-            return Progress(payload.handed_bytes, payload.unacked_bytes(), answer.bytes)
+                return Progress(response_bytes=answer.bytes, moved_at_s=answer.at_s)
+            return payload.progress(answer, loop.time())
 
         exchange = self._exchange(method, url, headers, payload, answer)
-        return await run_watched(exchange, watch, sample, f"https {method}")
+        # Dated by the socket's last ACK: sampled seldom, a dead link still found on time; the
+        # body's end is seen within the answer's shortest bound, so its deadline is kept too.
+        timeouts = self._timeouts
+        poll_s = min(
+            DATED_POLL_S,
+            timeouts.stall_timeout_s / 2,
+            timeouts.read_timeout_s,
+            timeouts.request_timeout_s,
+        )
+        return await run_watched(exchange, watch, sample, f"https {method}", poll_s=poll_s)
 
     async def _exchange(
         self,
@@ -457,7 +518,7 @@ class HttpsTransport:
             allow_redirects=False,
             timeout=self._request_timeout,
         )
-        answer.bytes += 1  # the head is in
+        answer.add(1)  # the head is in
         try:
             body = await read_bounded_body(response, method, MAX_RESPONSE_BODY_BYTES, answer)
         except BaseException:

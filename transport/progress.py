@@ -25,9 +25,11 @@ body ends when its last byte is handed over.
 Invariants:
 - `verdict(now_s)` is None exactly while `now_s < deadline_s`; the deadline is a pure function of
   the observations so far.
-- Progress seen in an observation counts at that observation's time, even just past the
-  deadline: the shell samples at the deadline, so a byte that moved since its last sample is
-  never mistaken for a stall.
+- Progress seen in an observation counts, even just past the deadline: the shell samples at the
+  deadline, so a byte that moved since its last sample is never mistaken for a stall. It counts
+  at the time the source says the body last moved (`Progress.moved_at_s`: the socket's last ACK),
+  else at the observation's time. Dated, a stall is found `stall_timeout_s` after the last ACK
+  however seldom the shell samples; undated, up to one sampling period later.
 - Every phase is bounded: SENDING by its stall timer and by the minimum average rate, ANSWERING
   by request_timeout_s. A peer cannot hold a request forever by trickling.
 """
@@ -79,11 +81,17 @@ class Progress:
 
     `handed_bytes`: body bytes the connection accepted. `unacked_bytes`: bytes it holds that the
     peer has not acknowledged yet (its buffers and the kernel's send queue; None where it cannot
-    tell). `response_bytes`: response bytes read so far (a head counts once it is parsed)."""
+    tell). `response_bytes`: response bytes read so far (a head counts once it is parsed).
+    `moved_at_s`: when the counters last moved, as the source knows it (HTTPS: the latest of
+    the last handover, the socket's last ACK and the answer's last byte), on the watch's clock;
+    None where it cannot tell (the observation's own time is taken). A source gives it only if
+    it is never earlier than the last real movement (an ACK that acknowledged nothing new may
+    make it later, never earlier): so dating by it never cuts a moving request."""
 
     handed_bytes: int = 0
     unacked_bytes: int | None = None
     response_bytes: int = 0
+    moved_at_s: float | None = None
 
 
 class Phase(enum.StrEnum):
@@ -129,12 +137,14 @@ class RequestWatch:
         return self._last
 
     def observe(self, now_s: float, progress: Progress) -> None:
-        """What the shell saw at `now_s`; a change from the last observation is progress."""
+        """What the shell saw at `now_s`; a change from the last observation is progress, dated
+        at `progress.moved_at_s` when the source knows it (at most `now_s`), else at `now_s`."""
         before, self._last = self._last, progress
+        moved_s = now_s if progress.moved_at_s is None else min(now_s, progress.moved_at_s)
         if progress.response_bytes > before.response_bytes:
             if self._phase is Phase.SENDING:
-                self._answer(now_s)  # an early answer (a refusal) ends the sending
-            self._last_response_s = now_s
+                self._answer(moved_s)  # an early answer (a refusal) ends the sending
+            self._last_response_s = moved_s
             return
         if self._phase is not Phase.SENDING:
             return
@@ -144,9 +154,9 @@ class RequestWatch:
             and progress.unacked_bytes < before.unacked_bytes
         )
         if progress.handed_bytes > before.handed_bytes or acknowledged:
-            self._last_progress_s = now_s
+            self._last_progress_s = moved_s  # real progress replaces the setup allowance
         if progress.handed_bytes >= self._body_bytes and not progress.unacked_bytes:
-            self._answer(now_s)
+            self._answer(moved_s)  # the body ended when its last byte moved
 
     @property
     def deadline_s(self) -> float:

@@ -35,16 +35,43 @@ from transport.tus_session import TusSession, UploadOutcome
 
 
 class SliceReader:
-    """Reads slices of one sealed (immutable) evidence file off the event loop."""
+    """Reads slices of one sealed (immutable) evidence file without ever blocking the event loop.
+
+    A slice whole in the page cache is copied on the loop (preadv2 with RWF_NOWAIT: the kernel
+    refuses rather than waits for the card); anything else is read in a worker thread, so a
+    stalled or dying card blocks only that thread. Why not always the thread: each hop costs a
+    thread wake-up and two or three loop iterations, which on a slow link are much of an
+    upload's CPU (docs/benchmarks.md, uplink). `reads_on_loop` counts the slices read the
+    first way.
+    """
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.reads_on_loop = 0
 
-    async def read(self, body: BodySlice) -> bytes:
-        data = await asyncio.to_thread(os.pread, self._fd, body.length_bytes, body.offset_bytes)
+    async def read(self, body: BodySlice) -> bytes | bytearray:
+        data: bytes | bytearray | None = self._read_cached(body)
+        if data is None:
+            data = await asyncio.to_thread(os.pread, self._fd, body.length_bytes, body.offset_bytes)
         if len(data) != body.length_bytes:
             raise OSError(f"evidence file shorter than expected at offset {body.offset_bytes}")
         return data
+
+    def _read_cached(self, body: BodySlice) -> bytearray | None:
+        """The slice if the page cache holds all of it, else None (read it in a thread)."""
+        nowait = getattr(os, "RWF_NOWAIT", None)
+        if nowait is None or body.length_bytes == 0:
+            return None
+        buffer = bytearray(body.length_bytes)
+        try:
+            count = os.preadv(self._fd, [buffer], body.offset_bytes, nowait)
+        except OSError:  # EAGAIN (not cached), EOPNOTSUPP (no such reads here): the thread
+            return None  # reads it, and raises what the card raises
+        if count != body.length_bytes:  # partly cached, or a short file: the thread decides
+            return None
+        self.reads_on_loop += 1
+        # The buffer is the chunk: checksummed and sent from here without a copy.
+        return buffer
 
     def close(self) -> None:
         os.close(self._fd)

@@ -185,3 +185,52 @@ def test_the_verdict_is_none_exactly_before_the_deadline(
         assert deadline_s > 100.0
         assert request.verdict(deadline_s - 1e-6) is None
         assert request.verdict(deadline_s) is not None
+
+
+# -- progress dated by its source (Progress.moved_at_s: HTTPS dates it by the socket's last ACK)
+
+
+def test_dated_progress_seen_late_counts_when_it_happened() -> None:
+    """Sampled seldom, a dead link is still cut stall_timeout_s after its last ACK, not after
+    the sample that saw that ACK's effect."""
+    request = watch()
+    request.observe(101.0, Progress(100_000, 50_000, 0, moved_at_s=101.0))
+    request.observe(108.0, Progress(100_000, 40_000, 0, moved_at_s=102.5))  # acked at 102.5
+
+    assert request.deadline_s == 112.5
+    assert request.verdict(112.4) is None
+    reason = request.verdict(112.5)
+    assert reason is not None
+    assert reason.startswith("stalled: no body byte moved for 10 s")
+
+
+def test_a_date_after_the_observation_counts_as_the_observation() -> None:
+    request = watch()
+    request.observe(101.0, Progress(100_000, 50_000, 0, moved_at_s=101.0))
+    request.observe(103.0, Progress(100_000, 40_000, 0, moved_at_s=999.0))
+    assert request.deadline_s == 113.0
+
+
+def test_dated_progress_replaces_the_setup_allowance() -> None:
+    """The allowance is for a connection still to open; a byte that moved shows it is up."""
+    request = watch(allowance_s=5.0)  # progress counted until 105
+    request.observe(102.0, Progress(16_384, 16_384, 0, moved_at_s=101.0))
+    assert request.deadline_s == 111.0
+
+
+def test_the_dated_end_of_the_body_starts_the_read_timeout() -> None:
+    """The last byte acknowledged at 104, seen at 106: the answer is due by 104 + read 3 s."""
+    request = watch(body_bytes=300_000)
+    request.observe(101.0, Progress(300_000, 100_000, 0, moved_at_s=101.0))
+    request.observe(106.0, Progress(300_000, 0, 0, moved_at_s=104.0))
+
+    assert request.phase is Phase.ANSWERING
+    assert request.deadline_s == 107.0
+    assert request.verdict(107.0) == "no answer within 3 s of the request's end"
+
+
+def test_without_a_date_progress_counts_at_the_observation() -> None:
+    request = watch()
+    request.observe(101.0, Progress(100_000, 50_000, 0))
+    request.observe(108.0, Progress(100_000, 40_000, 0))
+    assert request.deadline_s == 118.0
