@@ -122,10 +122,12 @@ IMPORT_STEPS = [
     ("+ asyncio, json, threading (asyncio loads ssl: OpenSSL)", "import asyncio, json, threading"),
     ("+ av (PyAV and the FFmpeg it bundles)", "import av"),
     (
-        "+ cryptography (AES-GCM)",
-        "from cryptography.hazmat.primitives.ciphers.aead import AESGCM",
+        # The box's crypto is all `cryptography` since issue 18 (pycryptodome is not loaded).
+        "+ cryptography (AES-GCM, X25519, Ed25519, HKDF)",
+        "from cryptography.hazmat.primitives.ciphers.aead import AESGCM; "
+        "from cryptography.hazmat.primitives.asymmetric import ed25519, x25519; "
+        "from cryptography.hazmat.primitives.kdf.hkdf import HKDF",
     ),
-    ("+ pycryptodome (X25519, Ed25519)", "import Crypto.Cipher.AES, Crypto.PublicKey.ECC"),
     ("+ diskcache (sqlite3)", "import diskcache"),
     ("+ the box's storage and capture modules", "import storage.store, gateway.capture.service"),
 ]
