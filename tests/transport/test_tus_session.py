@@ -22,23 +22,19 @@ from transport.errors import (
     UploadRejected,
 )
 from transport.http import BodySlice, HttpRequest, HttpResponse
+from transport.tus_headers import OFFSET_CONTENT_TYPE, TUS_VERSION
+from transport.tus_messages import ServerCapabilities, UploadOutcome, UploadSpec
 from transport.tus_session import (
     MAX_CHECKSUM_RESENDS,
     MAX_CHUNK_BYTES,
     MAX_OFFSET_REGRESSIONS,
     MAX_RECREATIONS,
     MAX_ROUNDS_WITHOUT_PROGRESS,
-    OFFSET_CONTENT_TYPE,
-    TUS_VERSION,
-    ServerCapabilities,
     SessionMisuse,
-    SessionState,
     TusSession,
-    UploadOutcome,
-    UploadSpec,
-    check_termination,
-    termination_request,
 )
+from transport.tus_states import SessionState
+from transport.tus_statuses import check_termination, termination_request
 
 ENDPOINT = "/files/"
 MAX_REQUESTS = 10_000
