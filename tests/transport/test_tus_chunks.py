@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.transport.test_tus_session import (
+from tests.transport.fake_tus import (
     CREATION_ONLY,
     ENDPOINT,
     FakeTusServer,
