@@ -54,7 +54,9 @@ from transport.progress import (
     DEFAULT_STALL_TIMEOUT_S,
 )
 from transport.tls import ClientTlsSettings
-from transport.tus_session import ATTESTATION_HEADER, TusSession, UploadOutcome, UploadSpec
+from transport.tus_headers import ATTESTATION_HEADER
+from transport.tus_messages import UploadOutcome, UploadSpec
+from transport.tus_session import TusSession
 from transport.upload import RetryPolicy, SliceReader, drive, drive_with_retries
 
 SERVER_NAME = "backoffice.test"

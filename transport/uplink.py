@@ -57,13 +57,9 @@ from transport.ledger import FileUpload, UplinkLedger
 from transport.links import LinkConfig, LinkState, rate_limit_bytes_per_s
 from transport.refusals import Rechecks, Verdict, Wait, next_wait, verdict_of
 from transport.scheduler import SchedulerPolicy, UploadCandidate, UploadClass, plan
-from transport.tus_session import (
-    ServerCapabilities,
-    TusSession,
-    UploadOutcome,
-    UploadSpec,
-    refusal_error,
-)
+from transport.tus_messages import ServerCapabilities, UploadOutcome, UploadSpec
+from transport.tus_session import TusSession
+from transport.tus_statuses import refusal_error
 from transport.uplink_files import FileDesk
 from transport.uplink_links import Connector, UplinkLink, open_link
 from transport.uplink_outcomes import PROBE_TIMEOUT_S, UplinkOutcomes, fault_kind

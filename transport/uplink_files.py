@@ -36,7 +36,8 @@ from transport.blocked_report import BLOCKED_PATH, BlockedReport
 from transport.errors import TransportError
 from transport.http import BodySlice, HttpRequest, HttpResponse
 from transport.ledger import FileUpload, UplinkLedger
-from transport.tus_session import ServerCapabilities, check_termination, termination_request
+from transport.tus_messages import ServerCapabilities
+from transport.tus_statuses import check_termination, termination_request
 from transport.uplink_view import QUEUED_STATES
 
 log = logging.getLogger(__name__)

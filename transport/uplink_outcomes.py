@@ -27,7 +27,7 @@ from transport.errors import CredentialsWithdrawn, IntegrityError, PinMismatch
 from transport.http import HttpRequest, HttpResponse
 from transport.ledger import FileUpload, UplinkLedger
 from transport.refusals import Rechecks, Wait, reason_of
-from transport.tus_session import ServerCapabilities, UploadOutcome
+from transport.tus_messages import ServerCapabilities, UploadOutcome
 from transport.uplink_files import FileDesk
 from transport.uplink_links import Connector, UplinkLink
 from transport.uplink_view import UNATTESTED_NOTE

@@ -31,7 +31,8 @@ from tenacity import (
 from transport.chunk_size import ChunkSizer
 from transport.errors import RETRYABLE, ServerError
 from transport.http import BodySlice, Transport
-from transport.tus_session import TusSession, UploadOutcome
+from transport.tus_messages import UploadOutcome
+from transport.tus_session import TusSession
 
 
 class SliceReader:

@@ -52,7 +52,8 @@ from tests.backoffice.test_serve_both_transports import read_lines
 from tests.tls_helpers import TestPki
 from transport.https import HttpsTransport
 from transport.tls import ClientTlsSettings
-from transport.tus_session import TusSession, UploadOutcome, UploadSpec
+from transport.tus_messages import UploadOutcome, UploadSpec
+from transport.tus_session import TusSession
 from transport.upload import SliceReader, drive
 
 MVB_ADMIN = Path(sys.executable).with_name("mvb-admin")

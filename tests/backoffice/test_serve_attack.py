@@ -44,7 +44,8 @@ from transport.errors import UploadRejected
 from transport.http import BodySlice, HttpRequest
 from transport.https import HttpsTransport
 from transport.tls import client_ssl_context
-from transport.tus_session import TusSession, UploadSpec
+from transport.tus_messages import UploadSpec
+from transport.tus_session import TusSession
 from transport.upload import SliceReader, drive
 
 TUS = ("Tus-Resumable", "1.0.0")

@@ -19,7 +19,8 @@ from tests.tls_helpers import TestPki
 from transport.h3_io import H3Transport
 from transport.http import Transport
 from transport.https import HttpsTransport
-from transport.tus_session import TusSession, UploadSpec
+from transport.tus_messages import UploadSpec
+from transport.tus_session import TusSession
 from transport.upload import SliceReader, drive
 
 MVB_ADMIN = Path(sys.executable).parent / "mvb-admin"

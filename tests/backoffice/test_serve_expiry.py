@@ -18,7 +18,7 @@ from tests.backoffice.test_serve_both_transports import read_lines
 from tests.tls_helpers import TestPki
 from transport.http import BodySlice, HttpRequest, HttpResponse
 from transport.https import HttpsTransport
-from transport.tus_session import ServerCapabilities
+from transport.tus_messages import ServerCapabilities
 
 MVB_ADMIN = Path(sys.executable).parent / "mvb-admin"
 SERVING = re.compile(r"serving https://127\.0\.0\.1:(?P<port>\d+)/files/ from .*")

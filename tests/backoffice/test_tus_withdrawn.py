@@ -15,7 +15,7 @@ import pytest
 
 from backoffice.tus_app import STORED_SHA256_HEADER, IncomingRequest, RequestWithdrawn, TusApp
 from backoffice.upload_store import UploadStore
-from tests.backoffice.test_tus_app import (
+from tests.backoffice.tus_requests import (
     CLIENT,
     DATA,
     OFFSET_STREAM,

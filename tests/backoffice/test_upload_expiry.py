@@ -16,7 +16,7 @@ import pytest
 from backoffice.tus_app import TusApp
 from backoffice.upload_expiry import Expiration, http_date, sweep_interval_s
 from backoffice.upload_store import UploadStore
-from tests.backoffice.test_tus_app import (
+from tests.backoffice.tus_requests import (
     DATA,
     MAX_CHUNK_BYTES,
     MAX_UPLOAD_BYTES,

@@ -22,7 +22,7 @@ from backoffice.rate_limit import ClientRateLimit
 from backoffice.tus_app import STORED_SHA256_HEADER, IncomingRequest, TusApp
 from backoffice.upload_expiry import Expiration
 from backoffice.upload_store import UploadStore
-from tests.backoffice.test_tus_app import (
+from tests.backoffice.tus_requests import (
     DATA,
     FreeSpace,
     create,

@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 from labdisk.durability import Mode
-from tests.soak.soak_rig import SoakSettings, run_soak
+from tests.soak.soak_rig import run_soak
+from tests.soak.soak_settings import SoakSettings
 from tests.tls_helpers import make_test_pki
 
 

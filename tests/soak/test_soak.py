@@ -35,7 +35,8 @@ from tests.soak.script import (
     KillPhase,
     Wifi,
 )
-from tests.soak.soak_rig import CELLULAR_LINKS, CLASSES_BY_SOURCE, SoakSettings, run_soak
+from tests.soak.soak_rig import run_soak
+from tests.soak.soak_settings import CELLULAR_LINKS, CLASSES_BY_SOURCE, SoakSettings
 from tests.tls_helpers import TestPki
 
 SHORT_SOAK_KILLS = 22

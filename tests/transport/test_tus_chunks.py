@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.transport.test_tus_session import (
+from tests.transport.fake_tus import (
     CREATION_ONLY,
     ENDPOINT,
     FakeTusServer,
@@ -17,15 +17,10 @@ from tests.transport.test_tus_session import (
 )
 from transport.errors import HostileServer, ServerError
 from transport.http import HttpRequest, HttpResponse
-from transport.tus_session import (
-    MAX_CHUNK_BYTES,
-    MAX_ROUNDS_WITHOUT_PROGRESS,
-    TUS_VERSION,
-    ServerCapabilities,
-    SessionState,
-    TusSession,
-    UploadSpec,
-)
+from transport.tus_headers import TUS_VERSION
+from transport.tus_messages import ServerCapabilities, UploadSpec
+from transport.tus_session import MAX_CHUNK_BYTES, MAX_ROUNDS_WITHOUT_PROGRESS, TusSession
+from transport.tus_states import SessionState
 
 DATA = bytes(range(64))
 

@@ -17,7 +17,8 @@ from tests.peers.tus_node_peer import tus_node_server
 from tests.tls_helpers import TestPki
 from transport.errors import PinMismatch
 from transport.https import HttpsTransport
-from transport.tus_session import TusSession, UploadOutcome, UploadSpec
+from transport.tus_messages import UploadOutcome, UploadSpec
+from transport.tus_session import TusSession
 from transport.upload import RetryPolicy, SliceReader, drive, drive_with_retries
 
 CHUNK_BYTES = 256 * 1024

@@ -11,7 +11,7 @@ from transport.errors import CredentialsWithdrawn
 from transport.http import HttpRequest, HttpResponse
 from transport.ledger import UplinkLedger
 from transport.refusals import CREDENTIALS_CHECK_S, WITHDRAWN_RECHECK_S
-from transport.tus_session import refusal_error
+from transport.tus_statuses import refusal_error
 from transport.unpairing import says_unpaired
 from transport.withdrawal import ALARM, UNPAIRED_ALARM, CredentialsGuard
 
