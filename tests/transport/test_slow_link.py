@@ -254,9 +254,14 @@ async def test_a_413_from_the_back_office_halves_the_chunk_and_the_upload_comple
                 uplink.ledger.close()
     stored = tmp_path / "backoffice" / "complete" / f"{record.file_id}.mvbe"
     assert stored.stat().st_size == record.size_bytes
-    # 64 KiB, then up to the 1 MiB ceiling: refused (413), halved to 512, 256, then 128 KiB,
-    # which fits under 150 KiB.
-    assert uplink.links["lte"].chunks.server_limit_bytes == 128 * KIB
+    # The chunks grow from 64 KiB with the goodput the box measures until one is refused (413);
+    # each 413 halves the refused length until a chunk fits under 150 KiB. On a quiet machine
+    # the growth reaches the 1 MiB ceiling (refused, halved to 512, 256, then 128 KiB); on a
+    # loaded one the goodput, so the first refused chunk, is smaller (seen: 190 KiB, then 95).
+    # Either way the limit learned is half a refused length (over 150 KiB) and fits.
+    limit_bytes = uplink.links["lte"].chunks.server_limit_bytes
+    assert limit_bytes is not None
+    assert (150 * KIB + 1) // 2 <= limit_bytes <= 150 * KIB
 
 
 async def until_the_upload_is_free(
