@@ -104,6 +104,12 @@ async def test_a_recording_ends_a_standby_backoff_and_retries_at_its_own_pace() 
     assert source.health.last_error == "OSError: connection refused"
 
 
+def facts(camera: Camera) -> str:
+    """What the source did so far, for a failure's message."""
+    h = camera.source.health
+    return f"connected={h.connected} tries={h.reconnects} errors={h.errors} last={h.last_error!r}"
+
+
 def ffprobe_duration_s(path: Path) -> float:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
@@ -141,9 +147,13 @@ async def test_camera_killed_and_restarted_mid_recording_leaves_a_marked_gap(
         await asyncio.sleep(3.0)  # failed attempts pile up: in standby they would back off
         with rtsp_camera(port=port, fps=FPS, gop=GOP_FRAMES, audio="aac"):
             before = health.packets
-            await wait_for(
-                lambda: health.packets > before, "the camera back in the recording", BACK_DEADLINE_S
-            )
+            returned = facts(camera)
+            try:
+                await wait_for(lambda: health.packets > before, "the camera back", BACK_DEADLINE_S)
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc}: at its return {returned}, now {facts(camera)}"
+                ) from exc
             await asyncio.sleep(2.0)
             await service.stop_recording()
             await wait_for(lambda: service.recording is None, "the recording to finish")
