@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice bench-wear bench-wear-box bench-release bench-card torture soak clean system-deps npm-peers
+.PHONY: lock demo test lint typecheck unit bench bench-uplink bench-backoffice bench-wear bench-wear-box bench-release bench-card bench-reconnect torture soak clean system-deps npm-peers
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -126,6 +126,11 @@ bench-wear-box: $(STAMP) system-deps
 
 bench-card: $(STAMP)  # root (labdisk): fsync stalls under a recording, ring lag vs awaiting writes
 	$(PY) -m bench.card_stall
+
+# Issue 15's "a camera back is recorded again within 2 s": a real RTSP camera killed and restarted
+# mid-recording, the time to its first packet in the recording against the bound (~30 s).
+bench-reconnect: $(STAMP) system-deps
+	$(PY) -m bench.camera_reconnect
 
 # The whole-box soak, long version (docs/soak.md): SOAK_MINUTES of power cuts, WiFi flaps, LTE
 # budget and back-office restarts around the real `mvb run`; SOAK_SEED replays a run's script.

@@ -11,9 +11,10 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import pytest
@@ -41,6 +42,7 @@ RTP_CLOCK_HZ = 90_000
 CLIP_GOP = 20  # 2 s at 25 fps: keyframes at frames 0, 20, 40
 CLIP_SECONDS = 2.0
 CLIP_FRAMES = round(CLIP_SECONDS * FPS)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -233,18 +235,47 @@ def test_ffmpeg_pushes_rtsp_into_a_pyav_rtsp_listener(clip: Path) -> None:
 # --- hostile peers ------------------------------------------------------------------------------
 
 
+DEADLINE_S = 30.0
+"""Bound on a blocking PyAV call that its own timeout (1-2 s here) must end: a deadline, not a
+measurement. The call runs on a thread, so a timeout that never fires fails the test instead of
+hanging it (the peer's context then closes the connection, which ends the call)."""
+
+
+def _within_deadline(call: Callable[[], T], what: str) -> T:
+    """`call()` on a daemon thread; its result (or its exception) once it returns, or a failure
+    naming `what` if it has not returned within DEADLINE_S."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the test's thread, raised there
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=what, daemon=True)
+    thread.start()
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive(), f"{what}: still blocked after {DEADLINE_S} s"
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
 def _expect_nothing_decodable(url: str) -> None:
     """Garbage never opens as MPEG-TS: PyAV's open timeout fires (ExitError) while the demuxer
-    hunts for sync bytes; should it open, not one frame decodes before an error or EOF."""
-    started = time.monotonic()
-    outcome: int | Exception
-    try:
-        with av.open(url, format="mpegts", timeout=(1.5, 1.5)) as container:
-            outcome = _decodable_frames(container) if container.streams.video else 0
-    except av.error.FFmpegError as exc:
-        outcome = exc
+    hunts for sync bytes; should it open, not one frame decodes before an error or EOF. Either
+    way the call returns: the garbage would flow for ever."""
+
+    def open_and_decode() -> int | Exception:
+        try:
+            with av.open(url, format="mpegts", timeout=(1.5, 1.5)) as container:
+                return _decodable_frames(container) if container.streams.video else 0
+        except av.error.FFmpegError as exc:
+            return exc
+
+    outcome = _within_deadline(open_and_decode, "the garbage's open or decode")
     assert outcome == 0 or isinstance(outcome, av.error.FFmpegError)
-    assert time.monotonic() - started < 5.0
 
 
 def test_garbage_server_yields_nothing_decodable() -> None:
@@ -262,12 +293,21 @@ def test_garbage_pushed_into_a_listener_yields_nothing_decodable() -> None:
 
 
 def _expect_stall(url: str, read_timeout_s: float) -> list[Pkt]:
+    """A stalled peer: the read blocks until PyAV's read timeout interrupts it (ExitError), not
+    before (the stall is not taken for an end); the peer never hangs up, so only the timeout
+    ends the read."""
     packets: list[Pkt] = []
-    with av.open(url, format="mpegts", timeout=(5.0, read_timeout_s)) as container:
-        started = time.monotonic()
-        with pytest.raises(av.error.ExitError):  # PyAV's timeout interrupts the blocked read
-            _drain(container, packets)
-        assert read_timeout_s <= time.monotonic() - started < read_timeout_s + 2.0
+
+    def read_until_interrupted() -> float:
+        with av.open(url, format="mpegts", timeout=(5.0, read_timeout_s)) as container:
+            started = time.monotonic()
+            with pytest.raises(av.error.ExitError):  # PyAV's timeout interrupts the blocked read
+                _drain(container, packets)
+            return time.monotonic() - started
+
+    blocked_s = _within_deadline(read_until_interrupted, "the stalled read")
+    # a lower bound only: load makes the wait longer, never shorter
+    assert blocked_s >= read_timeout_s
     return packets
 
 

@@ -338,7 +338,10 @@ async def test_gpsd_client_gets_a_fix_on_the_route() -> None:
             assert fix.track_deg == pytest.approx(expected[3], abs=1e-3)
             assert fix.alt_m == ALT_MSL_M + GEOID_SEP_M
             assert fix.clock_offset_ms is not None
-            assert abs(fix.clock_offset_ms) < 1000
+            # The simulator and the box read this machine's clock: the offset is the epoch's
+            # delivery delay, a behaviour bound with a wide margin (a loaded machine may delay a
+            # line past a second; a clock 40 days wrong is 3.5e9 ms)
+            assert abs(fix.clock_offset_ms) < 30_000
             assert tracker.gpsd_release == RELEASE
             assert client.parse_errors == 0
             samples = tracker.samples_between(0, time.monotonic_ns() + 1)
