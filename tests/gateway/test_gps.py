@@ -394,6 +394,10 @@ def test_backoff_is_bounded_exponential_with_jitter() -> None:
 # -- the client: helpers -----------------------------------------------------------------------
 
 
+GPSFAKE_START_S = 60.0
+"""A deadline for a freshly started gpsfake's first fix (gpsd and its replay starting)."""
+
+
 async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
     """Poll `condition` until true; fail after `timeout_s` (generous: a loaded CI machine)."""
     deadline = time.monotonic() + timeout_s
@@ -459,6 +463,7 @@ async def test_fixes_from_real_gpsd_match_the_replayed_track(
         await wait_until(
             lambda: tracker.fix is not None and tracker.fix.gps_time_ms == last_ms,
             "the last fix of the track",
+            timeout_s=GPSFAKE_START_S,
         )
         # -1: after the track gpsd goes quiet, the connection stays: the fix goes stale.
         await wait_until(lambda: tracker.status(time.monotonic_ns()) is GpsStatus.STALE, "stale")
@@ -500,7 +505,10 @@ async def test_gpsd_hangs_then_dies_then_comes_back(
 
     gpsfakes.append(Gpsfake(port, tmp_path, singleshot=False))
     async with running(client) as task:
-        await wait_until(lambda: status() is GpsStatus.FIX, "a fix")
+        # The first fix waits on gpsfake starting gpsd and its replay, which on a loaded CI
+        # machine once took longer than 15 s (connected, no TPV yet): setup, not the behaviour
+        # under test, so a longer deadline.
+        await wait_until(lambda: status() is GpsStatus.FIX, "a fix", timeout_s=GPSFAKE_START_S)
 
         gpsfakes[0].signal(signal.SIGSTOP)  # gpsd hangs: connected, silent
         await wait_until(lambda: status() is GpsStatus.STALE, "a stale fix")
@@ -518,6 +526,7 @@ async def test_gpsd_hangs_then_dies_then_comes_back(
         await wait_until(
             lambda: tracker.fix is not None and tracker.fix.received_mono_ns > restarted_ns,
             "a fix from the new gpsd",
+            timeout_s=GPSFAKE_START_S,
         )
         assert status() is GpsStatus.FIX
         assert client.connections == 2
