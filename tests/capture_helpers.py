@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,3 +60,17 @@ def video_packets(media: bytes) -> list[Any]:
 
 def segments(report: ReadReport) -> list[dict[str, Any]]:
     return [m for m in report.metadata if m["type"] == "segment"]
+
+
+def write_sound_clip(path: Path, *, seconds: float, fps: int) -> Path:
+    """An MPEG-TS clip of H.264 (a keyframe every second, no B-frames) and AAC sound at 48 kHz,
+    made by the ffmpeg CLI: the capture tests' camera with sound."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc=s=160x120:r={fps}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-t", str(seconds), "-c:v", "libx264", "-g", str(fps), "-bf", "0",
+         "-c:a", "aac", "-f", "mpegts", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path

@@ -7,7 +7,6 @@ once per connection (issue 18): this holds it to what the clip says, loop after 
 from __future__ import annotations
 
 import itertools
-import subprocess
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from demo.replay_source import ReplaySource
 from gateway.capture.source import SourceSpec
+from tests.capture_helpers import write_sound_clip
 
 FPS = 25
 CLIP_S = 1
@@ -25,16 +25,7 @@ LOOPS = 2
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("clips") / "av.ts"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc=s=160x120:r={FPS}",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", str(CLIP_S), "-c:v", "libx264", "-g", str(FPS), "-bf", "0",
-         "-c:a", "aac", "-f", "mpegts", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    return write_sound_clip(tmp_path_factory.mktemp("clips") / "av.ts", seconds=CLIP_S, fps=FPS)
 
 
 def clip_packets(clip: Path) -> list[tuple[bool, int, int, bytes]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import random
-import subprocess
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +26,7 @@ from gateway.capture.packet import CapturedPacket, StreamTemplate
 from storage.envelope import RecipientPrivateKey
 from storage.store import StreamWriter
 from storage.writer import DurablePoint
-from tests.capture_helpers import decrypt_all, segments, store_on
+from tests.capture_helpers import decrypt_all, segments, store_on, write_sound_clip
 
 CLIP_S = 4
 FPS = 25
@@ -36,16 +35,7 @@ NS_PER_S = 1_000_000_000
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("clips") / "av.ts"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc=s=160x120:r={FPS}",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", str(CLIP_S), "-c:v", "libx264", "-g", str(FPS), "-bf", "0",
-         "-c:a", "aac", "-f", "mpegts", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    return write_sound_clip(tmp_path_factory.mktemp("clips") / "av.ts", seconds=CLIP_S, fps=FPS)
 
 
 @pytest.fixture(scope="module")
